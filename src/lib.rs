@@ -5,7 +5,16 @@
 //! [`ops`] turns an op's parameters into recorded dispatches; [`cpu`] holds the f64
 //! references every kernel is tested against; [`graph`] plans and runs whole training steps.
 
+pub mod cpu;
 pub mod data;
 pub mod error;
+pub mod gpu;
+pub mod ops;
+pub mod pipelines;
+pub mod shaders;
+pub mod tensor;
+pub mod testing;
 
 pub use error::{Error, Result};
+pub use gpu::Gpu;
+pub use tensor::{DType, Tensor};

@@ -1,0 +1,121 @@
+// The resident dataset: images stay on the GPU as packed u8 (four pixels per u32 word),
+// labels as u32. Each step a gather builds the batch: image index = perm[start + b],
+// pixel -> (pixel / 255 - mean) / std, optionally through a random affine warp.
+// Rows past the end of the data (a partial last batch) get label 0xffffffff, which the
+// loss and metrics kernels ignore.
+//
+// Dimensions: B batch rows, ROWS x COLS pixels per image, COUNT images in the split.
+
+struct Params {
+    batch: u32,
+    rows: u32,
+    cols: u32,
+    count: u32,
+    mean: f32,
+    inv_std: f32,
+    augment: u32,
+    seed: u32,
+}
+
+override WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+// step[0]: global step (augmentation RNG counter); step[1]: index of the batch's first row
+// in the permutation
+@group(0) @binding(1) var<storage, read> step: array<u32>;
+@group(0) @binding(2) var<storage, read> images: array<u32>;
+@group(0) @binding(3) var<storage, read> labels: array<u32>;
+@group(0) @binding(4) var<storage, read> perm: array<u32>;
+@group(0) @binding(5) var<storage, read_write> x: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y: array<u32>;
+
+fn pcg(v: u32) -> u32 {
+    let state = v * 747796405u + 2891336453u;
+    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+    return (word >> 22u) ^ word;
+}
+
+// Uniform in [-1, 1) from the hash of (seed, step, row, which).
+fn rand(row: u32, which: u32) -> f32 {
+    let h = pcg(which ^ pcg(row ^ pcg(step[0] ^ pcg(p.seed))));
+    return f32(h >> 8u) / 8388608.0 - 1.0;
+}
+
+fn pixel(image: u32, py: i32, px: i32) -> f32 {
+    if py < 0 || px < 0 || py >= i32(p.rows) || px >= i32(p.cols) { return 0.0; }
+    let j = image * p.rows * p.cols + u32(py) * p.cols + u32(px);
+    return f32((images[j / 4u] >> (8u * (j % 4u))) & 255u);
+}
+
+@compute @workgroup_size(WG)
+fn gather_batch(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                @builtin(local_invocation_id) lid: vec3u) {
+    let e = (wid.x + wid.y * nwg.x) * WG + lid.x;
+    let plane = p.rows * p.cols;
+    if e >= p.batch * plane { return; }
+    let row = e / plane;
+    let k = e - row * plane;
+    let oy = k / p.cols;
+    let ox = k - oy * p.cols;
+    let slot = step[1] + row;
+    if slot >= p.count {
+        x[e] = 0.0;
+        if k == 0u { y[row] = 0xffffffffu; }
+        return;
+    }
+    let image = perm[slot];
+    var v: f32;
+    if p.augment == 0u {
+        v = pixel(image, i32(oy), i32(ox));
+    } else {
+        // Inverse-map the output pixel through a random similarity transform about the
+        // centre: shift up to +-2 px, rotation up to +-10 degrees, scale 0.9..1.1; bilinear.
+        let angle = rand(row, 0u) * 0.17453292;
+        let scale = 1.0 + 0.1 * rand(row, 1u);
+        let shift = vec2f(rand(row, 2u), rand(row, 3u)) * 2.0;
+        let centre = vec2f(f32(p.cols), f32(p.rows)) * 0.5 - 0.5;
+        let d = (vec2f(f32(ox), f32(oy)) - centre - shift) / scale;
+        let cs = cos(angle);
+        let sn = sin(angle);
+        let src = vec2f(cs * d.x + sn * d.y, -sn * d.x + cs * d.y) + centre;
+        let f = floor(src);
+        let t = src - f;
+        let x0 = i32(f.x);
+        let y0 = i32(f.y);
+        v = mix(mix(pixel(image, y0, x0), pixel(image, y0, x0 + 1), t.x),
+                mix(pixel(image, y0 + 1, x0), pixel(image, y0 + 1, x0 + 1), t.x), t.y);
+    }
+    x[e] = (v / 255.0 - p.mean) * p.inv_std;
+    if k == 0u { y[row] = labels[image]; }
+}
+
+// ---- denoise: 3x3 median over f32 images [B, ROWS, COLS] (edges replicate), for
+// prediction on user photos. `batch` counts images.
+@group(0) @binding(7) var<storage, read> img_in: array<f32>;
+@group(0) @binding(8) var<storage, read_write> img_out: array<f32>;
+
+@compute @workgroup_size(WG)
+fn median3x3(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+             @builtin(local_invocation_id) lid: vec3u) {
+    let e = (wid.x + wid.y * nwg.x) * WG + lid.x;
+    let plane = p.rows * p.cols;
+    if e >= p.batch * plane { return; }
+    let base = (e / plane) * plane;
+    let k = e % plane;
+    let cy = i32(k / p.cols);
+    let cx = i32(k % p.cols);
+    var v: array<f32, 9>;
+    for (var i = 0; i < 9; i++) {
+        let yy = clamp(cy + i / 3 - 1, 0, i32(p.rows) - 1);
+        let xx = clamp(cx + i % 3 - 1, 0, i32(p.cols) - 1);
+        v[i] = img_in[base + u32(yy) * p.cols + u32(xx)];
+    }
+    // insertion sort of 9 values; the median is v[4]
+    for (var i = 1; i < 9; i++) {
+        let t = v[i];
+        var j = i - 1;
+        while j >= 0 && v[j] > t { v[j + 1] = v[j]; j--; }
+        v[j + 1] = t;
+    }
+    img_out[e] = v[4];
+}

@@ -1,0 +1,246 @@
+// GEMM and implicit-GEMM convolution: C[M, N] (+)= op(A)[M, K] . op(B)[K, N], then an
+// epilogue (bias per row or column, ReLU).
+//
+// MODE picks how A and B are gathered and where C goes (nothing is materialised; the
+// im2col gather happens inside the loads):
+//   0 GEMM            A [M,K] (or [K,M] if TRANS_A), B [K,N] (or [N,K] if TRANS_B), C [M,N]
+//   1 conv forward    M = Cout, N = batch*OH*OW, K = Cin*R*S: A = weights [Cout, Cin*R*S],
+//                     B = im2col(x), C -> y [batch, Cout, OH, OW]; bias per row
+//   2 conv dX         M = Cin, N = batch*H*W, K = Cout*R*S: A[c, (k,r,s)] = w[k, c, r, s],
+//                     B[(k,r,s), (b,iy,ix)] = dy[b, k, oy, ox] where oy*stride = iy + pad - r
+//                     (zero where that has no integer solution), C -> dx [batch, Cin, H, W]
+//   3 conv dW         M = Cout, N = Cin*R*S, K = batch*OH*OW: A = dy as [Cout, (b,oy,ox)],
+//                     B = im2col(x) transposed, C -> dw [Cout, Cin*R*S]
+// Layouts are NCHW activations and KCRS weights (PyTorch's order).
+//
+// Two kernel families share the gathers:
+//   gemm_tiled     BM x BN tile per workgroup staged through workgroup memory, TM x TN
+//                  outputs per invocation: what real GPUs want.
+//   gemm_regblock  no workgroup memory, TM x TN outputs per invocation straight from
+//                  global memory: what llvmpipe runs fastest (barriers are slow there).
+// f32 accumulation; each output is one sequential sum over K (no atomics: deterministic).
+
+struct Params {
+    m: u32, n: u32, k: u32,
+    // bit 0: accumulate into C; bit 1: ReLU; bits 2-3: bias 0 none, 1 per row, 2 per column
+    flags: u32,
+    batch: u32, cin: u32, h: u32, w: u32,
+    cout: u32, r: u32, s: u32, stride: u32,
+    oh: u32, ow: u32, pad: u32, _pad: u32,
+}
+
+override MODE: u32 = 0u;
+override TRANS_A: bool = false;
+override TRANS_B: bool = false;
+// Tile shape. TM, TN <= TMAX (registers are sized by TMAX; the unused part folds away
+// because overrides are constants by the time the driver compiles).
+override BM: u32 = 64u;
+override BN: u32 = 64u;
+override BK: u32 = 16u;
+override TM: u32 = 4u;
+override TN: u32 = 4u;
+const TMAX: u32 = 8u;
+// Invocations per workgroup, x along N, y along M.
+override WGX: u32 = 16u;
+override WGY: u32 = 16u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+
+// A[m, k] of the logical product, 0 outside.
+fn load_a(m: u32, k: u32) -> f32 {
+    if m >= p.m || k >= p.k { return 0.0; }
+    switch MODE {
+        case 0u: {
+            if TRANS_A { return a[k * p.m + m]; }
+            return a[m * p.k + k];
+        }
+        case 2u: {
+            // k = (co, r, s); weights [Cout, Cin, R, S], m = input channel
+            let rs = p.r * p.s;
+            let co = k / rs;
+            let t = k - co * rs;
+            return a[(co * p.cin + m) * rs + t];
+        }
+        case 3u: {
+            // k = (b, oy, ox) over dy [batch, Cout, OH, OW], m = output channel
+            let hw = p.oh * p.ow;
+            let bi = k / hw;
+            let t = k - bi * hw;
+            return a[(bi * p.cout + m) * hw + t];
+        }
+        default: {
+            return a[m * p.k + k];
+        }
+    }
+}
+
+// x[bi, ci, iy, ix] with zero padding, iy/ix given before the padding shift.
+fn load_x(bi: u32, ci: u32, y: i32, x: i32) -> f32 {
+    if y < 0 || x < 0 || y >= i32(p.h) || x >= i32(p.w) { return 0.0; }
+    return b[((bi * p.cin + ci) * p.h + u32(y)) * p.w + u32(x)];
+}
+
+// B[k, n] of the logical product, 0 outside.
+fn load_b(k: u32, n: u32) -> f32 {
+    if k >= p.k || n >= p.n { return 0.0; }
+    switch MODE {
+        case 0u: {
+            if TRANS_B { return b[n * p.k + k]; }
+            return b[k * p.n + n];
+        }
+        case 1u: {
+            // k = (ci, r, s), n = (bi, oy, ox)
+            let rs = p.r * p.s;
+            let ci = k / rs;
+            let t = k - ci * rs;
+            let r = t / p.s;
+            let s = t - r * p.s;
+            let hw = p.oh * p.ow;
+            let bi = n / hw;
+            let o = n - bi * hw;
+            let oy = o / p.ow;
+            let ox = o - oy * p.ow;
+            return load_x(bi, ci, i32(oy * p.stride + r) - i32(p.pad), i32(ox * p.stride + s) - i32(p.pad));
+        }
+        case 2u: {
+            // k = (co, r, s), n = (bi, iy, ix); gather dy[bi, co, oy, ox]
+            let rs = p.r * p.s;
+            let co = k / rs;
+            let t = k - co * rs;
+            let r = t / p.s;
+            let s = t - r * p.s;
+            let hw = p.h * p.w;
+            let bi = n / hw;
+            let i = n - bi * hw;
+            let iy = i / p.w;
+            let ix = i - iy * p.w;
+            let ty = i32(iy + p.pad) - i32(r);
+            let tx = i32(ix + p.pad) - i32(s);
+            if ty < 0 || tx < 0 { return 0.0; }
+            let oy = u32(ty) / p.stride;
+            let ox = u32(tx) / p.stride;
+            if oy * p.stride != u32(ty) || ox * p.stride != u32(tx) || oy >= p.oh || ox >= p.ow { return 0.0; }
+            return b[((bi * p.cout + co) * p.oh + oy) * p.ow + ox];
+        }
+        default: {
+            // MODE 3: k = (bi, oy, ox), n = (ci, r, s)
+            let hw = p.oh * p.ow;
+            let bi = k / hw;
+            let o = k - bi * hw;
+            let oy = o / p.ow;
+            let ox = o - oy * p.ow;
+            let rs = p.r * p.s;
+            let ci = n / rs;
+            let t = n - ci * rs;
+            let r = t / p.s;
+            let s = t - r * p.s;
+            return load_x(bi, ci, i32(oy * p.stride + r) - i32(p.pad), i32(ox * p.stride + s) - i32(p.pad));
+        }
+    }
+}
+
+// Epilogue and store of C[m, n] (in range).
+fn store_c(m: u32, n: u32, acc: f32) {
+    var idx = m * p.n + n;
+    if MODE == 1u || MODE == 2u {
+        // n = (bi, y, x) over the output plane; C row m is a channel of an NCHW tensor
+        let plane = select(p.h * p.w, p.oh * p.ow, MODE == 1u);
+        let channels = select(p.cin, p.cout, MODE == 1u);
+        let bi = n / plane;
+        idx = (bi * channels + m) * plane + (n - bi * plane);
+    }
+    var v = acc;
+    if (p.flags & 1u) != 0u { v += c[idx]; }
+    let bias_mode = (p.flags >> 2u) & 3u;
+    if bias_mode == 1u { v += bias[m]; }
+    if bias_mode == 2u { v += bias[n]; }
+    if (p.flags & 2u) != 0u { v = max(v, 0.0); }
+    c[idx] = v;
+}
+
+var<workgroup> tile_a: array<f32, BM * BK>;   // [BK][BM]
+var<workgroup> tile_b: array<f32, BK * BN>;   // [BK][BN]
+
+// A is contiguous along k in memory (so consecutive invocations should walk k).
+fn a_k_contiguous() -> bool {
+    return !(MODE == 0u && TRANS_A);
+}
+
+@compute @workgroup_size(WGX, WGY)
+fn gemm_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+              @builtin(local_invocation_id) lid: vec3u) {
+    // Column blocks beyond 65535 continue in z (the host splits the grid).
+    let row0 = wid.y * BM;
+    let col0 = (wid.x + wid.z * nwg.x) * BN;
+    let tid = lid.y * WGX + lid.x;
+    let threads = WGX * WGY;
+    var acc: array<array<f32, TMAX>, TMAX>;
+    for (var i = 0u; i < TM; i++) {
+        for (var j = 0u; j < TN; j++) { acc[i][j] = 0.0; }
+    }
+    var a_reg: array<f32, TMAX>;
+    var b_reg: array<f32, TMAX>;
+    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+        // Stage the A and B tiles; consecutive invocations read consecutive addresses.
+        for (var e = tid; e < BM * BK; e += threads) {
+            var mm: u32; var kk: u32;
+            if a_k_contiguous() { mm = e / BK; kk = e % BK; } else { mm = e % BM; kk = e / BM; }
+            tile_a[kk * BM + mm] = load_a(row0 + mm, k0 + kk);
+        }
+        for (var e = tid; e < BK * BN; e += threads) {
+            var kk: u32; var nn: u32;
+            if MODE == 0u && TRANS_B { kk = e % BK; nn = e / BK; } else { kk = e / BN; nn = e % BN; }
+            tile_b[kk * BN + nn] = load_b(k0 + kk, col0 + nn);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            for (var i = 0u; i < TM; i++) { a_reg[i] = tile_a[kk * BM + lid.y + i * WGY]; }
+            for (var j = 0u; j < TN; j++) { b_reg[j] = tile_b[kk * BN + lid.x + j * WGX]; }
+            for (var i = 0u; i < TM; i++) {
+                for (var j = 0u; j < TN; j++) { acc[i][j] = fma(a_reg[i], b_reg[j], acc[i][j]); }
+            }
+        }
+        workgroupBarrier();
+    }
+    // Invocation (x, y) owns rows y + i*WGY and columns x + j*WGX of the tile: strided, so
+    // the stores of neighbouring invocations are adjacent.
+    for (var i = 0u; i < TM; i++) {
+        let m = row0 + lid.y + i * WGY;
+        for (var j = 0u; j < TN; j++) {
+            let n = col0 + lid.x + j * WGX;
+            if m < p.m && n < p.n { store_c(m, n, acc[i][j]); }
+        }
+    }
+}
+
+@compute @workgroup_size(WGX, WGY)
+fn gemm_regblock(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                 @builtin(local_invocation_id) lid: vec3u) {
+    // Invocation (x, y) owns the TM x TN block at rows y*TM.., columns x*TN..; column
+    // blocks beyond 65535 workgroups continue in z.
+    let row0 = (wid.y * WGY + lid.y) * TM;
+    let col0 = ((wid.x + wid.z * nwg.x) * WGX + lid.x) * TN;
+    if row0 >= p.m || col0 >= p.n { return; }
+    var acc: array<array<f32, TMAX>, TMAX>;
+    for (var i = 0u; i < TM; i++) {
+        for (var j = 0u; j < TN; j++) { acc[i][j] = 0.0; }
+    }
+    var a_reg: array<f32, TMAX>;
+    var b_reg: array<f32, TMAX>;
+    for (var k = 0u; k < p.k; k++) {
+        for (var i = 0u; i < TM; i++) { a_reg[i] = load_a(row0 + i, k); }
+        for (var j = 0u; j < TN; j++) { b_reg[j] = load_b(k, col0 + j); }
+        for (var i = 0u; i < TM; i++) {
+            for (var j = 0u; j < TN; j++) { acc[i][j] = fma(a_reg[i], b_reg[j], acc[i][j]); }
+        }
+    }
+    for (var i = 0u; i < TM; i++) {
+        for (var j = 0u; j < TN; j++) {
+            if row0 + i < p.m && col0 + j < p.n { store_c(row0 + i, col0 + j, acc[i][j]); }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+// 2-D pooling over NCHW, forward next to backward.
+//
+// Dimensions: x [N, C, H, W] -> y [N, C, OH, OW], window KH x KW, stride, padding;
+// padding positions never win a max and count as zeros in an average (PyTorch's
+// count_include_pad=True default). One invocation per output (forward) or per input
+// element (backward): the backward gathers from every window that covers its element,
+// so overlapping windows need no atomics and the result is deterministic.
+
+struct Params {
+    planes: u32,   // N * C
+    h: u32, w: u32,
+    oh: u32, ow: u32,
+    kh: u32, kw: u32,
+    stride: u32,
+    pad: u32,
+    _pad0: u32, _pad1: u32, _pad2: u32,
+}
+
+override WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+// argmax of each output window, as iy * W + ix within its plane
+@group(0) @binding(3) var<storage, read_write> argmax: array<u32>;
+@group(0) @binding(4) var<storage, read> dy: array<f32>;
+@group(0) @binding(5) var<storage, read> saved_argmax: array<u32>;
+@group(0) @binding(6) var<storage, read_write> dx: array<f32>;
+
+fn element(wid: vec3u, nwg: vec3u, lid: vec3u) -> u32 {
+    return (wid.x + wid.y * nwg.x) * WG + lid.x;
+}
+
+// The output rows/cols whose windows cover input coordinate i (in [lo, hi)).
+fn covering(i: u32, k: u32, out: u32) -> vec2u {
+    let t = i + p.pad;
+    var lo = 0u;
+    if t + 1u > k { lo = (t + 1u - k + p.stride - 1u) / p.stride; }
+    let hi = min(t / p.stride + 1u, out);
+    return vec2u(lo, hi);
+}
+
+@compute @workgroup_size(WG)
+fn max_pool2d_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                      @builtin(local_invocation_id) lid: vec3u) {
+    let o = element(wid, nwg, lid);
+    if o >= p.planes * p.oh * p.ow { return; }
+    let plane = o / (p.oh * p.ow);
+    let oy = (o / p.ow) % p.oh;
+    let ox = o % p.ow;
+    var best = -3.4028235e38;
+    var best_i = 0xffffffffu;
+    for (var r = 0u; r < p.kh; r++) {
+        let iy = i32(oy * p.stride + r) - i32(p.pad);
+        if iy < 0 || iy >= i32(p.h) { continue; }
+        for (var s = 0u; s < p.kw; s++) {
+            let ix = i32(ox * p.stride + s) - i32(p.pad);
+            if ix < 0 || ix >= i32(p.w) { continue; }
+            let i = u32(iy) * p.w + u32(ix);
+            let v = x[plane * p.h * p.w + i];
+            // strict '>' keeps the first maximum in window order, as PyTorch does
+            if best_i == 0xffffffffu || v > best { best = v; best_i = i; }
+        }
+    }
+    y[o] = best;
+    argmax[o] = best_i;
+}
+
+@compute @workgroup_size(WG)
+fn max_pool2d_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                       @builtin(local_invocation_id) lid: vec3u) {
+    let e = element(wid, nwg, lid);
+    if e >= p.planes * p.h * p.w { return; }
+    let plane = e / (p.h * p.w);
+    let i = e % (p.h * p.w);
+    let iy = i / p.w;
+    let ix = i % p.w;
+    let ry = covering(iy, p.kh, p.oh);
+    let rx = covering(ix, p.kw, p.ow);
+    var g = 0.0;
+    for (var oy = ry.x; oy < ry.y; oy++) {
+        for (var ox = rx.x; ox < rx.y; ox++) {
+            let o = (plane * p.oh + oy) * p.ow + ox;
+            if saved_argmax[o] == i { g += dy[o]; }
+        }
+    }
+    dx[e] = g;
+}
+
+@compute @workgroup_size(WG)
+fn avg_pool2d_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                      @builtin(local_invocation_id) lid: vec3u) {
+    let o = element(wid, nwg, lid);
+    if o >= p.planes * p.oh * p.ow { return; }
+    let plane = o / (p.oh * p.ow);
+    let oy = (o / p.ow) % p.oh;
+    let ox = o % p.ow;
+    var s = 0.0;
+    for (var r = 0u; r < p.kh; r++) {
+        let iy = i32(oy * p.stride + r) - i32(p.pad);
+        if iy < 0 || iy >= i32(p.h) { continue; }
+        for (var c = 0u; c < p.kw; c++) {
+            let ix = i32(ox * p.stride + c) - i32(p.pad);
+            if ix < 0 || ix >= i32(p.w) { continue; }
+            s += x[(plane * p.h + u32(iy)) * p.w + u32(ix)];
+        }
+    }
+    y[o] = s / f32(p.kh * p.kw);
+}
+
+@compute @workgroup_size(WG)
+fn avg_pool2d_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                       @builtin(local_invocation_id) lid: vec3u) {
+    let e = element(wid, nwg, lid);
+    if e >= p.planes * p.h * p.w { return; }
+    let plane = e / (p.h * p.w);
+    let i = e % (p.h * p.w);
+    let ry = covering(i / p.w, p.kh, p.oh);
+    let rx = covering(i % p.w, p.kw, p.ow);
+    var g = 0.0;
+    for (var oy = ry.x; oy < ry.y; oy++) {
+        for (var ox = rx.x; ox < rx.y; ox++) { g += dy[(plane * p.oh + oy) * p.ow + ox]; }
+    }
+    dx[e] = g / f32(p.kh * p.kw);
+}

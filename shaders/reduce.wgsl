@@ -1,0 +1,43 @@
+// Channel sums: db[c] (+)= sum over outer and inner of dy seen as [OUTER, C, INNER]
+// (the bias gradient of linear layers, INNER = 1, and of convolutions, INNER = H*W).
+// One workgroup per channel; each invocation sums a strided slice sequentially, then a
+// fixed-order tree: deterministic run to run, no atomics.
+
+struct Params {
+    outer: u32,
+    c: u32,
+    inner: u32,
+    accumulate: u32,
+}
+
+const WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read_write> db: array<f32>;
+
+var<workgroup> partial: array<f32, WG>;
+
+@compute @workgroup_size(WG)
+fn bias_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                 @builtin(local_invocation_id) lid: vec3u) {
+    let ch = wid.x + wid.y * nwg.x;   // uniform across the workgroup
+    let count = p.outer * p.inner;
+    var s = 0.0;
+    if ch < p.c {
+        for (var e = lid.x; e < count; e += WG) {
+            let o = e / p.inner;
+            let i = e - o * p.inner;
+            s += dy[(o * p.c + ch) * p.inner + i];
+        }
+    }
+    partial[lid.x] = s;
+    workgroupBarrier();
+    for (var half = WG / 2u; half > 0u; half /= 2u) {
+        if lid.x < half { partial[lid.x] += partial[lid.x + half]; }
+        workgroupBarrier();
+    }
+    if lid.x == 0u && ch < p.c {
+        db[ch] = select(0.0, db[ch], p.accumulate != 0u) + partial[0];
+    }
+}

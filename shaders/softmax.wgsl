@@ -1,0 +1,139 @@
+// Softmax and fused softmax + cross-entropy over rows of logits [R, C]; metrics.
+//
+// Numerics: every row subtracts its max before exp, so exp never overflows and the
+// largest term is exactly 1; the loss is logsumexp(z) - z[label] computed as
+// log(sum exp(z - max)) - (z[label] - max), never as -log(softmax), which underflows.
+// One invocation per row: C is small (10 classes), rows are many.
+
+struct Params {
+    rows: u32,
+    classes: u32,
+    // backward: dlogits = (softmax - onehot) * scale, scale = 1/rows for a mean loss
+    scale: f32,
+    _pad: u32,
+}
+
+override WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> labels: array<u32>;
+@group(0) @binding(3) var<storage, read_write> probs: array<f32>;
+@group(0) @binding(4) var<storage, read_write> row_loss: array<f32>;
+@group(0) @binding(5) var<storage, read_write> row_pred: array<u32>;
+@group(0) @binding(6) var<storage, read_write> dlogits: array<f32>;
+
+fn row_of(wid: vec3u, nwg: vec3u, lid: vec3u) -> u32 {
+    return (wid.x + wid.y * nwg.x) * WG + lid.x;
+}
+
+fn row_max(base: u32) -> f32 {
+    var m = logits[base];
+    for (var j = 1u; j < p.classes; j++) { m = max(m, logits[base + j]); }
+    return m;
+}
+
+fn row_sum_exp(base: u32, m: f32) -> f32 {
+    var s = 0.0;
+    for (var j = 0u; j < p.classes; j++) { s += exp(logits[base + j] - m); }
+    return s;
+}
+
+@compute @workgroup_size(WG)
+fn softmax_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                   @builtin(local_invocation_id) lid: vec3u) {
+    let r = row_of(wid, nwg, lid);
+    if r >= p.rows { return; }
+    let base = r * p.classes;
+    let m = row_max(base);
+    let inv = 1.0 / row_sum_exp(base, m);
+    for (var j = 0u; j < p.classes; j++) { probs[base + j] = exp(logits[base + j] - m) * inv; }
+}
+
+// Writes each row's loss and predicted class (argmax, first max on ties).
+@compute @workgroup_size(WG)
+fn softmax_xent_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                        @builtin(local_invocation_id) lid: vec3u) {
+    let r = row_of(wid, nwg, lid);
+    if r >= p.rows { return; }
+    let base = r * p.classes;
+    var m = logits[base];
+    var arg = 0u;
+    for (var j = 1u; j < p.classes; j++) {
+        if logits[base + j] > m { m = logits[base + j]; arg = j; }
+    }
+    let label = labels[r];
+    // Rows past the end of the data carry label 0xffffffff: no loss, no gradient, not counted.
+    if label < p.classes {
+        row_loss[r] = log(row_sum_exp(base, m)) - (logits[base + label] - m);
+    } else {
+        row_loss[r] = 0.0;
+    }
+    row_pred[r] = arg;
+}
+
+@compute @workgroup_size(WG)
+fn softmax_xent_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                         @builtin(local_invocation_id) lid: vec3u) {
+    let r = row_of(wid, nwg, lid);
+    if r >= p.rows { return; }
+    let base = r * p.classes;
+    let m = row_max(base);
+    let inv = 1.0 / row_sum_exp(base, m);
+    let label = labels[r];
+    let valid = select(0.0, 1.0, label < p.classes);
+    for (var j = 0u; j < p.classes; j++) {
+        let onehot = select(0.0, 1.0, j == label);
+        dlogits[base + j] = (exp(logits[base + j] - m) * inv - onehot) * p.scale * valid;
+    }
+}
+
+// ---- metrics: one workgroup folds a batch's row losses and predictions into running
+// totals, so an epoch needs one readback. Layout of `metrics` (u32 words):
+//   [0] loss sum (f32 bits)  [1] correct  [2] rows counted (label < C)  [3] unused  [4..4+C*C] confusion[label][pred]
+// The loss sum is a fixed-order tree reduction (deterministic run to run); counts are
+// integer atomics (order-independent).
+
+const RWG: u32 = 256u;
+@group(0) @binding(7) var<storage, read> m_loss: array<f32>;
+@group(0) @binding(8) var<storage, read> m_pred: array<u32>;
+@group(0) @binding(9) var<storage, read> m_labels: array<u32>;
+@group(0) @binding(10) var<storage, read_write> metrics: array<atomic<u32>>;
+
+var<workgroup> partial: array<f32, RWG>;
+var<workgroup> correct: array<u32, RWG>;
+var<workgroup> rows_seen: array<u32, RWG>;
+
+@compute @workgroup_size(RWG)
+fn metrics_accumulate(@builtin(local_invocation_id) lid: vec3u) {
+    var s = 0.0;
+    var ok = 0u;
+    var seen = 0u;
+    for (var r = lid.x; r < p.rows; r += RWG) {
+        let label = m_labels[r];
+        if label >= p.classes { continue; }
+        let pred = m_pred[r];
+        s += m_loss[r];
+        ok += select(0u, 1u, pred == label);
+        seen += 1u;
+        atomicAdd(&metrics[4u + label * p.classes + pred], 1u);
+    }
+    partial[lid.x] = s;
+    correct[lid.x] = ok;
+    rows_seen[lid.x] = seen;
+    workgroupBarrier();
+    for (var half = RWG / 2u; half > 0u; half /= 2u) {
+        if lid.x < half {
+            partial[lid.x] += partial[lid.x + half];
+            correct[lid.x] += correct[lid.x + half];
+            rows_seen[lid.x] += rows_seen[lid.x + half];
+        }
+        workgroupBarrier();
+    }
+    if lid.x == 0u {
+        let total = bitcast<f32>(atomicLoad(&metrics[0])) + partial[0];
+        atomicStore(&metrics[0], bitcast<u32>(total));
+        atomicAdd(&metrics[1], correct[0]);
+        atomicAdd(&metrics[2], rows_seen[0]);
+    }
+}

@@ -1,0 +1,322 @@
+//! `Gpu`: the instance, adapter, device and queue, the kernels compiled on it, and the
+//! counters that let callers check "no per-step readback" instead of claiming it.
+//!
+//! Errors: every device operation that can fail validation or run out of memory is wrapped
+//! in [`Gpu::catch`] (error scopes), uncaptured errors are stored and surfaced by
+//! [`Gpu::check`], and device loss is recorded by the device-lost callback. None of them
+//! panic or abort.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::pipelines::PipelineCache;
+use crate::{Error, Result};
+
+/// How to get a GPU when there is none: Mesa's lavapipe runs Vulkan on the CPU.
+pub const INSTALL_HINT: &str = "No GPU? Install Mesa's lavapipe (Vulkan on the CPU): \
+`sudo bash scripts/install-lavapipe.sh` on Debian/Ubuntu (or `apt-get install mesa-vulkan-drivers libvulkan1`). \
+KILN_BACKEND=vulkan|metal|dx12|gl picks a backend, KILN_ADAPTER=<substring> an adapter.";
+
+/// What `Gpu::info()` reports: the adapter and the limits kiln runs under.
+#[derive(Clone, Debug)]
+pub struct GpuInfo {
+    pub name: String,
+    pub backend: wgpu::Backend,
+    pub device_type: wgpu::DeviceType,
+    pub driver: String,
+    pub driver_info: String,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+}
+
+impl GpuInfo {
+    /// True for CPU adapters (lavapipe/llvmpipe, WARP): kernel variants without workgroup
+    /// memory win there.
+    pub fn is_cpu(&self) -> bool {
+        self.device_type == wgpu::DeviceType::Cpu
+    }
+}
+
+impl std::fmt::Display for GpuInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let l = &self.limits;
+        writeln!(f, "adapter:      {}", self.name)?;
+        writeln!(f, "backend:      {:?}", self.backend)?;
+        writeln!(f, "device type:  {:?}", self.device_type)?;
+        writeln!(f, "driver:       {} {}", self.driver, self.driver_info)?;
+        writeln!(f, "max buffer:   {} MiB", l.max_buffer_size >> 20)?;
+        writeln!(f, "max storage binding: {} MiB", l.max_storage_buffer_binding_size >> 20)?;
+        writeln!(f, "storage buffers per stage: {}", l.max_storage_buffers_per_shader_stage)?;
+        writeln!(f, "workgroup storage: {} KiB", l.max_compute_workgroup_storage_size >> 10)?;
+        writeln!(f, "invocations per workgroup: {}", l.max_compute_invocations_per_workgroup)?;
+        writeln!(f, "workgroups per dimension: {}", l.max_compute_workgroups_per_dimension)?;
+        write!(
+            f,
+            "features:     timestamp-query={} shader-f16={} subgroups={}",
+            self.features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            self.features.contains(wgpu::Features::SHADER_F16),
+            self.features.contains(wgpu::Features::SUBGROUP)
+        )
+    }
+}
+
+/// Counters of host/GPU traffic, read by `ExecStats`.
+#[derive(Default, Debug)]
+pub struct Counters {
+    pub submits: AtomicU64,
+    pub readbacks: AtomicU64,
+    pub bytes_allocated: AtomicU64,
+}
+
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    info: GpuInfo,
+    pub(crate) pipelines: PipelineCache,
+    pub counters: Counters,
+    /// Set by the device-lost callback and the uncaptured-error handler.
+    fault: Arc<Mutex<Option<Error>>>,
+}
+
+fn parse_backend(value: &str) -> Result<wgpu::Backends> {
+    match value.to_ascii_lowercase().as_str() {
+        "vulkan" | "vk" => Ok(wgpu::Backends::VULKAN),
+        "metal" | "mtl" => Ok(wgpu::Backends::METAL),
+        "dx12" | "d3d12" => Ok(wgpu::Backends::DX12),
+        "gl" | "gles" | "opengl" => Ok(wgpu::Backends::GL),
+        _ => Err(Error::Env {
+            var: "KILN_BACKEND",
+            value: value.to_string(),
+            expected: "one of vulkan, metal, dx12, gl",
+        }),
+    }
+}
+
+impl Gpu {
+    /// Opens the adapter chosen by `KILN_BACKEND` and `KILN_ADAPTER`, else the
+    /// high-performance default. CPU adapters (lavapipe) are accepted.
+    pub fn new() -> Result<Gpu> {
+        let backends = match std::env::var("KILN_BACKEND") {
+            Ok(v) if !v.is_empty() => parse_backend(&v)?,
+            _ => wgpu::Backends::PRIMARY | wgpu::Backends::GL,
+        };
+        let name_filter = std::env::var("KILN_ADAPTER").ok().filter(|s| !s.is_empty());
+        pollster::block_on(Self::open(backends, name_filter))
+    }
+
+    async fn open(backends: wgpu::Backends, name_filter: Option<String>) -> Result<Gpu> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends,
+            ..wgpu::InstanceDescriptor::new_without_display_handle_from_env()
+        });
+        let mut adapters = instance.enumerate_adapters(backends).await;
+        let tried = || {
+            let mut s = format!("backends {backends:?}");
+            if let Some(f) = &name_filter {
+                s += &format!(", adapter name containing {f:?}");
+            }
+            s
+        };
+        if let Some(filter) = &name_filter {
+            let f = filter.to_lowercase();
+            let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+            adapters.retain(|a| a.get_info().name.to_lowercase().contains(&f));
+            if adapters.is_empty() && !names.is_empty() {
+                return Err(Error::NoAdapter {
+                    tried: format!("{}; adapters present: {}", tried(), names.join(", ")),
+                    hint: INSTALL_HINT,
+                });
+            }
+        }
+        // High-performance preference: discrete > integrated > virtual > other > CPU.
+        let rank = |t: wgpu::DeviceType| match t {
+            wgpu::DeviceType::DiscreteGpu => 0,
+            wgpu::DeviceType::IntegratedGpu => 1,
+            wgpu::DeviceType::VirtualGpu => 2,
+            wgpu::DeviceType::Other => 3,
+            wgpu::DeviceType::Cpu => 4,
+        };
+        // Among equals, prefer Vulkan/Metal/DX12 over GL (GL compiles workgroup-memory
+        // kernels very slowly and lacks features).
+        adapters.sort_by_key(|a| {
+            let i = a.get_info();
+            (rank(i.device_type), i.backend == wgpu::Backend::Gl)
+        });
+        let Some(adapter) = adapters.into_iter().next() else {
+            return Err(Error::NoAdapter { tried: tried(), hint: INSTALL_HINT });
+        };
+        let ainfo = adapter.get_info();
+        // kiln asks for everything the adapter offers: large storage bindings (the resident
+        // dataset), many storage buffers per stage, big workgroups.
+        let required_limits = adapter.limits();
+        let wanted = wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+            | wgpu::Features::SHADER_F16
+            | wgpu::Features::SUBGROUP;
+        let required_features = adapter.features() & wanted;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("kiln"),
+                required_features,
+                required_limits: required_limits.clone(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::RequestDevice { adapter: ainfo.name.clone(), message: e.to_string() })?;
+
+        let fault: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
+        let lost = fault.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                if let Ok(mut f) = lost.lock() {
+                    f.get_or_insert(Error::DeviceLost(format!("{reason:?}: {message}")));
+                }
+            }
+        });
+        let uncaptured = fault.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut f) = uncaptured.lock() {
+                f.get_or_insert(to_error("uncaptured", e));
+            }
+        }));
+
+        let info = GpuInfo {
+            name: ainfo.name.clone(),
+            backend: ainfo.backend,
+            device_type: ainfo.device_type,
+            driver: ainfo.driver.clone(),
+            driver_info: ainfo.driver_info.clone(),
+            limits: device.limits(),
+            features: device.features(),
+        };
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            pipelines: PipelineCache::default(),
+            counters: Counters::default(),
+            fault,
+        })
+    }
+
+    pub fn info(&self) -> &GpuInfo {
+        &self.info
+    }
+
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.info.limits
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes and turns what they catch
+    /// into `Error` values naming `context`.
+    pub fn catch<T>(&self, context: &str, f: impl FnOnce() -> T) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let v = pollster::block_on(validation.pop());
+        let o = pollster::block_on(oom.pop());
+        match (v, o) {
+            (Some(e), _) | (None, Some(e)) => Err(to_error(context, e)),
+            (None, None) => {
+                self.check()?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// Returns the first uncaptured error or device loss seen so far, if any.
+    pub fn check(&self) -> Result<()> {
+        match self.fault.lock() {
+            Ok(mut f) => f.take().map_or(Ok(()), Err),
+            Err(_) => Err(Error::DeviceLost("fault slot poisoned".into())),
+        }
+    }
+
+    /// Submits one command buffer, counted in `counters.submits`.
+    pub fn submit(&self, commands: wgpu::CommandBuffer) -> Result<wgpu::SubmissionIndex> {
+        self.counters.submits.fetch_add(1, Ordering::Relaxed);
+        self.catch("queue submit", || self.queue.submit([commands]))
+    }
+
+    /// Blocks until all submitted work has finished.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::DeviceLost(format!("waiting for the GPU: {e}")))?;
+        self.check()
+    }
+
+    /// Creates a storage buffer of `size` bytes (rounded up to 4), counted in
+    /// `counters.bytes_allocated`.
+    pub fn storage_buffer(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
+        let size = size.max(4).next_multiple_of(4);
+        if size > self.info.limits.max_buffer_size {
+            return Err(Error::unsupported(
+                label,
+                format!(
+                    "buffer of {size} bytes exceeds the adapter's max_buffer_size of {} bytes",
+                    self.info.limits.max_buffer_size
+                ),
+            ));
+        }
+        let buffer = self.catch(label, || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })?;
+        self.counters.bytes_allocated.fetch_add(size, Ordering::Relaxed);
+        Ok(buffer)
+    }
+
+    /// Copies `size` bytes at `offset` of `buffer` to the host. Counted in
+    /// `counters.readbacks`: training code calls this only for metrics, rarely.
+    pub fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+        let padded = size.max(4).next_multiple_of(4);
+        let staging = self.catch("readback staging buffer", || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("kiln readback"),
+                size: padded,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })?;
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, padded);
+        self.counters.readbacks.fetch_add(1, Ordering::Relaxed);
+        self.counters.submits.fetch_add(1, Ordering::Relaxed);
+        self.catch("readback copy", || self.queue.submit([encoder.finish()]))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        match rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Readback(e.to_string())),
+            Err(_) => return Err(Error::Readback("map callback never ran".into())),
+        }
+        let view = staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
+        let mut bytes = view.to_vec();
+        drop(view);
+        staging.unmap();
+        bytes.truncate(size as usize);
+        Ok(bytes)
+    }
+}
+
+fn to_error(context: &str, e: wgpu::Error) -> Error {
+    match e {
+        wgpu::Error::OutOfMemory { source } => {
+            Error::OutOfMemory { context: context.to_string(), message: source.to_string() }
+        }
+        wgpu::Error::Validation { description, .. } | wgpu::Error::Internal { description, .. } => {
+            Error::Validation { context: context.to_string(), message: description }
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Ops: each file turns an op's parameters and tensors into [`Dispatch`]es (pipeline +
+//! bind group + workgroup counts). Ops check shapes and never submit; the caller records
+//! dispatches into one compute pass ([`Gpu::run`] for tests, the graph executor for
+//! training).
+//!
+//! Binding convention (bind group 0): binding 0 is the op's `Params` uniform; then the
+//! read-only inputs; outputs last. Entry points of one shader file use disjoint binding
+//! numbers for their storage buffers, so each pipeline's derived layout holds exactly
+//! what it reads and writes.
+
+pub mod conv2d;
+pub mod dropout;
+pub mod elementwise;
+pub mod gemm;
+pub mod optim;
+pub mod pool;
+pub mod reduce;
+pub mod softmax;
+
+use std::sync::Arc;
+
+use wgpu::util::DeviceExt;
+
+use crate::gpu::Gpu;
+use crate::pipelines::Kernel;
+use crate::tensor::Tensor;
+use crate::Result;
+
+/// One recorded kernel launch, ready to replay every step.
+pub struct Dispatch {
+    pub name: &'static str,
+    pipeline: Arc<wgpu::ComputePipeline>,
+    bind_group: wgpu::BindGroup,
+    groups: [u32; 3],
+}
+
+impl Dispatch {
+    /// Builds a dispatch of `kernel` with `params` at binding 0 and `tensors` at their
+    /// binding numbers.
+    pub fn new<P: bytemuck::Pod>(
+        gpu: &Gpu,
+        kernel: &Kernel,
+        params: &P,
+        tensors: &[(u32, &Tensor)],
+        groups: [u32; 3],
+    ) -> Result<Dispatch> {
+        let pipeline = gpu.pipeline(kernel)?;
+        let context = format!("bind group for {}", kernel.entry);
+        let bind_group = gpu.catch(&context, || {
+            let uniform = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(kernel.entry),
+                contents: bytemuck::bytes_of(params),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+            let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+            entries.extend(tensors.iter().map(|(b, t)| wgpu::BindGroupEntry { binding: *b, resource: t.binding() }));
+            gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(kernel.entry),
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            })
+        })?;
+        Ok(Dispatch { name: kernel.entry, pipeline, bind_group, groups })
+    }
+
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+    }
+
+    pub fn groups(&self) -> [u32; 3] {
+        self.groups
+    }
+}
+
+impl Gpu {
+    /// Records `dispatches` into one compute pass and submits them (one submit).
+    pub fn run(&self, dispatches: &[&Dispatch]) -> Result<()> {
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            for d in dispatches {
+                d.record(&mut pass);
+            }
+        }
+        self.submit(encoder.finish())?;
+        Ok(())
+    }
+
+    /// Workgroup grid for `groups` workgroups in a 1-D launch, split into a 2-D grid when
+    /// it exceeds `max_compute_workgroups_per_dimension`. Kernels linearise the
+    /// workgroup id as `wid.x + wid.y * nwg.x` and guard the tail.
+    pub fn grid(&self, groups: u64) -> [u32; 3] {
+        let max = self.limits().max_compute_workgroups_per_dimension as u64;
+        let groups = groups.max(1);
+        if groups <= max {
+            [groups as u32, 1, 1]
+        } else {
+            let y = groups.div_ceil(max);
+            [groups.div_ceil(y) as u32, y as u32, 1]
+        }
+    }
+
+    /// Grid for a 1-D launch of `n` invocations in workgroups of `wg`.
+    pub fn grid_for(&self, n: usize, wg: u32) -> [u32; 3] {
+        self.grid((n as u64).div_ceil(wg as u64))
+    }
+}

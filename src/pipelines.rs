@@ -1,0 +1,97 @@
+//! Compiled kernels, cached by (shader, entry point, override constants). Pipelines use
+//! the layout derived from the entry point, so each kernel's bind group 0 holds exactly
+//! the bindings it uses (see ARCHITECTURE.md, "binding convention").
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::gpu::Gpu;
+use crate::shaders::Shader;
+use crate::Result;
+
+/// A kernel: a shader's entry point specialised with override constants.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    pub shader: Shader,
+    pub entry: &'static str,
+    pub constants: Vec<(&'static str, f64)>,
+}
+
+impl Kernel {
+    pub fn new(shader: Shader, entry: &'static str) -> Self {
+        Kernel { shader, entry, constants: Vec::new() }
+    }
+
+    /// Sets an override constant (a `u32`, `i32`, `f32` or `bool` override in WGSL).
+    pub fn with(mut self, name: &'static str, value: impl Into<f64>) -> Self {
+        let value = value.into();
+        match self.constants.iter_mut().find(|(n, _)| *n == name) {
+            Some(c) => c.1 = value,
+            None => self.constants.push((name, value)),
+        }
+        self
+    }
+
+    fn key(&self) -> (Shader, &'static str, Vec<(&'static str, u64)>) {
+        let mut c: Vec<_> = self.constants.iter().map(|(n, v)| (*n, v.to_bits())).collect();
+        c.sort();
+        (self.shader, self.entry, c)
+    }
+}
+
+type Key = (Shader, &'static str, Vec<(&'static str, u64)>);
+
+#[derive(Default)]
+pub struct PipelineCache {
+    modules: Mutex<HashMap<Shader, Arc<wgpu::ShaderModule>>>,
+    pipelines: Mutex<HashMap<Key, Arc<wgpu::ComputePipeline>>>,
+}
+
+impl Gpu {
+    fn module(&self, shader: Shader) -> Result<Arc<wgpu::ShaderModule>> {
+        if let Some(m) = self.pipelines.modules.lock().expect("module cache").get(&shader) {
+            return Ok(m.clone());
+        }
+        let module = self.catch(shader.file_name(), || {
+            self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader.file_name()),
+                source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+            })
+        })?;
+        let module = Arc::new(module);
+        self.pipelines.modules.lock().expect("module cache").insert(shader, module.clone());
+        Ok(module)
+    }
+
+    /// The compiled pipeline for `kernel`, compiling it on first use.
+    pub fn pipeline(&self, kernel: &Kernel) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key = kernel.key();
+        if let Some(p) = self.pipelines.pipelines.lock().expect("pipeline cache").get(&key) {
+            return Ok(p.clone());
+        }
+        let module = self.module(kernel.shader)?;
+        let context = format!("{}::{}", kernel.shader.file_name(), kernel.entry);
+        let pipeline = self.catch(&context, || {
+            self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.entry),
+                layout: None,
+                module: &module,
+                entry_point: Some(kernel.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &kernel.constants,
+                    // Kernels initialise the workgroup memory they read.
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            })
+        })?;
+        let pipeline = Arc::new(pipeline);
+        self.pipelines.pipelines.lock().expect("pipeline cache").insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Number of pipelines compiled so far (start-up cost reports).
+    pub fn pipelines_compiled(&self) -> usize {
+        self.pipelines.pipelines.lock().map(|p| p.len()).unwrap_or(0)
+    }
+}

@@ -1,0 +1,61 @@
+//! The WGSL sources, embedded at build time behind one enum. Every source is parsed,
+//! validated and translated to SPIR-V, MSL and HLSL by `tests/shaders.rs` (no GPU needed).
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shader {
+    /// ReLU, bias, scale-add, fill: forward and backward.
+    Elementwise,
+    /// GEMM and implicit-GEMM convolution: both kernel families, every mode.
+    Gemm,
+    /// Max/average pooling, forward and backward.
+    Pool,
+    /// Softmax, fused softmax + cross-entropy, metrics.
+    Softmax,
+    /// Column/channel sums (bias gradients) and the deterministic loss reduction.
+    Reduce,
+    /// Dropout with a counter-based RNG.
+    Dropout,
+    /// SGD (momentum) and Adam.
+    Optim,
+    /// Batch gather from the resident u8 dataset, normalisation, augmentation.
+    Data,
+}
+
+impl Shader {
+    pub const ALL: [Shader; 8] = [
+        Shader::Elementwise,
+        Shader::Gemm,
+        Shader::Pool,
+        Shader::Softmax,
+        Shader::Reduce,
+        Shader::Dropout,
+        Shader::Optim,
+        Shader::Data,
+    ];
+
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Shader::Elementwise => "elementwise.wgsl",
+            Shader::Gemm => "gemm.wgsl",
+            Shader::Pool => "pool.wgsl",
+            Shader::Softmax => "softmax.wgsl",
+            Shader::Reduce => "reduce.wgsl",
+            Shader::Dropout => "dropout.wgsl",
+            Shader::Optim => "optim.wgsl",
+            Shader::Data => "data.wgsl",
+        }
+    }
+
+    pub fn source(self) -> &'static str {
+        match self {
+            Shader::Elementwise => include_str!("../shaders/elementwise.wgsl"),
+            Shader::Gemm => include_str!("../shaders/gemm.wgsl"),
+            Shader::Pool => include_str!("../shaders/pool.wgsl"),
+            Shader::Softmax => include_str!("../shaders/softmax.wgsl"),
+            Shader::Reduce => include_str!("../shaders/reduce.wgsl"),
+            Shader::Dropout => include_str!("../shaders/dropout.wgsl"),
+            Shader::Optim => include_str!("../shaders/optim.wgsl"),
+            Shader::Data => include_str!("../shaders/data.wgsl"),
+        }
+    }
+}

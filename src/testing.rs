@@ -1,0 +1,120 @@
+//! Test support: the shared test GPU, named tolerances, a seeded input generator and a
+//! mismatch report. Used by tests/ and benches/; public so downstream kernels can reuse it.
+//!
+//! A comparison passes when `|gpu - cpu| <= abs + rel * |cpu|` for every element, and NaN
+//! never passes, so an output the kernel forgot to write (poisoned with NaN) fails.
+
+use std::sync::OnceLock;
+
+use crate::gpu::Gpu;
+
+/// `|gpu - cpu| <= abs + rel * |cpu|`
+#[derive(Clone, Copy, Debug)]
+pub struct Tolerance {
+    pub name: &'static str,
+    pub abs: f64,
+    pub rel: f64,
+}
+
+/// Integer-valued or copied data: must match bit for bit.
+pub const EXACT: Tolerance = Tolerance { name: "exact", abs: 0.0, rel: 0.0 };
+/// One or two f32 roundings per element (ReLU, bias, axpy, optimizer steps).
+pub const ELEMENTWISE: Tolerance = Tolerance { name: "elementwise", abs: 1e-6, rel: 1e-5 };
+/// f32 sums of up to ~10^4 products (GEMM, conv, channel sums) against f64: the error grows
+/// with the reduction length and the order of accumulation, which differs by kernel variant.
+pub const REDUCTION: Tolerance = Tolerance { name: "reduction", abs: 2e-4, rel: 2e-4 };
+/// exp/log in f32 (softmax, cross-entropy): the GPU's exp is accurate to a few ulp.
+pub const TRANSCENDENTAL: Tolerance = Tolerance { name: "transcendental", abs: 2e-6, rel: 2e-5 };
+/// Several training steps compared end to end: errors compound through the steps.
+pub const TRAINING: Tolerance = Tolerance { name: "training", abs: 2e-4, rel: 2e-3 };
+
+/// The GPU all tests share. With no adapter the test FAILS (never skips) and says how to
+/// get one.
+pub fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();
+    match GPU.get_or_init(|| Gpu::new().map_err(|e| e.to_string())) {
+        Ok(gpu) => gpu,
+        Err(e) => panic!("GPU tests need an adapter: {e}"),
+    }
+}
+
+/// A small seeded generator (SplitMix64): reproducible inputs without a dependency.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Uniform integer in lo..=hi.
+    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as usize
+    }
+    /// `n` values uniform in [-1, 1], never exactly zero (|v| >= 1/64).
+    pub fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                let v = self.unit() * 2.0 - 1.0;
+                let v = if v.abs() < 1.0 / 64.0 { v.signum() / 64.0 + v } else { v };
+                v as f32
+            })
+            .collect()
+    }
+    /// `n` distinct-ish values: uniform, then nudged so no two neighbours tie (pooling).
+    pub fn vec_untied(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|i| (self.unit() * 2.0 - 1.0) as f32 + i as f32 * 1e-5).collect()
+    }
+}
+
+/// Compares `got` against `want`; on failure returns a report of the worst elements.
+pub fn compare(what: &str, got: &[f32], want: &[f32], tol: Tolerance) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!("{what}: {} elements, expected {}", got.len(), want.len()));
+    }
+    let mut bad: Vec<(usize, f64)> = Vec::new();
+    let mut max_err = 0f64;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let err = (g as f64 - w as f64).abs();
+        let limit = tol.abs + tol.rel * (w as f64).abs();
+        if g.is_nan() || w.is_nan() || err > limit {
+            bad.push((i, if err.is_nan() { f64::INFINITY } else { err }));
+        }
+        if err.is_finite() {
+            max_err = max_err.max(err);
+        }
+    }
+    if bad.is_empty() {
+        return Ok(());
+    }
+    bad.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut report = format!(
+        "{what}: {} of {} elements outside tolerance '{}' (abs {:e} + rel {:e}); max finite error {max_err:e}; worst:\n",
+        bad.len(),
+        got.len(),
+        tol.name,
+        tol.abs,
+        tol.rel
+    );
+    for &(i, err) in bad.iter().take(8) {
+        report += &format!("  [{i}] gpu {:e} cpu {:e} |diff| {err:e}\n", got[i], want[i]);
+    }
+    Err(report)
+}
+
+/// `compare`, panicking with the report: the assertion tests use.
+#[track_caller]
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: Tolerance) {
+    if let Err(report) = compare(what, got, want, tol) {
+        panic!("{report}");
+    }
+}
