@@ -1,1 +1,137 @@
-//! (being written)
+//! 2-D convolution (NCHW activations, KCRS weights) as implicit GEMM: the three passes
+//! are modes 1-3 of shaders/gemm.wgsl, where the im2col gather happens inside the loads.
+//!
+//! Dimensions: batch N, input channels C, H x W input, K output channels, R x S kernel,
+//! OH x OW output, one stride and one zero padding for both axes (dilation 1, groups 1).
+
+use super::gemm::{check_len, flags, launch, Bias, GemmConfig, Params};
+use super::Dispatch;
+use crate::gpu::Gpu;
+use crate::tensor::Tensor;
+use crate::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    pub batch: usize,
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cout: usize,
+    pub r: usize,
+    pub s: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Conv2d {
+    /// Checks the geometry; returns a shape error naming `op` when the window does not
+    /// fit or a size is zero.
+    pub fn validate(&self, op: &str) -> Result<()> {
+        let dims = [self.batch, self.cin, self.h, self.w, self.cout, self.r, self.s, self.stride];
+        if dims.contains(&0) {
+            return Err(Error::shape(op, format!("zero-sized dimension in {self:?}")));
+        }
+        if self.h + 2 * self.pad < self.r || self.w + 2 * self.pad < self.s {
+            return Err(Error::shape(
+                op,
+                format!("{}x{} kernel does not fit a {}x{} input with padding {}", self.r, self.s, self.h, self.w, self.pad),
+            ));
+        }
+        Ok(())
+    }
+    pub fn oh(&self) -> usize {
+        (self.h + 2 * self.pad - self.r) / self.stride + 1
+    }
+    pub fn ow(&self) -> usize {
+        (self.w + 2 * self.pad - self.s) / self.stride + 1
+    }
+    pub fn x_len(&self) -> usize {
+        self.batch * self.cin * self.h * self.w
+    }
+    pub fn w_len(&self) -> usize {
+        self.cout * self.cin * self.r * self.s
+    }
+    pub fn y_len(&self) -> usize {
+        self.batch * self.cout * self.oh() * self.ow()
+    }
+    /// FLOPs of the forward pass (each backward pass does the same count).
+    pub fn flops(&self) -> u64 {
+        2 * (self.y_len() * self.cin * self.r * self.s) as u64
+    }
+
+    fn params(&self, m: usize, n: usize, k: usize, flags: u32) -> Params {
+        Params {
+            m: m as u32,
+            n: n as u32,
+            k: k as u32,
+            flags,
+            batch: self.batch as u32,
+            cin: self.cin as u32,
+            h: self.h as u32,
+            w: self.w as u32,
+            cout: self.cout as u32,
+            r: self.r as u32,
+            s: self.s as u32,
+            stride: self.stride as u32,
+            oh: self.oh() as u32,
+            ow: self.ow() as u32,
+            pad: self.pad as u32,
+            _pad: 0,
+        }
+    }
+}
+
+/// y = conv(x, w) (+ bias per output channel) (ReLU).
+pub fn conv2d_forward(
+    gpu: &Gpu,
+    cfg: &GemmConfig,
+    conv: &Conv2d,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    relu: bool,
+    y: &Tensor,
+) -> Result<Dispatch> {
+    let op = "conv2d_forward";
+    conv.validate(op)?;
+    check_len(op, "x", x, conv.x_len())?;
+    check_len(op, "weight", w, conv.w_len())?;
+    check_len(op, "y", y, conv.y_len())?;
+    if let Some(b) = bias {
+        check_len(op, "bias", b, conv.cout)?;
+    }
+    let bias_mode = if bias.is_some() { Bias::Row } else { Bias::None };
+    let p = conv.params(conv.cout, conv.batch * conv.oh() * conv.ow(), conv.cin * conv.r * conv.s, flags(false, relu, bias_mode));
+    launch(gpu, op, cfg, 1, (false, false), p, w, x, bias, y)
+}
+
+/// dx = conv_transpose(dy, w): written, not accumulated.
+pub fn conv2d_backward_input(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, w: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+    let op = "conv2d_backward_input";
+    conv.validate(op)?;
+    check_len(op, "weight", w, conv.w_len())?;
+    check_len(op, "dy", dy, conv.y_len())?;
+    check_len(op, "dx", dx, conv.x_len())?;
+    let p = conv.params(conv.cin, conv.batch * conv.h * conv.w, conv.cout * conv.r * conv.s, 0);
+    launch(gpu, op, cfg, 2, (false, false), p, w, dy, None, dx)
+}
+
+/// dw (+)= correlation of x with dy. The bias gradient is a channel sum of dy
+/// (ops::reduce::bias_backward).
+pub fn conv2d_backward_weight(
+    gpu: &Gpu,
+    cfg: &GemmConfig,
+    conv: &Conv2d,
+    x: &Tensor,
+    dy: &Tensor,
+    dw: &Tensor,
+    accumulate: bool,
+) -> Result<Dispatch> {
+    let op = "conv2d_backward_weight";
+    conv.validate(op)?;
+    check_len(op, "x", x, conv.x_len())?;
+    check_len(op, "dy", dy, conv.y_len())?;
+    check_len(op, "dw", dw, conv.w_len())?;
+    let p = conv.params(conv.cout, conv.cin * conv.r * conv.s, conv.batch * conv.oh() * conv.ow(), flags(accumulate, false, Bias::None));
+    launch(gpu, op, cfg, 3, (false, false), p, dy, x, None, dw)
+}

@@ -1,1 +1,227 @@
-//! (being written)
+//! GEMM: C[M, N] (+)= op(A) . op(B) with a fused bias/ReLU epilogue, in two kernel
+//! families (shaders/gemm.wgsl). Convolutions reuse the same kernels through their
+//! gather modes (ops/conv2d.rs).
+//!
+//! Dimensions: M rows of C, N columns, K the reduction length.
+
+use super::Dispatch;
+use crate::gpu::{Gpu, GpuInfo};
+use crate::pipelines::Kernel;
+use crate::shaders::Shader;
+use crate::tensor::{DType, Tensor};
+use crate::{Error, Result};
+
+/// Which kernel family and tile shape. Both families cover a BM x BN block of C per
+/// workgroup with BM = wgy * tm and BN = wgx * tn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GemmConfig {
+    pub family: Family,
+    pub wgx: u32,
+    pub wgy: u32,
+    pub tm: u32,
+    pub tn: u32,
+    /// Depth of the staged K slice (tiled family only).
+    pub bk: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Workgroup-memory tiles + register blocking: real GPUs.
+    Tiled,
+    /// Register blocking straight from global memory, no barriers: llvmpipe.
+    RegBlock,
+}
+
+impl GemmConfig {
+    /// 64x64 tiles, 4x4 per invocation, K slices of 16.
+    pub const TILED_64: GemmConfig = GemmConfig { family: Family::Tiled, wgx: 16, wgy: 16, tm: 4, tn: 4, bk: 16 };
+    /// 128x128 tiles, 8x8 per invocation, K slices of 8: large GEMMs on large GPUs.
+    pub const TILED_128: GemmConfig = GemmConfig { family: Family::Tiled, wgx: 16, wgy: 16, tm: 8, tn: 8, bk: 8 };
+    /// 4x4 per invocation, 8x8 invocations, no workgroup memory.
+    pub const REGBLOCK_4X4: GemmConfig = GemmConfig { family: Family::RegBlock, wgx: 8, wgy: 8, tm: 4, tn: 4, bk: 1 };
+    /// 4x8 per invocation (more reuse of each A value), 16x4 invocations.
+    pub const REGBLOCK_4X8: GemmConfig = GemmConfig { family: Family::RegBlock, wgx: 4, wgy: 16, tm: 4, tn: 8, bk: 1 };
+
+    /// Every variant, by name: what benches and tests iterate over.
+    pub const ALL: [(&'static str, GemmConfig); 4] = [
+        ("tiled64", Self::TILED_64),
+        ("tiled128", Self::TILED_128),
+        ("regblock4x4", Self::REGBLOCK_4X4),
+        ("regblock4x8", Self::REGBLOCK_4X8),
+    ];
+
+    /// The heuristic choice when nothing was measured: register blocking on CPU adapters,
+    /// where workgroup memory and barriers are the slow path; tiles elsewhere.
+    pub fn default_for(info: &GpuInfo) -> GemmConfig {
+        if info.is_cpu() {
+            Self::REGBLOCK_4X4
+        } else {
+            Self::TILED_64
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match Self::ALL.iter().find(|(_, c)| c == self) {
+            Some((n, _)) => n.to_string(),
+            None => format!("{:?}-{}x{}-{}x{}-bk{}", self.family, self.wgx, self.wgy, self.tm, self.tn, self.bk),
+        }
+    }
+
+    pub fn block(&self) -> (u32, u32) {
+        (self.wgy * self.tm, self.wgx * self.tn)
+    }
+}
+
+/// Epilogue bias: none, one per row of C (conv channels), one per column (linear features).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bias {
+    None,
+    Row,
+    Col,
+}
+
+/// A GEMM's shape and epilogue.
+#[derive(Clone, Copy, Debug)]
+pub struct Gemm {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub accumulate: bool,
+    pub relu: bool,
+    pub bias: Bias,
+}
+
+impl Gemm {
+    pub fn new(m: usize, n: usize, k: usize) -> Gemm {
+        Gemm { m, n, k, trans_a: false, trans_b: false, accumulate: false, relu: false, bias: Bias::None }
+    }
+    /// Real floating-point operations (a multiply and an add per term).
+    pub fn flops(&self) -> u64 {
+        2 * (self.m * self.n * self.k) as u64
+    }
+}
+
+/// The uniform shared by every mode of shaders/gemm.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct Params {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub flags: u32,
+    pub batch: u32,
+    pub cin: u32,
+    pub h: u32,
+    pub w: u32,
+    pub cout: u32,
+    pub r: u32,
+    pub s: u32,
+    pub stride: u32,
+    pub oh: u32,
+    pub ow: u32,
+    pub pad: u32,
+    pub _pad: u32,
+}
+
+pub(crate) fn flags(accumulate: bool, relu: bool, bias: Bias) -> u32 {
+    let b = match bias {
+        Bias::None => 0,
+        Bias::Row => 1,
+        Bias::Col => 2,
+    };
+    accumulate as u32 | (relu as u32) << 1 | b << 2
+}
+
+pub(crate) fn check_len(op: &str, what: &str, t: &Tensor, len: usize) -> Result<()> {
+    if t.dtype() != DType::F32 {
+        return Err(Error::shape(op, format!("{what} must be f32, is {:?}", t.dtype())));
+    }
+    if t.len() != len {
+        return Err(Error::shape(op, format!("{what} has shape {:?} ({} elements), expected {len}", t.shape(), t.len())));
+    }
+    Ok(())
+}
+
+/// Builds the dispatch of mode `mode` (0 GEMM, 1-3 conv) for `params`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn launch(
+    gpu: &Gpu,
+    op: &str,
+    cfg: &GemmConfig,
+    mode: u32,
+    trans: (bool, bool),
+    params: Params,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    c: &Tensor,
+) -> Result<Dispatch> {
+    if cfg.tm > 8 || cfg.tn > 8 || cfg.tm == 0 || cfg.tn == 0 {
+        return Err(Error::unsupported(op, format!("tile {}x{} per invocation (1..=8 each)", cfg.tm, cfg.tn)));
+    }
+    for v in [params.m, params.n, params.k] {
+        if v == 0 {
+            return Err(Error::shape(op, "an empty dimension (M, N or K is 0)"));
+        }
+    }
+    let entry = match cfg.family {
+        Family::Tiled => "gemm_tiled",
+        Family::RegBlock => "gemm_regblock",
+    };
+    let kernel = Kernel::new(Shader::Gemm, entry)
+        .with("MODE", mode)
+        .with("TRANS_A", trans.0)
+        .with("TRANS_B", trans.1)
+        .with("BM", cfg.wgy * cfg.tm)
+        .with("BN", cfg.wgx * cfg.tn)
+        .with("BK", cfg.bk)
+        .with("TM", cfg.tm)
+        .with("TN", cfg.tn)
+        .with("WGX", cfg.wgx)
+        .with("WGY", cfg.wgy);
+    let (bm, bn) = cfg.block();
+    let max = gpu.limits().max_compute_workgroups_per_dimension;
+    let rows = params.m.div_ceil(bm);
+    let cols = params.n.div_ceil(bn);
+    if rows > max {
+        return Err(Error::unsupported(op, format!("M = {} needs {rows} row blocks, over the limit {max}", params.m)));
+    }
+    // Column blocks beyond the per-dimension limit continue in z.
+    let z = cols.div_ceil(max);
+    let groups = [cols.div_ceil(z), rows, z];
+    let dummy;
+    let bias = match bias {
+        Some(t) => t,
+        None => {
+            dummy = Tensor::empty(gpu, &[1], DType::F32)?;
+            &dummy
+        }
+    };
+    Dispatch::new(gpu, &kernel, &params, &[(1, a), (2, b), (3, bias), (4, c)], groups)
+}
+
+/// C (+)= op(A) . op(B) (+ bias) (ReLU). A is [M, K] ([K, M] if `trans_a`), B is [K, N]
+/// ([N, K] if `trans_b`), C is [M, N]; bias has M (Row) or N (Col) entries.
+pub fn gemm(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, c: &Tensor) -> Result<Dispatch> {
+    check_len("gemm", "A", a, g.m * g.k)?;
+    check_len("gemm", "B", b, g.k * g.n)?;
+    check_len("gemm", "C", c, g.m * g.n)?;
+    match (g.bias, bias) {
+        (Bias::None, None) => {}
+        (Bias::Row, Some(t)) => check_len("gemm", "bias", t, g.m)?,
+        (Bias::Col, Some(t)) => check_len("gemm", "bias", t, g.n)?,
+        (mode, t) => {
+            return Err(Error::shape("gemm", format!("bias mode {mode:?} with bias tensor present: {}", t.is_some())))
+        }
+    }
+    let params = Params {
+        m: g.m as u32,
+        n: g.n as u32,
+        k: g.k as u32,
+        flags: flags(g.accumulate, g.relu, g.bias),
+        ..Default::default()
+    };
+    launch(gpu, "gemm", cfg, 0, (g.trans_a, g.trans_b), params, a, b, bias, c)
+}

@@ -1,0 +1,87 @@
+//! Implicit-GEMM convolution (forward, dX, dW) in every GEMM family against the direct
+//! f64 reference, on random geometries and on the MNIST CNN's exact layers.
+
+use kiln::cpu::conv2d as cpu;
+use kiln::ops::conv2d::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2d};
+use kiln::ops::gemm::GemmConfig;
+use kiln::testing::{assert_close, gpu, Rng, LONG_REDUCTION, REDUCTION};
+use kiln::{DType, Tensor};
+
+fn check(cfg: &GemmConfig, c: Conv2d, rng: &mut Rng) {
+    let gpu = gpu();
+    let x = rng.vec(c.x_len());
+    let w = rng.vec(c.w_len());
+    let b = rng.vec(c.cout);
+    let dy = rng.vec(c.y_len());
+    let tx = Tensor::from_f32(gpu, &[c.x_len()], &x).unwrap();
+    let tw = Tensor::from_f32(gpu, &[c.w_len()], &w).unwrap();
+    let tb = Tensor::from_f32(gpu, &[c.cout], &b).unwrap();
+    let tdy = Tensor::from_f32(gpu, &[c.y_len()], &dy).unwrap();
+    let ty = Tensor::empty(gpu, &[c.y_len()], DType::F32).unwrap();
+    let tdx = Tensor::empty(gpu, &[c.x_len()], DType::F32).unwrap();
+    let tdw = Tensor::empty(gpu, &[c.w_len()], DType::F32).unwrap();
+    for t in [&ty, &tdx, &tdw] {
+        t.poison(gpu).unwrap();
+    }
+    let f = conv2d_forward(gpu, cfg, &c, &tx, &tw, Some(&tb), false, &ty).unwrap();
+    let bi = conv2d_backward_input(gpu, cfg, &c, &tw, &tdy, &tdx).unwrap();
+    let bw = conv2d_backward_weight(gpu, cfg, &c, &tx, &tdy, &tdw, false).unwrap();
+    gpu.run(&[&f, &bi, &bw]).unwrap();
+    let (dx, dw) = cpu::conv2d_backward(&c, &x, &w, &dy);
+    let name = cfg.name();
+    assert_close(&format!("conv2d_forward {name} {c:?}"), &ty.to_f32(gpu).unwrap(), &cpu::conv2d_forward(&c, &x, &w, Some(&b)), REDUCTION);
+    assert_close(&format!("conv2d_backward_input {name} {c:?}"), &tdx.to_f32(gpu).unwrap(), &dx, REDUCTION);
+    let k = c.batch * c.oh() * c.ow();
+    let tol = if k > 10_000 { LONG_REDUCTION } else { REDUCTION };
+    assert_close(&format!("conv2d_backward_weight {name} {c:?}"), &tdw.to_f32(gpu).unwrap(), &dw, tol);
+}
+
+fn random_conv(rng: &mut Rng) -> Conv2d {
+    loop {
+        let c = Conv2d {
+            batch: rng.range(1, 5),
+            cin: rng.range(1, 17),
+            h: rng.range(1, 31),
+            w: rng.range(1, 31),
+            cout: rng.range(1, 17),
+            r: rng.range(1, 5),
+            s: rng.range(1, 5),
+            stride: rng.range(1, 3),
+            pad: rng.range(0, 2),
+        };
+        if c.validate("test").is_ok() {
+            return c;
+        }
+    }
+}
+
+#[test]
+fn random_geometries_match_cpu_in_every_family() {
+    let mut rng = Rng::new(5);
+    for (_, cfg) in GemmConfig::ALL {
+        for _ in 0..12 {
+            let c = random_conv(&mut rng);
+            check(&cfg, c, &mut rng);
+        }
+    }
+}
+
+#[test]
+fn mnist_cnn_layers_match_cpu() {
+    let mut rng = Rng::new(6);
+    let conv1 = Conv2d { batch: 64, cin: 1, h: 28, w: 28, cout: 16, r: 5, s: 5, stride: 1, pad: 2 };
+    let conv2 = Conv2d { batch: 64, cin: 16, h: 14, w: 14, cout: 32, r: 5, s: 5, stride: 1, pad: 2 };
+    for (_, cfg) in GemmConfig::ALL {
+        check(&cfg, conv1, &mut rng);
+        check(&cfg, conv2, &mut rng);
+    }
+}
+
+#[test]
+fn a_window_that_does_not_fit_is_a_shape_error() {
+    let gpu = gpu();
+    let c = Conv2d { batch: 1, cin: 1, h: 2, w: 2, cout: 1, r: 5, s: 5, stride: 1, pad: 0 };
+    let t = Tensor::empty(gpu, &[4], DType::F32).unwrap();
+    let err = conv2d_forward(gpu, &GemmConfig::TILED_64, &c, &t, &t, None, false, &t).err().unwrap();
+    assert!(err.to_string().contains("conv2d_forward"), "{err}");
+}

@@ -1,0 +1,92 @@
+//! Both GEMM families against the f64 reference: every transpose combination, every
+//! epilogue, shapes with 1, primes, non-multiples of the tile, and one large case.
+
+use kiln::cpu::gemm as cpu;
+use kiln::ops::gemm::{gemm, Bias, Gemm, GemmConfig};
+use kiln::testing::{assert_close, gpu, Rng, REDUCTION};
+use kiln::{DType, Tensor};
+
+fn check(cfg: &GemmConfig, g: Gemm, rng: &mut Rng) {
+    let gpu = gpu();
+    let a = rng.vec(g.m * g.k);
+    let b = rng.vec(g.k * g.n);
+    let c0 = rng.vec(g.m * g.n);
+    let bias = rng.vec(if g.bias == Bias::Row { g.m } else { g.n });
+    let ta = Tensor::from_f32(gpu, &[g.m * g.k], &a).unwrap();
+    let tb = Tensor::from_f32(gpu, &[g.k * g.n], &b).unwrap();
+    let tbias = Tensor::from_f32(gpu, &[bias.len()], &bias).unwrap();
+    let tc = Tensor::empty(gpu, &[g.m, g.n], DType::F32).unwrap();
+    if g.accumulate {
+        tc.write_f32(gpu, &c0).unwrap();
+    } else {
+        tc.poison(gpu).unwrap();
+    }
+    let d = gemm(gpu, cfg, &g, &ta, &tb, (g.bias != Bias::None).then_some(&tbias), &tc).unwrap();
+    gpu.run(&[&d]).unwrap();
+    let mut want = cpu::gemm(g.m, g.n, g.k, &a, g.trans_a, &b, g.trans_b);
+    for (idx, v) in want.iter_mut().enumerate() {
+        let (i, j) = (idx / g.n, idx % g.n);
+        let mut x = *v as f64;
+        if g.accumulate {
+            x += c0[idx] as f64;
+        }
+        match g.bias {
+            Bias::Row => x += bias[i] as f64,
+            Bias::Col => x += bias[j] as f64,
+            Bias::None => {}
+        }
+        if g.relu {
+            x = x.max(0.0);
+        }
+        *v = x as f32;
+    }
+    assert_close(&format!("gemm {} {g:?}", cfg.name()), &tc.to_f32(gpu).unwrap(), &want, REDUCTION);
+}
+
+#[test]
+fn every_family_matches_cpu_on_awkward_shapes() {
+    let mut rng = Rng::new(3);
+    let shapes = [(1, 1, 1), (1, 7, 3), (5, 1, 2), (13, 17, 19), (64, 64, 64), (67, 31, 129), (2, 130, 1), (65, 3, 67)];
+    for (_, cfg) in GemmConfig::ALL {
+        for (i, &(m, n, k)) in shapes.iter().enumerate() {
+            for t in 0..4 {
+                let mut g = Gemm::new(m, n, k);
+                g.trans_a = t & 1 != 0;
+                g.trans_b = t & 2 != 0;
+                // cycle through the epilogues as well
+                g.bias = [Bias::None, Bias::Row, Bias::Col][(i + t) % 3];
+                g.relu = (i + t) % 2 == 0;
+                g.accumulate = (i + t) % 4 == 1;
+                check(&cfg, g, &mut rng);
+            }
+        }
+    }
+}
+
+#[test]
+fn mnist_fc1_shapes_and_a_large_case_match_cpu() {
+    let mut rng = Rng::new(4);
+    for (_, cfg) in GemmConfig::ALL {
+        // fc1 forward: [64,1568] . [128,1568]^T; backward dX: [64,128].[128,1568]; dW: [64,128]^T.[64,1568]
+        let mut fwd = Gemm::new(64, 128, 1568);
+        fwd.trans_b = true;
+        fwd.bias = Bias::Col;
+        fwd.relu = true;
+        check(&cfg, fwd, &mut rng);
+        check(&cfg, Gemm::new(64, 1568, 128), &mut rng);
+        let mut dw = Gemm::new(128, 1568, 64);
+        dw.trans_a = true;
+        check(&cfg, dw, &mut rng);
+    }
+    check(&GemmConfig::default_for(gpu().info()), Gemm::new(300, 257, 1000), &mut rng);
+}
+
+#[test]
+fn wrong_shapes_are_errors() {
+    let gpu = gpu();
+    let a = Tensor::from_f32(gpu, &[6], &[1.0; 6]).unwrap();
+    // C should hold 2 x 2 elements
+    let c = Tensor::empty(gpu, &[5], DType::F32).unwrap();
+    let err = gemm(gpu, &GemmConfig::TILED_64, &Gemm::new(2, 2, 3), &a, &a, None, &c).err().unwrap();
+    assert!(err.to_string().contains("gemm") && err.to_string().contains("C has shape [5]"), "{err}");
+}
