@@ -1,1 +1,75 @@
-//! (being written)
+//! Reference pooling: the obvious loops. Ties go to the first maximum in window order.
+
+use crate::ops::pool::Pool2d;
+
+fn windows(p: &Pool2d, mut f: impl FnMut(usize, usize, &[usize])) {
+    let (oh, ow) = (p.oh(), p.ow());
+    let mut idx = Vec::with_capacity(p.k * p.k);
+    for plane in 0..p.batch * p.channels {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                idx.clear();
+                for r in 0..p.k {
+                    for s in 0..p.k {
+                        let (Some(iy), Some(ix)) = ((oy * p.stride + r).checked_sub(p.pad), (ox * p.stride + s).checked_sub(p.pad)) else {
+                            continue;
+                        };
+                        if iy < p.h && ix < p.w {
+                            idx.push(iy * p.w + ix);
+                        }
+                    }
+                }
+                f(plane, (plane * oh + oy) * ow + ox, &idx);
+            }
+        }
+    }
+}
+
+/// (y, argmax within the plane)
+pub fn max_pool2d_forward(p: &Pool2d, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
+    let mut y = vec![0f32; p.y_len()];
+    let mut arg = vec![0u32; p.y_len()];
+    windows(p, |plane, o, idx| {
+        let base = plane * p.h * p.w;
+        let mut best = idx[0];
+        for &i in &idx[1..] {
+            if x[base + i] > x[base + best] {
+                best = i;
+            }
+        }
+        y[o] = x[base + best];
+        arg[o] = best as u32;
+    });
+    (y, arg)
+}
+
+pub fn max_pool2d_backward(p: &Pool2d, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (_, arg) = max_pool2d_forward(p, x);
+    let mut dx = vec![0f64; p.x_len()];
+    let plane_out = p.oh() * p.ow();
+    for (o, &a) in arg.iter().enumerate() {
+        dx[(o / plane_out) * p.h * p.w + a as usize] += dy[o] as f64;
+    }
+    dx.into_iter().map(|v| v as f32).collect()
+}
+
+pub fn avg_pool2d_forward(p: &Pool2d, x: &[f32]) -> Vec<f32> {
+    let mut y = vec![0f32; p.y_len()];
+    let area = (p.k * p.k) as f64;
+    windows(p, |plane, o, idx| {
+        let base = plane * p.h * p.w;
+        y[o] = (idx.iter().map(|&i| x[base + i] as f64).sum::<f64>() / area) as f32;
+    });
+    y
+}
+
+pub fn avg_pool2d_backward(p: &Pool2d, dy: &[f32]) -> Vec<f32> {
+    let mut dx = vec![0f64; p.x_len()];
+    let area = (p.k * p.k) as f64;
+    windows(p, |plane, o, idx| {
+        for &i in idx {
+            dx[plane * p.h * p.w + i] += dy[o] as f64 / area;
+        }
+    });
+    dx.into_iter().map(|v| v as f32).collect()
+}

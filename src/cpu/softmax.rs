@@ -1,1 +1,50 @@
-//! (being written)
+//! Reference softmax and cross-entropy, max-subtracted, in f64.
+
+pub fn softmax_forward(logits: &[f32], classes: usize) -> Vec<f32> {
+    logits
+        .chunks(classes)
+        .flat_map(|row| {
+            let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+            let e: Vec<f64> = row.iter().map(|&v| (v as f64 - m).exp()).collect();
+            let s: f64 = e.iter().sum();
+            e.into_iter().map(move |v| (v / s) as f32)
+        })
+        .collect()
+}
+
+/// Per-row loss logsumexp(z) - z[label] and argmax (first max); rows with label >= C
+/// (padding) get loss 0.
+pub fn softmax_xent_forward(logits: &[f32], labels: &[u32], classes: usize) -> (Vec<f32>, Vec<u32>) {
+    logits
+        .chunks(classes)
+        .zip(labels)
+        .map(|(row, &label)| {
+            let mut arg = 0;
+            for j in 1..classes {
+                if row[j] > row[arg] {
+                    arg = j;
+                }
+            }
+            let m = row[arg] as f64;
+            let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+            let loss = if (label as usize) < classes { lse - row[label as usize] as f64 } else { 0.0 };
+            (loss as f32, arg as u32)
+        })
+        .unzip()
+}
+
+/// d(mean loss * scale)/dlogits = (softmax - onehot) * scale; zero rows for padding labels.
+pub fn softmax_xent_backward(logits: &[f32], labels: &[u32], classes: usize, scale: f32) -> Vec<f32> {
+    let p = softmax_forward(logits, classes);
+    p.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let label = labels[i / classes] as usize;
+            if label >= classes {
+                return 0.0;
+            }
+            let onehot = if i % classes == label { 1.0 } else { 0.0 };
+            ((v as f64 - onehot) * scale as f64) as f32
+        })
+        .collect()
+}

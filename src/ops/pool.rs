@@ -1,1 +1,129 @@
-//! (being written)
+//! Max and average pooling over NCHW (shaders/pool.wgsl). Max pooling saves the argmax of
+//! each window for its backward, which gathers (no write races, overlapping windows fine).
+
+use super::Dispatch;
+use crate::gpu::Gpu;
+use crate::pipelines::Kernel;
+use crate::shaders::Shader;
+use crate::tensor::{DType, Tensor};
+use crate::{Error, Result};
+
+const WG: u32 = 256;
+
+/// Pooling geometry. Dimensions: N batch, C channels, H x W input, square window `k`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2d {
+    pub batch: usize,
+    pub channels: usize,
+    pub h: usize,
+    pub w: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Pool2d {
+    pub fn validate(&self, op: &str) -> Result<()> {
+        if [self.batch, self.channels, self.h, self.w, self.k, self.stride].contains(&0) {
+            return Err(Error::shape(op, format!("zero-sized dimension in {self:?}")));
+        }
+        // PyTorch's rule: padding at most half the window, so no window is all padding.
+        if 2 * self.pad > self.k {
+            return Err(Error::shape(op, format!("padding {} exceeds half the window {}", self.pad, self.k)));
+        }
+        if self.h + 2 * self.pad < self.k || self.w + 2 * self.pad < self.k {
+            return Err(Error::shape(op, format!("{0}x{0} window does not fit {1}x{2} input", self.k, self.h, self.w)));
+        }
+        Ok(())
+    }
+    pub fn oh(&self) -> usize {
+        (self.h + 2 * self.pad - self.k) / self.stride + 1
+    }
+    pub fn ow(&self) -> usize {
+        (self.w + 2 * self.pad - self.k) / self.stride + 1
+    }
+    pub fn x_len(&self) -> usize {
+        self.batch * self.channels * self.h * self.w
+    }
+    pub fn y_len(&self) -> usize {
+        self.batch * self.channels * self.oh() * self.ow()
+    }
+    fn params(&self) -> Params {
+        Params {
+            planes: (self.batch * self.channels) as u32,
+            h: self.h as u32,
+            w: self.w as u32,
+            oh: self.oh() as u32,
+            ow: self.ow() as u32,
+            kh: self.k as u32,
+            kw: self.k as u32,
+            stride: self.stride as u32,
+            pad: self.pad as u32,
+            _pad: [0; 3],
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    planes: u32,
+    h: u32,
+    w: u32,
+    oh: u32,
+    ow: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad: u32,
+    _pad: [u32; 3],
+}
+
+fn check(op: &str, what: &str, t: &Tensor, len: usize, dtype: DType) -> Result<()> {
+    if t.len() != len || t.dtype() != dtype {
+        return Err(Error::shape(op, format!("{what}: {:?} {:?}, expected {len} x {dtype:?}", t.shape(), t.dtype())));
+    }
+    Ok(())
+}
+
+fn launch(gpu: &Gpu, entry: &'static str, pool: &Pool2d, n: usize, tensors: &[(u32, &Tensor)]) -> Result<Dispatch> {
+    let kernel = Kernel::new(Shader::Pool, entry).with("WG", WG);
+    Dispatch::new(gpu, &kernel, &pool.params(), tensors, gpu.grid_for(n, WG))
+}
+
+/// y = window max; argmax (u32, index within the input plane) for the backward.
+pub fn max_pool2d_forward(gpu: &Gpu, pool: &Pool2d, x: &Tensor, y: &Tensor, argmax: &Tensor) -> Result<Dispatch> {
+    let op = "max_pool2d_forward";
+    pool.validate(op)?;
+    check(op, "x", x, pool.x_len(), DType::F32)?;
+    check(op, "y", y, pool.y_len(), DType::F32)?;
+    check(op, "argmax", argmax, pool.y_len(), DType::U32)?;
+    launch(gpu, op, pool, pool.y_len(), &[(1, x), (2, y), (3, argmax)])
+}
+
+/// dx[i] = sum of dy over the windows whose saved argmax is i.
+pub fn max_pool2d_backward(gpu: &Gpu, pool: &Pool2d, argmax: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+    let op = "max_pool2d_backward";
+    pool.validate(op)?;
+    check(op, "argmax", argmax, pool.y_len(), DType::U32)?;
+    check(op, "dy", dy, pool.y_len(), DType::F32)?;
+    check(op, "dx", dx, pool.x_len(), DType::F32)?;
+    launch(gpu, op, pool, pool.x_len(), &[(5, argmax), (4, dy), (6, dx)])
+}
+
+/// y = window mean, padding counted as zeros (count_include_pad).
+pub fn avg_pool2d_forward(gpu: &Gpu, pool: &Pool2d, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
+    let op = "avg_pool2d_forward";
+    pool.validate(op)?;
+    check(op, "x", x, pool.x_len(), DType::F32)?;
+    check(op, "y", y, pool.y_len(), DType::F32)?;
+    launch(gpu, op, pool, pool.y_len(), &[(1, x), (2, y)])
+}
+
+pub fn avg_pool2d_backward(gpu: &Gpu, pool: &Pool2d, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+    let op = "avg_pool2d_backward";
+    pool.validate(op)?;
+    check(op, "dy", dy, pool.y_len(), DType::F32)?;
+    check(op, "dx", dx, pool.x_len(), DType::F32)?;
+    launch(gpu, op, pool, pool.x_len(), &[(4, dy), (6, dx)])
+}

@@ -1,1 +1,28 @@
-//! (being written)
+//! Channel sums (shaders/reduce.wgsl): the bias gradient of linear and conv layers.
+
+use super::elementwise::channel_view;
+use super::Dispatch;
+use crate::gpu::Gpu;
+use crate::pipelines::Kernel;
+use crate::shaders::Shader;
+use crate::tensor::{DType, Tensor};
+use crate::{Error, Result};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    outer: u32,
+    c: u32,
+    inner: u32,
+    accumulate: u32,
+}
+
+/// db[c] (+)= sum of dy over every axis but 1 (features of [N, F], channels of [N, C, H, W]).
+pub fn bias_backward(gpu: &Gpu, dy: &Tensor, db: &Tensor, accumulate: bool) -> Result<Dispatch> {
+    let (outer, c, inner) = channel_view(dy.shape());
+    if db.len() != c || dy.dtype() != DType::F32 || db.dtype() != DType::F32 {
+        return Err(Error::shape("bias_backward", format!("db {:?} for dy {:?}: expected {c} f32 values", db.shape(), dy.shape())));
+    }
+    let params = Params { outer: outer as u32, c: c as u32, inner: inner as u32, accumulate: accumulate as u32 };
+    Dispatch::new(gpu, &Kernel::new(Shader::Reduce, "bias_backward"), &params, &[(1, dy), (2, db)], gpu.grid(c as u64))
+}

@@ -1,1 +1,131 @@
-//! (being written)
+//! Softmax, fused softmax + cross-entropy, and the metrics fold (shaders/softmax.wgsl).
+//!
+//! Dimensions: R rows (batch), C classes. Labels are u32; a label >= C marks a padding
+//! row (a partial last batch), which gets no loss, no gradient and is not counted.
+
+use super::Dispatch;
+use crate::gpu::Gpu;
+use crate::pipelines::Kernel;
+use crate::shaders::Shader;
+use crate::tensor::{DType, Tensor};
+use crate::{Error, Result};
+
+const WG: u32 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    classes: u32,
+    scale: f32,
+    _pad: u32,
+}
+
+/// Words in a metrics buffer for `classes` classes: loss sum, correct, rows, unused, then
+/// the confusion matrix [label][prediction].
+pub fn metrics_words(classes: usize) -> usize {
+    4 + classes * classes
+}
+
+fn rows_classes(op: &str, logits: &Tensor) -> Result<(usize, usize)> {
+    match logits.shape() {
+        [r, c] if logits.dtype() == DType::F32 && *c > 0 => Ok((*r, *c)),
+        s => Err(Error::shape(op, format!("logits must be f32 [rows, classes], got {s:?} {:?}", logits.dtype()))),
+    }
+}
+
+fn check(op: &str, what: &str, t: &Tensor, len: usize, dtype: DType) -> Result<()> {
+    if t.len() != len || t.dtype() != dtype {
+        return Err(Error::shape(op, format!("{what}: {:?} {:?}, expected {len} x {dtype:?}", t.shape(), t.dtype())));
+    }
+    Ok(())
+}
+
+fn launch(gpu: &Gpu, entry: &'static str, params: Params, tensors: &[(u32, &Tensor)]) -> Result<Dispatch> {
+    let kernel = Kernel::new(Shader::Softmax, entry).with("WG", WG);
+    Dispatch::new(gpu, &kernel, &params, tensors, gpu.grid_for(params.rows as usize, WG))
+}
+
+/// probs = softmax(logits) row-wise.
+pub fn softmax_forward(gpu: &Gpu, logits: &Tensor, probs: &Tensor) -> Result<Dispatch> {
+    let op = "softmax_forward";
+    let (r, c) = rows_classes(op, logits)?;
+    check(op, "probs", probs, r * c, DType::F32)?;
+    launch(gpu, op, Params { rows: r as u32, classes: c as u32, ..Default::default() }, &[(1, logits), (3, probs)])
+}
+
+/// row_loss[r] = logsumexp(logits[r]) - logits[r][label]; row_pred[r] = argmax.
+pub fn softmax_xent_forward(gpu: &Gpu, logits: &Tensor, labels: &Tensor, row_loss: &Tensor, row_pred: &Tensor) -> Result<Dispatch> {
+    let op = "softmax_xent_forward";
+    let (r, c) = rows_classes(op, logits)?;
+    check(op, "labels", labels, r, DType::U32)?;
+    check(op, "row_loss", row_loss, r, DType::F32)?;
+    check(op, "row_pred", row_pred, r, DType::U32)?;
+    let params = Params { rows: r as u32, classes: c as u32, ..Default::default() };
+    launch(gpu, op, params, &[(1, logits), (2, labels), (4, row_loss), (5, row_pred)])
+}
+
+/// dlogits = (softmax(logits) - onehot(label)) * scale; scale = 1/R for the mean loss.
+pub fn softmax_xent_backward(gpu: &Gpu, logits: &Tensor, labels: &Tensor, scale: f32, dlogits: &Tensor) -> Result<Dispatch> {
+    let op = "softmax_xent_backward";
+    let (r, c) = rows_classes(op, logits)?;
+    check(op, "labels", labels, r, DType::U32)?;
+    check(op, "dlogits", dlogits, r * c, DType::F32)?;
+    let params = Params { rows: r as u32, classes: c as u32, scale, _pad: 0 };
+    launch(gpu, op, params, &[(1, logits), (2, labels), (6, dlogits)])
+}
+
+/// Folds a batch's row losses, predictions and labels into `metrics` (u32 words, see
+/// [`metrics_words`]). One workgroup; deterministic loss sum.
+pub fn metrics_accumulate(gpu: &Gpu, classes: usize, row_loss: &Tensor, row_pred: &Tensor, labels: &Tensor, metrics: &Tensor) -> Result<Dispatch> {
+    let op = "metrics_accumulate";
+    let r = row_loss.len();
+    check(op, "row_loss", row_loss, r, DType::F32)?;
+    check(op, "row_pred", row_pred, r, DType::U32)?;
+    check(op, "labels", labels, r, DType::U32)?;
+    check(op, "metrics", metrics, metrics_words(classes), DType::U32)?;
+    let kernel = Kernel::new(Shader::Softmax, op);
+    let params = Params { rows: r as u32, classes: classes as u32, ..Default::default() };
+    Dispatch::new(gpu, &kernel, &params, &[(7, row_loss), (8, row_pred), (9, labels), (10, metrics)], [1, 1, 1])
+}
+
+/// Metrics read back from a metrics buffer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Metrics {
+    pub loss_sum: f32,
+    pub correct: u32,
+    pub rows: u32,
+    /// confusion[label][prediction]
+    pub confusion: Vec<Vec<u32>>,
+}
+
+impl Metrics {
+    pub fn from_words(words: &[u32], classes: usize) -> Metrics {
+        let confusion = (0..classes).map(|l| words[4 + l * classes..4 + (l + 1) * classes].to_vec()).collect();
+        Metrics { loss_sum: f32::from_bits(words[0]), correct: words[1], rows: words[2], confusion }
+    }
+    pub fn mean_loss(&self) -> f32 {
+        self.loss_sum / self.rows.max(1) as f32
+    }
+    pub fn accuracy(&self) -> f32 {
+        self.correct as f32 / self.rows.max(1) as f32
+    }
+    /// Per-class precision (of the predictions of class c, how many were c).
+    pub fn precision(&self) -> Vec<f32> {
+        let n = self.confusion.len();
+        (0..n)
+            .map(|c| {
+                let predicted: u32 = (0..n).map(|l| self.confusion[l][c]).sum();
+                self.confusion[c][c] as f32 / predicted.max(1) as f32
+            })
+            .collect()
+    }
+    /// Per-class recall (of the examples of class c, how many were predicted c).
+    pub fn recall(&self) -> Vec<f32> {
+        self.confusion
+            .iter()
+            .enumerate()
+            .map(|(c, row)| row[c] as f32 / row.iter().sum::<u32>().max(1) as f32)
+            .collect()
+    }
+}

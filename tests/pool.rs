@@ -1,0 +1,76 @@
+//! Pooling against the reference on random geometries (overlapping windows included) and
+//! the MNIST CNN's pools. Inputs are nudged apart so no two elements of a window tie.
+
+use kiln::cpu::pool as cpu;
+use kiln::ops::pool::*;
+use kiln::testing::{assert_close, gpu, Rng, ELEMENTWISE, EXACT};
+use kiln::{DType, Tensor};
+
+fn check(p: Pool2d, rng: &mut Rng) {
+    let gpu = gpu();
+    let x = rng.vec_untied(p.x_len());
+    let dy = rng.vec(p.y_len());
+    let tx = Tensor::from_f32(gpu, &[p.x_len()], &x).unwrap();
+    let tdy = Tensor::from_f32(gpu, &[p.y_len()], &dy).unwrap();
+    let ty = Tensor::empty(gpu, &[p.y_len()], DType::F32).unwrap();
+    let targ = Tensor::empty(gpu, &[p.y_len()], DType::U32).unwrap();
+    let tdx = Tensor::empty(gpu, &[p.x_len()], DType::F32).unwrap();
+    let tavg = Tensor::empty(gpu, &[p.y_len()], DType::F32).unwrap();
+    let tdavg = Tensor::empty(gpu, &[p.x_len()], DType::F32).unwrap();
+    for t in [&ty, &targ, &tdx, &tavg, &tdavg] {
+        t.poison(gpu).unwrap();
+    }
+    let d = [
+        max_pool2d_forward(gpu, &p, &tx, &ty, &targ).unwrap(),
+        max_pool2d_backward(gpu, &p, &targ, &tdy, &tdx).unwrap(),
+        avg_pool2d_forward(gpu, &p, &tx, &tavg).unwrap(),
+        avg_pool2d_backward(gpu, &p, &tdy, &tdavg).unwrap(),
+    ];
+    gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
+    let (y, arg) = cpu::max_pool2d_forward(&p, &x);
+    assert_close(&format!("max_pool2d_forward {p:?}"), &ty.to_f32(gpu).unwrap(), &y, EXACT);
+    assert_eq!(targ.to_u32(gpu).unwrap(), arg, "argmax {p:?}");
+    assert_close(&format!("max_pool2d_backward {p:?}"), &tdx.to_f32(gpu).unwrap(), &cpu::max_pool2d_backward(&p, &x, &dy), ELEMENTWISE);
+    assert_close(&format!("avg_pool2d_forward {p:?}"), &tavg.to_f32(gpu).unwrap(), &cpu::avg_pool2d_forward(&p, &x), ELEMENTWISE);
+    assert_close(&format!("avg_pool2d_backward {p:?}"), &tdavg.to_f32(gpu).unwrap(), &cpu::avg_pool2d_backward(&p, &dy), ELEMENTWISE);
+}
+
+#[test]
+fn random_geometries_match_cpu() {
+    let mut rng = Rng::new(7);
+    let mut done = 0;
+    while done < 40 {
+        let k = rng.range(1, 5);
+        let p = Pool2d {
+            batch: rng.range(1, 5),
+            channels: rng.range(1, 17),
+            h: rng.range(1, 31),
+            w: rng.range(1, 31),
+            k,
+            stride: rng.range(1, 3),
+            pad: rng.range(0, k / 2),
+        };
+        if p.validate("test").is_ok() {
+            check(p, &mut rng);
+            done += 1;
+        }
+    }
+}
+
+#[test]
+fn mnist_cnn_pools_match_cpu() {
+    let mut rng = Rng::new(8);
+    check(Pool2d { batch: 64, channels: 16, h: 28, w: 28, k: 2, stride: 2, pad: 0 }, &mut rng);
+    check(Pool2d { batch: 64, channels: 32, h: 14, w: 14, k: 2, stride: 2, pad: 0 }, &mut rng);
+}
+
+#[test]
+fn ties_go_to_the_first_maximum() {
+    let gpu = gpu();
+    let p = Pool2d { batch: 1, channels: 1, h: 2, w: 2, k: 2, stride: 1, pad: 0 };
+    let tx = Tensor::from_f32(gpu, &[4], &[1.0, 3.0, 3.0, 3.0]).unwrap();
+    let ty = Tensor::empty(gpu, &[1], DType::F32).unwrap();
+    let targ = Tensor::empty(gpu, &[1], DType::U32).unwrap();
+    gpu.run(&[&max_pool2d_forward(gpu, &p, &tx, &ty, &targ).unwrap()]).unwrap();
+    assert_eq!(targ.to_u32(gpu).unwrap(), vec![1]);
+}

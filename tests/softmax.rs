@@ -1,0 +1,63 @@
+//! Softmax, softmax + cross-entropy (forward, backward) and the metrics fold against the
+//! reference, including padding rows and large logits (max subtraction).
+
+use kiln::cpu::softmax as cpu;
+use kiln::ops::softmax::*;
+use kiln::testing::{assert_close, gpu, Rng, REDUCTION, TRANSCENDENTAL};
+use kiln::{DType, Tensor};
+
+#[test]
+fn softmax_xent_and_metrics_match_cpu() {
+    let gpu = gpu();
+    let mut rng = Rng::new(9);
+    for (rows, classes) in [(1, 1), (1, 10), (7, 3), (64, 10), (1000, 10), (33, 17)] {
+        // large logits: without max subtraction exp() would overflow
+        let logits: Vec<f32> = rng.vec(rows * classes).iter().map(|v| v * 60.0).collect();
+        let mut labels: Vec<u32> = (0..rows).map(|_| rng.range(0, classes - 1) as u32).collect();
+        if rows > 5 {
+            labels[rows - 1] = u32::MAX; // a padding row
+        }
+        let tl = Tensor::from_f32(gpu, &[rows, classes], &logits).unwrap();
+        let tlab = Tensor::from_u32(gpu, &[rows], &labels).unwrap();
+        let tp = Tensor::empty(gpu, &[rows, classes], DType::F32).unwrap();
+        let tloss = Tensor::empty(gpu, &[rows], DType::F32).unwrap();
+        let tpred = Tensor::empty(gpu, &[rows], DType::U32).unwrap();
+        let tdl = Tensor::empty(gpu, &[rows, classes], DType::F32).unwrap();
+        let tm = Tensor::from_u32(gpu, &[metrics_words(classes)], &vec![0; metrics_words(classes)]).unwrap();
+        for t in [&tp, &tloss, &tpred, &tdl] {
+            t.poison(gpu).unwrap();
+        }
+        let scale = 1.0 / rows as f32;
+        let d = [
+            softmax_forward(gpu, &tl, &tp).unwrap(),
+            softmax_xent_forward(gpu, &tl, &tlab, &tloss, &tpred).unwrap(),
+            softmax_xent_backward(gpu, &tl, &tlab, scale, &tdl).unwrap(),
+            metrics_accumulate(gpu, classes, &tloss, &tpred, &tlab, &tm).unwrap(),
+            // a second fold: the metrics accumulate across steps
+            metrics_accumulate(gpu, classes, &tloss, &tpred, &tlab, &tm).unwrap(),
+        ];
+        gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
+        let what = format!("rows={rows} classes={classes}");
+        assert_close(&format!("softmax_forward {what}"), &tp.to_f32(gpu).unwrap(), &cpu::softmax_forward(&logits, classes), TRANSCENDENTAL);
+        let (loss, pred) = cpu::softmax_xent_forward(&logits, &labels, classes);
+        assert_close(&format!("softmax_xent_forward {what}"), &tloss.to_f32(gpu).unwrap(), &loss, TRANSCENDENTAL);
+        assert_eq!(tpred.to_u32(gpu).unwrap(), pred, "argmax {what}");
+        assert_close(
+            &format!("softmax_xent_backward {what}"),
+            &tdl.to_f32(gpu).unwrap(),
+            &cpu::softmax_xent_backward(&logits, &labels, classes, scale),
+            TRANSCENDENTAL,
+        );
+        let m = Metrics::from_words(&tm.to_u32(gpu).unwrap(), classes);
+        let valid: Vec<usize> = (0..rows).filter(|&r| (labels[r] as usize) < classes).collect();
+        let want_loss: f64 = valid.iter().map(|&r| loss[r] as f64).sum::<f64>() * 2.0;
+        let want_correct = valid.iter().filter(|&&r| pred[r] == labels[r]).count() as u32 * 2;
+        assert_eq!(m.rows, valid.len() as u32 * 2, "{what}");
+        assert_eq!(m.correct, want_correct, "{what}");
+        assert_close(&format!("loss sum {what}"), &[m.loss_sum], &[want_loss as f32], REDUCTION);
+        for &r in &valid {
+            assert!(m.confusion[labels[r] as usize][pred[r] as usize] >= 2);
+        }
+        assert_eq!(m.confusion.iter().flatten().sum::<u32>(), m.rows);
+    }
+}
