@@ -29,6 +29,10 @@ pub const REDUCTION: Tolerance = Tolerance { name: "reduction", abs: 2e-4, rel: 
 pub const LONG_REDUCTION: Tolerance = Tolerance { name: "long reduction", abs: 3e-3, rel: 1e-3 };
 /// exp/log in f32 (softmax, cross-entropy): the GPU's exp is accurate to a few ulp.
 pub const TRANSCENDENTAL: Tolerance = Tolerance { name: "transcendental", abs: 2e-6, rel: 2e-5 };
+/// Central finite differences of f32 references (h = 1e-2 on inputs of size ~1): the
+/// f32 rounding of the outputs (~1e-7) divided by 2h, plus O(h^2) curvature for smooth
+/// ops (softmax).
+pub const FINITE_DIFF: Tolerance = Tolerance { name: "finite differences", abs: 2e-4, rel: 2e-3 };
 /// Several training steps compared end to end: errors compound through the steps.
 pub const TRAINING: Tolerance = Tolerance { name: "training", abs: 2e-4, rel: 2e-3 };
 

@@ -1,0 +1,99 @@
+//! The first link of the chain of trust: every CPU backward against central finite
+//! differences of its CPU forward. For an op y = f(x) and a random r, the scalar
+//! L = sum(y * r) has dL/dx = backward(dy = r).
+
+use kiln::cpu::{conv2d, dropout, elementwise, gemm, pool, softmax};
+use kiln::ops::conv2d::Conv2d;
+use kiln::ops::pool::Pool2d;
+use kiln::testing::{assert_close, Rng, FINITE_DIFF};
+
+const H: f32 = 1e-2;
+
+/// dL/dx by central differences, L(x) = sum(f(x) * r).
+fn numeric(x: &[f32], r: &[f32], f: impl Fn(&[f32]) -> Vec<f32>) -> Vec<f32> {
+    let loss = |x: &[f32]| f(x).iter().zip(r).map(|(&y, &r)| y as f64 * r as f64).sum::<f64>();
+    let mut x = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            let v = x[i];
+            x[i] = v + H;
+            let up = loss(&x);
+            x[i] = v - H;
+            let down = loss(&x);
+            x[i] = v;
+            ((up - down) / (2.0 * H as f64)) as f32
+        })
+        .collect()
+}
+
+#[test]
+fn linear_backward_matches_finite_differences() {
+    let mut rng = Rng::new(20);
+    let (batch, inp, out) = (3, 5, 4);
+    let (x, w, b, r) = (rng.vec(batch * inp), rng.vec(out * inp), rng.vec(out), rng.vec(batch * out));
+    let (dx, dw, db) = gemm::linear_backward(&x, &w, &r, batch, inp, out);
+    assert_close("linear dx", &dx, &numeric(&x, &r, |x| gemm::linear_forward(x, &w, &b, batch, inp, out)), FINITE_DIFF);
+    assert_close("linear dW", &dw, &numeric(&w, &r, |w| gemm::linear_forward(&x, w, &b, batch, inp, out)), FINITE_DIFF);
+    assert_close("linear db", &db, &numeric(&b, &r, |b| gemm::linear_forward(&x, &w, b, batch, inp, out)), FINITE_DIFF);
+}
+
+#[test]
+fn bias_and_relu_backward_match_finite_differences() {
+    let mut rng = Rng::new(21);
+    let (c, inner) = (3, 4);
+    let (x, b, r) = (rng.vec(2 * c * inner), rng.vec(c), rng.vec(2 * c * inner));
+    let db = elementwise::bias_backward(&r, c, inner);
+    assert_close("bias db", &db, &numeric(&b, &r, |b| elementwise::bias_forward(&x, b, inner)), FINITE_DIFF);
+    // move inputs at least 0.05 away from the kink at 0, so x +- H stays on one side
+    let x: Vec<f32> = x.iter().map(|v| v + v.signum() * 0.05).collect();
+    assert_close("relu dx", &elementwise::relu_backward(&x, &r), &numeric(&x, &r, elementwise::relu_forward), FINITE_DIFF);
+}
+
+#[test]
+fn softmax_xent_backward_matches_finite_differences() {
+    let mut rng = Rng::new(22);
+    let (rows, classes) = (4, 10);
+    let logits: Vec<f32> = rng.vec(rows * classes).iter().map(|v| v * 3.0).collect();
+    let labels = [3u32, 0, 9, u32::MAX];
+    let scale = 1.0 / rows as f32;
+    let analytic = softmax::softmax_xent_backward(&logits, &labels, classes, scale);
+    // L = scale * sum of row losses: r = scale for every row
+    let r = vec![scale; rows];
+    let num = numeric(&logits, &r, |z| softmax::softmax_xent_forward(z, &labels, classes).0);
+    assert_close("softmax_xent dlogits", &analytic, &num, FINITE_DIFF);
+}
+
+#[test]
+fn dropout_backward_matches_finite_differences_for_a_fixed_mask() {
+    let mut rng = Rng::new(23);
+    let (x, r) = (rng.vec(50), rng.vec(50));
+    let analytic = dropout::dropout_backward(&r, 0.3, 5, 9);
+    assert_close("dropout dx", &analytic, &numeric(&x, &r, |x| dropout::dropout_forward(x, 0.3, 5, 9)), FINITE_DIFF);
+}
+
+#[test]
+fn conv2d_backward_matches_finite_differences() {
+    let mut rng = Rng::new(24);
+    for c in [
+        Conv2d { batch: 2, cin: 2, h: 5, w: 4, cout: 3, r: 3, s: 2, stride: 1, pad: 1 },
+        Conv2d { batch: 1, cin: 3, h: 7, w: 7, cout: 2, r: 3, s: 3, stride: 2, pad: 2 },
+    ] {
+        let (x, w, b, r) = (rng.vec(c.x_len()), rng.vec(c.w_len()), rng.vec(c.cout), rng.vec(c.y_len()));
+        let (dx, dw) = conv2d::conv2d_backward(&c, &x, &w, &r);
+        let db = elementwise::bias_backward(&r, c.cout, c.oh() * c.ow());
+        assert_close("conv dx", &dx, &numeric(&x, &r, |x| conv2d::conv2d_forward(&c, x, &w, Some(&b))), FINITE_DIFF);
+        assert_close("conv dW", &dw, &numeric(&w, &r, |w| conv2d::conv2d_forward(&c, &x, w, Some(&b))), FINITE_DIFF);
+        assert_close("conv db", &db, &numeric(&b, &r, |b| conv2d::conv2d_forward(&c, &x, &w, Some(b))), FINITE_DIFF);
+    }
+}
+
+#[test]
+fn pool_backward_matches_finite_differences() {
+    let mut rng = Rng::new(25);
+    let p = Pool2d { batch: 2, channels: 2, h: 6, w: 5, k: 3, stride: 2, pad: 1 };
+    // spread the inputs so that no perturbation of H changes a window's argmax
+    let x: Vec<f32> = (0..p.x_len()).map(|i| ((i * 37) % p.x_len()) as f32 * 0.1 + rng.unit() as f32 * 0.01).collect();
+    let r = rng.vec(p.y_len());
+    assert_close("max_pool dx", &pool::max_pool2d_backward(&p, &x, &r), &numeric(&x, &r, |x| pool::max_pool2d_forward(&p, x).0), FINITE_DIFF);
+    assert_close("avg_pool dx", &pool::avg_pool2d_backward(&p, &r), &numeric(&x, &r, |x| pool::avg_pool2d_forward(&p, x)), FINITE_DIFF);
+}
