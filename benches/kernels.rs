@@ -1,1 +1,108 @@
-fn main(){}
+//! Kernel benchmarks: `cargo bench --bench kernels -- gemm` (criterion filter).
+//! Groups are `<op>/<variant>/<shape>`; GEMM and conv throughput is the real FLOP count
+//! (criterion's "elem/s" reads as FLOP/s), pooling and optimizer throughput is bytes
+//! moved. Every timed iteration submits the dispatch and waits for the GPU.
+//! KILN_BENCH_LARGE=1 adds the 4096^3 GEMM (meant for real GPUs).
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use kiln::ops::conv2d::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2d};
+use kiln::ops::gemm::{gemm, Gemm, GemmConfig};
+use kiln::ops::optim::{optimizer_step, Optimizer};
+use kiln::ops::pool::{max_pool2d_backward, max_pool2d_forward, Pool2d};
+use kiln::ops::Dispatch;
+use kiln::testing::{gpu, Rng};
+use kiln::{DType, Tensor};
+
+fn tensor(n: usize, rng: &mut Rng) -> Tensor {
+    Tensor::from_f32(gpu(), &[n], &rng.vec(n)).unwrap()
+}
+
+fn time(c: &mut Criterion, group: &str, variant: &str, shape: &str, throughput: Throughput, d: &[Dispatch]) {
+    let gpu = gpu();
+    let mut g = c.benchmark_group(group);
+    g.throughput(throughput);
+    g.bench_function(BenchmarkId::new(variant, shape), |b| {
+        b.iter(|| {
+            gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
+            gpu.wait().unwrap();
+        })
+    });
+    g.finish();
+}
+
+fn gemm_benches(c: &mut Criterion) {
+    let gpu = gpu();
+    println!("kiln kernels on {} ({:?})", gpu.info().name, gpu.info().backend);
+    let mut rng = Rng::new(1);
+    let mut shapes = vec![
+        ("1024x1024x1024", Gemm::new(1024, 1024, 1024)),
+        ("fc1_fwd_64x1568x128", Gemm { trans_b: true, ..Gemm::new(64, 128, 1568) }),
+        ("fc1_dx_64x128x1568", Gemm::new(64, 1568, 128)),
+        ("fc1_dw_128x64x1568", Gemm { trans_a: true, ..Gemm::new(128, 1568, 64) }),
+    ];
+    if std::env::var("KILN_BENCH_LARGE").is_ok_and(|v| v == "1") {
+        shapes.push(("4096x4096x4096", Gemm::new(4096, 4096, 4096)));
+    }
+    for (shape, g) in shapes {
+        let (a, b, out) = (tensor(g.m * g.k, &mut rng), tensor(g.k * g.n, &mut rng), tensor(g.m * g.n, &mut rng));
+        for (name, cfg) in GemmConfig::ALL {
+            let d = gemm(gpu, &cfg, &g, &a, &b, None, &out).unwrap();
+            time(c, "gemm", name, shape, Throughput::Elements(g.flops()), &[d]);
+        }
+    }
+}
+
+fn conv_benches(c: &mut Criterion) {
+    let gpu = gpu();
+    let mut rng = Rng::new(2);
+    let layers = [
+        ("conv1_64x1x28x28_16x5x5", Conv2d { batch: 64, cin: 1, h: 28, w: 28, cout: 16, r: 5, s: 5, stride: 1, pad: 2 }),
+        ("conv2_64x16x14x14_32x5x5", Conv2d { batch: 64, cin: 16, h: 14, w: 14, cout: 32, r: 5, s: 5, stride: 1, pad: 2 }),
+    ];
+    for (shape, conv) in layers {
+        let (x, w, y) = (tensor(conv.x_len(), &mut rng), tensor(conv.w_len(), &mut rng), tensor(conv.y_len(), &mut rng));
+        let (dx, dw) = (tensor(conv.x_len(), &mut rng), tensor(conv.w_len(), &mut rng));
+        let flops = Throughput::Elements(conv.flops());
+        for (name, cfg) in GemmConfig::ALL {
+            let f = conv2d_forward(gpu, &cfg, &conv, &x, &w, None, false, &y).unwrap();
+            time(c, "conv2d_forward", name, shape, flops.clone(), &f);
+            let bi = conv2d_backward_input(gpu, &cfg, &conv, &w, &y, &dx).unwrap();
+            time(c, "conv2d_backward_input", name, shape, flops.clone(), &bi);
+            let bw = conv2d_backward_weight(gpu, &cfg, &conv, &x, &y, &dw, false).unwrap();
+            time(c, "conv2d_backward_weight", name, shape, flops.clone(), &bw);
+        }
+    }
+}
+
+fn memory_bound_benches(c: &mut Criterion) {
+    let gpu = gpu();
+    let mut rng = Rng::new(3);
+    let p = Pool2d { batch: 64, channels: 16, h: 28, w: 28, k: 2, stride: 2, pad: 0 };
+    let (x, y, dx) = (tensor(p.x_len(), &mut rng), tensor(p.y_len(), &mut rng), tensor(p.x_len(), &mut rng));
+    let arg = Tensor::empty(gpu, &[p.y_len()], DType::U32).unwrap();
+    let fwd = max_pool2d_forward(gpu, &p, &x, &y, &arg).unwrap();
+    let bytes = 4 * (p.x_len() + 2 * p.y_len()) as u64;
+    time(c, "max_pool2d_forward", "direct", "64x16x28x28_2x2", Throughput::Bytes(bytes), &[fwd]);
+    let bwd = max_pool2d_backward(gpu, &p, &arg, &y, &dx).unwrap();
+    time(c, "max_pool2d_backward", "gather", "64x16x28x28_2x2", Throughput::Bytes(bytes), &[bwd]);
+
+    // the MNIST CNN's parameters, in one flat buffer
+    let n = 16 * 25 + 16 + 32 * 16 * 25 + 32 + 1568 * 128 + 128 + 128 * 10 + 10;
+    let (g, w, m1, m2) = (tensor(n, &mut rng), tensor(n, &mut rng), tensor(n, &mut rng), tensor(n, &mut rng));
+    let step = Tensor::from_u32(gpu, &[1], &[3]).unwrap();
+    let adam = optimizer_step(gpu, &Optimizer::adam(1e-3), &step, &g, &w, &m1, Some(&m2)).unwrap();
+    // reads g, w, m, v; writes w, m, v
+    time(c, "adam_step", "flat", &format!("{n}"), Throughput::Bytes(7 * 4 * n as u64), &[adam]);
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! { name = benches; config = config(); targets = gemm_benches, conv_benches, memory_bound_benches }
+criterion_main!(benches);

@@ -244,3 +244,70 @@ fn gemm_regblock(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
         }
     }
 }
+
+// ---- gemm_vec4: MODE 0 only, register blocked (TM x 4 per invocation, TM <= 8) with 16-byte loads
+// along the contiguous dimension, no workgroup memory. The fastest form on llvmpipe,
+// where each vec4 load is one vector load instead of four gathers. Forms and what they
+// need (the host falls back to gemm_regblock otherwise):
+//   NN (A [M,K], B [K,N]): K % 4 == 0, N % 4 == 0
+//   NT (A [M,K], B [N,K]): K % 4 == 0            (dot products along K)
+//   TN (A [K,M], B [K,N]): M % 4 == 0, N % 4 == 0 (outer products per k; TM 4 or 8)
+@group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;
+
+@compute @workgroup_size(WGX, WGY)
+fn gemm_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+             @builtin(local_invocation_id) lid: vec3u) {
+    let m0 = (wid.y * WGY + lid.y) * TM;
+    let n0 = ((wid.x + wid.z * nwg.x) * WGX + lid.x) * 4u;
+    if m0 >= p.m || n0 >= p.n { return; }
+    let k4 = p.k / 4u;
+    var acc: array<vec4<f32>, TMAX>;
+    for (var i = 0u; i < TM; i++) { acc[i] = vec4<f32>(0.0); }
+    if TRANS_A {
+        // TN: acc[i] += A^T[k, m0 + i] * B[k, n0..n0+4]
+        let m4 = p.m / 4u;
+        let n4 = p.n / 4u;
+        // TM is 4 or 8 here (the host rounds it): rows come in vec4s of A^T
+        for (var k = 0u; k < p.k; k++) {
+            let bv = b4[k * n4 + n0 / 4u];
+            for (var r = 0u; r < TM; r += 4u) {
+                let av = a4[k * m4 + (m0 + r) / 4u];
+                acc[r] = fma(vec4<f32>(av.x), bv, acc[r]);
+                acc[r + 1u] = fma(vec4<f32>(av.y), bv, acc[r + 1u]);
+                acc[r + 2u] = fma(vec4<f32>(av.z), bv, acc[r + 2u]);
+                acc[r + 3u] = fma(vec4<f32>(av.w), bv, acc[r + 3u]);
+            }
+        }
+    } else if TRANS_B {
+        // NT: acc[i][j] += dot(A[m0 + i, k..k+4], B[n0 + j, k..k+4])
+        for (var k = 0u; k < k4; k++) {
+            var bv: array<vec4<f32>, 4>;
+            for (var j = 0u; j < 4u; j++) {
+                bv[j] = select(vec4<f32>(0.0), b4[min(n0 + j, p.n - 1u) * k4 + k], n0 + j < p.n);
+            }
+            for (var i = 0u; i < TM; i++) {
+                let av = select(vec4<f32>(0.0), a4[min(m0 + i, p.m - 1u) * k4 + k], m0 + i < p.m);
+                acc[i] += vec4<f32>(dot(av, bv[0]), dot(av, bv[1]), dot(av, bv[2]), dot(av, bv[3]));
+            }
+        }
+    } else {
+        // NN: acc[i] += sum_t A[m0 + i, k + t] * B[k + t, n0..n0+4]
+        let n4 = p.n / 4u;
+        for (var k = 0u; k < k4; k++) {
+            let b0 = b4[(4u * k) * n4 + n0 / 4u];
+            let b1 = b4[(4u * k + 1u) * n4 + n0 / 4u];
+            let b2 = b4[(4u * k + 2u) * n4 + n0 / 4u];
+            let b3 = b4[(4u * k + 3u) * n4 + n0 / 4u];
+            for (var i = 0u; i < TM; i++) {
+                let av = select(vec4<f32>(0.0), a4[min(m0 + i, p.m - 1u) * k4 + k], m0 + i < p.m);
+                acc[i] = fma(vec4<f32>(av.x), b0, fma(vec4<f32>(av.y), b1, fma(vec4<f32>(av.z), b2, fma(vec4<f32>(av.w), b3, acc[i]))));
+            }
+        }
+    }
+    for (var i = 0u; i < TM; i++) {
+        for (var j = 0u; j < 4u; j++) {
+            if m0 + i < p.m && n0 + j < p.n { store_c(m0 + i, n0 + j, acc[i][j]); }
+        }
+    }
+}

@@ -74,6 +74,8 @@ pub struct Gpu {
     info: GpuInfo,
     pub(crate) pipelines: PipelineCache,
     pub counters: Counters,
+    /// Compile shaders with wgpu's runtime bounds checks (KILN_CHECKED_SHADERS=1).
+    pub(crate) checked_shaders: bool,
     /// Set by the device-lost callback and the uncaptured-error handler.
     fault: Arc<Mutex<Option<Error>>>,
 }
@@ -196,6 +198,7 @@ impl Gpu {
             info,
             pipelines: PipelineCache::default(),
             counters: Counters::default(),
+            checked_shaders: std::env::var("KILN_CHECKED_SHADERS").is_ok_and(|v| v == "1"),
             fault,
         })
     }

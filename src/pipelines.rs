@@ -52,11 +52,21 @@ impl Gpu {
         if let Some(m) = self.pipelines.modules.lock().expect("module cache").get(&shader) {
             return Ok(m.clone());
         }
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(shader.file_name()),
+            source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+        };
         let module = self.catch(shader.file_name(), || {
-            self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(shader.file_name()),
-                source: wgpu::ShaderSource::Wgsl(shader.source().into()),
-            })
+            if self.checked_shaders {
+                self.device.create_shader_module(desc)
+            } else {
+                // SAFETY: every kiln kernel guards its own indices against the sizes in its
+                // Params, and the ops check those sizes against the bound tensors before a
+                // dispatch is built; every loop is bounded by a Params value. Dropping
+                // wgpu's injected bounds checks and loop counters is what lets the inner
+                // loops vectorise (see BENCHMARKS.md); KILN_CHECKED_SHADERS=1 restores them.
+                unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+            }
         })?;
         let module = Arc::new(module);
         self.pipelines.modules.lock().expect("module cache").insert(shader, module.clone());

@@ -26,7 +26,7 @@ fn check(cfg: &GemmConfig, c: Conv2d, rng: &mut Rng) {
     let f = conv2d_forward(gpu, cfg, &c, &tx, &tw, Some(&tb), false, &ty).unwrap();
     let bi = conv2d_backward_input(gpu, cfg, &c, &tw, &tdy, &tdx).unwrap();
     let bw = conv2d_backward_weight(gpu, cfg, &c, &tx, &tdy, &tdw, false).unwrap();
-    gpu.run(&[&f, &bi, &bw]).unwrap();
+    gpu.run(&f.iter().chain(&bi).chain(&bw).collect::<Vec<_>>()).unwrap();
     let (dx, dw) = cpu::conv2d_backward(&c, &x, &w, &dy);
     let name = cfg.name();
     assert_close(&format!("conv2d_forward {name} {c:?}"), &ty.to_f32(gpu).unwrap(), &cpu::conv2d_forward(&c, &x, &w, Some(&b)), REDUCTION);

@@ -1,5 +1,6 @@
 //! 2-D convolution (NCHW activations, KCRS weights) as implicit GEMM: the three passes
 //! are modes 1-3 of shaders/gemm.wgsl, where the im2col gather happens inside the loads.
+//! Each pass returns the dispatches to record, in order (a variant may need several).
 //!
 //! Dimensions: batch N, input channels C, H x W input, K output channels, R x S kernel,
 //! OH x OW output, one stride and one zero padding for both axes (dilation 1, groups 1).
@@ -91,7 +92,7 @@ pub fn conv2d_forward(
     bias: Option<&Tensor>,
     relu: bool,
     y: &Tensor,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     let op = "conv2d_forward";
     conv.validate(op)?;
     check_len(op, "x", x, conv.x_len())?;
@@ -102,18 +103,18 @@ pub fn conv2d_forward(
     }
     let bias_mode = if bias.is_some() { Bias::Row } else { Bias::None };
     let p = conv.params(conv.cout, conv.batch * conv.oh() * conv.ow(), conv.cin * conv.r * conv.s, flags(false, relu, bias_mode));
-    launch(gpu, op, cfg, 1, (false, false), p, w, x, bias, y)
+    Ok(vec![launch(gpu, op, cfg, 1, (false, false), p, w, x, bias, y)?])
 }
 
 /// dx = conv_transpose(dy, w): written, not accumulated.
-pub fn conv2d_backward_input(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, w: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+pub fn conv2d_backward_input(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, w: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<Vec<Dispatch>> {
     let op = "conv2d_backward_input";
     conv.validate(op)?;
     check_len(op, "weight", w, conv.w_len())?;
     check_len(op, "dy", dy, conv.y_len())?;
     check_len(op, "dx", dx, conv.x_len())?;
     let p = conv.params(conv.cin, conv.batch * conv.h * conv.w, conv.cout * conv.r * conv.s, 0);
-    launch(gpu, op, cfg, 2, (false, false), p, w, dy, None, dx)
+    Ok(vec![launch(gpu, op, cfg, 2, (false, false), p, w, dy, None, dx)?])
 }
 
 /// dw (+)= correlation of x with dy. The bias gradient is a channel sum of dy
@@ -126,12 +127,12 @@ pub fn conv2d_backward_weight(
     dy: &Tensor,
     dw: &Tensor,
     accumulate: bool,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     let op = "conv2d_backward_weight";
     conv.validate(op)?;
     check_len(op, "x", x, conv.x_len())?;
     check_len(op, "dy", dy, conv.y_len())?;
     check_len(op, "dw", dw, conv.w_len())?;
     let p = conv.params(conv.cout, conv.cin * conv.r * conv.s, conv.batch * conv.oh() * conv.ow(), flags(accumulate, false, Bias::None));
-    launch(gpu, op, cfg, 3, (false, false), p, dy, x, None, dw)
+    Ok(vec![launch(gpu, op, cfg, 3, (false, false), p, dy, x, None, dw)?])
 }

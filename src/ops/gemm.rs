@@ -30,6 +30,9 @@ pub enum Family {
     Tiled,
     /// Register blocking straight from global memory, no barriers: llvmpipe.
     RegBlock,
+    /// 4x4 register blocks with 16-byte loads along the contiguous dimension (plain GEMM
+    /// with 4-aligned rows only; other shapes and convolutions fall back to RegBlock).
+    Vec4,
 }
 
 impl GemmConfig {
@@ -42,19 +45,23 @@ impl GemmConfig {
     /// 4x8 per invocation (more reuse of each A value), 16x4 invocations.
     pub const REGBLOCK_4X8: GemmConfig = GemmConfig { family: Family::RegBlock, wgx: 4, wgy: 16, tm: 4, tn: 8, bk: 1 };
 
+    /// vec4 loads, 4x4 per invocation (TM rows x 4 columns), 8x8 invocations.
+    pub const VEC4: GemmConfig = GemmConfig { family: Family::Vec4, wgx: 16, wgy: 4, tm: 8, tn: 4, bk: 1 };
+
     /// Every variant, by name: what benches and tests iterate over.
-    pub const ALL: [(&'static str, GemmConfig); 4] = [
+    pub const ALL: [(&'static str, GemmConfig); 5] = [
         ("tiled64", Self::TILED_64),
         ("tiled128", Self::TILED_128),
         ("regblock4x4", Self::REGBLOCK_4X4),
         ("regblock4x8", Self::REGBLOCK_4X8),
+        ("vec4", Self::VEC4),
     ];
 
     /// The heuristic choice when nothing was measured: register blocking on CPU adapters,
     /// where workgroup memory and barriers are the slow path; tiles elsewhere.
     pub fn default_for(info: &GpuInfo) -> GemmConfig {
         if info.is_cpu() {
-            Self::REGBLOCK_4X4
+            Self::VEC4
         } else {
             Self::TILED_64
         }
@@ -158,7 +165,7 @@ pub(crate) fn launch(
     bias: Option<&Tensor>,
     c: &Tensor,
 ) -> Result<Dispatch> {
-    if cfg.tm > 8 || cfg.tn > 8 || cfg.tm == 0 || cfg.tn == 0 {
+    if cfg.tm > 8 || cfg.tn > 8 || cfg.tm == 0 || cfg.tn == 0 || (cfg.family == Family::Vec4 && cfg.tn != 4) {
         return Err(Error::unsupported(op, format!("tile {}x{} per invocation (1..=8 each)", cfg.tm, cfg.tn)));
     }
     for v in [params.m, params.n, params.k] {
@@ -166,10 +173,24 @@ pub(crate) fn launch(
             return Err(Error::shape(op, "an empty dimension (M, N or K is 0)"));
         }
     }
-    let entry = match cfg.family {
-        Family::Tiled => "gemm_tiled",
-        Family::RegBlock => "gemm_regblock",
+    let vec4_ok = mode == 0
+        && match trans {
+            (false, false) => params.k % 4 == 0 && params.n % 4 == 0,
+            (false, true) => params.k % 4 == 0,
+            (true, false) => params.m % 4 == 0 && params.n % 4 == 0,
+            (true, true) => false,
+        };
+    let (entry, a_binding, b_binding) = match cfg.family {
+        Family::Tiled => ("gemm_tiled", 1, 2),
+        Family::Vec4 if vec4_ok => ("gemm_vec4", 5, 6),
+        Family::RegBlock | Family::Vec4 => ("gemm_regblock", 1, 2),
     };
+    // The vec4 TN form reads rows of A^T four at a time: it blocks 4 or 8 rows.
+    let tm = match (entry, trans.0) {
+        ("gemm_vec4", true) => if cfg.tm >= 8 { 8 } else { 4 },
+        _ => cfg.tm,
+    };
+    let cfg = &GemmConfig { tm, ..*cfg };
     let kernel = Kernel::new(Shader::Gemm, entry)
         .with("MODE", mode)
         .with("TRANS_A", trans.0)
@@ -199,7 +220,7 @@ pub(crate) fn launch(
             &dummy
         }
     };
-    Dispatch::new(gpu, &kernel, &params, &[(1, a), (2, b), (3, bias), (4, c)], groups)
+    Dispatch::new(gpu, &kernel, &params, &[(a_binding, a), (b_binding, b), (3, bias), (4, c)], groups)
 }
 
 /// C (+)= op(A) . op(B) (+ bias) (ReLU). A is [M, K] ([K, M] if `trans_a`), B is [K, N]
