@@ -44,7 +44,11 @@ pub fn max_pool2d_forward(p: &Pool2d, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
 }
 
 pub fn max_pool2d_backward(p: &Pool2d, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let (_, arg) = max_pool2d_forward(p, x);
+    max_pool2d_backward_saved(p, &max_pool2d_forward(p, x).1, dy)
+}
+
+/// The backward from the argmax the forward saved.
+pub fn max_pool2d_backward_saved(p: &Pool2d, arg: &[u32], dy: &[f32]) -> Vec<f32> {
     let mut dx = vec![0f64; p.x_len()];
     let plane_out = p.oh() * p.ow();
     for (o, &a) in arg.iter().enumerate() {

@@ -1,5 +1,6 @@
 //! Datasets: IDX files, MNIST/Fashion-MNIST, downloads, and the GPU-resident dataset.
-//! (Being written: see issue 6.)
+
+pub mod gpu;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {

@@ -1,0 +1,189 @@
+//! The CPU interpreter of a [`Plan`]: the same steps as the executor, computed with the
+//! `cpu` references. It is the spec the GPU executor is tested against (loss curves and
+//! final weights after several training steps).
+
+use std::collections::HashMap;
+
+use super::exec::init_params;
+use super::lower::{lower, Mode, Plan, Step, ValueId, ValueKind};
+use super::Graph;
+use crate::cpu;
+use crate::ops::optim::Optimizer;
+use crate::Result;
+
+pub struct CpuExecutor {
+    pub plan: Plan,
+    f: HashMap<ValueId, Vec<f32>>,
+    u: HashMap<ValueId, Vec<u32>>,
+    optimizer: Option<Optimizer>,
+    state: Vec<(Vec<f32>, Vec<f32>)>,
+    step: u32,
+}
+
+impl CpuExecutor {
+    pub fn new(graph: &Graph, mode: Mode, optimizer: Option<Optimizer>) -> Result<CpuExecutor> {
+        let plan = lower(graph, mode)?;
+        let mut f = HashMap::new();
+        for (p, values) in plan.params.iter().zip(init_params(&plan, graph.seed)) {
+            f.insert(p.value, values);
+        }
+        let state = plan.params.iter().map(|p| {
+            let n = p.shape.iter().product();
+            (vec![0.0; n], vec![0.0; n])
+        });
+        Ok(CpuExecutor { state: state.collect(), plan, f, u: HashMap::new(), optimizer, step: 0 })
+    }
+
+    fn get(&self, v: ValueId) -> &[f32] {
+        &self.f[&self.plan.root(v)]
+    }
+
+    fn get_u(&self, v: ValueId) -> &[u32] {
+        &self.u[&self.plan.root(v)]
+    }
+
+    fn set(&mut self, v: ValueId, data: Vec<f32>) {
+        self.f.insert(self.plan.root(v), data);
+    }
+
+    /// Writes `data` to `v`, or adds it to what is there when `accumulate`.
+    fn set_acc(&mut self, v: ValueId, data: Vec<f32>, accumulate: bool) {
+        let data = if accumulate { self.get(v).iter().zip(&data).map(|(a, b)| a + b).collect() } else { data };
+        self.set(v, data);
+    }
+
+    /// One step on a host batch; returns the sum of the batch's row losses (if the graph
+    /// has a loss) computed the way the GPU metrics do.
+    pub fn run_step(&mut self, input: &[f32], labels: &[u32]) -> Result<Option<f64>> {
+        let plan_input = self.plan.input;
+        self.set(plan_input, input.to_vec());
+        if let Some(l) = self.plan.labels {
+            self.u.insert(l, labels.to_vec());
+        }
+        let mut loss_sum = None;
+        let classes = self.plan.classes.unwrap_or(1);
+        for step in self.plan.steps.clone() {
+            match step {
+                Step::Conv2dForward { conv, x, w, b, y } => {
+                    let out = cpu::conv2d::conv2d_forward(&conv, self.get(x), self.get(w), b.map(|b| self.get(b)));
+                    self.set(y, out);
+                }
+                Step::Conv2dBackwardInput { conv, w, dy, dx } => {
+                    let zeros = vec![0.0; conv.x_len()];
+                    let (g, _) = cpu::conv2d::conv2d_backward(&conv, &zeros, self.get(w), self.get(dy));
+                    self.set(dx, g);
+                }
+                Step::Conv2dBackwardWeight { conv, x, dy, dw, accumulate } => {
+                    let zeros = vec![0.0; conv.w_len()];
+                    let (_, g) = cpu::conv2d::conv2d_backward(&conv, self.get(x), &zeros, self.get(dy));
+                    self.set_acc(dw, g, accumulate);
+                }
+                Step::LinearForward { x, w, b, y } => {
+                    let (n, inp, out) = self.linear_dims(x, w);
+                    let zeros = vec![0.0; out];
+                    let bias = b.map_or(&zeros[..], |b| self.get(b));
+                    let r = cpu::gemm::linear_forward(self.get(x), self.get(w), bias, n, inp, out);
+                    self.set(y, r);
+                }
+                Step::LinearBackwardInput { dy, w, dx } => {
+                    let (n, out, inp) = (self.shape(dy)[0], self.shape(dy)[1], self.shape(w)[1]);
+                    let r = cpu::gemm::gemm(n, inp, out, self.get(dy), false, self.get(w), false);
+                    self.set(dx, r);
+                }
+                Step::LinearBackwardWeight { dy, x, dw, accumulate } => {
+                    let (n, out, inp) = (self.shape(dy)[0], self.shape(dy)[1], self.shape(x)[1]);
+                    let r = cpu::gemm::gemm(out, inp, n, self.get(dy), true, self.get(x), false);
+                    self.set_acc(dw, r, accumulate);
+                }
+                Step::BiasBackward { dy, db, accumulate } => {
+                    let s = self.shape(dy).to_vec();
+                    let r = cpu::elementwise::bias_backward(self.get(dy), s[1], s[2..].iter().product());
+                    self.set_acc(db, r, accumulate);
+                }
+                Step::MaxPoolForward { pool, x, y, argmax } => {
+                    let (out, arg) = cpu::pool::max_pool2d_forward(&pool, self.get(x));
+                    self.set(y, out);
+                    self.u.insert(self.plan.root(argmax), arg);
+                }
+                Step::MaxPoolBackward { pool, argmax, dy, dx } => {
+                    let r = cpu::pool::max_pool2d_backward_saved(&pool, self.get_u(argmax), self.get(dy));
+                    self.set(dx, r);
+                }
+                Step::ReluForward { x, y } => {
+                    let r = cpu::elementwise::relu_forward(self.get(x));
+                    self.set(y, r);
+                }
+                Step::ReluBackward { x, dy, dx } => {
+                    let r = cpu::elementwise::relu_backward(self.get(x), self.get(dy));
+                    self.set(dx, r);
+                }
+                Step::DropoutForward { p, seed, x, y } => {
+                    let r = cpu::dropout::dropout_forward(self.get(x), p, seed, self.step);
+                    self.set(y, r);
+                }
+                Step::DropoutBackward { p, seed, dy, dx } => {
+                    let r = cpu::dropout::dropout_backward(self.get(dy), p, seed, self.step);
+                    self.set(dx, r);
+                }
+                Step::Add { a, b, y } => {
+                    let r = cpu::elementwise::scale_add_forward(1.0, self.get(a), 1.0, self.get(b));
+                    self.set(y, r);
+                }
+                Step::Softmax { logits, probs } => {
+                    let c = self.shape(logits)[1];
+                    let r = cpu::softmax::softmax_forward(self.get(logits), c);
+                    self.set(probs, r);
+                }
+                Step::XentForward { logits, labels, loss, pred } => {
+                    let (l, p) = cpu::softmax::softmax_xent_forward(self.get(logits), self.get_u(labels), classes);
+                    self.set(loss, l);
+                    self.u.insert(self.plan.root(pred), p);
+                }
+                Step::XentBackward { logits, labels, scale, dlogits } => {
+                    let r = cpu::softmax::softmax_xent_backward(self.get(logits), self.get_u(labels), classes, scale);
+                    self.set(dlogits, r);
+                }
+                Step::Metrics { loss, labels, .. } => {
+                    let valid = self.get_u(labels).iter().map(|&l| (l as usize) < classes);
+                    loss_sum = Some(self.get(loss).iter().zip(valid).filter(|(_, v)| *v).map(|(&l, _)| l as f64).sum());
+                }
+            }
+        }
+        if let (Mode::Train, Some(opt)) = (self.plan.mode, self.optimizer) {
+            for (i, p) in self.plan.params.clone().iter().enumerate() {
+                let Some(g) = p.grad else { continue };
+                let grad = self.f[&g].clone();
+                let w = self.f.get_mut(&p.value).expect("parameter");
+                let (m1, m2) = &mut self.state[i];
+                cpu::optim::optimizer_step(&opt, self.step, &grad, w, m1, m2);
+            }
+            self.step += 1;
+        }
+        Ok(loss_sum)
+    }
+
+    fn shape(&self, v: ValueId) -> &[usize] {
+        &self.plan.values[v.0].shape
+    }
+
+    fn linear_dims(&self, x: ValueId, w: ValueId) -> (usize, usize, usize) {
+        (self.shape(x)[0], self.shape(x)[1], self.shape(w)[0])
+    }
+
+    /// Parameters as (name, values), in graph order.
+    pub fn params(&self) -> Vec<(String, Vec<f32>)> {
+        self.plan.params.iter().map(|p| (p.name.clone(), self.f[&p.value].clone())).collect()
+    }
+
+    /// Replaces parameter `name` (finite-difference checks).
+    pub fn set_param(&mut self, name: &str, values: Vec<f32>) {
+        let p = self.plan.params.iter().find(|p| p.name == name).expect("parameter name");
+        self.f.insert(p.value, values);
+    }
+
+    /// The value of `v` after the last step, if it was computed.
+    pub fn value(&self, v: ValueId) -> Option<&[f32]> {
+        debug_assert!(!matches!(self.plan.values[v.0].kind, ValueKind::Labels));
+        self.f.get(&self.plan.root(v)).map(|v| v.as_slice())
+    }
+}

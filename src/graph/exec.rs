@@ -1,0 +1,393 @@
+//! The executor: allocates what the plan needs once (the flat parameter, gradient and
+//! optimizer-state buffers, the planned activation buffers, the step buffer, the metrics
+//! buffer), builds every bind group once, and then records a whole step (batch gather,
+//! forward, loss, metrics, backward, optimizer) into one compute pass and one submit.
+//! Per-step values (the step number, the batch's offset into the shuffled dataset) travel
+//! in the 16-byte step buffer, written with the submit; the host reads back only metrics,
+//! and only when asked.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::lower::{lower, Mode, Plan, Step, ValueId, ValueKind};
+use super::planner::{naive_bytes, plan_memory, MemoryPlan};
+use super::{Graph, Init, NodeId};
+use crate::data::gpu::ResidentDataset;
+use crate::gpu::Gpu;
+use crate::ops::gemm::{gemm, Bias, Gemm, GemmConfig};
+use crate::ops::optim::{optimizer_step, Optimizer};
+use crate::ops::softmax::{metrics_accumulate, metrics_words, Metrics};
+use crate::ops::{conv2d, dropout, elementwise, pool, reduce, softmax, Dispatch};
+use crate::rng::Rng;
+use crate::tensor::{DType, Tensor};
+use crate::{Error, Result};
+
+/// Traffic and memory counters, so "no per-step readback" is checked, not claimed.
+#[derive(Clone, Debug, Default)]
+pub struct ExecStats {
+    /// Training or evaluation steps recorded.
+    pub steps: u64,
+    /// Queue submits by this GPU so far (all executors on it).
+    pub submits: u64,
+    /// Host readbacks by this GPU so far.
+    pub readbacks: u64,
+    pub dispatches_per_step: usize,
+    /// Bytes of GPU buffers this GPU has created so far.
+    pub gpu_bytes: u64,
+    /// Activation bytes the memory planner allocated, and what no reuse would take.
+    pub planned_bytes: u64,
+    pub naive_bytes: u64,
+    pub activation_buffers: usize,
+}
+
+impl ExecStats {
+    /// bytes planned / bytes naive: below 1 when buffers are reused.
+    pub fn reuse_factor(&self) -> f64 {
+        self.planned_bytes as f64 / self.naive_bytes.max(1) as f64
+    }
+}
+
+/// Initial parameter values: PyTorch's default Kaiming-uniform bounds, seeded per
+/// parameter (the same values on every adapter, and on the CPU path).
+pub fn init_params(plan: &Plan, seed: u64) -> Vec<Vec<f32>> {
+    plan.params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let n = p.shape.iter().product();
+            match p.init {
+                Init::Constant(c) => vec![c; n],
+                Init::KaimingUniform { fan_in } => {
+                    let mut rng = Rng::new(seed.wrapping_mul(0x1000_0000_01B3).wrapping_add(i as u64));
+                    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+                    (0..n).map(|_| ((rng.unit() * 2.0 - 1.0) * bound) as f32).collect()
+                }
+            }
+        })
+        .collect()
+}
+
+/// The flat layout of the parameters: offsets (in elements) aligned to the adapter's
+/// storage-binding offset alignment, and the total length.
+fn flat_layout(plan: &Plan, align_bytes: u32) -> (Vec<usize>, usize) {
+    let align = (align_bytes as usize / 4).max(1);
+    let mut offsets = Vec::new();
+    let mut end = 0;
+    for p in &plan.params {
+        offsets.push(end);
+        end = (end + p.shape.iter().product::<usize>()).next_multiple_of(align);
+    }
+    (offsets, end.max(1))
+}
+
+pub struct Executor<'g> {
+    gpu: &'g Gpu,
+    pub plan: Plan,
+    memory: MemoryPlan,
+    tensors: Vec<Tensor>,
+    params: Tensor,
+    offsets: Vec<usize>,
+    step_buffer: Tensor,
+    metrics: Tensor,
+    dispatches: Vec<Dispatch>,
+    gather: Option<Dispatch>,
+    optimizer: Option<Dispatch>,
+    /// Optimizer steps taken (Adam's t - 1, the dropout RNG counter).
+    step: u32,
+    steps_run: u64,
+}
+
+impl<'g> Executor<'g> {
+    /// Lowers `graph` for `mode`, plans memory and builds every dispatch. `optimizer` is
+    /// required for training. `share_params` makes this executor use another's parameters
+    /// (an evaluation executor beside a training one).
+    pub fn new(
+        gpu: &'g Gpu,
+        graph: &Graph,
+        mode: Mode,
+        optimizer: Option<Optimizer>,
+        gemm_cfg: &GemmConfig,
+        share_params: Option<&Executor>,
+    ) -> Result<Executor<'g>> {
+        Self::build(gpu, graph, mode, optimizer, gemm_cfg, share_params, false)
+    }
+
+    /// As `new`, but every activation buffer is filled with NaN right after its last
+    /// reader: if the planner ever let two live values share memory, results change.
+    pub fn new_poisoning_freed(gpu: &'g Gpu, graph: &Graph, mode: Mode, optimizer: Option<Optimizer>, gemm_cfg: &GemmConfig) -> Result<Executor<'g>> {
+        Self::build(gpu, graph, mode, optimizer, gemm_cfg, None, true)
+    }
+
+    fn build(
+        gpu: &'g Gpu,
+        graph: &Graph,
+        mode: Mode,
+        optimizer: Option<Optimizer>,
+        gemm_cfg: &GemmConfig,
+        share_params: Option<&Executor>,
+        poison_freed: bool,
+    ) -> Result<Executor<'g>> {
+        let plan = lower(graph, mode)?;
+        if mode == Mode::Train && optimizer.is_none() {
+            return Err(Error::unsupported("Executor", "training needs an optimizer"));
+        }
+        let memory = plan_memory(&plan);
+        let align = gpu.limits().min_storage_buffer_offset_alignment;
+        let (offsets, flat_len) = flat_layout(&plan, align);
+        let params = match share_params {
+            Some(other) => {
+                if other.offsets != offsets || other.plan.params.len() != plan.params.len() {
+                    return Err(Error::shape("Executor", "shared parameters come from a different model"));
+                }
+                other.params.clone()
+            }
+            None => {
+                let p = Tensor::empty(gpu, &[flat_len], DType::F32)?;
+                let mut flat = vec![0f32; flat_len];
+                for (v, &o) in init_params(&plan, graph.seed).iter().zip(&offsets) {
+                    flat[o..o + v.len()].copy_from_slice(v);
+                }
+                p.write_f32(gpu, &flat)?;
+                p
+            }
+        };
+        let zeros = |n: usize| Tensor::from_f32(gpu, &[n], &vec![0.0; n]);
+        let grads = if mode == Mode::Train { Some(zeros(flat_len)?) } else { None };
+        let slot_buffers: Vec<Arc<wgpu::Buffer>> =
+            memory.slots.iter().map(|s| gpu.storage_buffer("kiln activation", s.bytes).map(Arc::new)).collect::<Result<_>>()?;
+        let step_buffer = Tensor::from_u32(gpu, &[4], &[0; 4])?;
+        let classes = plan.classes.unwrap_or(1);
+        let metrics = Tensor::from_u32(gpu, &[metrics_words(classes)], &vec![0; metrics_words(classes)])?;
+
+        // A tensor for every value.
+        let mut tensors: Vec<Tensor> = Vec::with_capacity(plan.values.len());
+        for (i, v) in plan.values.iter().enumerate() {
+            let root = plan.root(ValueId(i));
+            let t = match plan.values[root.0].kind {
+                ValueKind::Activation => {
+                    let slot = memory.slot_of[i].expect("planned activation");
+                    Tensor::from_buffer(slot_buffers[slot].clone(), 0, &v.shape, v.dtype)
+                }
+                ValueKind::Param(p) => view(&params, offsets[p], &v.shape),
+                ValueKind::Grad(p) => view(grads.as_ref().expect("gradients in training"), offsets[p], &v.shape),
+                ValueKind::Input | ValueKind::Labels => {
+                    if root.0 == i {
+                        Tensor::empty(gpu, &v.shape, v.dtype)?
+                    } else {
+                        tensors[root.0].reshape(&v.shape)?
+                    }
+                }
+                ValueKind::Alias(_) => unreachable!("root is not an alias"),
+            };
+            tensors.push(t);
+        }
+
+        let mut exec = Executor {
+            gpu,
+            plan,
+            memory,
+            tensors,
+            params,
+            offsets,
+            step_buffer,
+            metrics,
+            dispatches: Vec::new(),
+            gather: None,
+            optimizer: None,
+            step: 0,
+            steps_run: 0,
+        };
+        for s in 0..exec.plan.steps.len() {
+            let step = exec.plan.steps[s].clone();
+            let mut d = exec.dispatch(&step, gemm_cfg)?;
+            exec.dispatches.append(&mut d);
+            if poison_freed {
+                for v in 0..exec.plan.values.len() {
+                    if exec.memory.interval[v].is_some_and(|(_, end)| end == s) {
+                        let t = &exec.tensors[v];
+                        let as_f32 = Tensor::from_buffer(t.buffer().clone(), 0, &[t.bytes() as usize / 4], DType::F32);
+                        exec.dispatches.push(elementwise::fill(gpu, &as_f32, f32::NAN)?);
+                    }
+                }
+            }
+        }
+        if let (Some(opt), Some(grads)) = (optimizer, grads) {
+            let m1 = zeros(flat_len)?;
+            let m2 = if opt.state_slots() == 2 { Some(zeros(flat_len)?) } else { None };
+            exec.optimizer = Some(optimizer_step(gpu, &opt, &exec.step_buffer, &grads, &exec.params, &m1, m2.as_ref())?);
+        }
+        Ok(exec)
+    }
+
+    fn t(&self, v: ValueId) -> &Tensor {
+        &self.tensors[v.0]
+    }
+
+    fn dispatch(&self, step: &Step, cfg: &GemmConfig) -> Result<Vec<Dispatch>> {
+        let gpu = self.gpu;
+        let t = |v: ValueId| self.t(v);
+        Ok(match step {
+            Step::Conv2dForward { conv, x, w, b, y } => {
+                conv2d::conv2d_forward(gpu, cfg, conv, t(*x), t(*w), b.map(t), false, t(*y))?
+            }
+            Step::Conv2dBackwardInput { conv, w, dy, dx } => conv2d::conv2d_backward_input(gpu, cfg, conv, t(*w), t(*dy), t(*dx))?,
+            Step::Conv2dBackwardWeight { conv, x, dy, dw, accumulate } => {
+                conv2d::conv2d_backward_weight(gpu, cfg, conv, t(*x), t(*dy), t(*dw), *accumulate)?
+            }
+            Step::LinearForward { x, w, b, y } => {
+                let (n, inp) = (t(*x).shape()[0], t(*x).shape()[1]);
+                let out = t(*w).shape()[0];
+                let g = Gemm { trans_b: true, bias: if b.is_some() { Bias::Col } else { Bias::None }, ..Gemm::new(n, out, inp) };
+                vec![gemm(gpu, cfg, &g, t(*x), t(*w), b.map(t), t(*y))?]
+            }
+            Step::LinearBackwardInput { dy, w, dx } => {
+                let (n, out) = (t(*dy).shape()[0], t(*dy).shape()[1]);
+                let inp = t(*w).shape()[1];
+                vec![gemm(gpu, cfg, &Gemm::new(n, inp, out), t(*dy), t(*w), None, t(*dx))?]
+            }
+            Step::LinearBackwardWeight { dy, x, dw, accumulate } => {
+                let (n, out) = (t(*dy).shape()[0], t(*dy).shape()[1]);
+                let inp = t(*x).shape()[1];
+                let g = Gemm { trans_a: true, accumulate: *accumulate, ..Gemm::new(out, inp, n) };
+                vec![gemm(gpu, cfg, &g, t(*dy), t(*x), None, t(*dw))?]
+            }
+            Step::BiasBackward { dy, db, accumulate } => vec![reduce::bias_backward(gpu, t(*dy), t(*db), *accumulate)?],
+            Step::MaxPoolForward { pool, x, y, argmax } => vec![pool::max_pool2d_forward(gpu, pool, t(*x), t(*y), t(*argmax))?],
+            Step::MaxPoolBackward { pool, argmax, dy, dx } => vec![pool::max_pool2d_backward(gpu, pool, t(*argmax), t(*dy), t(*dx))?],
+            Step::ReluForward { x, y } => vec![elementwise::relu_forward(gpu, t(*x), t(*y))?],
+            Step::ReluBackward { x, dy, dx } => vec![elementwise::relu_backward(gpu, t(*x), t(*dy), t(*dx))?],
+            Step::DropoutForward { p, seed, x, y } => vec![dropout::dropout_forward(gpu, *p, *seed, &self.step_buffer, t(*x), t(*y))?],
+            Step::DropoutBackward { p, seed, dy, dx } => {
+                vec![dropout::dropout_backward(gpu, *p, *seed, &self.step_buffer, t(*dy), t(*dx))?]
+            }
+            Step::Add { a, b, y } => vec![elementwise::scale_add_forward(gpu, 1.0, t(*a), 1.0, t(*b), t(*y))?],
+            Step::Softmax { logits, probs } => vec![softmax::softmax_forward(gpu, t(*logits), t(*probs))?],
+            Step::XentForward { logits, labels, loss, pred } => {
+                vec![softmax::softmax_xent_forward(gpu, t(*logits), t(*labels), t(*loss), t(*pred))?]
+            }
+            Step::XentBackward { logits, labels, scale, dlogits } => {
+                vec![softmax::softmax_xent_backward(gpu, t(*logits), t(*labels), *scale, t(*dlogits))?]
+            }
+            Step::Metrics { loss, pred, labels } => {
+                let classes = self.plan.classes.unwrap_or(1);
+                vec![metrics_accumulate(gpu, classes, t(*loss), t(*pred), t(*labels), &self.metrics)?]
+            }
+        })
+    }
+
+    /// Makes each step start with a gather of the batch from `data` (resident on the GPU).
+    pub fn attach_dataset(&mut self, data: &ResidentDataset, augment: bool, seed: u32) -> Result<()> {
+        let labels = self.plan.labels.ok_or_else(|| Error::unsupported("attach_dataset", "the graph has no labels node"))?;
+        let (x, y) = (self.t(self.plan.input).clone(), self.t(labels).clone());
+        self.gather = Some(data.gather(self.gpu, &self.step_buffer, &x, &y, augment, seed)?);
+        Ok(())
+    }
+
+    /// Writes the input batch from the host (tests, prediction).
+    pub fn write_input(&self, data: &[f32]) -> Result<()> {
+        let t = self.t(self.plan.input);
+        if data.len() != t.len() {
+            return Err(Error::shape("input", format!("{} values for input {:?}", data.len(), t.shape())));
+        }
+        t.write_f32(self.gpu, data)
+    }
+
+    pub fn write_labels(&self, labels: &[u32]) -> Result<()> {
+        let v = self.plan.labels.ok_or_else(|| Error::unsupported("write_labels", "the graph has no labels node"))?;
+        let t = self.t(v);
+        if labels.len() != t.len() {
+            return Err(Error::shape("labels", format!("{} labels for a batch of {}", labels.len(), t.len())));
+        }
+        t.write_u32(self.gpu, labels)
+    }
+
+    /// Records and submits one step: [gather], forward, loss and metrics, and in training
+    /// backward and the optimizer update, in one compute pass and one submit. `batch_start`
+    /// is the batch's first row in the dataset's current permutation. No host read.
+    pub fn run_step(&mut self, batch_start: u32) -> Result<()> {
+        self.step_buffer.write_u32(self.gpu, &[self.step, batch_start, 0, 0])?;
+        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("kiln step"), timestamp_writes: None });
+            for d in self.gather.iter().chain(&self.dispatches).chain(&self.optimizer) {
+                d.record(&mut pass);
+            }
+        }
+        self.gpu.submit(encoder.finish())?;
+        if self.plan.mode == Mode::Train {
+            self.step += 1;
+        }
+        self.steps_run += 1;
+        Ok(())
+    }
+
+    /// Reads the metrics accumulated since the last reset (one readback).
+    pub fn read_metrics(&self) -> Result<Metrics> {
+        let classes = self.plan.classes.ok_or_else(|| Error::unsupported("read_metrics", "the graph has no loss"))?;
+        Ok(Metrics::from_words(&self.metrics.to_u32(self.gpu)?, classes))
+    }
+
+    pub fn reset_metrics(&self) -> Result<()> {
+        self.metrics.write_u32(self.gpu, &vec![0; self.metrics.len()])
+    }
+
+    /// Reads the value a graph node computed in the last step (tests, prediction).
+    pub fn read_node(&self, node: NodeId) -> Result<Vec<f32>> {
+        let v = self.plan.outputs.get(&node).ok_or_else(|| Error::shape("read_node", format!("no value for node {node:?}")))?;
+        self.t(*v).to_f32(self.gpu)
+    }
+
+    /// Every parameter as (name, shape, values): one readback of the flat buffer.
+    pub fn read_params(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+        let flat = self.params.to_f32(self.gpu)?;
+        Ok(self
+            .plan
+            .params
+            .iter()
+            .zip(&self.offsets)
+            .map(|(p, &o)| (p.name.clone(), p.shape.clone(), flat[o..o + p.shape.iter().product::<usize>()].to_vec()))
+            .collect())
+    }
+
+    /// Overwrites the parameters (loading a checkpoint); names and shapes must match.
+    pub fn write_params(&self, values: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
+        if values.len() != self.plan.params.len() {
+            return Err(Error::shape("write_params", format!("{} tensors for a model of {}", values.len(), self.plan.params.len())));
+        }
+        let mut flat = vec![0f32; self.params.len()];
+        for ((name, shape, data), (p, &o)) in values.iter().zip(self.plan.params.iter().zip(&self.offsets)) {
+            if name != &p.name || shape != &p.shape || data.len() != shape.iter().product::<usize>() {
+                return Err(Error::shape("write_params", format!("{name} {shape:?} where the model has {} {:?}", p.name, p.shape)));
+            }
+            flat[o..o + data.len()].copy_from_slice(data);
+        }
+        self.params.write_f32(self.gpu, &flat)
+    }
+
+    /// Waits for all submitted steps.
+    pub fn finish(&self) -> Result<()> {
+        self.gpu.wait()
+    }
+
+    pub fn stats(&self) -> ExecStats {
+        let c = &self.gpu.counters;
+        ExecStats {
+            steps: self.steps_run,
+            submits: c.submits.load(Ordering::Relaxed),
+            readbacks: c.readbacks.load(Ordering::Relaxed),
+            dispatches_per_step: self.dispatches.len() + self.gather.is_some() as usize + self.optimizer.is_some() as usize,
+            gpu_bytes: c.bytes_allocated.load(Ordering::Relaxed),
+            planned_bytes: self.memory.planned_bytes(),
+            naive_bytes: naive_bytes(&self.plan),
+            activation_buffers: self.memory.slots.len(),
+        }
+    }
+
+    pub fn batch(&self) -> usize {
+        self.plan.batch
+    }
+}
+
+fn view(flat: &Tensor, offset: usize, shape: &[usize]) -> Tensor {
+    Tensor::from_buffer(flat.buffer().clone(), flat.offset() + 4 * offset as u64, shape, DType::F32)
+}

@@ -1,0 +1,487 @@
+//! Lowering: a [`Graph`] becomes a [`Plan`], the list of kernel [`Step`]s of one training
+//! (or evaluation) step over [`Value`]s. Autodiff is reverse mode over the graph: each
+//! node's backward steps are emitted once every consumer has contributed its gradient;
+//! gradients of a value used twice are summed; nothing is computed for values that need
+//! no gradient (inputs, labels, and everything upstream only of them).
+
+use std::collections::HashMap;
+
+use super::{Graph, Init, NodeId, Op};
+use crate::ops::conv2d::Conv2d;
+use crate::ops::pool::Pool2d;
+use crate::tensor::DType;
+use crate::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ValueId(pub usize);
+
+/// Where a value lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueKind {
+    /// An intermediate: the memory planner gives it a buffer for its lifetime.
+    Activation,
+    /// The batch of inputs, written by the data gather (or the host).
+    Input,
+    /// The batch of labels, written by the data gather (or the host).
+    Labels,
+    /// Parameter `i`, a range of the flat parameter buffer.
+    Param(usize),
+    /// The gradient of parameter `i`, the same range of the flat gradient buffer.
+    Grad(usize),
+    /// The same memory as another value, seen with another shape (flatten, eval dropout).
+    Alias(ValueId),
+}
+
+#[derive(Clone, Debug)]
+pub struct Value {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+    pub kind: ValueKind,
+}
+
+impl Value {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Forward, backward and optimizer step; dropout active.
+    Train,
+    /// Forward only; dropout is the identity.
+    Eval,
+}
+
+/// One kernel launch (or a short fixed sequence) of the lowered program. `accumulate`
+/// marks parameter-gradient steps that add to a gradient an earlier step wrote (a
+/// parameter used twice).
+#[derive(Clone, Debug)]
+pub enum Step {
+    Conv2dForward { conv: Conv2d, x: ValueId, w: ValueId, b: Option<ValueId>, y: ValueId },
+    Conv2dBackwardInput { conv: Conv2d, w: ValueId, dy: ValueId, dx: ValueId },
+    Conv2dBackwardWeight { conv: Conv2d, x: ValueId, dy: ValueId, dw: ValueId, accumulate: bool },
+    /// y = x W^T + b
+    LinearForward { x: ValueId, w: ValueId, b: Option<ValueId>, y: ValueId },
+    /// dx = dy W
+    LinearBackwardInput { dy: ValueId, w: ValueId, dx: ValueId },
+    /// dW (+)= dy^T x
+    LinearBackwardWeight { dy: ValueId, x: ValueId, dw: ValueId, accumulate: bool },
+    /// db (+)= channel sums of dy
+    BiasBackward { dy: ValueId, db: ValueId, accumulate: bool },
+    MaxPoolForward { pool: Pool2d, x: ValueId, y: ValueId, argmax: ValueId },
+    MaxPoolBackward { pool: Pool2d, argmax: ValueId, dy: ValueId, dx: ValueId },
+    ReluForward { x: ValueId, y: ValueId },
+    /// x is the forward input
+    ReluBackward { x: ValueId, dy: ValueId, dx: ValueId },
+    DropoutForward { p: f32, seed: u32, x: ValueId, y: ValueId },
+    DropoutBackward { p: f32, seed: u32, dy: ValueId, dx: ValueId },
+    Add { a: ValueId, b: ValueId, y: ValueId },
+    Softmax { logits: ValueId, probs: ValueId },
+    XentForward { logits: ValueId, labels: ValueId, loss: ValueId, pred: ValueId },
+    XentBackward { logits: ValueId, labels: ValueId, scale: f32, dlogits: ValueId },
+    /// Folds the batch's losses and predictions into the metrics buffer.
+    Metrics { loss: ValueId, pred: ValueId, labels: ValueId },
+}
+
+impl Step {
+    /// (values read, values written)
+    pub fn io(&self) -> (Vec<ValueId>, Vec<ValueId>) {
+        use Step::*;
+        match self {
+            Conv2dForward { x, w, b, y, .. } => (vec![*x, *w].into_iter().chain(*b).collect(), vec![*y]),
+            Conv2dBackwardInput { w, dy, dx, .. } => (vec![*w, *dy], vec![*dx]),
+            Conv2dBackwardWeight { x, dy, dw, accumulate, .. } => (acc_reads(vec![*x, *dy], *dw, *accumulate), vec![*dw]),
+            LinearForward { x, w, b, y } => (vec![*x, *w].into_iter().chain(*b).collect(), vec![*y]),
+            LinearBackwardInput { dy, w, dx } => (vec![*dy, *w], vec![*dx]),
+            LinearBackwardWeight { dy, x, dw, accumulate } => (acc_reads(vec![*dy, *x], *dw, *accumulate), vec![*dw]),
+            BiasBackward { dy, db, accumulate } => (acc_reads(vec![*dy], *db, *accumulate), vec![*db]),
+            MaxPoolForward { x, y, argmax, .. } => (vec![*x], vec![*y, *argmax]),
+            MaxPoolBackward { argmax, dy, dx, .. } => (vec![*argmax, *dy], vec![*dx]),
+            ReluForward { x, y } => (vec![*x], vec![*y]),
+            ReluBackward { x, dy, dx } => (vec![*x, *dy], vec![*dx]),
+            DropoutForward { x, y, .. } => (vec![*x], vec![*y]),
+            DropoutBackward { dy, dx, .. } => (vec![*dy], vec![*dx]),
+            Add { a, b, y } => (vec![*a, *b], vec![*y]),
+            Softmax { logits, probs } => (vec![*logits], vec![*probs]),
+            XentForward { logits, labels, loss, pred } => (vec![*logits, *labels], vec![*loss, *pred]),
+            XentBackward { logits, labels, dlogits, .. } => (vec![*logits, *labels], vec![*dlogits]),
+            Metrics { loss, pred, labels } => (vec![*loss, *pred, *labels], vec![]),
+        }
+    }
+}
+
+fn acc_reads(mut reads: Vec<ValueId>, out: ValueId, accumulate: bool) -> Vec<ValueId> {
+    if accumulate {
+        reads.push(out);
+    }
+    reads
+}
+
+#[derive(Clone, Debug)]
+pub struct ParamInfo {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub init: Init,
+    pub value: ValueId,
+    pub grad: Option<ValueId>,
+}
+
+/// The lowered program of one step.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub mode: Mode,
+    pub values: Vec<Value>,
+    pub steps: Vec<Step>,
+    pub params: Vec<ParamInfo>,
+    pub input: ValueId,
+    pub labels: Option<ValueId>,
+    /// The value computed for each graph node (after aliasing).
+    pub outputs: HashMap<NodeId, ValueId>,
+    /// Classes of the cross-entropy head, if any (metrics layout).
+    pub classes: Option<usize>,
+    pub batch: usize,
+}
+
+impl Plan {
+    /// Follows aliases to the value that owns the memory.
+    pub fn root(&self, mut v: ValueId) -> ValueId {
+        while let ValueKind::Alias(t) = self.values[v.0].kind {
+            v = t;
+        }
+        v
+    }
+}
+
+struct Lowering<'g> {
+    graph: &'g Graph,
+    plan: Plan,
+    /// The saved argmax of each max-pool node, for its backward.
+    argmax: HashMap<NodeId, ValueId>,
+}
+
+impl Lowering<'_> {
+    fn value(&mut self, name: String, shape: &[usize], dtype: DType, kind: ValueKind) -> ValueId {
+        self.plan.values.push(Value { name, shape: shape.to_vec(), dtype, kind });
+        ValueId(self.plan.values.len() - 1)
+    }
+
+    fn act(&mut self, name: String, shape: &[usize]) -> ValueId {
+        self.value(name, shape, DType::F32, ValueKind::Activation)
+    }
+
+    fn out(&self, n: NodeId) -> ValueId {
+        self.plan.outputs[&n]
+    }
+
+    fn conv_geometry(&self, node: NodeId) -> Conv2d {
+        let n = self.graph.node(node);
+        let (xs, ws) = (&self.graph.node(n.inputs[0]).shape, &self.graph.node(n.inputs[1]).shape);
+        let Op::Conv2d { stride, pad } = n.op else { unreachable!("conv geometry of a non-conv node") };
+        Conv2d { batch: xs[0], cin: xs[1], h: xs[2], w: xs[3], cout: ws[0], r: ws[2], s: ws[3], stride, pad }
+    }
+
+    fn pool_geometry(&self, node: NodeId) -> Pool2d {
+        let n = self.graph.node(node);
+        let xs = &self.graph.node(n.inputs[0]).shape;
+        let Op::MaxPool2d { k, stride, pad } = n.op else { unreachable!("pool geometry of a non-pool node") };
+        Pool2d { batch: xs[0], channels: xs[1], h: xs[2], w: xs[3], k, stride, pad }
+    }
+
+    fn dropout_seed(&self, node: NodeId) -> u32 {
+        (self.graph.seed as u32) ^ (node.0 as u32).wrapping_mul(0x9E37_79B9)
+    }
+
+    fn forward(&mut self, mode: Mode) -> Result<()> {
+        for (i, node) in self.graph.nodes.iter().enumerate() {
+            let id = NodeId(i);
+            let name = node.name.clone();
+            let inp = |k: usize| self.plan.outputs[&node.inputs[k]];
+            let v = match &node.op {
+                Op::Input => {
+                    let v = self.value(name, &node.shape, DType::F32, ValueKind::Input);
+                    self.plan.input = v;
+                    v
+                }
+                Op::Labels => {
+                    let v = self.value(name, &node.shape, DType::U32, ValueKind::Labels);
+                    self.plan.labels = Some(v);
+                    v
+                }
+                Op::Param { init } => {
+                    let index = self.plan.params.len();
+                    let v = self.value(name.clone(), &node.shape, DType::F32, ValueKind::Param(index));
+                    self.plan.params.push(ParamInfo { name, shape: node.shape.clone(), init: *init, value: v, grad: None });
+                    v
+                }
+                Op::Conv2d { .. } => {
+                    let (x, w, b) = (inp(0), inp(1), node.inputs.get(2).map(|_| inp(2)));
+                    let y = self.act(name, &node.shape);
+                    let conv = self.conv_geometry(id);
+                    self.plan.steps.push(Step::Conv2dForward { conv, x, w, b, y });
+                    y
+                }
+                Op::MaxPool2d { .. } => {
+                    let x = inp(0);
+                    let y = self.act(name.clone(), &node.shape);
+                    let argmax = self.value(format!("{name}.argmax"), &node.shape, DType::U32, ValueKind::Activation);
+                    let pool = self.pool_geometry(id);
+                    self.plan.steps.push(Step::MaxPoolForward { pool, x, y, argmax });
+                    self.argmax.insert(id, argmax);
+                    y
+                }
+                Op::Linear => {
+                    let (x, w, b) = (inp(0), inp(1), node.inputs.get(2).map(|_| inp(2)));
+                    let y = self.act(name, &node.shape);
+                    self.plan.steps.push(Step::LinearForward { x, w, b, y });
+                    y
+                }
+                Op::Relu => {
+                    let x = inp(0);
+                    let y = self.act(name, &node.shape);
+                    self.plan.steps.push(Step::ReluForward { x, y });
+                    y
+                }
+                Op::Dropout { p } => {
+                    let x = inp(0);
+                    if mode == Mode::Eval || *p == 0.0 {
+                        self.value(name, &node.shape, DType::F32, ValueKind::Alias(x))
+                    } else {
+                        let y = self.act(name, &node.shape);
+                        let seed = self.dropout_seed(id);
+                        self.plan.steps.push(Step::DropoutForward { p: *p, seed, x, y });
+                        y
+                    }
+                }
+                Op::Flatten => {
+                    let x = inp(0);
+                    self.value(name, &node.shape, DType::F32, ValueKind::Alias(x))
+                }
+                Op::Add => {
+                    let (a, b) = (inp(0), inp(1));
+                    let y = self.act(name, &node.shape);
+                    self.plan.steps.push(Step::Add { a, b, y });
+                    y
+                }
+                Op::Softmax => {
+                    let logits = inp(0);
+                    let probs = self.act(name, &node.shape);
+                    self.plan.steps.push(Step::Softmax { logits, probs });
+                    probs
+                }
+                Op::SoftmaxCrossEntropy => {
+                    let (logits, labels) = (inp(0), inp(1));
+                    let loss = self.act(name.clone(), &node.shape);
+                    let pred = self.value(format!("{name}.pred"), &node.shape, DType::U32, ValueKind::Activation);
+                    self.plan.steps.push(Step::XentForward { logits, labels, loss, pred });
+                    self.plan.steps.push(Step::Metrics { loss, pred, labels });
+                    self.plan.classes = Some(self.graph.node(node.inputs[0]).shape[1]);
+                    loss
+                }
+            };
+            self.plan.outputs.insert(id, v);
+        }
+        Ok(())
+    }
+
+    fn backward(&mut self) -> Result<()> {
+        let g = self.graph;
+        let losses: Vec<NodeId> =
+            (0..g.nodes.len()).map(NodeId).filter(|&n| g.node(n).op == Op::SoftmaxCrossEntropy).collect();
+        let [loss_node] = losses[..] else {
+            return Err(Error::unsupported("graph", format!("training needs exactly one softmax_cross_entropy node, found {}", losses.len())));
+        };
+        // requires_grad: parameters, and whatever depends on one.
+        let mut needs = vec![false; g.nodes.len()];
+        for (i, n) in g.nodes.iter().enumerate() {
+            needs[i] = matches!(n.op, Op::Param { .. }) || n.inputs.iter().any(|p| needs[p.0]);
+        }
+        // How many gradient contributions each parameter receives (for = then +=).
+        let mut param_uses = HashMap::new();
+        for n in &g.nodes[..=loss_node.0] {
+            for &i in &n.inputs {
+                if matches!(g.node(i).op, Op::Param { .. }) {
+                    *param_uses.entry(i).or_insert(0) += 1;
+                }
+            }
+        }
+        let mut grads: HashMap<NodeId, ValueId> = HashMap::new();
+        let mut param_written: HashMap<NodeId, bool> = HashMap::new();
+        for i in (0..=loss_node.0).rev() {
+            let id = NodeId(i);
+            let node = g.node(id).clone();
+            if !needs[i] {
+                continue;
+            }
+            let dy = if id == loss_node {
+                None
+            } else {
+                match grads.get(&id) {
+                    Some(&d) => Some(d),
+                    None => continue, // does not reach the loss
+                }
+            };
+            let inp = |k: usize| node.inputs[k];
+            match &node.op {
+                Op::Param { .. } | Op::Input | Op::Labels => {}
+                Op::SoftmaxCrossEntropy => {
+                    let (logits, labels) = (self.out(inp(0)), self.out(inp(1)));
+                    let dlogits = self.act(format!("d{}", g.node(inp(0)).name), &g.node(inp(0)).shape);
+                    let scale = 1.0 / node.shape[0] as f32;
+                    self.plan.steps.push(Step::XentBackward { logits, labels, scale, dlogits });
+                    self.add_grad(&mut grads, inp(0), dlogits);
+                }
+                Op::Linear | Op::Conv2d { .. } => {
+                    let dy = dy.expect("non-loss node has a gradient");
+                    let (x, w) = (inp(0), inp(1));
+                    let is_conv = matches!(node.op, Op::Conv2d { .. });
+                    if needs[x.0] {
+                        let dx = self.act(format!("d{}", g.node(x).name), &g.node(x).shape);
+                        let wv = self.out(w);
+                        self.plan.steps.push(if is_conv {
+                            Step::Conv2dBackwardInput { conv: self.conv_geometry(id), w: wv, dy, dx }
+                        } else {
+                            Step::LinearBackwardInput { dy, w: wv, dx }
+                        });
+                        self.add_grad(&mut grads, x, dx);
+                    }
+                    let (dw, accumulate) = self.param_grad(w, &param_uses, &mut param_written, &node.name)?;
+                    let xv = self.out(x);
+                    self.plan.steps.push(if is_conv {
+                        Step::Conv2dBackwardWeight { conv: self.conv_geometry(id), x: xv, dy, dw, accumulate }
+                    } else {
+                        Step::LinearBackwardWeight { dy, x: xv, dw, accumulate }
+                    });
+                    if let Some(&b) = node.inputs.get(2) {
+                        let (db, accumulate) = self.param_grad(b, &param_uses, &mut param_written, &node.name)?;
+                        self.plan.steps.push(Step::BiasBackward { dy, db, accumulate });
+                    }
+                }
+                Op::MaxPool2d { .. } => {
+                    let dy = dy.expect("gradient");
+                    let x = inp(0);
+                    let dx = self.act(format!("d{}", g.node(x).name), &g.node(x).shape);
+                    let argmax = self.argmax[&id];
+                    self.plan.steps.push(Step::MaxPoolBackward { pool: self.pool_geometry(id), argmax, dy, dx });
+                    self.add_grad(&mut grads, x, dx);
+                }
+                Op::Relu => {
+                    let dy = dy.expect("gradient");
+                    let x = inp(0);
+                    let dx = self.act(format!("d{}", g.node(x).name), &g.node(x).shape);
+                    self.plan.steps.push(Step::ReluBackward { x: self.out(x), dy, dx });
+                    self.add_grad(&mut grads, x, dx);
+                }
+                Op::Dropout { p } => {
+                    let dy = dy.expect("gradient");
+                    let x = inp(0);
+                    if *p == 0.0 {
+                        self.add_grad(&mut grads, x, dy);
+                    } else {
+                        let dx = self.act(format!("d{}", g.node(x).name), &g.node(x).shape);
+                        self.plan.steps.push(Step::DropoutBackward { p: *p, seed: self.dropout_seed(id), dy, dx });
+                        self.add_grad(&mut grads, x, dx);
+                    }
+                }
+                Op::Flatten => {
+                    let dy = dy.expect("gradient");
+                    let x = inp(0);
+                    let dx = self.value(format!("d{}", g.node(x).name), &g.node(x).shape, DType::F32, ValueKind::Alias(dy));
+                    self.add_grad(&mut grads, x, dx);
+                }
+                Op::Add => {
+                    let dy = dy.expect("gradient");
+                    for k in 0..2 {
+                        if needs[inp(k).0] {
+                            self.add_grad(&mut grads, inp(k), dy);
+                        }
+                    }
+                }
+                Op::Softmax => {
+                    return Err(Error::unsupported(
+                        format!("node '{}'", node.name),
+                        "training through softmax: use softmax_cross_entropy on the logits",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The gradient value of parameter node `p` and whether this contribution accumulates.
+    fn param_grad(
+        &mut self,
+        p: NodeId,
+        uses: &HashMap<NodeId, usize>,
+        written: &mut HashMap<NodeId, bool>,
+        consumer: &str,
+    ) -> Result<(ValueId, bool)> {
+        let Op::Param { .. } = self.graph.node(p).op else {
+            return Err(Error::unsupported(
+                format!("node '{consumer}'"),
+                format!("weights and biases must be parameters, '{}' is computed", self.graph.node(p).name),
+            ));
+        };
+        let ValueKind::Param(index) = self.plan.values[self.out(p).0].kind else { unreachable!("param value") };
+        let grad = match self.plan.params[index].grad {
+            Some(g) => g,
+            None => {
+                let info = &self.plan.params[index];
+                let (name, shape) = (format!("d{}", info.name), info.shape.clone());
+                let g = self.value(name, &shape, DType::F32, ValueKind::Grad(index));
+                self.plan.params[index].grad = Some(g);
+                g
+            }
+        };
+        debug_assert!(uses.contains_key(&p));
+        let accumulate = written.insert(p, true).is_some();
+        Ok((grad, accumulate))
+    }
+
+    /// Records `g` as (part of) the gradient of node `n`, summing with an earlier part.
+    fn add_grad(&mut self, grads: &mut HashMap<NodeId, ValueId>, n: NodeId, g: ValueId) {
+        if matches!(self.graph.node(n).op, Op::Input | Op::Labels) {
+            return;
+        }
+        match grads.get(&n) {
+            None => {
+                grads.insert(n, g);
+            }
+            Some(&prev) => {
+                let sum = self.act(format!("d{}+", self.graph.node(n).name), &self.graph.node(n).shape);
+                self.plan.steps.push(Step::Add { a: prev, b: g, y: sum });
+                grads.insert(n, sum);
+            }
+        }
+    }
+}
+
+/// Lowers `graph` for `mode`. Training needs exactly one softmax_cross_entropy node.
+pub fn lower(graph: &Graph, mode: Mode) -> Result<Plan> {
+    let inputs: Vec<_> = graph.nodes.iter().filter(|n| n.op == Op::Input).collect();
+    let [input] = inputs[..] else {
+        return Err(Error::unsupported("graph", format!("expected exactly one input node, found {}", inputs.len())));
+    };
+    let batch = input.shape[0];
+    let plan = Plan {
+        mode,
+        values: Vec::new(),
+        steps: Vec::new(),
+        params: Vec::new(),
+        input: ValueId(0),
+        labels: None,
+        outputs: HashMap::new(),
+        classes: None,
+        batch,
+    };
+    let mut l = Lowering { graph, plan, argmax: HashMap::new() };
+    l.forward(mode)?;
+    if mode == Mode::Train {
+        l.backward()?;
+    }
+    Ok(l.plan)
+}

@@ -1,0 +1,207 @@
+//! Model graphs. A [`Graph`] is built forward (the `nn` layers call the builder methods
+//! here); shapes are inferred and checked as each node is added, so a mismatch is an error
+//! naming the node at build time. [`lower`] turns a graph into a [`Plan`]: the forward
+//! steps, the backward steps autodiff derives from them, and the optimizer step; the
+//! [`planner`] assigns buffers; the [`exec`] executor records a training step into one
+//! submit. [`cpu`] interprets the same plan with the CPU references (the spec).
+
+pub mod cpu;
+pub mod exec;
+pub mod lower;
+pub mod planner;
+
+pub use exec::{ExecStats, Executor};
+pub use lower::{lower, Mode, Plan, Step, ValueId, ValueKind};
+
+use crate::ops::conv2d::Conv2d;
+use crate::ops::pool::Pool2d;
+use crate::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub usize);
+
+/// How a parameter starts. `KaimingUniform { fan_in }` is PyTorch's default for Linear
+/// and Conv2d weights and biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    KaimingUniform { fan_in: usize },
+    Constant(f32),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// The batch of images [B, C, H, W] (or [B, F]), f32.
+    Input,
+    /// Class labels [B], u32.
+    Labels,
+    Param { init: Init },
+    /// inputs: x [B, C, H, W], weight [K, C, R, S], bias [K]
+    Conv2d { stride: usize, pad: usize },
+    MaxPool2d { k: usize, stride: usize, pad: usize },
+    /// inputs: x [B, in], weight [out, in], bias [out]: y = x W^T + b (PyTorch's layout)
+    Linear,
+    Relu,
+    Dropout { p: f32 },
+    /// [B, ...] -> [B, prod(...)]: a view, no kernel
+    Flatten,
+    /// y = a + b, same shapes
+    Add,
+    /// Row-wise softmax over [B, C] (inference).
+    Softmax,
+    /// inputs: logits [B, C], labels [B] -> per-row loss [B]; the training loss is its mean.
+    SoftmaxCrossEntropy,
+}
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub name: String,
+    pub op: Op,
+    pub inputs: Vec<NodeId>,
+    pub shape: Vec<usize>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    pub nodes: Vec<Node>,
+    /// Seed for parameter initialisation and dropout masks.
+    pub seed: u64,
+}
+
+impl Graph {
+    pub fn new(seed: u64) -> Graph {
+        Graph { nodes: Vec::new(), seed }
+    }
+
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id.0]
+    }
+
+    fn push(&mut self, name: String, op: Op, inputs: Vec<NodeId>, shape: Vec<usize>) -> NodeId {
+        self.nodes.push(Node { name, op, inputs, shape });
+        NodeId(self.nodes.len() - 1)
+    }
+
+    fn shape(&self, id: NodeId) -> &[usize] {
+        &self.nodes[id.0].shape
+    }
+
+    fn err(&self, name: &str, message: String) -> Error {
+        Error::shape(format!("node '{name}'"), message)
+    }
+
+    pub fn input(&mut self, name: &str, shape: &[usize]) -> Result<NodeId> {
+        if shape.is_empty() || shape.contains(&0) {
+            return Err(self.err(name, format!("input shape {shape:?} has an empty dimension")));
+        }
+        Ok(self.push(name.into(), Op::Input, vec![], shape.to_vec()))
+    }
+
+    pub fn labels(&mut self, name: &str, batch: usize) -> NodeId {
+        self.push(name.into(), Op::Labels, vec![], vec![batch])
+    }
+
+    pub fn param(&mut self, name: &str, shape: &[usize], init: Init) -> NodeId {
+        self.push(name.into(), Op::Param { init }, vec![], shape.to_vec())
+    }
+
+    pub fn conv2d(&mut self, name: &str, x: NodeId, w: NodeId, b: Option<NodeId>, stride: usize, pad: usize) -> Result<NodeId> {
+        let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
+        let (&[n, c, h, wd], &[k, wc, r, s]) = (&xs[..], &ws[..]) else {
+            return Err(self.err(name, format!("conv2d needs x [N,C,H,W] and weight [K,C,R,S], got {xs:?} and {ws:?}")));
+        };
+        if wc != c {
+            return Err(self.err(name, format!("input has {c} channels, weight {ws:?} expects {wc}")));
+        }
+        if let Some(b) = b {
+            if self.shape(b) != [k] {
+                return Err(self.err(name, format!("bias {:?} should be [{k}]", self.shape(b))));
+            }
+        }
+        let geom = Conv2d { batch: n, cin: c, h, w: wd, cout: k, r, s, stride, pad };
+        geom.validate(name)?;
+        let mut inputs = vec![x, w];
+        inputs.extend(b);
+        Ok(self.push(name.into(), Op::Conv2d { stride, pad }, inputs, vec![n, k, geom.oh(), geom.ow()]))
+    }
+
+    pub fn max_pool2d(&mut self, name: &str, x: NodeId, k: usize, stride: usize, pad: usize) -> Result<NodeId> {
+        let xs = self.shape(x).to_vec();
+        let [n, c, h, w] = xs[..] else {
+            return Err(self.err(name, format!("max_pool2d needs [N,C,H,W], got {xs:?}")));
+        };
+        let p = Pool2d { batch: n, channels: c, h, w, k, stride, pad };
+        p.validate(name)?;
+        Ok(self.push(name.into(), Op::MaxPool2d { k, stride, pad }, vec![x], vec![n, c, p.oh(), p.ow()]))
+    }
+
+    pub fn linear(&mut self, name: &str, x: NodeId, w: NodeId, b: Option<NodeId>) -> Result<NodeId> {
+        let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
+        let (&[n, inp], &[out, win]) = (&xs[..], &ws[..]) else {
+            return Err(self.err(name, format!("linear needs x [N,in] and weight [out,in], got {xs:?} and {ws:?}")));
+        };
+        if win != inp {
+            return Err(self.err(name, format!("input has {inp} features, weight {ws:?} expects {win}")));
+        }
+        if let Some(b) = b {
+            if self.shape(b) != [out] {
+                return Err(self.err(name, format!("bias {:?} should be [{out}]", self.shape(b))));
+            }
+        }
+        let mut inputs = vec![x, w];
+        inputs.extend(b);
+        Ok(self.push(name.into(), Op::Linear, inputs, vec![n, out]))
+    }
+
+    pub fn relu(&mut self, name: &str, x: NodeId) -> NodeId {
+        let s = self.shape(x).to_vec();
+        self.push(name.into(), Op::Relu, vec![x], s)
+    }
+
+    pub fn dropout(&mut self, name: &str, x: NodeId, p: f32) -> Result<NodeId> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(self.err(name, format!("dropout probability {p} must be in [0, 1)")));
+        }
+        let s = self.shape(x).to_vec();
+        Ok(self.push(name.into(), Op::Dropout { p }, vec![x], s))
+    }
+
+    pub fn flatten(&mut self, name: &str, x: NodeId) -> NodeId {
+        let s = self.shape(x);
+        let shape = vec![s[0], s[1..].iter().product()];
+        self.push(name.into(), Op::Flatten, vec![x], shape)
+    }
+
+    pub fn add(&mut self, name: &str, a: NodeId, b: NodeId) -> Result<NodeId> {
+        if self.shape(a) != self.shape(b) {
+            return Err(self.err(name, format!("add of {:?} and {:?}", self.shape(a), self.shape(b))));
+        }
+        let s = self.shape(a).to_vec();
+        Ok(self.push(name.into(), Op::Add, vec![a, b], s))
+    }
+
+    pub fn softmax(&mut self, name: &str, logits: NodeId) -> Result<NodeId> {
+        let s = self.shape(logits).to_vec();
+        if s.len() != 2 {
+            return Err(self.err(name, format!("softmax needs [N, classes], got {s:?}")));
+        }
+        Ok(self.push(name.into(), Op::Softmax, vec![logits], s))
+    }
+
+    pub fn softmax_cross_entropy(&mut self, name: &str, logits: NodeId, labels: NodeId) -> Result<NodeId> {
+        let (ls, ys) = (self.shape(logits).to_vec(), self.shape(labels).to_vec());
+        if ls.len() != 2 || ys != [ls[0]] || self.node(labels).op != Op::Labels {
+            return Err(self.err(name, format!("cross-entropy needs logits [N, C] and labels [N], got {ls:?} and {ys:?}")));
+        }
+        Ok(self.push(name.into(), Op::SoftmaxCrossEntropy, vec![logits, labels], vec![ls[0]]))
+    }
+
+    /// Parameters in creation order: (node, name, shape).
+    pub fn params(&self) -> Vec<(NodeId, &str, &[usize])> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| matches!(n.op, Op::Param { .. }))
+            .map(|(i, n)| (NodeId(i), n.name.as_str(), n.shape.as_slice()))
+            .collect()
+    }
+}

@@ -1,0 +1,51 @@
+//! ExecStats over a 100-step run. In its own test binary: the counters are the GPU's, and
+//! other tests running in parallel on the same GPU would move them.
+
+use kiln::graph::{Executor, Graph, Mode};
+use kiln::nn::{Dropout, Flatten, Layer, Linear, ReLU, Sequential};
+use kiln::ops::gemm::GemmConfig;
+use kiln::ops::optim::Optimizer;
+use kiln::testing::{gpu, Rng};
+
+const BATCH: usize = 8;
+
+fn small_mlp() -> Graph {
+    let layers = Sequential::new()
+        .add("flatten", Flatten)
+        .add("fc1", Linear::new(36, 16))
+        .add("relu", ReLU)
+        .add("dropout", Dropout(0.25))
+        .add("fc2", Linear::new(16, 4));
+    let mut g = Graph::new(1);
+    let x = g.input("input", &[BATCH, 1, 6, 6]).unwrap();
+    let labels = g.labels("labels", BATCH);
+    let logits = layers.build(&mut g, "", x).unwrap();
+    g.softmax_cross_entropy("loss", logits, labels).unwrap();
+    g
+}
+
+#[test]
+fn a_training_step_is_one_submit_with_no_readback() {
+    let gpu = gpu();
+    let graph = small_mlp();
+    let mut exec = Executor::new(gpu, &graph, Mode::Train, Some(Optimizer::adam(1e-3)), &GemmConfig::default_for(gpu.info()), None).unwrap();
+    let mut rng = Rng::new(6);
+    exec.write_input(&rng.vec(BATCH * 36)).unwrap();
+    exec.write_labels(&[0, 1, 2, 3, 3, 2, 1, 0]).unwrap();
+    exec.run_step(0).unwrap();
+    exec.finish().unwrap();
+    let first = exec.stats();
+    for _ in 0..100 {
+        exec.run_step(0).unwrap();
+    }
+    exec.finish().unwrap();
+    let last = exec.stats();
+    println!("ExecStats after 101 steps: {last:?}");
+    assert_eq!(last.submits - first.submits, 100, "one submit per step");
+    assert_eq!(last.readbacks, first.readbacks, "no readback while training");
+    assert_eq!(last.gpu_bytes, first.gpu_bytes, "GPU memory constant after the first step");
+    let m = exec.read_metrics().unwrap();
+    assert_eq!(m.rows, 101 * BATCH as u32);
+    assert!(m.mean_loss().is_finite());
+}
+
