@@ -53,7 +53,11 @@ impl Server {
                 }
             }
         });
-        Server { addr, stop, thread: Some(thread) }
+        Server {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     fn base_url(&self) -> String {
@@ -88,22 +92,34 @@ fn serve_one(mut s: TcpStream, routes: &HashMap<String, Reply>) -> std::io::Resu
     let path = text.split_whitespace().nth(1).unwrap_or("").to_string();
     match routes.get(&path) {
         Some(Reply::Body(b)) => {
-            write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", b.len())?;
+            write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                b.len()
+            )?;
             s.write_all(b)?;
         }
         Some(Reply::Dies { claimed, bytes }) => {
-            write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {claimed}\r\nConnection: close\r\n\r\n")?;
+            write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {claimed}\r\nConnection: close\r\n\r\n"
+            )?;
             s.write_all(bytes)?;
             s.flush()?;
         }
-        None => write!(s, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?,
+        None => write!(
+            s,
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?,
     }
     s.flush()
 }
 
 /// A fresh, empty scratch directory for one test.
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("data_download").join(name);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("data_download")
+        .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create scratch dir under CARGO_TARGET_TMPDIR");
     dir
@@ -112,12 +128,18 @@ fn scratch(name: &str) -> PathBuf {
 fn shared_file(name: &str) -> Vec<u8> {
     let p = Path::new(SHARED_MNIST).join(name);
     std::fs::read(&p).unwrap_or_else(|e| {
-        panic!("download tests serve the real MNIST test files; {} is missing ({e})", p.display())
+        panic!(
+            "download tests serve the real MNIST test files; {} is missing ({e})",
+            p.display()
+        )
     })
 }
 
 fn md5_hex(bytes: &[u8]) -> String {
-    Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Md5::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Every file in `dir` (to check that nothing, not even a `.part`, was left behind).
@@ -145,19 +167,45 @@ fn downloads_real_files_and_verifies_md5() {
     assert_eq!(md5_hex(&images), T10K_IMAGES_MD5);
     assert_eq!(md5_hex(&labels), T10K_LABELS_MD5);
     let server = Server::start(HashMap::from([
-        ("/files/t10k-images-idx3-ubyte.gz".to_string(), Reply::Body(images.clone())),
-        ("/files/t10k-labels-idx1-ubyte.gz".to_string(), Reply::Body(labels.clone())),
+        (
+            "/files/t10k-images-idx3-ubyte.gz".to_string(),
+            Reply::Body(images.clone()),
+        ),
+        (
+            "/files/t10k-labels-idx1-ubyte.gz".to_string(),
+            Reply::Body(labels.clone()),
+        ),
     ]));
     let dir = scratch("real");
     // The first mirror is down: the second one must be used.
     let mirrors = [dead_mirror(), server.base_url()];
-    let got = download_dataset(DatasetKind::Mnist10k, &dir, &mirrors, true).expect("download from 127.0.0.1");
-    assert_eq!(got, [dir.join("t10k-images-idx3-ubyte.gz"), dir.join("t10k-labels-idx1-ubyte.gz")]);
-    assert_eq!(listing(&dir), ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]);
-    assert_eq!(md5_hex(&std::fs::read(&got[0]).expect("read")), T10K_IMAGES_MD5);
-    assert_eq!(md5_hex(&std::fs::read(&got[1]).expect("read")), T10K_LABELS_MD5);
+    let got = download_dataset(DatasetKind::Mnist10k, &dir, &mirrors, true)
+        .expect("download from 127.0.0.1");
+    assert_eq!(
+        got,
+        [
+            dir.join("t10k-images-idx3-ubyte.gz"),
+            dir.join("t10k-labels-idx1-ubyte.gz")
+        ]
+    );
+    assert_eq!(
+        listing(&dir),
+        ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    );
+    assert_eq!(
+        md5_hex(&std::fs::read(&got[0]).expect("read")),
+        T10K_IMAGES_MD5
+    );
+    assert_eq!(
+        md5_hex(&std::fs::read(&got[1]).expect("read")),
+        T10K_LABELS_MD5
+    );
     // Files already present are not fetched again.
-    assert!(download_dataset(DatasetKind::Mnist10k, &dir, &mirrors, true).expect("no-op").is_empty());
+    assert!(
+        download_dataset(DatasetKind::Mnist10k, &dir, &mirrors, true)
+            .expect("no-op")
+            .is_empty()
+    );
     // And the result loads.
     let ds = Dataset::load(DatasetKind::Mnist10k, Some(&dir)).expect("downloaded mnist10k loads");
     assert_eq!((ds.train.len(), ds.test.len()), (8_000, 2_000));
@@ -177,7 +225,11 @@ fn corrupted_bytes_are_a_checksum_error_and_leave_nothing() {
     let dest = dir.join("t10k-labels-idx1-ubyte.gz");
     let url = format!("{}t10k-labels-idx1-ubyte.gz", server.base_url());
     match download_file(&url, &dest, T10K_LABELS_MD5, true) {
-        Err(DataError::Checksum { url: u, expected, found }) => {
+        Err(DataError::Checksum {
+            url: u,
+            expected,
+            found,
+        }) => {
             assert_eq!((u, expected), (url.clone(), T10K_LABELS_MD5.to_string()));
             assert_eq!(found, md5_hex(&labels));
         }
@@ -186,12 +238,21 @@ fn corrupted_bytes_are_a_checksum_error_and_leave_nothing() {
     assert!(listing(&dir).is_empty(), "left behind: {:?}", listing(&dir));
 
     // Through the mirror loop: DownloadFailed wraps the Checksum error.
-    let file = RemoteFile { name: "t10k-labels-idx1-ubyte.gz", md5: T10K_LABELS_MD5 };
+    let file = RemoteFile {
+        name: "t10k-labels-idx1-ubyte.gz",
+        md5: T10K_LABELS_MD5,
+    };
     match fetch(&file, &dir, &[server.base_url()], true) {
-        Err(DataError::DownloadFailed { attempts, dest: d, .. }) => {
+        Err(DataError::DownloadFailed {
+            attempts, dest: d, ..
+        }) => {
             assert_eq!(d, dest);
             assert_eq!(attempts.len(), 1);
-            assert!(matches!(attempts[0].error, DataError::Checksum { .. }), "{:?}", attempts[0].error);
+            assert!(
+                matches!(attempts[0].error, DataError::Checksum { .. }),
+                "{:?}",
+                attempts[0].error
+            );
         }
         other => panic!("expected DownloadFailed, got {other:?}"),
     }
@@ -203,13 +264,18 @@ fn connection_dying_mid_transfer_is_an_error_and_leaves_nothing() {
     let images = shared_file("t10k-images-idx3-ubyte.gz");
     let server = Server::start(HashMap::from([(
         "/files/t10k-images-idx3-ubyte.gz".to_string(),
-        Reply::Dies { claimed: images.len(), bytes: images[..100_000].to_vec() },
+        Reply::Dies {
+            claimed: images.len(),
+            bytes: images[..100_000].to_vec(),
+        },
     )]));
     let dir = scratch("dies");
     let dest = dir.join("t10k-images-idx3-ubyte.gz");
     let url = format!("{}t10k-images-idx3-ubyte.gz", server.base_url());
     match download_file(&url, &dest, T10K_IMAGES_MD5, true) {
-        Err(DataError::Incomplete { expected, found, .. }) => {
+        Err(DataError::Incomplete {
+            expected, found, ..
+        }) => {
             assert_eq!(expected, images.len() as u64);
             assert!(found <= 100_000, "{found}");
         }
@@ -226,14 +292,27 @@ fn all_mirrors_down_names_every_url_and_where_to_put_the_file() {
     match Dataset::load_or_download(DatasetKind::Mnist, Some(&dir), &mirrors, true) {
         Err(e @ DataError::DownloadFailed { .. }) => {
             let msg = e.to_string();
-            let DataError::DownloadFailed { attempts, file, .. } = &e else { unreachable!() };
+            let DataError::DownloadFailed { attempts, file, .. } = &e else {
+                unreachable!()
+            };
             assert_eq!(file, "train-images-idx3-ubyte.gz");
             assert_eq!(attempts.len(), 2);
-            assert!(attempts.iter().all(|a| matches!(a.error, DataError::Http { .. })), "{attempts:?}");
+            assert!(
+                attempts
+                    .iter()
+                    .all(|a| matches!(a.error, DataError::Http { .. })),
+                "{attempts:?}"
+            );
             for m in &mirrors {
-                assert!(msg.contains(&format!("{m}train-images-idx3-ubyte.gz")), "{msg}");
+                assert!(
+                    msg.contains(&format!("{m}train-images-idx3-ubyte.gz")),
+                    "{msg}"
+                );
             }
-            assert!(msg.contains(&dir.join("train-images-idx3-ubyte.gz").display().to_string()), "{msg}");
+            assert!(
+                msg.contains(&dir.join("train-images-idx3-ubyte.gz").display().to_string()),
+                "{msg}"
+            );
         }
         other => panic!("expected DownloadFailed, got {other:?}"),
     }

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use kiln::data::idx::{decode_bytes, parse_images, parse_labels, read_images, read_labels, MAX_IDX_BYTES};
+use kiln::data::idx::{
+    decode_bytes, parse_images, parse_labels, read_images, read_labels, MAX_IDX_BYTES,
+};
 use kiln::data::{DataError, Dataset, DatasetKind, Split};
 use sha2::{Digest, Sha256};
 
@@ -19,7 +21,9 @@ const DEBIAN_FASHION: &str = "/usr/share/datasets/fashion-mnist";
 
 /// A fresh, empty scratch directory for one test.
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("data_idx").join(name);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("data_idx")
+        .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create scratch dir under CARGO_TARGET_TMPDIR");
     dir
@@ -69,7 +73,10 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The shared MNIST test set; fails (never skips) when it is not there.
@@ -112,7 +119,11 @@ fn valid_tiny_files_parse_raw_and_gzip() {
 fn truncated_file_is_truncated() {
     let raw = images_bytes(3, 2, 2, &noise(10, 2)); // header says 12 pixels
     match parse_images(&raw, Path::new("t.idx")) {
-        Err(DataError::Truncated { path, expected, found }) => {
+        Err(DataError::Truncated {
+            path,
+            expected,
+            found,
+        }) => {
             assert_eq!(path, Path::new("t.idx"));
             assert_eq!((expected, found), (28, 26));
         }
@@ -121,7 +132,10 @@ fn truncated_file_is_truncated() {
     // A header cut short, and an empty file.
     for bytes in [&raw[..9], &raw[..0], &raw[..3]] {
         assert!(
-            matches!(parse_images(bytes, Path::new("h")), Err(DataError::Truncated { .. })),
+            matches!(
+                parse_images(bytes, Path::new("h")),
+                Err(DataError::Truncated { .. })
+            ),
             "{} header bytes should be Truncated",
             bytes.len()
         );
@@ -130,7 +144,11 @@ fn truncated_file_is_truncated() {
     let dir = scratch("truncated");
     let p = write(&dir, "t.gz", &gzip(&labels_bytes(5, &[1, 2, 3])));
     match read_labels(&p, 9) {
-        Err(DataError::Truncated { path, expected: 13, found: 11 }) => assert_eq!(path, p),
+        Err(DataError::Truncated {
+            path,
+            expected: 13,
+            found: 11,
+        }) => assert_eq!(path, p),
         other => panic!("expected Truncated, got {other:?}"),
     }
 }
@@ -140,7 +158,11 @@ fn trailing_bytes_are_trailing_data() {
     let raw = labels_bytes(2, &[1, 2, 3]);
     assert!(matches!(
         parse_labels(&raw, Path::new("l"), 9),
-        Err(DataError::TrailingData { expected: 10, found: 11, .. })
+        Err(DataError::TrailingData {
+            expected: 10,
+            found: 11,
+            ..
+        })
     ));
 }
 
@@ -148,20 +170,35 @@ fn trailing_bytes_are_trailing_data() {
 fn wrong_magic_is_bad_magic() {
     // A label file where images are expected, and vice versa.
     match parse_images(&labels_bytes(1, &[3]), Path::new("swapped")) {
-        Err(DataError::BadMagic { expected: 0x803, found: 0x801, path, .. }) => assert_eq!(path, Path::new("swapped")),
+        Err(DataError::BadMagic {
+            expected: 0x803,
+            found: 0x801,
+            path,
+            ..
+        }) => assert_eq!(path, Path::new("swapped")),
         other => panic!("expected BadMagic, got {other:?}"),
     }
     assert!(matches!(
         parse_labels(&images_bytes(1, 1, 1, &[0]), Path::new("x"), 9),
-        Err(DataError::BadMagic { expected: 0x801, found: 0x803, .. })
+        Err(DataError::BadMagic {
+            expected: 0x801,
+            found: 0x803,
+            ..
+        })
     ));
     // Right type code, wrong dimension count; and a float (0x0d) type code.
     let mut four_dims = images_bytes(1, 1, 1, &[0, 0, 0, 0]);
     four_dims[3] = 4;
-    assert!(matches!(parse_images(&four_dims, Path::new("x")), Err(DataError::BadMagic { found: 0x804, .. })));
+    assert!(matches!(
+        parse_images(&four_dims, Path::new("x")),
+        Err(DataError::BadMagic { found: 0x804, .. })
+    ));
     let mut floats = images_bytes(1, 1, 1, &[0]);
     floats[2] = 0x0d;
-    assert!(matches!(parse_images(&floats, Path::new("x")), Err(DataError::BadMagic { found: 0xd03, .. })));
+    assert!(matches!(
+        parse_images(&floats, Path::new("x")),
+        Err(DataError::BadMagic { found: 0xd03, .. })
+    ));
 }
 
 #[test]
@@ -179,11 +216,17 @@ fn header_claiming_2_31_images_is_too_large() {
     let dir = scratch("huge");
     for (name, bytes) in [("huge.raw", raw.clone()), ("huge.gz", gzip(&raw))] {
         let p = write(&dir, name, &bytes);
-        assert!(matches!(read_images(&p), Err(DataError::TooLarge { .. })), "{name}");
+        assert!(
+            matches!(read_images(&p), Err(DataError::TooLarge { .. })),
+            "{name}"
+        );
     }
     // Three maximal u32 sizes overflow u64: still TooLarge, never a wrap-around.
     let max = images_bytes(u32::MAX, u32::MAX, u32::MAX, &[]);
-    assert!(matches!(parse_images(&max, Path::new("max")), Err(DataError::TooLarge { .. })));
+    assert!(matches!(
+        parse_images(&max, Path::new("max")),
+        Err(DataError::TooLarge { .. })
+    ));
     assert!(matches!(
         parse_labels(&labels_bytes(u32::MAX, &[]), Path::new("l"), 9),
         Err(DataError::TooLarge { .. })
@@ -195,7 +238,10 @@ fn gzip_bomb_is_too_large() {
     // 65 MiB of zeros compress to ~64 KiB; decompression must stop at the limit.
     let bomb = gzip(&vec![0u8; (MAX_IDX_BYTES + (1 << 20)) as usize]);
     assert!(bomb.len() < 1 << 20);
-    assert!(matches!(decode_bytes(&bomb, Path::new("bomb.gz")), Err(DataError::TooLarge { .. })));
+    assert!(matches!(
+        decode_bytes(&bomb, Path::new("bomb.gz")),
+        Err(DataError::TooLarge { .. })
+    ));
 }
 
 #[test]
@@ -204,7 +250,12 @@ fn image_and_label_counts_disagree_is_count_mismatch() {
     let ip = write(&dir, "images", &images_bytes(3, 2, 2, &noise(12, 4)));
     let lp = write(&dir, "labels", &labels_bytes(2, &[1, 2]));
     match Split::read(&ip, &lp, 9) {
-        Err(DataError::CountMismatch { images_path, labels_path, images: 3, labels: 2 }) => {
+        Err(DataError::CountMismatch {
+            images_path,
+            labels_path,
+            images: 3,
+            labels: 2,
+        }) => {
             assert_eq!((images_path, labels_path), (ip, lp));
         }
         other => panic!("expected CountMismatch, got {other:?}"),
@@ -214,7 +265,12 @@ fn image_and_label_counts_disagree_is_count_mismatch() {
 #[test]
 fn label_11_is_bad_label() {
     match parse_labels(&labels_bytes(4, &[0, 9, 11, 12]), Path::new("labels"), 9) {
-        Err(DataError::BadLabel { path, index: 2, value: 11, max: 9 }) => assert_eq!(path, Path::new("labels")),
+        Err(DataError::BadLabel {
+            path,
+            index: 2,
+            value: 11,
+            max: 9,
+        }) => assert_eq!(path, Path::new("labels")),
         other => panic!("expected BadLabel at index 2, got {other:?}"),
     }
     // The same file is fine for a reader that accepts any byte.
@@ -263,7 +319,10 @@ fn dataset_kind_names_round_trip() {
     match "cifar".parse::<DatasetKind>() {
         Err(e @ DataError::UnknownDataset { .. }) => {
             let msg = e.to_string();
-            assert!(msg.contains("cifar") && msg.contains("mnist, fashion, mnist10k"), "{msg}");
+            assert!(
+                msg.contains("cifar") && msg.contains("mnist, fashion, mnist10k"),
+                "{msg}"
+            );
         }
         other => panic!("expected UnknownDataset, got {other:?}"),
     }
@@ -272,7 +331,10 @@ fn dataset_kind_names_round_trip() {
 #[test]
 fn candidate_dirs_follow_the_documented_order() {
     let explicit = Path::new("/x/y");
-    assert_eq!(DatasetKind::Fashion.candidate_dirs_with(Some(explicit), Some("/env".into())), vec![explicit]);
+    assert_eq!(
+        DatasetKind::Fashion.candidate_dirs_with(Some(explicit), Some("/env".into())),
+        vec![explicit]
+    );
     assert_eq!(
         DatasetKind::Mnist.candidate_dirs_with(None, Some("/env".into())),
         vec![PathBuf::from("/env/mnist"), PathBuf::from("data/mnist")]
@@ -294,14 +356,23 @@ fn missing_dataset_says_which_files_where_and_how_to_get_them() {
     match Dataset::load(DatasetKind::Mnist, Some(&dir)) {
         Err(e @ DataError::Missing { .. }) => {
             let msg = e.to_string();
-            let DataError::Missing { searched, .. } = &e else { unreachable!() };
+            let DataError::Missing { searched, .. } = &e else {
+                unreachable!()
+            };
             assert_eq!(searched.len(), 1);
             assert_eq!(searched[0].dir, dir);
             assert_eq!(
                 searched[0].missing,
-                ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz"]
+                [
+                    "train-images-idx3-ubyte.gz",
+                    "train-labels-idx1-ubyte.gz",
+                    "t10k-images-idx3-ubyte.gz"
+                ]
             );
-            assert!(msg.contains(&dir.display().to_string()) && msg.contains("--download"), "{msg}");
+            assert!(
+                msg.contains(&dir.display().to_string()) && msg.contains("--download"),
+                "{msg}"
+            );
         }
         other => panic!("expected Missing, got {other:?}"),
     }
@@ -311,9 +382,21 @@ fn missing_dataset_says_which_files_where_and_how_to_get_them() {
 fn synthetic_dataset_loads_from_mixed_raw_and_gzip_files() {
     let dir = scratch("synthetic");
     let px = |n: u32, seed| noise((n * 784) as usize, seed);
-    write(&dir, "train-images-idx3-ubyte", &images_bytes(5, 28, 28, &px(5, 8)));
-    write(&dir, "train-labels-idx1-ubyte.gz", &gzip(&labels_bytes(5, &[0, 1, 2, 3, 9])));
-    write(&dir, "t10k-images-idx3-ubyte.gz", &gzip(&images_bytes(2, 28, 28, &px(2, 9))));
+    write(
+        &dir,
+        "train-images-idx3-ubyte",
+        &images_bytes(5, 28, 28, &px(5, 8)),
+    );
+    write(
+        &dir,
+        "train-labels-idx1-ubyte.gz",
+        &gzip(&labels_bytes(5, &[0, 1, 2, 3, 9])),
+    );
+    write(
+        &dir,
+        "t10k-images-idx3-ubyte.gz",
+        &gzip(&images_bytes(2, 28, 28, &px(2, 9))),
+    );
     write(&dir, "t10k-labels-idx1-ubyte", &labels_bytes(2, &[4, 5]));
     let ds = Dataset::load(DatasetKind::Fashion, Some(&dir)).expect("synthetic dataset loads");
     assert_eq!((ds.train.len(), ds.test.len()), (5, 2));
@@ -321,19 +404,33 @@ fn synthetic_dataset_loads_from_mixed_raw_and_gzip_files() {
     assert_eq!(ds.dir, dir);
 
     // Not 28x28: BadShape naming the file.
-    write(&dir, "t10k-images-idx3-ubyte.gz", &gzip(&images_bytes(2, 14, 56, &px(2, 9))));
+    write(
+        &dir,
+        "t10k-images-idx3-ubyte.gz",
+        &gzip(&images_bytes(2, 14, 56, &px(2, 9))),
+    );
     match Dataset::load(DatasetKind::Fashion, Some(&dir)) {
-        Err(DataError::BadShape { path, .. }) => assert_eq!(path, dir.join("t10k-images-idx3-ubyte.gz")),
+        Err(DataError::BadShape { path, .. }) => {
+            assert_eq!(path, dir.join("t10k-images-idx3-ubyte.gz"))
+        }
         other => panic!("expected BadShape, got {other:?}"),
     }
     // mnist10k needs exactly 10,000 test images.
-    assert!(matches!(Dataset::load(DatasetKind::Mnist10k, Some(&dir)), Err(DataError::BadShape { .. })));
+    assert!(matches!(
+        Dataset::load(DatasetKind::Mnist10k, Some(&dir)),
+        Err(DataError::BadShape { .. })
+    ));
 }
 
 #[test]
 fn mean_std_is_exact_on_known_pixels() {
     let split = |pixels: Vec<u8>| Split {
-        images: kiln::data::Images { count: 1, rows: 1, cols: pixels.len(), pixels: pixels.clone() },
+        images: kiln::data::Images {
+            count: 1,
+            rows: 1,
+            cols: pixels.len(),
+            pixels: pixels.clone(),
+        },
         labels: vec![0],
     };
     assert_eq!(split(vec![0, 255, 0, 255]).mean_std(), (0.5, 0.5));
@@ -345,15 +442,24 @@ fn mean_std_is_exact_on_known_pixels() {
     let mean = xs.iter().sum::<f64>() / xs.len() as f64;
     let std = (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64).sqrt();
     let (m, s) = split(px).mean_std();
-    assert!((m as f64 - mean).abs() < 1e-6 && (s as f64 - std).abs() < 1e-6, "{m} {s} vs {mean} {std}");
+    assert!(
+        (m as f64 - mean).abs() < 1e-6 && (s as f64 - std).abs() < 1e-6,
+        "{m} {s} vs {mean} {std}"
+    );
 }
 
 // ---------- real data ----------
 
 /// SHA-256 of the .gz files, from ../shared/data/mnist/README.md.
 const MNIST_GZ_SHA256: [(&str, &str); 2] = [
-    ("t10k-images-idx3-ubyte.gz", "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
-    ("t10k-labels-idx1-ubyte.gz", "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+    (
+        "t10k-images-idx3-ubyte.gz",
+        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    ),
+    (
+        "t10k-labels-idx1-ubyte.gz",
+        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    ),
 ];
 
 #[test]
@@ -361,7 +467,11 @@ fn real_mnist_test_set_loads() {
     let dir = shared_mnist();
     for (name, want) in MNIST_GZ_SHA256 {
         let bytes = std::fs::read(dir.join(name)).expect("read shared MNIST file");
-        assert_eq!(sha256_hex(&bytes), want, "{name}: SHA-256 differs from the README's");
+        assert_eq!(
+            sha256_hex(&bytes),
+            want,
+            "{name}: SHA-256 differs from the README's"
+        );
     }
     let images = read_images(&dir.join("t10k-images-idx3-ubyte.gz")).expect("MNIST test images");
     let labels = read_labels(&dir.join("t10k-labels-idx1-ubyte.gz"), 9).expect("MNIST test labels");
@@ -372,30 +482,52 @@ fn real_mnist_test_set_loads() {
     // Every digit occurs, and the label histogram is MNIST's test histogram.
     let mut hist = [0usize; 10];
     labels.iter().for_each(|&l| hist[l as usize] += 1);
-    assert_eq!(hist, [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]);
+    assert_eq!(
+        hist,
+        [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    );
 }
 
 #[test]
 fn mnist10k_splits_8000_2000() {
     let dir = shared_mnist();
-    let ds = Dataset::load(DatasetKind::Mnist10k, Some(&dir)).expect("mnist10k from ../shared/data/mnist");
+    let ds = Dataset::load(DatasetKind::Mnist10k, Some(&dir))
+        .expect("mnist10k from ../shared/data/mnist");
     assert_eq!((ds.train.len(), ds.test.len()), (8_000, 2_000));
-    assert_eq!((ds.train.images.count, ds.test.images.count), (8_000, 2_000));
+    assert_eq!(
+        (ds.train.images.count, ds.test.images.count),
+        (8_000, 2_000)
+    );
     assert_eq!(ds.train.labels[0], 7);
     let all = read_labels(&dir.join("t10k-labels-idx1-ubyte.gz"), 9).expect("labels");
     assert_eq!(ds.test.labels[..], all[8_000..]);
     // MNIST's well-known statistics: mean ~0.13, std ~0.31.
     let (m, s) = ds.train.mean_std();
-    assert!((0.12..0.145).contains(&m) && (0.29..0.325).contains(&s), "mean {m}, std {s}");
+    assert!(
+        (0.12..0.145).contains(&m) && (0.29..0.325).contains(&s),
+        "mean {m}, std {s}"
+    );
 }
 
 /// SHA-256 of the *decompressed* Fashion-MNIST files (Debian recompressed the .gz files,
 /// so their own checksums differ from Zalando's; the content is the same).
 const FASHION_SHA256: [(&str, &str); 4] = [
-    ("train-images-idx3-ubyte.gz", "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
-    ("train-labels-idx1-ubyte.gz", "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
-    ("t10k-images-idx3-ubyte.gz", "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
-    ("t10k-labels-idx1-ubyte.gz", "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+    (
+        "train-images-idx3-ubyte.gz",
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    ),
+    (
+        "train-labels-idx1-ubyte.gz",
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    ),
+    (
+        "t10k-images-idx3-ubyte.gz",
+        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    ),
+    (
+        "t10k-labels-idx1-ubyte.gz",
+        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    ),
 ];
 
 #[test]
@@ -407,10 +539,167 @@ fn fashion_from_debian_package_loads() {
     );
     for (name, want) in FASHION_SHA256 {
         let bytes = kiln::data::read_idx_bytes(&dir.join(name)).expect("read Fashion-MNIST file");
-        assert_eq!(sha256_hex(&bytes), want, "{name}: decompressed SHA-256 differs");
+        assert_eq!(
+            sha256_hex(&bytes),
+            want,
+            "{name}: decompressed SHA-256 differs"
+        );
     }
     let ds = Dataset::load(DatasetKind::Fashion, Some(dir)).expect("Fashion-MNIST loads");
     assert_eq!((ds.train.len(), ds.test.len()), (60_000, 10_000));
     assert_eq!((ds.train.labels[0], ds.test.labels[0]), (9, 9)); // ankle boots
-    assert!(DatasetKind::Fashion.candidate_dirs(None).contains(&dir.to_path_buf()));
+    assert!(DatasetKind::Fashion
+        .candidate_dirs(None)
+        .contains(&dir.to_path_buf()));
+}
+
+// ---------- fuzzing on stable: seeded mutations of the seed corpus ----------
+
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/idx");
+
+/// xorshift64*: a fixed seed makes every run (and every failure) reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn mutate(rng: &mut Rng, input: &mut Vec<u8>, seeds: &[Vec<u8>]) {
+    const BYTES: [u8; 12] = [0, 1, 7, 8, 9, 10, 11, 0x1f, 0x7f, 0x80, 0x8b, 0xff];
+    const WORDS: [u32; 10] = [
+        0,
+        1,
+        2,
+        28,
+        0x801,
+        0x803,
+        0x7fff_ffff,
+        0x8000_0000,
+        0xffff_fffe,
+        0xffff_ffff,
+    ];
+    for _ in 0..1 + rng.below(4) {
+        let len = input.len();
+        match rng.below(8) {
+            0 if len > 0 => {
+                let i = rng.below(len);
+                input[i] ^= 1 << rng.below(8);
+            }
+            1 if len > 0 => {
+                let i = rng.below(len);
+                input[i] = BYTES[rng.below(BYTES.len())];
+            }
+            // Header words are where the interesting checks are.
+            2 if len >= 4 => {
+                let at = 4 * rng.below(len.min(20) / 4);
+                let w = WORDS[rng.below(WORDS.len())].to_be_bytes();
+                input[at..at + 4].copy_from_slice(&w);
+            }
+            3 => {
+                let at = rng.below(len + 1);
+                let n = 1 + rng.below(8);
+                let fill: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                input.splice(at..at, fill);
+            }
+            4 if len > 0 => {
+                let at = rng.below(len);
+                let end = (at + 1 + rng.below(16)).min(len);
+                input.drain(at..end);
+            }
+            5 => input.truncate(rng.below(len + 1)),
+            6 => input.extend((0..1 + rng.below(32)).map(|_| rng.next() as u8)),
+            _ => {
+                let other = &seeds[rng.below(seeds.len())];
+                let cut = rng.below(len + 1);
+                input.truncate(cut);
+                input.extend_from_slice(&other[rng.below(other.len() + 1)..]);
+            }
+        }
+    }
+}
+
+/// 200,000 mutated inputs (override with KILN_FUZZ_ITERS) through the fuzz target's body.
+/// A quarter of the gzip seeds are mutated inside (decompress, mutate, recompress) so the
+/// IDX checks behind the gzip layer are reached too. A panic saves the input and fails.
+#[test]
+fn fuzz_corpus_mutations_never_panic() {
+    let mut seeds = Vec::new();
+    let entries =
+        std::fs::read_dir(CORPUS).unwrap_or_else(|e| panic!("seed corpus {CORPUS} missing: {e}"));
+    for entry in entries {
+        let path = entry.expect("corpus entry").path();
+        seeds.push(std::fs::read(&path).expect("read corpus file"));
+    }
+    assert!(
+        seeds.len() >= 10,
+        "seed corpus {CORPUS} has only {} files",
+        seeds.len()
+    );
+    seeds.sort(); // read_dir order is not stable; the mutation sequence must be
+    let iters: usize = std::env::var("KILN_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+
+    let mut rng = Rng(0x6b69_6c6e_6964_7831);
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for i in 0..iters {
+        let seed = &seeds[rng.below(seeds.len())];
+        let input = if seed.starts_with(&[0x1f, 0x8b]) && rng.below(4) == 0 {
+            let mut inner = decode_bytes(seed, Path::new("seed"))
+                .map(|c| c.into_owned())
+                .unwrap_or_default();
+            mutate(&mut rng, &mut inner, &seeds);
+            gzip(&inner)
+        } else {
+            let mut input = seed.clone();
+            mutate(&mut rng, &mut input, &seeds);
+            input
+        };
+        match std::panic::catch_unwind(|| kiln::data::idx::fuzz_one(&input)) {
+            Ok(r) => {
+                let name = match r {
+                    Ok(()) => "Ok".to_string(),
+                    Err(e) => format!("{e:?}")
+                        .split([' ', '('])
+                        .next()
+                        .unwrap_or("?")
+                        .to_string(),
+                };
+                *outcomes.entry(name).or_default() += 1;
+            }
+            Err(_) => {
+                let crash = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("idx-crash-{i}"));
+                let _ = std::fs::write(&crash, &input);
+                panic!(
+                    "iteration {i}: the parser panicked; input saved to {}",
+                    crash.display()
+                );
+            }
+        }
+    }
+    eprintln!("{iters} mutated inputs ran clean; outcomes: {outcomes:?}");
+    // The mutations must reach past the first check: several outcomes, including success.
+    for want in [
+        "Ok",
+        "Truncated",
+        "BadMagic",
+        "TooLarge",
+        "Gzip",
+        "BadLabel",
+        "TrailingData",
+    ] {
+        assert!(
+            iters < 10_000 || outcomes.contains_key(want),
+            "never reached {want}: {outcomes:?}"
+        );
+    }
 }

@@ -23,10 +23,13 @@ use super::{Attempt, DataError};
 pub const MAX_DOWNLOAD_BYTES: u64 = 64 << 20;
 
 /// torchvision's MNIST mirrors, in the order it tries them.
-pub const MNIST_MIRRORS: &[&str] =
-    &["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"];
+pub const MNIST_MIRRORS: &[&str] = &[
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+];
 /// Zalando's Fashion-MNIST mirror.
-pub const FASHION_MIRRORS: &[&str] = &["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"];
+pub const FASHION_MIRRORS: &[&str] =
+    &["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"];
 
 /// A file to fetch: its name (relative to a mirror's base URL) and published MD5 (hex).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,18 +40,42 @@ pub struct RemoteFile {
 
 /// MNIST's four files with the MD5s of the original .gz files.
 pub const MNIST_FILES: [RemoteFile; 4] = [
-    RemoteFile { name: TRAIN_IMAGES, md5: "f68b3c2dcbeaaa9fbdd348bbdeb94873" },
-    RemoteFile { name: TRAIN_LABELS, md5: "d53e105ee54ea40749a09fcbcd1e9432" },
-    RemoteFile { name: TEST_IMAGES, md5: "9fb629c4189551a2d022fa330f9573f3" },
-    RemoteFile { name: TEST_LABELS, md5: "ec29112dd5afa0611ce80d1b7f02629c" },
+    RemoteFile {
+        name: TRAIN_IMAGES,
+        md5: "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    },
+    RemoteFile {
+        name: TRAIN_LABELS,
+        md5: "d53e105ee54ea40749a09fcbcd1e9432",
+    },
+    RemoteFile {
+        name: TEST_IMAGES,
+        md5: "9fb629c4189551a2d022fa330f9573f3",
+    },
+    RemoteFile {
+        name: TEST_LABELS,
+        md5: "ec29112dd5afa0611ce80d1b7f02629c",
+    },
 ];
 
 /// Fashion-MNIST's four files with the MD5s Zalando publishes (of their .gz files).
 pub const FASHION_FILES: [RemoteFile; 4] = [
-    RemoteFile { name: TRAIN_IMAGES, md5: "8d4fb7e6c68d591d4c3dfef9ec88bf0d" },
-    RemoteFile { name: TRAIN_LABELS, md5: "25c81989df183df01b3e8a0aad5dffbe" },
-    RemoteFile { name: TEST_IMAGES, md5: "bef4ecab320f06d8554ea6380940ec79" },
-    RemoteFile { name: TEST_LABELS, md5: "bb300cfdad3c16e7a12a480ee83cd310" },
+    RemoteFile {
+        name: TRAIN_IMAGES,
+        md5: "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    },
+    RemoteFile {
+        name: TRAIN_LABELS,
+        md5: "25c81989df183df01b3e8a0aad5dffbe",
+    },
+    RemoteFile {
+        name: TEST_IMAGES,
+        md5: "bef4ecab320f06d8554ea6380940ec79",
+    },
+    RemoteFile {
+        name: TEST_LABELS,
+        md5: "bb300cfdad3c16e7a12a480ee83cd310",
+    },
 ];
 
 /// The files `kind` needs from the network (mnist10k: MNIST's two test files).
@@ -89,7 +116,12 @@ pub fn download_dataset(
 }
 
 /// Downloads `file` into `dir`, trying each mirror in turn.
-pub fn fetch(file: &RemoteFile, dir: &Path, mirrors: &[String], quiet: bool) -> Result<PathBuf, DataError> {
+pub fn fetch(
+    file: &RemoteFile,
+    dir: &Path,
+    mirrors: &[String],
+    quiet: bool,
+) -> Result<PathBuf, DataError> {
     let dest = dir.join(file.name);
     let mut attempts = Vec::new();
     for base in mirrors {
@@ -99,7 +131,11 @@ pub fn fetch(file: &RemoteFile, dir: &Path, mirrors: &[String], quiet: bool) -> 
             Err(error) => attempts.push(Attempt { url, error }),
         }
     }
-    Err(DataError::DownloadFailed { file: file.name.into(), dest, attempts })
+    Err(DataError::DownloadFailed {
+        file: file.name.into(),
+        dest,
+        attempts,
+    })
 }
 
 /// Downloads `url` to `dest`, which appears only if the body's MD5 is `md5_hex`.
@@ -109,7 +145,10 @@ pub fn fetch(file: &RemoteFile, dir: &Path, mirrors: &[String], quiet: bool) -> 
 /// [`DataError::TooLarge`], [`DataError::Io`]. On every error neither `dest` nor
 /// `<dest>.part` is left behind (an existing `dest` is not touched).
 pub fn download_file(url: &str, dest: &Path, md5_hex: &str, quiet: bool) -> Result<(), DataError> {
-    let http = |message: String| DataError::Http { url: url.into(), message };
+    let http = |message: String| DataError::Http {
+        url: url.into(),
+        message,
+    };
     let config = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(15)))
         .timeout_recv_response(Some(Duration::from_secs(30)))
@@ -117,13 +156,24 @@ pub fn download_file(url: &str, dest: &Path, md5_hex: &str, quiet: bool) -> Resu
         .build();
     let agent = ureq::Agent::new_with_config(config);
     // identity: the checksum is of the .gz file itself, so no transfer decoding.
-    let response =
-        agent.get(url).header("Accept-Encoding", "identity").call().map_err(|e| http(e.to_string()))?;
+    let response = agent
+        .get(url)
+        .header("Accept-Encoding", "identity")
+        .call()
+        .map_err(|e| http(e.to_string()))?;
     let length = response.body().content_length();
     if let Some(len) = length.filter(|&l| l > MAX_DOWNLOAD_BYTES) {
-        return Err(DataError::TooLarge { path: dest.into(), claimed: len, limit: MAX_DOWNLOAD_BYTES });
+        return Err(DataError::TooLarge {
+            path: dest.into(),
+            claimed: len,
+            limit: MAX_DOWNLOAD_BYTES,
+        });
     }
-    let mut body = response.into_body().into_with_config().limit(MAX_DOWNLOAD_BYTES).reader();
+    let mut body = response
+        .into_body()
+        .into_with_config()
+        .limit(MAX_DOWNLOAD_BYTES)
+        .reader();
 
     let part = PartFile::create(dest)?;
     let bar = progress_bar(length, url, quiet);
@@ -139,23 +189,36 @@ pub fn download_file(url: &str, dest: &Path, md5_hex: &str, quiet: bool) -> Resu
             Err(e) => {
                 bar.abandon();
                 return Err(match length {
-                    Some(expected) if got < expected => DataError::Incomplete { url: url.into(), expected, found: got },
+                    Some(expected) if got < expected => DataError::Incomplete {
+                        url: url.into(),
+                        expected,
+                        found: got,
+                    },
                     _ => http(format!("reading the body after {got} bytes: {e}")),
                 });
             }
         };
         hasher.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(|e| DataError::io(&part.path, e))?;
+        out.write_all(&buf[..n])
+            .map_err(|e| DataError::io(&part.path, e))?;
         got += n as u64;
         bar.set_position(got);
     }
     bar.finish_and_clear();
     if let Some(expected) = length.filter(|&l| l != got) {
-        return Err(DataError::Incomplete { url: url.into(), expected, found: got });
+        return Err(DataError::Incomplete {
+            url: url.into(),
+            expected,
+            found: got,
+        });
     }
     let found = hex(&hasher.finalize());
     if !found.eq_ignore_ascii_case(md5_hex) {
-        return Err(DataError::Checksum { url: url.into(), expected: md5_hex.into(), found });
+        return Err(DataError::Checksum {
+            url: url.into(),
+            expected: md5_hex.into(),
+            found,
+        });
     }
     part.commit(dest)
 }
@@ -173,11 +236,17 @@ impl PartFile {
         name.push(".part");
         let path = PathBuf::from(name);
         let file = File::create(&path).map_err(|e| DataError::io(&path, e))?;
-        Ok(PartFile { path, file, keep: false })
+        Ok(PartFile {
+            path,
+            file,
+            keep: false,
+        })
     }
 
     fn commit(mut self, dest: &Path) -> Result<(), DataError> {
-        self.file.sync_all().map_err(|e| DataError::io(&self.path, e))?;
+        self.file
+            .sync_all()
+            .map_err(|e| DataError::io(&self.path, e))?;
         fs::rename(&self.path, dest).map_err(|e| DataError::io(dest, e))?;
         self.keep = true;
         Ok(())

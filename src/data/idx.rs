@@ -12,6 +12,7 @@
 //! Compression is detected by the gzip magic bytes `1f 8b`, never by the file name.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
@@ -33,7 +34,8 @@ pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// A set of u8 images, `count` of `rows` x `cols`, stored image after image, row-major.
 ///
 /// Invariant (kept by every constructor here): `pixels.len() == count * rows * cols`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` prints the shape, not the 47 million pixels.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Images {
     pub count: usize,
     pub rows: usize,
@@ -67,6 +69,19 @@ impl Images {
     }
 }
 
+impl fmt::Debug for Images {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Images {{ count: {}, rows: {}, cols: {}, pixels: [{} bytes] }}",
+            self.count,
+            self.rows,
+            self.cols,
+            self.pixels.len()
+        )
+    }
+}
+
 /// Reads `path` into memory, decompressing it when it starts with the gzip magic.
 ///
 /// At most [`MAX_IDX_BYTES`] are accepted (after decompression); more is
@@ -75,7 +90,10 @@ pub fn read_idx_bytes(path: &Path) -> Result<Vec<u8>, DataError> {
     let mut file = File::open(path).map_err(|e| DataError::io(path, e))?;
     let file_len = file.metadata().map_err(|e| DataError::io(path, e))?.len();
     let mut head = Vec::with_capacity(2);
-    (&mut file).take(2).read_to_end(&mut head).map_err(|e| DataError::io(path, e))?;
+    (&mut file)
+        .take(2)
+        .read_to_end(&mut head)
+        .map_err(|e| DataError::io(path, e))?;
     if head == GZIP_MAGIC {
         gunzip_limited(head.as_slice().chain(file), path)
     } else {
@@ -123,7 +141,12 @@ pub fn read_labels(path: &Path, max_label: u8) -> Result<Vec<u8>, DataError> {
 pub fn parse_images(bytes: &[u8], path: &Path) -> Result<Images, DataError> {
     let (dims, body) = parse_header(bytes, path, IMAGES_MAGIC, "u8 images, 3 dimensions")?;
     // parse_header checked that count * rows * cols == body.len() (no overflow).
-    Ok(Images { count: dims[0], rows: dims[1], cols: dims[2], pixels: body.to_vec() })
+    Ok(Images {
+        count: dims[0],
+        rows: dims[1],
+        cols: dims[2],
+        pixels: body.to_vec(),
+    })
 }
 
 /// Parses an uncompressed IDX label file held in memory; labels must be in
@@ -131,7 +154,12 @@ pub fn parse_images(bytes: &[u8], path: &Path) -> Result<Images, DataError> {
 pub fn parse_labels(bytes: &[u8], path: &Path, max_label: u8) -> Result<Vec<u8>, DataError> {
     let (_, body) = parse_header(bytes, path, LABELS_MAGIC, "u8 labels, 1 dimension")?;
     if let Some((index, &value)) = body.iter().enumerate().find(|(_, &v)| v > max_label) {
-        return Err(DataError::BadLabel { path: path.into(), index, value, max: max_label });
+        return Err(DataError::BadLabel {
+            path: path.into(),
+            index,
+            value,
+            max: max_label,
+        });
     }
     Ok(body.to_vec())
 }
@@ -145,14 +173,23 @@ fn parse_header<'a>(
     what: &'static str,
 ) -> Result<(Vec<usize>, &'a [u8]), DataError> {
     let found_len = bytes.len() as u64;
-    let truncated = |expected: u64| DataError::Truncated { path: path.into(), expected, found: found_len };
+    let truncated = |expected: u64| DataError::Truncated {
+        path: path.into(),
+        expected,
+        found: found_len,
+    };
     let word = |i: usize| -> Option<u32> {
         let b = bytes.get(4 * i..4 * i + 4)?;
         Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     };
     let found = word(0).ok_or_else(|| truncated(4))?;
     if found != magic {
-        return Err(DataError::BadMagic { path: path.into(), expected: magic, found, what });
+        return Err(DataError::BadMagic {
+            path: path.into(),
+            expected: magic,
+            found,
+            what,
+        });
     }
     let ndims = (magic & 0xff) as usize;
     let header_len = 4 + 4 * ndims as u64;
@@ -166,13 +203,21 @@ fn parse_header<'a>(
     }
     let expected = payload.saturating_add(header_len);
     if expected > MAX_IDX_BYTES {
-        return Err(DataError::TooLarge { path: path.into(), claimed: expected, limit: MAX_IDX_BYTES });
+        return Err(DataError::TooLarge {
+            path: path.into(),
+            claimed: expected,
+            limit: MAX_IDX_BYTES,
+        });
     }
     if found_len < expected {
         return Err(truncated(expected));
     }
     if found_len > expected {
-        return Err(DataError::TrailingData { path: path.into(), expected, found: found_len });
+        return Err(DataError::TrailingData {
+            path: path.into(),
+            expected,
+            found: found_len,
+        });
     }
     Ok((dims, &bytes[header_len as usize..]))
 }
@@ -184,14 +229,57 @@ fn gunzip_limited(reader: impl Read, path: &Path) -> Result<Vec<u8>, DataError> 
     MultiGzDecoder::new(reader)
         .take(MAX_IDX_BYTES + 1)
         .read_to_end(&mut out)
-        .map_err(|source| DataError::Gzip { path: path.into(), source })?;
+        .map_err(|source| DataError::Gzip {
+            path: path.into(),
+            source,
+        })?;
     check_limit(out.len() as u64, path)?;
     Ok(out)
 }
 
 fn check_limit(len: u64, path: &Path) -> Result<(), DataError> {
     if len > MAX_IDX_BYTES {
-        return Err(DataError::TooLarge { path: path.into(), claimed: len, limit: MAX_IDX_BYTES });
+        return Err(DataError::TooLarge {
+            path: path.into(),
+            claimed: len,
+            limit: MAX_IDX_BYTES,
+        });
     }
     Ok(())
+}
+
+/// The body of the `idx` fuzz target (`fuzz/fuzz_targets/idx.rs`) and of the seeded
+/// mutation test: decodes `data` (gzip or not) and runs both parsers on it.
+///
+/// Returns `Ok` if either parser accepted the bytes, else the more specific error (the
+/// label parser's when the image parser only saw a label magic). Panics only when a
+/// parser breaks its own contract (an accepted file whose sizes do not add up), never
+/// on bad input: a panic here is a bug.
+#[doc(hidden)]
+pub fn fuzz_one(data: &[u8]) -> Result<(), DataError> {
+    let path = Path::new("fuzz-input");
+    let bytes = decode_bytes(data, path)?;
+    assert!(
+        bytes.len() as u64 <= MAX_IDX_BYTES,
+        "decoded input over the limit"
+    );
+    let images = parse_images(&bytes, path);
+    if let Ok(im) = &images {
+        assert_eq!(
+            im.pixels.len(),
+            im.count * im.rows * im.cols,
+            "Images invariant"
+        );
+        assert_eq!(im.pixels.len() + 16, bytes.len(), "image file length");
+    }
+    let labels = parse_labels(&bytes, path, 9);
+    if let Ok(l) = &labels {
+        assert!(l.iter().all(|&v| v <= 9), "label over max accepted");
+        assert_eq!(l.len() + 8, bytes.len(), "label file length");
+    }
+    match (images, labels) {
+        (Ok(_), _) | (_, Ok(_)) => Ok(()),
+        (Err(DataError::BadMagic { .. }), Err(e)) => Err(e),
+        (Err(e), Err(_)) => Err(e),
+    }
 }

@@ -51,7 +51,11 @@ pub enum DatasetKind {
 }
 
 impl DatasetKind {
-    pub const ALL: [DatasetKind; 3] = [DatasetKind::Mnist, DatasetKind::Fashion, DatasetKind::Mnist10k];
+    pub const ALL: [DatasetKind; 3] = [
+        DatasetKind::Mnist,
+        DatasetKind::Fashion,
+        DatasetKind::Mnist10k,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -65,7 +69,9 @@ impl DatasetKind {
     /// `.gz`, are accepted too).
     pub fn files(self) -> &'static [&'static str] {
         match self {
-            DatasetKind::Mnist | DatasetKind::Fashion => &[TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS],
+            DatasetKind::Mnist | DatasetKind::Fashion => {
+                &[TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS]
+            }
             DatasetKind::Mnist10k => &[TEST_IMAGES, TEST_LABELS],
         }
     }
@@ -87,7 +93,11 @@ impl DatasetKind {
 
     /// [`DatasetKind::candidate_dirs`] with the value of `KILN_DATA` given (tests use this
     /// instead of mutating the process environment).
-    pub fn candidate_dirs_with(self, data_dir: Option<&Path>, kiln_data: Option<PathBuf>) -> Vec<PathBuf> {
+    pub fn candidate_dirs_with(
+        self,
+        data_dir: Option<&Path>,
+        kiln_data: Option<PathBuf>,
+    ) -> Vec<PathBuf> {
         if let Some(dir) = data_dir {
             return vec![dir.to_path_buf()];
         }
@@ -113,14 +123,25 @@ impl DatasetKind {
         let candidates = self.candidate_dirs(data_dir);
         let mut searched = Vec::new();
         for dir in &candidates {
-            let missing: Vec<String> =
-                self.files().iter().filter(|f| find_file(dir, f).is_none()).map(|f| f.to_string()).collect();
+            let missing: Vec<String> = self
+                .files()
+                .iter()
+                .filter(|f| find_file(dir, f).is_none())
+                .map(|f| f.to_string())
+                .collect();
             if missing.is_empty() {
                 return Ok(dir.clone());
             }
-            searched.push(Searched { dir: dir.clone(), missing });
+            searched.push(Searched {
+                dir: dir.clone(),
+                missing,
+            });
         }
-        Err(DataError::Missing { dataset: self.name().into(), searched, hint: self.missing_hint(&candidates[0]) })
+        Err(DataError::Missing {
+            dataset: self.name().into(),
+            searched,
+            hint: self.missing_hint(&candidates[0]),
+        })
     }
 
     fn missing_hint(self, first: &Path) -> String {
@@ -148,7 +169,10 @@ impl FromStr for DatasetKind {
         DatasetKind::ALL
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| DataError::UnknownDataset { name: s.into(), valid: VALID_NAMES })
+            .ok_or_else(|| DataError::UnknownDataset {
+                name: s.into(),
+                valid: VALID_NAMES,
+            })
     }
 }
 
@@ -163,10 +187,21 @@ pub fn find_file(dir: &Path, gz_name: &str) -> Option<PathBuf> {
 }
 
 /// Images and their labels; `images.count == labels.len()` always.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Split {
     pub images: Images,
     pub labels: Vec<u8>,
+}
+
+impl fmt::Debug for Split {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Split {{ images: {:?}, labels: [{} labels] }}",
+            self.images,
+            self.labels.len()
+        )
+    }
 }
 
 impl Split {
@@ -199,7 +234,16 @@ impl Split {
         let n = n.min(self.len());
         let (ia, ib) = self.images.split_at(n);
         let (la, lb) = self.labels.split_at(n);
-        (Split { images: ia, labels: la.to_vec() }, Split { images: ib, labels: lb.to_vec() })
+        (
+            Split {
+                images: ia,
+                labels: la.to_vec(),
+            },
+            Split {
+                images: ib,
+                labels: lb.to_vec(),
+            },
+        )
     }
 
     /// Mean and (population) standard deviation of all pixels as `pixel / 255`, for
@@ -214,7 +258,12 @@ impl Split {
         if n == 0.0 {
             return (0.0, 0.0);
         }
-        let mean = hist.iter().enumerate().map(|(v, &c)| v as f64 / 255.0 * c as f64).sum::<f64>() / n;
+        let mean = hist
+            .iter()
+            .enumerate()
+            .map(|(v, &c)| v as f64 / 255.0 * c as f64)
+            .sum::<f64>()
+            / n;
         // Two-pass over the histogram: no cancellation from E[x^2] - E[x]^2.
         let var = hist
             .iter()
@@ -277,21 +326,30 @@ impl Dataset {
             Ok(s)
         };
         let (train, test) = match kind {
-            DatasetKind::Mnist | DatasetKind::Fashion => {
-                (split(TRAIN_IMAGES, TRAIN_LABELS)?, split(TEST_IMAGES, TEST_LABELS)?)
-            }
+            DatasetKind::Mnist | DatasetKind::Fashion => (
+                split(TRAIN_IMAGES, TRAIN_LABELS)?,
+                split(TEST_IMAGES, TEST_LABELS)?,
+            ),
             DatasetKind::Mnist10k => {
                 let all = split(TEST_IMAGES, TEST_LABELS)?;
                 if all.len() != MNIST10K_TOTAL {
                     return Err(DataError::BadShape {
                         path: dir.join(TEST_IMAGES),
-                        message: format!("mnist10k needs exactly {MNIST10K_TOTAL} test images, found {}", all.len()),
+                        message: format!(
+                            "mnist10k needs exactly {MNIST10K_TOTAL} test images, found {}",
+                            all.len()
+                        ),
                     });
                 }
                 all.split_at(MNIST10K_TRAIN)
             }
         };
-        Ok(Dataset { kind, train, test, dir: dir.to_path_buf() })
+        Ok(Dataset {
+            kind,
+            train,
+            test,
+            dir: dir.to_path_buf(),
+        })
     }
 }
 
@@ -299,7 +357,10 @@ impl Dataset {
 fn require(kind: DatasetKind, dir: &Path, gz_name: &str) -> Result<PathBuf, DataError> {
     find_file(dir, gz_name).ok_or_else(|| DataError::Missing {
         dataset: kind.name().into(),
-        searched: vec![Searched { dir: dir.into(), missing: vec![gz_name.into()] }],
+        searched: vec![Searched {
+            dir: dir.into(),
+            missing: vec![gz_name.into()],
+        }],
         hint: kind.missing_hint(dir),
     })
 }
