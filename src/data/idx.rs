@@ -121,6 +121,7 @@ pub fn decode_bytes<'a>(bytes: &'a [u8], path: &Path) -> Result<Cow<'a, [u8]>, D
     if bytes.starts_with(&GZIP_MAGIC) {
         gunzip_limited(bytes, path).map(Cow::Owned)
     } else {
+        check_limit(bytes.len() as u64, path)?;
         Ok(Cow::Borrowed(bytes))
     }
 }

@@ -315,6 +315,12 @@ impl Dataset {
         }
     }
 
+    /// The training split's pixel mean and standard deviation (see [`Split::mean_std`]):
+    /// the statistics to normalise both splits with.
+    pub fn mean_std(&self) -> (f32, f32) {
+        self.train.mean_std()
+    }
+
     /// Loads the dataset from `dir`, which must hold all of [`DatasetKind::files`].
     /// Checks that every image is 28x28, labels are 0..=9, and counts agree.
     pub fn load_from_dir(kind: DatasetKind, dir: &Path) -> Result<Dataset, DataError> {
