@@ -318,3 +318,33 @@ fn all_mirrors_down_names_every_url_and_where_to_put_the_file() {
     }
     assert!(listing(&dir).is_empty(), "left behind: {:?}", listing(&dir));
 }
+
+#[test]
+fn load_or_download_fetches_only_what_is_missing_then_loads() {
+    let labels = shared_file("t10k-labels-idx1-ubyte.gz");
+    let server = Server::start(HashMap::from([(
+        "/files/t10k-labels-idx1-ubyte.gz".to_string(),
+        Reply::Body(labels),
+    )]));
+    let dir = scratch("load_or_download");
+    // The images are already there (un-gzipped name); only the labels must be fetched.
+    let images =
+        kiln::data::read_idx_bytes(&Path::new(SHARED_MNIST).join("t10k-images-idx3-ubyte.gz"))
+            .expect("decompress shared MNIST images");
+    std::fs::write(dir.join("t10k-images-idx3-ubyte"), images).expect("write images");
+    let ds = Dataset::load_or_download(
+        DatasetKind::Mnist10k,
+        Some(&dir),
+        &[server.base_url()],
+        true,
+    )
+    .expect("load_or_download from 127.0.0.1");
+    assert_eq!(
+        (ds.train.len(), ds.test.len(), ds.dir.clone()),
+        (8_000, 2_000, dir.clone())
+    );
+    assert_eq!(
+        listing(&dir),
+        ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte.gz"]
+    );
+}
