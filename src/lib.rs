@@ -5,6 +5,7 @@
 //! [`ops`] turns an op's parameters into recorded dispatches; [`cpu`] holds the f64
 //! references every kernel is tested against; [`graph`] plans and runs whole training steps.
 
+pub mod checkpoint;
 pub mod cpu;
 pub mod data;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod rng;
 pub mod shaders;
 pub mod tensor;
 pub mod testing;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use gpu::Gpu;

@@ -131,6 +131,16 @@ impl<'g> Executor<'g> {
         if mode == Mode::Train && optimizer.is_none() {
             return Err(Error::unsupported("Executor", "training needs an optimizer"));
         }
+        let limit = gpu.limits().max_storage_buffer_binding_size;
+        for v in &plan.values {
+            let bytes = v.dtype.bytes(v.len());
+            if bytes > limit {
+                return Err(Error::unsupported(
+                    format!("value '{}'", v.name),
+                    format!("{bytes} bytes ({:?}) exceed the adapter's storage binding limit of {limit} bytes: use a smaller batch", v.shape),
+                ));
+            }
+        }
         let memory = plan_memory(&plan);
         let align = gpu.limits().min_storage_buffer_offset_alignment;
         let (offsets, flat_len) = flat_layout(&plan, align);

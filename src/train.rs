@@ -1,0 +1,179 @@
+//! The MNIST trainer behind `examples/train_mnist.rs`: data resident on the GPU, one
+//! submit per step, metrics read every `progress_every` steps and once per epoch, then an
+//! evaluation pass over the resident test split.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::data::gpu::ResidentDataset;
+use crate::data::mnist::{Dataset, DatasetKind, Split};
+use crate::graph::{ExecStats, Executor, Mode};
+use crate::gpu::Gpu;
+use crate::nn::ModelKind;
+use crate::ops::gemm::GemmConfig;
+use crate::ops::optim::Optimizer;
+use crate::ops::softmax::Metrics;
+use crate::{Error, Result};
+
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub dataset: DatasetKind,
+    pub data_dir: Option<PathBuf>,
+    pub download: bool,
+    pub model: ModelKind,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: Optimizer,
+    pub seed: u64,
+    pub augment: bool,
+    /// Read metrics for the progress display every this many steps (0: only per epoch).
+    pub progress_every: usize,
+    pub gemm: Option<GemmConfig>,
+}
+
+#[derive(Clone, Debug)]
+pub struct EpochReport {
+    pub epoch: usize,
+    pub train_loss: f32,
+    pub train_accuracy: f32,
+    pub test_loss: f32,
+    pub test_accuracy: f32,
+    /// Training pass only.
+    pub train_seconds: f64,
+    pub images_per_sec: f64,
+    pub eval_seconds: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct TrainReport {
+    pub epochs: Vec<EpochReport>,
+    pub test: Metrics,
+    pub stats: ExecStats,
+    pub mean: f32,
+    pub std: f32,
+    /// Process-independent start-up: from opening the GPU to the first submitted step.
+    pub startup_seconds: f64,
+    pub params: crate::checkpoint::Params,
+    pub train_images: usize,
+    pub test_images: usize,
+}
+
+/// What the trainer tells its caller as it goes (progress bars, logs).
+pub trait Observer {
+    fn epoch_start(&mut self, _epoch: usize, _steps: usize) {}
+    /// After `step` steps of the epoch, with the metrics read so far this epoch.
+    fn progress(&mut self, _step: usize, _metrics: &Metrics, _images_per_sec: f64) {}
+    fn epoch_end(&mut self, _report: &EpochReport) {}
+}
+
+impl Observer for () {}
+
+/// Loads the dataset (downloading when allowed and missing).
+pub fn load_dataset(cfg: &TrainConfig) -> Result<Dataset> {
+    let dir = cfg.data_dir.as_deref();
+    let ds = if cfg.download && cfg.dataset != DatasetKind::Mnist10k {
+        let mirrors = crate::data::download::default_mirrors(cfg.dataset);
+        Dataset::load_or_download(cfg.dataset, dir, &mirrors, false)?
+    } else {
+        Dataset::load(cfg.dataset, dir)?
+    };
+    Ok(ds)
+}
+
+fn resident(gpu: &Gpu, split: &Split, mean: f32, std: f32) -> Result<ResidentDataset> {
+    let im = &split.images;
+    ResidentDataset::upload(gpu, &im.pixels, &split.labels, im.rows, im.cols, mean, std)
+}
+
+/// Trains `cfg.model` on `data` and evaluates after every epoch.
+pub fn train(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, observer: &mut dyn Observer) -> Result<TrainReport> {
+    let started = Instant::now();
+    if cfg.epochs == 0 {
+        return Err(Error::unsupported("--epochs", "must be at least 1"));
+    }
+    let n_train = data.train.len();
+    if cfg.batch_size == 0 || cfg.batch_size > n_train {
+        return Err(Error::unsupported("--batch-size", format!("must be between 1 and the {n_train} training images")));
+    }
+    let (mean, std) = data.mean_std();
+    let gemm = cfg.gemm.unwrap_or_else(|| GemmConfig::default_for(gpu.info()));
+    let batch = cfg.batch_size;
+    let eval_batch = batch.max(256).min(data.test.len().max(1));
+    let model = cfg.model.build(batch, cfg.seed)?;
+    let eval_model = cfg.model.build(eval_batch, cfg.seed)?;
+    let mut trainer = Executor::new(gpu, &model.graph, Mode::Train, Some(cfg.optimizer), &gemm, None)?;
+    let mut evaluator = Executor::new(gpu, &eval_model.graph, Mode::Eval, None, &gemm, Some(&trainer))?;
+    let train_data = resident(gpu, &data.train, mean, std)?;
+    let test_data = resident(gpu, &data.test, mean, std)?;
+    trainer.attach_dataset(&train_data, cfg.augment, cfg.seed as u32)?;
+    evaluator.attach_dataset(&test_data, false, 0)?;
+    let steps = n_train / batch; // the last partial batch is dropped (a new shuffle each epoch)
+    let eval_steps = data.test.len().div_ceil(eval_batch);
+    let mut startup = None;
+    let mut epochs = Vec::new();
+    let mut test = None;
+    for epoch in 1..=cfg.epochs {
+        train_data.shuffle(gpu, cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64))?;
+        trainer.reset_metrics()?;
+        observer.epoch_start(epoch, steps);
+        let t0 = Instant::now();
+        for s in 0..steps {
+            trainer.run_step((s * batch) as u32)?;
+            if startup.is_none() {
+                startup = Some(started.elapsed().as_secs_f64());
+            }
+            if cfg.progress_every > 0 && (s + 1) % cfg.progress_every == 0 && s + 1 < steps {
+                let m = trainer.read_metrics()?;
+                check_finite(&m, epoch, s + 1)?;
+                observer.progress(s + 1, &m, ((s + 1) * batch) as f64 / t0.elapsed().as_secs_f64());
+            }
+        }
+        let m = trainer.read_metrics()?; // waits for the epoch's last step
+        let train_seconds = t0.elapsed().as_secs_f64();
+        check_finite(&m, epoch, steps)?;
+        observer.progress(steps, &m, (steps * batch) as f64 / train_seconds);
+
+        let t1 = Instant::now();
+        evaluator.reset_metrics()?;
+        for s in 0..eval_steps {
+            evaluator.run_step((s * eval_batch) as u32)?;
+        }
+        let tm = evaluator.read_metrics()?;
+        let report = EpochReport {
+            epoch,
+            train_loss: m.mean_loss(),
+            train_accuracy: m.accuracy(),
+            test_loss: tm.mean_loss(),
+            test_accuracy: tm.accuracy(),
+            train_seconds,
+            images_per_sec: (steps * batch) as f64 / train_seconds,
+            eval_seconds: t1.elapsed().as_secs_f64(),
+        };
+        observer.epoch_end(&report);
+        epochs.push(report);
+        test = Some(tm);
+    }
+    let params = trainer.read_params()?;
+    Ok(TrainReport {
+        epochs,
+        test: test.expect("at least one epoch"),
+        stats: trainer.stats(),
+        mean,
+        std,
+        startup_seconds: startup.unwrap_or(0.0),
+        params,
+        train_images: n_train,
+        test_images: data.test.len(),
+    })
+}
+
+fn check_finite(m: &Metrics, epoch: usize, step: usize) -> Result<()> {
+    if m.loss_sum.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::unsupported(
+            "training",
+            format!("the loss became {} by epoch {epoch}, step {step}: lower --lr or check the data", m.loss_sum),
+        ))
+    }
+}
