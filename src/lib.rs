@@ -14,6 +14,7 @@ pub mod graph;
 pub mod nn;
 pub mod ops;
 pub mod pipelines;
+pub mod predict;
 pub mod rng;
 pub mod shaders;
 pub mod tensor;

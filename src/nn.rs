@@ -180,6 +180,23 @@ impl ModelKind {
     }
 }
 
+/// An inference graph: input [B, 1, 28, 28] -> class probabilities [B, 10].
+pub struct Inference {
+    pub graph: Graph,
+    pub input: NodeId,
+    pub probs: NodeId,
+}
+
+impl ModelKind {
+    pub fn build_inference(self, batch: usize) -> Result<Inference> {
+        let mut graph = Graph::new(0);
+        let input = graph.input("input", &[batch, 1, 28, 28])?;
+        let logits = self.layers().build(&mut graph, "", input)?;
+        let probs = graph.softmax("probs", logits)?;
+        Ok(Inference { graph, input, probs })
+    }
+}
+
 impl std::str::FromStr for ModelKind {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {

@@ -1,0 +1,70 @@
+//! Turning a user's picture of a digit into what an MNIST model expects, the way the
+//! dataset was made: grayscale, white ink on black (inverted if the background is light),
+//! cropped to the ink, the longer side scaled to 20 px keeping the aspect ratio, and
+//! placed in a 28x28 canvas with the ink's centre of mass at the centre.
+
+use std::path::Path;
+
+use image::{imageops, GrayImage, Luma};
+
+use crate::{Error, Result};
+
+/// Loads an image file as 8-bit grayscale, white ink on a dark background.
+pub fn load_gray(path: &Path) -> Result<GrayImage> {
+    let img = image::open(path).map_err(|e| Error::file(path, format!("cannot read the image (PNG or JPEG expected): {e}")))?;
+    let mut gray = img.to_luma8();
+    if gray.width() == 0 || gray.height() == 0 {
+        return Err(Error::file(path, "the image is empty"));
+    }
+    // The border tells the background: light paper gets inverted to MNIST's dark one.
+    let (w, h) = gray.dimensions();
+    let border: Vec<u32> = gray
+        .enumerate_pixels()
+        .filter(|(x, y, _)| *x == 0 || *y == 0 || *x == w - 1 || *y == h - 1)
+        .map(|(_, _, p)| p[0] as u32)
+        .collect();
+    if border.iter().sum::<u32>() / border.len() as u32 > 127 {
+        imageops::invert(&mut gray);
+    }
+    Ok(gray)
+}
+
+/// Crops to the ink, scales the longer side to 20 px and centres by centre of mass in
+/// 28x28. `path` names the image in errors.
+pub fn to_mnist(gray: &GrayImage, path: &Path) -> Result<GrayImage> {
+    let max = gray.pixels().map(|p| p[0]).max().unwrap_or(0);
+    if max < 32 {
+        return Err(Error::file(path, "no ink found (the image is uniform)"));
+    }
+    let threshold = max / 4;
+    let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
+    for (x, y, p) in gray.enumerate_pixels() {
+        if p[0] > threshold {
+            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+        }
+    }
+    let (cw, ch) = (x1 - x0 + 1, y1 - y0 + 1);
+    let crop = imageops::crop_imm(gray, x0, y0, cw, ch).to_image();
+    let scale = 20.0 / cw.max(ch) as f32;
+    let (nw, nh) = (((cw as f32 * scale).round() as u32).max(1), ((ch as f32 * scale).round() as u32).max(1));
+    let small = imageops::resize(&crop, nw, nh, imageops::FilterType::Triangle);
+    // centre of mass of the scaled digit
+    let (mut sx, mut sy, mut sm) = (0f64, 0f64, 0f64);
+    for (x, y, p) in small.enumerate_pixels() {
+        let m = p[0] as f64;
+        sx += m * x as f64;
+        sy += m * y as f64;
+        sm += m;
+    }
+    let (cx, cy) = if sm > 0.0 { (sx / sm, sy / sm) } else { (nw as f64 / 2.0, nh as f64 / 2.0) };
+    let ox = (14.0 - cx).round().clamp(0.0, (28 - nw) as f64) as i64;
+    let oy = (14.0 - cy).round().clamp(0.0, (28 - nh) as f64) as i64;
+    let mut canvas = GrayImage::from_pixel(28, 28, Luma([0]));
+    imageops::overlay(&mut canvas, &small, ox, oy);
+    Ok(canvas)
+}
+
+/// Normalised model input for one 28x28 image.
+pub fn normalise(img: &GrayImage, mean: f32, std: f32) -> Vec<f32> {
+    img.pixels().map(|p| (p[0] as f32 / 255.0 - mean) / std).collect()
+}
