@@ -12,10 +12,14 @@ use crate::{Error, Result};
 /// Loads an image file as 8-bit grayscale, white ink on a dark background.
 pub fn load_gray(path: &Path) -> Result<GrayImage> {
     let img = image::open(path).map_err(|e| Error::file(path, format!("cannot read the image (PNG or JPEG expected): {e}")))?;
-    let mut gray = img.to_luma8();
-    if gray.width() == 0 || gray.height() == 0 {
+    if img.width() == 0 || img.height() == 0 {
         return Err(Error::file(path, "the image is empty"));
     }
+    Ok(load_gray_from(img.to_luma8()))
+}
+
+/// `load_gray` for an image already in memory: inverts light backgrounds.
+pub fn load_gray_from(mut gray: GrayImage) -> GrayImage {
     // The border tells the background: light paper gets inverted to MNIST's dark one.
     let (w, h) = gray.dimensions();
     let border: Vec<u32> = gray
@@ -26,17 +30,18 @@ pub fn load_gray(path: &Path) -> Result<GrayImage> {
     if border.iter().sum::<u32>() / border.len() as u32 > 127 {
         imageops::invert(&mut gray);
     }
-    Ok(gray)
+    gray
 }
 
 /// Crops to the ink, scales the longer side to 20 px and centres by centre of mass in
 /// 28x28. `path` names the image in errors.
 pub fn to_mnist(gray: &GrayImage, path: &Path) -> Result<GrayImage> {
     let max = gray.pixels().map(|p| p[0]).max().unwrap_or(0);
-    if max < 32 {
-        return Err(Error::file(path, "no ink found (the image is uniform)"));
+    let min = gray.pixels().map(|p| p[0]).min().unwrap_or(0);
+    if max - min < 32 {
+        return Err(Error::file(path, "no ink found (the image has almost no contrast)"));
     }
-    let threshold = max / 4;
+    let threshold = min + (max - min) / 4;
     let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
     for (x, y, p) in gray.enumerate_pixels() {
         if p[0] > threshold {

@@ -1,0 +1,123 @@
+//! The application's pieces: checkpoints, image preprocessing, and the train_mnist CLI's
+//! handling of bad input (clear message, exit code 2, no panic, no checkpoint written).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kiln::checkpoint::Checkpoint;
+use kiln::nn::ModelKind;
+
+fn example(name: &str) -> PathBuf {
+    // target/<profile>/deps/app-<hash> -> target/<profile>/examples/<name>
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
+    assert!(path.exists(), "{} not built (cargo test builds examples)", path.display());
+    path
+}
+
+fn mlp_checkpoint() -> Checkpoint {
+    let model = ModelKind::Mlp.build(1, 3).unwrap();
+    let params = model.graph.params().iter().enumerate().map(|(i, (_, n, s))| (n.to_string(), s.to_vec(), vec![i as f32; s.iter().product()])).collect();
+    Checkpoint { model: ModelKind::Mlp, mean: 0.13, std: 0.31, dataset: "mnist10k".into(), params }
+}
+
+#[test]
+fn checkpoints_round_trip_with_pytorch_names() {
+    let dir = std::env::temp_dir().join(format!("kiln-ck-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.safetensors");
+    let ck = mlp_checkpoint();
+    ck.save(&path).unwrap();
+    let back = Checkpoint::load(&path).unwrap();
+    assert_eq!(back, ck);
+    let names: Vec<_> = back.params.iter().map(|p| (p.0.as_str(), p.1.clone())).collect();
+    assert_eq!(names, [("fc1.weight", vec![512, 784]), ("fc1.bias", vec![512]), ("fc2.weight", vec![10, 512]), ("fc2.bias", vec![10])]);
+    // a checkpoint missing a tensor is explained
+    let mut short = ck.clone();
+    short.params.pop();
+    short.save(&path).unwrap();
+    let err = Checkpoint::load(&path).unwrap_err().to_string();
+    assert!(err.contains("fc2.bias"), "{err}");
+    // not a checkpoint at all
+    std::fs::write(&path, b"hello").unwrap();
+    assert!(Checkpoint::load(&path).is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn saving_into_a_missing_directory_fails_and_leaves_nothing() {
+    let path = Path::new("/nonexistent-kiln-dir/m.safetensors");
+    let err = mlp_checkpoint().save(path).unwrap_err().to_string();
+    assert!(err.contains("/nonexistent-kiln-dir/m.safetensors"), "{err}");
+    assert!(!path.exists());
+}
+
+#[test]
+fn preprocessing_crops_scales_and_centres_like_mnist() {
+    // a dark '7'-ish stroke on light paper, off-centre in a large image
+    let mut img = image::GrayImage::from_pixel(120, 90, image::Luma([230]));
+    for x in 70..110 {
+        for y in 10..16 {
+            img.put_pixel(x, y, image::Luma([20]));
+        }
+    }
+    for i in 0..60 {
+        for w in 0..6 {
+            img.put_pixel(105 - i / 2 + w, 16 + i, image::Luma([20]));
+        }
+    }
+    let path = std::env::temp_dir().join(format!("kiln-digit-{}.png", std::process::id()));
+    img.save(&path).unwrap();
+    let gray = kiln::predict::load_gray(&path).unwrap();
+    assert!(gray.get_pixel(0, 0)[0] < 50, "light background must be inverted");
+    let out = kiln::predict::to_mnist(&gray, &path).unwrap();
+    assert_eq!(out.dimensions(), (28, 28));
+    let (mut sx, mut sy, mut sm, mut x0, mut x1, mut y0, mut y1) = (0.0, 0.0, 0.0, 28, 0, 28, 0);
+    for (x, y, p) in out.enumerate_pixels() {
+        let m = p[0] as f64;
+        sx += m * x as f64;
+        sy += m * y as f64;
+        sm += m;
+        if p[0] > 64 {
+            (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+        }
+    }
+    assert!((sx / sm - 14.0).abs() < 1.5 && (sy / sm - 14.0).abs() < 1.5, "centre of mass {} {}", sx / sm, sy / sm);
+    assert!((y1 - y0 + 1).max(x1 - x0 + 1) <= 21, "ink box {x0}..{x1} x {y0}..{y1}");
+    let blank = image::GrayImage::from_pixel(40, 40, image::Luma([200]));
+    let err = kiln::predict::to_mnist(&kiln::predict::load_gray_from(blank), &path).unwrap_err().to_string();
+    assert!(err.contains("no ink"), "{err}");
+    std::fs::remove_file(&path).unwrap();
+}
+
+fn train(args: &[&str]) -> (i32, String) {
+    let out = Command::new(example("train_mnist")).args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+#[test]
+fn train_mnist_rejects_bad_input_with_exit_code_2() {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist");
+    let save = std::env::temp_dir().join(format!("kiln-never-{}.safetensors", std::process::id()));
+    let save = save.to_str().unwrap();
+    let base = ["--dataset", "mnist10k", "--data-dir", data, "--quiet", "--save", save];
+    for (extra, expect) in [
+        (vec!["--epochs", "0"], "--epochs"),
+        (vec!["--batch-size", "0"], "--batch-size"),
+        (vec!["--batch-size", "9000"], "--batch-size"),
+        (vec!["--optimizer", "rmsprop"], "--optimizer"),
+        (vec!["--min-accuracy", "7"], "--min-accuracy"),
+    ] {
+        let args: Vec<&str> = base.iter().copied().chain(extra.iter().copied()).collect();
+        let (code, stderr) = train(&args);
+        assert_eq!(code, 2, "{extra:?}: {stderr}");
+        assert!(stderr.contains(expect) && !stderr.contains("panicked"), "{extra:?}: {stderr}");
+    }
+    let (code, stderr) = train(&["--dataset", "mnist10k", "--data-dir", data, "--save", "/nonexistent-kiln/m.safetensors"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--save"), "{stderr}");
+    let (code, stderr) = train(&["--dataset", "mnist", "--data-dir", "/nonexistent-kiln-data", "--no-download", "--save", save]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("nonexistent-kiln-data") && !stderr.contains("panicked"), "{stderr}");
+    assert!(!Path::new(save).exists(), "no checkpoint after a failed run");
+}
