@@ -1,6 +1,6 @@
 //! Turning a user's picture of a digit into what an MNIST model expects, the way the
 //! dataset was made: grayscale, white ink on black (inverted if the background is light),
-//! cropped to the ink, the longer side scaled to 20 px keeping the aspect ratio, and
+//! background to 0 and ink to 255, cropped to the ink, the longer side scaled to 20 px keeping the aspect ratio, and
 //! placed in a 28x28 canvas with the ink's centre of mass at the centre.
 
 use std::path::Path;
@@ -41,7 +41,13 @@ pub fn to_mnist(gray: &GrayImage, path: &Path) -> Result<GrayImage> {
     if max - min < 32 {
         return Err(Error::file(path, "no ink found (the image has almost no contrast)"));
     }
-    let threshold = min + (max - min) / 4;
+    // Background to 0, strongest ink to 255, as in MNIST.
+    let span = (max - min) as f32;
+    let gray = GrayImage::from_fn(gray.width(), gray.height(), |x, y| {
+        Luma([((gray.get_pixel(x, y)[0] - min) as f32 * 255.0 / span).round() as u8])
+    });
+    let gray = &gray;
+    let threshold = 64;
     let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
     for (x, y, p) in gray.enumerate_pixels() {
         if p[0] > threshold {
