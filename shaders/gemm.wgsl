@@ -311,3 +311,67 @@ fn gemm_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
         }
     }
 }
+
+// ---- gemm_tiled4: the tiled family with 16-byte workgroup-memory reads. Each invocation
+// owns TM x TN outputs (both multiples of 4) as groups of four adjacent rows/columns,
+// strided by 4*WGY rows and 4*WGX columns, so one k step costs TM/4 + TN/4 vec4 reads
+// for TM*TN FMAs (8x8: 4 reads per 64 FMAs). Any MODE: staging uses load_a/load_b.
+var<workgroup> tile_a4: array<vec4<f32>, BM * BK / 4u>;   // [BK][BM/4]
+var<workgroup> tile_b4: array<vec4<f32>, BK * BN / 4u>;   // [BK][BN/4]
+
+@compute @workgroup_size(WGX, WGY)
+fn gemm_tiled4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+               @builtin(local_invocation_id) lid: vec3u) {
+    let row0 = wid.y * BM;
+    let col0 = (wid.x + wid.z * nwg.x) * BN;
+    let tid = lid.y * WGX + lid.x;
+    let threads = WGX * WGY;
+    let bm4 = BM / 4u;
+    let bn4 = BN / 4u;
+    var acc: array<vec4<f32>, 16>;   // [TM][TN/4], TM * TN <= 64
+    for (var i = 0u; i < TM * TN / 4u; i++) { acc[i] = vec4<f32>(0.0); }
+    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+        for (var e = tid; e < BM * BK / 4u; e += threads) {
+            // four consecutive rows of one k
+            var kk: u32; var m4: u32;
+            if a_k_contiguous() { kk = e % BK; m4 = e / BK; } else { m4 = e % bm4; kk = e / bm4; }
+            let m = row0 + 4u * m4;
+            let k = k0 + kk;
+            tile_a4[kk * bm4 + m4] = vec4<f32>(load_a(m, k), load_a(m + 1u, k), load_a(m + 2u, k), load_a(m + 3u, k));
+        }
+        for (var e = tid; e < BK * BN / 4u; e += threads) {
+            var kk: u32; var n4: u32;
+            if MODE == 0u && TRANS_B { kk = e % BK; n4 = e / BK; } else { n4 = e % bn4; kk = e / bn4; }
+            let n = col0 + 4u * n4;
+            let k = k0 + kk;
+            tile_b4[kk * bn4 + n4] = vec4<f32>(load_b(k, n), load_b(k, n + 1u), load_b(k, n + 2u), load_b(k, n + 3u));
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            for (var r = 0u; r < TM / 4u; r++) {
+                let av = tile_a4[kk * bm4 + lid.y + r * WGY];
+                for (var c = 0u; c < TN / 4u; c++) {
+                    let bv = tile_b4[kk * bn4 + lid.x + c * WGX];
+                    let base = (4u * r) * (TN / 4u) + c;
+                    acc[base] = fma(vec4<f32>(av.x), bv, acc[base]);
+                    acc[base + TN / 4u] = fma(vec4<f32>(av.y), bv, acc[base + TN / 4u]);
+                    acc[base + 2u * (TN / 4u)] = fma(vec4<f32>(av.z), bv, acc[base + 2u * (TN / 4u)]);
+                    acc[base + 3u * (TN / 4u)] = fma(vec4<f32>(av.w), bv, acc[base + 3u * (TN / 4u)]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var r = 0u; r < TM / 4u; r++) {
+        for (var i = 0u; i < 4u; i++) {
+            let m = row0 + 4u * (lid.y + r * WGY) + i;
+            for (var c = 0u; c < TN / 4u; c++) {
+                let v = acc[(4u * r + i) * (TN / 4u) + c];
+                let n = col0 + 4u * (lid.x + c * WGX);
+                for (var j = 0u; j < 4u; j++) {
+                    if m < p.m && n + j < p.n { store_c(m, n + j, v[j]); }
+                }
+            }
+        }
+    }
+}

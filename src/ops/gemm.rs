@@ -28,6 +28,8 @@ pub struct GemmConfig {
 pub enum Family {
     /// Workgroup-memory tiles + register blocking: real GPUs.
     Tiled,
+    /// Tiles with 16-byte workgroup-memory reads (TM and TN multiples of 4).
+    Tiled4,
     /// Register blocking straight from global memory, no barriers: llvmpipe.
     RegBlock,
     /// 4x4 register blocks with 16-byte loads along the contiguous dimension (plain GEMM
@@ -45,13 +47,23 @@ impl GemmConfig {
     /// 4x8 per invocation (more reuse of each A value), 16x4 invocations.
     pub const REGBLOCK_4X8: GemmConfig = GemmConfig { family: Family::RegBlock, wgx: 4, wgy: 16, tm: 4, tn: 8, bk: 1 };
 
+    /// 128x128 tiles, 8x8 per invocation read as vec4s, K slices of 16.
+    pub const TILED4_128: GemmConfig = GemmConfig { family: Family::Tiled4, wgx: 16, wgy: 16, tm: 8, tn: 8, bk: 16 };
+    /// 64x64 tiles, 4x4 per invocation read as vec4s, K slices of 16.
+    pub const TILED4_64: GemmConfig = GemmConfig { family: Family::Tiled4, wgx: 16, wgy: 16, tm: 4, tn: 4, bk: 16 };
+    /// 128x64 tiles, 8x4 per invocation.
+    pub const TILED4_128X64: GemmConfig = GemmConfig { family: Family::Tiled4, wgx: 16, wgy: 16, tm: 8, tn: 4, bk: 16 };
+
     /// vec4 loads, 4x4 per invocation (TM rows x 4 columns), 8x8 invocations.
     pub const VEC4: GemmConfig = GemmConfig { family: Family::Vec4, wgx: 16, wgy: 4, tm: 8, tn: 4, bk: 1 };
 
     /// Every variant, by name: what benches and tests iterate over.
-    pub const ALL: [(&'static str, GemmConfig); 5] = [
+    pub const ALL: [(&'static str, GemmConfig); 8] = [
         ("tiled64", Self::TILED_64),
         ("tiled128", Self::TILED_128),
+        ("tiled4_64", Self::TILED4_64),
+        ("tiled4_128x64", Self::TILED4_128X64),
+        ("tiled4_128", Self::TILED4_128),
         ("regblock4x4", Self::REGBLOCK_4X4),
         ("regblock4x8", Self::REGBLOCK_4X8),
         ("vec4", Self::VEC4),
@@ -165,7 +177,9 @@ pub(crate) fn launch(
     bias: Option<&Tensor>,
     c: &Tensor,
 ) -> Result<Dispatch> {
-    if cfg.tm > 8 || cfg.tn > 8 || cfg.tm == 0 || cfg.tn == 0 || (cfg.family == Family::Vec4 && cfg.tn != 4) {
+    if cfg.tm > 8 || cfg.tn > 8 || cfg.tm == 0 || cfg.tn == 0 || (cfg.family == Family::Vec4 && cfg.tn != 4)
+        || (cfg.family == Family::Tiled4 && (cfg.tm % 4 != 0 || cfg.tn % 4 != 0))
+    {
         return Err(Error::unsupported(op, format!("tile {}x{} per invocation (1..=8 each)", cfg.tm, cfg.tn)));
     }
     for v in [params.m, params.n, params.k] {
@@ -182,6 +196,7 @@ pub(crate) fn launch(
         };
     let (entry, a_binding, b_binding) = match cfg.family {
         Family::Tiled => ("gemm_tiled", 1, 2),
+        Family::Tiled4 => ("gemm_tiled4", 1, 2),
         Family::Vec4 if vec4_ok => ("gemm_vec4", 5, 6),
         Family::RegBlock | Family::Vec4 => ("gemm_regblock", 1, 2),
     };
