@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln::checkpoint::Checkpoint;
 use kiln::data::mnist::DatasetKind;
 use kiln::nn::ModelKind;
+use kiln::ops::gemm::GemmConfig;
 use kiln::ops::optim::Optimizer;
 use kiln::ops::softmax::Metrics;
 use kiln::train::{EpochReport, Observer, TrainConfig, TrainReport};
@@ -65,6 +66,9 @@ struct Args {
     /// Steps between metric readbacks for the progress bar
     #[arg(long, default_value_t = 100)]
     progress_every: usize,
+    /// Force one GEMM/conv kernel variant (tiled64, vec4, ...) instead of autotuning
+    #[arg(long)]
+    kernel: Option<String>,
 }
 
 struct Progress {
@@ -148,6 +152,16 @@ fn main() -> ExitCode {
             return fail(format!("--min-accuracy {a}: expected a fraction between 0 and 1"));
         }
     }
+    let gemm = match args.kernel.as_deref() {
+        None => None,
+        Some(name) => match GemmConfig::ALL.iter().find(|(n, _)| *n == name) {
+            Some((_, c)) => Some(*c),
+            None => {
+                let names: Vec<_> = GemmConfig::ALL.iter().map(|(n, _)| *n).collect();
+                return fail(format!("--kernel {name}: expected one of {}", names.join(", ")));
+            }
+        },
+    };
     let cfg = TrainConfig {
         dataset: args.dataset,
         data_dir: args.data_dir.clone(),
@@ -159,7 +173,7 @@ fn main() -> ExitCode {
         seed: args.seed,
         augment: args.augment,
         progress_every: if args.quiet { 0 } else { args.progress_every },
-        gemm: None,
+        gemm,
     };
     let gpu = match kiln::Gpu::new() {
         Ok(g) => g,
@@ -249,6 +263,14 @@ fn print_summary(r: &TrainReport, save: &Path) {
         s.activation_buffers
     );
     println!("start-up to first step: {:.2} s; checkpoint: {}", r.startup_seconds, save.display());
+    let t = &r.tune;
+    if !t.chosen.is_empty() {
+        let source = if t.from_cache { "from the cache" } else { "measured" };
+        println!("kernel variants ({source}, {:.2} s):", t.seconds);
+        for (key, (variant, secs)) in &t.chosen {
+            println!("  {variant:<14} {:>9.3} ms  {key}", secs * 1e3);
+        }
+    }
 }
 
 fn json_summary(args: &Args, gpu: &kiln::Gpu, r: &TrainReport) -> String {
@@ -271,6 +293,8 @@ fn json_summary(args: &Args, gpu: &kiln::Gpu, r: &TrainReport) -> String {
         "steps": r.stats.steps,
         "peak_gpu_bytes": r.stats.gpu_bytes,
         "startup_seconds": r.startup_seconds,
+        "autotune_seconds": r.tune.seconds,
+        "autotune_from_cache": r.tune.from_cache,
     })
     .to_string()
 }

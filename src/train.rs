@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::autotune::{self, TuneReport, Tuning};
 use crate::data::gpu::ResidentDataset;
 use crate::data::mnist::{Dataset, DatasetKind, Split};
 use crate::graph::{ExecStats, Executor, Mode};
@@ -56,6 +57,8 @@ pub struct TrainReport {
     pub params: crate::checkpoint::Params,
     pub train_images: usize,
     pub test_images: usize,
+    /// Kernel variant choice: what was chosen, whether from the cache, what it cost.
+    pub tune: TuneReport,
 }
 
 /// What the trainer tells its caller as it goes (progress bars, logs).
@@ -96,13 +99,16 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, observer: &mut dyn Ob
         return Err(Error::unsupported("--batch-size", format!("must be between 1 and the {n_train} training images")));
     }
     let (mean, std) = data.mean_std();
-    let gemm = cfg.gemm.unwrap_or_else(|| GemmConfig::default_for(gpu.info()));
     let batch = cfg.batch_size;
     let eval_batch = batch.max(256).min(data.test.len().max(1));
     let model = cfg.model.build(batch, cfg.seed)?;
     let eval_model = cfg.model.build(eval_batch, cfg.seed)?;
-    let mut trainer = Executor::new(gpu, &model.graph, Mode::Train, Some(cfg.optimizer), &gemm, None)?;
-    let mut evaluator = Executor::new(gpu, &eval_model.graph, Mode::Eval, None, &gemm, Some(&trainer))?;
+    let (tuning, tune) = match cfg.gemm {
+        Some(c) => (Tuning::fixed(c), TuneReport::default()),
+        None => autotune::tune(gpu, &model.graph, cfg.optimizer)?,
+    };
+    let mut trainer = Executor::new(gpu, &model.graph, Mode::Train, Some(cfg.optimizer), &tuning, None)?;
+    let mut evaluator = Executor::new(gpu, &eval_model.graph, Mode::Eval, None, &tuning, Some(&trainer))?;
     let train_data = resident(gpu, &data.train, mean, std)?;
     let test_data = resident(gpu, &data.test, mean, std)?;
     trainer.attach_dataset(&train_data, cfg.augment, cfg.seed as u32)?;
@@ -164,6 +170,7 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, observer: &mut dyn Ob
         params,
         train_images: n_train,
         test_images: data.test.len(),
+        tune,
     })
 }
 

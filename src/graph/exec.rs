@@ -14,6 +14,7 @@ use super::planner::{naive_bytes, plan_memory, MemoryPlan};
 use super::{Graph, Init, NodeId};
 use crate::data::gpu::ResidentDataset;
 use crate::gpu::Gpu;
+use crate::autotune::Tuning;
 use crate::ops::gemm::{gemm, Bias, Gemm, GemmConfig};
 use crate::ops::optim::{optimizer_step, Optimizer};
 use crate::ops::softmax::{metrics_accumulate, metrics_words, Metrics};
@@ -90,6 +91,8 @@ pub struct Executor<'g> {
     step_buffer: Tensor,
     metrics: Tensor,
     dispatches: Vec<Dispatch>,
+    /// The dispatches of each plan step (autotuning times steps one by one).
+    step_ranges: Vec<std::ops::Range<usize>>,
     gather: Option<Dispatch>,
     optimizer: Option<Dispatch>,
     /// Optimizer steps taken (Adam's t - 1, the dropout RNG counter).
@@ -106,16 +109,16 @@ impl<'g> Executor<'g> {
         graph: &Graph,
         mode: Mode,
         optimizer: Option<Optimizer>,
-        gemm_cfg: &GemmConfig,
+        kernels: impl Into<Tuning>,
         share_params: Option<&Executor>,
     ) -> Result<Executor<'g>> {
-        Self::build(gpu, graph, mode, optimizer, gemm_cfg, share_params, false)
+        Self::build(gpu, graph, mode, optimizer, &kernels.into(), share_params, false)
     }
 
     /// As `new`, but every activation buffer is filled with NaN right after its last
     /// reader: if the planner ever let two live values share memory, results change.
-    pub fn new_poisoning_freed(gpu: &'g Gpu, graph: &Graph, mode: Mode, optimizer: Option<Optimizer>, gemm_cfg: &GemmConfig) -> Result<Executor<'g>> {
-        Self::build(gpu, graph, mode, optimizer, gemm_cfg, None, true)
+    pub fn new_poisoning_freed(gpu: &'g Gpu, graph: &Graph, mode: Mode, optimizer: Option<Optimizer>, kernels: impl Into<Tuning>) -> Result<Executor<'g>> {
+        Self::build(gpu, graph, mode, optimizer, &kernels.into(), None, true)
     }
 
     fn build(
@@ -123,7 +126,7 @@ impl<'g> Executor<'g> {
         graph: &Graph,
         mode: Mode,
         optimizer: Option<Optimizer>,
-        gemm_cfg: &GemmConfig,
+        tuning: &Tuning,
         share_params: Option<&Executor>,
         poison_freed: bool,
     ) -> Result<Executor<'g>> {
@@ -202,6 +205,7 @@ impl<'g> Executor<'g> {
             step_buffer,
             metrics,
             dispatches: Vec::new(),
+            step_ranges: Vec::new(),
             gather: None,
             optimizer: None,
             step: 0,
@@ -209,8 +213,11 @@ impl<'g> Executor<'g> {
         };
         for s in 0..exec.plan.steps.len() {
             let step = exec.plan.steps[s].clone();
-            let mut d = exec.dispatch(&step, gemm_cfg)?;
+            let cfg = tuning.choose(exec.tune_key(&step).as_deref());
+            let mut d = exec.dispatch(&step, &cfg)?;
+            let start = exec.dispatches.len();
             exec.dispatches.append(&mut d);
+            exec.step_ranges.push(start..exec.dispatches.len());
             if poison_freed {
                 for v in 0..exec.plan.values.len() {
                     if exec.memory.interval[v].is_some_and(|(_, end)| end == s) {
@@ -227,6 +234,50 @@ impl<'g> Executor<'g> {
             exec.optimizer = Some(optimizer_step(gpu, &opt, &exec.step_buffer, &grads, &exec.params, &m1, m2.as_ref())?);
         }
         Ok(exec)
+    }
+
+    /// The shape key of a GEMM or convolution step (what autotuning chooses a variant for).
+    pub fn tune_key(&self, step: &Step) -> Option<String> {
+        let s = |v: &ValueId| &self.plan.values[v.0].shape;
+        match step {
+            Step::Conv2dForward { conv, .. } => Some(format!("conv2d_forward {conv:?}")),
+            Step::Conv2dBackwardInput { conv, .. } => Some(format!("conv2d_backward_input {conv:?}")),
+            Step::Conv2dBackwardWeight { conv, .. } => Some(format!("conv2d_backward_weight {conv:?}")),
+            Step::LinearForward { x, w, .. } => Some(format!("linear_forward x{:?} w{:?}", s(x), s(w))),
+            Step::LinearBackwardInput { dy, w, .. } => Some(format!("linear_backward_input dy{:?} w{:?}", s(dy), s(w))),
+            Step::LinearBackwardWeight { dy, x, .. } => Some(format!("linear_backward_weight dy{:?} x{:?}", s(dy), s(x))),
+            _ => None,
+        }
+    }
+
+    /// `tune_key` of every plan step, in order.
+    pub fn tune_keys(&self) -> Vec<Option<String>> {
+        self.plan.steps.iter().map(|s| self.tune_key(s)).collect()
+    }
+
+    /// Median seconds of each plan step run alone (submit + wait), `reps` runs after a
+    /// warm-up; steps without a tune key report 0.
+    pub fn time_steps(&self, reps: usize) -> Result<Vec<f64>> {
+        let mut out = Vec::new();
+        for (step, range) in self.plan.steps.iter().zip(&self.step_ranges) {
+            if self.tune_key(step).is_none() {
+                out.push(0.0);
+                continue;
+            }
+            let ds: Vec<&Dispatch> = self.dispatches[range.clone()].iter().collect();
+            let mut times = Vec::new();
+            for i in 0..=reps {
+                let t0 = std::time::Instant::now();
+                self.gpu.run(&ds)?;
+                self.gpu.wait()?;
+                if i > 0 {
+                    times.push(t0.elapsed().as_secs_f64());
+                }
+            }
+            times.sort_by(f64::total_cmp);
+            out.push(times[times.len() / 2]);
+        }
+        Ok(out)
     }
 
     fn t(&self, v: ValueId) -> &Tensor {

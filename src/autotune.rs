@@ -1,0 +1,143 @@
+//! Kernel variant choice per adapter. For each GEMM or convolution of a planned graph, the
+//! candidate variants are timed on this adapter (a few runs of each step alone, median),
+//! the fastest kept, and the choice cached on disk keyed by adapter name, driver and shape
+//! (`KILN_CACHE` overrides the cache directory; `KILN_AUTOTUNE=off` uses the heuristic
+//! `GemmConfig::default_for` without timing anything).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::gpu::Gpu;
+use crate::graph::{Executor, Graph, Mode};
+use crate::ops::gemm::GemmConfig;
+use crate::ops::optim::Optimizer;
+use crate::Result;
+
+/// The variant to use for each GEMM/conv step, by shape key; `default` for the rest.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    pub default: GemmConfig,
+    pub per_key: HashMap<String, GemmConfig>,
+}
+
+impl Tuning {
+    pub fn fixed(cfg: GemmConfig) -> Tuning {
+        Tuning { default: cfg, per_key: HashMap::new() }
+    }
+    pub fn choose(&self, key: Option<&str>) -> GemmConfig {
+        key.and_then(|k| self.per_key.get(k)).copied().unwrap_or(self.default)
+    }
+}
+
+impl From<&GemmConfig> for Tuning {
+    fn from(cfg: &GemmConfig) -> Tuning {
+        Tuning::fixed(*cfg)
+    }
+}
+
+impl From<&Tuning> for Tuning {
+    fn from(t: &Tuning) -> Tuning {
+        t.clone()
+    }
+}
+
+/// What tuning did: the choices, where they came from, and what it cost.
+#[derive(Clone, Debug, Default)]
+pub struct TuneReport {
+    /// key -> (chosen variant, its median seconds)
+    pub chosen: BTreeMap<String, (String, f64)>,
+    pub from_cache: bool,
+    pub seconds: f64,
+    pub cache_file: Option<PathBuf>,
+}
+
+/// The variants worth timing on this adapter: the register-blocked families on CPU
+/// adapters (workgroup memory and barriers are slow there), the tiled ones on GPUs.
+pub fn candidates(gpu: &Gpu) -> Vec<GemmConfig> {
+    let all = GemmConfig::ALL.iter().map(|(_, c)| *c);
+    if gpu.info().is_cpu() {
+        all.filter(|c| !matches!(c.family, crate::ops::gemm::Family::Tiled | crate::ops::gemm::Family::Tiled4)).collect()
+    } else {
+        all.filter(|c| matches!(c.family, crate::ops::gemm::Family::Tiled | crate::ops::gemm::Family::Tiled4)).collect()
+    }
+}
+
+fn cache_file(gpu: &Gpu) -> Option<PathBuf> {
+    let dir = match std::env::var_os("KILN_CACHE") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var_os("XDG_CACHE_HOME").or_else(|| std::env::var_os("HOME").map(|h| {
+            let mut p = PathBuf::from(h);
+            p.push(".cache");
+            p.into_os_string()
+        }))?)
+        .join("kiln"),
+    };
+    let i = gpu.info();
+    let id: String = format!("{}-{}-{}", i.name, i.driver, i.driver_info)
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+        .collect();
+    Some(dir.join(format!("autotune-{id}.txt")))
+}
+
+fn read_cache(path: &PathBuf) -> HashMap<String, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().filter_map(|l| l.split_once('\t')).map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        .unwrap_or_default()
+}
+
+fn by_name(name: &str) -> Option<GemmConfig> {
+    GemmConfig::ALL.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
+}
+
+/// Chooses a variant for every GEMM/conv step of `graph` trained with `optimizer`.
+pub fn tune(gpu: &Gpu, graph: &Graph, optimizer: Optimizer) -> Result<(Tuning, TuneReport)> {
+    let t0 = Instant::now();
+    let default = GemmConfig::default_for(gpu.info());
+    let mut report = TuneReport::default();
+    if std::env::var("KILN_AUTOTUNE").is_ok_and(|v| v == "off" || v == "0") {
+        return Ok((Tuning::fixed(default), report));
+    }
+    let path = cache_file(gpu);
+    report.cache_file = path.clone();
+    let mut cached = path.as_ref().map(read_cache).unwrap_or_default();
+    let probe = Executor::new(gpu, graph, Mode::Train, Some(optimizer), &default, None)?;
+    let keys: Vec<String> = probe.tune_keys().into_iter().flatten().collect();
+    drop(probe);
+    let missing = keys.iter().any(|k| !cached.contains_key(k));
+    if missing {
+        // time every candidate on every step; keep the fastest per key
+        let mut best: HashMap<String, (String, f64)> = HashMap::new();
+        for cfg in candidates(gpu) {
+            let exec = Executor::new(gpu, graph, Mode::Train, Some(optimizer), &cfg, None)?;
+            for (key, secs) in exec.tune_keys().into_iter().zip(exec.time_steps(3)?) {
+                let Some(key) = key else { continue };
+                let e = best.entry(key).or_insert((cfg.name(), f64::INFINITY));
+                if secs < e.1 {
+                    *e = (cfg.name(), secs);
+                }
+            }
+        }
+        for (k, (name, secs)) in &best {
+            cached.insert(k.clone(), name.clone());
+            report.chosen.insert(k.clone(), (name.clone(), *secs));
+        }
+        if let Some(p) = &path {
+            if let Some(dir) = p.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let text: String = cached.iter().map(|(k, v)| format!("{k}\t{v}\n")).collect();
+            // a cache that cannot be written only costs the next start the same tuning
+            let _ = std::fs::write(p, text);
+        }
+    } else {
+        report.from_cache = true;
+        for k in &keys {
+            report.chosen.insert(k.clone(), (cached[k].clone(), f64::NAN));
+        }
+    }
+    let per_key = keys.iter().filter_map(|k| cached.get(k).and_then(|n| by_name(n)).map(|c| (k.clone(), c))).collect();
+    report.seconds = t0.elapsed().as_secs_f64();
+    Ok((Tuning { default, per_key }, report))
+}
