@@ -12,13 +12,18 @@
 //            N*P % 4 == 0 and writes 16-byte stores)
 //   col2im   dcol [K, N*P] -> dx [N, C, H, W]: the adjoint of im2col, a gather (each dx
 //            element sums its own R*S terms in a fixed order: no atomics, deterministic)
+//   pad_weight  w [Cout, K] -> wp [Cout, KP] with KP = K rounded up to a multiple of 4
+//            and zeros in the new columns, so the vec4 GEMMs take any K (conv1's K = 25).
+// With padding, col and dcol have KP rows: im2col writes zero rows past K (so 0 * pad
+// can never meet an uninitialised NaN), col2im never reads them.
 
 struct Params {
     batch: u32, cin: u32, h: u32, w: u32,
     r: u32, s: u32, stride: u32, pad: u32,
     oh: u32, ow: u32,
-    // rows = C*R*S, cols = N*OH*OW of the column matrix
-    rows: u32, cols: u32,
+    // rows = K = C*R*S, cols = N*OH*OW of the column matrix; rows_out = the rows col/dcol
+    // and wp hold (K or KP); cout for pad_weight
+    rows: u32, cols: u32, rows_out: u32, cout: u32,
 }
 
 override WG: u32 = 64u;
@@ -28,6 +33,8 @@ override WG: u32 = 64u;
 @group(0) @binding(2) var<storage, read_write> col: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> dcol: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(5) var<storage, read> wt: array<f32>;
+@group(0) @binding(6) var<storage, read_write> wp: array<f32>;
 
 // Invocation index of a 1-D launch the host may have split into a 2-D grid (Gpu::grid).
 fn linear(wid: vec3u, nwg: vec3u, lid: vec3u) -> u32 {
@@ -39,8 +46,12 @@ fn im2col(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u
           @builtin(local_invocation_id) lid: vec3u) {
     let cols4 = p.cols / 4u;
     let i = linear(wid, nwg, lid);
-    if i >= p.rows * cols4 { return; }
+    if i >= p.rows_out * cols4 { return; }
     let k = i / cols4;
+    if k >= p.rows {
+        col[i] = vec4<f32>(0.0);
+        return;
+    }
     let n0 = (i - k * cols4) * 4u;
     let rs = p.r * p.s;
     let c = k / rs;
@@ -107,4 +118,14 @@ fn col2im(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u
         oy -= 1;
     }
     dx[i] = acc;
+}
+
+@compute @workgroup_size(WG)
+fn pad_weight(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+              @builtin(local_invocation_id) lid: vec3u) {
+    let i = linear(wid, nwg, lid);
+    if i >= p.cout * p.rows_out { return; }
+    let m = i / p.rows_out;
+    let k = i - m * p.rows_out;
+    wp[i] = select(0.0, wt[min(m * p.rows + k, p.cout * p.rows - 1u)], k < p.rows);
 }

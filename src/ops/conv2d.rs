@@ -106,8 +106,12 @@ pub fn conv2d_forward(
     }
     let bias_mode = if bias.is_some() { Bias::Row } else { Bias::None };
     let p = conv.params(conv.cout, conv.batch * conv.oh() * conv.ow(), conv.cin * conv.r * conv.s, flags(false, relu, bias_mode));
-    if cfg.family == Family::Im2colVec4 && im2col::fits(gpu, 4, (false, false), conv, &p) {
-        return im2col::forward(gpu, cfg, conv, p, x, w, bias, y);
+    if cfg.family == Family::Im2colVec4 {
+        // the weight and col rows padded to KP (ops/im2col.rs)
+        let pp = Params { k: im2col::kc_padded(conv) as u32, ..p };
+        if im2col::fits(gpu, 4, (false, false), conv, &pp) {
+            return im2col::forward(gpu, cfg, conv, pp, x, w, bias, y);
+        }
     }
     Ok(vec![launch(gpu, op, cfg, 1, (false, false), p, w, x, bias, y)?])
 }
@@ -120,7 +124,7 @@ pub fn conv2d_backward_input(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, w: &Ten
     check_len(op, "dy", dy, conv.y_len())?;
     check_len(op, "dx", dx, conv.x_len())?;
     if cfg.family == Family::Im2colVec4 {
-        let p = conv.params(conv.cin * conv.r * conv.s, conv.batch * conv.oh() * conv.ow(), conv.cout, 0);
+        let p = conv.params(im2col::kc_padded(conv), conv.batch * conv.oh() * conv.ow(), conv.cout, 0);
         if im2col::fits(gpu, 5, (true, false), conv, &p) {
             return im2col::backward_input(gpu, cfg, conv, p, w, dy, dx);
         }

@@ -67,10 +67,12 @@ impl GemmConfig {
     ];
 
     /// The heuristic choice when nothing was measured: register blocking on CPU adapters,
-    /// where workgroup memory and barriers are the slow path; tiles elsewhere.
+    /// where workgroup memory and barriers are the slow path; tiles elsewhere. On CPU
+    /// adapters the im2col family (plain GEMM identical to VEC4; conv 3-7x faster on
+    /// llvmpipe for the MNIST CNN's conv2, BENCHMARKS in the commit log).
     pub fn default_for(info: &GpuInfo) -> GemmConfig {
         if info.is_cpu() {
-            Self::VEC4
+            Self::IM2COL_VEC4
         } else {
             Self::TILED_64
         }
