@@ -86,6 +86,7 @@ impl Conv2d {
 }
 
 /// y = conv(x, w) (+ bias per output channel) (ReLU).
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward(
     gpu: &Gpu,
     cfg: &GemmConfig,

@@ -81,7 +81,7 @@ fn col_len(c: &Conv2d) -> usize {
 pub(crate) fn fits(gpu: &Gpu, mode: u32, trans: (bool, bool), c: &Conv2d, params: &Params) -> bool {
     let limits = gpu.limits();
     let bytes = 4 * col_len(c) as u64;
-    vec4_fits(mode, trans, params) && bytes <= limits.max_storage_buffer_binding_size as u64 && bytes <= limits.max_buffer_size
+    vec4_fits(mode, trans, params) && bytes <= limits.max_storage_buffer_binding_size && bytes <= limits.max_buffer_size
 }
 
 /// col = im2col(x) with `rows` rows (KC, or KP with zero rows past KC), a fresh scratch
