@@ -123,3 +123,25 @@ fn im2col_family_takes_the_staged_path_where_it_fits() {
         check(&cfg, c, &mut rng);
     }
 }
+
+/// The staged path has no atomics and one sequential sum per output: two runs of the
+/// MNIST conv2 passes agree bit for bit.
+#[test]
+fn im2col_family_is_deterministic() {
+    let gpu = gpu();
+    let mut rng = Rng::new(8);
+    let cfg = GemmConfig::IM2COL_VEC4;
+    let c = Conv2d { batch: 8, cin: 16, h: 14, w: 14, cout: 32, r: 5, s: 5, stride: 1, pad: 2 };
+    let tx = Tensor::from_f32(gpu, &[c.x_len()], &rng.vec(c.x_len())).unwrap();
+    let tw = Tensor::from_f32(gpu, &[c.w_len()], &rng.vec(c.w_len())).unwrap();
+    let tdy = Tensor::from_f32(gpu, &[c.y_len()], &rng.vec(c.y_len())).unwrap();
+    let run = || {
+        let (ty, tdx, tdw) = (Tensor::empty(gpu, &[c.y_len()], DType::F32).unwrap(), Tensor::empty(gpu, &[c.x_len()], DType::F32).unwrap(), Tensor::empty(gpu, &[c.w_len()], DType::F32).unwrap());
+        let f = conv2d_forward(gpu, &cfg, &c, &tx, &tw, None, true, &ty).unwrap();
+        let bi = conv2d_backward_input(gpu, &cfg, &c, &tw, &tdy, &tdx).unwrap();
+        let bw = conv2d_backward_weight(gpu, &cfg, &c, &tx, &tdy, &tdw, false).unwrap();
+        gpu.run(&f.iter().chain(&bi).chain(&bw).collect::<Vec<_>>()).unwrap();
+        [ty, tdx, tdw].map(|t| t.to_f32(gpu).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+    };
+    assert!(run() == run(), "two runs of the im2col passes differ");
+}
