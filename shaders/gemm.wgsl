@@ -11,6 +11,13 @@
 //                     (zero where that has no integer solution), C -> dx [batch, Cin, H, W]
 //   3 conv dW         M = Cout, N = Cin*R*S, K = batch*OH*OW: A = dy as [Cout, (b,oy,ox)],
 //                     B = im2col(x) transposed, C -> dw [Cout, Cin*R*S]
+// Modes 4-6 are the same three products with im2col materialised (shaders/im2col.wgsl:
+// col [Cin*R*S, batch*P], P = OH*OW); gemm_vec4 only, which reads NCHW activations as
+// "blocked" [channels, (b, p)] matrices (P % 4 == 0, so no vec4 straddles two images):
+//   4 conv forward    NN: A = weights [Cout, Cin*R*S], B = col, C -> y (NCHW, as mode 1)
+//   5 conv dcol       TN: A = weights read as A^T, B = dy blocked [Cout, (b,p)],
+//                     C = dcol [Cin*R*S, batch*P] (shaders/im2col.wgsl col2im -> dx)
+//   6 conv dW         NT: A = dy blocked [Cout, (b,p)], B = col ([N, K] form), C -> dw
 // Layouts are NCHW activations and KCRS weights (PyTorch's order).
 //
 // Two kernel families share the gathers:
@@ -146,10 +153,11 @@ fn load_b(k: u32, n: u32) -> f32 {
 // Epilogue and store of C[m, n] (in range).
 fn store_c(m: u32, n: u32, acc: f32) {
     var idx = m * p.n + n;
-    if MODE == 1u || MODE == 2u {
+    if MODE == 1u || MODE == 2u || MODE == 4u {
         // n = (bi, y, x) over the output plane; C row m is a channel of an NCHW tensor
-        let plane = select(p.h * p.w, p.oh * p.ow, MODE == 1u);
-        let channels = select(p.cin, p.cout, MODE == 1u);
+        let fwd = MODE != 2u;
+        let plane = select(p.h * p.w, p.oh * p.ow, fwd);
+        let channels = select(p.cin, p.cout, fwd);
         let bi = n / plane;
         idx = (bi * channels + m) * plane + (n - bi * plane);
     }
@@ -245,13 +253,15 @@ fn gemm_regblock(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
     }
 }
 
-// ---- gemm_vec4: MODE 0 only, register blocked (TM x 4 per invocation, TM <= 8) with 16-byte loads
-// along the contiguous dimension, no workgroup memory. The fastest form on llvmpipe,
-// where each vec4 load is one vector load instead of four gathers. Forms and what they
-// need (the host falls back to gemm_regblock otherwise):
-//   NN (A [M,K], B [K,N]): K % 4 == 0, N % 4 == 0
-//   NT (A [M,K], B [N,K]): K % 4 == 0            (dot products along K)
-//   TN (A [K,M], B [K,N]): M % 4 == 0, N % 4 == 0 (outer products per k; TM 4 or 8)
+// ---- gemm_vec4: modes 0 and 4-6, register blocked (TM x 4 per invocation, TM <= 8) with
+// 16-byte loads along the contiguous dimension, no workgroup memory. The fastest form on
+// llvmpipe, where each vec4 load is one vector load instead of four gathers. Forms and what
+// they need (the host falls back to gemm_regblock or the implicit modes otherwise):
+//   NN (A [M,K], B [K,N]): K % 4 == 0, N % 4 == 0                          modes 0, 4
+//   NT (A [M,K], B [N,K]): K % 4 == 0            (dot products along K)    modes 0, 6
+//   TN (A [K,M], B [K,N]): M % 4 == 0, N % 4 == 0 (outer products per k;   modes 0, 5
+//                          TM 4 or 8)
+// plus P = OH*OW % 4 == 0 for the blocked operands of modes 5 and 6.
 @group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;
 
@@ -262,16 +272,27 @@ fn gemm_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
     let n0 = ((wid.x + wid.z * nwg.x) * WGX + lid.x) * 4u;
     if m0 >= p.m || n0 >= p.n { return; }
     let k4 = p.k / 4u;
+    // vec4s per image plane of a blocked operand (modes 5, 6)
+    let plane4 = (p.oh * p.ow) / 4u;
     var acc: array<vec4<f32>, TMAX>;
     for (var i = 0u; i < TM; i++) { acc[i] = vec4<f32>(0.0); }
     if TRANS_A {
         // TN: acc[i] += A^T[k, m0 + i] * B[k, n0..n0+4]
         let m4 = p.m / 4u;
-        let n4 = p.n / 4u;
+        // B[k, n0..] sits at b_base + k * b_stride (in vec4s). Mode 5: B = dy blocked, the
+        // columns n0.. lie in image bi at plane offset n0 - bi*P, row k = channel k.
+        var b_base = n0 / 4u;
+        var b_stride = p.n / 4u;
+        if MODE == 5u {
+            let bi = n0 / (4u * plane4);
+            b_base = bi * p.k * plane4 + (n0 / 4u - bi * plane4);
+            b_stride = plane4;
+        }
         // TM is 4 or 8 here (the host rounds it): rows come in vec4s of A^T
         for (var k = 0u; k < p.k; k++) {
-            let bv = b4[k * n4 + n0 / 4u];
-            for (var r = 0u; r < TM; r += 4u) {
+            let bv = b4[b_base + k * b_stride];
+            // M % 4 == 0: a group of four rows is wholly in range or wholly out
+            for (var r = 0u; r < TM && m0 + r < p.m; r += 4u) {
                 let av = a4[k * m4 + (m0 + r) / 4u];
                 acc[r] = fma(vec4<f32>(av.x), bv, acc[r]);
                 acc[r + 1u] = fma(vec4<f32>(av.y), bv, acc[r + 1u]);
@@ -280,15 +301,24 @@ fn gemm_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
             }
         }
     } else if TRANS_B {
-        // NT: acc[i][j] += dot(A[m0 + i, k..k+4], B[n0 + j, k..k+4])
-        for (var k = 0u; k < k4; k++) {
-            var bv: array<vec4<f32>, 4>;
-            for (var j = 0u; j < 4u; j++) {
-                bv[j] = select(vec4<f32>(0.0), b4[min(n0 + j, p.n - 1u) * k4 + k], n0 + j < p.n);
-            }
-            for (var i = 0u; i < TM; i++) {
-                let av = select(vec4<f32>(0.0), a4[min(m0 + i, p.m - 1u) * k4 + k], m0 + i < p.m);
-                acc[i] += vec4<f32>(dot(av, bv[0]), dot(av, bv[1]), dot(av, bv[2]), dot(av, bv[3]));
+        // NT: acc[i][j] += dot(A[m0 + i, k..k+4], B[n0 + j, k..k+4]). Mode 6: A = dy blocked,
+        // so the reduction runs as (image bi, vec4 q of its plane): A row m of image bi
+        // starts at (bi*M + m) * P/4, and the reduction index is k = bi * P/4 + q.
+        let blocks = select(1u, p.batch, MODE == 6u);
+        let q4 = k4 / blocks;
+        for (var bi = 0u; bi < blocks; bi++) {
+            for (var q = 0u; q < q4; q++) {
+                let k = bi * q4 + q;
+                var bv: array<vec4<f32>, 4>;
+                for (var j = 0u; j < 4u; j++) {
+                    bv[j] = select(vec4<f32>(0.0), b4[min(n0 + j, p.n - 1u) * k4 + k], n0 + j < p.n);
+                }
+                for (var i = 0u; i < TM; i++) {
+                    let mi = min(m0 + i, p.m - 1u);
+                    let ai = select(mi * k4 + k, (bi * p.m + mi) * q4 + q, MODE == 6u);
+                    let av = select(vec4<f32>(0.0), a4[ai], m0 + i < p.m);
+                    acc[i] += vec4<f32>(dot(av, bv[0]), dot(av, bv[1]), dot(av, bv[2]), dot(av, bv[3]));
+                }
             }
         }
     } else {

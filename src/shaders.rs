@@ -7,6 +7,8 @@ pub enum Shader {
     Elementwise,
     /// GEMM and implicit-GEMM convolution: both kernel families, every mode.
     Gemm,
+    /// im2col / col2im staging of the im2col GEMM convolution.
+    Im2col,
     /// Max/average pooling, forward and backward.
     Pool,
     /// Softmax, fused softmax + cross-entropy, metrics.
@@ -22,9 +24,10 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 8] = [
+    pub const ALL: [Shader; 9] = [
         Shader::Elementwise,
         Shader::Gemm,
+        Shader::Im2col,
         Shader::Pool,
         Shader::Softmax,
         Shader::Reduce,
@@ -37,6 +40,7 @@ impl Shader {
         match self {
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Gemm => "gemm.wgsl",
+            Shader::Im2col => "im2col.wgsl",
             Shader::Pool => "pool.wgsl",
             Shader::Softmax => "softmax.wgsl",
             Shader::Reduce => "reduce.wgsl",
@@ -50,6 +54,7 @@ impl Shader {
         match self {
             Shader::Elementwise => include_str!("../shaders/elementwise.wgsl"),
             Shader::Gemm => include_str!("../shaders/gemm.wgsl"),
+            Shader::Im2col => include_str!("../shaders/im2col.wgsl"),
             Shader::Pool => include_str!("../shaders/pool.wgsl"),
             Shader::Softmax => include_str!("../shaders/softmax.wgsl"),
             Shader::Reduce => include_str!("../shaders/reduce.wgsl"),

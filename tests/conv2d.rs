@@ -85,3 +85,63 @@ fn a_window_that_does_not_fit_is_a_shape_error() {
     let err = conv2d_forward(gpu, &GemmConfig::TILED_64, &c, &t, &t, None, false, &t).err().unwrap();
     assert!(err.to_string().contains("conv2d_forward"), "{err}");
 }
+
+/// The im2col family stages its buffers wherever the vec4 forms fit (forward: N*OH*OW a
+/// multiple of 4; dX, dW: OH*OW a multiple of 4; C*R*S anything, the weight is padded)
+/// and falls back to the implicit modes elsewhere: checked by dispatch names, with
+/// strides, padding and non-square shapes, then against the CPU.
+#[test]
+fn im2col_family_takes_the_staged_path_where_it_fits() {
+    let gpu = gpu();
+    let mut rng = Rng::new(7);
+    let cfg = GemmConfig::IM2COL_VEC4;
+    let staged_f = &["im2col", "gemm_vec4"][..];
+    let staged_dx = &["gemm_vec4", "col2im"][..];
+    let staged_dw = &["im2col", "gemm_vec4"][..];
+    let padded_f = &["pad_weight", "im2col", "gemm_vec4"][..];
+    let padded_dx = &["pad_weight", "gemm_vec4", "col2im"][..];
+    let implicit = &["gemm_regblock"][..];
+    let cases = [
+        (Conv2d { batch: 3, cin: 4, h: 8, w: 7, cout: 5, r: 3, s: 3, stride: 1, pad: 1 }, [staged_f, staged_dx, staged_dw]),
+        (Conv2d { batch: 2, cin: 3, h: 15, w: 9, cout: 7, r: 2, s: 2, stride: 2, pad: 0 }, [staged_f, staged_dx, staged_dw]),
+        (Conv2d { batch: 5, cin: 1, h: 12, w: 12, cout: 3, r: 4, s: 5, stride: 3, pad: 2 }, [staged_f, staged_dx, staged_dw]),
+        // C*R*S = 25 (conv1's): the weight is padded to 28 columns
+        (Conv2d { batch: 2, cin: 1, h: 6, w: 6, cout: 4, r: 5, s: 5, stride: 1, pad: 2 }, [padded_f, padded_dx, staged_dw]),
+        (Conv2d { batch: 3, cin: 3, h: 5, w: 2, cout: 9, r: 3, s: 1, stride: 1, pad: 1 }, [padded_f, padded_dx, staged_dw]),
+        // OH*OW = 9: only the forward fits (N*OH*OW = 36)
+        (Conv2d { batch: 4, cin: 4, h: 3, w: 3, cout: 3, r: 1, s: 1, stride: 1, pad: 0 }, [staged_f, implicit, implicit]),
+        // N*OH*OW = 15: nothing fits
+        (Conv2d { batch: 3, cin: 2, h: 5, w: 1, cout: 2, r: 1, s: 1, stride: 1, pad: 0 }, [implicit, implicit, implicit]),
+    ];
+    for (c, [ef, edx, edw]) in cases {
+        let t = |n: usize| Tensor::empty(gpu, &[n], DType::F32).unwrap();
+        let (x, w, y, dx, dw) = (t(c.x_len()), t(c.w_len()), t(c.y_len()), t(c.x_len()), t(c.w_len()));
+        let names = |d: Vec<kiln::ops::Dispatch>| d.iter().map(|d| d.name).collect::<Vec<_>>();
+        assert_eq!(names(conv2d_forward(gpu, &cfg, &c, &x, &w, None, false, &y).unwrap()), ef, "forward {c:?}");
+        assert_eq!(names(conv2d_backward_input(gpu, &cfg, &c, &w, &y, &dx).unwrap()), edx, "dX {c:?}");
+        assert_eq!(names(conv2d_backward_weight(gpu, &cfg, &c, &x, &y, &dw, false).unwrap()), edw, "dW {c:?}");
+        check(&cfg, c, &mut rng);
+    }
+}
+
+/// The staged path has no atomics and one sequential sum per output: two runs of the
+/// MNIST conv2 passes agree bit for bit.
+#[test]
+fn im2col_family_is_deterministic() {
+    let gpu = gpu();
+    let mut rng = Rng::new(8);
+    let cfg = GemmConfig::IM2COL_VEC4;
+    let c = Conv2d { batch: 8, cin: 16, h: 14, w: 14, cout: 32, r: 5, s: 5, stride: 1, pad: 2 };
+    let tx = Tensor::from_f32(gpu, &[c.x_len()], &rng.vec(c.x_len())).unwrap();
+    let tw = Tensor::from_f32(gpu, &[c.w_len()], &rng.vec(c.w_len())).unwrap();
+    let tdy = Tensor::from_f32(gpu, &[c.y_len()], &rng.vec(c.y_len())).unwrap();
+    let run = || {
+        let (ty, tdx, tdw) = (Tensor::empty(gpu, &[c.y_len()], DType::F32).unwrap(), Tensor::empty(gpu, &[c.x_len()], DType::F32).unwrap(), Tensor::empty(gpu, &[c.w_len()], DType::F32).unwrap());
+        let f = conv2d_forward(gpu, &cfg, &c, &tx, &tw, None, true, &ty).unwrap();
+        let bi = conv2d_backward_input(gpu, &cfg, &c, &tw, &tdy, &tdx).unwrap();
+        let bw = conv2d_backward_weight(gpu, &cfg, &c, &tx, &tdy, &tdw, false).unwrap();
+        gpu.run(&f.iter().chain(&bi).chain(&bw).collect::<Vec<_>>()).unwrap();
+        [ty, tdx, tdw].map(|t| t.to_f32(gpu).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+    };
+    assert!(run() == run(), "two runs of the im2col passes differ");
+}

@@ -1,11 +1,14 @@
 //! 2-D convolution (NCHW activations, KCRS weights) as implicit GEMM: the three passes
 //! are modes 1-3 of shaders/gemm.wgsl, where the im2col gather happens inside the loads.
-//! Each pass returns the dispatches to record, in order (a variant may need several).
+//! Each pass returns the dispatches to record, in order (a variant may need several):
+//! family `Im2colVec4` stages an explicit im2col buffer instead (ops/im2col.rs) where
+//! the vec4 forms fit the shape, and falls back to the implicit modes where they do not.
 //!
 //! Dimensions: batch N, input channels C, H x W input, K output channels, R x S kernel,
 //! OH x OW output, one stride and one zero padding for both axes (dilation 1, groups 1).
 
-use super::gemm::{check_len, flags, launch, Bias, GemmConfig, Params};
+use super::gemm::{check_len, flags, launch, Bias, Family, GemmConfig, Params};
+use super::im2col;
 use super::Dispatch;
 use crate::gpu::Gpu;
 use crate::tensor::Tensor;
@@ -83,6 +86,7 @@ impl Conv2d {
 }
 
 /// y = conv(x, w) (+ bias per output channel) (ReLU).
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward(
     gpu: &Gpu,
     cfg: &GemmConfig,
@@ -103,6 +107,13 @@ pub fn conv2d_forward(
     }
     let bias_mode = if bias.is_some() { Bias::Row } else { Bias::None };
     let p = conv.params(conv.cout, conv.batch * conv.oh() * conv.ow(), conv.cin * conv.r * conv.s, flags(false, relu, bias_mode));
+    if cfg.family == Family::Im2colVec4 {
+        // the weight and col rows padded to KP (ops/im2col.rs)
+        let pp = Params { k: im2col::kc_padded(conv) as u32, ..p };
+        if im2col::fits(gpu, 4, (false, false), conv, &pp) {
+            return im2col::forward(gpu, cfg, conv, pp, x, w, bias, y);
+        }
+    }
     Ok(vec![launch(gpu, op, cfg, 1, (false, false), p, w, x, bias, y)?])
 }
 
@@ -113,6 +124,12 @@ pub fn conv2d_backward_input(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, w: &Ten
     check_len(op, "weight", w, conv.w_len())?;
     check_len(op, "dy", dy, conv.y_len())?;
     check_len(op, "dx", dx, conv.x_len())?;
+    if cfg.family == Family::Im2colVec4 {
+        let p = conv.params(im2col::kc_padded(conv), conv.batch * conv.oh() * conv.ow(), conv.cout, 0);
+        if im2col::fits(gpu, 5, (true, false), conv, &p) {
+            return im2col::backward_input(gpu, cfg, conv, p, w, dy, dx);
+        }
+    }
     let p = conv.params(conv.cin, conv.batch * conv.h * conv.w, conv.cout * conv.r * conv.s, 0);
     Ok(vec![launch(gpu, op, cfg, 2, (false, false), p, w, dy, None, dx)?])
 }
@@ -134,5 +151,8 @@ pub fn conv2d_backward_weight(
     check_len(op, "dy", dy, conv.y_len())?;
     check_len(op, "dw", dw, conv.w_len())?;
     let p = conv.params(conv.cout, conv.cin * conv.r * conv.s, conv.batch * conv.oh() * conv.ow(), flags(accumulate, false, Bias::None));
+    if cfg.family == Family::Im2colVec4 && im2col::fits(gpu, 6, (false, true), conv, &p) {
+        return im2col::backward_weight(gpu, cfg, conv, p, x, dy, dw);
+    }
     Ok(vec![launch(gpu, op, cfg, 3, (false, false), p, dy, x, None, dw)?])
 }

@@ -1,6 +1,7 @@
-//! GEMM: C[M, N] (+)= op(A) . op(B) with a fused bias/ReLU epilogue, in two kernel
-//! families (shaders/gemm.wgsl). Convolutions reuse the same kernels through their
-//! gather modes (ops/conv2d.rs).
+//! GEMM: C[M, N] (+)= op(A) . op(B) with a fused bias/ReLU epilogue, in three kernel
+//! families (shaders/gemm.wgsl; a fourth, Im2colVec4, differs only for convolutions).
+//! Convolutions reuse the same kernels through their gather modes (ops/conv2d.rs) or
+//! through explicit im2col buffers (ops/im2col.rs).
 //!
 //! Dimensions: M rows of C, N columns, K the reduction length.
 
@@ -35,6 +36,11 @@ pub enum Family {
     /// 4x4 register blocks with 16-byte loads along the contiguous dimension (plain GEMM
     /// with 4-aligned rows only; other shapes and convolutions fall back to RegBlock).
     Vec4,
+    /// Convolution through an explicit im2col buffer (shaders/im2col.wgsl) so the products
+    /// run as vec4 GEMMs (modes 4-6): llvmpipe, where per-element gathers are slow. Plain
+    /// GEMM treats it as Vec4; conv shapes the vec4 forms cannot take use the implicit
+    /// modes in RegBlock (ops/conv2d.rs says which).
+    Im2colVec4,
 }
 
 impl GemmConfig {
@@ -57,8 +63,11 @@ impl GemmConfig {
     /// vec4 loads, 4x4 per invocation (TM rows x 4 columns), 8x8 invocations.
     pub const VEC4: GemmConfig = GemmConfig { family: Family::Vec4, wgx: 16, wgy: 4, tm: 8, tn: 4, bk: 1 };
 
+    /// VEC4's tiles; convolutions stage im2col/col2im buffers and run vec4 GEMMs.
+    pub const IM2COL_VEC4: GemmConfig = GemmConfig { family: Family::Im2colVec4, ..Self::VEC4 };
+
     /// Every variant, by name: what benches and tests iterate over.
-    pub const ALL: [(&'static str, GemmConfig); 8] = [
+    pub const ALL: [(&'static str, GemmConfig); 9] = [
         ("tiled64", Self::TILED_64),
         ("tiled128", Self::TILED_128),
         ("tiled4_64", Self::TILED4_64),
@@ -67,13 +76,17 @@ impl GemmConfig {
         ("regblock4x4", Self::REGBLOCK_4X4),
         ("regblock4x8", Self::REGBLOCK_4X8),
         ("vec4", Self::VEC4),
+        ("im2col_vec4", Self::IM2COL_VEC4),
     ];
 
     /// The heuristic choice when nothing was measured: register blocking on CPU adapters,
-    /// where workgroup memory and barriers are the slow path; tiles elsewhere.
+    /// where workgroup memory and barriers are the slow path; tiles elsewhere. On CPU
+    /// adapters that is the im2col family: plain GEMM runs exactly as VEC4, and the MNIST
+    /// CNN's convolutions ran 2-15x faster than VEC4 on llvmpipe (Mesa 25.0.7, 2 cores:
+    /// conv2 about 10 GFLOP/s in all three passes against 1.8-2.7).
     pub fn default_for(info: &GpuInfo) -> GemmConfig {
         if info.is_cpu() {
-            Self::VEC4
+            Self::IM2COL_VEC4
         } else {
             Self::TILED_64
         }
@@ -163,7 +176,23 @@ pub(crate) fn check_len(op: &str, what: &str, t: &Tensor, len: usize) -> Result<
     Ok(())
 }
 
-/// Builds the dispatch of mode `mode` (0 GEMM, 1-3 conv) for `params`.
+/// Whether `gemm_vec4` takes mode `mode` with transposes `trans` on `params` (see the
+/// table above gemm_vec4 in shaders/gemm.wgsl). Modes 1-3 never: their gathers live in
+/// load_a/load_b.
+pub(crate) fn vec4_fits(mode: u32, trans: (bool, bool), params: &Params) -> bool {
+    let plane_ok = (params.oh * params.ow) % 4 == 0;
+    match (mode, trans) {
+        (0 | 4, (false, false)) => params.k % 4 == 0 && params.n % 4 == 0,
+        (0, (false, true)) => params.k % 4 == 0,
+        (6, (false, true)) => plane_ok,
+        (0, (true, false)) => params.m % 4 == 0 && params.n % 4 == 0,
+        (5, (true, false)) => params.m % 4 == 0 && plane_ok,
+        _ => false,
+    }
+}
+
+/// Builds the dispatch of mode `mode` (0 GEMM, 1-3 implicit conv, 4-6 im2col conv) for
+/// `params`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn launch(
     gpu: &Gpu,
@@ -177,7 +206,12 @@ pub(crate) fn launch(
     bias: Option<&Tensor>,
     c: &Tensor,
 ) -> Result<Dispatch> {
-    if cfg.tm > 8 || cfg.tn > 8 || cfg.tm == 0 || cfg.tn == 0 || (cfg.family == Family::Vec4 && cfg.tn != 4)
+    let vec4_family = matches!(cfg.family, Family::Vec4 | Family::Im2colVec4);
+    if cfg.tm > 8
+        || cfg.tn > 8
+        || cfg.tm == 0
+        || cfg.tn == 0
+        || (vec4_family && cfg.tn != 4)
         || (cfg.family == Family::Tiled4 && (cfg.tm % 4 != 0 || cfg.tn % 4 != 0))
     {
         return Err(Error::unsupported(op, format!("tile {}x{} per invocation (1..=8 each)", cfg.tm, cfg.tn)));
@@ -187,18 +221,16 @@ pub(crate) fn launch(
             return Err(Error::shape(op, "an empty dimension (M, N or K is 0)"));
         }
     }
-    let vec4_ok = mode == 0
-        && match trans {
-            (false, false) => params.k % 4 == 0 && params.n % 4 == 0,
-            (false, true) => params.k % 4 == 0,
-            (true, false) => params.m % 4 == 0 && params.n % 4 == 0,
-            (true, true) => false,
-        };
+    let vec4_ok = vec4_fits(mode, trans, &params);
+    if mode >= 4 && !(vec4_family && vec4_ok) {
+        // modes 4-6 exist only in gemm_vec4; ops/conv2d.rs checks before choosing them
+        return Err(Error::unsupported(op, format!("mode {mode} with {:?} on {params:?}", cfg.family)));
+    }
     let (entry, a_binding, b_binding) = match cfg.family {
         Family::Tiled => ("gemm_tiled", 1, 2),
         Family::Tiled4 => ("gemm_tiled4", 1, 2),
-        Family::Vec4 if vec4_ok => ("gemm_vec4", 5, 6),
-        Family::RegBlock | Family::Vec4 => ("gemm_regblock", 1, 2),
+        Family::Vec4 | Family::Im2colVec4 if vec4_ok => ("gemm_vec4", 5, 6),
+        Family::RegBlock | Family::Vec4 | Family::Im2colVec4 => ("gemm_regblock", 1, 2),
     };
     // The vec4 TN form reads rows of A^T four at a time: it blocks 4 or 8 rows.
     let tm = match (entry, trans.0) {

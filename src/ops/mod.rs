@@ -12,6 +12,7 @@ pub mod conv2d;
 pub mod dropout;
 pub mod elementwise;
 pub mod gemm;
+pub mod im2col;
 pub mod optim;
 pub mod pool;
 pub mod reduce;

@@ -1,0 +1,131 @@
+// Explicit im2col staging for the im2col GEMM convolution (ops/conv2d.rs, family
+// Im2colVec4): the gathers run once here, so the heavy part is a plain vec4 GEMM
+// (shaders/gemm.wgsl, modes 4-6).
+//
+// Dimensions: batch N, input channels C, H x W input, R x S kernel, OH x OW output,
+// P = OH*OW. The column matrix has K = C*R*S rows and N*P columns:
+//   col[k = (c, r, s)][n = (b, oy, ox)] = x[b, c, oy*stride + r - pad, ox*stride + s - pad]
+// (zero in the padding). Row-major [K, N*P], so its rows are contiguous along (b, oy, ox):
+// the B operand of the forward GEMM and the transposed operand of the dW GEMM.
+//
+//   im2col   x -> col, four consecutive columns per invocation (the host requires
+//            N*P % 4 == 0 and writes 16-byte stores)
+//   col2im   dcol [K, N*P] -> dx [N, C, H, W]: the adjoint of im2col, a gather (each dx
+//            element sums its own R*S terms in a fixed order: no atomics, deterministic)
+//   pad_weight  w [Cout, K] -> wp [Cout, KP] with KP = K rounded up to a multiple of 4
+//            and zeros in the new columns, so the vec4 GEMMs take any K (conv1's K = 25).
+// With padding, col and dcol have KP rows: im2col writes zero rows past K (so 0 * pad
+// can never meet an uninitialised NaN), col2im never reads them.
+
+struct Params {
+    batch: u32, cin: u32, h: u32, w: u32,
+    r: u32, s: u32, stride: u32, pad: u32,
+    oh: u32, ow: u32,
+    // rows = K = C*R*S, cols = N*OH*OW of the column matrix; rows_out = the rows col/dcol
+    // and wp hold (K or KP); cout for pad_weight
+    rows: u32, cols: u32, rows_out: u32, cout: u32,
+}
+
+override WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> col: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> dcol: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(5) var<storage, read> wt: array<f32>;
+@group(0) @binding(6) var<storage, read_write> wp: array<f32>;
+
+// Invocation index of a 1-D launch the host may have split into a 2-D grid (Gpu::grid).
+fn linear(wid: vec3u, nwg: vec3u, lid: vec3u) -> u32 {
+    return (wid.x + wid.y * nwg.x) * WG + lid.x;
+}
+
+@compute @workgroup_size(WG)
+fn im2col(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+          @builtin(local_invocation_id) lid: vec3u) {
+    let cols4 = p.cols / 4u;
+    let i = linear(wid, nwg, lid);
+    if i >= p.rows_out * cols4 { return; }
+    let k = i / cols4;
+    if k >= p.rows {
+        col[i] = vec4<f32>(0.0);
+        return;
+    }
+    let n0 = (i - k * cols4) * 4u;
+    let rs = p.r * p.s;
+    let c = k / rs;
+    let t = k - c * rs;
+    let r = t / p.s;
+    let s = t - r * p.s;
+    let plane = p.oh * p.ow;
+    var bi = n0 / plane;
+    let o = n0 - bi * plane;
+    var oy = o / p.ow;
+    var ox = o - oy * p.ow;
+    // The four columns may wrap to the next output row or image: step (b, oy, ox) by hand
+    // instead of dividing again.
+    var v: vec4<f32>;
+    for (var j = 0u; j < 4u; j++) {
+        let iy = i32(oy * p.stride + r) - i32(p.pad);
+        let ix = i32(ox * p.stride + s) - i32(p.pad);
+        var e = 0.0;
+        if iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w) {
+            e = x[((bi * p.cin + c) * p.h + u32(iy)) * p.w + u32(ix)];
+        }
+        v[j] = e;
+        ox += 1u;
+        if ox == p.ow { ox = 0u; oy += 1u; }
+        if oy == p.oh { oy = 0u; bi += 1u; }
+    }
+    col[i] = v;
+}
+
+@compute @workgroup_size(WG)
+fn col2im(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+          @builtin(local_invocation_id) lid: vec3u) {
+    let i = linear(wid, nwg, lid);
+    if i >= p.batch * p.cin * p.h * p.w { return; }
+    let ix = i % p.w;
+    let iy = (i / p.w) % p.h;
+    let c = (i / (p.w * p.h)) % p.cin;
+    let bi = i / (p.w * p.h * p.cin);
+    // dx[b, c, iy, ix] = sum of col entries with oy*stride + r - pad == iy (and the same
+    // for x): r runs over the residue class of iy + pad modulo stride, oy steps down by
+    // one as r steps up by stride. No division inside the loops.
+    let ty = iy + p.pad;
+    let tx = ix + p.pad;
+    let r0 = ty % p.stride;
+    let s0 = tx % p.stride;
+    let base = bi * p.oh * p.ow;
+    var acc = 0.0;
+    var r = r0;
+    var oy = i32(ty / p.stride);
+    for (; r < p.r; r += p.stride) {
+        if oy < 0 { break; }
+        if u32(oy) < p.oh {
+            var s = s0;
+            var ox = i32(tx / p.stride);
+            for (; s < p.s; s += p.stride) {
+                if ox < 0 { break; }
+                if u32(ox) < p.ow {
+                    let k = (c * p.r + r) * p.s + s;
+                    acc += dcol[k * p.cols + base + u32(oy) * p.ow + u32(ox)];
+                }
+                ox -= 1;
+            }
+        }
+        oy -= 1;
+    }
+    dx[i] = acc;
+}
+
+@compute @workgroup_size(WG)
+fn pad_weight(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+              @builtin(local_invocation_id) lid: vec3u) {
+    let i = linear(wid, nwg, lid);
+    if i >= p.cout * p.rows_out { return; }
+    let m = i / p.rows_out;
+    let k = i - m * p.rows_out;
+    wp[i] = select(0.0, wt[min(m * p.rows + k, p.cout * p.rows - 1u)], k < p.rows);
+}

@@ -1,0 +1,142 @@
+//! Convolution through an explicit im2col buffer, for CPU adapters (family
+//! `Im2colVec4`): the gathers run once in shaders/im2col.wgsl and the products run
+//! through `gemm_vec4` (modes 4-6 of shaders/gemm.wgsl), where llvmpipe turns each
+//! 16-byte load into one vector load instead of four gathers.
+//!
+//! Dimensions as in ops/conv2d.rs; P = OH*OW, KC = C*R*S. The column matrix is
+//! col [KC, N*P] (row k = (c, r, s), column n = (b, oy, ox)):
+//!   forward  y = W [K, KC] . col               (NN; stored straight into NCHW y)
+//!   dW       dW (+)= dy [K, (b, p)] . col^T    (NT; dy read per image, reduction over b, p)
+//!   dX       dcol = W^T . dy [K, (b, p)]       (TN), then dx = col2im(dcol) (a gather)
+//! A K x C*R*S weight whose row length KC is not a multiple of 4 is first copied into a
+//! zero-padded [K, KP] scratch (KP = KC rounded up), and col/dcol get KP rows, so the
+//! forward and dX GEMMs take any KC; dW reads only the first KC rows of col.
+//! Every output element is one sequential f32 sum in a fixed order: no atomics, the
+//! results are the same run to run. col and dcol are op-owned scratch
+//! (`Tensor::empty`), kept alive by the bind groups that use them.
+
+use super::conv2d::Conv2d;
+use super::gemm::{launch, vec4_fits, GemmConfig, Params};
+use super::Dispatch;
+use crate::gpu::Gpu;
+use crate::pipelines::Kernel;
+use crate::shaders::Shader;
+use crate::tensor::{DType, Tensor};
+use crate::Result;
+
+/// The uniform of shaders/im2col.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct ColParams {
+    batch: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    r: u32,
+    s: u32,
+    stride: u32,
+    pad: u32,
+    oh: u32,
+    ow: u32,
+    rows: u32,
+    cols: u32,
+    rows_out: u32,
+    cout: u32,
+}
+
+const WG: u32 = 64;
+
+/// KC = C*R*S rounded up to a multiple of 4: the rows of col/dcol in forward and dX.
+pub(crate) fn kc_padded(c: &Conv2d) -> usize {
+    (c.cin * c.r * c.s).next_multiple_of(4)
+}
+
+fn col_params(c: &Conv2d, rows_out: usize) -> ColParams {
+    ColParams {
+        batch: c.batch as u32,
+        cin: c.cin as u32,
+        h: c.h as u32,
+        w: c.w as u32,
+        r: c.r as u32,
+        s: c.s as u32,
+        stride: c.stride as u32,
+        pad: c.pad as u32,
+        oh: c.oh() as u32,
+        ow: c.ow() as u32,
+        rows: (c.cin * c.r * c.s) as u32,
+        cols: (c.batch * c.oh() * c.ow()) as u32,
+        rows_out: rows_out as u32,
+        cout: c.cout as u32,
+    }
+}
+
+/// Elements of the (padded) column matrix, and of dcol.
+fn col_len(c: &Conv2d) -> usize {
+    kc_padded(c) * c.batch * c.oh() * c.ow()
+}
+
+/// Whether a pass of mode `mode` (4 forward, 5 dcol, 6 dW) can run this way: the vec4
+/// forms fit the shape (else the caller uses the implicit modes) and col fits one
+/// storage binding.
+pub(crate) fn fits(gpu: &Gpu, mode: u32, trans: (bool, bool), c: &Conv2d, params: &Params) -> bool {
+    let limits = gpu.limits();
+    let bytes = 4 * col_len(c) as u64;
+    vec4_fits(mode, trans, params) && bytes <= limits.max_storage_buffer_binding_size && bytes <= limits.max_buffer_size
+}
+
+/// col = im2col(x) with `rows` rows (KC, or KP with zero rows past KC), a fresh scratch
+/// tensor, and the dispatch that fills it.
+fn im2col(gpu: &Gpu, c: &Conv2d, x: &Tensor, rows: usize) -> Result<(Tensor, Dispatch)> {
+    let cols = c.batch * c.oh() * c.ow();
+    let col = Tensor::empty(gpu, &[rows, cols], DType::F32)?;
+    let kernel = Kernel::new(Shader::Im2col, "im2col").with("WG", WG);
+    let groups = gpu.grid_for(rows * cols / 4, WG);
+    let d = Dispatch::new(gpu, &kernel, &col_params(c, rows), &[(1, x), (2, &col)], groups)?;
+    Ok((col, d))
+}
+
+/// The weight as [K, KP]: `w` itself when KC % 4 == 0, else a zero-padded scratch copy
+/// and the dispatch that writes it (recorded first).
+fn padded_weight(gpu: &Gpu, c: &Conv2d, w: &Tensor, out: &mut Vec<Dispatch>) -> Result<Tensor> {
+    let kp = kc_padded(c);
+    if kp == c.cin * c.r * c.s {
+        return Ok(w.clone());
+    }
+    let wp = Tensor::empty(gpu, &[c.cout, kp], DType::F32)?;
+    let kernel = Kernel::new(Shader::Im2col, "pad_weight").with("WG", WG);
+    let groups = gpu.grid_for(c.cout * kp, WG);
+    out.push(Dispatch::new(gpu, &kernel, &col_params(c, kp), &[(5, w), (6, &wp)], groups)?);
+    Ok(wp)
+}
+
+#[allow(clippy::too_many_arguments)]
+/// Forward: [pad_weight?, im2col, NN GEMM]. `params` is mode 4's (M = K, N = N*P, K = KP).
+pub(crate) fn forward(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, y: &Tensor) -> Result<Vec<Dispatch>> {
+    let mut out = Vec::new();
+    let wp = padded_weight(gpu, c, w, &mut out)?;
+    let (col, fill) = im2col(gpu, c, x, kc_padded(c))?;
+    out.push(fill);
+    out.push(launch(gpu, "conv2d_forward", cfg, 4, (false, false), p, &wp, &col, bias, y)?);
+    Ok(out)
+}
+
+/// dW: [im2col, NT GEMM]. `params` is mode 6's (M = K, N = KC, K = N*P).
+pub(crate) fn backward_weight(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params, x: &Tensor, dy: &Tensor, dw: &Tensor) -> Result<Vec<Dispatch>> {
+    let (col, fill) = im2col(gpu, c, x, c.cin * c.r * c.s)?;
+    let mm = launch(gpu, "conv2d_backward_weight", cfg, 6, (false, true), p, dy, &col, None, dw)?;
+    Ok(vec![fill, mm])
+}
+
+/// dX: [pad_weight?, TN GEMM into dcol, col2im]. `params` is mode 5's (M = KP, N = N*P,
+/// K = K).
+pub(crate) fn backward_input(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params, w: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<Vec<Dispatch>> {
+    let mut out = Vec::new();
+    let wp = padded_weight(gpu, c, w, &mut out)?;
+    let kp = kc_padded(c);
+    let dcol = Tensor::empty(gpu, &[kp, c.batch * c.oh() * c.ow()], DType::F32)?;
+    out.push(launch(gpu, "conv2d_backward_input", cfg, 5, (true, false), p, &wp, dy, None, &dcol)?);
+    let kernel = Kernel::new(Shader::Im2col, "col2im").with("WG", WG);
+    let groups = gpu.grid_for(c.x_len(), WG);
+    out.push(Dispatch::new(gpu, &kernel, &col_params(c, kp), &[(3, &dcol), (4, dx)], groups)?);
+    Ok(out)
+}
