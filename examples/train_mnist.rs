@@ -268,7 +268,8 @@ fn print_summary(r: &TrainReport, save: &Path) {
         let source = if t.from_cache { "from the cache" } else { "measured" };
         println!("kernel variants ({source}, {:.2} s):", t.seconds);
         for (key, (variant, secs)) in &t.chosen {
-            println!("  {variant:<14} {:>9.3} ms  {key}", secs * 1e3);
+            let time = if secs.is_nan() { "  (no rival)".to_string() } else { format!("{:>9.3} ms", secs * 1e3) };
+            println!("  {variant:<14} {time}  {key}");
         }
     }
 }

@@ -52,14 +52,20 @@ pub struct TuneReport {
     pub cache_file: Option<PathBuf>,
 }
 
-/// The variants worth timing on this adapter: the register-blocked families on CPU
-/// adapters (workgroup memory and barriers are slow there), the tiled ones on GPUs.
-pub fn candidates(gpu: &Gpu) -> Vec<GemmConfig> {
-    let all = GemmConfig::ALL.iter().map(|(_, c)| *c);
+/// The variants worth timing for a step on this adapter. On CPU adapters convolutions
+/// take the im2col family (the implicit-GEMM families measured 4-10x slower on llvmpipe,
+/// BENCHMARKS.md), and plain GEMMs choose between vec4 and register blocking (small shapes);
+/// on GPUs every tiled family competes for every step.
+pub fn candidates(gpu: &Gpu, key: &str) -> Vec<GemmConfig> {
+    use crate::ops::gemm::Family;
     if gpu.info().is_cpu() {
-        all.filter(|c| !matches!(c.family, crate::ops::gemm::Family::Tiled | crate::ops::gemm::Family::Tiled4)).collect()
+        if key.starts_with("conv2d") {
+            vec![GemmConfig::IM2COL_VEC4]
+        } else {
+            vec![GemmConfig::VEC4, GemmConfig::REGBLOCK_4X4]
+        }
     } else {
-        all.filter(|c| matches!(c.family, crate::ops::gemm::Family::Tiled | crate::ops::gemm::Family::Tiled4)).collect()
+        GemmConfig::ALL.iter().map(|(_, c)| *c).filter(|c| matches!(c.family, Family::Tiled | Family::Tiled4)).collect()
     }
 }
 
@@ -107,12 +113,30 @@ pub fn tune(gpu: &Gpu, graph: &Graph, optimizer: Optimizer) -> Result<(Tuning, T
     drop(probe);
     let missing = keys.iter().any(|k| !cached.contains_key(k));
     if missing {
-        // time every candidate on every step; keep the fastest per key
+        // Time each candidate on the steps it competes for; keep the fastest per key. A key
+        // with a single candidate is decided without timing.
         let mut best: HashMap<String, (String, f64)> = HashMap::new();
-        for cfg in candidates(gpu) {
+        let mut all: Vec<GemmConfig> = Vec::new();
+        for k in &keys {
+            let c = candidates(gpu, k);
+            if c.len() == 1 {
+                best.insert(k.clone(), (c[0].name(), f64::NAN));
+            }
+            for cfg in c {
+                if !all.contains(&cfg) {
+                    all.push(cfg);
+                }
+            }
+        }
+        for cfg in all {
+            let timed = |k: &str| best.get(k).is_none_or(|b| !b.1.is_nan()) && candidates(gpu, k).contains(&cfg);
+            if !keys.iter().any(|k| timed(k)) {
+                continue;
+            }
             let exec = Executor::new(gpu, graph, Mode::Train, Some(optimizer), &cfg, None)?;
-            for (key, secs) in exec.tune_keys().into_iter().zip(exec.time_steps(3)?) {
-                let Some(key) = key else { continue };
+            let times = exec.time_steps(3, &timed)?;
+            for (key, secs) in exec.tune_keys().into_iter().zip(times) {
+                let (Some(key), Some(secs)) = (key, secs) else { continue };
                 let e = best.entry(key).or_insert((cfg.name(), f64::INFINITY));
                 if secs < e.1 {
                     *e = (cfg.name(), secs);

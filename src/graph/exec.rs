@@ -255,13 +255,13 @@ impl<'g> Executor<'g> {
         self.plan.steps.iter().map(|s| self.tune_key(s)).collect()
     }
 
-    /// Median seconds of each plan step run alone (submit + wait), `reps` runs after a
-    /// warm-up; steps without a tune key report 0.
-    pub fn time_steps(&self, reps: usize) -> Result<Vec<f64>> {
+    /// Median seconds of each plan step whose tune key passes `which`, run alone (submit +
+    /// wait) `reps` times after a warm-up; None for the other steps.
+    pub fn time_steps(&self, reps: usize, which: &dyn Fn(&str) -> bool) -> Result<Vec<Option<f64>>> {
         let mut out = Vec::new();
         for (step, range) in self.plan.steps.iter().zip(&self.step_ranges) {
-            if self.tune_key(step).is_none() {
-                out.push(0.0);
+            if !self.tune_key(step).is_some_and(|k| which(&k)) {
+                out.push(None);
                 continue;
             }
             let ds: Vec<&Dispatch> = self.dispatches[range.clone()].iter().collect();
@@ -275,7 +275,7 @@ impl<'g> Executor<'g> {
                 }
             }
             times.sort_by(f64::total_cmp);
-            out.push(times[times.len() / 2]);
+            out.push(Some(times[times.len() / 2]));
         }
         Ok(out)
     }
