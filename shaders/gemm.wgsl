@@ -33,7 +33,9 @@ struct Params {
     flags: u32,
     batch: u32, cin: u32, h: u32, w: u32,
     cout: u32, r: u32, s: u32, stride: u32,
-    oh: u32, ow: u32, pad: u32, _pad: u32,
+    oh: u32, ow: u32, pad: u32,
+    // with SPLIT_K: the K range of each z slice (a multiple of BK)
+    k_chunk: u32,
 }
 
 override MODE: u32 = 0u;
@@ -49,6 +51,11 @@ override TN: u32 = 4u;
 const TMAX: u32 = 8u;
 // Invocations per workgroup, x along N, y along M.
 override WGX: u32 = 16u;
+// Split-K (tiled and register-blocked families): workgroup z takes the K range
+// [z * k_chunk, (z + 1) * k_chunk) and writes its raw partial sums to slice z of c
+// ([split][M][N], no epilogue); reduce.wgsl's splitk_sum adds the slices in a fixed order.
+// For long reductions with few output tiles (a convolution's weight gradient).
+override SPLIT_K: bool = false;
 override WGY: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -170,6 +177,25 @@ fn store_c(m: u32, n: u32, acc: f32) {
     c[idx] = v;
 }
 
+fn k_range(z: u32) -> vec2u {
+    if SPLIT_K { return vec2u(z * p.k_chunk, min((z + 1u) * p.k_chunk, p.k)); }
+    return vec2u(0u, p.k);
+}
+
+// The workgroup's column block: beyond 65535 column blocks continue in z (not with SPLIT_K).
+fn col_block(wid: vec3u, nwg: vec3u) -> u32 {
+    if SPLIT_K { return wid.x; }
+    return wid.x + wid.z * nwg.x;
+}
+
+fn store_out(z: u32, m: u32, n: u32, acc: f32) {
+    if SPLIT_K {
+        c[(z * p.m + m) * p.n + n] = acc;
+    } else {
+        store_c(m, n, acc);
+    }
+}
+
 var<workgroup> tile_a: array<f32, BM * BK>;   // [BK][BM]
 var<workgroup> tile_b: array<f32, BK * BN>;   // [BK][BN]
 
@@ -183,7 +209,8 @@ fn gemm_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
               @builtin(local_invocation_id) lid: vec3u) {
     // Column blocks beyond 65535 continue in z (the host splits the grid).
     let row0 = wid.y * BM;
-    let col0 = (wid.x + wid.z * nwg.x) * BN;
+    let col0 = col_block(wid, nwg) * BN;
+    let kr = k_range(wid.z);
     let tid = lid.y * WGX + lid.x;
     let threads = WGX * WGY;
     var acc: array<array<f32, TMAX>, TMAX>;
@@ -192,7 +219,7 @@ fn gemm_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
     }
     var a_reg: array<f32, TMAX>;
     var b_reg: array<f32, TMAX>;
-    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+    for (var k0 = kr.x; k0 < kr.y; k0 += BK) {
         // Stage the A and B tiles; consecutive invocations read consecutive addresses.
         for (var e = tid; e < BM * BK; e += threads) {
             var mm: u32; var kk: u32;
@@ -220,7 +247,7 @@ fn gemm_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
         let m = row0 + lid.y + i * WGY;
         for (var j = 0u; j < TN; j++) {
             let n = col0 + lid.x + j * WGX;
-            if m < p.m && n < p.n { store_c(m, n, acc[i][j]); }
+            if m < p.m && n < p.n { store_out(wid.z, m, n, acc[i][j]); }
         }
     }
 }
@@ -231,7 +258,8 @@ fn gemm_regblock(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
     // Invocation (x, y) owns the TM x TN block at rows y*TM.., columns x*TN..; column
     // blocks beyond 65535 workgroups continue in z.
     let row0 = (wid.y * WGY + lid.y) * TM;
-    let col0 = ((wid.x + wid.z * nwg.x) * WGX + lid.x) * TN;
+    let col0 = (col_block(wid, nwg) * WGX + lid.x) * TN;
+    let kr = k_range(wid.z);
     if row0 >= p.m || col0 >= p.n { return; }
     var acc: array<array<f32, TMAX>, TMAX>;
     for (var i = 0u; i < TM; i++) {
@@ -239,7 +267,7 @@ fn gemm_regblock(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
     }
     var a_reg: array<f32, TMAX>;
     var b_reg: array<f32, TMAX>;
-    for (var k = 0u; k < p.k; k++) {
+    for (var k = kr.x; k < kr.y; k++) {
         for (var i = 0u; i < TM; i++) { a_reg[i] = load_a(row0 + i, k); }
         for (var j = 0u; j < TN; j++) { b_reg[j] = load_b(k, col0 + j); }
         for (var i = 0u; i < TM; i++) {
@@ -248,7 +276,7 @@ fn gemm_regblock(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
     }
     for (var i = 0u; i < TM; i++) {
         for (var j = 0u; j < TN; j++) {
-            if row0 + i < p.m && col0 + j < p.n { store_c(row0 + i, col0 + j, acc[i][j]); }
+            if row0 + i < p.m && col0 + j < p.n { store_out(wid.z, row0 + i, col0 + j, acc[i][j]); }
         }
     }
 }
@@ -353,14 +381,15 @@ var<workgroup> tile_b4: array<vec4<f32>, BK * BN / 4u>;   // [BK][BN/4]
 fn gemm_tiled4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                @builtin(local_invocation_id) lid: vec3u) {
     let row0 = wid.y * BM;
-    let col0 = (wid.x + wid.z * nwg.x) * BN;
+    let col0 = col_block(wid, nwg) * BN;
+    let kr = k_range(wid.z);
     let tid = lid.y * WGX + lid.x;
     let threads = WGX * WGY;
     let bm4 = BM / 4u;
     let bn4 = BN / 4u;
     var acc: array<vec4<f32>, 16>;   // [TM][TN/4], TM * TN <= 64
     for (var i = 0u; i < TM * TN / 4u; i++) { acc[i] = vec4<f32>(0.0); }
-    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+    for (var k0 = kr.x; k0 < kr.y; k0 += BK) {
         for (var e = tid; e < BM * BK / 4u; e += threads) {
             // four consecutive rows of one k
             var kk: u32; var m4: u32;
@@ -399,7 +428,7 @@ fn gemm_tiled4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
                 let v = acc[(4u * r + i) * (TN / 4u) + c];
                 let n = col0 + 4u * (lid.x + c * WGX);
                 for (var j = 0u; j < 4u; j++) {
-                    if m < p.m && n + j < p.n { store_c(m, n + j, v[j]); }
+                    if m < p.m && n + j < p.n { store_out(wid.z, m, n + j, v[j]); }
                 }
             }
         }

@@ -41,3 +41,19 @@ fn bias_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
         db[ch] = select(0.0, db[ch], p.accumulate != 0u) + partial[0];
     }
 }
+
+// ---- splitk_sum: out[i] (+)= sum over s of part[s * n + i], the slices of a split-K GEMM
+// (shaders/gemm.wgsl, SPLIT_K), added in slice order: deterministic. Params reuse:
+// outer = number of slices, c = n (elements per slice), accumulate as above.
+@group(0) @binding(3) var<storage, read> part: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+@compute @workgroup_size(WG)
+fn splitk_sum(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+              @builtin(local_invocation_id) lid: vec3u) {
+    let i = (wid.x + wid.y * nwg.x) * WG + lid.x;
+    if i >= p.c { return; }
+    var s = select(0.0, out[i], p.accumulate != 0u);
+    for (var z = 0u; z < p.outer; z++) { s += part[z * p.c + i]; }
+    out[i] = s;
+}

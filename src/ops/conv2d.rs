@@ -7,7 +7,7 @@
 //! Dimensions: batch N, input channels C, H x W input, K output channels, R x S kernel,
 //! OH x OW output, one stride and one zero padding for both axes (dilation 1, groups 1).
 
-use super::gemm::{check_len, flags, launch, Bias, Family, GemmConfig, Params};
+use super::gemm::{launch_split_k, check_len, flags, launch, Bias, Family, GemmConfig, Params};
 use super::im2col;
 use super::Dispatch;
 use crate::gpu::Gpu;
@@ -80,7 +80,7 @@ impl Conv2d {
             oh: self.oh() as u32,
             ow: self.ow() as u32,
             pad: self.pad as u32,
-            _pad: 0,
+            k_chunk: 0,
         }
     }
 }
@@ -154,5 +154,5 @@ pub fn conv2d_backward_weight(
     if cfg.family == Family::Im2colVec4 && im2col::fits(gpu, 6, (false, true), conv, &p) {
         return im2col::backward_weight(gpu, cfg, conv, p, x, dy, dw);
     }
-    Ok(vec![launch(gpu, op, cfg, 3, (false, false), p, dy, x, None, dw)?])
+    launch_split_k(gpu, op, cfg, 3, p, dy, x, dw)
 }

@@ -154,7 +154,8 @@ pub(crate) struct Params {
     pub oh: u32,
     pub ow: u32,
     pub pad: u32,
-    pub _pad: u32,
+    /// K range per z slice with split-K (0 otherwise)
+    pub k_chunk: u32,
 }
 
 pub(crate) fn flags(accumulate: bool, relu: bool, bias: Bias) -> u32 {
@@ -206,6 +207,62 @@ pub(crate) fn launch(
     bias: Option<&Tensor>,
     c: &Tensor,
 ) -> Result<Dispatch> {
+    launch_impl(gpu, op, cfg, mode, trans, params, a, b, bias, c, 1)
+}
+
+/// `launch` for a long reduction into few output tiles (a convolution's weight
+/// gradient): on the tiled and register-blocked families the K range is split across
+/// workgroup z into raw partial slices, then summed in slice order (deterministic) into
+/// `c` with the accumulate flag of `params`. No bias or ReLU epilogue.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn launch_split_k(
+    gpu: &Gpu,
+    op: &str,
+    cfg: &GemmConfig,
+    mode: u32,
+    params: Params,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+) -> Result<Vec<Dispatch>> {
+    let (bm, bn) = cfg.block();
+    let tiles = params.m.div_ceil(bm) * params.n.div_ceil(bn);
+    let bk = cfg.bk.max(1);
+    let split = match cfg.family {
+        Family::Tiled | Family::Tiled4 | Family::RegBlock => (SPLIT_TARGET_GROUPS / tiles.max(1)).min(params.k / (8 * bk)),
+        _ => 1,
+    };
+    let max = gpu.limits().max_compute_workgroups_per_dimension;
+    if split <= 1 || params.flags & !1 != 0 || params.n.div_ceil(bn) > max {
+        return Ok(vec![launch(gpu, op, cfg, mode, (false, false), params, a, b, None, c)?]);
+    }
+    let chunk = params.k.div_ceil(split).next_multiple_of(bk);
+    let split = params.k.div_ceil(chunk);
+    let part = Tensor::empty(gpu, &[(split * params.m * params.n) as usize], DType::F32)?;
+    let partial = Params { k_chunk: chunk, ..params };
+    let first = launch_impl(gpu, op, cfg, mode, (false, false), partial, a, b, None, &part, split)?;
+    let sum = crate::ops::reduce::splitk_sum(gpu, &part, split as usize, c, params.flags & 1 != 0)?;
+    Ok(vec![first, sum])
+}
+
+/// Workgroups a split-K launch aims for: enough to fill a large GPU (132 SMs on an H100)
+/// twice over.
+const SPLIT_TARGET_GROUPS: u32 = 264;
+
+#[allow(clippy::too_many_arguments)]
+fn launch_impl(
+    gpu: &Gpu,
+    op: &str,
+    cfg: &GemmConfig,
+    mode: u32,
+    trans: (bool, bool),
+    params: Params,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    c: &Tensor,
+    split: u32,
+) -> Result<Dispatch> {
     let vec4_family = matches!(cfg.family, Family::Vec4 | Family::Im2colVec4);
     if cfg.tm > 8
         || cfg.tn > 8
@@ -248,7 +305,8 @@ pub(crate) fn launch(
         .with("TM", cfg.tm)
         .with("TN", cfg.tn)
         .with("WGX", cfg.wgx)
-        .with("WGY", cfg.wgy);
+        .with("WGY", cfg.wgy)
+        .with("SPLIT_K", split > 1);
     let (bm, bn) = cfg.block();
     let max = gpu.limits().max_compute_workgroups_per_dimension;
     let rows = params.m.div_ceil(bm);
@@ -256,9 +314,14 @@ pub(crate) fn launch(
     if rows > max {
         return Err(Error::unsupported(op, format!("M = {} needs {rows} row blocks, over the limit {max}", params.m)));
     }
-    // Column blocks beyond the per-dimension limit continue in z.
-    let z = cols.div_ceil(max);
-    let groups = [cols.div_ceil(z), rows, z];
+    // Column blocks beyond the per-dimension limit continue in z (split-K uses z itself;
+    // launch_split_k checks the columns fit).
+    let groups = if split > 1 {
+        [cols, rows, split]
+    } else {
+        let z = cols.div_ceil(max);
+        [cols.div_ceil(z), rows, z]
+    };
     let dummy;
     let bias = match bias {
         Some(t) => t,

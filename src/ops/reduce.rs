@@ -26,3 +26,13 @@ pub fn bias_backward(gpu: &Gpu, dy: &Tensor, db: &Tensor, accumulate: bool) -> R
     let params = Params { outer: outer as u32, c: c as u32, inner: inner as u32, accumulate: accumulate as u32 };
     Dispatch::new(gpu, &Kernel::new(Shader::Reduce, "bias_backward"), &params, &[(1, dy), (2, db)], gpu.grid(c as u64))
 }
+
+/// out[i] (+)= sum over the `splits` slices of `part` ([splits][n]), in slice order.
+pub fn splitk_sum(gpu: &Gpu, part: &Tensor, splits: usize, out: &Tensor, accumulate: bool) -> Result<Dispatch> {
+    let n = out.len();
+    if part.len() != splits * n || part.dtype() != DType::F32 || out.dtype() != DType::F32 {
+        return Err(Error::shape("splitk_sum", format!("{} partial values for {splits} slices of {n}", part.len())));
+    }
+    let params = Params { outer: splits as u32, c: n as u32, inner: 1, accumulate: accumulate as u32 };
+    Dispatch::new(gpu, &Kernel::new(Shader::Reduce, "splitk_sum"), &params, &[(3, part), (4, out)], gpu.grid_for(n, 256))
+}
