@@ -65,7 +65,7 @@ pub fn candidates(gpu: &Gpu, key: &str) -> Vec<GemmConfig> {
             vec![GemmConfig::VEC4, GemmConfig::REGBLOCK_4X4]
         }
     } else {
-        GemmConfig::ALL.iter().map(|(_, c)| *c).filter(|c| matches!(c.family, Family::Tiled | Family::Tiled4)).collect()
+        GemmConfig::ALL.iter().map(|(_, c)| *c).filter(|c| c.family == Family::Tiled).collect()
     }
 }
 

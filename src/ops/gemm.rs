@@ -29,8 +29,6 @@ pub struct GemmConfig {
 pub enum Family {
     /// Workgroup-memory tiles + register blocking: real GPUs.
     Tiled,
-    /// Tiles with 16-byte workgroup-memory reads (TM and TN multiples of 4).
-    Tiled4,
     /// Register blocking straight from global memory, no barriers: llvmpipe.
     RegBlock,
     /// 4x4 register blocks with 16-byte loads along the contiguous dimension (plain GEMM
@@ -53,12 +51,10 @@ impl GemmConfig {
     /// 4x8 per invocation (more reuse of each A value), 16x4 invocations.
     pub const REGBLOCK_4X8: GemmConfig = GemmConfig { family: Family::RegBlock, wgx: 4, wgy: 16, tm: 4, tn: 8, bk: 1 };
 
-    /// 128x128 tiles, 8x8 per invocation read as vec4s, K slices of 16.
-    pub const TILED4_128: GemmConfig = GemmConfig { family: Family::Tiled4, wgx: 16, wgy: 16, tm: 8, tn: 8, bk: 16 };
-    /// 64x64 tiles, 4x4 per invocation read as vec4s, K slices of 16.
-    pub const TILED4_64: GemmConfig = GemmConfig { family: Family::Tiled4, wgx: 16, wgy: 16, tm: 4, tn: 4, bk: 16 };
-    /// 128x64 tiles, 8x4 per invocation.
-    pub const TILED4_128X64: GemmConfig = GemmConfig { family: Family::Tiled4, wgx: 16, wgy: 16, tm: 8, tn: 4, bk: 16 };
+    /// 64x128 tiles (32x16 invocations, 4x4 each), K slices of 16.
+    pub const TILED_64X128: GemmConfig = GemmConfig { family: Family::Tiled, wgx: 32, wgy: 16, tm: 4, tn: 4, bk: 16 };
+    /// 64x64 tiles, 4x4 per invocation, K slices of 32 (half the barriers per K).
+    pub const TILED_64_BK32: GemmConfig = GemmConfig { family: Family::Tiled, wgx: 16, wgy: 16, tm: 4, tn: 4, bk: 32 };
 
     /// vec4 loads, 4x4 per invocation (TM rows x 4 columns), 8x8 invocations.
     pub const VEC4: GemmConfig = GemmConfig { family: Family::Vec4, wgx: 16, wgy: 4, tm: 8, tn: 4, bk: 1 };
@@ -67,12 +63,11 @@ impl GemmConfig {
     pub const IM2COL_VEC4: GemmConfig = GemmConfig { family: Family::Im2colVec4, ..Self::VEC4 };
 
     /// Every variant, by name: what benches and tests iterate over.
-    pub const ALL: [(&'static str, GemmConfig); 9] = [
+    pub const ALL: [(&'static str, GemmConfig); 8] = [
         ("tiled64", Self::TILED_64),
         ("tiled128", Self::TILED_128),
-        ("tiled4_64", Self::TILED4_64),
-        ("tiled4_128x64", Self::TILED4_128X64),
-        ("tiled4_128", Self::TILED4_128),
+        ("tiled64x128", Self::TILED_64X128),
+        ("tiled64_bk32", Self::TILED_64_BK32),
         ("regblock4x4", Self::REGBLOCK_4X4),
         ("regblock4x8", Self::REGBLOCK_4X8),
         ("vec4", Self::VEC4),
@@ -229,7 +224,7 @@ pub(crate) fn launch_split_k(
     let tiles = params.m.div_ceil(bm) * params.n.div_ceil(bn);
     let bk = cfg.bk.max(1);
     let split = match cfg.family {
-        Family::Tiled | Family::Tiled4 | Family::RegBlock => (SPLIT_TARGET_GROUPS / tiles.max(1)).min(params.k / (8 * bk)),
+        Family::Tiled | Family::RegBlock => (SPLIT_TARGET_GROUPS / tiles.max(1)).min(params.k / (8 * bk)),
         _ => 1,
     };
     let max = gpu.limits().max_compute_workgroups_per_dimension;
@@ -269,7 +264,6 @@ fn launch_impl(
         || cfg.tm == 0
         || cfg.tn == 0
         || (vec4_family && cfg.tn != 4)
-        || (cfg.family == Family::Tiled4 && (cfg.tm % 4 != 0 || cfg.tn % 4 != 0))
     {
         return Err(Error::unsupported(op, format!("tile {}x{} per invocation (1..=8 each)", cfg.tm, cfg.tn)));
     }
@@ -285,7 +279,6 @@ fn launch_impl(
     }
     let (entry, a_binding, b_binding) = match cfg.family {
         Family::Tiled => ("gemm_tiled", 1, 2),
-        Family::Tiled4 => ("gemm_tiled4", 1, 2),
         Family::Vec4 | Family::Im2colVec4 if vec4_ok => ("gemm_vec4", 5, 6),
         Family::RegBlock | Family::Vec4 | Family::Im2colVec4 => ("gemm_regblock", 1, 2),
     };
