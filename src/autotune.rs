@@ -55,9 +55,9 @@ pub struct TuneReport {
 /// The variants worth timing for a step on this adapter. On CPU adapters convolutions
 /// take the im2col family (the implicit-GEMM families measured 4-10x slower on llvmpipe,
 /// BENCHMARKS.md), and plain GEMMs choose between vec4 and register blocking (small shapes);
-/// on GPUs every tiled family competes for every step.
+/// on GPUs the two tiled shapes that won somewhere on an H100 (64x64 and 64x128 tiles)
+/// compete; each candidate costs its pipelines' compilation at a cold start.
 pub fn candidates(gpu: &Gpu, key: &str) -> Vec<GemmConfig> {
-    use crate::ops::gemm::Family;
     if gpu.info().is_cpu() {
         if key.starts_with("conv2d") {
             vec![GemmConfig::IM2COL_VEC4]
@@ -65,7 +65,7 @@ pub fn candidates(gpu: &Gpu, key: &str) -> Vec<GemmConfig> {
             vec![GemmConfig::VEC4, GemmConfig::REGBLOCK_4X4]
         }
     } else {
-        GemmConfig::ALL.iter().map(|(_, c)| *c).filter(|c| c.family == Family::Tiled).collect()
+        vec![GemmConfig::TILED_64, GemmConfig::TILED_64X128]
     }
 }
 
