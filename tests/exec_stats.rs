@@ -1,28 +1,13 @@
 //! ExecStats over a 100-step run. In its own test binary: the counters are the GPU's, and
 //! other tests running in parallel on the same GPU would move them.
 
-use kiln::graph::{Executor, Graph, Mode};
-use kiln::nn::{Dropout, Flatten, Layer, Linear, ReLU, Sequential};
+use kiln::graph::{Executor, Mode};
 use kiln::ops::gemm::GemmConfig;
 use kiln::ops::optim::Optimizer;
 use kiln::testing::{gpu, Rng};
 
-const BATCH: usize = 8;
-
-fn small_mlp() -> Graph {
-    let layers = Sequential::new()
-        .add("flatten", Flatten)
-        .add("fc1", Linear::new(36, 16))
-        .add("relu", ReLU)
-        .add("dropout", Dropout(0.25))
-        .add("fc2", Linear::new(16, 4));
-    let mut g = Graph::new(1);
-    let x = g.input("input", &[BATCH, 1, 6, 6]).unwrap();
-    let labels = g.labels("labels", BATCH);
-    let logits = layers.build(&mut g, "", x).unwrap();
-    g.softmax_cross_entropy("loss", logits, labels).unwrap();
-    g
-}
+mod common;
+use common::{small_mlp, BATCH};
 
 #[test]
 fn a_training_step_is_one_submit_with_no_readback() {

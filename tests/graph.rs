@@ -4,46 +4,13 @@
 
 use kiln::graph::cpu::CpuExecutor;
 use kiln::graph::{Executor, Graph, Mode};
-use kiln::nn::{Conv2d, Dropout, Flatten, Layer, Linear, MaxPool2d, ReLU, Sequential};
+use kiln::nn::{Conv2d, Layer, Linear};
 use kiln::ops::gemm::GemmConfig;
 use kiln::ops::optim::Optimizer;
 use kiln::testing::{assert_close, gpu, Rng, FINITE_DIFF, TRAINING};
 
-const BATCH: usize = 8;
-
-fn classifier(layers: Sequential, input: &[usize], seed: u64) -> Graph {
-    let mut g = Graph::new(seed);
-    let x = g.input("input", input).unwrap();
-    let labels = g.labels("labels", input[0]);
-    let logits = layers.build(&mut g, "", x).unwrap();
-    g.softmax_cross_entropy("loss", logits, labels).unwrap();
-    g
-}
-
-fn small_mlp() -> Graph {
-    let layers = Sequential::new()
-        .add("flatten", Flatten)
-        .add("fc1", Linear::new(36, 16))
-        .add("relu", ReLU)
-        .add("dropout", Dropout(0.25))
-        .add("fc2", Linear::new(16, 4));
-    classifier(layers, &[BATCH, 1, 6, 6], 11)
-}
-
-fn small_cnn() -> Graph {
-    let layers = Sequential::new()
-        .add("conv1", Conv2d::new(1, 3, 3).padding(1))
-        .add("relu1", ReLU)
-        .add("pool1", MaxPool2d { kernel: 2, stride: 2 })
-        .add("conv2", Conv2d::new(3, 4, 3).padding(1))
-        .add("relu2", ReLU)
-        .add("pool2", MaxPool2d { kernel: 2, stride: 2 })
-        .add("flatten", Flatten)
-        .add("fc1", Linear::new(4 * 2 * 2, 8))
-        .add("relu3", ReLU)
-        .add("fc2", Linear::new(8, 5));
-    classifier(layers, &[BATCH, 1, 8, 8], 12)
-}
+mod common;
+use common::{small_cnn, small_mlp, BATCH};
 
 fn batches(steps: usize, pixels: usize, classes: u32, seed: u64) -> Vec<(Vec<f32>, Vec<u32>)> {
     let mut rng = Rng::new(seed);
