@@ -51,10 +51,11 @@ def main():
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    torch.manual_seed(1)
+    torch.manual_seed(a.seed)
     dev = torch.device(a.device)
     (xtr, ytr), (xte, yte) = load(a.data_dir, a.dataset)
     xtr = torch.tensor(xtr, dtype=torch.float32).div(255).unsqueeze(1)
@@ -92,7 +93,7 @@ def main():
         "dataset": a.dataset, "model": a.model, "epochs": a.epochs, "batch_size": a.batch_size,
         "epoch_seconds": epoch_seconds, "images_per_sec": images / (sum(epoch_seconds) / len(epoch_seconds)),
         "images_per_sec_after_first": images / (sum(epoch_seconds[1:]) / max(1, len(epoch_seconds) - 1)) if len(epoch_seconds) > 1 else None,
-        "test_accuracy": correct / len(xte),
+        "test_accuracy": correct / len(xte), "seed": a.seed,
     }))
 
 
