@@ -54,6 +54,9 @@ struct Args {
     /// Where to write the checkpoint (safetensors)
     #[arg(long, default_value = "model.safetensors")]
     save: PathBuf,
+    /// Draw loss and test accuracy per epoch to this PNG
+    #[arg(long)]
+    plot: Option<PathBuf>,
     /// Print one machine-readable JSON summary line at the end
     #[arg(long)]
     json: bool,
@@ -122,17 +125,17 @@ fn fail(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Fails early (before training) when the checkpoint could not be written.
-fn check_writable(path: &Path) -> Result<(), String> {
+/// Fails early (before training) when an output file could not be written.
+fn check_writable(flag: &str, path: &Path) -> Result<(), String> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
     let probe = dir.join(format!(".kiln-write-test-{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(|e| format!("--save {}: cannot write in {}: {e}", path.display(), dir.display()))?;
+    std::fs::write(&probe, b"").map_err(|e| format!("{flag} {}: cannot write in {}: {e}", path.display(), dir.display()))?;
     let _ = std::fs::remove_file(probe);
     if path.is_dir() {
-        return Err(format!("--save {}: is a directory, expected a file path", path.display()));
+        return Err(format!("{flag} {}: is a directory, expected a file path", path.display()));
     }
     Ok(())
 }
@@ -144,8 +147,12 @@ fn main() -> ExitCode {
         "sgd" => Optimizer::sgd(args.lr.unwrap_or(0.01), args.momentum),
         other => return fail(format!("--optimizer {other}: expected adam or sgd")),
     };
-    if let Err(e) = check_writable(&args.save) {
-        return fail(e);
+    for (flag, path) in [("--save", Some(&args.save)), ("--plot", args.plot.as_ref())] {
+        if let Some(p) = path {
+            if let Err(e) = check_writable(flag, p) {
+                return fail(e);
+            }
+        }
     }
     if let Some(a) = args.min_accuracy {
         if !(0.0..=1.0).contains(&a) {
@@ -213,6 +220,11 @@ fn main() -> ExitCode {
     };
     if let Err(e) = checkpoint.save(&args.save) {
         return fail(e);
+    }
+    if let Some(plot) = &args.plot {
+        if let Err(e) = kiln::plot::plot_curve(plot, &report.epochs) {
+            return fail(e);
+        }
     }
     if !args.quiet {
         print_summary(&report, &args.save);

@@ -15,6 +15,7 @@ pub mod graph;
 pub mod nn;
 pub mod ops;
 pub mod pipelines;
+pub mod plot;
 pub mod predict;
 pub mod rng;
 pub mod shaders;

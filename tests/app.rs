@@ -121,3 +121,24 @@ fn train_mnist_rejects_bad_input_with_exit_code_2() {
     assert!(stderr.contains("nonexistent-kiln-data") && !stderr.contains("panicked"), "{stderr}");
     assert!(!Path::new(save).exists(), "no checkpoint after a failed run");
 }
+
+#[test]
+fn the_training_curve_is_a_png() {
+    let epochs: Vec<_> = (1..=3)
+        .map(|e| kiln::train::EpochReport {
+            epoch: e,
+            train_loss: 1.0 / e as f32,
+            train_accuracy: 0.9,
+            test_loss: 0.8 / e as f32,
+            test_accuracy: 0.9 + 0.02 * e as f32,
+            train_seconds: 1.0,
+            images_per_sec: 1.0,
+            eval_seconds: 0.1,
+        })
+        .collect();
+    let path = std::env::temp_dir().join(format!("kiln-curve-{}.png", std::process::id()));
+    kiln::plot::plot_curve(&path, &epochs).expect("plot (needs a TTF font: fonts-dejavu-core or KILN_FONT)");
+    let img = image::open(&path).unwrap();
+    assert_eq!((img.width(), img.height()), (1000, 400));
+    std::fs::remove_file(&path).unwrap();
+}
