@@ -57,6 +57,10 @@ struct Args {
     /// Draw loss and test accuracy per epoch to this PNG
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Throughput mode: report steady-state training images/s (first epoch excluded when
+    /// there are several) and process start to first step
+    #[arg(long)]
+    bench: bool,
     /// Print one machine-readable JSON summary line at the end
     #[arg(long)]
     json: bool,
@@ -141,6 +145,7 @@ fn check_writable(flag: &str, path: &Path) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    let process_start = std::time::Instant::now();
     let args = Args::parse();
     let optimizer = match args.optimizer.as_str() {
         "adam" => Optimizer::adam(args.lr.unwrap_or(1e-3)),
@@ -206,11 +211,30 @@ fn main() -> ExitCode {
             optimizer
         );
     }
-    let mut progress = Progress { bar: None, quiet: args.quiet, batch: args.batch_size };
-    let report = match kiln::train::train(&gpu, &cfg, &data, &mut progress) {
+    let mut progress = Progress { bar: None, quiet: args.quiet || args.bench, batch: args.batch_size };
+    let before_train = process_start.elapsed().as_secs_f64();
+    let mut report = match kiln::train::train(&gpu, &cfg, &data, &mut progress) {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
+    // from process start, not from opening the GPU
+    report.startup_seconds += before_train;
+    if args.bench {
+        let steady = &report.epochs[report.epochs.len().min(1)..];
+        let steady = if steady.is_empty() { &report.epochs[..] } else { steady };
+        let secs: f64 = steady.iter().map(|e| e.train_seconds).sum();
+        let images = steady.len() * (report.train_images / args.batch_size) * args.batch_size;
+        println!(
+            "bench: {} {} on {}: {:.0} images/s steady state (epochs {}..={}, training pass only), process start to first step {:.2} s",
+            args.model.name(),
+            args.dataset,
+            gpu.info().name,
+            images as f64 / secs,
+            steady[0].epoch,
+            report.epochs.len(),
+            report.startup_seconds
+        );
+    }
     let checkpoint = Checkpoint {
         model: args.model,
         mean: report.mean,
@@ -226,7 +250,7 @@ fn main() -> ExitCode {
             return fail(e);
         }
     }
-    if !args.quiet {
+    if !args.quiet && !args.bench {
         print_summary(&report, &args.save);
     }
     if args.json {
@@ -274,7 +298,7 @@ fn print_summary(r: &TrainReport, save: &Path) {
         s.naive_bytes as f64 / 1048576.0,
         s.activation_buffers
     );
-    println!("start-up to first step: {:.2} s; checkpoint: {}", r.startup_seconds, save.display());
+    println!("process start to first step: {:.2} s; checkpoint: {}", r.startup_seconds, save.display());
     let t = &r.tune;
     if !t.chosen.is_empty() {
         let source = if t.from_cache { "from the cache" } else { "measured" };
@@ -298,6 +322,12 @@ fn json_summary(args: &Args, gpu: &kiln::Gpu, r: &TrainReport) -> String {
         "backend": format!("{:?}", gpu.info().backend),
         "epoch_seconds": r.epochs.iter().map(|e| e.train_seconds).collect::<Vec<_>>(),
         "images_per_sec": images as f64 / train_secs,
+        "images_per_sec_after_first_epoch": if r.epochs.len() > 1 {
+            let s: f64 = r.epochs[1..].iter().map(|e| e.train_seconds).sum();
+            Some((r.epochs.len() - 1) as f64 * (r.train_images / args.batch_size * args.batch_size) as f64 / s)
+        } else {
+            None
+        },
         "test_accuracy": r.test.accuracy(),
         "recall": r.test.recall(),
         "precision": r.test.precision(),
