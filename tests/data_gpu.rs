@@ -1,0 +1,127 @@
+//! The GPU-resident dataset: the batch gather against a CPU reference on the real MNIST
+//! test images, permutations, partial last batches, augmentation and the median filter.
+
+use kiln::data::gpu::{median3x3, permutation, ResidentDataset};
+use kiln::data::mnist::{Dataset, DatasetKind};
+use kiln::testing::{assert_close, gpu, Rng, ELEMENTWISE, EXACT};
+use kiln::{DType, Tensor};
+
+fn mnist10k() -> Dataset {
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist"));
+    Dataset::load(DatasetKind::Mnist10k, Some(dir)).unwrap_or_else(|e| panic!("the MNIST test files are needed here: {e}"))
+}
+
+struct Batch {
+    x: Tensor,
+    y: Tensor,
+    step: Tensor,
+}
+
+fn batch(b: usize) -> Batch {
+    let gpu = gpu();
+    Batch {
+        x: Tensor::empty(gpu, &[b, 1, 28, 28], DType::F32).unwrap(),
+        y: Tensor::empty(gpu, &[b], DType::U32).unwrap(),
+        step: Tensor::from_u32(gpu, &[4], &[0; 4]).unwrap(),
+    }
+}
+
+#[test]
+fn gather_matches_the_cpu_reference_and_pads_the_last_batch() {
+    let gpu = gpu();
+    let data = mnist10k();
+    let (mean, std) = data.mean_std();
+    let split = &data.test; // 2,000 images
+    let ds = ResidentDataset::upload(gpu, &split.images.pixels, &split.labels, 28, 28, mean, std).unwrap();
+    let perm = ds.shuffle(gpu, 7).unwrap();
+    let mut sorted = perm.clone();
+    sorted.sort();
+    assert_eq!(sorted, (0..2000).collect::<Vec<u32>>(), "the shuffle is a permutation");
+    let b = batch(64);
+    let d = ds.gather(gpu, &b.step, &b.x, &b.y, false, 0).unwrap();
+    // a full batch, then the last one (1,984..2,047: 16 rows of data, 48 of padding)
+    for start in [128usize, 1984] {
+        b.x.poison(gpu).unwrap();
+        b.y.poison(gpu).unwrap();
+        b.step.write_u32(gpu, &[0, start as u32, 0, 0]).unwrap();
+        gpu.run(&[&d]).unwrap();
+        let mut want_x = Vec::new();
+        let mut want_y = Vec::new();
+        for row in 0..64 {
+            match perm.get(start + row) {
+                Some(&i) => {
+                    let img = split.images.image(i as usize).unwrap();
+                    want_x.extend(img.iter().map(|&p| (p as f32 / 255.0 - mean) / std));
+                    want_y.push(split.labels[i as usize] as u32);
+                }
+                None => {
+                    want_x.extend([0.0; 784]);
+                    want_y.push(u32::MAX);
+                }
+            }
+        }
+        // one f32 division and one multiply per pixel: WGSL allows a few ulp on division
+        assert_close(&format!("gathered batch at {start}"), &b.x.to_f32(gpu).unwrap(), &want_x, ELEMENTWISE);
+        assert_eq!(b.y.to_u32(gpu).unwrap(), want_y, "labels at {start}");
+    }
+    assert_ne!(permutation(100, 1), permutation(100, 2));
+    assert_eq!(permutation(100, 1), permutation(100, 1));
+}
+
+#[test]
+fn augmentation_keeps_shape_and_is_reproducible_per_seed_and_step() {
+    let gpu = gpu();
+    let data = mnist10k();
+    let (mean, std) = data.mean_std();
+    let ds = ResidentDataset::upload(gpu, &data.test.images.pixels, &data.test.labels, 28, 28, mean, std).unwrap();
+    let b = batch(32);
+    let run = |seed: u32, step: u32| {
+        let d = ds.gather(gpu, &b.step, &b.x, &b.y, true, seed).unwrap();
+        b.step.write_u32(gpu, &[step, 0, 0, 0]).unwrap();
+        gpu.run(&[&d]).unwrap();
+        b.x.to_f32(gpu).unwrap()
+    };
+    let plain = {
+        let d = ds.gather(gpu, &b.step, &b.x, &b.y, false, 0).unwrap();
+        b.step.write_u32(gpu, &[0, 0, 0, 0]).unwrap();
+        gpu.run(&[&d]).unwrap();
+        b.x.to_f32(gpu).unwrap()
+    };
+    let a1 = run(5, 3);
+    assert_eq!(a1.len(), 32 * 784);
+    assert_close("same seed and step", &run(5, 3), &a1, EXACT);
+    assert_ne!(run(5, 4), a1, "another step moves the images differently");
+    assert_ne!(run(6, 3), a1, "another seed moves the images differently");
+    assert_ne!(plain, a1);
+    // a small warp keeps the ink: mean intensity within 15% of the original's
+    let ink = |v: &[f32]| v.iter().map(|x| x * std + mean).sum::<f32>();
+    let (p, a) = (ink(&plain), ink(&a1));
+    assert!((a - p).abs() < 0.15 * p, "ink {p} -> {a}");
+}
+
+fn median_cpu(img: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let at = |y: i64, x: i64| img[(y.clamp(0, rows as i64 - 1) as usize) * cols + x.clamp(0, cols as i64 - 1) as usize];
+    (0..rows * cols)
+        .map(|i| {
+            let (y, x) = ((i / cols) as i64, (i % cols) as i64);
+            let mut v: Vec<f32> = (0..9).map(|k| at(y + k / 3 - 1, x + k % 3 - 1)).collect();
+            v.sort_by(f32::total_cmp);
+            v[4]
+        })
+        .collect()
+}
+
+#[test]
+fn median_filter_matches_cpu() {
+    let gpu = gpu();
+    let mut rng = Rng::new(9);
+    for (b, rows, cols) in [(1, 1, 1), (2, 5, 7), (3, 28, 28), (1, 61, 33)] {
+        let img = rng.vec(b * rows * cols);
+        let t = Tensor::from_f32(gpu, &[b, rows, cols], &img).unwrap();
+        let out = Tensor::empty(gpu, &[b, rows, cols], DType::F32).unwrap();
+        out.poison(gpu).unwrap();
+        gpu.run(&[&median3x3(gpu, &t, &out, rows, cols).unwrap()]).unwrap();
+        let want: Vec<f32> = img.chunks(rows * cols).flat_map(|c| median_cpu(c, rows, cols)).collect();
+        assert_close(&format!("median3x3 {b}x{rows}x{cols}"), &out.to_f32(gpu).unwrap(), &want, EXACT);
+    }
+}
