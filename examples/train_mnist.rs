@@ -334,7 +334,7 @@ fn json_summary(args: &Args, gpu: &kiln::Gpu, r: &TrainReport) -> String {
         "host_readbacks": r.stats.readbacks,
         "submits": r.stats.submits,
         "steps": r.stats.steps,
-        "peak_gpu_bytes": r.stats.gpu_bytes,
+        "gpu_bytes_allocated": r.stats.gpu_bytes,
         "startup_seconds": r.startup_seconds,
         "autotune_seconds": r.tune.seconds,
         "autotune_from_cache": r.tune.from_cache,

@@ -133,16 +133,16 @@ fn the_planner_never_aliases_live_tensors() {
 fn shape_mismatches_name_the_node() {
     let mut g = Graph::new(0);
     let x = g.input("input", &[2, 10]).unwrap();
-    let err = Linear::new(12, 3).build(&mut g, "fc_bad", x).err().expect("10 features into a 12-input layer");
+    let err = Linear::new(12, 3).build(&mut g, "fc_bad", x).expect_err("10 features into a 12-input layer");
     assert!(err.to_string().contains("fc_bad"), "{err}");
     let img = g.input("img", &[1, 3, 8, 8]).unwrap();
-    let err = Conv2d::new(1, 4, 3).build(&mut g, "conv_bad", img).err().expect("3 channels into a 1-channel conv");
+    let err = Conv2d::new(1, 4, 3).build(&mut g, "conv_bad", img).expect_err("3 channels into a 1-channel conv");
     assert!(err.to_string().contains("conv_bad"), "{err}");
     let mut g = Graph::new(0);
     let x = g.input("input", &[2, 4]).unwrap();
     let y = g.relu("r", x);
     let p = g.softmax("p", y).unwrap();
     let _ = p;
-    let err = kiln::graph::lower(&g, Mode::Train).err().expect("no loss to train");
+    let err = kiln::graph::lower(&g, Mode::Train).expect_err("no loss to train");
     assert!(err.to_string().contains("softmax_cross_entropy"), "{err}");
 }

@@ -53,7 +53,7 @@ impl ResidentDataset {
                 format!("{bytes} bytes of images exceed the adapter's storage binding limit of {limit} bytes"),
             ));
         }
-        if !(std > 0.0) {
+        if std.is_nan() || std <= 0.0 {
             return Err(Error::shape("ResidentDataset", format!("normalisation std {std} must be positive")));
         }
         let labels32: Vec<u32> = labels.iter().map(|&l| l as u32).collect();

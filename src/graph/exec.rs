@@ -399,7 +399,7 @@ impl<'g> Executor<'g> {
     }
 
     /// Every parameter as (name, shape, values): one readback of the flat buffer.
-    pub fn read_params(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn read_params(&self) -> Result<crate::checkpoint::Params> {
         let flat = self.params.to_f32(self.gpu)?;
         Ok(self
             .plan
@@ -411,7 +411,7 @@ impl<'g> Executor<'g> {
     }
 
     /// Overwrites the parameters (loading a checkpoint); names and shapes must match.
-    pub fn write_params(&self, values: &[(String, Vec<usize>, Vec<f32>)]) -> Result<()> {
+    pub fn write_params(&self, values: &crate::checkpoint::Params) -> Result<()> {
         if values.len() != self.plan.params.len() {
             return Err(Error::shape("write_params", format!("{} tensors for a model of {}", values.len(), self.plan.params.len())));
         }
