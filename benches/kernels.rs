@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kiln::ops::conv2d::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2d};
-use kiln::ops::gemm::{gemm, Gemm, GemmConfig};
+use kiln::ops::gemm::{gemm, Family, Gemm, GemmConfig};
 use kiln::ops::optim::{optimizer_step, Optimizer};
 use kiln::ops::pool::{max_pool2d_backward, max_pool2d_forward, Pool2d};
 use kiln::ops::Dispatch;
@@ -32,6 +32,31 @@ fn time(c: &mut Criterion, group: &str, variant: &str, shape: &str, throughput: 
     g.finish();
 }
 
+/// The named variants, plus any in KILN_BENCH_CONFIGS: comma-separated
+/// `family:WGXxWGY:TMxTN:BK` (family tiled|regblock|vec4), for exploring tile shapes on a
+/// new device without editing the code.
+fn variants() -> Vec<(String, GemmConfig)> {
+    let mut v: Vec<(String, GemmConfig)> = GemmConfig::ALL.iter().map(|(n, c)| (n.to_string(), *c)).collect();
+    let Ok(extra) = std::env::var("KILN_BENCH_CONFIGS") else { return v };
+    for spec in extra.split(',').filter(|s| !s.is_empty()) {
+        let parts: Vec<&str> = spec.split(':').collect();
+        let pair = |s: &str| s.split_once('x').and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)));
+        let family = match parts.first() {
+            Some(&"tiled") => Family::Tiled,
+            Some(&"regblock") => Family::RegBlock,
+            Some(&"vec4") => Family::Vec4,
+            _ => panic!("KILN_BENCH_CONFIGS: unknown family in '{spec}' (tiled|regblock|vec4)"),
+        };
+        let (Some((wgx, wgy)), Some((tm, tn)), Some(bk)) =
+            (parts.get(1).and_then(|s| pair(s)), parts.get(2).and_then(|s| pair(s)), parts.get(3).and_then(|s| s.parse().ok()))
+        else {
+            panic!("KILN_BENCH_CONFIGS: '{spec}' is not family:WGXxWGY:TMxTN:BK");
+        };
+        v.push((spec.replace(':', "_"), GemmConfig { family, wgx, wgy, tm, tn, bk }));
+    }
+    v
+}
+
 fn gemm_benches(c: &mut Criterion) {
     let gpu = gpu();
     println!("kiln kernels on {} ({:?})", gpu.info().name, gpu.info().backend);
@@ -47,9 +72,9 @@ fn gemm_benches(c: &mut Criterion) {
     }
     for (shape, g) in shapes {
         let (a, b, out) = (tensor(g.m * g.k, &mut rng), tensor(g.k * g.n, &mut rng), tensor(g.m * g.n, &mut rng));
-        for (name, cfg) in GemmConfig::ALL {
+        for (name, cfg) in variants() {
             let d = gemm(gpu, &cfg, &g, &a, &b, None, &out).unwrap();
-            time(c, "gemm", name, shape, Throughput::Elements(g.flops()), &[d]);
+            time(c, "gemm", &name, shape, Throughput::Elements(g.flops()), &[d]);
         }
     }
 }

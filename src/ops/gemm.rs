@@ -51,8 +51,9 @@ impl GemmConfig {
     /// 4x8 per invocation (more reuse of each A value), 16x4 invocations.
     pub const REGBLOCK_4X8: GemmConfig = GemmConfig { family: Family::RegBlock, wgx: 4, wgy: 16, tm: 4, tn: 8, bk: 1 };
 
-    /// 64x128 tiles (32x16 invocations, 4x4 each), K slices of 16.
-    pub const TILED_64X128: GemmConfig = GemmConfig { family: Family::Tiled, wgx: 32, wgy: 16, tm: 4, tn: 4, bk: 16 };
+    /// 64x128 tiles (16x16 invocations, 4x8 each), K slices of 8: the best shape measured at
+    /// 4096^3 on an H100 among 14 tried (BENCHMARKS.md).
+    pub const TILED_64X128: GemmConfig = GemmConfig { family: Family::Tiled, wgx: 16, wgy: 16, tm: 4, tn: 8, bk: 8 };
     /// 64x64 tiles, 4x4 per invocation, K slices of 32 (half the barriers per K).
     pub const TILED_64_BK32: GemmConfig = GemmConfig { family: Family::Tiled, wgx: 16, wgy: 16, tm: 4, tn: 4, bk: 32 };
 
