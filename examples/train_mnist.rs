@@ -288,7 +288,7 @@ fn print_summary(r: &TrainReport, save: &Path) {
     }
     let s = &r.stats;
     println!(
-        "\nExecStats: {} steps, {} submits, {} host readbacks, {} dispatches per step, {:.1} MiB on the GPU (activations {:.1} MiB planned vs {:.1} MiB without reuse, {} buffers)",
+        "\nExecStats: {} steps, {} submits, {} host readbacks, {} dispatches per step, {:.1} MiB allocated on the GPU (activations {:.1} MiB planned vs {:.1} MiB without reuse, {} buffers)",
         s.steps,
         s.submits,
         s.readbacks,
