@@ -40,24 +40,29 @@ fn covering(i: u32, k: u32, out: u32) -> vec2u {
     return vec2u(lo, hi);
 }
 
+// Output o's window clipped to the input: rows [x, y), columns [z, w) of plane o / (OH*OW).
+fn window(o: u32) -> vec4u {
+    let oy = (o / p.ow) % p.oh;
+    let ox = o % p.ow;
+    let y0 = i32(oy * p.stride) - i32(p.pad);
+    let x0 = i32(ox * p.stride) - i32(p.pad);
+    return vec4u(u32(max(y0, 0)), u32(clamp(y0 + i32(p.kh), 0, i32(p.h))),
+                 u32(max(x0, 0)), u32(clamp(x0 + i32(p.kw), 0, i32(p.w))));
+}
+
 @compute @workgroup_size(WG)
 fn max_pool2d_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                       @builtin(local_invocation_id) lid: vec3u) {
     let o = element(wid, nwg, lid);
     if o >= p.planes * p.oh * p.ow { return; }
-    let plane = o / (p.oh * p.ow);
-    let oy = (o / p.ow) % p.oh;
-    let ox = o % p.ow;
+    let base = (o / (p.oh * p.ow)) * p.h * p.w;
+    let win = window(o);
     var best = -3.4028235e38;
     var best_i = 0xffffffffu;
-    for (var r = 0u; r < p.kh; r++) {
-        let iy = i32(oy * p.stride + r) - i32(p.pad);
-        if iy < 0 || iy >= i32(p.h) { continue; }
-        for (var s = 0u; s < p.kw; s++) {
-            let ix = i32(ox * p.stride + s) - i32(p.pad);
-            if ix < 0 || ix >= i32(p.w) { continue; }
-            let i = u32(iy) * p.w + u32(ix);
-            let v = x[plane * p.h * p.w + i];
+    for (var iy = win.x; iy < win.y; iy++) {
+        for (var ix = win.z; ix < win.w; ix++) {
+            let i = iy * p.w + ix;
+            let v = x[base + i];
             // strict '>' keeps the first maximum in window order, as PyTorch does
             if best_i == 0xffffffffu || v > best { best = v; best_i = i; }
         }
@@ -92,18 +97,11 @@ fn avg_pool2d_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups
                       @builtin(local_invocation_id) lid: vec3u) {
     let o = element(wid, nwg, lid);
     if o >= p.planes * p.oh * p.ow { return; }
-    let plane = o / (p.oh * p.ow);
-    let oy = (o / p.ow) % p.oh;
-    let ox = o % p.ow;
+    let base = (o / (p.oh * p.ow)) * p.h * p.w;
+    let win = window(o);
     var s = 0.0;
-    for (var r = 0u; r < p.kh; r++) {
-        let iy = i32(oy * p.stride + r) - i32(p.pad);
-        if iy < 0 || iy >= i32(p.h) { continue; }
-        for (var c = 0u; c < p.kw; c++) {
-            let ix = i32(ox * p.stride + c) - i32(p.pad);
-            if ix < 0 || ix >= i32(p.w) { continue; }
-            s += x[(plane * p.h + u32(iy)) * p.w + u32(ix)];
-        }
+    for (var iy = win.x; iy < win.y; iy++) {
+        for (var ix = win.z; ix < win.w; ix++) { s += x[base + iy * p.w + ix]; }
     }
     y[o] = s / f32(p.kh * p.kw);
 }
