@@ -70,8 +70,8 @@ struct Args {
     /// Exit with status 1 if the final test accuracy is below this (0..1)
     #[arg(long)]
     min_accuracy: Option<f32>,
-    /// Steps between metric readbacks for the progress bar
-    #[arg(long, default_value_t = 100)]
+    /// Steps between metric readbacks for the progress bar (the one host read while training)
+    #[arg(long, default_value_t = 200)]
     progress_every: usize,
     /// Force one GEMM/conv kernel variant (tiled64, vec4, ...) instead of autotuning
     #[arg(long)]

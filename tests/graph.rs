@@ -50,6 +50,30 @@ fn cnn_trains_like_the_cpu_reference() {
 }
 
 /// x -> fc1 -> h; h is used twice (relu(h) + h), and fc2's weight twice (fc2 and fc3 share it).
+/// Layers with their bias as a separate node: linear/conv without bias, then `bias`.
+fn separate_bias_graph() -> Graph {
+    use kiln::graph::Init;
+    let mut g = Graph::new(5);
+    let x = g.input("input", &[BATCH, 2, 5, 5]).unwrap();
+    let labels = g.labels("labels", BATCH);
+    let w = g.param("conv.weight", &[3, 2, 3, 3], Init::KaimingUniform { fan_in: 18 });
+    let c = g.conv2d("conv", x, w, None, 1, 1).unwrap();
+    let cb = g.param("conv.bias", &[3], Init::KaimingUniform { fan_in: 18 });
+    let c = g.bias("conv_bias", c, cb).unwrap();
+    let f = g.flatten("flatten", c);
+    let w2 = g.param("fc.weight", &[4, 75], Init::KaimingUniform { fan_in: 75 });
+    let l = g.linear("fc", f, w2, None).unwrap();
+    let b2 = g.param("fc.bias", &[4], Init::KaimingUniform { fan_in: 75 });
+    let logits = g.bias("fc_bias", l, b2).unwrap();
+    g.softmax_cross_entropy("loss", logits, labels).unwrap();
+    g
+}
+
+#[test]
+fn bias_nodes_train_like_the_cpu_reference() {
+    gpu_matches_cpu(&separate_bias_graph(), Optimizer::adam(1e-2), &batches(6, 50, 4, 7));
+}
+
 fn shared_graph() -> Graph {
     let mut g = Graph::new(3);
     let x = g.input("input", &[4, 5]).unwrap();

@@ -109,6 +109,11 @@ impl CpuExecutor {
                     let r = cpu::pool::max_pool2d_backward_saved(&pool, self.get_u(argmax), self.get(dy));
                     self.set(dx, r);
                 }
+                Step::BiasForward { x, b, y } => {
+                    let inner = self.shape(x)[2..].iter().product();
+                    let r = cpu::elementwise::bias_forward(self.get(x), self.get(b), inner);
+                    self.set(y, r);
+                }
                 Step::ReluForward { x, y } => {
                     let r = cpu::elementwise::relu_forward(self.get(x));
                     self.set(y, r);

@@ -315,6 +315,7 @@ impl<'g> Executor<'g> {
             Step::BiasBackward { dy, db, accumulate } => vec![reduce::bias_backward(gpu, t(*dy), t(*db), *accumulate)?],
             Step::MaxPoolForward { pool, x, y, argmax } => vec![pool::max_pool2d_forward(gpu, pool, t(*x), t(*y), t(*argmax))?],
             Step::MaxPoolBackward { pool, argmax, dy, dx } => vec![pool::max_pool2d_backward(gpu, pool, t(*argmax), t(*dy), t(*dx))?],
+            Step::BiasForward { x, b, y } => vec![elementwise::bias_forward(gpu, t(*x), t(*b), t(*y))?],
             Step::ReluForward { x, y } => vec![elementwise::relu_forward(gpu, t(*x), t(*y))?],
             Step::ReluBackward { x, dy, dx } => vec![elementwise::relu_backward(gpu, t(*x), t(*dy), t(*dx))?],
             Step::DropoutForward { p, seed, x, y } => vec![dropout::dropout_forward(gpu, *p, *seed, &self.step_buffer, t(*x), t(*y))?],

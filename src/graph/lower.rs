@@ -75,6 +75,8 @@ pub enum Step {
     BiasBackward { dy: ValueId, db: ValueId, accumulate: bool },
     MaxPoolForward { pool: Pool2d, x: ValueId, y: ValueId, argmax: ValueId },
     MaxPoolBackward { pool: Pool2d, argmax: ValueId, dy: ValueId, dx: ValueId },
+    /// y = x + b[channel]
+    BiasForward { x: ValueId, b: ValueId, y: ValueId },
     ReluForward { x: ValueId, y: ValueId },
     /// x is the forward input
     ReluBackward { x: ValueId, dy: ValueId, dx: ValueId },
@@ -102,6 +104,7 @@ impl Step {
             BiasBackward { dy, db, accumulate } => (acc_reads(vec![*dy], *db, *accumulate), vec![*db]),
             MaxPoolForward { x, y, argmax, .. } => (vec![*x], vec![*y, *argmax]),
             MaxPoolBackward { argmax, dy, dx, .. } => (vec![*argmax, *dy], vec![*dx]),
+            BiasForward { x, b, y } => (vec![*x, *b], vec![*y]),
             ReluForward { x, y } => (vec![*x], vec![*y]),
             ReluBackward { x, dy, dx } => (vec![*x, *dy], vec![*dx]),
             DropoutForward { x, y, .. } => (vec![*x], vec![*y]),
@@ -240,6 +243,12 @@ impl Lowering<'_> {
                     self.plan.steps.push(Step::LinearForward { x, w, b, y });
                     y
                 }
+                Op::Bias => {
+                    let (x, b) = (inp(0), inp(1));
+                    let y = self.act(name, &node.shape);
+                    self.plan.steps.push(Step::BiasForward { x, b, y });
+                    y
+                }
                 Op::Relu => {
                     let x = inp(0);
                     let y = self.act(name, &node.shape);
@@ -368,6 +377,15 @@ impl Lowering<'_> {
                     let argmax = self.argmax[&id];
                     self.plan.steps.push(Step::MaxPoolBackward { pool: self.pool_geometry(id), argmax, dy, dx });
                     self.add_grad(&mut grads, x, dx);
+                }
+                Op::Bias => {
+                    // dx = dy (the same values); db = channel sums of dy
+                    let dy = dy.expect("gradient");
+                    if needs[inp(0).0] {
+                        self.add_grad(&mut grads, inp(0), dy);
+                    }
+                    let (db, accumulate) = self.param_grad(inp(1), &param_uses, &mut param_written, &node.name)?;
+                    self.plan.steps.push(Step::BiasBackward { dy, db, accumulate });
                 }
                 Op::Relu => {
                     let dy = dy.expect("gradient");

@@ -40,6 +40,8 @@ pub enum Op {
     MaxPool2d { k: usize, stride: usize, pad: usize },
     /// inputs: x [B, in], weight [out, in], bias [out]: y = x W^T + b (PyTorch's layout)
     Linear,
+    /// inputs: x [B, C, ...], bias [C]: y = x + b on axis 1
+    Bias,
     Relu,
     Dropout { p: f32 },
     /// [B, ...] -> [B, prod(...)]: a view, no kernel
@@ -150,6 +152,15 @@ impl Graph {
         let mut inputs = vec![x, w];
         inputs.extend(b);
         Ok(self.push(name.into(), Op::Linear, inputs, vec![n, out]))
+    }
+
+    /// y = x + b, b broadcast over every axis but 1 (features or channels).
+    pub fn bias(&mut self, name: &str, x: NodeId, b: NodeId) -> Result<NodeId> {
+        let (xs, bs) = (self.shape(x).to_vec(), self.shape(b).to_vec());
+        if xs.len() < 2 || bs != [xs[1]] {
+            return Err(self.err(name, format!("bias {bs:?} for input {xs:?}: expected [{}]", xs.get(1).copied().unwrap_or(0))));
+        }
+        Ok(self.push(name.into(), Op::Bias, vec![x, b], xs))
     }
 
     pub fn relu(&mut self, name: &str, x: NodeId) -> NodeId {
