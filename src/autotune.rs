@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::gpu::Gpu;
-use crate::graph::{Executor, Graph, Mode};
+use crate::graph::{lower, Executor, Graph, Mode};
 use crate::ops::gemm::GemmConfig;
 use crate::ops::optim::Optimizer;
 use crate::Result;
@@ -108,9 +108,7 @@ pub fn tune(gpu: &Gpu, graph: &Graph, optimizer: Optimizer) -> Result<(Tuning, T
     let path = cache_file(gpu);
     report.cache_file = path.clone();
     let mut cached = path.as_ref().map(read_cache).unwrap_or_default();
-    let probe = Executor::new(gpu, graph, Mode::Train, Some(optimizer), &default, None)?;
-    let keys: Vec<String> = probe.tune_keys().into_iter().flatten().collect();
-    drop(probe);
+    let keys: Vec<String> = lower(graph, Mode::Train)?.tune_keys().into_iter().flatten().collect();
     let missing = keys.iter().any(|k| !cached.contains_key(k));
     if missing {
         // Time each candidate on the steps it competes for; keep the fastest per key. A key
@@ -135,7 +133,7 @@ pub fn tune(gpu: &Gpu, graph: &Graph, optimizer: Optimizer) -> Result<(Tuning, T
             }
             let exec = Executor::new(gpu, graph, Mode::Train, Some(optimizer), &cfg, None)?;
             let times = exec.time_steps(3, &timed)?;
-            for (key, secs) in exec.tune_keys().into_iter().zip(times) {
+            for (key, secs) in exec.plan.tune_keys().into_iter().zip(times) {
                 let (Some(key), Some(secs)) = (key, secs) else { continue };
                 let e = best.entry(key).or_insert((cfg.name(), f64::INFINITY));
                 if secs < e.1 {

@@ -213,7 +213,7 @@ impl<'g> Executor<'g> {
         };
         for s in 0..exec.plan.steps.len() {
             let step = exec.plan.steps[s].clone();
-            let cfg = tuning.choose(exec.tune_key(&step).as_deref());
+            let cfg = tuning.choose(exec.plan.tune_key(&step).as_deref());
             let mut d = exec.dispatch(&step, &cfg)?;
             let start = exec.dispatches.len();
             exec.dispatches.append(&mut d);
@@ -236,31 +236,12 @@ impl<'g> Executor<'g> {
         Ok(exec)
     }
 
-    /// The shape key of a GEMM or convolution step (what autotuning chooses a variant for).
-    pub fn tune_key(&self, step: &Step) -> Option<String> {
-        let s = |v: &ValueId| &self.plan.values[v.0].shape;
-        match step {
-            Step::Conv2dForward { conv, .. } => Some(format!("conv2d_forward {conv:?}")),
-            Step::Conv2dBackwardInput { conv, .. } => Some(format!("conv2d_backward_input {conv:?}")),
-            Step::Conv2dBackwardWeight { conv, .. } => Some(format!("conv2d_backward_weight {conv:?}")),
-            Step::LinearForward { x, w, .. } => Some(format!("linear_forward x{:?} w{:?}", s(x), s(w))),
-            Step::LinearBackwardInput { dy, w, .. } => Some(format!("linear_backward_input dy{:?} w{:?}", s(dy), s(w))),
-            Step::LinearBackwardWeight { dy, x, .. } => Some(format!("linear_backward_weight dy{:?} x{:?}", s(dy), s(x))),
-            _ => None,
-        }
-    }
-
-    /// `tune_key` of every plan step, in order.
-    pub fn tune_keys(&self) -> Vec<Option<String>> {
-        self.plan.steps.iter().map(|s| self.tune_key(s)).collect()
-    }
-
     /// Median seconds of each plan step whose tune key passes `which`, run alone (submit +
     /// wait) `reps` times after a warm-up; None for the other steps.
     pub fn time_steps(&self, reps: usize, which: &dyn Fn(&str) -> bool) -> Result<Vec<Option<f64>>> {
         let mut out = Vec::new();
         for (step, range) in self.plan.steps.iter().zip(&self.step_ranges) {
-            if !self.tune_key(step).is_some_and(|k| which(&k)) {
+            if !self.plan.tune_key(step).is_some_and(|k| which(&k)) {
                 out.push(None);
                 continue;
             }

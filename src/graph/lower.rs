@@ -151,6 +151,25 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The shape key of a GEMM or convolution step (what autotuning chooses a variant for).
+    pub fn tune_key(&self, step: &Step) -> Option<String> {
+        let s = |v: &ValueId| &self.values[v.0].shape;
+        match step {
+            Step::Conv2dForward { conv, .. } => Some(format!("conv2d_forward {conv:?}")),
+            Step::Conv2dBackwardInput { conv, .. } => Some(format!("conv2d_backward_input {conv:?}")),
+            Step::Conv2dBackwardWeight { conv, .. } => Some(format!("conv2d_backward_weight {conv:?}")),
+            Step::LinearForward { x, w, .. } => Some(format!("linear_forward x{:?} w{:?}", s(x), s(w))),
+            Step::LinearBackwardInput { dy, w, .. } => Some(format!("linear_backward_input dy{:?} w{:?}", s(dy), s(w))),
+            Step::LinearBackwardWeight { dy, x, .. } => Some(format!("linear_backward_weight dy{:?} x{:?}", s(dy), s(x))),
+            _ => None,
+        }
+    }
+
+    /// `tune_key` of every plan step, in order.
+    pub fn tune_keys(&self) -> Vec<Option<String>> {
+        self.steps.iter().map(|s| self.tune_key(s)).collect()
+    }
+
     /// Follows aliases to the value that owns the memory.
     pub fn root(&self, mut v: ValueId) -> ValueId {
         while let ValueKind::Alias(t) = self.values[v.0].kind {
