@@ -81,7 +81,6 @@ struct Args {
 struct Progress {
     bar: Option<ProgressBar>,
     quiet: bool,
-    batch: usize,
 }
 
 impl Observer for Progress {
@@ -103,7 +102,6 @@ impl Observer for Progress {
             bar.set_position(step as u64);
             bar.set_message(format!("loss {:.4} | {:.0} images/s", m.mean_loss(), ips));
         }
-        let _ = self.batch;
     }
     fn epoch_end(&mut self, r: &EpochReport) {
         if let Some(bar) = self.bar.take() {
@@ -211,7 +209,7 @@ fn main() -> ExitCode {
             optimizer
         );
     }
-    let mut progress = Progress { bar: None, quiet: args.quiet || args.bench, batch: args.batch_size };
+    let mut progress = Progress { bar: None, quiet: args.quiet || args.bench };
     let before_train = process_start.elapsed().as_secs_f64();
     let mut report = match kiln::train::train(&gpu, &cfg, &data, &mut progress) {
         Ok(r) => r,
