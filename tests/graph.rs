@@ -6,7 +6,7 @@ use kiln::graph::cpu::CpuExecutor;
 use kiln::graph::{Executor, Graph, Mode};
 use kiln::nn::{Conv2d, Layer, Linear};
 use kiln::ops::gemm::GemmConfig;
-use kiln::ops::optim::Optimizer;
+use kiln::ops::optim::{Optimizer, Schedule};
 use kiln::testing::{assert_close, gpu, Rng, FINITE_DIFF, TRAINING};
 
 mod common;
@@ -41,7 +41,9 @@ fn gpu_matches_cpu(graph: &Graph, opt: Optimizer, data: &[(Vec<f32>, Vec<u32>)])
 
 #[test]
 fn mlp_with_dropout_trains_like_the_cpu_reference() {
-    gpu_matches_cpu(&small_mlp(), Optimizer::adam(1e-2), &batches(10, 36, 4, 1));
+    // held for 4 steps, decaying over 4, then 0: the executor's step words reach the kernel
+    let opt = Optimizer::adam(1e-2).with_schedule(Schedule::Cosine { hold: 4, total: 8 });
+    gpu_matches_cpu(&small_mlp(), opt, &batches(10, 36, 4, 1));
 }
 
 #[test]

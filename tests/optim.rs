@@ -1,7 +1,7 @@
 //! Optimizer kernels, bias gradient and dropout against the references, several steps.
 
 use kiln::ops::dropout::{dropout_backward, dropout_forward};
-use kiln::ops::optim::{optimizer_step, Optimizer};
+use kiln::ops::optim::{optimizer_step, step_words, Optimizer, Rule, Schedule};
 use kiln::ops::reduce::bias_backward;
 use kiln::testing::{assert_close, gpu, Rng, ELEMENTWISE, REDUCTION};
 use kiln::{cpu, DType, Tensor};
@@ -13,9 +13,12 @@ fn sgd_momentum_and_adam_match_cpu_over_steps() {
     let opts = [
         Optimizer::sgd(0.1, 0.0),
         Optimizer::sgd(0.05, 0.9),
-        Optimizer::Sgd { lr: 0.05, momentum: 0.9, weight_decay: 1e-2 },
+        Rule::Sgd { lr: 0.05, momentum: 0.9, weight_decay: 1e-2 }.into(),
         Optimizer::adam(1e-3),
-        Optimizer::Adam { lr: 1e-2, beta1: 0.8, beta2: 0.99, eps: 1e-6, weight_decay: 1e-3 },
+        Rule::Adam { lr: 1e-2, beta1: 0.8, beta2: 0.99, eps: 1e-6, weight_decay: 1e-3 }.into(),
+        // over the 5 steps below: held, decaying, and 0 from step 3 (SGD) or 4 (Adam) on
+        Optimizer::sgd(0.05, 0.9).with_schedule(Schedule::Cosine { hold: 0, total: 3 }),
+        Optimizer::adam(1e-2).with_schedule(Schedule::Cosine { hold: 1, total: 4 }),
     ];
     for opt in opts {
         for n in [1, 131, 70_001] {
@@ -25,18 +28,34 @@ fn sgd_momentum_and_adam_match_cpu_over_steps() {
             let tm1 = Tensor::from_f32(gpu, &[n], &m1).unwrap();
             let tm2 = Tensor::from_f32(gpu, &[n], &m2).unwrap();
             let tg = Tensor::empty(gpu, &[n], DType::F32).unwrap();
-            let step = Tensor::from_u32(gpu, &[1], &[0]).unwrap();
+            let step = Tensor::from_u32(gpu, &[4], &[0; 4]).unwrap();
             let d = optimizer_step(gpu, &opt, &step, &tg, &tw, &tm1, Some(&tm2)).unwrap();
             for t in 0..5u32 {
                 let g = rng.vec(n);
                 tg.write_f32(gpu, &g).unwrap();
-                step.write_u32(gpu, &[t]).unwrap();
+                step.write_u32(gpu, &step_words(Some(&opt), t, 0)).unwrap();
                 gpu.run(&[&d]).unwrap();
                 cpu::optim::optimizer_step(&opt, t, &g, &mut w, &mut m1, &mut m2);
             }
             assert_close(&format!("{opt:?} n={n} weights"), &tw.to_f32(gpu).unwrap(), &w, ELEMENTWISE);
             assert_close(&format!("{opt:?} n={n} state"), &tm1.to_f32(gpu).unwrap(), &m1, ELEMENTWISE);
         }
+    }
+}
+
+#[test]
+fn cosine_schedule_holds_then_decays_to_zero() {
+    let s = Schedule::cosine(0.8, 100).unwrap();
+    assert_eq!(s, Schedule::Cosine { hold: 80, total: 100 });
+    for (t, want) in [(0, 1.0), (79, 1.0), (80, 1.0), (85, 0.853_553_390_593), (90, 0.5), (95, 0.146_446_609_407), (100, 0.0), (1000, 0.0)] {
+        assert!((s.factor(t) - want).abs() < 1e-9, "factor({t}) = {}, expected {want}", s.factor(t));
+    }
+    let plain = Schedule::cosine(0.0, 10).unwrap();
+    assert!((plain.factor(5) - 0.5).abs() < 1e-12 && plain.factor(0) == 1.0);
+    assert_eq!(Schedule::Constant.factor(123_456), 1.0);
+    for bad in [1.0, -0.1, f64::NAN] {
+        let e = Schedule::cosine(bad, 100).unwrap_err().to_string();
+        assert!(e.contains("--lr-hold"), "{e}");
     }
 }
 

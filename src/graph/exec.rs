@@ -16,7 +16,7 @@ use crate::data::gpu::ResidentDataset;
 use crate::gpu::Gpu;
 use crate::autotune::Tuning;
 use crate::ops::gemm::{gemm, Bias, Gemm, GemmConfig};
-use crate::ops::optim::{optimizer_step, Optimizer};
+use crate::ops::optim::{optimizer_step, step_words, Optimizer};
 use crate::ops::softmax::{metrics_accumulate, metrics_words, Metrics};
 use crate::ops::{conv2d, dropout, elementwise, pool, reduce, softmax, Dispatch};
 use crate::rng::Rng;
@@ -97,6 +97,8 @@ pub struct Executor<'g> {
     optimizer: Option<Dispatch>,
     /// Optimizer steps taken (Adam's t - 1, the dropout RNG counter).
     step: u32,
+    /// The update rule and schedule, for the per-step scalars in the step buffer.
+    update: Option<Optimizer>,
     steps_run: u64,
 }
 
@@ -209,6 +211,7 @@ impl<'g> Executor<'g> {
             gather: None,
             optimizer: None,
             step: 0,
+            update: optimizer,
             steps_run: 0,
         };
         for s in 0..exec.plan.steps.len() {
@@ -348,7 +351,7 @@ impl<'g> Executor<'g> {
     /// backward and the optimizer update, in one compute pass and one submit. `batch_start`
     /// is the batch's first row in the dataset's current permutation. No host read.
     pub fn run_step(&mut self, batch_start: u32) -> Result<()> {
-        self.step_buffer.write_u32(self.gpu, &[self.step, batch_start, 0, 0])?;
+        self.step_buffer.write_u32(self.gpu, &step_words(self.update.as_ref(), self.step, batch_start))?;
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("kiln step"), timestamp_writes: None });

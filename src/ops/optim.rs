@@ -1,5 +1,7 @@
 //! SGD (with momentum) and Adam over flat parameter buffers (shaders/optim.wgsl): one
-//! dispatch updates every parameter of a model laid out in one buffer.
+//! dispatch updates every parameter of a model laid out in one buffer. The learning rate
+//! follows a [`Schedule`]: the host folds it, with Adam's bias corrections, into the two
+//! scalars of each step's [`step_words`], written with the step number as before.
 
 use super::elementwise::check_same;
 use super::Dispatch;
@@ -11,26 +13,88 @@ use crate::{Error, Result};
 
 const WG: u32 = 256;
 
+/// An update rule and the schedule of its learning rate.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Optimizer {
+pub struct Optimizer {
+    pub rule: Rule,
+    pub schedule: Schedule,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rule {
     /// v = momentum v + g + wd w; w -= lr v (momentum 0: plain SGD)
     Sgd { lr: f32, momentum: f32, weight_decay: f32 },
     /// Bias-corrected Adam; weight decay added to the gradient (L2, as torch.optim.Adam).
     Adam { lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
 }
 
+/// The learning rate at step t (steps already taken) is `lr * factor(t)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    Constant,
+    /// Full rate for the first `hold` steps, then half a cosine down to 0 at step `total`,
+    /// and 0 after it. `hold` 0 is plain cosine annealing (torch's CosineAnnealingLR with
+    /// T_max = total); a late decay is the "warmup-stable-decay" shape without warmup.
+    Cosine { hold: u32, total: u32 },
+}
+
+impl Schedule {
+    /// A cosine decay over the last `1 - hold_fraction` of `total` steps.
+    pub fn cosine(hold_fraction: f64, total: usize) -> Result<Schedule> {
+        if !(0.0..1.0).contains(&hold_fraction) {
+            return Err(Error::unsupported("--lr-hold", format!("{hold_fraction}: expected a fraction in [0, 1)")));
+        }
+        let total = u32::try_from(total).map_err(|_| Error::unsupported("Schedule", format!("{total} steps")))?;
+        Ok(Schedule::Cosine { hold: (hold_fraction * total as f64).floor() as u32, total })
+    }
+
+    /// The factor of the learning rate after `t` steps.
+    pub fn factor(self, t: u32) -> f64 {
+        match self {
+            Schedule::Constant => 1.0,
+            Schedule::Cosine { hold, total } => {
+                if t < hold {
+                    return 1.0;
+                }
+                let u = (t.min(total) - hold) as f64 / total.saturating_sub(hold).max(1) as f64;
+                0.5 * (1.0 + (std::f64::consts::PI * u).cos())
+            }
+        }
+    }
+}
+
 impl Optimizer {
     pub fn adam(lr: f32) -> Optimizer {
-        Optimizer::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+        Rule::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }.into()
     }
     pub fn sgd(lr: f32, momentum: f32) -> Optimizer {
-        Optimizer::Sgd { lr, momentum, weight_decay: 0.0 }
+        Rule::Sgd { lr, momentum, weight_decay: 0.0 }.into()
+    }
+    pub fn with_schedule(self, schedule: Schedule) -> Optimizer {
+        Optimizer { schedule, ..self }
     }
     /// State buffers per parameter: SGD keeps a velocity, Adam two moments.
     pub fn state_slots(&self) -> usize {
-        match self {
-            Optimizer::Sgd { .. } => 1,
-            Optimizer::Adam { .. } => 2,
+        match self.rule {
+            Rule::Sgd { .. } => 1,
+            Rule::Adam { .. } => 2,
+        }
+    }
+}
+
+impl From<Rule> for Optimizer {
+    fn from(rule: Rule) -> Optimizer {
+        Optimizer { rule, schedule: Schedule::Constant }
+    }
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Rule::Sgd { lr, momentum, weight_decay } => write!(f, "SGD lr {lr}, momentum {momentum}, weight decay {weight_decay}"),
+            Rule::Adam { lr, beta1, beta2, eps, weight_decay } => {
+                write!(f, "Adam lr {lr}, betas ({beta1}, {beta2}), eps {eps:e}, weight decay {weight_decay}")
+            }
         }
     }
 }
@@ -39,39 +103,58 @@ impl Optimizer {
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
     n: u32,
-    _pad: u32,
-    lr: f32,
     momentum: f32,
     beta1: f32,
     beta2: f32,
     eps: f32,
     weight_decay: f32,
+    _pad: [u32; 2],
+}
+
+/// The step buffer's words for the step after `taken` steps: [taken, batch_start, a_t,
+/// c_t], the last two f32 bits, computed here in f64 (see shaders/optim.wgsl): the
+/// scheduled step size a_t (Adam's divided by 1 - beta1^t) and Adam's 1 / sqrt(1 - beta2^t).
+/// The gather kernel reads `batch_start`, dropout and augmentation `taken`.
+pub fn step_words(opt: Option<&Optimizer>, taken: u32, batch_start: u32) -> [u32; 4] {
+    let (a, c) = match opt {
+        None => (0.0, 0.0),
+        Some(o) => {
+            let f = o.schedule.factor(taken);
+            match o.rule {
+                Rule::Sgd { lr, .. } => (lr as f64 * f, 1.0),
+                Rule::Adam { lr, beta1, beta2, .. } => {
+                    let t = taken as f64 + 1.0;
+                    // 1 - b^t without cancellation: -expm1(t ln b)
+                    let (bc1, bc2) = (-(t * (beta1 as f64).ln()).exp_m1(), -(t * (beta2 as f64).ln()).exp_m1());
+                    (lr as f64 * f / bc1, 1.0 / bc2.sqrt())
+                }
+            }
+        }
+    };
+    [taken, batch_start, (a as f32).to_bits(), (c as f32).to_bits()]
 }
 
 /// One optimizer step over `w` given `grad`. `m1` (and `m2` for Adam) hold the state and
-/// must start at zero; `step[0]` is the number of steps already taken (Adam's t - 1).
+/// must start at zero; `step` holds this step's [`step_words`].
 pub fn optimizer_step(gpu: &Gpu, opt: &Optimizer, step: &Tensor, grad: &Tensor, w: &Tensor, m1: &Tensor, m2: Option<&Tensor>) -> Result<Dispatch> {
     let op = "optimizer_step";
     check_same(op, &[w, grad, m1])?;
-    if step.dtype() != DType::U32 || step.is_empty() {
-        return Err(Error::shape(op, "step must be a u32 step buffer"));
+    if step.dtype() != DType::U32 || step.len() < 4 {
+        return Err(Error::shape(op, "step must be a u32 step buffer of 4 words (see step_words)"));
     }
     let n = w.len() as u32;
-    let (entry, params, m2) = match *opt {
-        Optimizer::Sgd { lr, momentum, weight_decay } => {
-            ("sgd_step", Params { n, lr, momentum, weight_decay, ..Default::default() }, None)
-        }
-        Optimizer::Adam { lr, beta1, beta2, eps, weight_decay } => {
+    let (entry, params, m2) = match opt.rule {
+        Rule::Sgd { momentum, weight_decay, .. } => ("sgd_step", Params { n, momentum, weight_decay, ..Default::default() }, None),
+        Rule::Adam { beta1, beta2, eps, weight_decay, .. } => {
             let Some(m2) = m2 else { return Err(Error::shape(op, "Adam needs a second moment buffer")) };
             check_same(op, &[w, m2])?;
-            ("adam_step", Params { n, lr, beta1, beta2, eps, weight_decay, ..Default::default() }, Some(m2))
+            ("adam_step", Params { n, beta1, beta2, eps, weight_decay, ..Default::default() }, Some(m2))
         }
     };
     let kernel = Kernel::new(Shader::Optim, entry).with("WG", WG);
-    // SGD does not read the step counter; Adam does (bias correction).
-    let mut tensors = vec![(2, grad), (3, w), (4, m1)];
+    let mut tensors = vec![(1, step), (2, grad), (3, w), (4, m1)];
     if let Some(m2) = m2 {
-        tensors.extend([(1, step), (5, m2)]);
+        tensors.extend([(5, m2)]);
     }
     Dispatch::new(gpu, &kernel, &params, &tensors, gpu.grid_for(w.len(), WG))
 }
