@@ -60,12 +60,34 @@ impl std::fmt::Display for GpuInfo {
     }
 }
 
-/// Counters of host/GPU traffic, read by `ExecStats`.
+/// Counters of host/GPU traffic and memory, read by `ExecStats`.
 #[derive(Default, Debug)]
 pub struct Counters {
     pub submits: AtomicU64,
     pub readbacks: AtomicU64,
-    pub bytes_allocated: AtomicU64,
+    /// Bytes of kiln's storage buffers alive now, and the most alive at once so far.
+    pub bytes_live: AtomicU64,
+    pub bytes_peak: AtomicU64,
+}
+
+/// A storage buffer counted in `Counters::bytes_live` for as long as it exists.
+#[derive(Debug)]
+pub struct GpuBuffer {
+    buffer: wgpu::Buffer,
+    counters: Arc<Counters>,
+}
+
+impl std::ops::Deref for GpuBuffer {
+    type Target = wgpu::Buffer;
+    fn deref(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        self.counters.bytes_live.fetch_sub(self.buffer.size(), Ordering::Relaxed);
+    }
 }
 
 pub struct Gpu {
@@ -73,7 +95,7 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     info: GpuInfo,
     pub(crate) pipelines: PipelineCache,
-    pub counters: Counters,
+    pub counters: Arc<Counters>,
     /// Compile shaders with wgpu's runtime bounds checks (KILN_CHECKED_SHADERS=1).
     pub(crate) checked_shaders: bool,
     /// Set by the device-lost callback and the uncaptured-error handler.
@@ -197,7 +219,7 @@ impl Gpu {
             queue,
             info,
             pipelines: PipelineCache::default(),
-            counters: Counters::default(),
+            counters: Arc::default(),
             checked_shaders: std::env::var("KILN_CHECKED_SHADERS").is_ok_and(|v| v == "1"),
             fault,
         })
@@ -251,8 +273,8 @@ impl Gpu {
     }
 
     /// Creates a storage buffer of `size` bytes (rounded up to 4), counted in
-    /// `counters.bytes_allocated`.
-    pub fn storage_buffer(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
+    /// `counters.bytes_live` until it is dropped.
+    pub fn storage_buffer(&self, label: &str, size: u64) -> Result<GpuBuffer> {
         let size = size.max(4).next_multiple_of(4);
         if size > self.info.limits.max_buffer_size {
             return Err(Error::unsupported(
@@ -273,8 +295,9 @@ impl Gpu {
                 mapped_at_creation: false,
             })
         })?;
-        self.counters.bytes_allocated.fetch_add(size, Ordering::Relaxed);
-        Ok(buffer)
+        let live = self.counters.bytes_live.fetch_add(size, Ordering::Relaxed) + size;
+        self.counters.bytes_peak.fetch_max(live, Ordering::Relaxed);
+        Ok(GpuBuffer { buffer, counters: self.counters.clone() })
     }
 
     /// Copies `size` bytes at `offset` of `buffer` to the host. Counted in

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, GpuBuffer};
 use crate::{Error, Result};
 
 /// Element type. `U8` is stored packed, four to a 32-bit word (WGSL has no u8), which
@@ -27,7 +27,7 @@ impl DType {
 
 #[derive(Clone, Debug)]
 pub struct Tensor {
-    buffer: Arc<wgpu::Buffer>,
+    buffer: Arc<GpuBuffer>,
     /// Byte offset of element 0 in `buffer` (a multiple of the storage offset alignment).
     offset: u64,
     shape: Vec<usize>,
@@ -141,7 +141,7 @@ impl Tensor {
     }
 
     /// A tensor over `buffer` at byte `offset` (planner-owned memory).
-    pub fn from_buffer(buffer: Arc<wgpu::Buffer>, offset: u64, shape: &[usize], dtype: DType) -> Tensor {
+    pub fn from_buffer(buffer: Arc<GpuBuffer>, offset: u64, shape: &[usize], dtype: DType) -> Tensor {
         Tensor { buffer, offset, shape: shape.to_vec(), dtype }
     }
 
@@ -161,7 +161,7 @@ impl Tensor {
     pub fn bytes(&self) -> u64 {
         self.dtype.bytes(self.len()).max(4)
     }
-    pub fn buffer(&self) -> &Arc<wgpu::Buffer> {
+    pub fn buffer(&self) -> &Arc<GpuBuffer> {
         &self.buffer
     }
     pub fn offset(&self) -> u64 {

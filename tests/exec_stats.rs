@@ -29,8 +29,13 @@ fn a_training_step_is_one_submit_with_no_readback() {
     assert_eq!(last.submits - first.submits, 100, "one submit per step");
     assert_eq!(last.readbacks, first.readbacks, "no readback while training");
     assert_eq!(last.gpu_bytes, first.gpu_bytes, "GPU memory constant after the first step");
+    assert_eq!(last.gpu_peak_bytes, first.gpu_peak_bytes, "no step allocates, even briefly");
+    assert!(last.gpu_bytes > 0 && last.gpu_bytes <= last.gpu_peak_bytes);
     let m = exec.read_metrics().unwrap();
     assert_eq!(m.rows, 101 * BATCH as u32);
     assert!(m.mean_loss().is_finite());
+    drop(exec);
+    let live = gpu.counters.bytes_live.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(live < last.gpu_bytes, "dropping the executor frees its buffers: {live} of {} bytes still live", last.gpu_bytes);
 }
 

@@ -13,7 +13,7 @@ use super::lower::{lower, Mode, Plan, Step, ValueId, ValueKind};
 use super::planner::{naive_bytes, plan_memory, MemoryPlan};
 use super::{Graph, Init, NodeId};
 use crate::data::gpu::ResidentDataset;
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, GpuBuffer};
 use crate::autotune::Tuning;
 use crate::ops::gemm::{gemm, Bias, Gemm, GemmConfig};
 use crate::ops::optim::{optimizer_step, step_words, Optimizer};
@@ -33,8 +33,10 @@ pub struct ExecStats {
     /// Host readbacks by this GPU so far.
     pub readbacks: u64,
     pub dispatches_per_step: usize,
-    /// Bytes of GPU buffers this GPU has created so far.
+    /// Bytes of kiln's storage buffers alive on this GPU now, and the most alive at once
+    /// (parameters, optimizer state, activations, datasets, staging; not the driver's own).
     pub gpu_bytes: u64,
+    pub gpu_peak_bytes: u64,
     /// Activation bytes the memory planner allocated, and what no reuse would take.
     pub planned_bytes: u64,
     pub naive_bytes: u64,
@@ -168,7 +170,7 @@ impl<'g> Executor<'g> {
         };
         let zeros = |n: usize| Tensor::from_f32(gpu, &[n], &vec![0.0; n]);
         let grads = if mode == Mode::Train { Some(zeros(flat_len)?) } else { None };
-        let slot_buffers: Vec<Arc<wgpu::Buffer>> =
+        let slot_buffers: Vec<Arc<GpuBuffer>> =
             memory.slots.iter().map(|s| gpu.storage_buffer("kiln activation", s.bytes).map(Arc::new)).collect::<Result<_>>()?;
         let step_buffer = Tensor::from_u32(gpu, &[4], &[0; 4])?;
         let classes = plan.classes.unwrap_or(1);
@@ -422,7 +424,8 @@ impl<'g> Executor<'g> {
             submits: c.submits.load(Ordering::Relaxed),
             readbacks: c.readbacks.load(Ordering::Relaxed),
             dispatches_per_step: self.dispatches.len() + self.gather.is_some() as usize + self.optimizer.is_some() as usize,
-            gpu_bytes: c.bytes_allocated.load(Ordering::Relaxed),
+            gpu_bytes: c.bytes_live.load(Ordering::Relaxed),
+            gpu_peak_bytes: c.bytes_peak.load(Ordering::Relaxed),
             planned_bytes: self.memory.planned_bytes(),
             naive_bytes: naive_bytes(&self.plan),
             activation_buffers: self.memory.slots.len(),
