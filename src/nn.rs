@@ -42,19 +42,36 @@ impl Layer for Conv2d {
 pub struct Linear {
     pub inputs: usize,
     pub outputs: usize,
+    pub init: Initialiser,
+}
+
+/// Whose default initialisation a layer follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Initialiser {
+    /// nn.Linear's: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    PyTorch,
+    /// keras.layers.Dense's: Glorot-uniform weights, zero biases.
+    Keras,
 }
 
 impl Linear {
     pub fn new(inputs: usize, outputs: usize) -> Linear {
-        Linear { inputs, outputs }
+        Linear { inputs, outputs, init: Initialiser::PyTorch }
+    }
+    pub fn init(self, init: Initialiser) -> Linear {
+        Linear { init, ..self }
     }
 }
 
 impl Layer for Linear {
     fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
-        let init = Init::KaimingUniform { fan_in: self.inputs };
-        let w = g.param(&format!("{name}.weight"), &[self.outputs, self.inputs], init);
-        let b = g.param(&format!("{name}.bias"), &[self.outputs], init);
+        let (fan_in, fan_out) = (self.inputs, self.outputs);
+        let (wi, bi) = match self.init {
+            Initialiser::PyTorch => (Init::KaimingUniform { fan_in }, Init::KaimingUniform { fan_in }),
+            Initialiser::Keras => (Init::GlorotUniform { fan_in, fan_out }, Init::Constant(0.0)),
+        };
+        let w = g.param(&format!("{name}.weight"), &[fan_out, fan_in], wi);
+        let b = g.param(&format!("{name}.bias"), &[fan_out], bi);
         g.linear(name, x, w, Some(b))
     }
 }
@@ -134,8 +151,8 @@ pub enum ModelKind {
     /// conv(1->16, 5x5, pad 2)-ReLU-maxpool 2 -> conv(16->32, 5x5, pad 2)-ReLU-maxpool 2
     /// -> flatten -> linear(1568->128)-ReLU -> linear(128->10)
     Cnn,
-    /// The original tutorial's model: flatten -> linear(784->512)-ReLU -> dropout 0.2
-    /// -> linear(512->10)
+    /// The original tutorial's Keras model: flatten -> linear(784->512)-ReLU -> dropout 0.2
+    /// -> linear(512->10), with Keras's initialisation
     Mlp,
 }
 
@@ -160,12 +177,13 @@ impl ModelKind {
                 .add("fc1", Linear::new(32 * 7 * 7, 128))
                 .add("relu3", ReLU)
                 .add("fc2", Linear::new(128, 10)),
+            // Keras's initialisation, as the tutorial's model had
             ModelKind::Mlp => Sequential::new()
                 .add("flatten", Flatten)
-                .add("fc1", Linear::new(28 * 28, 512))
+                .add("fc1", Linear::new(28 * 28, 512).init(Initialiser::Keras))
                 .add("relu1", ReLU)
                 .add("dropout", Dropout(0.2))
-                .add("fc2", Linear::new(512, 10)),
+                .add("fc2", Linear::new(512, 10).init(Initialiser::Keras)),
         }
     }
 

@@ -50,22 +50,21 @@ impl ExecStats {
     }
 }
 
-/// Initial parameter values: PyTorch's default Kaiming-uniform bounds, seeded per
-/// parameter (the same values on every adapter, and on the CPU path).
+/// Initial parameter values (see [`Init`]), seeded per parameter: the same values on
+/// every adapter, and on the CPU path.
 pub fn init_params(plan: &Plan, seed: u64) -> Vec<Vec<f32>> {
     plan.params
         .iter()
         .enumerate()
         .map(|(i, p)| {
             let n = p.shape.iter().product();
-            match p.init {
-                Init::Constant(c) => vec![c; n],
-                Init::KaimingUniform { fan_in } => {
-                    let mut rng = Rng::new(seed.wrapping_mul(0x1000_0000_01B3).wrapping_add(i as u64));
-                    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-                    (0..n).map(|_| ((rng.unit() * 2.0 - 1.0) * bound) as f32).collect()
-                }
-            }
+            let bound = match p.init {
+                Init::Constant(c) => return vec![c; n],
+                Init::KaimingUniform { fan_in } => 1.0 / (fan_in.max(1) as f64).sqrt(),
+                Init::GlorotUniform { fan_in, fan_out } => (6.0 / (fan_in + fan_out).max(1) as f64).sqrt(),
+            };
+            let mut rng = Rng::new(seed.wrapping_mul(0x1000_0000_01B3).wrapping_add(i as u64));
+            (0..n).map(|_| ((rng.unit() * 2.0 - 1.0) * bound) as f32).collect()
         })
         .collect()
 }

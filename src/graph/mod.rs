@@ -21,10 +21,12 @@ use crate::{Error, Result};
 pub struct NodeId(pub usize);
 
 /// How a parameter starts. `KaimingUniform { fan_in }` is PyTorch's default for Linear
-/// and Conv2d weights and biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+/// and Conv2d weights and biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in)). `GlorotUniform` is
+/// Keras's default for Dense weights: U(-sqrt(6/(fan_in+fan_out)), +sqrt(6/(fan_in+fan_out))).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Init {
     KaimingUniform { fan_in: usize },
+    GlorotUniform { fan_in: usize, fan_out: usize },
     Constant(f32),
 }
 
