@@ -16,7 +16,7 @@ use kiln::nn::ModelKind;
 use kiln::ops::gemm::GemmConfig;
 use kiln::ops::optim::Optimizer;
 use kiln::ops::softmax::Metrics;
-use kiln::train::{EpochReport, Observer, TrainConfig, TrainReport};
+use kiln::train::{EpochReport, LrSchedule, Observer, TrainConfig, TrainReport};
 
 #[derive(Parser, Debug)]
 #[command(about = "Train a digit classifier on the GPU with kiln")]
@@ -46,6 +46,12 @@ struct Args {
     /// SGD momentum
     #[arg(long, default_value_t = 0.9)]
     momentum: f32,
+    /// constant | cosine: full rate, then a cosine decay to 0 at the last step
+    #[arg(long, default_value = "cosine", value_parser = ["constant", "cosine"])]
+    lr_schedule: String,
+    /// With --lr-schedule cosine: the fraction of the run at full rate before the decay
+    #[arg(long, default_value_t = 0.8)]
+    lr_hold: f64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Random shifts, rotations and scaling of the training images, on the GPU
@@ -150,6 +156,13 @@ fn main() -> ExitCode {
         "sgd" => Optimizer::sgd(args.lr.unwrap_or(0.01), args.momentum),
         other => return fail(format!("--optimizer {other}: expected adam or sgd")),
     };
+    if !(0.0..1.0).contains(&args.lr_hold) {
+        return fail(format!("--lr-hold {}: expected a fraction in [0, 1)", args.lr_hold));
+    }
+    let lr_schedule = match args.lr_schedule.as_str() {
+        "constant" => LrSchedule::Constant,
+        _ => LrSchedule::Cosine { hold: args.lr_hold },
+    };
     for (flag, path) in [("--save", Some(&args.save)), ("--plot", args.plot.as_ref())] {
         if let Some(p) = path {
             if let Err(e) = check_writable(flag, p) {
@@ -180,6 +193,7 @@ fn main() -> ExitCode {
         epochs: args.epochs,
         batch_size: args.batch_size,
         optimizer,
+        lr_schedule,
         seed: args.seed,
         augment: args.augment,
         progress_every: if args.quiet { 0 } else { args.progress_every },
@@ -199,14 +213,15 @@ fn main() -> ExitCode {
     };
     if !args.quiet {
         println!(
-            "dataset: {} from {} ({} train, {} test); model: {}; batch {}; {:?}",
+            "dataset: {} from {} ({} train, {} test); model: {}; batch {}; {}; lr schedule: {}",
             args.dataset,
             data.dir.display(),
             data.train.len(),
             data.test.len(),
             args.model.name(),
             args.batch_size,
-            optimizer
+            optimizer.rule,
+            lr_schedule
         );
     }
     let mut progress = Progress { bar: None, quiet: args.quiet || args.bench };
@@ -286,12 +301,12 @@ fn print_summary(r: &TrainReport, save: &Path) {
     }
     let s = &r.stats;
     println!(
-        "\nExecStats: {} steps, {} submits, {} host readbacks, {} dispatches per step, {:.1} MiB allocated on the GPU (activations {:.1} MiB planned vs {:.1} MiB without reuse, {} buffers)",
+        "\nExecStats: {} steps, {} submits, {} host readbacks, {} dispatches per step, {:.1} MiB on the GPU at peak (activations {:.1} MiB planned vs {:.1} MiB without reuse, {} buffers)",
         s.steps,
         s.submits,
         s.readbacks,
         s.dispatches_per_step,
-        s.gpu_bytes as f64 / 1048576.0,
+        s.gpu_peak_bytes as f64 / 1048576.0,
         s.planned_bytes as f64 / 1048576.0,
         s.naive_bytes as f64 / 1048576.0,
         s.activation_buffers
@@ -332,7 +347,7 @@ fn json_summary(args: &Args, gpu: &kiln::Gpu, r: &TrainReport) -> String {
         "host_readbacks": r.stats.readbacks,
         "submits": r.stats.submits,
         "steps": r.stats.steps,
-        "gpu_bytes_allocated": r.stats.gpu_bytes,
+        "gpu_peak_bytes": r.stats.gpu_peak_bytes,
         "startup_seconds": r.startup_seconds,
         "autotune_seconds": r.tune.seconds,
         "autotune_from_cache": r.tune.from_cache,

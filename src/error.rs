@@ -28,6 +28,9 @@ pub enum Error {
     /// A request the hardware or the implementation cannot serve (too large to bind, say).
     #[error("unsupported in {op}: {message}")]
     Unsupported { op: String, message: String },
+    /// The largest value of a graph does not fit one storage binding on this adapter.
+    #[error("unsupported in value '{value}': {bytes} bytes ({shape:?}) exceed the adapter's storage binding limit of {limit} bytes: use a smaller batch")]
+    TooLargeToBind { value: String, shape: Vec<usize>, bytes: u64, limit: u64 },
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
     #[error(transparent)]

@@ -12,7 +12,7 @@ use crate::graph::{ExecStats, Executor, Mode};
 use crate::gpu::Gpu;
 use crate::nn::ModelKind;
 use crate::ops::gemm::GemmConfig;
-use crate::ops::optim::Optimizer;
+use crate::ops::optim::{Optimizer, Schedule};
 use crate::ops::softmax::Metrics;
 use crate::{Error, Result};
 
@@ -25,11 +25,40 @@ pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
     pub optimizer: Optimizer,
+    /// Replaces `optimizer.schedule` once the number of steps is known.
+    pub lr_schedule: LrSchedule,
     pub seed: u64,
     pub augment: bool,
     /// Read metrics for the progress display every this many steps (0: only per epoch).
     pub progress_every: usize,
     pub gemm: Option<GemmConfig>,
+}
+
+/// The learning rate over a whole run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LrSchedule {
+    Constant,
+    /// Full rate for this fraction of the run, then half a cosine down to 0 at its end.
+    Cosine { hold: f64 },
+}
+
+impl LrSchedule {
+    /// The schedule in optimizer steps, for a run of `total` steps.
+    pub fn for_steps(self, total: usize) -> Result<Schedule> {
+        match self {
+            LrSchedule::Constant => Ok(Schedule::Constant),
+            LrSchedule::Cosine { hold } => Schedule::cosine(hold, total),
+        }
+    }
+}
+
+impl std::fmt::Display for LrSchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            LrSchedule::Constant => write!(f, "constant"),
+            LrSchedule::Cosine { hold } => write!(f, "cosine decay to 0 over the last {:.0}% of the run", 100.0 * (1.0 - hold)),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -100,20 +129,22 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, observer: &mut dyn Ob
     }
     let (mean, std) = data.mean_std();
     let batch = cfg.batch_size;
+    let steps = n_train / batch; // the last partial batch is dropped (a new shuffle each epoch)
+    let optimizer = cfg.optimizer.with_schedule(cfg.lr_schedule.for_steps(steps * cfg.epochs)?);
     let eval_batch = batch.max(256).min(data.test.len().max(1));
     let model = cfg.model.build(batch, cfg.seed)?;
     let eval_model = cfg.model.build(eval_batch, cfg.seed)?;
     let (tuning, tune) = match cfg.gemm {
         Some(c) => (Tuning::fixed(c), TuneReport::default()),
-        None => autotune::tune(gpu, &model.graph, cfg.optimizer)?,
+        None => autotune::tune(gpu, &model.graph, optimizer).map_err(|e| batch_error(e, batch))?,
     };
-    let mut trainer = Executor::new(gpu, &model.graph, Mode::Train, Some(cfg.optimizer), &tuning, None)?;
-    let mut evaluator = Executor::new(gpu, &eval_model.graph, Mode::Eval, None, &tuning, Some(&trainer))?;
+    let mut trainer = Executor::new(gpu, &model.graph, Mode::Train, Some(optimizer), &tuning, None).map_err(|e| batch_error(e, batch))?;
+    let mut evaluator =
+        Executor::new(gpu, &eval_model.graph, Mode::Eval, None, &tuning, Some(&trainer)).map_err(|e| batch_error(e, eval_batch))?;
     let train_data = resident(gpu, &data.train, mean, std)?;
     let test_data = resident(gpu, &data.test, mean, std)?;
     trainer.attach_dataset(&train_data, cfg.augment, cfg.seed as u32)?;
     evaluator.attach_dataset(&test_data, false, 0)?;
-    let steps = n_train / batch; // the last partial batch is dropped (a new shuffle each epoch)
     let eval_steps = data.test.len().div_ceil(eval_batch);
     let mut startup = None;
     let mut epochs = Vec::new();
@@ -172,6 +203,20 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, observer: &mut dyn Ob
         test_images: data.test.len(),
         tune,
     })
+}
+
+/// Says which --batch-size would fit when a batch's activations are too large to bind.
+fn batch_error(e: Error, batch: usize) -> Error {
+    match e {
+        Error::TooLargeToBind { value, shape, bytes, limit } if shape.first() == Some(&batch) => Error::unsupported(
+            format!("--batch-size {batch}"),
+            format!(
+                "'{value}' {shape:?} takes {bytes} bytes, over this adapter's storage binding limit of {limit} bytes; the largest batch that fits is {}",
+                limit / bytes.div_ceil(batch as u64)
+            ),
+        ),
+        e => e,
+    }
 }
 
 fn check_finite(m: &Metrics, epoch: usize, step: usize) -> Result<()> {

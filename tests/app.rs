@@ -107,11 +107,24 @@ fn train_mnist_rejects_bad_input_with_exit_code_2() {
         (vec!["--batch-size", "9000"], "--batch-size"),
         (vec!["--optimizer", "rmsprop"], "--optimizer"),
         (vec!["--min-accuracy", "7"], "--min-accuracy"),
+        (vec!["--lr-schedule", "linear"], "--lr-schedule"),
+        (vec!["--lr-hold", "1.5"], "--lr-hold"),
     ] {
         let args: Vec<&str> = base.iter().copied().chain(extra.iter().copied()).collect();
         let (code, stderr) = train(&args);
         assert_eq!(code, 2, "{extra:?}: {stderr}");
         assert!(stderr.contains(expect) && !stderr.contains("panicked"), "{extra:?}: {stderr}");
+    }
+    // conv1's output for a batch of 8,000: more than lavapipe's 128 MiB binding limit
+    let bytes = 8000 * 16 * 28 * 28 * 4;
+    let args: Vec<&str> = base.iter().copied().chain(["--epochs", "1", "--batch-size", "8000"]).collect();
+    let (code, stderr) = train(&args);
+    if bytes > kiln::testing::gpu().limits().max_storage_buffer_binding_size {
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.contains("--batch-size 8000") && stderr.contains("the largest batch that fits is"), "{stderr}");
+    } else {
+        assert_eq!(code, 0, "a batch this adapter can bind trains: {stderr}");
+        std::fs::remove_file(save).unwrap();
     }
     let (code, stderr) = train(&["--dataset", "mnist10k", "--data-dir", data, "--save", "/nonexistent-kiln/m.safetensors"]);
     assert_eq!(code, 2, "{stderr}");

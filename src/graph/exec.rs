@@ -138,13 +138,10 @@ impl<'g> Executor<'g> {
             return Err(Error::unsupported("Executor", "training needs an optimizer"));
         }
         let limit = gpu.limits().max_storage_buffer_binding_size;
-        for v in &plan.values {
+        if let Some(v) = plan.values.iter().max_by_key(|v| v.dtype.bytes(v.len())) {
             let bytes = v.dtype.bytes(v.len());
             if bytes > limit {
-                return Err(Error::unsupported(
-                    format!("value '{}'", v.name),
-                    format!("{bytes} bytes ({:?}) exceed the adapter's storage binding limit of {limit} bytes: use a smaller batch", v.shape),
-                ));
+                return Err(Error::TooLargeToBind { value: v.name.clone(), shape: v.shape.clone(), bytes, limit });
             }
         }
         let memory = plan_memory(&plan);
