@@ -136,6 +136,18 @@ fn train_mnist_rejects_bad_input_with_exit_code_2() {
 }
 
 #[test]
+fn a_diverging_loss_stops_training_naming_epoch_and_step() {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist");
+    let save = std::env::temp_dir().join(format!("kiln-diverged-{}.safetensors", std::process::id()));
+    let args = ["--dataset", "mnist10k", "--data-dir", data, "--model", "mlp", "--epochs", "2", "--optimizer", "sgd"];
+    let tail = ["--lr", "1e9", "--progress-every", "20", "--save", save.to_str().unwrap()];
+    let (code, stderr) = train(&args.iter().chain(&tail).copied().collect::<Vec<_>>());
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("epoch 1, step 20") && stderr.contains("--lr") && !stderr.contains("panicked"), "{stderr}");
+    assert!(!save.exists(), "no checkpoint of a diverged run");
+}
+
+#[test]
 fn the_training_curve_is_a_png() {
     let epochs: Vec<_> = (1..=3)
         .map(|e| kiln::train::EpochReport {
