@@ -2,13 +2,16 @@
 """The same models and protocol as kiln's train_mnist, in PyTorch, for comparison.
 
 CNN: conv(1->16,5x5,pad 2)-ReLU-maxpool2 -> conv(16->32,5x5,pad 2)-ReLU-maxpool2 -> fc 1568->128-ReLU -> fc 128->10
-MLP: 784->512-ReLU-dropout 0.2->10. Adam 1e-3, batch 64, shuffled each epoch, last partial
-batch dropped, inputs normalised with the training split's mean/std. The training pass is
-timed alone (data already on the device, synchronised at the end). Prints one JSON line.
+MLP: 784->512-ReLU-dropout 0.2->10, with Keras's initialisation (Glorot-uniform weights, zero
+biases) as kiln's. Adam 1e-3, batch 64, shuffled each epoch, last partial batch dropped,
+inputs normalised with the training split's mean/std, and kiln's default schedule: full rate
+for the first 80% of the steps, then half a cosine down to 0 (--lr-schedule constant: none).
+The training pass is timed alone (data already on the device, synchronised at the end).
+Prints one JSON line.
 
   python3 benches/peers/pytorch_mnist.py --data-dir DIR --dataset fashion --device cuda --epochs 1
 """
-import argparse, gzip, json, os, struct, time
+import argparse, gzip, json, math, os, struct, time
 
 import numpy as np
 import torch
@@ -39,7 +42,20 @@ def model(kind):
         return nn.Sequential(nn.Conv2d(1, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
                              nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
                              nn.Flatten(), nn.Linear(1568, 128), nn.ReLU(), nn.Linear(128, 10))
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Dropout(0.2), nn.Linear(512, 10))
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Dropout(0.2), nn.Linear(512, 10))
+    for layer in net:
+        if isinstance(layer, nn.Linear):  # keras.layers.Dense's defaults
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return net
+
+
+def lr_factor(step, total, schedule, hold):
+    """kiln's Schedule::factor: 1 for the first floor(hold * total) steps, then a half cosine to 0."""
+    start = math.floor(hold * total)
+    if schedule == "constant" or step < start:
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * (min(step, total) - start) / max(1, total - start)))
 
 
 def main():
@@ -52,6 +68,9 @@ def main():
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr-schedule", default="cosine", choices=["constant", "cosine"])
+    ap.add_argument("--lr-hold", type=float, default=0.8)
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -65,9 +84,11 @@ def main():
     xte = ((torch.tensor(xte, dtype=torch.float32).div(255).unsqueeze(1) - mean) / std).to(dev)
     yte = torch.tensor(yte, dtype=torch.long).to(dev)
     net = model(a.model).to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(net.parameters(), lr=a.lr)
     loss_fn = nn.CrossEntropyLoss()
     steps = len(xtr) // a.batch_size
+    total = steps * a.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: lr_factor(k, total, a.lr_schedule, a.lr_hold))
     epoch_seconds = []
     for epoch in range(a.epochs):
         net.train()
@@ -81,6 +102,7 @@ def main():
             loss = loss_fn(net(xtr[idx]), ytr[idx])
             loss.backward()
             opt.step()
+            sched.step()
         if dev.type == "cuda":
             torch.cuda.synchronize()
         epoch_seconds.append(time.perf_counter() - t0)
@@ -93,7 +115,7 @@ def main():
         "dataset": a.dataset, "model": a.model, "epochs": a.epochs, "batch_size": a.batch_size,
         "epoch_seconds": epoch_seconds, "images_per_sec": images / (sum(epoch_seconds) / len(epoch_seconds)),
         "images_per_sec_after_first": images / (sum(epoch_seconds[1:]) / max(1, len(epoch_seconds) - 1)) if len(epoch_seconds) > 1 else None,
-        "test_accuracy": correct / len(xte), "seed": a.seed,
+        "test_accuracy": correct / len(xte), "seed": a.seed, "lr": a.lr, "lr_schedule": a.lr_schedule, "lr_hold": a.lr_hold,
     }))
 
 
