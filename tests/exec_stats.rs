@@ -4,7 +4,10 @@
 use kiln::graph::{Executor, Mode};
 use kiln::ops::gemm::GemmConfig;
 use kiln::ops::optim::Optimizer;
+use kiln::ops::elementwise::fill;
 use kiln::testing::{gpu, Rng};
+use kiln::{DType, Tensor};
+use std::sync::atomic::Ordering;
 
 mod common;
 use common::{small_mlp, BATCH};
@@ -35,7 +38,18 @@ fn a_training_step_is_one_submit_with_no_readback() {
     assert_eq!(m.rows, 101 * BATCH as u32);
     assert!(m.mean_loss().is_finite());
     drop(exec);
-    let live = gpu.counters.bytes_live.load(std::sync::atomic::Ordering::Relaxed);
-    assert!(live < last.gpu_bytes, "dropping the executor frees its buffers: {live} of {} bytes still live", last.gpu_bytes);
+    let live = || gpu.counters.bytes_live.load(Ordering::Relaxed);
+    assert!(live() < last.gpu_bytes, "dropping the executor frees its buffers: {} of {} bytes still live", live(), last.gpu_bytes);
+
+    // Scratch whose only owner is a dispatch (im2col columns, split-K partials) is memory
+    // until the dispatch goes: counted until then, not when the tensor handle drops.
+    let before = live();
+    let scratch = Tensor::empty(gpu, &[1 << 20], DType::F32).unwrap();
+    let d = fill(gpu, &scratch, 1.0).unwrap();
+    drop(scratch);
+    assert_eq!(live(), before + (4 << 20), "the dispatch keeps its 4 MiB of scratch");
+    drop(d);
+    assert_eq!(live(), before);
+    assert!(gpu.counters.bytes_peak.load(Ordering::Relaxed) >= last.gpu_peak_bytes);
 }
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use wgpu::util::DeviceExt;
 
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, GpuBuffer};
 use crate::pipelines::Kernel;
 use crate::tensor::Tensor;
 use crate::Result;
@@ -33,6 +33,10 @@ pub struct Dispatch {
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
+    /// The buffers the bind group holds. wgpu keeps them alive for it anyway; holding them
+    /// here too keeps their `GpuBuffer` counts (live and peak GPU bytes) true for scratch
+    /// tensors whose only owner is the dispatch.
+    _bound: Vec<Arc<GpuBuffer>>,
 }
 
 impl Dispatch {
@@ -61,7 +65,8 @@ impl Dispatch {
                 entries: &entries,
             })
         })?;
-        Ok(Dispatch { name: kernel.entry, pipeline, bind_group, groups })
+        let _bound = tensors.iter().map(|(_, t)| t.buffer().clone()).collect();
+        Ok(Dispatch { name: kernel.entry, pipeline, bind_group, groups, _bound })
     }
 
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
