@@ -151,9 +151,9 @@ fn check_writable(flag: &str, path: &Path) -> Result<(), String> {
 fn main() -> ExitCode {
     let process_start = std::time::Instant::now();
     let args = Args::parse();
-    let optimizer = match args.optimizer.as_str() {
-        "adam" => Optimizer::adam(args.lr.unwrap_or(1e-3)),
-        "sgd" => Optimizer::sgd(args.lr.unwrap_or(0.01), args.momentum),
+    let rule = match args.optimizer.as_str() {
+        "adam" => Optimizer::adam(args.lr.unwrap_or(1e-3)).rule,
+        "sgd" => Optimizer::sgd(args.lr.unwrap_or(0.01), args.momentum).rule,
         other => return fail(format!("--optimizer {other}: expected adam or sgd")),
     };
     if !(0.0..1.0).contains(&args.lr_hold) {
@@ -192,7 +192,7 @@ fn main() -> ExitCode {
         model: args.model,
         epochs: args.epochs,
         batch_size: args.batch_size,
-        optimizer,
+        rule,
         lr_schedule,
         seed: args.seed,
         augment: args.augment,
@@ -220,7 +220,7 @@ fn main() -> ExitCode {
             data.test.len(),
             args.model.name(),
             args.batch_size,
-            optimizer.rule,
+            rule,
             lr_schedule
         );
     }

@@ -12,7 +12,7 @@ use crate::graph::{ExecStats, Executor, Mode};
 use crate::gpu::Gpu;
 use crate::nn::ModelKind;
 use crate::ops::gemm::GemmConfig;
-use crate::ops::optim::{Optimizer, Schedule};
+use crate::ops::optim::{Optimizer, Rule, Schedule};
 use crate::ops::softmax::Metrics;
 use crate::{Error, Result};
 
@@ -24,8 +24,8 @@ pub struct TrainConfig {
     pub model: ModelKind,
     pub epochs: usize,
     pub batch_size: usize,
-    pub optimizer: Optimizer,
-    /// Replaces `optimizer.schedule` once the number of steps is known.
+    /// The update rule; its learning rate follows `lr_schedule` over the run's steps.
+    pub rule: Rule,
     pub lr_schedule: LrSchedule,
     pub seed: u64,
     pub augment: bool,
@@ -130,7 +130,7 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, observer: &mut dyn Ob
     let (mean, std) = data.mean_std();
     let batch = cfg.batch_size;
     let steps = n_train / batch; // the last partial batch is dropped (a new shuffle each epoch)
-    let optimizer = cfg.optimizer.with_schedule(cfg.lr_schedule.for_steps(steps * cfg.epochs)?);
+    let optimizer = Optimizer { rule: cfg.rule, schedule: cfg.lr_schedule.for_steps(steps * cfg.epochs)? };
     let eval_batch = batch.max(256).min(data.test.len().max(1));
     let model = cfg.model.build(batch, cfg.seed)?;
     let eval_model = cfg.model.build(eval_batch, cfg.seed)?;
