@@ -14,7 +14,7 @@ use kiln::checkpoint::Checkpoint;
 use kiln::data::mnist::DatasetKind;
 use kiln::nn::ModelKind;
 use kiln::ops::gemm::GemmConfig;
-use kiln::ops::optim::Optimizer;
+use kiln::ops::optim::{Optimizer, Schedule};
 use kiln::ops::softmax::Metrics;
 use kiln::train::{EpochReport, LrSchedule, Observer, TrainConfig, TrainReport};
 
@@ -156,8 +156,8 @@ fn main() -> ExitCode {
         "sgd" => Optimizer::sgd(args.lr.unwrap_or(0.01), args.momentum).rule,
         other => return fail(format!("--optimizer {other}: expected adam or sgd")),
     };
-    if !(0.0..1.0).contains(&args.lr_hold) {
-        return fail(format!("--lr-hold {}: expected a fraction in [0, 1)", args.lr_hold));
+    if let Err(e) = Schedule::check_hold(args.lr_hold) {
+        return fail(e);
     }
     let lr_schedule = match args.lr_schedule.as_str() {
         "constant" => LrSchedule::Constant,

@@ -41,11 +41,18 @@ pub enum Schedule {
 impl Schedule {
     /// A cosine decay over the last `1 - hold_fraction` of `total` steps.
     pub fn cosine(hold_fraction: f64, total: usize) -> Result<Schedule> {
-        if !(0.0..1.0).contains(&hold_fraction) {
-            return Err(Error::unsupported("--lr-hold", format!("{hold_fraction}: expected a fraction in [0, 1)")));
-        }
+        Self::check_hold(hold_fraction)?;
         let total = u32::try_from(total).map_err(|_| Error::unsupported("Schedule", format!("{total} steps")))?;
         Ok(Schedule::Cosine { hold: (hold_fraction * total as f64).floor() as u32, total })
+    }
+
+    /// The fraction of a run held at full rate (`--lr-hold`) must lie in [0, 1).
+    pub fn check_hold(hold_fraction: f64) -> Result<()> {
+        if (0.0..1.0).contains(&hold_fraction) {
+            Ok(())
+        } else {
+            Err(Error::unsupported("--lr-hold", format!("{hold_fraction}: expected a fraction in [0, 1)")))
+        }
     }
 
     /// The factor of the learning rate after `t` steps.
