@@ -233,16 +233,14 @@ fn main() -> ExitCode {
     // from process start, not from opening the GPU
     report.startup_seconds += before_train;
     if args.bench {
-        let steady = &report.epochs[report.epochs.len().min(1)..];
-        let steady = if steady.is_empty() { &report.epochs[..] } else { steady };
-        let secs: f64 = steady.iter().map(|e| e.train_seconds).sum();
-        let images = steady.len() * (report.train_images / args.batch_size) * args.batch_size;
+        // the first epoch includes warm-up, unless it is the only one
+        let steady = if report.epochs.len() > 1 { &report.epochs[1..] } else { &report.epochs[..] };
         println!(
             "bench: {} {} on {}: {:.0} images/s steady state (epochs {}..={}, training pass only), process start to first step {:.2} s",
             args.model.name(),
             args.dataset,
             gpu.info().name,
-            images as f64 / secs,
+            images_per_sec(&report, args.batch_size, steady),
             steady[0].epoch,
             report.epochs.len(),
             report.startup_seconds
@@ -323,9 +321,13 @@ fn print_summary(r: &TrainReport, save: &Path) {
     }
 }
 
+/// Training images/s over `epochs` (training pass only): each epoch runs the full batches.
+fn images_per_sec(r: &TrainReport, batch: usize, epochs: &[EpochReport]) -> f64 {
+    let images = epochs.len() * (r.train_images / batch) * batch;
+    images as f64 / epochs.iter().map(|e| e.train_seconds).sum::<f64>()
+}
+
 fn json_summary(args: &Args, gpu: &kiln::Gpu, r: &TrainReport) -> String {
-    let train_secs: f64 = r.epochs.iter().map(|e| e.train_seconds).sum();
-    let images = r.epochs.len() * (r.train_images / args.batch_size) * args.batch_size;
     serde_json::json!({
         "dataset": args.dataset.to_string(),
         "model": args.model.name(),
@@ -334,13 +336,8 @@ fn json_summary(args: &Args, gpu: &kiln::Gpu, r: &TrainReport) -> String {
         "adapter": gpu.info().name,
         "backend": format!("{:?}", gpu.info().backend),
         "epoch_seconds": r.epochs.iter().map(|e| e.train_seconds).collect::<Vec<_>>(),
-        "images_per_sec": images as f64 / train_secs,
-        "images_per_sec_after_first_epoch": if r.epochs.len() > 1 {
-            let s: f64 = r.epochs[1..].iter().map(|e| e.train_seconds).sum();
-            Some((r.epochs.len() - 1) as f64 * (r.train_images / args.batch_size * args.batch_size) as f64 / s)
-        } else {
-            None
-        },
+        "images_per_sec": images_per_sec(r, args.batch_size, &r.epochs),
+        "images_per_sec_after_first_epoch": (r.epochs.len() > 1).then(|| images_per_sec(r, args.batch_size, &r.epochs[1..])),
         "test_accuracy": r.test.accuracy(),
         "recall": r.test.recall(),
         "precision": r.test.precision(),
