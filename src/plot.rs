@@ -60,8 +60,8 @@ pub fn plot_curve(path: &Path, epochs: &[EpochReport]) -> Result<()> {
         .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED));
     loss.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|e| err(&e))?;
 
-    let accs: Vec<f64> = epochs.iter().map(|e| 100.0 * e.test_accuracy as f64).collect();
-    let lo = accs.iter().cloned().fold(100.0, f64::min);
+    let accuracy = series(|e| 100.0 * e.test_accuracy);
+    let lo = accuracy.iter().map(|p| p.1).fold(100.0, f64::min);
     let mut acc = ChartBuilder::on(&right)
         .caption("test accuracy (%)", ("sans-serif", 22))
         .margin(12)
@@ -70,8 +70,8 @@ pub fn plot_curve(path: &Path, epochs: &[EpochReport]) -> Result<()> {
         .build_cartesian_2d(x_range, (lo - 1.0).max(0.0)..100.0)
         .map_err(|e| err(&e))?;
     acc.configure_mesh().x_desc("epoch").x_labels(epochs.len().min(10)).draw().map_err(|e| err(&e))?;
-    acc.draw_series(LineSeries::new(series(|e| 100.0 * e.test_accuracy), GREEN.stroke_width(2))).map_err(|e| err(&e))?;
-    acc.draw_series(series(|e| 100.0 * e.test_accuracy).into_iter().map(|p| Circle::new(p, 4, GREEN.filled())))
+    acc.draw_series(LineSeries::new(accuracy.clone(), GREEN.stroke_width(2))).map_err(|e| err(&e))?;
+    acc.draw_series(accuracy.into_iter().map(|p| Circle::new(p, 4, GREEN.filled())))
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))
 }
