@@ -290,11 +290,19 @@ fn all_mirrors_down_names_every_url_and_where_to_put_the_file() {
     let server = Server::start(HashMap::new()); // answers 404 to everything
     let mirrors = [dead_mirror(), server.base_url()];
     match Dataset::load_or_download(DatasetKind::Mnist, Some(&dir), &mirrors, true) {
-        Err(e @ DataError::DownloadFailed { .. }) => {
+        Err(e @ DataError::NotObtained { .. }) => {
             let msg = e.to_string();
-            let DataError::DownloadFailed { attempts, file, .. } = &e else {
+            let DataError::NotObtained { download, .. } = &e else {
                 unreachable!()
             };
+            let DataError::DownloadFailed { attempts, file, .. } = &**download else {
+                panic!("expected DownloadFailed inside, got {download:?}")
+            };
+            // every missing file is named, not only the one whose download failed first
+            for f in ["train-images", "train-labels", "t10k-images", "t10k-labels"] {
+                assert!(msg.contains(f), "{f} not named: {msg}");
+            }
+            assert!(!msg.contains("--download ") && msg.contains("--no-download"), "{msg}");
             assert_eq!(file, "train-images-idx3-ubyte.gz");
             assert_eq!(attempts.len(), 2);
             assert!(
@@ -314,9 +322,19 @@ fn all_mirrors_down_names_every_url_and_where_to_put_the_file() {
                 "{msg}"
             );
         }
-        other => panic!("expected DownloadFailed, got {other:?}"),
+        other => panic!("expected NotObtained, got {other:?}"),
     }
     assert!(listing(&dir).is_empty(), "left behind: {:?}", listing(&dir));
+}
+
+#[test]
+fn a_failed_download_leaves_no_empty_directories() {
+    let root = scratch("no-empty-dirs");
+    let dir = root.join("data").join("mnist");
+    let server = Server::start(HashMap::new());
+    let err = Dataset::load_or_download(DatasetKind::Mnist10k, Some(&dir), &[server.base_url()], true).unwrap_err();
+    assert!(matches!(err, DataError::NotObtained { .. }), "{err:?}");
+    assert!(!root.join("data").exists(), "a failed download created {}", root.join("data").display());
 }
 
 #[test]

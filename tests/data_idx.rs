@@ -370,7 +370,10 @@ fn missing_dataset_says_which_files_where_and_how_to_get_them() {
                 ]
             );
             assert!(
-                msg.contains(&dir.display().to_string()) && msg.contains("--download"),
+                msg.contains(&dir.display().to_string())
+                    && msg.contains("--no-download")
+                    && !msg.contains("--download ")
+                    && msg.contains("--dataset mnist10k"),
                 "{msg}"
             );
         }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use md5::{Digest, Md5};
 
-use super::mnist::{find_file, DatasetKind, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
+use super::mnist::{find_file, Dataset, DatasetKind, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
 use super::{Attempt, DataError};
 
 /// The largest body accepted (64 MiB; the largest file, Fashion's training images, is
@@ -105,14 +105,36 @@ pub fn download_dataset(
     mirrors: &[String],
     quiet: bool,
 ) -> Result<Vec<PathBuf>, DataError> {
+    // The first directory on the way that does not exist yet: removed again (if still
+    // empty) when nothing could be downloaded, so a failed try leaves no empty ./data/mnist.
+    let created = dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && !d.exists()).last().map(Path::to_path_buf);
     fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     let mut fetched = Vec::new();
     for file in remote_files(kind) {
         if find_file(dir, file.name).is_none() {
-            fetched.push(fetch(file, dir, mirrors, quiet)?);
+            match fetch(file, dir, mirrors, quiet) {
+                Ok(path) => fetched.push(path),
+                Err(e) => {
+                    if let (Some(top), true) = (&created, fetched.is_empty()) {
+                        let _ = remove_empty_dirs(dir, top);
+                    }
+                    return Err(e);
+                }
+            }
         }
     }
     Ok(fetched)
+}
+
+/// Removes `dir` and its parents up to and including `top`, each only if empty.
+fn remove_empty_dirs(dir: &Path, top: &Path) -> std::io::Result<()> {
+    for d in dir.ancestors() {
+        fs::remove_dir(d)?;
+        if d == top {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Downloads `file` into `dir`, trying each mirror in turn.
@@ -277,4 +299,32 @@ fn progress_bar(length: Option<u64>, url: &str, quiet: bool) -> ProgressBar {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// Here rather than in `mnist`, so that `mnist` needs nothing from `download`.
+impl Dataset {
+    /// Like [`Dataset::load`], but when the files are found nowhere, downloads them into
+    /// [`DatasetKind::download_dir`] from `mirrors` (base URLs; see
+    /// [`default_mirrors`]) first. `quiet` hides the progress bar.
+    pub fn load_or_download(
+        kind: DatasetKind,
+        data_dir: Option<&Path>,
+        mirrors: &[String],
+        quiet: bool,
+    ) -> Result<Dataset, DataError> {
+        match kind.locate(data_dir) {
+            Ok(dir) => Dataset::load_from_dir(kind, &dir),
+            Err(missing @ DataError::Missing { .. }) => {
+                let dir = kind.download_dir(data_dir);
+                match download_dataset(kind, &dir, mirrors, quiet) {
+                    Ok(_) => Dataset::load_from_dir(kind, &dir),
+                    Err(failed) => Err(DataError::NotObtained {
+                        missing: Box::new(missing),
+                        download: Box::new(failed),
+                    }),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
 }

@@ -15,7 +15,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use super::download;
 use super::idx::{read_images, read_labels, Images};
 use super::{DataError, Searched};
 
@@ -146,12 +145,17 @@ impl DatasetKind {
 
     fn missing_hint(self, first: &Path) -> String {
         let mut hint = format!(
-            "Run with --download to fetch them into {}, or put the files there yourself \
-             (gzip or not; point --data-dir or {DATA_ENV} at another place).",
+            "Put the files in {} yourself (gzip or not), or point --data-dir or {DATA_ENV} at the \
+             directory that holds them; train_mnist downloads missing files unless --no-download is given.",
             first.display()
         );
-        if self == DatasetKind::Fashion {
-            hint.push_str(" On Debian/Ubuntu: apt-get install dataset-fashion-mnist.");
+        match self {
+            DatasetKind::Mnist => hint.push_str(
+                " Offline with only MNIST's two test files (t10k-*)? --dataset mnist10k trains on 8,000 of them \
+                 and evaluates on the other 2,000.",
+            ),
+            DatasetKind::Fashion => hint.push_str(" On Debian/Ubuntu: apt-get install dataset-fashion-mnist."),
+            DatasetKind::Mnist10k => {}
         }
         hint
     }
@@ -293,26 +297,6 @@ impl Dataset {
     pub fn load(kind: DatasetKind, data_dir: Option<&Path>) -> Result<Dataset, DataError> {
         let dir = kind.locate(data_dir)?;
         Dataset::load_from_dir(kind, &dir)
-    }
-
-    /// Like [`Dataset::load`], but when the files are found nowhere, downloads them into
-    /// [`DatasetKind::download_dir`] from `mirrors` (base URLs; see
-    /// [`download::default_mirrors`]) first. `quiet` hides the progress bar.
-    pub fn load_or_download(
-        kind: DatasetKind,
-        data_dir: Option<&Path>,
-        mirrors: &[String],
-        quiet: bool,
-    ) -> Result<Dataset, DataError> {
-        match kind.locate(data_dir) {
-            Ok(dir) => Dataset::load_from_dir(kind, &dir),
-            Err(DataError::Missing { .. }) => {
-                let dir = kind.download_dir(data_dir);
-                download::download_dataset(kind, &dir, mirrors, quiet)?;
-                Dataset::load_from_dir(kind, &dir)
-            }
-            Err(e) => Err(e),
-        }
     }
 
     /// The training split's pixel mean and standard deviation (see [`Split::mean_std`]):

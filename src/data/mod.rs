@@ -104,6 +104,12 @@ pub enum DataError {
         searched: Vec<Searched>,
         hint: String,
     },
+    /// The files are nowhere and downloading them failed too: both are said.
+    #[error("{missing}\nDownloading them failed: {download}")]
+    NotObtained {
+        missing: Box<DataError>,
+        download: Box<DataError>,
+    },
     /// A dataset name that is not one of the known ones.
     #[error("unknown dataset {name:?}; valid names: {valid}")]
     UnknownDataset { name: String, valid: &'static str },
