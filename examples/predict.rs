@@ -2,16 +2,17 @@
 //!
 //!   cargo run --release --example predict -- --model model.safetensors digit.png [...]
 //!
-//! Prints the digit and the top-3 probabilities per image. Exit code 2 on bad input.
+//! Prints the digit and the top-3 probabilities per image, in batches (any number of
+//! images). An image that cannot be read gets an error line and the others still get
+//! their answer; the exit code is then 2, as for any bad input.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use kiln::checkpoint::Checkpoint;
-use kiln::graph::{Executor, Mode};
-use kiln::ops::gemm::GemmConfig;
-use kiln::{DType, Tensor};
+use kiln::cli::{self, fail};
+use kiln::files;
+use kiln::{errln, outln, Classifier};
 
 #[derive(Parser, Debug)]
 #[command(about = "Recognise handwritten digits with a kiln checkpoint")]
@@ -22,7 +23,8 @@ struct Args {
     /// 3x3 median filter on the GPU before cropping (photos with speckle noise)
     #[arg(long)]
     denoise: bool,
-    /// Write the 28x28 image the network saw (first image; with several, -N is appended)
+    /// Write the 28x28 image the network saw. With several images, one file each:
+    /// NAME-0.png, NAME-1.png, ... in the order of the images
     #[arg(long)]
     dump_preprocessed: Option<PathBuf>,
     /// Images to classify
@@ -30,66 +32,84 @@ struct Args {
     images: Vec<PathBuf>,
 }
 
-fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(2)
+/// Where image `i` of `n` is dumped: the path itself for one image, else NAME-i.EXT.
+fn dump_path(dump: &Path, i: usize, n: usize) -> PathBuf {
+    if n == 1 {
+        return dump.to_path_buf();
+    }
+    let stem = dump.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let ext = dump.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    dump.with_file_name(format!("{stem}-{i}{ext}"))
 }
 
-fn denoise(gpu: &kiln::Gpu, img: &image::GrayImage) -> kiln::Result<image::GrayImage> {
-    let (w, h) = img.dimensions();
-    let data: Vec<f32> = img.pixels().map(|p| p[0] as f32).collect();
-    let input = Tensor::from_f32(gpu, &[1, h as usize, w as usize], &data)?;
-    let out = Tensor::empty(gpu, &[1, h as usize, w as usize], DType::F32)?;
-    gpu.run(&[&kiln::data::gpu::median3x3(gpu, &input, &out, h as usize, w as usize)?])?;
-    let v = out.to_f32(gpu)?;
-    Ok(image::GrayImage::from_fn(w, h, |x, y| image::Luma([v[(y * w + x) as usize] as u8])))
+/// The dump files must not replace an input image, the checkpoint or each other.
+fn check_outputs(args: &Args) -> kiln::Result<()> {
+    let Some(dump) = &args.dump_preprocessed else { return Ok(()) };
+    let n = args.images.len();
+    let targets: Vec<PathBuf> = (0..n).map(|i| dump_path(dump, i, n)).collect();
+    for t in &targets {
+        files::check_output("--dump-preprocessed", t)?;
+    }
+    let mut paths: Vec<(&str, &Path)> = vec![("--model", &args.model)];
+    paths.extend(args.images.iter().map(|p| ("an input image", p.as_path())));
+    paths.extend(targets.iter().map(|p| ("--dump-preprocessed", p.as_path())));
+    files::check_distinct(&paths)
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let ck = match Checkpoint::load(&args.model) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
+    if let Err(e) = check_outputs(&args) {
+        return fail(e);
+    }
     let gpu = match kiln::Gpu::new() {
         Ok(g) => g,
         Err(e) => return fail(e),
     };
-    let mut inputs = Vec::new();
-    for (i, path) in args.images.iter().enumerate() {
-        let prepared = kiln::predict::load_gray(path)
-            .and_then(|g| if args.denoise { denoise(&gpu, &g) } else { Ok(g) })
-            .and_then(|g| kiln::predict::to_mnist(&g, path));
-        let img = match prepared {
-            Ok(i) => i,
-            Err(e) => return fail(e),
-        };
-        if let Some(dump) = &args.dump_preprocessed {
-            let target = if args.images.len() == 1 { dump.clone() } else { dump.with_extension(format!("{i}.png")) };
-            if let Err(e) = img.save(&target) {
-                return fail(format!("--dump-preprocessed {}: {e}", target.display()));
-            }
-        }
-        inputs.extend(kiln::predict::normalise(&img, ck.mean, ck.std));
-    }
-    let run = || -> kiln::Result<Vec<f32>> {
-        let model = ck.model.build_inference(args.images.len())?;
-        let cfg = GemmConfig::default_for(gpu.info());
-        let mut exec = Executor::new(&gpu, &model.graph, Mode::Eval, None, &cfg, None)?;
-        exec.write_params(&ck.params)?;
-        exec.write_input(&inputs)?;
-        exec.run_step(0)?;
-        exec.read_node(model.probs)
-    };
-    let probs = match run() {
-        Ok(p) => p,
+    let mut classifier = match Classifier::load(&gpu, &args.model) {
+        Ok(c) => c,
         Err(e) => return fail(e),
     };
-    for (path, p) in args.images.iter().zip(probs.chunks(10)) {
-        let mut order: Vec<usize> = (0..10).collect();
-        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
-        let top: Vec<String> = order[..3].iter().map(|&c| format!("{c}: {:.1}%", 100.0 * p[c])).collect();
-        println!("{}: {}   ({})", path.display(), order[0], top.join(", "));
+    if let Some(w) = classifier.checkpoint().dataset_warning(&["mnist", "mnist10k"]) {
+        errln!("warning: {}: {w}", args.model.display());
+    }
+    let n = args.images.len();
+    let mut failures = 0;
+    // Bounded memory: a batch of images is read, prepared and classified at a time.
+    for (b, chunk) in args.images.chunks(classifier.batch()).enumerate() {
+        let mut ready = Vec::new();
+        for (j, path) in chunk.iter().enumerate() {
+            let i = b * classifier.batch() + j;
+            let prepared = kiln::predict::load_gray(path)
+                .and_then(|g| if args.denoise { kiln::predict::denoise(&gpu, &g) } else { Ok(g) })
+                .and_then(|g| kiln::predict::to_mnist(&g, path))
+                .and_then(|img| match &args.dump_preprocessed {
+                    Some(dump) => files::write_png(&dump_path(dump, i, n), img.as_raw(), img.dimensions(), image::ExtendedColorType::L8).map(|_| img),
+                    None => Ok(img),
+                });
+            match prepared {
+                Ok(img) => ready.push((path, img)),
+                Err(e) => {
+                    errln!("error: {e}");
+                    failures += 1;
+                }
+            }
+        }
+        let images: Vec<_> = ready.iter().map(|(_, img)| img.clone()).collect();
+        let probs = match classifier.classify(&images) {
+            Ok(p) => p,
+            Err(e) => return fail(e),
+        };
+        for ((path, _), p) in ready.iter().zip(probs) {
+            let mut order: Vec<usize> = (0..10).collect();
+            order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+            let top: Vec<String> = order[..3].iter().map(|&c| format!("{c}: {:.1}%", 100.0 * p[c])).collect();
+            outln!("{}: {}   ({})", path.display(), order[0], top.join(", "));
+        }
+    }
+    cli::report_closed_stdout();
+    if failures > 0 {
+        errln!("{failures} of {n} images could not be read");
+        return ExitCode::from(2);
     }
     ExitCode::SUCCESS
 }

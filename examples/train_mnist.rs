@@ -3,7 +3,8 @@
 //!
 //!   cargo run --release --example train_mnist -- --dataset mnist10k --epochs 3
 //!
-//! Exit codes: 0 success, 1 accuracy below --min-accuracy, 2 bad input or GPU/data error.
+//! Exit codes: 0 success, 1 accuracy below --min-accuracy, 2 bad input or GPU/data error
+//! (also when the checkpoint or plot could not be written where asked: see kiln::cli).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,6 +12,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln::checkpoint::Checkpoint;
+use kiln::cli::{self, fail, Saved};
+use kiln::files::{self, Existing};
+use kiln::{errln, outln};
 use kiln::data::mnist::DatasetKind;
 use kiln::nn::ModelKind;
 use kiln::ops::gemm::GemmConfig;
@@ -20,6 +24,8 @@ use kiln::train::{EpochReport, LrSchedule, Observer, TrainConfig, TrainReport};
 
 #[derive(Parser, Debug)]
 #[command(about = "Train a digit classifier on the GPU with kiln")]
+// Numbers may be negative where they parse (`--lr -1`), so that the check below can say
+// why the value is refused instead of clap calling it an unknown flag.
 struct Args {
     /// mnist | fashion | mnist10k (the MNIST test files split 8,000 train / 2,000 test)
     #[arg(long, default_value = "mnist")]
@@ -33,34 +39,38 @@ struct Args {
     /// cnn | mlp (the tutorial's 784-512-10 with dropout 0.2)
     #[arg(long, default_value = "cnn")]
     model: ModelKind,
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true)]
     epochs: usize,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
     batch_size: usize,
     /// adam | sgd
     #[arg(long, default_value = "adam")]
     optimizer: String,
     /// Learning rate (default: 1e-3 for Adam, 0.01 for SGD)
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     lr: Option<f32>,
     /// SGD momentum
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     momentum: f32,
     /// constant | cosine: full rate, then a cosine decay to 0 at the last step
     #[arg(long, default_value = "cosine", value_parser = ["constant", "cosine"])]
     lr_schedule: String,
     /// With --lr-schedule cosine: the fraction of the run at full rate before the decay
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     lr_hold: f64,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     seed: u64,
     /// Random shifts, rotations and scaling of the training images, on the GPU
     #[arg(long)]
     augment: bool,
-    /// Where to write the checkpoint (safetensors)
-    #[arg(long, default_value = "model.safetensors")]
-    save: PathBuf,
-    /// Draw loss and test accuracy per epoch to this PNG
+    /// Where to write the checkpoint (safetensors; default model.safetensors). An existing
+    /// checkpoint there is replaced (the summary says so); anything but a regular file is refused
+    #[arg(long)]
+    save: Option<PathBuf>,
+    /// Write no checkpoint
+    #[arg(long, conflicts_with = "save")]
+    no_save: bool,
+    /// Draw the loss (at every metrics read) and the test accuracy per epoch to this PNG
     #[arg(long)]
     plot: Option<PathBuf>,
     /// Throughput mode: report steady-state training images/s (first epoch excluded when
@@ -74,10 +84,10 @@ struct Args {
     #[arg(long)]
     quiet: bool,
     /// Exit with status 1 if the final test accuracy is below this (0..1)
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     min_accuracy: Option<f32>,
-    /// Steps between metric readbacks for the progress bar (the one host read while training)
-    #[arg(long, default_value_t = 200)]
+    /// Steps between metric readbacks (progress bar, loss curve, early stop of a diverging run)
+    #[arg(long, default_value_t = 200, allow_negative_numbers = true)]
     progress_every: usize,
     /// Force one GEMM/conv kernel variant (tiled64, vec4, ...) instead of autotuning
     #[arg(long)]
@@ -114,7 +124,7 @@ impl Observer for Progress {
             bar.finish_and_clear();
         }
         if !self.quiet {
-            println!(
+            outln!(
                 "epoch {}: train loss {:.4}, train accuracy {:.2}%, test loss {:.4}, test accuracy {:.2}%, {:.1} s ({:.0} images/s)",
                 r.epoch,
                 r.train_loss,
@@ -128,51 +138,22 @@ impl Observer for Progress {
     }
 }
 
-fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(2)
-}
-
-/// Fails early (before training) when an output file could not be written.
-fn check_writable(flag: &str, path: &Path) -> Result<(), String> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let probe = dir.join(format!(".kiln-write-test-{}", std::process::id()));
-    std::fs::write(&probe, b"").map_err(|e| format!("{flag} {}: cannot write in {}: {e}", path.display(), dir.display()))?;
-    let _ = std::fs::remove_file(probe);
-    if path.is_dir() {
-        return Err(format!("{flag} {}: is a directory, expected a file path", path.display()));
-    }
-    Ok(())
-}
-
-fn main() -> ExitCode {
-    let process_start = std::time::Instant::now();
-    let args = Args::parse();
+/// Everything that can be checked before the data and the GPU are touched.
+fn check_args(args: &Args) -> kiln::Result<(TrainConfig, Option<PathBuf>, Existing)> {
     let rule = match args.optimizer.as_str() {
         "adam" => Optimizer::adam(args.lr.unwrap_or(1e-3)).rule,
         "sgd" => Optimizer::sgd(args.lr.unwrap_or(0.01), args.momentum).rule,
-        other => return fail(format!("--optimizer {other}: expected adam or sgd")),
+        other => return Err(kiln::Error::unsupported("--optimizer", format!("{other}: expected adam or sgd"))),
     };
-    if let Err(e) = Schedule::check_hold(args.lr_hold) {
-        return fail(e);
-    }
+    // --lr-hold is checked even when --lr-schedule constant ignores it
+    Schedule::check_hold(args.lr_hold)?;
     let lr_schedule = match args.lr_schedule.as_str() {
         "constant" => LrSchedule::Constant,
         _ => LrSchedule::Cosine { hold: args.lr_hold },
     };
-    for (flag, path) in [("--save", Some(&args.save)), ("--plot", args.plot.as_ref())] {
-        if let Some(p) = path {
-            if let Err(e) = check_writable(flag, p) {
-                return fail(e);
-            }
-        }
-    }
     if let Some(a) = args.min_accuracy {
         if !(0.0..=1.0).contains(&a) {
-            return fail(format!("--min-accuracy {a}: expected a fraction between 0 and 1"));
+            return Err(kiln::Error::unsupported("--min-accuracy", format!("{a}: expected a fraction between 0 and 1")));
         }
     }
     let gemm = match args.kernel.as_deref() {
@@ -181,7 +162,7 @@ fn main() -> ExitCode {
             Some((_, c)) => Some(*c),
             None => {
                 let names: Vec<_> = GemmConfig::ALL.iter().map(|(n, _)| *n).collect();
-                return fail(format!("--kernel {name}: expected one of {}", names.join(", ")));
+                return Err(kiln::Error::unsupported("--kernel", format!("{name}: expected one of {}", names.join(", "))));
             }
         },
     };
@@ -196,23 +177,48 @@ fn main() -> ExitCode {
         lr_schedule,
         seed: args.seed,
         augment: args.augment,
-        progress_every: if args.quiet { 0 } else { args.progress_every },
+        progress_every: args.progress_every,
         gemm,
     };
-    let gpu = match kiln::Gpu::new() {
-        Ok(g) => g,
+    cfg.check()?;
+    let save = (!args.no_save).then(|| args.save.clone().unwrap_or_else(|| PathBuf::from("model.safetensors")));
+    let mut existing = Existing::Nothing;
+    if let Some(s) = &save {
+        existing = files::check_output("--save", s)?;
+    }
+    if let Some(p) = &args.plot {
+        kiln::plot::check_path(p)?;
+        files::check_output("--plot", p)?;
+    }
+    let outputs: Vec<(&str, &Path)> = [("--save", save.as_deref()), ("--plot", args.plot.as_deref())]
+        .into_iter()
+        .filter_map(|(f, p)| Some((f, p?)))
+        .collect();
+    files::check_distinct(&outputs)?;
+    Ok((cfg, save, existing))
+}
+
+fn main() -> ExitCode {
+    let process_start = std::time::Instant::now();
+    let args = Args::parse();
+    let (cfg, save, existing) = match check_args(&args) {
+        Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let info = gpu.info();
-    if !args.quiet {
-        println!("adapter: {} ({:?}, {:?}, {})", info.name, info.backend, info.device_type, info.driver);
-    }
     let data = match kiln::train::load_dataset(&cfg) {
         Ok(d) => d,
         Err(e) => return fail(e),
     };
+    if args.batch_size > data.train.len() {
+        return fail(format!("--batch-size {}: must be at most the {} training images", args.batch_size, data.train.len()));
+    }
+    let gpu = match kiln::Gpu::new() {
+        Ok(g) => g,
+        Err(e) => return fail(e),
+    };
     if !args.quiet {
-        println!(
+        outln!("adapter: {}", gpu.info().summary());
+        outln!(
             "dataset: {} from {} ({} train, {} test); model: {}; batch {}; {}; lr schedule: {}",
             args.dataset,
             data.dir.display(),
@@ -220,8 +226,8 @@ fn main() -> ExitCode {
             data.test.len(),
             args.model.name(),
             args.batch_size,
-            rule,
-            lr_schedule
+            cfg.rule,
+            cfg.lr_schedule
         );
     }
     let mut progress = Progress { bar: None, quiet: args.quiet || args.bench };
@@ -230,12 +236,15 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
+    for w in &report.tune.warnings {
+        errln!("warning: {w}");
+    }
     // from process start, not from opening the GPU
     report.startup_seconds += before_train;
     if args.bench {
         // the first epoch includes warm-up, unless it is the only one
         let steady = if report.epochs.len() > 1 { &report.epochs[1..] } else { &report.epochs[..] };
-        println!(
+        outln!(
             "bench: {} {} on {}: {:.0} images/s steady state (epochs {}..={}, training pass only), process start to first step {:.2} s",
             args.model.name(),
             args.dataset,
@@ -246,59 +255,71 @@ fn main() -> ExitCode {
             report.startup_seconds
         );
     }
-    let checkpoint = Checkpoint {
-        model: args.model,
-        mean: report.mean,
-        std: report.std,
-        dataset: args.dataset.to_string(),
-        params: report.params.clone(),
-    };
-    if let Err(e) = checkpoint.save(&args.save) {
-        return fail(e);
-    }
+    // The trained model first: nothing after this point may lose it.
+    let mut failed = false;
+    let saved = save.as_ref().map(|path| {
+        let checkpoint = Checkpoint {
+            model: args.model,
+            mean: report.mean,
+            std: report.std,
+            dataset: args.dataset.to_string(),
+            params: report.params.clone(),
+        };
+        match cli::save_or_rescue(&checkpoint, path) {
+            Ok(Saved::Asked) if existing == Existing::File => format!("{} (replaced the earlier file)", path.display()),
+            Ok(Saved::Asked) => path.display().to_string(),
+            Ok(Saved::Rescued(e, rescue)) => {
+                errln!("error: {e}\nthe checkpoint was saved to {} instead", rescue.display());
+                failed = true;
+                rescue.display().to_string()
+            }
+            Err(e) => {
+                errln!("error: {e}; no other place took the checkpoint either");
+                failed = true;
+                "not saved".into()
+            }
+        }
+    });
     if let Some(plot) = &args.plot {
-        if let Err(e) = kiln::plot::plot_curve(plot, &report.epochs) {
-            return fail(e);
+        if let Err(e) = kiln::plot::plot_curve(plot, &report.epochs, &report.loss_curve) {
+            errln!("error: {e} (the checkpoint is saved)");
+            failed = true;
         }
     }
     if !args.quiet && !args.bench {
-        print_summary(&report, &args.save);
+        print_summary(&report, saved.as_deref().unwrap_or("not saved (--no-save)"));
     }
     if args.json {
-        println!("{}", json_summary(&args, &gpu, &report));
+        outln!("{}", json_summary(&args, &gpu, &report, saved.as_deref()));
     }
+    cli::report_closed_stdout();
     let accuracy = report.test.accuracy();
     match args.min_accuracy {
+        _ if failed => ExitCode::from(2),
         Some(min) if accuracy < min => {
-            eprintln!("test accuracy {:.2}% is below --min-accuracy {:.2}%", 100.0 * accuracy, 100.0 * min);
+            errln!("test accuracy {:.2}% is below --min-accuracy {:.2}%", 100.0 * accuracy, 100.0 * min);
             ExitCode::from(1)
         }
         _ => ExitCode::SUCCESS,
     }
 }
 
-fn print_summary(r: &TrainReport, save: &Path) {
+fn print_summary(r: &TrainReport, checkpoint: &str) {
     let m = &r.test;
-    println!("\ntest accuracy: {:.2}% ({} of {})", 100.0 * m.accuracy(), m.correct, m.rows);
-    println!("class  precision  recall");
+    outln!("\ntest accuracy: {:.2}% ({} of {})", 100.0 * m.accuracy(), m.correct, m.rows);
+    outln!("class  precision  recall");
     for (c, (p, rc)) in m.precision().iter().zip(m.recall()).enumerate() {
-        println!("{c:>5}  {:>8.2}%  {:>6.2}%", 100.0 * p, 100.0 * rc);
+        outln!("{c:>5}  {:>8.2}%  {:>6.2}%", 100.0 * p, 100.0 * rc);
     }
-    println!("\nconfusion matrix (rows: true class, columns: predicted)");
-    print!("     ");
-    for c in 0..m.confusion.len() {
-        print!("{c:>6}");
-    }
-    println!();
+    outln!("\nconfusion matrix (rows: true class, columns: predicted)");
+    let header: String = (0..m.confusion.len()).map(|c| format!("{c:>6}")).collect();
+    outln!("     {header}");
     for (c, row) in m.confusion.iter().enumerate() {
-        print!("{c:>5}");
-        for v in row {
-            print!("{v:>6}");
-        }
-        println!();
+        let counts: String = row.iter().map(|v| format!("{v:>6}")).collect();
+        outln!("{c:>5}{counts}");
     }
     let s = &r.stats;
-    println!(
+    outln!(
         "\nExecStats: {} steps, {} submits, {} host readbacks, {} dispatches per step, {:.1} MiB on the GPU at peak (activations {:.1} MiB planned vs {:.1} MiB without reuse, {} buffers)",
         s.steps,
         s.submits,
@@ -309,14 +330,14 @@ fn print_summary(r: &TrainReport, save: &Path) {
         s.naive_bytes as f64 / 1048576.0,
         s.activation_buffers
     );
-    println!("process start to first step: {:.2} s; checkpoint: {}", r.startup_seconds, save.display());
+    outln!("process start to first step: {:.2} s; checkpoint: {checkpoint}", r.startup_seconds);
     let t = &r.tune;
     if !t.chosen.is_empty() {
         let source = if t.from_cache { "from the cache" } else { "measured" };
-        println!("kernel variants ({source}, {:.2} s):", t.seconds);
+        outln!("kernel variants ({source}, {:.2} s):", t.seconds);
         for (key, (variant, secs)) in &t.chosen {
             let time = if secs.is_nan() { "  (no rival)".to_string() } else { format!("{:>9.3} ms", secs * 1e3) };
-            println!("  {variant:<14} {time}  {key}");
+            outln!("  {variant:<14} {time}  {key}");
         }
     }
 }
@@ -327,7 +348,7 @@ fn images_per_sec(r: &TrainReport, batch: usize, epochs: &[EpochReport]) -> f64 
     images as f64 / epochs.iter().map(|e| e.train_seconds).sum::<f64>()
 }
 
-fn json_summary(args: &Args, gpu: &kiln::Gpu, r: &TrainReport) -> String {
+fn json_summary(args: &Args, gpu: &kiln::Gpu, r: &TrainReport, checkpoint: Option<&str>) -> String {
     serde_json::json!({
         "dataset": args.dataset.to_string(),
         "model": args.model.name(),
@@ -348,6 +369,7 @@ fn json_summary(args: &Args, gpu: &kiln::Gpu, r: &TrainReport) -> String {
         "startup_seconds": r.startup_seconds,
         "autotune_seconds": r.tune.seconds,
         "autotune_from_cache": r.tune.from_cache,
+        "checkpoint": checkpoint,
     })
     .to_string()
 }

@@ -1,8 +1,9 @@
 //! Kernel variant choice per adapter. For each GEMM or convolution of a planned graph, the
 //! candidate variants are timed on this adapter (a few runs of each step alone, median),
-//! the fastest kept, and the choice cached on disk keyed by adapter name, driver and shape
-//! (`KILN_CACHE` overrides the cache directory; `KILN_AUTOTUNE=off` uses the heuristic
-//! `GemmConfig::default_for` without timing anything).
+//! the fastest kept, and the choice cached on disk keyed by kiln version, adapter name,
+//! driver and shape (`KILN_CACHE` overrides the cache directory; `KILN_AUTOTUNE=off` uses
+//! the heuristic `GemmConfig::default_for` without timing anything). A cached entry that is
+//! not a candidate for its step on this adapter is refused with a warning and re-tuned.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use crate::gpu::Gpu;
 use crate::graph::{lower, Executor, Graph, Mode};
 use crate::ops::gemm::GemmConfig;
 use crate::ops::optim::Optimizer;
-use crate::Result;
+use crate::{Error, Result};
 
 /// The variant to use for each GEMM/conv step, by shape key; `default` for the rest.
 #[derive(Clone, Debug)]
@@ -50,6 +51,8 @@ pub struct TuneReport {
     pub from_cache: bool,
     pub seconds: f64,
     pub cache_file: Option<PathBuf>,
+    /// What the caller should tell the user: cache entries refused, a cache not written.
+    pub warnings: Vec<String>,
 }
 
 /// The variants worth timing for a step on this adapter. On CPU adapters convolutions
@@ -69,22 +72,40 @@ pub fn candidates(gpu: &Gpu, key: &str) -> Vec<GemmConfig> {
     }
 }
 
-fn cache_file(gpu: &Gpu) -> Option<PathBuf> {
-    let dir = match std::env::var_os("KILN_CACHE") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("XDG_CACHE_HOME").or_else(|| std::env::var_os("HOME").map(|h| {
-            let mut p = PathBuf::from(h);
-            p.push(".cache");
-            p.into_os_string()
-        }))?)
-        .join("kiln"),
+/// The cache file for this adapter, driver and kiln version (a new kiln re-tunes: its
+/// kernels may differ), or `None` when there is no home directory. `KILN_CACHE` names
+/// the directory; empty means unset; naming something that is not a directory is an error
+/// (it would silently turn caching off).
+pub fn cache_file(gpu: &Gpu) -> Result<Option<PathBuf>> {
+    let dir = match std::env::var_os("KILN_CACHE").filter(|d| !d.is_empty()) {
+        Some(d) => {
+            let d = PathBuf::from(d);
+            if d.exists() && !d.is_dir() {
+                return Err(Error::Env {
+                    var: "KILN_CACHE",
+                    value: d.display().to_string(),
+                    expected: "a directory for the autotune cache (this names a file)",
+                });
+            }
+            d
+        }
+        None => {
+            let base = std::env::var_os("XDG_CACHE_HOME")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".cache")));
+            match base {
+                Some(b) => b.join("kiln"),
+                None => return Ok(None),
+            }
+        }
     };
     let i = gpu.info();
-    let id: String = format!("{}-{}-{}", i.name, i.driver, i.driver_info)
+    let id: String = format!("{}-{}-{}-{}", env!("CARGO_PKG_VERSION"), i.name, i.driver, i.driver_info)
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
         .collect();
-    Some(dir.join(format!("autotune-{id}.txt")))
+    Ok(Some(dir.join(format!("autotune-{id}.txt"))))
 }
 
 fn read_cache(path: &PathBuf) -> HashMap<String, String> {
@@ -105,10 +126,20 @@ pub fn tune(gpu: &Gpu, graph: &Graph, optimizer: Optimizer) -> Result<(Tuning, T
     if std::env::var("KILN_AUTOTUNE").is_ok_and(|v| v == "off" || v == "0") {
         return Ok((Tuning::fixed(default), report));
     }
-    let path = cache_file(gpu);
+    let path = cache_file(gpu)?;
     report.cache_file = path.clone();
     let mut cached = path.as_ref().map(read_cache).unwrap_or_default();
     let keys: Vec<String> = lower(graph, Mode::Train)?.tune_keys().into_iter().flatten().collect();
+    // An entry is trusted only if it names a variant this adapter's family competes with
+    // for that step (a GPU choice on a CPU adapter can be 8x slower, a misspelt one unknown).
+    cached.retain(|k, v| {
+        let ok = by_name(v).is_some_and(|c| candidates(gpu, k).contains(&c));
+        if !ok && keys.contains(k) {
+            let file = path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+            report.warnings.push(format!("autotune cache {file}: '{v}' is not a candidate for {k} on this adapter; re-tuning"));
+        }
+        ok
+    });
     let missing = keys.iter().any(|k| !cached.contains_key(k));
     if missing {
         // Time each candidate on the steps it competes for; keep the fastest per key. A key
@@ -149,9 +180,12 @@ pub fn tune(gpu: &Gpu, graph: &Graph, optimizer: Optimizer) -> Result<(Tuning, T
             if let Some(dir) = p.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }
-            let text: String = cached.iter().map(|(k, v)| format!("{k}\t{v}\n")).collect();
+            let mut lines: Vec<String> = cached.iter().map(|(k, v)| format!("{k}\t{v}\n")).collect();
+            lines.sort();
             // a cache that cannot be written only costs the next start the same tuning
-            let _ = std::fs::write(p, text);
+            if let Err(e) = crate::files::write_atomic(p, lines.concat().as_bytes()) {
+                report.warnings.push(format!("autotune cache not saved: {e}"));
+            }
         }
     } else {
         report.from_cache = true;

@@ -1,7 +1,10 @@
 //! Checkpoints as safetensors, named and laid out as PyTorch names the same model
 //! (`conv1.weight` [16, 1, 5, 5], ..., `fc2.bias` [10]), with metadata: model kind,
-//! normalisation mean/std, dataset, kiln version. Saving writes a temporary file and
-//! renames it, so a failed save never leaves a half-written checkpoint.
+//! normalisation mean/std, dataset, kiln version. Saving goes through
+//! [`crate::files::write_atomic`], so a failed save never leaves a half-written checkpoint,
+//! and identical checkpoints are identical files (the header's keys are sorted). Loading
+//! refuses what no model could use: non-finite or non-positive normalisation, non-finite
+//! weights.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -41,13 +44,8 @@ impl Checkpoint {
             })
             .collect::<Result<Vec<_>>>()?;
         let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::file(path, e))?;
-        let file_name = path.file_name().ok_or_else(|| Error::file(path, "not a file path"))?;
-        let tmp = path.with_file_name(format!(".{}.part", file_name.to_string_lossy()));
-        std::fs::write(&tmp, &bytes).map_err(|e| Error::file(path, format!("cannot write checkpoint: {e}")))?;
-        std::fs::rename(&tmp, path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::file(path, format!("cannot move the checkpoint into place: {e}"))
-        })
+        let bytes = sorted_header(bytes).map_err(|e| Error::file(path, e))?;
+        crate::files::write_atomic(path, &bytes)
     }
 
     pub fn load(path: &Path) -> Result<Checkpoint> {
@@ -74,6 +72,43 @@ impl Checkpoint {
             let extra: Vec<_> = tensors.names().into_iter().filter(|n| !params.iter().any(|p| &p.0 == n)).collect();
             return Err(bad(format!("unexpected tensors {extra:?} for a {} model", model.name())));
         }
+        if !mean.is_finite() || !std.is_finite() || std <= 0.0 {
+            return Err(bad(format!("input normalisation mean {mean}, std {std}: expected finite values and std > 0")));
+        }
+        for (name, _, values) in &params {
+            if let Some(i) = values.iter().position(|v: &f32| !v.is_finite()) {
+                return Err(bad(format!("tensor '{name}' holds {} at index {i}: the weights are not usable", values[i])));
+            }
+        }
         Ok(Checkpoint { model, mean, std, dataset: meta.get("dataset").cloned().unwrap_or_default(), params })
     }
+
+    /// A warning when this checkpoint was trained on another dataset than `expected`
+    /// (a Fashion-MNIST model asked to read digits, say); `None` when they agree.
+    pub fn dataset_warning(&self, expected: &[&str]) -> Option<String> {
+        (!expected.contains(&self.dataset.as_str())).then(|| {
+            format!(
+                "this checkpoint was trained on '{}', not on {}: its answers here may mean nothing",
+                self.dataset,
+                expected.join(" or ")
+            )
+        })
+    }
+}
+
+/// Rewrites a safetensors file's JSON header with its keys sorted (safetensors writes the
+/// metadata from a HashMap, in a different order each run), padded to 8 bytes as the format
+/// asks. Tensor offsets are relative to the data section, so the data is untouched.
+fn sorted_header(bytes: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| "short safetensors buffer")?) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| e.to_string())?;
+    let mut text = serde_json::to_string(&header).map_err(|e| e.to_string())?; // serde_json's Map is a BTreeMap
+    while text.len() % 8 != 0 {
+        text.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
 }

@@ -12,6 +12,10 @@ use std::sync::{Arc, Mutex};
 use crate::pipelines::PipelineCache;
 use crate::{Error, Result};
 
+/// When `KILN_ADAPTER` matches none of the adapters that are there.
+pub const ADAPTER_FILTER_HINT: &str = "KILN_ADAPTER=<substring> must match part of one of the adapter names present \
+(case does not matter); unset it to take the default adapter.";
+
 /// How to get a GPU when there is none: Mesa's lavapipe runs Vulkan on the CPU.
 pub const INSTALL_HINT: &str = "No GPU? Install Mesa's lavapipe (Vulkan on the CPU): \
 `sudo bash scripts/install-lavapipe.sh` on Debian/Ubuntu (or `apt-get install mesa-vulkan-drivers libvulkan1`). \
@@ -35,6 +39,22 @@ impl GpuInfo {
     pub fn is_cpu(&self) -> bool {
         self.device_type == wgpu::DeviceType::Cpu
     }
+
+    /// The driver's name and version as the adapter reports them; some backends (GL)
+    /// report none.
+    pub fn driver_label(&self) -> String {
+        let label = format!("{} {}", self.driver, self.driver_info).trim().to_string();
+        if label.is_empty() {
+            "driver not reported".into()
+        } else {
+            label
+        }
+    }
+
+    /// One line: name (backend, device type, driver).
+    pub fn summary(&self) -> String {
+        format!("{} ({:?}, {:?}, {})", self.name, self.backend, self.device_type, self.driver_label())
+    }
 }
 
 impl std::fmt::Display for GpuInfo {
@@ -43,7 +63,7 @@ impl std::fmt::Display for GpuInfo {
         writeln!(f, "adapter:      {}", self.name)?;
         writeln!(f, "backend:      {:?}", self.backend)?;
         writeln!(f, "device type:  {:?}", self.device_type)?;
-        writeln!(f, "driver:       {} {}", self.driver, self.driver_info)?;
+        writeln!(f, "driver:       {}", self.driver_label())?;
         writeln!(f, "max buffer:   {} MiB", l.max_buffer_size >> 20)?;
         writeln!(f, "max storage binding: {} MiB", l.max_storage_buffer_binding_size >> 20)?;
         writeln!(f, "storage buffers per stage: {}", l.max_storage_buffers_per_shader_stage)?;
@@ -143,12 +163,15 @@ impl Gpu {
         };
         if let Some(filter) = &name_filter {
             let f = filter.to_lowercase();
-            let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+            // one entry per adapter and backend: the same device seen twice is named once
+            let mut names: Vec<String> = adapters.iter().map(|a| a.get_info()).map(|i| format!("{} ({:?})", i.name, i.backend)).collect();
+            names.sort();
+            names.dedup();
             adapters.retain(|a| a.get_info().name.to_lowercase().contains(&f));
             if adapters.is_empty() && !names.is_empty() {
                 return Err(Error::NoAdapter {
-                    tried: format!("{}; adapters present: {}", tried(), names.join(", ")),
-                    hint: INSTALL_HINT,
+                    tried: format!("{}; adapters present: {}", tried(), names.join("; ")),
+                    hint: ADAPTER_FILTER_HINT,
                 });
             }
         }

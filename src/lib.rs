@@ -7,9 +7,12 @@
 
 pub mod autotune;
 pub mod checkpoint;
+pub mod classify;
+pub mod cli;
 pub mod cpu;
 pub mod data;
 pub mod error;
+pub mod files;
 pub mod gpu;
 pub mod graph;
 pub mod nn;
@@ -23,6 +26,7 @@ pub mod tensor;
 pub mod testing;
 pub mod train;
 
+pub use classify::Classifier;
 pub use error::{Error, Result};
 pub use gpu::Gpu;
 pub use tensor::{DType, Tensor};

@@ -137,7 +137,7 @@ impl Layer for Sequential {
 }
 
 /// A classifier graph: input [B, 1, 28, 28] -> logits, plus labels and the loss.
-pub struct Classifier {
+pub struct ClassifierGraph {
     pub graph: Graph,
     pub input: NodeId,
     pub labels: NodeId,
@@ -188,13 +188,13 @@ impl ModelKind {
     }
 
     /// The model for batches of `batch` 28x28 images, initialised from `seed`.
-    pub fn build(self, batch: usize, seed: u64) -> Result<Classifier> {
+    pub fn build(self, batch: usize, seed: u64) -> Result<ClassifierGraph> {
         let mut graph = Graph::new(seed);
         let input = graph.input("input", &[batch, 1, 28, 28])?;
         let labels = graph.labels("labels", batch);
         let logits = self.layers().build(&mut graph, "", input)?;
         let loss = graph.softmax_cross_entropy("loss", logits, labels)?;
-        Ok(Classifier { graph, input, labels, logits, loss })
+        Ok(ClassifierGraph { graph, input, labels, logits, loss })
     }
 }
 

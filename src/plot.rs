@@ -1,5 +1,5 @@
-//! The training curve: loss (train and test) and test accuracy per epoch, as a PNG drawn
-//! with plotters. Text needs a TTF font: `KILN_FONT`, else DejaVu Sans where Debian's
+//! The training curve: training loss at every metrics read, test loss and accuracy per
+//! epoch, as a PNG drawn with plotters. Text needs a TTF font: `KILN_FONT`, else DejaVu Sans where Debian's
 //! fonts-dejavu-core puts it.
 
 use std::path::{Path, PathBuf};
@@ -30,48 +30,67 @@ fn register_font(path: &Path) -> Result<()> {
         .map_err(|_| Error::file(&font, "not a usable TTF/OTF font"))
 }
 
-/// Draws loss and accuracy per epoch to `path` (PNG, 1000x400).
-pub fn plot_curve(path: &Path, epochs: &[EpochReport]) -> Result<()> {
+/// Refuses a `--plot` path that is not a PNG before any work is done.
+pub fn check_path(path: &Path) -> Result<()> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("png") => Ok(()),
+        _ => Err(Error::file(path, "--plot: the plot is a PNG image; give a path ending in .png")),
+    }
+}
+
+const SIZE: (u32, u32) = (1000, 400);
+
+/// Draws the training loss at each metrics read (`loss_curve`, see
+/// [`crate::train::TrainReport::loss_curve`]), the test loss and the test accuracy per epoch
+/// to `path` (PNG, 1000x400, written atomically).
+pub fn plot_curve(path: &Path, epochs: &[EpochReport], loss_curve: &[(f64, f32)]) -> Result<()> {
+    check_path(path)?;
     register_font(path)?;
-    let err = |e: &dyn std::fmt::Display| Error::file(path, format!("cannot draw the plot: {e}"));
-    let root = BitMapBackend::new(path, (1000, 400)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut pixels = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
+    draw(&mut pixels, epochs, loss_curve).map_err(|e| Error::file(path, format!("cannot draw the plot: {e}")))?;
+    crate::files::write_png(path, &pixels, SIZE, image::ExtendedColorType::Rgb8)
+}
+
+type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+fn draw(pixels: &mut [u8], epochs: &[EpochReport], loss_curve: &[(f64, f32)]) -> DrawResult {
+    let root = BitMapBackend::with_buffer(pixels, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(500);
     let n = epochs.len() as f64;
-    let x_range = 0.5..n + 0.5;
-
-    let max_loss = epochs.iter().flat_map(|e| [e.train_loss, e.test_loss]).fold(0f32, f32::max) as f64 * 1.1;
+    // x is epochs done: the training loss has a point at every metrics read, so a
+    // one-epoch run still draws a curve
+    let x_range = 0.0..n + 0.05;
+    let test_loss: Vec<(f64, f64)> = epochs.iter().map(|e| (e.epoch as f64, e.test_loss as f64)).collect();
+    let train_loss: Vec<(f64, f64)> = loss_curve.iter().map(|&(x, l)| (x, l as f64)).collect();
+    let max_loss = train_loss.iter().chain(&test_loss).map(|p| p.1).filter(|l| l.is_finite()).fold(0.0, f64::max) * 1.1;
     let mut loss = ChartBuilder::on(&left)
         .caption("loss", ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(35)
         .y_label_area_size(50)
-        .build_cartesian_2d(x_range.clone(), 0.0..max_loss.max(1e-3))
-        .map_err(|e| err(&e))?;
-    loss.configure_mesh().x_desc("epoch").x_labels(epochs.len().min(10)).draw().map_err(|e| err(&e))?;
-    let series = |f: fn(&EpochReport) -> f32| epochs.iter().map(move |e| (e.epoch as f64, f(e) as f64)).collect::<Vec<_>>();
-    loss.draw_series(LineSeries::new(series(|e| e.train_loss), BLUE.stroke_width(2)))
-        .map_err(|e| err(&e))?
+        .build_cartesian_2d(x_range.clone(), 0.0..max_loss.max(1e-3))?;
+    loss.configure_mesh().x_desc("epochs").draw()?;
+    loss.draw_series(LineSeries::new(train_loss, BLUE.stroke_width(2)))?
         .label("train")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE));
-    loss.draw_series(LineSeries::new(series(|e| e.test_loss), RED.stroke_width(2)))
-        .map_err(|e| err(&e))?
+    loss.draw_series(LineSeries::new(test_loss.clone(), RED.stroke_width(2)))?
         .label("test")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED));
-    loss.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(|e| err(&e))?;
+    loss.draw_series(test_loss.into_iter().map(|p| Circle::new(p, 4, RED.filled())))?;
+    loss.configure_series_labels().border_style(BLACK).background_style(WHITE).draw()?;
 
-    let accuracy = series(|e| 100.0 * e.test_accuracy);
+    let accuracy: Vec<(f64, f64)> = epochs.iter().map(|e| (e.epoch as f64, 100.0 * e.test_accuracy as f64)).collect();
     let lo = accuracy.iter().map(|p| p.1).fold(100.0, f64::min);
     let mut acc = ChartBuilder::on(&right)
         .caption("test accuracy (%)", ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(35)
         .y_label_area_size(50)
-        .build_cartesian_2d(x_range, (lo - 1.0).max(0.0)..100.0)
-        .map_err(|e| err(&e))?;
-    acc.configure_mesh().x_desc("epoch").x_labels(epochs.len().min(10)).draw().map_err(|e| err(&e))?;
-    acc.draw_series(LineSeries::new(accuracy.clone(), GREEN.stroke_width(2))).map_err(|e| err(&e))?;
-    acc.draw_series(accuracy.into_iter().map(|p| Circle::new(p, 4, GREEN.filled())))
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))
+        .build_cartesian_2d(x_range, (lo - 1.0).max(0.0)..100.0)?;
+    acc.configure_mesh().x_desc("epochs").draw()?;
+    acc.draw_series(LineSeries::new(accuracy.clone(), GREEN.stroke_width(2)))?;
+    acc.draw_series(accuracy.into_iter().map(|p| Circle::new(p, 4, GREEN.filled())))?;
+    root.present()?;
+    Ok(())
 }

@@ -7,15 +7,71 @@ use std::path::Path;
 
 use image::{imageops, GrayImage, Luma};
 
-use crate::{Error, Result};
+use crate::data::gpu::median3x3;
+use crate::{DType, Error, Gpu, Result, Tensor};
 
-/// Loads an image file as 8-bit grayscale, white ink on a dark background.
+/// Loads an image file as 8-bit grayscale, white ink on a dark background. Transparency
+/// is flattened first (see [`flatten_alpha`]).
 pub fn load_gray(path: &Path) -> Result<GrayImage> {
     let img = image::open(path).map_err(|e| Error::file(path, format!("cannot read the image (PNG or JPEG expected): {e}")))?;
     if img.width() == 0 || img.height() == 0 {
         return Err(Error::file(path, "the image is empty"));
     }
-    Ok(load_gray_from(img.to_luma8()))
+    let gray = if img.color().has_alpha() { flatten_alpha(&img.to_rgba8()) } else { img.to_luma8() };
+    Ok(load_gray_from(gray))
+}
+
+/// Composites a picture with transparency over a background opposite to its ink, then
+/// takes its luminance. A canvas export draws ink as opaque pixels on fully transparent
+/// ones whose colour is meaningless (often black, like the ink): the ink is what is
+/// opaque, and its mean colour says whether the background should be white or black.
+pub fn flatten_alpha(rgba: &image::RgbaImage) -> GrayImage {
+    let luma = |p: &image::Rgba<u8>| 0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64;
+    let (sum, weight) = rgba.pixels().fold((0.0, 0.0), |(s, w), p| {
+        let a = p[3] as f64 / 255.0;
+        (s + a * luma(p), w + a)
+    });
+    let ink = if weight > 0.0 { sum / weight } else { 0.0 };
+    let background = if ink < 128.0 { 255.0 } else { 0.0 };
+    GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+        let p = rgba.get_pixel(x, y);
+        let a = p[3] as f64 / 255.0;
+        Luma([(a * luma(p) + (1.0 - a) * background).round().clamp(0.0, 255.0) as u8])
+    })
+}
+
+/// The pixels a band of the GPU median filter may hold: bounds the memory of denoising a
+/// huge photo (a 10000x10000 image runs as 25 bands of 400 rows).
+const DENOISE_BAND_PIXELS: usize = 4 << 20;
+
+/// 3x3 median filter on the GPU ([`crate::data::gpu::median3x3`], edges replicated), in
+/// bands of rows that each fit a storage binding; each band carries one row of its
+/// neighbours above and below, so the result equals one pass over the whole image.
+pub fn denoise(gpu: &Gpu, img: &GrayImage) -> Result<GrayImage> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let limits = gpu.limits();
+    let limit = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) as usize / 4;
+    let band_pixels = DENOISE_BAND_PIXELS.min(limit);
+    if 3 * w > band_pixels {
+        return Err(Error::unsupported("denoise", format!("an image {w} pixels wide: at most {} fit the median filter", band_pixels / 3)));
+    }
+    let rows = (band_pixels / w - 2).max(1);
+    let mut out = GrayImage::new(w as u32, h as u32);
+    for y0 in (0..h).step_by(rows) {
+        let y1 = (y0 + rows).min(h);
+        let (top, bottom) = (y0.saturating_sub(1), (y1 + 1).min(h));
+        let band: Vec<f32> = img.as_raw()[top * w..bottom * w].iter().map(|&v| v as f32).collect();
+        let shape = [1, bottom - top, w];
+        let input = Tensor::from_f32(gpu, &shape, &band)?;
+        let filtered = Tensor::empty(gpu, &shape, DType::F32)?;
+        gpu.run(&[&median3x3(gpu, &input, &filtered, bottom - top, w)?])?;
+        let v = filtered.to_f32(gpu)?;
+        let keep = &v[(y0 - top) * w..(y1 - top) * w];
+        for (o, &x) in out.as_mut()[y0 * w..y1 * w].iter_mut().zip(keep) {
+            *o = x as u8;
+        }
+    }
+    Ok(out)
 }
 
 /// `load_gray` for an image already in memory: inverts light backgrounds.

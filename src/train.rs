@@ -29,7 +29,8 @@ pub struct TrainConfig {
     pub lr_schedule: LrSchedule,
     pub seed: u64,
     pub augment: bool,
-    /// Read metrics for the progress display every this many steps (0: only per epoch).
+    /// Read the metrics every this many steps (0: only per epoch): the progress display,
+    /// the loss curve, and the early stop of a diverging run come from these reads.
     pub progress_every: usize,
     pub gemm: Option<GemmConfig>,
 }
@@ -40,6 +41,23 @@ pub enum LrSchedule {
     Constant,
     /// Full rate for this fraction of the run, then half a cosine down to 0 at its end.
     Cosine { hold: f64 },
+}
+
+impl TrainConfig {
+    /// Checks every setting that needs no data or GPU: run it before opening either.
+    pub fn check(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(Error::unsupported("--epochs", "must be at least 1"));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::unsupported("--batch-size", "must be at least 1"));
+        }
+        self.rule.check()?;
+        if let LrSchedule::Cosine { hold } = self.lr_schedule {
+            Schedule::check_hold(hold)?;
+        }
+        Ok(())
+    }
 }
 
 impl LrSchedule {
@@ -84,6 +102,8 @@ pub struct TrainReport {
     /// Process-independent start-up: from opening the GPU to the first submitted step.
     pub startup_seconds: f64,
     pub params: crate::checkpoint::Params,
+    /// (epochs done, mean training loss since the previous point) at each metrics read.
+    pub loss_curve: Vec<(f64, f32)>,
     pub train_images: usize,
     pub test_images: usize,
     /// Kernel variant choice: what was chosen, whether from the cache, what it cost.
@@ -103,7 +123,7 @@ impl Observer for () {}
 /// Loads the dataset (downloading when allowed and missing).
 pub fn load_dataset(cfg: &TrainConfig) -> Result<Dataset> {
     let dir = cfg.data_dir.as_deref();
-    let ds = if cfg.download && cfg.dataset != DatasetKind::Mnist10k {
+    let ds = if cfg.download {
         let mirrors = crate::data::download::default_mirrors(cfg.dataset);
         Dataset::load_or_download(cfg.dataset, dir, &mirrors, false)?
     } else {
@@ -120,11 +140,9 @@ fn resident(gpu: &Gpu, split: &Split, mean: f32, std: f32) -> Result<ResidentDat
 /// Trains `cfg.model` on `data` and evaluates after every epoch.
 pub fn train(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, observer: &mut dyn Observer) -> Result<TrainReport> {
     let started = Instant::now();
-    if cfg.epochs == 0 {
-        return Err(Error::unsupported("--epochs", "must be at least 1"));
-    }
+    cfg.check()?;
     let n_train = data.train.len();
-    if cfg.batch_size == 0 || cfg.batch_size > n_train {
+    if cfg.batch_size > n_train {
         return Err(Error::unsupported("--batch-size", format!("must be between 1 and the {n_train} training images")));
     }
     let (mean, std) = data.mean_std();
@@ -148,12 +166,19 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, observer: &mut dyn Ob
     let eval_steps = data.test.len().div_ceil(eval_batch);
     let mut startup = None;
     let mut epochs = Vec::new();
+    let mut loss_curve = Vec::new();
     let mut test = None;
     for epoch in 1..=cfg.epochs {
         train_data.shuffle(gpu, cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64))?;
         trainer.reset_metrics()?;
         observer.epoch_start(epoch, steps);
         let t0 = Instant::now();
+        let mut last = (0.0f32, 0u32); // loss sum and rows at the previous read
+        let mut point = |m: &Metrics, s: usize| {
+            let rows = m.rows.saturating_sub(last.1).max(1);
+            loss_curve.push(((epoch - 1) as f64 + s as f64 / steps as f64, (m.loss_sum - last.0) / rows as f32));
+            last = (m.loss_sum, m.rows);
+        };
         for s in 0..steps {
             trainer.run_step((s * batch) as u32)?;
             if startup.is_none() {
@@ -162,12 +187,14 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, observer: &mut dyn Ob
             if cfg.progress_every > 0 && (s + 1) % cfg.progress_every == 0 && s + 1 < steps {
                 let m = trainer.read_metrics()?;
                 check_finite(&m, epoch, s + 1)?;
+                point(&m, s + 1);
                 observer.progress(s + 1, &m, ((s + 1) * batch) as f64 / t0.elapsed().as_secs_f64());
             }
         }
         let m = trainer.read_metrics()?; // waits for the epoch's last step
         let train_seconds = t0.elapsed().as_secs_f64();
         check_finite(&m, epoch, steps)?;
+        point(&m, steps);
         observer.progress(steps, &m, (steps * batch) as f64 / train_seconds);
 
         let t1 = Instant::now();
@@ -199,6 +226,7 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, observer: &mut dyn Ob
         std,
         startup_seconds: startup.unwrap_or(0.0),
         params,
+        loss_curve,
         train_images: n_train,
         test_images: data.test.len(),
         tune,

@@ -162,7 +162,8 @@ fn the_training_curve_is_a_png() {
         })
         .collect();
     let path = std::env::temp_dir().join(format!("kiln-curve-{}.png", std::process::id()));
-    kiln::plot::plot_curve(&path, &epochs).expect("plot (needs a TTF font: fonts-dejavu-core or KILN_FONT)");
+    let curve: Vec<(f64, f32)> = (1..=6).map(|i| (i as f64 / 2.0, 1.0 / i as f32)).collect();
+    kiln::plot::plot_curve(&path, &epochs, &curve).expect("plot (needs a TTF font: fonts-dejavu-core or KILN_FONT)");
     let img = image::open(&path).unwrap();
     assert_eq!((img.width(), img.height()), (1000, 400));
     std::fs::remove_file(&path).unwrap();

@@ -95,6 +95,40 @@ impl From<Rule> for Optimizer {
     }
 }
 
+impl Rule {
+    /// Refuses hyperparameters no run could use, naming the flag that sets each: a learning
+    /// rate that is not finite and > 0, a momentum or beta outside [0, 1), an eps that is not
+    /// finite and > 0, a negative or non-finite weight decay.
+    pub fn check(&self) -> Result<()> {
+        let bad = |flag: &str, v: f32, expected: &str| Err(Error::unsupported(flag, format!("{v}: expected {expected}")));
+        let in_unit = |v: f32| (0.0..1.0).contains(&v);
+        let (lr, weight_decay) = match *self {
+            Rule::Sgd { lr, momentum, weight_decay } => {
+                if !in_unit(momentum) {
+                    return bad("--momentum", momentum, "a value in [0, 1)");
+                }
+                (lr, weight_decay)
+            }
+            Rule::Adam { lr, beta1, beta2, eps, weight_decay } => {
+                if !in_unit(beta1) || !in_unit(beta2) {
+                    return bad("Adam betas", if in_unit(beta1) { beta2 } else { beta1 }, "values in [0, 1)");
+                }
+                if !(eps.is_finite() && eps > 0.0) {
+                    return bad("Adam eps", eps, "a finite value > 0");
+                }
+                (lr, weight_decay)
+            }
+        };
+        if !(lr.is_finite() && lr > 0.0) {
+            return bad("--lr", lr, "a finite learning rate > 0");
+        }
+        if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+            return bad("weight decay", weight_decay, "a finite value >= 0");
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Display for Rule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match *self {

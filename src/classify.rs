@@ -1,0 +1,113 @@
+//! Inference with a trained checkpoint: class probabilities for any number of images, in
+//! batches of bounded size, on executors built once and reused across calls.
+//!
+//! ```no_run
+//! # fn main() -> kiln::Result<()> {
+//! let gpu = kiln::Gpu::new()?;
+//! let mut classifier = kiln::Classifier::load(&gpu, "model.safetensors".as_ref())?;
+//! let digit = kiln::predict::to_mnist(&kiln::predict::load_gray("seven.png".as_ref())?, "seven.png".as_ref())?;
+//! let probs = classifier.classify(&[digit])?;
+//! println!("{:?}", probs[0]);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::path::Path;
+
+use image::GrayImage;
+
+use crate::checkpoint::Checkpoint;
+use crate::graph::{Executor, Mode, NodeId};
+use crate::ops::gemm::GemmConfig;
+use crate::predict::normalise;
+use crate::{Error, Gpu, Result};
+
+/// Classes out, pixels in (28x28) per image.
+pub const CLASSES: usize = 10;
+const PIXELS: usize = 28 * 28;
+/// Images per batch unless [`Classifier::new`] is told otherwise: memory stays bounded
+/// (a few MiB of activations for the CNN) whatever the number of images.
+pub const DEFAULT_BATCH: usize = 256;
+
+/// One executor for a fixed batch size and the node holding its probabilities.
+struct Runner<'g> {
+    exec: Executor<'g>,
+    probs: NodeId,
+}
+
+/// A checkpoint loaded on the GPU for inference.
+pub struct Classifier<'g> {
+    gpu: &'g Gpu,
+    checkpoint: Checkpoint,
+    batch: usize,
+    full: Option<Runner<'g>>,
+    /// The executor for the last call's remainder (fewer images than a batch), kept for
+    /// the next call with the same remainder (a single image, say).
+    rest: Option<Runner<'g>>,
+}
+
+impl<'g> Classifier<'g> {
+    /// Loads a checkpoint (validated by [`Checkpoint::load`]) for batches of [`DEFAULT_BATCH`].
+    pub fn load(gpu: &'g Gpu, path: &Path) -> Result<Classifier<'g>> {
+        Classifier::new(gpu, Checkpoint::load(path)?, DEFAULT_BATCH)
+    }
+
+    /// A classifier for `checkpoint` that runs at most `batch` images per GPU step.
+    pub fn new(gpu: &'g Gpu, checkpoint: Checkpoint, batch: usize) -> Result<Classifier<'g>> {
+        if batch == 0 {
+            return Err(Error::unsupported("Classifier", "the batch size must be at least 1"));
+        }
+        Ok(Classifier { gpu, checkpoint, batch, full: None, rest: None })
+    }
+
+    /// The checkpoint: model, normalisation, dataset.
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.checkpoint
+    }
+
+    /// The most images one GPU step takes.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Class probabilities for digits already prepared as MNIST's are (28x28, white ink on
+    /// black: see [`crate::predict::to_mnist`]).
+    pub fn classify(&mut self, images: &[GrayImage]) -> Result<Vec<[f32; CLASSES]>> {
+        let mut inputs = Vec::with_capacity(images.len() * PIXELS);
+        for (i, img) in images.iter().enumerate() {
+            if img.dimensions() != (28, 28) {
+                return Err(Error::shape("classify", format!("image {i} is {}x{}, expected 28x28 (see predict::to_mnist)", img.width(), img.height())));
+            }
+            inputs.extend(normalise(img, self.checkpoint.mean, self.checkpoint.std));
+        }
+        self.classify_tensor(&inputs)
+    }
+
+    /// Class probabilities for normalised inputs, 784 values per image (`[N, 1, 28, 28]`).
+    pub fn classify_tensor(&mut self, inputs: &[f32]) -> Result<Vec<[f32; CLASSES]>> {
+        if inputs.len() % PIXELS != 0 {
+            return Err(Error::shape("classify", format!("{} values: expected a multiple of 784 (28x28 per image)", inputs.len())));
+        }
+        let mut out = Vec::with_capacity(inputs.len() / PIXELS);
+        for chunk in inputs.chunks(self.batch * PIXELS) {
+            let n = chunk.len() / PIXELS;
+            let runner = self.runner(n)?;
+            runner.exec.write_input(chunk)?;
+            runner.exec.run_step(0)?;
+            let probs = runner.exec.read_node(runner.probs)?;
+            out.extend(probs.chunks_exact(CLASSES).map(|p| <[f32; CLASSES]>::try_from(p).expect("chunks of CLASSES")));
+        }
+        Ok(out)
+    }
+
+    fn runner(&mut self, n: usize) -> Result<&mut Runner<'g>> {
+        let slot = if n == self.batch { &mut self.full } else { &mut self.rest };
+        if slot.as_ref().is_none_or(|r| r.exec.batch() != n) {
+            let model = self.checkpoint.model.build_inference(n)?;
+            let exec = Executor::new(self.gpu, &model.graph, Mode::Eval, None, &GemmConfig::default_for(self.gpu.info()), None)?;
+            exec.write_params(&self.checkpoint.params)?;
+            *slot = Some(Runner { exec, probs: model.probs });
+        }
+        Ok(slot.as_mut().expect("set above"))
+    }
+}

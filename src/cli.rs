@@ -1,0 +1,95 @@
+//! What kiln's command-line programs share, so that they stay thin and behave alike:
+//! printing that never ends a run ([`outln!`](crate::outln), [`errln!`](crate::errln)),
+//! the exit codes, and saving a checkpoint so that a trained model is never lost.
+//!
+//! Exit codes: 0 done, 1 a target not met (`--min-accuracy`), 2 bad input or an error.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::checkpoint::Checkpoint;
+use crate::Error;
+
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes one line to standard output. The first failed write (a closed pipe, as with
+/// `| head`, or a full disk) stops all further printing instead of panicking as `println!`
+/// does: a program's reporting must never kill its work.
+pub fn print_line(args: fmt::Arguments) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if out.write_fmt(args).and_then(|_| out.write_all(b"\n")).and_then(|_| out.flush()).is_err() {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Writes one line to standard error, ignoring failure (there is nowhere left to say it).
+pub fn eprint_line(args: fmt::Arguments) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_fmt(args).and_then(|_| err.write_all(b"\n"));
+}
+
+/// Whether standard output failed (and printing stopped).
+pub fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(Ordering::Relaxed)
+}
+
+/// `println!` that cannot panic: see [`print_line`].
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::cli::print_line(format_args!("")) };
+    ($($arg:tt)*) => { $crate::cli::print_line(format_args!($($arg)*)) };
+}
+
+/// `eprintln!` that cannot panic: see [`eprint_line`].
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => { $crate::cli::eprint_line(format_args!($($arg)*)) };
+}
+
+/// Prints `error: MESSAGE` to standard error and returns exit code 2.
+pub fn fail(message: impl fmt::Display) -> ExitCode {
+    errln!("error: {message}");
+    ExitCode::from(2)
+}
+
+/// Where a checkpoint ended up.
+#[derive(Debug)]
+pub enum Saved {
+    /// At the path asked for.
+    Asked,
+    /// The path asked for failed (`Error`); the checkpoint was rescued to the other path.
+    Rescued(Error, PathBuf),
+}
+
+/// Saves `ck` at `path`; when that fails (the directory vanished during training, the file
+/// became read-only...), saves it as `kiln-rescued-<pid>-NAME` in the current directory,
+/// else in the temporary directory, so that hours of training are not thrown away.
+/// `Err` only when no place took it.
+pub fn save_or_rescue(ck: &Checkpoint, path: &Path) -> Result<Saved, Error> {
+    let first = match ck.save(path) {
+        Ok(()) => return Ok(Saved::Asked),
+        Err(e) => e,
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model.safetensors".into());
+    let name = format!("kiln-rescued-{}-{name}", std::process::id());
+    for dir in [PathBuf::from("."), std::env::temp_dir()] {
+        let rescue = dir.join(&name);
+        if !rescue.exists() && ck.save(&rescue).is_ok() {
+            return Ok(Saved::Rescued(first, rescue));
+        }
+    }
+    Err(first)
+}
+
+/// After a failed write to standard output: says so on standard error (once, at the end).
+pub fn report_closed_stdout() {
+    if stdout_closed() {
+        errln!("note: standard output was closed or full; printing stopped there, the work went on");
+    }
+}
