@@ -13,6 +13,7 @@ pub mod error;
 pub mod gpu;
 pub mod graph;
 pub mod nn;
+pub mod onnx;
 pub mod ops;
 pub mod pipelines;
 pub mod plot;
