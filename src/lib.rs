@@ -16,6 +16,7 @@ pub mod files;
 pub mod gpu;
 pub mod graph;
 pub mod nn;
+pub mod onnx;
 pub mod ops;
 pub mod pipelines;
 pub mod plot;

@@ -198,10 +198,11 @@ impl ModelKind {
     }
 }
 
-/// An inference graph: input [B, 1, 28, 28] -> class probabilities [B, 10].
+/// An inference graph: input [B, 1, 28, 28] -> logits [B, 10] -> class probabilities [B, 10].
 pub struct Inference {
     pub graph: Graph,
     pub input: NodeId,
+    pub logits: NodeId,
     pub probs: NodeId,
 }
 
@@ -211,7 +212,7 @@ impl ModelKind {
         let input = graph.input("input", &[batch, 1, 28, 28])?;
         let logits = self.layers().build(&mut graph, "", input)?;
         let probs = graph.softmax("probs", logits)?;
-        Ok(Inference { graph, input, probs })
+        Ok(Inference { graph, input, logits, probs })
     }
 }
 

@@ -1,0 +1,104 @@
+//! Exports a kiln checkpoint as an ONNX model (opset 13).
+//!
+//!   cargo run --release --example export -- --model model.safetensors --onnx model.onnx
+//!
+//! With `--logits FILE` it also writes kiln's own GPU logits for the dataset's test split
+//! (what `scripts/check_onnx.py` compares onnxruntime's output with). Exit code 2 on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use kiln::checkpoint::Checkpoint;
+use kiln::data::mnist::{Dataset, DatasetKind};
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Export a kiln checkpoint as an ONNX model: input [N,1,28,28] normalised with the checkpoint's mean/std (in metadata_props), output logits [N,10]",
+    long_about = "Export a kiln checkpoint as an ONNX model (opset 13).\n\n\
+        Input 'input': float32 [N, 1, 28, 28], N the batch (dynamic), normalised as in training: \
+        (pixel / 255 - mean) / std with the checkpoint's mean and std, which the model records in \
+        its metadata_props under the keys 'mean' and 'std'. Output 'logits': float32 [N, 10] \
+        (no softmax)."
+)]
+struct Args {
+    /// Checkpoint written by train_mnist
+    #[arg(long)]
+    model: PathBuf,
+    /// Where to write the ONNX model (written to a temporary file, then renamed)
+    #[arg(long)]
+    onnx: PathBuf,
+    /// Also write kiln's GPU logits for the test split of --dataset to FILE:
+    /// raw little-endian float32, [test images, 10] row-major
+    #[arg(long, value_name = "FILE")]
+    logits: Option<PathBuf>,
+    /// For --logits: mnist | fashion | mnist10k (its test split is the last 2,000 MNIST test images)
+    #[arg(long, default_value = "mnist10k")]
+    dataset: DatasetKind,
+    /// For --logits: directory holding the IDX files (else $KILN_DATA/<dataset>, then ./data/<dataset>)
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
+fn write_logits(ck: &Checkpoint, data: &Dataset, path: &Path) -> Result<(), String> {
+    let gpu = kiln::Gpu::new().map_err(|e| e.to_string())?;
+    let logits = kiln::predict::logits(&gpu, ck, &data.test.images.pixels, 256).map_err(|e| e.to_string())?;
+    let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, bytes).map_err(|e| format!("--logits {}: {e}", path.display()))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let ck = match Checkpoint::load(&args.model) {
+        Ok(c) => c,
+        Err(e) => return fail(format_args!("--model: {e}")),
+    };
+    for (flag, path) in [("--onnx", Some(&args.onnx)), ("--logits", args.logits.as_ref())] {
+        if let Some(path) = path.filter(|p| same_file(p, &args.model)) {
+            return fail(format_args!("{flag} {} is the checkpoint given to --model: it would be overwritten", path.display()));
+        }
+    }
+    if args.logits.as_ref() == Some(&args.onnx) {
+        return fail("--logits and --onnx name the same file");
+    }
+    // the test split first, so that a bad --data-dir fails before anything is written
+    let data = match args.logits.as_ref().map(|_| Dataset::load(args.dataset, args.data_dir.as_deref())).transpose() {
+        Ok(d) => d,
+        Err(e) => return fail(format_args!("--dataset {} --data-dir: {e}", args.dataset)),
+    };
+    let model = match kiln::onnx::export_checkpoint(&ck) {
+        Ok(m) => m,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = kiln::onnx::save(&model.bytes, &args.onnx) {
+        return fail(format_args!("--onnx: {e}"));
+    }
+    println!(
+        "wrote {}: {} model, opset {}, {} bytes, {} initializers, nodes {}; input normalised with mean {} std {}",
+        args.onnx.display(),
+        ck.model.name(),
+        kiln::onnx::OPSET,
+        model.bytes.len(),
+        model.initializers,
+        model.op_types.join(" "),
+        ck.mean,
+        ck.std
+    );
+    if let (Some(path), Some(data)) = (&args.logits, &data) {
+        if let Err(e) = write_logits(&ck, data, path) {
+            return fail(e);
+        }
+        let n = data.test.len();
+        println!("wrote {}: kiln's logits for the {n} test images of {}, float32 [{n}, 10]", path.display(), args.dataset);
+    }
+    ExitCode::SUCCESS
+}
