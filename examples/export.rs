@@ -10,7 +10,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use kiln::checkpoint::Checkpoint;
+use kiln::cli::fail;
 use kiln::data::mnist::{Dataset, DatasetKind};
+use kiln::{files, outln, Classifier};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -25,7 +27,7 @@ struct Args {
     /// Checkpoint written by train_mnist
     #[arg(long)]
     model: PathBuf,
-    /// Where to write the ONNX model (written to a temporary file, then renamed)
+    /// Where to write the ONNX model (written atomically; only a regular file is replaced)
     #[arg(long)]
     onnx: PathBuf,
     /// Also write kiln's GPU logits for the test split of --dataset to FILE:
@@ -40,36 +42,35 @@ struct Args {
     data_dir: Option<PathBuf>,
 }
 
-fn fail(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(2)
+/// kiln's GPU logits for the test split, as raw little-endian float32 [n, 10].
+fn write_logits(ck: Checkpoint, data: &Dataset, path: &Path) -> kiln::Result<()> {
+    let gpu = kiln::Gpu::new()?;
+    let inputs = kiln::predict::normalise(&data.test.images.pixels, ck.mean, ck.std);
+    let logits = Classifier::new(&gpu, ck, 256)?.logits_tensor(&inputs)?;
+    let bytes: Vec<u8> = logits.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
+    files::write_atomic(path, &bytes)
 }
 
-fn same_file(a: &Path, b: &Path) -> bool {
-    matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
-}
-
-fn write_logits(ck: &Checkpoint, data: &Dataset, path: &Path) -> Result<(), String> {
-    let gpu = kiln::Gpu::new().map_err(|e| e.to_string())?;
-    let logits = kiln::predict::logits(&gpu, ck, &data.test.images.pixels, 256).map_err(|e| e.to_string())?;
-    let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
-    std::fs::write(path, bytes).map_err(|e| format!("--logits {}: {e}", path.display()))
+/// The outputs must be writable, distinct, and not the checkpoint.
+fn check_outputs(args: &Args) -> kiln::Result<()> {
+    files::check_output("--onnx", &args.onnx)?;
+    let mut paths: Vec<(&str, &Path)> = vec![("--model", &args.model), ("--onnx", &args.onnx)];
+    if let Some(l) = &args.logits {
+        files::check_output("--logits", l)?;
+        paths.push(("--logits", l));
+    }
+    files::check_distinct(&paths)
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(e) = check_outputs(&args) {
+        return fail(e);
+    }
     let ck = match Checkpoint::load(&args.model) {
         Ok(c) => c,
         Err(e) => return fail(format_args!("--model: {e}")),
     };
-    for (flag, path) in [("--onnx", Some(&args.onnx)), ("--logits", args.logits.as_ref())] {
-        if let Some(path) = path.filter(|p| same_file(p, &args.model)) {
-            return fail(format_args!("{flag} {} is the checkpoint given to --model: it would be overwritten", path.display()));
-        }
-    }
-    if args.logits.as_ref() == Some(&args.onnx) {
-        return fail("--logits and --onnx name the same file");
-    }
     // the test split first, so that a bad --data-dir fails before anything is written
     let data = match args.logits.as_ref().map(|_| Dataset::load(args.dataset, args.data_dir.as_deref())).transpose() {
         Ok(d) => d,
@@ -79,10 +80,10 @@ fn main() -> ExitCode {
         Ok(m) => m,
         Err(e) => return fail(e),
     };
-    if let Err(e) = kiln::onnx::save(&model.bytes, &args.onnx) {
+    if let Err(e) = files::write_atomic(&args.onnx, &model.bytes) {
         return fail(format_args!("--onnx: {e}"));
     }
-    println!(
+    outln!(
         "wrote {}: {} model, opset {}, {} bytes, {} initializers, nodes {}; input normalised with mean {} std {}",
         args.onnx.display(),
         ck.model.name(),
@@ -94,11 +95,11 @@ fn main() -> ExitCode {
         ck.std
     );
     if let (Some(path), Some(data)) = (&args.logits, &data) {
-        if let Err(e) = write_logits(&ck, data, path) {
+        if let Err(e) = write_logits(ck, data, path) {
             return fail(e);
         }
         let n = data.test.len();
-        println!("wrote {}: kiln's logits for the {n} test images of {}, float32 [{n}, 10]", path.display(), args.dataset);
+        outln!("wrote {}: kiln's logits for the {n} test images of {}, float32 [{n}, 10]", path.display(), args.dataset);
     }
     ExitCode::SUCCESS
 }

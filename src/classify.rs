@@ -32,7 +32,15 @@ pub const DEFAULT_BATCH: usize = 256;
 /// One executor for a fixed batch size and the node holding its probabilities.
 struct Runner<'g> {
     exec: Executor<'g>,
+    logits: NodeId,
     probs: NodeId,
+}
+
+/// What a call reads back.
+#[derive(Clone, Copy)]
+enum Output {
+    Logits,
+    Probs,
 }
 
 /// A checkpoint loaded on the GPU for inference.
@@ -85,6 +93,16 @@ impl<'g> Classifier<'g> {
 
     /// Class probabilities for normalised inputs, 784 values per image (`[N, 1, 28, 28]`).
     pub fn classify_tensor(&mut self, inputs: &[f32]) -> Result<Vec<[f32; CLASSES]>> {
+        self.run(inputs, Output::Probs)
+    }
+
+    /// The logits (before the softmax) for normalised inputs, 784 values per image: what an
+    /// exported model is compared against.
+    pub fn logits_tensor(&mut self, inputs: &[f32]) -> Result<Vec<[f32; CLASSES]>> {
+        self.run(inputs, Output::Logits)
+    }
+
+    fn run(&mut self, inputs: &[f32], output: Output) -> Result<Vec<[f32; CLASSES]>> {
         if inputs.len() % PIXELS != 0 {
             return Err(Error::shape("classify", format!("{} values: expected a multiple of 784 (28x28 per image)", inputs.len())));
         }
@@ -94,8 +112,12 @@ impl<'g> Classifier<'g> {
             let runner = self.runner(n)?;
             runner.exec.write_input(chunk)?;
             runner.exec.run_step(0)?;
-            let probs = runner.exec.read_node(runner.probs)?;
-            out.extend(probs.chunks_exact(CLASSES).map(|p| <[f32; CLASSES]>::try_from(p).expect("chunks of CLASSES")));
+            let node = match output {
+                Output::Logits => runner.logits,
+                Output::Probs => runner.probs,
+            };
+            let values = runner.exec.read_node(node)?;
+            out.extend(values.chunks_exact(CLASSES).map(|p| <[f32; CLASSES]>::try_from(p).expect("chunks of CLASSES")));
         }
         Ok(out)
     }
@@ -106,7 +128,7 @@ impl<'g> Classifier<'g> {
             let model = self.checkpoint.model.build_inference(n)?;
             let exec = Executor::new(self.gpu, &model.graph, Mode::Eval, None, &GemmConfig::default_for(self.gpu.info()), None)?;
             exec.write_params(&self.checkpoint.params)?;
-            *slot = Some(Runner { exec, probs: model.probs });
+            *slot = Some(Runner { exec, logits: model.logits, probs: model.probs });
         }
         Ok(slot.as_mut().expect("set above"))
     }

@@ -18,7 +18,6 @@
 //! | `Dropout` | nothing (inference) |
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 
 use crate::checkpoint::{Checkpoint, Params};
 use crate::graph::{Graph, NodeId, Op};
@@ -361,16 +360,4 @@ pub fn export_checkpoint(ck: &Checkpoint) -> Result<Exported> {
     ];
     let metadata: Vec<_> = metadata.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     export(&model.graph, model.logits, &ck.params, &metadata)
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so a failed write never
-/// leaves a half-written model.
-pub fn save(bytes: &[u8], path: &Path) -> Result<()> {
-    let file_name = path.file_name().ok_or_else(|| Error::file(path, "not a file path"))?;
-    let tmp = path.with_file_name(format!(".{}.part", file_name.to_string_lossy()));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::file(path, format!("cannot write the ONNX model: {e}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::file(path, format!("cannot move the ONNX model into place: {e}"))
-    })
 }

@@ -131,33 +131,7 @@ pub fn to_mnist(gray: &GrayImage, path: &Path) -> Result<GrayImage> {
     Ok(canvas)
 }
 
-/// Normalised model input for one 28x28 image.
-pub fn normalise(img: &GrayImage, mean: f32, std: f32) -> Vec<f32> {
-    img.pixels().map(|p| (p[0] as f32 / 255.0 - mean) / std).collect()
-}
-
-/// The model's logits `[n, classes]` for `n` 28x28 images given as u8 pixels, normalised as
-/// in training (`(pixel / 255 - mean) / std` with the checkpoint's statistics) and run on
-/// the GPU in batches of `batch` (the last one zero-padded). The reference an exported
-/// model is compared against.
-pub fn logits(gpu: &crate::Gpu, ck: &crate::checkpoint::Checkpoint, pixels: &[u8], batch: usize) -> Result<Vec<f32>> {
-    use crate::graph::{Executor, Mode};
-    const IMAGE: usize = 28 * 28;
-    if pixels.len() % IMAGE != 0 || batch == 0 {
-        return Err(Error::shape("predict::logits", format!("{} pixels are not whole 28x28 images, or batch {batch} is 0", pixels.len())));
-    }
-    let model = ck.model.build_inference(batch)?;
-    let classes = model.graph.node(model.logits).shape[1];
-    let cfg = crate::ops::gemm::GemmConfig::default_for(gpu.info());
-    let mut exec = Executor::new(gpu, &model.graph, Mode::Eval, None, &cfg, None)?;
-    exec.write_params(&ck.params)?;
-    let mut out = Vec::with_capacity(pixels.len() / IMAGE * classes);
-    for chunk in pixels.chunks(batch * IMAGE) {
-        let mut x: Vec<f32> = chunk.iter().map(|&p| (p as f32 / 255.0 - ck.mean) / ck.std).collect();
-        x.resize(batch * IMAGE, 0.0);
-        exec.write_input(&x)?;
-        exec.run_step(0)?;
-        out.extend_from_slice(&exec.read_node(model.logits)?[..chunk.len() / IMAGE * classes]);
-    }
-    Ok(out)
+/// Normalised model input for 8-bit pixels (one 28x28 image, or many): `(p / 255 - mean) / std`.
+pub fn normalise(pixels: &[u8], mean: f32, std: f32) -> Vec<f32> {
+    pixels.iter().map(|&p| (p as f32 / 255.0 - mean) / std).collect()
 }
