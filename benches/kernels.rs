@@ -9,7 +9,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kiln::ops::conv2d::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2d};
 use kiln::ops::gemm::{gemm, Family, Gemm, GemmConfig};
-use kiln::ops::optim::{optimizer_step, step_words, Optimizer};
+use kiln::ops::optim::{optimizer_step, step_words, Optimizer, STEP_WORDS};
 use kiln::ops::pool::{max_pool2d_backward, max_pool2d_forward, Pool2d};
 use kiln::ops::Dispatch;
 use kiln::testing::{gpu, Rng};
@@ -117,7 +117,7 @@ fn memory_bound_benches(c: &mut Criterion) {
     let n = 16 * 25 + 16 + 32 * 16 * 25 + 32 + 1568 * 128 + 128 + 128 * 10 + 10;
     let (g, w, m1, m2) = (tensor(n, &mut rng), tensor(n, &mut rng), tensor(n, &mut rng), tensor(n, &mut rng));
     let opt = Optimizer::adam(1e-3);
-    let step = Tensor::from_u32(gpu, &[4], &step_words(Some(&opt), 3, 0)).unwrap();
+    let step = Tensor::from_u32(gpu, &[STEP_WORDS], &step_words(Some(&opt), 3, 0)).unwrap();
     let adam = optimizer_step(gpu, &opt, &step, &g, &w, &m1, Some(&m2)).unwrap();
     // reads g, w, m, v; writes w, m, v
     time(c, "adam_step", "flat", &format!("{n}"), Throughput::Bytes(7 * 4 * n as u64), &[adam]);

@@ -3,11 +3,13 @@
 //
 //   sgd_step:  v = momentum * v + (g + wd * w);  w -= a_t * v       (momentum 0: plain SGD)
 //   adam_step: m = b1 m + (1-b1) g';  v = b2 v + (1-b2) g'^2,  g' = g + wd * w
-//              w -= a_t * m / (sqrt(v) * c_t + eps)
+//              w = d_t w - a_t * m / (sqrt(v) * c_t + eps)
+// Adam (L2) has d_t = 1 and its weight decay in g'; AdamW (decoupled, torch.optim.AdamW)
+// has wd 0 in g' and d_t = 1 - lr f_t wd, applied before the step as torch does.
 // with, at the t-th step (1-based), for a learning rate lr and a schedule factor f_t:
 //   SGD: a_t = lr f_t;   Adam: a_t = lr f_t / (1 - b1^t),  c_t = 1 / sqrt(1 - b2^t)
 // (Adam's bias-corrected m_hat / (sqrt(v_hat) + eps), rearranged as torch.optim.Adam does).
-// a_t and c_t come in the step buffer (f32 bits), computed by the host in f64 with the step
+// a_t, c_t and d_t come in the step buffer (f32 bits), computed by the host in f64 with the step
 // number it writes anyway: in f32 on the GPU, 1 - 0.999^t loses 4 digits to cancellation
 // at small t, and pow/cos may be as coarse as Vulkan allows; this way every adapter applies
 // the same update.
@@ -25,7 +27,7 @@ struct Params {
 override WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-// step[2]: a_t, step[3]: c_t (f32 bits; see above)
+// step[2]: a_t, step[3]: c_t, step[4]: d_t (f32 bits; see above)
 @group(0) @binding(1) var<storage, read> step: array<u32>;
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
 @group(0) @binding(3) var<storage, read_write> w: array<f32>;
@@ -57,5 +59,5 @@ fn adam_step(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
     let v = p.beta2 * m2[i] + (1.0 - p.beta2) * g * g;
     m1[i] = m;
     m2[i] = v;
-    w[i] = w[i] - bitcast<f32>(step[2]) * m / (sqrt(v) * bitcast<f32>(step[3]) + p.eps);
+    w[i] = w[i] * bitcast<f32>(step[4]) - bitcast<f32>(step[2]) * m / (sqrt(v) * bitcast<f32>(step[3]) + p.eps);
 }

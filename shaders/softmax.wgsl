@@ -4,13 +4,17 @@
 // largest term is exactly 1; the loss is logsumexp(z) - z[label] computed as
 // log(sum exp(z - max)) - (z[label] - max), never as -log(softmax), which underflows.
 // One invocation per row: C is small (10 classes), rows are many.
+//
+// Label smoothing e (PyTorch's CrossEntropyLoss(label_smoothing=e)): the target is
+// t = (1 - e) onehot + e / C, so the loss is lse - (1 - e) z[label] - e mean(z) and its
+// gradient softmax - t. e = 0 is the plain cross-entropy.
 
 struct Params {
     rows: u32,
     classes: u32,
-    // backward: dlogits = (softmax - onehot) * scale, scale = 1/rows for a mean loss
+    // backward: dlogits = (softmax - t) * scale, scale = 1/rows for a mean loss
     scale: f32,
-    _pad: u32,
+    smoothing: f32,
 }
 
 override WG: u32 = 64u;
@@ -65,7 +69,11 @@ fn softmax_xent_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgrou
     let label = labels[r];
     // Rows past the end of the data carry label 0xffffffff: no loss, no gradient, not counted.
     if label < p.classes {
-        row_loss[r] = log(row_sum_exp(base, m)) - (logits[base + label] - m);
+        var mean = 0.0;
+        for (var j = 0u; j < p.classes; j++) { mean += logits[base + j] - m; }
+        mean /= f32(p.classes);
+        let soft_label = (1.0 - p.smoothing) * (logits[base + label] - m) + p.smoothing * mean;
+        row_loss[r] = log(row_sum_exp(base, m)) - soft_label;
     } else {
         row_loss[r] = 0.0;
     }
@@ -82,9 +90,10 @@ fn softmax_xent_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgro
     let inv = 1.0 / row_sum_exp(base, m);
     let label = labels[r];
     let valid = select(0.0, 1.0, label < p.classes);
+    let spread = p.smoothing / f32(p.classes);
     for (var j = 0u; j < p.classes; j++) {
-        let onehot = select(0.0, 1.0, j == label);
-        dlogits[base + j] = (exp(logits[base + j] - m) * inv - onehot) * p.scale * valid;
+        let t = select(0.0, 1.0 - p.smoothing, j == label) + spread;
+        dlogits[base + j] = (exp(logits[base + j] - m) * inv - t) * p.scale * valid;
     }
 }
 

@@ -313,7 +313,7 @@ pub fn export(graph: &Graph, output: NodeId, params: &Params, metadata: &[(Strin
                 let x = b.input(id, 0, None);
                 b.emit(id, "Softmax", vec![x], vec![attr_int("axis", 1)]);
             }
-            Op::Labels | Op::SoftmaxCrossEntropy => {
+            Op::Labels | Op::SoftmaxCrossEntropy { .. } => {
                 let what = format!("{:?} has no ONNX export: it exports inference graphs, up to the logits or probabilities", node.op);
                 return Err(Error::unsupported(format!("node '{}'", node.name), what));
             }

@@ -56,11 +56,13 @@ fn softmax_xent_backward_matches_finite_differences() {
     let logits: Vec<f32> = rng.vec(rows * classes).iter().map(|v| v * 3.0).collect();
     let labels = [3u32, 0, 9, u32::MAX];
     let scale = 1.0 / rows as f32;
-    let analytic = softmax::softmax_xent_backward(&logits, &labels, classes, scale);
-    // L = scale * sum of row losses: r = scale for every row
-    let r = vec![scale; rows];
-    let num = numeric(&logits, &r, |z| softmax::softmax_xent_forward(z, &labels, classes).0);
-    assert_close("softmax_xent dlogits", &analytic, &num, FINITE_DIFF);
+    for smoothing in [0.0, 0.1, 0.5] {
+        let analytic = softmax::softmax_xent_backward(&logits, &labels, classes, smoothing, scale);
+        // L = scale * sum of row losses: r = scale for every row
+        let r = vec![scale; rows];
+        let num = numeric(&logits, &r, |z| softmax::softmax_xent_forward(z, &labels, classes, smoothing).0);
+        assert_close(&format!("softmax_xent dlogits, smoothing {smoothing}"), &analytic, &num, FINITE_DIFF);
+    }
 }
 
 #[test]

@@ -1,13 +1,13 @@
 //! Optimizer kernels, bias gradient and dropout against the references, several steps.
 
 use kiln::ops::dropout::{dropout_backward, dropout_forward};
-use kiln::ops::optim::{optimizer_step, step_words, Optimizer, Rule, Schedule};
+use kiln::ops::optim::{optimizer_step, step_words, Optimizer, Rule, Schedule, STEP_WORDS};
 use kiln::ops::reduce::bias_backward;
 use kiln::testing::{assert_close, gpu, Rng, ELEMENTWISE, REDUCTION};
 use kiln::{cpu, DType, Tensor};
 
 #[test]
-fn sgd_momentum_and_adam_match_cpu_over_steps() {
+fn sgd_momentum_adam_and_adamw_match_cpu_over_steps() {
     let gpu = gpu();
     let mut rng = Rng::new(10);
     let opts = [
@@ -16,6 +16,9 @@ fn sgd_momentum_and_adam_match_cpu_over_steps() {
         Rule::Sgd { lr: 0.05, momentum: 0.9, weight_decay: 1e-2 }.into(),
         Optimizer::adam(1e-3),
         Rule::Adam { lr: 1e-2, beta1: 0.8, beta2: 0.99, eps: 1e-6, weight_decay: 1e-3 }.into(),
+        // decoupled weight decay, large enough to dominate the update, under a schedule
+        Optimizer::adamw(1e-2, 0.5),
+        Optimizer::adamw(1e-2, 0.05).with_schedule(Schedule::Cosine { hold: 1, total: 4 }),
         // over the 5 steps below: held, decaying, and 0 from step 3 (SGD) or 4 (Adam) on
         Optimizer::sgd(0.05, 0.9).with_schedule(Schedule::Cosine { hold: 0, total: 3 }),
         Optimizer::adam(1e-2).with_schedule(Schedule::Cosine { hold: 1, total: 4 }),
@@ -28,7 +31,7 @@ fn sgd_momentum_and_adam_match_cpu_over_steps() {
             let tm1 = Tensor::from_f32(gpu, &[n], &m1).unwrap();
             let tm2 = Tensor::from_f32(gpu, &[n], &m2).unwrap();
             let tg = Tensor::empty(gpu, &[n], DType::F32).unwrap();
-            let step = Tensor::from_u32(gpu, &[4], &[0; 4]).unwrap();
+            let step = Tensor::from_u32(gpu, &[STEP_WORDS], &[0; STEP_WORDS]).unwrap();
             let d = optimizer_step(gpu, &opt, &step, &tg, &tw, &tm1, Some(&tm2)).unwrap();
             for t in 0..5u32 {
                 let g = rng.vec(n);

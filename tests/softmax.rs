@@ -10,7 +10,8 @@ use kiln::{DType, Tensor};
 fn softmax_xent_and_metrics_match_cpu() {
     let gpu = gpu();
     let mut rng = Rng::new(9);
-    for (rows, classes) in [(1, 1), (1, 10), (7, 3), (64, 10), (1000, 10), (33, 17)] {
+    // label smoothing 0 (plain cross-entropy) and 0.1 (as modern MNIST recipes use)
+    for (rows, classes, smoothing) in [(1, 1, 0.0), (1, 10, 0.1), (7, 3, 0.0), (64, 10, 0.1), (1000, 10, 0.0), (33, 17, 0.1), (64, 10, 0.0)] {
         // large logits: without max subtraction exp() would overflow
         let logits: Vec<f32> = rng.vec(rows * classes).iter().map(|v| v * 60.0).collect();
         let mut labels: Vec<u32> = (0..rows).map(|_| rng.range(0, classes - 1) as u32).collect();
@@ -30,22 +31,22 @@ fn softmax_xent_and_metrics_match_cpu() {
         let scale = 1.0 / rows as f32;
         let d = [
             softmax_forward(gpu, &tl, &tp).unwrap(),
-            softmax_xent_forward(gpu, &tl, &tlab, &tloss, &tpred).unwrap(),
-            softmax_xent_backward(gpu, &tl, &tlab, scale, &tdl).unwrap(),
+            softmax_xent_forward(gpu, &tl, &tlab, smoothing, &tloss, &tpred).unwrap(),
+            softmax_xent_backward(gpu, &tl, &tlab, smoothing, scale, &tdl).unwrap(),
             metrics_accumulate(gpu, classes, &tloss, &tpred, &tlab, &tm).unwrap(),
             // a second fold: the metrics accumulate across steps
             metrics_accumulate(gpu, classes, &tloss, &tpred, &tlab, &tm).unwrap(),
         ];
         gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
-        let what = format!("rows={rows} classes={classes}");
+        let what = format!("rows={rows} classes={classes} smoothing={smoothing}");
         assert_close(&format!("softmax_forward {what}"), &tp.to_f32(gpu).unwrap(), &cpu::softmax_forward(&logits, classes), TRANSCENDENTAL);
-        let (loss, pred) = cpu::softmax_xent_forward(&logits, &labels, classes);
+        let (loss, pred) = cpu::softmax_xent_forward(&logits, &labels, classes, smoothing);
         assert_close(&format!("softmax_xent_forward {what}"), &tloss.to_f32(gpu).unwrap(), &loss, TRANSCENDENTAL);
         assert_eq!(tpred.to_u32(gpu).unwrap(), pred, "argmax {what}");
         assert_close(
             &format!("softmax_xent_backward {what}"),
             &tdl.to_f32(gpu).unwrap(),
-            &cpu::softmax_xent_backward(&logits, &labels, classes, scale),
+            &cpu::softmax_xent_backward(&logits, &labels, classes, smoothing, scale),
             TRANSCENDENTAL,
         );
         let m = Metrics::from_words(&tm.to_u32(gpu).unwrap(), classes);

@@ -14,9 +14,13 @@ pub fn optimizer_step(opt: &Optimizer, t: u32, grad: &[f32], w: &mut [f32], m1: 
                 m1[i] = v as f32;
                 w[i] = (wi - lr as f64 * factor * v) as f32;
             }
-            Rule::Adam { lr, beta1, beta2, eps, weight_decay } => {
+            Rule::Adam { lr, beta1, beta2, eps, weight_decay } | Rule::AdamW { lr, beta1, beta2, eps, weight_decay } => {
                 let (b1, b2) = (beta1 as f64, beta2 as f64);
-                let g = grad[i] as f64 + weight_decay as f64 * wi;
+                // Adam: L2 in the gradient; AdamW: decoupled, w *= 1 - lr f wd first
+                let decoupled = matches!(opt.rule, Rule::AdamW { .. });
+                let l2 = if decoupled { 0.0 } else { weight_decay as f64 };
+                let wi = if decoupled { wi * (1.0 - lr as f64 * factor * weight_decay as f64) } else { wi };
+                let g = grad[i] as f64 + l2 * wi;
                 let m = b1 * m1[i] as f64 + (1.0 - b1) * g;
                 let v = b2 * m2[i] as f64 + (1.0 - b2) * g * g;
                 m1[i] = m as f32;

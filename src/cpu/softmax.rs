@@ -12,9 +12,9 @@ pub fn softmax_forward(logits: &[f32], classes: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Per-row loss logsumexp(z) - z[label] and argmax (first max); rows with label >= C
-/// (padding) get loss 0.
-pub fn softmax_xent_forward(logits: &[f32], labels: &[u32], classes: usize) -> (Vec<f32>, Vec<u32>) {
+/// Per-row loss logsumexp(z) - (1 - e) z[label] - e mean(z) (label smoothing e) and argmax
+/// (first max); rows with label >= C (padding) get loss 0.
+pub fn softmax_xent_forward(logits: &[f32], labels: &[u32], classes: usize, smoothing: f32) -> (Vec<f32>, Vec<u32>) {
     logits
         .chunks(classes)
         .zip(labels)
@@ -27,14 +27,17 @@ pub fn softmax_xent_forward(logits: &[f32], labels: &[u32], classes: usize) -> (
             }
             let m = row[arg] as f64;
             let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
-            let loss = if (label as usize) < classes { lse - row[label as usize] as f64 } else { 0.0 };
+            let e = smoothing as f64;
+            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / classes as f64;
+            let loss = if (label as usize) < classes { lse - (1.0 - e) * row[label as usize] as f64 - e * mean } else { 0.0 };
             (loss as f32, arg as u32)
         })
         .unzip()
 }
 
-/// d(mean loss * scale)/dlogits = (softmax - onehot) * scale; zero rows for padding labels.
-pub fn softmax_xent_backward(logits: &[f32], labels: &[u32], classes: usize, scale: f32) -> Vec<f32> {
+/// d(mean loss * scale)/dlogits = (softmax - t) * scale, t = (1 - e) onehot + e / C; zero
+/// rows for padding labels.
+pub fn softmax_xent_backward(logits: &[f32], labels: &[u32], classes: usize, smoothing: f32, scale: f32) -> Vec<f32> {
     let p = softmax_forward(logits, classes);
     p.iter()
         .enumerate()
@@ -43,8 +46,9 @@ pub fn softmax_xent_backward(logits: &[f32], labels: &[u32], classes: usize, sca
             if label >= classes {
                 return 0.0;
             }
-            let onehot = if i % classes == label { 1.0 } else { 0.0 };
-            ((v as f64 - onehot) * scale as f64) as f32
+            let e = smoothing as f64;
+            let target = if i % classes == label { 1.0 - e } else { 0.0 } + e / classes as f64;
+            ((v as f64 - target) * scale as f64) as f32
         })
         .collect()
 }

@@ -139,13 +139,13 @@ impl CpuExecutor {
                     let r = cpu::softmax::softmax_forward(self.get(logits), c);
                     self.set(probs, r);
                 }
-                Step::XentForward { logits, labels, loss, pred } => {
-                    let (l, p) = cpu::softmax::softmax_xent_forward(self.get(logits), self.get_u(labels), classes);
+                Step::XentForward { logits, labels, smoothing, loss, pred } => {
+                    let (l, p) = cpu::softmax::softmax_xent_forward(self.get(logits), self.get_u(labels), classes, smoothing);
                     self.set(loss, l);
                     self.u.insert(self.plan.root(pred), p);
                 }
-                Step::XentBackward { logits, labels, scale, dlogits } => {
-                    let r = cpu::softmax::softmax_xent_backward(self.get(logits), self.get_u(labels), classes, scale);
+                Step::XentBackward { logits, labels, smoothing, scale, dlogits } => {
+                    let r = cpu::softmax::softmax_xent_backward(self.get(logits), self.get_u(labels), classes, smoothing, scale);
                     self.set(dlogits, r);
                 }
                 Step::Metrics { loss, labels, .. } => {

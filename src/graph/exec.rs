@@ -16,7 +16,7 @@ use crate::data::gpu::ResidentDataset;
 use crate::gpu::{Gpu, GpuBuffer};
 use crate::autotune::Tuning;
 use crate::ops::gemm::{gemm, Bias, Gemm, GemmConfig};
-use crate::ops::optim::{optimizer_step, step_words, Optimizer};
+use crate::ops::optim::{optimizer_step, step_words, Optimizer, STEP_WORDS};
 use crate::ops::softmax::{metrics_accumulate, metrics_words, Metrics};
 use crate::ops::{conv2d, dropout, elementwise, pool, reduce, softmax, Dispatch};
 use crate::rng::Rng;
@@ -168,7 +168,7 @@ impl<'g> Executor<'g> {
         let grads = if mode == Mode::Train { Some(zeros(flat_len)?) } else { None };
         let slot_buffers: Vec<Arc<GpuBuffer>> =
             memory.slots.iter().map(|s| gpu.storage_buffer("kiln activation", s.bytes).map(Arc::new)).collect::<Result<_>>()?;
-        let step_buffer = Tensor::from_u32(gpu, &[4], &[0; 4])?;
+        let step_buffer = Tensor::from_u32(gpu, &[STEP_WORDS], &[0; STEP_WORDS])?;
         let classes = plan.classes.unwrap_or(1);
         let metrics = Tensor::from_u32(gpu, &[metrics_words(classes)], &vec![0; metrics_words(classes)])?;
 
@@ -306,11 +306,11 @@ impl<'g> Executor<'g> {
             }
             Step::Add { a, b, y } => vec![elementwise::scale_add_forward(gpu, 1.0, t(*a), 1.0, t(*b), t(*y))?],
             Step::Softmax { logits, probs } => vec![softmax::softmax_forward(gpu, t(*logits), t(*probs))?],
-            Step::XentForward { logits, labels, loss, pred } => {
-                vec![softmax::softmax_xent_forward(gpu, t(*logits), t(*labels), t(*loss), t(*pred))?]
+            Step::XentForward { logits, labels, smoothing, loss, pred } => {
+                vec![softmax::softmax_xent_forward(gpu, t(*logits), t(*labels), *smoothing, t(*loss), t(*pred))?]
             }
-            Step::XentBackward { logits, labels, scale, dlogits } => {
-                vec![softmax::softmax_xent_backward(gpu, t(*logits), t(*labels), *scale, t(*dlogits))?]
+            Step::XentBackward { logits, labels, smoothing, scale, dlogits } => {
+                vec![softmax::softmax_xent_backward(gpu, t(*logits), t(*labels), *smoothing, *scale, t(*dlogits))?]
             }
             Step::Metrics { loss, pred, labels } => {
                 let classes = self.plan.classes.unwrap_or(1);

@@ -84,8 +84,8 @@ pub enum Step {
     DropoutBackward { p: f32, seed: u32, dy: ValueId, dx: ValueId },
     Add { a: ValueId, b: ValueId, y: ValueId },
     Softmax { logits: ValueId, probs: ValueId },
-    XentForward { logits: ValueId, labels: ValueId, loss: ValueId, pred: ValueId },
-    XentBackward { logits: ValueId, labels: ValueId, scale: f32, dlogits: ValueId },
+    XentForward { logits: ValueId, labels: ValueId, smoothing: f32, loss: ValueId, pred: ValueId },
+    XentBackward { logits: ValueId, labels: ValueId, smoothing: f32, scale: f32, dlogits: ValueId },
     /// Folds the batch's losses and predictions into the metrics buffer.
     Metrics { loss: ValueId, pred: ValueId, labels: ValueId },
 }
@@ -111,7 +111,7 @@ impl Step {
             DropoutBackward { dy, dx, .. } => (vec![*dy], vec![*dx]),
             Add { a, b, y } => (vec![*a, *b], vec![*y]),
             Softmax { logits, probs } => (vec![*logits], vec![*probs]),
-            XentForward { logits, labels, loss, pred } => (vec![*logits, *labels], vec![*loss, *pred]),
+            XentForward { logits, labels, loss, pred, .. } => (vec![*logits, *labels], vec![*loss, *pred]),
             XentBackward { logits, labels, dlogits, .. } => (vec![*logits, *labels], vec![*dlogits]),
             Metrics { loss, pred, labels } => (vec![*loss, *pred, *labels], vec![]),
         }
@@ -301,11 +301,11 @@ impl Lowering<'_> {
                     self.plan.steps.push(Step::Softmax { logits, probs });
                     probs
                 }
-                Op::SoftmaxCrossEntropy => {
+                &Op::SoftmaxCrossEntropy { smoothing } => {
                     let (logits, labels) = (inp(0), inp(1));
                     let loss = self.act(name.clone(), &node.shape);
                     let pred = self.value(format!("{name}.pred"), &node.shape, DType::U32, ValueKind::Activation);
-                    self.plan.steps.push(Step::XentForward { logits, labels, loss, pred });
+                    self.plan.steps.push(Step::XentForward { logits, labels, smoothing, loss, pred });
                     self.plan.steps.push(Step::Metrics { loss, pred, labels });
                     self.plan.classes = Some(self.graph.node(node.inputs[0]).shape[1]);
                     loss
@@ -319,7 +319,7 @@ impl Lowering<'_> {
     fn backward(&mut self) -> Result<()> {
         let g = self.graph;
         let losses: Vec<NodeId> =
-            (0..g.nodes.len()).map(NodeId).filter(|&n| g.node(n).op == Op::SoftmaxCrossEntropy).collect();
+            (0..g.nodes.len()).map(NodeId).filter(|&n| matches!(g.node(n).op, Op::SoftmaxCrossEntropy { .. })).collect();
         let [loss_node] = losses[..] else {
             return Err(Error::unsupported("graph", format!("training needs exactly one softmax_cross_entropy node, found {}", losses.len())));
         };
@@ -356,11 +356,11 @@ impl Lowering<'_> {
             let inp = |k: usize| node.inputs[k];
             match &node.op {
                 Op::Param { .. } | Op::Input | Op::Labels => {}
-                Op::SoftmaxCrossEntropy => {
+                &Op::SoftmaxCrossEntropy { smoothing } => {
                     let (logits, labels) = (self.out(inp(0)), self.out(inp(1)));
                     let dlogits = self.act(format!("d{}", g.node(inp(0)).name), &g.node(inp(0)).shape);
                     let scale = 1.0 / node.shape[0] as f32;
-                    self.plan.steps.push(Step::XentBackward { logits, labels, scale, dlogits });
+                    self.plan.steps.push(Step::XentBackward { logits, labels, smoothing, scale, dlogits });
                     self.add_grad(&mut grads, inp(0), dlogits);
                 }
                 Op::Linear | Op::Conv2d { .. } => {

@@ -53,7 +53,8 @@ pub enum Op {
     /// Row-wise softmax over [B, C] (inference).
     Softmax,
     /// inputs: logits [B, C], labels [B] -> per-row loss [B]; the training loss is its mean.
-    SoftmaxCrossEntropy,
+    /// `smoothing`: label smoothing e in [0, 1) (PyTorch's `label_smoothing`).
+    SoftmaxCrossEntropy { smoothing: f32 },
 }
 
 #[derive(Clone, Debug)]
@@ -201,11 +202,17 @@ impl Graph {
     }
 
     pub fn softmax_cross_entropy(&mut self, name: &str, logits: NodeId, labels: NodeId) -> Result<NodeId> {
+        self.softmax_cross_entropy_smoothed(name, logits, labels, 0.0)
+    }
+
+    /// Cross-entropy against the smoothed target (1 - e) onehot + e / C.
+    pub fn softmax_cross_entropy_smoothed(&mut self, name: &str, logits: NodeId, labels: NodeId, smoothing: f32) -> Result<NodeId> {
         let (ls, ys) = (self.shape(logits).to_vec(), self.shape(labels).to_vec());
         if ls.len() != 2 || ys != [ls[0]] || self.node(labels).op != Op::Labels {
             return Err(self.err(name, format!("cross-entropy needs logits [N, C] and labels [N], got {ls:?} and {ys:?}")));
         }
-        Ok(self.push(name.into(), Op::SoftmaxCrossEntropy, vec![logits, labels], vec![ls[0]]))
+        crate::ops::softmax::check_smoothing(smoothing)?;
+        Ok(self.push(name.into(), Op::SoftmaxCrossEntropy { smoothing }, vec![logits, labels], vec![ls[0]]))
     }
 
     /// Parameters in creation order: (node, name, shape).

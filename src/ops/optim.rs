@@ -26,6 +26,8 @@ pub enum Rule {
     Sgd { lr: f32, momentum: f32, weight_decay: f32 },
     /// Bias-corrected Adam; weight decay added to the gradient (L2, as torch.optim.Adam).
     Adam { lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
+    /// Adam with decoupled weight decay (torch.optim.AdamW): w *= 1 - lr wd before the step.
+    AdamW { lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
 }
 
 /// The learning rate at step t (steps already taken) is `lr * factor(t)`.
@@ -74,6 +76,10 @@ impl Optimizer {
     pub fn adam(lr: f32) -> Optimizer {
         Rule::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }.into()
     }
+    /// AdamW with torch.optim.AdamW's defaults but the given weight decay.
+    pub fn adamw(lr: f32, weight_decay: f32) -> Optimizer {
+        Rule::AdamW { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay }.into()
+    }
     pub fn sgd(lr: f32, momentum: f32) -> Optimizer {
         Rule::Sgd { lr, momentum, weight_decay: 0.0 }.into()
     }
@@ -84,7 +90,7 @@ impl Optimizer {
     pub fn state_slots(&self) -> usize {
         match self.rule {
             Rule::Sgd { .. } => 1,
-            Rule::Adam { .. } => 2,
+            Rule::Adam { .. } | Rule::AdamW { .. } => 2,
         }
     }
 }
@@ -109,7 +115,7 @@ impl Rule {
                 }
                 (lr, weight_decay)
             }
-            Rule::Adam { lr, beta1, beta2, eps, weight_decay } => {
+            Rule::Adam { lr, beta1, beta2, eps, weight_decay } | Rule::AdamW { lr, beta1, beta2, eps, weight_decay } => {
                 if !in_unit(beta1) || !in_unit(beta2) {
                     return bad("Adam betas", if in_unit(beta1) { beta2 } else { beta1 }, "values in [0, 1)");
                 }
@@ -136,6 +142,9 @@ impl std::fmt::Display for Rule {
             Rule::Adam { lr, beta1, beta2, eps, weight_decay } => {
                 write!(f, "Adam lr {lr}, betas ({beta1}, {beta2}), eps {eps:e}, weight decay {weight_decay}")
             }
+            Rule::AdamW { lr, beta1, beta2, eps, weight_decay } => {
+                write!(f, "AdamW lr {lr}, betas ({beta1}, {beta2}), eps {eps:e}, decoupled weight decay {weight_decay}")
+            }
         }
     }
 }
@@ -152,27 +161,35 @@ struct Params {
     _pad: [u32; 2],
 }
 
+/// Words in the step buffer (see [`step_words`]).
+pub const STEP_WORDS: usize = 8;
+
 /// The step buffer's words for the step after `taken` steps: [taken, batch_start, a_t,
-/// c_t], the last two f32 bits, computed here in f64 (see shaders/optim.wgsl): the
-/// scheduled step size a_t (Adam's divided by 1 - beta1^t) and Adam's 1 / sqrt(1 - beta2^t).
+/// c_t, d_t, 0, 0, 0], a_t..d_t f32 bits computed here in f64 (see shaders/optim.wgsl): the
+/// scheduled step size a_t (Adam's divided by 1 - beta1^t), Adam's 1 / sqrt(1 - beta2^t),
+/// and AdamW's decay factor 1 - lr f_t wd (1 for the other rules).
 /// The gather kernel reads `batch_start`, dropout and augmentation `taken`.
-pub fn step_words(opt: Option<&Optimizer>, taken: u32, batch_start: u32) -> [u32; 4] {
-    let (a, c) = match opt {
-        None => (0.0, 0.0),
+pub fn step_words(opt: Option<&Optimizer>, taken: u32, batch_start: u32) -> [u32; STEP_WORDS] {
+    let (a, c, d) = match opt {
+        None => (0.0, 0.0, 1.0),
         Some(o) => {
             let f = o.schedule.factor(taken);
             match o.rule {
-                Rule::Sgd { lr, .. } => (lr as f64 * f, 1.0),
-                Rule::Adam { lr, beta1, beta2, .. } => {
+                Rule::Sgd { lr, .. } => (lr as f64 * f, 1.0, 1.0),
+                Rule::Adam { lr, beta1, beta2, .. } | Rule::AdamW { lr, beta1, beta2, .. } => {
                     let t = taken as f64 + 1.0;
                     // 1 - b^t without cancellation: -expm1(t ln b)
                     let (bc1, bc2) = (-(t * (beta1 as f64).ln()).exp_m1(), -(t * (beta2 as f64).ln()).exp_m1());
-                    (lr as f64 * f / bc1, 1.0 / bc2.sqrt())
+                    let decay = match o.rule {
+                        Rule::AdamW { weight_decay, .. } => 1.0 - lr as f64 * f * weight_decay as f64,
+                        _ => 1.0,
+                    };
+                    (lr as f64 * f / bc1, 1.0 / bc2.sqrt(), decay)
                 }
             }
         }
     };
-    [taken, batch_start, (a as f32).to_bits(), (c as f32).to_bits()]
+    [taken, batch_start, (a as f32).to_bits(), (c as f32).to_bits(), (d as f32).to_bits(), 0, 0, 0]
 }
 
 /// One optimizer step over `w` given `grad`. `m1` (and `m2` for Adam) hold the state and
@@ -180,8 +197,8 @@ pub fn step_words(opt: Option<&Optimizer>, taken: u32, batch_start: u32) -> [u32
 pub fn optimizer_step(gpu: &Gpu, opt: &Optimizer, step: &Tensor, grad: &Tensor, w: &Tensor, m1: &Tensor, m2: Option<&Tensor>) -> Result<Dispatch> {
     let op = "optimizer_step";
     check_same(op, &[w, grad, m1])?;
-    if step.dtype() != DType::U32 || step.len() < 4 {
-        return Err(Error::shape(op, "step must be a u32 step buffer of 4 words (see step_words)"));
+    if step.dtype() != DType::U32 || step.len() < STEP_WORDS {
+        return Err(Error::shape(op, format!("step must be a u32 step buffer of {STEP_WORDS} words (see step_words)")));
     }
     let n = w.len() as u32;
     let (entry, params, m2) = match opt.rule {
@@ -190,6 +207,12 @@ pub fn optimizer_step(gpu: &Gpu, opt: &Optimizer, step: &Tensor, grad: &Tensor, 
             let Some(m2) = m2 else { return Err(Error::shape(op, "Adam needs a second moment buffer")) };
             check_same(op, &[w, m2])?;
             ("adam_step", Params { n, beta1, beta2, eps, weight_decay, ..Default::default() }, Some(m2))
+        }
+        // the same kernel: no L2 term in the gradient, the decay comes as d_t
+        Rule::AdamW { beta1, beta2, eps, .. } => {
+            let Some(m2) = m2 else { return Err(Error::shape(op, "AdamW needs a second moment buffer")) };
+            check_same(op, &[w, m2])?;
+            ("adam_step", Params { n, beta1, beta2, eps, weight_decay: 0.0, ..Default::default() }, Some(m2))
         }
     };
     let kernel = Kernel::new(Shader::Optim, entry).with("WG", WG);

@@ -18,7 +18,7 @@ struct Params {
     rows: u32,
     classes: u32,
     scale: f32,
-    _pad: u32,
+    smoothing: f32,
 }
 
 /// Words in a metrics buffer for `classes` classes: loss sum, correct, rows, unused, then
@@ -54,24 +54,37 @@ pub fn softmax_forward(gpu: &Gpu, logits: &Tensor, probs: &Tensor) -> Result<Dis
     launch(gpu, op, Params { rows: r as u32, classes: c as u32, ..Default::default() }, &[(1, logits), (3, probs)])
 }
 
-/// row_loss[r] = logsumexp(logits[r]) - logits[r][label]; row_pred[r] = argmax.
-pub fn softmax_xent_forward(gpu: &Gpu, logits: &Tensor, labels: &Tensor, row_loss: &Tensor, row_pred: &Tensor) -> Result<Dispatch> {
+/// Label smoothing must lie in [0, 1): 0 is the plain cross-entropy.
+pub fn check_smoothing(smoothing: f32) -> Result<()> {
+    if (0.0..1.0).contains(&smoothing) {
+        Ok(())
+    } else {
+        Err(Error::unsupported("--label-smoothing", format!("{smoothing}: expected a value in [0, 1)")))
+    }
+}
+
+/// row_loss[r] = logsumexp(logits[r]) - (1 - e) logits[r][label] - e mean(logits[r]) with
+/// label smoothing e (0: the plain cross-entropy); row_pred[r] = argmax.
+pub fn softmax_xent_forward(gpu: &Gpu, logits: &Tensor, labels: &Tensor, smoothing: f32, row_loss: &Tensor, row_pred: &Tensor) -> Result<Dispatch> {
     let op = "softmax_xent_forward";
     let (r, c) = rows_classes(op, logits)?;
     check(op, "labels", labels, r, DType::U32)?;
     check(op, "row_loss", row_loss, r, DType::F32)?;
     check(op, "row_pred", row_pred, r, DType::U32)?;
-    let params = Params { rows: r as u32, classes: c as u32, ..Default::default() };
+    check_smoothing(smoothing)?;
+    let params = Params { rows: r as u32, classes: c as u32, smoothing, ..Default::default() };
     launch(gpu, op, params, &[(1, logits), (2, labels), (4, row_loss), (5, row_pred)])
 }
 
-/// dlogits = (softmax(logits) - onehot(label)) * scale; scale = 1/R for the mean loss.
-pub fn softmax_xent_backward(gpu: &Gpu, logits: &Tensor, labels: &Tensor, scale: f32, dlogits: &Tensor) -> Result<Dispatch> {
+/// dlogits = (softmax(logits) - t) * scale with the target t = (1 - e) onehot(label) + e / C;
+/// scale = 1/R for the mean loss.
+pub fn softmax_xent_backward(gpu: &Gpu, logits: &Tensor, labels: &Tensor, smoothing: f32, scale: f32, dlogits: &Tensor) -> Result<Dispatch> {
     let op = "softmax_xent_backward";
     let (r, c) = rows_classes(op, logits)?;
     check(op, "labels", labels, r, DType::U32)?;
     check(op, "dlogits", dlogits, r * c, DType::F32)?;
-    let params = Params { rows: r as u32, classes: c as u32, scale, _pad: 0 };
+    check_smoothing(smoothing)?;
+    let params = Params { rows: r as u32, classes: c as u32, scale, smoothing };
     launch(gpu, op, params, &[(1, logits), (2, labels), (6, dlogits)])
 }
 
