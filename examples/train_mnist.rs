@@ -9,7 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln::checkpoint::Checkpoint;
 use kiln::cli::{self, fail, Saved};
@@ -18,9 +19,9 @@ use kiln::{errln, outln};
 use kiln::data::mnist::DatasetKind;
 use kiln::nn::ModelKind;
 use kiln::ops::gemm::GemmConfig;
-use kiln::ops::optim::{Optimizer, Schedule};
+use kiln::ops::optim::{Optimizer, Rule, Schedule};
 use kiln::ops::softmax::Metrics;
-use kiln::train::{EpochReport, LrSchedule, Observer, TrainConfig, TrainReport};
+use kiln::train::{EpochReport, LrSchedule, Observer, Resume, TrainConfig, TrainReport, TrainState};
 
 #[derive(Parser, Debug)]
 #[command(about = "Train a digit classifier on the GPU with kiln")]
@@ -43,9 +44,16 @@ struct Args {
     epochs: usize,
     #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
     batch_size: usize,
-    /// adam | sgd
+    /// adam | adamw | sgd
     #[arg(long, default_value = "adam")]
     optimizer: String,
+    /// Weight decay: L2 in the gradient for adam and sgd, decoupled for adamw
+    /// (default 0, adamw 0.01 as torch.optim.AdamW)
+    #[arg(long, allow_negative_numbers = true)]
+    weight_decay: Option<f32>,
+    /// Label smoothing of the cross-entropy, in [0, 1)
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    label_smoothing: f32,
     /// Learning rate (default: 1e-3 for Adam, 0.01 for SGD)
     #[arg(long, allow_negative_numbers = true)]
     lr: Option<f32>,
@@ -92,14 +100,42 @@ struct Args {
     /// Force one GEMM/conv kernel variant (tiled64, vec4, ...) instead of autotuning
     #[arg(long)]
     kernel: Option<String>,
+    /// End the run after epoch N of its --epochs, leaving a resumable checkpoint: the
+    /// --save file and its training state (NAME.train-state.safetensors) beside it
+    #[arg(long, allow_negative_numbers = true)]
+    stop_after: Option<usize>,
+    /// Continue the run that left this checkpoint (and its training state) to its --epochs;
+    /// the run's settings come from the state. --save defaults to this checkpoint
+    #[arg(long, conflicts_with = "no_save")]
+    resume: Option<PathBuf>,
+    /// Save the checkpoint and its training state at every epoch end (a crash loses at most
+    /// one epoch)
+    #[arg(long, conflicts_with = "no_save")]
+    save_every_epoch: bool,
 }
+
+/// The flags that define a run: with --resume they come from the run's training state.
+const RUN_FLAGS: [&str; 14] = [
+    "dataset", "model", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "label_smoothing",
+    "lr_schedule", "lr_hold", "seed", "augment", "kernel",
+];
 
 struct Progress {
     bar: Option<ProgressBar>,
     quiet: bool,
+    /// --save-every-epoch: the checkpoint to write at each epoch end, and its model
+    snapshots: Option<(PathBuf, Checkpoint)>,
 }
 
 impl Observer for Progress {
+    fn wants_snapshots(&self) -> bool {
+        self.snapshots.is_some()
+    }
+    fn snapshot(&mut self, params: &kiln::checkpoint::Params, state: &TrainState) -> kiln::Result<()> {
+        let Some((path, ck)) = &mut self.snapshots else { return Ok(()) };
+        ck.params = params.clone();
+        save_run(ck, state, path)
+    }
     fn epoch_start(&mut self, epoch: usize, steps: usize) {
         if self.quiet {
             return;
@@ -138,12 +174,53 @@ impl Observer for Progress {
     }
 }
 
+/// Writes a checkpoint and the training state beside it (each atomically).
+fn save_run(ck: &Checkpoint, state: &TrainState, path: &Path) -> kiln::Result<()> {
+    ck.save(path)?;
+    state.save(&TrainState::path_for(path))
+}
+
+/// The run to continue: its checkpoint and state, and its settings with this invocation's
+/// data location and display flags. Flags that would change the run are refused.
+fn resume_config(args: &Args, matches: &ArgMatches, path: &Path) -> kiln::Result<(TrainConfig, Resume)> {
+    for flag in RUN_FLAGS {
+        if matches.value_source(flag) == Some(ValueSource::CommandLine) {
+            return Err(kiln::Error::unsupported(
+                format!("--{}", flag.replace('_', "-")),
+                "comes from the run being resumed (--resume): give it only when starting a run",
+            ));
+        }
+    }
+    let ck = Checkpoint::load(path)?;
+    let state_path = TrainState::path_for(path);
+    if !state_path.exists() {
+        return Err(kiln::Error::file(
+            &state_path,
+            "--resume: no training state beside the checkpoint (runs leave one with --stop-after or --save-every-epoch)",
+        ));
+    }
+    let state = TrainState::load(&state_path)?;
+    if state.config.model != ck.model {
+        return Err(kiln::Error::file(&state_path, format!("--resume: this training state is of a '{}' model, the checkpoint of '{}'", state.config.model.name(), ck.model.name())));
+    }
+    let cfg = TrainConfig {
+        data_dir: args.data_dir.clone(),
+        download: !args.no_download,
+        progress_every: args.progress_every,
+        gemm: None,
+        ..state.config.clone()
+    };
+    Ok((cfg, Resume { params: ck.params, state }))
+}
+
 /// Everything that can be checked before the data and the GPU are touched.
-fn check_args(args: &Args) -> kiln::Result<(TrainConfig, Option<PathBuf>, Existing)> {
+fn check_args(args: &Args, matches: &ArgMatches) -> kiln::Result<(TrainConfig, Option<Resume>, Option<PathBuf>, Existing)> {
+    let wd = args.weight_decay.unwrap_or(0.0);
     let rule = match args.optimizer.as_str() {
-        "adam" => Optimizer::adam(args.lr.unwrap_or(1e-3)).rule,
-        "sgd" => Optimizer::sgd(args.lr.unwrap_or(0.01), args.momentum).rule,
-        other => return Err(kiln::Error::unsupported("--optimizer", format!("{other}: expected adam or sgd"))),
+        "adam" => Rule::Adam { lr: args.lr.unwrap_or(1e-3), beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: wd },
+        "adamw" => Optimizer::adamw(args.lr.unwrap_or(1e-3), args.weight_decay.unwrap_or(0.01)).rule,
+        "sgd" => Rule::Sgd { lr: args.lr.unwrap_or(0.01), momentum: args.momentum, weight_decay: wd },
+        other => return Err(kiln::Error::unsupported("--optimizer", format!("{other}: expected adam, adamw or sgd"))),
     };
     // --lr-hold is checked even when --lr-schedule constant ignores it
     Schedule::check_hold(args.lr_hold)?;
@@ -170,18 +247,35 @@ fn check_args(args: &Args) -> kiln::Result<(TrainConfig, Option<PathBuf>, Existi
         dataset: args.dataset,
         data_dir: args.data_dir.clone(),
         download: !args.no_download,
-        model: args.model,
+        model: args.model.spec(),
         epochs: args.epochs,
         batch_size: args.batch_size,
         rule,
         lr_schedule,
+        label_smoothing: args.label_smoothing,
         seed: args.seed,
         augment: args.augment,
         progress_every: args.progress_every,
         gemm,
     };
+    let (cfg, resume) = match &args.resume {
+        Some(path) => {
+            let (cfg, resume) = resume_config(args, matches, path)?;
+            (cfg, Some(resume))
+        }
+        None => (cfg, None),
+    };
     cfg.check()?;
-    let save = (!args.no_save).then(|| args.save.clone().unwrap_or_else(|| PathBuf::from("model.safetensors")));
+    if let Some(n) = args.stop_after {
+        if n == 0 || n >= cfg.epochs {
+            return Err(kiln::Error::unsupported("--stop-after", format!("{n}: expected an epoch from 1 to {} (before the run's last, --epochs {})", cfg.epochs - 1, cfg.epochs)));
+        }
+        if args.no_save {
+            return Err(kiln::Error::unsupported("--stop-after", "leaves a checkpoint to resume from: it cannot go with --no-save"));
+        }
+    }
+    let default_save = args.resume.clone().unwrap_or_else(|| PathBuf::from("model.safetensors"));
+    let save = (!args.no_save).then(|| args.save.clone().unwrap_or(default_save));
     let mut existing = Existing::Nothing;
     if let Some(s) = &save {
         existing = files::check_output("--save", s)?;
@@ -195,13 +289,17 @@ fn check_args(args: &Args) -> kiln::Result<(TrainConfig, Option<PathBuf>, Existi
         .filter_map(|(f, p)| Some((f, p?)))
         .collect();
     files::check_distinct(&outputs)?;
-    Ok((cfg, save, existing))
+    Ok((cfg, resume, save, existing))
 }
 
 fn main() -> ExitCode {
     let process_start = std::time::Instant::now();
-    let args = Args::parse();
-    let (cfg, save, existing) = match check_args(&args) {
+    let matches = Args::command().get_matches();
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    let (cfg, resume, save, existing) = match check_args(&args, &matches) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
@@ -209,8 +307,8 @@ fn main() -> ExitCode {
         Ok(d) => d,
         Err(e) => return fail(e),
     };
-    if args.batch_size > data.train.len() {
-        return fail(format!("--batch-size {}: must be at most the {} training images", args.batch_size, data.train.len()));
+    if cfg.batch_size > data.train.len() {
+        return fail(format!("--batch-size {}: must be at most the {} training images", cfg.batch_size, data.train.len()));
     }
     let gpu = match kiln::Gpu::new() {
         Ok(g) => g,
@@ -220,19 +318,30 @@ fn main() -> ExitCode {
         outln!("adapter: {}", gpu.info().summary());
         outln!(
             "dataset: {} from {} ({} train, {} test); model: {}; batch {}; {}; lr schedule: {}",
-            args.dataset,
+            cfg.dataset,
             data.dir.display(),
             data.train.len(),
             data.test.len(),
-            args.model.name(),
-            args.batch_size,
+            cfg.model.name(),
+            cfg.batch_size,
             cfg.rule,
             cfg.lr_schedule
         );
     }
-    let mut progress = Progress { bar: None, quiet: args.quiet || args.bench };
+    let mut progress = Progress { bar: None, quiet: args.quiet || args.bench, snapshots: None };
     let before_train = process_start.elapsed().as_secs_f64();
-    let mut report = match kiln::train::train(&gpu, &cfg, &data, &mut progress) {
+    let model_checkpoint = |params: kiln::checkpoint::Params, mean: f32, std: f32| Checkpoint {
+        model: cfg.model.clone(),
+        mean,
+        std,
+        dataset: cfg.dataset.to_string(),
+        params,
+    };
+    if let (true, Some(path)) = (args.save_every_epoch, &save) {
+        let (mean, std) = data.mean_std();
+        progress.snapshots = Some((path.clone(), model_checkpoint(Vec::new(), mean, std)));
+    }
+    let mut report = match kiln::train::train_from(&gpu, &cfg, &data, &mut progress, resume.as_ref(), args.stop_after) {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
@@ -246,10 +355,10 @@ fn main() -> ExitCode {
         let steady = if report.epochs.len() > 1 { &report.epochs[1..] } else { &report.epochs[..] };
         outln!(
             "bench: {} {} on {}: {:.0} images/s steady state (epochs {}..={}, training pass only), process start to first step {:.2} s",
-            args.model.name(),
-            args.dataset,
+            cfg.model.name(),
+            cfg.dataset,
             gpu.info().name,
-            images_per_sec(&report, args.batch_size, steady),
+            images_per_sec(&report, cfg.batch_size, steady),
             steady[0].epoch,
             report.epochs.len(),
             report.startup_seconds
@@ -257,14 +366,17 @@ fn main() -> ExitCode {
     }
     // The trained model first: nothing after this point may lose it.
     let mut failed = false;
+    // The training state goes beside the checkpoint when the run may be resumed; a stale
+    // one from an earlier run at that path would resume the wrong run, so it goes.
+    let resumable = args.stop_after.is_some() || args.save_every_epoch || resume.is_some();
     let saved = save.as_ref().map(|path| {
-        let checkpoint = Checkpoint {
-            model: args.model,
-            mean: report.mean,
-            std: report.std,
-            dataset: args.dataset.to_string(),
-            params: report.params.clone(),
-        };
+        let checkpoint = model_checkpoint(report.params.clone(), report.mean, report.std);
+        let state_path = TrainState::path_for(path);
+        let state_saved = if resumable { report.state.save(&state_path) } else { std::fs::remove_file(&state_path).or(Ok(())) };
+        if let Err(e) = state_saved {
+            errln!("error: {e}");
+            failed = true;
+        }
         match cli::save_or_rescue(&checkpoint, path) {
             Ok(Saved::Asked) if existing == Existing::File => format!("{} (replaced the earlier file)", path.display()),
             Ok(Saved::Asked) => path.display().to_string(),
@@ -280,6 +392,9 @@ fn main() -> ExitCode {
             }
         }
     });
+    if let (Some(n), Some(path)) = (args.stop_after, &save) {
+        outln!("stopped after epoch {n} of {}: continue with --resume {}", cfg.epochs, path.display());
+    }
     if let Some(plot) = &args.plot {
         if let Err(e) = kiln::plot::plot_curve(plot, &report.epochs, &report.loss_curve) {
             errln!("error: {e} (the checkpoint is saved)");
@@ -290,7 +405,7 @@ fn main() -> ExitCode {
         print_summary(&report, saved.as_deref().unwrap_or("not saved (--no-save)"));
     }
     if args.json {
-        outln!("{}", json_summary(&args, &gpu, &report, saved.as_deref()));
+        outln!("{}", json_summary(&cfg, &gpu, &report, saved.as_deref()));
     }
     cli::report_closed_stdout();
     let accuracy = report.test.accuracy();
@@ -348,17 +463,17 @@ fn images_per_sec(r: &TrainReport, batch: usize, epochs: &[EpochReport]) -> f64 
     images as f64 / epochs.iter().map(|e| e.train_seconds).sum::<f64>()
 }
 
-fn json_summary(args: &Args, gpu: &kiln::Gpu, r: &TrainReport, checkpoint: Option<&str>) -> String {
+fn json_summary(cfg: &TrainConfig, gpu: &kiln::Gpu, r: &TrainReport, checkpoint: Option<&str>) -> String {
     serde_json::json!({
-        "dataset": args.dataset.to_string(),
-        "model": args.model.name(),
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
+        "dataset": cfg.dataset.to_string(),
+        "model": cfg.model.name(),
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
         "adapter": gpu.info().name,
         "backend": format!("{:?}", gpu.info().backend),
         "epoch_seconds": r.epochs.iter().map(|e| e.train_seconds).collect::<Vec<_>>(),
-        "images_per_sec": images_per_sec(r, args.batch_size, &r.epochs),
-        "images_per_sec_after_first_epoch": (r.epochs.len() > 1).then(|| images_per_sec(r, args.batch_size, &r.epochs[1..])),
+        "images_per_sec": images_per_sec(r, cfg.batch_size, &r.epochs),
+        "images_per_sec_after_first_epoch": (r.epochs.len() > 1).then(|| images_per_sec(r, cfg.batch_size, &r.epochs[1..])),
         "test_accuracy": r.test.accuracy(),
         "recall": r.test.recall(),
         "precision": r.test.precision(),

@@ -1,6 +1,7 @@
 //! Checkpoints as safetensors, named and laid out as PyTorch names the same model
-//! (`conv1.weight` [16, 1, 5, 5], ..., `fc2.bias` [10]), with metadata: model kind,
-//! normalisation mean/std, dataset, kiln version. Saving goes through
+//! (`conv1.weight` [16, 1, 5, 5], ..., `fc2.bias` [10]), with metadata: the model's name
+//! and description (`model_spec`, JSON of [`crate::nn::Model`]: any program rebuilds the
+//! model from the file alone), normalisation mean/std, dataset, kiln version. Saving goes through
 //! [`crate::files::write_atomic`], so a failed save never leaves a half-written checkpoint,
 //! and identical checkpoints are identical files (the header's keys are sorted). Loading
 //! refuses what no model could use: non-finite or non-positive normalisation, non-finite
@@ -11,7 +12,7 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-use crate::nn::ModelKind;
+use crate::nn::{Model, ModelKind};
 use crate::{Error, Result};
 
 /// Parameters as (name, shape, values), in model order.
@@ -19,47 +20,86 @@ pub type Params = Vec<(String, Vec<usize>, Vec<f32>)>;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
-    pub model: ModelKind,
+    /// The model's description, written into the file: any program rebuilds the model
+    /// from the checkpoint alone.
+    pub model: Model,
     pub mean: f32,
     pub std: f32,
     pub dataset: String,
     pub params: Params,
 }
 
+/// Writes f32 tensors and string metadata as a safetensors file (header keys sorted, so
+/// the same content gives the same bytes), atomically.
+pub fn write_tensors(path: &Path, tensors: &Params, meta: &[(&str, String)]) -> Result<()> {
+    let mut map = HashMap::new();
+    for (k, v) in meta {
+        map.insert(k.to_string(), v.clone());
+    }
+    map.insert("kiln_version".to_string(), env!("CARGO_PKG_VERSION").to_string());
+    let views = tensors
+        .iter()
+        .map(|(name, shape, data)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
+                .map(|v| (name.clone(), v))
+                .map_err(|e| Error::file(path, format!("tensor {name}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::serialize(views, Some(map)).map_err(|e| Error::file(path, e))?;
+    let bytes = sorted_header(bytes).map_err(|e| Error::file(path, e))?;
+    crate::files::write_atomic(path, &bytes)
+}
+
+/// Reads a safetensors file of f32 tensors: its metadata and its tensors in file order.
+/// `what` names the kind of file in errors ("checkpoint", "training state").
+pub fn read_tensors(path: &Path, what: &str) -> Result<(HashMap<String, String>, Params)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read the {what}: {e}")))?;
+    let bad = |m: String| Error::file(path, format!("not a kiln {what}: {m}"));
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let mut out = Vec::new();
+    for (name, t) in tensors.iter() {
+        if t.dtype() != Dtype::F32 {
+            return Err(bad(format!("tensor '{name}' is {:?}, expected F32", t.dtype())));
+        }
+        out.push((name.to_string(), t.shape().to_vec(), bytemuck::pod_collect_to_vec(t.data())));
+    }
+    Ok((meta, out))
+}
+
 impl Checkpoint {
+    /// Writes the parameters with PyTorch's names and the metadata (model description,
+    /// normalisation, dataset, kiln version), atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut meta = HashMap::new();
-        meta.insert("model".to_string(), self.model.name().to_string());
-        meta.insert("mean".to_string(), self.mean.to_string());
-        meta.insert("std".to_string(), self.std.to_string());
-        meta.insert("dataset".to_string(), self.dataset.clone());
-        meta.insert("kiln_version".to_string(), env!("CARGO_PKG_VERSION").to_string());
-        let views = self
-            .params
-            .iter()
-            .map(|(name, shape, data)| {
-                TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
-                    .map(|v| (name.clone(), v))
-                    .map_err(|e| Error::file(path, format!("tensor {name}: {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::file(path, e))?;
-        let bytes = sorted_header(bytes).map_err(|e| Error::file(path, e))?;
-        crate::files::write_atomic(path, &bytes)
+        let meta = [
+            ("model", self.model.name().to_string()),
+            ("model_spec", self.model.to_json()),
+            ("mean", self.mean.to_string()),
+            ("std", self.std.to_string()),
+            ("dataset", self.dataset.clone()),
+        ];
+        write_tensors(path, &self.params, &meta)
     }
 
+    /// Reads and validates a checkpoint: its tensors must be exactly those of the model
+    /// it describes, finite, with a usable normalisation.
     pub fn load(path: &Path) -> Result<Checkpoint> {
         let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read checkpoint: {e}")))?;
         let bad = |m: String| Error::file(path, format!("not a kiln checkpoint: {m}"));
         let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
         let meta = header.metadata().clone().unwrap_or_default();
         let get = |k: &str| meta.get(k).cloned().ok_or_else(|| bad(format!("metadata has no '{k}'")));
-        let model: ModelKind = get("model")?.parse().map_err(bad)?;
+        // the description; a checkpoint from before descriptions names a built-in model
+        let model = match meta.get("model_spec") {
+            Some(spec) => Model::from_json(spec).map_err(bad)?,
+            None => get("model")?.parse::<ModelKind>().map_err(bad)?.spec(),
+        };
         let mean: f32 = get("mean")?.parse().map_err(|e| bad(format!("mean: {e}")))?;
         let std: f32 = get("std")?.parse().map_err(|e| bad(format!("std: {e}")))?;
         let tensors = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
         // Order and check against the model's own parameter list.
-        let reference = model.build(1, 0)?;
+        let reference = model.build(1, 0).map_err(|e| bad(format!("its model description does not build: {e}")))?;
         let mut params = Vec::new();
         for (_, name, shape) in reference.graph.params() {
             let t = tensors.tensor(name).map_err(|_| bad(format!("missing tensor '{name}' of a {} model", model.name())))?;

@@ -2,15 +2,19 @@
 //! one to one (`conv1.weight` [16, 1, 5, 5], `fc2.bias` [10], ...), and the two models
 //! of the MNIST application.
 
+use serde::{Deserialize, Serialize};
+
 use crate::graph::{Graph, Init, NodeId};
 use crate::Result;
 
 /// A layer adds its nodes to a graph under a name prefix.
 pub trait Layer {
+    /// Adds this layer's nodes (parameters named `{name}.weight`, ...) after `x`.
     fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId>;
 }
 
 /// 2-D convolution with bias; square kernel, PyTorch's default initialisation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Conv2d {
     pub in_channels: usize,
     pub out_channels: usize,
@@ -20,11 +24,17 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
+    /// Stride 1, no padding.
     pub fn new(in_channels: usize, out_channels: usize, kernel: usize) -> Conv2d {
         Conv2d { in_channels, out_channels, kernel, stride: 1, padding: 0 }
     }
+    /// Zero padding on every side.
     pub fn padding(self, padding: usize) -> Conv2d {
         Conv2d { padding, ..self }
+    }
+    /// The step between windows.
+    pub fn stride(self, stride: usize) -> Conv2d {
+        Conv2d { stride, ..self }
     }
 }
 
@@ -39,6 +49,7 @@ impl Layer for Conv2d {
 }
 
 /// Fully connected layer: y = x W^T + b, W [out, in].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Linear {
     pub inputs: usize,
     pub outputs: usize,
@@ -46,7 +57,7 @@ pub struct Linear {
 }
 
 /// Whose default initialisation a layer follows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Initialiser {
     /// nn.Linear's: weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     PyTorch,
@@ -55,9 +66,11 @@ pub enum Initialiser {
 }
 
 impl Linear {
+    /// PyTorch's initialisation.
     pub fn new(inputs: usize, outputs: usize) -> Linear {
         Linear { inputs, outputs, init: Initialiser::PyTorch }
     }
+    /// Another initialisation.
     pub fn init(self, init: Initialiser) -> Linear {
         Linear { init, ..self }
     }
@@ -76,6 +89,8 @@ impl Layer for Linear {
     }
 }
 
+/// Max pooling over square windows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MaxPool2d {
     pub kernel: usize,
     pub stride: usize,
@@ -87,6 +102,8 @@ impl Layer for MaxPool2d {
     }
 }
 
+/// max(x, 0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReLU;
 
 impl Layer for ReLU {
@@ -95,6 +112,9 @@ impl Layer for ReLU {
     }
 }
 
+/// Zeroes each activation with probability `p` in training (scaling the rest by 1/(1-p));
+/// the identity in evaluation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Dropout(pub f32);
 
 impl Layer for Dropout {
@@ -103,6 +123,8 @@ impl Layer for Dropout {
     }
 }
 
+/// [B, ...] -> [B, prod(...)].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Flatten;
 
 impl Layer for Flatten {
@@ -111,28 +133,171 @@ impl Layer for Flatten {
     }
 }
 
-/// Layers applied in order; each is named (the parameter names' prefix).
-#[derive(Default)]
+/// y = x + body(x): a residual block; `body` must keep the shape.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Residual {
+    pub body: Sequential,
+}
+
+impl Layer for Residual {
+    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+        let y = self.body.build(g, name, x)?;
+        g.add(&format!("{name}.add"), x, y)
+    }
+}
+
+/// Every layer kiln can describe in a checkpoint: what [`Sequential`] holds, so a model
+/// built from these layers can be written down and built again from its description.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerSpec {
+    Conv2d(Conv2d),
+    Linear(Linear),
+    MaxPool2d(MaxPool2d),
+    Relu,
+    Dropout(f32),
+    Flatten,
+    Residual(Residual),
+}
+
+impl Layer for LayerSpec {
+    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+        match self {
+            LayerSpec::Conv2d(l) => l.build(g, name, x),
+            LayerSpec::Linear(l) => l.build(g, name, x),
+            LayerSpec::MaxPool2d(l) => l.build(g, name, x),
+            LayerSpec::Relu => ReLU.build(g, name, x),
+            LayerSpec::Dropout(p) => Dropout(*p).build(g, name, x),
+            LayerSpec::Flatten => Flatten.build(g, name, x),
+            LayerSpec::Residual(l) => l.build(g, name, x),
+        }
+    }
+}
+
+macro_rules! into_spec {
+    ($($t:ident => $e:expr),* $(,)?) => {
+        $(impl From<$t> for LayerSpec {
+            fn from(l: $t) -> LayerSpec {
+                let f: fn($t) -> LayerSpec = $e;
+                f(l)
+            }
+        })*
+    };
+}
+
+into_spec! {
+    Conv2d => LayerSpec::Conv2d,
+    Linear => LayerSpec::Linear,
+    MaxPool2d => LayerSpec::MaxPool2d,
+    ReLU => |_| LayerSpec::Relu,
+    Dropout => |d| LayerSpec::Dropout(d.0),
+    Flatten => |_| LayerSpec::Flatten,
+    Residual => LayerSpec::Residual,
+}
+
+/// Layers applied in order; each is named (the parameter names' prefix: `conv1` gives
+/// `conv1.weight`). Inside a [`Residual`], names are joined with a dot (`block1.conv1`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Sequential {
-    layers: Vec<(String, Box<dyn Layer>)>,
+    pub layers: Vec<(String, LayerSpec)>,
 }
 
 impl Sequential {
+    /// No layers yet.
     pub fn new() -> Sequential {
         Sequential::default()
     }
-    pub fn add(mut self, name: &str, layer: impl Layer + 'static) -> Sequential {
-        self.layers.push((name.to_string(), Box::new(layer)));
+    /// Appends `layer` under `name`.
+    pub fn add(mut self, name: &str, layer: impl Into<LayerSpec>) -> Sequential {
+        self.layers.push((name.to_string(), layer.into()));
         self
     }
 }
 
 impl Layer for Sequential {
-    fn build(&self, g: &mut Graph, _name: &str, mut x: NodeId) -> Result<NodeId> {
+    fn build(&self, g: &mut Graph, prefix: &str, mut x: NodeId) -> Result<NodeId> {
         for (name, layer) in &self.layers {
-            x = layer.build(g, name, x)?;
+            let full = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+            x = layer.build(g, &full, x)?;
         }
         Ok(x)
+    }
+}
+
+/// A classifier's full description: what a checkpoint records (as JSON in its metadata)
+/// so that any program can rebuild the model from the file alone.
+///
+/// ```
+/// use kiln::nn::{Conv2d, Flatten, Linear, MaxPool2d, Model, ReLU, Sequential};
+/// let model = Model::new(
+///     "tiny",
+///     Sequential::new()
+///         .add("conv1", Conv2d::new(1, 4, 3).padding(1))
+///         .add("relu1", ReLU)
+///         .add("pool1", MaxPool2d { kernel: 2, stride: 2 })
+///         .add("flatten", Flatten)
+///         .add("fc", Linear::new(4 * 14 * 14, 10)),
+/// );
+/// let text = model.to_json();
+/// assert_eq!(Model::from_json(&text).unwrap(), model);
+/// let graph = model.build(8, 1).unwrap(); // batch 8, seed 1
+/// assert_eq!(graph.graph.node(graph.logits).shape, [8, 10]);
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    /// A short name (`cnn`, `mlp`, or the user's).
+    pub name: String,
+    /// One input image: [channels, height, width].
+    pub input: [usize; 3],
+    pub layers: Sequential,
+}
+
+impl Model {
+    /// A model of 28x28 single-channel images (MNIST's).
+    pub fn new(name: &str, layers: Sequential) -> Model {
+        Model { name: name.to_string(), input: [1, 28, 28], layers }
+    }
+
+    /// The short name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The description as one line of JSON (what a checkpoint's metadata holds).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a model description always serialises")
+    }
+
+    /// Reads a description written by [`Model::to_json`].
+    pub fn from_json(text: &str) -> std::result::Result<Model, String> {
+        serde_json::from_str(text).map_err(|e| format!("not a kiln model description: {e}"))
+    }
+
+    /// The training graph for batches of `batch` images, parameters initialised from
+    /// `seed`: input -> layers -> logits -> cross-entropy with `labels`.
+    pub fn build(&self, batch: usize, seed: u64) -> Result<ClassifierGraph> {
+        self.build_smoothed(batch, seed, 0.0)
+    }
+
+    /// [`Model::build`] with label smoothing in the loss.
+    pub fn build_smoothed(&self, batch: usize, seed: u64, smoothing: f32) -> Result<ClassifierGraph> {
+        let mut graph = Graph::new(seed);
+        let [c, h, w] = self.input;
+        let input = graph.input("input", &[batch, c, h, w])?;
+        let labels = graph.labels("labels", batch);
+        let logits = self.layers.build(&mut graph, "", input)?;
+        let loss = graph.softmax_cross_entropy_smoothed("loss", logits, labels, smoothing)?;
+        Ok(ClassifierGraph { graph, input, labels, logits, loss })
+    }
+
+    /// The inference graph: input -> logits -> softmax.
+    pub fn build_inference(&self, batch: usize) -> Result<Inference> {
+        let mut graph = Graph::new(0);
+        let [c, h, w] = self.input;
+        let input = graph.input("input", &[batch, c, h, w])?;
+        let logits = self.layers.build(&mut graph, "", input)?;
+        let probs = graph.softmax("probs", logits)?;
+        Ok(Inference { graph, input, logits, probs })
     }
 }
 
@@ -164,6 +329,7 @@ impl ModelKind {
         }
     }
 
+    /// The model's layers.
     pub fn layers(self) -> Sequential {
         match self {
             ModelKind::Cnn => Sequential::new()
@@ -187,14 +353,19 @@ impl ModelKind {
         }
     }
 
+    /// The model's description.
+    pub fn spec(self) -> Model {
+        Model::new(self.name(), self.layers())
+    }
+
     /// The model for batches of `batch` 28x28 images, initialised from `seed`.
     pub fn build(self, batch: usize, seed: u64) -> Result<ClassifierGraph> {
-        let mut graph = Graph::new(seed);
-        let input = graph.input("input", &[batch, 1, 28, 28])?;
-        let labels = graph.labels("labels", batch);
-        let logits = self.layers().build(&mut graph, "", input)?;
-        let loss = graph.softmax_cross_entropy("loss", logits, labels)?;
-        Ok(ClassifierGraph { graph, input, labels, logits, loss })
+        self.spec().build(batch, seed)
+    }
+
+    /// The inference graph for batches of `batch`.
+    pub fn build_inference(self, batch: usize) -> Result<Inference> {
+        self.spec().build_inference(batch)
     }
 }
 
@@ -204,16 +375,6 @@ pub struct Inference {
     pub input: NodeId,
     pub logits: NodeId,
     pub probs: NodeId,
-}
-
-impl ModelKind {
-    pub fn build_inference(self, batch: usize) -> Result<Inference> {
-        let mut graph = Graph::new(0);
-        let input = graph.input("input", &[batch, 1, 28, 28])?;
-        let logits = self.layers().build(&mut graph, "", input)?;
-        let probs = graph.softmax("probs", logits)?;
-        Ok(Inference { graph, input, logits, probs })
-    }
 }
 
 impl std::str::FromStr for ModelKind {

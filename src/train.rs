@@ -2,7 +2,7 @@
 //! submit per step, metrics read every `progress_every` steps and once per epoch, then an
 //! evaluation pass over the resident test split.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::autotune::{self, TuneReport, Tuning};
@@ -10,33 +10,44 @@ use crate::data::gpu::ResidentDataset;
 use crate::data::mnist::{Dataset, DatasetKind, Split};
 use crate::graph::{ExecStats, Executor, Mode};
 use crate::gpu::Gpu;
-use crate::nn::ModelKind;
+use crate::nn::Model;
 use crate::ops::gemm::GemmConfig;
 use crate::ops::optim::{Optimizer, Rule, Schedule};
 use crate::ops::softmax::Metrics;
+use crate::checkpoint::{read_tensors, write_tensors, Params};
 use crate::{Error, Result};
 
-#[derive(Clone, Debug)]
+/// A training run's settings. What defines the run (all but where the data is, how often
+/// progress is read, and a forced kernel) is recorded in the [`TrainState`] beside a
+/// checkpoint, so that a resumed run is the same run.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainConfig {
     pub dataset: DatasetKind,
+    #[serde(skip)]
     pub data_dir: Option<PathBuf>,
+    #[serde(skip)]
     pub download: bool,
-    pub model: ModelKind,
+    /// What to train: a built-in model's `ModelKind::spec()` or any described model.
+    pub model: Model,
     pub epochs: usize,
     pub batch_size: usize,
     /// The update rule; its learning rate follows `lr_schedule` over the run's steps.
     pub rule: Rule,
     pub lr_schedule: LrSchedule,
+    /// Label smoothing of the cross-entropy, in [0, 1) (0: none).
+    pub label_smoothing: f32,
     pub seed: u64,
     pub augment: bool,
     /// Read the metrics every this many steps (0: only per epoch): the progress display,
     /// the loss curve, and the early stop of a diverging run come from these reads.
+    #[serde(skip)]
     pub progress_every: usize,
+    #[serde(skip)]
     pub gemm: Option<GemmConfig>,
 }
 
 /// The learning rate over a whole run.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum LrSchedule {
     Constant,
     /// Full rate for this fraction of the run, then half a cosine down to 0 at its end.
@@ -53,6 +64,7 @@ impl TrainConfig {
             return Err(Error::unsupported("--batch-size", "must be at least 1"));
         }
         self.rule.check()?;
+        crate::ops::softmax::check_smoothing(self.label_smoothing)?;
         if let LrSchedule::Cosine { hold } = self.lr_schedule {
             Schedule::check_hold(hold)?;
         }
@@ -102,6 +114,9 @@ pub struct TrainReport {
     /// Process-independent start-up: from opening the GPU to the first submitted step.
     pub startup_seconds: f64,
     pub params: crate::checkpoint::Params,
+    /// What resuming this run needs (saved beside the checkpoint by `--stop-after` and
+    /// `--save-every-epoch`).
+    pub state: TrainState,
     /// (epochs done, mean training loss since the previous point) at each metrics read.
     pub loss_curve: Vec<(f64, f32)>,
     pub train_images: usize,
@@ -116,6 +131,63 @@ pub trait Observer {
     /// After `step` steps of the epoch, with the metrics read so far this epoch.
     fn progress(&mut self, _step: usize, _metrics: &Metrics, _images_per_sec: f64) {}
     fn epoch_end(&mut self, _report: &EpochReport) {}
+    /// Whether [`Observer::snapshot`] should be called at every epoch end (it costs a
+    /// readback of the parameters and the optimizer state).
+    fn wants_snapshots(&self) -> bool {
+        false
+    }
+    /// The run as it stands after `state.epochs_done` epochs: parameters and the state to
+    /// resume from (`--save-every-epoch` saves both). An error stops the training.
+    fn snapshot(&mut self, _params: &Params, _state: &TrainState) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// What resuming a run needs besides its checkpoint: the run's settings, how far it got,
+/// and the optimizer's state. A second file beside the checkpoint ([`TrainState::path_for`]),
+/// so that the checkpoint stays an inference checkpoint PyTorch loads strictly.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainState {
+    pub config: TrainConfig,
+    pub epochs_done: usize,
+    /// Optimizer steps taken: the learning-rate schedule's position, Adam's t, and the
+    /// dropout and augmentation counter.
+    pub step: u32,
+    /// The optimizer's moments per parameter (see [`Executor::read_optimizer_state`]).
+    pub moments: Params,
+}
+
+impl TrainState {
+    /// `model.safetensors` -> `model.train-state.safetensors` (any other name: NAME.train-state.safetensors).
+    pub fn path_for(checkpoint: &Path) -> PathBuf {
+        let name = checkpoint.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = name.strip_suffix(".safetensors").unwrap_or(&name);
+        checkpoint.with_file_name(format!("{stem}.train-state.safetensors"))
+    }
+
+    /// Writes the state (atomically) to `path`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let config = serde_json::to_string(&self.config).map_err(|e| Error::file(path, e))?;
+        let meta = [("train_config", config), ("epochs_done", self.epochs_done.to_string()), ("step", self.step.to_string())];
+        write_tensors(path, &self.moments, &meta)
+    }
+
+    /// Reads a state written by [`TrainState::save`].
+    pub fn load(path: &Path) -> Result<TrainState> {
+        let (meta, moments) = read_tensors(path, "training state")?;
+        let bad = |m: String| Error::file(path, format!("not a kiln training state: {m}"));
+        let get = |k: &str| meta.get(k).ok_or_else(|| bad(format!("metadata has no '{k}'")));
+        let config: TrainConfig = serde_json::from_str(get("train_config")?).map_err(|e| bad(format!("train_config: {e}")))?;
+        let epochs_done = get("epochs_done")?.parse().map_err(|e| bad(format!("epochs_done: {e}")))?;
+        let step = get("step")?.parse().map_err(|e| bad(format!("step: {e}")))?;
+        Ok(TrainState { config, epochs_done, step, moments })
+    }
+}
+
+/// Where a run continues from: its checkpoint's parameters and its training state.
+pub struct Resume {
+    pub params: Params,
+    pub state: TrainState,
 }
 
 impl Observer for () {}
@@ -139,8 +211,34 @@ fn resident(gpu: &Gpu, split: &Split, mean: f32, std: f32) -> Result<ResidentDat
 
 /// Trains `cfg.model` on `data` and evaluates after every epoch.
 pub fn train(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, observer: &mut dyn Observer) -> Result<TrainReport> {
+    train_from(gpu, cfg, data, observer, None, None)
+}
+
+/// [`train`], continuing `resume` (a run stopped after some epochs) and stopping after
+/// epoch `stop_after` of `cfg.epochs` (what a preempted job does). With fixed kernels the
+/// result is bit-identical to the run that never stopped: the same parameters, optimizer
+/// moments, step count (schedule, dropout, augmentation) and per-epoch shuffles.
+pub fn train_from(
+    gpu: &Gpu,
+    cfg: &TrainConfig,
+    data: &Dataset,
+    observer: &mut dyn Observer,
+    resume: Option<&Resume>,
+    stop_after: Option<usize>,
+) -> Result<TrainReport> {
     let started = Instant::now();
     cfg.check()?;
+    let first = resume.map_or(0, |r| r.state.epochs_done);
+    let final_epoch = stop_after.unwrap_or(cfg.epochs);
+    if final_epoch == 0 || final_epoch > cfg.epochs {
+        return Err(Error::unsupported("--stop-after", format!("{final_epoch}: expected an epoch between 1 and --epochs {}", cfg.epochs)));
+    }
+    if first >= final_epoch {
+        return Err(Error::unsupported(
+            "--resume",
+            format!("the run has done {first} of its {} epochs: nothing is left before epoch {final_epoch}", cfg.epochs),
+        ));
+    }
     let n_train = data.train.len();
     if cfg.batch_size > n_train {
         return Err(Error::unsupported("--batch-size", format!("must be between 1 and the {n_train} training images")));
@@ -150,8 +248,8 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, observer: &mut dyn Ob
     let steps = n_train / batch; // the last partial batch is dropped (a new shuffle each epoch)
     let optimizer = Optimizer { rule: cfg.rule, schedule: cfg.lr_schedule.for_steps(steps * cfg.epochs)? };
     let eval_batch = batch.max(256).min(data.test.len().max(1));
-    let model = cfg.model.build(batch, cfg.seed)?;
-    let eval_model = cfg.model.build(eval_batch, cfg.seed)?;
+    let model = cfg.model.build_smoothed(batch, cfg.seed, cfg.label_smoothing)?;
+    let eval_model = cfg.model.build_smoothed(eval_batch, cfg.seed, cfg.label_smoothing)?;
     let (tuning, tune) = match cfg.gemm {
         Some(c) => (Tuning::fixed(c), TuneReport::default()),
         None => autotune::tune(gpu, &model.graph, optimizer).map_err(|e| batch_error(e, batch))?,
@@ -162,13 +260,17 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, observer: &mut dyn Ob
     let train_data = resident(gpu, &data.train, mean, std)?;
     let test_data = resident(gpu, &data.test, mean, std)?;
     trainer.attach_dataset(&train_data, cfg.augment, cfg.seed as u32)?;
+    if let Some(r) = resume {
+        trainer.write_params(&r.params)?;
+        trainer.write_optimizer_state(r.state.step, &r.state.moments)?;
+    }
     evaluator.attach_dataset(&test_data, false, 0)?;
     let eval_steps = data.test.len().div_ceil(eval_batch);
     let mut startup = None;
     let mut epochs = Vec::new();
     let mut loss_curve = Vec::new();
     let mut test = None;
-    for epoch in 1..=cfg.epochs {
+    for epoch in first + 1..=final_epoch {
         train_data.shuffle(gpu, cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64))?;
         trainer.reset_metrics()?;
         observer.epoch_start(epoch, steps);
@@ -216,8 +318,15 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, observer: &mut dyn Ob
         observer.epoch_end(&report);
         epochs.push(report);
         test = Some(tm);
+        if observer.wants_snapshots() && epoch < final_epoch {
+            let (params, state) = snapshot(&trainer, cfg, epoch)?;
+            observer.snapshot(&params, &state)?;
+        }
     }
-    let params = trainer.read_params()?;
+    let (params, state) = snapshot(&trainer, cfg, final_epoch)?;
+    if observer.wants_snapshots() {
+        observer.snapshot(&params, &state)?;
+    }
     Ok(TrainReport {
         epochs,
         test: test.expect("at least one epoch"),
@@ -226,11 +335,18 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, observer: &mut dyn Ob
         std,
         startup_seconds: startup.unwrap_or(0.0),
         params,
+        state,
         loss_curve,
         train_images: n_train,
         test_images: data.test.len(),
         tune,
     })
+}
+
+/// The parameters and the training state after `epochs_done` epochs (two readbacks).
+fn snapshot(trainer: &Executor, cfg: &TrainConfig, epochs_done: usize) -> Result<(Params, TrainState)> {
+    let (step, moments) = trainer.read_optimizer_state()?;
+    Ok((trainer.read_params()?, TrainState { config: cfg.clone(), epochs_done, step, moments }))
 }
 
 /// Says which --batch-size would fit when a batch's activations are too large to bind.

@@ -18,7 +18,7 @@ fn example(name: &str) -> PathBuf {
 fn mlp_checkpoint() -> Checkpoint {
     let model = ModelKind::Mlp.build(1, 3).unwrap();
     let params = model.graph.params().iter().enumerate().map(|(i, (_, n, s))| (n.to_string(), s.to_vec(), vec![i as f32; s.iter().product()])).collect();
-    Checkpoint { model: ModelKind::Mlp, mean: 0.13, std: 0.31, dataset: "mnist10k".into(), params }
+    Checkpoint { model: ModelKind::Mlp.spec(), mean: 0.13, std: 0.31, dataset: "mnist10k".into(), params }
 }
 
 #[test]

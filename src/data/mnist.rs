@@ -39,7 +39,7 @@ pub const DEBIAN_FASHION_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
 const VALID_NAMES: &str = "mnist, fashion, mnist10k";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum DatasetKind {
     /// MNIST digits: 60,000 train, 10,000 test.
     Mnist,

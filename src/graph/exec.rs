@@ -6,6 +6,7 @@
 //! in the 16-byte step buffer, written with the submit; the host reads back only metrics,
 //! and only when asked.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -96,6 +97,8 @@ pub struct Executor<'g> {
     step_ranges: Vec<std::ops::Range<usize>>,
     gather: Option<Dispatch>,
     optimizer: Option<Dispatch>,
+    /// The optimizer's state, flat like the parameters: SGD's velocity, Adam's two moments.
+    moments: Vec<Tensor>,
     /// Optimizer steps taken (Adam's t - 1, the dropout RNG counter).
     step: u32,
     /// The update rule and schedule, for the per-step scalars in the step buffer.
@@ -208,6 +211,7 @@ impl<'g> Executor<'g> {
             step_ranges: Vec::new(),
             gather: None,
             optimizer: None,
+            moments: Vec::new(),
             step: 0,
             update: optimizer,
             steps_run: 0,
@@ -233,6 +237,7 @@ impl<'g> Executor<'g> {
             let m1 = zeros(flat_len)?;
             let m2 = if opt.state_slots() == 2 { Some(zeros(flat_len)?) } else { None };
             exec.optimizer = Some(optimizer_step(gpu, &opt, &exec.step_buffer, &grads, &exec.params, &m1, m2.as_ref())?);
+            exec.moments = std::iter::once(m1).chain(m2).collect();
         }
         Ok(exec)
     }
@@ -391,6 +396,57 @@ impl<'g> Executor<'g> {
             .zip(&self.offsets)
             .map(|(p, &o)| (p.name.clone(), p.shape.clone(), flat[o..o + p.shape.iter().product::<usize>()].to_vec()))
             .collect())
+    }
+
+    /// The optimizer's state: steps taken, and each moment buffer per parameter, named as
+    /// PyTorch's optimizers name them (`exp_avg.conv1.weight`, `exp_avg_sq.…` for Adam,
+    /// `momentum_buffer.…` for SGD). With the parameters, what resuming a run needs.
+    pub fn read_optimizer_state(&self) -> Result<(u32, crate::checkpoint::Params)> {
+        let mut out = Vec::new();
+        for (k, m) in self.moments.iter().enumerate() {
+            let flat = m.to_f32(self.gpu)?;
+            for (p, &o) in self.plan.params.iter().zip(&self.offsets) {
+                let n = p.shape.iter().product::<usize>();
+                out.push((format!("{}.{}", self.moment_name(k), p.name), p.shape.clone(), flat[o..o + n].to_vec()));
+            }
+        }
+        Ok((self.step, out))
+    }
+
+    /// Restores what [`Executor::read_optimizer_state`] read (same model, same rule), the
+    /// tensors found by name in any order.
+    pub fn write_optimizer_state(&mut self, step: u32, state: &crate::checkpoint::Params) -> Result<()> {
+        let per = self.plan.params.len();
+        if state.len() != per * self.moments.len() {
+            return Err(Error::shape("write_optimizer_state", format!("{} tensors, the optimizer keeps {}", state.len(), per * self.moments.len())));
+        }
+        let by_name: HashMap<&str, (&Vec<usize>, &Vec<f32>)> = state.iter().map(|(n, s, d)| (n.as_str(), (s, d))).collect();
+        for (k, m) in self.moments.iter().enumerate() {
+            let mut flat = vec![0f32; m.len()];
+            for (p, &o) in self.plan.params.iter().zip(&self.offsets) {
+                let want = format!("{}.{}", self.moment_name(k), p.name);
+                match by_name.get(want.as_str()) {
+                    Some((shape, data)) if **shape == p.shape && data.len() == p.shape.iter().product::<usize>() => {
+                        flat[o..o + data.len()].copy_from_slice(data)
+                    }
+                    Some((shape, _)) => {
+                        return Err(Error::shape("write_optimizer_state", format!("{want} is {shape:?}, the parameter {:?}", p.shape)));
+                    }
+                    None => return Err(Error::shape("write_optimizer_state", format!("no {want} [{:?}] in the state", p.shape))),
+                }
+            }
+            m.write_f32(self.gpu, &flat)?;
+        }
+        self.step = step;
+        Ok(())
+    }
+
+    fn moment_name(&self, k: usize) -> &'static str {
+        match (self.moments.len(), k) {
+            (1, _) => "momentum_buffer",
+            (_, 0) => "exp_avg",
+            _ => "exp_avg_sq",
+        }
     }
 
     /// Overwrites the parameters (loading a checkpoint); names and shapes must match.

@@ -20,7 +20,7 @@ pub struct Optimizer {
     pub schedule: Schedule,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Rule {
     /// v = momentum v + g + wd w; w -= lr v (momentum 0: plain SGD)
     Sgd { lr: f32, momentum: f32, weight_decay: f32 },
