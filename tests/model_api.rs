@@ -1,0 +1,160 @@
+//! The model API (issue 14): checkpoints that describe their model, resume that is
+//! bit-identical to the run that never stopped, saves that survive a kill.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use kiln::checkpoint::Checkpoint;
+use kiln::nn::{Conv2d, Flatten, Linear, MaxPool2d, Model, ModelKind, ReLU, Residual, Sequential};
+
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist");
+
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
+    assert!(path.exists(), "{} not built (cargo test builds examples)", path.display());
+    path
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("model_api").join(name);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// train_mnist with fixed (heuristic) kernels: bit-identical results need them.
+fn train(args: &[&str]) -> Output {
+    let out = Command::new(example("train_mnist")).args(["--data-dir", DATA, "--quiet"]).args(args).env("KILN_AUTOTUNE", "off").output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn ok(out: &Output) {
+    assert!(out.status.success(), "exit {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn resume_is_bit_identical_for_the_cnn_and_the_mlp_with_dropout() {
+    let dir = scratch("resume");
+    for model in ["mlp", "cnn"] {
+        let p = |n: &str| dir.join(format!("{model}-{n}.safetensors")).display().to_string();
+        let run = ["--dataset", "mnist10k", "--model", model, "--epochs", "2"];
+        ok(&train(&[&run[..], &["--save", &p("a")]].concat()));
+        ok(&train(&[&run[..], &["--stop-after", "1", "--save", &p("b")]].concat()));
+        assert!(Path::new(&p("b.train-state")).exists(), "--stop-after leaves the training state");
+        ok(&train(&["--resume", &p("b"), "--save", &p("c")]));
+        let (a, c) = (Checkpoint::load(p("a").as_ref()).unwrap(), Checkpoint::load(p("c").as_ref()).unwrap());
+        for ((name, _, x), (_, _, y)) in a.params.iter().zip(&c.params) {
+            let same = x.iter().zip(y).all(|(u, v)| u.to_bits() == v.to_bits());
+            assert!(same, "{model}: {name} differs between the straight run and the resumed one");
+        }
+        assert_eq!(fs::read(p("a")).unwrap(), fs::read(p("c")).unwrap(), "{model}: the files differ");
+        // the finished run has nothing left to resume
+        let out = train(&["--resume", &p("c")]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--resume") && err.contains("2 of its 2 epochs"), "{err}");
+    }
+}
+
+#[test]
+fn resume_refuses_run_flags_and_a_missing_state() {
+    let dir = scratch("resume-bad");
+    let ck = dir.join("m.safetensors");
+    let model = ModelKind::Mlp.build(1, 3).unwrap();
+    let params = model.graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), vec![0.01; s.iter().product()])).collect();
+    Checkpoint { model: ModelKind::Mlp.spec(), mean: 0.13, std: 0.31, dataset: "mnist10k".into(), params }.save(&ck).unwrap();
+    let out = train(&["--resume", ck.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no training state"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = train(&["--resume", ck.to_str().unwrap(), "--lr", "0.1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--lr: comes from the run being resumed"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = train(&["--dataset", "mnist10k", "--model", "mlp", "--epochs", "2", "--stop-after", "2", "--save", ck.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--stop-after"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_checkpoint_describes_its_model_and_must_match_it() {
+    let dir = scratch("describe");
+    // a user-defined model with a residual block, not one of the built-in kinds
+    let model = Model::new(
+        "tiny-res",
+        Sequential::new()
+            .add("conv1", Conv2d::new(1, 4, 3).padding(1))
+            .add("relu1", ReLU)
+            .add("block1", Residual { body: Sequential::new().add("conv", Conv2d::new(4, 4, 3).padding(1)).add("relu", ReLU) })
+            .add("pool", MaxPool2d { kernel: 2, stride: 2 })
+            .add("flatten", Flatten)
+            .add("fc", Linear::new(4 * 14 * 14, 10)),
+    );
+    let graph = model.build(1, 5).unwrap();
+    let names: Vec<&str> = graph.graph.params().iter().map(|p| p.1).collect();
+    assert_eq!(names, ["conv1.weight", "conv1.bias", "block1.conv.weight", "block1.conv.bias", "fc.weight", "fc.bias"]);
+    let params: kiln::checkpoint::Params =
+        graph.graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), vec![0.5; s.iter().product()])).collect();
+    let path = dir.join("m.safetensors");
+    let ck = Checkpoint { model: model.clone(), mean: 0.1, std: 0.3, dataset: "mnist10k".into(), params };
+    ck.save(&path).unwrap();
+    assert_eq!(Checkpoint::load(&path).unwrap(), ck, "the description round-trips");
+
+    // tensors that do not fit the description are refused, naming the tensor
+    let mut wrong = ck.clone();
+    wrong.params[2].1 = vec![4, 4, 5, 5];
+    wrong.params[2].2 = vec![0.5; 400];
+    wrong.save(&path).unwrap();
+    let err = Checkpoint::load(&path).unwrap_err().to_string();
+    assert!(err.contains("block1.conv.weight") && err.contains("tiny-res"), "{err}");
+    // a description that does not build is refused too
+    let mut broken = ck.clone();
+    broken.model.layers.layers[5].1 = Linear::new(17, 10).into();
+    broken.save(&path).unwrap();
+    let err = Checkpoint::load(&path).unwrap_err().to_string();
+    assert!(err.contains("description"), "{err}");
+}
+
+#[test]
+fn save_every_epoch_survives_a_kill_mid_save() {
+    let dir = scratch("kill");
+    let ck = dir.join("m.safetensors");
+    let part = dir.join(".m.safetensors.part");
+    let mut child = Command::new(example("train_mnist"))
+        .args(["--data-dir", DATA, "--quiet", "--dataset", "mnist10k", "--model", "mlp", "--epochs", "30", "--save-every-epoch"])
+        .args(["--save", ck.to_str().unwrap()])
+        .env("KILN_AUTOTUNE", "off")
+        .spawn()
+        .unwrap();
+    // Kill the moment a save is under way (its part file exists), or at the deadline.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut saw_part = false;
+    while Instant::now() < deadline {
+        if part.exists() {
+            saw_part = true;
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("training ended before a save could be interrupted: {status}");
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    eprintln!("killed {} a save", if saw_part { "during" } else { "outside" });
+    // whatever the moment, the checkpoint there is whole (or absent if the first save was hit)
+    if ck.exists() {
+        Checkpoint::load(&ck).expect("a killed save left a broken checkpoint");
+    }
+    // and the next save of the same target replaces the stale part file
+    let out = Command::new(example("train_mnist"))
+        .args(["--data-dir", DATA, "--quiet", "--dataset", "mnist10k", "--model", "mlp", "--epochs", "1", "--save", ck.to_str().unwrap()])
+        .env("KILN_AUTOTUNE", "off")
+        .output()
+        .unwrap();
+    ok(&out);
+    assert!(!part.exists(), "a stale part file outlived the next save");
+    Checkpoint::load(&ck).unwrap();
+}
