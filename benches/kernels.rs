@@ -1,12 +1,13 @@
 //! Kernel benchmarks: `cargo bench --bench kernels -- gemm` (criterion filter).
 //! Groups are `<op>/<variant>/<shape>`; GEMM and conv throughput is the real FLOP count
-//! (criterion's "elem/s" reads as FLOP/s), pooling and optimizer throughput is bytes
-//! moved. Every timed iteration submits the dispatch and waits for the GPU.
+//! (criterion's "elem/s" reads as FLOP/s), memory-bound kernels report bytes
+//! moved (pooling, activations, optimizer). Every timed iteration submits the dispatch and waits for the GPU.
 //! KILN_BENCH_LARGE=1 adds the 4096^3 GEMM (meant for real GPUs).
 
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use kiln::ops::activation::{activation_backward, activation_forward, Activation};
 use kiln::ops::conv2d::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2d};
 use kiln::ops::gemm::{gemm, Family, Gemm, GemmConfig};
 use kiln::ops::optim::{optimizer_step, step_words, Optimizer};
@@ -112,6 +113,16 @@ fn memory_bound_benches(c: &mut Criterion) {
     time(c, "max_pool2d_forward", "direct", "64x16x28x28_2x2", Throughput::Bytes(bytes), &[fwd]);
     let bwd = max_pool2d_backward(gpu, &p, &arg, &y, &dx).unwrap();
     time(c, "max_pool2d_backward", "gather", "64x16x28x28_2x2", Throughput::Bytes(bytes), &[bwd]);
+    // activations over the CNN's first activation map, 64 x 16 x 28 x 28: forward reads x and
+    // writes y (8 bytes an element), backward reads saved and dy and writes dx (12)
+    let n = p.x_len();
+    let (ax, ay, ady, adx) = (tensor(n, &mut rng), tensor(n, &mut rng), tensor(n, &mut rng), tensor(n, &mut rng));
+    for act in Activation::ALL_DEFAULT {
+        let f = activation_forward(gpu, act, &ax, &ay).unwrap();
+        time(c, "activation_forward", act.name(), "64x16x28x28", Throughput::Bytes(8 * n as u64), &[f]);
+        let b = activation_backward(gpu, act, &ay, &ady, &adx).unwrap();
+        time(c, "activation_backward", act.name(), "64x16x28x28", Throughput::Bytes(12 * n as u64), &[b]);
+    }
 
     // the MNIST CNN's parameters, in one flat buffer
     let n = 16 * 25 + 16 + 32 * 16 * 25 + 32 + 1568 * 128 + 128 + 128 * 10 + 10;
