@@ -11,7 +11,10 @@ use kiln::ops::activation::{activation_backward, activation_forward, Activation}
 use kiln::ops::conv2d::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2d};
 use kiln::ops::gemm::{gemm, Family, Gemm, GemmConfig};
 use kiln::ops::optim::{optimizer_step, step_words, Optimizer};
-use kiln::ops::pool::{max_pool2d_backward, max_pool2d_forward, Pool2d};
+use kiln::ops::pool::{
+    avg_pool2d_backward, avg_pool2d_forward, global_avg_pool_backward, global_avg_pool_forward, max_pool2d_backward, max_pool2d_forward,
+    GlobalPool2d, Pool2d,
+};
 use kiln::ops::Dispatch;
 use kiln::testing::{gpu, Rng};
 use kiln::{DType, Tensor};
@@ -113,6 +116,20 @@ fn memory_bound_benches(c: &mut Criterion) {
     time(c, "max_pool2d_forward", "direct", "64x16x28x28_2x2", Throughput::Bytes(bytes), &[fwd]);
     let bwd = max_pool2d_backward(gpu, &p, &arg, &y, &dx).unwrap();
     time(c, "max_pool2d_backward", "gather", "64x16x28x28_2x2", Throughput::Bytes(bytes), &[bwd]);
+    let avg = avg_pool2d_forward(gpu, &p, &x, &y).unwrap();
+    time(c, "avg_pool2d_forward", "direct", "64x16x28x28_2x2", Throughput::Bytes(4 * (p.x_len() + p.y_len()) as u64), &[avg]);
+    let davg = avg_pool2d_backward(gpu, &p, &y, &dx).unwrap();
+    time(c, "avg_pool2d_backward", "gather", "64x16x28x28_2x2", Throughput::Bytes(4 * (p.x_len() + p.y_len()) as u64), &[davg]);
+
+    // global average pooling at the end of a CNN: 64 x 32 planes of 7 x 7
+    let gp = GlobalPool2d { batch: 64, channels: 32, h: 7, w: 7 };
+    let (gx, gy, gdx) = (tensor(gp.x_len(), &mut rng), tensor(gp.y_len(), &mut rng), tensor(gp.x_len(), &mut rng));
+    let gbytes = Throughput::Bytes(4 * (gp.x_len() + gp.y_len()) as u64);
+    let f = global_avg_pool_forward(gpu, &gp, &gx, &gy).unwrap();
+    time(c, "global_avg_pool_forward", "plane_loop", "64x32x7x7", gbytes.clone(), &[f]);
+    let b = global_avg_pool_backward(gpu, &gp, &gy, &gdx).unwrap();
+    time(c, "global_avg_pool_backward", "broadcast", "64x32x7x7", gbytes, &[b]);
+
     // activations over the CNN's first activation map, 64 x 16 x 28 x 28: forward reads x and
     // writes y (8 bytes an element), backward reads saved and dy and writes dx (12)
     let n = p.x_len();

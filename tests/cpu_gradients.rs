@@ -5,7 +5,7 @@
 use kiln::cpu::{activation, conv2d, dropout, elementwise, gemm, pool, softmax};
 use kiln::ops::activation::Activation;
 use kiln::ops::conv2d::Conv2d;
-use kiln::ops::pool::Pool2d;
+use kiln::ops::pool::{GlobalPool2d, Pool2d};
 use kiln::testing::{assert_close, Rng, FINITE_DIFF};
 
 const H: f32 = 1e-2;
@@ -123,4 +123,13 @@ fn normal_cdf_matches_tabulated_values() {
         let got = activation::normal_cdf(x);
         assert!((got - want).abs() <= 1e-14 * want.max(1e-300) + 1e-16, "Phi({x}) = {got}, expected {want}");
     }
+}
+
+#[test]
+fn global_avg_pool_backward_matches_finite_differences() {
+    let mut rng = Rng::new(27);
+    let p = GlobalPool2d { batch: 2, channels: 3, h: 5, w: 3 };
+    let (x, r) = (rng.vec(p.x_len()), rng.vec(p.y_len()));
+    let analytic = pool::global_avg_pool_backward(&p, &r);
+    assert_close("global_avg_pool dx", &analytic, &numeric(&x, &r, |x| pool::global_avg_pool_forward(&p, x)), FINITE_DIFF);
 }
