@@ -1,16 +1,20 @@
 //! Kernel benchmarks: `cargo bench --bench kernels -- gemm` (criterion filter).
 //! Groups are `<op>/<variant>/<shape>`; GEMM and conv throughput is the real FLOP count
-//! (criterion's "elem/s" reads as FLOP/s), pooling and optimizer throughput is bytes
-//! moved. Every timed iteration submits the dispatch and waits for the GPU.
+//! (criterion's "elem/s" reads as FLOP/s), memory-bound kernels report bytes
+//! moved (pooling, activations, optimizer). Every timed iteration submits the dispatch and waits for the GPU.
 //! KILN_BENCH_LARGE=1 adds the 4096^3 GEMM (meant for real GPUs).
 
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use kiln::ops::activation::{activation_backward, activation_forward, Activation};
 use kiln::ops::conv2d::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2d};
 use kiln::ops::gemm::{gemm, Family, Gemm, GemmConfig};
 use kiln::ops::optim::{optimizer_step, step_words, Optimizer, STEP_WORDS};
-use kiln::ops::pool::{max_pool2d_backward, max_pool2d_forward, Pool2d};
+use kiln::ops::pool::{
+    avg_pool2d_backward, avg_pool2d_forward, global_avg_pool_backward, global_avg_pool_forward, max_pool2d_backward, max_pool2d_forward,
+    GlobalPool2d, Pool2d,
+};
 use kiln::ops::Dispatch;
 use kiln::testing::{gpu, Rng};
 use kiln::{DType, Tensor};
@@ -112,6 +116,30 @@ fn memory_bound_benches(c: &mut Criterion) {
     time(c, "max_pool2d_forward", "direct", "64x16x28x28_2x2", Throughput::Bytes(bytes), &[fwd]);
     let bwd = max_pool2d_backward(gpu, &p, &arg, &y, &dx).unwrap();
     time(c, "max_pool2d_backward", "gather", "64x16x28x28_2x2", Throughput::Bytes(bytes), &[bwd]);
+    let avg = avg_pool2d_forward(gpu, &p, &x, &y).unwrap();
+    time(c, "avg_pool2d_forward", "direct", "64x16x28x28_2x2", Throughput::Bytes(4 * (p.x_len() + p.y_len()) as u64), &[avg]);
+    let davg = avg_pool2d_backward(gpu, &p, &y, &dx).unwrap();
+    time(c, "avg_pool2d_backward", "gather", "64x16x28x28_2x2", Throughput::Bytes(4 * (p.x_len() + p.y_len()) as u64), &[davg]);
+
+    // global average pooling at the end of a CNN: 64 x 32 planes of 7 x 7
+    let gp = GlobalPool2d { batch: 64, channels: 32, h: 7, w: 7 };
+    let (gx, gy, gdx) = (tensor(gp.x_len(), &mut rng), tensor(gp.y_len(), &mut rng), tensor(gp.x_len(), &mut rng));
+    let gbytes = Throughput::Bytes(4 * (gp.x_len() + gp.y_len()) as u64);
+    let f = global_avg_pool_forward(gpu, &gp, &gx, &gy).unwrap();
+    time(c, "global_avg_pool_forward", "plane_loop", "64x32x7x7", gbytes.clone(), &[f]);
+    let b = global_avg_pool_backward(gpu, &gp, &gy, &gdx).unwrap();
+    time(c, "global_avg_pool_backward", "broadcast", "64x32x7x7", gbytes, &[b]);
+
+    // activations over the CNN's first activation map, 64 x 16 x 28 x 28: forward reads x and
+    // writes y (8 bytes an element), backward reads saved and dy and writes dx (12)
+    let n = p.x_len();
+    let (ax, ay, ady, adx) = (tensor(n, &mut rng), tensor(n, &mut rng), tensor(n, &mut rng), tensor(n, &mut rng));
+    for act in Activation::ALL_DEFAULT {
+        let f = activation_forward(gpu, act, &ax, &ay).unwrap();
+        time(c, "activation_forward", act.name(), "64x16x28x28", Throughput::Bytes(8 * n as u64), &[f]);
+        let b = activation_backward(gpu, act, &ay, &ady, &adx).unwrap();
+        time(c, "activation_backward", act.name(), "64x16x28x28", Throughput::Bytes(12 * n as u64), &[b]);
+    }
 
     // the MNIST CNN's parameters, in one flat buffer
     let n = 16 * 25 + 16 + 32 * 16 * 25 + 32 + 1568 * 128 + 128 + 128 * 10 + 10;

@@ -121,3 +121,29 @@ fn avg_pool2d_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroup
     }
     dx[e] = g / f32(p.kh * p.kw);
 }
+
+// ---- global average pooling: x [N, C, H, W] -> y [N, C, 1, 1], the mean of each plane
+// (PyTorch's nn.AdaptiveAvgPool2d(1)). Forward: one invocation per plane sums its H*W values
+// in f32, in order (a plane is short at the end of a CNN: 7x7, 14x14); backward: one
+// invocation per input element, dx = dy[plane] / (H*W) (written, not accumulated).
+
+@compute @workgroup_size(WG)
+fn global_avg_pool_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                           @builtin(local_invocation_id) lid: vec3u) {
+    let plane = element(wid, nwg, lid);
+    if plane >= p.planes { return; }
+    let hw = p.h * p.w;
+    let base = plane * hw;
+    var s = 0.0;
+    for (var i = 0u; i < hw; i++) { s += x[base + i]; }
+    y[plane] = s / f32(hw);
+}
+
+@compute @workgroup_size(WG)
+fn global_avg_pool_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                            @builtin(local_invocation_id) lid: vec3u) {
+    let e = element(wid, nwg, lid);
+    let hw = p.h * p.w;
+    if e >= p.planes * hw { return; }
+    dx[e] = dy[e / hw] / f32(hw);
+}

@@ -313,6 +313,12 @@ pub fn export(graph: &Graph, output: NodeId, params: &Params, metadata: &[(Strin
                 let x = b.input(id, 0, None);
                 b.emit(id, "Softmax", vec![x], vec![attr_int("axis", 1)]);
             }
+            Op::Activation(_) | Op::AvgPool2d { .. } | Op::GlobalAvgPool => {
+                // ONNX has LeakyRelu/Tanh/Sigmoid/AveragePool/GlobalAveragePool (Gelu only from
+                // opset 20); their export is not written or checked against onnxruntime yet.
+                let what = format!("{:?} has no ONNX export yet", node.op);
+                return Err(Error::unsupported(format!("node '{}'", node.name), what));
+            }
             Op::Labels | Op::SoftmaxCrossEntropy { .. } => {
                 let what = format!("{:?} has no ONNX export: it exports inference graphs, up to the logits or probabilities", node.op);
                 return Err(Error::unsupported(format!("node '{}'", node.name), what));

@@ -5,6 +5,8 @@
 pub enum Shader {
     /// ReLU, bias, scale-add, fill: forward and backward.
     Elementwise,
+    /// LeakyReLU, Tanh, Sigmoid, GELU: one kernel, the activation an override constant.
+    Activation,
     /// GEMM and implicit-GEMM convolution: both kernel families, every mode.
     Gemm,
     /// im2col / col2im staging of the im2col GEMM convolution.
@@ -24,8 +26,9 @@ pub enum Shader {
 }
 
 impl Shader {
-    pub const ALL: [Shader; 9] = [
+    pub const ALL: [Shader; 10] = [
         Shader::Elementwise,
+        Shader::Activation,
         Shader::Gemm,
         Shader::Im2col,
         Shader::Pool,
@@ -39,6 +42,7 @@ impl Shader {
     pub fn file_name(self) -> &'static str {
         match self {
             Shader::Elementwise => "elementwise.wgsl",
+            Shader::Activation => "activation.wgsl",
             Shader::Gemm => "gemm.wgsl",
             Shader::Im2col => "im2col.wgsl",
             Shader::Pool => "pool.wgsl",
@@ -53,6 +57,7 @@ impl Shader {
     pub fn source(self) -> &'static str {
         match self {
             Shader::Elementwise => include_str!("../shaders/elementwise.wgsl"),
+            Shader::Activation => include_str!("../shaders/activation.wgsl"),
             Shader::Gemm => include_str!("../shaders/gemm.wgsl"),
             Shader::Im2col => include_str!("../shaders/im2col.wgsl"),
             Shader::Pool => include_str!("../shaders/pool.wgsl"),

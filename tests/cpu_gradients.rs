@@ -2,9 +2,10 @@
 //! differences of its CPU forward. For an op y = f(x) and a random r, the scalar
 //! L = sum(y * r) has dL/dx = backward(dy = r).
 
-use kiln::cpu::{conv2d, dropout, elementwise, gemm, pool, softmax};
+use kiln::cpu::{activation, conv2d, dropout, elementwise, gemm, pool, softmax};
+use kiln::ops::activation::Activation;
 use kiln::ops::conv2d::Conv2d;
-use kiln::ops::pool::Pool2d;
+use kiln::ops::pool::{GlobalPool2d, Pool2d};
 use kiln::testing::{assert_close, Rng, FINITE_DIFF};
 
 const H: f32 = 1e-2;
@@ -98,4 +99,39 @@ fn pool_backward_matches_finite_differences() {
     let r = rng.vec(p.y_len());
     assert_close("max_pool dx", &pool::max_pool2d_backward(&p, &x, &r), &numeric(&x, &r, |x| pool::max_pool2d_forward(&p, x).0), FINITE_DIFF);
     assert_close("avg_pool dx", &pool::avg_pool2d_backward(&p, &r), &numeric(&x, &r, |x| pool::avg_pool2d_forward(&p, x)), FINITE_DIFF);
+}
+
+#[test]
+fn activation_backward_matches_finite_differences() {
+    let mut rng = Rng::new(26);
+    // inputs over [-4, 4], moved at least 0.05 away from leaky_relu's kink at 0 so x +- H
+    // stays on one side; the smooth activations do not need it but it does not hurt them
+    let x: Vec<f32> = rng.vec(64).iter().map(|v| v * 4.0 + v.signum() * 0.05).collect();
+    let r = rng.vec(64);
+    let acts = Activation::ALL_DEFAULT.into_iter().chain([Activation::LeakyRelu { slope: -0.3 }]);
+    for act in acts {
+        let y = activation::activation_forward(act, &x);
+        // the backward's contract: the forward output for tanh/sigmoid, the input otherwise
+        let saved = if act.backward_reads_output() { &y } else { &x };
+        let analytic = activation::activation_backward(act, saved, &r);
+        assert_close(&format!("{act:?} dx"), &analytic, &numeric(&x, &r, |x| activation::activation_forward(act, x)), FINITE_DIFF);
+    }
+}
+
+#[test]
+fn normal_cdf_matches_tabulated_values() {
+    // Phi(x) = erfc(-x / sqrt 2) / 2 from glibc's erfc (Python's math.erfc)
+    for (x, want) in [(0.0, 0.5), (1.0, 0.8413447460685429), (-1.0, 0.15865525393145707), (-3.0, 0.0013498980316300957), (-6.0, 9.865876450377012e-10)] {
+        let got = activation::normal_cdf(x);
+        assert!((got - want).abs() <= 1e-14 * want.max(1e-300) + 1e-16, "Phi({x}) = {got}, expected {want}");
+    }
+}
+
+#[test]
+fn global_avg_pool_backward_matches_finite_differences() {
+    let mut rng = Rng::new(27);
+    let p = GlobalPool2d { batch: 2, channels: 3, h: 5, w: 3 };
+    let (x, r) = (rng.vec(p.x_len()), rng.vec(p.y_len()));
+    let analytic = pool::global_avg_pool_backward(&p, &r);
+    assert_close("global_avg_pool dx", &analytic, &numeric(&x, &r, |x| pool::global_avg_pool_forward(&p, x)), FINITE_DIFF);
 }

@@ -126,6 +126,81 @@ fn gradients_of_reused_tensors_are_summed() {
     }
 }
 
+/// Every layer of issue 14's first batch in one model, and a stride-2 convolution whose
+/// input needs a gradient (conv2: its forward, dX and dW all run):
+/// conv1 (s1 p1) -> leaky_relu(0.1) -> conv2 (3x3, s2 p1: 9x9 -> 5x5) -> gelu ->
+/// avg_pool2d(3, s2, p1: 5x5 -> 3x3, padded windows) -> tanh -> global_avg_pool [N,6,1,1] ->
+/// flatten -> fc1 -> sigmoid -> fc2.
+fn new_layers_graph() -> Graph {
+    let mut g = Graph::new(21);
+    let x = g.input("input", &[BATCH, 2, 9, 9]).unwrap();
+    let labels = g.labels("labels", BATCH);
+    let h = Conv2d::new(2, 4, 3).padding(1).build(&mut g, "conv1", x).unwrap();
+    let h = g.leaky_relu("leaky", h, 0.1).unwrap();
+    let h = Conv2d { stride: 2, ..Conv2d::new(4, 6, 3).padding(1) }.build(&mut g, "conv2", h).unwrap();
+    assert_eq!(g.node(h).shape, [BATCH, 6, 5, 5]);
+    let h = g.gelu("gelu", h);
+    let h = g.avg_pool2d("avg", h, 3, 2, 1).unwrap();
+    assert_eq!(g.node(h).shape, [BATCH, 6, 3, 3]);
+    let h = g.tanh("tanh", h);
+    let h = g.global_avg_pool("gap", h).unwrap();
+    assert_eq!(g.node(h).shape, [BATCH, 6, 1, 1], "AdaptiveAvgPool2d(1)'s shape");
+    let h = g.flatten("flatten", h);
+    let h = Linear::new(6, 8).build(&mut g, "fc1", h).unwrap();
+    let h = g.sigmoid("sigmoid", h);
+    let logits = Linear::new(8, 5).build(&mut g, "fc2", h).unwrap();
+    g.softmax_cross_entropy("loss", logits, labels).unwrap();
+    g
+}
+
+#[test]
+fn new_layers_and_strided_conv_train_like_the_cpu_reference() {
+    // inputs over [-3, 3] so the activations see both tails
+    let data: Vec<_> = batches(6, 2 * 81, 5, 9).into_iter().map(|(x, y)| (x.iter().map(|v| v * 3.0).collect(), y)).collect();
+    gpu_matches_cpu(&new_layers_graph(), Optimizer::adam(1e-2), &data);
+}
+
+#[test]
+fn new_layers_gpu_gradients_match_finite_differences() {
+    // one SGD step with lr 1 on the GPU gives every parameter's gradient (w_before - w_after),
+    // including conv1's, which flows through conv2's stride-2 input gradient
+    let graph = new_layers_graph();
+    let (x, y) = batches(1, 2 * 81, 5, 10).remove(0);
+    gpu_gradients_match_finite_differences(&graph, &x, &y);
+}
+
+/// One GPU SGD step (lr 1, no momentum) against central differences of the CPU forward loss
+/// (the batch mean) for every parameter.
+fn gpu_gradients_match_finite_differences(graph: &Graph, x: &[f32], y: &[u32]) {
+    let gpu = gpu();
+    let mut exec = Executor::new(gpu, graph, Mode::Train, Some(Optimizer::sgd(1.0, 0.0)), &GemmConfig::default_for(gpu.info()), None).unwrap();
+    let before = exec.read_params().unwrap();
+    exec.write_input(x).unwrap();
+    exec.write_labels(y).unwrap();
+    exec.run_step(0).unwrap();
+    let after = exec.read_params().unwrap();
+    let mut cpu = CpuExecutor::new(graph, Mode::Eval, None).unwrap();
+    let h = 1e-2f32;
+    let batch = y.len() as f64;
+    for ((name, _, w0), (_, _, w1)) in before.iter().zip(&after) {
+        let grad: Vec<f32> = w0.iter().zip(w1).map(|(a, b)| a - b).collect();
+        let numeric: Vec<f32> = (0..w0.len())
+            .map(|i| {
+                let mut loss = |d: f32| {
+                    let mut w = w0.clone();
+                    w[i] += d;
+                    cpu.set_param(name, w);
+                    cpu.run_step(x, y).unwrap().unwrap() / batch
+                };
+                let g = ((loss(h) - loss(-h)) / (2.0 * h as f64)) as f32;
+                cpu.set_param(name, w0.clone());
+                g
+            })
+            .collect();
+        assert_close(&format!("gradient of {name}"), &grad, &numeric, FINITE_DIFF);
+    }
+}
+
 #[test]
 fn the_planner_never_aliases_live_tensors() {
     let gpu = gpu();

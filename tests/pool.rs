@@ -74,3 +74,32 @@ fn ties_go_to_the_first_maximum() {
     gpu.run(&[&max_pool2d_forward(gpu, &p, &tx, &ty, &targ).unwrap()]).unwrap();
     assert_eq!(targ.to_u32(gpu).unwrap(), vec![1]);
 }
+
+/// Global average pooling: planes of 1, primes, a plane count that is not a multiple of the
+/// workgroup (5 * 67 = 335), the end of a CNN (64 x 32 x 7 x 7) and one long plane (61 x 67 =
+/// 4087 values summed by one invocation).
+#[test]
+fn global_avg_pool_matches_cpu() {
+    let gpu = gpu();
+    let mut rng = Rng::new(9);
+    for (batch, channels, h, w) in [(1, 1, 1, 1), (2, 3, 7, 5), (3, 17, 13, 11), (5, 67, 3, 2), (64, 32, 7, 7), (1, 2, 61, 67)] {
+        let p = GlobalPool2d { batch, channels, h, w };
+        let (x, dy) = (rng.vec(p.x_len()), rng.vec(p.y_len()));
+        let tx = Tensor::from_f32(gpu, &[batch, channels, h, w], &x).unwrap();
+        let tdy = Tensor::from_f32(gpu, &[batch, channels, 1, 1], &dy).unwrap();
+        let ty = Tensor::empty(gpu, &[batch, channels, 1, 1], DType::F32).unwrap();
+        let tdx = Tensor::empty(gpu, &[batch, channels, h, w], DType::F32).unwrap();
+        ty.poison(gpu).unwrap();
+        tdx.poison(gpu).unwrap();
+        let d = [global_avg_pool_forward(gpu, &p, &tx, &ty).unwrap(), global_avg_pool_backward(gpu, &p, &tdy, &tdx).unwrap()];
+        gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
+        // the forward is an f32 sum of up to 4087 values per plane, then a division
+        assert_close(&format!("global_avg_pool_forward {p:?}"), &ty.to_f32(gpu).unwrap(), &cpu::global_avg_pool_forward(&p, &x), ELEMENTWISE);
+        assert_close(&format!("global_avg_pool_backward {p:?}"), &tdx.to_f32(gpu).unwrap(), &cpu::global_avg_pool_backward(&p, &dy), EXACT);
+    }
+    let p = GlobalPool2d { batch: 2, channels: 3, h: 4, w: 4 };
+    let x = Tensor::empty(gpu, &[2 * 3 * 4 * 4 + 1], DType::F32).unwrap();
+    let y = Tensor::empty(gpu, &[6], DType::F32).unwrap();
+    let err = global_avg_pool_forward(gpu, &p, &x, &y).err().expect("wrong x size must fail");
+    assert!(err.to_string().contains("global_avg_pool_forward"), "{err}");
+}

@@ -1,6 +1,6 @@
 //! Reference pooling: the obvious loops. Ties go to the first maximum in window order.
 
-use crate::ops::pool::Pool2d;
+use crate::ops::pool::{GlobalPool2d, Pool2d};
 
 fn windows(p: &Pool2d, mut f: impl FnMut(usize, usize, &[usize])) {
     let (oh, ow) = (p.oh(), p.ow());
@@ -76,4 +76,15 @@ pub fn avg_pool2d_backward(p: &Pool2d, dy: &[f32]) -> Vec<f32> {
         }
     });
     dx.into_iter().map(|v| v as f32).collect()
+}
+
+/// Each plane's mean, summed in f64.
+pub fn global_avg_pool_forward(p: &GlobalPool2d, x: &[f32]) -> Vec<f32> {
+    let hw = p.h * p.w;
+    x.chunks(hw).map(|plane| (plane.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32).collect()
+}
+
+pub fn global_avg_pool_backward(p: &GlobalPool2d, dy: &[f32]) -> Vec<f32> {
+    let hw = p.h * p.w;
+    dy.iter().flat_map(|&g| std::iter::repeat_n((g as f64 / hw as f64) as f32, hw)).collect()
 }

@@ -109,6 +109,22 @@ impl CpuExecutor {
                     let r = cpu::pool::max_pool2d_backward_saved(&pool, self.get_u(argmax), self.get(dy));
                     self.set(dx, r);
                 }
+                Step::AvgPoolForward { pool, x, y } => {
+                    let r = cpu::pool::avg_pool2d_forward(&pool, self.get(x));
+                    self.set(y, r);
+                }
+                Step::AvgPoolBackward { pool, dy, dx } => {
+                    let r = cpu::pool::avg_pool2d_backward(&pool, self.get(dy));
+                    self.set(dx, r);
+                }
+                Step::GlobalAvgPoolForward { pool, x, y } => {
+                    let r = cpu::pool::global_avg_pool_forward(&pool, self.get(x));
+                    self.set(y, r);
+                }
+                Step::GlobalAvgPoolBackward { pool, dy, dx } => {
+                    let r = cpu::pool::global_avg_pool_backward(&pool, self.get(dy));
+                    self.set(dx, r);
+                }
                 Step::BiasForward { x, b, y } => {
                     let inner = self.shape(x)[2..].iter().product();
                     let r = cpu::elementwise::bias_forward(self.get(x), self.get(b), inner);
@@ -120,6 +136,14 @@ impl CpuExecutor {
                 }
                 Step::ReluBackward { x, dy, dx } => {
                     let r = cpu::elementwise::relu_backward(self.get(x), self.get(dy));
+                    self.set(dx, r);
+                }
+                Step::ActivationForward { act, x, y } => {
+                    let r = cpu::activation::activation_forward(act, self.get(x));
+                    self.set(y, r);
+                }
+                Step::ActivationBackward { act, saved, dy, dx } => {
+                    let r = cpu::activation::activation_backward(act, self.get(saved), self.get(dy));
                     self.set(dx, r);
                 }
                 Step::DropoutForward { p, seed, x, y } => {

@@ -19,7 +19,7 @@ use crate::autotune::Tuning;
 use crate::ops::gemm::{gemm, Bias, Gemm, GemmConfig};
 use crate::ops::optim::{optimizer_step, step_words, Optimizer, STEP_WORDS};
 use crate::ops::softmax::{metrics_accumulate, metrics_words, Metrics};
-use crate::ops::{conv2d, dropout, elementwise, pool, reduce, softmax, Dispatch};
+use crate::ops::{activation, conv2d, dropout, elementwise, pool, reduce, softmax, Dispatch};
 use crate::rng::Rng;
 use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
@@ -302,9 +302,17 @@ impl<'g> Executor<'g> {
             Step::BiasBackward { dy, db, accumulate } => vec![reduce::bias_backward(gpu, t(*dy), t(*db), *accumulate)?],
             Step::MaxPoolForward { pool, x, y, argmax } => vec![pool::max_pool2d_forward(gpu, pool, t(*x), t(*y), t(*argmax))?],
             Step::MaxPoolBackward { pool, argmax, dy, dx } => vec![pool::max_pool2d_backward(gpu, pool, t(*argmax), t(*dy), t(*dx))?],
+            Step::AvgPoolForward { pool, x, y } => vec![pool::avg_pool2d_forward(gpu, pool, t(*x), t(*y))?],
+            Step::AvgPoolBackward { pool, dy, dx } => vec![pool::avg_pool2d_backward(gpu, pool, t(*dy), t(*dx))?],
+            Step::GlobalAvgPoolForward { pool, x, y } => vec![pool::global_avg_pool_forward(gpu, pool, t(*x), t(*y))?],
+            Step::GlobalAvgPoolBackward { pool, dy, dx } => vec![pool::global_avg_pool_backward(gpu, pool, t(*dy), t(*dx))?],
             Step::BiasForward { x, b, y } => vec![elementwise::bias_forward(gpu, t(*x), t(*b), t(*y))?],
             Step::ReluForward { x, y } => vec![elementwise::relu_forward(gpu, t(*x), t(*y))?],
             Step::ReluBackward { x, dy, dx } => vec![elementwise::relu_backward(gpu, t(*x), t(*dy), t(*dx))?],
+            Step::ActivationForward { act, x, y } => vec![activation::activation_forward(gpu, *act, t(*x), t(*y))?],
+            Step::ActivationBackward { act, saved, dy, dx } => {
+                vec![activation::activation_backward(gpu, *act, t(*saved), t(*dy), t(*dx))?]
+            }
             Step::DropoutForward { p, seed, x, y } => vec![dropout::dropout_forward(gpu, *p, *seed, &self.step_buffer, t(*x), t(*y))?],
             Step::DropoutBackward { p, seed, dy, dx } => {
                 vec![dropout::dropout_backward(gpu, *p, *seed, &self.step_buffer, t(*dy), t(*dx))?]

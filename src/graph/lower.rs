@@ -7,8 +7,9 @@
 use std::collections::HashMap;
 
 use super::{Graph, Init, NodeId, Op};
+use crate::ops::activation::Activation;
 use crate::ops::conv2d::Conv2d;
-use crate::ops::pool::Pool2d;
+use crate::ops::pool::{GlobalPool2d, Pool2d};
 use crate::tensor::DType;
 use crate::{Error, Result};
 
@@ -75,11 +76,20 @@ pub enum Step {
     BiasBackward { dy: ValueId, db: ValueId, accumulate: bool },
     MaxPoolForward { pool: Pool2d, x: ValueId, y: ValueId, argmax: ValueId },
     MaxPoolBackward { pool: Pool2d, argmax: ValueId, dy: ValueId, dx: ValueId },
+    AvgPoolForward { pool: Pool2d, x: ValueId, y: ValueId },
+    AvgPoolBackward { pool: Pool2d, dy: ValueId, dx: ValueId },
+    /// y [N, C, 1, 1] = plane means of x
+    GlobalAvgPoolForward { pool: GlobalPool2d, x: ValueId, y: ValueId },
+    GlobalAvgPoolBackward { pool: GlobalPool2d, dy: ValueId, dx: ValueId },
     /// y = x + b[channel]
     BiasForward { x: ValueId, b: ValueId, y: ValueId },
     ReluForward { x: ValueId, y: ValueId },
     /// x is the forward input
     ReluBackward { x: ValueId, dy: ValueId, dx: ValueId },
+    ActivationForward { act: Activation, x: ValueId, y: ValueId },
+    /// `saved` is the forward's output y for tanh and sigmoid, its input x for leaky_relu
+    /// and gelu ([`Activation::backward_reads_output`])
+    ActivationBackward { act: Activation, saved: ValueId, dy: ValueId, dx: ValueId },
     DropoutForward { p: f32, seed: u32, x: ValueId, y: ValueId },
     DropoutBackward { p: f32, seed: u32, dy: ValueId, dx: ValueId },
     Add { a: ValueId, b: ValueId, y: ValueId },
@@ -104,9 +114,13 @@ impl Step {
             BiasBackward { dy, db, accumulate } => (acc_reads(vec![*dy], *db, *accumulate), vec![*db]),
             MaxPoolForward { x, y, argmax, .. } => (vec![*x], vec![*y, *argmax]),
             MaxPoolBackward { argmax, dy, dx, .. } => (vec![*argmax, *dy], vec![*dx]),
+            AvgPoolForward { x, y, .. } | GlobalAvgPoolForward { x, y, .. } => (vec![*x], vec![*y]),
+            AvgPoolBackward { dy, dx, .. } | GlobalAvgPoolBackward { dy, dx, .. } => (vec![*dy], vec![*dx]),
             BiasForward { x, b, y } => (vec![*x, *b], vec![*y]),
             ReluForward { x, y } => (vec![*x], vec![*y]),
             ReluBackward { x, dy, dx } => (vec![*x, *dy], vec![*dx]),
+            ActivationForward { x, y, .. } => (vec![*x], vec![*y]),
+            ActivationBackward { saved, dy, dx, .. } => (vec![*saved, *dy], vec![*dx]),
             DropoutForward { x, y, .. } => (vec![*x], vec![*y]),
             DropoutBackward { dy, dx, .. } => (vec![*dy], vec![*dx]),
             Add { a, b, y } => (vec![*a, *b], vec![*y]),
@@ -210,8 +224,15 @@ impl Lowering<'_> {
     fn pool_geometry(&self, node: NodeId) -> Pool2d {
         let n = self.graph.node(node);
         let xs = &self.graph.node(n.inputs[0]).shape;
-        let Op::MaxPool2d { k, stride, pad } = n.op else { unreachable!("pool geometry of a non-pool node") };
+        let (Op::MaxPool2d { k, stride, pad } | Op::AvgPool2d { k, stride, pad }) = n.op else {
+            unreachable!("pool geometry of a non-pool node")
+        };
         Pool2d { batch: xs[0], channels: xs[1], h: xs[2], w: xs[3], k, stride, pad }
+    }
+
+    fn global_pool_geometry(&self, node: NodeId) -> GlobalPool2d {
+        let xs = &self.graph.node(self.graph.node(node).inputs[0]).shape;
+        GlobalPool2d { batch: xs[0], channels: xs[1], h: xs[2], w: xs[3] }
     }
 
     fn dropout_seed(&self, node: NodeId) -> u32 {
@@ -256,6 +277,20 @@ impl Lowering<'_> {
                     self.argmax.insert(id, argmax);
                     y
                 }
+                Op::AvgPool2d { .. } => {
+                    let x = inp(0);
+                    let y = self.act(name, &node.shape);
+                    let pool = self.pool_geometry(id);
+                    self.plan.steps.push(Step::AvgPoolForward { pool, x, y });
+                    y
+                }
+                Op::GlobalAvgPool => {
+                    let x = inp(0);
+                    let y = self.act(name, &node.shape);
+                    let pool = self.global_pool_geometry(id);
+                    self.plan.steps.push(Step::GlobalAvgPoolForward { pool, x, y });
+                    y
+                }
                 Op::Linear => {
                     let (x, w, b) = (inp(0), inp(1), node.inputs.get(2).map(|_| inp(2)));
                     let y = self.act(name, &node.shape);
@@ -272,6 +307,12 @@ impl Lowering<'_> {
                     let x = inp(0);
                     let y = self.act(name, &node.shape);
                     self.plan.steps.push(Step::ReluForward { x, y });
+                    y
+                }
+                Op::Activation(act) => {
+                    let x = inp(0);
+                    let y = self.act(name, &node.shape);
+                    self.plan.steps.push(Step::ActivationForward { act: *act, x, y });
                     y
                 }
                 Op::Dropout { p } => {
@@ -397,6 +438,20 @@ impl Lowering<'_> {
                     self.plan.steps.push(Step::MaxPoolBackward { pool: self.pool_geometry(id), argmax, dy, dx });
                     self.add_grad(&mut grads, x, dx);
                 }
+                Op::AvgPool2d { .. } => {
+                    let dy = dy.expect("gradient");
+                    let x = inp(0);
+                    let dx = self.act(format!("d{}", g.node(x).name), &g.node(x).shape);
+                    self.plan.steps.push(Step::AvgPoolBackward { pool: self.pool_geometry(id), dy, dx });
+                    self.add_grad(&mut grads, x, dx);
+                }
+                Op::GlobalAvgPool => {
+                    let dy = dy.expect("gradient");
+                    let x = inp(0);
+                    let dx = self.act(format!("d{}", g.node(x).name), &g.node(x).shape);
+                    self.plan.steps.push(Step::GlobalAvgPoolBackward { pool: self.global_pool_geometry(id), dy, dx });
+                    self.add_grad(&mut grads, x, dx);
+                }
                 Op::Bias => {
                     // dx = dy (the same values); db = channel sums of dy
                     let dy = dy.expect("gradient");
@@ -411,6 +466,15 @@ impl Lowering<'_> {
                     let x = inp(0);
                     let dx = self.act(format!("d{}", g.node(x).name), &g.node(x).shape);
                     self.plan.steps.push(Step::ReluBackward { x: self.out(x), dy, dx });
+                    self.add_grad(&mut grads, x, dx);
+                }
+                Op::Activation(act) => {
+                    let dy = dy.expect("gradient");
+                    let x = inp(0);
+                    let dx = self.act(format!("d{}", g.node(x).name), &g.node(x).shape);
+                    // tanh/sigmoid differentiate from their output, the others from their input
+                    let saved = if act.backward_reads_output() { self.out(id) } else { self.out(x) };
+                    self.plan.steps.push(Step::ActivationBackward { act: *act, saved, dy, dx });
                     self.add_grad(&mut grads, x, dx);
                 }
                 Op::Dropout { p } => {

@@ -13,6 +13,7 @@ pub mod planner;
 pub use exec::{ExecStats, Executor};
 pub use lower::{lower, Mode, Plan, Step, ValueId, ValueKind};
 
+use crate::ops::activation::Activation;
 use crate::ops::conv2d::Conv2d;
 use crate::ops::pool::Pool2d;
 use crate::{Error, Result};
@@ -40,11 +41,17 @@ pub enum Op {
     /// inputs: x [B, C, H, W], weight [K, C, R, S], bias [K]
     Conv2d { stride: usize, pad: usize },
     MaxPool2d { k: usize, stride: usize, pad: usize },
+    /// Window mean; padding counts as zeros (PyTorch's count_include_pad=True default).
+    AvgPool2d { k: usize, stride: usize, pad: usize },
+    /// [B, C, H, W] -> [B, C, 1, 1], each plane's mean (PyTorch's AdaptiveAvgPool2d(1)).
+    GlobalAvgPool,
     /// inputs: x [B, in], weight [out, in], bias [out]: y = x W^T + b (PyTorch's layout)
     Linear,
     /// inputs: x [B, C, ...], bias [C]: y = x + b on axis 1
     Bias,
     Relu,
+    /// LeakyReLU, Tanh, Sigmoid, GELU (erf): elementwise, same shape.
+    Activation(Activation),
     Dropout { p: f32 },
     /// [B, ...] -> [B, prod(...)]: a view, no kernel
     Flatten,
@@ -139,6 +146,30 @@ impl Graph {
         Ok(self.push(name.into(), Op::MaxPool2d { k, stride, pad }, vec![x], vec![n, c, p.oh(), p.ow()]))
     }
 
+    /// Average pooling, PyTorch's `nn.AvgPool2d(k, stride, pad)` with its defaults
+    /// count_include_pad=True (padding counts as zeros in every window's k*k divisor) and
+    /// ceil_mode=False.
+    pub fn avg_pool2d(&mut self, name: &str, x: NodeId, k: usize, stride: usize, pad: usize) -> Result<NodeId> {
+        let xs = self.shape(x).to_vec();
+        let [n, c, h, w] = xs[..] else {
+            return Err(self.err(name, format!("avg_pool2d needs [N,C,H,W], got {xs:?}")));
+        };
+        let p = Pool2d { batch: n, channels: c, h, w, k, stride, pad };
+        p.validate(name)?;
+        Ok(self.push(name.into(), Op::AvgPool2d { k, stride, pad }, vec![x], vec![n, c, p.oh(), p.ow()]))
+    }
+
+    /// Global average pooling: [N, C, H, W] -> [N, C, 1, 1], as PyTorch's
+    /// `nn.AdaptiveAvgPool2d(1)` (and ONNX GlobalAveragePool); `flatten` (a free view) makes
+    /// it [N, C] for a Linear layer.
+    pub fn global_avg_pool(&mut self, name: &str, x: NodeId) -> Result<NodeId> {
+        let xs = self.shape(x).to_vec();
+        let [n, c, _, _] = xs[..] else {
+            return Err(self.err(name, format!("global_avg_pool needs [N,C,H,W], got {xs:?}")));
+        };
+        Ok(self.push(name.into(), Op::GlobalAvgPool, vec![x], vec![n, c, 1, 1]))
+    }
+
     pub fn linear(&mut self, name: &str, x: NodeId, w: NodeId, b: Option<NodeId>) -> Result<NodeId> {
         let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
         let (&[n, inp], &[out, win]) = (&xs[..], &ws[..]) else {
@@ -169,6 +200,32 @@ impl Graph {
     pub fn relu(&mut self, name: &str, x: NodeId) -> NodeId {
         let s = self.shape(x).to_vec();
         self.push(name.into(), Op::Relu, vec![x], s)
+    }
+
+    /// An elementwise activation (see [`Activation`]); a non-finite LeakyReLU slope is an error.
+    pub fn activation(&mut self, name: &str, x: NodeId, act: Activation) -> Result<NodeId> {
+        act.validate(&format!("node '{name}'"))?;
+        let s = self.shape(x).to_vec();
+        Ok(self.push(name.into(), Op::Activation(act), vec![x], s))
+    }
+
+    /// y = x for x > 0, slope * x otherwise (PyTorch's default slope is
+    /// [`crate::ops::activation::LEAKY_RELU_DEFAULT_SLOPE`], 0.01).
+    pub fn leaky_relu(&mut self, name: &str, x: NodeId, slope: f32) -> Result<NodeId> {
+        self.activation(name, x, Activation::LeakyRelu { slope })
+    }
+
+    pub fn tanh(&mut self, name: &str, x: NodeId) -> NodeId {
+        self.activation(name, x, Activation::Tanh).expect("tanh has no parameter to reject")
+    }
+
+    pub fn sigmoid(&mut self, name: &str, x: NodeId) -> NodeId {
+        self.activation(name, x, Activation::Sigmoid).expect("sigmoid has no parameter to reject")
+    }
+
+    /// GELU, exact (erf) form: PyTorch's `nn.GELU()` default (approximate='none').
+    pub fn gelu(&mut self, name: &str, x: NodeId) -> NodeId {
+        self.activation(name, x, Activation::Gelu).expect("gelu has no parameter to reject")
     }
 
     pub fn dropout(&mut self, name: &str, x: NodeId, p: f32) -> Result<NodeId> {

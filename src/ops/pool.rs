@@ -127,3 +127,57 @@ pub fn avg_pool2d_backward(gpu: &Gpu, pool: &Pool2d, dy: &Tensor, dx: &Tensor) -
     check(op, "dx", dx, pool.x_len(), DType::F32)?;
     launch(gpu, op, pool, pool.x_len(), &[(4, dy), (6, dx)])
 }
+
+/// Global average pooling geometry: x [N, C, H, W] -> y [N, C, 1, 1], each plane's mean.
+/// The output keeps PyTorch's `nn.AdaptiveAvgPool2d(1)` shape (and ONNX
+/// GlobalAveragePool's); a Linear layer after it needs a flatten, which is a free view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GlobalPool2d {
+    pub batch: usize,
+    pub channels: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl GlobalPool2d {
+    pub fn validate(&self, op: &str) -> Result<()> {
+        if [self.batch, self.channels, self.h, self.w].contains(&0) {
+            return Err(Error::shape(op, format!("zero-sized dimension in {self:?}")));
+        }
+        Ok(())
+    }
+    pub fn x_len(&self) -> usize {
+        self.batch * self.channels * self.h * self.w
+    }
+    pub fn y_len(&self) -> usize {
+        self.batch * self.channels
+    }
+    fn params(&self) -> Params {
+        // the whole plane is the window: kh = H, kw = W, one output per plane
+        let pool = Pool2d { batch: self.batch, channels: self.channels, h: self.h, w: self.w, k: 1, stride: 1, pad: 0 };
+        Params { oh: 1, ow: 1, kh: self.h as u32, kw: self.w as u32, ..pool.params() }
+    }
+}
+
+fn launch_global(gpu: &Gpu, entry: &'static str, pool: &GlobalPool2d, n: usize, tensors: &[(u32, &Tensor)]) -> Result<Dispatch> {
+    let kernel = Kernel::new(Shader::Pool, entry).with("WG", WG);
+    Dispatch::new(gpu, &kernel, &pool.params(), tensors, gpu.grid_for(n, WG))
+}
+
+/// y[plane] = mean of x over the plane's H x W values.
+pub fn global_avg_pool_forward(gpu: &Gpu, pool: &GlobalPool2d, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
+    let op = "global_avg_pool_forward";
+    pool.validate(op)?;
+    check(op, "x", x, pool.x_len(), DType::F32)?;
+    check(op, "y", y, pool.y_len(), DType::F32)?;
+    launch_global(gpu, op, pool, pool.y_len(), &[(1, x), (2, y)])
+}
+
+/// dx = dy[plane] / (H W) for every element of the plane.
+pub fn global_avg_pool_backward(gpu: &Gpu, pool: &GlobalPool2d, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+    let op = "global_avg_pool_backward";
+    pool.validate(op)?;
+    check(op, "dy", dy, pool.y_len(), DType::F32)?;
+    check(op, "dx", dx, pool.x_len(), DType::F32)?;
+    launch_global(gpu, op, pool, pool.x_len(), &[(4, dy), (6, dx)])
+}
