@@ -2,6 +2,7 @@
 //! f64 accumulation, numerically stable formulations. Each backward here is itself checked
 //! against central finite differences (tests/cpu_gradients.rs).
 
+pub mod batchnorm;
 pub mod conv2d;
 pub mod dropout;
 pub mod elementwise;

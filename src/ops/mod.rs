@@ -8,6 +8,7 @@
 //! numbers for their storage buffers, so each pipeline's derived layout holds exactly
 //! what it reads and writes.
 
+pub mod batchnorm;
 pub mod conv2d;
 pub mod dropout;
 pub mod elementwise;
