@@ -7,7 +7,7 @@ use kiln::graph::{Executor, Graph, Mode};
 use kiln::nn::{Conv2d, Layer, Linear};
 use kiln::ops::gemm::GemmConfig;
 use kiln::ops::optim::{Optimizer, Schedule};
-use kiln::testing::{assert_close, gpu, Rng, FINITE_DIFF, TRAINING};
+use kiln::testing::{assert_close, gpu, Rng, BATCH_NORM, FINITE_DIFF, TRAINING};
 
 mod common;
 use common::{small_cnn, small_mlp, BATCH};
@@ -345,4 +345,39 @@ fn batchnorm_shape_errors_name_the_node() {
     let err = kiln::graph::lower(&g, Mode::Train).expect_err("M = 1");
     assert!(err.to_string().contains("node 'bn'"), "{err}");
     kiln::graph::lower(&g, Mode::Eval).unwrap();
+}
+
+#[test]
+fn folding_batchnorm_into_the_layer_before_keeps_the_logits() {
+    use kiln::graph::fold::fold_batch_norm;
+    let gpu = gpu();
+    let cfg = GemmConfig::default_for(gpu.info());
+    let graph = batchnorm_graph(BATCH);
+    let mut exec = Executor::new(gpu, &graph, Mode::Train, Some(Optimizer::adam(1e-2)), &cfg, None).unwrap();
+    let data = batches(5, 36, 4, 11);
+    for (x, y) in &data {
+        exec.write_input(x).unwrap();
+        exec.write_labels(y).unwrap();
+        exec.run_step(0).unwrap();
+    }
+    let (params, state) = (exec.read_params().unwrap(), exec.read_state().unwrap());
+    let mut eval = Executor::new(gpu, &graph, Mode::Eval, None, &cfg, Some(&exec)).unwrap();
+    let (folded, folded_params) = fold_batch_norm(&graph, &params, &state).unwrap();
+    assert!(folded.state().is_empty(), "both batch norms fold (after conv1 and fc1)");
+    assert!(!folded.nodes.iter().any(|n| matches!(n.op, kiln::graph::Op::BatchNorm { .. })));
+    let names: Vec<&str> = folded.params().iter().map(|p| p.1).collect();
+    assert_eq!(names, ["conv1.weight", "conv1.bias", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]);
+    let mut plain = Executor::new(gpu, &folded, Mode::Eval, None, &cfg, None).unwrap();
+    plain.write_params(&folded_params).unwrap();
+    let logits = |g: &Graph| g.nodes.iter().position(|n| n.name == "fc2").map(kiln::graph::NodeId).unwrap();
+    for (x, y) in &data {
+        for e in [&mut eval, &mut plain] {
+            e.write_input(x).unwrap();
+            e.write_labels(y).unwrap();
+            e.run_step(0).unwrap();
+        }
+        let (want, got) = (eval.read_node(logits(&graph)).unwrap(), plain.read_node(logits(&folded)).unwrap());
+        // the folded weights round once more than the unfolded chain
+        assert_close("folded logits", &got, &want, BATCH_NORM);
+    }
 }

@@ -7,6 +7,7 @@
 
 pub mod cpu;
 pub mod exec;
+pub mod fold;
 pub mod lower;
 pub mod planner;
 
