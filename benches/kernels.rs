@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kiln::ops::activation::{activation_backward, activation_forward, Activation};
+use kiln::ops::batchnorm::{batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BatchNorm, EPS, MOMENTUM};
 use kiln::ops::conv2d::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2d};
 use kiln::ops::gemm::{gemm, Family, Gemm, GemmConfig};
 use kiln::ops::optim::{optimizer_step, step_words, Optimizer, STEP_WORDS};
@@ -151,6 +152,29 @@ fn memory_bound_benches(c: &mut Criterion) {
     time(c, "adam_step", "flat", &format!("{n}"), Throughput::Bytes(7 * 4 * n as u64), &[adam]);
 }
 
+/// Batch norm on the MNIST CNN's conv1 output (2d) and fc1 output (1d). Bytes are what
+/// each kernel moves: train reads x three times (mean, variance, normalise) and writes y;
+/// eval reads x and writes y; backward reads x and dy twice (sums, then dx) and writes dx.
+/// The [C] vectors are left out (under 0.1%).
+fn batchnorm_benches(c: &mut Criterion) {
+    let gpu = gpu();
+    let mut rng = Rng::new(4);
+    for (shape, dims) in [("64x16x28x28", vec![64, 16, 28, 28]), ("64x128", vec![64, 128])] {
+        let bn = BatchNorm::for_shape("bench", &dims, MOMENTUM, EPS).unwrap();
+        let (n, ch) = (bn.len(), bn.channels);
+        let (x, y, dy, dx) = (tensor(n, &mut rng), tensor(n, &mut rng), tensor(n, &mut rng), tensor(n, &mut rng));
+        let [w, b, mean, invstd, rm, dw, db] = [(); 7].map(|_| tensor(ch, &mut rng));
+        let rv = Tensor::from_f32(gpu, &[ch], &vec![1.0; ch]).unwrap();
+        let count = tensor(1, &mut rng);
+        let train = batchnorm_forward_train(gpu, &bn, &x, &w, &b, &y, &mean, &invstd, &rm, &rv, &count).unwrap();
+        time(c, "batchnorm", "forward_train", shape, Throughput::Bytes(16 * n as u64), &[train]);
+        let eval = batchnorm_forward_eval(gpu, &bn, &x, &w, &b, &rm, &rv, &y).unwrap();
+        time(c, "batchnorm", "forward_eval", shape, Throughput::Bytes(8 * n as u64), &[eval]);
+        let bwd = batchnorm_backward(gpu, &bn, &x, &w, &mean, &invstd, &dy, &dx, &dw, &db, (false, false)).unwrap();
+        time(c, "batchnorm", "backward", shape, Throughput::Bytes(20 * n as u64), &[bwd]);
+    }
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(10)
@@ -158,5 +182,5 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(2))
 }
 
-criterion_group! { name = benches; config = config(); targets = gemm_benches, conv_benches, memory_bound_benches }
+criterion_group! { name = benches; config = config(); targets = gemm_benches, conv_benches, memory_bound_benches, batchnorm_benches }
 criterion_main!(benches);

@@ -37,7 +37,7 @@ struct Args {
     /// Do not download missing mnist/fashion files
     #[arg(long)]
     no_download: bool,
-    /// cnn | mlp (the tutorial's 784-512-10 with dropout 0.2)
+    /// cnn | mlp (the tutorial's 784-512-10 with dropout 0.2) | lenet5 (tanh, average pooling) | cnn-bn (BatchNorm)
     #[arg(long, default_value = "cnn")]
     model: ModelKind,
     #[arg(long, default_value_t = 5, allow_negative_numbers = true)]

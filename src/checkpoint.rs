@@ -15,7 +15,8 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use crate::nn::{Model, ModelKind};
 use crate::{Error, Result};
 
-/// Parameters as (name, shape, values), in model order.
+/// Tensors as (name, shape, values), in model order: the parameters, then the state
+/// (BatchNorm's running statistics and step count).
 pub type Params = Vec<(String, Vec<usize>, Vec<f32>)>;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -37,12 +38,18 @@ pub fn write_tensors(path: &Path, tensors: &Params, meta: &[(&str, String)]) -> 
         map.insert(k.to_string(), v.clone());
     }
     map.insert("kiln_version".to_string(), env!("CARGO_PKG_VERSION").to_string());
+    // PyTorch keeps BatchNorm's step count as an int64 scalar; kiln counts in f32 (exact
+    // to 2^24 steps), so it is converted here and back in `read_tensors`
+    let counts: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(name, _, data)| if is_count(name) { data.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect() } else { Vec::new() })
+        .collect();
     let views = tensors
         .iter()
-        .map(|(name, shape, data)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
-                .map(|v| (name.clone(), v))
-                .map_err(|e| Error::file(path, format!("tensor {name}: {e}")))
+        .zip(&counts)
+        .map(|((name, shape, data), count)| {
+            let (dtype, bytes) = if is_count(name) { (Dtype::I64, count.as_slice()) } else { (Dtype::F32, bytemuck::cast_slice(data)) };
+            TensorView::new(dtype, shape.clone(), bytes).map(|v| (name.clone(), v)).map_err(|e| Error::file(path, format!("tensor {name}: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
     let bytes = safetensors::serialize(views, Some(map)).map_err(|e| Error::file(path, e))?;
@@ -60,12 +67,23 @@ pub fn read_tensors(path: &Path, what: &str) -> Result<(HashMap<String, String>,
     let tensors = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
     let mut out = Vec::new();
     for (name, t) in tensors.iter() {
-        if t.dtype() != Dtype::F32 {
-            return Err(bad(format!("tensor '{name}' is {:?}, expected F32", t.dtype())));
-        }
-        out.push((name.to_string(), t.shape().to_vec(), bytemuck::pod_collect_to_vec(t.data())));
+        out.push((name.to_string(), t.shape().to_vec(), f32_values(name, &t).map_err(bad)?));
     }
     Ok((meta, out))
+}
+
+/// BatchNorm's step counter (`*.num_batches_tracked`), an int64 in PyTorch's files.
+fn is_count(name: &str) -> bool {
+    name.ends_with(".num_batches_tracked")
+}
+
+/// A tensor's values as f32: F32 tensors, and the I64 step counters.
+fn f32_values(name: &str, t: &safetensors::tensor::TensorView) -> std::result::Result<Vec<f32>, String> {
+    match t.dtype() {
+        Dtype::F32 => Ok(bytemuck::pod_collect_to_vec(t.data())),
+        Dtype::I64 if is_count(name) => Ok(bytemuck::pod_collect_to_vec::<u8, i64>(t.data()).into_iter().map(|v| v as f32).collect()),
+        d => Err(format!("tensor '{name}' is {d:?}, expected F32")),
+    }
 }
 
 impl Checkpoint {
@@ -101,12 +119,14 @@ impl Checkpoint {
         // Order and check against the model's own parameter list.
         let reference = model.build(1, 0).map_err(|e| bad(format!("its model description does not build: {e}")))?;
         let mut params = Vec::new();
-        for (_, name, shape) in reference.graph.params() {
+        // the parameters, then the state, as Executor::write_model takes them
+        for (_, name, shape) in reference.graph.params().into_iter().chain(reference.graph.state()) {
             let t = tensors.tensor(name).map_err(|_| bad(format!("missing tensor '{name}' of a {} model", model.name())))?;
-            if t.dtype() != Dtype::F32 || t.shape() != shape {
-                return Err(bad(format!("tensor '{name}' is {:?} {:?}, the {} model needs F32 {shape:?}", t.dtype(), t.shape(), model.name())));
+            let values = f32_values(name, &t).map_err(bad)?;
+            if t.shape() != shape {
+                return Err(bad(format!("tensor '{name}' is {:?}, the {} model needs {shape:?}", t.shape(), model.name())));
             }
-            params.push((name.to_string(), shape.to_vec(), bytemuck::pod_collect_to_vec(t.data())));
+            params.push((name.to_string(), shape.to_vec(), values));
         }
         if tensors.len() != params.len() {
             let extra: Vec<_> = tensors.names().into_iter().filter(|n| !params.iter().any(|p| &p.0 == n)).collect();

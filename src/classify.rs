@@ -127,7 +127,7 @@ impl<'g> Classifier<'g> {
         if slot.as_ref().is_none_or(|r| r.exec.batch() != n) {
             let model = self.checkpoint.model.build_inference(n)?;
             let exec = Executor::new(self.gpu, &model.graph, Mode::Eval, None, &GemmConfig::default_for(self.gpu.info()), None)?;
-            exec.write_params(&self.checkpoint.params)?;
+            exec.write_model(&self.checkpoint.params)?;
             *slot = Some(Runner { exec, logits: model.logits, probs: model.probs });
         }
         Ok(slot.as_mut().expect("set above"))

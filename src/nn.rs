@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{Graph, Init, NodeId};
+pub use crate::ops::activation::Activation;
 use crate::Result;
 
 /// A layer adds its nodes to a graph under a name prefix.
@@ -133,6 +134,51 @@ impl Layer for Flatten {
     }
 }
 
+/// Average pooling over square windows (PyTorch's nn.AvgPool2d: padding counts as zeros).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AvgPool2d {
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Layer for AvgPool2d {
+    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+        g.avg_pool2d(name, x, self.kernel, self.stride, self.padding)
+    }
+}
+
+/// [N, C, H, W] -> [N, C, 1, 1], each plane's mean (nn.AdaptiveAvgPool2d(1)).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GlobalAvgPool;
+
+impl Layer for GlobalAvgPool {
+    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+        g.global_avg_pool(name, x)
+    }
+}
+
+/// An elementwise activation other than ReLU: LeakyReLU, Tanh, Sigmoid, GELU (erf form).
+impl Layer for Activation {
+    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+        g.activation(name, x, *self)
+    }
+}
+
+/// Batch normalisation over the channels of [N, C, H, W] (BatchNorm2d) or the features of
+/// [N, C] (BatchNorm1d), with PyTorch's momentum 0.1 and eps 1e-5: `{name}.weight`,
+/// `.bias`, `.running_mean`, `.running_var`, `.num_batches_tracked`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchNorm {
+    pub channels: usize,
+}
+
+impl Layer for BatchNorm {
+    fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
+        g.batch_norm(name, x, self.channels, crate::ops::batchnorm::MOMENTUM, crate::ops::batchnorm::EPS)
+    }
+}
+
 /// y = x + body(x): a residual block; `body` must keep the shape.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Residual {
@@ -158,6 +204,10 @@ pub enum LayerSpec {
     Dropout(f32),
     Flatten,
     Residual(Residual),
+    AvgPool2d(AvgPool2d),
+    GlobalAvgPool,
+    Activation(Activation),
+    BatchNorm(BatchNorm),
 }
 
 impl Layer for LayerSpec {
@@ -170,6 +220,10 @@ impl Layer for LayerSpec {
             LayerSpec::Dropout(p) => Dropout(*p).build(g, name, x),
             LayerSpec::Flatten => Flatten.build(g, name, x),
             LayerSpec::Residual(l) => l.build(g, name, x),
+            LayerSpec::AvgPool2d(l) => l.build(g, name, x),
+            LayerSpec::GlobalAvgPool => GlobalAvgPool.build(g, name, x),
+            LayerSpec::Activation(l) => l.build(g, name, x),
+            LayerSpec::BatchNorm(l) => l.build(g, name, x),
         }
     }
 }
@@ -193,6 +247,10 @@ into_spec! {
     Dropout => |d| LayerSpec::Dropout(d.0),
     Flatten => |_| LayerSpec::Flatten,
     Residual => LayerSpec::Residual,
+    AvgPool2d => LayerSpec::AvgPool2d,
+    GlobalAvgPool => |_| LayerSpec::GlobalAvgPool,
+    Activation => LayerSpec::Activation,
+    BatchNorm => LayerSpec::BatchNorm,
 }
 
 /// Layers applied in order; each is named (the parameter names' prefix: `conv1` gives
@@ -319,12 +377,22 @@ pub enum ModelKind {
     /// The original tutorial's Keras model: flatten -> linear(784->512)-ReLU -> dropout 0.2
     /// -> linear(512->10), with Keras's initialisation
     Mlp,
+    /// LeNet-5 as LeCun et al. (1998) built it, on 28x28 inputs padded by 2 (their 32x32):
+    /// conv(1->6, 5x5, pad 2)-tanh-avgpool 2 -> conv(6->16, 5x5)-tanh-avgpool 2 -> flatten
+    /// -> linear(400->120)-tanh -> linear(120->84)-tanh -> linear(84->10)
+    Lenet5,
+    /// A stronger CNN with batch normalisation: [conv 3x3 -> BN -> ReLU] x2 (32) -> maxpool 2
+    /// -> [conv 3x3 -> BN -> ReLU] x2 (64) -> maxpool 2 -> flatten -> linear(3136->256) -> BN
+    /// -> ReLU -> dropout 0.2 -> linear(256->10)
+    CnnBn,
 }
 
 impl ModelKind {
     pub fn name(self) -> &'static str {
         match self {
             ModelKind::Cnn => "cnn",
+            ModelKind::Lenet5 => "lenet5",
+            ModelKind::CnnBn => "cnn-bn",
             ModelKind::Mlp => "mlp",
         }
     }
@@ -350,6 +418,37 @@ impl ModelKind {
                 .add("relu1", ReLU)
                 .add("dropout", Dropout(0.2))
                 .add("fc2", Linear::new(512, 10).init(Initialiser::Keras)),
+            ModelKind::Lenet5 => Sequential::new()
+                .add("conv1", Conv2d::new(1, 6, 5).padding(2))
+                .add("tanh1", Activation::Tanh)
+                .add("pool1", AvgPool2d { kernel: 2, stride: 2, padding: 0 })
+                .add("conv2", Conv2d::new(6, 16, 5))
+                .add("tanh2", Activation::Tanh)
+                .add("pool2", AvgPool2d { kernel: 2, stride: 2, padding: 0 })
+                .add("flatten", Flatten)
+                .add("fc1", Linear::new(16 * 5 * 5, 120))
+                .add("tanh3", Activation::Tanh)
+                .add("fc2", Linear::new(120, 84))
+                .add("tanh4", Activation::Tanh)
+                .add("fc3", Linear::new(84, 10)),
+            ModelKind::CnnBn => {
+                let block = |s: Sequential, i: usize, cin: usize, cout: usize| {
+                    s.add(&format!("conv{i}"), Conv2d::new(cin, cout, 3).padding(1))
+                        .add(&format!("bn{i}"), BatchNorm { channels: cout })
+                        .add(&format!("relu{i}"), ReLU)
+                };
+                let s = block(Sequential::new(), 1, 1, 32);
+                let s = block(s, 2, 32, 32).add("pool1", MaxPool2d { kernel: 2, stride: 2 });
+                let s = block(s, 3, 32, 64);
+                block(s, 4, 64, 64)
+                    .add("pool2", MaxPool2d { kernel: 2, stride: 2 })
+                    .add("flatten", Flatten)
+                    .add("fc1", Linear::new(64 * 7 * 7, 256))
+                    .add("bn5", BatchNorm { channels: 256 })
+                    .add("relu5", ReLU)
+                    .add("dropout", Dropout(0.2))
+                    .add("fc2", Linear::new(256, 10))
+            }
         }
     }
 
@@ -377,13 +476,17 @@ pub struct Inference {
     pub probs: NodeId,
 }
 
+impl ModelKind {
+    /// Every built-in model.
+    pub const ALL: [ModelKind; 4] = [ModelKind::Cnn, ModelKind::Mlp, ModelKind::Lenet5, ModelKind::CnnBn];
+}
+
 impl std::str::FromStr for ModelKind {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "cnn" => Ok(ModelKind::Cnn),
-            "mlp" => Ok(ModelKind::Mlp),
-            _ => Err(format!("unknown model '{s}': expected cnn or mlp")),
-        }
+        ModelKind::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
+            let names: Vec<_> = ModelKind::ALL.iter().map(|m| m.name()).collect();
+            format!("unknown model '{s}': expected one of {}", names.join(", "))
+        })
     }
 }

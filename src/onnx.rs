@@ -267,7 +267,7 @@ pub fn export(graph: &Graph, output: NodeId, params: &Params, metadata: &[(Strin
                 continue;
             }
             Op::Input => return Err(Error::unsupported(format!("node '{}'", node.name), "a second graph input: ONNX export takes one")),
-            Op::Param { .. } => continue,
+            Op::Param { .. } | Op::State { .. } => continue,
             Op::Dropout { .. } if id != output => {
                 let x = b.input(id, 0, None);
                 b.names.insert(id, x);
@@ -312,6 +312,10 @@ pub fn export(graph: &Graph, output: NodeId, params: &Params, metadata: &[(Strin
             Op::Softmax => {
                 let x = b.input(id, 0, None);
                 b.emit(id, "Softmax", vec![x], vec![attr_int("axis", 1)]);
+            }
+            Op::BatchNorm { .. } => {
+                let what = "BatchNorm has no ONNX export yet (BatchNormalization needs the running statistics as initializers)";
+                return Err(Error::unsupported(format!("node '{}'", node.name), what));
             }
             Op::Activation(_) | Op::AvgPool2d { .. } | Op::GlobalAvgPool => {
                 // ONNX has LeakyRelu/Tanh/Sigmoid/AveragePool/GlobalAveragePool (Gelu only from

@@ -23,10 +23,12 @@ pub enum Shader {
     Optim,
     /// Batch gather from the resident u8 dataset, normalisation, augmentation.
     Data,
+    /// Batch normalisation: train and eval forward, backward.
+    Batchnorm,
 }
 
 impl Shader {
-    pub const ALL: [Shader; 10] = [
+    pub const ALL: [Shader; 11] = [
         Shader::Elementwise,
         Shader::Activation,
         Shader::Gemm,
@@ -37,6 +39,7 @@ impl Shader {
         Shader::Dropout,
         Shader::Optim,
         Shader::Data,
+        Shader::Batchnorm,
     ];
 
     pub fn file_name(self) -> &'static str {
@@ -51,6 +54,7 @@ impl Shader {
             Shader::Dropout => "dropout.wgsl",
             Shader::Optim => "optim.wgsl",
             Shader::Data => "data.wgsl",
+            Shader::Batchnorm => "batchnorm.wgsl",
         }
     }
 
@@ -66,6 +70,7 @@ impl Shader {
             Shader::Dropout => include_str!("../shaders/dropout.wgsl"),
             Shader::Optim => include_str!("../shaders/optim.wgsl"),
             Shader::Data => include_str!("../shaders/data.wgsl"),
+            Shader::Batchnorm => include_str!("../shaders/batchnorm.wgsl"),
         }
     }
 }

@@ -33,6 +33,12 @@ pub const TRANSCENDENTAL: Tolerance = Tolerance { name: "transcendental", abs: 2
 /// f32 rounding of the outputs (~1e-7) divided by 2h, plus O(h^2) curvature for smooth
 /// ops (softmax).
 pub const FINITE_DIFF: Tolerance = Tolerance { name: "finite differences", abs: 2e-4, rel: 2e-3 };
+/// Batch normalisation: outputs are O(1) normalised values whose error is the error of the
+/// f32 per-channel statistics (sums of up to ~10^5 values) times 1/std, so inputs with
+/// |mean| >> std (tested up to mean/std ~ 10^3) amplify the mean's rounding; the backward
+/// adds dy * M - sum dy - xhat * sum(dy xhat), terms of size M |dy| whose rounding
+/// cancels back to ~eps |dy| weight/std. A REDUCTION-sized abs, tighter rel.
+pub const BATCH_NORM: Tolerance = Tolerance { name: "batch norm", abs: 2e-4, rel: 1e-4 };
 /// Several training steps compared end to end: errors compound through the steps.
 pub const TRAINING: Tolerance = Tolerance { name: "training", abs: 2e-4, rel: 2e-3 };
 

@@ -261,7 +261,7 @@ pub fn train_from(
     let test_data = resident(gpu, &data.test, mean, std)?;
     trainer.attach_dataset(&train_data, cfg.augment, cfg.seed as u32)?;
     if let Some(r) = resume {
-        trainer.write_params(&r.params)?;
+        trainer.write_model(&r.params)?;
         trainer.write_optimizer_state(r.state.step, &r.state.moments)?;
     }
     evaluator.attach_dataset(&test_data, false, 0)?;
@@ -346,7 +346,7 @@ pub fn train_from(
 /// The parameters and the training state after `epochs_done` epochs (two readbacks).
 fn snapshot(trainer: &Executor, cfg: &TrainConfig, epochs_done: usize) -> Result<(Params, TrainState)> {
     let (step, moments) = trainer.read_optimizer_state()?;
-    Ok((trainer.read_params()?, TrainState { config: cfg.clone(), epochs_done, step, moments }))
+    Ok((trainer.read_model()?, TrainState { config: cfg.clone(), epochs_done, step, moments }))
 }
 
 /// Says which --batch-size would fit when a batch's activations are too large to bind.

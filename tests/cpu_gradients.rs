@@ -135,3 +135,26 @@ fn global_avg_pool_backward_matches_finite_differences() {
     let analytic = pool::global_avg_pool_backward(&p, &r);
     assert_close("global_avg_pool dx", &analytic, &numeric(&x, &r, |x| pool::global_avg_pool_forward(&p, x)), FINITE_DIFF);
 }
+
+#[test]
+fn batchnorm_backward_matches_finite_differences() {
+    use kiln::cpu::batchnorm;
+    use kiln::ops::batchnorm::{BatchNorm, EPS, MOMENTUM};
+    let mut rng = Rng::new(26);
+    // 2d (statistics over N*H*W) and 1d (over N); train mode, where the batch statistics
+    // depend on x, so dx carries the mean and variance terms
+    for shape in [[2usize, 3, 2, 3].as_slice(), &[5, 4]] {
+        let bn = BatchNorm::for_shape("fd", shape, MOMENTUM, EPS).unwrap();
+        let c = bn.channels;
+        // spread inputs (std ~ 1.2) keep the O(h^2) curvature of 1/std small at h = 1e-2
+        let x: Vec<f32> = rng.vec(bn.len()).iter().map(|v| v * 2.0).collect();
+        let (w, b, r) = (rng.vec(c), rng.vec(c), rng.vec(bn.len()));
+        let (rm, rv) = (vec![0.0; c], vec![1.0; c]);
+        let fwd = |x: &[f32], w: &[f32], b: &[f32]| batchnorm::batchnorm_forward_train(&bn, x, w, b, &rm, &rv).y;
+        let saved = batchnorm::batchnorm_forward_train(&bn, &x, &w, &b, &rm, &rv);
+        let (dx, dw, db) = batchnorm::batchnorm_backward(&bn, &x, &w, &saved.mean, &saved.invstd, &r);
+        assert_close(&format!("batchnorm dx {shape:?}"), &dx, &numeric(&x, &r, |x| fwd(x, &w, &b)), FINITE_DIFF);
+        assert_close(&format!("batchnorm dweight {shape:?}"), &dw, &numeric(&w, &r, |w| fwd(&x, w, &b)), FINITE_DIFF);
+        assert_close(&format!("batchnorm dbias {shape:?}"), &db, &numeric(&b, &r, |b| fwd(&x, &w, b)), FINITE_DIFF);
+    }
+}

@@ -3,6 +3,7 @@
 //! against central finite differences (tests/cpu_gradients.rs).
 
 pub mod activation;
+pub mod batchnorm;
 pub mod conv2d;
 pub mod dropout;
 pub mod elementwise;

@@ -27,6 +27,9 @@ impl CpuExecutor {
         for (p, values) in plan.params.iter().zip(init_params(&plan, graph.seed)) {
             f.insert(p.value, values);
         }
+        for s in &plan.state {
+            f.insert(s.value, vec![s.init; s.shape.iter().product()]);
+        }
         let state = plan.params.iter().map(|p| {
             let n = p.shape.iter().product();
             (vec![0.0; n], vec![0.0; n])
@@ -158,6 +161,29 @@ impl CpuExecutor {
                     let r = cpu::elementwise::scale_add_forward(1.0, self.get(a), 1.0, self.get(b));
                     self.set(y, r);
                 }
+                Step::BatchNormForwardTrain { bn, x, weight, bias, y, mean, invstd, running_mean, running_var, count } => {
+                    let (w, b, rm, rv) = (self.get(weight), self.get(bias), self.get(running_mean), self.get(running_var));
+                    let r = cpu::batchnorm::batchnorm_forward_train(&bn, self.get(x), w, b, rm, rv);
+                    let n = self.get(count)[0] + 1.0;
+                    self.set(y, r.y);
+                    self.set(mean, r.mean);
+                    self.set(invstd, r.invstd);
+                    self.set(running_mean, r.running_mean);
+                    self.set(running_var, r.running_var);
+                    self.set(count, vec![n]);
+                }
+                Step::BatchNormForwardEval { bn, x, weight, bias, running_mean, running_var, y } => {
+                    let (w, b, rm, rv) = (self.get(weight), self.get(bias), self.get(running_mean), self.get(running_var));
+                    let r = cpu::batchnorm::batchnorm_forward_eval(&bn, self.get(x), w, b, rm, rv);
+                    self.set(y, r);
+                }
+                Step::BatchNormBackward { bn, x, weight, mean, invstd, dy, dx, dweight, dbias, accumulate } => {
+                    let (w, m, is) = (self.get(weight), self.get(mean), self.get(invstd));
+                    let (gx, gw, gb) = cpu::batchnorm::batchnorm_backward(&bn, self.get(x), w, m, is, self.get(dy));
+                    self.set(dx, gx);
+                    self.set_acc(dweight, gw, accumulate.0);
+                    self.set_acc(dbias, gb, accumulate.1);
+                }
                 Step::Softmax { logits, probs } => {
                     let c = self.shape(logits)[1];
                     let r = cpu::softmax::softmax_forward(self.get(logits), c);
@@ -208,6 +234,17 @@ impl CpuExecutor {
     pub fn set_param(&mut self, name: &str, values: Vec<f32>) {
         let p = self.plan.params.iter().find(|p| p.name == name).expect("parameter name");
         self.f.insert(p.value, values);
+    }
+
+    /// State tensors (running statistics) as (name, values), in graph order.
+    pub fn state(&self) -> Vec<(String, Vec<f32>)> {
+        self.plan.state.iter().map(|s| (s.name.clone(), self.f[&s.value].clone())).collect()
+    }
+
+    /// Replaces state tensor `name`.
+    pub fn set_state(&mut self, name: &str, values: Vec<f32>) {
+        let s = self.plan.state.iter().find(|s| s.name == name).expect("state name");
+        self.f.insert(s.value, values);
     }
 
     /// The value of `v` after the last step, if it was computed.

@@ -19,7 +19,7 @@ use crate::autotune::Tuning;
 use crate::ops::gemm::{gemm, Bias, Gemm, GemmConfig};
 use crate::ops::optim::{optimizer_step, step_words, Optimizer, STEP_WORDS};
 use crate::ops::softmax::{metrics_accumulate, metrics_words, Metrics};
-use crate::ops::{activation, conv2d, dropout, elementwise, pool, reduce, softmax, Dispatch};
+use crate::ops::{activation, batchnorm, conv2d, dropout, elementwise, pool, reduce, softmax, Dispatch};
 use crate::rng::Rng;
 use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
@@ -70,15 +70,15 @@ pub fn init_params(plan: &Plan, seed: u64) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// The flat layout of the parameters: offsets (in elements) aligned to the adapter's
-/// storage-binding offset alignment, and the total length.
-fn flat_layout(plan: &Plan, align_bytes: u32) -> (Vec<usize>, usize) {
+/// The flat layout of the parameters (or of the state): offsets (in elements) aligned to
+/// the adapter's storage-binding offset alignment, and the total length.
+fn flat_layout<'a>(shapes: impl Iterator<Item = &'a Vec<usize>>, align_bytes: u32) -> (Vec<usize>, usize) {
     let align = (align_bytes as usize / 4).max(1);
     let mut offsets = Vec::new();
     let mut end = 0;
-    for p in &plan.params {
+    for shape in shapes {
         offsets.push(end);
-        end = (end + p.shape.iter().product::<usize>()).next_multiple_of(align);
+        end = (end + shape.iter().product::<usize>()).next_multiple_of(align);
     }
     (offsets, end.max(1))
 }
@@ -90,6 +90,10 @@ pub struct Executor<'g> {
     tensors: Vec<Tensor>,
     params: Tensor,
     offsets: Vec<usize>,
+    /// The flat state buffer (BatchNorm running statistics; one f32 word when the model
+    /// has none) and each state tensor's offset in it. Shared like the parameters.
+    state: Tensor,
+    state_offsets: Vec<usize>,
     step_buffer: Tensor,
     metrics: Tensor,
     dispatches: Vec<Dispatch>,
@@ -109,7 +113,8 @@ pub struct Executor<'g> {
 impl<'g> Executor<'g> {
     /// Lowers `graph` for `mode`, plans memory and builds every dispatch. `optimizer` is
     /// required for training. `share_params` makes this executor use another's parameters
-    /// (an evaluation executor beside a training one).
+    /// and state (an evaluation executor beside a training one: it normalises with the
+    /// running statistics the trainer updates).
     pub fn new(
         gpu: &'g Gpu,
         graph: &Graph,
@@ -149,10 +154,11 @@ impl<'g> Executor<'g> {
         }
         let memory = plan_memory(&plan);
         let align = gpu.limits().min_storage_buffer_offset_alignment;
-        let (offsets, flat_len) = flat_layout(&plan, align);
+        let (offsets, flat_len) = flat_layout(plan.params.iter().map(|p| &p.shape), align);
+        let (state_offsets, state_len) = flat_layout(plan.state.iter().map(|s| &s.shape), align);
         let params = match share_params {
             Some(other) => {
-                if other.offsets != offsets || other.plan.params.len() != plan.params.len() {
+                if other.offsets != offsets || other.plan.params.len() != plan.params.len() || other.state_offsets != state_offsets {
                     return Err(Error::shape("Executor", "shared parameters come from a different model"));
                 }
                 other.params.clone()
@@ -165,6 +171,16 @@ impl<'g> Executor<'g> {
                 }
                 p.write_f32(gpu, &flat)?;
                 p
+            }
+        };
+        let state = match share_params {
+            Some(other) => other.state.clone(),
+            None => {
+                let mut flat = vec![0f32; state_len];
+                for (s, &o) in plan.state.iter().zip(&state_offsets) {
+                    flat[o..o + s.shape.iter().product::<usize>()].fill(s.init);
+                }
+                Tensor::from_f32(gpu, &[state_len], &flat)?
             }
         };
         let zeros = |n: usize| Tensor::from_f32(gpu, &[n], &vec![0.0; n]);
@@ -186,6 +202,7 @@ impl<'g> Executor<'g> {
                 }
                 ValueKind::Param(p) => view(&params, offsets[p], &v.shape),
                 ValueKind::Grad(p) => view(grads.as_ref().expect("gradients in training"), offsets[p], &v.shape),
+                ValueKind::State(s) => view(&state, state_offsets[s], &v.shape),
                 ValueKind::Input | ValueKind::Labels => {
                     if root.0 == i {
                         Tensor::empty(gpu, &v.shape, v.dtype)?
@@ -205,6 +222,8 @@ impl<'g> Executor<'g> {
             tensors,
             params,
             offsets,
+            state,
+            state_offsets,
             step_buffer,
             metrics,
             dispatches: Vec::new(),
@@ -318,6 +337,17 @@ impl<'g> Executor<'g> {
                 vec![dropout::dropout_backward(gpu, *p, *seed, &self.step_buffer, t(*dy), t(*dx))?]
             }
             Step::Add { a, b, y } => vec![elementwise::scale_add_forward(gpu, 1.0, t(*a), 1.0, t(*b), t(*y))?],
+            Step::BatchNormForwardTrain { bn, x, weight, bias, y, mean, invstd, running_mean, running_var, count } => {
+                let (rm, rv, n) = (t(*running_mean), t(*running_var), t(*count));
+                vec![batchnorm::batchnorm_forward_train(gpu, bn, t(*x), t(*weight), t(*bias), t(*y), t(*mean), t(*invstd), rm, rv, n)?]
+            }
+            Step::BatchNormForwardEval { bn, x, weight, bias, running_mean, running_var, y } => {
+                vec![batchnorm::batchnorm_forward_eval(gpu, bn, t(*x), t(*weight), t(*bias), t(*running_mean), t(*running_var), t(*y))?]
+            }
+            Step::BatchNormBackward { bn, x, weight, mean, invstd, dy, dx, dweight, dbias, accumulate } => {
+                let (dw, db) = (t(*dweight), t(*dbias));
+                vec![batchnorm::batchnorm_backward(gpu, bn, t(*x), t(*weight), t(*mean), t(*invstd), t(*dy), t(*dx), dw, db, *accumulate)?]
+            }
             Step::Softmax { logits, probs } => vec![softmax::softmax_forward(gpu, t(*logits), t(*probs))?],
             Step::XentForward { logits, labels, smoothing, loss, pred } => {
                 vec![softmax::softmax_xent_forward(gpu, t(*logits), t(*labels), *smoothing, t(*loss), t(*pred))?]
@@ -470,6 +500,56 @@ impl<'g> Executor<'g> {
             flat[o..o + data.len()].copy_from_slice(data);
         }
         self.params.write_f32(self.gpu, &flat)
+    }
+
+    /// Every state tensor (BatchNorm running statistics, num_batches_tracked as an f32
+    /// count) as (name, shape, values): one readback of the flat state buffer.
+    /// Everything a checkpoint holds: the parameters, then the state (BatchNorm's running
+    /// statistics), in model order.
+    pub fn read_model(&self) -> Result<crate::checkpoint::Params> {
+        let mut all = self.read_params()?;
+        all.extend(self.read_state()?);
+        Ok(all)
+    }
+
+    /// Writes what [`Executor::read_model`] read (or a checkpoint's tensors, same order).
+    pub fn write_model(&self, all: &crate::checkpoint::Params) -> Result<()> {
+        let n = self.plan.params.len();
+        if all.len() != n + self.plan.state.len() {
+            return Err(Error::shape("write_model", format!("{} tensors for a model of {} parameters and {} state tensors", all.len(), n, self.plan.state.len())));
+        }
+        self.write_params(&all[..n].to_vec())?;
+        self.write_state(&all[n..].to_vec())
+    }
+
+    pub fn read_state(&self) -> Result<crate::checkpoint::Params> {
+        if self.plan.state.is_empty() {
+            return Ok(Vec::new());
+        }
+        let flat = self.state.to_f32(self.gpu)?;
+        Ok(self
+            .plan
+            .state
+            .iter()
+            .zip(&self.state_offsets)
+            .map(|(s, &o)| (s.name.clone(), s.shape.clone(), flat[o..o + s.shape.iter().product::<usize>()].to_vec()))
+            .collect())
+    }
+
+    /// Overwrites the state (loading a checkpoint); names and shapes must match. Every
+    /// executor sharing this one's state sees the new values.
+    pub fn write_state(&self, values: &crate::checkpoint::Params) -> Result<()> {
+        if values.len() != self.plan.state.len() {
+            return Err(Error::shape("write_state", format!("{} tensors for a model with {} state tensors", values.len(), self.plan.state.len())));
+        }
+        let mut flat = vec![0f32; self.state.len()];
+        for ((name, shape, data), (s, &o)) in values.iter().zip(self.plan.state.iter().zip(&self.state_offsets)) {
+            if name != &s.name || shape != &s.shape || data.len() != shape.iter().product::<usize>() {
+                return Err(Error::shape("write_state", format!("{name} {shape:?} where the model has {} {:?}", s.name, s.shape)));
+            }
+            flat[o..o + data.len()].copy_from_slice(data);
+        }
+        self.state.write_f32(self.gpu, &flat)
     }
 
     /// Waits for all submitted steps.

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use super::{Graph, Init, NodeId, Op};
 use crate::ops::activation::Activation;
+use crate::ops::batchnorm::BatchNorm;
 use crate::ops::conv2d::Conv2d;
 use crate::ops::pool::{GlobalPool2d, Pool2d};
 use crate::tensor::DType;
@@ -31,6 +32,9 @@ pub enum ValueKind {
     Grad(usize),
     /// The same memory as another value, seen with another shape (flatten, eval dropout).
     Alias(ValueId),
+    /// State tensor `i` (running statistics), a range of the flat state buffer that
+    /// persists across steps and is shared by the executors of one model.
+    State(usize),
 }
 
 #[derive(Clone, Debug)]
@@ -93,6 +97,12 @@ pub enum Step {
     DropoutForward { p: f32, seed: u32, x: ValueId, y: ValueId },
     DropoutBackward { p: f32, seed: u32, dy: ValueId, dx: ValueId },
     Add { a: ValueId, b: ValueId, y: ValueId },
+    /// Train mode: batch statistics; saves mean, invstd [C]; updates the running state.
+    BatchNormForwardTrain { bn: BatchNorm, x: ValueId, weight: ValueId, bias: ValueId, y: ValueId, mean: ValueId, invstd: ValueId, running_mean: ValueId, running_var: ValueId, count: ValueId },
+    /// Eval mode: the running statistics.
+    BatchNormForwardEval { bn: BatchNorm, x: ValueId, weight: ValueId, bias: ValueId, running_mean: ValueId, running_var: ValueId, y: ValueId },
+    /// dx (=); dweight, dbias (+)= per `accumulate`.
+    BatchNormBackward { bn: BatchNorm, x: ValueId, weight: ValueId, mean: ValueId, invstd: ValueId, dy: ValueId, dx: ValueId, dweight: ValueId, dbias: ValueId, accumulate: (bool, bool) },
     Softmax { logits: ValueId, probs: ValueId },
     XentForward { logits: ValueId, labels: ValueId, smoothing: f32, loss: ValueId, pred: ValueId },
     XentBackward { logits: ValueId, labels: ValueId, smoothing: f32, scale: f32, dlogits: ValueId },
@@ -124,6 +134,14 @@ impl Step {
             DropoutForward { x, y, .. } => (vec![*x], vec![*y]),
             DropoutBackward { dy, dx, .. } => (vec![*dy], vec![*dx]),
             Add { a, b, y } => (vec![*a, *b], vec![*y]),
+            BatchNormForwardTrain { x, weight, bias, y, mean, invstd, running_mean: rm, running_var: rv, count, .. } => {
+                (vec![*x, *weight, *bias, *rm, *rv, *count], vec![*y, *mean, *invstd, *rm, *rv, *count])
+            }
+            BatchNormForwardEval { x, weight, bias, running_mean, running_var, y, .. } => (vec![*x, *weight, *bias, *running_mean, *running_var], vec![*y]),
+            BatchNormBackward { x, weight, mean, invstd, dy, dx, dweight, dbias, accumulate, .. } => {
+                let reads = acc_reads(acc_reads(vec![*x, *weight, *mean, *invstd, *dy], *dweight, accumulate.0), *dbias, accumulate.1);
+                (reads, vec![*dx, *dweight, *dbias])
+            }
             Softmax { logits, probs } => (vec![*logits], vec![*probs]),
             XentForward { logits, labels, loss, pred, .. } => (vec![*logits, *labels], vec![*loss, *pred]),
             XentBackward { logits, labels, dlogits, .. } => (vec![*logits, *labels], vec![*dlogits]),
@@ -148,6 +166,15 @@ pub struct ParamInfo {
     pub grad: Option<ValueId>,
 }
 
+/// A state tensor of the plan (see [`ValueKind::State`]).
+#[derive(Clone, Debug)]
+pub struct StateInfo {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub init: f32,
+    pub value: ValueId,
+}
+
 /// The lowered program of one step.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -155,6 +182,7 @@ pub struct Plan {
     pub values: Vec<Value>,
     pub steps: Vec<Step>,
     pub params: Vec<ParamInfo>,
+    pub state: Vec<StateInfo>,
     pub input: ValueId,
     pub labels: Option<ValueId>,
     /// The value computed for each graph node (after aliasing).
@@ -198,6 +226,8 @@ struct Lowering<'g> {
     plan: Plan,
     /// The saved argmax of each max-pool node, for its backward.
     argmax: HashMap<NodeId, ValueId>,
+    /// The saved (mean, invstd) of each train-mode batch-norm node, for its backward.
+    bn_saved: HashMap<NodeId, (ValueId, ValueId)>,
 }
 
 impl Lowering<'_> {
@@ -235,6 +265,12 @@ impl Lowering<'_> {
         GlobalPool2d { batch: xs[0], channels: xs[1], h: xs[2], w: xs[3] }
     }
 
+    fn bn_geometry(&self, node: NodeId) -> Result<BatchNorm> {
+        let n = self.graph.node(node);
+        let Op::BatchNorm { momentum, eps } = n.op else { unreachable!("batch-norm geometry of another node") };
+        BatchNorm::for_shape(&format!("node '{}'", n.name), &self.graph.node(n.inputs[0]).shape, momentum, eps)
+    }
+
     fn dropout_seed(&self, node: NodeId) -> u32 {
         (self.graph.seed as u32) ^ (node.0 as u32).wrapping_mul(0x9E37_79B9)
     }
@@ -260,6 +296,27 @@ impl Lowering<'_> {
                     let v = self.value(name.clone(), &node.shape, DType::F32, ValueKind::Param(index));
                     self.plan.params.push(ParamInfo { name, shape: node.shape.clone(), init: *init, value: v, grad: None });
                     v
+                }
+                Op::State { init } => {
+                    let index = self.plan.state.len();
+                    let v = self.value(name.clone(), &node.shape, DType::F32, ValueKind::State(index));
+                    self.plan.state.push(StateInfo { name, shape: node.shape.clone(), init: *init, value: v });
+                    v
+                }
+                Op::BatchNorm { .. } => {
+                    let (x, weight, bias, running_mean, running_var, count) = (inp(0), inp(1), inp(2), inp(3), inp(4), inp(5));
+                    let bn = self.bn_geometry(id)?;
+                    let y = self.act(name.clone(), &node.shape);
+                    if mode == Mode::Train {
+                        bn.check_train(&format!("node '{name}'"))?;
+                        let mean = self.act(format!("{name}.mean"), &[bn.channels]);
+                        let invstd = self.act(format!("{name}.invstd"), &[bn.channels]);
+                        self.plan.steps.push(Step::BatchNormForwardTrain { bn, x, weight, bias, y, mean, invstd, running_mean, running_var, count });
+                        self.bn_saved.insert(id, (mean, invstd));
+                    } else {
+                        self.plan.steps.push(Step::BatchNormForwardEval { bn, x, weight, bias, running_mean, running_var, y });
+                    }
+                    y
                 }
                 Op::Conv2d { .. } => {
                     let (x, w, b) = (inp(0), inp(1), node.inputs.get(2).map(|_| inp(2)));
@@ -396,7 +453,7 @@ impl Lowering<'_> {
             };
             let inp = |k: usize| node.inputs[k];
             match &node.op {
-                Op::Param { .. } | Op::Input | Op::Labels => {}
+                Op::Param { .. } | Op::State { .. } | Op::Input | Op::Labels => {}
                 &Op::SoftmaxCrossEntropy { smoothing } => {
                     let (logits, labels) = (self.out(inp(0)), self.out(inp(1)));
                     let dlogits = self.act(format!("d{}", g.node(inp(0)).name), &g.node(inp(0)).shape);
@@ -460,6 +517,22 @@ impl Lowering<'_> {
                     }
                     let (db, accumulate) = self.param_grad(inp(1), &param_uses, &mut param_written, &node.name)?;
                     self.plan.steps.push(Step::BiasBackward { dy, db, accumulate });
+                }
+                Op::BatchNorm { .. } => {
+                    // dx is computed even when x needs no gradient (BN right after the input):
+                    // the kernel writes it with the parameter gradients.
+                    let dy = dy.expect("gradient");
+                    let x = inp(0);
+                    let dx = self.act(format!("d{}", g.node(x).name), &g.node(x).shape);
+                    let (dweight, acc_w) = self.param_grad(inp(1), &param_uses, &mut param_written, &node.name)?;
+                    let (dbias, acc_b) = self.param_grad(inp(2), &param_uses, &mut param_written, &node.name)?;
+                    let (mean, invstd) = self.bn_saved[&id];
+                    let (bn, xv, weight) = (self.bn_geometry(id)?, self.out(x), self.out(inp(1)));
+                    let accumulate = (acc_w, acc_b);
+                    self.plan.steps.push(Step::BatchNormBackward { bn, x: xv, weight, mean, invstd, dy, dx, dweight, dbias, accumulate });
+                    if needs[x.0] {
+                        self.add_grad(&mut grads, x, dx);
+                    }
                 }
                 Op::Relu => {
                     let dy = dy.expect("gradient");
@@ -573,13 +646,14 @@ pub fn lower(graph: &Graph, mode: Mode) -> Result<Plan> {
         values: Vec::new(),
         steps: Vec::new(),
         params: Vec::new(),
+        state: Vec::new(),
         input: ValueId(0),
         labels: None,
         outputs: HashMap::new(),
         classes: None,
         batch,
     };
-    let mut l = Lowering { graph, plan, argmax: HashMap::new() };
+    let mut l = Lowering { graph, plan, argmax: HashMap::new(), bn_saved: HashMap::new() };
     l.forward(mode)?;
     if mode == Mode::Train {
         l.backward()?;

@@ -7,6 +7,7 @@
 
 pub mod cpu;
 pub mod exec;
+pub mod fold;
 pub mod lower;
 pub mod planner;
 
@@ -38,6 +39,9 @@ pub enum Op {
     /// Class labels [B], u32.
     Labels,
     Param { init: Init },
+    /// Non-trainable state that persists across steps (BatchNorm's running statistics):
+    /// starts at `init`, never touched by the optimizer, updated by its op in training.
+    State { init: f32 },
     /// inputs: x [B, C, H, W], weight [K, C, R, S], bias [K]
     Conv2d { stride: usize, pad: usize },
     MaxPool2d { k: usize, stride: usize, pad: usize },
@@ -57,6 +61,9 @@ pub enum Op {
     Flatten,
     /// y = a + b, same shapes
     Add,
+    /// inputs: x [B, C] or [B, C, H, W], weight [C], bias [C], running_mean [C] (state),
+    /// running_var [C] (state), num_batches_tracked [] (state): PyTorch's BatchNorm1d/2d.
+    BatchNorm { momentum: f32, eps: f32 },
     /// Row-wise softmax over [B, C] (inference).
     Softmax,
     /// inputs: logits [B, C], labels [B] -> per-row loss [B]; the training loss is its mean.
@@ -114,6 +121,11 @@ impl Graph {
 
     pub fn param(&mut self, name: &str, shape: &[usize], init: Init) -> NodeId {
         self.push(name.into(), Op::Param { init }, vec![], shape.to_vec())
+    }
+
+    /// Non-trainable state (see [`Op::State`]), a value kept across steps.
+    pub fn add_state(&mut self, name: &str, shape: &[usize], init: f32) -> NodeId {
+        self.push(name.into(), Op::State { init }, vec![], shape.to_vec())
     }
 
     pub fn conv2d(&mut self, name: &str, x: NodeId, w: NodeId, b: Option<NodeId>, stride: usize, pad: usize) -> Result<NodeId> {
@@ -250,6 +262,25 @@ impl Graph {
         Ok(self.push(name.into(), Op::Add, vec![a, b], s))
     }
 
+    /// PyTorch's BatchNorm1d (x [N, C]) or BatchNorm2d (x [N, C, H, W]) over `channels`
+    /// channels, with its own `{name}.weight` (1) and `{name}.bias` (0) parameters and
+    /// `{name}.running_mean` (0), `{name}.running_var` (1), `{name}.num_batches_tracked`
+    /// (0, shape []) state. PyTorch's defaults: momentum 0.1, eps 1e-5
+    /// (`ops::batchnorm::{MOMENTUM, EPS}`).
+    pub fn batch_norm(&mut self, name: &str, x: NodeId, channels: usize, momentum: f32, eps: f32) -> Result<NodeId> {
+        let xs = self.shape(x).to_vec();
+        crate::ops::batchnorm::BatchNorm::for_shape(&format!("node '{name}'"), &xs, momentum, eps)?;
+        if xs[1] != channels {
+            return Err(self.err(name, format!("input {xs:?} has {} channels, the layer expects {channels}", xs[1])));
+        }
+        let weight = self.param(&format!("{name}.weight"), &[channels], Init::Constant(1.0));
+        let bias = self.param(&format!("{name}.bias"), &[channels], Init::Constant(0.0));
+        let mean = self.add_state(&format!("{name}.running_mean"), &[channels], 0.0);
+        let var = self.add_state(&format!("{name}.running_var"), &[channels], 1.0);
+        let count = self.add_state(&format!("{name}.num_batches_tracked"), &[], 0.0);
+        Ok(self.push(name.into(), Op::BatchNorm { momentum, eps }, vec![x, weight, bias, mean, var, count], xs))
+    }
+
     pub fn softmax(&mut self, name: &str, logits: NodeId) -> Result<NodeId> {
         let s = self.shape(logits).to_vec();
         if s.len() != 2 {
@@ -278,6 +309,16 @@ impl Graph {
             .iter()
             .enumerate()
             .filter(|(_, n)| matches!(n.op, Op::Param { .. }))
+            .map(|(i, n)| (NodeId(i), n.name.as_str(), n.shape.as_slice()))
+            .collect()
+    }
+
+    /// Non-trainable state in creation order: (node, name, shape).
+    pub fn state(&self) -> Vec<(NodeId, &str, &[usize])> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| matches!(n.op, Op::State { .. }))
             .map(|(i, n)| (NodeId(i), n.name.as_str(), n.shape.as_slice()))
             .collect()
     }

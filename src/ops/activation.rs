@@ -20,7 +20,7 @@ const WG: u32 = 256;
 pub const LEAKY_RELU_DEFAULT_SLOPE: f32 = 0.01;
 
 /// An elementwise activation. GELU is the exact (erf) form, PyTorch's `nn.GELU()` default.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Activation {
     /// y = x for x > 0, slope * x otherwise.
     LeakyRelu { slope: f32 },

@@ -9,6 +9,7 @@
 //! what it reads and writes.
 
 pub mod activation;
+pub mod batchnorm;
 pub mod conv2d;
 pub mod dropout;
 pub mod elementwise;
