@@ -19,14 +19,33 @@ use crate::{Error, Result};
 /// (BatchNorm's running statistics and step count).
 pub type Params = Vec<(String, Vec<usize>, Vec<f32>)>;
 
+/// A trained model in a file: what [`crate::Classifier`], `predict`, `export` and PyTorch
+/// read.
+///
+/// ```
+/// use kiln::checkpoint::Checkpoint;
+/// use kiln::nn::ModelKind;
+/// let model = ModelKind::Mlp.spec();
+/// let graph = model.build(1, 7).unwrap();
+/// let params = graph.graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), vec![0.5; s.iter().product()])).collect();
+/// let ck = Checkpoint { model, mean: 0.1307, std: 0.3081, dataset: "mnist".into(), params };
+/// let path = std::env::temp_dir().join(format!("kiln-doc-{}.safetensors", std::process::id()));
+/// ck.save(&path).unwrap();
+/// assert_eq!(Checkpoint::load(&path).unwrap(), ck); // the model comes back from the file alone
+/// std::fs::remove_file(&path).unwrap();
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {
     /// The model's description, written into the file: any program rebuilds the model
     /// from the checkpoint alone.
     pub model: Model,
+    /// Input normalisation: (pixel / 255 - mean) / std, the training split's statistics.
     pub mean: f32,
+    /// See `mean`; > 0.
     pub std: f32,
+    /// What it was trained on (`mnist`, `mnist10k`, `fashion`).
     pub dataset: String,
+    /// The model's tensors with PyTorch's names: parameters, then state.
     pub params: Params,
 }
 

@@ -1,6 +1,24 @@
 //! Layers on top of the graph builder, named like PyTorch's modules so checkpoints map
-//! one to one (`conv1.weight` [16, 1, 5, 5], `fc2.bias` [10], ...), and the two models
-//! of the MNIST application.
+//! one to one (`conv1.weight` [16, 1, 5, 5], `fc2.bias` [10], ...); [`Model`], the
+//! serialisable description of a classifier that checkpoints carry; and the built-in models
+//! of the MNIST application ([`ModelKind`]).
+//!
+//! A model is a [`Sequential`] of named [`LayerSpec`]s. Each layer implements [`Layer`]:
+//! it adds its nodes to a [`Graph`]. A layer of your own that is not one of these can still
+//! build graphs (implement [`Layer`]), but only [`LayerSpec`]s can be written into a
+//! checkpoint and rebuilt from it.
+//!
+//! ```
+//! use kiln::graph::Graph;
+//! use kiln::nn::{Layer, Linear, ReLU, Sequential};
+//! let mut g = Graph::new(7);
+//! let x = g.input("input", &[4, 784]).unwrap();
+//! let mlp = Sequential::new().add("fc1", Linear::new(784, 32)).add("relu", ReLU).add("fc2", Linear::new(32, 10));
+//! let logits = mlp.build(&mut g, "", x).unwrap();
+//! assert_eq!(g.node(logits).shape, [4, 10]);
+//! let names: Vec<&str> = g.params().iter().map(|p| p.1).collect();
+//! assert_eq!(names, ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]);
+//! ```
 
 use serde::{Deserialize, Serialize};
 
@@ -17,10 +35,15 @@ pub trait Layer {
 /// 2-D convolution with bias; square kernel, PyTorch's default initialisation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Conv2d {
+    /// C: channels in.
     pub in_channels: usize,
+    /// K: channels out.
     pub out_channels: usize,
+    /// The square window's side.
     pub kernel: usize,
+    /// The step between windows.
     pub stride: usize,
+    /// Zeros added on every side.
     pub padding: usize,
 }
 
@@ -52,8 +75,11 @@ impl Layer for Conv2d {
 /// Fully connected layer: y = x W^T + b, W [out, in].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Linear {
+    /// Features in.
     pub inputs: usize,
+    /// Features out.
     pub outputs: usize,
+    /// Whose initialisation the parameters start from.
     pub init: Initialiser,
 }
 
@@ -93,7 +119,9 @@ impl Layer for Linear {
 /// Max pooling over square windows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MaxPool2d {
+    /// The square window's side.
     pub kernel: usize,
+    /// The step between windows.
     pub stride: usize,
 }
 
@@ -137,8 +165,11 @@ impl Layer for Flatten {
 /// Average pooling over square windows (PyTorch's nn.AvgPool2d: padding counts as zeros).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AvgPool2d {
+    /// The square window's side.
     pub kernel: usize,
+    /// The step between windows.
     pub stride: usize,
+    /// Zeros added on every side (counted in each window's mean).
     pub padding: usize,
 }
 
@@ -170,6 +201,7 @@ impl Layer for Activation {
 /// `.bias`, `.running_mean`, `.running_var`, `.num_batches_tracked`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BatchNorm {
+    /// C: the channels (or features) normalised.
     pub channels: usize,
 }
 
@@ -182,6 +214,7 @@ impl Layer for BatchNorm {
 /// y = x + body(x): a residual block; `body` must keep the shape.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Residual {
+    /// The layers whose output is added to the block's input.
     pub body: Sequential,
 }
 
@@ -197,16 +230,27 @@ impl Layer for Residual {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LayerSpec {
+    /// See [`Conv2d`].
     Conv2d(Conv2d),
+    /// See [`Linear`].
     Linear(Linear),
+    /// See [`MaxPool2d`].
     MaxPool2d(MaxPool2d),
+    /// See [`ReLU`].
     Relu,
+    /// See [`Dropout`]: the drop probability.
     Dropout(f32),
+    /// See [`Flatten`].
     Flatten,
+    /// See [`Residual`].
     Residual(Residual),
+    /// See [`AvgPool2d`].
     AvgPool2d(AvgPool2d),
+    /// See [`GlobalAvgPool`].
     GlobalAvgPool,
+    /// LeakyReLU, Tanh, Sigmoid or GELU.
     Activation(Activation),
+    /// See [`BatchNorm`].
     BatchNorm(BatchNorm),
 }
 
@@ -257,6 +301,7 @@ into_spec! {
 /// `conv1.weight`). Inside a [`Residual`], names are joined with a dot (`block1.conv1`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Sequential {
+    /// (name, layer) in order.
     pub layers: Vec<(String, LayerSpec)>,
 }
 
@@ -361,10 +406,15 @@ impl Model {
 
 /// A classifier graph: input [B, 1, 28, 28] -> logits, plus labels and the loss.
 pub struct ClassifierGraph {
+    /// The graph, parameters initialised from its seed.
     pub graph: Graph,
+    /// The batch of images [B, C, H, W].
     pub input: NodeId,
+    /// The batch's labels [B].
     pub labels: NodeId,
+    /// The model's output [B, classes].
     pub logits: NodeId,
+    /// Per-row cross-entropy [B]; training minimises its mean.
     pub loss: NodeId,
 }
 
@@ -388,6 +438,7 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
+    /// The name `--model` takes and checkpoints record.
     pub fn name(self) -> &'static str {
         match self {
             ModelKind::Cnn => "cnn",
@@ -470,9 +521,13 @@ impl ModelKind {
 
 /// An inference graph: input [B, 1, 28, 28] -> logits [B, 10] -> class probabilities [B, 10].
 pub struct Inference {
+    /// The graph (parameters come from a checkpoint).
     pub graph: Graph,
+    /// The batch of images [B, C, H, W].
     pub input: NodeId,
+    /// The model's output [B, classes].
     pub logits: NodeId,
+    /// softmax(logits) [B, classes].
     pub probs: NodeId,
 }
 

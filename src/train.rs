@@ -22,26 +22,34 @@ use crate::{Error, Result};
 /// checkpoint, so that a resumed run is the same run.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainConfig {
+    /// Which data set and split protocol.
     pub dataset: DatasetKind,
+    /// Where its files are (else the usual places, see `data::mnist`).
     #[serde(skip)]
     pub data_dir: Option<PathBuf>,
+    /// Download missing files.
     #[serde(skip)]
     pub download: bool,
     /// What to train: a built-in model's `ModelKind::spec()` or any described model.
     pub model: Model,
+    /// Passes over the training split.
     pub epochs: usize,
+    /// Images per step (the last partial batch of an epoch is dropped).
     pub batch_size: usize,
     /// The update rule; its learning rate follows `lr_schedule` over the run's steps.
     pub rule: Rule,
     pub lr_schedule: LrSchedule,
     /// Label smoothing of the cross-entropy, in [0, 1) (0: none).
     pub label_smoothing: f32,
+    /// Initialisation, shuffling, dropout and augmentation all follow from it.
     pub seed: u64,
+    /// Random shifts, rotations and scaling of the training images, on the GPU.
     pub augment: bool,
     /// Read the metrics every this many steps (0: only per epoch): the progress display,
     /// the loss curve, and the early stop of a diverging run come from these reads.
     #[serde(skip)]
     pub progress_every: usize,
+    /// One kernel variant for every GEMM/conv step instead of autotuning.
     #[serde(skip)]
     pub gemm: Option<GemmConfig>,
 }
@@ -49,9 +57,13 @@ pub struct TrainConfig {
 /// The learning rate over a whole run.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum LrSchedule {
+    /// The rule's learning rate throughout.
     Constant,
     /// Full rate for this fraction of the run, then half a cosine down to 0 at its end.
-    Cosine { hold: f64 },
+    Cosine {
+        /// The fraction of the run at full rate, in [0, 1).
+        hold: f64,
+    },
 }
 
 impl TrainConfig {
@@ -93,33 +105,48 @@ impl std::fmt::Display for LrSchedule {
 
 #[derive(Clone, Debug)]
 pub struct EpochReport {
+    /// 1-based.
     pub epoch: usize,
+    /// Mean training loss over the epoch.
     pub train_loss: f32,
+    /// Fraction of training images classified right during the epoch.
     pub train_accuracy: f32,
+    /// Mean loss over the test split after the epoch.
     pub test_loss: f32,
+    /// Fraction of the test split classified right after the epoch.
     pub test_accuracy: f32,
     /// Training pass only.
     pub train_seconds: f64,
+    /// Training images per second of the training pass.
     pub images_per_sec: f64,
+    /// The evaluation pass.
     pub eval_seconds: f64,
 }
 
 #[derive(Clone, Debug)]
 pub struct TrainReport {
+    /// One report per epoch run.
     pub epochs: Vec<EpochReport>,
+    /// The last evaluation: accuracy, per-class counts, confusion matrix.
     pub test: Metrics,
+    /// Submits, readbacks, dispatches per step, GPU memory.
     pub stats: ExecStats,
+    /// The training split's pixel mean (inputs are normalised with it).
     pub mean: f32,
+    /// The training split's pixel standard deviation.
     pub std: f32,
     /// Process-independent start-up: from opening the GPU to the first submitted step.
     pub startup_seconds: f64,
+    /// The trained parameters and state, as a checkpoint holds them.
     pub params: crate::checkpoint::Params,
     /// What resuming this run needs (saved beside the checkpoint by `--stop-after` and
     /// `--save-every-epoch`).
     pub state: TrainState,
     /// (epochs done, mean training loss since the previous point) at each metrics read.
     pub loss_curve: Vec<(f64, f32)>,
+    /// Images in the training split.
     pub train_images: usize,
+    /// Images in the test split.
     pub test_images: usize,
     /// Kernel variant choice: what was chosen, whether from the cache, what it cost.
     pub tune: TuneReport,
@@ -127,9 +154,11 @@ pub struct TrainReport {
 
 /// What the trainer tells its caller as it goes (progress bars, logs).
 pub trait Observer {
+    /// Epoch `epoch` (1-based) of `steps` steps begins.
     fn epoch_start(&mut self, _epoch: usize, _steps: usize) {}
     /// After `step` steps of the epoch, with the metrics read so far this epoch.
     fn progress(&mut self, _step: usize, _metrics: &Metrics, _images_per_sec: f64) {}
+    /// Epoch done and evaluated.
     fn epoch_end(&mut self, _report: &EpochReport) {}
     /// Whether [`Observer::snapshot`] should be called at every epoch end (it costs a
     /// readback of the parameters and the optimizer state).
@@ -148,7 +177,9 @@ pub trait Observer {
 /// so that the checkpoint stays an inference checkpoint PyTorch loads strictly.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainState {
+    /// The run's settings.
     pub config: TrainConfig,
+    /// Epochs completed.
     pub epochs_done: usize,
     /// Optimizer steps taken: the learning-rate schedule's position, Adam's t, and the
     /// dropout and augmentation counter.
@@ -186,7 +217,9 @@ impl TrainState {
 
 /// Where a run continues from: its checkpoint's parameters and its training state.
 pub struct Resume {
+    /// The checkpoint's tensors (parameters, then state).
     pub params: Params,
+    /// The training state beside it.
     pub state: TrainState,
 }
 
