@@ -175,6 +175,29 @@ fn batchnorm_benches(c: &mut Criterion) {
     }
 }
 
+/// The inference API end to end (host normalisation, batches of 256, readback of the
+/// probabilities): latency for 1 image, a batch of 64, and throughput over 10,000, for the
+/// CNN and the MLP with random weights (speed does not depend on them). Images/s.
+fn classify_benches(c: &mut Criterion) {
+    let gpu = gpu();
+    let mut rng = Rng::new(5);
+    for kind in [kiln::nn::ModelKind::Cnn, kiln::nn::ModelKind::Mlp] {
+        let model = kind.spec();
+        let graph = model.build(1, 3).unwrap();
+        let params = graph.graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), rng.vec(s.iter().product()))).collect();
+        let ck = kiln::checkpoint::Checkpoint { model, mean: 0.13, std: 0.31, dataset: "mnist".into(), params };
+        let mut classifier = kiln::Classifier::new(gpu, ck, kiln::classify::DEFAULT_BATCH).unwrap();
+        let mut g = c.benchmark_group("classify");
+        for n in [1usize, 64, 10_000] {
+            let images = rng.vec(n * 784);
+            classifier.classify_tensor(&images).unwrap(); // builds the executors outside the timing
+            g.throughput(Throughput::Elements(n as u64));
+            g.bench_function(BenchmarkId::new(kind.name(), n), |b| b.iter(|| classifier.classify_tensor(&images).unwrap()));
+        }
+        g.finish();
+    }
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(10)
@@ -182,5 +205,5 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(2))
 }
 
-criterion_group! { name = benches; config = config(); targets = gemm_benches, conv_benches, memory_bound_benches, batchnorm_benches }
+criterion_group! { name = benches; config = config(); targets = gemm_benches, conv_benches, memory_bound_benches, batchnorm_benches, classify_benches }
 criterion_main!(benches);

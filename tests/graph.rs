@@ -456,3 +456,50 @@ fn folding_batchnorm_into_the_layer_before_keeps_the_logits() {
         assert_close("folded logits", &got, &want, BATCH_NORM);
     }
 }
+
+/// A residual block with BatchNorm and global average pooling, described with `nn::Model`
+/// (the way `examples/custom_model.rs` builds its network), trained with SGD and label
+/// smoothing: GPU steps == the CPU interpreter, parameters and running statistics. (Not
+/// Adam: a conv bias right before a BatchNorm has a gradient that is exactly 0 in exact
+/// arithmetic, and Adam's m/sqrt(v) turns its rounding noise into full-size steps whose
+/// signs differ between the GPU and the f64 reference.)
+#[test]
+fn a_residual_batchnorm_model_trains_like_the_cpu_reference() {
+    use kiln::nn::{BatchNorm, GlobalAvgPool, Model, ReLU, Residual, Sequential};
+    let body = Sequential::new()
+        .add("conv", Conv2d::new(4, 4, 3).padding(1))
+        .add("bn", BatchNorm { channels: 4 })
+        .add("relu", ReLU);
+    let layers = Sequential::new()
+        .add("stem", Conv2d::new(1, 4, 3).padding(1).stride(2))
+        .add("bn", BatchNorm { channels: 4 })
+        .add("relu", ReLU)
+        .add("block", Residual { body })
+        .add("pool", GlobalAvgPool)
+        .add("flatten", kiln::nn::Flatten)
+        .add("fc", Linear::new(4, 5));
+    let model = Model { name: "res".into(), input: [1, 7, 7], layers };
+    let graph = model.build_smoothed(BATCH, 4, 0.1).unwrap().graph;
+    let gpu = gpu();
+    let opt = Optimizer::sgd(0.05, 0.9);
+    let data = batches(5, 49, 5, 12);
+    for (cfg_name, cfg) in GemmConfig::ALL {
+        let mut exec = Executor::new(gpu, &graph, Mode::Train, Some(opt), &cfg, None).unwrap();
+        let mut cpu = CpuExecutor::new(&graph, Mode::Train, Some(opt)).unwrap();
+        for (step, (x, y)) in data.iter().enumerate() {
+            exec.write_input(x).unwrap();
+            exec.write_labels(y).unwrap();
+            exec.reset_metrics().unwrap();
+            exec.run_step(0).unwrap();
+            let gpu_loss = exec.read_metrics().unwrap().loss_sum;
+            let cpu_loss = cpu.run_step(x, y).unwrap().unwrap();
+            assert_close(&format!("{cfg_name} loss at step {step}"), &[gpu_loss], &[cpu_loss as f32], TRAINING);
+        }
+        for ((n, _, w), (_, want)) in exec.read_params().unwrap().iter().zip(cpu.params()) {
+            assert_close(&format!("{cfg_name} {n}"), w, &want, TRAINING);
+        }
+        for ((n, _, v), (_, want)) in exec.read_state().unwrap().iter().zip(cpu.state()) {
+            assert_close(&format!("{cfg_name} {n}"), v, &want, TRAINING);
+        }
+    }
+}
