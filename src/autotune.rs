@@ -18,14 +18,19 @@ use crate::{Error, Result};
 /// The variant to use for each GEMM/conv step, by shape key; `default` for the rest.
 #[derive(Clone, Debug)]
 pub struct Tuning {
+    /// The variant for steps without a tuned entry (and for every step when tuning is off).
     pub default: GemmConfig,
+    /// The variant per step key ([`crate::graph::Plan::tune_key`]: the step's kind and
+    /// shapes, e.g. `linear_forward x[64, 784] w[128, 784]`).
     pub per_key: HashMap<String, GemmConfig>,
 }
 
 impl Tuning {
+    /// One variant for every step: what `KILN_AUTOTUNE=off` and the tests use.
     pub fn fixed(cfg: GemmConfig) -> Tuning {
         Tuning { default: cfg, per_key: HashMap::new() }
     }
+    /// The variant for the step with tune key `key` (`None` for steps without GEMM/conv).
     pub fn choose(&self, key: Option<&str>) -> GemmConfig {
         key.and_then(|k| self.per_key.get(k)).copied().unwrap_or(self.default)
     }
@@ -48,8 +53,11 @@ impl From<&Tuning> for Tuning {
 pub struct TuneReport {
     /// key -> (chosen variant, its median seconds)
     pub chosen: BTreeMap<String, (String, f64)>,
+    /// True when every choice came from the cache file and nothing was timed.
     pub from_cache: bool,
+    /// Wall-clock seconds the tuning took, cache reads and pipeline compilation included.
     pub seconds: f64,
+    /// The cache file read and written; `None` without a home directory or when tuning is off.
     pub cache_file: Option<PathBuf>,
     /// What the caller should tell the user: cache entries refused, a cache not written.
     pub warnings: Vec<String>,

@@ -1,16 +1,6 @@
 //! Inference with a trained checkpoint: class probabilities for any number of images, in
-//! batches of bounded size, on executors built once and reused across calls.
-//!
-//! ```no_run
-//! # fn main() -> kiln::Result<()> {
-//! let gpu = kiln::Gpu::new()?;
-//! let mut classifier = kiln::Classifier::load(&gpu, "model.safetensors".as_ref())?;
-//! let digit = kiln::predict::to_mnist(&kiln::predict::load_gray("seven.png".as_ref())?, "seven.png".as_ref())?;
-//! let probs = classifier.classify(&[digit])?;
-//! println!("{:?}", probs[0]);
-//! # Ok(())
-//! # }
-//! ```
+//! batches of bounded size, on executors built once and reused across calls. See
+//! [`Classifier`] for an example, from a checkpoint file and a photo to probabilities.
 
 use std::path::Path;
 
@@ -43,7 +33,56 @@ enum Output {
     Probs,
 }
 
-/// A checkpoint loaded on the GPU for inference.
+/// A checkpoint loaded on the GPU for inference. The model is rebuilt from the
+/// checkpoint's own description in eval mode (dropout off, BatchNorm on its running
+/// statistics); inputs are normalised with the checkpoint's mean and std.
+///
+/// ```
+/// use kiln::checkpoint::Checkpoint;
+/// use kiln::nn::ModelKind;
+/// use kiln::Classifier;
+///
+/// let gpu = kiln::testing::gpu();
+/// // A checkpoint of the MLP with made-up weights (training would produce real ones):
+/// // the tensors are the model's parameters, with their PyTorch names and shapes.
+/// let model = ModelKind::Mlp.spec();
+/// let graph = model.build(1, 0)?.graph;
+/// let mut rng = kiln::rng::Rng::new(0);
+/// let params = graph
+///     .params()
+///     .into_iter()
+///     .map(|(_, name, shape)| {
+///         let values = rng.vec(shape.iter().product()).iter().map(|v| 0.05 * v).collect();
+///         (name.to_string(), shape.to_vec(), values)
+///     })
+///     .collect();
+/// let checkpoint = Checkpoint { model, mean: 0.1307, std: 0.3081, dataset: "mnist".into(), params };
+/// let path = std::env::temp_dir().join(format!("kiln-doc-classify-{}.safetensors", std::process::id()));
+/// checkpoint.save(&path)?;
+///
+/// let mut classifier = Classifier::load(gpu, &path)?;
+///
+/// // A photo of a "1": a dark stroke on light paper, 60x80 pixels.
+/// let photo = path.with_extension("png");
+/// image::GrayImage::from_fn(60, 80, |x, y| image::Luma([if (26..34).contains(&x) && (10..70).contains(&y) { 30 } else { 230 }]))
+///     .save(&photo)
+///     .expect("write the PNG");
+/// // As MNIST was made: white ink on black, cropped, scaled to 20 px, centred in 28x28.
+/// let gray = kiln::predict::load_gray(&photo)?;
+/// let digit = kiln::predict::to_mnist(&gray, &photo)?;
+/// assert_eq!(digit.dimensions(), (28, 28));
+///
+/// let probs = classifier.classify(&[digit.clone(), digit])?;
+/// assert_eq!(probs.len(), 2);
+/// assert_eq!(probs[0].len(), 10);
+/// let sum: f32 = probs[0].iter().sum();
+/// assert!((sum - 1.0).abs() < 1e-5, "probabilities sum to {sum}");
+/// assert!(probs[0].iter().all(|&p| (0.0..=1.0).contains(&p)));
+/// assert_eq!(probs[0], probs[1]); // the same image, the same answer
+/// std::fs::remove_file(&path).ok();
+/// std::fs::remove_file(&photo).ok();
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub struct Classifier<'g> {
     gpu: &'g Gpu,
     checkpoint: Checkpoint,

@@ -24,12 +24,20 @@ KILN_BACKEND=vulkan|metal|dx12|gl picks a backend, KILN_ADAPTER=<substring> an a
 /// What `Gpu::info()` reports: the adapter and the limits kiln runs under.
 #[derive(Clone, Debug)]
 pub struct GpuInfo {
+    /// The adapter's name as the driver reports it (matched by `KILN_ADAPTER`).
     pub name: String,
+    /// The backend the adapter runs on (chosen by `KILN_BACKEND`).
     pub backend: wgpu::Backend,
+    /// Discrete, integrated, virtual, CPU or other; see [`GpuInfo::is_cpu`].
     pub device_type: wgpu::DeviceType,
+    /// The driver's name; empty on backends that do not report it.
     pub driver: String,
+    /// The driver's version string; may be empty.
     pub driver_info: String,
+    /// The device's limits: the adapter's full limits, as requested by [`Gpu::new`].
     pub limits: wgpu::Limits,
+    /// The optional features enabled on the device: the subset of timestamp queries, f16 and
+    /// subgroups that the adapter offers.
     pub features: wgpu::Features,
 }
 
@@ -83,10 +91,13 @@ impl std::fmt::Display for GpuInfo {
 /// Counters of host/GPU traffic and memory, read by `ExecStats`.
 #[derive(Default, Debug)]
 pub struct Counters {
+    /// Command buffers submitted, readback copies included.
     pub submits: AtomicU64,
+    /// Device-to-host copies made by [`Gpu::read_bytes`].
     pub readbacks: AtomicU64,
     /// Bytes of kiln's storage buffers alive now, and the most alive at once so far.
     pub bytes_live: AtomicU64,
+    /// The largest value `bytes_live` has reached.
     pub bytes_peak: AtomicU64,
 }
 
@@ -110,11 +121,24 @@ impl Drop for GpuBuffer {
     }
 }
 
+/// The device and queue kiln runs on, with the adapter's description, the pipeline cache
+/// and the traffic counters. Open it once and share it: tests use [`crate::testing::gpu`].
+///
+/// ```
+/// let gpu = kiln::Gpu::new()?;
+/// assert!(gpu.limits().max_compute_workgroups_per_dimension >= 65535);
+/// println!("{}", gpu.info().summary());
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub struct Gpu {
+    /// The wgpu device; resources created on it directly are not counted in [`Gpu::counters`].
     pub device: wgpu::Device,
+    /// The queue; submit through [`Gpu::submit`] so the submission is counted and errors are
+    /// caught.
     pub queue: wgpu::Queue,
     info: GpuInfo,
     pub(crate) pipelines: PipelineCache,
+    /// Submits, readbacks and live/peak storage bytes since the device was opened.
     pub counters: Arc<Counters>,
     /// Compile shaders with wgpu's runtime bounds checks (KILN_CHECKED_SHADERS=1).
     pub(crate) checked_shaders: bool,
@@ -248,10 +272,12 @@ impl Gpu {
         })
     }
 
+    /// The adapter, limits and features this device runs under.
     pub fn info(&self) -> &GpuInfo {
         &self.info
     }
 
+    /// Shorthand for `&self.info().limits`.
     pub fn limits(&self) -> &wgpu::Limits {
         &self.info.limits
     }

@@ -12,12 +12,17 @@ use crate::Result;
 /// A kernel: a shader's entry point specialised with override constants.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Kernel {
+    /// The WGSL source the entry point lives in.
     pub shader: Shader,
+    /// The `@compute` entry point's name, e.g. `"relu_forward"`.
     pub entry: &'static str,
+    /// Override constants (name, value) the pipeline is specialised with; order does not
+    /// matter to the cache key.
     pub constants: Vec<(&'static str, f64)>,
 }
 
 impl Kernel {
+    /// The entry point with no override constants (the WGSL defaults apply).
     pub fn new(shader: Shader, entry: &'static str) -> Self {
         Kernel { shader, entry, constants: Vec::new() }
     }
@@ -41,6 +46,8 @@ impl Kernel {
 
 type Key = (Shader, &'static str, Vec<(&'static str, u64)>);
 
+/// The compiled shader modules and pipelines of one [`Gpu`], keyed by shader and by
+/// (shader, entry point, override constants); reached through [`Gpu::pipeline`].
 #[derive(Default)]
 pub struct PipelineCache {
     modules: Mutex<HashMap<Shader, Arc<wgpu::ShaderModule>>>,

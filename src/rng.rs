@@ -5,9 +5,11 @@
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator for `seed`; the same seed gives the same sequence on every platform.
     pub fn new(seed: u64) -> Rng {
         Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
     }
+    /// The next 64 uniformly distributed bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;

@@ -1,6 +1,8 @@
 //! The WGSL sources, embedded at build time behind one enum. Every source is parsed,
 //! validated and translated to SPIR-V, MSL and HLSL by `tests/shaders.rs` (no GPU needed).
 
+/// One embedded WGSL file: each op family's forward and backward entry points side by
+/// side. [`Shader::source`] is the text, [`Shader::file_name`] its name under `shaders/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
     /// ReLU, bias, scale-add, fill: forward and backward.
@@ -28,6 +30,7 @@ pub enum Shader {
 }
 
 impl Shader {
+    /// Every shader, in file order (what `tests/shaders.rs` validates).
     pub const ALL: [Shader; 11] = [
         Shader::Elementwise,
         Shader::Activation,
@@ -42,6 +45,7 @@ impl Shader {
         Shader::Batchnorm,
     ];
 
+    /// The file's name under `shaders/`, also the module's label in validation errors.
     pub fn file_name(self) -> &'static str {
         match self {
             Shader::Elementwise => "elementwise.wgsl",
@@ -58,6 +62,7 @@ impl Shader {
         }
     }
 
+    /// The WGSL text, embedded with `include_str!`.
     pub fn source(self) -> &'static str {
         match self {
             Shader::Elementwise => include_str!("../shaders/elementwise.wgsl"),

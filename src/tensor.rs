@@ -10,8 +10,11 @@ use crate::{Error, Result};
 /// is how the resident dataset fits the 128 MiB binding limit of many adapters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DType {
+    /// 32-bit float.
     F32,
+    /// 32-bit unsigned integer (labels, argmax indices, metrics, the step buffer).
     U32,
+    /// Byte, packed four to a little-endian 32-bit word (the resident dataset's pixels).
     U8,
 }
 
@@ -25,6 +28,18 @@ impl DType {
     }
 }
 
+/// A GPU-resident tensor: a range of a storage buffer, a shape (row-major, outermost first)
+/// and a [`DType`]. Cloning shares the buffer. Uploads are queued writes; readbacks
+/// (`to_f32`, `to_u32`, `to_u8`) wait for the GPU and count in [`crate::gpu::Counters`].
+///
+/// ```
+/// let gpu = kiln::testing::gpu();
+/// let t = kiln::Tensor::from_f32(gpu, &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])?;
+/// assert_eq!(t.shape(), &[2, 3]);
+/// let flat = t.reshape(&[6])?; // same memory, no copy
+/// assert_eq!(flat.to_f32(gpu)?, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Tensor {
     buffer: Arc<GpuBuffer>,
@@ -55,14 +70,20 @@ impl Tensor {
         Ok(t)
     }
 
+    /// Uploads `data` into a new f32 tensor. `Error::Shape` unless `data.len()` is the
+    /// product of `shape`.
     pub fn from_f32(gpu: &Gpu, shape: &[usize], data: &[f32]) -> Result<Tensor> {
         Self::upload(gpu, shape, DType::F32, data.len(), bytemuck::cast_slice(data))
     }
 
+    /// Uploads `data` into a new u32 tensor. `Error::Shape` unless `data.len()` is the
+    /// product of `shape`.
     pub fn from_u32(gpu: &Gpu, shape: &[usize], data: &[u32]) -> Result<Tensor> {
         Self::upload(gpu, shape, DType::U32, data.len(), bytemuck::cast_slice(data))
     }
 
+    /// Uploads `data` into a new packed u8 tensor. `Error::Shape` unless `data.len()` is the
+    /// product of `shape`.
     pub fn from_u8(gpu: &Gpu, shape: &[usize], data: &[u8]) -> Result<Tensor> {
         Self::upload(gpu, shape, DType::U8, data.len(), data)
     }
@@ -83,10 +104,14 @@ impl Tensor {
         gpu.catch("Tensor::write", || gpu.queue.write_buffer(&self.buffer, self.offset, data))
     }
 
+    /// Writes `data` from element 0 (queued before the next submit); a shorter slice leaves
+    /// the rest unchanged, a longer one is `Error::Shape`. The dtype is not checked.
     pub fn write_f32(&self, gpu: &Gpu, data: &[f32]) -> Result<()> {
         self.write_bytes(gpu, bytemuck::cast_slice(data))
     }
 
+    /// Writes `data` from element 0 (queued before the next submit); a shorter slice leaves
+    /// the rest unchanged, a longer one is `Error::Shape`. The dtype is not checked.
     pub fn write_u32(&self, gpu: &Gpu, data: &[u32]) -> Result<()> {
         self.write_bytes(gpu, bytemuck::cast_slice(data))
     }
@@ -106,18 +131,24 @@ impl Tensor {
         gpu.catch("Tensor::fill", || gpu.queue.write_buffer(&self.buffer, self.offset, bytemuck::cast_slice(words)))
     }
 
+    /// Reads the tensor back (waits for the GPU; one counted readback). `Error::Unsupported`
+    /// unless the dtype is `F32`.
     pub fn to_f32(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         self.expect_dtype(DType::F32, "to_f32")?;
         let bytes = gpu.read_bytes(&self.buffer, self.offset, self.bytes())?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
+    /// Reads the tensor back (waits for the GPU; one counted readback). `Error::Unsupported`
+    /// unless the dtype is `U32`.
     pub fn to_u32(&self, gpu: &Gpu) -> Result<Vec<u32>> {
         self.expect_dtype(DType::U32, "to_u32")?;
         let bytes = gpu.read_bytes(&self.buffer, self.offset, self.bytes())?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
+    /// Reads the tensor back, unpacked to `len()` bytes (waits for the GPU; one counted
+    /// readback). `Error::Unsupported` unless the dtype is `U8`.
     pub fn to_u8(&self, gpu: &Gpu) -> Result<Vec<u8>> {
         self.expect_dtype(DType::U8, "to_u8")?;
         let mut bytes = gpu.read_bytes(&self.buffer, self.offset, self.bytes())?;
@@ -145,15 +176,19 @@ impl Tensor {
         Tensor { buffer, offset, shape: shape.to_vec(), dtype }
     }
 
+    /// Dimensions, outermost first; `[]` is a scalar.
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
+    /// The element type.
     pub fn dtype(&self) -> DType {
         self.dtype
     }
+    /// Number of elements: the product of the shape (1 for a scalar).
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }
+    /// True when some dimension is 0.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -161,13 +196,18 @@ impl Tensor {
     pub fn bytes(&self) -> u64 {
         self.dtype.bytes(self.len()).max(4)
     }
+    /// The storage buffer this tensor is a range of (shared with other tensors in planned
+    /// memory).
     pub fn buffer(&self) -> &Arc<GpuBuffer> {
         &self.buffer
     }
+    /// Byte offset of element 0 in [`Tensor::buffer`]; a multiple of the adapter's storage
+    /// offset alignment.
     pub fn offset(&self) -> u64 {
         self.offset
     }
 
+    /// This tensor's range as a bind group entry ([`Tensor::bytes`] from [`Tensor::offset`]).
     pub fn binding(&self) -> wgpu::BindingResource<'_> {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: &self.buffer,

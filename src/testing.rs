@@ -11,8 +11,11 @@ use crate::gpu::Gpu;
 /// `|gpu - cpu| <= abs + rel * |cpu|`
 #[derive(Clone, Copy, Debug)]
 pub struct Tolerance {
+    /// Shown in failure reports.
     pub name: &'static str,
+    /// Absolute part of the bound.
     pub abs: f64,
+    /// Relative part of the bound, times `|cpu|`.
     pub rel: f64,
 }
 

@@ -81,6 +81,7 @@ fn derivative(act: Activation, s: f64) -> f64 {
     }
 }
 
+/// y = act(x), in f64 then rounded (erfc to ~1e-15 for GELU).
 pub fn activation_forward(act: Activation, x: &[f32]) -> Vec<f32> {
     x.iter().map(|&v| forward(act, v as f64) as f32).collect()
 }

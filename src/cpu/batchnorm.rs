@@ -9,10 +9,15 @@ use crate::ops::batchnorm::BatchNorm;
 /// statistics (num_batches_tracked just counts: the caller adds 1).
 #[derive(Clone, Debug)]
 pub struct TrainForward {
+    /// Output, x's shape.
     pub y: Vec<f32>,
+    /// Batch mean per channel `[C]`.
     pub mean: Vec<f32>,
+    /// 1/√(biased variance + eps) per channel `[C]`.
     pub invstd: Vec<f32>,
+    /// The running mean after this step `[C]`.
     pub running_mean: Vec<f32>,
+    /// The running variance after this step, updated with the unbiased batch variance `[C]`.
     pub running_var: Vec<f32>,
 }
 

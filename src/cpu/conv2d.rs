@@ -10,6 +10,8 @@ fn at(c: &Conv2d, oy: usize, r: usize, ox: usize, s: usize) -> Option<(usize, us
     (iy < c.h && ix < c.w).then_some((iy, ix))
 }
 
+/// y [N, K, OH, OW] = x ⋆ w + bias: the direct loops over (n, k, oy, ox, c, r, s), f64
+/// sums; padding reads as zero.
 pub fn conv2d_forward(c: &Conv2d, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (oh, ow) = (c.oh(), c.ow());
     let mut y = vec![0f32; c.y_len()];

@@ -43,6 +43,8 @@ pub fn max_pool2d_forward(p: &Pool2d, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
     (y, arg)
 }
 
+/// The max-pool backward recomputing the argmax from x: dy added at each window's first
+/// maximum.
 pub fn max_pool2d_backward(p: &Pool2d, x: &[f32], dy: &[f32]) -> Vec<f32> {
     max_pool2d_backward_saved(p, &max_pool2d_forward(p, x).1, dy)
 }
@@ -57,6 +59,7 @@ pub fn max_pool2d_backward_saved(p: &Pool2d, arg: &[u32], dy: &[f32]) -> Vec<f32
     dx.into_iter().map(|v| v as f32).collect()
 }
 
+/// y = window sum / k² (padding counts as zeros: count_include_pad).
 pub fn avg_pool2d_forward(p: &Pool2d, x: &[f32]) -> Vec<f32> {
     let mut y = vec![0f32; p.y_len()];
     let area = (p.k * p.k) as f64;
@@ -67,6 +70,7 @@ pub fn avg_pool2d_forward(p: &Pool2d, x: &[f32]) -> Vec<f32> {
     y
 }
 
+/// dx = dy/k² added to every input element of each window.
 pub fn avg_pool2d_backward(p: &Pool2d, dy: &[f32]) -> Vec<f32> {
     let mut dx = vec![0f64; p.x_len()];
     let area = (p.k * p.k) as f64;
@@ -84,6 +88,7 @@ pub fn global_avg_pool_forward(p: &GlobalPool2d, x: &[f32]) -> Vec<f32> {
     x.chunks(hw).map(|plane| (plane.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32).collect()
 }
 
+/// dx = dy/(H·W) on every element of each plane.
 pub fn global_avg_pool_backward(p: &GlobalPool2d, dy: &[f32]) -> Vec<f32> {
     let hw = p.h * p.w;
     dy.iter().flat_map(|&g| std::iter::repeat_n((g as f64 / hw as f64) as f32, hw)).collect()

@@ -1,5 +1,6 @@
 //! Reference softmax and cross-entropy, max-subtracted, in f64.
 
+/// Row-wise softmax of logits [rows, classes], max-subtracted, in f64.
 pub fn softmax_forward(logits: &[f32], classes: usize) -> Vec<f32> {
     logits
         .chunks(classes)
@@ -12,7 +13,7 @@ pub fn softmax_forward(logits: &[f32], classes: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Per-row loss logsumexp(z) - (1 - e) z[label] - e mean(z) (label smoothing e) and argmax
+/// Per-row loss logsumexp(z) - (1 - e) `z[label]` - e mean(z) (label smoothing e) and argmax
 /// (first max); rows with label >= C (padding) get loss 0.
 pub fn softmax_xent_forward(logits: &[f32], labels: &[u32], classes: usize, smoothing: f32) -> (Vec<f32>, Vec<u32>) {
     logits

@@ -34,7 +34,9 @@ pub const FASHION_MIRRORS: &[&str] =
 /// A file to fetch: its name (relative to a mirror's base URL) and published MD5 (hex).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RemoteFile {
+    /// The file's name, appended to a mirror's base URL (also its name on disk).
     pub name: &'static str,
+    /// The MD5 of the published file, lowercase hex.
     pub md5: &'static str,
 }
 

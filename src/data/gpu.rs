@@ -26,15 +26,24 @@ struct Params {
     seed: u32,
 }
 
+/// A whole split resident on the GPU, uploaded once, with the permutation that orders
+/// the current epoch; [`ResidentDataset::gather`] builds each batch from it on the GPU.
 pub struct ResidentDataset {
+    /// The pixels, packed u8 [count, rows, cols].
     pub images: Tensor,
+    /// The labels, u32 `[count]`.
     pub labels: Tensor,
+    /// The current epoch's order, u32 `[count]`: the identity until [`ResidentDataset::shuffle`].
     pub perm: Tensor,
+    /// Images in the split.
     pub count: usize,
+    /// Image height in pixels.
     pub rows: usize,
+    /// Image width in pixels.
     pub cols: usize,
     /// Normalisation: (pixel / 255 - mean) / std, the training split's statistics.
     pub mean: f32,
+    /// See `mean`; positive.
     pub std: f32,
 }
 
@@ -77,8 +86,8 @@ impl ResidentDataset {
         Ok(perm)
     }
 
-    /// The gather dispatch writing batch `x` [B, 1, rows, cols] (f32) and labels `y` [B]
-    /// from rows step[1].. of the permutation.
+    /// The gather dispatch writing batch `x` [B, 1, rows, cols] (f32) and labels `y` `[B]`
+    /// from rows `step[1]`.. of the permutation.
     pub fn gather(&self, gpu: &Gpu, step: &Tensor, x: &Tensor, y: &Tensor, augment: bool, seed: u32) -> Result<Dispatch> {
         let batch = y.len();
         if x.len() != batch * self.rows * self.cols || x.dtype() != DType::F32 || y.dtype() != DType::U32 {

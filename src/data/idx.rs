@@ -37,9 +37,13 @@ pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// `Debug` prints the shape, not the 47 million pixels.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Images {
+    /// Number of images.
     pub count: usize,
+    /// Height in pixels.
     pub rows: usize,
+    /// Width in pixels.
     pub cols: usize,
+    /// `count * rows * cols` pixels, image after image, row-major.
     pub pixels: Vec<u8>,
 }
 

@@ -27,9 +27,13 @@ pub const MNIST10K_TRAIN: usize = 8_000;
 /// ...and the last 2,000 evaluate; the test files must hold exactly this many.
 pub const MNIST10K_TOTAL: usize = 10_000;
 
+/// The MNIST file of the 60,000 training images (also Fashion-MNIST's name).
 pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte.gz";
+/// The MNIST file of the 60,000 training labels.
 pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte.gz";
+/// The MNIST file of the 10,000 test images.
 pub const TEST_IMAGES: &str = "t10k-images-idx3-ubyte.gz";
+/// The MNIST file of the 10,000 test labels.
 pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte.gz";
 
 /// The environment variable naming the root of the data directories.
@@ -39,6 +43,7 @@ pub const DEBIAN_FASHION_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
 const VALID_NAMES: &str = "mnist, fashion, mnist10k";
 
+/// A dataset kiln knows how to find, load and download; `--dataset` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum DatasetKind {
     /// MNIST digits: 60,000 train, 10,000 test.
@@ -50,12 +55,14 @@ pub enum DatasetKind {
 }
 
 impl DatasetKind {
+    /// Every dataset, in the order help texts list them.
     pub const ALL: [DatasetKind; 3] = [
         DatasetKind::Mnist,
         DatasetKind::Fashion,
         DatasetKind::Mnist10k,
     ];
 
+    /// The `--dataset` name: `mnist`, `fashion` or `mnist10k`.
     pub fn name(self) -> &'static str {
         match self {
             DatasetKind::Mnist => "mnist",
@@ -193,7 +200,9 @@ pub fn find_file(dir: &Path, gz_name: &str) -> Option<PathBuf> {
 /// Images and their labels; `images.count == labels.len()` always.
 #[derive(Clone, PartialEq)]
 pub struct Split {
+    /// The images.
     pub images: Images,
+    /// One label per image (in `0..=9` for the datasets kiln loads).
     pub labels: Vec<u8>,
 }
 
@@ -225,10 +234,12 @@ impl Split {
         Ok(Split { images, labels })
     }
 
+    /// Number of items (images, and labels).
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// True when the split holds no item.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
@@ -286,9 +297,13 @@ impl Split {
 /// came from.
 #[derive(Debug, Clone)]
 pub struct Dataset {
+    /// Which dataset.
     pub kind: DatasetKind,
+    /// The training split (mnist10k: the first 8,000 test images).
     pub train: Split,
+    /// The evaluation split (mnist10k: the last 2,000 test images).
     pub test: Split,
+    /// The directory the files were read from.
     pub dir: PathBuf,
 }
 

@@ -11,7 +11,11 @@ use crate::cpu;
 use crate::ops::optim::Optimizer;
 use crate::Result;
 
+/// Interprets a [`Plan`] on the host with the [`crate::cpu`] references: parameters start
+/// with [`super::exec::init_params`] (the same values as on the GPU) and the optimizer
+/// applies the same update, so N steps here equal N GPU steps within `testing::TRAINING`.
 pub struct CpuExecutor {
+    /// The lowered program it interprets.
     pub plan: Plan,
     f: HashMap<ValueId, Vec<f32>>,
     u: HashMap<ValueId, Vec<u32>>,
@@ -21,6 +25,9 @@ pub struct CpuExecutor {
 }
 
 impl CpuExecutor {
+    /// Lowers `graph` for `mode` and initialises parameters and state as the GPU executor
+    /// does. In training without an optimizer, a step computes the gradients and leaves the
+    /// parameters as they are (what gradient checks want).
     pub fn new(graph: &Graph, mode: Mode, optimizer: Option<Optimizer>) -> Result<CpuExecutor> {
         let plan = lower(graph, mode)?;
         let mut f = HashMap::new();

@@ -3,7 +3,7 @@
 //! buffer), builds every bind group once, and then records a whole step (batch gather,
 //! forward, loss, metrics, backward, optimizer) into one compute pass and one submit.
 //! Per-step values (the step number, the batch's offset into the shuffled dataset) travel
-//! in the 16-byte step buffer, written with the submit; the host reads back only metrics,
+//! in the 32-byte step buffer, written with the submit; the host reads back only metrics,
 //! and only when asked.
 
 use std::collections::HashMap;
@@ -33,14 +33,19 @@ pub struct ExecStats {
     pub submits: u64,
     /// Host readbacks by this GPU so far.
     pub readbacks: u64,
+    /// Compute dispatches one step records: the gather, each plan step's (a convolution may
+    /// take several: im2col staging, split-K sums) and the optimizer's.
     pub dispatches_per_step: usize,
     /// Bytes of kiln's storage buffers alive on this GPU now, and the most alive at once
     /// (parameters, optimizer state, activations, datasets, staging; not the driver's own).
     pub gpu_bytes: u64,
+    /// The most bytes alive at once so far (see `gpu_bytes`).
     pub gpu_peak_bytes: u64,
     /// Activation bytes the memory planner allocated, and what no reuse would take.
     pub planned_bytes: u64,
+    /// Bytes the activations would take with a buffer each.
     pub naive_bytes: u64,
+    /// Activation buffers the planner allocated.
     pub activation_buffers: usize,
 }
 
@@ -83,8 +88,52 @@ fn flat_layout<'a>(shapes: impl Iterator<Item = &'a Vec<usize>>, align_bytes: u3
     (offsets, end.max(1))
 }
 
+/// Runs a lowered [`Graph`] on the GPU: a training step (batch gather, forward, loss and
+/// metrics, backward, optimizer) or an evaluation step is one compute pass and one submit,
+/// with nothing read back. Everything is allocated and every bind group built in
+/// [`Executor::new`]; the host then writes a batch (or attaches a resident dataset), calls
+/// [`Executor::run_step`] and reads the metrics when it wants them.
+///
+/// ```
+/// use kiln::graph::{Executor, Graph, Init, Mode};
+/// use kiln::ops::{gemm::GemmConfig, optim::Optimizer};
+///
+/// let gpu = kiln::testing::gpu();
+/// // an MLP 4 -> 16 -> 2 on a batch of 8; the class is the sign of the first feature
+/// let mut g = Graph::new(7);
+/// let x = g.input("x", &[8, 4])?;
+/// let w1 = g.param("fc1.weight", &[16, 4], Init::KaimingUniform { fan_in: 4 });
+/// let b1 = g.param("fc1.bias", &[16], Init::KaimingUniform { fan_in: 4 });
+/// let h = g.linear("fc1", x, w1, Some(b1))?;
+/// let h = g.relu("relu", h);
+/// let w2 = g.param("fc2.weight", &[2, 16], Init::KaimingUniform { fan_in: 16 });
+/// let logits = g.linear("fc2", h, w2, None)?;
+/// let labels = g.labels("labels", 8);
+/// g.softmax_cross_entropy("loss", logits, labels)?;
+///
+/// let mut exec = Executor::new(gpu, &g, Mode::Train, Some(Optimizer::adam(1e-2)), &GemmConfig::default_for(gpu.info()), None)?;
+/// let mut rng = kiln::rng::Rng::new(1);
+/// let xs = rng.vec(8 * 4);
+/// let ys: Vec<u32> = xs.chunks(4).map(|r| (r[0] > 0.0) as u32).collect();
+/// exec.write_input(&xs)?;
+/// exec.write_labels(&ys)?;
+///
+/// exec.run_step(0)?; // the metrics come from the forward, before the update
+/// let first = exec.read_metrics()?.mean_loss();
+/// for _ in 0..30 {
+///     exec.run_step(0)?; // one submit each, no readback
+/// }
+/// exec.reset_metrics()?;
+/// exec.run_step(0)?;
+/// let m = exec.read_metrics()?;
+/// assert_eq!(m.rows, 8);
+/// assert!(m.mean_loss() < first, "loss {first} -> {}", m.mean_loss());
+/// assert_eq!(exec.read_params()?[0].0, "fc1.weight");
+/// # Ok::<(), kiln::Error>(())
+/// ```
 pub struct Executor<'g> {
     gpu: &'g Gpu,
+    /// The lowered program this executor runs.
     pub plan: Plan,
     memory: MemoryPlan,
     tensors: Vec<Tensor>,
@@ -379,6 +428,8 @@ impl<'g> Executor<'g> {
         t.write_f32(self.gpu, data)
     }
 
+    /// Writes the labels batch from the host (tests). `Error::Unsupported` without a labels
+    /// node, `Error::Shape` unless there is one label per row.
     pub fn write_labels(&self, labels: &[u32]) -> Result<()> {
         let v = self.plan.labels.ok_or_else(|| Error::unsupported("write_labels", "the graph has no labels node"))?;
         let t = self.t(v);
@@ -388,9 +439,10 @@ impl<'g> Executor<'g> {
         t.write_u32(self.gpu, labels)
     }
 
-    /// Records and submits one step: [gather], forward, loss and metrics, and in training
-    /// backward and the optimizer update, in one compute pass and one submit. `batch_start`
-    /// is the batch's first row in the dataset's current permutation. No host read.
+    /// Records and submits one step: the batch gather (with a dataset attached), forward,
+    /// loss and metrics, and in training backward and the optimizer update, in one compute
+    /// pass and one submit. `batch_start` is the batch's first row in the dataset's current
+    /// permutation (ignored without a dataset). No host read.
     pub fn run_step(&mut self, batch_start: u32) -> Result<()> {
         self.step_buffer.write_u32(self.gpu, &step_words(self.update.as_ref(), self.step, batch_start))?;
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
@@ -414,6 +466,8 @@ impl<'g> Executor<'g> {
         Ok(Metrics::from_words(&self.metrics.to_u32(self.gpu)?, classes))
     }
 
+    /// Zeroes the metrics buffer (loss sum, correct count, rows, confusion matrix); it
+    /// accumulates over every step run since.
     pub fn reset_metrics(&self) -> Result<()> {
         self.metrics.write_u32(self.gpu, &vec![0; self.metrics.len()])
     }
@@ -502,8 +556,6 @@ impl<'g> Executor<'g> {
         self.params.write_f32(self.gpu, &flat)
     }
 
-    /// Every state tensor (BatchNorm running statistics, num_batches_tracked as an f32
-    /// count) as (name, shape, values): one readback of the flat state buffer.
     /// Everything a checkpoint holds: the parameters, then the state (BatchNorm's running
     /// statistics), in model order.
     pub fn read_model(&self) -> Result<crate::checkpoint::Params> {
@@ -522,6 +574,9 @@ impl<'g> Executor<'g> {
         self.write_state(&all[n..].to_vec())
     }
 
+    /// Every state tensor (BatchNorm running statistics, num_batches_tracked as an f32
+    /// count) as (name, shape, values): one readback of the flat state buffer; empty, with
+    /// no readback, when the model has no state.
     pub fn read_state(&self) -> Result<crate::checkpoint::Params> {
         if self.plan.state.is_empty() {
             return Ok(Vec::new());
@@ -557,6 +612,7 @@ impl<'g> Executor<'g> {
         self.gpu.wait()
     }
 
+    /// Traffic and memory counters now (two atomic loads; no GPU work).
     pub fn stats(&self) -> ExecStats {
         let c = &self.gpu.counters;
         ExecStats {
@@ -572,6 +628,7 @@ impl<'g> Executor<'g> {
         }
     }
 
+    /// Rows per step.
     pub fn batch(&self) -> usize {
         self.plan.batch
     }

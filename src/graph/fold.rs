@@ -1,7 +1,7 @@
 //! Folding batch norm into the layer before it, for inference. In eval mode a BatchNorm
 //! after a convolution or linear layer is a per-output-channel affine map,
 //! y = (conv(x) + b - mean) * s + beta with s = gamma / sqrt(var + eps), so
-//!   w'[k, ...] = w[k, ...] * s[k],   b'[k] = (b[k] - mean[k]) * s[k] + beta[k]
+//! `w'[k, ...] = w[k, ...] * s[k]` and `b'[k] = (b[k] - mean[k]) * s[k] + beta[k]`
 //! (b = 0 for a layer without bias) gives the same output with one kernel less. Only
 //! eval-mode graphs are meaningful to fold: training needs the batch statistics.
 

@@ -14,6 +14,7 @@ use crate::ops::pool::{GlobalPool2d, Pool2d};
 use crate::tensor::DType;
 use crate::{Error, Result};
 
+/// Index of a [`Value`] in [`Plan::values`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ValueId(pub usize);
 
@@ -37,23 +38,31 @@ pub enum ValueKind {
     State(usize),
 }
 
+/// A tensor of the plan: an activation, gradient, parameter, state, input or labels.
 #[derive(Clone, Debug)]
 pub struct Value {
+    /// The graph node's name, or a derived one (`d{node}` for gradients, `{node}.argmax`, ...).
     pub name: String,
+    /// Dimensions, outermost first.
     pub shape: Vec<usize>,
+    /// F32 for everything but labels, argmax indices and predictions (U32).
     pub dtype: DType,
+    /// Where the memory comes from.
     pub kind: ValueKind,
 }
 
 impl Value {
+    /// Number of elements.
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }
+    /// True when some dimension is 0.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
+/// What a plan computes per step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Forward, backward and optimizer step; dropout active.
@@ -67,47 +76,324 @@ pub enum Mode {
 /// parameter used twice).
 #[derive(Clone, Debug)]
 pub enum Step {
-    Conv2dForward { conv: Conv2d, x: ValueId, w: ValueId, b: Option<ValueId>, y: ValueId },
-    Conv2dBackwardInput { conv: Conv2d, w: ValueId, dy: ValueId, dx: ValueId },
-    Conv2dBackwardWeight { conv: Conv2d, x: ValueId, dy: ValueId, dw: ValueId, accumulate: bool },
+    /// y [N, K, OH, OW] = x [N, C, H, W] ⋆ w [K, C, R, S] + b `[K]` (cross-correlation, as
+    /// PyTorch).
+    Conv2dForward {
+        /// Geometry: N, C, H, W, K, R, S, stride, pad.
+        conv: Conv2d,
+        /// The forward input.
+        x: ValueId,
+        /// Weight [K, C, R, S].
+        w: ValueId,
+        /// Bias `[K]`, if any, added in the GEMM epilogue.
+        b: Option<ValueId>,
+        /// The output.
+        y: ValueId,
+    },
+    /// dx [N, C, H, W] = the transposed convolution of dy with w.
+    Conv2dBackwardInput {
+        /// Geometry: N, C, H, W, K, R, S, stride, pad.
+        conv: Conv2d,
+        /// Weight [K, C, R, S].
+        w: ValueId,
+        /// Gradient of the forward output.
+        dy: ValueId,
+        /// Gradient of the forward input, written (`=`).
+        dx: ValueId,
+    },
+    /// dw [K, C, R, S] (+)= the correlation of x with dy over the batch (split-K on GPUs).
+    Conv2dBackwardWeight {
+        /// Geometry: N, C, H, W, K, R, S, stride, pad.
+        conv: Conv2d,
+        /// The forward input.
+        x: ValueId,
+        /// Gradient of the forward output.
+        dy: ValueId,
+        /// Weight gradient, written or accumulated per `accumulate`.
+        dw: ValueId,
+        /// Add to the gradient (`+=`) instead of writing it: a parameter used again.
+        accumulate: bool,
+    },
     /// y = x W^T + b
-    LinearForward { x: ValueId, w: ValueId, b: Option<ValueId>, y: ValueId },
+    LinearForward {
+        /// Input [N, in].
+        x: ValueId,
+        /// Weight [out, in].
+        w: ValueId,
+        /// Bias `[out]`, if any, added in the GEMM epilogue.
+        b: Option<ValueId>,
+        /// Output [N, out].
+        y: ValueId,
+    },
     /// dx = dy W
-    LinearBackwardInput { dy: ValueId, w: ValueId, dx: ValueId },
+    LinearBackwardInput {
+        /// Gradient of the output [N, out].
+        dy: ValueId,
+        /// Weight [out, in].
+        w: ValueId,
+        /// Gradient of the input [N, in], written (`=`).
+        dx: ValueId,
+    },
     /// dW (+)= dy^T x
-    LinearBackwardWeight { dy: ValueId, x: ValueId, dw: ValueId, accumulate: bool },
+    LinearBackwardWeight {
+        /// Gradient of the output [N, out].
+        dy: ValueId,
+        /// The forward input [N, in].
+        x: ValueId,
+        /// Weight gradient [out, in], written or accumulated per `accumulate`.
+        dw: ValueId,
+        /// Add to the gradient (`+=`) instead of writing it: a parameter used again.
+        accumulate: bool,
+    },
     /// db (+)= channel sums of dy
-    BiasBackward { dy: ValueId, db: ValueId, accumulate: bool },
-    MaxPoolForward { pool: Pool2d, x: ValueId, y: ValueId, argmax: ValueId },
-    MaxPoolBackward { pool: Pool2d, argmax: ValueId, dy: ValueId, dx: ValueId },
-    AvgPoolForward { pool: Pool2d, x: ValueId, y: ValueId },
-    AvgPoolBackward { pool: Pool2d, dy: ValueId, dx: ValueId },
+    BiasBackward {
+        /// Gradient of the biased output [N, C, ...].
+        dy: ValueId,
+        /// Bias gradient `[C]`, written or accumulated per `accumulate`.
+        db: ValueId,
+        /// Add to the gradient (`+=`) instead of writing it: a parameter used again.
+        accumulate: bool,
+    },
+    /// y = each window's maximum (ties: the first in window order).
+    MaxPoolForward {
+        /// Window geometry.
+        pool: Pool2d,
+        /// The forward input.
+        x: ValueId,
+        /// The output.
+        y: ValueId,
+        /// Each output's maximum as an index within its input plane (u32), saved for the backward.
+        argmax: ValueId,
+    },
+    /// dx = dy added at each window's saved argmax, zero elsewhere.
+    MaxPoolBackward {
+        /// Window geometry.
+        pool: Pool2d,
+        /// Each output's maximum as an index within its input plane (u32), saved for the backward.
+        argmax: ValueId,
+        /// Gradient of the forward output.
+        dy: ValueId,
+        /// Gradient of the forward input, written (`=`).
+        dx: ValueId,
+    },
+    /// y = each window's sum / k² (padding counts as zeros).
+    AvgPoolForward {
+        /// Window geometry.
+        pool: Pool2d,
+        /// The forward input.
+        x: ValueId,
+        /// The output.
+        y: ValueId,
+    },
+    /// dx = dy / k² spread over each window.
+    AvgPoolBackward {
+        /// Window geometry.
+        pool: Pool2d,
+        /// Gradient of the forward output.
+        dy: ValueId,
+        /// Gradient of the forward input, written (`=`).
+        dx: ValueId,
+    },
     /// y [N, C, 1, 1] = plane means of x
-    GlobalAvgPoolForward { pool: GlobalPool2d, x: ValueId, y: ValueId },
-    GlobalAvgPoolBackward { pool: GlobalPool2d, dy: ValueId, dx: ValueId },
-    /// y = x + b[channel]
-    BiasForward { x: ValueId, b: ValueId, y: ValueId },
-    ReluForward { x: ValueId, y: ValueId },
+    GlobalAvgPoolForward {
+        /// Plane geometry: N, C, H, W.
+        pool: GlobalPool2d,
+        /// The forward input.
+        x: ValueId,
+        /// Output [N, C, 1, 1].
+        y: ValueId,
+    },
+    /// dx = dy / (H·W) on every element of the plane.
+    GlobalAvgPoolBackward {
+        /// Plane geometry: N, C, H, W.
+        pool: GlobalPool2d,
+        /// Gradient of the forward output.
+        dy: ValueId,
+        /// Gradient of the forward input, written (`=`).
+        dx: ValueId,
+    },
+    /// y = x + `b[channel]`
+    BiasForward {
+        /// Input [N, C, ...].
+        x: ValueId,
+        /// Bias `[C]`.
+        b: ValueId,
+        /// The output.
+        y: ValueId,
+    },
+    /// y = max(x, 0).
+    ReluForward {
+        /// The forward input.
+        x: ValueId,
+        /// The output.
+        y: ValueId,
+    },
     /// x is the forward input
-    ReluBackward { x: ValueId, dy: ValueId, dx: ValueId },
-    ActivationForward { act: Activation, x: ValueId, y: ValueId },
+    ReluBackward {
+        /// The forward input.
+        x: ValueId,
+        /// Gradient of the forward output.
+        dy: ValueId,
+        /// Gradient of the forward input, written (`=`).
+        dx: ValueId,
+    },
+    /// y = act(x), elementwise.
+    ActivationForward {
+        /// Which activation.
+        act: Activation,
+        /// The forward input.
+        x: ValueId,
+        /// The output.
+        y: ValueId,
+    },
     /// `saved` is the forward's output y for tanh and sigmoid, its input x for leaky_relu
     /// and gelu ([`Activation::backward_reads_output`])
-    ActivationBackward { act: Activation, saved: ValueId, dy: ValueId, dx: ValueId },
-    DropoutForward { p: f32, seed: u32, x: ValueId, y: ValueId },
-    DropoutBackward { p: f32, seed: u32, dy: ValueId, dx: ValueId },
-    Add { a: ValueId, b: ValueId, y: ValueId },
-    /// Train mode: batch statistics; saves mean, invstd [C]; updates the running state.
-    BatchNormForwardTrain { bn: BatchNorm, x: ValueId, weight: ValueId, bias: ValueId, y: ValueId, mean: ValueId, invstd: ValueId, running_mean: ValueId, running_var: ValueId, count: ValueId },
+    ActivationBackward {
+        /// Which activation.
+        act: Activation,
+        /// The forward value the derivative is computed from (see the variant).
+        saved: ValueId,
+        /// Gradient of the forward output.
+        dy: ValueId,
+        /// Gradient of the forward input, written (`=`).
+        dx: ValueId,
+    },
+    /// Inverted dropout: y = x·mask/(1 − p), the mask a hash of (seed, step, index).
+    DropoutForward {
+        /// Drop probability in [0, 1).
+        p: f32,
+        /// The node's mask seed; the mask also depends on the step counter (step buffer word 0).
+        seed: u32,
+        /// The forward input.
+        x: ValueId,
+        /// The output.
+        y: ValueId,
+    },
+    /// dx = dy·mask/(1 − p) with the forward's mask, recomputed.
+    DropoutBackward {
+        /// Drop probability in [0, 1).
+        p: f32,
+        /// The node's mask seed; the mask also depends on the step counter (step buffer word 0).
+        seed: u32,
+        /// Gradient of the forward output.
+        dy: ValueId,
+        /// Gradient of the forward input, written (`=`).
+        dx: ValueId,
+    },
+    /// y = a + b, same shapes (also sums two gradient contributions).
+    Add {
+        /// First summand.
+        a: ValueId,
+        /// Second summand.
+        b: ValueId,
+        /// The output.
+        y: ValueId,
+    },
+    /// Train mode: batch statistics; saves mean, invstd `[C]`; updates the running state.
+    BatchNormForwardTrain {
+        /// Geometry, momentum and eps.
+        bn: BatchNorm,
+        /// The forward input.
+        x: ValueId,
+        /// Scale γ `[C]`.
+        weight: ValueId,
+        /// Shift β `[C]`.
+        bias: ValueId,
+        /// Output, x's shape.
+        y: ValueId,
+        /// Batch mean `[C]`, saved by the train forward.
+        mean: ValueId,
+        /// 1/√(var + eps) `[C]` of the batch, saved by the train forward.
+        invstd: ValueId,
+        /// Running mean `[C]` (state).
+        running_mean: ValueId,
+        /// Running unbiased variance `[C]` (state).
+        running_var: ValueId,
+        /// `num_batches_tracked` [] (state, an f32 count).
+        count: ValueId,
+    },
     /// Eval mode: the running statistics.
-    BatchNormForwardEval { bn: BatchNorm, x: ValueId, weight: ValueId, bias: ValueId, running_mean: ValueId, running_var: ValueId, y: ValueId },
+    BatchNormForwardEval {
+        /// Geometry, momentum and eps.
+        bn: BatchNorm,
+        /// The forward input.
+        x: ValueId,
+        /// Scale γ `[C]`.
+        weight: ValueId,
+        /// Shift β `[C]`.
+        bias: ValueId,
+        /// Running mean `[C]` (state).
+        running_mean: ValueId,
+        /// Running unbiased variance `[C]` (state).
+        running_var: ValueId,
+        /// Output, x's shape.
+        y: ValueId,
+    },
     /// dx (=); dweight, dbias (+)= per `accumulate`.
-    BatchNormBackward { bn: BatchNorm, x: ValueId, weight: ValueId, mean: ValueId, invstd: ValueId, dy: ValueId, dx: ValueId, dweight: ValueId, dbias: ValueId, accumulate: (bool, bool) },
-    Softmax { logits: ValueId, probs: ValueId },
-    XentForward { logits: ValueId, labels: ValueId, smoothing: f32, loss: ValueId, pred: ValueId },
-    XentBackward { logits: ValueId, labels: ValueId, smoothing: f32, scale: f32, dlogits: ValueId },
+    BatchNormBackward {
+        /// Geometry, momentum and eps.
+        bn: BatchNorm,
+        /// The forward input.
+        x: ValueId,
+        /// Scale γ `[C]`.
+        weight: ValueId,
+        /// Batch mean `[C]`, saved by the train forward.
+        mean: ValueId,
+        /// 1/√(var + eps) `[C]` of the batch, saved by the train forward.
+        invstd: ValueId,
+        /// Gradient of the forward output.
+        dy: ValueId,
+        /// Gradient of the forward input, written (`=`).
+        dx: ValueId,
+        /// Gradient of γ `[C]`.
+        dweight: ValueId,
+        /// Gradient of β `[C]`.
+        dbias: ValueId,
+        /// (dweight, dbias): add (`+=`) instead of writing.
+        accumulate: (bool, bool),
+    },
+    /// probs = row-wise softmax of logits (max subtracted first); inference.
+    Softmax {
+        /// Logits [N, C].
+        logits: ValueId,
+        /// Probabilities [N, C].
+        probs: ValueId,
+    },
+    /// Softmax cross-entropy against the smoothed one-hot target, per row.
+    XentForward {
+        /// Logits [N, C].
+        logits: ValueId,
+        /// Class labels `[N]` (u32).
+        labels: ValueId,
+        /// Label smoothing e in [0, 1).
+        smoothing: f32,
+        /// Per-row loss `[N]`.
+        loss: ValueId,
+        /// Per-row predicted class `[N]` (u32, first maximum).
+        pred: ValueId,
+    },
+    /// dlogits = scale·(softmax(logits) − target), target the smoothed one-hot.
+    XentBackward {
+        /// Logits [N, C].
+        logits: ValueId,
+        /// Class labels `[N]` (u32).
+        labels: ValueId,
+        /// Label smoothing e in [0, 1).
+        smoothing: f32,
+        /// Multiplier of the gradient: 1/N, so the loss is the batch mean.
+        scale: f32,
+        /// Gradient of the logits [N, C], written.
+        dlogits: ValueId,
+    },
     /// Folds the batch's losses and predictions into the metrics buffer.
-    Metrics { loss: ValueId, pred: ValueId, labels: ValueId },
+    Metrics {
+        /// Per-row loss `[N]`.
+        loss: ValueId,
+        /// Per-row predicted class `[N]` (u32, first maximum).
+        pred: ValueId,
+        /// Class labels `[N]` (u32).
+        labels: ValueId,
+    },
 }
 
 impl Step {
@@ -157,38 +443,57 @@ fn acc_reads(mut reads: Vec<ValueId>, out: ValueId, accumulate: bool) -> Vec<Val
     reads
 }
 
+/// A trainable parameter of the plan, in graph creation order.
 #[derive(Clone, Debug)]
 pub struct ParamInfo {
+    /// The graph node's name (`{layer}.weight`, `{layer}.bias`: PyTorch's names).
     pub name: String,
+    /// Dimensions: Linear weight [out, in], Conv2d weight [K, C, R, S], biases `[K]`.
     pub shape: Vec<usize>,
+    /// How it is initialised (from the graph's seed).
     pub init: Init,
+    /// Its value, [`ValueKind::Param`].
     pub value: ValueId,
+    /// Its gradient, [`ValueKind::Grad`]: `None` in eval mode and for a parameter no loss
+    /// depends on.
     pub grad: Option<ValueId>,
 }
 
 /// A state tensor of the plan (see [`ValueKind::State`]).
 #[derive(Clone, Debug)]
 pub struct StateInfo {
+    /// The graph node's name (`{layer}.running_mean`, ...: PyTorch's names).
     pub name: String,
+    /// Dimensions (`[]` for `num_batches_tracked`).
     pub shape: Vec<usize>,
+    /// The value every element starts at.
     pub init: f32,
+    /// Its value, [`ValueKind::State`].
     pub value: ValueId,
 }
 
 /// The lowered program of one step.
 #[derive(Clone, Debug)]
 pub struct Plan {
+    /// Train or eval.
     pub mode: Mode,
+    /// Every tensor the steps touch, indexed by [`ValueId`].
     pub values: Vec<Value>,
+    /// The kernel steps of one training (or evaluation) step, in submission order.
     pub steps: Vec<Step>,
+    /// The parameters, in graph creation order: the layout of the flat parameter buffer.
     pub params: Vec<ParamInfo>,
+    /// The state tensors, in graph creation order: the layout of the flat state buffer.
     pub state: Vec<StateInfo>,
+    /// The graph's input batch.
     pub input: ValueId,
+    /// The labels batch, if the graph has a labels node.
     pub labels: Option<ValueId>,
     /// The value computed for each graph node (after aliasing).
     pub outputs: HashMap<NodeId, ValueId>,
     /// Classes of the cross-entropy head, if any (metrics layout).
     pub classes: Option<usize>,
+    /// Rows per step: the input's first dimension.
     pub batch: usize,
 }
 

@@ -1,6 +1,6 @@
 //! Model graphs. A [`Graph`] is built forward (the `nn` layers call the builder methods
 //! here); shapes are inferred and checked as each node is added, so a mismatch is an error
-//! naming the node at build time. [`lower`] turns a graph into a [`Plan`]: the forward
+//! naming the node at build time. [`lower()`] turns a graph into a [`Plan`]: the forward
 //! steps, the backward steps autodiff derives from them, and the optimizer step; the
 //! [`planner`] assigns buffers; the [`exec`] executor records a training step into one
 //! submit. [`cpu`] interprets the same plan with the CPU references (the spec).
@@ -19,6 +19,7 @@ use crate::ops::conv2d::Conv2d;
 use crate::ops::pool::Pool2d;
 use crate::{Error, Result};
 
+/// Index of a [`Node`] in [`Graph::nodes`], returned by the builder methods.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub usize);
 
@@ -27,70 +28,179 @@ pub struct NodeId(pub usize);
 /// Keras's default for Dense weights: U(-sqrt(6/(fan_in+fan_out)), +sqrt(6/(fan_in+fan_out))).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Init {
-    KaimingUniform { fan_in: usize },
-    GlorotUniform { fan_in: usize, fan_out: usize },
+    /// U(-1/√fan_in, 1/√fan_in).
+    KaimingUniform {
+        /// Inputs per output: `in` for Linear, C·R·S for Conv2d.
+        fan_in: usize,
+    },
+    /// U(-√(6/(fan_in + fan_out)), √(6/(fan_in + fan_out))).
+    GlorotUniform {
+        /// Inputs per output.
+        fan_in: usize,
+        /// Outputs per input.
+        fan_out: usize,
+    },
+    /// Every element the same value (BatchNorm's weight 1 and bias 0, Keras's zero biases).
     Constant(f32),
 }
 
+/// What a node computes. Shapes use N (batch), C (channels or classes), H, W; the inputs
+/// are the node's [`Node::inputs`] in the order listed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// The batch of images [B, C, H, W] (or [B, F]), f32.
     Input,
-    /// Class labels [B], u32.
+    /// Class labels `[B]`, u32.
     Labels,
-    Param { init: Init },
+    /// A trainable parameter, updated by the optimizer.
+    Param {
+        /// How it starts.
+        init: Init,
+    },
     /// Non-trainable state that persists across steps (BatchNorm's running statistics):
     /// starts at `init`, never touched by the optimizer, updated by its op in training.
-    State { init: f32 },
-    /// inputs: x [B, C, H, W], weight [K, C, R, S], bias [K]
-    Conv2d { stride: usize, pad: usize },
-    MaxPool2d { k: usize, stride: usize, pad: usize },
+    State {
+        /// The value every element starts at.
+        init: f32,
+    },
+    /// inputs: x [B, C, H, W], weight [K, C, R, S], bias `[K]`
+    Conv2d {
+        /// Step of the window in both directions.
+        stride: usize,
+        /// Zero padding on each side, in both directions.
+        pad: usize,
+    },
+    /// Window maximum (padding never wins); the backward routes dy to the saved argmax.
+    MaxPool2d {
+        /// Window side.
+        k: usize,
+        /// Step of the window.
+        stride: usize,
+        /// Padding on each side; at most k/2.
+        pad: usize,
+    },
     /// Window mean; padding counts as zeros (PyTorch's count_include_pad=True default).
-    AvgPool2d { k: usize, stride: usize, pad: usize },
+    AvgPool2d {
+        /// Window side.
+        k: usize,
+        /// Step of the window.
+        stride: usize,
+        /// Zero padding on each side; at most k/2.
+        pad: usize,
+    },
     /// [B, C, H, W] -> [B, C, 1, 1], each plane's mean (PyTorch's AdaptiveAvgPool2d(1)).
     GlobalAvgPool,
-    /// inputs: x [B, in], weight [out, in], bias [out]: y = x W^T + b (PyTorch's layout)
+    /// inputs: x [B, in], weight [out, in], bias `[out]`: y = x W^T + b (PyTorch's layout)
     Linear,
-    /// inputs: x [B, C, ...], bias [C]: y = x + b on axis 1
+    /// inputs: x [B, C, ...], bias `[C]`: y = x + b on axis 1
     Bias,
+    /// max(x, 0), elementwise (its own EXACT kernel).
     Relu,
     /// LeakyReLU, Tanh, Sigmoid, GELU (erf): elementwise, same shape.
     Activation(Activation),
-    Dropout { p: f32 },
+    /// Inverted dropout in training (zero with probability p, else x/(1 − p)); the identity
+    /// (an alias) in eval mode.
+    Dropout {
+        /// Drop probability in [0, 1).
+        p: f32,
+    },
     /// [B, ...] -> [B, prod(...)]: a view, no kernel
     Flatten,
     /// y = a + b, same shapes
     Add,
-    /// inputs: x [B, C] or [B, C, H, W], weight [C], bias [C], running_mean [C] (state),
-    /// running_var [C] (state), num_batches_tracked [] (state): PyTorch's BatchNorm1d/2d.
-    BatchNorm { momentum: f32, eps: f32 },
+    /// inputs: x [B, C] or [B, C, H, W], weight `[C]`, bias `[C]`, running_mean `[C]` (state),
+    /// running_var `[C]` (state), num_batches_tracked [] (state): PyTorch's BatchNorm1d/2d.
+    BatchNorm {
+        /// Weight of the new batch statistic in the running ones (PyTorch's 0.1).
+        momentum: f32,
+        /// Added to the variance before the square root (PyTorch's 1e-5).
+        eps: f32,
+    },
     /// Row-wise softmax over [B, C] (inference).
     Softmax,
-    /// inputs: logits [B, C], labels [B] -> per-row loss [B]; the training loss is its mean.
+    /// inputs: logits [B, C], labels `[B]` -> per-row loss `[B]`; the training loss is its mean.
     /// `smoothing`: label smoothing e in [0, 1) (PyTorch's `label_smoothing`).
-    SoftmaxCrossEntropy { smoothing: f32 },
+    SoftmaxCrossEntropy {
+        /// Label smoothing e in [0, 1).
+        smoothing: f32,
+    },
 }
 
+/// One node of a [`Graph`]: an op, its inputs and its output shape.
 #[derive(Clone, Debug)]
 pub struct Node {
+    /// Unique within a model by convention: PyTorch's parameter names (`fc1.weight`),
+    /// layer names for the rest. Errors, checkpoints and ONNX export use it.
     pub name: String,
+    /// What the node computes.
     pub op: Op,
+    /// Operand nodes, in the order [`Op`] lists them; always earlier nodes.
     pub inputs: Vec<NodeId>,
+    /// Output shape, inferred and checked when the node was added.
     pub shape: Vec<usize>,
 }
 
+/// A model as a list of nodes in creation order (every node's inputs come before it). The
+/// builder methods infer each node's shape and check it against its inputs, so a mismatch
+/// is an [`Error::Shape`] naming the node when it is added, not when it runs. [`lower()`]
+/// turns the graph into a [`Plan`] (forward, autodiff backward, optimizer) for
+/// [`Executor`] or [`cpu::CpuExecutor`]. `nn`'s layers build graphs through these methods.
+///
+/// ```
+/// use kiln::graph::{lower, Graph, Init, Mode, Step, ValueKind};
+///
+/// // x [4, 1, 8, 8] -> conv 3x3 (3 channels, pad 1) -> relu -> 2x2 max pool -> linear -> loss
+/// let mut g = Graph::new(0);
+/// let x = g.input("x", &[4, 1, 8, 8])?;
+/// let w = g.param("conv.weight", &[3, 1, 3, 3], Init::KaimingUniform { fan_in: 9 });
+/// let b = g.param("conv.bias", &[3], Init::KaimingUniform { fan_in: 9 });
+/// let h = g.conv2d("conv", x, w, Some(b), 1, 1)?;
+/// let h = g.relu("relu", h);
+/// let h = g.max_pool2d("pool", h, 2, 2, 0)?;
+/// assert_eq!(g.node(h).shape, [4, 3, 4, 4]);
+/// let h = g.flatten("flatten", h); // a view: [4, 48]
+/// let fc = g.param("fc.weight", &[10, 48], Init::KaimingUniform { fan_in: 48 });
+/// let logits = g.linear("fc", h, fc, None)?;
+/// assert_eq!(g.node(logits).shape, [4, 10]);
+/// let labels = g.labels("labels", 4);
+/// let loss = g.softmax_cross_entropy("loss", logits, labels)?;
+/// assert_eq!(g.node(loss).shape, [4]); // one loss per row
+///
+/// // shapes are checked as nodes are added: the linear layer wants [N, 48]
+/// assert!(g.linear("bad", x, fc, None).is_err()); // and nothing is added
+///
+/// // training: forward, backward and a gradient for every parameter
+/// let plan = lower(&g, Mode::Train)?;
+/// assert_eq!(plan.params.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["conv.weight", "conv.bias", "fc.weight"]);
+/// let dw = plan.params[0].grad.expect("conv.weight has a gradient");
+/// assert_eq!(plan.values[dw.0].kind, ValueKind::Grad(0));
+/// assert_eq!(plan.values[dw.0].shape, [3, 1, 3, 3]);
+/// assert_eq!(plan.values[plan.outputs[&logits].0].shape, [4, 10]);
+/// // nothing needs the input's gradient, so the conv has no backward-input step
+/// assert!(plan.steps.iter().any(|s| matches!(s, Step::Conv2dBackwardWeight { .. })));
+/// assert!(!plan.steps.iter().any(|s| matches!(s, Step::Conv2dBackwardInput { .. })));
+///
+/// // evaluation: the forward only
+/// let eval = lower(&g, Mode::Eval)?;
+/// assert!(eval.params.iter().all(|p| p.grad.is_none()));
+/// assert!(eval.steps.len() < plan.steps.len());
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
+    /// The nodes in creation order; [`NodeId`] indexes it.
     pub nodes: Vec<Node>,
     /// Seed for parameter initialisation and dropout masks.
     pub seed: u64,
 }
 
 impl Graph {
+    /// An empty graph; `seed` drives parameter initialisation and dropout masks.
     pub fn new(seed: u64) -> Graph {
         Graph { nodes: Vec::new(), seed }
     }
 
+    /// The node `id` names. Panics if `id` is not from this graph.
     pub fn node(&self, id: NodeId) -> &Node {
         &self.nodes[id.0]
     }
@@ -108,6 +218,8 @@ impl Graph {
         Error::shape(format!("node '{name}'"), message)
     }
 
+    /// The batch input, f32 (`[N, C, H, W]` or `[N, F]`; N is the batch size of every plan
+    /// lowered from the graph). Exactly one per graph. `Error::Shape` for an empty dimension.
     pub fn input(&mut self, name: &str, shape: &[usize]) -> Result<NodeId> {
         if shape.is_empty() || shape.contains(&0) {
             return Err(self.err(name, format!("input shape {shape:?} has an empty dimension")));
@@ -115,10 +227,13 @@ impl Graph {
         Ok(self.push(name.into(), Op::Input, vec![], shape.to_vec()))
     }
 
+    /// Class labels `[batch]`, u32, for [`Graph::softmax_cross_entropy`].
     pub fn labels(&mut self, name: &str, batch: usize) -> NodeId {
         self.push(name.into(), Op::Labels, vec![], vec![batch])
     }
 
+    /// A trainable parameter of `shape`, started by `init`. Its `name` is the checkpoint's
+    /// (PyTorch's) name.
     pub fn param(&mut self, name: &str, shape: &[usize], init: Init) -> NodeId {
         self.push(name.into(), Op::Param { init }, vec![], shape.to_vec())
     }
@@ -128,6 +243,9 @@ impl Graph {
         self.push(name.into(), Op::State { init }, vec![], shape.to_vec())
     }
 
+    /// `Op::Conv2d`: x [N, C, H, W], weight [K, C, R, S], optional bias `[K]` ->
+    /// [N, K, (H + 2·pad − R)/stride + 1, (W + 2·pad − S)/stride + 1]. `Error::Shape` when the
+    /// channels or bias disagree, a size is 0 or the window does not fit the padded input.
     pub fn conv2d(&mut self, name: &str, x: NodeId, w: NodeId, b: Option<NodeId>, stride: usize, pad: usize) -> Result<NodeId> {
         let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
         let (&[n, c, h, wd], &[k, wc, r, s]) = (&xs[..], &ws[..]) else {
@@ -148,6 +266,8 @@ impl Graph {
         Ok(self.push(name.into(), Op::Conv2d { stride, pad }, inputs, vec![n, k, geom.oh(), geom.ow()]))
     }
 
+    /// `Op::MaxPool2d`: a k×k window every `stride`, `pad` on each side (at most k/2), over
+    /// [N, C, H, W] -> [N, C, OH, OW] (floor division, PyTorch's ceil_mode=False).
     pub fn max_pool2d(&mut self, name: &str, x: NodeId, k: usize, stride: usize, pad: usize) -> Result<NodeId> {
         let xs = self.shape(x).to_vec();
         let [n, c, h, w] = xs[..] else {
@@ -182,6 +302,8 @@ impl Graph {
         Ok(self.push(name.into(), Op::GlobalAvgPool, vec![x], vec![n, c, 1, 1]))
     }
 
+    /// `Op::Linear`: x [N, in], weight [out, in], optional bias `[out]` -> [N, out]
+    /// (PyTorch's `nn.Linear` layout). Flatten a 4-D input first.
     pub fn linear(&mut self, name: &str, x: NodeId, w: NodeId, b: Option<NodeId>) -> Result<NodeId> {
         let (xs, ws) = (self.shape(x).to_vec(), self.shape(w).to_vec());
         let (&[n, inp], &[out, win]) = (&xs[..], &ws[..]) else {
@@ -209,6 +331,7 @@ impl Graph {
         Ok(self.push(name.into(), Op::Bias, vec![x, b], xs))
     }
 
+    /// `Op::Relu`: max(x, 0), same shape.
     pub fn relu(&mut self, name: &str, x: NodeId) -> NodeId {
         let s = self.shape(x).to_vec();
         self.push(name.into(), Op::Relu, vec![x], s)
@@ -227,10 +350,12 @@ impl Graph {
         self.activation(name, x, Activation::LeakyRelu { slope })
     }
 
+    /// Tanh, same shape.
     pub fn tanh(&mut self, name: &str, x: NodeId) -> NodeId {
         self.activation(name, x, Activation::Tanh).expect("tanh has no parameter to reject")
     }
 
+    /// The logistic sigmoid 1/(1 + e^(−x)), same shape.
     pub fn sigmoid(&mut self, name: &str, x: NodeId) -> NodeId {
         self.activation(name, x, Activation::Sigmoid).expect("sigmoid has no parameter to reject")
     }
@@ -240,6 +365,8 @@ impl Graph {
         self.activation(name, x, Activation::Gelu).expect("gelu has no parameter to reject")
     }
 
+    /// `Op::Dropout`: zeroes each element with probability `p` and scales the rest by
+    /// 1/(1 − p) in training; the identity in evaluation. `Error::Shape` unless p is in [0, 1).
     pub fn dropout(&mut self, name: &str, x: NodeId, p: f32) -> Result<NodeId> {
         if !(0.0..1.0).contains(&p) {
             return Err(self.err(name, format!("dropout probability {p} must be in [0, 1)")));
@@ -248,12 +375,15 @@ impl Graph {
         Ok(self.push(name.into(), Op::Dropout { p }, vec![x], s))
     }
 
+    /// `Op::Flatten`: [N, ...] -> [N, product of the rest]; a view, no kernel.
     pub fn flatten(&mut self, name: &str, x: NodeId) -> NodeId {
         let s = self.shape(x);
         let shape = vec![s[0], s[1..].iter().product()];
         self.push(name.into(), Op::Flatten, vec![x], shape)
     }
 
+    /// `Op::Add`: a + b elementwise (residual connections). `Error::Shape` unless the shapes
+    /// are equal.
     pub fn add(&mut self, name: &str, a: NodeId, b: NodeId) -> Result<NodeId> {
         if self.shape(a) != self.shape(b) {
             return Err(self.err(name, format!("add of {:?} and {:?}", self.shape(a), self.shape(b))));
@@ -281,6 +411,7 @@ impl Graph {
         Ok(self.push(name.into(), Op::BatchNorm { momentum, eps }, vec![x, weight, bias, mean, var, count], xs))
     }
 
+    /// `Op::Softmax`: row-wise probabilities of logits [N, C], for inference graphs.
     pub fn softmax(&mut self, name: &str, logits: NodeId) -> Result<NodeId> {
         let s = self.shape(logits).to_vec();
         if s.len() != 2 {
@@ -289,6 +420,9 @@ impl Graph {
         Ok(self.push(name.into(), Op::Softmax, vec![logits], s))
     }
 
+    /// `Op::SoftmaxCrossEntropy` without label smoothing: logits [N, C] and a labels node
+    /// `[N]` -> per-row loss `[N]`. Training minimises its mean; the metrics (loss sum, correct,
+    /// confusion) come from it too.
     pub fn softmax_cross_entropy(&mut self, name: &str, logits: NodeId, labels: NodeId) -> Result<NodeId> {
         self.softmax_cross_entropy_smoothed(name, logits, labels, 0.0)
     }

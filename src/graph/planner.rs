@@ -9,14 +9,18 @@ use super::lower::{Plan, ValueId, ValueKind};
 /// A buffer of the plan and the activations placed in it.
 #[derive(Clone, Debug)]
 pub struct Slot {
+    /// Size: that of the first value placed in it; every later occupant fits.
     pub bytes: u64,
+    /// The activations placed in it, in order of first write.
     pub values: Vec<ValueId>,
 }
 
+/// Where every activation lives: the output of [`plan_memory`].
 #[derive(Clone, Debug)]
 pub struct MemoryPlan {
     /// For each value: its slot, if it is a planned activation (aliases resolve to their root's).
     pub slot_of: Vec<Option<usize>>,
+    /// The buffers to allocate, in order of first use.
     pub slots: Vec<Slot>,
     /// Liveness interval (first write, last read) per planned root value.
     pub interval: Vec<Option<(usize, usize)>>,
@@ -44,6 +48,8 @@ pub fn naive_bytes(plan: &Plan) -> u64 {
         .sum()
 }
 
+/// Places every activation of `plan` (see the module docs). Deterministic: the same plan
+/// gives the same placement.
 pub fn plan_memory(plan: &Plan) -> MemoryPlan {
     let n = plan.values.len();
     let mut interval: Vec<Option<(usize, usize)>> = vec![None; n];

@@ -23,7 +23,11 @@ pub const LEAKY_RELU_DEFAULT_SLOPE: f32 = 0.01;
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Activation {
     /// y = x for x > 0, slope * x otherwise.
-    LeakyRelu { slope: f32 },
+    LeakyRelu {
+        /// Multiplier of negative inputs; finite (PyTorch's default is 0.01).
+        slope: f32,
+    },
+    /// y = tanh(x), computed without overflow for large |x|.
     Tanh,
     /// y = 1 / (1 + e^-x)
     Sigmoid,
@@ -32,6 +36,7 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// Every activation, LeakyReLU with PyTorch's default slope: what tests iterate over.
     pub const ALL_DEFAULT: [Activation; 4] =
         [Activation::LeakyRelu { slope: LEAKY_RELU_DEFAULT_SLOPE }, Activation::Tanh, Activation::Sigmoid, Activation::Gelu];
 

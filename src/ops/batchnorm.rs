@@ -15,18 +15,23 @@ use crate::{Error, Result};
 
 const WG: u32 = 256;
 
-/// PyTorch's defaults.
+/// PyTorch's default momentum: the new batch statistic's weight in the running ones.
 pub const MOMENTUM: f32 = 0.1;
+/// PyTorch's default eps, added to the variance before the square root.
 pub const EPS: f32 = 1e-5;
 
 /// Geometry and constants of one batch-norm layer.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BatchNorm {
+    /// N: rows (images) per batch.
     pub batch: usize,
+    /// C: channels (BatchNorm2d) or features (BatchNorm1d).
     pub channels: usize,
     /// H*W for BatchNorm2d, 1 for BatchNorm1d.
     pub inner: usize,
+    /// running = (1 − momentum)·running + momentum·batch statistic, in [0, 1].
     pub momentum: f32,
+    /// Added to the variance before the square root; > 0.
     pub eps: f32,
 }
 
@@ -43,6 +48,8 @@ impl BatchNorm {
         Ok(bn)
     }
 
+    /// `Error::Shape` naming `op` for a zero size, eps not finite and positive, or momentum
+    /// outside [0, 1].
     pub fn validate(&self, op: &str) -> Result<()> {
         if [self.batch, self.channels, self.inner].contains(&0) {
             return Err(Error::shape(op, format!("zero-sized dimension in {self:?}")));
@@ -58,10 +65,12 @@ impl BatchNorm {
         self.batch * self.inner
     }
 
+    /// Elements of x (and y): N·C·INNER.
     pub fn len(&self) -> usize {
         self.batch * self.channels * self.inner
     }
 
+    /// True when some size is 0 (never, once validated).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -113,9 +122,9 @@ fn kernel(entry: &'static str) -> Kernel {
 }
 
 /// y = (x - mean) / sqrt(var + eps) * weight + bias with the batch's mean and biased
-/// variance per channel; saves mean and 1/sqrt(var + eps) [C] for the backward; updates
-/// running_mean, running_var [C] (unbiased variance) with the momentum, and adds 1 to
-/// num_batches_tracked [1] (an f32 count).
+/// variance per channel; saves mean and 1/sqrt(var + eps) `[C]` for the backward; updates
+/// running_mean, running_var `[C]` (unbiased variance) with the momentum, and adds 1 to
+/// num_batches_tracked `[1]` (an f32 count).
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_forward_train(
     gpu: &Gpu,

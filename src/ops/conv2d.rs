@@ -14,16 +14,28 @@ use crate::gpu::Gpu;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
+/// Convolution geometry: x [N, C, H, W], weight [K, C, R, S], y [N, K, OH, OW] with
+/// OH = (H + 2·pad − R)/stride + 1 (floor), OW likewise. Cross-correlation, as PyTorch's
+/// `nn.Conv2d` (dilation 1, groups 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2d {
+    /// N: images per batch.
     pub batch: usize,
+    /// C: input channels.
     pub cin: usize,
+    /// H: input height.
     pub h: usize,
+    /// W: input width.
     pub w: usize,
+    /// K: output channels.
     pub cout: usize,
+    /// R: kernel height.
     pub r: usize,
+    /// S: kernel width.
     pub s: usize,
+    /// Step of the window along both axes (≥ 1).
     pub stride: usize,
+    /// Zero padding on each side, both axes.
     pub pad: usize,
 }
 
@@ -43,18 +55,23 @@ impl Conv2d {
         }
         Ok(())
     }
+    /// OH = (H + 2·pad − R)/stride + 1, rounded down.
     pub fn oh(&self) -> usize {
         (self.h + 2 * self.pad - self.r) / self.stride + 1
     }
+    /// OW = (W + 2·pad − S)/stride + 1, rounded down.
     pub fn ow(&self) -> usize {
         (self.w + 2 * self.pad - self.s) / self.stride + 1
     }
+    /// Elements of x: N·C·H·W.
     pub fn x_len(&self) -> usize {
         self.batch * self.cin * self.h * self.w
     }
+    /// Elements of the weight: K·C·R·S.
     pub fn w_len(&self) -> usize {
         self.cout * self.cin * self.r * self.s
     }
+    /// Elements of y: N·K·OH·OW.
     pub fn y_len(&self) -> usize {
         self.batch * self.cout * self.oh() * self.ow()
     }

@@ -50,7 +50,7 @@ pub fn relu_forward(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
     launch(gpu, "relu_forward", n_params(x), &[(1, x), (2, y)])
 }
 
-/// dx = dy * [x > 0], with x the forward input.
+/// dx = dy where x > 0, else 0, with x the forward input.
 pub fn relu_backward(gpu: &Gpu, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
     check_same("relu_backward", &[x, dy, dx])?;
     launch(gpu, "relu_backward", n_params(x), &[(1, x), (3, dy), (4, dx)])
@@ -65,7 +65,7 @@ pub(crate) fn channel_view(shape: &[usize]) -> (usize, usize, usize) {
     }
 }
 
-/// y = x + b[channel], channel on axis 1 (features of [N, F], channels of [N, C, H, W]).
+/// y = x + `b[channel]`, channel on axis 1 (features of [N, F], channels of [N, C, H, W]).
 pub fn bias_forward(gpu: &Gpu, x: &Tensor, b: &Tensor, y: &Tensor) -> Result<Dispatch> {
     check_same("bias_forward", &[x, y])?;
     let (_, c, inner) = channel_view(x.shape());

@@ -16,15 +16,21 @@ use crate::{Error, Result};
 /// workgroup with BM = wgy * tm and BN = wgx * tn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GemmConfig {
+    /// The kernel family (entry point).
     pub family: Family,
+    /// Invocations per workgroup along N (columns of C).
     pub wgx: u32,
+    /// Invocations per workgroup along M (rows of C).
     pub wgy: u32,
+    /// Rows of C per invocation (1..=8).
     pub tm: u32,
+    /// Columns of C per invocation (1..=8; 4 for the vec4 families).
     pub tn: u32,
     /// Depth of the staged K slice (tiled family only).
     pub bk: u32,
 }
 
+/// A GEMM kernel family of shaders/gemm.wgsl; see ARCHITECTURE.md for where each wins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
     /// Workgroup-memory tiles + register blocking: real GPUs.
@@ -57,7 +63,8 @@ impl GemmConfig {
     /// 64x64 tiles, 4x4 per invocation, K slices of 32 (half the barriers per K).
     pub const TILED_64_BK32: GemmConfig = GemmConfig { family: Family::Tiled, wgx: 16, wgy: 16, tm: 4, tn: 4, bk: 32 };
 
-    /// vec4 loads, 4x4 per invocation (TM rows x 4 columns), 8x8 invocations.
+    /// vec4 loads, 8x4 per invocation (8 rows x one vec4 of columns), 16x4 invocations:
+    /// 32x64 blocks of C.
     pub const VEC4: GemmConfig = GemmConfig { family: Family::Vec4, wgx: 16, wgy: 4, tm: 8, tn: 4, bk: 1 };
 
     /// VEC4's tiles; convolutions stage im2col/col2im buffers and run vec4 GEMMs.
@@ -88,6 +95,8 @@ impl GemmConfig {
         }
     }
 
+    /// The variant's name in [`GemmConfig::ALL`] (what the autotune cache stores), else a
+    /// description of its fields.
     pub fn name(&self) -> String {
         match Self::ALL.iter().find(|(_, c)| c == self) {
             Some((n, _)) => n.to_string(),
@@ -95,6 +104,7 @@ impl GemmConfig {
         }
     }
 
+    /// (BM, BN): the rows and columns of C one workgroup covers.
     pub fn block(&self) -> (u32, u32) {
         (self.wgy * self.tm, self.wgx * self.tn)
     }
@@ -103,25 +113,38 @@ impl GemmConfig {
 /// Epilogue bias: none, one per row of C (conv channels), one per column (linear features).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bias {
+    /// No bias.
     None,
+    /// One per row of C (`bias[m]`): a convolution's output channels.
     Row,
+    /// One per column of C (`bias[n]`): a linear layer's output features.
     Col,
 }
 
 /// A GEMM's shape and epilogue.
 #[derive(Clone, Copy, Debug)]
 pub struct Gemm {
+    /// Rows of C (and of op(A)).
     pub m: usize,
+    /// Columns of C (and of op(B)).
     pub n: usize,
+    /// The reduction length: columns of op(A), rows of op(B).
     pub k: usize,
+    /// A is stored [K, M] (row-major) and used transposed.
     pub trans_a: bool,
+    /// B is stored [N, K] (row-major) and used transposed: a linear layer's weight.
     pub trans_b: bool,
+    /// Add the product to C's contents (`+=`) instead of overwriting them.
     pub accumulate: bool,
+    /// Apply max(·, 0) after the bias.
     pub relu: bool,
+    /// Which bias the epilogue adds.
     pub bias: Bias,
 }
 
 impl Gemm {
+    /// C[M, N] = A[M, K]·B[K, N]: no transposes, no epilogue; set the other fields with
+    /// struct update syntax.
     pub fn new(m: usize, n: usize, k: usize) -> Gemm {
         Gemm { m, n, k, trans_a: false, trans_b: false, accumulate: false, relu: false, bias: Bias::None }
     }

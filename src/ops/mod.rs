@@ -31,6 +31,7 @@ use crate::Result;
 
 /// One recorded kernel launch, ready to replay every step.
 pub struct Dispatch {
+    /// The kernel's entry point (labels, timing reports).
     pub name: &'static str,
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
@@ -71,12 +72,15 @@ impl Dispatch {
         Ok(Dispatch { name: kernel.entry, pipeline, bind_group, groups, _bound })
     }
 
+    /// Sets the pipeline and bind group and dispatches the grid into `pass`.
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
         pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
     }
 
+    /// The workgroup grid (x, y, z) the op computed (within the adapter's
+    /// `max_compute_workgroups_per_dimension`; see [`Gpu::grid`]).
     pub fn groups(&self) -> [u32; 3] {
         self.groups
     }

@@ -16,28 +16,66 @@ const WG: u32 = 256;
 /// An update rule and the schedule of its learning rate.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Optimizer {
+    /// How a gradient becomes an update.
     pub rule: Rule,
+    /// How the learning rate changes over the steps.
     pub schedule: Schedule,
 }
 
+/// An update rule with its hyperparameters, named and defined as in `torch.optim`.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Rule {
     /// v = momentum v + g + wd w; w -= lr v (momentum 0: plain SGD)
-    Sgd { lr: f32, momentum: f32, weight_decay: f32 },
+    Sgd {
+        /// Learning rate (before the schedule's factor).
+        lr: f32,
+        /// Velocity decay; 0 for plain SGD.
+        momentum: f32,
+        /// L2 coefficient added to the gradient.
+        weight_decay: f32,
+    },
     /// Bias-corrected Adam; weight decay added to the gradient (L2, as torch.optim.Adam).
-    Adam { lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
+    Adam {
+        /// Learning rate (before the schedule's factor).
+        lr: f32,
+        /// Decay of the first moment (0.9).
+        beta1: f32,
+        /// Decay of the second moment (0.999).
+        beta2: f32,
+        /// Added to the root of the second moment (1e-8).
+        eps: f32,
+        /// L2 coefficient added to the gradient.
+        weight_decay: f32,
+    },
     /// Adam with decoupled weight decay (torch.optim.AdamW): w *= 1 - lr wd before the step.
-    AdamW { lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
+    AdamW {
+        /// Learning rate (before the schedule's factor).
+        lr: f32,
+        /// Decay of the first moment (0.9).
+        beta1: f32,
+        /// Decay of the second moment (0.999).
+        beta2: f32,
+        /// Added to the root of the second moment (1e-8).
+        eps: f32,
+        /// Decoupled decay coefficient (torch's default is 0.01).
+        weight_decay: f32,
+    },
 }
 
 /// The learning rate at step t (steps already taken) is `lr * factor(t)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Schedule {
+    /// The factor is always 1.
     Constant,
     /// Full rate for the first `hold` steps, then half a cosine down to 0 at step `total`,
     /// and 0 after it. `hold` 0 is plain cosine annealing (torch's CosineAnnealingLR with
     /// T_max = total); a late decay is the "warmup-stable-decay" shape without warmup.
-    Cosine { hold: u32, total: u32 },
+    Cosine {
+        /// Steps at the full rate.
+        hold: u32,
+        /// The step at which the rate reaches 0.
+        total: u32,
+    },
 }
 
 impl Schedule {
@@ -73,6 +111,8 @@ impl Schedule {
 }
 
 impl Optimizer {
+    /// Adam with torch.optim.Adam's defaults (betas 0.9, 0.999, eps 1e-8, no weight decay)
+    /// and a constant rate.
     pub fn adam(lr: f32) -> Optimizer {
         Rule::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }.into()
     }
@@ -80,9 +120,11 @@ impl Optimizer {
     pub fn adamw(lr: f32, weight_decay: f32) -> Optimizer {
         Rule::AdamW { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay }.into()
     }
+    /// SGD with `momentum` (0 for plain SGD), no weight decay, a constant rate.
     pub fn sgd(lr: f32, momentum: f32) -> Optimizer {
         Rule::Sgd { lr, momentum, weight_decay: 0.0 }.into()
     }
+    /// The same rule under `schedule`.
     pub fn with_schedule(self, schedule: Schedule) -> Optimizer {
         Optimizer { schedule, ..self }
     }

@@ -13,16 +13,25 @@ const WG: u32 = 256;
 /// Pooling geometry. Dimensions: N batch, C channels, H x W input, square window `k`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pool2d {
+    /// N: images per batch.
     pub batch: usize,
+    /// C: channels (pooled independently).
     pub channels: usize,
+    /// H: input height.
     pub h: usize,
+    /// W: input width.
     pub w: usize,
+    /// Window side (k×k).
     pub k: usize,
+    /// Step of the window along both axes.
     pub stride: usize,
+    /// Padding on each side (never the maximum; zeros in an average), at most k/2.
     pub pad: usize,
 }
 
 impl Pool2d {
+    /// `Error::Shape` naming `op` for a zero size, padding above k/2 (PyTorch's rule) or a
+    /// window larger than the padded input.
     pub fn validate(&self, op: &str) -> Result<()> {
         if [self.batch, self.channels, self.h, self.w, self.k, self.stride].contains(&0) {
             return Err(Error::shape(op, format!("zero-sized dimension in {self:?}")));
@@ -36,15 +45,19 @@ impl Pool2d {
         }
         Ok(())
     }
+    /// OH = (H + 2·pad − k)/stride + 1, rounded down (PyTorch's ceil_mode=False).
     pub fn oh(&self) -> usize {
         (self.h + 2 * self.pad - self.k) / self.stride + 1
     }
+    /// OW = (W + 2·pad − k)/stride + 1, rounded down.
     pub fn ow(&self) -> usize {
         (self.w + 2 * self.pad - self.k) / self.stride + 1
     }
+    /// Elements of x: N·C·H·W.
     pub fn x_len(&self) -> usize {
         self.batch * self.channels * self.h * self.w
     }
+    /// Elements of y: N·C·OH·OW.
     pub fn y_len(&self) -> usize {
         self.batch * self.channels * self.oh() * self.ow()
     }
@@ -101,7 +114,7 @@ pub fn max_pool2d_forward(gpu: &Gpu, pool: &Pool2d, x: &Tensor, y: &Tensor, argm
     launch(gpu, op, pool, pool.y_len(), &[(1, x), (2, y), (3, argmax)])
 }
 
-/// dx[i] = sum of dy over the windows whose saved argmax is i.
+/// `dx[i]` = sum of dy over the windows whose saved argmax is i.
 pub fn max_pool2d_backward(gpu: &Gpu, pool: &Pool2d, argmax: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
     let op = "max_pool2d_backward";
     pool.validate(op)?;
@@ -120,6 +133,8 @@ pub fn avg_pool2d_forward(gpu: &Gpu, pool: &Pool2d, x: &Tensor, y: &Tensor) -> R
     launch(gpu, op, pool, pool.y_len(), &[(1, x), (2, y)])
 }
 
+/// dx = dy/k² added over each window that covers the element (count_include_pad);
+/// written (`=`), one invocation per input element (a gather, no races).
 pub fn avg_pool2d_backward(gpu: &Gpu, pool: &Pool2d, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
     let op = "avg_pool2d_backward";
     pool.validate(op)?;
@@ -133,22 +148,29 @@ pub fn avg_pool2d_backward(gpu: &Gpu, pool: &Pool2d, dy: &Tensor, dx: &Tensor) -
 /// GlobalAveragePool's); a Linear layer after it needs a flatten, which is a free view.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GlobalPool2d {
+    /// N: images per batch.
     pub batch: usize,
+    /// C: channels.
     pub channels: usize,
+    /// H: plane height.
     pub h: usize,
+    /// W: plane width.
     pub w: usize,
 }
 
 impl GlobalPool2d {
+    /// `Error::Shape` naming `op` for a zero size.
     pub fn validate(&self, op: &str) -> Result<()> {
         if [self.batch, self.channels, self.h, self.w].contains(&0) {
             return Err(Error::shape(op, format!("zero-sized dimension in {self:?}")));
         }
         Ok(())
     }
+    /// Elements of x: N·C·H·W.
     pub fn x_len(&self) -> usize {
         self.batch * self.channels * self.h * self.w
     }
+    /// Elements of y: N·C.
     pub fn y_len(&self) -> usize {
         self.batch * self.channels
     }
@@ -164,7 +186,7 @@ fn launch_global(gpu: &Gpu, entry: &'static str, pool: &GlobalPool2d, n: usize, 
     Dispatch::new(gpu, &kernel, &pool.params(), tensors, gpu.grid_for(n, WG))
 }
 
-/// y[plane] = mean of x over the plane's H x W values.
+/// `y[plane]` = mean of x over the plane's H x W values.
 pub fn global_avg_pool_forward(gpu: &Gpu, pool: &GlobalPool2d, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
     let op = "global_avg_pool_forward";
     pool.validate(op)?;
@@ -173,7 +195,7 @@ pub fn global_avg_pool_forward(gpu: &Gpu, pool: &GlobalPool2d, x: &Tensor, y: &T
     launch_global(gpu, op, pool, pool.y_len(), &[(1, x), (2, y)])
 }
 
-/// dx = dy[plane] / (H W) for every element of the plane.
+/// dx = `dy[plane]` / (H W) for every element of the plane.
 pub fn global_avg_pool_backward(gpu: &Gpu, pool: &GlobalPool2d, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
     let op = "global_avg_pool_backward";
     pool.validate(op)?;

@@ -17,7 +17,7 @@ struct Params {
     accumulate: u32,
 }
 
-/// db[c] (+)= sum of dy over every axis but 1 (features of [N, F], channels of [N, C, H, W]).
+/// `db[c]` (+)= sum of dy over every axis but 1 (features of [N, F], channels of [N, C, H, W]).
 pub fn bias_backward(gpu: &Gpu, dy: &Tensor, db: &Tensor, accumulate: bool) -> Result<Dispatch> {
     let (outer, c, inner) = channel_view(dy.shape());
     if db.len() != c || dy.dtype() != DType::F32 || db.dtype() != DType::F32 {
@@ -27,7 +27,7 @@ pub fn bias_backward(gpu: &Gpu, dy: &Tensor, db: &Tensor, accumulate: bool) -> R
     Dispatch::new(gpu, &Kernel::new(Shader::Reduce, "bias_backward"), &params, &[(1, dy), (2, db)], gpu.grid(c as u64))
 }
 
-/// out[i] (+)= sum over the `splits` slices of `part` ([splits][n]), in slice order.
+/// `out[i]` (+)= sum over the `splits` slices of `part` (`[splits][n]`), in slice order.
 pub fn splitk_sum(gpu: &Gpu, part: &Tensor, splits: usize, out: &Tensor, accumulate: bool) -> Result<Dispatch> {
     let n = out.len();
     if part.len() != splits * n || part.dtype() != DType::F32 || out.dtype() != DType::F32 {

@@ -22,7 +22,7 @@ struct Params {
 }
 
 /// Words in a metrics buffer for `classes` classes: loss sum, correct, rows, unused, then
-/// the confusion matrix [label][prediction].
+/// the confusion matrix `[label][prediction]`.
 pub fn metrics_words(classes: usize) -> usize {
     4 + classes * classes
 }
@@ -63,8 +63,8 @@ pub fn check_smoothing(smoothing: f32) -> Result<()> {
     }
 }
 
-/// row_loss[r] = logsumexp(logits[r]) - (1 - e) logits[r][label] - e mean(logits[r]) with
-/// label smoothing e (0: the plain cross-entropy); row_pred[r] = argmax.
+/// `row_loss[r]` = logsumexp(`logits[r]`) - (1 - e) `logits[r][label]` - e mean(`logits[r]`) with
+/// label smoothing e (0: the plain cross-entropy); `row_pred[r]` = argmax.
 pub fn softmax_xent_forward(gpu: &Gpu, logits: &Tensor, labels: &Tensor, smoothing: f32, row_loss: &Tensor, row_pred: &Tensor) -> Result<Dispatch> {
     let op = "softmax_xent_forward";
     let (r, c) = rows_classes(op, logits)?;
@@ -105,21 +105,28 @@ pub fn metrics_accumulate(gpu: &Gpu, classes: usize, row_loss: &Tensor, row_pred
 /// Metrics read back from a metrics buffer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Metrics {
+    /// Sum of the row losses (f32, summed on the GPU).
     pub loss_sum: f32,
+    /// Rows whose prediction (first maximum) equals the label.
     pub correct: u32,
+    /// Rows counted; rows with a label ≥ C (batch padding) are skipped by every field.
     pub rows: u32,
-    /// confusion[label][prediction]
+    /// `confusion[label][prediction]`
     pub confusion: Vec<Vec<u32>>,
 }
 
 impl Metrics {
+    /// Decodes a metrics buffer's words (see [`metrics_words`]) for `classes` classes.
+    /// Panics if `words` is shorter than `metrics_words(classes)`.
     pub fn from_words(words: &[u32], classes: usize) -> Metrics {
         let confusion = (0..classes).map(|l| words[4 + l * classes..4 + (l + 1) * classes].to_vec()).collect();
         Metrics { loss_sum: f32::from_bits(words[0]), correct: words[1], rows: words[2], confusion }
     }
+    /// Mean loss per counted row (0 when no row was counted).
     pub fn mean_loss(&self) -> f32 {
         self.loss_sum / self.rows.max(1) as f32
     }
+    /// Fraction of counted rows predicted right, in [0, 1] (0 when no row was counted).
     pub fn accuracy(&self) -> f32 {
         self.correct as f32 / self.rows.max(1) as f32
     }
