@@ -1,5 +1,5 @@
 //! Checkpoints as safetensors, named and laid out as PyTorch names the same model
-//! (`conv1.weight` [16, 1, 5, 5], ..., `fc2.bias` [10]), with metadata: the model's name
+//! (`conv1.weight` `[16, 1, 5, 5]`, ..., `fc2.bias` `[10]`), with metadata: the model's name
 //! and description (`model_spec`, JSON of [`crate::nn::Model`]: any program rebuilds the
 //! model from the file alone), normalisation mean/std, dataset, kiln version. Saving goes through
 //! [`crate::files::write_atomic`], so a failed save never leaves a half-written checkpoint,

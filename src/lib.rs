@@ -5,6 +5,8 @@
 //! [`ops`] turns an op's parameters into recorded dispatches; [`cpu`] holds the f64
 //! references every kernel is tested against; [`graph`] plans and runs whole training steps.
 
+#![warn(missing_docs)]
+
 pub mod autotune;
 pub mod checkpoint;
 pub mod classify;

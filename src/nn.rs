@@ -1,5 +1,5 @@
 //! Layers on top of the graph builder, named like PyTorch's modules so checkpoints map
-//! one to one (`conv1.weight` [16, 1, 5, 5], `fc2.bias` [10], ...); [`Model`], the
+//! one to one (`conv1.weight` `[16, 1, 5, 5]`, `fc2.bias` `[10]`, ...); [`Model`], the
 //! serialisable description of a classifier that checkpoints carry; and the built-in models
 //! of the MNIST application ([`ModelKind`]).
 //!
@@ -352,6 +352,7 @@ pub struct Model {
     pub name: String,
     /// One input image: [channels, height, width].
     pub input: [usize; 3],
+    /// The layers, input to logits.
     pub layers: Sequential,
 }
 

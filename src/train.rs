@@ -38,6 +38,7 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// The update rule; its learning rate follows `lr_schedule` over the run's steps.
     pub rule: Rule,
+    /// How the learning rate changes over the run.
     pub lr_schedule: LrSchedule,
     /// Label smoothing of the cross-entropy, in [0, 1) (0: none).
     pub label_smoothing: f32,
@@ -103,6 +104,7 @@ impl std::fmt::Display for LrSchedule {
     }
 }
 
+/// One epoch's training and evaluation figures.
 #[derive(Clone, Debug)]
 pub struct EpochReport {
     /// 1-based.
@@ -123,6 +125,7 @@ pub struct EpochReport {
     pub eval_seconds: f64,
 }
 
+/// What a run produced: the trained tensors, its state, its figures.
 #[derive(Clone, Debug)]
 pub struct TrainReport {
     /// One report per epoch run.
