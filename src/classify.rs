@@ -6,15 +6,15 @@ use std::path::Path;
 
 use image::GrayImage;
 
-use crate::checkpoint::Checkpoint;
-use crate::graph::{Executor, Mode, NodeId};
+use crate::checkpoint::{Checkpoint, Params};
+use crate::graph::fold::fold_batch_norm;
+use crate::graph::{Executor, Graph, Mode, NodeId};
 use crate::ops::gemm::GemmConfig;
 use crate::predict::normalise;
 use crate::{Error, Gpu, Result};
 
 /// Classes out, pixels in (28x28) per image.
 pub const CLASSES: usize = 10;
-const PIXELS: usize = 28 * 28;
 /// Images per batch unless [`Classifier::new`] is told otherwise: memory stays bounded
 /// (a few MiB of activations for the CNN) whatever the number of images.
 pub const DEFAULT_BATCH: usize = 256;
@@ -120,34 +120,38 @@ impl<'g> Classifier<'g> {
     /// Class probabilities for digits already prepared as MNIST's are (28x28, white ink on
     /// black: see [`crate::predict::to_mnist`]).
     pub fn classify(&mut self, images: &[GrayImage]) -> Result<Vec<[f32; CLASSES]>> {
-        let mut inputs = Vec::with_capacity(images.len() * PIXELS);
+        let [c, h, w] = self.checkpoint.model.input;
+        let mut inputs = Vec::with_capacity(images.len() * c * h * w);
         for (i, img) in images.iter().enumerate() {
-            if img.dimensions() != (28, 28) {
-                return Err(Error::shape("classify", format!("image {i} is {}x{}, expected 28x28 (see predict::to_mnist)", img.width(), img.height())));
+            if c != 1 || img.dimensions() != (w as u32, h as u32) {
+                return Err(Error::shape("classify", format!("image {i} is {}x{}, the model takes {w}x{h} (see predict::to_mnist)", img.width(), img.height())));
             }
             inputs.extend(normalise(img, self.checkpoint.mean, self.checkpoint.std));
         }
         self.classify_tensor(&inputs)
     }
 
-    /// Class probabilities for normalised inputs, 784 values per image (`[N, 1, 28, 28]`).
+    /// Class probabilities for normalised inputs, one model input per image (784 values,
+    /// `[N, 1, 28, 28]`, for MNIST's models).
     pub fn classify_tensor(&mut self, inputs: &[f32]) -> Result<Vec<[f32; CLASSES]>> {
         self.run(inputs, Output::Probs)
     }
 
-    /// The logits (before the softmax) for normalised inputs, 784 values per image: what an
+    /// The logits (before the softmax) for normalised inputs, as [`Classifier::classify_tensor`]: what an
     /// exported model is compared against.
     pub fn logits_tensor(&mut self, inputs: &[f32]) -> Result<Vec<[f32; CLASSES]>> {
         self.run(inputs, Output::Logits)
     }
 
     fn run(&mut self, inputs: &[f32], output: Output) -> Result<Vec<[f32; CLASSES]>> {
-        if inputs.len() % PIXELS != 0 {
-            return Err(Error::shape("classify", format!("{} values: expected a multiple of 784 (28x28 per image)", inputs.len())));
+        let [c, h, w] = self.checkpoint.model.input;
+        let pixels = c * h * w;
+        if inputs.len() % pixels != 0 {
+            return Err(Error::shape("classify", format!("{} values: expected a multiple of {pixels} ({c}x{h}x{w} per image)", inputs.len())));
         }
-        let mut out = Vec::with_capacity(inputs.len() / PIXELS);
-        for chunk in inputs.chunks(self.batch * PIXELS) {
-            let n = chunk.len() / PIXELS;
+        let mut out = Vec::with_capacity(inputs.len() / pixels);
+        for chunk in inputs.chunks(self.batch * pixels) {
+            let n = chunk.len() / pixels;
             let runner = self.runner(n)?;
             runner.exec.write_input(chunk)?;
             runner.exec.run_step(0)?;
@@ -161,14 +165,41 @@ impl<'g> Classifier<'g> {
         Ok(out)
     }
 
+    /// The executor for batches of `n`, built on first use.
     fn runner(&mut self, n: usize) -> Result<&mut Runner<'g>> {
         let slot = if n == self.batch { &mut self.full } else { &mut self.rest };
         if slot.as_ref().is_none_or(|r| r.exec.batch() != n) {
             let model = self.checkpoint.model.build_inference(n)?;
-            let exec = Executor::new(self.gpu, &model.graph, Mode::Eval, None, &GemmConfig::default_for(self.gpu.info()), None)?;
-            exec.write_model(&self.checkpoint.params)?;
-            *slot = Some(Runner { exec, logits: model.logits, probs: model.probs });
+            let (graph, tensors) = fold_batch_norms(&model.graph, &self.checkpoint.params)?;
+            let exec = Executor::new(self.gpu, &graph, Mode::Eval, None, &GemmConfig::default_for(self.gpu.info()), None)?;
+            exec.write_model(&tensors)?;
+            // folding renumbers the nodes: find the outputs by name
+            let probs = node_named(&graph, "probs")?;
+            let logits = graph.node(probs).inputs[0];
+            *slot = Some(Runner { exec, logits, probs });
         }
         Ok(slot.as_mut().expect("set above"))
     }
+}
+
+/// Folds each BatchNorm that follows a conv or linear layer into that layer (one kernel less
+/// per BatchNorm, the same logits: `graph::fold`), returning the graph and its tensors
+/// (parameters, then the state of BatchNorms that could not be folded). `tensors` are a
+/// checkpoint's: the parameters, then the state.
+fn fold_batch_norms(graph: &Graph, tensors: &Params) -> Result<(Graph, Params)> {
+    let n_params = graph.params().len();
+    if tensors.len() == n_params {
+        return Ok((graph.clone(), tensors.clone()));
+    }
+    let (params, state) = tensors.split_at(n_params.min(tensors.len()));
+    let (folded, mut out) = fold_batch_norm(graph, &params.to_vec(), &state.to_vec())?;
+    for (_, name, _) in folded.state() {
+        let t = state.iter().find(|t| t.0 == name).ok_or_else(|| Error::shape("fold_batch_norms", format!("no state '{name}'")))?;
+        out.push(t.clone());
+    }
+    Ok((folded, out))
+}
+
+fn node_named(graph: &Graph, name: &str) -> Result<NodeId> {
+    graph.nodes.iter().position(|n| n.name == name).map(NodeId).ok_or_else(|| Error::shape("classify", format!("the inference graph has no '{name}' node")))
 }

@@ -158,3 +158,50 @@ fn save_every_epoch_survives_a_kill_mid_save() {
     assert!(!part.exists(), "a stale part file outlived the next save");
     Checkpoint::load(&ck).unwrap();
 }
+
+#[test]
+fn the_classifier_folds_batchnorm_and_keeps_the_probabilities() {
+    use kiln::graph::{Executor, Mode};
+    use kiln::nn::BatchNorm;
+    use kiln::ops::gemm::GemmConfig;
+    use kiln::testing::{assert_close, gpu, Rng, BATCH_NORM};
+    let gpu = gpu();
+    let mut rng = Rng::new(31);
+    // conv -> BN (folded), then a BN right after the pooling (nothing to fold into: kept)
+    let model = Model {
+        name: "bn-fold".into(),
+        input: [1, 8, 8],
+        layers: Sequential::new()
+            .add("conv1", Conv2d::new(1, 3, 3).padding(1))
+            .add("bn1", BatchNorm { channels: 3 })
+            .add("relu1", ReLU)
+            .add("pool", MaxPool2d { kernel: 2, stride: 2 })
+            .add("bn2", BatchNorm { channels: 3 })
+            .add("flatten", Flatten)
+            .add("fc", Linear::new(48, 10)),
+    };
+    let graph = model.build(1, 2).unwrap().graph;
+    let mut tensors: kiln::checkpoint::Params = Vec::new();
+    for (_, name, shape) in graph.params().into_iter().chain(graph.state()) {
+        let n: usize = shape.iter().product();
+        let values = if name.ends_with("running_var") {
+            rng.vec(n).iter().map(|v| 0.5 + v.abs()).collect()
+        } else if name.ends_with("num_batches_tracked") {
+            vec![100.0]
+        } else {
+            rng.vec(n)
+        };
+        tensors.push((name.to_string(), shape.to_vec(), values));
+    }
+    let ck = Checkpoint { model: model.clone(), mean: 0.1, std: 0.3, dataset: "mnist10k".into(), params: tensors };
+    let images = rng.vec(5 * 64);
+    let folded = kiln::Classifier::new(gpu, ck.clone(), 4).unwrap().classify_tensor(&images).unwrap();
+    let inference = model.build_inference(5).unwrap();
+    let exec = Executor::new(gpu, &inference.graph, Mode::Eval, None, &GemmConfig::default_for(gpu.info()), None).unwrap();
+    let mut exec = exec;
+    exec.write_model(&ck.params).unwrap();
+    exec.write_input(&images).unwrap();
+    exec.run_step(0).unwrap();
+    let want = exec.read_node(inference.probs).unwrap();
+    assert_close("folded vs unfolded probabilities", &folded.concat(), &want, BATCH_NORM);
+}
