@@ -12,22 +12,16 @@ use image::{GrayImage, Luma, Rgba, RgbaImage};
 use kiln::checkpoint::Checkpoint;
 use kiln::nn::ModelKind;
 
+mod common;
+use common::example;
+
+fn scratch(name: &str) -> PathBuf {
+    common::scratch("hardening", name)
+}
+
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist");
 
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
-    assert!(path.exists(), "{} not built (cargo test builds examples)", path.display());
-    path
-}
 
-/// A fresh scratch directory for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hardening").join(name);
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// train_mnist on mnist10k, MLP, 1 epoch unless `extra` says otherwise.
 fn train_cmd(extra: &[&str]) -> Command {

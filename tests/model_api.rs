@@ -9,21 +9,16 @@ use std::time::{Duration, Instant};
 use kiln::checkpoint::Checkpoint;
 use kiln::nn::{Conv2d, Flatten, Linear, MaxPool2d, Model, ModelKind, ReLU, Residual, Sequential};
 
-const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist");
-
-fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
-    assert!(path.exists(), "{} not built (cargo test builds examples)", path.display());
-    path
-}
+mod common;
+use common::example;
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("model_api").join(name);
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("model_api", name)
 }
+
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist");
+
+
 
 /// train_mnist with fixed (heuristic) kernels: bit-identical results need them.
 fn train(args: &[&str]) -> Output {

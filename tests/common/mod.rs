@@ -1,4 +1,5 @@
-//! Small models shared by the graph tests.
+//! What the integration tests share: small models for the graph tests, the example
+//! binaries and scratch directories for the CLI tests.
 #![allow(dead_code)]
 
 use kiln::graph::Graph;
@@ -40,3 +41,19 @@ pub fn small_cnn() -> Graph {
     classifier(layers, &[BATCH, 1, 8, 8], 12)
 }
 
+/// The path of an example binary built beside this test (`cargo test` builds examples).
+pub fn example(name: &str) -> std::path::PathBuf {
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/examples/<name>
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
+    assert!(path.exists(), "{} not built (cargo test builds examples)", path.display());
+    path
+}
+
+/// A fresh, empty directory `<CARGO_TARGET_TMPDIR>/<group>/<name>`.
+pub fn scratch(group: &str, name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(group).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
