@@ -192,7 +192,7 @@ fn fold_batch_norms(graph: &Graph, tensors: &Params) -> Result<(Graph, Params)> 
         return Ok((graph.clone(), tensors.clone()));
     }
     let (params, state) = tensors.split_at(n_params.min(tensors.len()));
-    let (folded, mut out) = fold_batch_norm(graph, &params.to_vec(), &state.to_vec())?;
+    let (folded, mut out) = fold_batch_norm(graph, params, state)?;
     for (_, name, _) in folded.state() {
         let t = state.iter().find(|t| t.0 == name).ok_or_else(|| Error::shape("fold_batch_norms", format!("no state '{name}'")))?;
         out.push(t.clone());

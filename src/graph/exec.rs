@@ -480,14 +480,8 @@ impl<'g> Executor<'g> {
 
     /// Every parameter as (name, shape, values): one readback of the flat buffer.
     pub fn read_params(&self) -> Result<crate::checkpoint::Params> {
-        let flat = self.params.to_f32(self.gpu)?;
-        Ok(self
-            .plan
-            .params
-            .iter()
-            .zip(&self.offsets)
-            .map(|(p, &o)| (p.name.clone(), p.shape.clone(), flat[o..o + p.shape.iter().product::<usize>()].to_vec()))
-            .collect())
+        let entries: Vec<_> = self.plan.params.iter().map(|p| (p.name.as_str(), p.shape.as_slice())).collect();
+        read_flat(self.gpu, &self.params, &entries, &self.offsets)
     }
 
     /// The optimizer's state: steps taken, and each moment buffer per parameter, named as
@@ -542,18 +536,9 @@ impl<'g> Executor<'g> {
     }
 
     /// Overwrites the parameters (loading a checkpoint); names and shapes must match.
-    pub fn write_params(&self, values: &crate::checkpoint::Params) -> Result<()> {
-        if values.len() != self.plan.params.len() {
-            return Err(Error::shape("write_params", format!("{} tensors for a model of {}", values.len(), self.plan.params.len())));
-        }
-        let mut flat = vec![0f32; self.params.len()];
-        for ((name, shape, data), (p, &o)) in values.iter().zip(self.plan.params.iter().zip(&self.offsets)) {
-            if name != &p.name || shape != &p.shape || data.len() != shape.iter().product::<usize>() {
-                return Err(Error::shape("write_params", format!("{name} {shape:?} where the model has {} {:?}", p.name, p.shape)));
-            }
-            flat[o..o + data.len()].copy_from_slice(data);
-        }
-        self.params.write_f32(self.gpu, &flat)
+    pub fn write_params(&self, values: &[Tensors]) -> Result<()> {
+        let entries: Vec<_> = self.plan.params.iter().map(|p| (p.name.as_str(), p.shape.as_slice())).collect();
+        write_flat(self.gpu, "write_params", &self.params, &entries, &self.offsets, values)
     }
 
     /// Everything a checkpoint holds: the parameters, then the state (BatchNorm's running
@@ -570,8 +555,8 @@ impl<'g> Executor<'g> {
         if all.len() != n + self.plan.state.len() {
             return Err(Error::shape("write_model", format!("{} tensors for a model of {} parameters and {} state tensors", all.len(), n, self.plan.state.len())));
         }
-        self.write_params(&all[..n].to_vec())?;
-        self.write_state(&all[n..].to_vec())
+        self.write_params(&all[..n])?;
+        self.write_state(&all[n..])
     }
 
     /// Every state tensor (BatchNorm running statistics, num_batches_tracked as an f32
@@ -581,30 +566,15 @@ impl<'g> Executor<'g> {
         if self.plan.state.is_empty() {
             return Ok(Vec::new());
         }
-        let flat = self.state.to_f32(self.gpu)?;
-        Ok(self
-            .plan
-            .state
-            .iter()
-            .zip(&self.state_offsets)
-            .map(|(s, &o)| (s.name.clone(), s.shape.clone(), flat[o..o + s.shape.iter().product::<usize>()].to_vec()))
-            .collect())
+        let entries: Vec<_> = self.plan.state.iter().map(|s| (s.name.as_str(), s.shape.as_slice())).collect();
+        read_flat(self.gpu, &self.state, &entries, &self.state_offsets)
     }
 
     /// Overwrites the state (loading a checkpoint); names and shapes must match. Every
     /// executor sharing this one's state sees the new values.
-    pub fn write_state(&self, values: &crate::checkpoint::Params) -> Result<()> {
-        if values.len() != self.plan.state.len() {
-            return Err(Error::shape("write_state", format!("{} tensors for a model with {} state tensors", values.len(), self.plan.state.len())));
-        }
-        let mut flat = vec![0f32; self.state.len()];
-        for ((name, shape, data), (s, &o)) in values.iter().zip(self.plan.state.iter().zip(&self.state_offsets)) {
-            if name != &s.name || shape != &s.shape || data.len() != shape.iter().product::<usize>() {
-                return Err(Error::shape("write_state", format!("{name} {shape:?} where the model has {} {:?}", s.name, s.shape)));
-            }
-            flat[o..o + data.len()].copy_from_slice(data);
-        }
-        self.state.write_f32(self.gpu, &flat)
+    pub fn write_state(&self, values: &[Tensors]) -> Result<()> {
+        let entries: Vec<_> = self.plan.state.iter().map(|s| (s.name.as_str(), s.shape.as_slice())).collect();
+        write_flat(self.gpu, "write_state", &self.state, &entries, &self.state_offsets, values)
     }
 
     /// Waits for all submitted steps.
@@ -632,6 +602,36 @@ impl<'g> Executor<'g> {
     pub fn batch(&self) -> usize {
         self.plan.batch
     }
+}
+
+/// One named tensor as a checkpoint holds it: (name, shape, values).
+type Tensors = (String, Vec<usize>, Vec<f32>);
+
+/// The tensors laid out in `flat` at `offsets` (the parameter or state buffer), named and
+/// shaped by `entries`: one readback.
+fn read_flat(gpu: &Gpu, flat: &Tensor, entries: &[(&str, &[usize])], offsets: &[usize]) -> Result<crate::checkpoint::Params> {
+    let values = flat.to_f32(gpu)?;
+    Ok(entries
+        .iter()
+        .zip(offsets)
+        .map(|(&(name, shape), &o)| (name.to_string(), shape.to_vec(), values[o..o + shape.iter().product::<usize>()].to_vec()))
+        .collect())
+}
+
+/// Writes `values` into `flat` at `offsets` after checking them against `entries`, in
+/// order (names, shapes, lengths); `op` names the caller in errors. One upload.
+fn write_flat(gpu: &Gpu, op: &str, flat: &Tensor, entries: &[(&str, &[usize])], offsets: &[usize], values: &[Tensors]) -> Result<()> {
+    if values.len() != entries.len() {
+        return Err(Error::shape(op, format!("{} tensors for a model of {}", values.len(), entries.len())));
+    }
+    let mut buf = vec![0f32; flat.len()];
+    for ((name, shape, data), (&(want, want_shape), &o)) in values.iter().zip(entries.iter().zip(offsets)) {
+        if name != want || shape != want_shape || data.len() != shape.iter().product::<usize>() {
+            return Err(Error::shape(op, format!("{name} {shape:?} where the model has {want} {want_shape:?}")));
+        }
+        buf[o..o + data.len()].copy_from_slice(data);
+    }
+    flat.write_f32(gpu, &buf)
 }
 
 fn view(flat: &Tensor, offset: usize, shape: &[usize]) -> Tensor {

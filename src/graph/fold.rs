@@ -17,7 +17,7 @@ use crate::{Error, Result};
 /// whose own parameters and state only it uses; others stay as they are. `params` and
 /// `state` are the model's values by name (`Executor::read_params`, `read_state`).
 /// A layer without bias gets one, named `{layer}.bias`.
-pub fn fold_batch_norm(graph: &Graph, params: &Params, state: &Params) -> Result<(Graph, Params)> {
+pub fn fold_batch_norm(graph: &Graph, params: &[(String, Vec<usize>, Vec<f32>)], state: &[(String, Vec<usize>, Vec<f32>)]) -> Result<(Graph, Params)> {
     let values: HashMap<&str, &[f32]> = params.iter().chain(state).map(|(n, _, v)| (n.as_str(), v.as_slice())).collect();
     let get = |id: NodeId| -> Result<&[f32]> {
         let n = graph.node(id);
