@@ -1,19 +1,15 @@
 //! The application's pieces: checkpoints, image preprocessing, and the train_mnist CLI's
 //! handling of bad input (clear message, exit code 2, no panic, no checkpoint written).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use kiln::checkpoint::Checkpoint;
 use kiln::nn::ModelKind;
 
-fn example(name: &str) -> PathBuf {
-    // target/<profile>/deps/app-<hash> -> target/<profile>/examples/<name>
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
-    assert!(path.exists(), "{} not built (cargo test builds examples)", path.display());
-    path
-}
+mod common;
+use common::example;
+
 
 fn mlp_checkpoint() -> Checkpoint {
     let model = ModelKind::Mlp.build(1, 3).unwrap();

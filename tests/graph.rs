@@ -96,37 +96,9 @@ fn shared_graph() -> Graph {
 
 #[test]
 fn gradients_of_reused_tensors_are_summed() {
-    let gpu = gpu();
-    let graph = shared_graph();
     let mut rng = Rng::new(4);
     let x = rng.vec(20);
-    let y = vec![0u32, 2, 1, 2];
-    // SGD with lr 1 and no momentum: w_after = w_before - grad
-    let mut exec = Executor::new(gpu, &graph, Mode::Train, Some(Optimizer::sgd(1.0, 0.0)), &GemmConfig::default_for(gpu.info()), None).unwrap();
-    let before = exec.read_params().unwrap();
-    exec.write_input(&x).unwrap();
-    exec.write_labels(&y).unwrap();
-    exec.run_step(0).unwrap();
-    let after = exec.read_params().unwrap();
-    let mut cpu = CpuExecutor::new(&graph, Mode::Eval, None).unwrap();
-    let h = 1e-2f32;
-    for ((name, _, w0), (_, _, w1)) in before.iter().zip(&after) {
-        let grad: Vec<f32> = w0.iter().zip(w1).map(|(a, b)| a - b).collect();
-        let numeric: Vec<f32> = (0..w0.len())
-            .map(|i| {
-                let mut loss = |d: f32| {
-                    let mut w = w0.clone();
-                    w[i] += d;
-                    cpu.set_param(name, w);
-                    cpu.run_step(&x, &y).unwrap().unwrap() / 4.0
-                };
-                let g = ((loss(h) - loss(-h)) / (2.0 * h as f64)) as f32;
-                cpu.set_param(name, w0.clone());
-                g
-            })
-            .collect();
-        assert_close(&format!("gradient of {name}"), &grad, &numeric, FINITE_DIFF);
-    }
+    gpu_gradients_match_finite_differences(&shared_graph(), &x, &[0, 2, 1, 2], Mode::Eval, 1e-2);
 }
 
 /// Every layer of issue 14's first batch in one model, and a stride-2 convolution whose
@@ -169,12 +141,13 @@ fn new_layers_gpu_gradients_match_finite_differences() {
     // including conv1's, which flows through conv2's stride-2 input gradient
     let graph = new_layers_graph();
     let (x, y) = batches(1, 2 * 81, 5, 10).remove(0);
-    gpu_gradients_match_finite_differences(&graph, &x, &y);
+    gpu_gradients_match_finite_differences(&graph, &x, &y, Mode::Eval, 1e-2);
 }
 
-/// One GPU SGD step (lr 1, no momentum) against central differences of the CPU forward loss
-/// (the batch mean) for every parameter.
-fn gpu_gradients_match_finite_differences(graph: &Graph, x: &[f32], y: &[u32]) {
+/// One GPU SGD step (lr 1, no momentum: w_before - w_after is the gradient) against central
+/// differences, step `h`, of the CPU interpreter's loss (the batch mean) in `cpu_mode`, for
+/// every parameter.
+fn gpu_gradients_match_finite_differences(graph: &Graph, x: &[f32], y: &[u32], cpu_mode: Mode, h: f32) {
     let gpu = gpu();
     let mut exec = Executor::new(gpu, graph, Mode::Train, Some(Optimizer::sgd(1.0, 0.0)), &GemmConfig::default_for(gpu.info()), None).unwrap();
     let before = exec.read_params().unwrap();
@@ -182,8 +155,7 @@ fn gpu_gradients_match_finite_differences(graph: &Graph, x: &[f32], y: &[u32]) {
     exec.write_labels(y).unwrap();
     exec.run_step(0).unwrap();
     let after = exec.read_params().unwrap();
-    let mut cpu = CpuExecutor::new(graph, Mode::Eval, None).unwrap();
-    let h = 1e-2f32;
+    let mut cpu = CpuExecutor::new(graph, cpu_mode, None).unwrap();
     let batch = y.len() as f64;
     for ((name, _, w0), (_, _, w1)) in before.iter().zip(&after) {
         let grad: Vec<f32> = w0.iter().zip(w1).map(|(a, b)| a - b).collect();
@@ -370,40 +342,13 @@ fn batchnorm_state_survives_poisoning_and_round_trips() {
 
 #[test]
 fn batchnorm_gradients_match_finite_differences_through_the_graph() {
-    // one GPU step of SGD with lr 1: w_before - w_after is the gradient; the CPU interpreter
-    // in train mode without an optimizer gives the loss as a function of the parameters
-    // (train-mode BN uses batch statistics, so the running update does not feed back)
-    let gpu = gpu();
-    let graph = batchnorm_graph(BATCH);
+    // the CPU loss in train mode: train-mode BN uses batch statistics (the running update
+    // does not feed back). h = 1e-3, not 1e-2: a weight step of 1e-2 moves the batch
+    // statistics and crosses enough ReLU and max-pool kinks in this 8-row batch to put the
+    // quotient off by ~10% (measured); at 1e-3 the f32 rounding of the loss
+    // (~1e-7 / 2h = 5e-5) still fits FINITE_DIFF
     let (x, y) = batches(1, 36, 4, 10).remove(0);
-    let mut exec = Executor::new(gpu, &graph, Mode::Train, Some(Optimizer::sgd(1.0, 0.0)), &GemmConfig::default_for(gpu.info()), None).unwrap();
-    let before = exec.read_params().unwrap();
-    exec.write_input(&x).unwrap();
-    exec.write_labels(&y).unwrap();
-    exec.run_step(0).unwrap();
-    let after = exec.read_params().unwrap();
-    let mut cpu = CpuExecutor::new(&graph, Mode::Train, None).unwrap();
-    // h = 1e-3, not 1e-2: a weight step of 1e-2 moves the batch statistics and crosses enough
-    // ReLU and max-pool kinks in this 8-row batch to put the quotient off by ~10% (measured);
-    // at 1e-3 the f32 rounding of the loss (~1e-7 / 2h = 5e-5) still fits FINITE_DIFF
-    let h = 1e-3f32;
-    for ((name, _, w0), (_, _, w1)) in before.iter().zip(&after) {
-        let grad: Vec<f32> = w0.iter().zip(w1).map(|(a, b)| a - b).collect();
-        let numeric: Vec<f32> = (0..w0.len())
-            .map(|i| {
-                let mut loss = |d: f32| {
-                    let mut w = w0.clone();
-                    w[i] += d;
-                    cpu.set_param(name, w);
-                    cpu.run_step(&x, &y).unwrap().unwrap() / BATCH as f64
-                };
-                let g = ((loss(h) - loss(-h)) / (2.0 * h as f64)) as f32;
-                cpu.set_param(name, w0.clone());
-                g
-            })
-            .collect();
-        assert_close(&format!("gradient of {name}"), &grad, &numeric, FINITE_DIFF);
-    }
+    gpu_gradients_match_finite_differences(&batchnorm_graph(BATCH), &x, &y, Mode::Train, 1e-3);
 }
 
 #[test]

@@ -3,7 +3,6 @@
 //! exporter's constants), and the export example's handling of bad input. The numeric
 //! comparison with onnxruntime is `scripts/check-onnx.sh`.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use kiln::checkpoint::Checkpoint;
@@ -12,6 +11,9 @@ use kiln::nn::ModelKind;
 use kiln::onnx::{export, export_checkpoint, Message};
 use kiln::rng::Rng;
 use kiln::Error;
+
+mod common;
+use common::example;
 
 /// A decoded field: a varint or a length-delimited payload.
 #[derive(Clone, Debug, PartialEq)]
@@ -226,13 +228,6 @@ fn separate_biases_are_reshaped_shared_parameters_written_once_and_losses_refuse
     assert!(err.contains("conv.weight") && err.contains("[3, 2, 9]"), "{err}");
 }
 
-fn example(name: &str) -> PathBuf {
-    // target/<profile>/deps/onnx-<hash> -> target/<profile>/examples/<name>
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
-    assert!(path.exists(), "{} not built (cargo test builds examples)", path.display());
-    path
-}
 
 fn run_export(args: &[&str]) -> (i32, String) {
     let out = Command::new(example("export")).args(args).output().unwrap();
