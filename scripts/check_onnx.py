@@ -12,11 +12,13 @@ differs from kiln's by more than ATOL + RTOL * |kiln's logit|.
 
 Needs onnx, onnxruntime and numpy (python3 -m pip install onnxruntime onnx numpy).
 """
-import argparse, gzip, json, os, struct, sys
+import argparse, json, sys
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+
+from mnist_idx import find_file, read_idx
 
 # kiln and onnxruntime both compute in f32 but sum convolutions and GEMMs in different
 # orders (kiln: im2col/tiled GEMM on the GPU; onnxruntime: MLAS, with Conv+Relu fusion).
@@ -33,22 +35,14 @@ RTOL = 1e-4
 CHUNK = 768
 
 
-def read_idx(path):
-    """An IDX file (gzipped or not) as a numpy array of its dims."""
-    if not os.path.exists(path) and os.path.exists(path[:-3]):
-        path = path[:-3]
-    raw = open(path, "rb").read()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    dims = raw[3]
-    shape = struct.unpack(">" + "I" * dims, raw[4:4 + 4 * dims])
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
 def test_split(data_dir, dataset):
     """kiln's test split: mnist's 10,000 test images, or the last 2,000 of them for mnist10k."""
-    x = read_idx(os.path.join(data_dir, "t10k-images-idx3-ubyte.gz"))
-    y = read_idx(os.path.join(data_dir, "t10k-labels-idx1-ubyte.gz"))
+    paths = [find_file(data_dir, f) for f in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")]
+    if None in paths:
+        sys.exit(f"check_onnx: MNIST's t10k files are not in {data_dir}")
+    x, y = read_idx(paths[0]), read_idx(paths[1])
     return (x[8000:], y[8000:]) if dataset == "mnist10k" else (x, y)
 
 

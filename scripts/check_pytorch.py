@@ -21,14 +21,15 @@ more than one image.
 
 Needs torch, safetensors and numpy (pip install torch safetensors numpy); CPU is enough.
 """
-import argparse, gzip, json, math, os, struct, sys
+import argparse, json, math, os, sys
 from collections import OrderedDict
 
-import numpy as np
 import torch
 import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file
+
+from mnist_idx import find_file, read_idx
 
 # kiln's built-in models (src/nn.rs, ModelKind::layers), for checkpoints written before the
 # metadata carried `model_spec`. Same JSON shape as `model_spec`.
@@ -177,21 +178,6 @@ def build_model(spec):
     return model
 
 
-def read_idx(path):
-    raw = open(path, "rb").read()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    dims = raw[3]
-    shape = struct.unpack(">" + "I" * dims, raw[4:4 + 4 * dims])
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
-def find_file(directory, gz_name):
-    """directory/name if it is a file, else the same without .gz (kiln's rule)."""
-    for p in (os.path.join(directory, gz_name), os.path.join(directory, gz_name[:-3])):
-        if os.path.isfile(p):
-            return p
-    return None
 
 
 FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
