@@ -10,7 +10,7 @@ use kiln::ops::optim::{Optimizer, Schedule};
 use kiln::testing::{assert_close, gpu, Rng, BATCH_NORM, FINITE_DIFF, TRAINING};
 
 mod common;
-use common::{small_cnn, small_mlp, BATCH};
+use common::{new_layers_graph, shared_graph, small_cnn, small_mlp, BATCH};
 
 fn batches(steps: usize, pixels: usize, classes: u32, seed: u64) -> Vec<(Vec<f32>, Vec<u32>)> {
     let mut rng = Rng::new(seed);
@@ -79,53 +79,11 @@ fn bias_nodes_train_like_the_cpu_reference() {
     gpu_matches_cpu(&separate_bias_graph(), Optimizer::adam(1e-2), &batches(6, 50, 4, 7));
 }
 
-fn shared_graph() -> Graph {
-    let mut g = Graph::new(3);
-    let x = g.input("input", &[4, 5]).unwrap();
-    let labels = g.labels("labels", 4);
-    let h = Linear::new(5, 6).build(&mut g, "fc1", x).unwrap();
-    let r = g.relu("relu", h);
-    let s = g.add("sum", r, h).unwrap();
-    let w = g.param("shared.weight", &[6, 6], kiln::graph::Init::KaimingUniform { fan_in: 6 });
-    let a = g.linear("fc2", s, w, None).unwrap();
-    let b = g.linear("fc3", a, w, None).unwrap();
-    let logits = Linear::new(6, 3).build(&mut g, "head", b).unwrap();
-    g.softmax_cross_entropy("loss", logits, labels).unwrap();
-    g
-}
-
 #[test]
 fn gradients_of_reused_tensors_are_summed() {
     let mut rng = Rng::new(4);
     let x = rng.vec(20);
     gpu_gradients_match_finite_differences(&shared_graph(), &x, &[0, 2, 1, 2], Mode::Eval, 1e-2);
-}
-
-/// Every layer of issue 14's first batch in one model, and a stride-2 convolution whose
-/// input needs a gradient (conv2: its forward, dX and dW all run):
-/// conv1 (s1 p1) -> leaky_relu(0.1) -> conv2 (3x3, s2 p1: 9x9 -> 5x5) -> gelu ->
-/// avg_pool2d(3, s2, p1: 5x5 -> 3x3, padded windows) -> tanh -> global_avg_pool [N,6,1,1] ->
-/// flatten -> fc1 -> sigmoid -> fc2.
-fn new_layers_graph() -> Graph {
-    let mut g = Graph::new(21);
-    let x = g.input("input", &[BATCH, 2, 9, 9]).unwrap();
-    let labels = g.labels("labels", BATCH);
-    let h = Conv2d::new(2, 4, 3).padding(1).build(&mut g, "conv1", x).unwrap();
-    let h = g.leaky_relu("leaky", h, 0.1).unwrap();
-    let h = Conv2d { stride: 2, ..Conv2d::new(4, 6, 3).padding(1) }.build(&mut g, "conv2", h).unwrap();
-    assert_eq!(g.node(h).shape, [BATCH, 6, 5, 5]);
-    let h = g.gelu("gelu", h);
-    let h = g.avg_pool2d("avg", h, 3, 2, 1).unwrap();
-    assert_eq!(g.node(h).shape, [BATCH, 6, 3, 3]);
-    let h = g.tanh("tanh", h);
-    let h = g.global_avg_pool("gap", h).unwrap();
-    assert_eq!(g.node(h).shape, [BATCH, 6, 1, 1], "AdaptiveAvgPool2d(1)'s shape");
-    let h = g.flatten("flatten", h);
-    let h = Linear::new(6, 8).build(&mut g, "fc1", h).unwrap();
-    let h = g.sigmoid("sigmoid", h);
-    let logits = Linear::new(8, 5).build(&mut g, "fc2", h).unwrap();
-    g.softmax_cross_entropy("loss", logits, labels).unwrap();
-    g
 }
 
 #[test]

@@ -254,6 +254,19 @@ impl CpuExecutor {
         self.f.insert(s.value, values);
     }
 
+    /// Sets the gradient of the output node the backward of [`Mode::InputGradient`] starts
+    /// from (see [`super::Executor::write_output_grad`]).
+    pub fn write_output_grad(&mut self, data: Vec<f32>) {
+        let (_, v) = self.plan.output_grad.expect("an InputGradient plan");
+        assert_eq!(data.len(), self.plan.values[v.0].len(), "output gradient length");
+        self.set(v, data);
+    }
+
+    /// The gradient node `node` received in the last step's backward, if computed.
+    pub fn grad(&self, node: super::NodeId) -> Option<&[f32]> {
+        self.plan.grads.get(&node).and_then(|&v| self.value(v))
+    }
+
     /// The value of `v` after the last step, if it was computed.
     pub fn value(&self, v: ValueId) -> Option<&[f32]> {
         debug_assert!(!matches!(self.plan.values[v.0].kind, ValueKind::Labels));

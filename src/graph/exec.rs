@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::lower::{lower, Mode, Plan, Step, ValueId, ValueKind};
+use super::lower::{lower, lower_keeping, Mode, Plan, Step, ValueId, ValueKind};
 use super::planner::{naive_bytes, plan_memory, MemoryPlan};
 use super::{Graph, Init, NodeId};
 use crate::data::gpu::ResidentDataset;
@@ -172,25 +172,32 @@ impl<'g> Executor<'g> {
         kernels: impl Into<Tuning>,
         share_params: Option<&Executor>,
     ) -> Result<Executor<'g>> {
-        Self::build(gpu, graph, mode, optimizer, &kernels.into(), share_params, false)
+        Self::build(gpu, lower(graph, mode)?, graph.seed, optimizer, &kernels.into(), share_params, false)
+    }
+
+    /// An executor without optimizer (eval or [`Mode::InputGradient`]) whose plan keeps the
+    /// value and gradient of each node in `keep` readable after a step ([`lower_keeping`]):
+    /// feature maps and their gradients for Grad-CAM.
+    pub fn new_keeping(gpu: &'g Gpu, graph: &Graph, mode: Mode, kernels: impl Into<Tuning>, keep: &[NodeId]) -> Result<Executor<'g>> {
+        Self::build(gpu, lower_keeping(graph, mode, keep)?, graph.seed, None, &kernels.into(), None, false)
     }
 
     /// As `new`, but every activation buffer is filled with NaN right after its last
     /// reader: if the planner ever let two live values share memory, results change.
     pub fn new_poisoning_freed(gpu: &'g Gpu, graph: &Graph, mode: Mode, optimizer: Option<Optimizer>, kernels: impl Into<Tuning>) -> Result<Executor<'g>> {
-        Self::build(gpu, graph, mode, optimizer, &kernels.into(), None, true)
+        Self::build(gpu, lower(graph, mode)?, graph.seed, optimizer, &kernels.into(), None, true)
     }
 
     fn build(
         gpu: &'g Gpu,
-        graph: &Graph,
-        mode: Mode,
+        plan: Plan,
+        seed: u64,
         optimizer: Option<Optimizer>,
         tuning: &Tuning,
         share_params: Option<&Executor>,
         poison_freed: bool,
     ) -> Result<Executor<'g>> {
-        let plan = lower(graph, mode)?;
+        let mode = plan.mode;
         if mode == Mode::Train && optimizer.is_none() {
             return Err(Error::unsupported("Executor", "training needs an optimizer"));
         }
@@ -215,7 +222,7 @@ impl<'g> Executor<'g> {
             None => {
                 let p = Tensor::empty(gpu, &[flat_len], DType::F32)?;
                 let mut flat = vec![0f32; flat_len];
-                for (v, &o) in init_params(&plan, graph.seed).iter().zip(&offsets) {
+                for (v, &o) in init_params(&plan, seed).iter().zip(&offsets) {
                     flat[o..o + v.len()].copy_from_slice(v);
                 }
                 p.write_f32(gpu, &flat)?;
@@ -252,7 +259,7 @@ impl<'g> Executor<'g> {
                 ValueKind::Param(p) => view(&params, offsets[p], &v.shape),
                 ValueKind::Grad(p) => view(grads.as_ref().expect("gradients in training"), offsets[p], &v.shape),
                 ValueKind::State(s) => view(&state, state_offsets[s], &v.shape),
-                ValueKind::Input | ValueKind::Labels => {
+                ValueKind::Input | ValueKind::Labels | ValueKind::OutputGrad => {
                     if root.0 == i {
                         Tensor::empty(gpu, &v.shape, v.dtype)?
                     } else {
@@ -472,10 +479,45 @@ impl<'g> Executor<'g> {
         self.metrics.write_u32(self.gpu, &vec![0; self.metrics.len()])
     }
 
-    /// Reads the value a graph node computed in the last step (tests, prediction).
+    /// Reads the value a graph node computed in the last step (tests, prediction). An
+    /// intermediate whose memory a later value reuses is an error: build the executor with
+    /// [`Executor::new_keeping`] to read it.
     pub fn read_node(&self, node: NodeId) -> Result<Vec<f32>> {
-        let v = self.plan.outputs.get(&node).ok_or_else(|| Error::shape("read_node", format!("no value for node {node:?}")))?;
-        self.t(*v).to_f32(self.gpu)
+        let v = *self.plan.outputs.get(&node).ok_or_else(|| Error::shape("read_node", format!("no value for node {node:?}")))?;
+        self.read_live("read_node", v)
+    }
+
+    /// Writes the gradient of the output node (the logits) the backward of
+    /// [`Mode::InputGradient`] starts from: a one-hot row per image gives the gradient of
+    /// that class's logit.
+    pub fn write_output_grad(&self, data: &[f32]) -> Result<()> {
+        let (_, v) = self.plan.output_grad.ok_or_else(|| Error::unsupported("write_output_grad", "only an InputGradient executor has an output gradient"))?;
+        let t = self.t(v);
+        if data.len() != t.len() {
+            return Err(Error::shape("output gradient", format!("{} values for the output {:?}", data.len(), t.shape())));
+        }
+        t.write_f32(self.gpu, data)
+    }
+
+    /// Reads the gradient node `node` received in the last step's backward
+    /// ([`Mode::InputGradient`]: the input's node gives the input gradient).
+    pub fn read_grad(&self, node: NodeId) -> Result<Vec<f32>> {
+        let v = *self.plan.grads.get(&node).ok_or_else(|| Error::shape("read_grad", format!("the backward computes no gradient for node {node:?}")))?;
+        self.read_live("read_grad", v)
+    }
+
+    /// Reads `v` if the step left it intact: no value written after its last read shares
+    /// its buffer.
+    fn read_live(&self, what: &str, v: ValueId) -> Result<Vec<f32>> {
+        let root = self.plan.root(v);
+        if let (Some(slot), Some((_, end))) = (self.memory.slot_of[root.0], self.memory.interval[root.0]) {
+            let overwritten = self.memory.slots[slot].values.iter().any(|o| self.memory.interval[o.0].is_some_and(|(start, _)| start > end));
+            if overwritten {
+                let name = &self.plan.values[v.0].name;
+                return Err(Error::unsupported(what, format!("'{name}' is an intermediate whose memory a later value reuses: keep it (Executor::new_keeping)")));
+            }
+        }
+        self.t(v).to_f32(self.gpu)
     }
 
     /// Every parameter as (name, shape, values): one readback of the flat buffer.

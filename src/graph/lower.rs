@@ -36,6 +36,9 @@ pub enum ValueKind {
     /// State tensor `i` (running statistics), a range of the flat state buffer that
     /// persists across steps and is shared by the executors of one model.
     State(usize),
+    /// The gradient the backward starts from in [`Mode::InputGradient`] (of the output
+    /// node, the logits), written by the host.
+    OutputGrad,
 }
 
 /// A tensor of the plan: an activation, gradient, parameter, state, input or labels.
@@ -69,6 +72,11 @@ pub enum Mode {
     Train,
     /// Forward only; dropout is the identity.
     Eval,
+    /// The eval forward, then the backward from a gradient of the output (the logits: the
+    /// input of the softmax or loss node, else the last node) that the host writes, down
+    /// to the input: saliency maps, Grad-CAM. No parameter gradients, no update; the
+    /// gradient of every node on the way is in [`Plan::grads`].
+    InputGradient,
 }
 
 /// One kernel launch (or a short fixed sequence) of the lowered program. `accumulate`
@@ -495,6 +503,15 @@ pub struct Plan {
     pub classes: Option<usize>,
     /// Rows per step: the input's first dimension.
     pub batch: usize,
+    /// The gradient each node received in the backward (training: those that need one;
+    /// [`Mode::InputGradient`]: every node between the input and the output, the input
+    /// included).
+    pub grads: HashMap<NodeId, ValueId>,
+    /// [`Mode::InputGradient`]: the host-written gradient of the output node, and that node.
+    pub output_grad: Option<(NodeId, ValueId)>,
+    /// Values the host reads after a step (see [`lower_keeping`]): the memory planner keeps
+    /// them live to the end of the step.
+    pub keep: Vec<ValueId>,
 }
 
 impl Plan {
@@ -533,6 +550,8 @@ struct Lowering<'g> {
     argmax: HashMap<NodeId, ValueId>,
     /// The saved (mean, invstd) of each train-mode batch-norm node, for its backward.
     bn_saved: HashMap<NodeId, (ValueId, ValueId)>,
+    /// requires_grad per node: set by the backward.
+    needs: Vec<bool>,
 }
 
 impl Lowering<'_> {
@@ -679,7 +698,7 @@ impl Lowering<'_> {
                 }
                 Op::Dropout { p } => {
                     let x = inp(0);
-                    if mode == Mode::Eval || *p == 0.0 {
+                    if mode != Mode::Train || *p == 0.0 {
                         self.value(name, &node.shape, DType::F32, ValueKind::Alias(x))
                     } else {
                         let y = self.act(name, &node.shape);
@@ -719,18 +738,41 @@ impl Lowering<'_> {
         Ok(())
     }
 
-    fn backward(&mut self) -> Result<()> {
+    /// The backward of training (from the loss, for the parameters) or of
+    /// [`Mode::InputGradient`] (from a host-written gradient of the output, for the input).
+    fn backward(&mut self, mode: Mode) -> Result<()> {
         let g = self.graph;
-        let losses: Vec<NodeId> =
-            (0..g.nodes.len()).map(NodeId).filter(|&n| matches!(g.node(n).op, Op::SoftmaxCrossEntropy { .. })).collect();
-        let [loss_node] = losses[..] else {
-            return Err(Error::unsupported("graph", format!("training needs exactly one softmax_cross_entropy node, found {}", losses.len())));
+        let top = match mode {
+            Mode::Train => {
+                let losses: Vec<NodeId> =
+                    (0..g.nodes.len()).map(NodeId).filter(|&n| matches!(g.node(n).op, Op::SoftmaxCrossEntropy { .. })).collect();
+                let [loss] = losses[..] else {
+                    return Err(Error::unsupported("graph", format!("training needs exactly one softmax_cross_entropy node, found {}", losses.len())));
+                };
+                loss
+            }
+            Mode::InputGradient => {
+                let head = g.nodes.iter().position(|n| matches!(n.op, Op::Softmax | Op::SoftmaxCrossEntropy { .. }));
+                let output = head.map_or(NodeId(g.nodes.len() - 1), |h| g.nodes[h].inputs[0]);
+                let node = g.node(output);
+                let seed = self.value(format!("d{}", node.name), &node.shape.clone(), DType::F32, ValueKind::OutputGrad);
+                self.plan.output_grad = Some((output, seed));
+                output
+            }
+            Mode::Eval => unreachable!("no backward in eval mode"),
         };
-        // requires_grad: parameters, and whatever depends on one.
+        // requires_grad: in training, parameters and whatever depends on one; for input
+        // gradients, the input and whatever depends on it.
+        let wanted = |op: &Op| match mode {
+            Mode::Train => matches!(op, Op::Param { .. }),
+            _ => matches!(op, Op::Input),
+        };
         let mut needs = vec![false; g.nodes.len()];
         for (i, n) in g.nodes.iter().enumerate() {
-            needs[i] = matches!(n.op, Op::Param { .. }) || n.inputs.iter().any(|p| needs[p.0]);
+            needs[i] = wanted(&n.op) || n.inputs.iter().any(|p| needs[p.0]);
         }
+        self.needs = needs.clone();
+        let loss_node = top;
         // How many gradient contributions each parameter receives (for = then +=).
         let mut param_uses = HashMap::new();
         for n in &g.nodes[..=loss_node.0] {
@@ -749,7 +791,7 @@ impl Lowering<'_> {
                 continue;
             }
             let dy = if id == loss_node {
-                None
+                self.plan.output_grad.map(|(_, seed)| seed)
             } else {
                 match grads.get(&id) {
                     Some(&d) => Some(d),
@@ -780,14 +822,16 @@ impl Lowering<'_> {
                         });
                         self.add_grad(&mut grads, x, dx);
                     }
-                    let (dw, accumulate) = self.param_grad(w, &param_uses, &mut param_written, &node.name)?;
-                    let xv = self.out(x);
-                    self.plan.steps.push(if is_conv {
-                        Step::Conv2dBackwardWeight { conv: self.conv_geometry(id), x: xv, dy, dw, accumulate }
-                    } else {
-                        Step::LinearBackwardWeight { dy, x: xv, dw, accumulate }
-                    });
-                    if let Some(&b) = node.inputs.get(2) {
+                    if needs[w.0] {
+                        let (dw, accumulate) = self.param_grad(w, &param_uses, &mut param_written, &node.name)?;
+                        let xv = self.out(x);
+                        self.plan.steps.push(if is_conv {
+                            Step::Conv2dBackwardWeight { conv: self.conv_geometry(id), x: xv, dy, dw, accumulate }
+                        } else {
+                            Step::LinearBackwardWeight { dy, x: xv, dw, accumulate }
+                        });
+                    }
+                    if let Some(&b) = node.inputs.get(2).filter(|b| needs[b.0]) {
                         let (db, accumulate) = self.param_grad(b, &param_uses, &mut param_written, &node.name)?;
                         self.plan.steps.push(Step::BiasBackward { dy, db, accumulate });
                     }
@@ -817,15 +861,21 @@ impl Lowering<'_> {
                 Op::Bias => {
                     // dx = dy (the same values); db = channel sums of dy
                     let dy = dy.expect("gradient");
-                    if needs[inp(0).0] {
-                        self.add_grad(&mut grads, inp(0), dy);
+                    self.add_grad(&mut grads, inp(0), dy);
+                    if needs[inp(1).0] {
+                        let (db, accumulate) = self.param_grad(inp(1), &param_uses, &mut param_written, &node.name)?;
+                        self.plan.steps.push(Step::BiasBackward { dy, db, accumulate });
                     }
-                    let (db, accumulate) = self.param_grad(inp(1), &param_uses, &mut param_written, &node.name)?;
-                    self.plan.steps.push(Step::BiasBackward { dy, db, accumulate });
                 }
                 Op::BatchNorm { .. } => {
                     // dx is computed even when x needs no gradient (BN right after the input):
                     // the kernel writes it with the parameter gradients.
+                    if mode != Mode::Train {
+                        return Err(Error::unsupported(
+                            format!("node '{}'", node.name),
+                            "input gradients through an eval-mode BatchNorm: fold it into its conv or linear layer first (graph::fold::fold_batch_norm)",
+                        ));
+                    }
                     let dy = dy.expect("gradient");
                     let x = inp(0);
                     let dx = self.act(format!("d{}", g.node(x).name), &g.node(x).shape);
@@ -858,7 +908,7 @@ impl Lowering<'_> {
                 Op::Dropout { p } => {
                     let dy = dy.expect("gradient");
                     let x = inp(0);
-                    if *p == 0.0 {
+                    if *p == 0.0 || mode != Mode::Train {
                         self.add_grad(&mut grads, x, dy);
                     } else {
                         let dx = self.act(format!("d{}", g.node(x).name), &g.node(x).shape);
@@ -888,6 +938,10 @@ impl Lowering<'_> {
                 }
             }
         }
+        if let Some((output, seed)) = self.plan.output_grad {
+            grads.insert(output, seed);
+        }
+        self.plan.grads = grads;
         Ok(())
     }
 
@@ -923,7 +977,7 @@ impl Lowering<'_> {
 
     /// Records `g` as (part of) the gradient of node `n`, summing with an earlier part.
     fn add_grad(&mut self, grads: &mut HashMap<NodeId, ValueId>, n: NodeId, g: ValueId) {
-        if matches!(self.graph.node(n).op, Op::Input | Op::Labels) {
+        if !self.needs[n.0] {
             return;
         }
         match grads.get(&n) {
@@ -941,6 +995,13 @@ impl Lowering<'_> {
 
 /// Lowers `graph` for `mode`. Training needs exactly one softmax_cross_entropy node.
 pub fn lower(graph: &Graph, mode: Mode) -> Result<Plan> {
+    lower_keeping(graph, mode, &[])
+}
+
+/// As [`lower`], and the value and gradient (where the mode computes one) of each node
+/// in `keep` stay readable after the step: the memory planner gives them buffers no later
+/// value reuses (feature maps and their gradients for Grad-CAM).
+pub fn lower_keeping(graph: &Graph, mode: Mode, keep: &[NodeId]) -> Result<Plan> {
     let inputs: Vec<_> = graph.nodes.iter().filter(|n| n.op == Op::Input).collect();
     let [input] = inputs[..] else {
         return Err(Error::unsupported("graph", format!("expected exactly one input node, found {}", inputs.len())));
@@ -957,11 +1018,19 @@ pub fn lower(graph: &Graph, mode: Mode) -> Result<Plan> {
         outputs: HashMap::new(),
         classes: None,
         batch,
+        grads: HashMap::new(),
+        output_grad: None,
+        keep: Vec::new(),
     };
-    let mut l = Lowering { graph, plan, argmax: HashMap::new(), bn_saved: HashMap::new() };
+    let mut l = Lowering { graph, plan, argmax: HashMap::new(), bn_saved: HashMap::new(), needs: Vec::new() };
     l.forward(mode)?;
-    if mode == Mode::Train {
-        l.backward()?;
+    if mode != Mode::Eval {
+        l.backward(mode)?;
     }
-    Ok(l.plan)
+    let mut plan = l.plan;
+    for n in keep {
+        let value = plan.outputs.get(n).ok_or_else(|| Error::shape("lower_keeping", format!("no node {n:?} in the graph")))?;
+        plan.keep.extend(std::iter::once(*value).chain(plan.grads.get(n).copied()));
+    }
+    Ok(plan)
 }

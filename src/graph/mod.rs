@@ -12,7 +12,7 @@ pub mod lower;
 pub mod planner;
 
 pub use exec::{ExecStats, Executor};
-pub use lower::{lower, Mode, Plan, Step, ValueId, ValueKind};
+pub use lower::{lower, lower_keeping, Mode, Plan, Step, ValueId, ValueKind};
 
 use crate::ops::activation::Activation;
 use crate::ops::conv2d::Conv2d;

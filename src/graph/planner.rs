@@ -69,7 +69,10 @@ pub fn plan_memory(plan: &Plan) -> MemoryPlan {
         }
     }
     // A value no step reads is an output the host will read (eval probabilities): it lives
-    // to the end.
+    // to the end, and so does every value the plan keeps for the host.
+    for v in plan.keep.iter().map(|&k| plan.root(k).0) {
+        read[v] = false;
+    }
     for v in 0..n {
         if let (Some(i), false) = (&mut interval[v], read[v]) {
             i.1 = plan.steps.len();
