@@ -57,7 +57,8 @@ fn max_pool2d_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups
     if o >= p.planes * p.oh * p.ow { return; }
     let base = (o / (p.oh * p.ow)) * p.h * p.w;
     let win = window(o);
-    var best = -3.4028235e38;
+    // -f32::MAX by its bits: the decimal literal rounds past f32 in Tint (Chrome rejects it)
+    var best = bitcast<f32>(0xff7fffffu);
     var best_i = 0xffffffffu;
     for (var iy = win.x; iy < win.y; iy++) {
         for (var ix = win.z; ix < win.w; ix++) {
