@@ -123,8 +123,14 @@ impl Checkpoint {
     /// it describes, finite, with a usable normalisation.
     pub fn load(path: &Path) -> Result<Checkpoint> {
         let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read checkpoint: {e}")))?;
+        Checkpoint::from_bytes(&bytes, path)
+    }
+
+    /// [`Checkpoint::load`] for a file already in memory (what the web page fetched);
+    /// `path` names it in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
         let bad = |m: String| Error::file(path, format!("not a kiln checkpoint: {m}"));
-        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
         let meta = header.metadata().clone().unwrap_or_default();
         let get = |k: &str| meta.get(k).cloned().ok_or_else(|| bad(format!("metadata has no '{k}'")));
         // the description; a checkpoint from before descriptions names a built-in model
@@ -134,7 +140,7 @@ impl Checkpoint {
         };
         let mean: f32 = get("mean")?.parse().map_err(|e| bad(format!("mean: {e}")))?;
         let std: f32 = get("std")?.parse().map_err(|e| bad(format!("std: {e}")))?;
-        let tensors = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+        let tensors = SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
         // Order and check against the model's own parameter list.
         let reference = model.build(1, 0).map_err(|e| bad(format!("its model description does not build: {e}")))?;
         let mut params = Vec::new();

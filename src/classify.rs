@@ -120,6 +120,11 @@ impl<'g> Classifier<'g> {
     /// Class probabilities for digits already prepared as MNIST's are (28x28, white ink on
     /// black: see [`crate::predict::to_mnist`]).
     pub fn classify(&mut self, images: &[GrayImage]) -> Result<Vec<[f32; CLASSES]>> {
+        crate::gpu::block_on(self.classify_async(images))
+    }
+
+    /// [`Classifier::classify`] without blocking: what the web page awaits.
+    pub async fn classify_async(&mut self, images: &[GrayImage]) -> Result<Vec<[f32; CLASSES]>> {
         let [c, h, w] = self.checkpoint.model.input;
         let mut inputs = Vec::with_capacity(images.len() * c * h * w);
         for (i, img) in images.iter().enumerate() {
@@ -128,22 +133,27 @@ impl<'g> Classifier<'g> {
             }
             inputs.extend(normalise(img, self.checkpoint.mean, self.checkpoint.std));
         }
-        self.classify_tensor(&inputs)
+        self.run(&inputs, Output::Probs).await
     }
 
     /// Class probabilities for normalised inputs, one model input per image (784 values,
     /// `[N, 1, 28, 28]`, for MNIST's models).
     pub fn classify_tensor(&mut self, inputs: &[f32]) -> Result<Vec<[f32; CLASSES]>> {
-        self.run(inputs, Output::Probs)
+        crate::gpu::block_on(self.run(inputs, Output::Probs))
+    }
+
+    /// [`Classifier::classify_tensor`] without blocking.
+    pub async fn classify_tensor_async(&mut self, inputs: &[f32]) -> Result<Vec<[f32; CLASSES]>> {
+        self.run(inputs, Output::Probs).await
     }
 
     /// The logits (before the softmax) for normalised inputs, as [`Classifier::classify_tensor`]: what an
     /// exported model is compared against.
     pub fn logits_tensor(&mut self, inputs: &[f32]) -> Result<Vec<[f32; CLASSES]>> {
-        self.run(inputs, Output::Logits)
+        crate::gpu::block_on(self.run(inputs, Output::Logits))
     }
 
-    fn run(&mut self, inputs: &[f32], output: Output) -> Result<Vec<[f32; CLASSES]>> {
+    async fn run(&mut self, inputs: &[f32], output: Output) -> Result<Vec<[f32; CLASSES]>> {
         let [c, h, w] = self.checkpoint.model.input;
         let pixels = c * h * w;
         if inputs.len() % pixels != 0 {
@@ -159,7 +169,7 @@ impl<'g> Classifier<'g> {
                 Output::Logits => runner.logits,
                 Output::Probs => runner.probs,
             };
-            let values = runner.exec.read_node(node)?;
+            let values = runner.exec.read_node_async(node).await?;
             out.extend(values.chunks_exact(CLASSES).map(|p| <[f32; CLASSES]>::try_from(p).expect("chunks of CLASSES")));
         }
         Ok(out)

@@ -162,14 +162,25 @@ fn parse_backend(value: &str) -> Result<wgpu::Backends> {
 
 impl Gpu {
     /// Opens the adapter chosen by `KILN_BACKEND` and `KILN_ADAPTER`, else the
-    /// high-performance default. CPU adapters (lavapipe) are accepted.
+    /// high-performance default. CPU adapters (lavapipe) are accepted. Native only (it
+    /// blocks); the browser uses [`Gpu::new_async`].
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new() -> Result<Gpu> {
+        pollster::block_on(Self::new_async())
+    }
+
+    /// [`Gpu::new`] without blocking: what the browser awaits. There, the backend is
+    /// WebGPU and the environment variables do not exist.
+    pub async fn new_async() -> Result<Gpu> {
+        if cfg!(target_arch = "wasm32") {
+            return Self::open(wgpu::Backends::BROWSER_WEBGPU, None).await;
+        }
         let backends = match std::env::var("KILN_BACKEND") {
             Ok(v) if !v.is_empty() => parse_backend(&v)?,
             _ => wgpu::Backends::PRIMARY | wgpu::Backends::GL,
         };
         let name_filter = std::env::var("KILN_ADAPTER").ok().filter(|s| !s.is_empty());
-        pollster::block_on(Self::open(backends, name_filter))
+        Self::open(backends, name_filter).await
     }
 
     async fn open(backends: wgpu::Backends, name_filter: Option<String>) -> Result<Gpu> {
@@ -284,7 +295,24 @@ impl Gpu {
 
     /// Runs `f` inside validation and out-of-memory error scopes and turns what they catch
     /// into `Error` values naming `context`.
+    ///
+    /// In the browser an error scope resolves only as a promise, which nothing may block on:
+    /// there `f` runs unscoped, and its errors arrive later through the uncaptured-error
+    /// handler, surfaced by the next [`Gpu::check`] (each `catch` and every readback calls it).
     pub fn catch<T>(&self, context: &str, f: impl FnOnce() -> T) -> Result<T> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = context;
+            let out = f();
+            self.check()?;
+            Ok(out)
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        self.catch_scoped(context, f)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn catch_scoped<T>(&self, context: &str, f: impl FnOnce() -> T) -> Result<T> {
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let out = f();
@@ -313,8 +341,12 @@ impl Gpu {
         self.catch("queue submit", || self.queue.submit([commands]))
     }
 
-    /// Blocks until all submitted work has finished.
+    /// Blocks until all submitted work has finished. In the browser nothing may block:
+    /// there it is `Error::Unsupported` (await a `*_async` read instead).
     pub fn wait(&self) -> Result<()> {
+        if cfg!(target_arch = "wasm32") {
+            return Err(Error::unsupported("Gpu::wait", "the browser cannot block on the GPU: use the *_async reads"));
+        }
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::DeviceLost(format!("waiting for the GPU: {e}")))?;
@@ -349,9 +381,33 @@ impl Gpu {
         Ok(GpuBuffer { buffer, counters: self.counters.clone() })
     }
 
-    /// Copies `size` bytes at `offset` of `buffer` to the host. Counted in
-    /// `counters.readbacks`: training code calls this only for metrics, rarely.
+    /// Copies `size` bytes at `offset` of `buffer` to the host, waiting for the GPU. Counted
+    /// in `counters.readbacks`: training code calls this only for metrics, rarely. Native
+    /// only in effect (see [`block_on`]): the browser awaits [`Gpu::read_bytes_async`].
     pub fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+        block_on(self.read_bytes_async(buffer, offset, size))
+    }
+
+    /// The one readback path. In the browser the mapping resolves as a promise while the
+    /// page keeps running; natively the device is polled to completion first, so the future
+    /// is ready when first polled.
+    pub async fn read_bytes_async(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+        let pending = self.start_read(buffer, offset, size)?;
+        if !cfg!(target_arch = "wasm32") {
+            self.wait()?;
+            // the queue is idle: a mapping that has not resolved now never will
+            if pending.slot.lock().map_or(true, |s| s.result.is_none()) {
+                return Err(Error::Readback("map callback never ran".into()));
+            }
+        }
+        (&pending).await?;
+        self.check()?;
+        pending.take()
+    }
+
+    /// Copies the range into a fresh staging buffer and asks to map it; the result is
+    /// ready once the copy has run (see [`PendingRead`]).
+    fn start_read(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<PendingRead> {
         let padded = size.max(4).next_multiple_of(4);
         let staging = self.catch("readback staging buffer", || {
             self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -366,21 +422,81 @@ impl Gpu {
         self.counters.readbacks.fetch_add(1, Ordering::Relaxed);
         self.counters.submits.fetch_add(1, Ordering::Relaxed);
         self.catch("readback copy", || self.queue.submit([encoder.finish()]))?;
-        let (tx, rx) = std::sync::mpsc::channel();
+        let slot: Arc<Mutex<MapSlot>> = Arc::default();
+        let done = slot.clone();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
+            if let Ok(mut s) = done.lock() {
+                s.result = Some(r.map_err(|e| e.to_string()));
+                if let Some(w) = s.waker.take() {
+                    w.wake();
+                }
+            }
         });
-        self.wait()?;
-        match rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Error::Readback(e.to_string())),
-            Err(_) => return Err(Error::Readback("map callback never ran".into())),
+        Ok(PendingRead { staging, size, slot })
+    }
+}
+
+/// Runs a readback future to the end: natively by blocking (pollster); the browser cannot
+/// block, so there a future that is not ready at once is `Error::Unsupported`, naming the
+/// `*_async` twin to await instead. The sync reads (`Tensor::to_f32`, `Executor::read_metrics`,
+/// ...) are this over their async twins: one implementation.
+pub fn block_on<T>(future: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    #[cfg(not(target_arch = "wasm32"))]
+    return pollster::block_on(future);
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut future = std::pin::pin!(future);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(r) => r,
+            std::task::Poll::Pending => Err(Error::unsupported(
+                "readback",
+                "the browser cannot wait for the GPU: await the *_async read (Tensor::to_f32_async, Executor::read_metrics_async, ...)",
+            )),
         }
-        let view = staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
+    }
+}
+
+/// What the map callback leaves for the future that waits on it.
+#[derive(Default)]
+struct MapSlot {
+    result: Option<std::result::Result<(), String>>,
+    waker: Option<std::task::Waker>,
+}
+
+/// A readback whose copy is submitted and whose staging buffer is being mapped. Awaiting
+/// `&PendingRead` resolves when the mapping does (the browser's promise, or a native poll);
+/// [`PendingRead::take`] then copies the bytes out.
+struct PendingRead {
+    staging: wgpu::Buffer,
+    size: u64,
+    slot: Arc<Mutex<MapSlot>>,
+}
+
+impl std::future::Future for &PendingRead {
+    type Output = Result<()>;
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<()>> {
+        let Ok(mut s) = self.slot.lock() else {
+            return std::task::Poll::Ready(Err(Error::Readback("map slot poisoned".into())));
+        };
+        match s.result.take() {
+            Some(r) => std::task::Poll::Ready(r.map_err(Error::Readback)),
+            None => {
+                s.waker = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        }
+    }
+}
+
+impl PendingRead {
+    /// The mapped bytes, once awaiting `&self` has resolved.
+    fn take(self) -> Result<Vec<u8>> {
+        let view = self.staging.get_mapped_range(..).map_err(|e| Error::Readback(e.to_string()))?;
         let mut bytes = view.to_vec();
         drop(view);
-        staging.unmap();
-        bytes.truncate(size as usize);
+        self.staging.unmap();
+        bytes.truncate(self.size as usize);
         Ok(bytes)
     }
 }

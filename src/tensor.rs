@@ -134,16 +134,26 @@ impl Tensor {
     /// Reads the tensor back (waits for the GPU; one counted readback). `Error::Unsupported`
     /// unless the dtype is `F32`.
     pub fn to_f32(&self, gpu: &Gpu) -> Result<Vec<f32>> {
+        crate::gpu::block_on(self.to_f32_async(gpu))
+    }
+
+    /// [`Tensor::to_f32`] without blocking: what the browser awaits (see [`Gpu::read_bytes_async`]).
+    pub async fn to_f32_async(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         self.expect_dtype(DType::F32, "to_f32")?;
-        let bytes = gpu.read_bytes(&self.buffer, self.offset, self.bytes())?;
+        let bytes = gpu.read_bytes_async(&self.buffer, self.offset, self.bytes()).await?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
     /// Reads the tensor back (waits for the GPU; one counted readback). `Error::Unsupported`
     /// unless the dtype is `U32`.
     pub fn to_u32(&self, gpu: &Gpu) -> Result<Vec<u32>> {
+        crate::gpu::block_on(self.to_u32_async(gpu))
+    }
+
+    /// [`Tensor::to_u32`] without blocking: what the browser awaits (see [`Gpu::read_bytes_async`]).
+    pub async fn to_u32_async(&self, gpu: &Gpu) -> Result<Vec<u32>> {
         self.expect_dtype(DType::U32, "to_u32")?;
-        let bytes = gpu.read_bytes(&self.buffer, self.offset, self.bytes())?;
+        let bytes = gpu.read_bytes_async(&self.buffer, self.offset, self.bytes()).await?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 

@@ -7,11 +7,15 @@
 //! when all fail, [`DataError::DownloadFailed`] lists every URL and why, and where to put
 //! the file by hand.
 
+// the browser build keeps the module's API but not its HTTP client
+#![cfg_attr(target_arch = "wasm32", allow(unused_imports, dead_code))]
+
 use std::fs::{self, File};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+#[cfg(not(target_arch = "wasm32"))]
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use md5::{Digest, Md5};
 
@@ -168,6 +172,16 @@ pub fn fetch(
 /// [`DataError::Incomplete`] (fewer bytes than Content-Length), [`DataError::Checksum`],
 /// [`DataError::TooLarge`], [`DataError::Io`]. On every error neither `dest` nor
 /// `<dest>.part` is left behind (an existing `dest` is not touched).
+///
+/// In the browser (wasm32) there is no file system to download into: the web page fetches
+/// its data itself, and this returns [`DataError::Http`] at once.
+#[cfg(target_arch = "wasm32")]
+pub fn download_file(url: &str, _dest: &Path, _md5_hex: &str, _quiet: bool) -> Result<(), DataError> {
+    Err(DataError::Http { url: url.into(), message: "no downloads to files in the browser: fetch the data from the page".into() })
+}
+
+/// See the wasm32 twin above; this is the real one.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn download_file(url: &str, dest: &Path, md5_hex: &str, quiet: bool) -> Result<(), DataError> {
     let http = |message: String| DataError::Http {
         url: url.into(),
@@ -286,6 +300,7 @@ impl Drop for PartFile {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn progress_bar(length: Option<u64>, url: &str, quiet: bool) -> ProgressBar {
     if quiet || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();

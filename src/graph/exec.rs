@@ -469,8 +469,13 @@ impl<'g> Executor<'g> {
 
     /// Reads the metrics accumulated since the last reset (one readback).
     pub fn read_metrics(&self) -> Result<Metrics> {
+        crate::gpu::block_on(self.read_metrics_async())
+    }
+
+    /// [`Executor::read_metrics`] without blocking (the browser's training loop awaits it).
+    pub async fn read_metrics_async(&self) -> Result<Metrics> {
         let classes = self.plan.classes.ok_or_else(|| Error::unsupported("read_metrics", "the graph has no loss"))?;
-        Ok(Metrics::from_words(&self.metrics.to_u32(self.gpu)?, classes))
+        Ok(Metrics::from_words(&self.metrics.to_u32_async(self.gpu).await?, classes))
     }
 
     /// Zeroes the metrics buffer (loss sum, correct count, rows, confusion matrix); it
@@ -483,8 +488,13 @@ impl<'g> Executor<'g> {
     /// intermediate whose memory a later value reuses is an error: build the executor with
     /// [`Executor::new_keeping`] to read it.
     pub fn read_node(&self, node: NodeId) -> Result<Vec<f32>> {
+        crate::gpu::block_on(self.read_node_async(node))
+    }
+
+    /// [`Executor::read_node`] without blocking.
+    pub async fn read_node_async(&self, node: NodeId) -> Result<Vec<f32>> {
         let v = *self.plan.outputs.get(&node).ok_or_else(|| Error::shape("read_node", format!("no value for node {node:?}")))?;
-        self.read_live("read_node", v)
+        self.read_live("read_node", v).await
     }
 
     /// Writes the gradient of the output node (the logits) the backward of
@@ -502,13 +512,18 @@ impl<'g> Executor<'g> {
     /// Reads the gradient node `node` received in the last step's backward
     /// ([`Mode::InputGradient`]: the input's node gives the input gradient).
     pub fn read_grad(&self, node: NodeId) -> Result<Vec<f32>> {
+        crate::gpu::block_on(self.read_grad_async(node))
+    }
+
+    /// [`Executor::read_grad`] without blocking.
+    pub async fn read_grad_async(&self, node: NodeId) -> Result<Vec<f32>> {
         let v = *self.plan.grads.get(&node).ok_or_else(|| Error::shape("read_grad", format!("the backward computes no gradient for node {node:?}")))?;
-        self.read_live("read_grad", v)
+        self.read_live("read_grad", v).await
     }
 
     /// Reads `v` if the step left it intact: no value written after its last read shares
     /// its buffer.
-    fn read_live(&self, what: &str, v: ValueId) -> Result<Vec<f32>> {
+    async fn read_live(&self, what: &str, v: ValueId) -> Result<Vec<f32>> {
         let root = self.plan.root(v);
         if let (Some(slot), Some((_, end))) = (self.memory.slot_of[root.0], self.memory.interval[root.0]) {
             let overwritten = self.memory.slots[slot].values.iter().any(|o| self.memory.interval[o.0].is_some_and(|(start, _)| start > end));
@@ -517,13 +532,13 @@ impl<'g> Executor<'g> {
                 return Err(Error::unsupported(what, format!("'{name}' is an intermediate whose memory a later value reuses: keep it (Executor::new_keeping)")));
             }
         }
-        self.t(v).to_f32(self.gpu)
+        self.t(v).to_f32_async(self.gpu).await
     }
 
     /// Every parameter as (name, shape, values): one readback of the flat buffer.
     pub fn read_params(&self) -> Result<crate::checkpoint::Params> {
         let entries: Vec<_> = self.plan.params.iter().map(|p| (p.name.as_str(), p.shape.as_slice())).collect();
-        read_flat(self.gpu, &self.params, &entries, &self.offsets)
+        crate::gpu::block_on(read_flat(self.gpu, &self.params, &entries, &self.offsets))
     }
 
     /// The optimizer's state: steps taken, and each moment buffer per parameter, named as
@@ -586,8 +601,17 @@ impl<'g> Executor<'g> {
     /// Everything a checkpoint holds: the parameters, then the state (BatchNorm's running
     /// statistics), in model order.
     pub fn read_model(&self) -> Result<crate::checkpoint::Params> {
-        let mut all = self.read_params()?;
-        all.extend(self.read_state()?);
+        crate::gpu::block_on(self.read_model_async())
+    }
+
+    /// [`Executor::read_model`] without blocking (the browser keeps what it trained).
+    pub async fn read_model_async(&self) -> Result<crate::checkpoint::Params> {
+        let entries: Vec<_> = self.plan.params.iter().map(|p| (p.name.as_str(), p.shape.as_slice())).collect();
+        let mut all = read_flat(self.gpu, &self.params, &entries, &self.offsets).await?;
+        if !self.plan.state.is_empty() {
+            let entries: Vec<_> = self.plan.state.iter().map(|s| (s.name.as_str(), s.shape.as_slice())).collect();
+            all.extend(read_flat(self.gpu, &self.state, &entries, &self.state_offsets).await?);
+        }
         Ok(all)
     }
 
@@ -609,7 +633,7 @@ impl<'g> Executor<'g> {
             return Ok(Vec::new());
         }
         let entries: Vec<_> = self.plan.state.iter().map(|s| (s.name.as_str(), s.shape.as_slice())).collect();
-        read_flat(self.gpu, &self.state, &entries, &self.state_offsets)
+        crate::gpu::block_on(read_flat(self.gpu, &self.state, &entries, &self.state_offsets))
     }
 
     /// Overwrites the state (loading a checkpoint); names and shapes must match. Every
@@ -651,8 +675,8 @@ type Tensors = (String, Vec<usize>, Vec<f32>);
 
 /// The tensors laid out in `flat` at `offsets` (the parameter or state buffer), named and
 /// shaped by `entries`: one readback.
-fn read_flat(gpu: &Gpu, flat: &Tensor, entries: &[(&str, &[usize])], offsets: &[usize]) -> Result<crate::checkpoint::Params> {
-    let values = flat.to_f32(gpu)?;
+async fn read_flat(gpu: &Gpu, flat: &Tensor, entries: &[(&str, &[usize])], offsets: &[usize]) -> Result<crate::checkpoint::Params> {
+    let values = flat.to_f32_async(gpu).await?;
     Ok(entries
         .iter()
         .zip(offsets)
