@@ -24,7 +24,7 @@ fn the_profile_covers_every_dispatch_with_real_flop_counts() {
     assert!(profile.rows.iter().all(|r| r.gpu_us.is_finite() && r.gpu_us >= 0.0 && !r.kernels.is_empty()));
     assert!(profile.gpu_step_us() > 0.0 && profile.wall_step_us > 0.0 && profile.record_us > 0.0);
     // conv1 forward: 2 FLOP x N x K x OH x OW x C x R x S
-    let conv1 = profile.rows.iter().find(|r| r.step == "Conv2dForward conv1").expect("a conv1 row");
+    let conv1 = profile.rows.iter().find(|r| r.step == "Conv2dForward conv1+relu1").expect("a conv1 row");
     assert_eq!(conv1.flops, 2.0 * (batch * 16 * 28 * 28 * 25) as f64);
     // fc1 forward and both of its gradients: 2 x N x 1568 x 128 each
     let fc1 = 2.0 * (batch * 1568 * 128) as f64;

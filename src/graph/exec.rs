@@ -390,17 +390,17 @@ impl<'g> Executor<'g> {
         let gpu = self.gpu;
         let t = |v: ValueId| self.t(v);
         Ok(match step {
-            Step::Conv2dForward { conv, x, w, b, y } => {
-                conv2d::conv2d_forward(gpu, cfg, conv, t(*x), t(*w), b.map(t), false, t(*y))?
+            Step::Conv2dForward { conv, x, w, b, relu, y } => {
+                conv2d::conv2d_forward(gpu, cfg, conv, t(*x), t(*w), b.map(t), *relu, t(*y))?
             }
             Step::Conv2dBackwardInput { conv, w, dy, dx } => conv2d::conv2d_backward_input(gpu, cfg, conv, t(*w), t(*dy), t(*dx))?,
             Step::Conv2dBackwardWeight { conv, x, dy, dw, accumulate } => {
                 conv2d::conv2d_backward_weight(gpu, cfg, conv, t(*x), t(*dy), t(*dw), *accumulate)?
             }
-            Step::LinearForward { x, w, b, y } => {
+            Step::LinearForward { x, w, b, relu, y } => {
                 let (n, inp) = (t(*x).shape()[0], t(*x).shape()[1]);
                 let out = t(*w).shape()[0];
-                let g = Gemm { trans_b: true, bias: if b.is_some() { Bias::Col } else { Bias::None }, ..Gemm::new(n, out, inp) };
+                let g = Gemm { trans_b: true, relu: *relu, bias: if b.is_some() { Bias::Col } else { Bias::None }, ..Gemm::new(n, out, inp) };
                 vec![gemm(gpu, cfg, &g, t(*x), t(*w), b.map(t), t(*y))?]
             }
             Step::LinearBackwardInput { dy, w, dx } => {
