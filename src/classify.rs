@@ -6,8 +6,8 @@ use std::path::Path;
 
 use image::GrayImage;
 
-use crate::checkpoint::{Checkpoint, Params};
-use crate::graph::fold::fold_batch_norm;
+use crate::checkpoint::Checkpoint;
+use crate::graph::fold::fold_checkpoint;
 use crate::graph::{Executor, Graph, Mode, NodeId};
 use crate::ops::gemm::GemmConfig;
 use crate::predict::normalise;
@@ -180,7 +180,7 @@ impl<'g> Classifier<'g> {
         let slot = if n == self.batch { &mut self.full } else { &mut self.rest };
         if slot.as_ref().is_none_or(|r| r.exec.batch() != n) {
             let model = self.checkpoint.model.build_inference(n)?;
-            let (graph, tensors) = fold_batch_norms(&model.graph, &self.checkpoint.params)?;
+            let (graph, tensors) = fold_checkpoint(&model.graph, &self.checkpoint.params)?;
             let exec = Executor::new(self.gpu, &graph, Mode::Eval, None, &GemmConfig::default_for(self.gpu.info()), None)?;
             exec.write_model(&tensors)?;
             // folding renumbers the nodes: find the outputs by name
@@ -192,24 +192,6 @@ impl<'g> Classifier<'g> {
     }
 }
 
-/// Folds each BatchNorm that follows a conv or linear layer into that layer (one kernel less
-/// per BatchNorm, the same logits: `graph::fold`), returning the graph and its tensors
-/// (parameters, then the state of BatchNorms that could not be folded). `tensors` are a
-/// checkpoint's: the parameters, then the state.
-fn fold_batch_norms(graph: &Graph, tensors: &Params) -> Result<(Graph, Params)> {
-    let n_params = graph.params().len();
-    if tensors.len() == n_params {
-        return Ok((graph.clone(), tensors.clone()));
-    }
-    let (params, state) = tensors.split_at(n_params.min(tensors.len()));
-    let (folded, mut out) = fold_batch_norm(graph, params, state)?;
-    for (_, name, _) in folded.state() {
-        let t = state.iter().find(|t| t.0 == name).ok_or_else(|| Error::shape("fold_batch_norms", format!("no state '{name}'")))?;
-        out.push(t.clone());
-    }
-    Ok((folded, out))
-}
-
-fn node_named(graph: &Graph, name: &str) -> Result<NodeId> {
+pub(crate) fn node_named(graph: &Graph, name: &str) -> Result<NodeId> {
     graph.nodes.iter().position(|n| n.name == name).map(NodeId).ok_or_else(|| Error::shape("classify", format!("the inference graph has no '{name}' node")))
 }

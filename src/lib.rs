@@ -17,6 +17,7 @@ pub mod classify;
 pub mod cli;
 pub mod cpu;
 pub mod data;
+pub mod explain;
 pub mod error;
 pub mod files;
 pub mod gpu;

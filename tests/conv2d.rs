@@ -23,13 +23,19 @@ fn check(cfg: &GemmConfig, c: Conv2d, rng: &mut Rng) {
     for t in [&ty, &tdx, &tdw] {
         t.poison(gpu).unwrap();
     }
-    let f = conv2d_forward(gpu, cfg, &c, &tx, &tw, Some(&tb), false, &ty).unwrap();
+    // the ReLU epilogue (what the lowering fuses) on every other geometry
+    let relu = rng.range(0, 1) == 1;
+    let f = conv2d_forward(gpu, cfg, &c, &tx, &tw, Some(&tb), relu, &ty).unwrap();
     let bi = conv2d_backward_input(gpu, cfg, &c, &tw, &tdy, &tdx).unwrap();
     let bw = conv2d_backward_weight(gpu, cfg, &c, &tx, &tdy, &tdw, false).unwrap();
     gpu.run(&f.iter().chain(&bi).chain(&bw).collect::<Vec<_>>()).unwrap();
     let (dx, dw) = cpu::conv2d_backward(&c, &x, &w, &dy);
     let name = cfg.name();
-    assert_close(&format!("conv2d_forward {name} {c:?}"), &ty.to_f32(gpu).unwrap(), &cpu::conv2d_forward(&c, &x, &w, Some(&b)), REDUCTION);
+    let mut y = cpu::conv2d_forward(&c, &x, &w, Some(&b));
+    if relu {
+        y.iter_mut().for_each(|v| *v = v.max(0.0));
+    }
+    assert_close(&format!("conv2d_forward {name} relu={relu} {c:?}"), &ty.to_f32(gpu).unwrap(), &y, REDUCTION);
     assert_close(&format!("conv2d_backward_input {name} {c:?}"), &tdx.to_f32(gpu).unwrap(), &dx, REDUCTION);
     let k = c.batch * c.oh() * c.ow();
     let tol = if k > 10_000 { LONG_REDUCTION } else { REDUCTION };

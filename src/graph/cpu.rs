@@ -74,9 +74,9 @@ impl CpuExecutor {
         let classes = self.plan.classes.unwrap_or(1);
         for step in self.plan.steps.clone() {
             match step {
-                Step::Conv2dForward { conv, x, w, b, y } => {
+                Step::Conv2dForward { conv, x, w, b, relu, y } => {
                     let out = cpu::conv2d::conv2d_forward(&conv, self.get(x), self.get(w), b.map(|b| self.get(b)));
-                    self.set(y, out);
+                    self.set(y, relu_if(relu, out));
                 }
                 Step::Conv2dBackwardInput { conv, w, dy, dx } => {
                     let zeros = vec![0.0; conv.x_len()];
@@ -88,12 +88,12 @@ impl CpuExecutor {
                     let (_, g) = cpu::conv2d::conv2d_backward(&conv, self.get(x), &zeros, self.get(dy));
                     self.set_acc(dw, g, accumulate);
                 }
-                Step::LinearForward { x, w, b, y } => {
+                Step::LinearForward { x, w, b, relu, y } => {
                     let (n, inp, out) = self.linear_dims(x, w);
                     let zeros = vec![0.0; out];
                     let bias = b.map_or(&zeros[..], |b| self.get(b));
                     let r = cpu::gemm::linear_forward(self.get(x), self.get(w), bias, n, inp, out);
-                    self.set(y, r);
+                    self.set(y, relu_if(relu, r));
                 }
                 Step::LinearBackwardInput { dy, w, dx } => {
                     let (n, out, inp) = (self.shape(dy)[0], self.shape(dy)[1], self.shape(w)[1]);
@@ -272,4 +272,12 @@ impl CpuExecutor {
         debug_assert!(!matches!(self.plan.values[v.0].kind, ValueKind::Labels));
         self.f.get(&self.plan.root(v)).map(|v| v.as_slice())
     }
+}
+
+/// A fused epilogue's ReLU (see `Step::Conv2dForward`).
+fn relu_if(relu: bool, mut v: Vec<f32>) -> Vec<f32> {
+    if relu {
+        v.iter_mut().for_each(|x| *x = x.max(0.0));
+    }
+    v
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use super::lower::{lower, lower_keeping, Mode, Plan, Step, ValueId, ValueKind};
 use super::planner::{naive_bytes, plan_memory, MemoryPlan};
+use super::profile::{self, Profile, Unit};
 use super::{Graph, Init, NodeId};
 use crate::data::gpu::ResidentDataset;
 use crate::gpu::{Gpu, GpuBuffer};
@@ -342,6 +343,45 @@ impl<'g> Executor<'g> {
         Ok(out)
     }
 
+    /// A per-kernel profile of this executor's step over `reps` repetitions (see
+    /// [`super::profile`]). The steps run for real: a training executor's parameters
+    /// and optimizer state move as in `reps + 1` times as many training steps.
+    pub fn profile(&mut self, reps: usize) -> Result<Profile> {
+        let name = |s: &Step| {
+            let (_, writes) = s.io();
+            let kind = format!("{s:?}");
+            let kind = kind.split([' ', '{']).next().unwrap_or_default().to_string();
+            match writes.first() {
+                Some(v) => format!("{kind} {}", self.plan.values[v.0].name),
+                None => kind,
+            }
+        };
+        let mut units = Vec::new();
+        if let Some(g) = &self.gather {
+            units.push(Unit { name: "gather".into(), step: None, dispatches: vec![g] });
+        }
+        for (step, range) in self.plan.steps.iter().zip(&self.step_ranges) {
+            units.push(Unit { name: name(step), step: Some(step), dispatches: self.dispatches[range.clone()].iter().collect() });
+        }
+        if let Some(o) = &self.optimizer {
+            units.push(Unit { name: "optimizer".into(), step: None, dispatches: vec![o] });
+        }
+        let (gpu, plan) = (self.gpu, &self.plan);
+        // The whole step, as run_step records it (the copy keeps the borrow of the units).
+        let all: Vec<&Dispatch> = units.iter().flat_map(|u| u.dispatches.iter().copied()).collect();
+        profile::measure(gpu, plan, &units, reps, || {
+            let t0 = std::time::Instant::now();
+            let mut encoder = gpu.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("kiln step"), timestamp_writes: None });
+                all.iter().for_each(|d| d.record(&mut pass));
+            }
+            gpu.submit(encoder.finish())?;
+            gpu.wait()?;
+            Ok(t0.elapsed().as_secs_f64())
+        })
+    }
+
     fn t(&self, v: ValueId) -> &Tensor {
         &self.tensors[v.0]
     }
@@ -350,17 +390,17 @@ impl<'g> Executor<'g> {
         let gpu = self.gpu;
         let t = |v: ValueId| self.t(v);
         Ok(match step {
-            Step::Conv2dForward { conv, x, w, b, y } => {
-                conv2d::conv2d_forward(gpu, cfg, conv, t(*x), t(*w), b.map(t), false, t(*y))?
+            Step::Conv2dForward { conv, x, w, b, relu, y } => {
+                conv2d::conv2d_forward(gpu, cfg, conv, t(*x), t(*w), b.map(t), *relu, t(*y))?
             }
             Step::Conv2dBackwardInput { conv, w, dy, dx } => conv2d::conv2d_backward_input(gpu, cfg, conv, t(*w), t(*dy), t(*dx))?,
             Step::Conv2dBackwardWeight { conv, x, dy, dw, accumulate } => {
                 conv2d::conv2d_backward_weight(gpu, cfg, conv, t(*x), t(*dy), t(*dw), *accumulate)?
             }
-            Step::LinearForward { x, w, b, y } => {
+            Step::LinearForward { x, w, b, relu, y } => {
                 let (n, inp) = (t(*x).shape()[0], t(*x).shape()[1]);
                 let out = t(*w).shape()[0];
-                let g = Gemm { trans_b: true, bias: if b.is_some() { Bias::Col } else { Bias::None }, ..Gemm::new(n, out, inp) };
+                let g = Gemm { trans_b: true, relu: *relu, bias: if b.is_some() { Bias::Col } else { Bias::None }, ..Gemm::new(n, out, inp) };
                 vec![gemm(gpu, cfg, &g, t(*x), t(*w), b.map(t), t(*y))?]
             }
             Step::LinearBackwardInput { dy, w, dx } => {

@@ -108,3 +108,21 @@ pub fn fold_batch_norm(graph: &Graph, params: &[(String, Vec<usize>, Vec<f32>)],
         .collect::<Result<Params>>()?;
     Ok((out, folded))
 }
+
+/// Folds each BatchNorm that follows a conv or linear layer into that layer (one kernel less
+/// per BatchNorm, the same logits: `graph::fold`), returning the graph and its tensors
+/// (parameters, then the state of BatchNorms that could not be folded). `tensors` are a
+/// checkpoint's: the parameters, then the state.
+pub fn fold_checkpoint(graph: &Graph, tensors: &Params) -> Result<(Graph, Params)> {
+    let n_params = graph.params().len();
+    if tensors.len() == n_params {
+        return Ok((graph.clone(), tensors.clone()));
+    }
+    let (params, state) = tensors.split_at(n_params.min(tensors.len()));
+    let (folded, mut out) = fold_batch_norm(graph, params, state)?;
+    for (_, name, _) in folded.state() {
+        let t = state.iter().find(|t| t.0 == name).ok_or_else(|| Error::shape("fold_checkpoint", format!("no state '{name}'")))?;
+        out.push(t.clone());
+    }
+    Ok((folded, out))
+}

@@ -85,7 +85,7 @@ pub enum Mode {
 #[derive(Clone, Debug)]
 pub enum Step {
     /// y [N, K, OH, OW] = x [N, C, H, W] ⋆ w [K, C, R, S] + b `[K]` (cross-correlation, as
-    /// PyTorch).
+    /// PyTorch), then max(·, 0) when `relu`.
     Conv2dForward {
         /// Geometry: N, C, H, W, K, R, S, stride, pad.
         conv: Conv2d,
@@ -95,6 +95,8 @@ pub enum Step {
         w: ValueId,
         /// Bias `[K]`, if any, added in the GEMM epilogue.
         b: Option<ValueId>,
+        /// The ReLU that follows, fused into the epilogue (see [`lower`]).
+        relu: bool,
         /// The output.
         y: ValueId,
     },
@@ -130,6 +132,8 @@ pub enum Step {
         w: ValueId,
         /// Bias `[out]`, if any, added in the GEMM epilogue.
         b: Option<ValueId>,
+        /// The ReLU that follows, fused into the epilogue (see [`lower`]).
+        relu: bool,
         /// Output [N, out].
         y: ValueId,
     },
@@ -238,7 +242,8 @@ pub enum Step {
     },
     /// x is the forward input
     ReluBackward {
-        /// The forward input.
+        /// The forward input, or its output when the ReLU is fused into the layer before
+        /// (the same mask: y > 0 exactly when x > 0).
         x: ValueId,
         /// Gradient of the forward output.
         dy: ValueId,
@@ -412,7 +417,7 @@ impl Step {
             Conv2dForward { x, w, b, y, .. } => (vec![*x, *w].into_iter().chain(*b).collect(), vec![*y]),
             Conv2dBackwardInput { w, dy, dx, .. } => (vec![*w, *dy], vec![*dx]),
             Conv2dBackwardWeight { x, dy, dw, accumulate, .. } => (acc_reads(vec![*x, *dy], *dw, *accumulate), vec![*dw]),
-            LinearForward { x, w, b, y } => (vec![*x, *w].into_iter().chain(*b).collect(), vec![*y]),
+            LinearForward { x, w, b, y, .. } => (vec![*x, *w].into_iter().chain(*b).collect(), vec![*y]),
             LinearBackwardInput { dy, w, dx } => (vec![*dy, *w], vec![*dx]),
             LinearBackwardWeight { dy, x, dw, accumulate } => (acc_reads(vec![*dy, *x], *dw, *accumulate), vec![*dw]),
             BiasBackward { dy, db, accumulate } => (acc_reads(vec![*dy], *db, *accumulate), vec![*db]),
@@ -497,7 +502,8 @@ pub struct Plan {
     pub input: ValueId,
     /// The labels batch, if the graph has a labels node.
     pub labels: Option<ValueId>,
-    /// The value computed for each graph node (after aliasing).
+    /// The value computed for each graph node (after aliasing). A conv or linear node
+    /// whose ReLU is fused into it maps to the ReLU's output, as the ReLU does.
     pub outputs: HashMap<NodeId, ValueId>,
     /// Classes of the cross-entropy head, if any (metrics layout).
     pub classes: Option<usize>,
@@ -595,6 +601,20 @@ impl Lowering<'_> {
         BatchNorm::for_shape(&format!("node '{}'", n.name), &self.graph.node(n.inputs[0]).shape, momentum, eps)
     }
 
+    /// The ReLU node fused into conv/linear node `n`'s epilogue: the only reader of `n`.
+    /// `n`'s value is then the ReLU's output (the pre-activation is never stored), and the
+    /// ReLU's backward masks by its output, the same mask: y > 0 exactly when x > 0.
+    fn fused_relu(&self, n: NodeId) -> Option<NodeId> {
+        if !matches!(self.graph.node(n).op, Op::Conv2d { .. } | Op::Linear) {
+            return None;
+        }
+        let mut readers = self.graph.nodes.iter().enumerate().filter(|(_, m)| m.inputs.contains(&n));
+        match (readers.next(), readers.next()) {
+            (Some((r, m)), None) if m.op == Op::Relu => Some(NodeId(r)),
+            _ => None,
+        }
+    }
+
     fn dropout_seed(&self, node: NodeId) -> u32 {
         (self.graph.seed as u32) ^ (node.0 as u32).wrapping_mul(0x9E37_79B9)
     }
@@ -644,9 +664,10 @@ impl Lowering<'_> {
                 }
                 Op::Conv2d { .. } => {
                     let (x, w, b) = (inp(0), inp(1), node.inputs.get(2).map(|_| inp(2)));
-                    let y = self.act(name, &node.shape);
+                    let relu = self.fused_relu(id);
+                    let y = self.act(relu.map_or(name.clone(), |r| format!("{name}+{}", self.graph.node(r).name)), &node.shape);
                     let conv = self.conv_geometry(id);
-                    self.plan.steps.push(Step::Conv2dForward { conv, x, w, b, y });
+                    self.plan.steps.push(Step::Conv2dForward { conv, x, w, b, relu: relu.is_some(), y });
                     y
                 }
                 Op::MaxPool2d { .. } => {
@@ -674,8 +695,9 @@ impl Lowering<'_> {
                 }
                 Op::Linear => {
                     let (x, w, b) = (inp(0), inp(1), node.inputs.get(2).map(|_| inp(2)));
-                    let y = self.act(name, &node.shape);
-                    self.plan.steps.push(Step::LinearForward { x, w, b, y });
+                    let relu = self.fused_relu(id);
+                    let y = self.act(relu.map_or(name.clone(), |r| format!("{name}+{}", self.graph.node(r).name)), &node.shape);
+                    self.plan.steps.push(Step::LinearForward { x, w, b, relu: relu.is_some(), y });
                     y
                 }
                 Op::Bias => {
@@ -686,9 +708,13 @@ impl Lowering<'_> {
                 }
                 Op::Relu => {
                     let x = inp(0);
-                    let y = self.act(name, &node.shape);
-                    self.plan.steps.push(Step::ReluForward { x, y });
-                    y
+                    if self.fused_relu(node.inputs[0]) == Some(id) {
+                        x // computed by the layer's epilogue
+                    } else {
+                        let y = self.act(name, &node.shape);
+                        self.plan.steps.push(Step::ReluForward { x, y });
+                        y
+                    }
                 }
                 Op::Activation(act) => {
                     let x = inp(0);

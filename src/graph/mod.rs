@@ -10,6 +10,7 @@ pub mod exec;
 pub mod fold;
 pub mod lower;
 pub mod planner;
+pub mod profile;
 
 pub use exec::{ExecStats, Executor};
 pub use lower::{lower, lower_keeping, Mode, Plan, Step, ValueId, ValueKind};

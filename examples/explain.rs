@@ -1,0 +1,92 @@
+//! An HTML report of what a trained model looks at: saliency maps and Grad-CAM (by kiln's
+//! autodiff, on the GPU), the deletion test of their faithfulness, first-layer filters,
+//! feature maps, the misclassified gallery and the confusion matrix.
+//!
+//!   cargo run --release --example explain -- --model model.safetensors --dataset mnist --out report
+//!
+//! Writes DIR/index.html with PNGs beside it. Exit code 2 on bad input.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use kiln::checkpoint::Checkpoint;
+use kiln::cli::fail;
+use kiln::data::mnist::{Dataset, DatasetKind};
+use kiln::explain::explain_split;
+use kiln::{errln, outln};
+
+#[derive(Parser, Debug)]
+#[command(about = "Explain a kiln checkpoint: saliency, Grad-CAM, deletion test, filters, feature maps, errors, confusion matrix, as an HTML page")]
+struct Args {
+    /// Checkpoint written by train_mnist
+    #[arg(long)]
+    model: PathBuf,
+    /// mnist | fashion | mnist10k: its test split is explained (mnist10k: the last 2,000 test images)
+    #[arg(long, default_value = "mnist")]
+    dataset: DatasetKind,
+    /// Directory holding the IDX files (else $KILN_DATA/<dataset>, then ./data/<dataset>)
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Directory for index.html and its PNGs (created if missing)
+    #[arg(long)]
+    out: PathBuf,
+    /// Test digits with saliency and Grad-CAM maps on the page
+    #[arg(long, default_value_t = 16, allow_negative_numbers = true)]
+    count: i64,
+    /// Test digits the deletion test averages over
+    #[arg(long, default_value_t = 200, allow_negative_numbers = true)]
+    deletion_images: i64,
+    /// Print a JSON summary (accuracy, deletion rows, files) instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    for (flag, v) in [("--count", args.count), ("--deletion-images", args.deletion_images)] {
+        if v < 1 {
+            return fail(format!("{flag}: expected at least 1, got {v}"));
+        }
+    }
+    if args.out.exists() && !args.out.is_dir() {
+        return fail(format!("--out {}: expected a directory, found a file", args.out.display()));
+    }
+    let checkpoint = match Checkpoint::load(&args.model) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let data = match Dataset::load(args.dataset, args.data_dir.as_deref()) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
+    let expected = match args.dataset {
+        DatasetKind::Fashion => vec!["fashion"],
+        _ => vec!["mnist", "mnist10k"],
+    };
+    if let Some(w) = checkpoint.dataset_warning(&expected) {
+        errln!("warning: {}: {w}", args.model.display());
+    }
+    let gpu = match kiln::Gpu::new() {
+        Ok(g) => g,
+        Err(e) => return fail(e),
+    };
+    let title = format!("{} trained on {} ({}), {} test split", checkpoint.model.name, checkpoint.dataset, args.model.display(), args.dataset.name());
+    let summary = match explain_split(&gpu, checkpoint, &data.test, args.count as usize, args.deletion_images as usize, &args.out, &title) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let index = summary.files.last().expect("index.html is written");
+    if args.json {
+        outln!("{}", serde_json::json!({ "report": index, "accuracy": summary.accuracy, "misclassified": summary.misclassified, "deletion_images": summary.deletion_images, "deletion": summary.deletion }));
+    } else {
+        outln!("{title}: accuracy {:.2}%, {} misclassified", 100.0 * summary.accuracy, summary.misclassified);
+        outln!("deletion test over {} digits (drop of the class probability):", summary.deletion_images);
+        for d in &summary.deletion {
+            outln!("  {:>4.0}% of the pixels: salient {:.3}, random {:.3}", 100.0 * d.fraction, d.salient_drop, d.random_drop);
+        }
+        outln!("wrote {} ({} files)", index.display(), summary.files.len());
+    }
+    kiln::cli::report_closed_stdout();
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,35 @@
+//! The per-kernel profile (`Executor::profile`): a row per plan step plus the optimizer,
+//! the real FLOP counts, every dispatch of the step accounted for.
+
+use kiln::graph::profile::step_flops;
+use kiln::graph::{Executor, Mode, Step};
+use kiln::nn::ModelKind;
+use kiln::ops::gemm::GemmConfig;
+use kiln::ops::optim::Optimizer;
+use kiln::testing::{gpu, Rng};
+
+#[test]
+fn the_profile_covers_every_dispatch_with_real_flop_counts() {
+    let gpu = gpu();
+    let batch = 16;
+    let graph = ModelKind::Cnn.build(batch, 1).unwrap().graph;
+    let mut exec = Executor::new(gpu, &graph, Mode::Train, Some(Optimizer::adam(1e-3)), &GemmConfig::default_for(gpu.info()), None).unwrap();
+    let mut rng = Rng::new(3);
+    exec.write_input(&rng.vec(batch * 784)).unwrap();
+    exec.write_labels(&(0..batch as u32).map(|i| i % 10).collect::<Vec<_>>()).unwrap();
+    let profile = exec.profile(3).unwrap();
+    println!("{}", profile.table());
+    assert_eq!(profile.rows.len(), exec.plan.steps.len() + 1, "a row per plan step and the optimizer");
+    assert_eq!(profile.dispatches(), exec.stats().dispatches_per_step);
+    assert!(profile.rows.iter().all(|r| r.gpu_us.is_finite() && r.gpu_us >= 0.0 && !r.kernels.is_empty()));
+    assert!(profile.gpu_step_us() > 0.0 && profile.wall_step_us > 0.0 && profile.record_us > 0.0);
+    // conv1 forward: 2 FLOP x N x K x OH x OW x C x R x S
+    let conv1 = profile.rows.iter().find(|r| r.step == "Conv2dForward conv1+relu1").expect("a conv1 row");
+    assert_eq!(conv1.flops, 2.0 * (batch * 16 * 28 * 28 * 25) as f64);
+    // fc1 forward and both of its gradients: 2 x N x 1568 x 128 each
+    let fc1 = 2.0 * (batch * 1568 * 128) as f64;
+    let linear: Vec<f64> = exec.plan.steps.iter().filter(|s| matches!(s, Step::LinearForward { .. })).map(|s| step_flops(&exec.plan, s)).collect();
+    assert_eq!(linear, [fc1, 2.0 * (batch * 128 * 10) as f64]);
+    let table = profile.table();
+    assert!(table.contains("GFLOP/s") && table.contains("wall time per step"), "{table}");
+}
