@@ -94,6 +94,11 @@ impl<'g> Explainer<'g> {
     /// Explains each image of `inputs` (normalised, one model input per image): for the
     /// predicted class, or for `classes[i]` when given.
     pub fn explain(&mut self, inputs: &[f32], classes: Option<&[usize]>) -> Result<Vec<Explanation>> {
+        crate::gpu::block_on(self.explain_async(inputs, classes))
+    }
+
+    /// [`Explainer::explain`] without blocking: what the web page awaits.
+    pub async fn explain_async(&mut self, inputs: &[f32], classes: Option<&[usize]>) -> Result<Vec<Explanation>> {
         let per = self.graph.node(self.input).shape[1..].iter().product::<usize>();
         let batch = self.exec.batch();
         if inputs.len() % per != 0 {
@@ -115,20 +120,22 @@ impl<'g> Explainer<'g> {
             let mut seed = vec![0.0; batch * CLASSES];
             self.exec.write_output_grad(&seed)?;
             self.exec.run_step(0)?;
-            let logits = self.exec.read_node(self.logits)?;
+            let logits = self.exec.read_node_async(self.logits).await?;
             let chosen: Vec<usize> = (0..rows).map(|r| classes.map_or_else(|| argmax(&logits[r * CLASSES..(r + 1) * CLASSES]), |c| c[start + r])).collect();
             for (r, &c) in chosen.iter().enumerate() {
                 seed[r * CLASSES + c] = 1.0;
             }
             self.exec.write_output_grad(&seed)?;
             self.exec.run_step(0)?;
-            let saliency = self.exec.read_grad(self.input)?;
+            let saliency = self.exec.read_grad_async(self.input).await?;
             let cam = match self.cam {
-                Some(node) => Some((self.exec.read_node(node)?, self.exec.read_grad(node)?, &self.graph.node(node).shape)),
+                Some(node) => Some((self.exec.read_node_async(node).await?, self.exec.read_grad_async(node).await?, &self.graph.node(node).shape)),
                 None => None,
             };
-            let features: Vec<(String, &[usize], Vec<f32>)> =
-                self.features.iter().map(|&f| Ok((self.graph.node(f).name.clone(), &self.graph.node(f).shape[..], self.exec.read_node(f)?))).collect::<Result<_>>()?;
+            let mut features: Vec<(String, &[usize], Vec<f32>)> = Vec::with_capacity(self.features.len());
+            for &f in &self.features {
+                features.push((self.graph.node(f).name.clone(), &self.graph.node(f).shape[..], self.exec.read_node_async(f).await?));
+            }
             let [_, h, w] = self.checkpoint.model.input;
             for (r, &class) in chosen.iter().enumerate() {
                 let row = &logits[r * CLASSES..(r + 1) * CLASSES];

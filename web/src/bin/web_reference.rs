@@ -1,0 +1,83 @@
+//! The native side of scripts/test-web.sh's comparison: for each case the page recorded (the
+//! canvas's RGBA pixels, the 28x28 digit the wasm build prepared from them, and the
+//! probabilities the wasm build computed on WebGPU), prepares the same pixels natively (must
+//! be the same bytes: one implementation, `kiln::predict`) and classifies that digit with
+//! the same checkpoint on the native GPU (must agree within `WEB_VS_NATIVE`, the
+//! tolerance table in ARCHITECTURE.md).
+//!
+//!   cargo run --release -p kiln-web --bin web_reference -- web/model/cnn.safetensors target/web-cases.json
+
+#![cfg_attr(target_arch = "wasm32", allow(dead_code, unused_imports))]
+
+use std::process::ExitCode;
+
+use kiln::checkpoint::Checkpoint;
+use kiln::{Classifier, Gpu};
+
+/// A native program: nothing to do in a wasm build of the workspace.
+#[cfg(target_arch = "wasm32")]
+fn main() {}
+
+/// Probabilities, browser (WebGPU) vs native: `|web - native| <= abs + rel * |native|`.
+/// Both are f32 GPU runs of the same WGSL, but the adapters differ and so may the GEMM/conv
+/// variants `GemmConfig::default_for` picks: the sums may run in another order. Measured
+/// 2026-11-26, SwiftShader (Chromium 156) vs lavapipe, the same variants: at most 3.7e-9.
+const WEB_VS_NATIVE: (f32, f32) = (1e-5, 1e-4);
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() -> ExitCode {
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("web_reference: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn run() -> Result<bool, Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, model, cases] = args.as_slice() else {
+        return Err("usage: web_reference CHECKPOINT CASES.json".into());
+    };
+    let cases: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(cases)?)?;
+    let gpu = Gpu::new()?;
+    let mut classifier = Classifier::new(&gpu, Checkpoint::load(std::path::Path::new(model))?, 256)?;
+    let (abs, rel) = WEB_VS_NATIVE;
+    let mut ok = true;
+    let mut worst = 0f32;
+    let numbers = |v: &serde_json::Value| -> Vec<f64> { v.as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).collect()).unwrap_or_default() };
+    for (i, case) in cases.as_array().ok_or("cases: expected a JSON array")?.iter().enumerate() {
+        let web_digit: Vec<u8> = numbers(&case["digit"]).into_iter().map(|v| v as u8).collect();
+        let web_probs: Vec<f32> = numbers(&case["probs"]).into_iter().map(|v| v as f32).collect();
+        let rgba: Vec<u8> = numbers(&case["rgba"]).into_iter().map(|v| v as u8).collect();
+        let (w, h) = (case["width"].as_u64().unwrap_or(0) as u32, case["height"].as_u64().unwrap_or(0) as u32);
+        let native_digit = kiln_web::prepare(rgba, w, h)?.ok_or("the native preprocessing found no ink")?;
+        if native_digit.as_raw() != &web_digit {
+            let differ = native_digit.as_raw().iter().zip(&web_digit).filter(|(a, b)| a != b).count();
+            println!("case {i}: the 28x28 digit differs from the browser's in {differ} pixels");
+            ok = false;
+        }
+        let native = classifier.classify(&[native_digit])?[0];
+        let mut case_ok = web_probs.len() == native.len();
+        let mut case_worst = 0f32;
+        for (&n, &web) in native.iter().zip(&web_probs) {
+            let err = (web - n).abs();
+            case_worst = case_worst.max(err);
+            if !(err <= abs + rel * n.abs()) {
+                case_ok = false;
+            }
+        }
+        worst = worst.max(case_worst);
+        println!("case {i}: label {} native argmax {} max |web - native| {case_worst:.2e}{}", case["label"], argmax(&native), if case_ok { "" } else { "  FAIL" });
+        ok &= case_ok;
+    }
+    println!("web vs native probabilities: max abs difference {worst:.2e} (tolerance {abs:e} + {rel:e}*|p|) on {}", gpu.info().summary());
+    Ok(ok)
+}
+
+fn argmax(p: &[f32]) -> usize {
+    (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0)
+}

@@ -1,0 +1,300 @@
+//! The wasm-bindgen surface the page calls: [`App`] (the device, the classifier) and
+//! [`Trainer`] (a training run stepped from the page).
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::rc::Rc;
+
+use js_sys::Promise;
+use serde_json::json;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+use kiln::checkpoint::Checkpoint;
+use kiln::data::gpu::ResidentDataset;
+use kiln::data::idx::{decode_bytes, parse_images, parse_labels};
+use kiln::explain::Explainer;
+use kiln::graph::{Executor, Mode};
+use kiln::nn::{Model, ModelKind};
+use kiln::ops::gemm::GemmConfig;
+use kiln::ops::optim::Optimizer;
+use kiln::{Classifier, Gpu};
+
+fn js(e: impl std::fmt::Display) -> JsValue {
+    JsError::new(&e.to_string()).into()
+}
+
+/// A second GPU call on an object while its first is still running.
+fn busy(what: &str) -> JsValue {
+    js(format!("{what} is busy: await the previous call first"))
+}
+
+#[wasm_bindgen(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+/// The preprocessing alone (no GPU): the 28x28 digit `predict` would make of the canvas's
+/// RGBA pixels, or `undefined` when the canvas holds no ink.
+#[wasm_bindgen]
+pub fn prepare(rgba: Vec<u8>, width: u32, height: u32) -> Result<Option<Vec<u8>>, JsValue> {
+    Ok(crate::prepare(rgba, width, height).map_err(js)?.map(|d| d.into_raw()))
+}
+
+/// The device and the classifier the page draws against.
+#[wasm_bindgen]
+pub struct App {
+    /// Leaked once per opened device: executors borrow the device for as long as the page
+    /// lives (a retry after a lost device leaks the lost one, a few KiB).
+    gpu: &'static Gpu,
+    classifier: Rc<RefCell<Classifier<'static>>>,
+    /// `kiln::explain`'s input-gradient executor for the same checkpoint, built on the
+    /// first saliency request (and again after the model changes).
+    explainer: Rc<RefCell<Option<Explainer<'static>>>>,
+}
+
+#[wasm_bindgen]
+impl App {
+    /// Opens WebGPU (the adapter the browser chooses) and loads a checkpoint's bytes
+    /// (safetensors, as `train_mnist --save` writes them).
+    pub async fn open(checkpoint: Vec<u8>) -> Result<App, JsValue> {
+        let gpu: &'static Gpu = Box::leak(Box::new(Gpu::new_async().await.map_err(js)?));
+        let checkpoint = Checkpoint::from_bytes(&checkpoint, Path::new("cnn.safetensors")).map_err(js)?;
+        let classifier = Classifier::new(gpu, checkpoint, 1).map_err(js)?;
+        Ok(App { gpu, classifier: Rc::new(RefCell::new(classifier)), explainer: Rc::default() })
+    }
+
+    /// Classifies with another checkpoint's bytes from now on (the shipped one again, say).
+    pub fn use_checkpoint(&self, checkpoint: Vec<u8>) -> Result<(), JsValue> {
+        let checkpoint = Checkpoint::from_bytes(&checkpoint, Path::new("cnn.safetensors")).map_err(js)?;
+        let mut c = self.classifier.try_borrow_mut().map_err(|_| busy("the classifier"))?;
+        *c = Classifier::new(self.gpu, checkpoint, 1).map_err(js)?;
+        Ok(())
+    }
+
+    /// The adapter as JSON: name, backend, device type, driver, a few limits.
+    pub fn adapter(&self) -> String {
+        let i = self.gpu.info();
+        json!({
+            "summary": i.summary(),
+            "name": i.name,
+            "backend": format!("{:?}", i.backend),
+            "device_type": format!("{:?}", i.device_type),
+            "driver": i.driver_label(),
+            "max_storage_binding_mib": i.limits.max_storage_buffer_binding_size >> 20,
+            "storage_buffers_per_stage": i.limits.max_storage_buffers_per_shader_stage,
+        })
+        .to_string()
+    }
+
+    /// The loaded model as JSON: its name, the dataset it was trained on, its parameter count.
+    pub fn model(&self) -> Result<String, JsValue> {
+        let c = self.classifier.try_borrow().map_err(|_| busy("the classifier"))?;
+        let ck = c.checkpoint();
+        let params: usize = ck.params.iter().map(|p| p.2.len()).sum();
+        Ok(json!({ "name": ck.model.name(), "dataset": ck.dataset, "values": params }).to_string())
+    }
+
+    /// A device loss or GPU error seen since the last call, if any (the page then offers a
+    /// retry, which opens a new `App`).
+    pub fn fault(&self) -> Option<String> {
+        self.gpu.check().err().map(|e| e.to_string())
+    }
+
+    /// Class probabilities (10, a `Float32Array`) for a 28x28 digit from [`prepare`].
+    pub fn classify(&self, digit: Vec<u8>) -> Promise {
+        let classifier = self.classifier.clone();
+        future_to_promise(async move {
+            let img = image::GrayImage::from_raw(28, 28, digit).ok_or_else(|| js("classify takes 28x28 = 784 pixels"))?;
+            let mut c = classifier.try_borrow_mut().map_err(|_| busy("the classifier"))?;
+            let probs = c.classify_async(&[img]).await.map_err(js)?;
+            Ok(js_sys::Float32Array::from(&probs[0][..]).into())
+        })
+    }
+
+    /// The saliency map of a 28x28 digit from [`prepare`] (`kiln::explain`: the gradient
+    /// of the predicted class's logit with respect to each input pixel, on the GPU), as
+    /// 784 magnitudes scaled to [0, 1] (a `Float32Array`).
+    pub fn saliency(&self, digit: Vec<u8>) -> Promise {
+        let (gpu, classifier, explainer) = (self.gpu, self.classifier.clone(), self.explainer.clone());
+        future_to_promise(async move {
+            if digit.len() != 784 {
+                return Err(js("saliency takes 28x28 = 784 pixels"));
+            }
+            let checkpoint = classifier.try_borrow().map_err(|_| busy("the classifier"))?.checkpoint().clone();
+            let mut slot = explainer.try_borrow_mut().map_err(|_| busy("the explainer"))?;
+            if slot.as_ref().is_none_or(|e| e.checkpoint() != &checkpoint) {
+                *slot = Some(Explainer::new(gpu, checkpoint.clone(), 1).map_err(js)?);
+            }
+            let input = kiln::predict::normalise(&digit, checkpoint.mean, checkpoint.std);
+            let explained = slot.as_mut().expect("set above").explain_async(&input, None).await.map_err(js)?;
+            let magnitude: Vec<f32> = explained[0].saliency.iter().map(|g| g.abs()).collect();
+            let max = magnitude.iter().fold(0f32, |m, &v| m.max(v));
+            let scaled: Vec<f32> = magnitude.iter().map(|&v| if max > 0.0 { v / max } else { 0.0 }).collect();
+            Ok(js_sys::Float32Array::from(&scaled[..]).into())
+        })
+    }
+
+    /// A training run of the CNN on the first `count` images of the IDX files given
+    /// (bytes, gzip or raw; the page fetches MNIST's test set), `epochs` passes of batches
+    /// of `batch`, Adam at 1e-3; the next `held_out` images (rounded down to whole
+    /// evaluation batches of 250) are what [`Trainer::evaluate`] measures.
+    pub fn trainer(&self, images: Vec<u8>, labels: Vec<u8>, count: usize, held_out: usize, epochs: usize, batch: usize, seed: u32) -> Result<Trainer, JsValue> {
+        Training::new(self.gpu, &images, &labels, count, held_out, epochs, batch, seed as u64).map(|t| Trainer { inner: Rc::new(RefCell::new(t)) }).map_err(js)
+    }
+
+    /// Classifies with what `trainer` has learnt from now on (reads its parameters back).
+    pub fn use_trained(&self, trainer: &Trainer) -> Promise {
+        let (gpu, classifier, training) = (self.gpu, self.classifier.clone(), trainer.inner.clone());
+        future_to_promise(async move {
+            let t = training.try_borrow().map_err(|_| busy("the trainer"))?;
+            let params = t.exec.read_model_async().await.map_err(js)?;
+            let checkpoint = Checkpoint { model: t.model.clone(), mean: t.mean, std: t.std, dataset: "mnist-t10k (trained in this browser)".into(), params };
+            let mut c = classifier.try_borrow_mut().map_err(|_| busy("the classifier"))?;
+            *c = Classifier::new(gpu, checkpoint, 1).map_err(js)?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+}
+
+/// A training run stepped from the page: each [`Trainer::step`] records a few steps (one
+/// submit each) and awaits one metrics read, so the page draws between calls.
+#[wasm_bindgen]
+pub struct Trainer {
+    inner: Rc<RefCell<Training>>,
+}
+
+struct Training {
+    exec: Executor<'static>,
+    eval: Option<(Executor<'static>, ResidentDataset, usize)>,
+    data: ResidentDataset,
+    gpu: &'static Gpu,
+    model: Model,
+    mean: f32,
+    std: f32,
+    batch: usize,
+    steps_per_epoch: usize,
+    epochs: usize,
+    seed: u64,
+    /// Steps run so far, over all epochs.
+    done: usize,
+    /// Loss sum and rows at the previous read (the curve's points are means between reads).
+    last: (f32, u32),
+}
+
+/// Images per evaluation step of the held-out images.
+const EVAL_BATCH: usize = 250;
+
+impl Training {
+    #[allow(clippy::too_many_arguments)]
+    fn new(gpu: &'static Gpu, images: &[u8], labels: &[u8], count: usize, held_out: usize, epochs: usize, batch: usize, seed: u64) -> kiln::Result<Training> {
+        let path = Path::new("t10k-images-idx3-ubyte");
+        let data_err = |e: kiln::data::DataError| kiln::Error::file(path, e);
+        let images = parse_images(&decode_bytes(images, path).map_err(data_err)?, path).map_err(data_err)?;
+        let labels = parse_labels(&decode_bytes(labels, Path::new("t10k-labels-idx1-ubyte")).map_err(data_err)?, path, 9).map_err(data_err)?;
+        let n = images.count.min(labels.len());
+        if count == 0 || batch == 0 || epochs == 0 || count > n || batch > count {
+            return Err(kiln::Error::unsupported("trainer", format!("{count} images (of {n}), batch {batch}, {epochs} epochs")));
+        }
+        let px = images.rows * images.cols;
+        let train_px = &images.pixels[..count * px];
+        // the training images' statistics normalise every input, as train_mnist does
+        let mean = train_px.iter().map(|&p| p as f64).sum::<f64>() / train_px.len() as f64 / 255.0;
+        let var = train_px.iter().map(|&p| (p as f64 / 255.0 - mean).powi(2)).sum::<f64>() / train_px.len() as f64;
+        let (mean, std) = (mean as f32, var.sqrt() as f32);
+        let model = ModelKind::Cnn.spec();
+        let kernels = GemmConfig::default_for(gpu.info());
+        let graph = model.build(batch, seed)?;
+        let mut exec = Executor::new(gpu, &graph.graph, Mode::Train, Some(Optimizer::adam(1e-3)), &kernels, None)?;
+        let data = ResidentDataset::upload(gpu, train_px, &labels[..count], images.rows, images.cols, mean, std)?;
+        exec.attach_dataset(&data, false, seed as u32)?;
+        let held = (n - count).min(held_out) / EVAL_BATCH * EVAL_BATCH;
+        let eval = if held > 0 {
+            let g = model.build(EVAL_BATCH, seed)?;
+            let mut e = Executor::new(gpu, &g.graph, Mode::Eval, None, &kernels, Some(&exec))?;
+            let d = ResidentDataset::upload(gpu, &images.pixels[count * px..(count + held) * px], &labels[count..count + held], images.rows, images.cols, mean, std)?;
+            e.attach_dataset(&d, false, 0)?;
+            Some((e, d, held))
+        } else {
+            None
+        };
+        Ok(Training { exec, eval, data, gpu, model, mean, std, batch, steps_per_epoch: count / batch, epochs, seed, done: 0, last: (0.0, 0) })
+    }
+
+    /// Runs up to `steps` steps (never past an epoch's end), then reads the metrics.
+    async fn step(&mut self, steps: usize) -> kiln::Result<serde_json::Value> {
+        let total = self.steps_per_epoch * self.epochs;
+        let mut ran = 0;
+        while ran < steps.max(1) && self.done < total {
+            let s = self.done % self.steps_per_epoch;
+            let epoch = self.done / self.steps_per_epoch + 1;
+            if s == 0 {
+                // a new shuffle per epoch, seeded as train_mnist seeds it
+                self.data.shuffle(self.gpu, self.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64))?;
+                self.exec.reset_metrics()?;
+                self.last = (0.0, 0);
+            }
+            self.exec.run_step((s * self.batch) as u32)?;
+            self.done += 1;
+            ran += 1;
+            if self.done % self.steps_per_epoch == 0 {
+                break;
+            }
+        }
+        let m = self.exec.read_metrics_async().await?;
+        let rows = m.rows.saturating_sub(self.last.1).max(1);
+        let loss = (m.loss_sum - self.last.0) / rows as f32;
+        self.last = (m.loss_sum, m.rows);
+        Ok(json!({
+            "epoch": (self.done - 1) / self.steps_per_epoch + 1,
+            "epochs": self.epochs,
+            "step": self.done,
+            "steps": total,
+            "steps_run": ran,
+            "images": ran * self.batch,
+            "loss": loss,
+            "epoch_loss": m.mean_loss(),
+            "epoch_accuracy": m.accuracy(),
+            "epoch_end": self.done % self.steps_per_epoch == 0,
+            "done": self.done == total,
+        }))
+    }
+
+    /// Loss and accuracy on the held-out images, with the parameters as they are now.
+    async fn evaluate(&mut self) -> kiln::Result<serde_json::Value> {
+        let Some((e, _, held)) = &mut self.eval else {
+            return Ok(json!({ "images": 0 }));
+        };
+        e.reset_metrics()?;
+        for s in 0..*held / EVAL_BATCH {
+            e.run_step((s * EVAL_BATCH) as u32)?;
+        }
+        let m = e.read_metrics_async().await?;
+        Ok(json!({ "images": *held, "loss": m.mean_loss(), "accuracy": m.accuracy() }))
+    }
+}
+
+#[wasm_bindgen]
+impl Trainer {
+    /// Runs up to `steps` training steps and resolves to their figures as JSON: the mean
+    /// loss since the previous call, the epoch's accuracy so far, `epoch_end`, and `done`
+    /// after the last epoch.
+    pub fn step(&self, steps: usize) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let mut t = inner.try_borrow_mut().map_err(|_| busy("the trainer"))?;
+            let out = t.step(steps).await.map_err(js)?;
+            Ok(JsValue::from_str(&out.to_string()))
+        })
+    }
+
+    /// Evaluates the held-out images; resolves to `{images, loss, accuracy}` as JSON.
+    pub fn evaluate(&self) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let mut t = inner.try_borrow_mut().map_err(|_| busy("the trainer"))?;
+            let out = t.evaluate().await.map_err(js)?;
+            Ok(JsValue::from_str(&out.to_string()))
+        })
+    }
+}
