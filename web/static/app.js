@@ -92,12 +92,10 @@ async function shippedModel() {
 
 $("shipped").addEventListener("click", async () => {
   try {
-    state.app.use_checkpoint(await shippedModel());
+    const bytes = await shippedModel();
+    await swapModel(() => state.app.use_checkpoint(bytes));
     $("shipped").hidden = true;
-    showModel();
     $("train-status").textContent = $("train-status").textContent.replace("now classifying with this model", "classifying with the shipped model again");
-    state.classified = -1;
-    schedule();
   } catch (e) {
     fail(e);
   }
@@ -166,9 +164,29 @@ function changed() {
 }
 
 function schedule() {
-  if (state.busy || !state.app || state.classified === state.version) return;
+  if (state.busy || state.swapping || !state.app || state.classified === state.version) return;
   state.busy = true;
   requestAnimationFrame(classifyNow);
+}
+
+// resolves once the bars show the latest drawing
+function settled() {
+  return new Promise((r) => (!state.busy && (state.swapping || state.classified === state.version) ? r() : state.waiters.push(r)));
+}
+
+// Runs `swap` (which replaces the classifier's model) with no classification in flight,
+// then classifies the drawing with the new model.
+async function swapModel(swap) {
+  state.swapping = true;
+  try {
+    await settled();
+    await swap();
+  } finally {
+    state.swapping = false;
+  }
+  showModel();
+  state.classified = -1;
+  schedule();
 }
 
 async function classifyNow() {
@@ -198,7 +216,7 @@ async function classifyNow() {
   } finally {
     state.busy = false;
   }
-  if (state.app && state.classified !== state.version) {
+  if (state.app && !state.swapping && state.classified !== state.version) {
     schedule();
   } else {
     for (const w of state.waiters.splice(0)) w();
@@ -329,13 +347,10 @@ async function train({ count = 8000, heldOut = 2000, epochs = 1, batch = 64, see
       await new Promise((r) => setTimeout(r, 0)); // let the page draw and take input
     }
     const total = (performance.now() - started) / 1000;
-    await state.app.use_trained(trainer);
+    await swapModel(() => state.app.use_trained(trainer));
     trainer.free();
-    showModel();
     $("shipped").hidden = false;
     status.textContent += " — now classifying with this model";
-    state.classified = -1;
-    schedule();
     return { points, evals, images_per_sec: seen / seconds, images: seen, seconds, total_seconds: total, epoch_accuracy: last.epoch_accuracy };
   } catch (e) {
     fail(e);
@@ -359,7 +374,7 @@ setInterval(() => {
 window.kiln = {
   ready: start(),
   // resolves once the bars show the latest drawing
-  settled: () => new Promise((r) => (!state.busy && state.classified === state.version ? r() : state.waiters.push(r))),
+  settled,
   last: () => state.last,
   clear,
   setLineWidth: (w) => (state.lineWidth = w),
