@@ -1,0 +1,364 @@
+#!/usr/bin/env python3
+"""Drives the web page in headless Chromium over the DevTools protocol on a pipe (fds 3/4),
+with no dependencies: what scripts/test-web.sh runs.
+
+It draws real MNIST test digits on the page's canvas stroke by stroke, through synthetic
+mouse and touch input (the page sees pointer events, as from a hand), and checks the page's
+prediction and saliency map; records the canvas pixels, the 28x28 digit and the
+probabilities for the native comparison (web_reference); trains the CNN in the page on a
+small subset and checks that the loss fell; saves a screenshot; then loses the GPU device
+(as a driver reset does) and checks the message and the retry, and hides WebGPU and checks
+the page says how to enable it.
+
+  web_driver.py --chromium /usr/lib/chromium/chromium --url http://127.0.0.1:8000/ \
+      --data-dir ../shared/data/mnist --cases target/web-cases.json --screenshot target/web.png
+"""
+import argparse
+import base64
+import gzip
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def read_idx(path):
+    """An IDX file (gzipped or not): (dims, bytes of the body)."""
+    raw = open(path, "rb").read()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    n = raw[3]
+    dims = struct.unpack(">" + "I" * n, raw[4:4 + 4 * n])
+    return dims, raw[4 + 4 * n:]
+
+
+def find(directory, name):
+    for p in (os.path.join(directory, name + ".gz"), os.path.join(directory, name)):
+        if os.path.isfile(p):
+            return p
+    sys.exit(f"web_driver: no {name}(.gz) in {directory}")
+
+
+class Chrome:
+    """One headless Chromium and one page session, spoken to over --remote-debugging-pipe:
+    JSON messages separated by NUL bytes, commands on fd 3, replies and events on fd 4."""
+
+    def __init__(self, binary, log):
+        self.log = log
+        self.profile = tempfile.mkdtemp(prefix="kiln-chromium-")
+        to_chrome_r, self.to_chrome = os.pipe()
+        self.from_chrome, from_chrome_w = os.pipe()
+
+        ours = (self.to_chrome, self.from_chrome)
+
+        def fds():
+            # in the child: its ends of the pipes on fds 3 and 4, ours closed. (close_fds
+            # would run after this and close 3 and 4 again, hence close_fds=False.)
+            a, b = os.dup(to_chrome_r), os.dup(from_chrome_w)
+            os.dup2(a, 3)
+            os.dup2(b, 4)
+            for fd in (a, b, to_chrome_r, from_chrome_w) + ours:
+                if fd not in (3, 4):
+                    os.close(fd)
+
+        flags = [
+            "--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--remote-debugging-pipe",
+            f"--user-data-dir={self.profile}", "--use-webgpu-adapter=swiftshader",
+            "--enable-features=Vulkan", "--use-angle=swiftshader", "--no-first-run",
+            "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+            "--window-size=1000,900", "about:blank",
+        ]
+        self.proc = subprocess.Popen([binary] + flags, close_fds=False, preexec_fn=fds,
+                                     stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+        os.close(to_chrome_r)
+        os.close(from_chrome_w)
+        self.buf = b""
+        self.next_id = 0
+        self.session = None
+        self.console = []
+
+    def _read_message(self):
+        while b"\0" not in self.buf:
+            chunk = os.read(self.from_chrome, 1 << 20)
+            if not chunk:
+                sys.exit(f"web_driver: Chromium closed the pipe (see {self.log})")
+            self.buf += chunk
+        raw, self.buf = self.buf.split(b"\0", 1)
+        return json.loads(raw)
+
+    def send(self, method, params=None, session=True):
+        self.next_id += 1
+        msg = {"id": self.next_id, "method": method, "params": params or {}}
+        if session and self.session:
+            msg["sessionId"] = self.session
+        os.write(self.to_chrome, json.dumps(msg).encode() + b"\0")
+        while True:
+            m = self._read_message()
+            if m.get("id") == self.next_id:
+                if "error" in m:
+                    raise RuntimeError(f"{method}: {m['error']}")
+                return m.get("result", {})
+            self._event(m)
+
+    def _event(self, m):
+        method = m.get("method", "")
+        p = m.get("params", {})
+        if method == "Runtime.consoleAPICalled":
+            text = " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", []))
+            self.console.append(f"console.{p.get('type')}: {text}")
+            print(f"  page console.{p.get('type')}: {text}", file=sys.stderr)
+        elif method == "Runtime.exceptionThrown":
+            d = p.get("exceptionDetails", {})
+            text = d.get("exception", {}).get("description") or d.get("text")
+            self.console.append(f"exception: {text}")
+            print(f"  page exception: {text}", file=sys.stderr)
+
+    def attach(self):
+        pages = [t for t in self.send("Target.getTargets", session=False)["targetInfos"] if t["type"] == "page"]
+        target = pages[0]["targetId"] if pages else self.send("Target.createTarget", {"url": "about:blank"}, session=False)["targetId"]
+        self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True}, session=False)["sessionId"]
+        self.send("Runtime.enable")
+        self.send("Page.enable")
+        self.send("Emulation.setDeviceMetricsOverride", {"width": 1000, "height": 900, "deviceScaleFactor": 1, "mobile": False})
+
+    def eval(self, expression, timeout_ms=600_000):
+        r = self.send("Runtime.evaluate", {"expression": expression, "awaitPromise": True, "returnByValue": True, "timeout": timeout_ms})
+        if "exceptionDetails" in r:
+            d = r["exceptionDetails"]
+            raise RuntimeError(f"{expression[:60]}...: {d.get('exception', {}).get('description') or d.get('text')}")
+        return r["result"].get("value")
+
+    def close(self):
+        try:
+            self.send("Browser.close", session=False)
+        except Exception:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def strokes(pixels, scale, threshold=100):
+    """A 28x28 digit as horizontal strokes: each run of ink in a row, left to right, in
+    canvas pixels (the centre of each cell)."""
+    out = []
+    for y in range(28):
+        x = 0
+        while x < 28:
+            if pixels[28 * y + x] > threshold:
+                x0 = x
+                while x < 28 and pixels[28 * y + x] > threshold:
+                    x += 1
+                out.append(((x0 + 0.5) * scale, (y + 0.5) * scale, (x - 0.5) * scale))
+            x += 1
+    return out
+
+
+def draw(chrome, rect, pixels, touch):
+    """Draws the digit with synthetic input: a press, moves every 6 canvas pixels, a release
+    per stroke. Mouse events or touch events (the page sees pointer events either way)."""
+    sx, sy = rect["width"] / 280.0, rect["height"] / 280.0
+    at = lambda x, y: (rect["left"] + x * sx, rect["top"] + y * sy)
+    for (x0, y, x1) in strokes(pixels, 10.0):
+        xs = [x0 + i * 6.0 for i in range(int((x1 - x0) / 6.0) + 1)] + [x1]
+        points = [at(x, y) for x in xs]
+        if touch:
+            tp = lambda p: {"touchPoints": [{"x": p[0], "y": p[1], "id": 1}]}
+            chrome.send("Input.dispatchTouchEvent", {"type": "touchStart", **tp(points[0])})
+            for p in points[1:]:
+                chrome.send("Input.dispatchTouchEvent", {"type": "touchMove", **tp(p)})
+            chrome.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+        else:
+            base = {"button": "left", "clickCount": 1}
+            chrome.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": points[0][0], "y": points[0][1], "buttons": 0})
+            chrome.send("Input.dispatchMouseEvent", {"type": "mousePressed", "x": points[0][0], "y": points[0][1], "buttons": 1, **base})
+            for p in points[1:]:
+                chrome.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": p[0], "y": p[1], "buttons": 1, "button": "left"})
+            chrome.send("Input.dispatchMouseEvent", {"type": "mouseReleased", "x": points[-1][0], "y": points[-1][1], "buttons": 0, **base})
+
+
+# keeps the devices the page opens and gives each a way to be lost as a driver reset loses
+# it: its `lost` promise resolves with reason "unknown" (destroy() alone says "destroyed",
+# which kiln, like any program dropping its device, does not treat as a fault)
+HOOK_DEVICES = """(() => {
+  const request = GPUAdapter.prototype.requestDevice;
+  GPUAdapter.prototype.requestDevice = async function (...args) {
+    const device = await request.apply(this, args);
+    let lose;
+    const lost = new Promise((resolve) => (lose = resolve));
+    device.lost.then(lose);
+    Object.defineProperty(device, "lost", { value: lost });
+    device.loseForTest = (message) => { lose({ reason: "unknown", message }); device.destroy(); };
+    (window.__kilnDevices = window.__kilnDevices || []).push(device);
+    return device;
+  };
+})();"""
+
+
+def load(chrome, url):
+    """Navigates and waits for the page's start-up (which may end in a message)."""
+    chrome.send("Page.navigate", {"url": url})
+    time.sleep(0.5)
+    for _ in range(300):
+        if chrome.eval("typeof window.kiln === 'object' && document.readyState === 'complete'"):
+            break
+        time.sleep(0.1)
+    return chrome.eval("window.kiln.ready")
+
+
+def wait_for(chrome, expression, seconds=60):
+    """Polls `expression` until it is truthy (or the time is up); returns its last value."""
+    value = None
+    for _ in range(int(seconds * 10)):
+        value = chrome.eval(expression)
+        if value:
+            break
+        time.sleep(0.1)
+    return value
+
+
+CANVAS_RGBA = """(() => {
+  const c = document.getElementById('draw');
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let s = '';
+  for (let i = 0; i < d.length; i += 8192) s += String.fromCharCode.apply(null, d.subarray(i, i + 8192));
+  return { width: c.width, height: c.height, rgba: btoa(s) };
+})()"""
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--chromium", required=True)
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--cases", required=True, help="where to write the drawn cases for web_reference")
+    ap.add_argument("--screenshot", required=True)
+    ap.add_argument("--train-images", type=int, default=640)
+    ap.add_argument("--min-correct", type=int, default=9, help="of the 10 drawn digits")
+    ap.add_argument("--log", default="target/chromium.log")
+    args = ap.parse_args()
+
+    (count, rows, cols), pixels = read_idx(find(args.data_dir, "t10k-images-idx3-ubyte"))
+    _, labels = read_idx(find(args.data_dir, "t10k-labels-idx1-ubyte"))
+    # one of each digit, from the images the page's own training never sees (8000 on)
+    picks = [next(i for i in range(8000, count) if labels[i] == d) for d in range(10)]
+
+    t0 = time.time()
+    chrome = Chrome(args.chromium, args.log)
+    failures = []
+    try:
+        chrome.attach()
+        chrome.send("Page.navigate", {"url": args.url})
+        for _ in range(600):
+            if chrome.eval("typeof window.kiln === 'object'"):
+                break
+            time.sleep(0.1)
+        ok = chrome.eval("window.kiln.ready")
+        adapter = chrome.eval("window.kiln.adapter()")
+        if not ok:
+            problem = chrome.eval("document.getElementById('problem').innerText")
+            sys.exit(f"web_driver: the page did not start: {problem}")
+        print(f"page ready in {time.time() - t0:.1f} s; adapter: {json.dumps(adapter)}")
+
+        chrome.eval("window.kiln.setLineWidth(13)")
+        rect = chrome.eval("JSON.parse(JSON.stringify(document.getElementById('draw').getBoundingClientRect()))")
+        # borders: the drawing surface is the rect less 1 CSS pixel each side
+        rect = {"left": rect["left"] + 1, "top": rect["top"] + 1, "width": rect["width"] - 2, "height": rect["height"] - 2}
+        cases, correct = [], 0
+        for n, i in enumerate(picks):
+            t_digit = time.time()
+            touch = n % 5 == 4  # digits 4 and 9 by finger, the rest by mouse
+            if touch:
+                chrome.send("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 1})
+            chrome.eval("window.kiln.clear()")
+            digit = pixels[i * rows * cols:(i + 1) * rows * cols]
+            draw(chrome, rect, digit, touch)
+            if touch:
+                chrome.send("Emulation.setTouchEmulationEnabled", {"enabled": False})
+            last = chrome.eval("window.kiln.settled().then(() => window.kiln.last())")
+            if not last:
+                failures.append(f"image {i}: no prediction")
+                continue
+            probs = last["probs"]
+            saliency = last.get("saliency") or []
+            if len(saliency) != 784 or not all(0.0 <= v <= 1.0 for v in saliency) or max(saliency) != 1.0:
+                failures.append(f"image {i}: no saliency map in [0, 1] with a maximum of 1")
+            ink = sum(v for v, p in zip(saliency, last["digit"]) if p > 0) / max(sum(saliency), 1e-12)
+            guess = max(range(10), key=lambda k: probs[k])
+            correct += guess == labels[i]
+            canvas = chrome.eval(CANVAS_RGBA)
+            cases.append({"index": i, "label": labels[i], "input": "touch" if touch else "mouse", "digit": last["digit"], "probs": probs,
+                          "width": canvas["width"], "height": canvas["height"], "rgba": list(base64.b64decode(canvas["rgba"]))})
+            print(f"  test image {i}: label {labels[i]}, drawn by {'finger' if touch else 'mouse'}: page says {guess} ({100 * probs[guess]:.1f}%), saliency {100 * ink:.0f}% on the ink, {time.time() - t_digit:.1f} s")
+        with open(args.cases, "w") as f:
+            json.dump(cases, f)
+        print(f"drawn digits: {correct}/10 recognised (at least {args.min_correct} required)")
+        if correct < args.min_correct:
+            failures.append(f"only {correct}/10 drawn digits recognised")
+
+        t1 = time.time()
+        r = chrome.eval(f"window.kiln.train({{ count: {args.train_images}, heldOut: 250, epochs: 1, batch: 64, stepsPerCall: 2 }})")
+        losses = [p["loss"] for p in r["points"]]
+        first, last = sum(losses[:2]) / len(losses[:2]), sum(losses[-2:]) / len(losses[-2:])
+        print(f"training in the page: {args.train_images} images (1 epoch, batch 64) in {r['total_seconds']:.1f} s; "
+              f"{r['images_per_sec']:.1f} images/s over the {r['images']} images after the first call (which compiles the kernels)")
+        print(f"  loss per read: {' '.join(f'{l:.3f}' for l in losses)}; held-out: {r['evals']}")
+        if not last < first:
+            failures.append(f"the loss did not fall: first reads {first:.4f}, last reads {last:.4f}")
+        print(f"  (wall clock of the call: {time.time() - t1:.1f} s)")
+
+        # the curve of that training, and a digit answered by the shipped model, for the screenshot
+        chrome.eval("window.kiln.useShipped()")
+        wait_for(chrome, "document.getElementById('shipped').hidden")
+        chrome.eval("window.kiln.clear()")
+        draw(chrome, rect, pixels[picks[3] * rows * cols:(picks[3] + 1) * rows * cols], False)
+        chrome.eval("window.kiln.settled()")
+        shot = chrome.send("Page.captureScreenshot", {"format": "png"})
+        with open(args.screenshot, "wb") as f:
+            f.write(base64.b64decode(shot["data"]))
+        print(f"screenshot: {args.screenshot}")
+        errors = [c for c in chrome.console if c.startswith("exception") or c.startswith("console.error")]
+        if errors:
+            failures.append(f"page errors: {errors}")
+
+        # a lost device: the page must say so and offer a retry that works
+        chrome.send("Page.addScriptToEvaluateOnNewDocument", {"source": HOOK_DEVICES})
+        load(chrome, args.url)
+        chrome.eval("window.__kilnDevices[window.__kilnDevices.length - 1].loseForTest('lost by web_driver.py')")
+        said = wait_for(chrome, "document.getElementById('problem').hidden ? '' : document.getElementById('problem').innerText", 20)
+        retry = chrome.eval("!document.getElementById('retry').hidden")
+        print(f"after the device was lost the page says: {said[:90]!r}... (retry button: {retry})")
+        if "lost" not in (said or "") or not retry:
+            failures.append(f"a lost device is not reported with a retry button: {said!r}")
+        else:
+            chrome.eval("document.getElementById('retry').click()")
+            wait_for(chrome, "document.getElementById('problem').hidden && window.kiln.adapter() !== null", 60)
+            chrome.eval("window.kiln.clear()")
+            draw(chrome, rect, pixels[picks[7] * rows * cols:(picks[7] + 1) * rows * cols], False)
+            again = chrome.eval("window.kiln.settled().then(() => window.kiln.last())")
+            guess = max(range(10), key=lambda k: again["probs"][k]) if again else None
+            print(f"after retry (a new device) the page says {guess} for a drawn {labels[picks[7]]}")
+            if guess != labels[picks[7]]:
+                failures.append(f"after retry: {guess}, label {labels[picks[7]]}")
+
+        # a browser without WebGPU: the page must say so and how to enable it, not go blank
+        chrome.send("Page.addScriptToEvaluateOnNewDocument", {"source": "delete Navigator.prototype.gpu;"})
+        load(chrome, args.url)
+        shown = chrome.eval("document.getElementById('problem').hidden ? '' : document.getElementById('problem').innerText")
+        print(f"without WebGPU the page says: {shown[:100]!r}...")
+        if "WebGPU is not available" not in shown or "enable-unsafe-webgpu" not in shown:
+            failures.append(f"without WebGPU the page does not explain how to enable it: {shown!r}")
+    finally:
+        chrome.close()
+    if failures:
+        print("FAIL: " + "; ".join(failures))
+        sys.exit(1)
+    print(f"web_driver: all page checks passed in {time.time() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
