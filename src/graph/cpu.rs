@@ -196,18 +196,16 @@ impl CpuExecutor {
                     let r = cpu::softmax::softmax_forward(self.get(logits), c);
                     self.set(probs, r);
                 }
-                Step::XentForward { logits, labels, smoothing, loss, pred } => {
+                Step::XentForward { logits, labels, smoothing, loss, pred, grad } => {
                     let (l, p) = cpu::softmax::softmax_xent_forward(self.get(logits), self.get_u(labels), classes, smoothing);
+                    let valid = self.get_u(labels).iter().map(|&l| (l as usize) < classes);
+                    loss_sum = Some(l.iter().zip(valid).filter(|(_, v)| *v).map(|(&l, _)| l as f64).sum());
                     self.set(loss, l);
                     self.u.insert(self.plan.root(pred), p);
-                }
-                Step::XentBackward { logits, labels, smoothing, scale, dlogits } => {
-                    let r = cpu::softmax::softmax_xent_backward(self.get(logits), self.get_u(labels), classes, smoothing, scale);
-                    self.set(dlogits, r);
-                }
-                Step::Metrics { loss, labels, .. } => {
-                    let valid = self.get_u(labels).iter().map(|&l| (l as usize) < classes);
-                    loss_sum = Some(self.get(loss).iter().zip(valid).filter(|(_, v)| *v).map(|(&l, _)| l as f64).sum());
+                    if let Some((dlogits, scale)) = grad {
+                        let r = cpu::softmax::softmax_xent_backward(self.get(logits), self.get_u(labels), classes, smoothing, scale);
+                        self.set(dlogits, r);
+                    }
                 }
             }
         }

@@ -19,7 +19,7 @@ use crate::gpu::{Gpu, GpuBuffer};
 use crate::autotune::Tuning;
 use crate::ops::gemm::{gemm, Bias, Gemm, GemmConfig};
 use crate::ops::optim::{optimizer_step, step_words, Optimizer, STEP_WORDS};
-use crate::ops::softmax::{metrics_accumulate, metrics_words, Metrics};
+use crate::ops::softmax::{metrics_words, Metrics};
 use crate::ops::{activation, batchnorm, conv2d, dropout, elementwise, pool, reduce, softmax, Dispatch};
 use crate::rng::Rng;
 use crate::tensor::{DType, Tensor};
@@ -445,15 +445,9 @@ impl<'g> Executor<'g> {
                 vec![batchnorm::batchnorm_backward(gpu, bn, t(*x), t(*weight), t(*mean), t(*invstd), t(*dy), t(*dx), dw, db, *accumulate)?]
             }
             Step::Softmax { logits, probs } => vec![softmax::softmax_forward(gpu, t(*logits), t(*probs))?],
-            Step::XentForward { logits, labels, smoothing, loss, pred } => {
-                vec![softmax::softmax_xent_forward(gpu, t(*logits), t(*labels), *smoothing, t(*loss), t(*pred))?]
-            }
-            Step::XentBackward { logits, labels, smoothing, scale, dlogits } => {
-                vec![softmax::softmax_xent_backward(gpu, t(*logits), t(*labels), *smoothing, *scale, t(*dlogits))?]
-            }
-            Step::Metrics { loss, pred, labels } => {
-                let classes = self.plan.classes.unwrap_or(1);
-                vec![metrics_accumulate(gpu, classes, t(*loss), t(*pred), t(*labels), &self.metrics)?]
+            Step::XentForward { logits, labels, smoothing, loss, pred, grad } => {
+                let grad = grad.map(|(d, scale)| (t(d), scale));
+                vec![softmax::softmax_xent_metrics(gpu, t(*logits), t(*labels), *smoothing, t(*loss), t(*pred), grad, &self.metrics)?]
             }
         })
     }

@@ -372,7 +372,9 @@ pub enum Step {
         /// Probabilities [N, C].
         probs: ValueId,
     },
-    /// Softmax cross-entropy against the smoothed one-hot target, per row.
+    /// The loss head in one dispatch: softmax cross-entropy against the smoothed one-hot
+    /// target per row, the row losses and predictions folded into the metrics buffer, and
+    /// in training dlogits = scale·(softmax(logits) − target).
     XentForward {
         /// Logits [N, C].
         logits: ValueId,
@@ -384,28 +386,9 @@ pub enum Step {
         loss: ValueId,
         /// Per-row predicted class `[N]` (u32, first maximum).
         pred: ValueId,
-    },
-    /// dlogits = scale·(softmax(logits) − target), target the smoothed one-hot.
-    XentBackward {
-        /// Logits [N, C].
-        logits: ValueId,
-        /// Class labels `[N]` (u32).
-        labels: ValueId,
-        /// Label smoothing e in [0, 1).
-        smoothing: f32,
-        /// Multiplier of the gradient: 1/N, so the loss is the batch mean.
-        scale: f32,
-        /// Gradient of the logits [N, C], written.
-        dlogits: ValueId,
-    },
-    /// Folds the batch's losses and predictions into the metrics buffer.
-    Metrics {
-        /// Per-row loss `[N]`.
-        loss: ValueId,
-        /// Per-row predicted class `[N]` (u32, first maximum).
-        pred: ValueId,
-        /// Class labels `[N]` (u32).
-        labels: ValueId,
+        /// Training: the gradient of the logits [N, C], written, and its multiplier (1/N, so
+        /// the loss is the batch mean). Set by the backward.
+        grad: Option<(ValueId, f32)>,
     },
 }
 
@@ -442,9 +425,7 @@ impl Step {
                 (reads, vec![*dx, *dweight, *dbias])
             }
             Softmax { logits, probs } => (vec![*logits], vec![*probs]),
-            XentForward { logits, labels, loss, pred, .. } => (vec![*logits, *labels], vec![*loss, *pred]),
-            XentBackward { logits, labels, dlogits, .. } => (vec![*logits, *labels], vec![*dlogits]),
-            Metrics { loss, pred, labels } => (vec![*loss, *pred, *labels], vec![]),
+            XentForward { logits, labels, loss, pred, grad, .. } => (vec![*logits, *labels], [*loss, *pred].into_iter().chain(grad.map(|g| g.0)).collect()),
         }
     }
 }
@@ -753,8 +734,7 @@ impl Lowering<'_> {
                     let (logits, labels) = (inp(0), inp(1));
                     let loss = self.act(name.clone(), &node.shape);
                     let pred = self.value(format!("{name}.pred"), &node.shape, DType::U32, ValueKind::Activation);
-                    self.plan.steps.push(Step::XentForward { logits, labels, smoothing, loss, pred });
-                    self.plan.steps.push(Step::Metrics { loss, pred, labels });
+                    self.plan.steps.push(Step::XentForward { logits, labels, smoothing, loss, pred, grad: None });
                     self.plan.classes = Some(self.graph.node(node.inputs[0]).shape[1]);
                     loss
                 }
@@ -827,11 +807,15 @@ impl Lowering<'_> {
             let inp = |k: usize| node.inputs[k];
             match &node.op {
                 Op::Param { .. } | Op::State { .. } | Op::Input | Op::Labels => {}
-                &Op::SoftmaxCrossEntropy { smoothing } => {
-                    let (logits, labels) = (self.out(inp(0)), self.out(inp(1)));
+                Op::SoftmaxCrossEntropy { .. } => {
+                    // the forward's loss head also writes the gradient
                     let dlogits = self.act(format!("d{}", g.node(inp(0)).name), &g.node(inp(0)).shape);
-                    let scale = 1.0 / node.shape[0] as f32;
-                    self.plan.steps.push(Step::XentBackward { logits, labels, smoothing, scale, dlogits });
+                    let loss = self.out(id);
+                    let head = self.plan.steps.iter_mut().find_map(|s| match s {
+                        Step::XentForward { loss: l, grad, .. } if *l == loss => Some(grad),
+                        _ => None,
+                    });
+                    *head.expect("the loss node's forward step") = Some((dlogits, 1.0 / node.shape[0] as f32));
                     self.add_grad(&mut grads, inp(0), dlogits);
                 }
                 Op::Linear | Op::Conv2d { .. } => {
