@@ -115,8 +115,11 @@ impl CpuExecutor {
                     self.set(y, out);
                     self.u.insert(self.plan.root(argmax), arg);
                 }
-                Step::MaxPoolBackward { pool, argmax, dy, dx } => {
-                    let r = cpu::pool::max_pool2d_backward_saved(&pool, self.get_u(argmax), self.get(dy));
+                Step::MaxPoolBackward { pool, argmax, relu, dy, dx } => {
+                    let mut r = cpu::pool::max_pool2d_backward_saved(&pool, self.get_u(argmax), self.get(dy));
+                    if let Some(x) = relu {
+                        r.iter_mut().zip(self.get(x)).filter(|(_, &x)| x <= 0.0).for_each(|(g, _)| *g = 0.0);
+                    }
                     self.set(dx, r);
                 }
                 Step::AvgPoolForward { pool, x, y } => {

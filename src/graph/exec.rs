@@ -416,7 +416,10 @@ impl<'g> Executor<'g> {
             }
             Step::BiasBackward { dy, db, accumulate } => vec![reduce::bias_backward(gpu, t(*dy), t(*db), *accumulate)?],
             Step::MaxPoolForward { pool, x, y, argmax } => vec![pool::max_pool2d_forward(gpu, pool, t(*x), t(*y), t(*argmax))?],
-            Step::MaxPoolBackward { pool, argmax, dy, dx } => vec![pool::max_pool2d_backward(gpu, pool, t(*argmax), t(*dy), t(*dx))?],
+            Step::MaxPoolBackward { pool, argmax, relu: None, dy, dx } => vec![pool::max_pool2d_backward(gpu, pool, t(*argmax), t(*dy), t(*dx))?],
+            Step::MaxPoolBackward { pool, argmax, relu: Some(x), dy, dx } => {
+                vec![pool::max_pool2d_backward_relu(gpu, pool, t(*argmax), t(*x), t(*dy), t(*dx))?]
+            }
             Step::AvgPoolForward { pool, x, y } => vec![pool::avg_pool2d_forward(gpu, pool, t(*x), t(*y))?],
             Step::AvgPoolBackward { pool, dy, dx } => vec![pool::avg_pool2d_backward(gpu, pool, t(*dy), t(*dx))?],
             Step::GlobalAvgPoolForward { pool, x, y } => vec![pool::global_avg_pool_forward(gpu, pool, t(*x), t(*y))?],

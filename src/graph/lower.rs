@@ -183,9 +183,13 @@ pub enum Step {
         pool: Pool2d,
         /// Each output's maximum as an index within its input plane (u32), saved for the backward.
         argmax: ValueId,
+        /// Training, when the pool reads a ReLU's output and nothing else does: that output,
+        /// and the step is also the ReLU's backward (dx is then the gradient of the ReLU's
+        /// input, masked where the output is 0).
+        relu: Option<ValueId>,
         /// Gradient of the forward output.
         dy: ValueId,
-        /// Gradient of the forward input, written (`=`).
+        /// Gradient of the forward input (or of the fused ReLU's input), written (`=`).
         dx: ValueId,
     },
     /// y = each window's sum / k² (padding counts as zeros).
@@ -405,7 +409,7 @@ impl Step {
             LinearBackwardWeight { dy, x, dw, accumulate } => (acc_reads(vec![*dy, *x], *dw, *accumulate), vec![*dw]),
             BiasBackward { dy, db, accumulate } => (acc_reads(vec![*dy], *db, *accumulate), vec![*db]),
             MaxPoolForward { x, y, argmax, .. } => (vec![*x], vec![*y, *argmax]),
-            MaxPoolBackward { argmax, dy, dx, .. } => (vec![*argmax, *dy], vec![*dx]),
+            MaxPoolBackward { argmax, relu, dy, dx, .. } => ([*argmax, *dy].into_iter().chain(*relu).collect(), vec![*dx]),
             AvgPoolForward { x, y, .. } | GlobalAvgPoolForward { x, y, .. } => (vec![*x], vec![*y]),
             AvgPoolBackward { dy, dx, .. } | GlobalAvgPoolBackward { dy, dx, .. } => (vec![*dy], vec![*dx]),
             BiasForward { x, b, y } => (vec![*x, *b], vec![*y]),
@@ -849,10 +853,18 @@ impl Lowering<'_> {
                 Op::MaxPool2d { .. } => {
                     let dy = dy.expect("gradient");
                     let x = inp(0);
-                    let dx = self.act(format!("d{}", g.node(x).name), &g.node(x).shape);
                     let argmax = self.argmax[&id];
-                    self.plan.steps.push(Step::MaxPoolBackward { pool: self.pool_geometry(id), argmax, dy, dx });
-                    self.add_grad(&mut grads, x, dx);
+                    // In training, a ReLU read by this pool alone has its backward fused here
+                    // (explanations keep the ReLU's own gradient for Grad-CAM).
+                    let relu = g.node(x);
+                    let fused = mode == Mode::Train
+                        && relu.op == Op::Relu
+                        && needs[relu.inputs[0].0]
+                        && g.nodes.iter().filter(|n| n.inputs.contains(&x)).count() == 1;
+                    let (target, saved) = if fused { (relu.inputs[0], Some(self.out(x))) } else { (x, None) };
+                    let dx = self.act(format!("d{}", g.node(target).name), &g.node(target).shape);
+                    self.plan.steps.push(Step::MaxPoolBackward { pool: self.pool_geometry(id), argmax, relu: saved, dy, dx });
+                    self.add_grad(&mut grads, target, dx);
                 }
                 Op::AvgPool2d { .. } => {
                     let dy = dy.expect("gradient");
