@@ -292,6 +292,18 @@ impl<'g> Executor<'g> {
             update: optimizer,
             steps_run: 0,
         };
+        // One scratch region for every pass that stages data (Gpu::scratch), as large as
+        // the largest of them, before any is recorded.
+        let scratch = exec.plan.steps.iter().map(|step| {
+            let cfg = tuning.choose(exec.plan.tune_key(step).as_deref());
+            match step {
+                Step::Conv2dForward { conv, .. } => conv2d::scratch_bytes(gpu, &cfg, conv, conv2d::Pass::Forward),
+                Step::Conv2dBackwardInput { conv, .. } => conv2d::scratch_bytes(gpu, &cfg, conv, conv2d::Pass::BackwardInput),
+                Step::Conv2dBackwardWeight { conv, .. } => conv2d::scratch_bytes(gpu, &cfg, conv, conv2d::Pass::BackwardWeight),
+                _ => 0,
+            }
+        });
+        gpu.reserve_scratch(scratch.max().unwrap_or(0))?;
         for s in 0..exec.plan.steps.len() {
             let step = exec.plan.steps[s].clone();
             let cfg = tuning.choose(exec.plan.tune_key(&step).as_deref());
