@@ -481,6 +481,7 @@ fn json_summary(cfg: &TrainConfig, gpu: &kiln::Gpu, r: &TrainReport, checkpoint:
         "submits": r.stats.submits,
         "steps": r.stats.steps,
         "gpu_peak_bytes": r.stats.gpu_peak_bytes,
+        "dispatches_per_step": r.stats.dispatches_per_step,
         "startup_seconds": r.startup_seconds,
         "autotune_seconds": r.tune.seconds,
         "autotune_from_cache": r.tune.from_cache,

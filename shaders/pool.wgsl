@@ -72,11 +72,8 @@ fn max_pool2d_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups
     argmax[o] = best_i;
 }
 
-@compute @workgroup_size(WG)
-fn max_pool2d_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-                       @builtin(local_invocation_id) lid: vec3u) {
-    let e = element(wid, nwg, lid);
-    if e >= p.planes * p.h * p.w { return; }
+// Input element e's gradient: the sum of dy over the windows whose saved maximum is e.
+fn routed(e: u32) -> f32 {
     let plane = e / (p.h * p.w);
     let i = e % (p.h * p.w);
     let iy = i / p.w;
@@ -90,7 +87,26 @@ fn max_pool2d_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroup
             if saved_argmax[o] == i { g += dy[o]; }
         }
     }
-    dx[e] = g;
+    return g;
+}
+
+@compute @workgroup_size(WG)
+fn max_pool2d_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                       @builtin(local_invocation_id) lid: vec3u) {
+    let e = element(wid, nwg, lid);
+    if e >= p.planes * p.h * p.w { return; }
+    dx[e] = routed(e);
+}
+
+// The max-pool backward and the backward of the ReLU before it in one pass: x is the
+// pool's input (the ReLU's output), and the ReLU passes the gradient where x > 0
+// (relu_backward's select, so the same bits as the two kernels).
+@compute @workgroup_size(WG)
+fn max_pool2d_backward_relu(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                            @builtin(local_invocation_id) lid: vec3u) {
+    let e = element(wid, nwg, lid);
+    if e >= p.planes * p.h * p.w { return; }
+    dx[e] = select(0.0, routed(e), x[e] > 0.0);
 }
 
 @compute @workgroup_size(WG)

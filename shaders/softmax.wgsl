@@ -54,12 +54,9 @@ fn softmax_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
     for (var j = 0u; j < p.classes; j++) { probs[base + j] = exp(logits[base + j] - m) * inv; }
 }
 
-// Writes each row's loss and predicted class (argmax, first max on ties).
-@compute @workgroup_size(WG)
-fn softmax_xent_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-                        @builtin(local_invocation_id) lid: vec3u) {
-    let r = row_of(wid, nwg, lid);
-    if r >= p.rows { return; }
+// Row r's loss and predicted class (argmax, first max on ties), written to row_loss and
+// row_pred; returns the loss (0 for a padding row).
+fn xent_row(r: u32) -> f32 {
     let base = r * p.classes;
     var m = logits[base];
     var arg = 0u;
@@ -67,24 +64,22 @@ fn softmax_xent_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgrou
         if logits[base + j] > m { m = logits[base + j]; arg = j; }
     }
     let label = labels[r];
+    var loss = 0.0;
     // Rows past the end of the data carry label 0xffffffff: no loss, no gradient, not counted.
     if label < p.classes {
         var mean = 0.0;
         for (var j = 0u; j < p.classes; j++) { mean += logits[base + j] - m; }
         mean /= f32(p.classes);
         let soft_label = (1.0 - p.smoothing) * (logits[base + label] - m) + p.smoothing * mean;
-        row_loss[r] = log(row_sum_exp(base, m)) - soft_label;
-    } else {
-        row_loss[r] = 0.0;
+        loss = log(row_sum_exp(base, m)) - soft_label;
     }
+    row_loss[r] = loss;
     row_pred[r] = arg;
+    return loss;
 }
 
-@compute @workgroup_size(WG)
-fn softmax_xent_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-                         @builtin(local_invocation_id) lid: vec3u) {
-    let r = row_of(wid, nwg, lid);
-    if r >= p.rows { return; }
+// Row r's dlogits = (softmax - t) * scale.
+fn xent_grad_row(r: u32) {
     let base = r * p.classes;
     let m = row_max(base);
     let inv = 1.0 / row_sum_exp(base, m);
@@ -95,6 +90,22 @@ fn softmax_xent_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgro
         let t = select(0.0, 1.0 - p.smoothing, j == label) + spread;
         dlogits[base + j] = (exp(logits[base + j] - m) * inv - t) * p.scale * valid;
     }
+}
+
+@compute @workgroup_size(WG)
+fn softmax_xent_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                        @builtin(local_invocation_id) lid: vec3u) {
+    let r = row_of(wid, nwg, lid);
+    if r >= p.rows { return; }
+    xent_row(r);
+}
+
+@compute @workgroup_size(WG)
+fn softmax_xent_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                         @builtin(local_invocation_id) lid: vec3u) {
+    let r = row_of(wid, nwg, lid);
+    if r >= p.rows { return; }
+    xent_grad_row(r);
 }
 
 // ---- metrics: one workgroup folds a batch's row losses and predictions into running
@@ -113,6 +124,28 @@ var<workgroup> partial: array<f32, RWG>;
 var<workgroup> correct: array<u32, RWG>;
 var<workgroup> rows_seen: array<u32, RWG>;
 
+// The workgroup's per-invocation sums, reduced in a fixed-order tree, added to `metrics`.
+fn fold_metrics(lid: u32, s: f32, ok: u32, seen: u32) {
+    partial[lid] = s;
+    correct[lid] = ok;
+    rows_seen[lid] = seen;
+    workgroupBarrier();
+    for (var half = RWG / 2u; half > 0u; half /= 2u) {
+        if lid < half {
+            partial[lid] += partial[lid + half];
+            correct[lid] += correct[lid + half];
+            rows_seen[lid] += rows_seen[lid + half];
+        }
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        let total = bitcast<f32>(atomicLoad(&metrics[0])) + partial[0];
+        atomicStore(&metrics[0], bitcast<u32>(total));
+        atomicAdd(&metrics[1], correct[0]);
+        atomicAdd(&metrics[2], rows_seen[0]);
+    }
+}
+
 @compute @workgroup_size(RWG)
 fn metrics_accumulate(@builtin(local_invocation_id) lid: vec3u) {
     var s = 0.0;
@@ -127,22 +160,48 @@ fn metrics_accumulate(@builtin(local_invocation_id) lid: vec3u) {
         seen += 1u;
         atomicAdd(&metrics[4u + label * p.classes + pred], 1u);
     }
-    partial[lid.x] = s;
-    correct[lid.x] = ok;
-    rows_seen[lid.x] = seen;
-    workgroupBarrier();
-    for (var half = RWG / 2u; half > 0u; half /= 2u) {
-        if lid.x < half {
-            partial[lid.x] += partial[lid.x + half];
-            correct[lid.x] += correct[lid.x + half];
-            rows_seen[lid.x] += rows_seen[lid.x + half];
-        }
-        workgroupBarrier();
+    fold_metrics(lid.x, s, ok, seen);
+}
+
+// ---- the loss head in one dispatch: softmax_xent_forward and metrics_accumulate, and in
+// training softmax_xent_backward, by one workgroup (rows r = lid, lid + RWG, ...). The
+// same row code and the same reduction order as the separate kernels: the same bits.
+
+// Row r's loss, prediction and metrics counts; returns (loss, correct, counted).
+fn head_row(r: u32) -> vec3f {
+    let loss = xent_row(r);
+    let label = labels[r];
+    if label >= p.classes { return vec3f(0.0); }
+    let pred = row_pred[r];
+    atomicAdd(&metrics[4u + label * p.classes + pred], 1u);
+    return vec3f(loss, select(0.0, 1.0, pred == label), 1.0);
+}
+
+@compute @workgroup_size(RWG)
+fn softmax_xent_metrics(@builtin(local_invocation_id) lid: vec3u) {
+    var s = 0.0;
+    var ok = 0u;
+    var seen = 0u;
+    for (var r = lid.x; r < p.rows; r += RWG) {
+        let h = head_row(r);
+        s += h.x;
+        ok += u32(h.y);
+        seen += u32(h.z);
     }
-    if lid.x == 0u {
-        let total = bitcast<f32>(atomicLoad(&metrics[0])) + partial[0];
-        atomicStore(&metrics[0], bitcast<u32>(total));
-        atomicAdd(&metrics[1], correct[0]);
-        atomicAdd(&metrics[2], rows_seen[0]);
+    fold_metrics(lid.x, s, ok, seen);
+}
+
+@compute @workgroup_size(RWG)
+fn softmax_xent_metrics_backward(@builtin(local_invocation_id) lid: vec3u) {
+    var s = 0.0;
+    var ok = 0u;
+    var seen = 0u;
+    for (var r = lid.x; r < p.rows; r += RWG) {
+        let h = head_row(r);
+        s += h.x;
+        ok += u32(h.y);
+        seen += u32(h.z);
+        xent_grad_row(r);
     }
+    fold_metrics(lid.x, s, ok, seen);
 }

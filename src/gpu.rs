@@ -144,6 +144,8 @@ pub struct Gpu {
     pub(crate) checked_shaders: bool,
     /// Set by the device-lost callback and the uncaptured-error handler.
     fault: Arc<Mutex<Option<Error>>>,
+    /// The shared scratch region (see [`Gpu::scratch`]).
+    scratch: Mutex<Option<Arc<GpuBuffer>>>,
 }
 
 fn parse_backend(value: &str) -> Result<wgpu::Backends> {
@@ -280,6 +282,7 @@ impl Gpu {
             counters: Arc::default(),
             checked_shaders: std::env::var("KILN_CHECKED_SHADERS").is_ok_and(|v| v == "1"),
             fault,
+            scratch: Mutex::new(None),
         })
     }
 
@@ -351,6 +354,34 @@ impl Gpu {
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::DeviceLost(format!("waiting for the GPU: {e}")))?;
         self.check()
+    }
+
+    /// The device's scratch region, at least `bytes` long: the temporary memory of a pass
+    /// that one op records as several dispatches (im2col columns, a padded weight copy,
+    /// split-K partials). One buffer serves every such pass of every executor on this device:
+    /// a pass writes its scratch before it reads it, passes run one after another in
+    /// submission order, and nothing outlives its pass. When a pass needs more than the
+    /// region holds, a larger region replaces it for later passes (earlier dispatches keep
+    /// theirs alive); [`Gpu::reserve_scratch`] up front avoids that.
+    pub fn scratch(&self, bytes: u64) -> Result<Arc<GpuBuffer>> {
+        let mut region = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        match region.as_ref() {
+            Some(r) if r.size() >= bytes => Ok(r.clone()),
+            _ => {
+                let r = Arc::new(self.storage_buffer("kiln scratch", bytes)?);
+                *region = Some(r.clone());
+                Ok(r)
+            }
+        }
+    }
+
+    /// Grows the scratch region to at least `bytes` (an executor calls it with the most any
+    /// of its passes needs before it records them).
+    pub fn reserve_scratch(&self, bytes: u64) -> Result<()> {
+        if bytes > 0 {
+            self.scratch(bytes)?;
+        }
+        Ok(())
     }
 
     /// Creates a storage buffer of `size` bytes (rounded up to 4), counted in

@@ -283,7 +283,9 @@ pub fn train_from(
     let batch = cfg.batch_size;
     let steps = n_train / batch; // the last partial batch is dropped (a new shuffle each epoch)
     let optimizer = Optimizer { rule: cfg.rule, schedule: cfg.lr_schedule.for_steps(steps * cfg.epochs)? };
-    let eval_batch = batch.max(256).min(data.test.len().max(1));
+    // Evaluation batches: 256 rows on GPUs; on CPU adapters the training batch, so its
+    // im2col columns fit the scratch region the trainer already holds (Gpu::scratch).
+    let eval_batch = if gpu.info().is_cpu() { batch } else { batch.max(256) }.min(data.test.len().max(1));
     let model = cfg.model.build_smoothed(batch, cfg.seed, cfg.label_smoothing)?;
     let eval_model = cfg.model.build_smoothed(eval_batch, cfg.seed, cfg.label_smoothing)?;
     let (tuning, tune) = match cfg.gemm {

@@ -3,7 +3,7 @@
 //! memory planner under poisoning, and the one-submit / no-readback contract.
 
 use kiln::graph::cpu::CpuExecutor;
-use kiln::graph::{Executor, Graph, Mode};
+use kiln::graph::{Executor, Graph, Mode, NodeId, Step};
 use kiln::nn::{Conv2d, Layer, Linear};
 use kiln::ops::gemm::GemmConfig;
 use kiln::ops::optim::{Optimizer, Schedule};
@@ -100,6 +100,35 @@ fn new_layers_gpu_gradients_match_finite_differences() {
     let graph = new_layers_graph();
     let (x, y) = batches(1, 2 * 81, 5, 10).remove(0);
     gpu_gradients_match_finite_differences(&graph, &x, &y, Mode::Eval, 1e-2);
+}
+
+#[test]
+fn fused_steps_give_the_unfused_gradients_bit_for_bit() {
+    // The training plan fuses each ReLU into its conv/linear epilogue and each max-pool
+    // backward with its ReLU's; a second reader of those nodes (a flatten view no loss
+    // depends on) turns both fusions off. One SGD step of each must give the same bits.
+    let fused = small_cnn();
+    let mut unfused = small_cnn();
+    for name in ["conv1", "relu1", "conv2", "relu2", "fc1"] {
+        let n = NodeId(unfused.nodes.iter().position(|n| n.name == name).unwrap());
+        unfused.flatten(&format!("{name}.view"), n);
+    }
+    let step = |g: &Graph| kiln::graph::lower(g, Mode::Train).unwrap().steps;
+    let count = |g: &Graph, f: fn(&Step) -> bool| step(g).iter().filter(|s| f(s)).count();
+    assert_eq!(count(&fused, |s| matches!(s, Step::ReluForward { .. })), 0);
+    assert_eq!(count(&fused, |s| matches!(s, Step::MaxPoolBackward { relu: Some(_), .. })), 2);
+    assert_eq!(count(&unfused, |s| matches!(s, Step::ReluForward { .. })), 3);
+    assert_eq!(count(&unfused, |s| matches!(s, Step::MaxPoolBackward { relu: Some(_), .. })), 0);
+    let gpu = gpu();
+    let (x, y) = batches(1, 64, 5, 12).remove(0);
+    let grads = |g: &Graph| {
+        let mut exec = Executor::new(gpu, g, Mode::Train, Some(Optimizer::sgd(1.0, 0.0)), &GemmConfig::default_for(gpu.info()), None).unwrap();
+        exec.write_input(&x).unwrap();
+        exec.write_labels(&y).unwrap();
+        exec.run_step(0).unwrap();
+        (exec.read_params().unwrap(), exec.read_metrics().unwrap())
+    };
+    assert_eq!(grads(&fused), grads(&unfused));
 }
 
 /// One GPU SGD step (lr 1, no momentum: w_before - w_after is the gradient) against central

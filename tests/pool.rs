@@ -17,7 +17,8 @@ fn check(p: Pool2d, rng: &mut Rng) {
     let tdx = Tensor::empty(gpu, &[p.x_len()], DType::F32).unwrap();
     let tavg = Tensor::empty(gpu, &[p.y_len()], DType::F32).unwrap();
     let tdavg = Tensor::empty(gpu, &[p.x_len()], DType::F32).unwrap();
-    for t in [&ty, &targ, &tdx, &tavg, &tdavg] {
+    let tdrelu = Tensor::empty(gpu, &[p.x_len()], DType::F32).unwrap();
+    for t in [&ty, &targ, &tdx, &tavg, &tdavg, &tdrelu] {
         t.poison(gpu).unwrap();
     }
     let d = [
@@ -25,12 +26,16 @@ fn check(p: Pool2d, rng: &mut Rng) {
         max_pool2d_backward(gpu, &p, &targ, &tdy, &tdx).unwrap(),
         avg_pool2d_forward(gpu, &p, &tx, &tavg).unwrap(),
         avg_pool2d_backward(gpu, &p, &tdy, &tdavg).unwrap(),
+        // x stands in for a ReLU's output: the mask keeps its positive elements
+        max_pool2d_backward_relu(gpu, &p, &targ, &tx, &tdy, &tdrelu).unwrap(),
     ];
     gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
     let (y, arg) = cpu::max_pool2d_forward(&p, &x);
     assert_close(&format!("max_pool2d_forward {p:?}"), &ty.to_f32(gpu).unwrap(), &y, EXACT);
     assert_eq!(targ.to_u32(gpu).unwrap(), arg, "argmax {p:?}");
     assert_close(&format!("max_pool2d_backward {p:?}"), &tdx.to_f32(gpu).unwrap(), &cpu::max_pool2d_backward(&p, &x, &dy), ELEMENTWISE);
+    let masked: Vec<f32> = cpu::max_pool2d_backward(&p, &x, &dy).iter().zip(&x).map(|(&g, &x)| if x > 0.0 { g } else { 0.0 }).collect();
+    assert_close(&format!("max_pool2d_backward_relu {p:?}"), &tdrelu.to_f32(gpu).unwrap(), &masked, ELEMENTWISE);
     assert_close(&format!("avg_pool2d_forward {p:?}"), &tavg.to_f32(gpu).unwrap(), &cpu::avg_pool2d_forward(&p, &x), ELEMENTWISE);
     assert_close(&format!("avg_pool2d_backward {p:?}"), &tdavg.to_f32(gpu).unwrap(), &cpu::avg_pool2d_backward(&p, &dy), ELEMENTWISE);
 }

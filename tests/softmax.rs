@@ -49,6 +49,23 @@ fn softmax_xent_and_metrics_match_cpu() {
             &cpu::softmax_xent_backward(&logits, &labels, classes, smoothing, scale),
             TRANSCENDENTAL,
         );
+        // the fused head (forward, metrics, backward in one dispatch) gives the same bits
+        let fresh = |t: &Tensor| {
+            let f = Tensor::empty(gpu, t.shape(), t.dtype()).unwrap();
+            f.poison(gpu).unwrap();
+            f
+        };
+        let (floss, fpred, fdl) = (fresh(&tloss), fresh(&tpred), fresh(&tdl));
+        let fm = Tensor::from_u32(gpu, &[metrics_words(classes)], &vec![0; metrics_words(classes)]).unwrap();
+        let fused = [
+            softmax_xent_metrics(gpu, &tl, &tlab, smoothing, &floss, &fpred, Some((&fdl, scale)), &fm).unwrap(),
+            softmax_xent_metrics(gpu, &tl, &tlab, smoothing, &floss, &fpred, None, &fm).unwrap(),
+        ];
+        gpu.run(&fused.iter().collect::<Vec<_>>()).unwrap();
+        assert_eq!(floss.to_f32(gpu).unwrap(), tloss.to_f32(gpu).unwrap(), "fused loss {what}");
+        assert_eq!(fpred.to_u32(gpu).unwrap(), tpred.to_u32(gpu).unwrap(), "fused prediction {what}");
+        assert_eq!(fdl.to_f32(gpu).unwrap(), tdl.to_f32(gpu).unwrap(), "fused dlogits {what}");
+        assert_eq!(fm.to_u32(gpu).unwrap(), tm.to_u32(gpu).unwrap(), "fused metrics {what}");
         let m = Metrics::from_words(&tm.to_u32(gpu).unwrap(), classes);
         let valid: Vec<usize> = (0..rows).filter(|&r| (labels[r] as usize) < classes).collect();
         let want_loss: f64 = valid.iter().map(|&r| loss[r] as f64).sum::<f64>() * 2.0;

@@ -115,8 +115,11 @@ impl CpuExecutor {
                     self.set(y, out);
                     self.u.insert(self.plan.root(argmax), arg);
                 }
-                Step::MaxPoolBackward { pool, argmax, dy, dx } => {
-                    let r = cpu::pool::max_pool2d_backward_saved(&pool, self.get_u(argmax), self.get(dy));
+                Step::MaxPoolBackward { pool, argmax, relu, dy, dx } => {
+                    let mut r = cpu::pool::max_pool2d_backward_saved(&pool, self.get_u(argmax), self.get(dy));
+                    if let Some(x) = relu {
+                        r.iter_mut().zip(self.get(x)).filter(|(_, &x)| x <= 0.0).for_each(|(g, _)| *g = 0.0);
+                    }
                     self.set(dx, r);
                 }
                 Step::AvgPoolForward { pool, x, y } => {
@@ -196,18 +199,16 @@ impl CpuExecutor {
                     let r = cpu::softmax::softmax_forward(self.get(logits), c);
                     self.set(probs, r);
                 }
-                Step::XentForward { logits, labels, smoothing, loss, pred } => {
+                Step::XentForward { logits, labels, smoothing, loss, pred, grad } => {
                     let (l, p) = cpu::softmax::softmax_xent_forward(self.get(logits), self.get_u(labels), classes, smoothing);
+                    let valid = self.get_u(labels).iter().map(|&l| (l as usize) < classes);
+                    loss_sum = Some(l.iter().zip(valid).filter(|(_, v)| *v).map(|(&l, _)| l as f64).sum());
                     self.set(loss, l);
                     self.u.insert(self.plan.root(pred), p);
-                }
-                Step::XentBackward { logits, labels, smoothing, scale, dlogits } => {
-                    let r = cpu::softmax::softmax_xent_backward(self.get(logits), self.get_u(labels), classes, smoothing, scale);
-                    self.set(dlogits, r);
-                }
-                Step::Metrics { loss, labels, .. } => {
-                    let valid = self.get_u(labels).iter().map(|&l| (l as usize) < classes);
-                    loss_sum = Some(self.get(loss).iter().zip(valid).filter(|(_, v)| *v).map(|(&l, _)| l as f64).sum());
+                    if let Some((dlogits, scale)) = grad {
+                        let r = cpu::softmax::softmax_xent_backward(self.get(logits), self.get_u(labels), classes, smoothing, scale);
+                        self.set(dlogits, r);
+                    }
                 }
             }
         }

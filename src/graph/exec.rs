@@ -19,7 +19,7 @@ use crate::gpu::{Gpu, GpuBuffer};
 use crate::autotune::Tuning;
 use crate::ops::gemm::{gemm, Bias, Gemm, GemmConfig};
 use crate::ops::optim::{optimizer_step, step_words, Optimizer, STEP_WORDS};
-use crate::ops::softmax::{metrics_accumulate, metrics_words, Metrics};
+use crate::ops::softmax::{metrics_words, Metrics};
 use crate::ops::{activation, batchnorm, conv2d, dropout, elementwise, pool, reduce, softmax, Dispatch};
 use crate::rng::Rng;
 use crate::tensor::{DType, Tensor};
@@ -292,6 +292,18 @@ impl<'g> Executor<'g> {
             update: optimizer,
             steps_run: 0,
         };
+        // One scratch region for every pass that stages data (Gpu::scratch), as large as
+        // the largest of them, before any is recorded.
+        let scratch = exec.plan.steps.iter().map(|step| {
+            let cfg = tuning.choose(exec.plan.tune_key(step).as_deref());
+            match step {
+                Step::Conv2dForward { conv, .. } => conv2d::scratch_bytes(gpu, &cfg, conv, conv2d::Pass::Forward),
+                Step::Conv2dBackwardInput { conv, .. } => conv2d::scratch_bytes(gpu, &cfg, conv, conv2d::Pass::BackwardInput),
+                Step::Conv2dBackwardWeight { conv, .. } => conv2d::scratch_bytes(gpu, &cfg, conv, conv2d::Pass::BackwardWeight),
+                _ => 0,
+            }
+        });
+        gpu.reserve_scratch(scratch.max().unwrap_or(0))?;
         for s in 0..exec.plan.steps.len() {
             let step = exec.plan.steps[s].clone();
             let cfg = tuning.choose(exec.plan.tune_key(&step).as_deref());
@@ -416,7 +428,10 @@ impl<'g> Executor<'g> {
             }
             Step::BiasBackward { dy, db, accumulate } => vec![reduce::bias_backward(gpu, t(*dy), t(*db), *accumulate)?],
             Step::MaxPoolForward { pool, x, y, argmax } => vec![pool::max_pool2d_forward(gpu, pool, t(*x), t(*y), t(*argmax))?],
-            Step::MaxPoolBackward { pool, argmax, dy, dx } => vec![pool::max_pool2d_backward(gpu, pool, t(*argmax), t(*dy), t(*dx))?],
+            Step::MaxPoolBackward { pool, argmax, relu: None, dy, dx } => vec![pool::max_pool2d_backward(gpu, pool, t(*argmax), t(*dy), t(*dx))?],
+            Step::MaxPoolBackward { pool, argmax, relu: Some(x), dy, dx } => {
+                vec![pool::max_pool2d_backward_relu(gpu, pool, t(*argmax), t(*x), t(*dy), t(*dx))?]
+            }
             Step::AvgPoolForward { pool, x, y } => vec![pool::avg_pool2d_forward(gpu, pool, t(*x), t(*y))?],
             Step::AvgPoolBackward { pool, dy, dx } => vec![pool::avg_pool2d_backward(gpu, pool, t(*dy), t(*dx))?],
             Step::GlobalAvgPoolForward { pool, x, y } => vec![pool::global_avg_pool_forward(gpu, pool, t(*x), t(*y))?],
@@ -445,15 +460,9 @@ impl<'g> Executor<'g> {
                 vec![batchnorm::batchnorm_backward(gpu, bn, t(*x), t(*weight), t(*mean), t(*invstd), t(*dy), t(*dx), dw, db, *accumulate)?]
             }
             Step::Softmax { logits, probs } => vec![softmax::softmax_forward(gpu, t(*logits), t(*probs))?],
-            Step::XentForward { logits, labels, smoothing, loss, pred } => {
-                vec![softmax::softmax_xent_forward(gpu, t(*logits), t(*labels), *smoothing, t(*loss), t(*pred))?]
-            }
-            Step::XentBackward { logits, labels, smoothing, scale, dlogits } => {
-                vec![softmax::softmax_xent_backward(gpu, t(*logits), t(*labels), *smoothing, *scale, t(*dlogits))?]
-            }
-            Step::Metrics { loss, pred, labels } => {
-                let classes = self.plan.classes.unwrap_or(1);
-                vec![metrics_accumulate(gpu, classes, t(*loss), t(*pred), t(*labels), &self.metrics)?]
+            Step::XentForward { logits, labels, smoothing, loss, pred, grad } => {
+                let grad = grad.map(|(d, scale)| (t(d), scale));
+                vec![softmax::softmax_xent_metrics(gpu, t(*logits), t(*labels), *smoothing, t(*loss), t(*pred), grad, &self.metrics)?]
             }
         })
     }

@@ -183,9 +183,13 @@ pub enum Step {
         pool: Pool2d,
         /// Each output's maximum as an index within its input plane (u32), saved for the backward.
         argmax: ValueId,
+        /// Training, when the pool reads a ReLU's output and nothing else does: that output,
+        /// and the step is also the ReLU's backward (dx is then the gradient of the ReLU's
+        /// input, masked where the output is 0).
+        relu: Option<ValueId>,
         /// Gradient of the forward output.
         dy: ValueId,
-        /// Gradient of the forward input, written (`=`).
+        /// Gradient of the forward input (or of the fused ReLU's input), written (`=`).
         dx: ValueId,
     },
     /// y = each window's sum / k² (padding counts as zeros).
@@ -372,7 +376,9 @@ pub enum Step {
         /// Probabilities [N, C].
         probs: ValueId,
     },
-    /// Softmax cross-entropy against the smoothed one-hot target, per row.
+    /// The loss head in one dispatch: softmax cross-entropy against the smoothed one-hot
+    /// target per row, the row losses and predictions folded into the metrics buffer, and
+    /// in training dlogits = scale·(softmax(logits) − target).
     XentForward {
         /// Logits [N, C].
         logits: ValueId,
@@ -384,28 +390,9 @@ pub enum Step {
         loss: ValueId,
         /// Per-row predicted class `[N]` (u32, first maximum).
         pred: ValueId,
-    },
-    /// dlogits = scale·(softmax(logits) − target), target the smoothed one-hot.
-    XentBackward {
-        /// Logits [N, C].
-        logits: ValueId,
-        /// Class labels `[N]` (u32).
-        labels: ValueId,
-        /// Label smoothing e in [0, 1).
-        smoothing: f32,
-        /// Multiplier of the gradient: 1/N, so the loss is the batch mean.
-        scale: f32,
-        /// Gradient of the logits [N, C], written.
-        dlogits: ValueId,
-    },
-    /// Folds the batch's losses and predictions into the metrics buffer.
-    Metrics {
-        /// Per-row loss `[N]`.
-        loss: ValueId,
-        /// Per-row predicted class `[N]` (u32, first maximum).
-        pred: ValueId,
-        /// Class labels `[N]` (u32).
-        labels: ValueId,
+        /// Training: the gradient of the logits [N, C], written, and its multiplier (1/N, so
+        /// the loss is the batch mean). Set by the backward.
+        grad: Option<(ValueId, f32)>,
     },
 }
 
@@ -422,7 +409,7 @@ impl Step {
             LinearBackwardWeight { dy, x, dw, accumulate } => (acc_reads(vec![*dy, *x], *dw, *accumulate), vec![*dw]),
             BiasBackward { dy, db, accumulate } => (acc_reads(vec![*dy], *db, *accumulate), vec![*db]),
             MaxPoolForward { x, y, argmax, .. } => (vec![*x], vec![*y, *argmax]),
-            MaxPoolBackward { argmax, dy, dx, .. } => (vec![*argmax, *dy], vec![*dx]),
+            MaxPoolBackward { argmax, relu, dy, dx, .. } => ([*argmax, *dy].into_iter().chain(*relu).collect(), vec![*dx]),
             AvgPoolForward { x, y, .. } | GlobalAvgPoolForward { x, y, .. } => (vec![*x], vec![*y]),
             AvgPoolBackward { dy, dx, .. } | GlobalAvgPoolBackward { dy, dx, .. } => (vec![*dy], vec![*dx]),
             BiasForward { x, b, y } => (vec![*x, *b], vec![*y]),
@@ -442,9 +429,7 @@ impl Step {
                 (reads, vec![*dx, *dweight, *dbias])
             }
             Softmax { logits, probs } => (vec![*logits], vec![*probs]),
-            XentForward { logits, labels, loss, pred, .. } => (vec![*logits, *labels], vec![*loss, *pred]),
-            XentBackward { logits, labels, dlogits, .. } => (vec![*logits, *labels], vec![*dlogits]),
-            Metrics { loss, pred, labels } => (vec![*loss, *pred, *labels], vec![]),
+            XentForward { logits, labels, loss, pred, grad, .. } => (vec![*logits, *labels], [*loss, *pred].into_iter().chain(grad.map(|g| g.0)).collect()),
         }
     }
 }
@@ -753,8 +738,7 @@ impl Lowering<'_> {
                     let (logits, labels) = (inp(0), inp(1));
                     let loss = self.act(name.clone(), &node.shape);
                     let pred = self.value(format!("{name}.pred"), &node.shape, DType::U32, ValueKind::Activation);
-                    self.plan.steps.push(Step::XentForward { logits, labels, smoothing, loss, pred });
-                    self.plan.steps.push(Step::Metrics { loss, pred, labels });
+                    self.plan.steps.push(Step::XentForward { logits, labels, smoothing, loss, pred, grad: None });
                     self.plan.classes = Some(self.graph.node(node.inputs[0]).shape[1]);
                     loss
                 }
@@ -827,11 +811,15 @@ impl Lowering<'_> {
             let inp = |k: usize| node.inputs[k];
             match &node.op {
                 Op::Param { .. } | Op::State { .. } | Op::Input | Op::Labels => {}
-                &Op::SoftmaxCrossEntropy { smoothing } => {
-                    let (logits, labels) = (self.out(inp(0)), self.out(inp(1)));
+                Op::SoftmaxCrossEntropy { .. } => {
+                    // the forward's loss head also writes the gradient
                     let dlogits = self.act(format!("d{}", g.node(inp(0)).name), &g.node(inp(0)).shape);
-                    let scale = 1.0 / node.shape[0] as f32;
-                    self.plan.steps.push(Step::XentBackward { logits, labels, smoothing, scale, dlogits });
+                    let loss = self.out(id);
+                    let head = self.plan.steps.iter_mut().find_map(|s| match s {
+                        Step::XentForward { loss: l, grad, .. } if *l == loss => Some(grad),
+                        _ => None,
+                    });
+                    *head.expect("the loss node's forward step") = Some((dlogits, 1.0 / node.shape[0] as f32));
                     self.add_grad(&mut grads, inp(0), dlogits);
                 }
                 Op::Linear | Op::Conv2d { .. } => {
@@ -865,10 +853,18 @@ impl Lowering<'_> {
                 Op::MaxPool2d { .. } => {
                     let dy = dy.expect("gradient");
                     let x = inp(0);
-                    let dx = self.act(format!("d{}", g.node(x).name), &g.node(x).shape);
                     let argmax = self.argmax[&id];
-                    self.plan.steps.push(Step::MaxPoolBackward { pool: self.pool_geometry(id), argmax, dy, dx });
-                    self.add_grad(&mut grads, x, dx);
+                    // In training, a ReLU read by this pool alone has its backward fused here
+                    // (explanations keep the ReLU's own gradient for Grad-CAM).
+                    let relu = g.node(x);
+                    let fused = mode == Mode::Train
+                        && relu.op == Op::Relu
+                        && needs[relu.inputs[0].0]
+                        && g.nodes.iter().filter(|n| n.inputs.contains(&x)).count() == 1;
+                    let (target, saved) = if fused { (relu.inputs[0], Some(self.out(x))) } else { (x, None) };
+                    let dx = self.act(format!("d{}", g.node(target).name), &g.node(target).shape);
+                    self.plan.steps.push(Step::MaxPoolBackward { pool: self.pool_geometry(id), argmax, relu: saved, dy, dx });
+                    self.add_grad(&mut grads, target, dx);
                 }
                 Op::AvgPool2d { .. } => {
                     let dy = dy.expect("gradient");

@@ -7,100 +7,13 @@
 //! Dimensions: batch N, input channels C, H x W input, K output channels, R x S kernel,
 //! OH x OW output, one stride and one zero padding for both axes (dilation 1, groups 1).
 
-use super::gemm::{launch_split_k, check_len, flags, launch, Bias, Family, GemmConfig, Params};
+pub use super::conv_geometry::Conv2d;
+use super::gemm::{check_len, flags, launch, launch_split_k, split_k_parts, Bias, Family, GemmConfig, Params};
 use super::im2col;
 use super::Dispatch;
 use crate::gpu::Gpu;
 use crate::tensor::Tensor;
-use crate::{Error, Result};
-
-/// Convolution geometry: x [N, C, H, W], weight [K, C, R, S], y [N, K, OH, OW] with
-/// OH = (H + 2·pad − R)/stride + 1 (floor), OW likewise. Cross-correlation, as PyTorch's
-/// `nn.Conv2d` (dilation 1, groups 1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Conv2d {
-    /// N: images per batch.
-    pub batch: usize,
-    /// C: input channels.
-    pub cin: usize,
-    /// H: input height.
-    pub h: usize,
-    /// W: input width.
-    pub w: usize,
-    /// K: output channels.
-    pub cout: usize,
-    /// R: kernel height.
-    pub r: usize,
-    /// S: kernel width.
-    pub s: usize,
-    /// Step of the window along both axes (≥ 1).
-    pub stride: usize,
-    /// Zero padding on each side, both axes.
-    pub pad: usize,
-}
-
-impl Conv2d {
-    /// Checks the geometry; returns a shape error naming `op` when the window does not
-    /// fit or a size is zero.
-    pub fn validate(&self, op: &str) -> Result<()> {
-        let dims = [self.batch, self.cin, self.h, self.w, self.cout, self.r, self.s, self.stride];
-        if dims.contains(&0) {
-            return Err(Error::shape(op, format!("zero-sized dimension in {self:?}")));
-        }
-        if self.h + 2 * self.pad < self.r || self.w + 2 * self.pad < self.s {
-            return Err(Error::shape(
-                op,
-                format!("{}x{} kernel does not fit a {}x{} input with padding {}", self.r, self.s, self.h, self.w, self.pad),
-            ));
-        }
-        Ok(())
-    }
-    /// OH = (H + 2·pad − R)/stride + 1, rounded down.
-    pub fn oh(&self) -> usize {
-        (self.h + 2 * self.pad - self.r) / self.stride + 1
-    }
-    /// OW = (W + 2·pad − S)/stride + 1, rounded down.
-    pub fn ow(&self) -> usize {
-        (self.w + 2 * self.pad - self.s) / self.stride + 1
-    }
-    /// Elements of x: N·C·H·W.
-    pub fn x_len(&self) -> usize {
-        self.batch * self.cin * self.h * self.w
-    }
-    /// Elements of the weight: K·C·R·S.
-    pub fn w_len(&self) -> usize {
-        self.cout * self.cin * self.r * self.s
-    }
-    /// Elements of y: N·K·OH·OW.
-    pub fn y_len(&self) -> usize {
-        self.batch * self.cout * self.oh() * self.ow()
-    }
-    /// FLOPs of the forward pass (each backward pass does the same count).
-    pub fn flops(&self) -> u64 {
-        2 * (self.y_len() * self.cin * self.r * self.s) as u64
-    }
-
-    fn params(&self, m: usize, n: usize, k: usize, flags: u32) -> Params {
-        Params {
-            m: m as u32,
-            n: n as u32,
-            k: k as u32,
-            flags,
-            batch: self.batch as u32,
-            cin: self.cin as u32,
-            h: self.h as u32,
-            w: self.w as u32,
-            cout: self.cout as u32,
-            r: self.r as u32,
-            s: self.s as u32,
-            stride: self.stride as u32,
-            oh: self.oh() as u32,
-            ow: self.ow() as u32,
-            pad: self.pad as u32,
-            k_chunk: 0,
-        }
-    }
-}
+use crate::Result;
 
 /// y = conv(x, w) (+ bias per output channel) (ReLU).
 #[allow(clippy::too_many_arguments)]
@@ -123,13 +36,9 @@ pub fn conv2d_forward(
         check_len(op, "bias", b, conv.cout)?;
     }
     let bias_mode = if bias.is_some() { Bias::Row } else { Bias::None };
-    let p = conv.params(conv.cout, conv.batch * conv.oh() * conv.ow(), conv.cin * conv.r * conv.s, flags(false, relu, bias_mode));
-    if cfg.family == Family::Im2colVec4 {
-        // the weight and col rows padded to KP (ops/im2col.rs)
-        let pp = Params { k: im2col::kc_padded(conv) as u32, ..p };
-        if im2col::fits(gpu, 4, (false, false), conv, &pp) {
-            return im2col::forward(gpu, cfg, conv, pp, x, w, bias, y);
-        }
+    let p = forward_params(conv, flags(false, relu, bias_mode));
+    if let Some(pp) = staged_forward(gpu, cfg, conv, p) {
+        return im2col::forward(gpu, cfg, conv, pp, x, w, bias, y);
     }
     Ok(vec![launch(gpu, op, cfg, 1, (false, false), p, w, x, bias, y)?])
 }
@@ -141,11 +50,8 @@ pub fn conv2d_backward_input(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, w: &Ten
     check_len(op, "weight", w, conv.w_len())?;
     check_len(op, "dy", dy, conv.y_len())?;
     check_len(op, "dx", dx, conv.x_len())?;
-    if cfg.family == Family::Im2colVec4 {
-        let p = conv.params(im2col::kc_padded(conv), conv.batch * conv.oh() * conv.ow(), conv.cout, 0);
-        if im2col::fits(gpu, 5, (true, false), conv, &p) {
-            return im2col::backward_input(gpu, cfg, conv, p, w, dy, dx);
-        }
+    if let Some(p) = staged_backward_input(gpu, cfg, conv) {
+        return im2col::backward_input(gpu, cfg, conv, p, w, dy, dx);
     }
     let p = conv.params(conv.cin, conv.batch * conv.h * conv.w, conv.cout * conv.r * conv.s, 0);
     Ok(vec![launch(gpu, op, cfg, 2, (false, false), p, w, dy, None, dx)?])
@@ -167,9 +73,67 @@ pub fn conv2d_backward_weight(
     check_len(op, "x", x, conv.x_len())?;
     check_len(op, "dy", dy, conv.y_len())?;
     check_len(op, "dw", dw, conv.w_len())?;
-    let p = conv.params(conv.cout, conv.cin * conv.r * conv.s, conv.batch * conv.oh() * conv.ow(), flags(accumulate, false, Bias::None));
-    if cfg.family == Family::Im2colVec4 && im2col::fits(gpu, 6, (false, true), conv, &p) {
+    let p = weight_params(conv, flags(accumulate, false, Bias::None));
+    if staged_backward_weight(gpu, cfg, conv, &p) {
         return im2col::backward_weight(gpu, cfg, conv, p, x, dy, dw);
     }
     launch_split_k(gpu, op, cfg, 3, p, dy, x, dw)
+}
+
+/// The three passes of a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// y from x and the weight.
+    Forward,
+    /// dx from dy and the weight.
+    BackwardInput,
+    /// dW from x and dy.
+    BackwardWeight,
+}
+
+/// Bytes of the device's scratch region (`Gpu::scratch`) a pass takes with `cfg`: im2col
+/// columns and a padded weight copy (family `Im2colVec4`), split-K partials (weight
+/// gradients on the tiled families), else 0. What an executor reserves up front.
+pub fn scratch_bytes(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, pass: Pass) -> u64 {
+    if conv.validate("scratch_bytes").is_err() {
+        return 0;
+    }
+    match pass {
+        Pass::Forward => staged_forward(gpu, cfg, conv, forward_params(conv, 0)).map_or(0, |_| im2col::scratch_bytes(conv, 4)),
+        Pass::BackwardInput => staged_backward_input(gpu, cfg, conv).map_or(0, |_| im2col::scratch_bytes(conv, 5)),
+        Pass::BackwardWeight => {
+            let p = weight_params(conv, 0);
+            if staged_backward_weight(gpu, cfg, conv, &p) {
+                im2col::scratch_bytes(conv, 6)
+            } else {
+                split_k_parts(gpu, cfg, &p).map_or(0, |(_, split)| 4 * (split * p.m * p.n) as u64)
+            }
+        }
+    }
+}
+
+fn forward_params(conv: &Conv2d, flags: u32) -> Params {
+    conv.params(conv.cout, conv.batch * conv.oh() * conv.ow(), conv.cin * conv.r * conv.s, flags)
+}
+
+fn weight_params(conv: &Conv2d, flags: u32) -> Params {
+    conv.params(conv.cout, conv.cin * conv.r * conv.s, conv.batch * conv.oh() * conv.ow(), flags)
+}
+
+/// The forward goes through staged im2col columns (mode 4's params, K padded to KP).
+fn staged_forward(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, p: Params) -> Option<Params> {
+    // the weight and col rows padded to KP (ops/im2col.rs)
+    let pp = Params { k: im2col::kc_padded(conv) as u32, ..p };
+    (cfg.family == Family::Im2colVec4 && im2col::fits(gpu, 4, (false, false), conv, &pp)).then_some(pp)
+}
+
+/// dX goes through staged dcol (mode 5's params).
+fn staged_backward_input(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d) -> Option<Params> {
+    let p = conv.params(im2col::kc_padded(conv), conv.batch * conv.oh() * conv.ow(), conv.cout, 0);
+    (cfg.family == Family::Im2colVec4 && im2col::fits(gpu, 5, (true, false), conv, &p)).then_some(p)
+}
+
+/// dW goes through staged columns (mode 6).
+fn staged_backward_weight(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, p: &Params) -> bool {
+    cfg.family == Family::Im2colVec4 && im2col::fits(gpu, 6, (false, true), conv, p)
 }

@@ -244,6 +244,21 @@ pub(crate) fn launch_split_k(
     b: &Tensor,
     c: &Tensor,
 ) -> Result<Vec<Dispatch>> {
+    let Some((chunk, split)) = split_k_parts(gpu, cfg, &params) else {
+        return Ok(vec![launch(gpu, op, cfg, mode, (false, false), params, a, b, None, c)?]);
+    };
+    // the partial slices live in the device's scratch region (Gpu::scratch)
+    let len = (split * params.m * params.n) as usize;
+    let part = Tensor::from_buffer(gpu.scratch(4 * len as u64)?, 0, &[len], DType::F32);
+    let partial = Params { k_chunk: chunk, ..params };
+    let first = launch_impl(gpu, op, cfg, mode, (false, false), partial, a, b, None, &part, split)?;
+    let sum = crate::ops::reduce::splitk_sum(gpu, &part, split as usize, c, params.flags & 1 != 0)?;
+    Ok(vec![first, sum])
+}
+
+/// How `launch_split_k` splits `params`' reduction: (K per slice, slices), or `None` when
+/// it launches one plain GEMM.
+pub(crate) fn split_k_parts(gpu: &Gpu, cfg: &GemmConfig, params: &Params) -> Option<(u32, u32)> {
     let (bm, bn) = cfg.block();
     let tiles = params.m.div_ceil(bm) * params.n.div_ceil(bn);
     let bk = cfg.bk.max(1);
@@ -253,15 +268,10 @@ pub(crate) fn launch_split_k(
     };
     let max = gpu.limits().max_compute_workgroups_per_dimension;
     if split <= 1 || params.flags & !1 != 0 || params.n.div_ceil(bn) > max {
-        return Ok(vec![launch(gpu, op, cfg, mode, (false, false), params, a, b, None, c)?]);
+        return None;
     }
     let chunk = params.k.div_ceil(split).next_multiple_of(bk);
-    let split = params.k.div_ceil(chunk);
-    let part = Tensor::empty(gpu, &[(split * params.m * params.n) as usize], DType::F32)?;
-    let partial = Params { k_chunk: chunk, ..params };
-    let first = launch_impl(gpu, op, cfg, mode, (false, false), partial, a, b, None, &part, split)?;
-    let sum = crate::ops::reduce::splitk_sum(gpu, &part, split as usize, c, params.flags & 1 != 0)?;
-    Ok(vec![first, sum])
+    Some((chunk, params.k.div_ceil(chunk)))
 }
 
 /// Workgroups a split-K launch aims for: enough to fill a large GPU (132 SMs on an H100)

@@ -12,10 +12,10 @@
 //! zero-padded [K, KP] scratch (KP = KC rounded up), and col/dcol get KP rows, so the
 //! forward and dX GEMMs take any KC; dW reads only the first KC rows of col.
 //! Every output element is one sequential f32 sum in a fixed order: no atomics, the
-//! results are the same run to run. col and dcol are op-owned scratch
-//! (`Tensor::empty`), kept alive by the bind groups that use them.
+//! results are the same run to run. col and dcol live in the device's shared scratch
+//! region (`Gpu::scratch`); the padded weight copy is op-owned (`Tensor::empty`).
 
-use super::conv2d::Conv2d;
+use super::conv_geometry::Conv2d;
 use super::gemm::{launch, vec4_fits, GemmConfig, Params};
 use super::Dispatch;
 use crate::gpu::Gpu;
@@ -84,19 +84,32 @@ pub(crate) fn fits(gpu: &Gpu, mode: u32, trans: (bool, bool), c: &Conv2d, params
     vec4_fits(mode, trans, params) && bytes <= limits.max_storage_buffer_binding_size && bytes <= limits.max_buffer_size
 }
 
-/// col = im2col(x) with `rows` rows (KC, or KP with zero rows past KC), a fresh scratch
-/// tensor, and the dispatch that fills it.
-fn im2col(gpu: &Gpu, c: &Conv2d, x: &Tensor, rows: usize) -> Result<(Tensor, Dispatch)> {
-    let cols = c.batch * c.oh() * c.ow();
-    let col = Tensor::empty(gpu, &[rows, cols], DType::F32)?;
+/// Scratch bytes of a pass: KP rows of columns for mode 4 (forward) and 5 (dcol), KC rows
+/// for mode 6 (dW).
+pub(crate) fn scratch_bytes(c: &Conv2d, mode: u32) -> u64 {
+    let rows = if mode == 6 { c.cin * c.r * c.s } else { kc_padded(c) };
+    4 * (rows * c.batch * c.oh() * c.ow()) as u64
+}
+
+/// The columns [rows, N*P] at the start of the device's scratch region.
+fn columns(gpu: &Gpu, c: &Conv2d, rows: usize, mode: u32) -> Result<Tensor> {
+    Ok(Tensor::from_buffer(gpu.scratch(scratch_bytes(c, mode))?, 0, &[rows, c.batch * c.oh() * c.ow()], DType::F32))
+}
+
+/// col = im2col(x) with `rows` rows (KC, or KP with zero rows past KC), and the dispatch
+/// that fills it.
+fn im2col(gpu: &Gpu, c: &Conv2d, x: &Tensor, rows: usize, mode: u32) -> Result<(Tensor, Dispatch)> {
+    let col = columns(gpu, c, rows, mode)?;
     let kernel = Kernel::new(Shader::Im2col, "im2col").with("WG", WG);
-    let groups = gpu.grid_for(rows * cols / 4, WG);
+    let groups = gpu.grid_for(rows * col.shape()[1] / 4, WG);
     let d = Dispatch::new(gpu, &kernel, &col_params(c, rows), &[(1, x), (2, &col)], groups)?;
     Ok((col, d))
 }
 
-/// The weight as [K, KP]: `w` itself when KC % 4 == 0, else a zero-padded scratch copy
-/// and the dispatch that writes it (recorded first).
+/// The weight as [K, KP]: `w` itself when KC % 4 == 0, else a zero-padded copy (its own
+/// small buffer: the dX GEMM reads it while it writes dcol into the scratch region, and one
+/// dispatch may not bind a buffer both read-only and writable) and the dispatch that writes
+/// it (recorded first).
 fn padded_weight(gpu: &Gpu, c: &Conv2d, w: &Tensor, out: &mut Vec<Dispatch>) -> Result<Tensor> {
     let kp = kc_padded(c);
     if kp == c.cin * c.r * c.s {
@@ -114,7 +127,7 @@ fn padded_weight(gpu: &Gpu, c: &Conv2d, w: &Tensor, out: &mut Vec<Dispatch>) -> 
 pub(crate) fn forward(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, y: &Tensor) -> Result<Vec<Dispatch>> {
     let mut out = Vec::new();
     let wp = padded_weight(gpu, c, w, &mut out)?;
-    let (col, fill) = im2col(gpu, c, x, kc_padded(c))?;
+    let (col, fill) = im2col(gpu, c, x, kc_padded(c), 4)?;
     out.push(fill);
     out.push(launch(gpu, "conv2d_forward", cfg, 4, (false, false), p, &wp, &col, bias, y)?);
     Ok(out)
@@ -122,7 +135,7 @@ pub(crate) fn forward(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params, x: &Te
 
 /// dW: [im2col, NT GEMM]. `params` is mode 6's (M = K, N = KC, K = N*P).
 pub(crate) fn backward_weight(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params, x: &Tensor, dy: &Tensor, dw: &Tensor) -> Result<Vec<Dispatch>> {
-    let (col, fill) = im2col(gpu, c, x, c.cin * c.r * c.s)?;
+    let (col, fill) = im2col(gpu, c, x, c.cin * c.r * c.s, 6)?;
     let mm = launch(gpu, "conv2d_backward_weight", cfg, 6, (false, true), p, dy, &col, None, dw)?;
     Ok(vec![fill, mm])
 }
@@ -133,7 +146,7 @@ pub(crate) fn backward_input(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params,
     let mut out = Vec::new();
     let wp = padded_weight(gpu, c, w, &mut out)?;
     let kp = kc_padded(c);
-    let dcol = Tensor::empty(gpu, &[kp, c.batch * c.oh() * c.ow()], DType::F32)?;
+    let dcol = columns(gpu, c, kp, 5)?;
     out.push(launch(gpu, "conv2d_backward_input", cfg, 5, (true, false), p, &wp, dy, None, &dcol)?);
     let kernel = Kernel::new(Shader::Im2col, "col2im").with("WG", WG);
     let groups = gpu.grid_for(c.x_len(), WG);

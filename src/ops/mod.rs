@@ -11,6 +11,7 @@
 pub mod activation;
 pub mod batchnorm;
 pub mod conv2d;
+pub mod conv_geometry;
 pub mod dropout;
 pub mod elementwise;
 pub mod gemm;

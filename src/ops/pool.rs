@@ -124,6 +124,19 @@ pub fn max_pool2d_backward(gpu: &Gpu, pool: &Pool2d, argmax: &Tensor, dy: &Tenso
     launch(gpu, op, pool, pool.x_len(), &[(5, argmax), (4, dy), (6, dx)])
 }
 
+/// The max-pool backward fused with the backward of the ReLU whose output `x` the pool
+/// read: dx = routed dy where x > 0, else 0 (the same bits as max_pool2d_backward followed
+/// by relu_backward, one dispatch and one pass over dx less).
+pub fn max_pool2d_backward_relu(gpu: &Gpu, pool: &Pool2d, argmax: &Tensor, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+    let op = "max_pool2d_backward_relu";
+    pool.validate(op)?;
+    check(op, "argmax", argmax, pool.y_len(), DType::U32)?;
+    check(op, "x", x, pool.x_len(), DType::F32)?;
+    check(op, "dy", dy, pool.y_len(), DType::F32)?;
+    check(op, "dx", dx, pool.x_len(), DType::F32)?;
+    launch(gpu, op, pool, pool.x_len(), &[(1, x), (5, argmax), (4, dy), (6, dx)])
+}
+
 /// y = window mean, padding counted as zeros (count_include_pad).
 pub fn avg_pool2d_forward(gpu: &Gpu, pool: &Pool2d, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
     let op = "avg_pool2d_forward";

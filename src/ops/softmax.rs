@@ -102,6 +102,41 @@ pub fn metrics_accumulate(gpu: &Gpu, classes: usize, row_loss: &Tensor, row_pred
     Dispatch::new(gpu, &kernel, &params, &[(7, row_loss), (8, row_pred), (9, labels), (10, metrics)], [1, 1, 1])
 }
 
+/// The loss head in one dispatch: [`softmax_xent_forward`] and [`metrics_accumulate`], and
+/// with `dlogits` (training) [`softmax_xent_backward`] too, by one workgroup: the same
+/// values, bit for bit, as the three kernels, two dispatches fewer per step.
+#[allow(clippy::too_many_arguments)]
+pub fn softmax_xent_metrics(
+    gpu: &Gpu,
+    logits: &Tensor,
+    labels: &Tensor,
+    smoothing: f32,
+    row_loss: &Tensor,
+    row_pred: &Tensor,
+    dlogits: Option<(&Tensor, f32)>,
+    metrics: &Tensor,
+) -> Result<Dispatch> {
+    let op = "softmax_xent_metrics";
+    let (r, c) = rows_classes(op, logits)?;
+    check(op, "labels", labels, r, DType::U32)?;
+    check(op, "row_loss", row_loss, r, DType::F32)?;
+    check(op, "row_pred", row_pred, r, DType::U32)?;
+    check(op, "metrics", metrics, metrics_words(c), DType::U32)?;
+    check_smoothing(smoothing)?;
+    let mut tensors = vec![(1, logits), (2, labels), (4, row_loss), (5, row_pred), (10, metrics)];
+    let (entry, scale) = match dlogits {
+        Some((d, scale)) => {
+            check(op, "dlogits", d, r * c, DType::F32)?;
+            tensors.push((6, d));
+            ("softmax_xent_metrics_backward", scale)
+        }
+        None => ("softmax_xent_metrics", 0.0),
+    };
+    let kernel = Kernel::new(Shader::Softmax, entry);
+    let params = Params { rows: r as u32, classes: c as u32, scale, smoothing };
+    Dispatch::new(gpu, &kernel, &params, &tensors, [1, 1, 1])
+}
+
 /// Metrics read back from a metrics buffer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Metrics {
