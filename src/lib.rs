@@ -10,6 +10,8 @@
 //! `Executor::read_metrics_async`, [`gpu::block_on`] for why the sync reads fail there).
 
 #![warn(missing_docs)]
+// In the browser wgpu's types are neither Send nor Sync; the page runs on one thread.
+#![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
 
 pub mod autotune;
 pub mod checkpoint;

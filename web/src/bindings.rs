@@ -1,5 +1,10 @@
 //! The wasm-bindgen surface the page calls: [`App`] (the device, the classifier) and
 //! [`Trainer`] (a training run stepped from the page).
+//!
+//! Each GPU call borrows its object's `RefCell` for as long as it runs, awaits included: the
+//! page makes one call at a time per object, and a second one meanwhile gets a "busy" error
+//! from `try_borrow_mut`, never a panic.
+#![allow(clippy::await_holding_refcell_ref)]
 
 use std::cell::RefCell;
 use std::path::Path;
@@ -139,6 +144,7 @@ impl App {
     /// (bytes, gzip or raw; the page fetches MNIST's test set), `epochs` passes of batches
     /// of `batch`, Adam at 1e-3; the next `held_out` images (rounded down to whole
     /// evaluation batches of 250) are what [`Trainer::evaluate`] measures.
+    #[allow(clippy::too_many_arguments)] // the page's one call; JavaScript has no struct to pass
     pub fn trainer(&self, images: Vec<u8>, labels: Vec<u8>, count: usize, held_out: usize, epochs: usize, batch: usize, seed: u32) -> Result<Trainer, JsValue> {
         Training::new(self.gpu, &images, &labels, count, held_out, epochs, batch, seed as u64).map(|t| Trainer { inner: Rc::new(RefCell::new(t)) }).map_err(js)
     }
