@@ -74,6 +74,23 @@ pub fn denoise(gpu: &Gpu, img: &GrayImage) -> Result<GrayImage> {
     Ok(out)
 }
 
+/// [`denoise`] for many images of one size (a batch of MNIST's 28x28, say): one GPU pass
+/// over all of them. An error if their sizes differ.
+pub fn denoise_many(gpu: &Gpu, images: &[GrayImage]) -> Result<Vec<GrayImage>> {
+    let Some(first) = images.first() else { return Ok(Vec::new()) };
+    let (w, h) = first.dimensions();
+    if let Some(i) = images.iter().position(|img| img.dimensions() != (w, h)) {
+        return Err(Error::shape("denoise_many", format!("image {i} is {}x{}, image 0 is {w}x{h}", images[i].width(), images[i].height())));
+    }
+    let values: Vec<f32> = images.iter().flat_map(|img| img.as_raw().iter().map(|&v| v as f32)).collect();
+    let shape = [images.len(), h as usize, w as usize];
+    let input = Tensor::from_f32(gpu, &shape, &values)?;
+    let filtered = Tensor::empty(gpu, &shape, DType::F32)?;
+    gpu.run(&[&median3x3(gpu, &input, &filtered, h as usize, w as usize)?])?;
+    let v = filtered.to_f32(gpu)?;
+    Ok(v.chunks_exact((w * h) as usize).map(|c| GrayImage::from_raw(w, h, c.iter().map(|&x| x as u8).collect()).expect("w * h pixels")).collect())
+}
+
 /// `load_gray` for an image already in memory: inverts light backgrounds.
 pub fn load_gray_from(mut gray: GrayImage) -> GrayImage {
     // The border tells the background: light paper gets inverted to MNIST's dark one.
