@@ -136,9 +136,9 @@ enum Source {
 fn print_report(what: &str, noise: &str, denoise: bool, c: &Confusion, seconds: f64) {
     outln!("images: {what}; noise: {noise}; denoise: {}", if denoise { "on" } else { "off" });
     outln!("accuracy: {:.2}% ({} of {}) in {seconds:.1} s", 100.0 * c.accuracy(), c.correct(), c.total());
-    outln!("class  precision  recall  count");
+    outln!("class  precision   recall  count");
     for s in c.per_class() {
-        outln!("{:>5}  {:>8.2}%  {:>5.2}%  {:>5}", s.class, 100.0 * s.precision, 100.0 * s.recall, s.count);
+        outln!("{:>5}  {:>8.2}%  {:>6.2}%  {:>5}", s.class, 100.0 * s.precision, 100.0 * s.recall, s.count);
     }
     outln!("confusion (rows: label, columns: prediction):");
     outln!("{c}");

@@ -64,7 +64,8 @@ pub fn skeleton(img: &GrayImage, threshold: u8) -> Vec<Vec<bool>> {
                     let b = n.iter().filter(|&&v| v).count();
                     let a = (0..8).filter(|&i| !n[i] && n[(i + 1) % 8]).count();
                     let (p2, p4, p6, p8) = (n[0], n[2], n[4], n[6]);
-                    let cond = if step == 0 { !(p2 && p4 && p6) && !(p4 && p6 && p8) } else { !(p2 && p4 && p8) && !(p2 && p6 && p8) };
+                    // step 0: not (P2 P4 P6) and not (P4 P6 P8); step 1: not (P2 P4 P8) and not (P2 P6 P8)
+                    let cond = if step == 0 { !(p4 && p6 && (p2 || p8)) } else { !(p2 && p8 && (p4 || p6)) };
                     if (2..=6).contains(&b) && a == 1 && cond {
                         remove.push((x, y));
                     }

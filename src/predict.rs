@@ -263,9 +263,9 @@ pub fn otsu(hist: &[u64; 256]) -> u8 {
     let sum: f64 = hist.iter().enumerate().map(|(v, &c)| v as f64 * c as f64).sum();
     let (mut w0, mut s0) = (0.0, 0.0);
     let (mut best, mut first, mut last) = (-1.0, 0usize, 0usize);
-    for t in 0..255 {
-        w0 += hist[t] as f64;
-        s0 += t as f64 * hist[t] as f64;
+    for (t, &count) in hist.iter().enumerate().take(255) {
+        w0 += count as f64;
+        s0 += t as f64 * count as f64;
         let w1 = total - w0;
         if w0 == 0.0 || w1 == 0.0 {
             continue;
