@@ -139,8 +139,8 @@ const STROKE_TARGET: (f64, f64) = (12.0, MNIST_STROKE);
 ///    largest) do not count, so salt noise and dirt do not stretch the box;
 /// 3. the ink is stretched to 0-255 (the background's noise level to 0, the strokes'
 ///    90th percentile to 255) and cropped to its box;
-/// 4. in an 80 px box, the stroke width is measured (area over skeleton length) and
-///    strokes much thicker or thinner than MNIST's are eroded or dilated toward its median;
+/// 4. in an 80 px box, the stroke width is measured ([`morphology::stroke_width`]) and
+///    strokes far outside MNIST's range (under 5 or over 16 px there) are dilated or eroded into it;
 /// 5. the longer side is scaled to 20 px (aspect ratio kept) and the digit is placed in
 ///    28x28 with its centre of mass at the centre.
 ///
