@@ -1,0 +1,145 @@
+//! Measures a kiln checkpoint on labelled digits: a dataset's test split, or a folder of
+//! PNG/JPEG images with a labels file; optionally corrupted with seeded noise first.
+//!
+//!   cargo run --release --example evaluate -- --model M.safetensors --dataset mnist --data-dir DIR
+//!   cargo run --release --example evaluate -- --model M.safetensors --images DIR --labels FILE
+//!       [--noise salt-pepper:P|gaussian:SIGMA] [--seed 1] [--denoise] [--batch-size 256] [--json]
+//!
+//! Prints the accuracy, per-class precision and recall, and the confusion matrix (with
+//! --json, one JSON object: `accuracy`, `per_class`, `confusion`, ...).
+//! Exit codes: 0 done, 2 bad input (flag, checkpoint, labels, unreadable image) or a GPU error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use kiln::checkpoint::Checkpoint;
+use kiln::cli::{self, fail};
+use kiln::data::{Dataset, DatasetKind};
+use kiln::evaluate::{self, Confusion, Noise, Options};
+use kiln::{errln, outln, Classifier};
+
+#[derive(Parser, Debug)]
+#[command(about = "Measure a kiln checkpoint on labelled digits")]
+struct Args {
+    /// Checkpoint written by train_mnist
+    #[arg(long)]
+    model: PathBuf,
+    /// Evaluate this dataset's test split (mnist10k: its last 2,000 images)
+    #[arg(long, conflicts_with_all = ["images", "labels"], required_unless_present = "images")]
+    dataset: Option<DatasetKind>,
+    /// Directory holding the dataset's IDX files (else $KILN_DATA/<dataset>, then ./data/<dataset>)
+    #[arg(long, requires = "dataset")]
+    data_dir: Option<PathBuf>,
+    /// Folder of PNG/JPEG digits, prepared as predict prepares them
+    #[arg(long, requires = "labels")]
+    images: Option<PathBuf>,
+    /// The folder's labels: 'NAME LABEL' per line, # comments and blank lines allowed
+    #[arg(long, requires = "images")]
+    labels: Option<PathBuf>,
+    /// Corrupt each image first: salt-pepper:P (P in 0-1) or gaussian:SIGMA (SIGMA in pixel units, 0-255)
+    #[arg(long, value_parser = parse_noise)]
+    noise: Option<Noise>,
+    /// The noise's seed: the same seed, the same corrupted images
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// 3x3 median filter on the GPU (after the noise) before the model
+    #[arg(long)]
+    denoise: bool,
+    /// Images per GPU step
+    #[arg(long, default_value_t = kiln::classify::DEFAULT_BATCH as i64, allow_negative_numbers = true)]
+    batch_size: i64,
+    /// One JSON object on standard output instead of the tables
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_noise(s: &str) -> Result<Noise, String> {
+    s.parse()
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => {
+            cli::report_closed_stdout();
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// An error prefixed with the flag it concerns.
+fn flag(name: &str) -> impl Fn(kiln::Error) -> String + '_ {
+    move |e| format!("{name}: {e}")
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    if args.batch_size < 1 {
+        return Err(format!("--batch-size: {} (expected at least 1)", args.batch_size));
+    }
+    let options = Options { noise: args.noise, seed: args.seed, denoise: args.denoise };
+    // The cheap checks first: the checkpoint, the labels and the files, then the GPU.
+    let checkpoint = Checkpoint::load(&args.model).map_err(flag("--model"))?;
+    let source = match (&args.dataset, &args.images, &args.labels) {
+        (Some(kind), _, _) => {
+            evaluate::check_model(&checkpoint, kind.name()).map_err(flag("--model"))?;
+            let data = Dataset::load(*kind, args.data_dir.as_deref()).map_err(|e| format!("--dataset {kind}: {e}"))?;
+            Source::Split(data)
+        }
+        (None, Some(dir), Some(labels)) => {
+            evaluate::check_model(&checkpoint, "mnist").map_err(flag("--model"))?;
+            let entries = evaluate::read_labels(labels).map_err(flag("--labels"))?;
+            let files = evaluate::resolve(dir, labels, &entries).map_err(|e| format!("--images/--labels: {e}"))?;
+            Source::Folder(files)
+        }
+        _ => return Err("give --dataset, or --images and --labels".into()),
+    };
+    if checkpoint.dataset.is_empty() {
+        errln!("warning: {}: the checkpoint does not say what it was trained on", args.model.display());
+    }
+    let gpu = kiln::Gpu::new().map_err(|e| e.to_string())?;
+    let mut classifier = Classifier::new(&gpu, checkpoint, args.batch_size as usize).map_err(|e| e.to_string())?;
+    let start = std::time::Instant::now();
+    let (what, confusion) = match &source {
+        Source::Split(data) => {
+            let c = evaluate::evaluate_split(&mut classifier, &gpu, &data.test, &options).map_err(|e| e.to_string())?;
+            (format!("{} test split ({})", data.kind, data.dir.display()), c)
+        }
+        Source::Folder(files) => {
+            let c = evaluate::evaluate_folder(&mut classifier, &gpu, files, &options).map_err(|e| format!("--images: {e}"))?;
+            (format!("{} ({})", args.images.as_ref().expect("folder").display(), args.labels.as_ref().expect("folder").display()), c)
+        }
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    let noise = args.noise.map_or("none".to_string(), |n| format!("{n} (seed {})", args.seed));
+    if args.json {
+        let mut json = confusion.to_json();
+        json["model"] = args.model.display().to_string().into();
+        json["images"] = what.into();
+        json["noise"] = args.noise.map(|n| n.to_string()).into();
+        json["seed"] = args.seed.into();
+        json["denoise"] = args.denoise.into();
+        json["seconds"] = seconds.into();
+        outln!("{json}");
+    } else {
+        print_report(&what, &noise, args.denoise, &confusion, seconds);
+    }
+    Ok(())
+}
+
+enum Source {
+    Split(Dataset),
+    Folder(Vec<(PathBuf, u8)>),
+}
+
+fn print_report(what: &str, noise: &str, denoise: bool, c: &Confusion, seconds: f64) {
+    outln!("images: {what}; noise: {noise}; denoise: {}", if denoise { "on" } else { "off" });
+    outln!("accuracy: {:.2}% ({} of {}) in {seconds:.1} s", 100.0 * c.accuracy(), c.correct(), c.total());
+    outln!("class  precision   recall  count");
+    for s in c.per_class() {
+        outln!("{:>5}  {:>8.2}%  {:>6.2}%  {:>5}", s.class, 100.0 * s.precision, 100.0 * s.recall, s.count);
+    }
+    outln!("confusion (rows: label, columns: prediction):");
+    outln!("{c}");
+}

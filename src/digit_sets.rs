@@ -1,0 +1,166 @@
+//! Frozen labelled test sets of digits that do not look like MNIST's, made from MNIST
+//! test digits (the last 2,000 of the test set: mnist10k's evaluation part, which no
+//! kiln model trains on), deterministically: the same generator and seed give the same
+//! pixels on every machine, and [`FROZEN`] records each set's checksum so that a changed
+//! generator is noticed (tests/evaluate.rs).
+//!
+//! - `plain`: the digits as they are (28x28, white on black): the control.
+//! - `thick`: strokes dilated as if written with a marker (at 3x, disc radius 3-4, back to 28x28).
+//! - `thin`: strokes thinned to a hairline (at 3x: skeleton, dilated by 1, back to 28x28).
+//! - `lowres`: scaled down to 9-12 px and back up to 28x28 without smoothing (blocky).
+//! - `photo`: a photo of paper: dark ink on light paper, a canvas of 120-200 px, the digit
+//!   30-70% of it and off centre, an uneven lighting gradient, blur and sensor noise.
+//!
+//! Each set is written as PNGs `NNNN.png` and `labels.txt` (`NNNN.png LABEL` per line).
+
+use image::{imageops, GrayImage, Luma};
+use sha2::{Digest, Sha256};
+
+use crate::data::Split;
+use crate::morphology::{dilate, mask_image, skeleton};
+use crate::rng::Rng;
+
+/// A test set's kind, as `make_digit_sets` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetKind {
+    /// The MNIST digits unchanged: the control.
+    Plain,
+    /// Strokes dilated: a marker.
+    Thick,
+    /// Strokes thinned to about one pixel: a fine pen.
+    Thin,
+    /// Down to 9-12 px and blocky back up.
+    LowRes,
+    /// Dark ink on lit paper, off centre, blurred and noisy.
+    Photo,
+}
+
+/// Every set, in the order they are made.
+pub const ALL: [SetKind; 5] = [SetKind::Plain, SetKind::Thick, SetKind::Thin, SetKind::LowRes, SetKind::Photo];
+
+/// The seed every set is made with.
+pub const SEED: u64 = 2026;
+
+/// Each set's SHA-256 ([`Generated::checksum`]) when made from mnist10k's evaluation part
+/// with [`SEED`]: the frozen sets.
+pub const FROZEN: [(SetKind, &str); 5] = [
+    (SetKind::Plain, "0bfbc164a4d2fd637f8f1d0298de03ef810e577100da38f61320539aaaacbd84"),
+    (SetKind::Thick, "4fdc1a0496c17ad26888fa1be2d66924c00aaed3453514febadc7e66b48156ef"),
+    (SetKind::Thin, "9aef35c0a2f08d90900b239c279d663f5b6f75ee84771dabd64198b785e23dc8"),
+    (SetKind::LowRes, "acd88431f230f9271f8187f147d3ab11ec88e8a34eb644806c220e9910f18994"),
+    (SetKind::Photo, "b248e614f4b3c0419c18884834eecb8aa473aff6a52e42f5b02724309c042a63"),
+];
+
+impl SetKind {
+    /// The set's name: its folder's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SetKind::Plain => "plain",
+            SetKind::Thick => "thick",
+            SetKind::Thin => "thin",
+            SetKind::LowRes => "lowres",
+            SetKind::Photo => "photo",
+        }
+    }
+
+    /// The checksum recorded in [`FROZEN`].
+    pub fn frozen(self) -> &'static str {
+        FROZEN.iter().find(|(k, _)| *k == self).map(|(_, c)| *c).expect("every kind is in FROZEN")
+    }
+
+    /// Draws one digit of this set from an MNIST digit (28x28, white on black).
+    pub fn render(self, digit: &GrayImage, rng: &mut Rng) -> GrayImage {
+        match self {
+            SetKind::Plain => digit.clone(),
+            SetKind::Thick => {
+                let big = imageops::resize(digit, 84, 84, imageops::FilterType::Triangle);
+                let r = rng.range(3, 4) as u32;
+                stretch(&imageops::resize(&dilate(&big, r), 28, 28, imageops::FilterType::Triangle))
+            }
+            SetKind::Thin => {
+                let big = imageops::resize(digit, 84, 84, imageops::FilterType::Triangle);
+                let line = dilate(&mask_image(&skeleton(&big, 127)), 1);
+                stretch(&imageops::resize(&line, 28, 28, imageops::FilterType::Triangle))
+            }
+            SetKind::LowRes => {
+                let s = rng.range(9, 12) as u32;
+                let small = imageops::resize(digit, s, s, imageops::FilterType::Triangle);
+                imageops::resize(&small, 28, 28, imageops::FilterType::Nearest)
+            }
+            SetKind::Photo => photo(digit, rng),
+        }
+    }
+}
+
+/// Scales so that the brightest pixel is 255 (a thinned digit resized down is faint).
+fn stretch(img: &GrayImage) -> GrayImage {
+    let max = img.pixels().map(|p| p[0]).max().unwrap_or(0).max(1) as u32;
+    GrayImage::from_fn(img.width(), img.height(), |x, y| Luma([(img.get_pixel(x, y)[0] as u32 * 255 / max) as u8]))
+}
+
+/// A photo of the digit written on paper (see the module docs).
+fn photo(digit: &GrayImage, rng: &mut Rng) -> GrayImage {
+    let size = rng.range(120, 200) as u32;
+    let paper = rng.range(185, 235) as f64;
+    let ink = rng.range(20, 70) as f64;
+    let side = rng.range(size as usize * 3 / 10, size as usize * 7 / 10) as u32;
+    let (x0, y0) = (rng.range(0, (size - side) as usize) as u32, rng.range(0, (size - side) as usize) as u32);
+    // the lighting: a linear ramp of 30-70 levels across the page, in a random direction
+    let amp = rng.range(30, 70) as f64;
+    let angle = rng.unit() * std::f64::consts::TAU;
+    let (dx, dy) = (angle.cos(), angle.sin());
+    let alpha = imageops::resize(digit, side, side, imageops::FilterType::CatmullRom);
+    let page = GrayImage::from_fn(size, size, |x, y| {
+        let light = paper + amp * ((x as f64 / size as f64 - 0.5) * dx + (y as f64 / size as f64 - 0.5) * dy);
+        let a = if x >= x0 && y >= y0 && x < x0 + side && y < y0 + side { alpha.get_pixel(x - x0, y - y0)[0] as f64 / 255.0 } else { 0.0 };
+        Luma([(light * (1.0 - a) + ink * a).round().clamp(0.0, 255.0) as u8])
+    });
+    let sigma = 0.6 + rng.unit() as f32 * 0.9;
+    let mut out = imageops::blur(&page, sigma);
+    let noise = 4.0 + rng.unit() * 8.0;
+    crate::evaluate::Noise::Gaussian(noise).apply(&mut out, rng);
+    out
+}
+
+/// A generated set: image names, labels and pixels, and its checksum.
+pub struct Generated {
+    /// `(name, label, image)` in order.
+    pub images: Vec<(String, u8, GrayImage)>,
+}
+
+impl Generated {
+    /// The labels file: `NAME LABEL` per line.
+    pub fn labels_file(&self) -> String {
+        self.images.iter().map(|(n, l, _)| format!("{n} {l}\n")).collect()
+    }
+
+    /// SHA-256 (hex) of the labels file, then of each image's name, width, height (u32
+    /// little-endian) and pixels: the pixels, not the PNG bytes, so a new PNG encoder does
+    /// not change it.
+    pub fn checksum(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(self.labels_file().as_bytes());
+        for (name, _, img) in &self.images {
+            h.update(name.as_bytes());
+            h.update([0]);
+            h.update(img.width().to_le_bytes());
+            h.update(img.height().to_le_bytes());
+            h.update(img.as_raw());
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Makes set `kind` from the digits of `split` (28x28), image `i` drawn with a generator
+/// seeded by (`seed`, kind, `i`).
+pub fn generate(kind: SetKind, split: &Split, seed: u64) -> Generated {
+    let (rows, cols) = (split.images.rows as u32, split.images.cols as u32);
+    let images = (0..split.len())
+        .map(|i| {
+            let digit = GrayImage::from_raw(cols, rows, split.images.image(i).expect("i < count").to_vec()).expect("rows * cols pixels");
+            let mut rng = Rng::new(seed ^ ((kind as u64 + 1) << 32) ^ i as u64);
+            (format!("{i:04}.png"), split.labels[i], kind.render(&digit, &mut rng))
+        })
+        .collect();
+    Generated { images }
+}

@@ -1,0 +1,430 @@
+//! Measuring a checkpoint on labelled digits: a [`Confusion`] matrix (accuracy, per-class
+//! precision and recall), labelled image folders ([`read_labels`], [`resolve`]), seeded
+//! [`Noise`], and the evaluation itself in batches through a [`Classifier`]
+//! ([`evaluate_split`] for a dataset's test split, [`evaluate_folder`] for PNG/JPEG files).
+//!
+//! Data flow: a folder image goes through the same preparation as `predict`
+//! ([`predict::load_gray`], then the noise, then [`predict::denoise`] if asked, then
+//! [`predict::to_mnist`]); a dataset image is already MNIST's 28x28 and goes to the model
+//! as it is (noise, then the median filter if asked).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use image::GrayImage;
+use serde::Serialize;
+
+use crate::checkpoint::Checkpoint;
+use crate::classify::CLASSES;
+use crate::data::Split;
+use crate::ops::softmax::Metrics;
+use crate::rng::Rng;
+use crate::{predict, Classifier, Error, Gpu, Result};
+
+/// A confusion matrix `counts[label][prediction]` over a fixed number of classes, and the
+/// scores read from it. Built from (label, prediction) pairs ([`Confusion::add`],
+/// [`Confusion::from_pairs`]) or from the GPU's training metrics (`From<&Metrics>`).
+///
+/// ```
+/// use kiln::evaluate::Confusion;
+/// let c = Confusion::from_pairs(3, [(0, 0), (0, 0), (1, 1), (1, 2), (2, 2)])?;
+/// assert_eq!(c.total(), 5);
+/// assert_eq!(c.correct(), 4);
+/// assert_eq!(c.accuracy(), 0.8);
+/// assert_eq!(c.recall(1), 0.5); // one of the two 1s was called 1
+/// assert_eq!(c.precision(2), 0.5); // one of the two answers 2 was a 2
+/// # Ok::<(), kiln::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Confusion {
+    counts: Vec<Vec<u64>>,
+}
+
+/// One class's scores, as [`Confusion::per_class`] lists them (and `--json` prints them).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClassScore {
+    /// The class.
+    pub class: usize,
+    /// Of the answers `class`, the fraction that were right (0 when never answered).
+    pub precision: f64,
+    /// Of the examples of `class`, the fraction answered `class` (0 when there were none).
+    pub recall: f64,
+    /// Examples of `class`.
+    pub count: u64,
+}
+
+impl Confusion {
+    /// An empty matrix for `classes` classes.
+    pub fn new(classes: usize) -> Confusion {
+        Confusion { counts: vec![vec![0; classes]; classes] }
+    }
+
+    /// A matrix counting `pairs` of (label, prediction); a class outside `0..classes` is an error.
+    pub fn from_pairs(classes: usize, pairs: impl IntoIterator<Item = (usize, usize)>) -> Result<Confusion> {
+        let mut c = Confusion::new(classes);
+        for (i, (label, prediction)) in pairs.into_iter().enumerate() {
+            if label >= classes || prediction >= classes {
+                return Err(Error::shape("Confusion", format!("pair {i}: ({label}, {prediction}) outside 0..{classes}")));
+            }
+            c.add(label, prediction);
+        }
+        Ok(c)
+    }
+
+    /// Counts one example. Panics if `label` or `prediction` is not below [`Confusion::classes`]:
+    /// callers check labels when they read them (see [`Confusion::from_pairs`] for a checked form).
+    pub fn add(&mut self, label: usize, prediction: usize) {
+        self.counts[label][prediction] += 1;
+    }
+
+    /// Adds another matrix's counts (of the same number of classes) to this one.
+    pub fn merge(&mut self, other: &Confusion) -> Result<()> {
+        if other.classes() != self.classes() {
+            return Err(Error::shape("Confusion::merge", format!("{} classes into {}", other.classes(), self.classes())));
+        }
+        for (row, o) in self.counts.iter_mut().zip(&other.counts) {
+            for (a, b) in row.iter_mut().zip(o) {
+                *a += b;
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// The matrix, `counts()[label][prediction]`.
+    pub fn counts(&self) -> &[Vec<u64>] {
+        &self.counts
+    }
+
+    /// Examples counted.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().flatten().sum()
+    }
+
+    /// Examples predicted right: the trace.
+    pub fn correct(&self) -> u64 {
+        (0..self.classes()).map(|c| self.counts[c][c]).sum()
+    }
+
+    /// Examples of class `c` (its row's sum).
+    pub fn count(&self, c: usize) -> u64 {
+        self.counts[c].iter().sum()
+    }
+
+    /// `correct / total`, in [0, 1] (0 when nothing was counted).
+    pub fn accuracy(&self) -> f64 {
+        self.correct() as f64 / self.total().max(1) as f64
+    }
+
+    /// Of the answers `c`, the fraction that were right (0 when `c` was never answered).
+    pub fn precision(&self, c: usize) -> f64 {
+        let answered: u64 = self.counts.iter().map(|row| row[c]).sum();
+        self.counts[c][c] as f64 / answered.max(1) as f64
+    }
+
+    /// Of the examples of class `c`, the fraction answered `c` (0 when there were none).
+    pub fn recall(&self, c: usize) -> f64 {
+        self.counts[c][c] as f64 / self.count(c).max(1) as f64
+    }
+
+    /// Every class's precision, recall and count.
+    pub fn per_class(&self) -> Vec<ClassScore> {
+        (0..self.classes()).map(|c| ClassScore { class: c, precision: self.precision(c), recall: self.recall(c), count: self.count(c) }).collect()
+    }
+
+    /// `{"accuracy", "total", "correct", "per_class": [{class, precision, recall, count}], "confusion": [[..]]}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "accuracy": self.accuracy(),
+            "total": self.total(),
+            "correct": self.correct(),
+            "per_class": self.per_class(),
+            "confusion": self.counts,
+        })
+    }
+}
+
+impl From<&Metrics> for Confusion {
+    /// The confusion matrix the GPU accumulated during training or evaluation.
+    fn from(m: &Metrics) -> Confusion {
+        Confusion { counts: m.confusion.iter().map(|row| row.iter().map(|&v| v as u64).collect()).collect() }
+    }
+}
+
+impl fmt::Display for Confusion {
+    /// The matrix as a table: one row per label, one column per prediction.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let width = self.counts.iter().flatten().max().map_or(1, |m| m.to_string().len()).max(3);
+        write!(f, "{:>10}", "label\\pred")?;
+        for c in 0..self.classes() {
+            write!(f, " {c:>width$}")?;
+        }
+        for (l, row) in self.counts.iter().enumerate() {
+            write!(f, "\n{l:>10}")?;
+            for v in row {
+                write!(f, " {v:>width$}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One line of a labels file: an image name (relative to the images folder) and its digit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Labelled {
+    /// The image's name as written.
+    pub name: String,
+    /// The digit, 0-9.
+    pub label: u8,
+    /// The line it came from (1-based), for messages.
+    pub line: usize,
+}
+
+/// Parses a labels file's text: `NAME LABEL` per line (the label is the last word, so a
+/// name may hold spaces), `#` comments and blank lines ignored. `path` names the file in
+/// errors, which give the line number. An image named twice, a label outside 0-9 and a
+/// file with no entry are errors.
+pub fn parse_labels(text: &str, path: &Path) -> Result<Vec<Labelled>> {
+    let mut out: Vec<Labelled> = Vec::new();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let content = raw.split('#').next().unwrap_or("").trim();
+        if content.is_empty() {
+            continue;
+        }
+        let bad = |m: String| Error::file(path, format!("line {line}: {m}"));
+        let (name, label) = content
+            .rsplit_once(char::is_whitespace)
+            .map(|(n, l)| (n.trim(), l))
+            .ok_or_else(|| bad(format!("expected 'NAME LABEL', found {content:?}")))?;
+        let label: u8 = match label.parse::<i64>() {
+            Ok(v) if (0..CLASSES as i64).contains(&v) => v as u8,
+            Ok(v) => return Err(bad(format!("label {v} for '{name}' is outside 0-9"))),
+            Err(_) => return Err(bad(format!("expected 'NAME LABEL' with a label 0-9, found {content:?}"))),
+        };
+        if let Some(first) = seen.insert(name, line) {
+            return Err(bad(format!("'{name}' is labelled again (first on line {first})")));
+        }
+        out.push(Labelled { name: name.to_string(), label, line });
+    }
+    if out.is_empty() {
+        return Err(Error::file(path, "no labelled image in it (expected lines 'NAME LABEL')"));
+    }
+    Ok(out)
+}
+
+/// Reads and parses a labels file (see [`parse_labels`]).
+pub fn read_labels(path: &Path) -> Result<Vec<Labelled>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read the labels file: {e}")))?;
+    parse_labels(&text, path)
+}
+
+/// The image files of `entries` in folder `dir`, with their labels, checked to exist:
+/// a folder that is missing or empty, or images that are not there, are errors naming
+/// them (the first few, with their lines in `labels`).
+pub fn resolve(dir: &Path, labels: &Path, entries: &[Labelled]) -> Result<Vec<(PathBuf, u8)>> {
+    let listing = std::fs::read_dir(dir).map_err(|e| Error::file(dir, format!("cannot read the images folder: {e}")))?;
+    if listing.count() == 0 {
+        return Err(Error::file(dir, "the images folder is empty"));
+    }
+    let files: Vec<(PathBuf, u8)> = entries.iter().map(|e| (dir.join(&e.name), e.label)).collect();
+    let missing: Vec<String> = entries.iter().zip(&files).filter(|(_, (p, _))| !p.is_file()).map(|(e, _)| format!("line {}: '{}'", e.line, e.name)).collect();
+    if !missing.is_empty() {
+        let more = if missing.len() > 5 { format!(", and {} more", missing.len() - 5) } else { String::new() };
+        return Err(Error::file(
+            labels,
+            format!("{} of {} images it names are not in {}: {}{more}", missing.len(), entries.len(), dir.display(), missing[..missing.len().min(5)].join(", ")),
+        ));
+    }
+    Ok(files)
+}
+
+/// Corruption of 8-bit images, for measuring robustness: `--noise salt-pepper:P` or
+/// `--noise gaussian:SIGMA`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Noise {
+    /// Each pixel, with probability P (0-1), becomes black or white (half each).
+    SaltPepper(f64),
+    /// Each pixel gets a normal deviate of standard deviation SIGMA, in pixel units
+    /// (0-255: `gaussian:50` is about a fifth of the range), rounded and clamped.
+    Gaussian(f64),
+}
+
+impl FromStr for Noise {
+    type Err = String;
+    /// `salt-pepper:P` (P in 0-1) or `gaussian:SIGMA` (SIGMA in 0-255, pixel units).
+    fn from_str(s: &str) -> std::result::Result<Noise, String> {
+        let expected = "expected salt-pepper:P (P in 0-1) or gaussian:SIGMA (SIGMA in 0-255, pixel units)";
+        let (kind, value) = s.split_once(':').ok_or_else(|| format!("'{s}': {expected}"))?;
+        let v: f64 = value.trim().parse().map_err(|_| format!("'{s}': '{value}' is not a number; {expected}"))?;
+        match kind {
+            "salt-pepper" if (0.0..=1.0).contains(&v) => Ok(Noise::SaltPepper(v)),
+            "gaussian" if (0.0..=255.0).contains(&v) => Ok(Noise::Gaussian(v)),
+            "salt-pepper" | "gaussian" => Err(format!("'{s}': {v} is out of range; {expected}")),
+            _ => Err(format!("'{s}': unknown noise '{kind}'; {expected}")),
+        }
+    }
+}
+
+impl fmt::Display for Noise {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Noise::SaltPepper(p) => write!(f, "salt-pepper:{p}"),
+            Noise::Gaussian(s) => write!(f, "gaussian:{s}"),
+        }
+    }
+}
+
+impl Noise {
+    /// Corrupts `pixels` in place, drawing from `rng`.
+    pub fn apply(&self, pixels: &mut [u8], rng: &mut Rng) {
+        match *self {
+            Noise::SaltPepper(p) => {
+                for v in pixels {
+                    if rng.unit() < p {
+                        *v = if rng.unit() < 0.5 { 0 } else { 255 };
+                    }
+                }
+            }
+            Noise::Gaussian(sigma) => {
+                for v in pixels {
+                    // Box-Muller; 1 - unit() is in (0, 1], so the log is finite
+                    let (u1, u2) = (1.0 - rng.unit(), rng.unit());
+                    let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+                    *v = (*v as f64 + sigma * z).round().clamp(0.0, 255.0) as u8;
+                }
+            }
+        }
+    }
+
+    /// Corrupts image number `index` of a run with `seed`: the same image gets the same
+    /// noise whatever the batch size or the order the images are read in.
+    pub fn apply_seeded(&self, pixels: &mut [u8], seed: u64, index: usize) {
+        let mut rng = Rng::new(seed ^ (index as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        self.apply(pixels, &mut rng);
+    }
+}
+
+/// How images are corrupted and cleaned before the model sees them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Noise added to each image (at its own resolution), seeded with `seed`.
+    pub noise: Option<Noise>,
+    /// The noise's seed.
+    pub seed: u64,
+    /// The GPU 3x3 median filter ([`predict::denoise`]) after the noise.
+    pub denoise: bool,
+}
+
+/// Which family of images a checkpoint reads: digits or Fashion-MNIST clothes.
+fn family(dataset: &str) -> Option<&'static str> {
+    match dataset {
+        "mnist" | "mnist10k" => Some("digits"),
+        "fashion" => Some("fashion"),
+        _ => None,
+    }
+}
+
+/// Refuses a checkpoint that cannot be evaluated on `dataset`'s images (`mnist`,
+/// `mnist10k` and a digit folder are digits; `fashion` is clothes): a model that does not
+/// take 1x28x28 inputs, or one trained on the other family. A checkpoint that does not say
+/// what it was trained on passes; the caller may warn.
+pub fn check_model(checkpoint: &Checkpoint, dataset: &str) -> Result<()> {
+    let [c, h, w] = checkpoint.model.input;
+    if [c, h, w] != [1, 28, 28] {
+        return Err(Error::shape("evaluate", format!("the model '{}' takes {c}x{h}x{w} inputs; evaluation feeds 1x28x28 images", checkpoint.model.name())));
+    }
+    match (family(&checkpoint.dataset), family(dataset)) {
+        (Some(a), Some(b)) if a != b => Err(Error::unsupported(
+            "evaluate",
+            format!("the checkpoint was trained on '{}' ({a}), the images are {b}: its answers would mean nothing", checkpoint.dataset),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The index of the largest probability (the first, on ties).
+pub fn argmax(p: &[f32]) -> usize {
+    p.iter().enumerate().fold(0, |best, (i, &v)| if v > p[best] { i } else { best })
+}
+
+/// Evaluates a dataset split (28x28 images, already prepared as MNIST's are) in batches
+/// of the classifier's size. Image `i` gets noise seeded by (`options.seed`, `i`).
+pub fn evaluate_split(classifier: &mut Classifier, gpu: &Gpu, split: &Split, options: &Options) -> Result<Confusion> {
+    let (rows, cols) = (split.images.rows as u32, split.images.cols as u32);
+    let mut confusion = Confusion::new(CLASSES);
+    let batch = classifier.batch();
+    for start in (0..split.len()).step_by(batch) {
+        let end = (start + batch).min(split.len());
+        let mut images = Vec::with_capacity(end - start);
+        for i in start..end {
+            let mut pixels = split.images.image(i).expect("i < count").to_vec();
+            if let Some(noise) = options.noise {
+                noise.apply_seeded(&mut pixels, options.seed, i);
+            }
+            images.push(GrayImage::from_raw(cols, rows, pixels).expect("rows * cols pixels"));
+        }
+        if options.denoise {
+            images = predict::denoise_many(gpu, &images)?;
+        }
+        for (p, &label) in classifier.classify(&images)?.iter().zip(&split.labels[start..end]) {
+            confusion.add(label as usize, argmax(p));
+        }
+    }
+    Ok(confusion)
+}
+
+/// Loads image `index` of a folder evaluation as `predict` would (noise and the median
+/// filter as `options` say): the 28x28 the model sees.
+pub fn prepare(gpu: &Gpu, path: &Path, index: usize, options: &Options) -> Result<GrayImage> {
+    let mut gray = predict::load_gray(path)?;
+    if let Some(noise) = options.noise {
+        noise.apply_seeded(&mut gray, options.seed, index);
+    }
+    if options.denoise {
+        gray = predict::denoise(gpu, &gray)?;
+    }
+    predict::to_mnist(&gray, path)
+}
+
+/// Evaluates labelled image files (see [`resolve`]) in batches of the classifier's size,
+/// prepared as `predict` prepares them ([`prepare`]). Every image must be usable: one
+/// that cannot be read, or holds no ink, fails the evaluation, after the others are read
+/// so that the error counts them all.
+pub fn evaluate_folder(classifier: &mut Classifier, gpu: &Gpu, files: &[(PathBuf, u8)], options: &Options) -> Result<Confusion> {
+    let mut confusion = Confusion::new(CLASSES);
+    let mut failures: Vec<String> = Vec::new();
+    let mut count = 0;
+    for (b, chunk) in files.chunks(classifier.batch()).enumerate() {
+        let mut images = Vec::with_capacity(chunk.len());
+        for (j, (path, _)) in chunk.iter().enumerate() {
+            match prepare(gpu, path, b * classifier.batch() + j, options) {
+                Ok(img) => images.push(img),
+                Err(e) => {
+                    count += 1;
+                    if failures.len() < 5 {
+                        failures.push(e.to_string());
+                    }
+                }
+            }
+        }
+        if count > 0 {
+            continue; // the evaluation has failed: only count the other unusable images
+        }
+        for (p, (_, label)) in classifier.classify(&images)?.iter().zip(chunk) {
+            confusion.add(*label as usize, argmax(p));
+        }
+    }
+    if count > 0 {
+        let more = if count > failures.len() { format!("\n  ... and {} more", count - failures.len()) } else { String::new() };
+        return Err(Error::unsupported("evaluate", format!("{count} of {} images could not be used:\n  {}{more}", files.len(), failures.join("\n  "))));
+    }
+    Ok(confusion)
+}
