@@ -87,14 +87,18 @@ fn gather_batch(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
         // Inverse-map the output pixel through a random affine map about the centre:
         // rotation up to +-15 degrees, scale 0.9..1.1, horizontal shear up to +-0.2,
         // shift up to +-2.5 px; bilinear sampling of the stroke-width-varied source.
-        let angle = rand(row, 0u) * 0.26179939;
+        // The rotation comes from u = tan(angle / 2) (uniform, |u| <= tan 7.5 degrees):
+        // cos = (1 - u^2) / (1 + u^2), sin = 2u / (1 + u^2) are a few correctly rounded
+        // operations, where Vulkan lets sin/cos be off by 2^-11, so every adapter (and the
+        // CPU reference in tests/data_gpu.rs) warps alike.
+        let u = rand(row, 0u) * 0.13165250;
         let scale = 1.0 + 0.1 * rand(row, 1u);
         let shift = vec2f(rand(row, 2u), rand(row, 3u)) * 2.5;
         let shear = 0.2 * rand(row, 4u);
         let centre = vec2f(f32(p.cols), f32(p.rows)) * 0.5 - 0.5;
         let d = (vec2f(f32(ox), f32(oy)) - centre - shift) / scale;
-        let cs = cos(angle);
-        let sn = sin(angle);
+        let cs = (1.0 - u * u) / (1.0 + u * u);
+        let sn = 2.0 * u / (1.0 + u * u);
         let r = vec2f(cs * d.x + sn * d.y, -sn * d.x + cs * d.y);
         let src = vec2f(r.x - shear * r.y, r.y) + centre;
         // Stroke width: with probability 0.6 the source is blended towards its dilation
