@@ -94,6 +94,26 @@ fn a_tiny_train_limit_run_works_end_to_end() {
 }
 
 #[test]
+fn a_resumed_train_limit_run_with_augmentation_is_bit_identical() {
+    let dir = common::scratch("scarce", "resume");
+    let p = |n: &str| dir.join(format!("{n}.safetensors")).display().to_string();
+    let run = |extra: &[&str]| {
+        let out = Command::new(example("train_mnist"))
+            .args(["--data-dir", DATA, "--quiet", "--eval-every", "10"])
+            .args(extra)
+            .env("KILN_AUTOTUNE", "off")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let flags = ["--dataset", "mnist10k", "--train-limit", "50", "--batch-size", "32", "--epochs", "3", "--augment", "--lr-schedule", "onecycle", "--seed", "5"];
+    run(&[&flags[..], &["--save", &p("a")]].concat());
+    run(&[&flags[..], &["--stop-after", "1", "--save", &p("b")]].concat());
+    run(&["--resume", &p("b"), "--save", &p("c")]);
+    assert_eq!(std::fs::read(p("a")).unwrap(), std::fs::read(p("c")).unwrap(), "the resumed run's checkpoint differs");
+}
+
+#[test]
 fn one_cycle_warms_up_linearly_then_anneals_to_zero() {
     let s = Schedule::one_cycle(0.25, 100).unwrap();
     assert_eq!(s, Schedule::OneCycle { warmup: 25, total: 100 });
