@@ -142,15 +142,21 @@ fn draw_learning_curve(pixels: &mut [u8], points: &[CurvePoint], reference: &[Cu
         .margin(14)
         .x_label_area_size(40)
         .y_label_area_size(55)
-        .build_cartesian_2d((x_lo / 1.5..x_hi * 1.5).log_scale(), (y_lo - 1.0).floor().max(0.0)..100.0)?;
-    chart.configure_mesh().x_desc("labelled training images (log scale)").y_desc("test accuracy (%)").draw()?;
+        .build_cartesian_2d((x_lo / 1.5..x_hi * 2.5).log_scale(), (y_lo - 1.0).floor().max(0.0)..100.0)?;
+    chart
+        .configure_mesh()
+        .x_desc("labelled training images (log scale)")
+        .y_desc("test accuracy (%)")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .draw()?;
     chart
         .draw_series(LineSeries::new(ours.clone(), BLUE.stroke_width(2)))?
         .label("kiln")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE.stroke_width(2)));
     chart.draw_series(ours.iter().map(|&p| Circle::new(p, 4, BLUE.filled())))?;
     chart.draw_series(ours.iter().map(|&(x, y)| {
-        Text::new(format!("{y:.2}%"), (x, y), ("sans-serif", 14).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Top)))
+        EmptyElement::at((x, y))
+            + Text::new(format!("{y:.2}%"), (6, 6), ("sans-serif", 14).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Top)))
     }))?;
     if !theirs.is_empty() {
         chart
