@@ -28,7 +28,7 @@ TARGET=${CARGO_TARGET_DIR:-target}
 # gets 2 epochs (1,874 steps), which lavapipe affords
 recipe() {
     case "$1" in
-        100) echo "400 32" ;;
+        100) echo "300 25" ;;
         1000) echo "60 64" ;;
         6000) echo "20 64" ;;
         60000) echo "2 64" ;;
