@@ -24,13 +24,13 @@ SEED=${SEED:-1}
 SIZES=${SIZES:-"100 1000 6000 60000"}
 TARGET=${CARGO_TARGET_DIR:-target}
 
-# labels -> "epochs batch-size": about 1,000-2,000 steps for each size; the whole split
-# gets 2 epochs (1,874 steps), which lavapipe affords
+# labels -> "epochs batch-size [more flags]": about 1,000-2,000 steps for each size; the
+# whole split gets 2 epochs (1,874 steps), which lavapipe affords
 recipe() {
     case "$1" in
         100) echo "300 25" ;;
         1000) echo "60 64" ;;
-        6000) echo "20 64" ;;
+        6000) echo "12 64 --label-smoothing 0.1" ;;
         60000) echo "2 64" ;;
         *) echo "unknown size $1: add it to recipe() in $0" >&2; exit 2 ;;
     esac
@@ -39,13 +39,13 @@ recipe() {
 cargo build --release --example train_mnist --example learning_curve
 mkdir -p "$OUT"
 for n in $SIZES; do
-    read -r epochs batch <<<"$(recipe "$n")"
-    echo "== $n labels: $epochs epochs, batch $batch" >&2
+    read -r epochs batch more <<<"$(recipe "$n")"
+    echo "== $n labels: $epochs epochs, batch $batch $more" >&2
     start=$(date +%s)
     "$TARGET/release/examples/train_mnist" --dataset mnist --data-dir "$DATA" --model cnn \
         --train-limit "$n" --epochs "$epochs" --batch-size "$batch" --seed "$SEED" \
         --augment --optimizer adam --lr 3e-3 --lr-schedule onecycle --warmup 0.3 \
-        --eval-every "$epochs" --no-save --quiet --json >"$OUT/labels-$n.json"
+        --eval-every "$epochs" --no-save --quiet --json ${more:+$more} >"$OUT/labels-$n.json"
     echo "   $(( $(date +%s) - start )) s" >&2
 done
 runs=()
