@@ -30,7 +30,7 @@ recipe() {
     case "$1" in
         100) echo "300 25" ;;
         1000) echo "60 64" ;;
-        6000) echo "12 64 --label-smoothing 0.1" ;;
+        6000) echo "20 64 --label-smoothing 0.1" ;;
         60000) echo "2 64" ;;
         *) echo "unknown size $1: add it to recipe() in $0" >&2; exit 2 ;;
     esac
