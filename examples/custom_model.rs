@@ -72,6 +72,8 @@ fn main() -> ExitCode {
         label_smoothing: 0.0,
         seed: 1,
         augment: false,
+        train_limit: None,
+        eval_every: 1,
         progress_every: 0,
         gemm: None,
     };

@@ -60,17 +60,29 @@ struct Args {
     /// SGD momentum
     #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     momentum: f32,
-    /// constant | cosine: full rate, then a cosine decay to 0 at the last step
-    #[arg(long, default_value = "cosine", value_parser = ["constant", "cosine"])]
+    /// constant | cosine: full rate, then a cosine decay to 0 at the last step | onecycle:
+    /// linear warmup from 1/25 of the rate (--warmup), then a cosine decay to 0
+    #[arg(long, default_value = "cosine", value_parser = ["constant", "cosine", "onecycle"])]
     lr_schedule: String,
     /// With --lr-schedule cosine: the fraction of the run at full rate before the decay
     #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     lr_hold: f64,
+    /// With --lr-schedule onecycle: the fraction of the run warming up, in (0, 1)
+    #[arg(long, default_value_t = 0.3, allow_negative_numbers = true)]
+    warmup: f64,
     #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     seed: u64,
-    /// Random shifts, rotations and scaling of the training images, on the GPU
+    /// Random affine warps (rotation, scale, shear, shift) and stroke-width changes of the
+    /// training images, on the GPU
     #[arg(long)]
     augment: bool,
+    /// Train on N labelled images of the training split, class-balanced and drawn with
+    /// --seed (the test split stays whole); a --batch-size above N becomes N
+    #[arg(long, allow_negative_numbers = true)]
+    train_limit: Option<usize>,
+    /// Evaluate on the test split after every N epochs and after the last
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    eval_every: usize,
     /// Where to write the checkpoint (safetensors; default model.safetensors). An existing
     /// checkpoint there is replaced (the summary says so); anything but a regular file is refused
     #[arg(long)]
@@ -115,9 +127,9 @@ struct Args {
 }
 
 /// The flags that define a run: with --resume they come from the run's training state.
-const RUN_FLAGS: [&str; 14] = [
+const RUN_FLAGS: [&str; 16] = [
     "dataset", "model", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "label_smoothing",
-    "lr_schedule", "lr_hold", "seed", "augment", "kernel",
+    "lr_schedule", "lr_hold", "warmup", "seed", "augment", "train_limit", "kernel",
 ];
 
 struct Progress {
@@ -137,7 +149,7 @@ impl Observer for Progress {
         save_run(ck, state, path)
     }
     fn epoch_start(&mut self, epoch: usize, steps: usize) {
-        if self.quiet {
+        if self.quiet || steps < 2 {
             return;
         }
         let bar = ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stderr());
@@ -159,7 +171,16 @@ impl Observer for Progress {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        if !self.quiet {
+        if !self.quiet && r.test_accuracy.is_nan() {
+            outln!(
+                "epoch {}: train loss {:.4}, train accuracy {:.2}%, {:.1} s ({:.0} images/s)",
+                r.epoch,
+                r.train_loss,
+                100.0 * r.train_accuracy,
+                r.train_seconds,
+                r.images_per_sec
+            );
+        } else if !self.quiet {
             outln!(
                 "epoch {}: train loss {:.4}, train accuracy {:.2}%, test loss {:.4}, test accuracy {:.2}%, {:.1} s ({:.0} images/s)",
                 r.epoch,
@@ -207,6 +228,7 @@ fn resume_config(args: &Args, matches: &ArgMatches, path: &Path) -> kiln::Result
         data_dir: args.data_dir.clone(),
         download: !args.no_download,
         progress_every: args.progress_every,
+        eval_every: args.eval_every,
         gemm: None,
         ..state.config.clone()
     };
@@ -224,8 +246,10 @@ fn check_args(args: &Args, matches: &ArgMatches) -> kiln::Result<(TrainConfig, O
     };
     // --lr-hold is checked even when --lr-schedule constant ignores it
     Schedule::check_hold(args.lr_hold)?;
+    Schedule::check_warmup(args.warmup)?;
     let lr_schedule = match args.lr_schedule.as_str() {
         "constant" => LrSchedule::Constant,
+        "onecycle" => LrSchedule::OneCycle { warmup: args.warmup },
         _ => LrSchedule::Cosine { hold: args.lr_hold },
     };
     if let Some(a) = args.min_accuracy {
@@ -255,6 +279,8 @@ fn check_args(args: &Args, matches: &ArgMatches) -> kiln::Result<(TrainConfig, O
         label_smoothing: args.label_smoothing,
         seed: args.seed,
         augment: args.augment,
+        train_limit: args.train_limit,
+        eval_every: args.eval_every,
         progress_every: args.progress_every,
         gemm,
     };
@@ -307,9 +333,15 @@ fn main() -> ExitCode {
         Ok(d) => d,
         Err(e) => return fail(e),
     };
-    if cfg.batch_size > data.train.len() {
+    if let Some(n) = cfg.train_limit {
+        if let Err(e) = kiln::data::subset::check_limit(n, data.train.len()) {
+            return fail(e);
+        }
+    } else if cfg.batch_size > data.train.len() {
         return fail(format!("--batch-size {}: must be at most the {} training images", cfg.batch_size, data.train.len()));
     }
+    let n_train = cfg.train_limit.unwrap_or(data.train.len());
+    let batch = kiln::train::effective_batch(&cfg, n_train);
     let gpu = match kiln::Gpu::new() {
         Ok(g) => g,
         Err(e) => return fail(e),
@@ -317,13 +349,14 @@ fn main() -> ExitCode {
     if !args.quiet {
         outln!("adapter: {}", gpu.info().summary());
         outln!(
-            "dataset: {} from {} ({} train, {} test); model: {}; batch {}; {}; lr schedule: {}",
+            "dataset: {} from {} ({} train{}, {} test); model: {}; batch {}; {}; lr schedule: {}",
             cfg.dataset,
             data.dir.display(),
-            data.train.len(),
+            n_train,
+            if cfg.train_limit.is_some() { ", class-balanced subset (--train-limit)" } else { "" },
             data.test.len(),
             cfg.model.name(),
-            cfg.batch_size,
+            batch,
             cfg.rule,
             cfg.lr_schedule
         );
@@ -358,7 +391,7 @@ fn main() -> ExitCode {
             cfg.model.name(),
             cfg.dataset,
             gpu.info().name,
-            images_per_sec(&report, cfg.batch_size, steady),
+            images_per_sec(&report, batch, steady),
             steady[0].epoch,
             report.epochs.len(),
             report.startup_seconds
@@ -405,7 +438,7 @@ fn main() -> ExitCode {
         print_summary(&report, saved.as_deref().unwrap_or("not saved (--no-save)"));
     }
     if args.json {
-        outln!("{}", json_summary(&cfg, &gpu, &report, saved.as_deref()));
+        outln!("{}", json_summary(&cfg, batch, &gpu, &report, saved.as_deref()));
     }
     cli::report_closed_stdout();
     let accuracy = report.test.accuracy();
@@ -463,17 +496,22 @@ fn images_per_sec(r: &TrainReport, batch: usize, epochs: &[EpochReport]) -> f64 
     images as f64 / epochs.iter().map(|e| e.train_seconds).sum::<f64>()
 }
 
-fn json_summary(cfg: &TrainConfig, gpu: &kiln::Gpu, r: &TrainReport, checkpoint: Option<&str>) -> String {
+fn json_summary(cfg: &TrainConfig, batch: usize, gpu: &kiln::Gpu, r: &TrainReport, checkpoint: Option<&str>) -> String {
     serde_json::json!({
         "dataset": cfg.dataset.to_string(),
         "model": cfg.model.name(),
         "epochs": cfg.epochs,
-        "batch_size": cfg.batch_size,
+        "batch_size": batch,
+        "train_images": r.train_images,
+        "test_images": r.test_images,
+        "augment": cfg.augment,
+        "seed": cfg.seed,
+        "train_seconds": r.epochs.iter().map(|e| e.train_seconds + e.eval_seconds).sum::<f64>(),
         "adapter": gpu.info().name,
         "backend": format!("{:?}", gpu.info().backend),
         "epoch_seconds": r.epochs.iter().map(|e| e.train_seconds).collect::<Vec<_>>(),
-        "images_per_sec": images_per_sec(r, cfg.batch_size, &r.epochs),
-        "images_per_sec_after_first_epoch": (r.epochs.len() > 1).then(|| images_per_sec(r, cfg.batch_size, &r.epochs[1..])),
+        "images_per_sec": images_per_sec(r, batch, &r.epochs),
+        "images_per_sec_after_first_epoch": (r.epochs.len() > 1).then(|| images_per_sec(r, batch, &r.epochs[1..])),
         "test_accuracy": r.test.accuracy(),
         "recall": r.test.recall(),
         "precision": r.test.precision(),

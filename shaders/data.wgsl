@@ -1,6 +1,7 @@
 // The resident dataset: images stay on the GPU as packed u8 (four pixels per u32 word),
 // labels as u32. Each step a gather builds the batch: image index = perm[start + b],
-// pixel -> (pixel / 255 - mean) / std, optionally through a random affine warp.
+// pixel -> (pixel / 255 - mean) / std, optionally through a random affine warp and a random
+// change of stroke width.
 // Rows past the end of the data (a partial last batch) get label 0xffffffff, which the
 // loss and metrics kernels ignore.
 //
@@ -47,6 +48,21 @@ fn pixel(image: u32, py: i32, px: i32) -> f32 {
     return f32((images[j / 4u] >> (8u * (j % 4u))) & 255u);
 }
 
+// The source pixel blended by `amount` towards its dilation (w > 0) or erosion (w < 0).
+fn stroke(image: u32, py: i32, px: i32, w: f32, amount: f32) -> f32 {
+    let c = pixel(image, py, px);
+    if amount == 0.0 { return c; }
+    let right = pixel(image, py, px + 1);
+    let down = pixel(image, py + 1, px);
+    var m: f32;
+    if w > 0.0 {
+        m = max(max(c, right), max(down, max(pixel(image, py, px - 1), pixel(image, py - 1, px))));
+    } else {
+        m = min(c, min(right, down));
+    }
+    return mix(c, m, amount);
+}
+
 @compute @workgroup_size(WG)
 fn gather_batch(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                 @builtin(local_invocation_id) lid: vec3u) {
@@ -68,22 +84,35 @@ fn gather_batch(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
     if p.augment == 0u {
         v = pixel(image, i32(oy), i32(ox));
     } else {
-        // Inverse-map the output pixel through a random similarity transform about the
-        // centre: shift up to +-2 px, rotation up to +-10 degrees, scale 0.9..1.1; bilinear.
-        let angle = rand(row, 0u) * 0.17453292;
+        // Inverse-map the output pixel through a random affine map about the centre:
+        // rotation up to +-15 degrees, scale 0.9..1.1, horizontal shear up to +-0.2,
+        // shift up to +-2.5 px; bilinear sampling of the stroke-width-varied source.
+        // The rotation comes from u = tan(angle / 2) (uniform, |u| <= tan 7.5 degrees):
+        // cos = (1 - u^2) / (1 + u^2), sin = 2u / (1 + u^2) are a few correctly rounded
+        // operations, where Vulkan lets sin/cos be off by 2^-11, so every adapter (and the
+        // CPU reference in tests/data_gpu.rs) warps alike.
+        let u = rand(row, 0u) * 0.13165250;
         let scale = 1.0 + 0.1 * rand(row, 1u);
-        let shift = vec2f(rand(row, 2u), rand(row, 3u)) * 2.0;
+        let shift = vec2f(rand(row, 2u), rand(row, 3u)) * 2.5;
+        let shear = 0.2 * rand(row, 4u);
         let centre = vec2f(f32(p.cols), f32(p.rows)) * 0.5 - 0.5;
         let d = (vec2f(f32(ox), f32(oy)) - centre - shift) / scale;
-        let cs = cos(angle);
-        let sn = sin(angle);
-        let src = vec2f(cs * d.x + sn * d.y, -sn * d.x + cs * d.y) + centre;
+        let cs = (1.0 - u * u) / (1.0 + u * u);
+        let sn = 2.0 * u / (1.0 + u * u);
+        let r = vec2f(cs * d.x + sn * d.y, -sn * d.x + cs * d.y);
+        let src = vec2f(r.x - shear * r.y, r.y) + centre;
+        // Stroke width: with probability 0.6 the source is blended towards its dilation
+        // (max over the pixel and its 4 neighbours, ~1 px thicker each side) or, as often,
+        // its erosion (min over the pixel, its right and lower neighbours, ~1 px thinner in
+        // all), by an amount uniform in (0, 1].
+        let w = rand(row, 5u);
+        let amount = max(abs(w) - 0.4, 0.0) / 0.6;
         let f = floor(src);
         let t = src - f;
         let x0 = i32(f.x);
         let y0 = i32(f.y);
-        v = mix(mix(pixel(image, y0, x0), pixel(image, y0, x0 + 1), t.x),
-                mix(pixel(image, y0 + 1, x0), pixel(image, y0 + 1, x0 + 1), t.x), t.y);
+        v = mix(mix(stroke(image, y0, x0, w, amount), stroke(image, y0, x0 + 1, w, amount), t.x),
+                mix(stroke(image, y0 + 1, x0, w, amount), stroke(image, y0 + 1, x0 + 1, w, amount), t.x), t.y);
     }
     x[e] = (v / 255.0 - p.mean) * p.inv_std;
     if k == 0u { y[row] = labels[image]; }

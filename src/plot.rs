@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::train::EpochReport;
 use crate::{Error, Result};
@@ -57,10 +58,12 @@ fn draw(pixels: &mut [u8], epochs: &[EpochReport], loss_curve: &[(f64, f32)]) ->
     let root = BitMapBackend::with_buffer(pixels, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(500);
-    let n = epochs.len() as f64;
+    let n = epochs.last().map_or(0, |e| e.epoch) as f64;
     // x is epochs done: the training loss has a point at every metrics read, so a
     // one-epoch run still draws a curve
     let x_range = 0.0..n + 0.05;
+    // epochs that were not evaluated (--eval-every) carry NaN test figures: no point
+    let epochs: Vec<&EpochReport> = epochs.iter().filter(|e| e.test_accuracy.is_finite()).collect();
     let test_loss: Vec<(f64, f64)> = epochs.iter().map(|e| (e.epoch as f64, e.test_loss as f64)).collect();
     let train_loss: Vec<(f64, f64)> = loss_curve.iter().map(|&(x, l)| (x, l as f64)).collect();
     let max_loss = train_loss.iter().chain(&test_loss).map(|p| p.1).filter(|l| l.is_finite()).fold(0.0, f64::max) * 1.1;
@@ -91,6 +94,78 @@ fn draw(pixels: &mut [u8], epochs: &[EpochReport], loss_curve: &[(f64, f32)]) ->
     acc.configure_mesh().x_desc("epochs").draw()?;
     acc.draw_series(LineSeries::new(accuracy.clone(), GREEN.stroke_width(2)))?;
     acc.draw_series(accuracy.into_iter().map(|p| Circle::new(p, 4, GREEN.filled())))?;
+    root.present()?;
+    Ok(())
+}
+
+/// One point of a learning curve: test accuracy (a fraction) after training on `labels`
+/// labelled images.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CurvePoint {
+    /// Labelled training images.
+    pub labels: usize,
+    /// Test accuracy, in [0, 1].
+    pub accuracy: f64,
+}
+
+/// Draws test accuracy against labelled training images (log x) to `path` (PNG, 700x450,
+/// written atomically): kiln's points, and `reference` points (another framework's, for
+/// comparison; may be empty) as a dashed series named `reference_name`.
+pub fn plot_learning_curve(path: &Path, points: &[CurvePoint], reference: &[CurvePoint], reference_name: &str) -> Result<()> {
+    check_path(path)?;
+    if points.is_empty() || points.iter().chain(reference).any(|p| p.labels == 0 || !(0.0..=1.0).contains(&p.accuracy)) {
+        return Err(Error::file(path, "a learning curve needs points with labels >= 1 and accuracy in [0, 1]"));
+    }
+    register_font(path)?;
+    let mut pixels = vec![0u8; (CURVE_SIZE.0 * CURVE_SIZE.1 * 3) as usize];
+    draw_learning_curve(&mut pixels, points, reference, reference_name)
+        .map_err(|e| Error::file(path, format!("cannot draw the plot: {e}")))?;
+    crate::files::write_png(path, &pixels, CURVE_SIZE, image::ExtendedColorType::Rgb8)
+}
+
+const CURVE_SIZE: (u32, u32) = (700, 450);
+
+fn draw_learning_curve(pixels: &mut [u8], points: &[CurvePoint], reference: &[CurvePoint], reference_name: &str) -> DrawResult {
+    let root = BitMapBackend::with_buffer(pixels, CURVE_SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let xy = |p: &[CurvePoint]| -> Vec<(f64, f64)> {
+        let mut v: Vec<(f64, f64)> = p.iter().map(|p| (p.labels as f64, 100.0 * p.accuracy)).collect();
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        v
+    };
+    let (ours, theirs) = (xy(points), xy(reference));
+    let all = || ours.iter().chain(&theirs);
+    let (x_lo, x_hi) = all().fold((f64::MAX, 0.0f64), |(lo, hi), p| (lo.min(p.0), hi.max(p.0)));
+    let y_lo = all().map(|p| p.1).fold(100.0, f64::min);
+    let mut chart = ChartBuilder::on(&root)
+        .caption("test accuracy vs labelled training images", ("sans-serif", 22))
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d((x_lo / 1.5..x_hi * 2.5).log_scale(), (y_lo - 1.0).floor().max(0.0)..100.0)?;
+    chart
+        .configure_mesh()
+        .x_desc("labelled training images (log scale)")
+        .y_desc("test accuracy (%)")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .draw()?;
+    chart
+        .draw_series(LineSeries::new(ours.clone(), BLUE.stroke_width(2)))?
+        .label("kiln")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+    chart.draw_series(ours.iter().map(|&p| Circle::new(p, 4, BLUE.filled())))?;
+    chart.draw_series(ours.iter().map(|&(x, y)| {
+        EmptyElement::at((x, y))
+            + Text::new(format!("{y:.2}%"), (6, 6), ("sans-serif", 14).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Top)))
+    }))?;
+    if !theirs.is_empty() {
+        chart
+            .draw_series(DashedLineSeries::new(theirs.clone(), 6, 4, RED.stroke_width(2)))?
+            .label(reference_name.to_string())
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED.stroke_width(2)));
+        chart.draw_series(theirs.iter().map(|&p| TriangleMarker::new(p, 5, RED.filled())))?;
+    }
+    chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).border_style(BLACK).background_style(WHITE).draw()?;
     root.present()?;
     Ok(())
 }

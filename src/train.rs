@@ -44,8 +44,17 @@ pub struct TrainConfig {
     pub label_smoothing: f32,
     /// Initialisation, shuffling, dropout and augmentation all follow from it.
     pub seed: u64,
-    /// Random shifts, rotations and scaling of the training images, on the GPU.
+    /// Random affine warps (rotation, scale, shear, shift) and stroke-width changes of the
+    /// training images, on the GPU (`shaders/data.wgsl`).
     pub augment: bool,
+    /// Train on this many labelled images of the training split, class-balanced and drawn
+    /// with `seed` ([`crate::data::balanced_subset`]); `None`: the whole split.
+    #[serde(default)]
+    pub train_limit: Option<usize>,
+    /// Evaluate on the test split after every this many epochs and after the last
+    /// (0 or 1: every epoch); an epoch not evaluated reports NaN test figures.
+    #[serde(skip)]
+    pub eval_every: usize,
     /// Read the metrics every this many steps (0: only per epoch): the progress display,
     /// the loss curve, and the early stop of a diverging run come from these reads.
     #[serde(skip)]
@@ -65,6 +74,11 @@ pub enum LrSchedule {
         /// The fraction of the run at full rate, in [0, 1).
         hold: f64,
     },
+    /// A linear warmup from 1/25 of the rate, then a cosine decay to 0 (`Schedule::OneCycle`).
+    OneCycle {
+        /// The fraction of the run warming up, in (0, 1).
+        warmup: f64,
+    },
 }
 
 impl TrainConfig {
@@ -78,8 +92,16 @@ impl TrainConfig {
         }
         self.rule.check()?;
         crate::ops::softmax::check_smoothing(self.label_smoothing)?;
-        if let LrSchedule::Cosine { hold } = self.lr_schedule {
-            Schedule::check_hold(hold)?;
+        match self.lr_schedule {
+            LrSchedule::Cosine { hold } => Schedule::check_hold(hold)?,
+            LrSchedule::OneCycle { warmup } => Schedule::check_warmup(warmup)?,
+            LrSchedule::Constant => {}
+        }
+        if self.train_limit == Some(0) {
+            return Err(Error::unsupported(
+                "--train-limit",
+                "0: expected a number of labelled training images from 1 to the training split's size",
+            ));
         }
         Ok(())
     }
@@ -91,6 +113,7 @@ impl LrSchedule {
         match self {
             LrSchedule::Constant => Ok(Schedule::Constant),
             LrSchedule::Cosine { hold } => Schedule::cosine(hold, total),
+            LrSchedule::OneCycle { warmup } => Schedule::one_cycle(warmup, total),
         }
     }
 }
@@ -100,6 +123,9 @@ impl std::fmt::Display for LrSchedule {
         match *self {
             LrSchedule::Constant => write!(f, "constant"),
             LrSchedule::Cosine { hold } => write!(f, "cosine decay to 0 over the last {:.0}% of the run", 100.0 * (1.0 - hold)),
+            LrSchedule::OneCycle { warmup } => {
+                write!(f, "one cycle: linear warmup from 1/25 over the first {:.0}% of the run, then cosine decay to 0", 100.0 * warmup)
+            }
         }
     }
 }
@@ -275,12 +301,15 @@ pub fn train_from(
             format!("the run has done {first} of its {} epochs: nothing is left before epoch {final_epoch}", cfg.epochs),
         ));
     }
-    let n_train = data.train.len();
-    if cfg.batch_size > n_train {
+    let train_split = training_split(cfg, data)?;
+    let n_train = train_split.len();
+    if cfg.batch_size > n_train && cfg.train_limit.is_none() {
         return Err(Error::unsupported("--batch-size", format!("must be between 1 and the {n_train} training images")));
     }
+    // normalised with the whole split's pixel statistics, which need no labels, so that a
+    // --train-limit run's checkpoint reads its inputs as every other run's does
     let (mean, std) = data.mean_std();
-    let batch = cfg.batch_size;
+    let batch = effective_batch(cfg, n_train);
     let steps = n_train / batch; // the last partial batch is dropped (a new shuffle each epoch)
     let optimizer = Optimizer { rule: cfg.rule, schedule: cfg.lr_schedule.for_steps(steps * cfg.epochs)? };
     // Evaluation batches: 256 rows on GPUs; on CPU adapters the training batch, so its
@@ -295,7 +324,7 @@ pub fn train_from(
     let mut trainer = Executor::new(gpu, &model.graph, Mode::Train, Some(optimizer), &tuning, None).map_err(|e| batch_error(e, batch))?;
     let mut evaluator =
         Executor::new(gpu, &eval_model.graph, Mode::Eval, None, &tuning, Some(&trainer)).map_err(|e| batch_error(e, eval_batch))?;
-    let train_data = resident(gpu, &data.train, mean, std)?;
+    let train_data = resident(gpu, &train_split, mean, std)?;
     let test_data = resident(gpu, &data.test, mean, std)?;
     trainer.attach_dataset(&train_data, cfg.augment, cfg.seed as u32)?;
     if let Some(r) = resume {
@@ -338,24 +367,31 @@ pub fn train_from(
         observer.progress(steps, &m, (steps * batch) as f64 / train_seconds);
 
         let t1 = Instant::now();
-        evaluator.reset_metrics()?;
-        for s in 0..eval_steps {
-            evaluator.run_step((s * eval_batch) as u32)?;
-        }
-        let tm = evaluator.read_metrics()?;
+        let evaluate = epoch == final_epoch || epoch % cfg.eval_every.max(1) == 0;
+        let tm = if evaluate {
+            evaluator.reset_metrics()?;
+            for s in 0..eval_steps {
+                evaluator.run_step((s * eval_batch) as u32)?;
+            }
+            Some(evaluator.read_metrics()?)
+        } else {
+            None
+        };
         let report = EpochReport {
             epoch,
             train_loss: m.mean_loss(),
             train_accuracy: m.accuracy(),
-            test_loss: tm.mean_loss(),
-            test_accuracy: tm.accuracy(),
+            test_loss: tm.as_ref().map_or(f32::NAN, |t| t.mean_loss()),
+            test_accuracy: tm.as_ref().map_or(f32::NAN, |t| t.accuracy()),
             train_seconds,
             images_per_sec: (steps * batch) as f64 / train_seconds,
             eval_seconds: t1.elapsed().as_secs_f64(),
         };
         observer.epoch_end(&report);
         epochs.push(report);
-        test = Some(tm);
+        if tm.is_some() {
+            test = tm;
+        }
         if observer.wants_snapshots() && epoch < final_epoch {
             let (params, state) = snapshot(&trainer, cfg, epoch)?;
             observer.snapshot(&params, &state)?;
@@ -379,6 +415,25 @@ pub fn train_from(
         test_images: data.test.len(),
         tune,
     })
+}
+
+/// The images a run trains on: the training split, or its class-balanced subset of
+/// `cfg.train_limit` images drawn with `cfg.seed` (refused when larger than the split).
+pub fn training_split<'a>(cfg: &TrainConfig, data: &'a Dataset) -> Result<std::borrow::Cow<'a, Split>> {
+    match cfg.train_limit {
+        None => Ok(std::borrow::Cow::Borrowed(&data.train)),
+        Some(n) => Ok(std::borrow::Cow::Owned(data.train.balanced(n, cfg.seed)?)),
+    }
+}
+
+/// The batch a run trains with: `--batch-size`, except that with `--train-limit` below it
+/// the batch is the whole subset (an epoch is then one step over every image). Without a
+/// limit a batch larger than the split is refused instead.
+pub fn effective_batch(cfg: &TrainConfig, n_train: usize) -> usize {
+    match cfg.train_limit {
+        Some(_) => cfg.batch_size.min(n_train),
+        None => cfg.batch_size,
+    }
 }
 
 /// The parameters and the training state after `epochs_done` epochs (two readbacks).

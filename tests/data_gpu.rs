@@ -99,6 +99,77 @@ fn augmentation_keeps_shape_and_is_reproducible_per_seed_and_step() {
     assert!((a - p).abs() < 0.15 * p, "ink {p} -> {a}");
 }
 
+fn pcg(v: u32) -> u32 {
+    let state = v.wrapping_mul(747796405).wrapping_add(2891336453);
+    let word = ((state >> ((state >> 28) + 4)) ^ state).wrapping_mul(277803737);
+    (word >> 22) ^ word
+}
+
+/// The augmented gather of shaders/data.wgsl, in the same f32 operations: the random
+/// affine warp (rotation from tan(angle / 2), scale, shear, shift) of the source blended
+/// towards its dilation or erosion, sampled bilinearly, then normalised.
+fn augment_cpu(img: &[u8], seed: u32, step: u32, row: u32, mean: f32, std: f32) -> Vec<f32> {
+    let rand = |which: u32| (pcg(which ^ pcg(row ^ pcg(step ^ pcg(seed)))) >> 8) as f32 / 8388608.0 - 1.0;
+    let pixel = |y: i32, x: i32| if (0..28).contains(&y) && (0..28).contains(&x) { img[(y * 28 + x) as usize] as f32 } else { 0.0 };
+    let (w, amount) = { let w = rand(5); (w, (w.abs() - 0.4).max(0.0) / 0.6) };
+    let stroke = |y: i32, x: i32| {
+        let c = pixel(y, x);
+        if amount == 0.0 {
+            return c;
+        }
+        let m = if w > 0.0 {
+            c.max(pixel(y, x + 1)).max(pixel(y + 1, x)).max(pixel(y, x - 1)).max(pixel(y - 1, x))
+        } else {
+            c.min(pixel(y, x + 1)).min(pixel(y + 1, x))
+        };
+        c + (m - c) * amount
+    };
+    let u = rand(0) * 0.13165250;
+    let scale = 1.0 + 0.1 * rand(1);
+    let shift = (rand(2) * 2.5, rand(3) * 2.5);
+    let shear = 0.2 * rand(4);
+    let centre = 28.0 * 0.5 - 0.5;
+    let (cs, sn) = ((1.0 - u * u) / (1.0 + u * u), 2.0 * u / (1.0 + u * u));
+    (0..28 * 28)
+        .map(|k| {
+            let (oy, ox) = ((k / 28) as f32, (k % 28) as f32);
+            let d = ((ox - centre - shift.0) / scale, (oy - centre - shift.1) / scale);
+            let r = (cs * d.0 + sn * d.1, -sn * d.0 + cs * d.1);
+            let src = (r.0 - shear * r.1 + centre, r.1 + centre);
+            let (fx, fy) = (src.0.floor(), src.1.floor());
+            let (tx, ty) = (src.0 - fx, src.1 - fy);
+            let (x0, y0) = (fx as i32, fy as i32);
+            let lerp = |a: f32, b: f32, t: f32| a + (b - a) * t;
+            let v = lerp(lerp(stroke(y0, x0), stroke(y0, x0 + 1), tx), lerp(stroke(y0 + 1, x0), stroke(y0 + 1, x0 + 1), tx), ty);
+            (v / 255.0 - mean) / std
+        })
+        .collect()
+}
+
+#[test]
+fn augmentation_matches_the_cpu_reference() {
+    // Sample positions carry a few f32 roundings (~1e-6 px at radius 14; fused multiply-adds
+    // may differ from the CPU's), times an edge slope of up to 255 levels per pixel, over
+    // 255 * std: ~2e-5. Bilinear sampling is continuous, so a floor() that lands on the other
+    // side of an integer changes nothing more.
+    const WARP: kiln::testing::Tolerance = kiln::testing::Tolerance { name: "warp", abs: 1e-4, rel: 1e-4 };
+    let gpu = gpu();
+    let data = mnist10k();
+    let (mean, std) = data.mean_std();
+    let split = &data.test;
+    let ds = ResidentDataset::upload(gpu, &split.images.pixels, &split.labels, 28, 28, mean, std).unwrap();
+    let b = batch(61);
+    let (seed, step, start) = (11u32, 37u32, 300u32);
+    let d = ds.gather(gpu, &b.step, &b.x, &b.y, true, seed).unwrap();
+    b.x.poison(gpu).unwrap();
+    b.step.write_u32(gpu, &[step, start, 0, 0]).unwrap();
+    gpu.run(&[&d]).unwrap();
+    let want: Vec<f32> = (0..61u32)
+        .flat_map(|row| augment_cpu(split.images.image((start + row) as usize).unwrap(), seed, step, row, mean, std))
+        .collect();
+    assert_close("augmented batch", &b.x.to_f32(gpu).unwrap(), &want, WARP);
+}
+
 fn median_cpu(img: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let at = |y: i64, x: i64| img[(y.clamp(0, rows as i64 - 1) as usize) * cols + x.clamp(0, cols as i64 - 1) as usize];
     (0..rows * cols)

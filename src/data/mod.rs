@@ -5,6 +5,7 @@
 //! - [`mnist`] finds the four (or two) files of a dataset, loads them into [`Split`]s and
 //!   computes the normalisation statistics.
 //! - [`download`] fetches missing files from public mirrors, checking MD5s while streaming.
+//! - [`subset`] draws a class-balanced, seeded subset of a split (scarce labels).
 //!
 //! Every failure is a [`DataError`] that names the file (or URL) and what was expected;
 //! nothing here panics on bad input.
@@ -13,12 +14,14 @@ pub mod download;
 pub mod gpu;
 pub mod idx;
 pub mod mnist;
+pub mod subset;
 
 use std::path::PathBuf;
 
 pub use download::{download_dataset, download_file, RemoteFile};
 pub use idx::{parse_images, parse_labels, read_idx_bytes, read_images, read_labels, Images};
 pub use mnist::{Dataset, DatasetKind, Split};
+pub use subset::balanced_subset;
 
 /// One failed try of a download: the URL and why it failed.
 #[derive(Debug)]

@@ -76,6 +76,15 @@ pub enum Schedule {
         /// The step at which the rate reaches 0.
         total: u32,
     },
+    /// One cycle (torch's OneCycleLR, cosine, without momentum cycling): from 1/25 of the
+    /// rate up to the full rate linearly over the first `warmup` steps, then half a cosine
+    /// down to 0 at step `total` (torch ends at 1/25e4 of the rate: nearly the same).
+    OneCycle {
+        /// Steps of the linear warmup.
+        warmup: u32,
+        /// The step at which the rate reaches 0.
+        total: u32,
+    },
 }
 
 impl Schedule {
@@ -84,6 +93,23 @@ impl Schedule {
         Self::check_hold(hold_fraction)?;
         let total = u32::try_from(total).map_err(|_| Error::unsupported("Schedule", format!("{total} steps")))?;
         Ok(Schedule::Cosine { hold: (hold_fraction * total as f64).floor() as u32, total })
+    }
+
+    /// A linear warmup over the first `warmup_fraction` of `total` steps, then a cosine
+    /// decay to 0 ([`Schedule::OneCycle`]).
+    pub fn one_cycle(warmup_fraction: f64, total: usize) -> Result<Schedule> {
+        Self::check_warmup(warmup_fraction)?;
+        let total = u32::try_from(total).map_err(|_| Error::unsupported("Schedule", format!("{total} steps")))?;
+        Ok(Schedule::OneCycle { warmup: (warmup_fraction * total as f64).round() as u32, total })
+    }
+
+    /// The fraction of a run spent warming up (`--warmup`) must lie in (0, 1).
+    pub fn check_warmup(warmup_fraction: f64) -> Result<()> {
+        if warmup_fraction > 0.0 && warmup_fraction < 1.0 {
+            Ok(())
+        } else {
+            Err(Error::unsupported("--warmup", format!("{warmup_fraction}: expected a fraction in (0, 1)")))
+        }
     }
 
     /// The fraction of a run held at full rate (`--lr-hold`) must lie in [0, 1).
@@ -105,6 +131,13 @@ impl Schedule {
                 }
                 let u = (t.min(total) - hold) as f64 / total.saturating_sub(hold).max(1) as f64;
                 0.5 * (1.0 + (std::f64::consts::PI * u).cos())
+            }
+            Schedule::OneCycle { warmup, total } => {
+                const START: f64 = 1.0 / 25.0; // torch's div_factor
+                if t < warmup {
+                    return START + (1.0 - START) * t as f64 / warmup as f64;
+                }
+                Schedule::Cosine { hold: warmup, total }.factor(t)
             }
         }
     }
