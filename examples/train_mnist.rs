@@ -97,6 +97,11 @@ struct Args {
     /// there are several) and process start to first step
     #[arg(long)]
     bench: bool,
+    /// Profile the training step instead of training: per kernel, GPU µs (timestamp
+    /// queries where the adapter has them), share, GFLOP/s or GB/s, over N steps; nothing
+    /// is saved (with --json: the profile as JSON)
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    profile: Option<i64>,
     /// Print one machine-readable JSON summary line at the end
     #[arg(long)]
     json: bool,
@@ -252,6 +257,9 @@ fn check_args(args: &Args, matches: &ArgMatches) -> kiln::Result<(TrainConfig, O
         "onecycle" => LrSchedule::OneCycle { warmup: args.warmup },
         _ => LrSchedule::Cosine { hold: args.lr_hold },
     };
+    if let Some(n) = args.profile.filter(|&n| !(1..=100_000).contains(&n)) {
+        return Err(kiln::Error::unsupported("--profile", format!("{n}: expected a number of steps from 1 to 100000")));
+    }
     if let Some(a) = args.min_accuracy {
         if !(0.0..=1.0).contains(&a) {
             return Err(kiln::Error::unsupported("--min-accuracy", format!("{a}: expected a fraction between 0 and 1")));
@@ -360,6 +368,19 @@ fn main() -> ExitCode {
             cfg.rule,
             cfg.lr_schedule
         );
+    }
+    if let Some(reps) = args.profile {
+        let profile = match kiln::train::profile(&gpu, &cfg, &data, reps as usize) {
+            Ok(p) => p,
+            Err(e) => return fail(e),
+        };
+        if args.json {
+            outln!("{}", serde_json::to_string(&profile).expect("a profile serialises"));
+        } else {
+            outln!("profile of one training step, median of {reps} ({}):\n{}", gpu.info().name, profile.table());
+        }
+        cli::report_closed_stdout();
+        return ExitCode::SUCCESS;
     }
     let mut progress = Progress { bar: None, quiet: args.quiet || args.bench, snapshots: None };
     let before_train = process_start.elapsed().as_secs_f64();

@@ -301,32 +301,14 @@ pub fn train_from(
             format!("the run has done {first} of its {} epochs: nothing is left before epoch {final_epoch}", cfg.epochs),
         ));
     }
-    let train_split = training_split(cfg, data)?;
-    let n_train = train_split.len();
-    if cfg.batch_size > n_train && cfg.train_limit.is_none() {
-        return Err(Error::unsupported("--batch-size", format!("must be between 1 and the {n_train} training images")));
-    }
-    // normalised with the whole split's pixel statistics, which need no labels, so that a
-    // --train-limit run's checkpoint reads its inputs as every other run's does
-    let (mean, std) = data.mean_std();
-    let batch = effective_batch(cfg, n_train);
-    let steps = n_train / batch; // the last partial batch is dropped (a new shuffle each epoch)
-    let optimizer = Optimizer { rule: cfg.rule, schedule: cfg.lr_schedule.for_steps(steps * cfg.epochs)? };
+    let Setup { mut trainer, tuning, tune, train_data, batch, steps, n_train, mean, std } = setup(gpu, cfg, data)?;
     // Evaluation batches: 256 rows on GPUs; on CPU adapters the training batch, so its
     // im2col columns fit the scratch region the trainer already holds (Gpu::scratch).
     let eval_batch = if gpu.info().is_cpu() { batch } else { batch.max(256) }.min(data.test.len().max(1));
-    let model = cfg.model.build_smoothed(batch, cfg.seed, cfg.label_smoothing)?;
     let eval_model = cfg.model.build_smoothed(eval_batch, cfg.seed, cfg.label_smoothing)?;
-    let (tuning, tune) = match cfg.gemm {
-        Some(c) => (Tuning::fixed(c), TuneReport::default()),
-        None => autotune::tune(gpu, &model.graph, optimizer).map_err(|e| batch_error(e, batch))?,
-    };
-    let mut trainer = Executor::new(gpu, &model.graph, Mode::Train, Some(optimizer), &tuning, None).map_err(|e| batch_error(e, batch))?;
     let mut evaluator =
         Executor::new(gpu, &eval_model.graph, Mode::Eval, None, &tuning, Some(&trainer)).map_err(|e| batch_error(e, eval_batch))?;
-    let train_data = resident(gpu, &train_split, mean, std)?;
     let test_data = resident(gpu, &data.test, mean, std)?;
-    trainer.attach_dataset(&train_data, cfg.augment, cfg.seed as u32)?;
     if let Some(r) = resume {
         trainer.write_model(&r.params)?;
         trainer.write_optimizer_state(r.state.step, &r.state.moments)?;
@@ -415,6 +397,57 @@ pub fn train_from(
         test_images: data.test.len(),
         tune,
     })
+}
+
+/// The trainer a config describes, with its kernels and its resident training data.
+struct Setup<'g> {
+    trainer: Executor<'g>,
+    tuning: Tuning,
+    tune: TuneReport,
+    train_data: ResidentDataset,
+    batch: usize,
+    steps: usize,
+    n_train: usize,
+    mean: f32,
+    std: f32,
+}
+
+/// Builds `cfg`'s trainer on `data`: the training split (or its `--train-limit` subset),
+/// kernels (autotuned unless fixed), the optimizer over the whole run, the data uploaded
+/// and attached.
+fn setup<'g>(gpu: &'g Gpu, cfg: &TrainConfig, data: &Dataset) -> Result<Setup<'g>> {
+    let train_split = training_split(cfg, data)?;
+    let n_train = train_split.len();
+    if cfg.batch_size > n_train && cfg.train_limit.is_none() {
+        return Err(Error::unsupported("--batch-size", format!("must be between 1 and the {n_train} training images")));
+    }
+    // normalised with the whole split's pixel statistics, which need no labels, so that a
+    // --train-limit run's checkpoint reads its inputs as every other run's does
+    let (mean, std) = data.mean_std();
+    let batch = effective_batch(cfg, n_train);
+    let steps = n_train / batch; // the last partial batch is dropped (a new shuffle each epoch)
+    let optimizer = Optimizer { rule: cfg.rule, schedule: cfg.lr_schedule.for_steps(steps * cfg.epochs)? };
+    let model = cfg.model.build_smoothed(batch, cfg.seed, cfg.label_smoothing)?;
+    let (tuning, tune) = match cfg.gemm {
+        Some(c) => (Tuning::fixed(c), TuneReport::default()),
+        None => autotune::tune(gpu, &model.graph, optimizer).map_err(|e| batch_error(e, batch))?,
+    };
+    let mut trainer = Executor::new(gpu, &model.graph, Mode::Train, Some(optimizer), &tuning, None).map_err(|e| batch_error(e, batch))?;
+    let train_data = resident(gpu, &train_split, mean, std)?;
+    trainer.attach_dataset(&train_data, cfg.augment, cfg.seed as u32)?;
+    Ok(Setup { trainer, tuning, tune, train_data, batch, steps, n_train, mean, std })
+}
+
+/// A per-kernel profile of `cfg`'s training step (`train_mnist --profile`, see
+/// [`crate::graph::profile`]): the trainer [`train`] would build, on the first batch of
+/// the shuffled training data, over `reps` repetitions after a warm-up. The steps run for
+/// real; nothing is kept.
+pub fn profile(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, reps: usize) -> Result<crate::graph::profile::Profile> {
+    cfg.check()?;
+    let Setup { mut trainer, train_data, .. } = setup(gpu, cfg, data)?;
+    train_data.shuffle(gpu, cfg.seed)?;
+    trainer.run_step(0)?;
+    trainer.profile(reps)
 }
 
 /// The images a run trains on: the training split, or its class-balanced subset of

@@ -8,6 +8,8 @@ use kiln::ops::gemm::GemmConfig;
 use kiln::ops::optim::Optimizer;
 use kiln::testing::{gpu, Rng};
 
+mod common;
+
 #[test]
 fn the_profile_covers_every_dispatch_with_real_flop_counts() {
     let gpu = gpu();
@@ -32,4 +34,28 @@ fn the_profile_covers_every_dispatch_with_real_flop_counts() {
     assert_eq!(linear, [fc1, 2.0 * (batch * 128 * 10) as f64]);
     let table = profile.table();
     assert!(table.contains("GFLOP/s") && table.contains("wall time per step"), "{table}");
+}
+
+#[test]
+fn train_mnist_profile_prints_the_table_or_json_and_checks_its_flag() {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist");
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(common::example("train_mnist"))
+            .args(["--dataset", "mnist10k", "--data-dir", data, "--model", "mlp", "--quiet"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, out, err) = run(&["--profile", "2", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let json: serde_json::Value = serde_json::from_str(out.trim()).expect("--profile --json prints JSON");
+    let rows = json["rows"].as_array().unwrap();
+    assert!(rows.iter().any(|r| r["step"] == "LinearForward fc1+relu1") && rows.last().unwrap()["step"] == "optimizer", "{json}");
+    let (code, out, err) = run(&["--profile", "2"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("GPU time per step") && out.contains("adam_step"), "{out}");
+    let (code, _, err) = run(&["--profile", "0"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--profile"), "{err}");
 }
