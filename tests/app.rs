@@ -68,18 +68,9 @@ fn preprocessing_crops_scales_and_centres_like_mnist() {
     assert!(gray.get_pixel(0, 0)[0] < 50, "light background must be inverted");
     let out = kiln::predict::to_mnist(&gray, &path).unwrap();
     assert_eq!(out.dimensions(), (28, 28));
-    let (mut sx, mut sy, mut sm, mut x0, mut x1, mut y0, mut y1) = (0.0, 0.0, 0.0, 28, 0, 28, 0);
-    for (x, y, p) in out.enumerate_pixels() {
-        let m = p[0] as f64;
-        sx += m * x as f64;
-        sy += m * y as f64;
-        sm += m;
-        if p[0] > 64 {
-            (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
-        }
-    }
-    assert!((sx / sm - 14.0).abs() < 1.5 && (sy / sm - 14.0).abs() < 1.5, "centre of mass {} {}", sx / sm, sy / sm);
-    assert!((y1 - y0 + 1).max(x1 - x0 + 1) <= 21, "ink box {x0}..{x1} x {y0}..{y1}");
+    let ((cx, cy), side) = common::centre_and_box(&out);
+    assert!((cx - 14.0).abs() < 1.5 && (cy - 14.0).abs() < 1.5, "centre of mass {cx} {cy}");
+    assert!(side <= 21, "ink box side {side}");
     let blank = image::GrayImage::from_pixel(40, 40, image::Luma([200]));
     let err = kiln::predict::to_mnist(&kiln::predict::load_gray_from(blank), &path).unwrap_err().to_string();
     assert!(err.contains("no ink"), "{err}");

@@ -171,21 +171,6 @@ fn the_digit_sets_are_frozen() {
     }
 }
 
-/// Centre of mass and ink box of a 28x28 digit.
-fn centre_and_box(img: &GrayImage) -> ((f64, f64), u32) {
-    let (mut sx, mut sy, mut sm, mut x0, mut x1, mut y0, mut y1) = (0.0, 0.0, 0.0, 28, 0, 28, 0);
-    for (x, y, p) in img.enumerate_pixels() {
-        let m = p[0] as f64;
-        sx += m * x as f64;
-        sy += m * y as f64;
-        sm += m;
-        if p[0] > 64 {
-            (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
-        }
-    }
-    ((sx / sm, sy / sm), (x1 - x0 + 1).max(y1 - y0 + 1))
-}
-
 /// A '7' drawn with strokes `width` px wide on a `size` canvas: white ink on black.
 fn seven(size: u32, width: u32) -> GrayImage {
     let mut img = GrayImage::new(size, size);
@@ -212,7 +197,7 @@ fn preparation_centres_by_mass_in_a_20px_box() {
     let p = Path::new("seven.png");
     for (size, width) in [(100, 10), (300, 30), (60, 5)] {
         let out = kiln::predict::to_mnist(&seven(size, width), p).unwrap();
-        let ((cx, cy), side) = centre_and_box(&out);
+        let ((cx, cy), side) = common::centre_and_box(&out);
         assert!((cx - 14.0).abs() <= 1.0 && (cy - 14.0).abs() <= 1.0, "{size}px: centre of mass at ({cx:.2}, {cy:.2})");
         assert!((18..=21).contains(&side), "{size}px: ink box {side}");
     }

@@ -100,3 +100,18 @@ pub fn scratch(group: &str, name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Centre of mass and ink box of a 28x28 digit.
+pub fn centre_and_box(img: &image::GrayImage) -> ((f64, f64), u32) {
+    let (mut sx, mut sy, mut sm, mut x0, mut x1, mut y0, mut y1) = (0.0, 0.0, 0.0, 28, 0, 28, 0);
+    for (x, y, p) in img.enumerate_pixels() {
+        let m = p[0] as f64;
+        sx += m * x as f64;
+        sy += m * y as f64;
+        sm += m;
+        if p[0] > 64 {
+            (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+        }
+    }
+    ((sx / sm, sy / sm), (x1 - x0 + 1).max(y1 - y0 + 1))
+}
