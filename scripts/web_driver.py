@@ -15,31 +15,23 @@ the page says how to enable it.
 """
 import argparse
 import base64
-import gzip
 import json
 import os
-import struct
 import subprocess
 import sys
 import tempfile
 import time
 
 
-def read_idx(path):
-    """An IDX file (gzipped or not): (dims, bytes of the body)."""
-    raw = open(path, "rb").read()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    n = raw[3]
-    dims = struct.unpack(">" + "I" * n, raw[4:4 + 4 * n])
-    return dims, raw[4 + 4 * n:]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mnist_idx import find_file, read_idx_bytes  # noqa: E402  (the scripts' one IDX reader)
 
 
 def find(directory, name):
-    for p in (os.path.join(directory, name + ".gz"), os.path.join(directory, name)):
-        if os.path.isfile(p):
-            return p
-    sys.exit(f"web_driver: no {name}(.gz) in {directory}")
+    path = find_file(directory, name + ".gz")
+    if path is None:
+        sys.exit(f"web_driver: no {name}(.gz) in {directory}")
+    return path
 
 
 class Chrome:
@@ -242,8 +234,8 @@ def main():
     ap.add_argument("--log", default="target/chromium.log")
     args = ap.parse_args()
 
-    (count, rows, cols), pixels = read_idx(find(args.data_dir, "t10k-images-idx3-ubyte"))
-    _, labels = read_idx(find(args.data_dir, "t10k-labels-idx1-ubyte"))
+    (count, rows, cols), pixels = read_idx_bytes(find(args.data_dir, "t10k-images-idx3-ubyte"))
+    _, labels = read_idx_bytes(find(args.data_dir, "t10k-labels-idx1-ubyte"))
     # one of each digit, from the images the page's own training never sees (8000 on)
     picks = [next(i for i in range(8000, count) if labels[i] == d) for d in range(10)]
 
