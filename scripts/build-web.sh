@@ -11,20 +11,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-data_dir="${KILN_DATA:-}"
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --data-dir) data_dir="$2"; shift 2 ;;
-    *) echo "usage: $0 [--data-dir DIR]" >&2; exit 2 ;;
-  esac
-done
-if [ -z "$data_dir" ]; then
-  for d in ../shared/data/mnist data/mnist; do
-    if [ -e "$d/t10k-labels-idx1-ubyte.gz" ] || [ -e "$d/t10k-labels-idx1-ubyte" ]; then data_dir="$d"; break; fi
-  done
-fi
+source scripts/web-common.sh
+parse_data_dir "$@"
 
-version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
+version=$(wasm_bindgen_version)
 if ! command -v wasm-bindgen >/dev/null || [ "$(wasm-bindgen --version | awk '{print $2}')" != "$version" ]; then
   echo "wasm-bindgen $version is needed (the wasm-bindgen crate's version in Cargo.lock):" >&2
   echo "  cargo install wasm-bindgen-cli --version $version" >&2

@@ -12,18 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-data_dir="${KILN_DATA:-}"
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --data-dir) data_dir="$2"; shift 2 ;;
-    *) echo "usage: $0 [--data-dir DIR]" >&2; exit 2 ;;
-  esac
-done
-if [ -z "$data_dir" ]; then
-  for d in ../shared/data/mnist data/mnist; do
-    if [ -e "$d/t10k-labels-idx1-ubyte.gz" ] || [ -e "$d/t10k-labels-idx1-ubyte" ]; then data_dir="$d"; break; fi
-  done
-fi
+source scripts/web-common.sh
+parse_data_dir "$@"
 [ -n "$data_dir" ] || { echo "test-web: no MNIST test set (--data-dir DIR or KILN_DATA)" >&2; exit 1; }
 chromium="${CHROMIUM:-}"
 if [ -z "$chromium" ]; then
