@@ -1,6 +1,6 @@
 """MNIST-format IDX files for the Python scripts (check_onnx.py, check_pytorch.py,
-web_driver.py): the one reader they use, with kiln's rule for file names (gzipped or not).
-numpy only for read_idx: web_driver.py runs without it."""
+web_driver.py, benches/peers/): the one reader they use, with kiln's rule for file names
+(gzipped or not). numpy only for read_idx: web_driver.py runs without it."""
 import gzip
 import os
 import struct
@@ -30,3 +30,19 @@ def read_idx(path):
 
     dims, body = read_idx_bytes(path)
     return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def load_split(directory, dataset):
+    """((train images, labels), (test images, labels)) as uint8 arrays, by kiln's rules:
+    mnist and fashion are the four standard files, mnist10k trains on the first 8,000 test
+    images and tests on the last 2,000."""
+    def get(name):
+        path = find_file(directory, name)
+        if path is None:
+            raise SystemExit(f"{os.path.join(directory, name)} (or without .gz) is missing: --data-dir must hold the {dataset} IDX files")
+        return read_idx(path)
+
+    x, y = get("t10k-images-idx3-ubyte.gz"), get("t10k-labels-idx1-ubyte.gz")
+    if dataset == "mnist10k":
+        return (x[:8000], y[:8000]), (x[8000:], y[8000:])
+    return (get("train-images-idx3-ubyte.gz"), get("train-labels-idx1-ubyte.gz")), (x, y)

@@ -23,28 +23,12 @@ On the CPU, --threads 1 sets XLA_FLAGS to one thread (before jax is imported). O
 (pip install "jax[cuda12]" optax) JAX picks the GPU itself; --device cpu|gpu chooses. Every peer,
 kiln included, on one GPU: benches/peers/run_all.sh DIR [DATASET] [EPOCHS].
 """
-import argparse, gzip, json, math, os, struct, sys, time
+import argparse, json, math, os, sys, time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+from mnist_idx import load_split  # noqa: E402  (the scripts' one IDX reader)
 
 import numpy as np
-
-
-def read_idx(path):
-    raw = open(path, "rb").read()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    magic, = struct.unpack(">I", raw[:4])
-    dims = magic & 0xFF
-    shape = struct.unpack(">" + "I" * dims, raw[4:4 + 4 * dims])
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
-def load(data_dir, dataset):
-    f = lambda n: os.path.join(data_dir, n)
-    if dataset == "mnist10k":
-        x, y = read_idx(f("t10k-images-idx3-ubyte.gz")), read_idx(f("t10k-labels-idx1-ubyte.gz"))
-        return (x[:8000], y[:8000]), (x[8000:], y[8000:])
-    return ((read_idx(f("train-images-idx3-ubyte.gz")), read_idx(f("train-labels-idx1-ubyte.gz"))),
-            (read_idx(f("t10k-images-idx3-ubyte.gz")), read_idx(f("t10k-labels-idx1-ubyte.gz"))))
 
 
 def main():
@@ -69,7 +53,7 @@ def main():
     import jax, jax.numpy as jnp, optax  # after XLA_FLAGS
 
     dev = jax.devices(a.device)[0] if a.device else jax.devices()[0]
-    (xtr, ytr), (xte, yte) = load(a.data_dir, a.dataset)
+    (xtr, ytr), (xte, yte) = load_split(a.data_dir, a.dataset)
     xtr = xtr.astype(np.float32)[..., None] / 255  # NHWC
     mean, std = float(xtr.mean()), float(xtr.std(ddof=1))  # ddof=1 as torch.std
     xte = (xte.astype(np.float32)[..., None] / 255 - mean) / std

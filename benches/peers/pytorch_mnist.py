@@ -28,30 +28,14 @@ Every mode and model on one GPU (benches/peers/run_all.sh DIR adds kiln and JAX)
       python3 benches/peers/pytorch_mnist.py --data-dir DIR --dataset fashion --device cuda --epochs 3 --model $m --mode $mode
   done; done
 """
-import argparse, gzip, json, math, os, struct, sys, time
+import argparse, json, math, os, sys, time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+from mnist_idx import load_split  # noqa: E402  (the scripts' one IDX reader)
 
 import numpy as np
 import torch
 import torch.nn as nn
-
-
-def read_idx(path):
-    raw = open(path, "rb").read()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    magic, = struct.unpack(">I", raw[:4])
-    dims = magic & 0xFF
-    shape = struct.unpack(">" + "I" * dims, raw[4:4 + 4 * dims])
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
-def load(data_dir, dataset):
-    f = lambda n: os.path.join(data_dir, n)
-    if dataset == "mnist10k":
-        x, y = read_idx(f("t10k-images-idx3-ubyte.gz")), read_idx(f("t10k-labels-idx1-ubyte.gz"))
-        return (x[:8000], y[:8000]), (x[8000:], y[8000:])
-    return ((read_idx(f("train-images-idx3-ubyte.gz")), read_idx(f("train-labels-idx1-ubyte.gz"))),
-            (read_idx(f("t10k-images-idx3-ubyte.gz")), read_idx(f("t10k-labels-idx1-ubyte.gz"))))
 
 
 def model(kind):
@@ -128,7 +112,7 @@ def main():
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    (xtr, ytr), (xte, yte) = load(a.data_dir, a.dataset)
+    (xtr, ytr), (xte, yte) = load_split(a.data_dir, a.dataset)
     xtr = torch.tensor(xtr, dtype=torch.float32).div(255).unsqueeze(1)
     mean, std = xtr.mean().item(), xtr.std().item()
     xtr = ((xtr - mean) / std).to(dev)
