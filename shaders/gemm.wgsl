@@ -29,7 +29,8 @@
 
 struct Params {
     m: u32, n: u32, k: u32,
-    // bit 0: accumulate into C; bit 1: ReLU; bits 2-3: bias 0 none, 1 per row, 2 per column
+    // bit 0: accumulate into C; bit 1: ReLU; bits 2-3: bias 0 none, 1 per row, 2 per column;
+    // bit 4: accumulate into dbias (BIAS_GRAD)
     flags: u32,
     batch: u32, cin: u32, h: u32, w: u32,
     cout: u32, r: u32, s: u32, stride: u32,
@@ -292,6 +293,11 @@ fn gemm_regblock(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
 // plus P = OH*OW % 4 == 0 for the blocked operands of modes 5 and 6.
 @group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;
+// The bias gradient of a weight-gradient product (TN and NT forms, whose A is the layer's
+// dy): dbias[m] (+)= sum over k of A[m, k], summed from the A values the loop loads anyway
+// and written by the invocations of the first column block (flags bit 4: accumulate).
+override BIAS_GRAD: bool = false;
+@group(0) @binding(7) var<storage, read_write> dbias: array<f32>;
 
 @compute @workgroup_size(WGX, WGY)
 fn gemm_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -304,6 +310,9 @@ fn gemm_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
     let plane4 = (p.oh * p.ow) / 4u;
     var acc: array<vec4<f32>, TMAX>;
     for (var i = 0u; i < TM; i++) { acc[i] = vec4<f32>(0.0); }
+    // BIAS_GRAD: TN sums four rows per vec4 (rsum[r / 4]), NT one row per vec4 (rsum[i])
+    var rsum: array<vec4<f32>, TMAX>;
+    for (var i = 0u; i < TM; i++) { rsum[i] = vec4<f32>(0.0); }
     if TRANS_A {
         // TN: acc[i] += A^T[k, m0 + i] * B[k, n0..n0+4]
         let m4 = p.m / 4u;
@@ -322,6 +331,7 @@ fn gemm_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
             // M % 4 == 0: a group of four rows is wholly in range or wholly out
             for (var r = 0u; r < TM && m0 + r < p.m; r += 4u) {
                 let av = a4[k * m4 + (m0 + r) / 4u];
+                if BIAS_GRAD { rsum[r / 4u] += av; }
                 acc[r] = fma(vec4<f32>(av.x), bv, acc[r]);
                 acc[r + 1u] = fma(vec4<f32>(av.y), bv, acc[r + 1u]);
                 acc[r + 2u] = fma(vec4<f32>(av.z), bv, acc[r + 2u]);
@@ -345,6 +355,7 @@ fn gemm_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
                     let mi = min(m0 + i, p.m - 1u);
                     let ai = select(mi * k4 + k, (bi * p.m + mi) * q4 + q, MODE == 6u);
                     let av = select(vec4<f32>(0.0), a4[ai], m0 + i < p.m);
+                    if BIAS_GRAD { rsum[i] += av; }
                     acc[i] += vec4<f32>(dot(av, bv[0]), dot(av, bv[1]), dot(av, bv[2]), dot(av, bv[3]));
                 }
             }
@@ -366,6 +377,20 @@ fn gemm_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
     for (var i = 0u; i < TM; i++) {
         for (var j = 0u; j < 4u; j++) {
             if m0 + i < p.m && n0 + j < p.n { store_c(m0 + i, n0 + j, acc[i][j]); }
+        }
+    }
+    if BIAS_GRAD && n0 == 0u {
+        for (var i = 0u; i < TM; i++) {
+            if m0 + i >= p.m { break; }
+            var s: f32;
+            if TRANS_A {
+                s = rsum[i / 4u][i % 4u];
+            } else {
+                let v = rsum[i];
+                s = (v.x + v.y) + (v.z + v.w);
+            }
+            if (p.flags & 16u) != 0u { s += dbias[m0 + i]; }
+            dbias[m0 + i] = s;
         }
     }
 }

@@ -14,6 +14,7 @@
 //            element sums its own R*S terms in a fixed order: no atomics, deterministic)
 //   pad_weight  w [Cout, K] -> wp [Cout, KP] with KP = K rounded up to a multiple of 4
 //            and zeros in the new columns, so the vec4 GEMMs take any K (conv1's K = 25).
+//   im2col_pad_weight  both in one launch (the forward's staging).
 // With padding, col and dcol have KP rows: im2col writes zero rows past K (so 0 * pad
 // can never meet an uninitialised NaN), col2im never reads them.
 
@@ -41,12 +42,9 @@ fn linear(wid: vec3u, nwg: vec3u, lid: vec3u) -> u32 {
     return (wid.x + wid.y * nwg.x) * WG + lid.x;
 }
 
-@compute @workgroup_size(WG)
-fn im2col(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-          @builtin(local_invocation_id) lid: vec3u) {
+// col's vec4 i (of rows_out * cols / 4).
+fn im2col_at(i: u32) {
     let cols4 = p.cols / 4u;
-    let i = linear(wid, nwg, lid);
-    if i >= p.rows_out * cols4 { return; }
     let k = i / cols4;
     if k >= p.rows {
         col[i] = vec4<f32>(0.0);
@@ -120,12 +118,37 @@ fn col2im(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u
     dx[i] = acc;
 }
 
+// wp's element i (of cout * rows_out).
+fn pad_weight_at(i: u32) {
+    let m = i / p.rows_out;
+    let k = i - m * p.rows_out;
+    wp[i] = select(0.0, wt[min(m * p.rows + k, p.cout * p.rows - 1u)], k < p.rows);
+}
+
+@compute @workgroup_size(WG)
+fn im2col(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+          @builtin(local_invocation_id) lid: vec3u) {
+    let i = linear(wid, nwg, lid);
+    if i < p.rows_out * (p.cols / 4u) { im2col_at(i); }
+}
+
 @compute @workgroup_size(WG)
 fn pad_weight(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
               @builtin(local_invocation_id) lid: vec3u) {
     let i = linear(wid, nwg, lid);
-    if i >= p.cout * p.rows_out { return; }
-    let m = i / p.rows_out;
-    let k = i - m * p.rows_out;
-    wp[i] = select(0.0, wt[min(m * p.rows + k, p.cout * p.rows - 1u)], k < p.rows);
+    if i < p.cout * p.rows_out { pad_weight_at(i); }
+}
+
+// The forward's staging in one launch: im2col, then (the invocations past col's end)
+// pad_weight.
+@compute @workgroup_size(WG)
+fn im2col_pad_weight(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                     @builtin(local_invocation_id) lid: vec3u) {
+    let i = linear(wid, nwg, lid);
+    let n = p.rows_out * (p.cols / 4u);
+    if i < n {
+        im2col_at(i);
+    } else if i - n < p.cout * p.rows_out {
+        pad_weight_at(i - n);
+    }
 }

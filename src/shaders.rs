@@ -27,11 +27,13 @@ pub enum Shader {
     Data,
     /// Batch normalisation: train and eval forward, backward.
     Batchnorm,
+    /// The one-dispatch backward of a linear layer with few outputs.
+    Linear,
 }
 
 impl Shader {
     /// Every shader, in file order (what `tests/shaders.rs` validates).
-    pub const ALL: [Shader; 11] = [
+    pub const ALL: [Shader; 12] = [
         Shader::Elementwise,
         Shader::Activation,
         Shader::Gemm,
@@ -43,6 +45,7 @@ impl Shader {
         Shader::Optim,
         Shader::Data,
         Shader::Batchnorm,
+        Shader::Linear,
     ];
 
     /// The file's name under `shaders/`, also the module's label in validation errors.
@@ -59,6 +62,7 @@ impl Shader {
             Shader::Optim => "optim.wgsl",
             Shader::Data => "data.wgsl",
             Shader::Batchnorm => "batchnorm.wgsl",
+            Shader::Linear => "linear.wgsl",
         }
     }
 
@@ -76,6 +80,7 @@ impl Shader {
             Shader::Optim => include_str!("../shaders/optim.wgsl"),
             Shader::Data => include_str!("../shaders/data.wgsl"),
             Shader::Batchnorm => include_str!("../shaders/batchnorm.wgsl"),
+            Shader::Linear => include_str!("../shaders/linear.wgsl"),
         }
     }
 }

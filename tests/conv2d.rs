@@ -20,14 +20,21 @@ fn check(cfg: &GemmConfig, c: Conv2d, rng: &mut Rng) {
     let ty = Tensor::empty(gpu, &[c.y_len()], DType::F32).unwrap();
     let tdx = Tensor::empty(gpu, &[c.x_len()], DType::F32).unwrap();
     let tdw = Tensor::empty(gpu, &[c.w_len()], DType::F32).unwrap();
+    let db0 = rng.vec(c.cout);
+    let tdb = Tensor::from_f32(gpu, &[c.cout], &db0).unwrap();
     for t in [&ty, &tdx, &tdw] {
         t.poison(gpu).unwrap();
     }
-    // the ReLU epilogue (what the lowering fuses) on every other geometry
+    // the ReLU epilogue (what the lowering fuses) on every other geometry, and the bias
+    // gradient with the weight gradient, written or accumulated
     let relu = rng.range(0, 1) == 1;
+    let db_acc = rng.range(0, 1) == 1;
+    if !db_acc {
+        tdb.poison(gpu).unwrap();
+    }
     let f = conv2d_forward(gpu, cfg, &c, &tx, &tw, Some(&tb), relu, &ty).unwrap();
     let bi = conv2d_backward_input(gpu, cfg, &c, &tw, &tdy, &tdx).unwrap();
-    let bw = conv2d_backward_weight(gpu, cfg, &c, &tx, &tdy, &tdw, false).unwrap();
+    let bw = conv2d_backward_weight(gpu, cfg, &c, &tx, &tdy, &tdw, false, Some((&tdb, db_acc))).unwrap();
     gpu.run(&f.iter().chain(&bi).chain(&bw).collect::<Vec<_>>()).unwrap();
     let (dx, dw) = cpu::conv2d_backward(&c, &x, &w, &dy);
     let name = cfg.name();
@@ -40,6 +47,14 @@ fn check(cfg: &GemmConfig, c: Conv2d, rng: &mut Rng) {
     let k = c.batch * c.oh() * c.ow();
     let tol = if k > 10_000 { LONG_REDUCTION } else { REDUCTION };
     assert_close(&format!("conv2d_backward_weight {name} {c:?}"), &tdw.to_f32(gpu).unwrap(), &dw, tol);
+    let plane = c.oh() * c.ow();
+    let db: Vec<f32> = (0..c.cout)
+        .map(|k| {
+            let s: f64 = (0..c.batch).flat_map(|b| &dy[(b * c.cout + k) * plane..][..plane]).map(|&v| v as f64).sum();
+            (s + if db_acc { db0[k] as f64 } else { 0.0 }) as f32
+        })
+        .collect();
+    assert_close(&format!("conv2d bias gradient {name} accumulate={db_acc} {c:?}"), &tdb.to_f32(gpu).unwrap(), &db, tol);
 }
 
 fn random_conv(rng: &mut Rng) -> Conv2d {
@@ -104,9 +119,11 @@ fn im2col_family_takes_the_staged_path_where_it_fits() {
     let staged_f = &["im2col", "gemm_vec4"][..];
     let staged_dx = &["gemm_vec4", "col2im"][..];
     let staged_dw = &["im2col", "gemm_vec4"][..];
-    let padded_f = &["pad_weight", "im2col", "gemm_vec4"][..];
+    let padded_f = &["im2col_pad_weight", "gemm_vec4"][..];
     let padded_dx = &["pad_weight", "gemm_vec4", "col2im"][..];
     let implicit = &["gemm_regblock"][..];
+    // dW with the bias gradient: summed in gemm_vec4, a separate reduction elsewhere
+    let implicit_dw = &["gemm_regblock", "bias_backward"][..];
     let cases = [
         (Conv2d { batch: 3, cin: 4, h: 8, w: 7, cout: 5, r: 3, s: 3, stride: 1, pad: 1 }, [staged_f, staged_dx, staged_dw]),
         (Conv2d { batch: 2, cin: 3, h: 15, w: 9, cout: 7, r: 2, s: 2, stride: 2, pad: 0 }, [staged_f, staged_dx, staged_dw]),
@@ -115,9 +132,9 @@ fn im2col_family_takes_the_staged_path_where_it_fits() {
         (Conv2d { batch: 2, cin: 1, h: 6, w: 6, cout: 4, r: 5, s: 5, stride: 1, pad: 2 }, [padded_f, padded_dx, staged_dw]),
         (Conv2d { batch: 3, cin: 3, h: 5, w: 2, cout: 9, r: 3, s: 1, stride: 1, pad: 1 }, [padded_f, padded_dx, staged_dw]),
         // OH*OW = 9: only the forward fits (N*OH*OW = 36)
-        (Conv2d { batch: 4, cin: 4, h: 3, w: 3, cout: 3, r: 1, s: 1, stride: 1, pad: 0 }, [staged_f, implicit, implicit]),
+        (Conv2d { batch: 4, cin: 4, h: 3, w: 3, cout: 3, r: 1, s: 1, stride: 1, pad: 0 }, [staged_f, implicit, implicit_dw]),
         // N*OH*OW = 15: nothing fits
-        (Conv2d { batch: 3, cin: 2, h: 5, w: 1, cout: 2, r: 1, s: 1, stride: 1, pad: 0 }, [implicit, implicit, implicit]),
+        (Conv2d { batch: 3, cin: 2, h: 5, w: 1, cout: 2, r: 1, s: 1, stride: 1, pad: 0 }, [implicit, implicit, implicit_dw]),
     ];
     for (c, [ef, edx, edw]) in cases {
         let t = |n: usize| Tensor::empty(gpu, &[n], DType::F32).unwrap();
@@ -125,7 +142,8 @@ fn im2col_family_takes_the_staged_path_where_it_fits() {
         let names = |d: Vec<kiln::ops::Dispatch>| d.iter().map(|d| d.name).collect::<Vec<_>>();
         assert_eq!(names(conv2d_forward(gpu, &cfg, &c, &x, &w, None, false, &y).unwrap()), ef, "forward {c:?}");
         assert_eq!(names(conv2d_backward_input(gpu, &cfg, &c, &w, &y, &dx).unwrap()), edx, "dX {c:?}");
-        assert_eq!(names(conv2d_backward_weight(gpu, &cfg, &c, &x, &y, &dw, false).unwrap()), edw, "dW {c:?}");
+        let db = t(c.cout);
+        assert_eq!(names(conv2d_backward_weight(gpu, &cfg, &c, &x, &y, &dw, false, Some((&db, false))).unwrap()), edw, "dW {c:?}");
         check(&cfg, c, &mut rng);
     }
 }
@@ -145,9 +163,10 @@ fn im2col_family_is_deterministic() {
         let (ty, tdx, tdw) = (Tensor::empty(gpu, &[c.y_len()], DType::F32).unwrap(), Tensor::empty(gpu, &[c.x_len()], DType::F32).unwrap(), Tensor::empty(gpu, &[c.w_len()], DType::F32).unwrap());
         let f = conv2d_forward(gpu, &cfg, &c, &tx, &tw, None, true, &ty).unwrap();
         let bi = conv2d_backward_input(gpu, &cfg, &c, &tw, &tdy, &tdx).unwrap();
-        let bw = conv2d_backward_weight(gpu, &cfg, &c, &tx, &tdy, &tdw, false).unwrap();
+        let tdb = Tensor::empty(gpu, &[c.cout], DType::F32).unwrap();
+        let bw = conv2d_backward_weight(gpu, &cfg, &c, &tx, &tdy, &tdw, false, Some((&tdb, false))).unwrap();
         gpu.run(&f.iter().chain(&bi).chain(&bw).collect::<Vec<_>>()).unwrap();
-        [ty, tdx, tdw].map(|t| t.to_f32(gpu).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+        [ty, tdx, tdw, tdb].map(|t| t.to_f32(gpu).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>())
     };
     assert!(run() == run(), "two runs of the im2col passes differ");
 }

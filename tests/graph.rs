@@ -119,6 +119,13 @@ fn fused_steps_give_the_unfused_gradients_bit_for_bit() {
     assert_eq!(count(&fused, |s| matches!(s, Step::MaxPoolBackward { relu: Some(_), .. })), 2);
     assert_eq!(count(&unfused, |s| matches!(s, Step::ReluForward { .. })), 3);
     assert_eq!(count(&unfused, |s| matches!(s, Step::MaxPoolBackward { relu: Some(_), .. })), 0);
+    // In both: fc2's whole backward with relu3's (ops::linear::SMALL_OUT), every bias
+    // gradient inside its weight-gradient step.
+    for g in [&fused, &unfused] {
+        assert_eq!(count(g, |s| matches!(s, Step::LinearBackwardSmall { relu: true, dx: Some(_), dw: Some(_), db: Some(_), .. })), 1);
+        assert_eq!(count(g, |s| matches!(s, Step::BiasBackward { .. })), 0);
+    }
+    assert_eq!(count(&fused, |s| matches!(s, Step::ReluBackward { .. })), 0);
     let gpu = gpu();
     let (x, y) = batches(1, 64, 5, 12).remove(0);
     let grads = |g: &Graph| {

@@ -62,6 +62,15 @@ impl CpuExecutor {
         self.set(v, data);
     }
 
+    /// db (+)= channel sums of `dy`, when given.
+    fn bias_grad(&mut self, dy: ValueId, db: Option<(ValueId, bool)>) {
+        if let Some((db, accumulate)) = db {
+            let s = self.shape(dy).to_vec();
+            let r = cpu::elementwise::bias_backward(self.get(dy), s[1], s[2..].iter().product());
+            self.set_acc(db, r, accumulate);
+        }
+    }
+
     /// One step on a host batch; returns the sum of the batch's row losses (if the graph
     /// has a loss) computed the way the GPU metrics do.
     pub fn run_step(&mut self, input: &[f32], labels: &[u32]) -> Result<Option<f64>> {
@@ -83,10 +92,11 @@ impl CpuExecutor {
                     let (g, _) = cpu::conv2d::conv2d_backward(&conv, &zeros, self.get(w), self.get(dy));
                     self.set(dx, g);
                 }
-                Step::Conv2dBackwardWeight { conv, x, dy, dw, accumulate } => {
+                Step::Conv2dBackwardWeight { conv, x, dy, dw, accumulate, db } => {
                     let zeros = vec![0.0; conv.w_len()];
                     let (_, g) = cpu::conv2d::conv2d_backward(&conv, self.get(x), &zeros, self.get(dy));
                     self.set_acc(dw, g, accumulate);
+                    self.bias_grad(dy, db);
                 }
                 Step::LinearForward { x, w, b, relu, y } => {
                     let (n, inp, out) = self.linear_dims(x, w);
@@ -100,16 +110,29 @@ impl CpuExecutor {
                     let r = cpu::gemm::gemm(n, inp, out, self.get(dy), false, self.get(w), false);
                     self.set(dx, r);
                 }
-                Step::LinearBackwardWeight { dy, x, dw, accumulate } => {
+                Step::LinearBackwardWeight { dy, x, dw, accumulate, db } => {
                     let (n, out, inp) = (self.shape(dy)[0], self.shape(dy)[1], self.shape(x)[1]);
                     let r = cpu::gemm::gemm(out, inp, n, self.get(dy), true, self.get(x), false);
                     self.set_acc(dw, r, accumulate);
+                    self.bias_grad(dy, db);
                 }
-                Step::BiasBackward { dy, db, accumulate } => {
-                    let s = self.shape(dy).to_vec();
-                    let r = cpu::elementwise::bias_backward(self.get(dy), s[1], s[2..].iter().product());
-                    self.set_acc(db, r, accumulate);
+                Step::LinearBackwardSmall { dy, w, x, dx, relu, dw, db } => {
+                    let (n, out, inp) = (self.shape(dy)[0], self.shape(dy)[1], self.shape(w)[1]);
+                    let (mut gx, gw, gb) = cpu::gemm::linear_backward(self.get(x), self.get(w), self.get(dy), n, inp, out);
+                    if let Some(dx) = dx {
+                        if relu {
+                            gx.iter_mut().zip(self.get(x)).filter(|(_, &x)| x <= 0.0).for_each(|(g, _)| *g = 0.0);
+                        }
+                        self.set(dx, gx);
+                    }
+                    if let Some((dw, accumulate)) = dw {
+                        self.set_acc(dw, gw, accumulate);
+                    }
+                    if let Some((db, accumulate)) = db {
+                        self.set_acc(db, gb, accumulate);
+                    }
                 }
+                Step::BiasBackward { dy, db, accumulate } => self.bias_grad(dy, Some((db, accumulate))),
                 Step::MaxPoolForward { pool, x, y, argmax } => {
                     let (out, arg) = cpu::pool::max_pool2d_forward(&pool, self.get(x));
                     self.set(y, out);

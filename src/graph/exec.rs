@@ -20,6 +20,7 @@ use crate::autotune::Tuning;
 use crate::ops::gemm::{gemm, Bias, Gemm, GemmConfig};
 use crate::ops::optim::{optimizer_step, step_words, Optimizer, STEP_WORDS};
 use crate::ops::softmax::{metrics_words, Metrics};
+use crate::ops::linear::{self, Linear};
 use crate::ops::{activation, batchnorm, conv2d, dropout, elementwise, pool, reduce, softmax, Dispatch};
 use crate::rng::Rng;
 use crate::tensor::{DType, Tensor};
@@ -401,13 +402,14 @@ impl<'g> Executor<'g> {
     fn dispatch(&self, step: &Step, cfg: &GemmConfig) -> Result<Vec<Dispatch>> {
         let gpu = self.gpu;
         let t = |v: ValueId| self.t(v);
+        let grad = |g: &Option<(ValueId, bool)>| g.map(|(v, acc)| (t(v), acc));
         Ok(match step {
             Step::Conv2dForward { conv, x, w, b, relu, y } => {
                 conv2d::conv2d_forward(gpu, cfg, conv, t(*x), t(*w), b.map(t), *relu, t(*y))?
             }
             Step::Conv2dBackwardInput { conv, w, dy, dx } => conv2d::conv2d_backward_input(gpu, cfg, conv, t(*w), t(*dy), t(*dx))?,
-            Step::Conv2dBackwardWeight { conv, x, dy, dw, accumulate } => {
-                conv2d::conv2d_backward_weight(gpu, cfg, conv, t(*x), t(*dy), t(*dw), *accumulate)?
+            Step::Conv2dBackwardWeight { conv, x, dy, dw, accumulate, db } => {
+                conv2d::conv2d_backward_weight(gpu, cfg, conv, t(*x), t(*dy), t(*dw), *accumulate, grad(db))?
             }
             Step::LinearForward { x, w, b, relu, y } => {
                 let (n, inp) = (t(*x).shape()[0], t(*x).shape()[1]);
@@ -420,11 +422,15 @@ impl<'g> Executor<'g> {
                 let inp = t(*w).shape()[1];
                 vec![gemm(gpu, cfg, &Gemm::new(n, inp, out), t(*dy), t(*w), None, t(*dx))?]
             }
-            Step::LinearBackwardWeight { dy, x, dw, accumulate } => {
-                let (n, out) = (t(*dy).shape()[0], t(*dy).shape()[1]);
-                let inp = t(*x).shape()[1];
-                let g = Gemm { trans_a: true, accumulate: *accumulate, ..Gemm::new(out, inp, n) };
-                vec![gemm(gpu, cfg, &g, t(*dy), t(*x), None, t(*dw))?]
+            Step::LinearBackwardWeight { dy, x, dw, accumulate, db } => {
+                let l = Linear { rows: t(*dy).shape()[0], inp: t(*x).shape()[1], out: t(*dy).shape()[1] };
+                linear::linear_backward_weight(gpu, cfg, &l, t(*dy), t(*x), t(*dw), *accumulate, grad(db))?
+            }
+            Step::LinearBackwardSmall { dy, w, x, dx, relu, dw, db } => {
+                let (rows, out) = (t(*dy).shape()[0], t(*dy).shape()[1]);
+                let l = Linear { rows, inp: t(*w).shape()[1], out };
+                let x = (*relu || dw.is_some()).then(|| t(*x));
+                vec![linear::linear_backward_small(gpu, &l, t(*dy), t(*w), x, dx.map(t), *relu, grad(dw), grad(db))?]
             }
             Step::BiasBackward { dy, db, accumulate } => vec![reduce::bias_backward(gpu, t(*dy), t(*db), *accumulate)?],
             Step::MaxPoolForward { pool, x, y, argmax } => vec![pool::max_pool2d_forward(gpu, pool, t(*x), t(*y), t(*argmax))?],

@@ -10,6 +10,7 @@ use super::{Graph, Init, NodeId, Op};
 use crate::ops::activation::Activation;
 use crate::ops::batchnorm::BatchNorm;
 use crate::ops::conv2d::Conv2d;
+use crate::ops::linear::SMALL_OUT;
 use crate::ops::pool::{GlobalPool2d, Pool2d};
 use crate::tensor::DType;
 use crate::{Error, Result};
@@ -123,6 +124,9 @@ pub enum Step {
         dw: ValueId,
         /// Add to the gradient (`+=`) instead of writing it: a parameter used again.
         accumulate: bool,
+        /// The bias gradient `[K]` (channel sums of dy) and whether it accumulates: summed
+        /// in the same GEMM where the kernel can.
+        db: Option<(ValueId, bool)>,
     },
     /// y = x W^T + b
     LinearForward {
@@ -156,6 +160,30 @@ pub enum Step {
         dw: ValueId,
         /// Add to the gradient (`+=`) instead of writing it: a parameter used again.
         accumulate: bool,
+        /// The bias gradient `[out]` (column sums of dy) and whether it accumulates: summed
+        /// in the same GEMM where the kernel can.
+        db: Option<(ValueId, bool)>,
+    },
+    /// The backward of a linear layer with at most [`SMALL_OUT`] outputs in one dispatch:
+    /// dx = dy W, dW (+)= dy^T x, db (+)= column sums of dy, each where wanted; in training,
+    /// when x is a ReLU's output read by this layer alone, dx is masked where x is 0 (the
+    /// ReLU's backward, fused: dx is then the gradient of the ReLU's input).
+    LinearBackwardSmall {
+        /// Gradient of the output [N, out].
+        dy: ValueId,
+        /// Weight [out, in].
+        w: ValueId,
+        /// The forward input [N, in] (also the fused ReLU's output): read for dW and the
+        /// mask only.
+        x: ValueId,
+        /// Gradient of the input (or of the fused ReLU's input), written (`=`).
+        dx: Option<ValueId>,
+        /// Whether dx carries the ReLU's mask.
+        relu: bool,
+        /// Weight gradient [out, in] and whether it accumulates.
+        dw: Option<(ValueId, bool)>,
+        /// Bias gradient `[out]` and whether it accumulates.
+        db: Option<(ValueId, bool)>,
     },
     /// db (+)= channel sums of dy
     BiasBackward {
@@ -403,10 +431,24 @@ impl Step {
         match self {
             Conv2dForward { x, w, b, y, .. } => (vec![*x, *w].into_iter().chain(*b).collect(), vec![*y]),
             Conv2dBackwardInput { w, dy, dx, .. } => (vec![*w, *dy], vec![*dx]),
-            Conv2dBackwardWeight { x, dy, dw, accumulate, .. } => (acc_reads(vec![*x, *dy], *dw, *accumulate), vec![*dw]),
+            Conv2dBackwardWeight { x, dy, dw, accumulate, db, .. } | LinearBackwardWeight { dy, x, dw, accumulate, db } => {
+                let reads = acc_reads(vec![*x, *dy], *dw, *accumulate);
+                let reads = match db {
+                    Some((b, acc)) => acc_reads(reads, *b, *acc),
+                    None => reads,
+                };
+                (reads, std::iter::once(*dw).chain(db.map(|g| g.0)).collect())
+            }
             LinearForward { x, w, b, y, .. } => (vec![*x, *w].into_iter().chain(*b).collect(), vec![*y]),
             LinearBackwardInput { dy, w, dx } => (vec![*dy, *w], vec![*dx]),
-            LinearBackwardWeight { dy, x, dw, accumulate } => (acc_reads(vec![*dy, *x], *dw, *accumulate), vec![*dw]),
+            LinearBackwardSmall { dy, w, x, dx, relu, dw, db } => {
+                let mut reads = vec![*dy, *w];
+                if *relu || dw.is_some() {
+                    reads.push(*x);
+                }
+                reads.extend([dw, db].into_iter().flatten().filter(|g| g.1).map(|g| g.0));
+                (reads, dx.iter().copied().chain([dw, db].into_iter().flatten().map(|g| g.0)).collect())
+            }
             BiasBackward { dy, db, accumulate } => (acc_reads(vec![*dy], *db, *accumulate), vec![*db]),
             MaxPoolForward { x, y, argmax, .. } => (vec![*x], vec![*y, *argmax]),
             MaxPoolBackward { argmax, relu, dy, dx, .. } => ([*argmax, *dy].into_iter().chain(*relu).collect(), vec![*dx]),
@@ -822,6 +864,28 @@ impl Lowering<'_> {
                     *head.expect("the loss node's forward step") = Some((dlogits, 1.0 / node.shape[0] as f32));
                     self.add_grad(&mut grads, inp(0), dlogits);
                 }
+                Op::Linear if g.node(inp(1)).shape[0] <= SMALL_OUT => {
+                    let dy = dy.expect("non-loss node has a gradient");
+                    let (x, w) = (inp(0), inp(1));
+                    // As the pool's fusion: a ReLU read by this layer alone, in training.
+                    let relu = g.node(x);
+                    let gate = mode == Mode::Train
+                        && relu.op == Op::Relu
+                        && needs[relu.inputs[0].0]
+                        && g.nodes.iter().filter(|n| n.inputs.contains(&x)).count() == 1;
+                    let target = if gate { relu.inputs[0] } else { x };
+                    let dx = needs[x.0].then(|| self.act(format!("d{}", g.node(target).name), &g.node(target).shape));
+                    let dw = if needs[w.0] { Some(self.param_grad(w, &param_uses, &mut param_written, &node.name)?) } else { None };
+                    let db = match node.inputs.get(2).filter(|b| needs[b.0]) {
+                        Some(&b) => Some(self.param_grad(b, &param_uses, &mut param_written, &node.name)?),
+                        None => None,
+                    };
+                    let (wv, xv) = (self.out(w), self.out(x));
+                    self.plan.steps.push(Step::LinearBackwardSmall { dy, w: wv, x: xv, dx, relu: gate, dw, db });
+                    if let Some(dx) = dx {
+                        self.add_grad(&mut grads, target, dx);
+                    }
+                }
                 Op::Linear | Op::Conv2d { .. } => {
                     let dy = dy.expect("non-loss node has a gradient");
                     let (x, w) = (inp(0), inp(1));
@@ -836,17 +900,21 @@ impl Lowering<'_> {
                         });
                         self.add_grad(&mut grads, x, dx);
                     }
+                    let db = match node.inputs.get(2).filter(|b| needs[b.0]) {
+                        Some(&b) => Some(self.param_grad(b, &param_uses, &mut param_written, &node.name)?),
+                        None => None,
+                    };
                     if needs[w.0] {
+                        // the bias gradient rides with the weight gradient (one GEMM on the
+                        // vec4 family)
                         let (dw, accumulate) = self.param_grad(w, &param_uses, &mut param_written, &node.name)?;
                         let xv = self.out(x);
                         self.plan.steps.push(if is_conv {
-                            Step::Conv2dBackwardWeight { conv: self.conv_geometry(id), x: xv, dy, dw, accumulate }
+                            Step::Conv2dBackwardWeight { conv: self.conv_geometry(id), x: xv, dy, dw, accumulate, db }
                         } else {
-                            Step::LinearBackwardWeight { dy, x: xv, dw, accumulate }
+                            Step::LinearBackwardWeight { dy, x: xv, dw, accumulate, db }
                         });
-                    }
-                    if let Some(&b) = node.inputs.get(2).filter(|b| needs[b.0]) {
-                        let (db, accumulate) = self.param_grad(b, &param_uses, &mut param_written, &node.name)?;
+                    } else if let Some((db, accumulate)) = db {
                         self.plan.steps.push(Step::BiasBackward { dy, db, accumulate });
                     }
                 }

@@ -104,6 +104,11 @@ pub fn step_flops(plan: &Plan, step: &Step) -> f64 {
             2.0 * (n * inp * out) as f64
         }
         Step::LinearBackwardInput { dy, w, .. } => 2.0 * (shape(dy)[0] * shape(dy)[1] * shape(w)[1]) as f64,
+        Step::LinearBackwardSmall { dy, w, dx, dw, db, .. } => {
+            let (n, out, inp) = (shape(dy)[0], shape(dy)[1], shape(w)[1]);
+            let products = dx.is_some() as usize + dw.is_some() as usize;
+            (2 * products * n * out * inp + db.map_or(0, |_| n * out)) as f64
+        }
         _ => 0.0,
     }
 }

@@ -8,8 +8,9 @@
 //! OH x OW output, one stride and one zero padding for both axes (dilation 1, groups 1).
 
 pub use super::conv_geometry::Conv2d;
-use super::gemm::{check_len, flags, launch, launch_split_k, split_k_parts, Bias, Family, GemmConfig, Params};
+use super::gemm::{check_len, flags, launch, launch_split_k, split_k_parts, Bias, Family, GemmConfig, GradOut, Params};
 use super::im2col;
+use super::reduce;
 use super::Dispatch;
 use crate::gpu::Gpu;
 use crate::tensor::Tensor;
@@ -57,8 +58,10 @@ pub fn conv2d_backward_input(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, w: &Ten
     Ok(vec![launch(gpu, op, cfg, 2, (false, false), p, w, dy, None, dx)?])
 }
 
-/// dw (+)= correlation of x with dy. The bias gradient is a channel sum of dy
-/// (ops::reduce::bias_backward).
+/// dw (+)= correlation of x with dy, and with `db` the bias gradient, db (+)= channel sums
+/// of dy: inside the dW GEMM on the staged vec4 path, else a separate
+/// ops::reduce::bias_backward.
+#[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_weight(
     gpu: &Gpu,
     cfg: &GemmConfig,
@@ -67,6 +70,7 @@ pub fn conv2d_backward_weight(
     dy: &Tensor,
     dw: &Tensor,
     accumulate: bool,
+    db: GradOut,
 ) -> Result<Vec<Dispatch>> {
     let op = "conv2d_backward_weight";
     conv.validate(op)?;
@@ -74,10 +78,17 @@ pub fn conv2d_backward_weight(
     check_len(op, "dy", dy, conv.y_len())?;
     check_len(op, "dw", dw, conv.w_len())?;
     let p = weight_params(conv, flags(accumulate, false, Bias::None));
-    if staged_backward_weight(gpu, cfg, conv, &p) {
-        return im2col::backward_weight(gpu, cfg, conv, p, x, dy, dw);
+    if let Some((t, _)) = db {
+        check_len(op, "db", t, conv.cout)?;
     }
-    launch_split_k(gpu, op, cfg, 3, p, dy, x, dw)
+    if staged_backward_weight(gpu, cfg, conv, &p) {
+        return im2col::backward_weight(gpu, cfg, conv, p, x, dy, dw, db);
+    }
+    let mut out = launch_split_k(gpu, op, cfg, 3, p, dy, x, dw)?;
+    if let Some((t, acc)) = db {
+        out.push(reduce::bias_backward(gpu, &dy.reshape(&[conv.batch, conv.cout, conv.oh() * conv.ow()])?, t, acc)?);
+    }
+    Ok(out)
 }
 
 /// The three passes of a convolution.

@@ -50,8 +50,6 @@ pub enum Family {
 impl GemmConfig {
     /// 64x64 tiles, 4x4 per invocation, K slices of 16.
     pub const TILED_64: GemmConfig = GemmConfig { family: Family::Tiled, wgx: 16, wgy: 16, tm: 4, tn: 4, bk: 16 };
-    /// 128x128 tiles, 8x8 per invocation, K slices of 8: large GEMMs on large GPUs.
-    pub const TILED_128: GemmConfig = GemmConfig { family: Family::Tiled, wgx: 16, wgy: 16, tm: 8, tn: 8, bk: 8 };
     /// 4x4 per invocation, 8x8 invocations, no workgroup memory.
     pub const REGBLOCK_4X4: GemmConfig = GemmConfig { family: Family::RegBlock, wgx: 8, wgy: 8, tm: 4, tn: 4, bk: 1 };
     /// 4x8 per invocation (more reuse of each A value), 16x4 invocations.
@@ -71,9 +69,8 @@ impl GemmConfig {
     pub const IM2COL_VEC4: GemmConfig = GemmConfig { family: Family::Im2colVec4, ..Self::VEC4 };
 
     /// Every variant, by name: what benches and tests iterate over.
-    pub const ALL: [(&'static str, GemmConfig); 8] = [
+    pub const ALL: [(&'static str, GemmConfig); 7] = [
         ("tiled64", Self::TILED_64),
-        ("tiled128", Self::TILED_128),
         ("tiled64x128", Self::TILED_64X128),
         ("tiled64_bk32", Self::TILED_64_BK32),
         ("regblock4x4", Self::REGBLOCK_4X4),
@@ -226,7 +223,47 @@ pub(crate) fn launch(
     bias: Option<&Tensor>,
     c: &Tensor,
 ) -> Result<Dispatch> {
-    launch_impl(gpu, op, cfg, mode, trans, params, a, b, bias, c, 1)
+    launch_impl(gpu, op, cfg, mode, trans, params, a, b, bias, c, 1, None)
+}
+
+/// A gradient output and whether it accumulates (`+=`) or is written.
+pub type GradOut<'a> = Option<(&'a Tensor, bool)>;
+
+/// `launch` of a weight-gradient product whose A operand is the layer's `dy` (TN: a linear
+/// layer's dy [N, out] read as A^T; NT mode 6: a convolution's dy blocked), plus its bias
+/// gradient `db` (+)= channel sums of dy when given: summed inside `gemm_vec4` from the A
+/// values it loads anyway, else (other families and forms) a separate `bias_backward`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn launch_weight_grad(
+    gpu: &Gpu,
+    op: &str,
+    cfg: &GemmConfig,
+    mode: u32,
+    trans: (bool, bool),
+    params: Params,
+    dy: &Tensor,
+    b: &Tensor,
+    dw: &Tensor,
+    db: GradOut,
+) -> Result<Vec<Dispatch>> {
+    let Some((db_t, db_acc)) = db else {
+        return Ok(vec![launch(gpu, op, cfg, mode, trans, params, dy, b, None, dw)?]);
+    };
+    // dy as [images, channels, plane] for the separate reduction
+    let dy_view = match (mode, trans) {
+        (0, (true, false)) => dy.reshape(&[params.k as usize, params.m as usize])?,
+        (6, (false, true)) => dy.reshape(&[params.batch as usize, params.m as usize, (params.oh * params.ow) as usize])?,
+        _ => return Err(Error::unsupported(op, format!("a bias gradient with mode {mode}, transposes {trans:?}"))),
+    };
+    let fused = matches!(cfg.family, Family::Vec4 | Family::Im2colVec4) && vec4_fits(mode, trans, &params) && trans.0 != trans.1;
+    if fused {
+        check_len(op, "db", db_t, params.m as usize)?;
+        let params = Params { flags: params.flags | (db_acc as u32) << 4, ..params };
+        return Ok(vec![launch_impl(gpu, op, cfg, mode, trans, params, dy, b, None, dw, 1, Some(db_t))?]);
+    }
+    let mut out = vec![launch(gpu, op, cfg, mode, trans, params, dy, b, None, dw)?];
+    out.push(crate::ops::reduce::bias_backward(gpu, &dy_view, db_t, db_acc)?);
+    Ok(out)
 }
 
 /// `launch` for a long reduction into few output tiles (a convolution's weight
@@ -251,7 +288,7 @@ pub(crate) fn launch_split_k(
     let len = (split * params.m * params.n) as usize;
     let part = Tensor::from_buffer(gpu.scratch(4 * len as u64)?, 0, &[len], DType::F32);
     let partial = Params { k_chunk: chunk, ..params };
-    let first = launch_impl(gpu, op, cfg, mode, (false, false), partial, a, b, None, &part, split)?;
+    let first = launch_impl(gpu, op, cfg, mode, (false, false), partial, a, b, None, &part, split, None)?;
     let sum = crate::ops::reduce::splitk_sum(gpu, &part, split as usize, c, params.flags & 1 != 0)?;
     Ok(vec![first, sum])
 }
@@ -291,6 +328,7 @@ fn launch_impl(
     bias: Option<&Tensor>,
     c: &Tensor,
     split: u32,
+    dbias: Option<&Tensor>,
 ) -> Result<Dispatch> {
     let vec4_family = matches!(cfg.family, Family::Vec4 | Family::Im2colVec4);
     if cfg.tm > 8
@@ -334,6 +372,7 @@ fn launch_impl(
         .with("WGX", cfg.wgx)
         .with("WGY", cfg.wgy)
         .with("SPLIT_K", split > 1);
+    let kernel = if entry == "gemm_vec4" { kernel.with("BIAS_GRAD", dbias.is_some()) } else { kernel };
     let (bm, bn) = cfg.block();
     let max = gpu.limits().max_compute_workgroups_per_dimension;
     let rows = params.m.div_ceil(bm);
@@ -357,7 +396,23 @@ fn launch_impl(
             &dummy
         }
     };
-    Dispatch::new(gpu, &kernel, &params, &[(a_binding, a), (b_binding, b), (3, bias), (4, c)], groups)
+    let mut bound = vec![(a_binding, a), (b_binding, b), (3, bias), (4, c)];
+    // (a writable binding needs its own dummy: one buffer may not be bound read-only and
+    // writable in one dispatch)
+    let dbias_dummy;
+    if entry == "gemm_vec4" {
+        let t = match dbias {
+            Some(t) => t,
+            None => {
+                dbias_dummy = Tensor::empty(gpu, &[1], DType::F32)?;
+                &dbias_dummy
+            }
+        };
+        bound.push((7, t));
+    } else if dbias.is_some() {
+        return Err(Error::unsupported(op, format!("a fused bias gradient in {entry}")));
+    }
+    Dispatch::new(gpu, &kernel, &params, &bound, groups)
 }
 
 /// C (+)= op(A) . op(B) (+ bias) (ReLU). A is [M, K] ([K, M] if `trans_a`), B is [K, N]

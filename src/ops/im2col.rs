@@ -16,7 +16,7 @@
 //! region (`Gpu::scratch`); the padded weight copy is op-owned (`Tensor::empty`).
 
 use super::conv_geometry::Conv2d;
-use super::gemm::{launch, vec4_fits, GemmConfig, Params};
+use super::gemm::{launch, launch_weight_grad, vec4_fits, GemmConfig, GradOut, Params};
 use super::Dispatch;
 use crate::gpu::Gpu;
 use crate::pipelines::Kernel;
@@ -100,52 +100,70 @@ fn columns(gpu: &Gpu, c: &Conv2d, rows: usize, mode: u32) -> Result<Tensor> {
 /// that fills it.
 fn im2col(gpu: &Gpu, c: &Conv2d, x: &Tensor, rows: usize, mode: u32) -> Result<(Tensor, Dispatch)> {
     let col = columns(gpu, c, rows, mode)?;
-    let kernel = Kernel::new(Shader::Im2col, "im2col").with("WG", WG);
-    let groups = gpu.grid_for(rows * col.shape()[1] / 4, WG);
-    let d = Dispatch::new(gpu, &kernel, &col_params(c, rows), &[(1, x), (2, &col)], groups)?;
+    let d = im2col_dispatch(gpu, &col_params(c, rows), x, &col)?;
     Ok((col, d))
 }
 
-/// The weight as [K, KP]: `w` itself when KC % 4 == 0, else a zero-padded copy (its own
-/// small buffer: the dX GEMM reads it while it writes dcol into the scratch region, and one
-/// dispatch may not bind a buffer both read-only and writable) and the dispatch that writes
-/// it (recorded first).
-fn padded_weight(gpu: &Gpu, c: &Conv2d, w: &Tensor, out: &mut Vec<Dispatch>) -> Result<Tensor> {
+fn im2col_dispatch(gpu: &Gpu, cols: &ColParams, x: &Tensor, col: &Tensor) -> Result<Dispatch> {
+    let kernel = Kernel::new(Shader::Im2col, "im2col").with("WG", WG);
+    Dispatch::new(gpu, &kernel, cols, &[(1, x), (2, col)], gpu.grid_for(col.len() / 4, WG))
+}
+
+/// The weight as [K, KP]: `None` when KC % 4 == 0 (`w` itself serves), else a buffer for
+/// the zero-padded copy (its own small buffer: the dX GEMM reads it while it writes dcol
+/// into the scratch region, and one dispatch may not bind a buffer both read-only and
+/// writable).
+fn padded_weight(gpu: &Gpu, c: &Conv2d) -> Result<Option<Tensor>> {
     let kp = kc_padded(c);
     if kp == c.cin * c.r * c.s {
-        return Ok(w.clone());
+        return Ok(None);
     }
-    let wp = Tensor::empty(gpu, &[c.cout, kp], DType::F32)?;
-    let kernel = Kernel::new(Shader::Im2col, "pad_weight").with("WG", WG);
-    let groups = gpu.grid_for(c.cout * kp, WG);
-    out.push(Dispatch::new(gpu, &kernel, &col_params(c, kp), &[(5, w), (6, &wp)], groups)?);
-    Ok(wp)
+    Ok(Some(Tensor::empty(gpu, &[c.cout, kp], DType::F32)?))
 }
 
 #[allow(clippy::too_many_arguments)]
-/// Forward: [pad_weight?, im2col, NN GEMM]. `params` is mode 4's (M = K, N = N*P, K = KP).
+/// Forward: [im2col (+ pad_weight in the same launch), NN GEMM]. `params` is mode 4's
+/// (M = K, N = N*P, K = KP).
 pub(crate) fn forward(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, y: &Tensor) -> Result<Vec<Dispatch>> {
-    let mut out = Vec::new();
-    let wp = padded_weight(gpu, c, w, &mut out)?;
-    let (col, fill) = im2col(gpu, c, x, kc_padded(c), 4)?;
-    out.push(fill);
-    out.push(launch(gpu, "conv2d_forward", cfg, 4, (false, false), p, &wp, &col, bias, y)?);
+    let kp = kc_padded(c);
+    let col = columns(gpu, c, kp, 4)?;
+    let cols = &col_params(c, kp);
+    let col_vec4s = kp * col.shape()[1] / 4;
+    let (fill, wp) = match padded_weight(gpu, c)? {
+        None => (im2col_dispatch(gpu, cols, x, &col)?, w.clone()),
+        Some(wp) => {
+            let kernel = Kernel::new(Shader::Im2col, "im2col_pad_weight").with("WG", WG);
+            let groups = gpu.grid_for(col_vec4s + c.cout * kp, WG);
+            (Dispatch::new(gpu, &kernel, cols, &[(1, x), (2, &col), (5, w), (6, &wp)], groups)?, wp)
+        }
+    };
+    Ok(vec![fill, launch(gpu, "conv2d_forward", cfg, 4, (false, false), p, &wp, &col, bias, y)?])
+}
+
+/// dW (and db, summed in the same GEMM): [im2col, NT GEMM]. `params` is mode 6's (M = K,
+/// N = KC, K = N*P).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward_weight(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params, x: &Tensor, dy: &Tensor, dw: &Tensor, db: GradOut) -> Result<Vec<Dispatch>> {
+    let (col, fill) = im2col(gpu, c, x, c.cin * c.r * c.s, 6)?;
+    let mut out = vec![fill];
+    out.extend(launch_weight_grad(gpu, "conv2d_backward_weight", cfg, 6, (false, true), p, dy, &col, dw, db)?);
     Ok(out)
 }
 
-/// dW: [im2col, NT GEMM]. `params` is mode 6's (M = K, N = KC, K = N*P).
-pub(crate) fn backward_weight(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params, x: &Tensor, dy: &Tensor, dw: &Tensor) -> Result<Vec<Dispatch>> {
-    let (col, fill) = im2col(gpu, c, x, c.cin * c.r * c.s, 6)?;
-    let mm = launch(gpu, "conv2d_backward_weight", cfg, 6, (false, true), p, dy, &col, None, dw)?;
-    Ok(vec![fill, mm])
-}
-
-/// dX: [pad_weight?, TN GEMM into dcol, col2im]. `params` is mode 5's (M = KP, N = N*P,
+/// dX: [pad_weight if KC % 4 != 0, TN GEMM into dcol, col2im]. `params` is mode 5's (M = KP, N = N*P,
 /// K = K).
 pub(crate) fn backward_input(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params, w: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<Vec<Dispatch>> {
     let mut out = Vec::new();
-    let wp = padded_weight(gpu, c, w, &mut out)?;
     let kp = kc_padded(c);
+    let wp = match padded_weight(gpu, c)? {
+        None => w.clone(),
+        Some(wp) => {
+            let kernel = Kernel::new(Shader::Im2col, "pad_weight").with("WG", WG);
+            let groups = gpu.grid_for(c.cout * kp, WG);
+            out.push(Dispatch::new(gpu, &kernel, &col_params(c, kp), &[(5, w), (6, &wp)], groups)?);
+            wp
+        }
+    };
     let dcol = columns(gpu, c, kp, 5)?;
     out.push(launch(gpu, "conv2d_backward_input", cfg, 5, (true, false), p, &wp, dy, None, &dcol)?);
     let kernel = Kernel::new(Shader::Im2col, "col2im").with("WG", WG);

@@ -16,6 +16,7 @@ pub mod dropout;
 pub mod elementwise;
 pub mod gemm;
 pub mod im2col;
+pub mod linear;
 pub mod optim;
 pub mod pool;
 pub mod reduce;

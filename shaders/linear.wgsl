@@ -1,0 +1,69 @@
+// The whole backward of a linear layer with few outputs (a classifier's last layer) in one
+// dispatch: y[R, OUT] = x[R, IN] . w[OUT, IN]^T + b has
+//   dx[r, f]  = gate(r, f) * sum_c dy[r, c] w[c, f]     (a sum of OUT terms)
+//   dw[c, f] (+)= sum_r dy[r, c] x[r, f]                 (a sum of R terms)
+//   db[c]    (+)= sum_r dy[r, c]
+// where gate(r, f) = (x[r, f] > 0) when x is a ReLU's output whose backward is fused here
+// (the same mask as the ReLU's: its output is positive exactly where its input is), else 1.
+// One invocation per output element over the concatenation [dx | dw | db] of the wanted
+// outputs; each is one sequential sum in a fixed order (deterministic, no atomics). With OUT
+// small every sum is short or reads the batch once; the three products stop being three
+// GEMM launches, a bias reduction and a ReLU pass.
+
+struct Params {
+    rows: u32,
+    inp: u32,
+    out: u32,
+    // bit 0: write dx; 1: gate dx by x > 0; 2: write dw; 3: accumulate into dw;
+    // 4: write db; 5: accumulate into db
+    flags: u32,
+}
+
+const WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read> x: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dw: array<f32>;
+@group(0) @binding(6) var<storage, read_write> db: array<f32>;
+
+fn has(bit: u32) -> bool {
+    return (p.flags & (1u << bit)) != 0u;
+}
+
+@compute @workgroup_size(WG)
+fn linear_backward_small(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                         @builtin(local_invocation_id) lid: vec3u) {
+    var i = (wid.x + wid.y * nwg.x) * WG + lid.x;
+    let n_dx = select(0u, p.rows * p.inp, has(0u));
+    let n_dw = select(0u, p.out * p.inp, has(2u));
+    let n_db = select(0u, p.out, has(4u));
+    if i < n_dx {
+        let r = i / p.inp;
+        let f = i - r * p.inp;
+        var s = 0.0;
+        for (var c = 0u; c < p.out; c++) { s = fma(dy[r * p.out + c], w[c * p.inp + f], s); }
+        if has(1u) && x[i] <= 0.0 { s = 0.0; }
+        dx[i] = s;
+        return;
+    }
+    i -= n_dx;
+    if i < n_dw {
+        let c = i / p.inp;
+        let f = i - c * p.inp;
+        var s = 0.0;
+        for (var r = 0u; r < p.rows; r++) { s = fma(dy[r * p.out + c], x[r * p.inp + f], s); }
+        if has(3u) { s += dw[i]; }
+        dw[i] = s;
+        return;
+    }
+    i -= n_dw;
+    if i < n_db {
+        var s = 0.0;
+        for (var r = 0u; r < p.rows; r++) { s += dy[r * p.out + i]; }
+        if has(5u) { s += db[i]; }
+        db[i] = s;
+    }
+}

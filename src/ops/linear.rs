@@ -1,0 +1,125 @@
+//! Linear-layer gradients beyond plain GEMMs:
+//! - `linear_backward_small`: the backward of a layer with few outputs in one dispatch
+//!   (shaders/linear.wgsl): dx (optionally gated by a fused ReLU's mask), dW and db, one
+//!   invocation per output element. What the lowering uses for a classifier's last layer
+//!   instead of two GEMMs, a bias reduction and a ReLU backward (`SMALL_OUT`).
+//! - `linear_backward_weight`: dW = dy^T x as a GEMM with db summed inside it where the
+//!   kernel can (ops::gemm::launch_weight_grad).
+
+use super::gemm::{check_len, flags, launch_weight_grad, Bias, GemmConfig, Params};
+use super::Dispatch;
+use crate::gpu::Gpu;
+use crate::pipelines::Kernel;
+use crate::shaders::Shader;
+use crate::tensor::{DType, Tensor};
+use crate::{Error, Result};
+
+/// Output features up to which a linear layer's backward runs as `linear_backward_small`:
+/// dx's sums are then at most this long, and dW has this many rows.
+pub const SMALL_OUT: usize = 16;
+
+/// Shape of y[rows, out] = x[rows, inp] . W[out, inp]^T + b.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Linear {
+    /// Rows of the batch.
+    pub rows: usize,
+    /// Input features.
+    pub inp: usize,
+    /// Output features.
+    pub out: usize,
+}
+
+pub use super::gemm::GradOut;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct SmallParams {
+    rows: u32,
+    inp: u32,
+    out: u32,
+    flags: u32,
+}
+
+/// dx = (dy . W) masked where `x <= 0` if `relu_gate`; dW (+)= dy^T . x; db (+)= column sums
+/// of dy: each only where given. `x` is the layer's input (also the gate's mask), needed for
+/// dW or the gate only.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward_small(
+    gpu: &Gpu,
+    l: &Linear,
+    dy: &Tensor,
+    w: &Tensor,
+    x: Option<&Tensor>,
+    dx: Option<&Tensor>,
+    relu_gate: bool,
+    dw: GradOut,
+    db: GradOut,
+) -> Result<Dispatch> {
+    let op = "linear_backward_small";
+    if l.rows == 0 || l.inp == 0 || l.out == 0 {
+        return Err(Error::shape(op, format!("an empty dimension in {l:?}")));
+    }
+    check_len(op, "dy", dy, l.rows * l.out)?;
+    check_len(op, "weight", w, l.out * l.inp)?;
+    if let Some(x) = x {
+        check_len(op, "x", x, l.rows * l.inp)?;
+    } else if relu_gate || dw.is_some() {
+        return Err(Error::shape(op, "dW and the ReLU gate read x, and none was given"));
+    }
+    if let Some(t) = dx {
+        check_len(op, "dx", t, l.rows * l.inp)?;
+    }
+    if let Some((t, _)) = dw {
+        check_len(op, "dw", t, l.out * l.inp)?;
+    }
+    if let Some((t, _)) = db {
+        check_len(op, "db", t, l.out)?;
+    }
+    if relu_gate && dx.is_none() {
+        return Err(Error::shape(op, "a ReLU gate without dx"));
+    }
+    let bit = |on: bool, b: u32| (on as u32) << b;
+    let flags = bit(dx.is_some(), 0)
+        | bit(relu_gate, 1)
+        | bit(dw.is_some(), 2)
+        | bit(dw.is_some_and(|(_, acc)| acc), 3)
+        | bit(db.is_some(), 4)
+        | bit(db.is_some_and(|(_, acc)| acc), 5);
+    let outputs = dx.map_or(0, |_| l.rows * l.inp) + dw.map_or(0, |_| l.out * l.inp) + db.map_or(0, |_| l.out);
+    if outputs == 0 {
+        return Err(Error::shape(op, "no gradient wanted"));
+    }
+    let params = SmallParams { rows: l.rows as u32, inp: l.inp as u32, out: l.out as u32, flags };
+    // outputs not wanted still need a binding
+    let dummy = Tensor::empty(gpu, &[1], DType::F32)?;
+    let bound = [(4, dx.unwrap_or(&dummy)), (5, dw.map_or(&dummy, |g| g.0)), (6, db.map_or(&dummy, |g| g.0))];
+    let x_dummy;
+    let x = match x {
+        Some(x) => x,
+        None => {
+            x_dummy = Tensor::empty(gpu, &[1], DType::F32)?;
+            &x_dummy
+        }
+    };
+    let mut tensors = vec![(1, dy), (2, w), (3, x)];
+    tensors.extend(bound);
+    Dispatch::new(gpu, &Kernel::new(Shader::Linear, "linear_backward_small"), &params, &tensors, gpu.grid_for(outputs, 256))
+}
+
+/// dW (+)= dy^T . x (`accumulate`), and with `db` the bias gradient, db (+)= column sums of
+/// dy: inside the GEMM where `cfg` runs gemm_vec4's TN form, else a separate bias_backward.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward_weight(gpu: &Gpu, cfg: &GemmConfig, l: &Linear, dy: &Tensor, x: &Tensor, dw: &Tensor, accumulate: bool, db: GradOut) -> Result<Vec<Dispatch>> {
+    let op = "linear_backward_weight";
+    check_len(op, "dy", dy, l.rows * l.out)?;
+    check_len(op, "x", x, l.rows * l.inp)?;
+    check_len(op, "dw", dw, l.out * l.inp)?;
+    if let Some((t, _)) = db {
+        check_len(op, "db", t, l.out)?;
+    }
+    if l.rows == 0 || l.inp == 0 || l.out == 0 {
+        return Err(Error::shape(op, format!("an empty dimension in {l:?}")));
+    }
+    let params = Params { m: l.out as u32, n: l.inp as u32, k: l.rows as u32, flags: flags(accumulate, false, Bias::None), ..Default::default() };
+    launch_weight_grad(gpu, op, cfg, 0, (true, false), params, dy, x, dw, db)
+}
