@@ -305,10 +305,7 @@ impl<'g> Executor<'g> {
             }
         });
         gpu.reserve_scratch(scratch.max().unwrap_or(0))?;
-        for s in 0..exec.plan.steps.len() {
-            let step = exec.plan.steps[s].clone();
-            let cfg = tuning.choose(exec.plan.tune_key(&step).as_deref());
-            let mut d = exec.dispatch(&step, &cfg)?;
+        for (s, mut d) in exec.build_dispatches(tuning)?.into_iter().enumerate() {
             let start = exec.dispatches.len();
             exec.dispatches.append(&mut d);
             exec.step_ranges.push(start..exec.dispatches.len());
@@ -397,6 +394,37 @@ impl<'g> Executor<'g> {
 
     fn t(&self, v: ValueId) -> &Tensor {
         &self.tensors[v.0]
+    }
+
+    /// Every plan step's dispatches, in step order. Most of an executor's start-up is
+    /// pipeline compilation (shader translation and the driver's compiler), so on native
+    /// targets the steps are built by one thread per core taking the next unbuilt step (the
+    /// pipeline cache is shared; error scopes are per thread); wasm32 builds them in order.
+    fn build_dispatches(&self, tuning: &Tuning) -> Result<Vec<Vec<Dispatch>>> {
+        let steps = &self.plan.steps;
+        let build = |i: usize| self.dispatch(&steps[i], &tuning.choose(self.plan.tune_key(&steps[i]).as_deref()));
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(steps.len());
+            if threads > 1 {
+                let next = std::sync::atomic::AtomicUsize::new(0);
+                let built: Vec<std::sync::Mutex<Option<Result<Vec<Dispatch>>>>> = steps.iter().map(|_| Default::default()).collect();
+                std::thread::scope(|scope| {
+                    for _ in 0..threads {
+                        scope.spawn(|| loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= steps.len() {
+                                break;
+                            }
+                            let d = build(i);
+                            *built[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(d);
+                        });
+                    }
+                });
+                return built.into_iter().map(|b| b.into_inner().unwrap_or_else(|e| e.into_inner()).expect("every step built")).collect();
+            }
+        }
+        (0..steps.len()).map(build).collect()
     }
 
     fn dispatch(&self, step: &Step, cfg: &GemmConfig) -> Result<Vec<Dispatch>> {
