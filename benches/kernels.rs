@@ -16,7 +16,7 @@ use kiln::ops::pool::{
     avg_pool2d_backward, avg_pool2d_forward, global_avg_pool_backward, global_avg_pool_forward, max_pool2d_backward, max_pool2d_forward,
     GlobalPool2d, Pool2d,
 };
-use kiln::ops::Dispatch;
+use kiln::ops::{elementwise, Dispatch};
 use kiln::testing::{gpu, Rng};
 use kiln::{DType, Tensor};
 
@@ -100,7 +100,7 @@ fn conv_benches(c: &mut Criterion) {
             time(c, "conv2d_forward", name, shape, flops.clone(), &f);
             let bi = conv2d_backward_input(gpu, &cfg, &conv, &w, &y, &dx).unwrap();
             time(c, "conv2d_backward_input", name, shape, flops.clone(), &bi);
-            let bw = conv2d_backward_weight(gpu, &cfg, &conv, &x, &y, &dw, false).unwrap();
+            let bw = conv2d_backward_weight(gpu, &cfg, &conv, &x, &y, &dw, false, None).unwrap();
             time(c, "conv2d_backward_weight", name, shape, flops.clone(), &bw);
         }
     }
@@ -198,6 +198,18 @@ fn classify_benches(c: &mut Criterion) {
     }
 }
 
+/// What one dispatch costs beyond its work: a one-workgroup `fill` of 4 bytes, 1 and 100
+/// times in one compute pass and one submit (recording, submit and wait included). The
+/// per-dispatch cost is (t(100) - t(1)) / 99; criterion's "elem/s" reads as dispatches/s.
+fn dispatch_benches(c: &mut Criterion) {
+    let gpu = gpu();
+    let y = Tensor::empty(gpu, &[1], DType::F32).unwrap();
+    for n in [1usize, 100] {
+        let d: Vec<Dispatch> = (0..n).map(|i| elementwise::fill(gpu, &y, i as f32).unwrap()).collect();
+        time(c, "dispatch", "fill_4_bytes", &format!("x{n}"), Throughput::Elements(n as u64), &d);
+    }
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(10)
@@ -205,5 +217,5 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(2))
 }
 
-criterion_group! { name = benches; config = config(); targets = gemm_benches, conv_benches, memory_bound_benches, batchnorm_benches, classify_benches }
+criterion_group! { name = benches; config = config(); targets = gemm_benches, conv_benches, memory_bound_benches, batchnorm_benches, classify_benches, dispatch_benches }
 criterion_main!(benches);
