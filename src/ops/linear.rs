@@ -90,19 +90,16 @@ pub fn linear_backward_small(
         return Err(Error::shape(op, "no gradient wanted"));
     }
     let params = SmallParams { rows: l.rows as u32, inp: l.inp as u32, out: l.out as u32, flags };
-    // outputs not wanted still need a binding
-    let dummy = Tensor::empty(gpu, &[1], DType::F32)?;
-    let bound = [(4, dx.unwrap_or(&dummy)), (5, dw.map_or(&dummy, |g| g.0)), (6, db.map_or(&dummy, |g| g.0))];
-    let x_dummy;
-    let x = match x {
-        Some(x) => x,
-        None => {
-            x_dummy = Tensor::empty(gpu, &[1], DType::F32)?;
-            &x_dummy
-        }
-    };
-    let mut tensors = vec![(1, dy), (2, w), (3, x)];
-    tensors.extend(bound);
+    // An output not wanted, and x when nothing reads it, still need a binding: each its own
+    // one-element dummy (WebGPU refuses two writable bindings of one buffer range in a
+    // dispatch).
+    let given = [x, dx, dw.map(|g| g.0), db.map(|g| g.0)];
+    let dummies = given
+        .iter()
+        .map(|t| if t.is_some() { Ok(None) } else { Tensor::empty(gpu, &[1], DType::F32).map(Some) })
+        .collect::<Result<Vec<_>>>()?;
+    let bound = |i: usize| given[i].or(dummies[i].as_ref()).expect("a tensor or its dummy");
+    let tensors = [(1, dy), (2, w), (3, bound(0)), (4, bound(1)), (5, bound(2)), (6, bound(3))];
     Dispatch::new(gpu, &Kernel::new(Shader::Linear, "linear_backward_small"), &params, &tensors, gpu.grid_for(outputs, 256))
 }
 
