@@ -71,6 +71,8 @@ class Chrome:
         self.next_id = 0
         self.session = None
         self.console = []
+        # raise on the first WebGPU validation error (off for the lost-device check)
+        self.fail_fast = True
 
     def _read_message(self):
         while b"\0" not in self.buf:
@@ -102,6 +104,10 @@ class Chrome:
             text = " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", []))
             self.console.append(f"console.{p.get('type')}: {text}")
             print(f"  page console.{p.get('type')}: {text}", file=sys.stderr)
+            # a kernel the browser refuses leaves the page waiting for results that never come:
+            # stop at the first one instead of at the time limit
+            if self.fail_fast and p.get("type") == "error" and "GPU validation error" in text:
+                raise RuntimeError(f"the page hit a WebGPU validation error: {text}")
         elif method == "Runtime.exceptionThrown":
             d = p.get("exceptionDetails", {})
             text = d.get("exception", {}).get("description") or d.get("text")
@@ -318,6 +324,7 @@ def main():
             failures.append(f"page errors: {errors}")
 
         # a lost device: the page must say so and offer a retry that works
+        chrome.fail_fast = False
         chrome.send("Page.addScriptToEvaluateOnNewDocument", {"source": HOOK_DEVICES})
         load(chrome, args.url)
         chrome.eval("window.__kilnDevices[window.__kilnDevices.length - 1].loseForTest('lost by web_driver.py')")
