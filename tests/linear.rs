@@ -13,6 +13,11 @@ fn upload(v: &[f32]) -> Tensor {
     Tensor::from_f32(gpu(), &[v.len()], v).unwrap()
 }
 
+/// The expected gradient: `g` written, or added to what the output held (`old`).
+fn plus(g: Vec<f32>, old: &[f32], acc: bool) -> Vec<f32> {
+    g.iter().zip(old).map(|(g, o)| if acc { (*g as f64 + *o as f64) as f32 } else { *g }).collect()
+}
+
 fn check(l: Linear, want_dx: bool, relu: bool, want_dw: Option<bool>, want_db: Option<bool>, rng: &mut Rng) {
     let gpu = gpu();
     let (dy, w) = (rng.vec(l.rows * l.out), rng.vec(l.out * l.inp));
@@ -50,9 +55,6 @@ fn check(l: Linear, want_dx: bool, relu: bool, want_dw: Option<bool>, want_db: O
         }
         assert_close(&format!("{what}: dx"), &tdx.to_f32(gpu).unwrap(), &gx, REDUCTION);
     }
-    let plus = |g: Vec<f32>, old: &[f32], acc: bool| -> Vec<f32> {
-        g.iter().zip(old).map(|(g, o)| if acc { (*g as f64 + *o as f64) as f32 } else { *g }).collect()
-    };
     if let Some(acc) = want_dw {
         assert_close(&format!("{what}: dw"), &tdw.to_f32(gpu).unwrap(), &plus(gw, &dw0, acc), REDUCTION);
     } else {
@@ -120,9 +122,6 @@ fn weight_gradient_with_bias_gradient_matches_in_every_family() {
             let d = linear_backward_weight(gpu, &cfg, &l, &upload(&dy), &upload(&x), &tdw, acc_w, Some((&tdb, acc_b))).unwrap();
             gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
             let (_, gw, gb) = cpu::linear_backward(&x, &rng.vec(l.out * l.inp), &dy, l.rows, l.inp, l.out);
-            let plus = |g: Vec<f32>, old: &[f32], acc: bool| -> Vec<f32> {
-                g.iter().zip(old).map(|(g, o)| if acc { (*g as f64 + *o as f64) as f32 } else { *g }).collect()
-            };
             let what = format!("linear_backward_weight {name} {l:?}");
             assert_close(&format!("{what}: dw"), &tdw.to_f32(gpu).unwrap(), &plus(gw, &dw0, acc_w), REDUCTION);
             assert_close(&format!("{what}: db"), &tdb.to_f32(gpu).unwrap(), &plus(gb, &db0, acc_b), REDUCTION);

@@ -121,7 +121,7 @@ impl CpuExecutor {
                     let (mut gx, gw, gb) = cpu::gemm::linear_backward(self.get(x), self.get(w), self.get(dy), n, inp, out);
                     if let Some(dx) = dx {
                         if relu {
-                            gx.iter_mut().zip(self.get(x)).filter(|(_, &x)| x <= 0.0).for_each(|(g, _)| *g = 0.0);
+                            relu_mask(&mut gx, self.get(x));
                         }
                         self.set(dx, gx);
                     }
@@ -141,7 +141,7 @@ impl CpuExecutor {
                 Step::MaxPoolBackward { pool, argmax, relu, dy, dx } => {
                     let mut r = cpu::pool::max_pool2d_backward_saved(&pool, self.get_u(argmax), self.get(dy));
                     if let Some(x) = relu {
-                        r.iter_mut().zip(self.get(x)).filter(|(_, &x)| x <= 0.0).for_each(|(g, _)| *g = 0.0);
+                        relu_mask(&mut r, self.get(x));
                     }
                     self.set(dx, r);
                 }
@@ -304,4 +304,9 @@ fn relu_if(relu: bool, mut v: Vec<f32>) -> Vec<f32> {
         v.iter_mut().for_each(|x| *x = x.max(0.0));
     }
     v
+}
+
+/// A fused ReLU backward: zeroes the gradient `g` where the ReLU's output `y` is not positive.
+fn relu_mask(g: &mut [f32], y: &[f32]) {
+    g.iter_mut().zip(y).filter(|(_, &y)| y <= 0.0).for_each(|(g, _)| *g = 0.0);
 }

@@ -642,6 +642,33 @@ impl Lowering<'_> {
         }
     }
 
+    /// In training, when node `x` is a ReLU whose only reader is the node being
+    /// differentiated (a max-pool, a small linear layer), that reader applies the ReLU's
+    /// mask itself: returns the ReLU's input, the node that then receives the gradient.
+    /// Explanations keep the ReLU's own gradient (Grad-CAM reads it).
+    fn relu_backward_fused_into_reader(&self, x: NodeId, mode: Mode) -> Option<NodeId> {
+        let relu = self.graph.node(x);
+        let fused = mode == Mode::Train
+            && relu.op == Op::Relu
+            && self.needs[relu.inputs[0].0]
+            && self.graph.nodes.iter().filter(|n| n.inputs.contains(&x)).count() == 1;
+        fused.then(|| relu.inputs[0])
+    }
+
+    /// The gradient of parameter `p` ([`Lowering::param_grad`]) if `p` is given and needs one.
+    fn wanted_param_grad(
+        &mut self,
+        p: Option<NodeId>,
+        uses: &HashMap<NodeId, usize>,
+        written: &mut HashMap<NodeId, bool>,
+        consumer: &str,
+    ) -> Result<Option<(ValueId, bool)>> {
+        match p.filter(|p| self.needs[p.0]) {
+            Some(p) => self.param_grad(p, uses, written, consumer).map(Some),
+            None => Ok(None),
+        }
+    }
+
     fn dropout_seed(&self, node: NodeId) -> u32 {
         (self.graph.seed as u32) ^ (node.0 as u32).wrapping_mul(0x9E37_79B9)
     }
@@ -867,19 +894,11 @@ impl Lowering<'_> {
                 Op::Linear if g.node(inp(1)).shape[0] <= SMALL_OUT => {
                     let dy = dy.expect("non-loss node has a gradient");
                     let (x, w) = (inp(0), inp(1));
-                    // As the pool's fusion: a ReLU read by this layer alone, in training.
-                    let relu = g.node(x);
-                    let gate = mode == Mode::Train
-                        && relu.op == Op::Relu
-                        && needs[relu.inputs[0].0]
-                        && g.nodes.iter().filter(|n| n.inputs.contains(&x)).count() == 1;
-                    let target = if gate { relu.inputs[0] } else { x };
+                    let fused = self.relu_backward_fused_into_reader(x, mode);
+                    let (target, gate) = (fused.unwrap_or(x), fused.is_some());
                     let dx = needs[x.0].then(|| self.act(format!("d{}", g.node(target).name), &g.node(target).shape));
-                    let dw = if needs[w.0] { Some(self.param_grad(w, &param_uses, &mut param_written, &node.name)?) } else { None };
-                    let db = match node.inputs.get(2).filter(|b| needs[b.0]) {
-                        Some(&b) => Some(self.param_grad(b, &param_uses, &mut param_written, &node.name)?),
-                        None => None,
-                    };
+                    let dw = self.wanted_param_grad(Some(w), &param_uses, &mut param_written, &node.name)?;
+                    let db = self.wanted_param_grad(node.inputs.get(2).copied(), &param_uses, &mut param_written, &node.name)?;
                     let (wv, xv) = (self.out(w), self.out(x));
                     self.plan.steps.push(Step::LinearBackwardSmall { dy, w: wv, x: xv, dx, relu: gate, dw, db });
                     if let Some(dx) = dx {
@@ -900,10 +919,7 @@ impl Lowering<'_> {
                         });
                         self.add_grad(&mut grads, x, dx);
                     }
-                    let db = match node.inputs.get(2).filter(|b| needs[b.0]) {
-                        Some(&b) => Some(self.param_grad(b, &param_uses, &mut param_written, &node.name)?),
-                        None => None,
-                    };
+                    let db = self.wanted_param_grad(node.inputs.get(2).copied(), &param_uses, &mut param_written, &node.name)?;
                     if needs[w.0] {
                         // the bias gradient rides with the weight gradient (one GEMM on the
                         // vec4 family)
@@ -924,12 +940,10 @@ impl Lowering<'_> {
                     let argmax = self.argmax[&id];
                     // In training, a ReLU read by this pool alone has its backward fused here
                     // (explanations keep the ReLU's own gradient for Grad-CAM).
-                    let relu = g.node(x);
-                    let fused = mode == Mode::Train
-                        && relu.op == Op::Relu
-                        && needs[relu.inputs[0].0]
-                        && g.nodes.iter().filter(|n| n.inputs.contains(&x)).count() == 1;
-                    let (target, saved) = if fused { (relu.inputs[0], Some(self.out(x))) } else { (x, None) };
+                    let (target, saved) = match self.relu_backward_fused_into_reader(x, mode) {
+                        Some(input) => (input, Some(self.out(x))),
+                        None => (x, None),
+                    };
                     let dx = self.act(format!("d{}", g.node(target).name), &g.node(target).shape);
                     self.plan.steps.push(Step::MaxPoolBackward { pool: self.pool_geometry(id), argmax, relu: saved, dy, dx });
                     self.add_grad(&mut grads, target, dx);

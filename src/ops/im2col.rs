@@ -128,12 +128,11 @@ pub(crate) fn forward(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params, x: &Te
     let kp = kc_padded(c);
     let col = columns(gpu, c, kp, 4)?;
     let cols = &col_params(c, kp);
-    let col_vec4s = kp * col.shape()[1] / 4;
     let (fill, wp) = match padded_weight(gpu, c)? {
         None => (im2col_dispatch(gpu, cols, x, &col)?, w.clone()),
         Some(wp) => {
             let kernel = Kernel::new(Shader::Im2col, "im2col_pad_weight").with("WG", WG);
-            let groups = gpu.grid_for(col_vec4s + c.cout * kp, WG);
+            let groups = gpu.grid_for(col.len() / 4 + c.cout * kp, WG);
             (Dispatch::new(gpu, &kernel, cols, &[(1, x), (2, &col), (5, w), (6, &wp)], groups)?, wp)
         }
     };

@@ -6,6 +6,7 @@
 //! - `linear_backward_weight`: dW = dy^T x as a GEMM with db summed inside it where the
 //!   kernel can (ops::gemm::launch_weight_grad).
 
+pub use super::gemm::GradOut;
 use super::gemm::{check_len, flags, launch_weight_grad, Bias, GemmConfig, Params};
 use super::Dispatch;
 use crate::gpu::Gpu;
@@ -28,8 +29,6 @@ pub struct Linear {
     /// Output features.
     pub out: usize,
 }
-
-pub use super::gemm::GradOut;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
