@@ -8,7 +8,7 @@
 //! OH x OW output, one stride and one zero padding for both axes (dilation 1, groups 1).
 
 pub use super::conv_geometry::Conv2d;
-use super::gemm::{check_len, flags, launch, launch_split_k, split_k_parts, Bias, Family, GemmConfig, GradOut, Params};
+use super::gemm::{check_len, flags, launch, launch_split_k, dy_channels, split_k_parts, Bias, Family, GemmConfig, GradOut, Params};
 use super::im2col;
 use super::reduce;
 use super::Dispatch;
@@ -86,7 +86,7 @@ pub fn conv2d_backward_weight(
     }
     let mut out = launch_split_k(gpu, op, cfg, 3, p, dy, x, dw)?;
     if let Some((t, acc)) = db {
-        out.push(reduce::bias_backward(gpu, &dy.reshape(&[conv.batch, conv.cout, conv.oh() * conv.ow()])?, t, acc)?);
+        out.push(reduce::bias_backward(gpu, &dy_channels(op, 3, (false, false), &p, dy)?, t, acc)?);
     }
     Ok(out)
 }

@@ -249,21 +249,32 @@ pub(crate) fn launch_weight_grad(
     let Some((db_t, db_acc)) = db else {
         return Ok(vec![launch(gpu, op, cfg, mode, trans, params, dy, b, None, dw)?]);
     };
-    // dy as [images, channels, plane] for the separate reduction
-    let dy_view = match (mode, trans) {
-        (0, (true, false)) => dy.reshape(&[params.k as usize, params.m as usize])?,
-        (6, (false, true)) => dy.reshape(&[params.batch as usize, params.m as usize, (params.oh * params.ow) as usize])?,
-        _ => return Err(Error::unsupported(op, format!("a bias gradient with mode {mode}, transposes {trans:?}"))),
-    };
-    let fused = matches!(cfg.family, Family::Vec4 | Family::Im2colVec4) && vec4_fits(mode, trans, &params) && trans.0 != trans.1;
-    if fused {
+    let channels = dy_channels(op, mode, trans, &params, dy)?;
+    if runs_vec4(cfg, mode, trans, &params) && trans.0 != trans.1 {
         check_len(op, "db", db_t, params.m as usize)?;
         let params = Params { flags: params.flags | (db_acc as u32) << 4, ..params };
         return Ok(vec![launch_impl(gpu, op, cfg, mode, trans, params, dy, b, None, dw, 1, Some(db_t))?]);
     }
     let mut out = vec![launch(gpu, op, cfg, mode, trans, params, dy, b, None, dw)?];
-    out.push(crate::ops::reduce::bias_backward(gpu, &dy_view, db_t, db_acc)?);
+    out.push(crate::ops::reduce::bias_backward(gpu, &channels, db_t, db_acc)?);
     Ok(out)
+}
+
+/// The A operand `dy` of a weight-gradient product of mode `mode` seen as [images,
+/// channels, plane] for a separate `bias_backward`: 0 TN, a linear layer's dy [N, out];
+/// 3 and 6, a convolution's dy [N, K, OH*OW].
+pub(crate) fn dy_channels(op: &str, mode: u32, trans: (bool, bool), params: &Params, dy: &Tensor) -> Result<Tensor> {
+    match (mode, trans) {
+        (0, (true, false)) => dy.reshape(&[params.k as usize, params.m as usize]),
+        (3, (false, false)) | (6, (false, true)) => dy.reshape(&[params.batch as usize, params.m as usize, (params.oh * params.ow) as usize]),
+        _ => Err(Error::unsupported(op, format!("a bias gradient with mode {mode}, transposes {trans:?}"))),
+    }
+}
+
+/// Whether `cfg` runs mode `mode` with transposes `trans` on `params` as `gemm_vec4` (else
+/// `gemm_regblock` or `gemm_tiled`).
+fn runs_vec4(cfg: &GemmConfig, mode: u32, trans: (bool, bool), params: &Params) -> bool {
+    matches!(cfg.family, Family::Vec4 | Family::Im2colVec4) && vec4_fits(mode, trans, params)
 }
 
 /// `launch` for a long reduction into few output tiles (a convolution's weight
@@ -344,8 +355,8 @@ fn launch_impl(
             return Err(Error::shape(op, "an empty dimension (M, N or K is 0)"));
         }
     }
-    let vec4_ok = vec4_fits(mode, trans, &params);
-    if mode >= 4 && !(vec4_family && vec4_ok) {
+    let vec4_ok = runs_vec4(cfg, mode, trans, &params);
+    if mode >= 4 && !vec4_ok {
         // modes 4-6 exist only in gemm_vec4; ops/conv2d.rs checks before choosing them
         return Err(Error::unsupported(op, format!("mode {mode} with {:?} on {params:?}", cfg.family)));
     }
