@@ -124,7 +124,7 @@ fn augment_cpu(img: &[u8], seed: u32, step: u32, row: u32, mean: f32, std: f32) 
         };
         c + (m - c) * amount
     };
-    let u = rand(0) * 0.13165250;
+    let u = rand(0) * 0.131_652_5;
     let scale = 1.0 + 0.1 * rand(1);
     let shift = (rand(2) * 2.5, rand(3) * 2.5);
     let shear = 0.2 * rand(4);
