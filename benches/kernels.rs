@@ -38,7 +38,7 @@ fn time(c: &mut Criterion, group: &str, variant: &str, shape: &str, throughput: 
 }
 
 /// The named variants, plus any in KILN_BENCH_CONFIGS: comma-separated
-/// `family:WGXxWGY:TMxTN:BK` (family tiled|regblock|vec4), for exploring tile shapes on a
+/// `family:WGXxWGY:TMxTN:BK` (family tiled|tiled4|regblock|vec4), for exploring tile shapes on a
 /// new device without editing the code.
 fn variants() -> Vec<(String, GemmConfig)> {
     let mut v: Vec<(String, GemmConfig)> = GemmConfig::ALL.iter().map(|(n, c)| (n.to_string(), *c)).collect();
@@ -48,9 +48,10 @@ fn variants() -> Vec<(String, GemmConfig)> {
         let pair = |s: &str| s.split_once('x').and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)));
         let family = match parts.first() {
             Some(&"tiled") => Family::Tiled,
+            Some(&"tiled4") => Family::Tiled4,
             Some(&"regblock") => Family::RegBlock,
             Some(&"vec4") => Family::Vec4,
-            _ => panic!("KILN_BENCH_CONFIGS: unknown family in '{spec}' (tiled|regblock|vec4)"),
+            _ => panic!("KILN_BENCH_CONFIGS: unknown family in '{spec}' (tiled|tiled4|regblock|vec4)"),
         };
         let (Some((wgx, wgy)), Some((tm, tn)), Some(bk)) =
             (parts.get(1).and_then(|s| pair(s)), parts.get(2).and_then(|s| pair(s)), parts.get(3).and_then(|s| s.parse().ok()))
@@ -79,7 +80,7 @@ fn gemm_benches(c: &mut Criterion) {
         let (a, b, out) = (tensor(g.m * g.k, &mut rng), tensor(g.k * g.n, &mut rng), tensor(g.m * g.n, &mut rng));
         for (name, cfg) in variants() {
             let d = gemm(gpu, &cfg, &g, &a, &b, None, &out).unwrap();
-            time(c, "gemm", &name, shape, Throughput::Elements(g.flops()), &[d]);
+            time(c, "gemm", &name, shape, Throughput::Elements(g.flops()), &d);
         }
     }
 }

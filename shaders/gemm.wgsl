@@ -20,9 +20,10 @@
 //   6 conv dW         NT: A = dy blocked [Cout, (b,p)], B = col ([N, K] form), C -> dw
 // Layouts are NCHW activations and KCRS weights (PyTorch's order).
 //
-// Two kernel families share the gathers:
+// The kernel families share the gathers:
 //   gemm_tiled     BM x BN tile per workgroup staged through workgroup memory, TM x TN
 //                  outputs per invocation: what real GPUs want.
+//   gemm_tiled4    the same staging, tiles read back as vec4s, TM x 8 per invocation.
 //   gemm_regblock  no workgroup memory, TM x TN outputs per invocation straight from
 //                  global memory: what llvmpipe runs fastest (barriers are slow there).
 // f32 accumulation; each output is one sequential sum over K (no atomics: deterministic).
@@ -200,9 +201,17 @@ fn store_out(z: u32, m: u32, n: u32, acc: f32) {
 var<workgroup> tile_a: array<f32, BM * BK>;   // [BK][BM]
 var<workgroup> tile_b: array<f32, BK * BN>;   // [BK][BN]
 
-// A is contiguous along k in memory (so consecutive invocations should walk k).
-fn a_k_contiguous() -> bool {
-    return !(MODE == 0u && TRANS_A);
+// The (m, k) of the A tile's e-th staged element: consecutive invocations walk A's
+// contiguous dimension (k, unless A is stored transposed), so their reads are adjacent.
+fn a_stage_index(e: u32) -> vec2u {
+    if MODE == 0u && TRANS_A { return vec2u(e % BM, e / BM); }
+    return vec2u(e / BK, e % BK);
+}
+
+// The (k, n) of the B tile's e-th staged element, walking B's contiguous dimension.
+fn b_stage_index(e: u32) -> vec2u {
+    if MODE == 0u && TRANS_B { return vec2u(e % BK, e / BK); }
+    return vec2u(e / BN, e % BN);
 }
 
 @compute @workgroup_size(WGX, WGY)
@@ -223,14 +232,12 @@ fn gemm_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
     for (var k0 = kr.x; k0 < kr.y; k0 += BK) {
         // Stage the A and B tiles; consecutive invocations read consecutive addresses.
         for (var e = tid; e < BM * BK; e += threads) {
-            var mm: u32; var kk: u32;
-            if a_k_contiguous() { mm = e / BK; kk = e % BK; } else { mm = e % BM; kk = e / BM; }
-            tile_a[kk * BM + mm] = load_a(row0 + mm, k0 + kk);
+            let mk = a_stage_index(e);
+            tile_a[mk.y * BM + mk.x] = load_a(row0 + mk.x, k0 + mk.y);
         }
         for (var e = tid; e < BK * BN; e += threads) {
-            var kk: u32; var nn: u32;
-            if MODE == 0u && TRANS_B { kk = e % BK; nn = e / BK; } else { kk = e / BN; nn = e % BN; }
-            tile_b[kk * BN + nn] = load_b(k0 + kk, col0 + nn);
+            let kn = b_stage_index(e);
+            tile_b[kn.x * BN + kn.y] = load_b(k0 + kn.x, col0 + kn.y);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
@@ -250,6 +257,87 @@ fn gemm_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
             let n = col0 + lid.x + j * WGX;
             if m < p.m && n < p.n { store_out(wid.z, m, n, acc[i][j]); }
         }
+    }
+}
+
+// gemm_tiled4: gemm_tiled's staging with the tiles held as vec4s, so each invocation reads
+// its operands from workgroup memory 16 bytes at a time: 4 rows of A and 4 columns of B per
+// load, TM x 8 outputs (TM 4 or 8) in 2 or 4 vec4 registers per row group, written out so
+// that no accumulator is indexed at run time (an indexed array can land in local memory:
+// BENCHMARKS.md's 1.8 TFLOP/s 8x8 attempt). Invocation (x, y) owns rows 4y..4y+3 (and
+// 4(WGY+y).. when TM = 8) and columns 4x..4x+3 and 4(WGX+x)..: neighbours read neighbouring
+// vec4s (no bank conflicts) and their stores are adjacent. BN = 8 * WGX, BM = TM * WGY.
+var<workgroup> tile_a4: array<vec4<f32>, (BM * BK + 3u) / 4u>;   // [BK][BM/4]
+var<workgroup> tile_b4: array<vec4<f32>, (BK * BN + 3u) / 4u>;   // [BK][BN/4]
+
+fn store_row4(z: u32, m: u32, n: u32, v: vec4<f32>) {
+    if m >= p.m { return; }
+    for (var j = 0u; j < 4u; j++) {
+        if n + j < p.n { store_out(z, m, n + j, v[j]); }
+    }
+}
+
+@compute @workgroup_size(WGX, WGY)
+fn gemm_tiled4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+               @builtin(local_invocation_id) lid: vec3u) {
+    let row0 = wid.y * BM;
+    let col0 = col_block(wid, nwg) * BN;
+    let kr = k_range(wid.z);
+    let tid = lid.y * WGX + lid.x;
+    let threads = WGX * WGY;
+    let bm4 = BM / 4u;
+    let bn4 = BN / 4u;
+    // c<row group><row><column group>: rows 4y + i (group 0) and 4(WGY + y) + i (group 1)
+    var c000 = vec4<f32>(0.0); var c001 = vec4<f32>(0.0);
+    var c010 = vec4<f32>(0.0); var c011 = vec4<f32>(0.0);
+    var c020 = vec4<f32>(0.0); var c021 = vec4<f32>(0.0);
+    var c030 = vec4<f32>(0.0); var c031 = vec4<f32>(0.0);
+    var c100 = vec4<f32>(0.0); var c101 = vec4<f32>(0.0);
+    var c110 = vec4<f32>(0.0); var c111 = vec4<f32>(0.0);
+    var c120 = vec4<f32>(0.0); var c121 = vec4<f32>(0.0);
+    var c130 = vec4<f32>(0.0); var c131 = vec4<f32>(0.0);
+    for (var k0 = kr.x; k0 < kr.y; k0 += BK) {
+        for (var e = tid; e < BM * BK; e += threads) {
+            let mk = a_stage_index(e);
+            tile_a4[mk.y * bm4 + mk.x / 4u][mk.x % 4u] = load_a(row0 + mk.x, k0 + mk.y);
+        }
+        for (var e = tid; e < BK * BN; e += threads) {
+            let kn = b_stage_index(e);
+            tile_b4[kn.x * bn4 + kn.y / 4u][kn.y % 4u] = load_b(k0 + kn.x, col0 + kn.y);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            let b0 = tile_b4[kk * bn4 + lid.x];
+            let b1 = tile_b4[kk * bn4 + WGX + lid.x];
+            let a0 = tile_a4[kk * bm4 + lid.y];
+            c000 = fma(vec4<f32>(a0.x), b0, c000); c001 = fma(vec4<f32>(a0.x), b1, c001);
+            c010 = fma(vec4<f32>(a0.y), b0, c010); c011 = fma(vec4<f32>(a0.y), b1, c011);
+            c020 = fma(vec4<f32>(a0.z), b0, c020); c021 = fma(vec4<f32>(a0.z), b1, c021);
+            c030 = fma(vec4<f32>(a0.w), b0, c030); c031 = fma(vec4<f32>(a0.w), b1, c031);
+            if TM == 8u {
+                let a1 = tile_a4[kk * bm4 + WGY + lid.y];
+                c100 = fma(vec4<f32>(a1.x), b0, c100); c101 = fma(vec4<f32>(a1.x), b1, c101);
+                c110 = fma(vec4<f32>(a1.y), b0, c110); c111 = fma(vec4<f32>(a1.y), b1, c111);
+                c120 = fma(vec4<f32>(a1.z), b0, c120); c121 = fma(vec4<f32>(a1.z), b1, c121);
+                c130 = fma(vec4<f32>(a1.w), b0, c130); c131 = fma(vec4<f32>(a1.w), b1, c131);
+            }
+        }
+        workgroupBarrier();
+    }
+    let z = wid.z;
+    let r0 = row0 + 4u * lid.y;
+    let n0 = col0 + 4u * lid.x;
+    let n1 = n0 + 4u * WGX;
+    store_row4(z, r0, n0, c000); store_row4(z, r0, n1, c001);
+    store_row4(z, r0 + 1u, n0, c010); store_row4(z, r0 + 1u, n1, c011);
+    store_row4(z, r0 + 2u, n0, c020); store_row4(z, r0 + 2u, n1, c021);
+    store_row4(z, r0 + 3u, n0, c030); store_row4(z, r0 + 3u, n1, c031);
+    if TM == 8u {
+        let r1 = r0 + 4u * WGY;
+        store_row4(z, r1, n0, c100); store_row4(z, r1, n1, c101);
+        store_row4(z, r1 + 1u, n0, c110); store_row4(z, r1 + 1u, n1, c111);
+        store_row4(z, r1 + 2u, n0, c120); store_row4(z, r1 + 2u, n1, c121);
+        store_row4(z, r1 + 3u, n0, c130); store_row4(z, r1 + 3u, n1, c131);
     }
 }
 

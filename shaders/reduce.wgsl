@@ -44,16 +44,24 @@ fn bias_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
 
 // ---- splitk_sum: out[i] (+)= sum over s of part[s * n + i], the slices of a split-K GEMM
 // (shaders/gemm.wgsl, SPLIT_K), added in slice order: deterministic. Params reuse:
-// outer = number of slices, c = n (elements per slice), accumulate as above.
+// outer = number of slices, c = n (elements per slice), inner = columns of the [rows,
+// columns] output, accumulate = gemm.wgsl's flags (bit 0 accumulate, bit 1 ReLU, bits 2-3
+// bias per row 1 or per column 2): the epilogue the split GEMM left out.
 @group(0) @binding(3) var<storage, read> part: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read> sbias: array<f32>;
 
 @compute @workgroup_size(WG)
 fn splitk_sum(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
               @builtin(local_invocation_id) lid: vec3u) {
     let i = (wid.x + wid.y * nwg.x) * WG + lid.x;
     if i >= p.c { return; }
-    var s = select(0.0, out[i], p.accumulate != 0u);
+    var s = 0.0;
     for (var z = 0u; z < p.outer; z++) { s += part[z * p.c + i]; }
+    if (p.accumulate & 1u) != 0u { s += out[i]; }
+    let bias_mode = (p.accumulate >> 2u) & 3u;
+    if bias_mode == 1u { s += sbias[i / p.inner]; }
+    if bias_mode == 2u { s += sbias[i % p.inner]; }
+    if (p.accumulate & 2u) != 0u { s = max(s, 0.0); }
     out[i] = s;
 }

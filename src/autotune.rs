@@ -66,8 +66,10 @@ pub struct TuneReport {
 /// The variants worth timing for a step on this adapter. On CPU adapters convolutions
 /// take the im2col family (the implicit-GEMM families measured 4-10x slower on llvmpipe,
 /// BENCHMARKS.md), and plain GEMMs choose between vec4 and register blocking (small shapes);
-/// on GPUs the two tiled shapes that won somewhere on an H100 (64x64 and 64x128 tiles)
-/// compete; each candidate costs its pipelines' compilation at a cold start.
+/// on GPUs the two tiled variants that won somewhere on an H100 (`tiled64`: the linear
+/// layers, small-batch conv dX; `tiled4_64x128`: conv forward, large batches; of four
+/// timed, BENCHMARKS.md) compete; each candidate costs its pipelines' compilation at a
+/// cold start.
 pub fn candidates(gpu: &Gpu, key: &str) -> Vec<GemmConfig> {
     if gpu.info().is_cpu() {
         if key.starts_with("conv2d") {
@@ -76,7 +78,7 @@ pub fn candidates(gpu: &Gpu, key: &str) -> Vec<GemmConfig> {
             vec![GemmConfig::VEC4, GemmConfig::REGBLOCK_4X4]
         }
     } else {
-        vec![GemmConfig::TILED_64, GemmConfig::TILED_64X128]
+        vec![GemmConfig::TILED_64, GemmConfig::TILED4_64X128]
     }
 }
 

@@ -1,8 +1,8 @@
-//! Both GEMM families against the f64 reference: every transpose combination, every
-//! epilogue, shapes with 1, primes, non-multiples of the tile, and one large case.
+//! Every GEMM family against the f64 reference: every transpose combination, every
+//! epilogue (split-K too), shapes with 1, primes, non-multiples of the tile, a large case.
 
 use kiln::cpu::gemm as cpu;
-use kiln::ops::gemm::{gemm, Bias, Gemm, GemmConfig};
+use kiln::ops::gemm::{gemm, gemm_scratch_bytes, Bias, Family, Gemm, GemmConfig};
 use kiln::testing::{assert_close, gpu, Rng, REDUCTION};
 use kiln::{DType, Tensor};
 
@@ -22,7 +22,7 @@ fn check(cfg: &GemmConfig, g: Gemm, rng: &mut Rng) {
         tc.poison(gpu).unwrap();
     }
     let d = gemm(gpu, cfg, &g, &ta, &tb, (g.bias != Bias::None).then_some(&tbias), &tc).unwrap();
-    gpu.run(&[&d]).unwrap();
+    gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
     let mut want = cpu::gemm(g.m, g.n, g.k, &a, g.trans_a, &b, g.trans_b);
     for (idx, v) in want.iter_mut().enumerate() {
         let (i, j) = (idx / g.n, idx % g.n);
@@ -79,6 +79,21 @@ fn mnist_fc1_shapes_and_a_large_case_match_cpu() {
         check(&cfg, dw, &mut rng);
     }
     check(&GemmConfig::default_for(gpu().info()), Gemm::new(300, 257, 1000), &mut rng);
+}
+
+#[test]
+fn split_k_gemms_apply_every_epilogue_in_the_sum() {
+    // Few output tiles and a long K: the tiled families split K over workgroups and
+    // splitk_sum adds the slices, then accumulate, the bias (per row or column) and ReLU.
+    let mut rng = Rng::new(5);
+    let gpu = gpu();
+    for (name, cfg) in GemmConfig::ALL.iter().filter(|(_, c)| matches!(c.family, Family::Tiled | Family::Tiled4)) {
+        for (i, bias) in [Bias::Row, Bias::Col, Bias::None].into_iter().enumerate() {
+            let g = Gemm { trans_a: i == 1, trans_b: i != 1, accumulate: i != 0, relu: i != 2, bias, ..Gemm::new(19, 40, 1500) };
+            assert!(gemm_scratch_bytes(gpu, cfg, &g) > 0, "{name} does not split {g:?}: the test would not reach split-K");
+            check(cfg, g, &mut rng);
+        }
+    }
 }
 
 #[test]

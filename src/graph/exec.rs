@@ -17,7 +17,7 @@ use super::{Graph, Init, NodeId};
 use crate::data::gpu::ResidentDataset;
 use crate::gpu::{Gpu, GpuBuffer};
 use crate::autotune::Tuning;
-use crate::ops::gemm::{gemm, Bias, Gemm, GemmConfig};
+use crate::ops::gemm::{gemm, gemm_scratch_bytes, Bias, Gemm, GemmConfig};
 use crate::ops::optim::{optimizer_step, step_words, Optimizer, STEP_WORDS};
 use crate::ops::softmax::{metrics_words, Metrics};
 use crate::ops::linear::{self, Linear};
@@ -301,7 +301,7 @@ impl<'g> Executor<'g> {
                 Step::Conv2dForward { conv, .. } => conv2d::scratch_bytes(gpu, &cfg, conv, conv2d::Pass::Forward),
                 Step::Conv2dBackwardInput { conv, .. } => conv2d::scratch_bytes(gpu, &cfg, conv, conv2d::Pass::BackwardInput),
                 Step::Conv2dBackwardWeight { conv, .. } => conv2d::scratch_bytes(gpu, &cfg, conv, conv2d::Pass::BackwardWeight),
-                _ => 0,
+                _ => linear_gemm(step, &|v| exec.tensors[v.0].shape().to_vec()).map_or(0, |g| gemm_scratch_bytes(gpu, &cfg, &g)),
             }
         });
         gpu.reserve_scratch(scratch.max().unwrap_or(0))?;
@@ -439,17 +439,8 @@ impl<'g> Executor<'g> {
             Step::Conv2dBackwardWeight { conv, x, dy, dw, accumulate, db } => {
                 conv2d::conv2d_backward_weight(gpu, cfg, conv, t(*x), t(*dy), t(*dw), *accumulate, grad(db))?
             }
-            Step::LinearForward { x, w, b, relu, y } => {
-                let (n, inp) = (t(*x).shape()[0], t(*x).shape()[1]);
-                let out = t(*w).shape()[0];
-                let g = Gemm { trans_b: true, relu: *relu, bias: if b.is_some() { Bias::Col } else { Bias::None }, ..Gemm::new(n, out, inp) };
-                vec![gemm(gpu, cfg, &g, t(*x), t(*w), b.map(t), t(*y))?]
-            }
-            Step::LinearBackwardInput { dy, w, dx } => {
-                let (n, out) = (t(*dy).shape()[0], t(*dy).shape()[1]);
-                let inp = t(*w).shape()[1];
-                vec![gemm(gpu, cfg, &Gemm::new(n, inp, out), t(*dy), t(*w), None, t(*dx))?]
-            }
+            Step::LinearForward { x, w, b, y, .. } => gemm(gpu, cfg, &linear_gemm(step, &|v| t(v).shape().to_vec()).expect("a linear step"), t(*x), t(*w), b.map(t), t(*y))?,
+            Step::LinearBackwardInput { dy, w, dx } => gemm(gpu, cfg, &linear_gemm(step, &|v| t(v).shape().to_vec()).expect("a linear step"), t(*dy), t(*w), None, t(*dx))?,
             Step::LinearBackwardWeight { dy, x, dw, accumulate, db } => {
                 let l = Linear { rows: t(*dy).shape()[0], inp: t(*x).shape()[1], out: t(*dy).shape()[1] };
                 linear::linear_backward_weight(gpu, cfg, &l, t(*dy), t(*x), t(*dw), *accumulate, grad(db))?
@@ -785,4 +776,21 @@ fn write_flat(gpu: &Gpu, op: &str, flat: &Tensor, entries: &[(&str, &[usize])], 
 
 fn view(flat: &Tensor, offset: usize, shape: &[usize]) -> Tensor {
     Tensor::from_buffer(flat.buffer().clone(), flat.offset() + 4 * offset as u64, shape, DType::F32)
+}
+
+/// The GEMM of a plain linear step (forward: y = x W^T (+ b) (ReLU); input gradient:
+/// dx = dy W), from its tensors' shapes; `None` for other steps.
+fn linear_gemm(step: &Step, shape: &dyn Fn(ValueId) -> Vec<usize>) -> Option<Gemm> {
+    match step {
+        Step::LinearForward { x, w, b, relu, .. } => {
+            let (x, w) = (shape(*x), shape(*w));
+            let bias = if b.is_some() { Bias::Col } else { Bias::None };
+            Some(Gemm { trans_b: true, relu: *relu, bias, ..Gemm::new(x[0], w[0], x[1]) })
+        }
+        Step::LinearBackwardInput { dy, w, .. } => {
+            let (dy, w) = (shape(*dy), shape(*w));
+            Some(Gemm::new(dy[0], w[1], dy[1]))
+        }
+        _ => None,
+    }
 }

@@ -84,7 +84,7 @@ pub fn conv2d_backward_weight(
     if staged_backward_weight(gpu, cfg, conv, &p) {
         return im2col::backward_weight(gpu, cfg, conv, p, x, dy, dw, db);
     }
-    let mut out = launch_split_k(gpu, op, cfg, 3, p, dy, x, dw)?;
+    let mut out = launch_split_k(gpu, op, cfg, 3, (false, false), p, dy, x, None, dw)?;
     if let Some((t, acc)) = db {
         out.push(reduce::bias_backward(gpu, &dy_channels(op, 3, (false, false), &p, dy)?, t, acc)?);
     }
@@ -117,7 +117,7 @@ pub fn scratch_bytes(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, pass: Pass) -> 
             if staged_backward_weight(gpu, cfg, conv, &p) {
                 im2col::scratch_bytes(conv, 6)
             } else {
-                split_k_parts(gpu, cfg, &p).map_or(0, |(_, split)| 4 * (split * p.m * p.n) as u64)
+                split_k_parts(gpu, cfg, 3, &p).map_or(0, |(_, split)| 4 * (split * p.m * p.n) as u64)
             }
         }
     }

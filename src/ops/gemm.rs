@@ -35,6 +35,9 @@ pub struct GemmConfig {
 pub enum Family {
     /// Workgroup-memory tiles + register blocking: real GPUs.
     Tiled,
+    /// Tiled's staging with the tiles read back as vec4s: TM x 8 per invocation (TM 4 or
+    /// 8), 16-byte workgroup-memory reads, accumulators in named registers.
+    Tiled4,
     /// Register blocking straight from global memory, no barriers: llvmpipe.
     RegBlock,
     /// 4x4 register blocks with 16-byte loads along the contiguous dimension (plain GEMM
@@ -55,11 +58,12 @@ impl GemmConfig {
     /// 4x8 per invocation (more reuse of each A value), 16x4 invocations.
     pub const REGBLOCK_4X8: GemmConfig = GemmConfig { family: Family::RegBlock, wgx: 4, wgy: 16, tm: 4, tn: 8, bk: 1 };
 
-    /// 64x128 tiles (16x16 invocations, 4x8 each), K slices of 8: the best shape measured at
-    /// 4096^3 on an H100 among 14 tried (BENCHMARKS.md).
-    pub const TILED_64X128: GemmConfig = GemmConfig { family: Family::Tiled, wgx: 16, wgy: 16, tm: 4, tn: 8, bk: 8 };
-    /// 64x64 tiles, 4x4 per invocation, K slices of 32 (half the barriers per K).
-    pub const TILED_64_BK32: GemmConfig = GemmConfig { family: Family::Tiled, wgx: 16, wgy: 16, tm: 4, tn: 4, bk: 32 };
+    /// Tiled4, 128x128 tiles (16x16 invocations, 8x8 each), K slices of 8.
+    pub const TILED4_128: GemmConfig = GemmConfig { family: Family::Tiled4, wgx: 16, wgy: 16, tm: 8, tn: 8, bk: 8 };
+    /// Tiled4, 64x128 tiles (16x16 invocations, 4x8 each), K slices of 8: the fastest
+    /// shape at 4096^3 on an H100 (28.4 TFLOP/s; BENCHMARKS.md) and the conv forward passes'
+    /// choice there.
+    pub const TILED4_64X128: GemmConfig = GemmConfig { family: Family::Tiled4, wgx: 16, wgy: 16, tm: 4, tn: 8, bk: 8 };
 
     /// vec4 loads, 8x4 per invocation (8 rows x one vec4 of columns), 16x4 invocations:
     /// 32x64 blocks of C.
@@ -71,8 +75,8 @@ impl GemmConfig {
     /// Every variant, by name: what benches and tests iterate over.
     pub const ALL: [(&'static str, GemmConfig); 7] = [
         ("tiled64", Self::TILED_64),
-        ("tiled64x128", Self::TILED_64X128),
-        ("tiled64_bk32", Self::TILED_64_BK32),
+        ("tiled4_128", Self::TILED4_128),
+        ("tiled4_64x128", Self::TILED4_64X128),
         ("regblock4x4", Self::REGBLOCK_4X4),
         ("regblock4x8", Self::REGBLOCK_4X8),
         ("vec4", Self::VEC4),
@@ -277,50 +281,58 @@ fn runs_vec4(cfg: &GemmConfig, mode: u32, trans: (bool, bool), params: &Params) 
     matches!(cfg.family, Family::Vec4 | Family::Im2colVec4) && vec4_fits(mode, trans, params)
 }
 
-/// `launch` for a long reduction into few output tiles (a convolution's weight
-/// gradient): on the tiled and register-blocked families the K range is split across
-/// workgroup z into raw partial slices, then summed in slice order (deterministic) into
-/// `c` with the accumulate flag of `params`. No bias or ReLU epilogue.
+/// `launch` for a long reduction into few output tiles (a convolution's weight gradient,
+/// a linear layer's forward at a small batch): on the tiled and register-blocked families
+/// the K range is split across workgroup z into raw partial slices, then summed in slice
+/// order (deterministic) into `c` by `splitk_sum`, which also applies `params`' epilogue
+/// (accumulate; bias and ReLU in mode 0 only, where C is the plain [M, N] matrix).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn launch_split_k(
     gpu: &Gpu,
     op: &str,
     cfg: &GemmConfig,
     mode: u32,
+    trans: (bool, bool),
     params: Params,
     a: &Tensor,
     b: &Tensor,
+    bias: Option<&Tensor>,
     c: &Tensor,
 ) -> Result<Vec<Dispatch>> {
-    let Some((chunk, split)) = split_k_parts(gpu, cfg, &params) else {
-        return Ok(vec![launch(gpu, op, cfg, mode, (false, false), params, a, b, None, c)?]);
+    let Some((chunk, split)) = split_k_parts(gpu, cfg, mode, &params) else {
+        return Ok(vec![launch(gpu, op, cfg, mode, trans, params, a, b, bias, c)?]);
     };
     // the partial slices live in the device's scratch region (Gpu::scratch)
     let len = (split * params.m * params.n) as usize;
     let part = Tensor::from_buffer(gpu.scratch(4 * len as u64)?, 0, &[len], DType::F32);
-    let partial = Params { k_chunk: chunk, ..params };
-    let first = launch_impl(gpu, op, cfg, mode, (false, false), partial, a, b, None, &part, split, None)?;
-    let sum = crate::ops::reduce::splitk_sum(gpu, &part, split as usize, c, params.flags & 1 != 0)?;
+    let partial = Params { k_chunk: chunk, flags: 0, ..params };
+    let first = launch_impl(gpu, op, cfg, mode, trans, partial, a, b, None, &part, split, None)?;
+    let sum = crate::ops::reduce::splitk_sum(gpu, &part, split as usize, c, params.flags, params.n as usize, bias)?;
     Ok(vec![first, sum])
 }
 
 /// How `launch_split_k` splits `params`' reduction: (K per slice, slices), or `None` when
 /// it launches one plain GEMM.
-pub(crate) fn split_k_parts(gpu: &Gpu, cfg: &GemmConfig, params: &Params) -> Option<(u32, u32)> {
+pub(crate) fn split_k_parts(gpu: &Gpu, cfg: &GemmConfig, mode: u32, params: &Params) -> Option<(u32, u32)> {
     let (bm, bn) = cfg.block();
     let tiles = params.m.div_ceil(bm) * params.n.div_ceil(bn);
     let bk = cfg.bk.max(1);
     let split = match cfg.family {
-        Family::Tiled | Family::RegBlock => (SPLIT_TARGET_GROUPS / tiles.max(1)).min(params.k / (8 * bk)),
+        Family::Tiled | Family::Tiled4 | Family::RegBlock => (SPLIT_TARGET_GROUPS / tiles.max(1)).min(params.k / (8 * bk)),
         _ => 1,
     };
     let max = gpu.limits().max_compute_workgroups_per_dimension;
-    if split <= 1 || params.flags & !1 != 0 || params.n.div_ceil(bn) > max {
+    // Fewer than MIN_SPLIT slices save less than the extra dispatch costs; an epilogue other
+    // than accumulate needs C as the plain [M, N] matrix (mode 0).
+    if split < MIN_SPLIT || (mode != 0 && params.flags & !1 != 0) || params.n.div_ceil(bn) > max {
         return None;
     }
     let chunk = params.k.div_ceil(split).next_multiple_of(bk);
     Some((chunk, params.k.div_ceil(chunk)))
 }
+
+/// The fewest K slices worth a split (and its summing dispatch).
+const MIN_SPLIT: u32 = 4;
 
 /// Workgroups a split-K launch aims for: enough to fill a large GPU (132 SMs on an H100)
 /// twice over.
@@ -347,8 +359,12 @@ fn launch_impl(
         || cfg.tm == 0
         || cfg.tn == 0
         || (vec4_family && cfg.tn != 4)
+        || (cfg.family == Family::Tiled4 && (cfg.tn != 8 || !matches!(cfg.tm, 4 | 8)))
     {
-        return Err(Error::unsupported(op, format!("tile {}x{} per invocation (1..=8 each)", cfg.tm, cfg.tn)));
+        return Err(Error::unsupported(
+            op,
+            format!("tile {}x{} per invocation in {:?} (1..=8 each; 4 columns in Vec4, 4x8 or 8x8 in Tiled4)", cfg.tm, cfg.tn, cfg.family),
+        ));
     }
     for v in [params.m, params.n, params.k] {
         if v == 0 {
@@ -362,6 +378,7 @@ fn launch_impl(
     }
     let (entry, a_binding, b_binding) = match cfg.family {
         Family::Tiled => ("gemm_tiled", 1, 2),
+        Family::Tiled4 => ("gemm_tiled4", 1, 2),
         Family::Vec4 | Family::Im2colVec4 if vec4_ok => ("gemm_vec4", 5, 6),
         Family::RegBlock | Family::Vec4 | Family::Im2colVec4 => ("gemm_regblock", 1, 2),
     };
@@ -427,8 +444,9 @@ fn launch_impl(
 }
 
 /// C (+)= op(A) . op(B) (+ bias) (ReLU). A is [M, K] ([K, M] if `trans_a`), B is [K, N]
-/// ([N, K] if `trans_b`), C is [M, N]; bias has M (Row) or N (Col) entries.
-pub fn gemm(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, c: &Tensor) -> Result<Dispatch> {
+/// ([N, K] if `trans_b`), C is [M, N]; bias has M (Row) or N (Col) entries. One dispatch,
+/// or two where the tiled families split a long K over few output tiles (`launch_split_k`).
+pub fn gemm(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, c: &Tensor) -> Result<Vec<Dispatch>> {
     check_len("gemm", "A", a, g.m * g.k)?;
     check_len("gemm", "B", b, g.k * g.n)?;
     check_len("gemm", "C", c, g.m * g.n)?;
@@ -440,12 +458,15 @@ pub fn gemm(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm, a: &Tensor, b: &Tensor, bias:
             return Err(Error::shape("gemm", format!("bias mode {mode:?} with bias tensor present: {}", t.is_some())))
         }
     }
-    let params = Params {
-        m: g.m as u32,
-        n: g.n as u32,
-        k: g.k as u32,
-        flags: flags(g.accumulate, g.relu, g.bias),
-        ..Default::default()
-    };
-    launch(gpu, "gemm", cfg, 0, (g.trans_a, g.trans_b), params, a, b, bias, c)
+    launch_split_k(gpu, "gemm", cfg, 0, (g.trans_a, g.trans_b), gemm_params(g), a, b, bias, c)
+}
+
+fn gemm_params(g: &Gemm) -> Params {
+    Params { m: g.m as u32, n: g.n as u32, k: g.k as u32, flags: flags(g.accumulate, g.relu, g.bias), ..Default::default() }
+}
+
+/// Bytes of the device's scratch region `gemm` takes with `cfg` (split-K partials), else 0.
+pub fn gemm_scratch_bytes(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm) -> u64 {
+    let params = gemm_params(g);
+    split_k_parts(gpu, cfg, 0, &params).map_or(0, |(_, split)| 4 * split as u64 * (g.m * g.n) as u64)
 }

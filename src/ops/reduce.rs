@@ -27,12 +27,22 @@ pub fn bias_backward(gpu: &Gpu, dy: &Tensor, db: &Tensor, accumulate: bool) -> R
     Dispatch::new(gpu, &Kernel::new(Shader::Reduce, "bias_backward"), &params, &[(1, dy), (2, db)], gpu.grid(c as u64))
 }
 
-/// `out[i]` (+)= sum over the `splits` slices of `part` (`[splits][n]`), in slice order.
-pub fn splitk_sum(gpu: &Gpu, part: &Tensor, splits: usize, out: &Tensor, accumulate: bool) -> Result<Dispatch> {
+/// `out[i]` (+)= sum over the `splits` slices of `part` (`[splits][n]`), in slice order,
+/// then the GEMM epilogue of `flags` (ops::gemm::flags: accumulate, ReLU, bias per row or
+/// column of `out` seen as [n / cols, cols]; `bias` given exactly when flags ask for one).
+pub fn splitk_sum(gpu: &Gpu, part: &Tensor, splits: usize, out: &Tensor, flags: u32, cols: usize, bias: Option<&Tensor>) -> Result<Dispatch> {
     let n = out.len();
-    if part.len() != splits * n || part.dtype() != DType::F32 || out.dtype() != DType::F32 {
-        return Err(Error::shape("splitk_sum", format!("{} partial values for {splits} slices of {n}", part.len())));
+    if part.len() != splits * n || part.dtype() != DType::F32 || out.dtype() != DType::F32 || cols == 0 || n % cols != 0 {
+        return Err(Error::shape("splitk_sum", format!("{} partial values for {splits} slices of {n} ({cols} columns)", part.len())));
     }
-    let params = Params { outer: splits as u32, c: n as u32, inner: 1, accumulate: accumulate as u32 };
-    Dispatch::new(gpu, &Kernel::new(Shader::Reduce, "splitk_sum"), &params, &[(3, part), (4, out)], gpu.grid_for(n, 256))
+    let params = Params { outer: splits as u32, c: n as u32, inner: cols as u32, accumulate: flags };
+    let dummy;
+    let bias = match bias {
+        Some(b) => b,
+        None => {
+            dummy = Tensor::empty(gpu, &[1], DType::F32)?;
+            &dummy
+        }
+    };
+    Dispatch::new(gpu, &Kernel::new(Shader::Reduce, "splitk_sum"), &params, &[(3, part), (4, out), (5, bias)], gpu.grid_for(n, 256))
 }
