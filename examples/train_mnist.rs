@@ -337,9 +337,16 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let data = match kiln::train::load_dataset(&cfg) {
-        Ok(d) => d,
-        Err(e) => return fail(e),
+    // Decoding the dataset and opening the GPU overlap (each takes a good part of start-up).
+    let (data, gpu) = std::thread::scope(|s| {
+        let loader = s.spawn(|| kiln::train::load_dataset(&cfg));
+        let gpu = kiln::Gpu::new();
+        (loader.join(), gpu)
+    });
+    let data = match data {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => return fail(e),
+        Err(_) => return fail("loading the dataset failed (its thread stopped; see the message above)"),
     };
     if let Some(n) = cfg.train_limit {
         if let Err(e) = kiln::data::subset::check_limit(n, data.train.len()) {
@@ -350,7 +357,7 @@ fn main() -> ExitCode {
     }
     let n_train = cfg.train_limit.unwrap_or(data.train.len());
     let batch = kiln::train::effective_batch(&cfg, n_train);
-    let gpu = match kiln::Gpu::new() {
+    let gpu = match gpu {
         Ok(g) => g,
         Err(e) => return fail(e),
     };
@@ -531,6 +538,8 @@ fn json_summary(cfg: &TrainConfig, batch: usize, gpu: &kiln::Gpu, r: &TrainRepor
         "adapter": gpu.info().name,
         "backend": format!("{:?}", gpu.info().backend),
         "epoch_seconds": r.epochs.iter().map(|e| e.train_seconds).collect::<Vec<_>>(),
+        // null for epochs not evaluated (--eval-every)
+        "epoch_test_accuracy": r.epochs.iter().map(|e| e.test_accuracy).collect::<Vec<_>>(),
         "images_per_sec": images_per_sec(r, batch, &r.epochs),
         "images_per_sec_after_first_epoch": (r.epochs.len() > 1).then(|| images_per_sec(r, batch, &r.epochs[1..])),
         "test_accuracy": r.test.accuracy(),
@@ -544,6 +553,7 @@ fn json_summary(cfg: &TrainConfig, batch: usize, gpu: &kiln::Gpu, r: &TrainRepor
         "startup_seconds": r.startup_seconds,
         "autotune_seconds": r.tune.seconds,
         "autotune_from_cache": r.tune.from_cache,
+        "autotune_choices": r.tune.chosen.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect::<std::collections::BTreeMap<_, _>>(),
         "checkpoint": checkpoint,
     })
     .to_string()

@@ -8,7 +8,8 @@
 #
 #   benches/peers/run_all.sh DATA_DIR [DATASET] [EPOCHS]       (defaults: fashion 3)
 #
-# Needs: cargo (kiln runs through wgpu: a Vulkan driver for the GPU), python3 (or $PYTHON) with
+# Needs: cargo, or KILN_BIN naming a train_mnist binary built elsewhere (a GPU machine without
+# a Rust toolchain); kiln runs through wgpu: a Vulkan driver for the GPU. python3 (or $PYTHON) with
 # numpy, torch built for CUDA, and jax with its CUDA plugin plus optax
 # (pip install "jax[cuda12]" optax), and DATA_DIR holding the dataset's gzip IDX files.
 # A run that fails is reported on stderr and the others still run; the exit status is then 1.
@@ -27,14 +28,22 @@ files="t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz"
 for f in $files; do
     [ -f "$data/$f" ] || need "$data/$f is missing: DATA_DIR must hold the $dataset IDX files ($files)"
 done
-command -v cargo >/dev/null || need "cargo is not on PATH (kiln is built with it)"
+if [ -n "${KILN_BIN:-}" ]; then
+    [ -x "$KILN_BIN" ] || need "KILN_BIN=$KILN_BIN is not an executable train_mnist"
+    KILN_BIN=$(realpath "$KILN_BIN")
+else
+    command -v cargo >/dev/null || need "cargo is not on PATH (kiln is built with it; or set KILN_BIN)"
+fi
 "$py" -c 'import numpy, torch; assert torch.cuda.is_available()' 2>/dev/null ||
     need "$py cannot import numpy and a torch that sees a CUDA GPU"
 "$py" -c 'import jax, optax; jax.devices("gpu")' 2>/dev/null ||
     need "$py cannot import optax and a jax that sees a GPU (pip install \"jax[cuda12]\" optax)"
 
 cd "$(dirname "$0")/../.." || exit 2
-cargo build --release --example train_mnist >&2 || need "cargo build --release --example train_mnist failed"
+if [ -z "${KILN_BIN:-}" ]; then
+    cargo build --release --example train_mnist >&2 || need "cargo build --release --example train_mnist failed"
+    KILN_BIN=target/release/examples/train_mnist
+fi
 
 status=0
 run() {  # run NAME COMMAND...: the command's last JSON line on stdout, or a note on stderr
@@ -49,7 +58,7 @@ run() {  # run NAME COMMAND...: the command's last JSON line on stdout, or a not
     fi
 }
 kiln() {
-    cargo run --release --quiet --example train_mnist -- --dataset "$dataset" --data-dir "$data" \
+    "$KILN_BIN" --dataset "$dataset" --data-dir "$data" \
         --epochs "$epochs" --model "$1" --json --quiet --no-save --no-download |
         "$py" -c 'import json, sys
 for l in sys.stdin:

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Every GPU-only figure of BENCHMARKS.md in one command, for one lease of a lent GPU machine
+# (../shared/docs/GPU-MACHINE.md): that machine has no Rust toolchain, so the binaries are
+# built here and carried.
+#
+#   scripts/gpu-measure.sh bundle DIR    (here) build, strip and copy train_mnist, the kernels
+#                                        bench, MNIST's gz files and the Vulkan loader into DIR
+#   scripts/gpu-measure.sh run DIR OUT   (there) measure; JSON lines to OUT/results.jsonl
+#                                        (each with "tag"), logs to OUT/log.txt, a table last
+#   KILN_MEASURE_SMOKE=1 scripts/gpu-measure.sh run DIR OUT
+#                                        (here, on lavapipe) the kiln runs on 256 images of
+#                                        mnist10k and no benches: checks the script itself
+#
+# What it measures, in this order (the cheap kiln figures first, the peers last, so a run
+# cut short still brings back the kiln numbers): cold and cached start-up, the CNN at batch
+# 64 (twice), 256 and 1024 and the MLP, time to 99% test accuracy under a few recipes, the
+# per-kernel profile at batch 64 and 1024, GEMM 4096^3 for every tiled variant and cuBLAS's
+# fp32 rate beside it, the dispatch cost and the inference API, then benches/peers/run_all.sh.
+set -u -o pipefail
+mode=${1:-} dir=${2:-}
+usage() { echo "usage: $0 bundle DIR | run DIR OUT" >&2; exit 2; }
+[ -n "$mode" ] && [ -n "$dir" ] || usage
+cd "$(dirname "$0")/.." || exit 2
+
+if [ "$mode" = bundle ]; then
+    data=${KILN_MNIST:-../shared/data/mnist}
+    for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz; do
+        [ -f "$data/$f" ] || { echo "$0: $data/$f is missing (set KILN_MNIST to the full MNIST's directory)" >&2; exit 2; }
+    done
+    cargo build --release --example train_mnist >&2 || exit 1
+    bench=$(cargo bench --bench kernels --no-run --message-format=json 2>/dev/null |
+        python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "kernels" and m.get("executable"): print(m["executable"])' | tail -n 1)
+    [ -x "$bench" ] || { echo "$0: could not build the kernels bench" >&2; exit 1; }
+    rm -rf "$dir" && mkdir -p "$dir/mnist" "$dir/deb" || exit 1
+    cp target/release/examples/train_mnist "$bench" "$dir/" && mv "$dir/$(basename "$bench")" "$dir/kernels" || exit 1
+    strip "$dir/train_mnist" "$dir/kernels"
+    cp "$data"/*.gz "$dir/mnist/"
+    o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64'
+    (cd "$dir/deb" && apt-get $o download libvulkan1 libglvnd0 libglx0 libgl1 libegl1 libopengl0 libgles2 >/dev/null 2>&1) || { echo "$0: apt-get download of the Vulkan loader and glvnd failed" >&2; exit 1; }
+    du -sh "$dir"
+    exit 0
+fi
+
+[ "$mode" = run ] || usage
+out=${3:-}
+[ -n "$out" ] || usage
+mkdir -p "$out" || exit 2
+dir=$(realpath "$dir")
+# the Vulkan loader (the machine has NVIDIA's driver and ICD file, not always the loader)
+# (the tool library's device README: NVIDIA's ICD loads libGLX_nvidia, which needs glvnd)
+for f in "$dir"/deb/*.deb; do dpkg -x "$f" /; done
+ldconfig
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[ -f "$icd" ] && export VK_DRIVER_FILES=$icd __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+{ echo "ICD files:"; ls /usr/share/vulkan/icd.d /etc/vulkan/icd.d /usr/local/nvidia/share/vulkan/icd.d 2>&1; cat "$icd" 2>&1; ldconfig -p | grep -E 'libvulkan|GLX_nvidia|GLdispatch'; } >>"$out/gpu.txt" 2>&1
+export KILN_BACKEND=vulkan
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee -a "$out/gpu.txt"
+log=$out/log.txt results=$out/results.jsonl
+: >"$results"
+tm=$dir/train_mnist
+smoke=${KILN_MEASURE_SMOKE:-0}
+set=(--dataset mnist)
+p64=300 p1024=100
+[ "$smoke" = 1 ] && set=(--dataset mnist10k --train-limit 256) p64=3 p1024=2
+data=("${set[@]}" --data-dir "$dir/mnist" --no-download --no-save --quiet --json)
+step() { echo "== $* ($(date +%T))" | tee -a "$log" >&2; }
+kiln() {  # kiln TAG ARGS...: one train_mnist run, its JSON line tagged
+    local tag=$1 line
+    shift
+    line=$("$tm" "${data[@]}" "$@" 2>>"$log" | grep '^{' | tail -n 1)
+    if [ -z "$line" ]; then echo "kiln $tag failed: $*" | tee -a "$log" >&2; return; fi
+    python3 -c 'import json,sys; print(json.dumps({"tag": sys.argv[1], "args": sys.argv[2], **json.loads(sys.argv[3])}))' "$tag" "$*" "$line" >>"$results"
+}
+
+step "start-up: cold, then cached (KILN_CACHE fresh)"
+export KILN_CACHE=$(mktemp -d)
+kiln cold-b64 --epochs 2 --bench
+[ -s "$results" ] || { echo "no kiln run worked: stopping (Vulkan set-up in $out/gpu.txt, errors in $log)" >&2; cat "$out/gpu.txt" >&2; exit 1; }
+kiln cached-b64 --epochs 3 --bench
+kiln cached2-b64 --epochs 3 --bench
+step "throughput: batch 256, 1024; MLP"
+kiln b256 --epochs 3 --bench --batch-size 256
+kiln b1024 --epochs 3 --bench --batch-size 1024
+kiln mlp-b64 --epochs 3 --bench --model mlp
+step "time to 99%"
+kiln tta-b64-e2 --epochs 2
+kiln tta-b128-onecycle3-e2 --epochs 2 --batch-size 128 --lr 3e-3 --lr-schedule onecycle
+kiln tta-b128-onecycle4-e2 --epochs 2 --batch-size 128 --lr 4e-3 --lr-schedule onecycle
+kiln tta-b256-onecycle3-e2 --epochs 2 --batch-size 256 --lr 3e-3 --lr-schedule onecycle
+kiln tta-b256-onecycle4-e3 --epochs 3 --batch-size 256 --lr 4e-3 --lr-schedule onecycle
+kiln tta-b512-onecycle6-e2 --epochs 2 --batch-size 512 --lr 6e-3 --lr-schedule onecycle
+kiln tta-b512-onecycle6-e3 --epochs 3 --batch-size 512 --lr 6e-3 --lr-schedule onecycle
+step "profile"
+"$tm" "${data[@]}" --profile $p64 2>>"$log" | grep '^{' | tail -n 1 >"$out/profile-b64.json"
+"$tm" "${set[@]}" --data-dir "$dir/mnist" --no-download --profile $p64 2>>"$log" >"$out/profiles.txt"
+"$tm" "${set[@]}" --data-dir "$dir/mnist" --no-download --profile $p1024 --batch-size 1024 2>>"$log" >>"$out/profiles.txt"
+if [ "$smoke" != 1 ] && [ "${KILN_MEASURE_BENCHES:-1}" = 1 ]; then
+step "kernels: GEMM 4096^3 (tiled variants and extra tiled4 shapes), fc1's GEMMs, dispatch cost, inference"
+KILN_BENCH_LARGE=1 KILN_BENCH_CONFIGS=tiled4:32x16:4x8:8,tiled4:16x32:4x8:8,tiled4:16x8:4x8:8 \
+    "$dir/kernels" --bench 'gemm/tiled.*/4096' 2>>"$log" | grep -E 'gemm/|thrpt' | tee "$out/gemm4096.txt" >&2
+"$dir/kernels" --bench 'gemm/tiled(64|4_64x128)/fc1|dispatch/|classify' 2>>"$log" | grep -E '^[a-z_0-9]+/|thrpt|time:' >"$out/kernels.txt"
+python3 - <<'EOF' 2>>"$log" | tee -a "$out/gemm4096.txt" >&2
+import torch
+torch.backends.cuda.matmul.allow_tf32 = False
+n = 4096
+a, b = torch.randn(n, n, device="cuda"), torch.randn(n, n, device="cuda")
+for _ in range(3): a @ b
+torch.cuda.synchronize()
+s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+times = []
+for _ in range(20):
+    s.record(); a @ b; e.record(); torch.cuda.synchronize(); times.append(s.elapsed_time(e) / 1e3)
+times.sort()
+print(f"cuBLAS fp32 (TF32 off) 4096^3: {2 * n**3 / times[len(times) // 2] / 1e12:.1f} TFLOP/s (median of 20)")
+EOF
+[ "${KILN_MEASURE_PEERS:-1}" = 1 ] && step "peers (full MNIST, 3 epochs)" &&
+KILN_BIN=$tm KILN_CACHE=$KILN_CACHE benches/peers/run_all.sh "$dir/mnist" mnist 3 2>>"$log" |
+    python3 -c 'import json,sys
+for l in sys.stdin: print(json.dumps({"tag": "peer", **json.loads(l)}))' >>"$results"
+fi
+
+step "summary"
+python3 - "$results" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+for r in rows:
+    acc = r.get("epoch_test_accuracy") or []
+    secs = r.get("epoch_seconds") or []
+    tta, t = None, 0.0
+    for s, a in zip(secs, acc):
+        t += s
+        if a is not None and a >= 0.99:
+            tta = t
+            break
+    name = r["tag"] if r["tag"] != "peer" else f'peer {r.get("peer", r.get("framework", ""))} {r.get("mode", "")} {r.get("model", "")}'
+    print(f'{name:32} ips={r.get("images_per_sec_after_first_epoch") or r.get("images_per_sec_after_first") or r.get("images_per_sec")} '
+          f'start={r.get("startup_seconds")} tune={r.get("autotune_seconds")} disp={r.get("dispatches_per_step")} '
+          f'acc={[round(a, 4) if a is not None else None for a in acc]} epochs_s={[round(s, 3) for s in secs]} tta99={tta}')
+EOF
