@@ -94,69 +94,89 @@ fn load_a(m: u32, k: u32) -> f32 {
     }
 }
 
-// x[bi, ci, iy, ix] with zero padding, iy/ix given before the padding shift.
-fn load_x(bi: u32, ci: u32, y: i32, x: i32) -> f32 {
-    if y < 0 || x < 0 || y >= i32(p.h) || x >= i32(p.w) { return 0.0; }
-    return b[((bi * p.cin + ci) * p.h + u32(y)) * p.w + u32(x)];
+// What the gather of B's column n needs, worked out once per column: the base offset of its
+// image (modes 1, 2) or input channel (mode 3) and its position before the row's offset.
+// The tiled kernels' staging keeps one column per invocation for the whole K loop, so it
+// pays these divisions once instead of once per element.
+struct Col { base: u32, y: i32, x: i32, ok: bool }
+
+// i as (i0, i1, i2) over dimensions [.., d1, d2], row-major.
+fn unflatten(i: u32, d1: u32, d2: u32) -> vec3u {
+    let i0 = i / (d1 * d2);
+    let t = i - i0 * d1 * d2;
+    let i1 = t / d2;
+    return vec3u(i0, i1, t - i1 * d2);
 }
 
-// B[k, n] of the logical product, 0 outside.
-fn load_b(k: u32, n: u32) -> f32 {
-    if k >= p.k || n >= p.n { return 0.0; }
+fn col_of(n: u32) -> Col {
+    switch MODE {
+        case 1u: {
+            // n = (bi, oy, ox): rows oy*stride - pad + r of image bi of x
+            let o = unflatten(n, p.oh, p.ow);
+            return Col(o.x * p.cin * p.h * p.w, i32(o.y * p.stride) - i32(p.pad), i32(o.z * p.stride) - i32(p.pad), n < p.n);
+        }
+        case 2u: {
+            // n = (bi, iy, ix): dy[bi] at ((iy + pad - r) / stride, ...)
+            let i = unflatten(n, p.h, p.w);
+            return Col(i.x * p.cout * p.oh * p.ow, i32(i.y + p.pad), i32(i.z + p.pad), n < p.n);
+        }
+        case 3u: {
+            // n = (ci, r, s): plane ci of each image, shifted by (r - pad, s - pad)
+            let q = unflatten(n, p.r, p.s);
+            return Col(q.x * p.h * p.w, i32(q.y) - i32(p.pad), i32(q.z) - i32(p.pad), n < p.n);
+        }
+        default: {
+            return Col(0u, 0, 0, n < p.n);
+        }
+    }
+}
+
+// x[base + y * W + x] with zero padding outside the H x W plane.
+fn load_x(base: u32, y: i32, x: i32) -> f32 {
+    if y < 0 || x < 0 || y >= i32(p.h) || x >= i32(p.w) { return 0.0; }
+    return b[base + u32(y) * p.w + u32(x)];
+}
+
+// B[k, n] of the logical product, 0 outside; `col` is col_of(n).
+fn load_b_at(k: u32, n: u32, col: Col) -> f32 {
+    if k >= p.k || !col.ok { return 0.0; }
     switch MODE {
         case 0u: {
             if TRANS_B { return b[n * p.k + k]; }
             return b[k * p.n + n];
         }
         case 1u: {
-            // k = (ci, r, s), n = (bi, oy, ox)
-            let rs = p.r * p.s;
-            let ci = k / rs;
-            let t = k - ci * rs;
-            let r = t / p.s;
-            let s = t - r * p.s;
-            let hw = p.oh * p.ow;
-            let bi = n / hw;
-            let o = n - bi * hw;
-            let oy = o / p.ow;
-            let ox = o - oy * p.ow;
-            return load_x(bi, ci, i32(oy * p.stride + r) - i32(p.pad), i32(ox * p.stride + s) - i32(p.pad));
+            // k = (ci, r, s)
+            let q = unflatten(k, p.r, p.s);
+            return load_x(col.base + q.x * p.h * p.w, col.y + i32(q.y), col.x + i32(q.z));
         }
         case 2u: {
-            // k = (co, r, s), n = (bi, iy, ix); gather dy[bi, co, oy, ox]
-            let rs = p.r * p.s;
-            let co = k / rs;
-            let t = k - co * rs;
-            let r = t / p.s;
-            let s = t - r * p.s;
-            let hw = p.h * p.w;
-            let bi = n / hw;
-            let i = n - bi * hw;
-            let iy = i / p.w;
-            let ix = i - iy * p.w;
-            let ty = i32(iy + p.pad) - i32(r);
-            let tx = i32(ix + p.pad) - i32(s);
+            // k = (co, r, s); gather dy[bi, co, oy, ox] where oy * stride = iy + pad - r
+            let q = unflatten(k, p.r, p.s);
+            let ty = col.y - i32(q.y);
+            let tx = col.x - i32(q.z);
             if ty < 0 || tx < 0 { return 0.0; }
-            let oy = u32(ty) / p.stride;
-            let ox = u32(tx) / p.stride;
-            if oy * p.stride != u32(ty) || ox * p.stride != u32(tx) || oy >= p.oh || ox >= p.ow { return 0.0; }
-            return b[((bi * p.cout + co) * p.oh + oy) * p.ow + ox];
+            var oy = u32(ty);
+            var ox = u32(tx);
+            if p.stride != 1u {
+                oy = oy / p.stride;
+                ox = ox / p.stride;
+                if oy * p.stride != u32(ty) || ox * p.stride != u32(tx) { return 0.0; }
+            }
+            if oy >= p.oh || ox >= p.ow { return 0.0; }
+            return b[col.base + (q.x * p.oh + oy) * p.ow + ox];
         }
         default: {
-            // MODE 3: k = (bi, oy, ox), n = (ci, r, s)
-            let hw = p.oh * p.ow;
-            let bi = k / hw;
-            let o = k - bi * hw;
-            let oy = o / p.ow;
-            let ox = o - oy * p.ow;
-            let rs = p.r * p.s;
-            let ci = n / rs;
-            let t = n - ci * rs;
-            let r = t / p.s;
-            let s = t - r * p.s;
-            return load_x(bi, ci, i32(oy * p.stride + r) - i32(p.pad), i32(ox * p.stride + s) - i32(p.pad));
+            // MODE 3: k = (bi, oy, ox)
+            let o = unflatten(k, p.oh, p.ow);
+            return load_x(o.x * p.cin * p.h * p.w + col.base, i32(o.y * p.stride) + col.y, i32(o.z * p.stride) + col.x);
         }
     }
+}
+
+// B[k, n] of the logical product, 0 outside.
+fn load_b(k: u32, n: u32) -> f32 {
+    return load_b_at(k, n, col_of(n));
 }
 
 // Epilogue and store of C[m, n] (in range).
@@ -214,6 +234,13 @@ fn b_stage_index(e: u32) -> vec2u {
     return vec2u(e / BN, e % BN);
 }
 
+// Whether every B element an invocation stages lies in its column tid % BN (then `bcol`, its
+// col_of worked out before the K loop, serves them all), else col_of(n) per element.
+fn stage_col(bcol: Col, n: u32) -> Col {
+    if !(MODE == 0u && TRANS_B) && (WGX * WGY) % BN == 0u { return bcol; }
+    return col_of(n);
+}
+
 @compute @workgroup_size(WGX, WGY)
 fn gemm_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
               @builtin(local_invocation_id) lid: vec3u) {
@@ -223,6 +250,7 @@ fn gemm_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
     let kr = k_range(wid.z);
     let tid = lid.y * WGX + lid.x;
     let threads = WGX * WGY;
+    let bcol = col_of(col0 + tid % BN);
     var acc: array<array<f32, TMAX>, TMAX>;
     for (var i = 0u; i < TM; i++) {
         for (var j = 0u; j < TN; j++) { acc[i][j] = 0.0; }
@@ -237,7 +265,7 @@ fn gemm_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
         }
         for (var e = tid; e < BK * BN; e += threads) {
             let kn = b_stage_index(e);
-            tile_b[kn.x * BN + kn.y] = load_b(k0 + kn.x, col0 + kn.y);
+            tile_b[kn.x * BN + kn.y] = load_b_at(k0 + kn.x, col0 + kn.y, stage_col(bcol, col0 + kn.y));
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
@@ -285,6 +313,7 @@ fn gemm_tiled4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
     let kr = k_range(wid.z);
     let tid = lid.y * WGX + lid.x;
     let threads = WGX * WGY;
+    let bcol = col_of(col0 + tid % BN);
     let bm4 = BM / 4u;
     let bn4 = BN / 4u;
     // c<row group><row><column group>: rows 4y + i (group 0) and 4(WGY + y) + i (group 1)
@@ -303,7 +332,7 @@ fn gemm_tiled4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
         }
         for (var e = tid; e < BK * BN; e += threads) {
             let kn = b_stage_index(e);
-            tile_b4[kn.x * bn4 + kn.y / 4u][kn.y % 4u] = load_b(k0 + kn.x, col0 + kn.y);
+            tile_b4[kn.x * bn4 + kn.y / 4u][kn.y % 4u] = load_b_at(k0 + kn.x, col0 + kn.y, stage_col(bcol, col0 + kn.y));
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
