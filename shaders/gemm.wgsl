@@ -66,6 +66,25 @@ override WGY: u32 = 16u;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
+// The bias gradient of a weight-gradient product (gemm_vec4's TN and NT forms, the tiled
+// kernels' TN form and mode 3, whose A is the layer's dy): dbias[m] (+)= sum over k of
+// A[m, k], summed from the A values the kernel loads anyway and written by the invocations
+// of the first column block (flags bit 4: accumulate). With SPLIT_K each slice z writes its
+// sum to c's tail instead (store_bias_grad), and reduce.wgsl's splitk_sum adds the slices.
+override BIAS_GRAD: bool = false;
+@group(0) @binding(7) var<storage, read_write> dbias: array<f32>;
+
+fn store_bias_grad(z: u32, slices: u32, m: u32, s: f32) {
+    if m >= p.m { return; }
+    if SPLIT_K {
+        c[slices * p.m * p.n + z * p.m + m] = s;
+        return;
+    }
+    var v = s;
+    if (p.flags & 16u) != 0u { v += dbias[m]; }
+    dbias[m] = v;
+}
+
 // A[m, k] of the logical product, 0 outside.
 fn load_a(m: u32, k: u32) -> f32 {
     if m >= p.m || k >= p.k { return 0.0; }
@@ -257,6 +276,8 @@ fn gemm_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
     }
     var a_reg: array<f32, TMAX>;
     var b_reg: array<f32, TMAX>;
+    var rsum: array<f32, TMAX>;   // BIAS_GRAD: this K range's sum of each owned row of A
+    for (var i = 0u; i < TM; i++) { rsum[i] = 0.0; }
     for (var k0 = kr.x; k0 < kr.y; k0 += BK) {
         // Stage the A and B tiles; consecutive invocations read consecutive addresses.
         for (var e = tid; e < BM * BK; e += threads) {
@@ -270,6 +291,9 @@ fn gemm_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
             for (var i = 0u; i < TM; i++) { a_reg[i] = tile_a[kk * BM + lid.y + i * WGY]; }
+            if BIAS_GRAD {
+                for (var i = 0u; i < TM; i++) { rsum[i] += a_reg[i]; }
+            }
             for (var j = 0u; j < TN; j++) { b_reg[j] = tile_b[kk * BN + lid.x + j * WGX]; }
             for (var i = 0u; i < TM; i++) {
                 for (var j = 0u; j < TN; j++) { acc[i][j] = fma(a_reg[i], b_reg[j], acc[i][j]); }
@@ -285,6 +309,7 @@ fn gemm_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
             let n = col0 + lid.x + j * WGX;
             if m < p.m && n < p.n { store_out(wid.z, m, n, acc[i][j]); }
         }
+        if BIAS_GRAD && lid.x == 0u && col_block(wid, nwg) == 0u { store_bias_grad(wid.z, nwg.z, m, rsum[i]); }
     }
 }
 
@@ -325,6 +350,7 @@ fn gemm_tiled4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
     var c110 = vec4<f32>(0.0); var c111 = vec4<f32>(0.0);
     var c120 = vec4<f32>(0.0); var c121 = vec4<f32>(0.0);
     var c130 = vec4<f32>(0.0); var c131 = vec4<f32>(0.0);
+    var rsum0 = vec4<f32>(0.0); var rsum1 = vec4<f32>(0.0);   // BIAS_GRAD: row sums of A
     for (var k0 = kr.x; k0 < kr.y; k0 += BK) {
         for (var e = tid; e < BM * BK; e += threads) {
             let mk = a_stage_index(e);
@@ -339,12 +365,14 @@ fn gemm_tiled4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
             let b0 = tile_b4[kk * bn4 + lid.x];
             let b1 = tile_b4[kk * bn4 + WGX + lid.x];
             let a0 = tile_a4[kk * bm4 + lid.y];
+            if BIAS_GRAD { rsum0 += a0; }
             c000 = fma(vec4<f32>(a0.x), b0, c000); c001 = fma(vec4<f32>(a0.x), b1, c001);
             c010 = fma(vec4<f32>(a0.y), b0, c010); c011 = fma(vec4<f32>(a0.y), b1, c011);
             c020 = fma(vec4<f32>(a0.z), b0, c020); c021 = fma(vec4<f32>(a0.z), b1, c021);
             c030 = fma(vec4<f32>(a0.w), b0, c030); c031 = fma(vec4<f32>(a0.w), b1, c031);
             if TM == 8u {
                 let a1 = tile_a4[kk * bm4 + WGY + lid.y];
+                if BIAS_GRAD { rsum1 += a1; }
                 c100 = fma(vec4<f32>(a1.x), b0, c100); c101 = fma(vec4<f32>(a1.x), b1, c101);
                 c110 = fma(vec4<f32>(a1.y), b0, c110); c111 = fma(vec4<f32>(a1.y), b1, c111);
                 c120 = fma(vec4<f32>(a1.z), b0, c120); c121 = fma(vec4<f32>(a1.z), b1, c121);
@@ -367,6 +395,12 @@ fn gemm_tiled4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
         store_row4(z, r1 + 1u, n0, c110); store_row4(z, r1 + 1u, n1, c111);
         store_row4(z, r1 + 2u, n0, c120); store_row4(z, r1 + 2u, n1, c121);
         store_row4(z, r1 + 3u, n0, c130); store_row4(z, r1 + 3u, n1, c131);
+    }
+    if BIAS_GRAD && lid.x == 0u && col_block(wid, nwg) == 0u {
+        for (var j = 0u; j < 4u; j++) {
+            store_bias_grad(z, nwg.z, r0 + j, rsum0[j]);
+            if TM == 8u { store_bias_grad(z, nwg.z, r0 + 4u * WGY + j, rsum1[j]); }
+        }
     }
 }
 
@@ -410,11 +444,6 @@ fn gemm_regblock(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
 // plus P = OH*OW % 4 == 0 for the blocked operands of modes 5 and 6.
 @group(0) @binding(5) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read> b4: array<vec4<f32>>;
-// The bias gradient of a weight-gradient product (TN and NT forms, whose A is the layer's
-// dy): dbias[m] (+)= sum over k of A[m, k], summed from the A values the loop loads anyway
-// and written by the invocations of the first column block (flags bit 4: accumulate).
-override BIAS_GRAD: bool = false;
-@group(0) @binding(7) var<storage, read_write> dbias: array<f32>;
 
 @compute @workgroup_size(WGX, WGY)
 fn gemm_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -506,8 +535,7 @@ fn gemm_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
                 let v = rsum[i];
                 s = (v.x + v.y) + (v.z + v.w);
             }
-            if (p.flags & 16u) != 0u { s += dbias[m0 + i]; }
-            dbias[m0 + i] = s;
+            store_bias_grad(0u, 1u, m0 + i, s);
         }
     }
 }

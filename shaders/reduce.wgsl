@@ -46,16 +46,28 @@ fn bias_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
 // (shaders/gemm.wgsl, SPLIT_K), added in slice order: deterministic. Params reuse:
 // outer = number of slices, c = n (elements per slice), inner = columns of the [rows,
 // columns] output, accumulate = gemm.wgsl's flags (bit 0 accumulate, bit 1 ReLU, bits 2-3
-// bias per row 1 or per column 2): the epilogue the split GEMM left out.
+// bias per row 1 or per column 2): the epilogue the split GEMM left out. Bit 5: the GEMM
+// also summed its A rows (a bias gradient) per slice into part's tail, [slices][rows] at
+// slices * n; invocations n .. n + rows add them into db (bit 4: accumulate).
 @group(0) @binding(3) var<storage, read> part: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read> sbias: array<f32>;
+@group(0) @binding(6) var<storage, read_write> sdb: array<f32>;
 
 @compute @workgroup_size(WG)
 fn splitk_sum(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
               @builtin(local_invocation_id) lid: vec3u) {
     let i = (wid.x + wid.y * nwg.x) * WG + lid.x;
-    if i >= p.c { return; }
+    let rows = p.c / p.inner;
+    if i >= p.c {
+        let j = i - p.c;
+        if (p.accumulate & 32u) == 0u || j >= rows { return; }
+        var g = 0.0;
+        for (var z = 0u; z < p.outer; z++) { g += part[p.outer * p.c + z * rows + j]; }
+        if (p.accumulate & 16u) != 0u { g += sdb[j]; }
+        sdb[j] = g;
+        return;
+    }
     var s = 0.0;
     for (var z = 0u; z < p.outer; z++) { s += part[z * p.c + i]; }
     if (p.accumulate & 1u) != 0u { s += out[i]; }

@@ -170,3 +170,20 @@ fn im2col_family_is_deterministic() {
     };
     assert!(run() == run(), "two runs of the im2col passes differ");
 }
+
+/// The tiled families sum a weight gradient's bias gradient from the dy values their A tiles
+/// load (split-K slices included: splitk_sum adds the slices' row sums), so no separate
+/// bias_backward runs: checked by dispatch names; the values by the tests above, which pass
+/// a db to every family.
+#[test]
+fn tiled_weight_gradients_sum_the_bias_in_the_gemm() {
+    let gpu = gpu();
+    let c = Conv2d { batch: 64, cin: 16, h: 14, w: 14, cout: 32, r: 5, s: 5, stride: 1, pad: 2 };
+    let (x, dy) = (Tensor::empty(gpu, &[c.x_len()], DType::F32).unwrap(), Tensor::empty(gpu, &[c.y_len()], DType::F32).unwrap());
+    let (dw, db) = (Tensor::empty(gpu, &[c.w_len()], DType::F32).unwrap(), Tensor::empty(gpu, &[c.cout], DType::F32).unwrap());
+    for (name, entry) in [("tiled64", "gemm_tiled"), ("tiled4_64x128", "gemm_tiled4")] {
+        let cfg = GemmConfig::ALL.iter().find(|(n, _)| *n == name).unwrap().1;
+        let d = conv2d_backward_weight(gpu, &cfg, &c, &x, &dy, &dw, false, Some((&db, true))).unwrap();
+        assert_eq!(d.iter().map(|d| d.name).collect::<Vec<_>>(), [entry, "splitk_sum"], "{name}");
+    }
+}

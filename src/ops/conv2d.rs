@@ -8,9 +8,8 @@
 //! OH x OW output, one stride and one zero padding for both axes (dilation 1, groups 1).
 
 pub use super::conv_geometry::Conv2d;
-use super::gemm::{check_len, flags, launch, launch_split_k, dy_channels, split_k_parts, Bias, Family, GemmConfig, GradOut, Params};
+use super::gemm::{check_len, flags, launch, launch_weight_grad, split_k_parts, split_k_scratch_bytes, Bias, Family, GemmConfig, GradOut, Params};
 use super::im2col;
-use super::reduce;
 use super::Dispatch;
 use crate::gpu::Gpu;
 use crate::tensor::Tensor;
@@ -84,11 +83,7 @@ pub fn conv2d_backward_weight(
     if staged_backward_weight(gpu, cfg, conv, &p) {
         return im2col::backward_weight(gpu, cfg, conv, p, x, dy, dw, db);
     }
-    let mut out = launch_split_k(gpu, op, cfg, 3, (false, false), p, dy, x, None, dw)?;
-    if let Some((t, acc)) = db {
-        out.push(reduce::bias_backward(gpu, &dy_channels(op, 3, (false, false), &p, dy)?, t, acc)?);
-    }
-    Ok(out)
+    launch_weight_grad(gpu, op, cfg, 3, (false, false), p, dy, x, dw, db)
 }
 
 /// The three passes of a convolution.
@@ -117,7 +112,7 @@ pub fn scratch_bytes(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, pass: Pass) -> 
             if staged_backward_weight(gpu, cfg, conv, &p) {
                 im2col::scratch_bytes(conv, 6)
             } else {
-                split_k_parts(gpu, cfg, 3, &p).map_or(0, |(_, split)| 4 * (split * p.m * p.n) as u64)
+                split_k_parts(gpu, cfg, 3, &p).map_or(0, |(_, split)| split_k_scratch_bytes(split, &p))
             }
         }
     }

@@ -233,10 +233,12 @@ pub(crate) fn launch(
 /// A gradient output and whether it accumulates (`+=`) or is written.
 pub type GradOut<'a> = Option<(&'a Tensor, bool)>;
 
-/// `launch` of a weight-gradient product whose A operand is the layer's `dy` (TN: a linear
-/// layer's dy [N, out] read as A^T; NT mode 6: a convolution's dy blocked), plus its bias
-/// gradient `db` (+)= channel sums of dy when given: summed inside `gemm_vec4` from the A
-/// values it loads anyway, else (other families and forms) a separate `bias_backward`.
+/// The product of a weight gradient whose A operand is the layer's `dy` (TN mode 0: a linear
+/// layer's dy [N, out] read as A^T; mode 3: a convolution's dy gathered; NT mode 6: dy
+/// blocked), split over K where that pays (`launch_split_k`), plus its bias gradient `db`
+/// (+)= channel sums of dy when given: summed from the A values the GEMM kernel loads anyway
+/// (`gemm_vec4` in TN and NT, the tiled kernels in TN and mode 3), else by a separate
+/// `bias_backward`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn launch_weight_grad(
     gpu: &Gpu,
@@ -251,15 +253,15 @@ pub(crate) fn launch_weight_grad(
     db: GradOut,
 ) -> Result<Vec<Dispatch>> {
     let Some((db_t, db_acc)) = db else {
-        return Ok(vec![launch(gpu, op, cfg, mode, trans, params, dy, b, None, dw)?]);
+        return launch_split_k(gpu, op, cfg, mode, trans, params, dy, b, None, dw, None);
     };
     let channels = dy_channels(op, mode, trans, &params, dy)?;
-    if runs_vec4(cfg, mode, trans, &params) && trans.0 != trans.1 {
+    let tiled = matches!(cfg.family, Family::Tiled | Family::Tiled4) && matches!((mode, trans), (0, (true, false)) | (3, (false, false)));
+    if tiled || (runs_vec4(cfg, mode, trans, &params) && trans.0 != trans.1) {
         check_len(op, "db", db_t, params.m as usize)?;
-        let params = Params { flags: params.flags | (db_acc as u32) << 4, ..params };
-        return Ok(vec![launch_impl(gpu, op, cfg, mode, trans, params, dy, b, None, dw, 1, Some(db_t))?]);
+        return launch_split_k(gpu, op, cfg, mode, trans, params, dy, b, None, dw, Some((db_t, db_acc)));
     }
-    let mut out = vec![launch(gpu, op, cfg, mode, trans, params, dy, b, None, dw)?];
+    let mut out = launch_split_k(gpu, op, cfg, mode, trans, params, dy, b, None, dw, None)?;
     out.push(crate::ops::reduce::bias_backward(gpu, &channels, db_t, db_acc)?);
     Ok(out)
 }
@@ -285,7 +287,9 @@ fn runs_vec4(cfg: &GemmConfig, mode: u32, trans: (bool, bool), params: &Params) 
 /// a linear layer's forward at a small batch): on the tiled and register-blocked families
 /// the K range is split across workgroup z into raw partial slices, then summed in slice
 /// order (deterministic) into `c` by `splitk_sum`, which also applies `params`' epilogue
-/// (accumulate; bias and ReLU in mode 0 only, where C is the plain [M, N] matrix).
+/// (accumulate; bias and ReLU in mode 0 only, where C is the plain [M, N] matrix). A fused
+/// bias gradient `dbias` (see `launch_weight_grad`) leaves its per-slice row sums after the
+/// C slices, and the same `splitk_sum` adds them.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn launch_split_k(
     gpu: &Gpu,
@@ -298,17 +302,30 @@ pub(crate) fn launch_split_k(
     b: &Tensor,
     bias: Option<&Tensor>,
     c: &Tensor,
+    dbias: GradOut,
 ) -> Result<Vec<Dispatch>> {
+    let db_flags = dbias.map_or(0, |(_, acc)| BIAS_GRAD_FLAG | (acc as u32) << 4);
     let Some((chunk, split)) = split_k_parts(gpu, cfg, mode, &params) else {
-        return Ok(vec![launch(gpu, op, cfg, mode, trans, params, a, b, bias, c)?]);
+        let params = Params { flags: params.flags | db_flags, ..params };
+        return Ok(vec![launch_impl(gpu, op, cfg, mode, trans, params, a, b, bias, c, 1, dbias.map(|(t, _)| t))?]);
     };
     // the partial slices live in the device's scratch region (Gpu::scratch)
-    let len = (split * params.m * params.n) as usize;
+    let len = (split_k_scratch_bytes(split, &params) / 4) as usize;
     let part = Tensor::from_buffer(gpu.scratch(4 * len as u64)?, 0, &[len], DType::F32);
-    let partial = Params { k_chunk: chunk, flags: 0, ..params };
+    let partial = Params { k_chunk: chunk, flags: db_flags & BIAS_GRAD_FLAG, ..params };
     let first = launch_impl(gpu, op, cfg, mode, trans, partial, a, b, None, &part, split, None)?;
-    let sum = crate::ops::reduce::splitk_sum(gpu, &part, split as usize, c, params.flags, params.n as usize, bias)?;
+    let sum = crate::ops::reduce::splitk_sum(gpu, &part, split as usize, c, params.flags, params.n as usize, bias, dbias)?;
     Ok(vec![first, sum])
+}
+
+/// flags bit 5: the GEMM sums the bias gradient (the kernels through their BIAS_GRAD
+/// override, `splitk_sum` at run time; bit 4 says whether it accumulates into db).
+const BIAS_GRAD_FLAG: u32 = 32;
+
+/// Scratch bytes of a split-K launch in `split` slices: the C slices, then room for the bias
+/// gradient's row sums per slice.
+pub(crate) fn split_k_scratch_bytes(split: u32, params: &Params) -> u64 {
+    4 * split as u64 * (params.m as u64 * params.n as u64 + params.m as u64)
 }
 
 /// How `launch_split_k` splits `params`' reduction: (K per slice, slices), or `None` when
@@ -400,7 +417,14 @@ fn launch_impl(
         .with("WGX", cfg.wgx)
         .with("WGY", cfg.wgy)
         .with("SPLIT_K", split > 1);
-    let kernel = if entry == "gemm_vec4" { kernel.with("BIAS_GRAD", dbias.is_some()) } else { kernel };
+    // the kernels that sum a bias gradient from their A loads (into binding 7, or with
+    // split-K into the partial slices' tail, which BIAS_GRAD_FLAG asks for)
+    let sums_bias_grad = matches!(entry, "gemm_vec4" | "gemm_tiled" | "gemm_tiled4");
+    let bias_grad = dbias.is_some() || params.flags & BIAS_GRAD_FLAG != 0;
+    if bias_grad && !sums_bias_grad {
+        return Err(Error::unsupported(op, format!("a fused bias gradient in {entry}")));
+    }
+    let kernel = if sums_bias_grad { kernel.with("BIAS_GRAD", bias_grad) } else { kernel };
     let (bm, bn) = cfg.block();
     let max = gpu.limits().max_compute_workgroups_per_dimension;
     let rows = params.m.div_ceil(bm);
@@ -428,7 +452,7 @@ fn launch_impl(
     // (a writable binding needs its own dummy: one buffer may not be bound read-only and
     // writable in one dispatch)
     let dbias_dummy;
-    if entry == "gemm_vec4" {
+    if sums_bias_grad {
         let t = match dbias {
             Some(t) => t,
             None => {
@@ -437,8 +461,6 @@ fn launch_impl(
             }
         };
         bound.push((7, t));
-    } else if dbias.is_some() {
-        return Err(Error::unsupported(op, format!("a fused bias gradient in {entry}")));
     }
     Dispatch::new(gpu, &kernel, &params, &bound, groups)
 }
@@ -458,7 +480,7 @@ pub fn gemm(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm, a: &Tensor, b: &Tensor, bias:
             return Err(Error::shape("gemm", format!("bias mode {mode:?} with bias tensor present: {}", t.is_some())))
         }
     }
-    launch_split_k(gpu, "gemm", cfg, 0, (g.trans_a, g.trans_b), gemm_params(g), a, b, bias, c)
+    launch_split_k(gpu, "gemm", cfg, 0, (g.trans_a, g.trans_b), gemm_params(g), a, b, bias, c, None)
 }
 
 fn gemm_params(g: &Gemm) -> Params {
@@ -468,5 +490,5 @@ fn gemm_params(g: &Gemm) -> Params {
 /// Bytes of the device's scratch region `gemm` takes with `cfg` (split-K partials), else 0.
 pub fn gemm_scratch_bytes(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm) -> u64 {
     let params = gemm_params(g);
-    split_k_parts(gpu, cfg, 0, &params).map_or(0, |(_, split)| 4 * split as u64 * (g.m * g.n) as u64)
+    split_k_parts(gpu, cfg, 0, &params).map_or(0, |(_, split)| split_k_scratch_bytes(split, &params))
 }

@@ -30,19 +30,33 @@ pub fn bias_backward(gpu: &Gpu, dy: &Tensor, db: &Tensor, accumulate: bool) -> R
 /// `out[i]` (+)= sum over the `splits` slices of `part` (`[splits][n]`), in slice order,
 /// then the GEMM epilogue of `flags` (ops::gemm::flags: accumulate, ReLU, bias per row or
 /// column of `out` seen as [n / cols, cols]; `bias` given exactly when flags ask for one).
-pub fn splitk_sum(gpu: &Gpu, part: &Tensor, splits: usize, out: &Tensor, flags: u32, cols: usize, bias: Option<&Tensor>) -> Result<Dispatch> {
+/// With `db`, `part` also holds the bias gradient's row sums per slice after the C slices
+/// (`[splits][n / cols]` at `splits * n`), added in slice order into db (+)=.
+#[allow(clippy::too_many_arguments)]
+pub fn splitk_sum(
+    gpu: &Gpu,
+    part: &Tensor,
+    splits: usize,
+    out: &Tensor,
+    flags: u32,
+    cols: usize,
+    bias: Option<&Tensor>,
+    db: Option<(&Tensor, bool)>,
+) -> Result<Dispatch> {
     let n = out.len();
-    if part.len() != splits * n || part.dtype() != DType::F32 || out.dtype() != DType::F32 || cols == 0 || n % cols != 0 {
-        return Err(Error::shape("splitk_sum", format!("{} partial values for {splits} slices of {n} ({cols} columns)", part.len())));
+    let rows = n.checked_div(cols).unwrap_or(0);
+    let tail = if db.is_some() { rows } else { 0 };
+    let db_ok = db.is_none_or(|(t, _)| t.len() == rows && t.dtype() == DType::F32);
+    if part.len() < splits * (n + tail) || part.dtype() != DType::F32 || out.dtype() != DType::F32 || cols == 0 || n % cols != 0 || !db_ok {
+        return Err(Error::shape(
+            "splitk_sum",
+            format!("{} partial values for {splits} slices of {n} ({cols} columns{})", part.len(), if tail > 0 { " and the bias gradient's row sums" } else { "" }),
+        ));
     }
+    let flags = (flags & 0xf) | db.map_or(0, |(_, acc)| 32 | (acc as u32) << 4);
     let params = Params { outer: splits as u32, c: n as u32, inner: cols as u32, accumulate: flags };
-    let dummy;
-    let bias = match bias {
-        Some(b) => b,
-        None => {
-            dummy = Tensor::empty(gpu, &[1], DType::F32)?;
-            &dummy
-        }
-    };
-    Dispatch::new(gpu, &Kernel::new(Shader::Reduce, "splitk_sum"), &params, &[(3, part), (4, out), (5, bias)], gpu.grid_for(n, 256))
+    let dummies = [Tensor::empty(gpu, &[1], DType::F32)?, Tensor::empty(gpu, &[1], DType::F32)?];
+    let bias = bias.unwrap_or(&dummies[0]);
+    let db = db.map_or(&dummies[1], |(t, _)| t);
+    Dispatch::new(gpu, &Kernel::new(Shader::Reduce, "splitk_sum"), &params, &[(3, part), (4, out), (5, bias), (6, db)], gpu.grid_for(n + tail, 256))
 }
