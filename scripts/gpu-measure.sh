@@ -93,6 +93,10 @@ kiln tta-b256-onecycle3-e2 --epochs 2 --batch-size 256 --lr 3e-3 --lr-schedule o
 kiln tta-b256-onecycle4-e3 --epochs 3 --batch-size 256 --lr 4e-3 --lr-schedule onecycle
 kiln tta-b512-onecycle6-e2 --epochs 2 --batch-size 512 --lr 6e-3 --lr-schedule onecycle
 kiln tta-b512-onecycle6-e3 --epochs 3 --batch-size 512 --lr 6e-3 --lr-schedule onecycle
+# the one-epoch recipe found on lavapipe (BENCHMARKS.md), three seeds
+for seed in 1 2 3; do
+    kiln tta-b128-adamw5-ls-e1-seed$seed --epochs 1 --batch-size 128 --lr 5e-3 --optimizer adamw --label-smoothing 0.1 --lr-schedule onecycle --seed $seed
+done
 step "profile"
 "$tm" "${data[@]}" --profile $p64 2>>"$log" | grep '^{' | tail -n 1 >"$out/profile-b64.json"
 "$tm" "${set[@]}" --data-dir "$dir/mnist" --no-download --profile $p64 2>>"$log" >"$out/profiles.txt"
