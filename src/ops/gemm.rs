@@ -440,29 +440,11 @@ fn launch_impl(
         let z = cols.div_ceil(max);
         [cols.div_ceil(z), rows, z]
     };
-    let dummy;
-    let bias = match bias {
-        Some(t) => t,
-        None => {
-            dummy = Tensor::empty(gpu, &[1], DType::F32)?;
-            &dummy
-        }
-    };
-    let mut bound = vec![(a_binding, a), (b_binding, b), (3, bias), (4, c)];
-    // (a writable binding needs its own dummy: one buffer may not be bound read-only and
-    // writable in one dispatch)
-    let dbias_dummy;
+    let mut bound = vec![(a_binding, Some(a)), (b_binding, Some(b)), (3, bias), (4, Some(c))];
     if sums_bias_grad {
-        let t = match dbias {
-            Some(t) => t,
-            None => {
-                dbias_dummy = Tensor::empty(gpu, &[1], DType::F32)?;
-                &dbias_dummy
-            }
-        };
-        bound.push((7, t));
+        bound.push((7, dbias));
     }
-    Dispatch::new(gpu, &kernel, &params, &bound, groups)
+    Dispatch::with_dummies(gpu, &kernel, &params, &bound, groups)
 }
 
 /// C (+)= op(A) . op(B) (+ bias) (ReLU). A is [M, K] ([K, M] if `trans_a`), B is [K, N]

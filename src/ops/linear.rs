@@ -12,7 +12,7 @@ use super::Dispatch;
 use crate::gpu::Gpu;
 use crate::pipelines::Kernel;
 use crate::shaders::Shader;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 use crate::{Error, Result};
 
 /// Output features up to which a linear layer's backward runs as `linear_backward_small`:
@@ -89,17 +89,9 @@ pub fn linear_backward_small(
         return Err(Error::shape(op, "no gradient wanted"));
     }
     let params = SmallParams { rows: l.rows as u32, inp: l.inp as u32, out: l.out as u32, flags };
-    // An output not wanted, and x when nothing reads it, still need a binding: each its own
-    // one-element dummy (WebGPU refuses two writable bindings of one buffer range in a
-    // dispatch).
-    let given = [x, dx, dw.map(|g| g.0), db.map(|g| g.0)];
-    let dummies = given
-        .iter()
-        .map(|t| if t.is_some() { Ok(None) } else { Tensor::empty(gpu, &[1], DType::F32).map(Some) })
-        .collect::<Result<Vec<_>>>()?;
-    let bound = |i: usize| given[i].or(dummies[i].as_ref()).expect("a tensor or its dummy");
-    let tensors = [(1, dy), (2, w), (3, bound(0)), (4, bound(1)), (5, bound(2)), (6, bound(3))];
-    Dispatch::new(gpu, &Kernel::new(Shader::Linear, "linear_backward_small"), &params, &tensors, gpu.grid_for(outputs, 256))
+    // an output not wanted, and x when nothing reads it, get dummies
+    let tensors = [(1, Some(dy)), (2, Some(w)), (3, x), (4, dx), (5, dw.map(|g| g.0)), (6, db.map(|g| g.0))];
+    Dispatch::with_dummies(gpu, &Kernel::new(Shader::Linear, "linear_backward_small"), &params, &tensors, gpu.grid_for(outputs, 256))
 }
 
 /// dW (+)= dy^T . x (`accumulate`), and with `db` the bias gradient, db (+)= column sums of

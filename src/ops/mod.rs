@@ -28,7 +28,7 @@ use wgpu::util::DeviceExt;
 
 use crate::gpu::{Gpu, GpuBuffer};
 use crate::pipelines::Kernel;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use crate::Result;
 
 /// One recorded kernel launch, ready to replay every step.
@@ -45,6 +45,26 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
+    /// `new` for kernels with optional resources: a binding whose tensor is `None` gets a
+    /// one-element dummy of its own (the kernel reads or writes it only when its params say
+    /// so, and WebGPU refuses one buffer bound writable twice, or writable and read-only,
+    /// in one dispatch).
+    pub fn with_dummies<P: bytemuck::Pod>(
+        gpu: &Gpu,
+        kernel: &Kernel,
+        params: &P,
+        tensors: &[(u32, Option<&Tensor>)],
+        groups: [u32; 3],
+    ) -> Result<Dispatch> {
+        let dummies = tensors
+            .iter()
+            .map(|(_, t)| if t.is_some() { Ok(None) } else { Tensor::empty(gpu, &[1], DType::F32).map(Some) })
+            .collect::<Result<Vec<_>>>()?;
+        let bound: Vec<(u32, &Tensor)> =
+            tensors.iter().zip(&dummies).map(|((b, t), d)| (*b, t.or(d.as_ref()).expect("a tensor or its dummy"))).collect();
+        Dispatch::new(gpu, kernel, params, &bound, groups)
+    }
+
     /// Builds a dispatch of `kernel` with `params` at binding 0 and `tensors` at their
     /// binding numbers.
     pub fn new<P: bytemuck::Pod>(

@@ -55,8 +55,6 @@ pub fn splitk_sum(
     }
     let flags = (flags & 0xf) | db.map_or(0, |(_, acc)| 32 | (acc as u32) << 4);
     let params = Params { outer: splits as u32, c: n as u32, inner: cols as u32, accumulate: flags };
-    let dummies = [Tensor::empty(gpu, &[1], DType::F32)?, Tensor::empty(gpu, &[1], DType::F32)?];
-    let bias = bias.unwrap_or(&dummies[0]);
-    let db = db.map_or(&dummies[1], |(t, _)| t);
-    Dispatch::new(gpu, &Kernel::new(Shader::Reduce, "splitk_sum"), &params, &[(3, part), (4, out), (5, bias), (6, db)], gpu.grid_for(n + tail, 256))
+    let tensors = [(3, Some(part)), (4, Some(out)), (5, bias), (6, db.map(|(t, _)| t))];
+    Dispatch::with_dummies(gpu, &Kernel::new(Shader::Reduce, "splitk_sum"), &params, &tensors, gpu.grid_for(n + tail, 256))
 }
