@@ -47,6 +47,8 @@ fi
 [ "$mode" = run ] || usage
 out=${3:-}
 [ -n "$out" ] || usage
+[ -x "$dir/train_mnist" ] && [ -x "$dir/kernels" ] && [ -d "$dir/mnist" ] ||
+    { echo "$0: $dir is not a bundle (train_mnist, kernels, mnist/): make one with $0 bundle $dir" >&2; exit 2; }
 mkdir -p "$out" || exit 2
 dir=$(realpath "$dir")
 # the Vulkan loader (the machine has NVIDIA's driver and ICD file, not always the loader)
