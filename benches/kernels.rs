@@ -99,7 +99,7 @@ fn conv_benches(c: &mut Criterion) {
         for (name, cfg) in GemmConfig::ALL {
             let f = conv2d_forward(gpu, &cfg, &conv, &x, &w, None, false, &y).unwrap();
             time(c, "conv2d_forward", name, shape, flops.clone(), &f);
-            let bi = conv2d_backward_input(gpu, &cfg, &conv, &w, &y, &dx).unwrap();
+            let bi = conv2d_backward_input(gpu, &cfg, &conv, &w, &y, &dx, None).unwrap();
             time(c, "conv2d_backward_input", name, shape, flops.clone(), &bi);
             let bw = conv2d_backward_weight(gpu, &cfg, &conv, &x, &y, &dw, false, None).unwrap();
             time(c, "conv2d_backward_weight", name, shape, flops.clone(), &bw);

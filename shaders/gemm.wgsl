@@ -31,13 +31,16 @@
 struct Params {
     m: u32, n: u32, k: u32,
     // bit 0: accumulate into C; bit 1: ReLU; bits 2-3: bias 0 none, 1 per row, 2 per column;
-    // bit 4: accumulate into dbias (BIAS_GRAD)
+    // bit 4: accumulate into dbias (BIAS_GRAD); bit 5: the host's BIAS_GRAD_FLAG; bit 6:
+    // route C through a max-pool's backward (route_store), bit 7: with its ReLU's mask
     flags: u32,
     batch: u32, cin: u32, h: u32, w: u32,
     cout: u32, r: u32, s: u32, stride: u32,
     oh: u32, ow: u32, pad: u32,
     // with SPLIT_K: the K range of each z slice (a multiple of BK)
     k_chunk: u32,
+    // a routed max-pool (flags bit 6): its input ph x pw, window (= stride), padding
+    ph: u32, pw: u32, pk: u32, ppad: u32,
 }
 
 override MODE: u32 = 0u;
@@ -199,6 +202,36 @@ fn load_b(k: u32, n: u32) -> f32 {
 }
 
 // Epilogue and store of C[m, n] (in range).
+// A max-pool's backward routed through the store (flags bit 6): C is the gradient of the
+// pool's output (NCHW, element o), whose windows tile the pool's input exactly, and c is
+// the gradient of the pool's input. Element o's value goes to its window's saved argmax
+// (masked by the ReLU output there with bit 7), the window's other elements get 0: what
+// max_pool2d_backward(_relu) would make of C, without storing C.
+@group(0) @binding(8) var<storage, read> route_argmax: array<u32>;
+@group(0) @binding(9) var<storage, read> route_relu: array<f32>;
+
+fn route_store(o: u32, v: f32) {
+    let oh = (p.ph + 2u * p.ppad) / p.pk;
+    let ow = (p.pw + 2u * p.ppad) / p.pk;
+    let plane = o / (oh * ow);
+    let t = o - plane * oh * ow;
+    let oy = t / ow;
+    let arg = route_argmax[o];
+    let base = plane * p.ph * p.pw;
+    // pool.wgsl's routed sum: 0 + v
+    var g = 0.0;
+    g += v;
+    if (p.flags & 128u) != 0u { g = select(0.0, g, route_relu[base + arg] > 0.0); }
+    let y0 = i32(oy * p.pk) - i32(p.ppad);
+    let x0 = i32((t - oy * ow) * p.pk) - i32(p.ppad);
+    for (var y = max(y0, 0); y < min(y0 + i32(p.pk), i32(p.ph)); y++) {
+        for (var x = max(x0, 0); x < min(x0 + i32(p.pk), i32(p.pw)); x++) {
+            let i = u32(y) * p.pw + u32(x);
+            c[base + i] = select(0.0, g, i == arg);
+        }
+    }
+}
+
 fn store_c(m: u32, n: u32, acc: f32) {
     var idx = m * p.n + n;
     if MODE == 1u || MODE == 2u || MODE == 4u {
@@ -208,6 +241,10 @@ fn store_c(m: u32, n: u32, acc: f32) {
         let channels = select(p.cin, p.cout, fwd);
         let bi = n / plane;
         idx = (bi * channels + m) * plane + (n - bi * plane);
+    }
+    if (p.flags & 64u) != 0u {
+        route_store(idx, acc);
+        return;
     }
     var v = acc;
     if (p.flags & 1u) != 0u { v += c[idx]; }

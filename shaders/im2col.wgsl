@@ -15,6 +15,11 @@
 //   pad_weight  w [Cout, K] -> wp [Cout, KP] with KP = K rounded up to a multiple of 4
 //            and zeros in the new columns, so the vec4 GEMMs take any K (conv1's K = 25).
 //   im2col_pad_weight  both in one launch (the forward's staging).
+//   col2im_max_pool_backward  col2im and, in the same pass, the backward of the max-pool
+//            whose output x is (and of the ReLU before that pool), for pools whose windows
+//            tile their input exactly: each col2im sum goes straight to its window's argmax
+//            (the same values as col2im then max_pool2d_backward(_relu)), so the gradient
+//            of the pool's output is never stored.
 // With padding, col and dcol have KP rows: im2col writes zero rows past K (so 0 * pad
 // can never meet an uninitialised NaN), col2im never reads them.
 
@@ -25,6 +30,9 @@ struct Params {
     // rows = K = C*R*S, cols = N*OH*OW of the column matrix; rows_out = the rows col/dcol
     // and wp hold (K or KP); cout for pad_weight
     rows: u32, cols: u32, rows_out: u32, cout: u32,
+    // col2im_max_pool_backward: the pool's input ph x pw (its output is the convolution's
+    // h x w), window (= stride) and padding; relu 1 when the ReLU's backward is fused too
+    ph: u32, pw: u32, pk: u32, ppad: u32, relu: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 override WG: u32 = 64u;
@@ -36,6 +44,9 @@ override WG: u32 = 64u;
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(5) var<storage, read> wt: array<f32>;
 @group(0) @binding(6) var<storage, read_write> wp: array<f32>;
+@group(0) @binding(7) var<storage, read> argmax: array<u32>;
+// the pool's input: the ReLU's output whose mask the fused backward applies
+@group(0) @binding(8) var<storage, read> relu_out: array<f32>;
 
 // Invocation index of a 1-D launch the host may have split into a 2-D grid (Gpu::grid).
 fn linear(wid: vec3u, nwg: vec3u, lid: vec3u) -> u32 {
@@ -79,18 +90,10 @@ fn im2col_at(i: u32) {
     col[i] = v;
 }
 
-@compute @workgroup_size(WG)
-fn col2im(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-          @builtin(local_invocation_id) lid: vec3u) {
-    let i = linear(wid, nwg, lid);
-    if i >= p.batch * p.cin * p.h * p.w { return; }
-    let ix = i % p.w;
-    let iy = (i / p.w) % p.h;
-    let c = (i / (p.w * p.h)) % p.cin;
-    let bi = i / (p.w * p.h * p.cin);
-    // dx[b, c, iy, ix] = sum of col entries with oy*stride + r - pad == iy (and the same
-    // for x): r runs over the residue class of iy + pad modulo stride, oy steps down by
-    // one as r steps up by stride. No division inside the loops.
+// dx[bi, c, iy, ix] of the convolution's input: the sum of the col entries with
+// oy*stride + r - pad == iy (and the same for x). r runs over the residue class of iy + pad
+// modulo stride, oy steps down by one as r steps up by stride: no division inside the loops.
+fn col2im_at(bi: u32, c: u32, iy: u32, ix: u32) -> f32 {
     let ty = iy + p.pad;
     let tx = ix + p.pad;
     let r0 = ty % p.stride;
@@ -115,7 +118,48 @@ fn col2im(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u
         }
         oy -= 1;
     }
-    dx[i] = acc;
+    return acc;
+}
+
+@compute @workgroup_size(WG)
+fn col2im(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+          @builtin(local_invocation_id) lid: vec3u) {
+    let i = linear(wid, nwg, lid);
+    if i >= p.batch * p.cin * p.h * p.w { return; }
+    let ix = i % p.w;
+    let iy = (i / p.w) % p.h;
+    let c = (i / (p.w * p.h)) % p.cin;
+    let bi = i / (p.w * p.h * p.cin);
+    dx[i] = col2im_at(bi, c, iy, ix);
+}
+
+// One invocation per element (bi, c, oy, ox) of the convolution's input, which is a
+// max-pool's output whose windows tile the pool's input exactly (stride = window, no
+// input element left over: each is in one window). col2im's value there goes to the
+// window's saved argmax, masked by the fused ReLU's output; the window's other elements get
+// 0. The same values as col2im then max_pool2d_backward(_relu), without storing col2im's.
+@compute @workgroup_size(WG)
+fn col2im_max_pool_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                            @builtin(local_invocation_id) lid: vec3u) {
+    let o = linear(wid, nwg, lid);
+    if o >= p.batch * p.cin * p.h * p.w { return; }
+    let ox = o % p.w;
+    let oy = (o / p.w) % p.h;
+    let plane = o / (p.w * p.h);
+    let bi = plane / p.cin;
+    let arg = argmax[o];
+    var g = 0.0;
+    g += col2im_at(bi, plane - bi * p.cin, oy, ox);
+    let base = plane * p.ph * p.pw;
+    if p.relu != 0u { g = select(0.0, g, relu_out[base + arg] > 0.0); }
+    let y0 = i32(oy * p.pk) - i32(p.ppad);
+    let x0 = i32(ox * p.pk) - i32(p.ppad);
+    for (var y = max(y0, 0); y < min(y0 + i32(p.pk), i32(p.ph)); y++) {
+        for (var x = max(x0, 0); x < min(x0 + i32(p.pk), i32(p.pw)); x++) {
+            let i = u32(y) * p.pw + u32(x);
+            dx[base + i] = select(0.0, g, i == arg);
+        }
+    }
 }
 
 // wp's element i (of cout * rows_out).

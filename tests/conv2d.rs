@@ -33,7 +33,7 @@ fn check(cfg: &GemmConfig, c: Conv2d, rng: &mut Rng) {
         tdb.poison(gpu).unwrap();
     }
     let f = conv2d_forward(gpu, cfg, &c, &tx, &tw, Some(&tb), relu, &ty).unwrap();
-    let bi = conv2d_backward_input(gpu, cfg, &c, &tw, &tdy, &tdx).unwrap();
+    let bi = conv2d_backward_input(gpu, cfg, &c, &tw, &tdy, &tdx, None).unwrap();
     let bw = conv2d_backward_weight(gpu, cfg, &c, &tx, &tdy, &tdw, false, Some((&tdb, db_acc))).unwrap();
     gpu.run(&f.iter().chain(&bi).chain(&bw).collect::<Vec<_>>()).unwrap();
     let (dx, dw) = cpu::conv2d_backward(&c, &x, &w, &dy);
@@ -141,7 +141,7 @@ fn im2col_family_takes_the_staged_path_where_it_fits() {
         let (x, w, y, dx, dw) = (t(c.x_len()), t(c.w_len()), t(c.y_len()), t(c.x_len()), t(c.w_len()));
         let names = |d: Vec<kiln::ops::Dispatch>| d.iter().map(|d| d.name).collect::<Vec<_>>();
         assert_eq!(names(conv2d_forward(gpu, &cfg, &c, &x, &w, None, false, &y).unwrap()), ef, "forward {c:?}");
-        assert_eq!(names(conv2d_backward_input(gpu, &cfg, &c, &w, &y, &dx).unwrap()), edx, "dX {c:?}");
+        assert_eq!(names(conv2d_backward_input(gpu, &cfg, &c, &w, &y, &dx, None).unwrap()), edx, "dX {c:?}");
         let db = t(c.cout);
         assert_eq!(names(conv2d_backward_weight(gpu, &cfg, &c, &x, &y, &dw, false, Some((&db, false))).unwrap()), edw, "dW {c:?}");
         check(&cfg, c, &mut rng);
@@ -162,7 +162,7 @@ fn im2col_family_is_deterministic() {
     let run = || {
         let (ty, tdx, tdw) = (Tensor::empty(gpu, &[c.y_len()], DType::F32).unwrap(), Tensor::empty(gpu, &[c.x_len()], DType::F32).unwrap(), Tensor::empty(gpu, &[c.w_len()], DType::F32).unwrap());
         let f = conv2d_forward(gpu, &cfg, &c, &tx, &tw, None, true, &ty).unwrap();
-        let bi = conv2d_backward_input(gpu, &cfg, &c, &tw, &tdy, &tdx).unwrap();
+        let bi = conv2d_backward_input(gpu, &cfg, &c, &tw, &tdy, &tdx, None).unwrap();
         let tdb = Tensor::empty(gpu, &[c.cout], DType::F32).unwrap();
         let bw = conv2d_backward_weight(gpu, &cfg, &c, &tx, &tdy, &tdw, false, Some((&tdb, false))).unwrap();
         gpu.run(&f.iter().chain(&bi).chain(&bw).collect::<Vec<_>>()).unwrap();
@@ -186,4 +186,61 @@ fn tiled_weight_gradients_sum_the_bias_in_the_gemm() {
         let d = conv2d_backward_weight(gpu, &cfg, &c, &x, &dy, &dw, false, Some((&db, true))).unwrap();
         assert_eq!(d.iter().map(|d| d.name).collect::<Vec<_>>(), [entry, "splitk_sum"], "{name}");
     }
+}
+
+/// With a max-pool routed through (`MaxPoolRoute`, what the lowering fuses in training), dX
+/// is the pool input's gradient: bit for bit what conv dX followed by max_pool2d_backward
+/// (or its ReLU form) gives, in every family (the im2col family in col2im, the others in the
+/// GEMM's store: one dispatch), with and without padding in the pool; a pool whose windows
+/// overlap is refused.
+#[test]
+fn a_routed_max_pool_backward_gives_the_two_steps_bits() {
+    use kiln::ops::pool::{max_pool2d_backward, max_pool2d_backward_relu, max_pool2d_forward, MaxPoolRoute, Pool2d};
+    let gpu = gpu();
+    let mut rng = Rng::new(9);
+    let pools = [
+        Pool2d { batch: 4, channels: 16, h: 28, w: 28, k: 2, stride: 2, pad: 0 },
+        Pool2d { batch: 3, channels: 5, h: 7, w: 10, k: 3, stride: 3, pad: 1 },
+    ];
+    for pool in pools {
+        let c = Conv2d { batch: pool.batch, cin: pool.channels, h: pool.oh(), w: pool.ow(), cout: 6, r: 5, s: 5, stride: 1, pad: 2 };
+        // the pool's input is a ReLU's output: a quarter of it exactly 0
+        let x: Vec<f32> = rng.vec(pool.x_len()).into_iter().map(|v| v.max(-0.5) + 0.5).map(|v| if v < 0.25 { 0.0 } else { v }).collect();
+        let tx = Tensor::from_f32(gpu, &[pool.x_len()], &x).unwrap();
+        let (tpy, targ) = (Tensor::empty(gpu, &[pool.y_len()], DType::F32).unwrap(), Tensor::empty(gpu, &[pool.y_len()], DType::U32).unwrap());
+        gpu.run(&[&max_pool2d_forward(gpu, &pool, &tx, &tpy, &targ).unwrap()]).unwrap();
+        let tw = Tensor::from_f32(gpu, &[c.w_len()], &rng.vec(c.w_len())).unwrap();
+        let tdy = Tensor::from_f32(gpu, &[c.y_len()], &rng.vec(c.y_len())).unwrap();
+        for (name, cfg) in GemmConfig::ALL {
+            for relu in [None, Some(&tx)] {
+                let route = MaxPoolRoute { pool: &pool, argmax: &targ, relu };
+                let fused = Tensor::empty(gpu, &[pool.x_len()], DType::F32).unwrap();
+                fused.poison(gpu).unwrap();
+                let d = conv2d_backward_input(gpu, &cfg, &c, &tw, &tdy, &fused, Some(&route)).unwrap();
+                let names: Vec<_> = d.iter().map(|d| d.name).collect();
+                if cfg == GemmConfig::IM2COL_VEC4 {
+                    assert_eq!(names.last(), Some(&"col2im_max_pool_backward"), "{name} {pool:?}");
+                } else {
+                    assert!(names.len() == 1 && names[0].starts_with("gemm_"), "{name} {pool:?}: {names:?}");
+                }
+                gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
+                let (dpool, two) = (Tensor::empty(gpu, &[c.x_len()], DType::F32).unwrap(), Tensor::empty(gpu, &[pool.x_len()], DType::F32).unwrap());
+                let mut d = conv2d_backward_input(gpu, &cfg, &c, &tw, &tdy, &dpool, None).unwrap();
+                d.push(match relu {
+                    Some(x) => max_pool2d_backward_relu(gpu, &pool, &targ, x, &dpool, &two).unwrap(),
+                    None => max_pool2d_backward(gpu, &pool, &targ, &dpool, &two).unwrap(),
+                });
+                gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
+                let bits = |t: &Tensor| t.to_f32(gpu).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert!(bits(&fused) == bits(&two), "{name} relu={} {pool:?}: the routed dX differs from the two steps", relu.is_some());
+            }
+        }
+    }
+    let overlapping = Pool2d { batch: 1, channels: 2, h: 9, w: 9, k: 3, stride: 2, pad: 0 };
+    let c = Conv2d { batch: 1, cin: 2, h: 4, w: 4, cout: 2, r: 3, s: 3, stride: 1, pad: 1 };
+    let t = |n: usize, dt: DType| Tensor::empty(gpu, &[n], dt).unwrap();
+    let (w, dy, dx, arg) = (t(c.w_len(), DType::F32), t(c.y_len(), DType::F32), t(overlapping.x_len(), DType::F32), t(overlapping.y_len(), DType::U32));
+    let route = MaxPoolRoute { pool: &overlapping, argmax: &arg, relu: None };
+    let err = conv2d_backward_input(gpu, &GemmConfig::IM2COL_VEC4, &c, &w, &dy, &dx, Some(&route)).err().expect("overlapping windows refused");
+    assert!(err.to_string().contains("tile its input exactly"), "{err}");
 }

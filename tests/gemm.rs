@@ -105,3 +105,55 @@ fn wrong_shapes_are_errors() {
     let err = gemm(gpu, &GemmConfig::TILED_64, &Gemm::new(2, 2, 3), &a, &a, None, &c).err().unwrap();
     assert!(err.to_string().contains("gemm") && err.to_string().contains("C has shape [5]"), "{err}");
 }
+
+/// `gemm_routed`: C (a max-pool's output gradient, as dflatten is) written through that
+/// pool's backward, in every family, with and without the ReLU's mask: bit for bit `gemm`
+/// followed by max_pool2d_backward(_relu), in one dispatch (never split over K: where the
+/// plain GEMM splits, its slices sum in another order and the two agree within REDUCTION).
+#[test]
+fn routed_gemms_give_the_pool_backward_bits() {
+    use kiln::ops::gemm::gemm_routed;
+    use kiln::ops::pool::{max_pool2d_backward, max_pool2d_backward_relu, max_pool2d_forward, MaxPoolRoute, Pool2d};
+    let gpu = gpu();
+    let mut rng = Rng::new(21);
+    // the MNIST CNN's pool2 and dflatten at batch 16, and a padded 3x3 pool
+    let cases = [
+        (Pool2d { batch: 16, channels: 32, h: 14, w: 14, k: 2, stride: 2, pad: 0 }, 128),
+        (Pool2d { batch: 4, channels: 3, h: 7, w: 4, k: 3, stride: 3, pad: 1 }, 72),
+    ];
+    for (pool, k) in cases {
+        let g = Gemm::new(pool.batch, pool.channels * pool.oh() * pool.ow(), k);
+        let x: Vec<f32> = rng.vec(pool.x_len()).into_iter().map(|v| v.max(0.0)).collect();
+        let tx = Tensor::from_f32(gpu, &[pool.x_len()], &x).unwrap();
+        let (py, arg) = (Tensor::empty(gpu, &[pool.y_len()], DType::F32).unwrap(), Tensor::empty(gpu, &[pool.y_len()], DType::U32).unwrap());
+        gpu.run(&[&max_pool2d_forward(gpu, &pool, &tx, &py, &arg).unwrap()]).unwrap();
+        let a = Tensor::from_f32(gpu, &[g.m * g.k], &rng.vec(g.m * g.k)).unwrap();
+        let b = Tensor::from_f32(gpu, &[g.k * g.n], &rng.vec(g.k * g.n)).unwrap();
+        for (name, cfg) in GemmConfig::ALL {
+            for relu in [None, Some(&tx)] {
+                let route = MaxPoolRoute { pool: &pool, argmax: &arg, relu };
+                let routed = Tensor::empty(gpu, &[pool.x_len()], DType::F32).unwrap();
+                routed.poison(gpu).unwrap();
+                let d = gemm_routed(gpu, &cfg, &g, &a, &b, &routed, &route).unwrap();
+                assert_eq!(d.len(), 1, "{name}");
+                gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
+                let (c, two) = (Tensor::empty(gpu, &[g.m * g.n], DType::F32).unwrap(), Tensor::empty(gpu, &[pool.x_len()], DType::F32).unwrap());
+                let mut d = gemm(gpu, &cfg, &g, &a, &b, None, &c).unwrap();
+                let split = d.len() > 1;
+                d.push(match relu {
+                    Some(x) => max_pool2d_backward_relu(gpu, &pool, &arg, x, &c, &two).unwrap(),
+                    None => max_pool2d_backward(gpu, &pool, &arg, &c, &two).unwrap(),
+                });
+                gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
+                let what = format!("{name} relu={} {pool:?}: routed GEMM against GEMM + pool backward", relu.is_some());
+                if split {
+                    // the plain GEMM split K (its slices sum in another order)
+                    assert_close(&what, &routed.to_f32(gpu).unwrap(), &two.to_f32(gpu).unwrap(), REDUCTION);
+                } else {
+                    let bits = |t: &Tensor| t.to_f32(gpu).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert!(bits(&routed) == bits(&two), "{what}: the bits differ");
+                }
+            }
+        }
+    }
+}

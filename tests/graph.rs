@@ -3,7 +3,7 @@
 //! memory planner under poisoning, and the one-submit / no-readback contract.
 
 use kiln::graph::cpu::CpuExecutor;
-use kiln::graph::{Executor, Graph, Mode, NodeId, Step};
+use kiln::graph::{Executor, Graph, Mode, NodeId, PoolRoute, Step};
 use kiln::nn::{Conv2d, Layer, Linear};
 use kiln::ops::gemm::GemmConfig;
 use kiln::ops::optim::{Optimizer, Schedule};
@@ -104,19 +104,25 @@ fn new_layers_gpu_gradients_match_finite_differences() {
 
 #[test]
 fn fused_steps_give_the_unfused_gradients_bit_for_bit() {
-    // The training plan fuses each ReLU into its conv/linear epilogue and each max-pool
-    // backward with its ReLU's; a second reader of those nodes (a flatten view no loss
-    // depends on) turns both fusions off. One SGD step of each must give the same bits.
+    // The training plan fuses each ReLU into its conv/linear epilogue, and each max-pool's
+    // backward with its ReLU's into the input gradient of the layer that reads the pool
+    // (pool1's into conv2's, pool2's through the flatten into fc1's, which has more than
+    // SMALL_OUT outputs); a second reader of those nodes (a flatten view no loss depends
+    // on) turns the fusions off (the pools' backward then runs alone). One SGD step of each
+    // must give the same bits.
     let fused = small_cnn();
     let mut unfused = small_cnn();
-    for name in ["conv1", "relu1", "conv2", "relu2", "fc1"] {
+    for name in ["conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "fc1"] {
         let n = NodeId(unfused.nodes.iter().position(|n| n.name == name).unwrap());
         unfused.flatten(&format!("{name}.view"), n);
     }
     let step = |g: &Graph| kiln::graph::lower(g, Mode::Train).unwrap().steps;
     let count = |g: &Graph, f: fn(&Step) -> bool| step(g).iter().filter(|s| f(s)).count();
     assert_eq!(count(&fused, |s| matches!(s, Step::ReluForward { .. })), 0);
-    assert_eq!(count(&fused, |s| matches!(s, Step::MaxPoolBackward { relu: Some(_), .. })), 2);
+    assert_eq!(count(&fused, |s| matches!(s, Step::MaxPoolBackward { .. })), 0);
+    assert_eq!(count(&fused, |s| matches!(s, Step::Conv2dBackwardInput { pool: Some(PoolRoute { relu: Some(_), .. }), .. })), 1);
+    assert_eq!(count(&fused, |s| matches!(s, Step::LinearBackwardInput { pool: Some(PoolRoute { relu: Some(_), .. }), .. })), 1);
+    assert_eq!(count(&unfused, |s| matches!(s, Step::Conv2dBackwardInput { pool: Some(_), .. } | Step::LinearBackwardInput { pool: Some(_), .. })), 0);
     assert_eq!(count(&unfused, |s| matches!(s, Step::ReluForward { .. })), 3);
     assert_eq!(count(&unfused, |s| matches!(s, Step::MaxPoolBackward { relu: Some(_), .. })), 0);
     // In both: fc2's whole backward with relu3's (ops::linear::SMALL_OUT), every bias

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::exec::init_params;
-use super::lower::{lower, Mode, Plan, Step, ValueId, ValueKind};
+use super::lower::{lower, Mode, Plan, PoolRoute, Step, ValueId, ValueKind};
 use super::Graph;
 use crate::cpu;
 use crate::ops::optim::Optimizer;
@@ -56,6 +56,19 @@ impl CpuExecutor {
         self.f.insert(self.plan.root(v), data);
     }
 
+    /// Writes `data` (a max-pool's output gradient when `pool` routes it) to `v`: as it is, or
+    /// through that pool's backward (and its ReLU's mask).
+    fn set_routed(&mut self, v: ValueId, data: Vec<f32>, pool: Option<PoolRoute>) {
+        let Some(r) = pool else {
+            return self.set(v, data);
+        };
+        let mut routed = cpu::pool::max_pool2d_backward_saved(&r.pool, self.get_u(r.argmax), &data);
+        if let Some(x) = r.relu {
+            relu_mask(&mut routed, self.get(x));
+        }
+        self.set(v, routed);
+    }
+
     /// Writes `data` to `v`, or adds it to what is there when `accumulate`.
     fn set_acc(&mut self, v: ValueId, data: Vec<f32>, accumulate: bool) {
         let data = if accumulate { self.get(v).iter().zip(&data).map(|(a, b)| a + b).collect() } else { data };
@@ -87,10 +100,10 @@ impl CpuExecutor {
                     let out = cpu::conv2d::conv2d_forward(&conv, self.get(x), self.get(w), b.map(|b| self.get(b)));
                     self.set(y, relu_if(relu, out));
                 }
-                Step::Conv2dBackwardInput { conv, w, dy, dx } => {
+                Step::Conv2dBackwardInput { conv, w, dy, dx, pool } => {
                     let zeros = vec![0.0; conv.x_len()];
                     let (g, _) = cpu::conv2d::conv2d_backward(&conv, &zeros, self.get(w), self.get(dy));
-                    self.set(dx, g);
+                    self.set_routed(dx, g, pool);
                 }
                 Step::Conv2dBackwardWeight { conv, x, dy, dw, accumulate, db } => {
                     let zeros = vec![0.0; conv.w_len()];
@@ -105,10 +118,10 @@ impl CpuExecutor {
                     let r = cpu::gemm::linear_forward(self.get(x), self.get(w), bias, n, inp, out);
                     self.set(y, relu_if(relu, r));
                 }
-                Step::LinearBackwardInput { dy, w, dx } => {
+                Step::LinearBackwardInput { dy, w, dx, pool } => {
                     let (n, out, inp) = (self.shape(dy)[0], self.shape(dy)[1], self.shape(w)[1]);
                     let r = cpu::gemm::gemm(n, inp, out, self.get(dy), false, self.get(w), false);
-                    self.set(dx, r);
+                    self.set_routed(dx, r, pool);
                 }
                 Step::LinearBackwardWeight { dy, x, dw, accumulate, db } => {
                     let (n, out, inp) = (self.shape(dy)[0], self.shape(dy)[1], self.shape(x)[1]);

@@ -10,14 +10,15 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::lower::{lower, lower_keeping, Mode, Plan, Step, ValueId, ValueKind};
+use super::lower::{lower, lower_keeping, Mode, Plan, PoolRoute, Step, ValueId, ValueKind};
+use crate::ops::pool::MaxPoolRoute;
 use super::planner::{naive_bytes, plan_memory, MemoryPlan};
 use super::profile::{self, Profile, Unit};
 use super::{Graph, Init, NodeId};
 use crate::data::gpu::ResidentDataset;
 use crate::gpu::{Gpu, GpuBuffer};
 use crate::autotune::Tuning;
-use crate::ops::gemm::{gemm, gemm_scratch_bytes, Bias, Gemm, GemmConfig};
+use crate::ops::gemm::{gemm, gemm_routed, gemm_scratch_bytes, Bias, Gemm, GemmConfig};
 use crate::ops::optim::{optimizer_step, step_words, Optimizer, STEP_WORDS};
 use crate::ops::softmax::{metrics_words, Metrics};
 use crate::ops::linear::{self, Linear};
@@ -300,6 +301,8 @@ impl<'g> Executor<'g> {
             match step {
                 Step::Conv2dForward { conv, .. } => conv2d::scratch_bytes(gpu, &cfg, conv, conv2d::Pass::Forward),
                 Step::Conv2dBackwardInput { conv, .. } => conv2d::scratch_bytes(gpu, &cfg, conv, conv2d::Pass::BackwardInput),
+                // a routed GEMM never splits K
+                Step::LinearBackwardInput { pool: Some(_), .. } => 0,
                 Step::Conv2dBackwardWeight { conv, .. } => conv2d::scratch_bytes(gpu, &cfg, conv, conv2d::Pass::BackwardWeight),
                 _ => linear_gemm(step, &|v| exec.tensors[v.0].shape().to_vec()).map_or(0, |g| gemm_scratch_bytes(gpu, &cfg, &g)),
             }
@@ -396,6 +399,11 @@ impl<'g> Executor<'g> {
         &self.tensors[v.0]
     }
 
+    /// A plan's max-pool route with its tensors.
+    fn route<'a>(&'a self, r: &'a PoolRoute) -> MaxPoolRoute<'a> {
+        MaxPoolRoute { pool: &r.pool, argmax: self.t(r.argmax), relu: r.relu.map(|v| self.t(v)) }
+    }
+
     /// Every plan step's dispatches, in step order. Most of an executor's start-up is
     /// pipeline compilation (shader translation and the driver's compiler), so on native
     /// targets the steps are built by one thread per core taking the next unbuilt step (the
@@ -435,12 +443,20 @@ impl<'g> Executor<'g> {
             Step::Conv2dForward { conv, x, w, b, relu, y } => {
                 conv2d::conv2d_forward(gpu, cfg, conv, t(*x), t(*w), b.map(t), *relu, t(*y))?
             }
-            Step::Conv2dBackwardInput { conv, w, dy, dx } => conv2d::conv2d_backward_input(gpu, cfg, conv, t(*w), t(*dy), t(*dx))?,
+            Step::Conv2dBackwardInput { conv, w, dy, dx, pool } => {
+                conv2d::conv2d_backward_input(gpu, cfg, conv, t(*w), t(*dy), t(*dx), pool.as_ref().map(|r| self.route(r)).as_ref())?
+            }
             Step::Conv2dBackwardWeight { conv, x, dy, dw, accumulate, db } => {
                 conv2d::conv2d_backward_weight(gpu, cfg, conv, t(*x), t(*dy), t(*dw), *accumulate, grad(db))?
             }
             Step::LinearForward { x, w, b, y, .. } => gemm(gpu, cfg, &linear_gemm(step, &|v| t(v).shape().to_vec()).expect("a linear step"), t(*x), t(*w), b.map(t), t(*y))?,
-            Step::LinearBackwardInput { dy, w, dx } => gemm(gpu, cfg, &linear_gemm(step, &|v| t(v).shape().to_vec()).expect("a linear step"), t(*dy), t(*w), None, t(*dx))?,
+            Step::LinearBackwardInput { dy, w, dx, pool } => {
+                let g = linear_gemm(step, &|v| t(v).shape().to_vec()).expect("a linear step");
+                match pool {
+                    None => gemm(gpu, cfg, &g, t(*dy), t(*w), None, t(*dx))?,
+                    Some(r) => gemm_routed(gpu, cfg, &g, t(*dy), t(*w), t(*dx), &self.route(r))?,
+                }
+            }
             Step::LinearBackwardWeight { dy, x, dw, accumulate, db } => {
                 let l = Linear { rows: t(*dy).shape()[0], inp: t(*x).shape()[1], out: t(*dy).shape()[1] };
                 linear::linear_backward_weight(gpu, cfg, &l, t(*dy), t(*x), t(*dw), *accumulate, grad(db))?

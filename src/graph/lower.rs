@@ -80,6 +80,17 @@ pub enum Mode {
     InputGradient,
 }
 
+/// A max-pool backward fused into the step that makes the pool's output gradient.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolRoute {
+    /// Window geometry.
+    pub pool: Pool2d,
+    /// The forward's saved argmax.
+    pub argmax: ValueId,
+    /// The ReLU output whose mask applies (its backward fused too), as `MaxPoolBackward`'s.
+    pub relu: Option<ValueId>,
+}
+
 /// One kernel launch (or a short fixed sequence) of the lowered program. `accumulate`
 /// marks parameter-gradient steps that add to a gradient an earlier step wrote (a
 /// parameter used twice).
@@ -109,8 +120,14 @@ pub enum Step {
         w: ValueId,
         /// Gradient of the forward output.
         dy: ValueId,
-        /// Gradient of the forward input, written (`=`).
+        /// Gradient of the forward input (or, with `pool`, of the pool's or its fused
+        /// ReLU's input), written (`=`).
         dx: ValueId,
+        /// Training, when the input is the output of a max-pool whose windows tile its input
+        /// exactly, read by this convolution alone: that pool's backward (and its ReLU's, as
+        /// in `MaxPoolBackward`) runs in this step, and the pool's output gradient is never
+        /// stored.
+        pool: Option<PoolRoute>,
     },
     /// dw [K, C, R, S] (+)= the correlation of x with dy over the batch (split-K on GPUs).
     Conv2dBackwardWeight {
@@ -147,8 +164,11 @@ pub enum Step {
         dy: ValueId,
         /// Weight [out, in].
         w: ValueId,
-        /// Gradient of the input [N, in], written (`=`).
+        /// Gradient of the input [N, in] (or, with `pool`, of the pool's or its fused
+        /// ReLU's input), written (`=`).
         dx: ValueId,
+        /// As `Conv2dBackwardInput`'s: the max-pool whose flattened output the layer reads.
+        pool: Option<PoolRoute>,
     },
     /// dW (+)= dy^T x
     LinearBackwardWeight {
@@ -430,7 +450,7 @@ impl Step {
         use Step::*;
         match self {
             Conv2dForward { x, w, b, y, .. } => (vec![*x, *w].into_iter().chain(*b).collect(), vec![*y]),
-            Conv2dBackwardInput { w, dy, dx, .. } => (vec![*w, *dy], vec![*dx]),
+            Conv2dBackwardInput { w, dy, dx, pool, .. } => (route_reads(vec![*w, *dy], pool), vec![*dx]),
             Conv2dBackwardWeight { x, dy, dw, accumulate, db, .. } | LinearBackwardWeight { dy, x, dw, accumulate, db } => {
                 let reads = acc_reads(vec![*x, *dy], *dw, *accumulate);
                 let reads = match db {
@@ -440,7 +460,7 @@ impl Step {
                 (reads, std::iter::once(*dw).chain(db.map(|g| g.0)).collect())
             }
             LinearForward { x, w, b, y, .. } => (vec![*x, *w].into_iter().chain(*b).collect(), vec![*y]),
-            LinearBackwardInput { dy, w, dx } => (vec![*dy, *w], vec![*dx]),
+            LinearBackwardInput { dy, w, dx, pool } => (route_reads(vec![*dy, *w], pool), vec![*dx]),
             LinearBackwardSmall { dy, w, x, dx, relu, dw, db } => {
                 let mut reads = vec![*dy, *w];
                 if *relu || dw.is_some() {
@@ -474,6 +494,15 @@ impl Step {
             XentForward { logits, labels, loss, pred, grad, .. } => (vec![*logits, *labels], [*loss, *pred].into_iter().chain(grad.map(|g| g.0)).collect()),
         }
     }
+}
+
+/// `reads` and what a routed max-pool's backward reads: its argmax and its ReLU's output.
+fn route_reads(mut reads: Vec<ValueId>, pool: &Option<PoolRoute>) -> Vec<ValueId> {
+    if let Some(r) = pool {
+        reads.push(r.argmax);
+        reads.extend(r.relu);
+    }
+    reads
 }
 
 fn acc_reads(mut reads: Vec<ValueId>, out: ValueId, accumulate: bool) -> Vec<ValueId> {
@@ -653,6 +682,38 @@ impl Lowering<'_> {
             && self.needs[relu.inputs[0].0]
             && self.graph.nodes.iter().filter(|n| n.inputs.contains(&x)).count() == 1;
         fused.then(|| relu.inputs[0])
+    }
+
+    /// In training, the max-pool whose backward the input-gradient step of the conv or linear
+    /// layer reading `x` runs too (`PoolRoute`): `x` is that pool, or a flatten view of it,
+    /// read by the layer alone (the view by the layer, the pool by the view), and the pool's
+    /// windows tile its input exactly. Explanations keep the pool's output gradient
+    /// (Grad-CAM reads feature maps' gradients).
+    fn routed_pool(&self, x: NodeId, mode: Mode) -> Option<NodeId> {
+        let only_reader = |n: NodeId| self.graph.nodes.iter().filter(|m| m.inputs.contains(&n)).count() == 1;
+        let pool = match self.graph.node(x).op {
+            Op::Flatten => self.graph.node(x).inputs[0],
+            _ => x,
+        };
+        let node = self.graph.node(pool);
+        let routed = mode == Mode::Train
+            && only_reader(x)
+            && only_reader(pool)
+            && matches!(node.op, Op::MaxPool2d { .. })
+            && self.needs[node.inputs[0].0]
+            && self.pool_geometry(pool).tiles_exactly();
+        routed.then_some(pool)
+    }
+
+    /// The route of max-pool `pool` ([`Self::routed_pool`]) and the node that receives the
+    /// gradient: the pool's input, or that ReLU's input when the ReLU's backward is fused too.
+    fn pool_route(&self, pool: NodeId, mode: Mode) -> (NodeId, PoolRoute) {
+        let px = self.graph.node(pool).inputs[0];
+        let (target, relu) = match self.relu_backward_fused_into_reader(px, mode) {
+            Some(input) => (input, Some(self.out(px))),
+            None => (px, None),
+        };
+        (target, PoolRoute { pool: self.pool_geometry(pool), argmax: self.argmax[&pool], relu })
     }
 
     /// The gradient of parameter `p` ([`Lowering::param_grad`]) if `p` is given and needs one.
@@ -910,14 +971,17 @@ impl Lowering<'_> {
                     let (x, w) = (inp(0), inp(1));
                     let is_conv = matches!(node.op, Op::Conv2d { .. });
                     if needs[x.0] {
-                        let dx = self.act(format!("d{}", g.node(x).name), &g.node(x).shape);
                         let wv = self.out(w);
+                        // a max-pool's (and its ReLU's) backward may run in this step
+                        let routed = self.routed_pool(x, mode).map(|pool| self.pool_route(pool, mode));
+                        let (target, pool) = routed.map_or((x, None), |(t, r)| (t, Some(r)));
+                        let dx = self.act(format!("d{}", g.node(target).name), &g.node(target).shape);
                         self.plan.steps.push(if is_conv {
-                            Step::Conv2dBackwardInput { conv: self.conv_geometry(id), w: wv, dy, dx }
+                            Step::Conv2dBackwardInput { conv: self.conv_geometry(id), w: wv, dy, dx, pool }
                         } else {
-                            Step::LinearBackwardInput { dy, w: wv, dx }
+                            Step::LinearBackwardInput { dy, w: wv, dx, pool }
                         });
-                        self.add_grad(&mut grads, x, dx);
+                        self.add_grad(&mut grads, target, dx);
                     }
                     let db = self.wanted_param_grad(node.inputs.get(2).copied(), &param_uses, &mut param_written, &node.name)?;
                     if needs[w.0] {

@@ -1,7 +1,9 @@
 //! The memory planner: every activation gets a liveness interval [first write, last read]
 //! over the step order (aliases extend the interval of the value they alias), and buffers
-//! are reused greedily: a value takes the smallest free buffer that fits, freed by a value
-//! whose last read comes strictly before this value's first write. Two values whose
+//! are reused greedily: a value takes the smallest free buffer that fits, or, when none
+//! fits, the largest free buffer grows to its size (a buffer is free once its occupant's
+//! last read comes strictly before this value's first write); only with no free buffer does
+//! it get a new one. Two values whose
 //! intervals overlap never share a buffer, so no live tensor is ever overwritten.
 
 use super::lower::{Plan, ValueId, ValueKind};
@@ -9,7 +11,7 @@ use super::lower::{Plan, ValueId, ValueKind};
 /// A buffer of the plan and the activations placed in it.
 #[derive(Clone, Debug)]
 pub struct Slot {
-    /// Size: that of the first value placed in it; every later occupant fits.
+    /// Size: that of its largest occupant.
     pub bytes: u64,
     /// The activations placed in it, in order of first write.
     pub values: Vec<ValueId>,
@@ -86,11 +88,15 @@ pub fn plan_memory(plan: &Plan) -> MemoryPlan {
     for v in order {
         let (start, end) = interval[v].expect("planned value");
         let need = bytes(plan, ValueId(v));
-        let best = (0..slots.len())
-            .filter(|&s| free_after[s] < start && slots[s].bytes >= need)
-            .min_by_key(|&s| slots[s].bytes);
-        let s = match best {
-            Some(s) => s,
+        let free: Vec<usize> = (0..slots.len()).filter(|&s| free_after[s] < start).collect();
+        let fits = free.iter().copied().filter(|&s| slots[s].bytes >= need).min_by_key(|&s| slots[s].bytes);
+        // none fits: the largest free buffer grows (by less than a new buffer would take)
+        let grown = || free.iter().copied().max_by_key(|&s| (slots[s].bytes, std::cmp::Reverse(s)));
+        let s = match fits.or_else(grown) {
+            Some(s) => {
+                slots[s].bytes = slots[s].bytes.max(need);
+                s
+            }
             None => {
                 slots.push(Slot { bytes: need, values: Vec::new() });
                 free_after.push(0);

@@ -8,12 +8,13 @@
 //! OH x OW output, one stride and one zero padding for both axes (dilation 1, groups 1).
 
 pub use super::conv_geometry::Conv2d;
-use super::gemm::{check_len, flags, launch, launch_weight_grad, split_k_parts, split_k_scratch_bytes, Bias, Family, GemmConfig, GradOut, Params};
+use super::gemm::{check_len, flags, launch, launch_routed, launch_weight_grad, split_k_parts, split_k_scratch_bytes, Bias, Family, GemmConfig, GradOut, Params};
 use super::im2col;
+use super::pool::MaxPoolRoute;
 use super::Dispatch;
 use crate::gpu::Gpu;
 use crate::tensor::Tensor;
-use crate::Result;
+use crate::{Error, Result};
 
 /// y = conv(x, w) (+ bias per output channel) (ReLU).
 #[allow(clippy::too_many_arguments)]
@@ -43,18 +44,42 @@ pub fn conv2d_forward(
     Ok(vec![launch(gpu, op, cfg, 1, (false, false), p, w, x, bias, y)?])
 }
 
-/// dx = conv_transpose(dy, w): written, not accumulated.
-pub fn conv2d_backward_input(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, w: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<Vec<Dispatch>> {
+/// dx = conv_transpose(dy, w): written, not accumulated. With `route`, x is the output of
+/// that max-pool and its backward runs here too: dx is then the gradient of the pool's input
+/// (and x's own gradient is never stored): inside col2im on the staged path, else in the
+/// GEMM's store.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_input(
+    gpu: &Gpu,
+    cfg: &GemmConfig,
+    conv: &Conv2d,
+    w: &Tensor,
+    dy: &Tensor,
+    dx: &Tensor,
+    route: Option<&MaxPoolRoute>,
+) -> Result<Vec<Dispatch>> {
     let op = "conv2d_backward_input";
     conv.validate(op)?;
     check_len(op, "weight", w, conv.w_len())?;
     check_len(op, "dy", dy, conv.y_len())?;
-    check_len(op, "dx", dx, conv.x_len())?;
+    match route {
+        None => check_len(op, "dx", dx, conv.x_len())?,
+        Some(r) => {
+            r.check(op, dx)?;
+            let pl = r.pool;
+            if (pl.batch, pl.channels, pl.oh(), pl.ow()) != (conv.batch, conv.cin, conv.h, conv.w) {
+                return Err(Error::shape(op, format!("the routed pool's output {pl:?} is not the convolution's input {conv:?}")));
+            }
+        }
+    }
     if let Some(p) = staged_backward_input(gpu, cfg, conv) {
-        return im2col::backward_input(gpu, cfg, conv, p, w, dy, dx);
+        return im2col::backward_input(gpu, cfg, conv, p, w, dy, dx, route);
     }
     let p = conv.params(conv.cin, conv.batch * conv.h * conv.w, conv.cout * conv.r * conv.s, 0);
-    Ok(vec![launch(gpu, op, cfg, 2, (false, false), p, w, dy, None, dx)?])
+    Ok(vec![match route {
+        None => launch(gpu, op, cfg, 2, (false, false), p, w, dy, None, dx)?,
+        Some(r) => launch_routed(gpu, op, cfg, 2, (false, false), p, w, dy, dx, r)?,
+    }])
 }
 
 /// dw (+)= correlation of x with dy, and with `db` the bias gradient, db (+)= channel sums

@@ -87,7 +87,7 @@ impl Conv2d {
             oh: self.oh() as u32,
             ow: self.ow() as u32,
             pad: self.pad as u32,
-            k_chunk: 0,
+            ..Default::default()
         }
     }
 }

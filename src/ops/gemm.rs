@@ -5,6 +5,7 @@
 //!
 //! Dimensions: M rows of C, N columns, K the reduction length.
 
+use super::pool::MaxPoolRoute;
 use super::Dispatch;
 use crate::gpu::{Gpu, GpuInfo};
 use crate::pipelines::Kernel;
@@ -176,6 +177,12 @@ pub(crate) struct Params {
     pub pad: u32,
     /// K range per z slice with split-K (0 otherwise)
     pub k_chunk: u32,
+    /// A routed max-pool (`launch_routed`): its input height and width, window (= stride),
+    /// padding.
+    pub ph: u32,
+    pub pw: u32,
+    pub pk: u32,
+    pub ppad: u32,
 }
 
 pub(crate) fn flags(accumulate: bool, relu: bool, bias: Bias) -> u32 {
@@ -227,7 +234,39 @@ pub(crate) fn launch(
     bias: Option<&Tensor>,
     c: &Tensor,
 ) -> Result<Dispatch> {
-    launch_impl(gpu, op, cfg, mode, trans, params, a, b, bias, c, 1, None)
+    launch_impl(gpu, op, cfg, mode, trans, params, a, b, bias, c, 1, None, None)
+}
+
+/// flags bits 6 and 7: route C through a max-pool's backward, with its ReLU's mask.
+const ROUTE_FLAG: u32 = 64;
+const ROUTE_RELU_FLAG: u32 = 128;
+
+/// C = op(A) . op(B) in mode 0 (plain) or 2 (conv dX), routed through the backward of the
+/// max-pool whose output C is (`route`): `dx` is the gradient of the pool's input, each C
+/// element written to its window's argmax (masked by the pool's ReLU), the rest of the
+/// window 0 (`route_store` in shaders/gemm.wgsl). No epilogue, no split-K: one dispatch.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn launch_routed(
+    gpu: &Gpu,
+    op: &str,
+    cfg: &GemmConfig,
+    mode: u32,
+    trans: (bool, bool),
+    params: Params,
+    a: &Tensor,
+    b: &Tensor,
+    dx: &Tensor,
+    route: &MaxPoolRoute,
+) -> Result<Dispatch> {
+    route.check(op, dx)?;
+    let c_len = params.m as usize * params.n as usize;
+    if !matches!(mode, 0 | 2) || params.flags != 0 || c_len != route.pool.y_len() {
+        return Err(Error::unsupported(op, format!("a max-pool routed through mode {mode}, flags {}, {c_len} outputs for the pool's {}", params.flags, route.pool.y_len())));
+    }
+    let pool = route.pool;
+    let flags = ROUTE_FLAG | if route.relu.is_some() { ROUTE_RELU_FLAG } else { 0 };
+    let params = Params { flags, ph: pool.h as u32, pw: pool.w as u32, pk: pool.k as u32, ppad: pool.pad as u32, ..params };
+    launch_impl(gpu, op, cfg, mode, trans, params, a, b, None, dx, 1, None, Some(route))
 }
 
 /// A gradient output and whether it accumulates (`+=`) or is written.
@@ -307,13 +346,13 @@ pub(crate) fn launch_split_k(
     let db_flags = dbias.map_or(0, |(_, acc)| BIAS_GRAD_FLAG | (acc as u32) << 4);
     let Some((chunk, split)) = split_k_parts(gpu, cfg, mode, &params) else {
         let params = Params { flags: params.flags | db_flags, ..params };
-        return Ok(vec![launch_impl(gpu, op, cfg, mode, trans, params, a, b, bias, c, 1, dbias.map(|(t, _)| t))?]);
+        return Ok(vec![launch_impl(gpu, op, cfg, mode, trans, params, a, b, bias, c, 1, dbias.map(|(t, _)| t), None)?]);
     };
     // the partial slices live in the device's scratch region (Gpu::scratch)
     let len = (split_k_scratch_bytes(split, &params) / 4) as usize;
     let part = Tensor::from_buffer(gpu.scratch(4 * len as u64)?, 0, &[len], DType::F32);
     let partial = Params { k_chunk: chunk, flags: db_flags & BIAS_GRAD_FLAG, ..params };
-    let first = launch_impl(gpu, op, cfg, mode, trans, partial, a, b, None, &part, split, None)?;
+    let first = launch_impl(gpu, op, cfg, mode, trans, partial, a, b, None, &part, split, None, None)?;
     let sum = crate::ops::reduce::splitk_sum(gpu, &part, split as usize, c, params.flags, params.n as usize, bias, dbias)?;
     Ok(vec![first, sum])
 }
@@ -369,6 +408,7 @@ fn launch_impl(
     c: &Tensor,
     split: u32,
     dbias: Option<&Tensor>,
+    route: Option<&MaxPoolRoute>,
 ) -> Result<Dispatch> {
     let vec4_family = matches!(cfg.family, Family::Vec4 | Family::Im2colVec4);
     if cfg.tm > 8
@@ -444,6 +484,8 @@ fn launch_impl(
     if sums_bias_grad {
         bound.push((7, dbias));
     }
+    // every entry point stores through store_c, which may route through a max-pool
+    bound.extend([(8, route.map(|r| r.argmax)), (9, route.and_then(|r| r.relu))]);
     Dispatch::with_dummies(gpu, &kernel, &params, &bound, groups)
 }
 
@@ -463,6 +505,15 @@ pub fn gemm(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm, a: &Tensor, b: &Tensor, bias:
         }
     }
     launch_split_k(gpu, "gemm", cfg, 0, (g.trans_a, g.trans_b), gemm_params(g), a, b, bias, c, None)
+}
+
+/// `gemm` (no transposes of A, no epilogue) whose C is the gradient of a max-pool's output,
+/// routed through that pool's backward (`ops::pool::MaxPoolRoute`): `dx` is the gradient of
+/// the pool's input. One dispatch in every family (no split-K).
+pub fn gemm_routed(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm, a: &Tensor, b: &Tensor, dx: &Tensor, route: &MaxPoolRoute) -> Result<Vec<Dispatch>> {
+    check_len("gemm_routed", "A", a, g.m * g.k)?;
+    check_len("gemm_routed", "B", b, g.k * g.n)?;
+    Ok(vec![launch_routed(gpu, "gemm_routed", cfg, 0, (g.trans_a, g.trans_b), gemm_params(g), a, b, dx, route)?])
 }
 
 fn gemm_params(g: &Gemm) -> Params {

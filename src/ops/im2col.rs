@@ -7,7 +7,9 @@
 //! col [KC, N*P] (row k = (c, r, s), column n = (b, oy, ox)):
 //!   forward  y = W [K, KC] . col               (NN; stored straight into NCHW y)
 //!   dW       dW (+)= dy [K, (b, p)] . col^T    (NT; dy read per image, reduction over b, p)
-//!   dX       dcol = W^T . dy [K, (b, p)]       (TN), then dx = col2im(dcol) (a gather)
+//!   dX       dcol = W^T . dy [K, (b, p)]       (TN), then dx = col2im(dcol) (a gather),
+//!            or, with the max-pool whose output x is routed through (`MaxPoolRoute`),
+//!            the pool input's gradient straight from dcol (col2im_max_pool_backward)
 //! A K x C*R*S weight whose row length KC is not a multiple of 4 is first copied into a
 //! zero-padded [K, KP] scratch (KP = KC rounded up), and col/dcol get KP rows, so the
 //! forward and dX GEMMs take any KC; dW reads only the first KC rows of col.
@@ -17,6 +19,7 @@
 
 use super::conv_geometry::Conv2d;
 use super::gemm::{launch, launch_weight_grad, vec4_fits, GemmConfig, GradOut, Params};
+use super::pool::MaxPoolRoute;
 use super::Dispatch;
 use crate::gpu::Gpu;
 use crate::pipelines::Kernel;
@@ -42,6 +45,13 @@ struct ColParams {
     cols: u32,
     rows_out: u32,
     cout: u32,
+    // col2im_max_pool_backward: the pool's input, window (= stride), padding; 1 = ReLU mask
+    ph: u32,
+    pw: u32,
+    pk: u32,
+    ppad: u32,
+    relu: u32,
+    _pad: [u32; 3],
 }
 
 const WG: u32 = 64;
@@ -67,6 +77,7 @@ fn col_params(c: &Conv2d, rows_out: usize) -> ColParams {
         cols: (c.batch * c.oh() * c.ow()) as u32,
         rows_out: rows_out as u32,
         cout: c.cout as u32,
+        ..Default::default()
     }
 }
 
@@ -149,9 +160,20 @@ pub(crate) fn backward_weight(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params
     Ok(out)
 }
 
-/// dX: [pad_weight if KC % 4 != 0, TN GEMM into dcol, col2im]. `params` is mode 5's (M = KP, N = N*P,
-/// K = K).
-pub(crate) fn backward_input(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params, w: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<Vec<Dispatch>> {
+/// dX: [pad_weight if KC % 4 != 0, TN GEMM into dcol, col2im], the last
+/// col2im_max_pool_backward with `route` (dx is then the pool input's gradient). `params` is
+/// mode 5's (M = KP, N = N*P, K = K).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward_input(
+    gpu: &Gpu,
+    cfg: &GemmConfig,
+    c: &Conv2d,
+    p: Params,
+    w: &Tensor,
+    dy: &Tensor,
+    dx: &Tensor,
+    route: Option<&MaxPoolRoute>,
+) -> Result<Vec<Dispatch>> {
     let mut out = Vec::new();
     let kp = kc_padded(c);
     let wp = match padded_weight(gpu, c)? {
@@ -165,8 +187,24 @@ pub(crate) fn backward_input(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params,
     };
     let dcol = columns(gpu, c, kp, 5)?;
     out.push(launch(gpu, "conv2d_backward_input", cfg, 5, (true, false), p, &wp, dy, None, &dcol)?);
-    let kernel = Kernel::new(Shader::Im2col, "col2im").with("WG", WG);
-    let groups = gpu.grid_for(c.x_len(), WG);
-    out.push(Dispatch::new(gpu, &kernel, &col_params(c, kp), &[(3, &dcol), (4, dx)], groups)?);
+    out.push(match route {
+        None => {
+            let kernel = Kernel::new(Shader::Im2col, "col2im").with("WG", WG);
+            Dispatch::new(gpu, &kernel, &col_params(c, kp), &[(3, &dcol), (4, dx)], gpu.grid_for(c.x_len(), WG))?
+        }
+        Some(r) => {
+            let params = ColParams {
+                ph: r.pool.h as u32,
+                pw: r.pool.w as u32,
+                pk: r.pool.k as u32,
+                ppad: r.pool.pad as u32,
+                relu: r.relu.is_some() as u32,
+                ..col_params(c, kp)
+            };
+            let kernel = Kernel::new(Shader::Im2col, "col2im_max_pool_backward").with("WG", WG);
+            let bound = [(3, Some(&dcol)), (4, Some(dx)), (7, Some(r.argmax)), (8, r.relu)];
+            Dispatch::with_dummies(gpu, &kernel, &params, &bound, gpu.grid_for(c.x_len(), WG))?
+        }
+    });
     Ok(out)
 }

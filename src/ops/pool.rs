@@ -53,6 +53,12 @@ impl Pool2d {
     pub fn ow(&self) -> usize {
         (self.w + 2 * self.pad - self.k) / self.stride + 1
     }
+    /// Whether the windows tile the input exactly: stride = window and every input element
+    /// in one window (no overlap, nothing left over). Then a backward can write each window
+    /// whole (what the fused `MaxPoolRoute` kernels need).
+    pub fn tiles_exactly(&self) -> bool {
+        self.stride == self.k && self.h + 2 * self.pad == self.oh() * self.k && self.w + 2 * self.pad == self.ow() * self.k
+    }
     /// Elements of x: N·C·H·W.
     pub fn x_len(&self) -> usize {
         self.batch * self.channels * self.h * self.w
@@ -135,6 +141,36 @@ pub fn max_pool2d_backward_relu(gpu: &Gpu, pool: &Pool2d, argmax: &Tensor, x: &T
     check(op, "dy", dy, pool.y_len(), DType::F32)?;
     check(op, "dx", dx, pool.x_len(), DType::F32)?;
     launch(gpu, op, pool, pool.x_len(), &[(1, x), (5, argmax), (4, dy), (6, dx)])
+}
+
+/// A max-pool's backward run by the op that makes its dy (which then never stores dy), for a
+/// pool whose windows tile its input exactly ([`Pool2d::tiles_exactly`]): the pool, its
+/// saved argmax and, when the ReLU before the pool has its backward fused too, that
+/// ReLU's output (the pool's input).
+#[derive(Clone, Copy, Debug)]
+pub struct MaxPoolRoute<'a> {
+    /// Window geometry.
+    pub pool: &'a Pool2d,
+    /// The forward's saved argmax [N, C, OH, OW] (u32).
+    pub argmax: &'a Tensor,
+    /// The fused ReLU's output [N, C, H, W], if any.
+    pub relu: Option<&'a Tensor>,
+}
+
+impl MaxPoolRoute<'_> {
+    /// `Error::Shape` naming `op` unless the geometry is valid and argmax, the ReLU output
+    /// and `dx` (the pool input's gradient) have the pool's sizes and types.
+    pub(crate) fn check(&self, op: &str, dx: &Tensor) -> Result<()> {
+        self.pool.validate(op)?;
+        if !self.pool.tiles_exactly() {
+            return Err(Error::shape(op, format!("a routed max-pool's windows must tile its input exactly (stride = window, nothing left over): {:?}", self.pool)));
+        }
+        check(op, "argmax", self.argmax, self.pool.y_len(), DType::U32)?;
+        if let Some(x) = self.relu {
+            check(op, "relu output", x, self.pool.x_len(), DType::F32)?;
+        }
+        check(op, "dx (the pool's input)", dx, self.pool.x_len(), DType::F32)
+    }
 }
 
 /// y = window mean, padding counted as zeros (count_include_pad).

@@ -35,9 +35,9 @@ pub fn small_cnn() -> Graph {
         .add("relu2", ReLU)
         .add("pool2", MaxPool2d { kernel: 2, stride: 2 })
         .add("flatten", Flatten)
-        .add("fc1", Linear::new(4 * 2 * 2, 8))
+        .add("fc1", Linear::new(4 * 2 * 2, 20))
         .add("relu3", ReLU)
-        .add("fc2", Linear::new(8, 5));
+        .add("fc2", Linear::new(20, 5));
     classifier(layers, &[BATCH, 1, 8, 8], 12)
 }
 
