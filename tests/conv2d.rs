@@ -244,3 +244,40 @@ fn a_routed_max_pool_backward_gives_the_two_steps_bits() {
     let err = conv2d_backward_input(gpu, &GemmConfig::IM2COL_VEC4, &c, &w, &dy, &dx, Some(&route)).err().expect("overlapping windows refused");
     assert!(err.to_string().contains("tile its input exactly"), "{err}");
 }
+
+/// A forward that keeps its im2col columns (`conv2d_forward_keeping_columns`) and the weight
+/// gradient read from them (no im2col of its own) give the usual passes' bits; only staged
+/// passes can keep them (not the implicit families).
+#[test]
+fn kept_columns_give_the_same_weight_gradient_with_one_im2col() {
+    use kiln::ops::conv2d::{conv2d_backward_weight_from_columns, conv2d_forward_keeping_columns, kept_columns_len, KEEP_COLUMNS_BYTES};
+    let gpu = gpu();
+    let mut rng = Rng::new(10);
+    let cfg = GemmConfig::IM2COL_VEC4;
+    let conv1 = Conv2d { batch: 64, cin: 1, h: 28, w: 28, cout: 16, r: 5, s: 5, stride: 1, pad: 2 };
+    let conv2 = Conv2d { batch: 64, cin: 16, h: 14, w: 14, cout: 32, r: 5, s: 5, stride: 1, pad: 2 };
+    // conv2's 20 MiB: an executor keeps them only in the scratch region (nothing between)
+    assert!(kept_columns_len(gpu, &cfg, &cfg, &conv2).is_some_and(|n| 4 * n as u64 > KEEP_COLUMNS_BYTES));
+    assert_eq!(kept_columns_len(gpu, &GemmConfig::TILED_64, &cfg, &conv1), None, "an implicit forward stages nothing");
+    let small = Conv2d { batch: 3, cin: 4, h: 8, w: 7, cout: 5, r: 3, s: 3, stride: 1, pad: 1 };
+    for c in [conv1, small] {
+        let len = kept_columns_len(gpu, &cfg, &cfg, &c).expect("kept");
+        let x = Tensor::from_f32(gpu, &[c.x_len()], &rng.vec(c.x_len())).unwrap();
+        let w = Tensor::from_f32(gpu, &[c.w_len()], &rng.vec(c.w_len())).unwrap();
+        let dy = Tensor::from_f32(gpu, &[c.y_len()], &rng.vec(c.y_len())).unwrap();
+        let t = |n: usize| Tensor::empty(gpu, &[n], DType::F32).unwrap();
+        let (y1, dw1, db1, y2, dw2, db2, col) = (t(c.y_len()), t(c.w_len()), t(c.cout), t(c.y_len()), t(c.w_len()), t(c.cout), t(len));
+        let mut kept = conv2d_forward_keeping_columns(gpu, &cfg, &c, &x, &w, None, true, &y1, Some(&col)).unwrap();
+        let from = conv2d_backward_weight_from_columns(gpu, &cfg, &c, &col, &dy, &dw1, false, Some((&db1, false))).unwrap();
+        assert_eq!(from.iter().map(|d| d.name).collect::<Vec<_>>(), ["gemm_vec4"], "{c:?}");
+        kept.extend(from);
+        gpu.run(&kept.iter().collect::<Vec<_>>()).unwrap();
+        let mut plain = conv2d_forward(gpu, &cfg, &c, &x, &w, None, true, &y2).unwrap();
+        plain.extend(conv2d_backward_weight(gpu, &cfg, &c, &x, &dy, &dw2, false, Some((&db2, false))).unwrap());
+        gpu.run(&plain.iter().collect::<Vec<_>>()).unwrap();
+        let bits = |t: &Tensor| t.to_f32(gpu).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for (what, a, b) in [("y", &y1, &y2), ("dw", &dw1, &dw2), ("db", &db1, &db2)] {
+            assert!(bits(a) == bits(b), "{what} from kept columns differs, {c:?}");
+        }
+    }
+}

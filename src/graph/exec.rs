@@ -160,6 +160,9 @@ pub struct Executor<'g> {
     /// The update rule and schedule, for the per-step scalars in the step buffer.
     update: Option<Optimizer>,
     steps_run: u64,
+    /// im2col columns a convolution's forward keeps for its weight gradient, by the index
+    /// of each of the two steps (`conv2d::kept_columns_len`).
+    kept_columns: HashMap<usize, Tensor>,
 }
 
 impl<'g> Executor<'g> {
@@ -293,10 +296,11 @@ impl<'g> Executor<'g> {
             step: 0,
             update: optimizer,
             steps_run: 0,
+            kept_columns: HashMap::new(),
         };
         // One scratch region for every pass that stages data (Gpu::scratch), as large as
-        // the largest of them, before any is recorded.
-        let scratch = exec.plan.steps.iter().map(|step| {
+        // the largest of them, before any is recorded; then the columns kept in it.
+        let mut scratch = exec.plan.steps.iter().map(|step| {
             let cfg = tuning.choose(exec.plan.tune_key(step).as_deref());
             match step {
                 Step::Conv2dForward { conv, .. } => conv2d::scratch_bytes(gpu, &cfg, conv, conv2d::Pass::Forward),
@@ -306,8 +310,24 @@ impl<'g> Executor<'g> {
                 Step::Conv2dBackwardWeight { conv, .. } => conv2d::scratch_bytes(gpu, &cfg, conv, conv2d::Pass::BackwardWeight),
                 _ => linear_gemm(step, &|v| exec.tensors[v.0].shape().to_vec()).map_or(0, |g| gemm_scratch_bytes(gpu, &cfg, &g)),
             }
-        });
-        gpu.reserve_scratch(scratch.max().unwrap_or(0))?;
+        }).collect::<Vec<u64>>();
+        let keep = exec.columns_to_keep(tuning, &scratch);
+        for k in &keep {
+            scratch[k.backward] = 0;
+            if !k.in_scratch {
+                scratch[k.forward] = 0;
+            }
+        }
+        gpu.reserve_scratch(scratch.into_iter().max().unwrap_or(0))?;
+        for k in keep {
+            let bytes = 4 * k.len as u64;
+            let columns = match k.in_scratch {
+                true => Tensor::from_buffer(gpu.scratch(bytes)?, 0, &[k.len], DType::F32),
+                false => Tensor::empty(gpu, &[k.len], DType::F32)?,
+            };
+            exec.kept_columns.insert(k.backward, columns.clone());
+            exec.kept_columns.insert(k.forward, columns);
+        }
         for (s, mut d) in exec.build_dispatches(tuning)?.into_iter().enumerate() {
             let start = exec.dispatches.len();
             exec.dispatches.append(&mut d);
@@ -404,13 +424,35 @@ impl<'g> Executor<'g> {
         MaxPoolRoute { pool: &r.pool, argmax: self.t(r.argmax), relu: r.relu.map(|v| self.t(v)) }
     }
 
+    /// The convolutions whose forward keeps its im2col columns for the weight gradient (the
+    /// same geometry and input, both passes staged: `conv2d::kept_columns_len`), given each
+    /// step's scratch bytes: in the scratch region where no step between the two uses it
+    /// (nothing overwrites them: no extra memory), else in a buffer of their own if they
+    /// take at most `conv2d::KEEP_COLUMNS_BYTES`.
+    fn columns_to_keep(&self, tuning: &Tuning, scratch: &[u64]) -> Vec<KeptColumns> {
+        let steps = &self.plan.steps;
+        let cfg = |i: usize| tuning.choose(self.plan.tune_key(&steps[i]).as_deref());
+        let mut keep = Vec::new();
+        for (forward, step) in steps.iter().enumerate() {
+            let Step::Conv2dForward { conv, x, .. } = step else { continue };
+            let same = |s: &Step| matches!(s, Step::Conv2dBackwardWeight { conv: c, x: xw, .. } if c == conv && self.plan.root(*xw) == self.plan.root(*x));
+            let Some(backward) = steps.iter().position(same) else { continue };
+            let Some(len) = conv2d::kept_columns_len(self.gpu, &cfg(forward), &cfg(backward), conv) else { continue };
+            let in_scratch = scratch[forward + 1..backward].iter().all(|&b| b == 0);
+            if in_scratch || 4 * len as u64 <= conv2d::KEEP_COLUMNS_BYTES {
+                keep.push(KeptColumns { forward, backward, len, in_scratch });
+            }
+        }
+        keep
+    }
+
     /// Every plan step's dispatches, in step order. Most of an executor's start-up is
     /// pipeline compilation (shader translation and the driver's compiler), so on native
     /// targets the steps are built by one thread per core taking the next unbuilt step (the
     /// pipeline cache is shared; error scopes are per thread); wasm32 builds them in order.
     fn build_dispatches(&self, tuning: &Tuning) -> Result<Vec<Vec<Dispatch>>> {
         let steps = &self.plan.steps;
-        let build = |i: usize| self.dispatch(&steps[i], &tuning.choose(self.plan.tune_key(&steps[i]).as_deref()));
+        let build = |i: usize| self.dispatch(&steps[i], &tuning.choose(self.plan.tune_key(&steps[i]).as_deref()), self.kept_columns.get(&i));
         #[cfg(not(target_arch = "wasm32"))]
         {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(steps.len());
@@ -435,20 +477,23 @@ impl<'g> Executor<'g> {
         (0..steps.len()).map(build).collect()
     }
 
-    fn dispatch(&self, step: &Step, cfg: &GemmConfig) -> Result<Vec<Dispatch>> {
+    /// A step's dispatches; `columns`: the im2col columns its convolution keeps (forward) or
+    /// reads (weight gradient).
+    fn dispatch(&self, step: &Step, cfg: &GemmConfig, columns: Option<&Tensor>) -> Result<Vec<Dispatch>> {
         let gpu = self.gpu;
         let t = |v: ValueId| self.t(v);
         let grad = |g: &Option<(ValueId, bool)>| g.map(|(v, acc)| (t(v), acc));
         Ok(match step {
             Step::Conv2dForward { conv, x, w, b, relu, y } => {
-                conv2d::conv2d_forward(gpu, cfg, conv, t(*x), t(*w), b.map(t), *relu, t(*y))?
+                conv2d::conv2d_forward_keeping_columns(gpu, cfg, conv, t(*x), t(*w), b.map(t), *relu, t(*y), columns)?
             }
             Step::Conv2dBackwardInput { conv, w, dy, dx, pool } => {
                 conv2d::conv2d_backward_input(gpu, cfg, conv, t(*w), t(*dy), t(*dx), pool.as_ref().map(|r| self.route(r)).as_ref())?
             }
-            Step::Conv2dBackwardWeight { conv, x, dy, dw, accumulate, db } => {
-                conv2d::conv2d_backward_weight(gpu, cfg, conv, t(*x), t(*dy), t(*dw), *accumulate, grad(db))?
-            }
+            Step::Conv2dBackwardWeight { conv, x, dy, dw, accumulate, db } => match columns {
+                None => conv2d::conv2d_backward_weight(gpu, cfg, conv, t(*x), t(*dy), t(*dw), *accumulate, grad(db))?,
+                Some(col) => conv2d::conv2d_backward_weight_from_columns(gpu, cfg, conv, col, t(*dy), t(*dw), *accumulate, grad(db))?,
+            },
             Step::LinearForward { x, w, b, y, .. } => gemm(gpu, cfg, &linear_gemm(step, &|v| t(v).shape().to_vec()).expect("a linear step"), t(*x), t(*w), b.map(t), t(*y))?,
             Step::LinearBackwardInput { dy, w, dx, pool } => {
                 let g = linear_gemm(step, &|v| t(v).shape().to_vec()).expect("a linear step");
@@ -796,6 +841,16 @@ fn view(flat: &Tensor, offset: usize, shape: &[usize]) -> Tensor {
 
 /// The GEMM of a plain linear step (forward: y = x W^T (+ b) (ReLU); input gradient:
 /// dx = dy W), from its tensors' shapes; `None` for other steps.
+/// A convolution's im2col columns kept from its forward (step `forward`) for its weight
+/// gradient (step `backward`): `len` f32s, at the start of the scratch region or in a buffer
+/// of their own.
+struct KeptColumns {
+    forward: usize,
+    backward: usize,
+    len: usize,
+    in_scratch: bool,
+}
+
 fn linear_gemm(step: &Step, shape: &dyn Fn(ValueId) -> Vec<usize>) -> Option<Gemm> {
     match step {
         Step::LinearForward { x, w, b, relu, .. } => {

@@ -970,19 +970,8 @@ impl Lowering<'_> {
                     let dy = dy.expect("non-loss node has a gradient");
                     let (x, w) = (inp(0), inp(1));
                     let is_conv = matches!(node.op, Op::Conv2d { .. });
-                    if needs[x.0] {
-                        let wv = self.out(w);
-                        // a max-pool's (and its ReLU's) backward may run in this step
-                        let routed = self.routed_pool(x, mode).map(|pool| self.pool_route(pool, mode));
-                        let (target, pool) = routed.map_or((x, None), |(t, r)| (t, Some(r)));
-                        let dx = self.act(format!("d{}", g.node(target).name), &g.node(target).shape);
-                        self.plan.steps.push(if is_conv {
-                            Step::Conv2dBackwardInput { conv: self.conv_geometry(id), w: wv, dy, dx, pool }
-                        } else {
-                            Step::LinearBackwardInput { dy, w: wv, dx, pool }
-                        });
-                        self.add_grad(&mut grads, target, dx);
-                    }
+                    // the weight gradient first: a staged convolution's forward columns may
+                    // still sit in the scratch region, which its input gradient overwrites
                     let db = self.wanted_param_grad(node.inputs.get(2).copied(), &param_uses, &mut param_written, &node.name)?;
                     if needs[w.0] {
                         // the bias gradient rides with the weight gradient (one GEMM on the
@@ -996,6 +985,19 @@ impl Lowering<'_> {
                         });
                     } else if let Some((db, accumulate)) = db {
                         self.plan.steps.push(Step::BiasBackward { dy, db, accumulate });
+                    }
+                    if needs[x.0] {
+                        let wv = self.out(w);
+                        // a max-pool's (and its ReLU's) backward may run in this step
+                        let routed = self.routed_pool(x, mode).map(|pool| self.pool_route(pool, mode));
+                        let (target, pool) = routed.map_or((x, None), |(t, r)| (t, Some(r)));
+                        let dx = self.act(format!("d{}", g.node(target).name), &g.node(target).shape);
+                        self.plan.steps.push(if is_conv {
+                            Step::Conv2dBackwardInput { conv: self.conv_geometry(id), w: wv, dy, dx, pool }
+                        } else {
+                            Step::LinearBackwardInput { dy, w: wv, dx, pool }
+                        });
+                        self.add_grad(&mut grads, target, dx);
                     }
                 }
                 Op::MaxPool2d { .. } => {

@@ -28,6 +28,24 @@ pub fn conv2d_forward(
     relu: bool,
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
+    conv2d_forward_keeping_columns(gpu, cfg, conv, x, w, bias, relu, y, None)
+}
+
+/// `conv2d_forward` whose im2col columns, with `columns`, go there (`kept_columns_len`
+/// elements), where `conv2d_backward_weight_from_columns` reads them: the weight gradient
+/// then needs no im2col of its own. Only where `kept_columns_len` says so.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_forward_keeping_columns(
+    gpu: &Gpu,
+    cfg: &GemmConfig,
+    conv: &Conv2d,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    relu: bool,
+    y: &Tensor,
+    columns: Option<&Tensor>,
+) -> Result<Vec<Dispatch>> {
     let op = "conv2d_forward";
     conv.validate(op)?;
     check_len(op, "x", x, conv.x_len())?;
@@ -36,12 +54,32 @@ pub fn conv2d_forward(
     if let Some(b) = bias {
         check_len(op, "bias", b, conv.cout)?;
     }
+    if let Some(col) = columns {
+        check_len(op, "columns", col, im2col::scratch_bytes(conv, 4) as usize / 4)?;
+    }
     let bias_mode = if bias.is_some() { Bias::Row } else { Bias::None };
     let p = forward_params(conv, flags(false, relu, bias_mode));
     if let Some(pp) = staged_forward(gpu, cfg, conv, p) {
-        return im2col::forward(gpu, cfg, conv, pp, x, w, bias, y);
+        return im2col::forward(gpu, cfg, conv, pp, x, w, bias, y, columns);
+    }
+    if columns.is_some() {
+        return Err(Error::unsupported(op, format!("keeping im2col columns with {:?}, which does not stage them for {conv:?}", cfg.family)));
     }
     Ok(vec![launch(gpu, op, cfg, 1, (false, false), p, w, x, bias, y)?])
+}
+
+/// Largest im2col column matrix (bytes) an executor keeps from a convolution's forward for
+/// its weight gradient in a buffer of its own (where the scratch region cannot hold them in
+/// between): memory traded for one staging dispatch and its pass over the columns (the
+/// MNIST CNN's conv1 at batch 64: 5.6 MiB).
+pub const KEEP_COLUMNS_BYTES: u64 = 8 << 20;
+
+/// Elements of the columns a convolution's forward (run with `fwd`) can keep for its weight
+/// gradient (run with `dw`): both passes staged on the im2col family; else `None`.
+pub fn kept_columns_len(gpu: &Gpu, fwd: &GemmConfig, dw: &GemmConfig, conv: &Conv2d) -> Option<usize> {
+    conv.validate("kept_columns_len").ok()?;
+    let staged = staged_forward(gpu, fwd, conv, forward_params(conv, 0)).is_some() && staged_backward_weight(gpu, dw, conv, &weight_params(conv, 0));
+    staged.then(|| im2col::scratch_bytes(conv, 4) as usize / 4)
 }
 
 /// dx = conv_transpose(dy, w): written, not accumulated. With `route`, x is the output of
@@ -96,19 +134,50 @@ pub fn conv2d_backward_weight(
     accumulate: bool,
     db: GradOut,
 ) -> Result<Vec<Dispatch>> {
+    check_len("conv2d_backward_weight", "x", x, conv.x_len())?;
+    backward_weight(gpu, cfg, conv, Input::X(x), dy, dw, accumulate, db)
+}
+
+/// `conv2d_backward_weight` from the columns `conv2d_forward_keeping_columns` left (no
+/// im2col): one GEMM.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_backward_weight_from_columns(
+    gpu: &Gpu,
+    cfg: &GemmConfig,
+    conv: &Conv2d,
+    columns: &Tensor,
+    dy: &Tensor,
+    dw: &Tensor,
+    accumulate: bool,
+    db: GradOut,
+) -> Result<Vec<Dispatch>> {
+    check_len("conv2d_backward_weight", "columns", columns, im2col::scratch_bytes(conv, 4) as usize / 4)?;
+    backward_weight(gpu, cfg, conv, Input::Columns(columns), dy, dw, accumulate, db)
+}
+
+/// The weight gradient's view of the forward input: x, or its kept im2col columns.
+enum Input<'a> {
+    X(&'a Tensor),
+    Columns(&'a Tensor),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_weight(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, x: Input, dy: &Tensor, dw: &Tensor, accumulate: bool, db: GradOut) -> Result<Vec<Dispatch>> {
     let op = "conv2d_backward_weight";
     conv.validate(op)?;
-    check_len(op, "x", x, conv.x_len())?;
     check_len(op, "dy", dy, conv.y_len())?;
     check_len(op, "dw", dw, conv.w_len())?;
     let p = weight_params(conv, flags(accumulate, false, Bias::None));
     if let Some((t, _)) = db {
         check_len(op, "db", t, conv.cout)?;
     }
-    if staged_backward_weight(gpu, cfg, conv, &p) {
-        return im2col::backward_weight(gpu, cfg, conv, p, x, dy, dw, db);
+    let staged = staged_backward_weight(gpu, cfg, conv, &p);
+    match x {
+        Input::X(x) if staged => im2col::backward_weight(gpu, cfg, conv, p, x, dy, dw, db),
+        Input::X(x) => launch_weight_grad(gpu, op, cfg, 3, (false, false), p, dy, x, dw, db),
+        Input::Columns(col) if staged => im2col::backward_weight_from_columns(gpu, cfg, conv, p, col, dy, dw, db),
+        Input::Columns(_) => Err(Error::unsupported(op, format!("kept im2col columns with {:?}, which does not stage them for {conv:?}", cfg.family))),
     }
-    launch_weight_grad(gpu, op, cfg, 3, (false, false), p, dy, x, dw, db)
 }
 
 /// The three passes of a convolution.

@@ -15,7 +15,9 @@
 //! forward and dX GEMMs take any KC; dW reads only the first KC rows of col.
 //! Every output element is one sequential f32 sum in a fixed order: no atomics, the
 //! results are the same run to run. col and dcol live in the device's shared scratch
-//! region (`Gpu::scratch`); the padded weight copy is op-owned (`Tensor::empty`).
+//! region (`Gpu::scratch`), or the forward's col in a buffer the caller keeps for the dW
+//! pass (`backward_weight_from_columns`: no second im2col); the padded weight copy is
+//! op-owned (`Tensor::empty`).
 
 use super::conv_geometry::Conv2d;
 use super::gemm::{launch, launch_weight_grad, vec4_fits, GemmConfig, GradOut, Params};
@@ -132,12 +134,26 @@ fn padded_weight(gpu: &Gpu, c: &Conv2d) -> Result<Option<Tensor>> {
     Ok(Some(Tensor::empty(gpu, &[c.cout, kp], DType::F32)?))
 }
 
-#[allow(clippy::too_many_arguments)]
-/// Forward: [im2col (+ pad_weight in the same launch), NN GEMM]. `params` is mode 4's
+/// Forward: [im2col (+ pad_weight in the same launch), NN GEMM], the columns in the scratch
+/// region or in `kept` (KP rows, kept for the weight gradient). `params` is mode 4's
 /// (M = K, N = N*P, K = KP).
-pub(crate) fn forward(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, y: &Tensor) -> Result<Vec<Dispatch>> {
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward(
+    gpu: &Gpu,
+    cfg: &GemmConfig,
+    c: &Conv2d,
+    p: Params,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    y: &Tensor,
+    kept: Option<&Tensor>,
+) -> Result<Vec<Dispatch>> {
     let kp = kc_padded(c);
-    let col = columns(gpu, c, kp, 4)?;
+    let col = match kept {
+        Some(t) => Tensor::from_buffer(t.buffer().clone(), t.offset(), &[kp, c.batch * c.oh() * c.ow()], DType::F32),
+        None => columns(gpu, c, kp, 4)?,
+    };
     let cols = &col_params(c, kp);
     let (fill, wp) = match padded_weight(gpu, c)? {
         None => (im2col_dispatch(gpu, cols, x, &col)?, w.clone()),
@@ -158,6 +174,14 @@ pub(crate) fn backward_weight(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params
     let mut out = vec![fill];
     out.extend(launch_weight_grad(gpu, "conv2d_backward_weight", cfg, 6, (false, true), p, dy, &col, dw, db)?);
     Ok(out)
+}
+
+/// dW from the forward's kept columns (KP rows; the GEMM reads the first KC): the NT GEMM
+/// alone.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward_weight_from_columns(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params, kept: &Tensor, dy: &Tensor, dw: &Tensor, db: GradOut) -> Result<Vec<Dispatch>> {
+    let col = Tensor::from_buffer(kept.buffer().clone(), kept.offset(), &[c.cin * c.r * c.s, c.batch * c.oh() * c.ow()], DType::F32);
+    launch_weight_grad(gpu, "conv2d_backward_weight", cfg, 6, (false, true), p, dy, &col, dw, db)
 }
 
 /// dX: [pad_weight if KC % 4 != 0, TN GEMM into dcol, col2im], the last
