@@ -7,6 +7,11 @@
 #                                        bench, MNIST's gz files and the Vulkan loader into DIR
 #   scripts/gpu-measure.sh run DIR OUT   (there) measure; JSON lines to OUT/results.jsonl
 #                                        (each with "tag"), logs to OUT/log.txt, a table last
+#   KILN_BASELINE=REF scripts/gpu-measure.sh bundle DIR
+#                                        also build git REF's train_mnist (in a worktree and
+#                                        target/gpu-measure-baseline) as DIR/train_mnist_base:
+#                                        run then times it against this build at batch 64,
+#                                        alternating, so a lease judges a change on the GPU
 #   KILN_MEASURE_SMOKE=1 scripts/gpu-measure.sh run DIR OUT
 #                                        (here, on lavapipe) the kiln runs on 256 images of
 #                                        mnist10k and no benches: checks the script itself
@@ -36,6 +41,17 @@ for l in sys.stdin:
     [ -x "$bench" ] || { echo "$0: could not build the kernels bench" >&2; exit 1; }
     rm -rf "$dir" && mkdir -p "$dir/mnist" "$dir/deb" || exit 1
     cp target/release/examples/train_mnist "$bench" "$dir/" && mv "$dir/$(basename "$bench")" "$dir/kernels" || exit 1
+    if [ -n "${KILN_BASELINE:-}" ]; then
+        wt=$(mktemp -d) && git worktree add -q --detach "$wt" "$KILN_BASELINE" || { echo "$0: no git ref $KILN_BASELINE" >&2; exit 1; }
+        root=$PWD
+        (cd "$wt" && CARGO_TARGET_DIR="$root/target/gpu-measure-baseline" cargo build --release --example train_mnist >&2) &&
+            cp target/gpu-measure-baseline/release/examples/train_mnist "$dir/train_mnist_base"
+        status=$?
+        git worktree remove --force "$wt"
+        [ $status = 0 ] || { echo "$0: could not build $KILN_BASELINE's train_mnist" >&2; exit 1; }
+        git rev-parse "$KILN_BASELINE" >"$dir/baseline.txt"
+        strip "$dir/train_mnist_base"
+    fi
     strip "$dir/train_mnist" "$dir/kernels"
     cp "$data"/*.gz "$dir/mnist/"
     o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64'
@@ -83,6 +99,13 @@ kiln cold-b64 --epochs 2 --bench
 [ -s "$results" ] || { echo "no kiln run worked: stopping (Vulkan set-up in $out/gpu.txt, errors in $log)" >&2; cat "$out/gpu.txt" >&2; exit 1; }
 kiln cached-b64 --epochs 3 --bench
 kiln cached2-b64 --epochs 3 --bench
+if [ -x "$dir/train_mnist_base" ]; then
+    step "this build against the baseline $(cat "$dir/baseline.txt" 2>/dev/null), batch 64, alternating"
+    for round in 1 2; do
+        tm=$dir/train_mnist_base kiln base-b64-$round --epochs 3 --bench
+        kiln this-b64-$round --epochs 3 --bench
+    done
+fi
 step "throughput: batch 256, 1024; MLP"
 kiln b256 --epochs 3 --bench --batch-size 256
 kiln b1024 --epochs 3 --bench --batch-size 1024

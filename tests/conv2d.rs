@@ -250,14 +250,13 @@ fn a_routed_max_pool_backward_gives_the_two_steps_bits() {
 /// passes can keep them (not the implicit families).
 #[test]
 fn kept_columns_give_the_same_weight_gradient_with_one_im2col() {
-    use kiln::ops::conv2d::{conv2d_backward_weight_from_columns, conv2d_forward_keeping_columns, kept_columns_len, KEEP_COLUMNS_BYTES};
+    use kiln::ops::conv2d::{conv2d_backward_weight_from_columns, conv2d_forward_keeping_columns, kept_columns_len};
     let gpu = gpu();
     let mut rng = Rng::new(10);
     let cfg = GemmConfig::IM2COL_VEC4;
     let conv1 = Conv2d { batch: 64, cin: 1, h: 28, w: 28, cout: 16, r: 5, s: 5, stride: 1, pad: 2 };
     let conv2 = Conv2d { batch: 64, cin: 16, h: 14, w: 14, cout: 32, r: 5, s: 5, stride: 1, pad: 2 };
-    // conv2's 20 MiB: an executor keeps them only in the scratch region (nothing between)
-    assert!(kept_columns_len(gpu, &cfg, &cfg, &conv2).is_some_and(|n| 4 * n as u64 > KEEP_COLUMNS_BYTES));
+    assert_eq!(kept_columns_len(gpu, &cfg, &cfg, &conv2), Some(400 * 64 * 14 * 14), "conv2's columns: K = 400 rows");
     assert_eq!(kept_columns_len(gpu, &GemmConfig::TILED_64, &cfg, &conv1), None, "an implicit forward stages nothing");
     let small = Conv2d { batch: 3, cin: 4, h: 8, w: 7, cout: 5, r: 3, s: 3, stride: 1, pad: 1 };
     for c in [conv1, small] {

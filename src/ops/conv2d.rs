@@ -68,12 +68,6 @@ pub fn conv2d_forward_keeping_columns(
     Ok(vec![launch(gpu, op, cfg, 1, (false, false), p, w, x, bias, y)?])
 }
 
-/// Largest im2col column matrix (bytes) an executor keeps from a convolution's forward for
-/// its weight gradient in a buffer of its own (where the scratch region cannot hold them in
-/// between): memory traded for one staging dispatch and its pass over the columns (the
-/// MNIST CNN's conv1 at batch 64: 5.6 MiB).
-pub const KEEP_COLUMNS_BYTES: u64 = 8 << 20;
-
 /// Elements of the columns a convolution's forward (run with `fwd`) can keep for its weight
 /// gradient (run with `dw`): both passes staged on the im2col family; else `None`.
 pub fn kept_columns_len(gpu: &Gpu, fwd: &GemmConfig, dw: &GemmConfig, conv: &Conv2d) -> Option<usize> {
