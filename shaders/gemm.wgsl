@@ -232,16 +232,21 @@ fn route_store(o: u32, v: f32) {
     }
 }
 
-fn store_c(m: u32, n: u32, acc: f32) {
-    var idx = m * p.n + n;
+// Where C[m, n] lives in c: row-major, or (modes 1, 2, 4) NCHW.
+fn c_index(m: u32, n: u32) -> u32 {
     if MODE == 1u || MODE == 2u || MODE == 4u {
         // n = (bi, y, x) over the output plane; C row m is a channel of an NCHW tensor
         let fwd = MODE != 2u;
         let plane = select(p.h * p.w, p.oh * p.ow, fwd);
         let channels = select(p.cin, p.cout, fwd);
         let bi = n / plane;
-        idx = (bi * channels + m) * plane + (n - bi * plane);
+        return (bi * channels + m) * plane + (n - bi * plane);
     }
+    return m * p.n + n;
+}
+
+fn store_c(m: u32, n: u32, acc: f32) {
+    let idx = c_index(m, n);
     if (p.flags & 64u) != 0u {
         route_store(idx, acc);
         return;
@@ -272,6 +277,25 @@ fn store_out(z: u32, m: u32, n: u32, acc: f32) {
     } else {
         store_c(m, n, acc);
     }
+}
+
+// gemm_vec4's store of four columns n0..n0+3 at once, through the vec4 view c4 of c
+// (VEC4_STORE; the scalar view c is then bound to a dummy: one dispatch may not bind a
+// buffer writable twice). store_c's epilogue, component for component, for a row-major C
+// whose rows are whole vec4s. llvmpipe writes storage one lane at a time, so one 16-byte
+// store instead of four 4-byte ones: the host sets it for mode 5, whose C (dcol) is large.
+override VEC4_STORE: bool = false;
+@group(0) @binding(10) var<storage, read_write> c4: array<vec4<f32>>;
+
+fn store_c4(m: u32, n0: u32, acc: vec4<f32>) {
+    let i4 = c_index(m, n0) / 4u;
+    var v = acc;
+    if (p.flags & 1u) != 0u { v += c4[i4]; }
+    let bias_mode = (p.flags >> 2u) & 3u;
+    if bias_mode == 1u { v += vec4<f32>(bias[m]); }
+    if bias_mode == 2u { v += vec4<f32>(bias[n0], bias[n0 + 1u], bias[n0 + 2u], bias[n0 + 3u]); }
+    if (p.flags & 2u) != 0u { v = max(v, vec4<f32>(0.0)); }
+    c4[i4] = v;
 }
 
 var<workgroup> tile_a: array<f32, BM * BK>;   // [BK][BM]
@@ -558,6 +582,10 @@ fn gemm_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
         }
     }
     for (var i = 0u; i < TM; i++) {
+        if VEC4_STORE {
+            if m0 + i < p.m { store_c4(m0 + i, n0, acc[i]); }
+            continue;
+        }
         for (var j = 0u; j < 4u; j++) {
             if m0 + i < p.m && n0 + j < p.n { store_c(m0 + i, n0 + j, acc[i][j]); }
         }

@@ -480,7 +480,16 @@ fn launch_impl(
         let z = cols.div_ceil(max);
         [cols.div_ceil(z), rows, z]
     };
-    let mut bound = vec![(a_binding, Some(a)), (b_binding, Some(b)), (3, bias), (4, Some(c))];
+    // gemm_vec4 stores whole vec4s through binding 10 (c at 4 is then a dummy: one dispatch
+    // may not bind a buffer writable twice) for mode 5's dcol, a large row-major C: on
+    // lavapipe conv2's dX GEMM and col2im went from 53 to 40 ms. Modes 4 and 6 (small C) ran
+    // slower with it (conv2's forward 48 -> 58 ms, its dW 28 -> 33 ms), so they keep store_c.
+    let vec4_store = entry == "gemm_vec4" && route.is_none() && mode == 5 && params.n % 4 == 0;
+    let kernel = if entry == "gemm_vec4" { kernel.with("VEC4_STORE", vec4_store) } else { kernel };
+    let mut bound = vec![(a_binding, Some(a)), (b_binding, Some(b)), (3, bias), (4, (!vec4_store).then_some(c))];
+    if entry == "gemm_vec4" {
+        bound.push((10, vec4_store.then_some(c)));
+    }
     if sums_bias_grad {
         bound.push((7, dbias));
     }

@@ -46,7 +46,7 @@ pub struct Dispatch {
 
 impl Dispatch {
     /// `new` for kernels with optional resources: a binding whose tensor is `None` gets a
-    /// one-element dummy of its own (the kernel reads or writes it only when its params say
+    /// 16-byte dummy of its own (the kernel reads or writes it only when its params say
     /// so, and WebGPU refuses one buffer bound writable twice, or writable and read-only,
     /// in one dispatch).
     pub fn with_dummies<P: bytemuck::Pod>(
@@ -58,7 +58,8 @@ impl Dispatch {
     ) -> Result<Dispatch> {
         let dummies = tensors
             .iter()
-            .map(|(_, t)| if t.is_some() { Ok(None) } else { Tensor::empty(gpu, &[1], DType::F32).map(Some) })
+            // four words: a vec4 array binding needs at least one element
+            .map(|(_, t)| if t.is_some() { Ok(None) } else { Tensor::empty(gpu, &[4], DType::F32).map(Some) })
             .collect::<Result<Vec<_>>>()?;
         let bound: Vec<(u32, &Tensor)> =
             tensors.iter().zip(&dummies).map(|((b, t), d)| (*b, t.or(d.as_ref()).expect("a tensor or its dummy"))).collect();
