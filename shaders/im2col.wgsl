@@ -121,16 +121,21 @@ fn col2im_at(bi: u32, c: u32, iy: u32, ix: u32) -> f32 {
     return acc;
 }
 
+// Element i of the convolution's input [batch, cin, h, w] as (bi, c, iy, ix).
+fn conv_input_at(i: u32) -> vec4u {
+    let plane = i / (p.w * p.h);
+    let t = i - plane * p.w * p.h;
+    let bi = plane / p.cin;
+    return vec4u(bi, plane - bi * p.cin, t / p.w, t % p.w);
+}
+
 @compute @workgroup_size(WG)
 fn col2im(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
           @builtin(local_invocation_id) lid: vec3u) {
     let i = linear(wid, nwg, lid);
     if i >= p.batch * p.cin * p.h * p.w { return; }
-    let ix = i % p.w;
-    let iy = (i / p.w) % p.h;
-    let c = (i / (p.w * p.h)) % p.cin;
-    let bi = i / (p.w * p.h * p.cin);
-    dx[i] = col2im_at(bi, c, iy, ix);
+    let e = conv_input_at(i);
+    dx[i] = col2im_at(e.x, e.y, e.z, e.w);
 }
 
 // One invocation per element (bi, c, oy, ox) of the convolution's input, which is a
@@ -143,17 +148,14 @@ fn col2im_max_pool_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_work
                             @builtin(local_invocation_id) lid: vec3u) {
     let o = linear(wid, nwg, lid);
     if o >= p.batch * p.cin * p.h * p.w { return; }
-    let ox = o % p.w;
-    let oy = (o / p.w) % p.h;
-    let plane = o / (p.w * p.h);
-    let bi = plane / p.cin;
+    let e = conv_input_at(o);
     let arg = argmax[o];
     var g = 0.0;
-    g += col2im_at(bi, plane - bi * p.cin, oy, ox);
-    let base = plane * p.ph * p.pw;
+    g += col2im_at(e.x, e.y, e.z, e.w);
+    let base = (e.x * p.cin + e.y) * p.ph * p.pw;
     if p.relu != 0u { g = select(0.0, g, relu_out[base + arg] > 0.0); }
-    let y0 = i32(oy * p.pk) - i32(p.ppad);
-    let x0 = i32(ox * p.pk) - i32(p.ppad);
+    let y0 = i32(e.z * p.pk) - i32(p.ppad);
+    let x0 = i32(e.w * p.pk) - i32(p.ppad);
     for (var y = max(y0, 0); y < min(y0 + i32(p.pk), i32(p.ph)); y++) {
         for (var x = max(x0, 0); x < min(x0 + i32(p.pk), i32(p.pw)); x++) {
             let i = u32(y) * p.pw + u32(x);

@@ -298,20 +298,21 @@ impl<'g> Executor<'g> {
             steps_run: 0,
             kept_columns: HashMap::new(),
         };
+        // Each step's kernel variant, chosen once.
+        let cfgs: Vec<GemmConfig> = exec.plan.steps.iter().map(|step| tuning.choose(exec.plan.tune_key(step).as_deref())).collect();
         // One scratch region for every pass that stages data (Gpu::scratch), as large as
         // the largest of them, before any is recorded; then the columns kept in it.
-        let mut scratch = exec.plan.steps.iter().map(|step| {
-            let cfg = tuning.choose(exec.plan.tune_key(step).as_deref());
+        let mut scratch = exec.plan.steps.iter().zip(&cfgs).map(|(step, cfg)| {
             match step {
-                Step::Conv2dForward { conv, .. } => conv2d::scratch_bytes(gpu, &cfg, conv, conv2d::Pass::Forward),
-                Step::Conv2dBackwardInput { conv, .. } => conv2d::scratch_bytes(gpu, &cfg, conv, conv2d::Pass::BackwardInput),
+                Step::Conv2dForward { conv, .. } => conv2d::scratch_bytes(gpu, cfg, conv, conv2d::Pass::Forward),
+                Step::Conv2dBackwardInput { conv, .. } => conv2d::scratch_bytes(gpu, cfg, conv, conv2d::Pass::BackwardInput),
                 // a routed GEMM never splits K
                 Step::LinearBackwardInput { pool: Some(_), .. } => 0,
-                Step::Conv2dBackwardWeight { conv, .. } => conv2d::scratch_bytes(gpu, &cfg, conv, conv2d::Pass::BackwardWeight),
-                _ => linear_gemm(step, &|v| exec.tensors[v.0].shape().to_vec()).map_or(0, |g| gemm_scratch_bytes(gpu, &cfg, &g)),
+                Step::Conv2dBackwardWeight { conv, .. } => conv2d::scratch_bytes(gpu, cfg, conv, conv2d::Pass::BackwardWeight),
+                _ => linear_gemm(step, &|v| exec.tensors[v.0].shape().to_vec()).map_or(0, |g| gemm_scratch_bytes(gpu, cfg, &g)),
             }
         }).collect::<Vec<u64>>();
-        let keep = exec.columns_to_keep(tuning, &scratch);
+        let keep = exec.columns_to_keep(&cfgs, &scratch);
         for k in &keep {
             scratch[k.backward] = 0;
             if !k.in_scratch {
@@ -328,7 +329,7 @@ impl<'g> Executor<'g> {
             exec.kept_columns.insert(k.backward, columns.clone());
             exec.kept_columns.insert(k.forward, columns);
         }
-        for (s, mut d) in exec.build_dispatches(tuning)?.into_iter().enumerate() {
+        for (s, mut d) in exec.build_dispatches(&cfgs)?.into_iter().enumerate() {
             let start = exec.dispatches.len();
             exec.dispatches.append(&mut d);
             exec.step_ranges.push(start..exec.dispatches.len());
@@ -426,21 +427,20 @@ impl<'g> Executor<'g> {
 
     /// The convolutions whose forward keeps its im2col columns for the weight gradient (the
     /// same geometry and input, both passes staged: `conv2d::kept_columns_len`), given each
-    /// step's scratch bytes: in the scratch region where no step between the two uses it
+    /// step's kernel variant and scratch bytes: in the scratch region where no step between the two uses it
     /// (nothing overwrites them: no extra memory), else in a buffer of their own if they
     /// take at most half the scratch region (memory traded for an im2col pass, bounded by
     /// what staging takes anyway: the MNIST CNN's conv1 at batch 64 keeps 5.6 MiB beside a
     /// 20 MiB region).
-    fn columns_to_keep(&self, tuning: &Tuning, scratch: &[u64]) -> Vec<KeptColumns> {
+    fn columns_to_keep(&self, cfgs: &[GemmConfig], scratch: &[u64]) -> Vec<KeptColumns> {
         let steps = &self.plan.steps;
-        let cfg = |i: usize| tuning.choose(self.plan.tune_key(&steps[i]).as_deref());
         let region = scratch.iter().copied().max().unwrap_or(0);
         let mut keep = Vec::new();
         for (forward, step) in steps.iter().enumerate() {
             let Step::Conv2dForward { conv, x, .. } = step else { continue };
             let same = |s: &Step| matches!(s, Step::Conv2dBackwardWeight { conv: c, x: xw, .. } if c == conv && self.plan.root(*xw) == self.plan.root(*x));
             let Some(backward) = steps.iter().position(same) else { continue };
-            let Some(len) = conv2d::kept_columns_len(self.gpu, &cfg(forward), &cfg(backward), conv) else { continue };
+            let Some(len) = conv2d::kept_columns_len(self.gpu, &cfgs[forward], &cfgs[backward], conv) else { continue };
             let in_scratch = scratch[forward + 1..backward].iter().all(|&b| b == 0);
             if in_scratch || 8 * len as u64 <= region {
                 keep.push(KeptColumns { forward, backward, len, in_scratch });
@@ -453,9 +453,9 @@ impl<'g> Executor<'g> {
     /// pipeline compilation (shader translation and the driver's compiler), so on native
     /// targets the steps are built by one thread per core taking the next unbuilt step (the
     /// pipeline cache is shared; error scopes are per thread); wasm32 builds them in order.
-    fn build_dispatches(&self, tuning: &Tuning) -> Result<Vec<Vec<Dispatch>>> {
+    fn build_dispatches(&self, cfgs: &[GemmConfig]) -> Result<Vec<Vec<Dispatch>>> {
         let steps = &self.plan.steps;
-        let build = |i: usize| self.dispatch(&steps[i], &tuning.choose(self.plan.tune_key(&steps[i]).as_deref()), self.kept_columns.get(&i));
+        let build = |i: usize| self.dispatch(&steps[i], &cfgs[i], self.kept_columns.get(&i));
         #[cfg(not(target_arch = "wasm32"))]
         {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(steps.len());

@@ -677,11 +677,13 @@ impl Lowering<'_> {
     /// Explanations keep the ReLU's own gradient (Grad-CAM reads it).
     fn relu_backward_fused_into_reader(&self, x: NodeId, mode: Mode) -> Option<NodeId> {
         let relu = self.graph.node(x);
-        let fused = mode == Mode::Train
-            && relu.op == Op::Relu
-            && self.needs[relu.inputs[0].0]
-            && self.graph.nodes.iter().filter(|n| n.inputs.contains(&x)).count() == 1;
+        let fused = mode == Mode::Train && relu.op == Op::Relu && self.needs[relu.inputs[0].0] && self.sole_reader(x);
         fused.then(|| relu.inputs[0])
+    }
+
+    /// Whether exactly one node reads node `n`.
+    fn sole_reader(&self, n: NodeId) -> bool {
+        self.graph.nodes.iter().filter(|m| m.inputs.contains(&n)).count() == 1
     }
 
     /// In training, the max-pool whose backward the input-gradient step of the conv or linear
@@ -690,15 +692,14 @@ impl Lowering<'_> {
     /// windows tile its input exactly. Explanations keep the pool's output gradient
     /// (Grad-CAM reads feature maps' gradients).
     fn routed_pool(&self, x: NodeId, mode: Mode) -> Option<NodeId> {
-        let only_reader = |n: NodeId| self.graph.nodes.iter().filter(|m| m.inputs.contains(&n)).count() == 1;
         let pool = match self.graph.node(x).op {
             Op::Flatten => self.graph.node(x).inputs[0],
             _ => x,
         };
         let node = self.graph.node(pool);
         let routed = mode == Mode::Train
-            && only_reader(x)
-            && only_reader(pool)
+            && self.sole_reader(x)
+            && self.sole_reader(pool)
             && matches!(node.op, Op::MaxPool2d { .. })
             && self.needs[node.inputs[0].0]
             && self.pool_geometry(pool).tiles_exactly();
