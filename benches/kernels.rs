@@ -58,7 +58,7 @@ fn variants() -> Vec<(String, GemmConfig)> {
         else {
             panic!("KILN_BENCH_CONFIGS: '{spec}' is not family:WGXxWGY:TMxTN:BK");
         };
-        v.push((spec.replace(':', "_"), GemmConfig { family, wgx, wgy, tm, tn, bk }));
+        v.push((spec.replace(':', "_"), GemmConfig { family, wgx, wgy, tm, tn, bk, subgroups: false }));
     }
     v
 }

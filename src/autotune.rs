@@ -65,17 +65,20 @@ pub struct TuneReport {
 
 /// The variants worth timing for a step on this adapter. On CPU adapters convolutions
 /// take the im2col family (the implicit-GEMM families measured 4-10x slower on llvmpipe,
-/// BENCHMARKS.md), and plain GEMMs choose between vec4 and register blocking (small shapes);
+/// BENCHMARKS.md), and plain GEMMs choose between vec4 and register blocking (small shapes),
+/// vec4 sharing A's loads across subgroups where they have 8 or more lanes;
 /// on GPUs the two tiled variants that won somewhere on an H100 (`tiled64`: the linear
 /// layers, small-batch conv dX; `tiled4_64x128`: conv forward, large batches; of four
 /// timed, BENCHMARKS.md) compete; each candidate costs its pipelines' compilation at a
 /// cold start.
 pub fn candidates(gpu: &Gpu, key: &str) -> Vec<GemmConfig> {
     if gpu.info().is_cpu() {
+        // the vec4 GEMMs share A's loads across subgroups where the adapter allows
+        let sg = gpu.info().shares_subgroups();
         if key.starts_with("conv2d") {
-            vec![GemmConfig::IM2COL_VEC4]
+            vec![if sg { GemmConfig::IM2COL_VEC4_SG } else { GemmConfig::IM2COL_VEC4 }]
         } else {
-            vec![GemmConfig::VEC4, GemmConfig::REGBLOCK_4X4]
+            vec![if sg { GemmConfig::VEC4_SG } else { GemmConfig::VEC4 }, GemmConfig::REGBLOCK_4X4]
         }
     } else {
         vec![GemmConfig::TILED_64, GemmConfig::TILED4_64X128]

@@ -39,6 +39,9 @@ pub struct GpuInfo {
     /// The optional features enabled on the device: the subset of timestamp queries, f16 and
     /// subgroups that the adapter offers.
     pub features: wgpu::Features,
+    /// The fewest invocations a subgroup may have on this adapter; 0 without the SUBGROUP
+    /// feature.
+    pub subgroup_min_size: u32,
 }
 
 impl GpuInfo {
@@ -46,6 +49,12 @@ impl GpuInfo {
     /// memory win there.
     pub fn is_cpu(&self) -> bool {
         self.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Whether kernels may share loads across groups of 8 lanes with subgroup broadcasts
+    /// (`gemm_vec4_sg`): the SUBGROUP feature, and no subgroup smaller than 8.
+    pub fn shares_subgroups(&self) -> bool {
+        self.features.contains(wgpu::Features::SUBGROUP) && self.subgroup_min_size >= 8
     }
 
     /// The driver's name and version as the adapter reports them; some backends (GL)
@@ -80,10 +89,11 @@ impl std::fmt::Display for GpuInfo {
         writeln!(f, "workgroups per dimension: {}", l.max_compute_workgroups_per_dimension)?;
         write!(
             f,
-            "features:     timestamp-query={} shader-f16={} subgroups={}",
+            "features:     timestamp-query={} shader-f16={} subgroups={} (at least {} lanes)",
             self.features.contains(wgpu::Features::TIMESTAMP_QUERY),
             self.features.contains(wgpu::Features::SHADER_F16),
-            self.features.contains(wgpu::Features::SUBGROUP)
+            self.features.contains(wgpu::Features::SUBGROUP),
+            self.subgroup_min_size
         )
     }
 }
@@ -273,6 +283,7 @@ impl Gpu {
             driver_info: ainfo.driver_info.clone(),
             limits: device.limits(),
             features: device.features(),
+            subgroup_min_size: if device.features().contains(wgpu::Features::SUBGROUP) { ainfo.subgroup_min_size } else { 0 },
         };
         Ok(Gpu {
             device,

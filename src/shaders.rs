@@ -11,6 +11,9 @@ pub enum Shader {
     Activation,
     /// GEMM and implicit-GEMM convolution: both kernel families, every mode.
     Gemm,
+    /// gemm.wgsl with gemm_subgroup.wgsl appended: `gemm_vec4_sg`, which needs the SUBGROUP
+    /// feature (a module of its own, so that gemm.wgsl never does).
+    GemmSubgroup,
     /// im2col / col2im staging of the im2col GEMM convolution.
     Im2col,
     /// Max/average pooling, forward and backward.
@@ -33,10 +36,11 @@ pub enum Shader {
 
 impl Shader {
     /// Every shader, in file order (what `tests/shaders.rs` validates).
-    pub const ALL: [Shader; 12] = [
+    pub const ALL: [Shader; 13] = [
         Shader::Elementwise,
         Shader::Activation,
         Shader::Gemm,
+        Shader::GemmSubgroup,
         Shader::Im2col,
         Shader::Pool,
         Shader::Softmax,
@@ -54,6 +58,7 @@ impl Shader {
             Shader::Elementwise => "elementwise.wgsl",
             Shader::Activation => "activation.wgsl",
             Shader::Gemm => "gemm.wgsl",
+            Shader::GemmSubgroup => "gemm.wgsl + gemm_subgroup.wgsl",
             Shader::Im2col => "im2col.wgsl",
             Shader::Pool => "pool.wgsl",
             Shader::Softmax => "softmax.wgsl",
@@ -72,6 +77,7 @@ impl Shader {
             Shader::Elementwise => include_str!("../shaders/elementwise.wgsl"),
             Shader::Activation => include_str!("../shaders/activation.wgsl"),
             Shader::Gemm => include_str!("../shaders/gemm.wgsl"),
+            Shader::GemmSubgroup => concat!(include_str!("../shaders/gemm.wgsl"), include_str!("../shaders/gemm_subgroup.wgsl")),
             Shader::Im2col => include_str!("../shaders/im2col.wgsl"),
             Shader::Pool => include_str!("../shaders/pool.wgsl"),
             Shader::Softmax => include_str!("../shaders/softmax.wgsl"),

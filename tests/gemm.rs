@@ -157,3 +157,45 @@ fn routed_gemms_give_the_pool_backward_bits() {
         }
     }
 }
+
+/// VEC4_SG shares A's loads across subgroups (gemm_vec4_sg) and sums in gemm_vec4's order:
+/// the same bits as VEC4 in all three vec4 forms, on shapes with partial row blocks (M % 16
+/// != 0), partial column blocks and subgroups wholly past N.
+#[test]
+fn subgroup_gemm_gives_vec4s_bits() {
+    let gpu = gpu();
+    assert!(
+        gpu.info().shares_subgroups(),
+        "{} has no subgroups of 8 or more lanes, so VEC4_SG would run as VEC4 and this test would compare VEC4 with itself: \
+         run it on lavapipe (scripts/install-lavapipe.sh) or a GPU with subgroups",
+        gpu.info().summary()
+    );
+    let mut rng = Rng::new(11);
+    for &(m, n, k) in &[(4, 4, 4), (20, 12, 8), (36, 268, 44), (16, 260, 4), (52, 1028, 12)] {
+        // NN, TN, NT (NT also with N % 4 != 0)
+        for (t, (ta, tb)) in [(false, false), (true, false), (false, true), (false, true)].into_iter().enumerate() {
+            let n = if t == 3 { n + 1 } else { n };
+            let mut g = Gemm::new(m, n, k);
+            (g.trans_a, g.trans_b) = (ta, tb);
+            g.bias = [Bias::Row, Bias::Col, Bias::None, Bias::Row][t];
+            g.relu = t != 1;
+            g.accumulate = t == 1;
+            let a = Tensor::from_f32(gpu, &[m * k], &rng.vec(m * k)).unwrap();
+            let b = Tensor::from_f32(gpu, &[k * n], &rng.vec(k * n)).unwrap();
+            let nb = if g.bias == Bias::Row { m } else { n };
+            let bias = Tensor::from_f32(gpu, &[nb], &rng.vec(nb)).unwrap();
+            let c0 = rng.vec(m * n);
+            let mut out = Vec::new();
+            for cfg in [GemmConfig::VEC4, GemmConfig::VEC4_SG] {
+                let c = Tensor::from_f32(gpu, &[m * n], &c0).unwrap();
+                let d = gemm(gpu, &cfg, &g, &a, &b, (g.bias != Bias::None).then_some(&bias), &c).unwrap();
+                let want = if cfg.subgroups { "gemm_vec4_sg" } else { "gemm_vec4" };
+                assert_eq!(d.iter().map(|d| d.name).collect::<Vec<_>>(), [want], "{g:?}");
+                gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
+                out.push(c.to_f32(gpu).unwrap());
+            }
+            let differ = out[0].iter().zip(&out[1]).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+            assert_eq!(differ, 0, "{g:?}: {differ} of {} elements differ from gemm_vec4's", m * n);
+        }
+    }
+}

@@ -29,6 +29,10 @@ pub struct GemmConfig {
     pub tn: u32,
     /// Depth of the staged K slice (tiled family only).
     pub bk: u32,
+    /// The vec4 families only: share A's loads across subgroups (`gemm_vec4_sg`, 16 rows per
+    /// invocation, one row block per workgroup) where the device has subgroups of at least 8
+    /// lanes ([`GpuInfo::shares_subgroups`]); elsewhere the config runs with VEC4's shape.
+    pub subgroups: bool,
 }
 
 /// A GEMM kernel family of shaders/gemm.wgsl; see ARCHITECTURE.md for where each wins.
@@ -53,28 +57,37 @@ pub enum Family {
 
 impl GemmConfig {
     /// 64x64 tiles, 4x4 per invocation, K slices of 16.
-    pub const TILED_64: GemmConfig = GemmConfig { family: Family::Tiled, wgx: 16, wgy: 16, tm: 4, tn: 4, bk: 16 };
+    pub const TILED_64: GemmConfig = GemmConfig { family: Family::Tiled, wgx: 16, wgy: 16, tm: 4, tn: 4, bk: 16, subgroups: false };
     /// 4x4 per invocation, 8x8 invocations, no workgroup memory.
-    pub const REGBLOCK_4X4: GemmConfig = GemmConfig { family: Family::RegBlock, wgx: 8, wgy: 8, tm: 4, tn: 4, bk: 1 };
+    pub const REGBLOCK_4X4: GemmConfig = GemmConfig { family: Family::RegBlock, wgx: 8, wgy: 8, tm: 4, tn: 4, bk: 1, subgroups: false };
     /// 4x8 per invocation (more reuse of each A value), 16x4 invocations.
-    pub const REGBLOCK_4X8: GemmConfig = GemmConfig { family: Family::RegBlock, wgx: 4, wgy: 16, tm: 4, tn: 8, bk: 1 };
+    pub const REGBLOCK_4X8: GemmConfig = GemmConfig { family: Family::RegBlock, wgx: 4, wgy: 16, tm: 4, tn: 8, bk: 1, subgroups: false };
 
     /// Tiled4, 128x128 tiles (16x16 invocations, 8x8 each), K slices of 8.
-    pub const TILED4_128: GemmConfig = GemmConfig { family: Family::Tiled4, wgx: 16, wgy: 16, tm: 8, tn: 8, bk: 8 };
+    pub const TILED4_128: GemmConfig = GemmConfig { family: Family::Tiled4, wgx: 16, wgy: 16, tm: 8, tn: 8, bk: 8, subgroups: false };
     /// Tiled4, 64x128 tiles (16x16 invocations, 4x8 each), K slices of 8: the fastest
     /// shape at 4096^3 on an H100 (28.4 TFLOP/s; BENCHMARKS.md) and the conv forward passes'
     /// choice there.
-    pub const TILED4_64X128: GemmConfig = GemmConfig { family: Family::Tiled4, wgx: 16, wgy: 16, tm: 4, tn: 8, bk: 8 };
+    pub const TILED4_64X128: GemmConfig = GemmConfig { family: Family::Tiled4, wgx: 16, wgy: 16, tm: 4, tn: 8, bk: 8, subgroups: false };
 
     /// vec4 loads, 8x4 per invocation (8 rows x one vec4 of columns), 16x4 invocations:
     /// 32x64 blocks of C.
-    pub const VEC4: GemmConfig = GemmConfig { family: Family::Vec4, wgx: 16, wgy: 4, tm: 8, tn: 4, bk: 1 };
+    pub const VEC4: GemmConfig = GemmConfig { family: Family::Vec4, wgx: 16, wgy: 4, tm: 8, tn: 4, bk: 1, subgroups: false };
 
     /// VEC4's tiles; convolutions stage im2col/col2im buffers and run vec4 GEMMs.
     pub const IM2COL_VEC4: GemmConfig = GemmConfig { family: Family::Im2colVec4, ..Self::VEC4 };
 
+    /// VEC4 with A's loads shared across subgroups: 16 rows x one vec4 of columns per
+    /// invocation, 64 invocations along N (16x256 blocks of C). On llvmpipe, where a load
+    /// costs a loop over the 8 lanes, the MNIST CNN's conv2 forward GEMM runs about 2x
+    /// VEC4's rate (BENCHMARKS.md).
+    pub const VEC4_SG: GemmConfig = GemmConfig { family: Family::Vec4, wgx: 64, wgy: 1, tm: 16, tn: 4, bk: 1, subgroups: true };
+
+    /// IM2COL_VEC4 whose GEMMs share A's loads across subgroups (VEC4_SG).
+    pub const IM2COL_VEC4_SG: GemmConfig = GemmConfig { family: Family::Im2colVec4, ..Self::VEC4_SG };
+
     /// Every variant, by name: what benches and tests iterate over.
-    pub const ALL: [(&'static str, GemmConfig); 7] = [
+    pub const ALL: [(&'static str, GemmConfig); 9] = [
         ("tiled64", Self::TILED_64),
         ("tiled4_128", Self::TILED4_128),
         ("tiled4_64x128", Self::TILED4_64X128),
@@ -82,15 +95,20 @@ impl GemmConfig {
         ("regblock4x8", Self::REGBLOCK_4X8),
         ("vec4", Self::VEC4),
         ("im2col_vec4", Self::IM2COL_VEC4),
+        ("vec4_sg", Self::VEC4_SG),
+        ("im2col_vec4_sg", Self::IM2COL_VEC4_SG),
     ];
 
     /// The heuristic choice when nothing was measured: register blocking on CPU adapters,
     /// where workgroup memory and barriers are the slow path; tiles elsewhere. On CPU
     /// adapters that is the im2col family: plain GEMM runs exactly as VEC4, and the MNIST
     /// CNN's convolutions ran 2-15x faster than VEC4 on llvmpipe (Mesa 25.0.7, 2 cores:
-    /// conv2 about 10 GFLOP/s in all three passes against 1.8-2.7).
+    /// conv2 about 10 GFLOP/s in all three passes against 1.8-2.7), and where subgroups
+    /// allow, its GEMMs share A's loads (IM2COL_VEC4_SG: the CNN's step 1.2-1.3x faster).
     pub fn default_for(info: &GpuInfo) -> GemmConfig {
-        if info.is_cpu() {
+        if info.is_cpu() && info.shares_subgroups() {
+            Self::IM2COL_VEC4_SG
+        } else if info.is_cpu() {
             Self::IM2COL_VEC4
         } else {
             Self::TILED_64
@@ -102,7 +120,7 @@ impl GemmConfig {
     pub fn name(&self) -> String {
         match Self::ALL.iter().find(|(_, c)| c == self) {
             Some((n, _)) => n.to_string(),
-            None => format!("{:?}-{}x{}-{}x{}-bk{}", self.family, self.wgx, self.wgy, self.tm, self.tn, self.bk),
+            None => format!("{:?}-{}x{}-{}x{}-bk{}{}", self.family, self.wgx, self.wgy, self.tm, self.tn, self.bk, if self.subgroups { "-sg" } else { "" }),
         }
     }
 
@@ -411,7 +429,14 @@ fn launch_impl(
     route: Option<&MaxPoolRoute>,
 ) -> Result<Dispatch> {
     let vec4_family = matches!(cfg.family, Family::Vec4 | Family::Im2colVec4);
-    if cfg.tm > 8
+    if cfg.subgroups && !(vec4_family && cfg.wgy == 1 && cfg.tm == 16 && cfg.tn == 4) {
+        return Err(Error::unsupported(op, format!("subgroup sharing with {cfg:?} (a vec4 family, 1 x 16 rows x 4 columns)")));
+    }
+    // gemm_vec4_sg where the device and the shape allow it, else VEC4's shape
+    let vec4_ok = runs_vec4(cfg, mode, trans, &params);
+    let sg = cfg.subgroups && vec4_ok && gpu.info().shares_subgroups();
+    let cfg = &if cfg.subgroups && !sg { GemmConfig { family: cfg.family, ..GemmConfig::VEC4 } } else { *cfg };
+    if (cfg.tm > 8 && !sg)
         || cfg.tn > 8
         || cfg.tm == 0
         || cfg.tn == 0
@@ -428,12 +453,12 @@ fn launch_impl(
             return Err(Error::shape(op, "an empty dimension (M, N or K is 0)"));
         }
     }
-    let vec4_ok = runs_vec4(cfg, mode, trans, &params);
     if mode >= 4 && !vec4_ok {
         // modes 4-6 exist only in gemm_vec4; ops/conv2d.rs checks before choosing them
         return Err(Error::unsupported(op, format!("mode {mode} with {:?} on {params:?}", cfg.family)));
     }
     let (entry, a_binding, b_binding) = match cfg.family {
+        _ if sg => ("gemm_vec4_sg", 5, 6),
         Family::Tiled => ("gemm_tiled", 1, 2),
         Family::Tiled4 => ("gemm_tiled4", 1, 2),
         Family::Vec4 | Family::Im2colVec4 if vec4_ok => ("gemm_vec4", 5, 6),
@@ -445,7 +470,8 @@ fn launch_impl(
         _ => cfg.tm,
     };
     let cfg = &GemmConfig { tm, ..*cfg };
-    let kernel = Kernel::new(Shader::Gemm, entry)
+    let shader = if sg { Shader::GemmSubgroup } else { Shader::Gemm };
+    let kernel = Kernel::new(shader, entry)
         .with("MODE", mode)
         .with("TRANS_A", trans.0)
         .with("TRANS_B", trans.1)
@@ -459,7 +485,8 @@ fn launch_impl(
         .with("SPLIT_K", split > 1);
     // the kernels that sum a bias gradient from their A loads (into binding 7, or with
     // split-K into the partial slices' tail, which BIAS_GRAD_FLAG asks for)
-    let sums_bias_grad = matches!(entry, "gemm_vec4" | "gemm_tiled" | "gemm_tiled4");
+    let vec4_entry = matches!(entry, "gemm_vec4" | "gemm_vec4_sg");
+    let sums_bias_grad = vec4_entry || matches!(entry, "gemm_tiled" | "gemm_tiled4");
     let bias_grad = dbias.is_some() || params.flags & BIAS_GRAD_FLAG != 0;
     if bias_grad && !sums_bias_grad {
         return Err(Error::unsupported(op, format!("a fused bias gradient in {entry}")));
@@ -484,10 +511,10 @@ fn launch_impl(
     // may not bind a buffer writable twice) for mode 5's dcol, a large row-major C: on
     // lavapipe conv2's dX GEMM and col2im went from 53 to 40 ms. Modes 4 and 6 (small C) ran
     // slower with it (conv2's forward 48 -> 58 ms, its dW 28 -> 33 ms), so they keep store_c.
-    let vec4_store = entry == "gemm_vec4" && route.is_none() && mode == 5 && params.n % 4 == 0;
-    let kernel = if entry == "gemm_vec4" { kernel.with("VEC4_STORE", vec4_store) } else { kernel };
+    let vec4_store = vec4_entry && route.is_none() && mode == 5 && params.n % 4 == 0;
+    let kernel = if vec4_entry { kernel.with("VEC4_STORE", vec4_store) } else { kernel };
     let mut bound = vec![(a_binding, Some(a)), (b_binding, Some(b)), (3, bias), (4, (!vec4_store).then_some(c))];
-    if entry == "gemm_vec4" {
+    if vec4_entry {
         bound.push((10, vec4_store.then_some(c)));
     }
     if sums_bias_grad {

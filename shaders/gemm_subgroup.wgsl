@@ -1,0 +1,137 @@
+
+// ---- shaders/gemm_subgroup.wgsl: appended to gemm.wgsl as its own module (Shader::
+// GemmSubgroup), so gemm.wgsl itself never needs the SUBGROUP feature.
+//
+// gemm_vec4_sg: gemm_vec4's three forms with A's loads shared across the subgroup. On
+// llvmpipe every load whose address differs between lanes is a loop over the 8 lanes, and
+// inside a loop even a load whose address is the same in every lane is one (its exec mask
+// is set), so in gemm_vec4 each lane loading the same rows of A costs 8 times what it
+// needs. Here the workgroup is one row block (m0 is uniform), lane s of each group of 8
+// loads one vec4 of A, and subgroupBroadcast hands it to the others (an extract and a
+// broadcast, no memory). The host uses it where subgroups have at least 8 lanes.
+// SG_TM = 16 rows per invocation: one load of A per 4 (TN) or 8 (NN, NT) rows. Every lane
+// of a subgroup with work runs to the end, lanes past N on clamped loads, because a
+// broadcast needs all of them.
+const SG_TM: u32 = 16u;
+
+// lanes 0..7's v, in every lane
+fn share8(v: vec4<f32>) -> array<vec4<f32>, 8> {
+    return array<vec4<f32>, 8>(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u),
+        subgroupBroadcast(v, 3u), subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u),
+        subgroupBroadcast(v, 7u));
+}
+
+// lanes 0..3's v, in every lane
+fn share4(v: vec4<f32>) -> array<vec4<f32>, 4> {
+    return array<vec4<f32>, 4>(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u),
+        subgroupBroadcast(v, 3u));
+}
+
+@compute @workgroup_size(WGX)
+fn gemm_vec4_sg(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                @builtin(local_invocation_id) lid: vec3u, @builtin(subgroup_invocation_id) sid: u32) {
+    let m0 = wid.y * SG_TM;
+    let n0 = ((wid.x + wid.z * nwg.x) * WGX + lid.x) * 4u;
+    // a subgroup wholly past N has nothing to share or store (on llvmpipe the last column
+    // block of a narrow C is mostly such subgroups)
+    if subgroupAll(n0 >= p.n) { return; }
+    let s8 = sid % 8u;
+    let k4 = p.k / 4u;
+    let plane4 = (p.oh * p.ow) / 4u;
+    var acc: array<vec4<f32>, SG_TM>;
+    // BIAS_GRAD: TN sums four rows per vec4 (rsum[r / 4]), NN/NT one row per vec4 (rsum[i])
+    var rsum: array<vec4<f32>, SG_TM>;
+    if TRANS_A {
+        // TN: acc[i] += A^T[k, m0 + i] * B[k, n0..n0+4]; the 16 rows at k are 4 vec4s of A^T,
+        // loaded by lanes 0-3 (M % 4 == 0, N % 4 == 0)
+        let m4 = p.m / 4u;
+        let nl = min(n0, p.n - 4u);
+        var b_base = nl / 4u;
+        var b_stride = p.n / 4u;
+        if MODE == 5u {
+            let bi = nl / (4u * plane4);
+            b_base = bi * p.k * plane4 + (nl / 4u - bi * plane4);
+            b_stride = plane4;
+        }
+        let q = m0 / 4u + s8 % 4u;
+        let q_ok = q < m4;
+        let qc = min(q, m4 - 1u);
+        for (var k = 0u; k < p.k; k++) {
+            let bv = b4[b_base + k * b_stride];
+            let av = share4(select(vec4<f32>(0.0), a4[k * m4 + qc], q_ok));
+            for (var r = 0u; r < 4u; r++) {
+                if BIAS_GRAD { rsum[r] += av[r]; }
+                acc[4u * r] = fma(vec4<f32>(av[r].x), bv, acc[4u * r]);
+                acc[4u * r + 1u] = fma(vec4<f32>(av[r].y), bv, acc[4u * r + 1u]);
+                acc[4u * r + 2u] = fma(vec4<f32>(av[r].z), bv, acc[4u * r + 2u]);
+                acc[4u * r + 3u] = fma(vec4<f32>(av[r].w), bv, acc[4u * r + 3u]);
+            }
+        }
+    } else if TRANS_B {
+        // NT: acc[i][j] += dot(A[m0 + i, k..k+4], B[n0 + j, k..k+4]); mode 6 as gemm_vec4
+        let blocks = select(1u, p.batch, MODE == 6u);
+        let q4 = k4 / blocks;
+        for (var bi = 0u; bi < blocks; bi++) {
+            for (var q = 0u; q < q4; q++) {
+                let k = bi * q4 + q;
+                var bv: array<vec4<f32>, 4>;
+                for (var j = 0u; j < 4u; j++) {
+                    bv[j] = select(vec4<f32>(0.0), b4[min(n0 + j, p.n - 1u) * k4 + k], n0 + j < p.n);
+                }
+                for (var h = 0u; h < SG_TM / 8u; h++) {
+                    let row = m0 + 8u * h + s8;
+                    let mi = min(row, p.m - 1u);
+                    let ai = select(mi * k4 + k, (bi * p.m + mi) * q4 + q, MODE == 6u);
+                    let av = share8(select(vec4<f32>(0.0), a4[ai], row < p.m));
+                    for (var j = 0u; j < 8u; j++) {
+                        let i = 8u * h + j;
+                        if BIAS_GRAD { rsum[i] += av[j]; }
+                        acc[i] += vec4<f32>(dot(av[j], bv[0]), dot(av[j], bv[1]), dot(av[j], bv[2]), dot(av[j], bv[3]));
+                    }
+                }
+            }
+        }
+    } else {
+        // NN: acc[i] += sum_t A[m0 + i, k + t] * B[k + t, n0..n0+4] (K % 4 == 0, N % 4 == 0)
+        let n4 = p.n / 4u;
+        let nb = min(n0, p.n - 4u) / 4u;
+        for (var k = 0u; k < k4; k++) {
+            let b0 = b4[(4u * k) * n4 + nb];
+            let b1 = b4[(4u * k + 1u) * n4 + nb];
+            let b2 = b4[(4u * k + 2u) * n4 + nb];
+            let b3 = b4[(4u * k + 3u) * n4 + nb];
+            for (var h = 0u; h < SG_TM / 8u; h++) {
+                let row = m0 + 8u * h + s8;
+                let av = share8(select(vec4<f32>(0.0), a4[min(row, p.m - 1u) * k4 + k], row < p.m));
+                for (var j = 0u; j < 8u; j++) {
+                    let i = 8u * h + j;
+                    acc[i] = fma(vec4<f32>(av[j].x), b0, fma(vec4<f32>(av[j].y), b1, fma(vec4<f32>(av[j].z), b2, fma(vec4<f32>(av[j].w), b3, acc[i]))));
+                }
+            }
+        }
+    }
+    if n0 >= p.n { return; }
+    for (var i = 0u; i < SG_TM; i++) {
+        if m0 + i >= p.m { break; }
+        if VEC4_STORE {
+            store_c4(m0 + i, n0, acc[i]);
+            continue;
+        }
+        for (var j = 0u; j < 4u; j++) {
+            if n0 + j < p.n { store_c(m0 + i, n0 + j, acc[i][j]); }
+        }
+    }
+    if BIAS_GRAD && n0 == 0u {
+        for (var i = 0u; i < SG_TM; i++) {
+            if m0 + i >= p.m { break; }
+            var s: f32;
+            if TRANS_A {
+                s = rsum[i / 4u][i % 4u];
+            } else {
+                let v = rsum[i];
+                s = (v.x + v.y) + (v.z + v.w);
+            }
+            store_bias_grad(0u, 1u, m0 + i, s);
+        }
+    }
+}
