@@ -78,14 +78,18 @@ fn im2col_at(i: u32) {
     for (var j = 0u; j < 4u; j++) {
         let iy = i32(oy * p.stride + r) - i32(p.pad);
         let ix = i32(ox * p.stride + s) - i32(p.pad);
-        var e = 0.0;
-        if iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w) {
-            e = x[((bi * p.cin + c) * p.h + u32(iy)) * p.w + u32(ix)];
-        }
-        v[j] = e;
+        // selects, not branches: llvmpipe runs a branch its lanes disagree on as masked
+        // code on both sides (this form: conv2's 400 x 12,544 columns 19 -> 16.5 ms)
+        let inside = iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w);
+        let e = x[select(0u, ((bi * p.cin + c) * p.h + u32(iy)) * p.w + u32(ix), inside)];
+        v[j] = select(0.0, e, inside);
         ox += 1u;
-        if ox == p.ow { ox = 0u; oy += 1u; }
-        if oy == p.oh { oy = 0u; bi += 1u; }
+        let next_row = ox == p.ow;
+        ox = select(ox, 0u, next_row);
+        oy += u32(next_row);
+        let next_image = oy == p.oh;
+        oy = select(oy, 0u, next_image);
+        bi += u32(next_image);
     }
     col[i] = v;
 }

@@ -509,9 +509,13 @@ fn launch_impl(
     };
     // gemm_vec4 stores whole vec4s through binding 10 (c at 4 is then a dummy: one dispatch
     // may not bind a buffer writable twice) for mode 5's dcol, a large row-major C: on
-    // lavapipe conv2's dX GEMM and col2im went from 53 to 40 ms. Modes 4 and 6 (small C) ran
-    // slower with it (conv2's forward 48 -> 58 ms, its dW 28 -> 33 ms), so they keep store_c.
-    let vec4_store = vec4_entry && route.is_none() && mode == 5 && params.n % 4 == 0;
+    // lavapipe conv2's dX GEMM and col2im went from 53 to 40 ms. In gemm_vec4, modes 4 and 6
+    // (small C) ran slower with it (conv2's forward 48 -> 58 ms, its dW 28 -> 33 ms), so they
+    // keep store_c; gemm_vec4_sg's mode 4 (the conv forward's NCHW y) gains (conv2's forward
+    // with its im2col 37-40 -> 34 ms).
+    // (mode 4's C is NCHW: four columns are four neighbours in y when P % 4 == 0)
+    let y_in_vec4s = mode == 4 && sg && (params.oh * params.ow) % 4 == 0;
+    let vec4_store = vec4_entry && route.is_none() && (mode == 5 || y_in_vec4s) && params.n % 4 == 0;
     let kernel = if vec4_entry { kernel.with("VEC4_STORE", vec4_store) } else { kernel };
     let mut bound = vec![(a_binding, Some(a)), (b_binding, Some(b)), (3, bias), (4, (!vec4_store).then_some(c))];
     if vec4_entry {
