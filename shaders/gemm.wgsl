@@ -513,8 +513,6 @@ fn gemm_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
     let n0 = ((wid.x + wid.z * nwg.x) * WGX + lid.x) * 4u;
     if m0 >= p.m || n0 >= p.n { return; }
     let k4 = p.k / 4u;
-    // vec4s per image plane of a blocked operand (modes 5, 6)
-    let plane4 = (p.oh * p.ow) / 4u;
     var acc: array<vec4<f32>, TMAX>;
     for (var i = 0u; i < TM; i++) { acc[i] = vec4<f32>(0.0); }
     // BIAS_GRAD: TN sums four rows per vec4 (rsum[r / 4]), NT one row per vec4 (rsum[i])
@@ -523,18 +521,10 @@ fn gemm_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
     if TRANS_A {
         // TN: acc[i] += A^T[k, m0 + i] * B[k, n0..n0+4]
         let m4 = p.m / 4u;
-        // B[k, n0..] sits at b_base + k * b_stride (in vec4s). Mode 5: B = dy blocked, the
-        // columns n0.. lie in image bi at plane offset n0 - bi*P, row k = channel k.
-        var b_base = n0 / 4u;
-        var b_stride = p.n / 4u;
-        if MODE == 5u {
-            let bi = n0 / (4u * plane4);
-            b_base = bi * p.k * plane4 + (n0 / 4u - bi * plane4);
-            b_stride = plane4;
-        }
+        let bs = tn_b(n0);
         // TM is 4 or 8 here (the host rounds it): rows come in vec4s of A^T
         for (var k = 0u; k < p.k; k++) {
-            let bv = b4[b_base + k * b_stride];
+            let bv = b4[bs.x + k * bs.y];
             // M % 4 == 0: a group of four rows is wholly in range or wholly out
             for (var r = 0u; r < TM && m0 + r < p.m; r += 4u) {
                 let av = a4[k * m4 + (m0 + r) / 4u];
@@ -554,10 +544,7 @@ fn gemm_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
         for (var bi = 0u; bi < blocks; bi++) {
             for (var q = 0u; q < q4; q++) {
                 let k = bi * q4 + q;
-                var bv: array<vec4<f32>, 4>;
-                for (var j = 0u; j < 4u; j++) {
-                    bv[j] = select(vec4<f32>(0.0), b4[min(n0 + j, p.n - 1u) * k4 + k], n0 + j < p.n);
-                }
+                let bv = nt_b(n0, k, k4);
                 for (var i = 0u; i < TM; i++) {
                     let mi = min(m0 + i, p.m - 1u);
                     let ai = select(mi * k4 + k, (bi * p.m + mi) * q4 + q, MODE == 6u);
@@ -582,25 +569,50 @@ fn gemm_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
         }
     }
     for (var i = 0u; i < TM; i++) {
-        if VEC4_STORE {
-            if m0 + i < p.m { store_c4(m0 + i, n0, acc[i]); }
-            continue;
-        }
-        for (var j = 0u; j < 4u; j++) {
-            if m0 + i < p.m && n0 + j < p.n { store_c(m0 + i, n0 + j, acc[i][j]); }
-        }
+        if m0 + i < p.m { store_c_row4(m0 + i, n0, acc[i]); }
     }
     if BIAS_GRAD && n0 == 0u {
         for (var i = 0u; i < TM; i++) {
             if m0 + i >= p.m { break; }
-            var s: f32;
-            if TRANS_A {
-                s = rsum[i / 4u][i % 4u];
-            } else {
-                let v = rsum[i];
-                s = (v.x + v.y) + (v.z + v.w);
-            }
-            store_bias_grad(0u, 1u, m0 + i, s);
+            store_bias_grad(0u, 1u, m0 + i, row_sum(rsum[select(i, i / 4u, TRANS_A)], i));
         }
     }
+}
+
+// The TN form's B[k, n0..n0+4] sits at vec4 x + k * y. Mode 5: B = dy blocked, the columns
+// n0.. lie in image bi at plane offset n0 - bi*P, row k = channel k.
+fn tn_b(n0: u32) -> vec2u {
+    if MODE == 5u {
+        let plane4 = (p.oh * p.ow) / 4u;
+        let bi = n0 / (4u * plane4);
+        return vec2u(bi * p.k * plane4 + (n0 / 4u - bi * plane4), plane4);
+    }
+    return vec2u(n0 / 4u, p.n / 4u);
+}
+
+// The NT form's B rows n0..n0+3 at vec4 k of K (rows past N read 0).
+fn nt_b(n0: u32, k: u32, k4: u32) -> array<vec4<f32>, 4> {
+    var bv: array<vec4<f32>, 4>;
+    for (var j = 0u; j < 4u; j++) {
+        bv[j] = select(vec4<f32>(0.0), b4[min(n0 + j, p.n - 1u) * k4 + k], n0 + j < p.n);
+    }
+    return bv;
+}
+
+// gemm_vec4's (and gemm_vec4_sg's) store of C[m, n0..n0+4], row m in range.
+fn store_c_row4(m: u32, n0: u32, v: vec4<f32>) {
+    if VEC4_STORE {
+        store_c4(m, n0, v);
+        return;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        if n0 + j < p.n { store_c(m, n0 + j, v[j]); }
+    }
+}
+
+// Row i's bias gradient from the vec4 v of its sums: TN sums four rows per vec4 (row i is
+// component i % 4), NT and NN one row per vec4 (its four components added).
+fn row_sum(v: vec4<f32>, i: u32) -> f32 {
+    if TRANS_A { return v[i % 4u]; }
+    return (v.x + v.y) + (v.z + v.w);
 }

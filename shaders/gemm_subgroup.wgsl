@@ -37,7 +37,6 @@ fn gemm_vec4_sg(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
     if subgroupAll(n0 >= p.n) { return; }
     let s8 = sid % 8u;
     let k4 = p.k / 4u;
-    let plane4 = (p.oh * p.ow) / 4u;
     var acc: array<vec4<f32>, SG_TM>;
     // BIAS_GRAD: TN sums four rows per vec4 (rsum[r / 4]), NN/NT one row per vec4 (rsum[i])
     var rsum: array<vec4<f32>, SG_TM>;
@@ -45,19 +44,12 @@ fn gemm_vec4_sg(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
         // TN: acc[i] += A^T[k, m0 + i] * B[k, n0..n0+4]; the 16 rows at k are 4 vec4s of A^T,
         // loaded by lanes 0-3 (M % 4 == 0, N % 4 == 0)
         let m4 = p.m / 4u;
-        let nl = min(n0, p.n - 4u);
-        var b_base = nl / 4u;
-        var b_stride = p.n / 4u;
-        if MODE == 5u {
-            let bi = nl / (4u * plane4);
-            b_base = bi * p.k * plane4 + (nl / 4u - bi * plane4);
-            b_stride = plane4;
-        }
+        let bs = tn_b(min(n0, p.n - 4u));
         let q = m0 / 4u + s8 % 4u;
         let q_ok = q < m4;
         let qc = min(q, m4 - 1u);
         for (var k = 0u; k < p.k; k++) {
-            let bv = b4[b_base + k * b_stride];
+            let bv = b4[bs.x + k * bs.y];
             let av = share4(select(vec4<f32>(0.0), a4[k * m4 + qc], q_ok));
             for (var r = 0u; r < 4u; r++) {
                 if BIAS_GRAD { rsum[r] += av[r]; }
@@ -74,10 +66,7 @@ fn gemm_vec4_sg(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
         for (var bi = 0u; bi < blocks; bi++) {
             for (var q = 0u; q < q4; q++) {
                 let k = bi * q4 + q;
-                var bv: array<vec4<f32>, 4>;
-                for (var j = 0u; j < 4u; j++) {
-                    bv[j] = select(vec4<f32>(0.0), b4[min(n0 + j, p.n - 1u) * k4 + k], n0 + j < p.n);
-                }
+                let bv = nt_b(n0, k, k4);
                 for (var h = 0u; h < SG_TM / 8u; h++) {
                     let row = m0 + 8u * h + s8;
                     let mi = min(row, p.m - 1u);
@@ -113,25 +102,12 @@ fn gemm_vec4_sg(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
     if n0 >= p.n { return; }
     for (var i = 0u; i < SG_TM; i++) {
         if m0 + i >= p.m { break; }
-        if VEC4_STORE {
-            store_c4(m0 + i, n0, acc[i]);
-            continue;
-        }
-        for (var j = 0u; j < 4u; j++) {
-            if n0 + j < p.n { store_c(m0 + i, n0 + j, acc[i][j]); }
-        }
+        store_c_row4(m0 + i, n0, acc[i]);
     }
     if BIAS_GRAD && n0 == 0u {
         for (var i = 0u; i < SG_TM; i++) {
             if m0 + i >= p.m { break; }
-            var s: f32;
-            if TRANS_A {
-                s = rsum[i / 4u][i % 4u];
-            } else {
-                let v = rsum[i];
-                s = (v.x + v.y) + (v.z + v.w);
-            }
-            store_bias_grad(0u, 1u, m0 + i, s);
+            store_bias_grad(0u, 1u, m0 + i, row_sum(rsum[select(i, i / 4u, TRANS_A)], i));
         }
     }
 }
