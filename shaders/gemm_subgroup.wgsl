@@ -38,7 +38,7 @@ fn gemm_vec4_sg(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
     let s8 = sid % 8u;
     let k4 = p.k / 4u;
     var acc: array<vec4<f32>, SG_TM>;
-    // BIAS_GRAD: TN sums four rows per vec4 (rsum[r / 4]), NN/NT one row per vec4 (rsum[i])
+    // BIAS_GRAD: TN sums four rows per vec4 (row i in rsum[i / 4]), NT one row per vec4 (rsum[i])
     var rsum: array<vec4<f32>, SG_TM>;
     if TRANS_A {
         // TN: acc[i] += A^T[k, m0 + i] * B[k, n0..n0+4]; the 16 rows at k are 4 vec4s of A^T,
