@@ -546,11 +546,9 @@ fn gemm_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
                 let k = bi * q4 + q;
                 let bv = nt_b(n0, k, k4);
                 for (var i = 0u; i < TM; i++) {
-                    let mi = min(m0 + i, p.m - 1u);
-                    let ai = select(mi * k4 + k, (bi * p.m + mi) * q4 + q, MODE == 6u);
-                    let av = select(vec4<f32>(0.0), a4[ai], m0 + i < p.m);
+                    let av = nt_a(m0 + i, bi, q, q4, k4);
                     if BIAS_GRAD { rsum[i] += av; }
-                    acc[i] += vec4<f32>(dot(av, bv[0]), dot(av, bv[1]), dot(av, bv[2]), dot(av, bv[3]));
+                    acc[i] += dot4(av, bv);
                 }
             }
         }
@@ -558,13 +556,9 @@ fn gemm_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
         // NN: acc[i] += sum_t A[m0 + i, k + t] * B[k + t, n0..n0+4]
         let n4 = p.n / 4u;
         for (var k = 0u; k < k4; k++) {
-            let b0 = b4[(4u * k) * n4 + n0 / 4u];
-            let b1 = b4[(4u * k + 1u) * n4 + n0 / 4u];
-            let b2 = b4[(4u * k + 2u) * n4 + n0 / 4u];
-            let b3 = b4[(4u * k + 3u) * n4 + n0 / 4u];
+            let bv = nn_b(k, n0 / 4u, n4);
             for (var i = 0u; i < TM; i++) {
-                let av = select(vec4<f32>(0.0), a4[min(m0 + i, p.m - 1u) * k4 + k], m0 + i < p.m);
-                acc[i] = fma(vec4<f32>(av.x), b0, fma(vec4<f32>(av.y), b1, fma(vec4<f32>(av.z), b2, fma(vec4<f32>(av.w), b3, acc[i]))));
+                acc[i] = fma4(a_row(m0 + i, k, k4), bv, acc[i]);
             }
         }
     }
@@ -588,6 +582,37 @@ fn tn_b(n0: u32) -> vec2u {
         return vec2u(bi * p.k * plane4 + (n0 / 4u - bi * plane4), plane4);
     }
     return vec2u(n0 / 4u, p.n / 4u);
+}
+
+// A[row, 4k..4k+4] of a row-major A [M, K] (0 past M).
+fn a_row(row: u32, k: u32, k4: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), a4[min(row, p.m - 1u) * k4 + k], row < p.m);
+}
+
+// The NN form's B rows 4k..4k+3 at vec4 column nb.
+fn nn_b(k: u32, nb: u32, n4: u32) -> array<vec4<f32>, 4> {
+    return array<vec4<f32>, 4>(b4[(4u * k) * n4 + nb], b4[(4u * k + 1u) * n4 + nb], b4[(4u * k + 2u) * n4 + nb],
+        b4[(4u * k + 3u) * n4 + nb]);
+}
+
+// acc + sum_t a[t] * b[t], one sequential chain from t = 3 down to 0.
+fn fma4(a: vec4<f32>, b: array<vec4<f32>, 4>, acc: vec4<f32>) -> vec4<f32> {
+    return fma(vec4<f32>(a.x), b[0], fma(vec4<f32>(a.y), b[1], fma(vec4<f32>(a.z), b[2], fma(vec4<f32>(a.w), b[3], acc))));
+}
+
+// The NT form's A row `row` (0 past M) at vec4 q of block bi, k = bi * q4 + q. Mode 6: A =
+// dy blocked, row m of image bi starting at (bi*M + m) * P/4.
+fn nt_a(row: u32, bi: u32, q: u32, q4: u32, k4: u32) -> vec4<f32> {
+    if MODE == 6u {
+        let mi = min(row, p.m - 1u);
+        return select(vec4<f32>(0.0), a4[(bi * p.m + mi) * q4 + q], row < p.m);
+    }
+    return a_row(row, bi * q4 + q, k4);
+}
+
+// dot(a, b[j]) for j = 0..3.
+fn dot4(a: vec4<f32>, b: array<vec4<f32>, 4>) -> vec4<f32> {
+    return vec4<f32>(dot(a, b[0]), dot(a, b[1]), dot(a, b[2]), dot(a, b[3]));
 }
 
 // The NT form's B rows n0..n0+3 at vec4 k of K (rows past N read 0).

@@ -68,14 +68,11 @@ fn gemm_vec4_sg(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
                 let k = bi * q4 + q;
                 let bv = nt_b(n0, k, k4);
                 for (var h = 0u; h < SG_TM / 8u; h++) {
-                    let row = m0 + 8u * h + s8;
-                    let mi = min(row, p.m - 1u);
-                    let ai = select(mi * k4 + k, (bi * p.m + mi) * q4 + q, MODE == 6u);
-                    let av = share8(select(vec4<f32>(0.0), a4[ai], row < p.m));
+                    let av = share8(nt_a(m0 + 8u * h + s8, bi, q, q4, k4));
                     for (var j = 0u; j < 8u; j++) {
                         let i = 8u * h + j;
                         if BIAS_GRAD { rsum[i] += av[j]; }
-                        acc[i] += vec4<f32>(dot(av[j], bv[0]), dot(av[j], bv[1]), dot(av[j], bv[2]), dot(av[j], bv[3]));
+                        acc[i] += dot4(av[j], bv);
                     }
                 }
             }
@@ -85,16 +82,11 @@ fn gemm_vec4_sg(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg:
         let n4 = p.n / 4u;
         let nb = min(n0, p.n - 4u) / 4u;
         for (var k = 0u; k < k4; k++) {
-            let b0 = b4[(4u * k) * n4 + nb];
-            let b1 = b4[(4u * k + 1u) * n4 + nb];
-            let b2 = b4[(4u * k + 2u) * n4 + nb];
-            let b3 = b4[(4u * k + 3u) * n4 + nb];
+            let bv = nn_b(k, nb, n4);
             for (var h = 0u; h < SG_TM / 8u; h++) {
-                let row = m0 + 8u * h + s8;
-                let av = share8(select(vec4<f32>(0.0), a4[min(row, p.m - 1u) * k4 + k], row < p.m));
+                let av = share8(a_row(m0 + 8u * h + s8, k, k4));
                 for (var j = 0u; j < 8u; j++) {
-                    let i = 8u * h + j;
-                    acc[i] = fma(vec4<f32>(av[j].x), b0, fma(vec4<f32>(av[j].y), b1, fma(vec4<f32>(av[j].z), b2, fma(vec4<f32>(av[j].w), b3, acc[i]))));
+                    acc[8u * h + j] = fma4(av[j], bv, acc[8u * h + j]);
                 }
             }
         }

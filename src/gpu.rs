@@ -52,9 +52,10 @@ impl GpuInfo {
     }
 
     /// Whether kernels may share loads across groups of 8 lanes with subgroup broadcasts
-    /// (`gemm_vec4_sg`): the SUBGROUP feature, and no subgroup smaller than 8.
+    /// (`gemm_vec4_sg`): the SUBGROUP feature (else `subgroup_min_size` is 0), and no
+    /// subgroup smaller than 8.
     pub fn shares_subgroups(&self) -> bool {
-        self.features.contains(wgpu::Features::SUBGROUP) && self.subgroup_min_size >= 8
+        self.subgroup_min_size >= 8
     }
 
     /// The driver's name and version as the adapter reports them; some backends (GL)
@@ -89,12 +90,15 @@ impl std::fmt::Display for GpuInfo {
         writeln!(f, "workgroups per dimension: {}", l.max_compute_workgroups_per_dimension)?;
         write!(
             f,
-            "features:     timestamp-query={} shader-f16={} subgroups={} (at least {} lanes)",
+            "features:     timestamp-query={} shader-f16={} subgroups={}",
             self.features.contains(wgpu::Features::TIMESTAMP_QUERY),
             self.features.contains(wgpu::Features::SHADER_F16),
-            self.features.contains(wgpu::Features::SUBGROUP),
-            self.subgroup_min_size
-        )
+            self.features.contains(wgpu::Features::SUBGROUP)
+        )?;
+        if self.subgroup_min_size > 0 {
+            write!(f, " (at least {} lanes)", self.subgroup_min_size)?;
+        }
+        Ok(())
     }
 }
 

@@ -511,9 +511,8 @@ fn launch_impl(
     // may not bind a buffer writable twice) for mode 5's dcol, a large row-major C: on
     // lavapipe conv2's dX GEMM and col2im went from 53 to 40 ms. In gemm_vec4, modes 4 and 6
     // (small C) ran slower with it (conv2's forward 48 -> 58 ms, its dW 28 -> 33 ms), so they
-    // keep store_c; gemm_vec4_sg's mode 4 (the conv forward's NCHW y) gains (conv2's forward
-    // with its im2col 37-40 -> 34 ms).
-    // (mode 4's C is NCHW: four columns are four neighbours in y when P % 4 == 0)
+    // keep store_c; gemm_vec4_sg's mode 4 gains (conv2's forward with its im2col 37-40 -> 34
+    // ms). Mode 4's C is the NCHW y: four columns are four neighbours there when P % 4 == 0.
     let y_in_vec4s = mode == 4 && sg && (params.oh * params.ow) % 4 == 0;
     let vec4_store = vec4_entry && route.is_none() && (mode == 5 || y_in_vec4s) && params.n % 4 == 0;
     let kernel = if vec4_entry { kernel.with("VEC4_STORE", vec4_store) } else { kernel };
