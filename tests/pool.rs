@@ -100,7 +100,9 @@ fn global_avg_pool_matches_cpu() {
         gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
         // the forward is an f32 sum of up to 4087 values per plane, then a division
         assert_close(&format!("global_avg_pool_forward {p:?}"), &ty.to_f32(gpu).unwrap(), &cpu::global_avg_pool_forward(&p, &x), ELEMENTWISE);
-        assert_close(&format!("global_avg_pool_backward {p:?}"), &tdx.to_f32(gpu).unwrap(), &cpu::global_avg_pool_backward(&p, &dy), EXACT);
+        // the backward is one division per element: WGSL allows 2.5 ulp (NVIDIA's Vulkan
+        // driver is 1 ulp off the correctly rounded quotient where lavapipe is exact)
+        assert_close(&format!("global_avg_pool_backward {p:?}"), &tdx.to_f32(gpu).unwrap(), &cpu::global_avg_pool_backward(&p, &dy), ELEMENTWISE);
     }
     let p = GlobalPool2d { batch: 2, channels: 3, h: 4, w: 4 };
     let x = Tensor::empty(gpu, &[2 * 3 * 4 * 4 + 1], DType::F32).unwrap();
