@@ -39,7 +39,7 @@ fn time(c: &mut Criterion, group: &str, variant: &str, shape: &str, throughput: 
 
 /// The named variants, plus any in KILN_BENCH_CONFIGS: comma-separated
 /// `family:WGXxWGY:TMxTN:BK` (family tiled|tiled4|regblock|vec4), for exploring tile shapes on a
-/// new device without editing the code.
+/// new device without editing the code: the GEMM and the convolution benches both time them.
 fn variants() -> Vec<(String, GemmConfig)> {
     let mut v: Vec<(String, GemmConfig)> = GemmConfig::ALL.iter().map(|(n, c)| (n.to_string(), *c)).collect();
     let Ok(extra) = std::env::var("KILN_BENCH_CONFIGS") else { return v };
@@ -96,13 +96,13 @@ fn conv_benches(c: &mut Criterion) {
         let (x, w, y) = (tensor(conv.x_len(), &mut rng), tensor(conv.w_len(), &mut rng), tensor(conv.y_len(), &mut rng));
         let (dx, dw) = (tensor(conv.x_len(), &mut rng), tensor(conv.w_len(), &mut rng));
         let flops = Throughput::Elements(conv.flops());
-        for (name, cfg) in GemmConfig::ALL {
+        for (name, cfg) in variants() {
             let f = conv2d_forward(gpu, &cfg, &conv, &x, &w, None, false, &y).unwrap();
-            time(c, "conv2d_forward", name, shape, flops.clone(), &f);
+            time(c, "conv2d_forward", &name, shape, flops.clone(), &f);
             let bi = conv2d_backward_input(gpu, &cfg, &conv, &w, &y, &dx, None).unwrap();
-            time(c, "conv2d_backward_input", name, shape, flops.clone(), &bi);
+            time(c, "conv2d_backward_input", &name, shape, flops.clone(), &bi);
             let bw = conv2d_backward_weight(gpu, &cfg, &conv, &x, &y, &dw, false, None).unwrap();
-            time(c, "conv2d_backward_weight", name, shape, flops.clone(), &bw);
+            time(c, "conv2d_backward_weight", &name, shape, flops.clone(), &bw);
         }
     }
 }

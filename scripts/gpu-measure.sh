@@ -27,6 +27,11 @@ usage() { echo "usage: $0 bundle DIR | run DIR OUT" >&2; exit 2; }
 [ -n "$mode" ] && [ -n "$dir" ] || usage
 cd "$(dirname "$0")/.." || exit 2
 
+# the integration tests that exercise kernels without a dataset
+tests="activation conv2d elementwise gemm graph input_gradient linear optim pool softmax"
+# conv tile shapes the sweep adds to the named variants (benches/kernels.rs: KILN_BENCH_CONFIGS)
+conv_configs=${KILN_MEASURE_CONV_CONFIGS:-tiled:16x4:4x4:16,tiled:16x8:4x4:16,tiled:16x16:1x4:16,tiled:32x8:2x4:16,tiled4:16x4:4x8:8,tiled4:16x8:4x8:8,tiled4:32x4:4x8:8}
+
 if [ "$mode" = bundle ]; then
     data=${KILN_MNIST:-../shared/data/mnist}
     for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz; do
@@ -50,9 +55,19 @@ for l in sys.stdin:
         git worktree remove --force "$wt"
         [ $status = 0 ] || { echo "$0: could not build $KILN_BASELINE's train_mnist" >&2; exit 1; }
         git rev-parse "$KILN_BASELINE" >"$dir/baseline.txt"
-        strip "$dir/train_mnist_base"
+        strip "$dir/train_mnist_base" && gzip -9 "$dir/train_mnist_base"
     fi
-    strip "$dir/train_mnist" "$dir/kernels"
+    # gzipped: the carried tree is limited to 64 MiB (run unpacks them)
+    strip "$dir/train_mnist" "$dir/kernels" && gzip -9 "$dir/train_mnist" "$dir/kernels" || exit 1
+    # the GPU kernel tests that need no dataset, gzipped (run checks them on NVIDIA's Vulkan)
+    mkdir -p "$dir/tests" || exit 1
+    cargo test --release --no-run --message-format=json $(printf -- '--test %s ' $tests) 2>/dev/null |
+        python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]: print(m["target"]["name"], m["executable"])' |
+        while read -r name exe; do strip -o "$dir/tests/$name" "$exe" && gzip -9 "$dir/tests/$name"; done
+    [ "$(ls "$dir/tests" | wc -l)" = "$(echo $tests | wc -w)" ] || { echo "$0: could not build the tests $tests" >&2; exit 1; }
     cp "$data"/*.gz "$dir/mnist/"
     o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64'
     (cd "$dir/deb" && apt-get $o download libvulkan1 libglvnd0 libglx0 libgl1 libegl1 libopengl0 libgles2 >/dev/null 2>&1) || { echo "$0: apt-get download of the Vulkan loader and glvnd failed" >&2; exit 1; }
@@ -63,10 +78,15 @@ fi
 [ "$mode" = run ] || usage
 out=${3:-}
 [ -n "$out" ] || usage
-[ -x "$dir/train_mnist" ] && [ -x "$dir/kernels" ] && [ -d "$dir/mnist" ] ||
-    { echo "$0: $dir is not a bundle (train_mnist, kernels, mnist/): make one with $0 bundle $dir" >&2; exit 2; }
+[ -f "$dir/train_mnist.gz" ] && [ -f "$dir/kernels.gz" ] && [ -d "$dir/mnist" ] ||
+    { echo "$0: $dir is not a bundle (train_mnist.gz, kernels.gz, mnist/): make one with $0 bundle $dir" >&2; exit 2; }
 mkdir -p "$out" || exit 2
 dir=$(realpath "$dir")
+# the executables, unpacked
+bin=$(mktemp -d)
+for f in "$dir"/*.gz "$dir"/tests/*.gz; do
+    gunzip -c "$f" >"$bin/$(basename "$f" .gz)" && chmod +x "$bin/$(basename "$f" .gz)" || exit 1
+done
 # the Vulkan loader (the machine has NVIDIA's driver and ICD file, not always the loader)
 # (the tool library's device README: NVIDIA's ICD loads libGLX_nvidia, which needs glvnd)
 for f in "$dir"/deb/*.deb; do dpkg -x "$f" /; done
@@ -78,7 +98,7 @@ export KILN_BACKEND=vulkan
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee -a "$out/gpu.txt"
 log=$out/log.txt results=$out/results.jsonl
 : >"$results"
-tm=$dir/train_mnist
+tm=$bin/train_mnist
 smoke=${KILN_MEASURE_SMOKE:-0}
 set=(--dataset mnist)
 p64=300 p1024=100
@@ -99,10 +119,10 @@ kiln cold-b64 --epochs 2 --bench
 [ -s "$results" ] || { echo "no kiln run worked: stopping (Vulkan set-up in $out/gpu.txt, errors in $log)" >&2; cat "$out/gpu.txt" >&2; exit 1; }
 kiln cached-b64 --epochs 3 --bench
 kiln cached2-b64 --epochs 3 --bench
-if [ -x "$dir/train_mnist_base" ]; then
+if [ -x "$bin/train_mnist_base" ]; then
     step "this build against the baseline $(cat "$dir/baseline.txt" 2>/dev/null), batch 64, alternating"
     for round in 1 2; do
-        tm=$dir/train_mnist_base kiln base-b64-$round --epochs 3 --bench
+        tm=$bin/train_mnist_base kiln base-b64-$round --epochs 3 --bench
         kiln this-b64-$round --epochs 3 --bench
     done
 fi
@@ -126,11 +146,18 @@ step "profile"
 "$tm" "${data[@]}" --profile $p64 2>>"$log" | grep '^{' | tail -n 1 >"$out/profile-b64.json"
 "$tm" "${set[@]}" --data-dir "$dir/mnist" --no-download --profile $p64 2>>"$log" >"$out/profiles.txt"
 "$tm" "${set[@]}" --data-dir "$dir/mnist" --no-download --profile $p1024 --batch-size 1024 2>>"$log" >>"$out/profiles.txt"
+[ "$smoke" != 1 ] && step "kernel tests on this GPU ($tests)" &&
+for name in $tests; do
+    if timeout 60 "$bin/$name" --test-threads=4 >>"$out/tests.txt" 2>&1; then echo "tests $name: ok" | tee -a "$log"; else echo "tests $name: FAILED" | tee -a "$log"; fi
+done
 if [ "$smoke" != 1 ] && [ "${KILN_MEASURE_BENCHES:-1}" = 1 ]; then
+[ "${KILN_MEASURE_CONV:-1}" = 1 ] && step "conv passes at batch 64 (training's five) in tile shapes: the named tiled variants and $conv_configs" &&
+KILN_BENCH_CONFIGS=$conv_configs "$bin/kernels" --bench 'conv2d_(forward|backward_weight)/tiled[^/]*/conv|conv2d_backward_input/tiled[^/]*/conv2' \
+    --warm-up-time 0.3 --measurement-time 1 2>>"$log" | grep -E '^conv2d|thrpt|time:' >"$out/conv.txt"
 step "kernels: GEMM 4096^3 (tiled variants and extra tiled4 shapes), fc1's GEMMs, dispatch cost, inference"
 KILN_BENCH_LARGE=1 KILN_BENCH_CONFIGS=tiled4:32x16:4x8:8,tiled4:16x32:4x8:8,tiled4:16x8:4x8:8 \
-    "$dir/kernels" --bench 'gemm/tiled.*/4096' 2>>"$log" | grep -E 'gemm/|thrpt' | tee "$out/gemm4096.txt" >&2
-"$dir/kernels" --bench 'gemm/tiled(64|4_64x128)/fc1|dispatch/|classify' 2>>"$log" | grep -E '^[a-z_0-9]+/|thrpt|time:' >"$out/kernels.txt"
+    "$bin/kernels" --bench 'gemm/tiled.*/4096' 2>>"$log" | grep -E 'gemm/|thrpt' | tee "$out/gemm4096.txt" >&2
+"$bin/kernels" --bench 'gemm/(tiled64|tiled4_64x128|vec4_sg)/fc1|dispatch/|classify' 2>>"$log" | grep -E '^[a-z_0-9]+/|thrpt|time:' >"$out/kernels.txt"
 python3 - <<'EOF' 2>>"$log" | tee -a "$out/gemm4096.txt" >&2
 import torch
 torch.backends.cuda.matmul.allow_tf32 = False
