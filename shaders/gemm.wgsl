@@ -31,15 +31,15 @@
 struct Params {
     m: u32, n: u32, k: u32,
     // bit 0: accumulate into C; bit 1: ReLU; bits 2-3: bias 0 none, 1 per row, 2 per column;
-    // bit 4: accumulate into dbias (BIAS_GRAD); bit 5: the host's BIAS_GRAD_FLAG; bit 6:
-    // route C through a max-pool's backward (route_store), bit 7: with its ReLU's mask
+    // bit 4: accumulate into dbias (BIAS_GRAD); bit 5: the host's BIAS_GRAD_FLAG; bit 7:
+    // ROUTE with the routed max-pool's ReLU mask
     flags: u32,
     batch: u32, cin: u32, h: u32, w: u32,
     cout: u32, r: u32, s: u32, stride: u32,
     oh: u32, ow: u32, pad: u32,
     // with SPLIT_K: the K range of each z slice (a multiple of BK)
     k_chunk: u32,
-    // a routed max-pool (flags bit 6): its input ph x pw, window (= stride), padding
+    // a routed max-pool (ROUTE): its input ph x pw, window (= stride), padding
     ph: u32, pw: u32, pk: u32, ppad: u32,
 }
 
@@ -202,11 +202,15 @@ fn load_b(k: u32, n: u32) -> f32 {
 }
 
 // Epilogue and store of C[m, n] (in range).
-// A max-pool's backward routed through the store (flags bit 6): C is the gradient of the
+// A max-pool's backward routed through the store (ROUTE): C is the gradient of the
 // pool's output (NCHW, element o), whose windows tile the pool's input exactly, and c is
 // the gradient of the pool's input. Element o's value goes to its window's saved argmax
 // (masked by the ReLU output there with bit 7), the window's other elements get 0: what
 // max_pool2d_backward(_relu) would make of C, without storing C.
+// An override, not a flags bit: compiled in only where it is used, the route's loop
+// keeps the tiled kernels' stores small enough for the driver to unroll them (as a
+// runtime branch it cost gemm_tiled 8x at 4096^3 on an H200: its accumulators spilled).
+override ROUTE: bool = false;
 @group(0) @binding(8) var<storage, read> route_argmax: array<u32>;
 @group(0) @binding(9) var<storage, read> route_relu: array<f32>;
 
@@ -247,7 +251,7 @@ fn c_index(m: u32, n: u32) -> u32 {
 
 fn store_c(m: u32, n: u32, acc: f32) {
     let idx = c_index(m, n);
-    if (p.flags & 64u) != 0u {
+    if ROUTE {
         route_store(idx, acc);
         return;
     }

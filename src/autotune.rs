@@ -67,10 +67,12 @@ pub struct TuneReport {
 /// take the im2col family (the implicit-GEMM families measured 4-10x slower on llvmpipe,
 /// BENCHMARKS.md), and plain GEMMs choose between vec4 and register blocking (small shapes),
 /// vec4 sharing A's loads across subgroups where they have 8 or more lanes;
-/// on GPUs the two tiled variants that won somewhere on an H100 (`tiled64`: the linear
-/// layers, small-batch conv dX; `tiled4_64x128`: conv forward, large batches; of four
-/// timed, BENCHMARKS.md) compete; each candidate costs its pipelines' compilation at a
-/// cold start.
+/// on GPUs the linear layers take `tiled64` (it won every linear step on an H200 against
+/// `tiled4_64x128`), the convolutions choose between the narrow tiles `tiled32x64` and
+/// `tiled16x64` (their GEMMs have as many rows as channels: 16 or 32 in the MNIST CNN,
+/// where these won all five passes on an H200 against 64-row tiles, BENCHMARKS.md). Each
+/// candidate timed costs its pipelines' compilation at a cold start; a step with one
+/// candidate is not timed.
 pub fn candidates(gpu: &Gpu, key: &str) -> Vec<GemmConfig> {
     if gpu.info().is_cpu() {
         // the vec4 GEMMs share A's loads across subgroups where the adapter allows
@@ -80,8 +82,10 @@ pub fn candidates(gpu: &Gpu, key: &str) -> Vec<GemmConfig> {
         } else {
             vec![if sg { GemmConfig::VEC4_SG } else { GemmConfig::VEC4 }, GemmConfig::REGBLOCK_4X4]
         }
+    } else if key.starts_with("conv2d") {
+        vec![GemmConfig::TILED_32X64, GemmConfig::TILED_16X64]
     } else {
-        vec![GemmConfig::TILED_64, GemmConfig::TILED4_64X128]
+        vec![GemmConfig::TILED_64]
     }
 }
 

@@ -108,11 +108,12 @@ fn wrong_shapes_are_errors() {
 
 /// `gemm_routed`: C (a max-pool's output gradient, as dflatten is) written through that
 /// pool's backward, in every family, with and without the ReLU's mask: bit for bit `gemm`
-/// followed by max_pool2d_backward(_relu), in one dispatch (never split over K: where the
-/// plain GEMM splits, its slices sum in another order and the two agree within REDUCTION).
+/// followed by max_pool2d_backward(_relu), in one dispatch where the family routes in the
+/// GEMM's store, else the two (`routes_in_store`); never split over K (where the plain GEMM
+/// splits, its slices sum in another order and the two agree within REDUCTION).
 #[test]
 fn routed_gemms_give_the_pool_backward_bits() {
-    use kiln::ops::gemm::gemm_routed;
+    use kiln::ops::gemm::{gemm_routed, routes_in_store};
     use kiln::ops::pool::{max_pool2d_backward, max_pool2d_backward_relu, max_pool2d_forward, MaxPoolRoute, Pool2d};
     let gpu = gpu();
     let mut rng = Rng::new(21);
@@ -135,7 +136,12 @@ fn routed_gemms_give_the_pool_backward_bits() {
                 let routed = Tensor::empty(gpu, &[pool.x_len()], DType::F32).unwrap();
                 routed.poison(gpu).unwrap();
                 let d = gemm_routed(gpu, &cfg, &g, &a, &b, &routed, &route).unwrap();
-                assert_eq!(d.len(), 1, "{name}");
+                let names: Vec<_> = d.iter().map(|d| d.name).collect();
+                let pool_pass = if relu.is_some() { "max_pool2d_backward_relu" } else { "max_pool2d_backward" };
+                match routes_in_store(&cfg) {
+                    true => assert!(names.len() == 1 && names[0].starts_with("gemm_"), "{name}: {names:?}"),
+                    false => assert!(names.len() == 2 && names[0].starts_with("gemm_tiled") && names[1] == pool_pass, "{name}: {names:?}"),
+                }
                 gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
                 let (c, two) = (Tensor::empty(gpu, &[g.m * g.n], DType::F32).unwrap(), Tensor::empty(gpu, &[pool.x_len()], DType::F32).unwrap());
                 let mut d = gemm(gpu, &cfg, &g, &a, &b, None, &c).unwrap();

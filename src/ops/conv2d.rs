@@ -108,10 +108,10 @@ pub fn conv2d_backward_input(
         return im2col::backward_input(gpu, cfg, conv, p, w, dy, dx, route);
     }
     let p = conv.params(conv.cin, conv.batch * conv.h * conv.w, conv.cout * conv.r * conv.s, 0);
-    Ok(vec![match route {
-        None => launch(gpu, op, cfg, 2, (false, false), p, w, dy, None, dx)?,
-        Some(r) => launch_routed(gpu, op, cfg, 2, (false, false), p, w, dy, dx, r)?,
-    }])
+    match route {
+        None => Ok(vec![launch(gpu, op, cfg, 2, (false, false), p, w, dy, None, dx)?]),
+        Some(r) => launch_routed(gpu, op, cfg, 2, (false, false), p, w, dy, dx, r),
+    }
 }
 
 /// dw (+)= correlation of x with dy, and with `db` the bias gradient, db (+)= channel sums

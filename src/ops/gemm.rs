@@ -5,7 +5,7 @@
 //!
 //! Dimensions: M rows of C, N columns, K the reduction length.
 
-use super::pool::MaxPoolRoute;
+use super::pool::{max_pool2d_backward, max_pool2d_backward_relu, MaxPoolRoute};
 use super::Dispatch;
 use crate::gpu::{Gpu, GpuInfo};
 use crate::pipelines::Kernel;
@@ -70,6 +70,15 @@ impl GemmConfig {
     /// choice there.
     pub const TILED4_64X128: GemmConfig = GemmConfig { family: Family::Tiled4, wgx: 16, wgy: 16, tm: 4, tn: 8, bk: 8, subgroups: false };
 
+    /// Tiled, 32x64 tiles: 16x16 invocations, 2x4 each, K slices of 16. Convolutions whose
+    /// GEMM has 17-32 rows (output or input channels) waste half of a 64-row tile: on an
+    /// H200 at batch 64 this shape was the fastest for the MNIST CNN's conv2 forward and
+    /// weight gradient (BENCHMARKS.md).
+    pub const TILED_32X64: GemmConfig = GemmConfig { family: Family::Tiled, wgx: 16, wgy: 16, tm: 2, tn: 4, bk: 16, subgroups: false };
+    /// Tiled, 16x64 tiles (1x4 per invocation): the same for 16-row convolution GEMMs (the
+    /// CNN's conv1 passes and conv2's input gradient).
+    pub const TILED_16X64: GemmConfig = GemmConfig { family: Family::Tiled, wgx: 16, wgy: 16, tm: 1, tn: 4, bk: 16, subgroups: false };
+
     /// vec4 loads, 8x4 per invocation (8 rows x one vec4 of columns), 16x4 invocations:
     /// 32x64 blocks of C.
     pub const VEC4: GemmConfig = GemmConfig { family: Family::Vec4, wgx: 16, wgy: 4, tm: 8, tn: 4, bk: 1, subgroups: false };
@@ -87,8 +96,10 @@ impl GemmConfig {
     pub const IM2COL_VEC4_SG: GemmConfig = GemmConfig { family: Family::Im2colVec4, ..Self::VEC4_SG };
 
     /// Every variant, by name: what benches and tests iterate over.
-    pub const ALL: [(&'static str, GemmConfig); 9] = [
+    pub const ALL: [(&'static str, GemmConfig); 11] = [
         ("tiled64", Self::TILED_64),
+        ("tiled32x64", Self::TILED_32X64),
+        ("tiled16x64", Self::TILED_16X64),
         ("tiled4_128", Self::TILED4_128),
         ("tiled4_64x128", Self::TILED4_64X128),
         ("regblock4x4", Self::REGBLOCK_4X4),
@@ -255,14 +266,30 @@ pub(crate) fn launch(
     launch_impl(gpu, op, cfg, mode, trans, params, a, b, bias, c, 1, None, None)
 }
 
-/// flags bits 6 and 7: route C through a max-pool's backward, with its ReLU's mask.
-const ROUTE_FLAG: u32 = 64;
+/// flags bit 7: a routed max-pool's backward (the ROUTE override) masked by its ReLU.
 const ROUTE_RELU_FLAG: u32 = 128;
+
+/// Whether `cfg`'s GEMMs run a routed max-pool's backward in their store (`route_store`),
+/// else store C in the scratch region for a separate `max_pool2d_backward(_relu)`. The tiled
+/// families (real GPUs) store C: the route in their unrolled stores cost more than the
+/// dispatch it saves (H200, batch 64: conv2's routed dX 751 us against ~190 us plus a 7 us
+/// pool backward; the CNN trained at 55,000 images/s routed, 118,000 not; BENCHMARKS.md).
+/// On llvmpipe the route saves a pass over the pool's gradient.
+pub fn routes_in_store(cfg: &GemmConfig) -> bool {
+    !matches!(cfg.family, Family::Tiled | Family::Tiled4)
+}
+
+/// Scratch bytes a routed GEMM with `cfg` takes for the `c_len` elements of C (0 where the
+/// route runs in the store).
+pub fn routed_scratch_bytes(cfg: &GemmConfig, c_len: usize) -> u64 {
+    if routes_in_store(cfg) { 0 } else { 4 * c_len as u64 }
+}
 
 /// C = op(A) . op(B) in mode 0 (plain) or 2 (conv dX), routed through the backward of the
 /// max-pool whose output C is (`route`): `dx` is the gradient of the pool's input, each C
 /// element written to its window's argmax (masked by the pool's ReLU), the rest of the
-/// window 0 (`route_store` in shaders/gemm.wgsl). No epilogue, no split-K: one dispatch.
+/// window 0. No epilogue, no split-K: one dispatch where the route runs in the store
+/// (`route_store` in shaders/gemm.wgsl), else two ([`routes_in_store`]), same bits.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn launch_routed(
     gpu: &Gpu,
@@ -275,16 +302,25 @@ pub(crate) fn launch_routed(
     b: &Tensor,
     dx: &Tensor,
     route: &MaxPoolRoute,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     route.check(op, dx)?;
     let c_len = params.m as usize * params.n as usize;
     if !matches!(mode, 0 | 2) || params.flags != 0 || c_len != route.pool.y_len() {
         return Err(Error::unsupported(op, format!("a max-pool routed through mode {mode}, flags {}, {c_len} outputs for the pool's {}", params.flags, route.pool.y_len())));
     }
+    if !routes_in_store(cfg) {
+        let c = Tensor::from_buffer(gpu.scratch(routed_scratch_bytes(cfg, c_len))?, 0, &[c_len], DType::F32);
+        let product = launch_impl(gpu, op, cfg, mode, trans, params, a, b, None, &c, 1, None, None)?;
+        let pool = match route.relu {
+            Some(x) => max_pool2d_backward_relu(gpu, route.pool, route.argmax, x, &c, dx)?,
+            None => max_pool2d_backward(gpu, route.pool, route.argmax, &c, dx)?,
+        };
+        return Ok(vec![product, pool]);
+    }
     let pool = route.pool;
-    let flags = ROUTE_FLAG | if route.relu.is_some() { ROUTE_RELU_FLAG } else { 0 };
+    let flags = if route.relu.is_some() { ROUTE_RELU_FLAG } else { 0 };
     let params = Params { flags, ph: pool.h as u32, pw: pool.w as u32, pk: pool.k as u32, ppad: pool.pad as u32, ..params };
-    launch_impl(gpu, op, cfg, mode, trans, params, a, b, None, dx, 1, None, Some(route))
+    Ok(vec![launch_impl(gpu, op, cfg, mode, trans, params, a, b, None, dx, 1, None, Some(route))?])
 }
 
 /// A gradient output and whether it accumulates (`+=`) or is written.
@@ -482,7 +518,8 @@ fn launch_impl(
         .with("TN", cfg.tn)
         .with("WGX", cfg.wgx)
         .with("WGY", cfg.wgy)
-        .with("SPLIT_K", split > 1);
+        .with("SPLIT_K", split > 1)
+        .with("ROUTE", route.is_some());
     // the kernels that sum a bias gradient from their A loads (into binding 7, or with
     // split-K into the partial slices' tail, which BIAS_GRAD_FLAG asks for)
     let vec4_entry = matches!(entry, "gemm_vec4" | "gemm_vec4_sg");
@@ -552,7 +589,7 @@ pub fn gemm(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm, a: &Tensor, b: &Tensor, bias:
 pub fn gemm_routed(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm, a: &Tensor, b: &Tensor, dx: &Tensor, route: &MaxPoolRoute) -> Result<Vec<Dispatch>> {
     check_len("gemm_routed", "A", a, g.m * g.k)?;
     check_len("gemm_routed", "B", b, g.k * g.n)?;
-    Ok(vec![launch_routed(gpu, "gemm_routed", cfg, 0, (g.trans_a, g.trans_b), gemm_params(g), a, b, dx, route)?])
+    launch_routed(gpu, "gemm_routed", cfg, 0, (g.trans_a, g.trans_b), gemm_params(g), a, b, dx, route)
 }
 
 fn gemm_params(g: &Gemm) -> Params {
