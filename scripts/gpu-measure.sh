@@ -155,7 +155,7 @@ if [ "$smoke" != 1 ] && [ "${KILN_MEASURE_BENCHES:-1}" = 1 ]; then
 KILN_BENCH_CONFIGS=$conv_configs "$bin/kernels" --bench 'conv2d_(forward|backward_weight)/tiled[^/]*/conv|conv2d_backward_input/tiled[^/]*/conv2' \
     --warm-up-time 0.3 --measurement-time 1 2>>"$log" | grep -E '^conv2d|thrpt|time:' >"$out/conv.txt"
 step "kernels: GEMM 4096^3 (tiled variants and extra tiled4 shapes), fc1's GEMMs, dispatch cost, inference"
-KILN_BENCH_LARGE=1 KILN_BENCH_CONFIGS=tiled4:32x16:4x8:8,tiled4:16x32:4x8:8,tiled4:16x8:4x8:8 \
+KILN_BENCH_LARGE=1 KILN_BENCH_CONFIGS=tiled4:16x16:8x8:32,tiled4:16x32:8x8:16,tiled4:32x16:8x8:16,tiled:16x16:4x8:16 \
     "$bin/kernels" --bench 'gemm/tiled.*/4096' 2>>"$log" | grep -E 'gemm/|thrpt' | tee "$out/gemm4096.txt" >&2
 "$bin/kernels" --bench 'gemm/(tiled64|tiled4_64x128|vec4_sg)/fc1|dispatch/|classify' 2>>"$log" | grep -E '^[a-z_0-9]+/|thrpt|time:' >"$out/kernels.txt"
 python3 - <<'EOF' 2>>"$log" | tee -a "$out/gemm4096.txt" >&2

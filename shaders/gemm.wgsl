@@ -61,6 +61,8 @@ override WGX: u32 = 16u;
 // ([split][M][N], no epilogue); reduce.wgsl's splitk_sum adds the slices in a fixed order.
 // For long reductions with few output tiles (a convolution's weight gradient).
 override SPLIT_K: bool = false;
+// The tiled kernels' 16-byte staging of plain NN products (a_stage4, b_stage4)
+override VEC_STAGE: bool = false;
 override WGY: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -345,13 +347,31 @@ fn gemm_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
     for (var i = 0u; i < TM; i++) { rsum[i] = 0.0; }
     for (var k0 = kr.x; k0 < kr.y; k0 += BK) {
         // Stage the A and B tiles; consecutive invocations read consecutive addresses.
-        for (var e = tid; e < BM * BK; e += threads) {
-            let mk = a_stage_index(e);
-            tile_a[mk.y * BM + mk.x] = load_a(row0 + mk.x, k0 + mk.y);
-        }
-        for (var e = tid; e < BK * BN; e += threads) {
-            let kn = b_stage_index(e);
-            tile_b[kn.x * BN + kn.y] = load_b_at(k0 + kn.x, col0 + kn.y, stage_col(bcol, col0 + kn.y));
+        if VEC_STAGE {
+            for (var e = tid; e < BM * BK / 4u; e += threads) {
+                let v = a_stage4(row0, k0, e);
+                let i = 4u * (e % (BK / 4u)) * BM + e / (BK / 4u);
+                tile_a[i] = v.x;
+                tile_a[i + BM] = v.y;
+                tile_a[i + 2u * BM] = v.z;
+                tile_a[i + 3u * BM] = v.w;
+            }
+            for (var e = tid; e < BK * BN / 4u; e += threads) {
+                let v = b_stage4(col0, k0, e);
+                tile_b[4u * e] = v.x;
+                tile_b[4u * e + 1u] = v.y;
+                tile_b[4u * e + 2u] = v.z;
+                tile_b[4u * e + 3u] = v.w;
+            }
+        } else {
+            for (var e = tid; e < BM * BK; e += threads) {
+                let mk = a_stage_index(e);
+                tile_a[mk.y * BM + mk.x] = load_a(row0 + mk.x, k0 + mk.y);
+            }
+            for (var e = tid; e < BK * BN; e += threads) {
+                let kn = b_stage_index(e);
+                tile_b[kn.x * BN + kn.y] = load_b_at(k0 + kn.x, col0 + kn.y, stage_col(bcol, col0 + kn.y));
+            }
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
@@ -388,6 +408,27 @@ fn gemm_tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
 var<workgroup> tile_a4: array<vec4<f32>, (BM * BK + 3u) / 4u>;   // [BK][BM/4]
 var<workgroup> tile_b4: array<vec4<f32>, (BK * BN + 3u) / 4u>;   // [BK][BN/4]
 
+// VEC_STAGE (mode 0, A [M,K] and B [K,N] not transposed, K and N multiples of 4, BK and
+// BN of 4): the tiled kernels stage a K slice with 16-byte global loads through the vec4
+// views a4 and b4 (bindings 5, 6), one load where the scalar staging makes four; the same
+// values land in the same places (zeros outside M, N and K), so the same bits.
+// Item e of BM * BK/4: A[row0 + m, k0 + 4q .. + 3] for (m, q) = (e / (BK/4), e % (BK/4)).
+fn a_stage4(row0: u32, k0: u32, e: u32) -> vec4<f32> {
+    let k4 = p.k / 4u;
+    let m = row0 + e / (BK / 4u);
+    let kq = k0 / 4u + e % (BK / 4u);
+    return select(vec4<f32>(0.0), a4[min(m, p.m - 1u) * k4 + min(kq, k4 - 1u)], m < p.m && kq < k4);
+}
+
+// Item e of BK * BN/4: B[k0 + k, col0 + 4j .. + 3] for (k, j) = (e / (BN/4), e % (BN/4))
+// (N % 4 == 0: wholly in range or out).
+fn b_stage4(col0: u32, k0: u32, e: u32) -> vec4<f32> {
+    let n4 = p.n / 4u;
+    let k = k0 + e / (BN / 4u);
+    let j = col0 / 4u + e % (BN / 4u);
+    return select(vec4<f32>(0.0), b4[min(k, p.k - 1u) * n4 + min(j, n4 - 1u)], k < p.k && j < n4);
+}
+
 fn store_row4(z: u32, m: u32, n: u32, v: vec4<f32>) {
     if m >= p.m { return; }
     for (var j = 0u; j < 4u; j++) {
@@ -417,13 +458,27 @@ fn gemm_tiled4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
     var c130 = vec4<f32>(0.0); var c131 = vec4<f32>(0.0);
     var rsum0 = vec4<f32>(0.0); var rsum1 = vec4<f32>(0.0);   // BIAS_GRAD: row sums of A
     for (var k0 = kr.x; k0 < kr.y; k0 += BK) {
-        for (var e = tid; e < BM * BK; e += threads) {
-            let mk = a_stage_index(e);
-            tile_a4[mk.y * bm4 + mk.x / 4u][mk.x % 4u] = load_a(row0 + mk.x, k0 + mk.y);
-        }
-        for (var e = tid; e < BK * BN; e += threads) {
-            let kn = b_stage_index(e);
-            tile_b4[kn.x * bn4 + kn.y / 4u][kn.y % 4u] = load_b_at(k0 + kn.x, col0 + kn.y, stage_col(bcol, col0 + kn.y));
+        if VEC_STAGE {
+            // A's four K values go down the tile's K rows; B's vec4 is one tile vec4
+            for (var e = tid; e < BM * BK / 4u; e += threads) {
+                let v = a_stage4(row0, k0, e);
+                let m = e / (BK / 4u);
+                let i = 4u * (e % (BK / 4u)) * bm4 + m / 4u;
+                tile_a4[i][m % 4u] = v.x;
+                tile_a4[i + bm4][m % 4u] = v.y;
+                tile_a4[i + 2u * bm4][m % 4u] = v.z;
+                tile_a4[i + 3u * bm4][m % 4u] = v.w;
+            }
+            for (var e = tid; e < BK * bn4; e += threads) { tile_b4[e] = b_stage4(col0, k0, e); }
+        } else {
+            for (var e = tid; e < BM * BK; e += threads) {
+                let mk = a_stage_index(e);
+                tile_a4[mk.y * bm4 + mk.x / 4u][mk.x % 4u] = load_a(row0 + mk.x, k0 + mk.y);
+            }
+            for (var e = tid; e < BK * BN; e += threads) {
+                let kn = b_stage_index(e);
+                tile_b4[kn.x * bn4 + kn.y / 4u][kn.y % 4u] = load_b_at(k0 + kn.x, col0 + kn.y, stage_col(bcol, col0 + kn.y));
+            }
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {

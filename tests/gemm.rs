@@ -205,3 +205,34 @@ fn subgroup_gemm_gives_vec4s_bits() {
         }
     }
 }
+
+/// The tiled kernels stage plain NN products (K and N multiples of 4) with 16-byte loads
+/// (`VEC_STAGE`): the same values in the same tile places as the scalar staging, so the NN
+/// product gives the bits of the NT one (B transposed on the host, staged element by
+/// element), with ragged M, K not a multiple of BK, N not a multiple of BN, a bias, ReLU and
+/// accumulation, and a shape that splits K.
+#[test]
+fn tiled_vec4_staging_gives_the_scalar_staging_bits() {
+    let gpu = gpu();
+    let mut rng = Rng::new(31);
+    let shapes = [(37, 36, 44), (130, 1024, 260), (64, 1568, 128), (16, 2048, 16)];
+    for cfg in [GemmConfig::TILED_64, GemmConfig::TILED_16X64, GemmConfig::TILED4_64X128, GemmConfig::TILED4_128] {
+        for (m, k, n) in shapes {
+            let (a, b) = (rng.vec(m * k), rng.vec(k * n));
+            let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            let c0 = rng.vec(m * n);
+            let bias = Tensor::from_f32(gpu, &[n], &rng.vec(n)).unwrap();
+            let ta = Tensor::from_f32(gpu, &[m * k], &a).unwrap();
+            let mut out = Vec::new();
+            for (bv, trans_b) in [(&b, false), (&bt, true)] {
+                let tb = Tensor::from_f32(gpu, &[k * n], bv).unwrap();
+                let tc = Tensor::from_f32(gpu, &[m, n], &c0).unwrap();
+                let g = Gemm { trans_b, bias: Bias::Col, relu: true, accumulate: true, ..Gemm::new(m, n, k) };
+                let d = gemm(gpu, &cfg, &g, &ta, &tb, Some(&bias), &tc).unwrap();
+                gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
+                out.push(tc.to_f32(gpu).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            }
+            assert!(out[0] == out[1], "{} {m}x{k}x{n}: NN (vec4 staging) and NT (scalar) differ", cfg.name());
+        }
+    }
+}

@@ -63,12 +63,13 @@ impl GemmConfig {
     /// 4x8 per invocation (more reuse of each A value), 16x4 invocations.
     pub const REGBLOCK_4X8: GemmConfig = GemmConfig { family: Family::RegBlock, wgx: 4, wgy: 16, tm: 4, tn: 8, bk: 1, subgroups: false };
 
-    /// Tiled4, 128x128 tiles (16x16 invocations, 8x8 each), K slices of 8.
-    pub const TILED4_128: GemmConfig = GemmConfig { family: Family::Tiled4, wgx: 16, wgy: 16, tm: 8, tn: 8, bk: 8, subgroups: false };
-    /// Tiled4, 64x128 tiles (16x16 invocations, 4x8 each), K slices of 8: the fastest
-    /// shape at 4096^3 on an H100 (28.4 TFLOP/s; BENCHMARKS.md) and the conv forward passes'
-    /// choice there.
-    pub const TILED4_64X128: GemmConfig = GemmConfig { family: Family::Tiled4, wgx: 16, wgy: 16, tm: 4, tn: 8, bk: 8, subgroups: false };
+    /// Tiled4, 128x128 tiles (16x16 invocations, 8x8 each), K slices of 16: the fastest
+    /// shape at 4096^3 on an H200 since the tiles are staged with 16-byte loads (31.3
+    /// TFLOP/s, 25.4 with K slices of 8; BENCHMARKS.md).
+    pub const TILED4_128: GemmConfig = GemmConfig { family: Family::Tiled4, wgx: 16, wgy: 16, tm: 8, tn: 8, bk: 16, subgroups: false };
+    /// Tiled4, 64x128 tiles (16x16 invocations, 4x8 each), K slices of 16 (29.1 TFLOP/s at
+    /// 4096^3 on an H200; with K slices of 8 28.4 on an H100 before the 16-byte staging).
+    pub const TILED4_64X128: GemmConfig = GemmConfig { family: Family::Tiled4, wgx: 16, wgy: 16, tm: 4, tn: 8, bk: 16, subgroups: false };
 
     /// Tiled, 32x64 tiles: 16x16 invocations, 2x4 each, K slices of 16. Convolutions whose
     /// GEMM has 17-32 rows (output or input channels) waste half of a 64-row tile: on an
@@ -553,12 +554,19 @@ fn launch_impl(
     let y_in_vec4s = mode == 4 && sg && (params.oh * params.ow) % 4 == 0;
     let vec4_store = vec4_entry && route.is_none() && (mode == 5 || y_in_vec4s) && params.n % 4 == 0;
     let kernel = if vec4_entry { kernel.with("VEC4_STORE", vec4_store) } else { kernel };
+    // the tiled kernels stage plain NN products with 16-byte loads (a, b also bound as vec4s)
+    let tiled_entry = matches!(entry, "gemm_tiled" | "gemm_tiled4");
+    let vec_stage = tiled_entry && mode == 0 && trans == (false, false) && params.k % 4 == 0 && params.n % 4 == 0 && cfg.bk % 4 == 0 && bn % 4 == 0;
+    let kernel = if tiled_entry { kernel.with("VEC_STAGE", vec_stage) } else { kernel };
     let mut bound = vec![(a_binding, Some(a)), (b_binding, Some(b)), (3, bias), (4, (!vec4_store).then_some(c))];
     if vec4_entry {
         bound.push((10, vec4_store.then_some(c)));
     }
     if sums_bias_grad {
         bound.push((7, dbias));
+    }
+    if tiled_entry {
+        bound.extend([(5, vec_stage.then_some(a)), (6, vec_stage.then_some(b))]);
     }
     // every entry point stores through store_c, which may route through a max-pool
     bound.extend([(8, route.map(|r| r.argmax)), (9, route.and_then(|r| r.relu))]);
