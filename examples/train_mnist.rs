@@ -338,10 +338,19 @@ fn main() -> ExitCode {
         Err(e) => return fail(e),
     };
     // Decoding the dataset and opening the GPU overlap (each takes a good part of start-up).
-    let (data, gpu) = std::thread::scope(|s| {
-        let loader = s.spawn(|| kiln::train::load_dataset(&cfg));
+    let ((data, gpu), open_seconds) = std::thread::scope(|s| {
+        let loader = s.spawn(|| {
+            let t = std::time::Instant::now();
+            (kiln::train::load_dataset(&cfg), t.elapsed().as_secs_f64())
+        });
+        let t = std::time::Instant::now();
         let gpu = kiln::Gpu::new();
-        (loader.join(), gpu)
+        let gpu_seconds = t.elapsed().as_secs_f64();
+        let (data, data_seconds) = match loader.join() {
+            Ok((d, secs)) => (Ok(d), secs),
+            Err(e) => (Err(e), 0.0),
+        };
+        ((data, gpu), (gpu_seconds, data_seconds))
     });
     let data = match data {
         Ok(Ok(d)) => d,
@@ -466,7 +475,7 @@ fn main() -> ExitCode {
         print_summary(&report, saved.as_deref().unwrap_or("not saved (--no-save)"));
     }
     if args.json {
-        outln!("{}", json_summary(&cfg, batch, &gpu, &report, saved.as_deref()));
+        outln!("{}", json_summary(&cfg, batch, &gpu, &report, saved.as_deref(), (before_train, open_seconds)));
     }
     cli::report_closed_stdout();
     let accuracy = report.test.accuracy();
@@ -524,7 +533,11 @@ fn images_per_sec(r: &TrainReport, batch: usize, epochs: &[EpochReport]) -> f64 
     images as f64 / epochs.iter().map(|e| e.train_seconds).sum::<f64>()
 }
 
-fn json_summary(cfg: &TrainConfig, batch: usize, gpu: &kiln::Gpu, r: &TrainReport, checkpoint: Option<&str>) -> String {
+/// `opened`: seconds from process start to training (argument checks, then the dataset's
+/// decode and the GPU's opening, overlapped) and those two (GPU, dataset) alone.
+fn json_summary(cfg: &TrainConfig, batch: usize, gpu: &kiln::Gpu, r: &TrainReport, checkpoint: Option<&str>, opened: (f64, (f64, f64))) -> String {
+    let (before_train, (gpu_open, dataset)) = opened;
+    let p = r.startup_phases;
     serde_json::json!({
         "dataset": cfg.dataset.to_string(),
         "model": cfg.model.name(),
@@ -552,6 +565,12 @@ fn json_summary(cfg: &TrainConfig, batch: usize, gpu: &kiln::Gpu, r: &TrainRepor
         "dispatches_per_step": r.stats.dispatches_per_step,
         "startup_seconds": r.startup_seconds,
         "autotune_seconds": r.tune.seconds,
+        // where startup_seconds went: before_training (overlapping gpu_open and
+        // dataset_decode), then trainer (autotune included), evaluator, first_step
+        "startup_phases": {
+            "before_training": before_train, "gpu_open": gpu_open, "dataset_decode": dataset,
+            "trainer": p.trainer, "evaluator": p.evaluator, "first_step": p.first_step,
+        },
         "autotune_from_cache": r.tune.from_cache,
         "autotune_choices": r.tune.chosen.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect::<std::collections::BTreeMap<_, _>>(),
         "checkpoint": checkpoint,

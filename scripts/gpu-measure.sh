@@ -194,5 +194,6 @@ for r in rows:
     name = r["tag"] if r["tag"] != "peer" else f'peer {r.get("peer", r.get("framework", ""))} {r.get("mode", "")} {r.get("model", "")}'
     print(f'{name:32} ips={r.get("images_per_sec_after_first_epoch") or r.get("images_per_sec_after_first") or r.get("images_per_sec")} '
           f'start={r.get("startup_seconds")} tune={r.get("autotune_seconds")} disp={r.get("dispatches_per_step")} '
-          f'acc={[round(a, 4) if a is not None else None for a in acc]} epochs_s={[round(s, 3) for s in secs]} tta99={tta}')
+          f'acc={[round(a, 4) if a is not None else None for a in acc]} epochs_s={[round(s, 3) for s in secs]} tta99={tta}'
+          + (' phases=' + ' '.join(f'{k}:{v:.3f}' for k, v in r['startup_phases'].items()) if r.get('startup_phases') else ''))
 EOF

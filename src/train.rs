@@ -166,6 +166,8 @@ pub struct TrainReport {
     pub std: f32,
     /// Process-independent start-up: from opening the GPU to the first submitted step.
     pub startup_seconds: f64,
+    /// Where `startup_seconds` went.
+    pub startup_phases: StartupPhases,
     /// The trained parameters and state, as a checkpoint holds them.
     pub params: crate::checkpoint::Params,
     /// What resuming this run needs (saved beside the checkpoint by `--stop-after` and
@@ -179,6 +181,18 @@ pub struct TrainReport {
     pub test_images: usize,
     /// Kernel variant choice: what was chosen, whether from the cache, what it cost.
     pub tune: TuneReport,
+}
+
+/// The parts of a run's start-up (`TrainReport::startup_seconds`), in seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StartupPhases {
+    /// Kernel variant choice, the trainer's pipelines and buffers, the training split's
+    /// upload (`TuneReport::seconds` of it the autotuning).
+    pub trainer: f64,
+    /// The evaluator's pipelines and buffers and the test split's upload.
+    pub evaluator: f64,
+    /// The first epoch's shuffle and the recording and submit of its first step.
+    pub first_step: f64,
 }
 
 /// What the trainer tells its caller as it goes (progress bars, logs).
@@ -302,6 +316,7 @@ pub fn train_from(
         ));
     }
     let Setup { mut trainer, tuning, tune, train_data, batch, steps, n_train, mean, std } = setup(gpu, cfg, data)?;
+    let mut phases = StartupPhases { trainer: started.elapsed().as_secs_f64(), ..Default::default() };
     // Evaluation batches: 256 rows on GPUs; on CPU adapters the training batch, so its
     // im2col columns fit the scratch region the trainer already holds (Gpu::scratch).
     let eval_batch = if gpu.info().is_cpu() { batch } else { batch.max(256) }.min(data.test.len().max(1));
@@ -314,6 +329,7 @@ pub fn train_from(
         trainer.write_optimizer_state(r.state.step, &r.state.moments)?;
     }
     evaluator.attach_dataset(&test_data, false, 0)?;
+    phases.evaluator = started.elapsed().as_secs_f64() - phases.trainer;
     let eval_steps = data.test.len().div_ceil(eval_batch);
     let mut startup = None;
     let mut epochs = Vec::new();
@@ -333,7 +349,9 @@ pub fn train_from(
         for s in 0..steps {
             trainer.run_step((s * batch) as u32)?;
             if startup.is_none() {
-                startup = Some(started.elapsed().as_secs_f64());
+                let secs = started.elapsed().as_secs_f64();
+                phases.first_step = secs - phases.trainer - phases.evaluator;
+                startup = Some(secs);
             }
             if cfg.progress_every > 0 && (s + 1) % cfg.progress_every == 0 && s + 1 < steps {
                 let m = trainer.read_metrics()?;
@@ -390,6 +408,7 @@ pub fn train_from(
         mean,
         std,
         startup_seconds: startup.unwrap_or(0.0),
+        startup_phases: phases,
         params,
         state,
         loss_curve,
