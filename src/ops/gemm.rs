@@ -273,9 +273,9 @@ const ROUTE_RELU_FLAG: u32 = 128;
 /// Whether `cfg`'s GEMMs run a routed max-pool's backward in their store (`route_store`),
 /// else store C in the scratch region for a separate `max_pool2d_backward(_relu)`. The tiled
 /// families (real GPUs) store C: the route in their unrolled stores cost more than the
-/// dispatch it saves (H200, batch 64: conv2's routed dX 751 us against ~190 us plus a 7 us
-/// pool backward; the CNN trained at 55,000 images/s routed, 118,000 not; BENCHMARKS.md).
-/// On llvmpipe the route saves a pass over the pool's gradient.
+/// dispatch it saves (H200, batch 64: conv2's dX with pool1's backward 751 us routed, 119 us
+/// as two dispatches; the CNN trained at 55,000 images/s routed, at 118,000 with the
+/// build before the route, in the same call; BENCHMARKS.md). On llvmpipe the route saves a pass over the pool's gradient.
 pub fn routes_in_store(cfg: &GemmConfig) -> bool {
     !matches!(cfg.family, Family::Tiled | Family::Tiled4)
 }
