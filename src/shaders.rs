@@ -16,6 +16,8 @@ pub enum Shader {
     GemmSubgroup,
     /// im2col / col2im staging of the im2col GEMM convolution.
     Im2col,
+    /// Direct convolution forward for CPU adapters: needs the SUBGROUP feature.
+    ConvDirect,
     /// Max/average pooling, forward and backward.
     Pool,
     /// Softmax, fused softmax + cross-entropy, metrics.
@@ -36,12 +38,13 @@ pub enum Shader {
 
 impl Shader {
     /// Every shader, in file order (what `tests/shaders.rs` validates).
-    pub const ALL: [Shader; 13] = [
+    pub const ALL: [Shader; 14] = [
         Shader::Elementwise,
         Shader::Activation,
         Shader::Gemm,
         Shader::GemmSubgroup,
         Shader::Im2col,
+        Shader::ConvDirect,
         Shader::Pool,
         Shader::Softmax,
         Shader::Reduce,
@@ -60,6 +63,7 @@ impl Shader {
             Shader::Gemm => "gemm.wgsl",
             Shader::GemmSubgroup => "gemm.wgsl + gemm_subgroup.wgsl",
             Shader::Im2col => "im2col.wgsl",
+            Shader::ConvDirect => "conv_direct.wgsl",
             Shader::Pool => "pool.wgsl",
             Shader::Softmax => "softmax.wgsl",
             Shader::Reduce => "reduce.wgsl",
@@ -79,6 +83,7 @@ impl Shader {
             Shader::Gemm => include_str!("../shaders/gemm.wgsl"),
             Shader::GemmSubgroup => concat!(include_str!("../shaders/gemm.wgsl"), include_str!("../shaders/gemm_subgroup.wgsl")),
             Shader::Im2col => include_str!("../shaders/im2col.wgsl"),
+            Shader::ConvDirect => include_str!("../shaders/conv_direct.wgsl"),
             Shader::Pool => include_str!("../shaders/pool.wgsl"),
             Shader::Softmax => include_str!("../shaders/softmax.wgsl"),
             Shader::Reduce => include_str!("../shaders/reduce.wgsl"),

@@ -220,7 +220,9 @@ fn a_routed_max_pool_backward_gives_the_two_steps_bits() {
                 let d = conv2d_backward_input(gpu, &cfg, &c, &tw, &tdy, &fused, Some(&route)).unwrap();
                 let names: Vec<_> = d.iter().map(|d| d.name).collect();
                 let pool_pass = if relu.is_some() { "max_pool2d_backward_relu" } else { "max_pool2d_backward" };
-                if cfg.family == Family::Im2colVec4 {
+                if cfg.family == Family::Im2colVec4 && cfg.subgroups && gpu.info().shares_subgroups() {
+                    assert_eq!(names, ["conv_direct"], "{name} {pool:?}");
+                } else if cfg.family == Family::Im2colVec4 {
                     assert_eq!(names.last(), Some(&"col2im_max_pool_backward"), "{name} {pool:?}");
                 } else if routes_in_store(&cfg) {
                     assert!(names.len() == 1 && names[0].starts_with("gemm_"), "{name} {pool:?}: {names:?}");
@@ -251,36 +253,90 @@ fn a_routed_max_pool_backward_gives_the_two_steps_bits() {
 
 /// A forward that keeps its im2col columns (`conv2d_forward_keeping_columns`) and the weight
 /// gradient read from them (no im2col of its own) give the usual passes' bits; only staged
-/// passes can keep them (not the implicit families).
+/// or direct forwards can keep them (not the implicit families). The subgroup variant's
+/// direct forward (`conv_direct`) stores copies of what it loads: im2col's bits.
 #[test]
 fn kept_columns_give_the_same_weight_gradient_with_one_im2col() {
     use kiln::ops::conv2d::{conv2d_backward_weight_from_columns, conv2d_forward_keeping_columns, kept_columns_len};
     let gpu = gpu();
     let mut rng = Rng::new(10);
-    let cfg = GemmConfig::IM2COL_VEC4;
     let conv1 = Conv2d { batch: 64, cin: 1, h: 28, w: 28, cout: 16, r: 5, s: 5, stride: 1, pad: 2 };
     let conv2 = Conv2d { batch: 64, cin: 16, h: 14, w: 14, cout: 32, r: 5, s: 5, stride: 1, pad: 2 };
-    assert_eq!(kept_columns_len(gpu, &cfg, &cfg, &conv2), Some(400 * 64 * 14 * 14), "conv2's columns: K = 400 rows");
-    assert_eq!(kept_columns_len(gpu, &GemmConfig::TILED_64, &cfg, &conv1), None, "an implicit forward stages nothing");
     let small = Conv2d { batch: 3, cin: 4, h: 8, w: 7, cout: 5, r: 3, s: 3, stride: 1, pad: 1 };
+    for cfg in [GemmConfig::IM2COL_VEC4, GemmConfig::IM2COL_VEC4_SG] {
+        assert_eq!(kept_columns_len(gpu, &cfg, &cfg, &conv2), Some(400 * 64 * 14 * 14), "conv2's columns: K = 400 rows");
+        assert_eq!(kept_columns_len(gpu, &GemmConfig::TILED_64, &cfg, &conv1), None, "an implicit forward stages nothing");
+    }
+    let columns_of = |cfg: &GemmConfig, c: &Conv2d, x: &Tensor, w: &Tensor| {
+        let len = kept_columns_len(gpu, cfg, cfg, c).expect("kept");
+        let (y, col) = (Tensor::empty(gpu, &[c.y_len()], DType::F32).unwrap(), Tensor::empty(gpu, &[len], DType::F32).unwrap());
+        gpu.run(&conv2d_forward_keeping_columns(gpu, cfg, c, x, w, None, true, &y, Some(&col)).unwrap().iter().collect::<Vec<_>>()).unwrap();
+        // the weight gradient reads the first C*R*S rows
+        col.to_f32(gpu).unwrap()[..c.cin * c.r * c.s * c.batch * c.oh() * c.ow()].iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
     for c in [conv1, small] {
-        let len = kept_columns_len(gpu, &cfg, &cfg, &c).expect("kept");
         let x = Tensor::from_f32(gpu, &[c.x_len()], &rng.vec(c.x_len())).unwrap();
         let w = Tensor::from_f32(gpu, &[c.w_len()], &rng.vec(c.w_len())).unwrap();
         let dy = Tensor::from_f32(gpu, &[c.y_len()], &rng.vec(c.y_len())).unwrap();
-        let t = |n: usize| Tensor::empty(gpu, &[n], DType::F32).unwrap();
-        let (y1, dw1, db1, y2, dw2, db2, col) = (t(c.y_len()), t(c.w_len()), t(c.cout), t(c.y_len()), t(c.w_len()), t(c.cout), t(len));
-        let mut kept = conv2d_forward_keeping_columns(gpu, &cfg, &c, &x, &w, None, true, &y1, Some(&col)).unwrap();
-        let from = conv2d_backward_weight_from_columns(gpu, &cfg, &c, &col, &dy, &dw1, false, Some((&db1, false))).unwrap();
-        assert_eq!(from.iter().map(|d| d.name).collect::<Vec<_>>(), ["gemm_vec4"], "{c:?}");
-        kept.extend(from);
-        gpu.run(&kept.iter().collect::<Vec<_>>()).unwrap();
-        let mut plain = conv2d_forward(gpu, &cfg, &c, &x, &w, None, true, &y2).unwrap();
-        plain.extend(conv2d_backward_weight(gpu, &cfg, &c, &x, &dy, &dw2, false, Some((&db2, false))).unwrap());
-        gpu.run(&plain.iter().collect::<Vec<_>>()).unwrap();
-        let bits = |t: &Tensor| t.to_f32(gpu).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-        for (what, a, b) in [("y", &y1, &y2), ("dw", &dw1, &dw2), ("db", &db1, &db2)] {
-            assert!(bits(a) == bits(b), "{what} from kept columns differs, {c:?}");
+        if gpu.info().shares_subgroups() {
+            assert!(columns_of(&GemmConfig::IM2COL_VEC4_SG, &c, &x, &w) == columns_of(&GemmConfig::IM2COL_VEC4, &c, &x, &w), "conv_direct's columns are not im2col's, {c:?}");
         }
+        for cfg in [GemmConfig::IM2COL_VEC4, GemmConfig::IM2COL_VEC4_SG] {
+            let len = kept_columns_len(gpu, &cfg, &cfg, &c).expect("kept");
+            let t = |n: usize| Tensor::empty(gpu, &[n], DType::F32).unwrap();
+            let (y1, dw1, db1, y2, dw2, db2, col) = (t(c.y_len()), t(c.w_len()), t(c.cout), t(c.y_len()), t(c.w_len()), t(c.cout), t(len));
+            let mut kept = conv2d_forward_keeping_columns(gpu, &cfg, &c, &x, &w, None, true, &y1, Some(&col)).unwrap();
+            let from = conv2d_backward_weight_from_columns(gpu, &cfg, &c, &col, &dy, &dw1, false, Some((&db1, false))).unwrap();
+            assert_eq!(from.len(), 1, "one GEMM, no im2col: {c:?}");
+            assert!(from[0].name.starts_with("gemm_vec4"), "{c:?}");
+            kept.extend(from);
+            gpu.run(&kept.iter().collect::<Vec<_>>()).unwrap();
+            let mut plain = conv2d_forward(gpu, &cfg, &c, &x, &w, None, true, &y2).unwrap();
+            plain.extend(conv2d_backward_weight(gpu, &cfg, &c, &x, &dy, &dw2, false, Some((&db2, false))).unwrap());
+            gpu.run(&plain.iter().collect::<Vec<_>>()).unwrap();
+            let bits = |t: &Tensor| t.to_f32(gpu).unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            for (what, a, b) in [("y", &y1, &y2), ("dw", &dw1, &dw2), ("db", &db1, &db2)] {
+                assert!(bits(a) == bits(b), "{what} from kept columns differs, {} {c:?}", cfg.name());
+            }
+        }
+    }
+}
+
+/// The subgroup im2col variant runs the forward and (stride 1, pad < R and S) the dX as one
+/// `conv_direct` dispatch each, and stages what does not fit (a stride-2 dX, a window row
+/// wider than the registers): checked by dispatch names, then against the CPU.
+#[test]
+fn subgroup_im2col_family_runs_direct_convolutions_where_they_fit() {
+    let gpu = gpu();
+    assert!(
+        gpu.info().shares_subgroups(),
+        "{} has no subgroups of 8 or more lanes, so IM2COL_VEC4_SG would run as IM2COL_VEC4 and conv_direct would not run: \
+         run this on lavapipe (scripts/install-lavapipe.sh) or a GPU with subgroups",
+        gpu.info().summary()
+    );
+    let mut rng = Rng::new(12);
+    let cfg = GemmConfig::IM2COL_VEC4_SG;
+    let direct = &["conv_direct"][..];
+    let staged_dx = &["gemm_vec4_sg", "col2im"][..];
+    let cases = [
+        // conv1, conv2 (16 and 32 output channels: 16 x 8 and 32 x 4 tiles)
+        (Conv2d { batch: 2, cin: 1, h: 28, w: 28, cout: 16, r: 5, s: 5, stride: 1, pad: 2 }, [direct, direct]),
+        (Conv2d { batch: 2, cin: 16, h: 14, w: 14, cout: 32, r: 5, s: 5, stride: 1, pad: 2 }, [direct, direct]),
+        // partial row blocks and chunks, a non-square kernel, no padding
+        (Conv2d { batch: 3, cin: 4, h: 9, w: 7, cout: 37, r: 3, s: 2, stride: 1, pad: 0 }, [direct, direct]),
+        (Conv2d { batch: 2, cin: 3, h: 6, w: 11, cout: 5, r: 1, s: 3, stride: 1, pad: 0 }, [direct, direct]),
+        // stride 2: the forward is direct, the dX staged
+        (Conv2d { batch: 2, cin: 3, h: 15, w: 9, cout: 7, r: 2, s: 2, stride: 2, pad: 0 }, [direct, staged_dx]),
+        // an 11-wide window: 3 x 1 + 11 input values per kernel row fit (forward, 32 channels);
+        // 7 x 1 + 11 do not (dX into 4 channels): staged
+        (Conv2d { batch: 2, cin: 4, h: 12, w: 12, cout: 40, r: 3, s: 11, stride: 1, pad: 1 }, [direct, staged_dx]),
+    ];
+    for (c, [ef, edx]) in cases {
+        let t = |n: usize| Tensor::empty(gpu, &[n], DType::F32).unwrap();
+        let (x, w, y, dx) = (t(c.x_len()), t(c.w_len()), t(c.y_len()), t(c.x_len()));
+        let names = |d: Vec<kiln::ops::Dispatch>| d.iter().map(|d| d.name).collect::<Vec<_>>();
+        assert_eq!(names(conv2d_forward(gpu, &cfg, &c, &x, &w, None, false, &y).unwrap()), ef, "forward {c:?}");
+        assert_eq!(names(conv2d_backward_input(gpu, &cfg, &c, &w, &y, &dx, None).unwrap()), edx, "dX {c:?}");
+        check(&cfg, c, &mut rng);
     }
 }

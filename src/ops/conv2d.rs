@@ -3,11 +3,14 @@
 //! Each pass returns the dispatches to record, in order (a variant may need several):
 //! family `Im2colVec4` stages an explicit im2col buffer instead (ops/im2col.rs) where
 //! the vec4 forms fit the shape, and falls back to the implicit modes where they do not.
+//! Its subgroup variant runs the forward and dX as direct convolutions (ops/conv_direct.rs)
+//! where the window fits, the forward storing the columns the weight gradient reads.
 //!
 //! Dimensions: batch N, input channels C, H x W input, K output channels, R x S kernel,
 //! OH x OW output, one stride and one zero padding for both axes (dilation 1, groups 1).
 
 pub use super::conv_geometry::Conv2d;
+use super::conv_direct;
 use super::gemm::{check_len, flags, launch, launch_routed, launch_weight_grad, split_k_parts, split_k_scratch_bytes, Bias, Family, GemmConfig, GradOut, Params};
 use super::im2col;
 use super::pool::MaxPoolRoute;
@@ -57,6 +60,9 @@ pub fn conv2d_forward_keeping_columns(
     if let Some(col) = columns {
         check_len(op, "columns", col, im2col::scratch_bytes(conv, 4) as usize / 4)?;
     }
+    if conv_direct::fits_forward(gpu, cfg, conv) {
+        return Ok(vec![conv_direct::forward(gpu, conv, x, w, bias, relu, y, columns)?]);
+    }
     let bias_mode = if bias.is_some() { Bias::Row } else { Bias::None };
     let p = forward_params(conv, flags(false, relu, bias_mode));
     if let Some(pp) = staged_forward(gpu, cfg, conv, p) {
@@ -69,10 +75,12 @@ pub fn conv2d_forward_keeping_columns(
 }
 
 /// Elements of the columns a convolution's forward (run with `fwd`) can keep for its weight
-/// gradient (run with `dw`): both passes staged on the im2col family; else `None`.
+/// gradient (run with `dw`): both passes staged (or the forward direct) on the im2col
+/// family; else `None`.
 pub fn kept_columns_len(gpu: &Gpu, fwd: &GemmConfig, dw: &GemmConfig, conv: &Conv2d) -> Option<usize> {
     conv.validate("kept_columns_len").ok()?;
-    let staged = staged_forward(gpu, fwd, conv, forward_params(conv, 0)).is_some() && staged_backward_weight(gpu, dw, conv, &weight_params(conv, 0));
+    let forward = conv_direct::fits_forward(gpu, fwd, conv) || staged_forward(gpu, fwd, conv, forward_params(conv, 0)).is_some();
+    let staged = forward && staged_backward_weight(gpu, dw, conv, &weight_params(conv, 0));
     staged.then(|| im2col::scratch_bytes(conv, 4) as usize / 4)
 }
 
@@ -103,6 +111,9 @@ pub fn conv2d_backward_input(
                 return Err(Error::shape(op, format!("the routed pool's output {pl:?} is not the convolution's input {conv:?}")));
             }
         }
+    }
+    if conv_direct::fits_backward_input(gpu, cfg, conv) {
+        return Ok(vec![conv_direct::backward_input(gpu, conv, w, dy, dx, route)?]);
     }
     if let Some(p) = staged_backward_input(gpu, cfg, conv) {
         return im2col::backward_input(gpu, cfg, conv, p, w, dy, dx, route);
@@ -193,7 +204,9 @@ pub fn scratch_bytes(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, pass: Pass) -> 
         return 0;
     }
     match pass {
+        Pass::Forward if conv_direct::fits_forward(gpu, cfg, conv) => 0,
         Pass::Forward => staged_forward(gpu, cfg, conv, forward_params(conv, 0)).map_or(0, |_| im2col::scratch_bytes(conv, 4)),
+        Pass::BackwardInput if conv_direct::fits_backward_input(gpu, cfg, conv) => 0,
         Pass::BackwardInput => staged_backward_input(gpu, cfg, conv).map_or(0, |_| im2col::scratch_bytes(conv, 5)),
         Pass::BackwardWeight => {
             let p = weight_params(conv, 0);

@@ -11,6 +11,7 @@
 pub mod activation;
 pub mod batchnorm;
 pub mod conv2d;
+mod conv_direct;
 pub mod conv_geometry;
 pub mod dropout;
 pub mod elementwise;

@@ -1,0 +1,150 @@
+//! Direct convolution for CPU adapters with subgroups (family `Im2colVec4` with
+//! `subgroups`, lavapipe's default), one dispatch per pass and no im2col buffer between
+//! the input and the product (shaders/conv_direct.wgsl says why that pays on llvmpipe):
+//!   forward  y = conv(x, w) (+ bias) (ReLU); with `columns` it also stores the im2col
+//!            columns it loaded, for the weight gradient's GEMM
+//!            (`conv2d_backward_weight_from_columns`): one im2col's worth of gathers per
+//!            step, not two
+//!   dX       at stride 1, the convolution of dy with the flipped, transposed weight; with a
+//!            `MaxPoolRoute` the pool's backward runs in its store
+//! The weight gradient stays a GEMM over the kept columns (a direct one loads more per
+//! product: each lane would own a few weights and reduce over all outputs).
+//!
+//! An invocation computes CW = 4 or 8 neighbouring outputs of one output row for TM = 32
+//! or 16 output channels; it keeps the (CW - 1) * stride + S input values of one kernel row
+//! in registers, at most 16 of them: wider windows or strides take the staged path. Each
+//! output is one sequential sum over (c, r, s) in a fixed order: the results are the same
+//! run to run.
+
+use super::conv_geometry::Conv2d;
+use super::gemm::{Family, GemmConfig};
+use super::pool::MaxPoolRoute;
+use super::Dispatch;
+use crate::gpu::Gpu;
+use crate::pipelines::Kernel;
+use crate::shaders::Shader;
+use crate::tensor::Tensor;
+use crate::Result;
+
+/// The uniform of shaders/conv_direct.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct DirectParams {
+    batch: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    oh: u32,
+    ow: u32,
+    // 1: bias, 2: ReLU, 4: the route's ReLU mask
+    flags: u32,
+    pad_y: u32,
+    pad_x: u32,
+    ph: u32,
+    pw: u32,
+    pk: u32,
+    ppad: u32,
+    _pad: [u32; 2],
+}
+
+const WG: u32 = 64;
+/// The most input values of one kernel row an invocation keeps (the shader's SEG_MAX).
+const SEG_MAX: usize = 16;
+
+/// (TM, CW): output channels and outputs of one row per invocation, for `cout` output
+/// channels (32 x 4 or 16 x 8: the same 32 vec4 accumulators).
+fn tile(cout: usize) -> (usize, usize) {
+    if cout > 16 {
+        (32, 4)
+    } else {
+        (16, 8)
+    }
+}
+
+/// The pass as the kernel sees it: `cin` channels of h x w in, `cout` of oh x ow out.
+fn params(c: &Conv2d, transposed: bool) -> DirectParams {
+    let (batch, cin, h, w, cout, oh, ow) = if transposed {
+        (c.batch, c.cout, c.oh(), c.ow(), c.cin, c.h, c.w)
+    } else {
+        (c.batch, c.cin, c.h, c.w, c.cout, c.oh(), c.ow())
+    };
+    let (pad_y, pad_x) = if transposed { (c.r - 1 - c.pad, c.s - 1 - c.pad) } else { (c.pad, c.pad) };
+    DirectParams {
+        batch: batch as u32,
+        cin: cin as u32,
+        h: h as u32,
+        w: w as u32,
+        cout: cout as u32,
+        oh: oh as u32,
+        ow: ow as u32,
+        pad_y: pad_y as u32,
+        pad_x: pad_x as u32,
+        ..Default::default()
+    }
+}
+
+/// Whether a pass runs here with `cfg`: the subgroup im2col family on an adapter whose
+/// subgroups have at least 8 lanes, a window row that fits the registers, the row blocks
+/// one grid dimension, and x, y, w and the columns one storage binding each; dX only at
+/// stride 1 with pad < R and pad < S.
+fn fits(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, transposed: bool) -> bool {
+    let limits = gpu.limits();
+    let binding = |n: usize| 4 * n as u64 <= limits.max_storage_buffer_binding_size;
+    let out_channels = if transposed { c.cin } else { c.cout };
+    let (tm, cw) = tile(out_channels);
+    cfg.family == Family::Im2colVec4
+        && cfg.subgroups
+        && gpu.info().shares_subgroups()
+        && (!transposed || (c.stride == 1 && c.pad < c.r && c.pad < c.s))
+        && (cw - 1) * c.stride + c.s <= SEG_MAX
+        && out_channels.div_ceil(tm) <= limits.max_compute_workgroups_per_dimension as usize
+        && [c.x_len(), c.y_len(), c.w_len(), c.cin * c.r * c.s * c.batch * c.oh() * c.ow()].into_iter().all(binding)
+}
+
+/// Whether the forward of `c` runs here with `cfg`.
+pub(crate) fn fits_forward(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> bool {
+    fits(gpu, cfg, c, false)
+}
+
+/// Whether the dX of `c` runs here with `cfg`.
+pub(crate) fn fits_backward_input(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> bool {
+    fits(gpu, cfg, c, true)
+}
+
+/// The dispatch of one pass; `tensors` at their bindings (None: a dummy): all eight, since
+/// the entry point's derived layout holds every binding it names.
+fn dispatch(gpu: &Gpu, c: &Conv2d, p: DirectParams, transposed: bool, columns: bool, route: bool, tensors: &[(u32, Option<&Tensor>)]) -> Result<Dispatch> {
+    let (tm, cw) = tile(p.cout as usize);
+    let kernel = Kernel::new(Shader::ConvDirect, "conv_direct")
+        .with("WG", WG)
+        .with("TM", tm as u32)
+        .with("CW", cw as u32)
+        .with("R", c.r as u32)
+        .with("S", c.s as u32)
+        .with("STRIDE", c.stride as u32)
+        .with("COLUMNS", columns)
+        .with("TRANSPOSED", transposed)
+        .with("ROUTE", route);
+    let [gx, gy, _] = gpu.grid_for((p.batch * p.oh * p.ow.div_ceil(cw as u32)) as usize, WG);
+    Dispatch::with_dummies(gpu, &kernel, &p, tensors, [gx, gy, p.cout.div_ceil(tm as u32)])
+}
+
+/// The forward's one dispatch; `columns` (at least C*R*S rows of N*OH*OW) gets the im2col
+/// columns. The caller has checked the lengths and `fits_forward`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward(gpu: &Gpu, c: &Conv2d, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, relu: bool, y: &Tensor, columns: Option<&Tensor>) -> Result<Dispatch> {
+    let p = DirectParams { flags: bias.is_some() as u32 | (relu as u32) << 1, ..params(c, false) };
+    dispatch(gpu, c, p, false, columns.is_some(), false, &[(1, Some(x)), (2, Some(w)), (3, bias), (4, Some(y)), (5, columns), (6, None), (7, None)])
+}
+
+/// dX's one dispatch: dx = the gradient of x, or with `route` that of the pool's input.
+/// The caller has checked the lengths, the route and `fits_backward_input`.
+pub(crate) fn backward_input(gpu: &Gpu, c: &Conv2d, w: &Tensor, dy: &Tensor, dx: &Tensor, route: Option<&MaxPoolRoute>) -> Result<Dispatch> {
+    let mut p = params(c, true);
+    if let Some(r) = route {
+        p = DirectParams { flags: (r.relu.is_some() as u32) << 2, ph: r.pool.h as u32, pw: r.pool.w as u32, pk: r.pool.k as u32, ppad: r.pool.pad as u32, ..p };
+    }
+    let tensors = [(1, Some(dy)), (2, Some(w)), (3, None), (4, Some(dx)), (5, None), (6, route.map(|r| r.argmax)), (7, route.and_then(|r| r.relu))];
+    dispatch(gpu, c, p, true, false, route.is_some(), &tensors)
+}
