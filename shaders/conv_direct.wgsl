@@ -36,8 +36,8 @@ struct Params {
 // the overrides first, together (naga 30.0.2 panics on one declared after arrays sized by
 // overrides)
 override WG: u32 = 64u;
-// output channels per invocation (TM) and outputs of one row per invocation (CW, 4 or 8):
-// TM * CW <= 128, acc's size
+// output channels per invocation (TM, 16 or 32) and outputs of one row per invocation (CW,
+// 4 or 8): TM * CW / 4 <= ACC
 override TM: u32 = 32u;
 override CW: u32 = 4u;
 override R: u32 = 5u;
@@ -50,7 +50,7 @@ override ROUTE: bool = false;
 override SEG: u32 = (CW - 1u) * STRIDE + S;
 
 const SEG_MAX: u32 = 16u;
-const ACC: u32 = 32u;
+const ACC: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

@@ -303,8 +303,9 @@ fn kept_columns_give_the_same_weight_gradient_with_one_im2col() {
 }
 
 /// The subgroup im2col variant runs the forward and (stride 1, pad < R and S) the dX as one
-/// `conv_direct` dispatch each, and stages what does not fit (a stride-2 dX, a window row
-/// wider than the registers): checked by dispatch names, then against the CPU.
+/// `conv_direct` dispatch each, 8 or, where their window row does not fit, 4 outputs per
+/// invocation, and stages what does not fit (a stride-2 dX, a window row wider than the
+/// registers): checked by dispatch names, then against the CPU.
 #[test]
 fn subgroup_im2col_family_runs_direct_convolutions_where_they_fit() {
     let gpu = gpu();
@@ -317,6 +318,7 @@ fn subgroup_im2col_family_runs_direct_convolutions_where_they_fit() {
     let mut rng = Rng::new(12);
     let cfg = GemmConfig::IM2COL_VEC4_SG;
     let direct = &["conv_direct"][..];
+    let staged_f = &["im2col", "gemm_vec4_sg"][..];
     let staged_dx = &["gemm_vec4_sg", "col2im"][..];
     let cases = [
         // conv1, conv2 (16 and 32 output channels: 16 x 8 and 32 x 4 tiles)
@@ -327,9 +329,11 @@ fn subgroup_im2col_family_runs_direct_convolutions_where_they_fit() {
         (Conv2d { batch: 2, cin: 3, h: 6, w: 11, cout: 5, r: 1, s: 3, stride: 1, pad: 0 }, [direct, direct]),
         // stride 2: the forward is direct, the dX staged
         (Conv2d { batch: 2, cin: 3, h: 15, w: 9, cout: 7, r: 2, s: 2, stride: 2, pad: 0 }, [direct, staged_dx]),
-        // an 11-wide window: 3 x 1 + 11 input values per kernel row fit (forward, 32 channels);
-        // 7 x 1 + 11 do not (dX into 4 channels): staged
-        (Conv2d { batch: 2, cin: 4, h: 12, w: 12, cout: 40, r: 3, s: 11, stride: 1, pad: 1 }, [direct, staged_dx]),
+        // an 11-wide window: 7 x 1 + 11 input values per kernel row do not fit, 3 x 1 + 11 do
+        // (4 outputs per invocation)
+        (Conv2d { batch: 2, cin: 4, h: 12, w: 12, cout: 40, r: 3, s: 11, stride: 1, pad: 1 }, [direct, direct]),
+        // a 14-wide one: not even 3 x 1 + 14: staged
+        (Conv2d { batch: 2, cin: 4, h: 12, w: 16, cout: 8, r: 3, s: 14, stride: 1, pad: 1 }, [staged_f, staged_dx]),
     ];
     for (c, [ef, edx]) in cases {
         let t = |n: usize| Tensor::empty(gpu, &[n], DType::F32).unwrap();

@@ -10,7 +10,7 @@
 //! The weight gradient stays a GEMM over the kept columns (a direct one loads more per
 //! product: each lane would own a few weights and reduce over all outputs).
 //!
-//! An invocation computes CW = 4 or 8 neighbouring outputs of one output row for TM = 32
+//! An invocation computes CW = 8 or 4 neighbouring outputs of one output row for TM = 32
 //! or 16 output channels; it keeps the (CW - 1) * stride + S input values of one kernel row
 //! in registers, at most 16 of them: wider windows or strides take the staged path. Each
 //! output is one sequential sum over (c, r, s) in a fixed order: the results are the same
@@ -24,7 +24,7 @@ use crate::gpu::Gpu;
 use crate::pipelines::Kernel;
 use crate::shaders::Shader;
 use crate::tensor::Tensor;
-use crate::Result;
+use crate::{Error, Result};
 
 /// The uniform of shaders/conv_direct.wgsl.
 #[repr(C)]
@@ -52,14 +52,14 @@ const WG: u32 = 64;
 /// The most input values of one kernel row an invocation keeps (the shader's SEG_MAX).
 const SEG_MAX: usize = 16;
 
-/// (TM, CW): output channels and outputs of one row per invocation, for `cout` output
-/// channels (32 x 4 or 16 x 8: the same 32 vec4 accumulators).
-fn tile(cout: usize) -> (usize, usize) {
-    if cout > 16 {
-        (32, 4)
-    } else {
-        (16, 8)
-    }
+/// (TM, CW): output channels and outputs of one row per invocation for a pass into `cout`
+/// channels: 32 or 16 (no more rows than channels), and 8 outputs where their window row fits
+/// the registers, else 4; `None` where not even 4 fit. On lavapipe (conv2's forward, 32
+/// channels) 32 x 8 ran 19.4-19.9 ms against 24.0-24.8 for 32 x 4; conv2's dX (16
+/// channels) 16 x 8 ran 16.3 against 19.7 for 16 x 4 and 24-28 for 32 x 4 or 8.
+fn tile(c: &Conv2d, cout: usize) -> Option<(usize, usize)> {
+    let tm = if cout > 16 { 32 } else { 16 };
+    [8, 4].into_iter().find(|cw| (cw - 1) * c.stride + c.s <= SEG_MAX).map(|cw| (tm, cw))
 }
 
 /// The pass as the kernel sees it: `cin` channels of h x w in, `cout` of oh x ow out.
@@ -92,12 +92,11 @@ fn fits(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, transposed: bool) -> bool {
     let limits = gpu.limits();
     let binding = |n: usize| 4 * n as u64 <= limits.max_storage_buffer_binding_size;
     let out_channels = if transposed { c.cin } else { c.cout };
-    let (tm, cw) = tile(out_channels);
+    let Some((tm, _)) = tile(c, out_channels) else { return false };
     cfg.family == Family::Im2colVec4
         && cfg.subgroups
         && gpu.info().shares_subgroups()
         && (!transposed || (c.stride == 1 && c.pad < c.r && c.pad < c.s))
-        && (cw - 1) * c.stride + c.s <= SEG_MAX
         && out_channels.div_ceil(tm) <= limits.max_compute_workgroups_per_dimension as usize
         && [c.x_len(), c.y_len(), c.w_len(), c.cin * c.r * c.s * c.batch * c.oh() * c.ow()].into_iter().all(binding)
 }
@@ -115,7 +114,9 @@ pub(crate) fn fits_backward_input(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> bo
 /// The dispatch of one pass; `tensors` at their bindings (None: a dummy): all eight, since
 /// the entry point's derived layout holds every binding it names.
 fn dispatch(gpu: &Gpu, c: &Conv2d, p: DirectParams, transposed: bool, columns: bool, route: bool, tensors: &[(u32, Option<&Tensor>)]) -> Result<Dispatch> {
-    let (tm, cw) = tile(p.cout as usize);
+    let Some((tm, cw)) = tile(c, p.cout as usize) else {
+        return Err(Error::unsupported("conv_direct", format!("a window row of {} at stride {}: over {SEG_MAX} input values per invocation", c.s, c.stride)));
+    };
     let kernel = Kernel::new(Shader::ConvDirect, "conv_direct")
         .with("WG", WG)
         .with("TM", tm as u32)
