@@ -36,8 +36,8 @@ struct Params {
 // the overrides first, together (naga 30.0.2 panics on one declared after arrays sized by
 // overrides)
 override WG: u32 = 64u;
-// output channels per invocation (TM, 16 or 32) and outputs of one row per invocation (CW,
-// 4 or 8): TM * CW / 4 <= ACC
+// output channels per invocation (TM: 4, 8, 16 or 32) and outputs of one row per
+// invocation (CW, 4 or 8): TM * CW / 4 <= ACC
 override TM: u32 = 32u;
 override CW: u32 = 4u;
 override R: u32 = 5u;

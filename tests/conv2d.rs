@@ -305,7 +305,7 @@ fn kept_columns_give_the_same_weight_gradient_with_one_im2col() {
 /// The subgroup im2col variant runs the forward and (stride 1, pad < R and S) the dX as one
 /// `conv_direct` dispatch each, 8 or, where their window row does not fit, 4 outputs per
 /// invocation, and stages what does not fit (a stride-2 dX, a window row wider than the
-/// registers): checked by dispatch names, then against the CPU.
+/// registers, fewer than 4 output channels): checked by dispatch names, then against the CPU.
 #[test]
 fn subgroup_im2col_family_runs_direct_convolutions_where_they_fit() {
     let gpu = gpu();
@@ -320,13 +320,17 @@ fn subgroup_im2col_family_runs_direct_convolutions_where_they_fit() {
     let direct = &["conv_direct"][..];
     let staged_f = &["im2col", "gemm_vec4_sg"][..];
     let staged_dx = &["gemm_vec4_sg", "col2im"][..];
+    let padded_dx = &["pad_weight", "gemm_vec4_sg", "col2im"][..];
     let cases = [
-        // conv1, conv2 (16 and 32 output channels: 16 x 8 and 32 x 4 tiles)
-        (Conv2d { batch: 2, cin: 1, h: 28, w: 28, cout: 16, r: 5, s: 5, stride: 1, pad: 2 }, [direct, direct]),
+        // conv1 (its dX into one channel staged: fewer than 4), conv2
+        (Conv2d { batch: 2, cin: 1, h: 28, w: 28, cout: 16, r: 5, s: 5, stride: 1, pad: 2 }, [direct, padded_dx]),
         (Conv2d { batch: 2, cin: 16, h: 14, w: 14, cout: 32, r: 5, s: 5, stride: 1, pad: 2 }, [direct, direct]),
+        // 4 and 8 output channels (4 x 8 and 8 x 8 tiles); 3: staged
+        (Conv2d { batch: 2, cin: 8, h: 9, w: 9, cout: 4, r: 3, s: 3, stride: 1, pad: 1 }, [direct, direct]),
+        (Conv2d { batch: 2, cin: 3, h: 8, w: 8, cout: 4, r: 3, s: 3, stride: 1, pad: 1 }, [direct, padded_dx]),
         // partial row blocks and chunks, a non-square kernel, no padding
         (Conv2d { batch: 3, cin: 4, h: 9, w: 7, cout: 37, r: 3, s: 2, stride: 1, pad: 0 }, [direct, direct]),
-        (Conv2d { batch: 2, cin: 3, h: 6, w: 11, cout: 5, r: 1, s: 3, stride: 1, pad: 0 }, [direct, direct]),
+        (Conv2d { batch: 2, cin: 4, h: 6, w: 11, cout: 5, r: 1, s: 3, stride: 1, pad: 0 }, [direct, direct]),
         // stride 2: the forward is direct, the dX staged
         (Conv2d { batch: 2, cin: 3, h: 15, w: 9, cout: 7, r: 2, s: 2, stride: 2, pad: 0 }, [direct, staged_dx]),
         // an 11-wide window: 7 x 1 + 11 input values per kernel row do not fit, 3 x 1 + 11 do

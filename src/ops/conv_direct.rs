@@ -51,14 +51,19 @@ struct DirectParams {
 const WG: u32 = 64;
 /// The most input values of one kernel row an invocation keeps (the shader's SEG_MAX).
 const SEG_MAX: usize = 16;
+/// The fewest output channels a pass runs here with: an invocation computes at least 4
+/// (one lane's vec4 of weights), so fewer waste most of its products. conv1's dX (1
+/// channel) took 12.4 ms direct against ~6.5 staged; dX into 4 channels (28 x 28, from 16)
+/// 12.5 ms direct against 25.7 for `im2col_vec4`'s staging, into 8 (14 x 14) 4.3 against 12.0.
+const MIN_CHANNELS: usize = 4;
 
 /// (TM, CW): output channels and outputs of one row per invocation for a pass into `cout`
-/// channels: 32 or 16 (no more rows than channels), and 8 outputs where their window row fits
+/// channels: 4, 8, 16 or 32 (no more rows than channels need), and 8 outputs where their window row fits
 /// the registers, else 4; `None` where not even 4 fit. On lavapipe (conv2's forward, 32
 /// channels) 32 x 8 ran 19.4-19.9 ms against 24.0-24.8 for 32 x 4; conv2's dX (16
 /// channels) 16 x 8 ran 16.3 against 19.7 for 16 x 4 and 24-28 for 32 x 4 or 8.
 fn tile(c: &Conv2d, cout: usize) -> Option<(usize, usize)> {
-    let tm = if cout > 16 { 32 } else { 16 };
+    let tm = [4, 8, 16, 32].into_iter().find(|&tm| tm >= cout).unwrap_or(32);
     [8, 4].into_iter().find(|cw| (cw - 1) * c.stride + c.s <= SEG_MAX).map(|cw| (tm, cw))
 }
 
@@ -85,15 +90,16 @@ fn params(c: &Conv2d, transposed: bool) -> DirectParams {
 }
 
 /// Whether a pass runs here with `cfg`: the subgroup im2col family on an adapter whose
-/// subgroups have at least 8 lanes, a window row that fits the registers, the row blocks
-/// one grid dimension, and x, y, w and the columns one storage binding each; dX only at
-/// stride 1 with pad < R and pad < S.
+/// subgroups have at least 8 lanes, at least `MIN_CHANNELS` output channels, a window row
+/// that fits the registers, the row blocks one grid dimension, and x, y, w and the columns
+/// one storage binding each; dX only at stride 1 with pad < R and pad < S.
 fn fits(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, transposed: bool) -> bool {
     let limits = gpu.limits();
     let binding = |n: usize| 4 * n as u64 <= limits.max_storage_buffer_binding_size;
     let out_channels = if transposed { c.cin } else { c.cout };
     let Some((tm, _)) = tile(c, out_channels) else { return false };
-    cfg.family == Family::Im2colVec4
+    out_channels >= MIN_CHANNELS
+        && cfg.family == Family::Im2colVec4
         && cfg.subgroups
         && gpu.info().shares_subgroups()
         && (!transposed || (c.stride == 1 && c.pad < c.r && c.pad < c.s))
