@@ -1,12 +1,12 @@
 // Direct convolution for CPU adapters with subgroups (ops/conv_direct.rs), forward and dX:
 // no im2col buffer between the input and the product. On llvmpipe every load whose address
 // differs between lanes is a loop over the lanes, so what costs is the number of values
-// each lane loads, not the arithmetic. An invocation computes CW = 4 neighbouring outputs of
-// one output row for TM output channels. For each input channel and kernel row it loads the
-// (CW - 1) * STRIDE + S input values under its CW windows once (`seg`) and uses them for all
-// S kernel columns: 8 loads for 4 x 5 products at 5 x 5, stride 1, where the im2col GEMM
-// loads 20 (after im2col itself has loaded and stored them). The weights are the same in
-// every lane: lane s of each group of 8 loads rows m0 + 4s .. m0 + 4s + 3 and
+// each lane loads, not the arithmetic. An invocation computes CW = 8 (or 4) neighbouring
+// outputs of one output row for TM output channels. For each input channel and kernel row it
+// loads the (CW - 1) * STRIDE + S input values under its CW windows once (`seg`) and uses
+// them for all S kernel columns: 12 loads for 8 x 5 products at 5 x 5, stride 1, where the
+// im2col GEMM loads 40 (after im2col itself has loaded and stored them). The weights are the
+// same in every lane: lane s of each group of 8 loads rows m0 + 4s .. m0 + 4s + 3 and
 // subgroupBroadcast hands them to the others (as gemm_vec4_sg shares A).
 //
 // With COLUMNS, the invocations of the first row block also store the im2col columns they
@@ -109,7 +109,7 @@ fn route(o: u32, plane: u32, oy: u32, ox: u32, g_in: f32) {
 
 @compute @workgroup_size(WG)
 fn conv_direct(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-                       @builtin(local_invocation_id) lid: vec3u, @builtin(subgroup_invocation_id) sid: u32) {
+               @builtin(local_invocation_id) lid: vec3u, @builtin(subgroup_invocation_id) sid: u32) {
     let chunks = (p.ow + CW - 1u) / CW;
     let total = p.batch * p.oh * chunks;
     let q = (wid.x + wid.y * nwg.x) * WG + lid.x;
