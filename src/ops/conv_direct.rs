@@ -10,9 +10,10 @@
 //! The weight gradient stays a GEMM over the kept columns (a direct one loads more per
 //! product: each lane would own a few weights and reduce over all outputs).
 //!
-//! An invocation computes CW = 8 or 4 neighbouring outputs of one output row for TM = 32
-//! or 16 output channels; it keeps the (CW - 1) * stride + S input values of one kernel row
-//! in registers, at most 16 of them: wider windows or strides take the staged path. Each
+//! An invocation computes CW = 8 or 4 neighbouring outputs of one output row for TM = 32,
+//! 16, 8 or 4 output channels; it keeps the (CW - 1) * stride + S input values of one kernel
+//! row in registers, at most 16 of them: wider windows or strides, and passes into fewer
+//! than 4 channels, take the staged path. Each
 //! output is one sequential sum over (c, r, s) in a fixed order: the results are the same
 //! run to run.
 
