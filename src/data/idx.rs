@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use flate2::read::MultiGzDecoder;
@@ -99,7 +99,17 @@ pub fn read_idx_bytes(path: &Path) -> Result<Vec<u8>, DataError> {
         .read_to_end(&mut head)
         .map_err(|e| DataError::io(path, e))?;
     if head == GZIP_MAGIC {
-        gunzip_limited(head.as_slice().chain(file), path)
+        // The gzip trailer's last word is the stream's length mod 2^32: a reservation
+        // hint (capped at the limit), so the 47 MB training images decode without
+        // regrowing the buffer. A wrong hint costs a reallocation, never a wrong result.
+        let mut hint = 0;
+        if file_len >= 20 {
+            let mut tail = [0u8; 4];
+            file.seek(SeekFrom::End(-4)).and_then(|_| file.read_exact(&mut tail)).map_err(|e| DataError::io(path, e))?;
+            file.seek(SeekFrom::Start(2)).map_err(|e| DataError::io(path, e))?;
+            hint = u64::from(u32::from_le_bytes(tail)).min(MAX_IDX_BYTES) as usize;
+        }
+        gunzip_limited(head.as_slice().chain(file), path, hint)
     } else {
         if file_len > MAX_IDX_BYTES {
             return Err(DataError::TooLarge {
@@ -123,7 +133,7 @@ pub fn read_idx_bytes(path: &Path) -> Result<Vec<u8>, DataError> {
 /// `path` only names the source in errors. Same limit as [`read_idx_bytes`].
 pub fn decode_bytes<'a>(bytes: &'a [u8], path: &Path) -> Result<Cow<'a, [u8]>, DataError> {
     if bytes.starts_with(&GZIP_MAGIC) {
-        gunzip_limited(bytes, path).map(Cow::Owned)
+        gunzip_limited(bytes, path, 0).map(Cow::Owned)
     } else {
         check_limit(bytes.len() as u64, path)?;
         Ok(Cow::Borrowed(bytes))
@@ -132,7 +142,12 @@ pub fn decode_bytes<'a>(bytes: &'a [u8], path: &Path) -> Result<Cow<'a, [u8]>, D
 
 /// Reads an IDX image file (raw or gzip).
 pub fn read_images(path: &Path) -> Result<Images, DataError> {
-    parse_images(&read_idx_bytes(path)?, path)
+    let mut bytes = read_idx_bytes(path)?;
+    let (dims, body) = parse_header(&bytes, path, IMAGES_MAGIC, "u8 images, 3 dimensions")?;
+    let (count, rows, cols, header_len) = (dims[0], dims[1], dims[2], bytes.len() - body.len());
+    // The pixels move down over the header in place: no second 47 MB buffer.
+    bytes.drain(..header_len);
+    Ok(Images { count, rows, cols, pixels: bytes })
 }
 
 /// Reads an IDX label file (raw or gzip); every label must be in `0..=max_label`
@@ -229,8 +244,9 @@ fn parse_header<'a>(
 
 /// Decompresses a gzip stream (all members), reading at most `MAX_IDX_BYTES + 1` bytes
 /// of output so a gzip bomb cannot exhaust memory.
-fn gunzip_limited(reader: impl Read, path: &Path) -> Result<Vec<u8>, DataError> {
-    let mut out = Vec::new();
+/// `hint` is the expected length (at most the limit), reserved up front.
+fn gunzip_limited(reader: impl Read, path: &Path, hint: usize) -> Result<Vec<u8>, DataError> {
+    let mut out = Vec::with_capacity(hint);
     MultiGzDecoder::new(reader)
         .take(MAX_IDX_BYTES + 1)
         .read_to_end(&mut out)

@@ -331,10 +331,14 @@ impl Dataset {
             Ok(s)
         };
         let (train, test) = match kind {
-            DatasetKind::Mnist | DatasetKind::Fashion => (
-                split(TRAIN_IMAGES, TRAIN_LABELS)?,
-                split(TEST_IMAGES, TEST_LABELS)?,
-            ),
+            // the test split decodes on a second thread while the training split does
+            // (errors are reported training split first, as one after the other would)
+            DatasetKind::Mnist | DatasetKind::Fashion => std::thread::scope(|s| {
+                let test = s.spawn(|| split(TEST_IMAGES, TEST_LABELS));
+                let train = split(TRAIN_IMAGES, TRAIN_LABELS);
+                let test = test.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                Ok::<_, DataError>((train?, test?))
+            })?,
             DatasetKind::Mnist10k => {
                 let all = split(TEST_IMAGES, TEST_LABELS)?;
                 if all.len() != MNIST10K_TOTAL {
