@@ -566,7 +566,8 @@ fn json_summary(cfg: &TrainConfig, batch: usize, gpu: &kiln::Gpu, r: &TrainRepor
         "startup_seconds": r.startup_seconds,
         "autotune_seconds": r.tune.seconds,
         // where startup_seconds went: before_training (overlapping gpu_open and
-        // dataset_decode), then trainer (autotune included), evaluator, first_step
+        // dataset_decode), then trainer (autotune included), first_step; the evaluator
+        // is built beside the first epoch
         "startup_phases": {
             "before_training": before_train, "gpu_open": gpu_open, "dataset_decode": dataset,
             "trainer": p.trainer, "evaluator": p.evaluator, "first_step": p.first_step,

@@ -189,7 +189,8 @@ pub struct StartupPhases {
     /// Kernel variant choice, the trainer's pipelines and buffers, the training split's
     /// upload (`TuneReport::seconds` of it the autotuning).
     pub trainer: f64,
-    /// The evaluator's pipelines and buffers and the test split's upload.
+    /// The evaluator's pipelines and buffers and the test split's upload: built on a
+    /// thread of its own beside the first epoch (natively), so not part of the start-up.
     pub evaluator: f64,
     /// The first epoch's shuffle and the recording and submit of its first step.
     pub first_step: f64,
@@ -316,20 +317,95 @@ pub fn train_from(
         ));
     }
     let Setup { mut trainer, tuning, tune, train_data, batch, steps, n_train, mean, std } = setup(gpu, cfg, data)?;
-    let mut phases = StartupPhases { trainer: started.elapsed().as_secs_f64(), ..Default::default() };
+    let phases = StartupPhases { trainer: started.elapsed().as_secs_f64(), ..Default::default() };
     // Evaluation batches: 256 rows on GPUs; on CPU adapters the training batch, so its
     // im2col columns fit the scratch region the trainer already holds (Gpu::scratch).
     let eval_batch = if gpu.info().is_cpu() { batch } else { batch.max(256) }.min(data.test.len().max(1));
     let eval_model = cfg.model.build_smoothed(eval_batch, cfg.seed, cfg.label_smoothing)?;
-    let mut evaluator =
-        Executor::new(gpu, &eval_model.graph, Mode::Eval, None, &tuning, Some(&trainer)).map_err(|e| batch_error(e, eval_batch))?;
-    let test_data = resident(gpu, &data.test, mean, std)?;
+    let shared = trainer.shared_params();
+    let build_evaluator = move || -> Result<Evaluator<'_>> {
+        let built = Instant::now();
+        let mut executor =
+            Executor::new_sharing(gpu, &eval_model.graph, Mode::Eval, &tuning, &shared).map_err(|e| batch_error(e, eval_batch))?;
+        let data = resident(gpu, &data.test, mean, std)?;
+        executor.attach_dataset(&data, false, 0)?;
+        Ok(Evaluator { executor, _data: data, seconds: built.elapsed().as_secs_f64() })
+    };
     if let Some(r) = resume {
         trainer.write_model(&r.params)?;
         trainer.write_optimizer_state(r.state.step, &r.state.moments)?;
     }
-    evaluator.attach_dataset(&test_data, false, 0)?;
-    phases.evaluator = started.elapsed().as_secs_f64() - phases.trainer;
+    // The evaluator (its pipelines, the test split's upload) is built on a second thread
+    // while the first epoch trains, and joined when it first evaluates: its ~0.1 s of
+    // pipeline compilation on a fresh GPU machine is then no part of the start-up.
+    #[cfg(not(target_arch = "wasm32"))]
+    return std::thread::scope(|scope| {
+        let job = scope.spawn(build_evaluator);
+        let evaluator = Deferred::Job(Box::new(move || job.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))));
+        run_epochs(gpu, cfg, data, observer, trainer, evaluator, Epochs { first, final_epoch, batch, steps, eval_batch, n_train, mean, std, tune, train_data, started, phases })
+    });
+    #[cfg(target_arch = "wasm32")]
+    {
+        let evaluator = Deferred::Ready(build_evaluator()?);
+        run_epochs(gpu, cfg, data, observer, trainer, evaluator, Epochs { first, final_epoch, batch, steps, eval_batch, n_train, mean, std, tune, train_data, started, phases })
+    }
+}
+
+/// The evaluation executor beside a trainer, with the test split it reads.
+struct Evaluator<'g> {
+    executor: Executor<'g>,
+    _data: ResidentDataset,
+    /// How long building it took (its own thread's time where it ran beside training).
+    seconds: f64,
+}
+
+/// A value built elsewhere, taken when first needed.
+enum Deferred<'a, T> {
+    Job(Box<dyn FnOnce() -> Result<T> + 'a>),
+    Ready(T),
+    Failed,
+}
+
+impl<T> Deferred<'_, T> {
+    fn get(&mut self) -> Result<&mut T> {
+        if let Deferred::Job(_) = self {
+            let Deferred::Job(job) = std::mem::replace(self, Deferred::Failed) else { unreachable!() };
+            *self = Deferred::Ready(job()?);
+        }
+        match self {
+            Deferred::Ready(t) => Ok(t),
+            _ => Err(Error::unsupported("evaluator", "its construction failed earlier")),
+        }
+    }
+}
+
+/// What [`run_epochs`] carries over from set-up.
+struct Epochs {
+    first: usize,
+    final_epoch: usize,
+    batch: usize,
+    steps: usize,
+    eval_batch: usize,
+    n_train: usize,
+    mean: f32,
+    std: f32,
+    tune: TuneReport,
+    train_data: ResidentDataset,
+    started: Instant,
+    phases: StartupPhases,
+}
+
+/// The epochs of [`train_from`]: train, evaluate, report.
+fn run_epochs(
+    gpu: &Gpu,
+    cfg: &TrainConfig,
+    data: &Dataset,
+    observer: &mut dyn Observer,
+    mut trainer: Executor,
+    mut evaluator: Deferred<Evaluator>,
+    e: Epochs,
+) -> Result<TrainReport> {
+    let Epochs { first, final_epoch, batch, steps, eval_batch, n_train, mean, std, tune, train_data, started, mut phases } = e;
     let eval_steps = data.test.len().div_ceil(eval_batch);
     let mut startup = None;
     let mut epochs = Vec::new();
@@ -350,7 +426,7 @@ pub fn train_from(
             trainer.run_step((s * batch) as u32)?;
             if startup.is_none() {
                 let secs = started.elapsed().as_secs_f64();
-                phases.first_step = secs - phases.trainer - phases.evaluator;
+                phases.first_step = secs - phases.trainer;
                 startup = Some(secs);
             }
             if cfg.progress_every > 0 && (s + 1) % cfg.progress_every == 0 && s + 1 < steps {
@@ -369,6 +445,9 @@ pub fn train_from(
         let t1 = Instant::now();
         let evaluate = epoch == final_epoch || epoch % cfg.eval_every.max(1) == 0;
         let tm = if evaluate {
+            let evaluator = evaluator.get()?;
+            phases.evaluator = evaluator.seconds;
+            let evaluator = &mut evaluator.executor;
             evaluator.reset_metrics()?;
             for s in 0..eval_steps {
                 evaluator.run_step((s * eval_batch) as u32)?;

@@ -165,6 +165,17 @@ pub struct Executor<'g> {
     kept_columns: HashMap<usize, Tensor>,
 }
 
+/// An executor's parameter and state buffers, for another executor of the same model to
+/// use ([`Executor::shared_params`], [`Executor::new_sharing`]): a handle that does not
+/// borrow the executor, so the other can be built on another thread while this one runs.
+#[derive(Clone)]
+pub struct SharedParams {
+    params: Tensor,
+    offsets: Vec<usize>,
+    state: Tensor,
+    state_offsets: Vec<usize>,
+}
+
 impl<'g> Executor<'g> {
     /// Lowers `graph` for `mode`, plans memory and builds every dispatch. `optimizer` is
     /// required for training. `share_params` makes this executor use another's parameters
@@ -178,7 +189,23 @@ impl<'g> Executor<'g> {
         kernels: impl Into<Tuning>,
         share_params: Option<&Executor>,
     ) -> Result<Executor<'g>> {
-        Self::build(gpu, lower(graph, mode)?, graph.seed, optimizer, &kernels.into(), share_params, false)
+        let shared = share_params.map(Executor::shared_params);
+        Self::build(gpu, lower(graph, mode)?, graph.seed, optimizer, &kernels.into(), shared.as_ref(), false)
+    }
+
+    /// [`Executor::new`] without optimizer, on the parameters and state of `shared`.
+    pub fn new_sharing(gpu: &'g Gpu, graph: &Graph, mode: Mode, kernels: impl Into<Tuning>, shared: &SharedParams) -> Result<Executor<'g>> {
+        Self::build(gpu, lower(graph, mode)?, graph.seed, None, &kernels.into(), Some(shared), false)
+    }
+
+    /// This executor's parameter and state buffers, for [`Executor::new_sharing`].
+    pub fn shared_params(&self) -> SharedParams {
+        SharedParams {
+            params: self.params.clone(),
+            offsets: self.offsets.clone(),
+            state: self.state.clone(),
+            state_offsets: self.state_offsets.clone(),
+        }
     }
 
     /// An executor without optimizer (eval or [`Mode::InputGradient`]) whose plan keeps the
@@ -200,7 +227,7 @@ impl<'g> Executor<'g> {
         seed: u64,
         optimizer: Option<Optimizer>,
         tuning: &Tuning,
-        share_params: Option<&Executor>,
+        share_params: Option<&SharedParams>,
         poison_freed: bool,
     ) -> Result<Executor<'g>> {
         let mode = plan.mode;
@@ -220,7 +247,7 @@ impl<'g> Executor<'g> {
         let (state_offsets, state_len) = flat_layout(plan.state.iter().map(|s| &s.shape), align);
         let params = match share_params {
             Some(other) => {
-                if other.offsets != offsets || other.plan.params.len() != plan.params.len() || other.state_offsets != state_offsets {
+                if other.offsets != offsets || other.state_offsets != state_offsets {
                     return Err(Error::shape("Executor", "shared parameters come from a different model"));
                 }
                 other.params.clone()
