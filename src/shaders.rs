@@ -18,6 +18,8 @@ pub enum Shader {
     Im2col,
     /// Direct convolution forward for CPU adapters: needs the SUBGROUP feature.
     ConvDirect,
+    /// The direct weight gradient of a convolution with few weights per output channel.
+    ConvWeight,
     /// Max/average pooling, forward and backward.
     Pool,
     /// Softmax, fused softmax + cross-entropy, metrics.
@@ -38,13 +40,14 @@ pub enum Shader {
 
 impl Shader {
     /// Every shader, in file order (what `tests/shaders.rs` validates).
-    pub const ALL: [Shader; 14] = [
+    pub const ALL: [Shader; 15] = [
         Shader::Elementwise,
         Shader::Activation,
         Shader::Gemm,
         Shader::GemmSubgroup,
         Shader::Im2col,
         Shader::ConvDirect,
+        Shader::ConvWeight,
         Shader::Pool,
         Shader::Softmax,
         Shader::Reduce,
@@ -64,6 +67,7 @@ impl Shader {
             Shader::GemmSubgroup => "gemm.wgsl + gemm_subgroup.wgsl",
             Shader::Im2col => "im2col.wgsl",
             Shader::ConvDirect => "conv_direct.wgsl",
+            Shader::ConvWeight => "conv_weight.wgsl",
             Shader::Pool => "pool.wgsl",
             Shader::Softmax => "softmax.wgsl",
             Shader::Reduce => "reduce.wgsl",
@@ -84,6 +88,7 @@ impl Shader {
             Shader::GemmSubgroup => concat!(include_str!("../shaders/gemm.wgsl"), include_str!("../shaders/gemm_subgroup.wgsl")),
             Shader::Im2col => include_str!("../shaders/im2col.wgsl"),
             Shader::ConvDirect => include_str!("../shaders/conv_direct.wgsl"),
+            Shader::ConvWeight => include_str!("../shaders/conv_weight.wgsl"),
             Shader::Pool => include_str!("../shaders/pool.wgsl"),
             Shader::Softmax => include_str!("../shaders/softmax.wgsl"),
             Shader::Reduce => include_str!("../shaders/reduce.wgsl"),

@@ -348,3 +348,49 @@ fn subgroup_im2col_family_runs_direct_convolutions_where_they_fit() {
         check(&cfg, c, &mut rng);
     }
 }
+
+/// The GPU families take the direct weight gradient (conv_weight.wgsl + splitk_sum) where a
+/// convolution has at most 32 weights per output channel and one output row's tile fits 16
+/// KiB, the GEMM elsewhere: dispatch names, then the CPU, the weight and bias gradients
+/// accumulated into what was there.
+#[test]
+fn few_weight_gradients_run_direct_on_the_gpu_families() {
+    let gpu = gpu();
+    let mut rng = Rng::new(13);
+    let direct = &["conv_weight_small", "splitk_sum"][..];
+    let cases = [
+        // conv1 at batch 64: 7-row bands, 256 tiles over 128 workgroups
+        (Conv2d { batch: 64, cin: 1, h: 28, w: 28, cout: 16, r: 5, s: 5, stride: 1, pad: 2 }, true),
+        // 3 x 3 x 3 = 27 weights, stride 2, no padding, a partial last band
+        (Conv2d { batch: 3, cin: 3, h: 17, w: 13, cout: 8, r: 3, s: 3, stride: 2, pad: 0 }, true),
+        // 64 channels x 26 items: more items than one workgroup's invocations
+        (Conv2d { batch: 2, cin: 1, h: 14, w: 14, cout: 64, r: 5, s: 5, stride: 1, pad: 2 }, true),
+        // non-square kernel, one-row bands (a wide image)
+        (Conv2d { batch: 2, cin: 2, h: 5, w: 150, cout: 20, r: 2, s: 7, stride: 1, pad: 1 }, true),
+        // 33 weights per channel: the GEMM
+        (Conv2d { batch: 2, cin: 3, h: 8, w: 8, cout: 4, r: 1, s: 11, stride: 1, pad: 5 }, false),
+        // one output row of dy alone is over 4096 floats: the GEMM
+        (Conv2d { batch: 1, cin: 1, h: 3, w: 300, cout: 16, r: 3, s: 3, stride: 1, pad: 1 }, false),
+    ];
+    for cfg in [GemmConfig::TILED_64, GemmConfig::TILED4_64X128] {
+        for (c, expect_direct) in cases {
+            let (x, dy) = (rng.vec(c.x_len()), rng.vec(c.y_len()));
+            let (dw0, db0) = (rng.vec(c.w_len()), rng.vec(c.cout));
+            let t = |v: &[f32]| Tensor::from_f32(gpu, &[v.len()], v).unwrap();
+            let (tx, tdy, tdw, tdb) = (t(&x), t(&dy), t(&dw0), t(&db0));
+            let d = conv2d_backward_weight(gpu, &cfg, &c, &tx, &tdy, &tdw, true, Some((&tdb, true))).unwrap();
+            let names: Vec<_> = d.iter().map(|d| d.name).collect();
+            assert_eq!(names == direct, expect_direct, "{} {c:?}: {names:?}", cfg.name());
+            gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
+            let (_, dw) = cpu::conv2d_backward(&c, &x, &vec![0.0; c.w_len()], &dy);
+            let plane = c.oh() * c.ow();
+            let dw: Vec<f32> = dw.iter().zip(&dw0).map(|(g, a)| g + a).collect();
+            let db: Vec<f32> = (0..c.cout)
+                .map(|k| ((0..c.batch).flat_map(|b| &dy[(b * c.cout + k) * plane..][..plane]).map(|&v| v as f64).sum::<f64>() + db0[k] as f64) as f32)
+                .collect();
+            let tol = if c.batch * plane > 10_000 { LONG_REDUCTION } else { REDUCTION };
+            assert_close(&format!("dw {} {c:?}", cfg.name()), &tdw.to_f32(gpu).unwrap(), &dw, tol);
+            assert_close(&format!("db {} {c:?}", cfg.name()), &tdb.to_f32(gpu).unwrap(), &db, tol);
+        }
+    }
+}

@@ -5,12 +5,14 @@
 //! the vec4 forms fit the shape, and falls back to the implicit modes where they do not.
 //! Its subgroup variant runs the forward and dX as direct convolutions (ops/conv_direct.rs)
 //! where the window fits, the forward storing the columns the weight gradient reads.
+//! On the GPU families a weight gradient with few weights per output channel (conv1's 25)
+//! runs direct (ops/conv_weight.rs), not as a GEMM whose tile is mostly unused columns.
 //!
 //! Dimensions: batch N, input channels C, H x W input, K output channels, R x S kernel,
 //! OH x OW output, one stride and one zero padding for both axes (dilation 1, groups 1).
 
 pub use super::conv_geometry::Conv2d;
-use super::conv_direct;
+use super::{conv_direct, conv_weight};
 use super::gemm::{check_len, flags, launch, launch_routed, launch_weight_grad, split_k_parts, split_k_scratch_bytes, Bias, Family, GemmConfig, GradOut, Params};
 use super::im2col;
 use super::pool::MaxPoolRoute;
@@ -178,6 +180,7 @@ fn backward_weight(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, x: Input, dy: &Te
     }
     let staged = staged_backward_weight(gpu, cfg, conv, &p);
     match x {
+        Input::X(x) if conv_weight::fits(cfg, conv) => conv_weight::backward_weight(gpu, conv, x, dy, dw, accumulate, db),
         Input::X(x) if staged => im2col::backward_weight(gpu, cfg, conv, p, x, dy, dw, db),
         Input::X(x) => launch_weight_grad(gpu, op, cfg, 3, (false, false), p, dy, x, dw, db),
         Input::Columns(col) if staged => im2col::backward_weight_from_columns(gpu, cfg, conv, p, col, dy, dw, db),
@@ -208,6 +211,7 @@ pub fn scratch_bytes(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, pass: Pass) -> 
         Pass::Forward => staged_forward(gpu, cfg, conv, forward_params(conv, 0)).map_or(0, |_| im2col::scratch_bytes(conv, 4)),
         Pass::BackwardInput if conv_direct::fits_backward_input(gpu, cfg, conv) => 0,
         Pass::BackwardInput => staged_backward_input(gpu, cfg, conv).map_or(0, |_| im2col::scratch_bytes(conv, 5)),
+        Pass::BackwardWeight if conv_weight::fits(cfg, conv) => conv_weight::scratch_bytes(conv),
         Pass::BackwardWeight => {
             let p = weight_params(conv, 0);
             if staged_backward_weight(gpu, cfg, conv, &p) {
