@@ -156,6 +156,9 @@ pub struct Gpu {
     pub counters: Arc<Counters>,
     /// Compile shaders with wgpu's runtime bounds checks (KILN_CHECKED_SHADERS=1).
     pub(crate) checked_shaders: bool,
+    /// The GPU families' direct convolutions (ops/conv_shared.rs); KILN_DIRECT_CONV=0 turns
+    /// them off, to compare with the implicit GEMMs.
+    pub(crate) direct_convs: bool,
     /// Set by the device-lost callback and the uncaptured-error handler.
     fault: Arc<Mutex<Option<Error>>>,
     /// The shared scratch region (see [`Gpu::scratch`]).
@@ -296,6 +299,7 @@ impl Gpu {
             pipelines: PipelineCache::default(),
             counters: Arc::default(),
             checked_shaders: std::env::var("KILN_CHECKED_SHADERS").is_ok_and(|v| v == "1"),
+            direct_convs: !std::env::var("KILN_DIRECT_CONV").is_ok_and(|v| v == "0" || v == "off"),
             fault,
             scratch: Mutex::new(None),
         })

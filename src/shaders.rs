@@ -18,8 +18,8 @@ pub enum Shader {
     Im2col,
     /// Direct convolution forward for CPU adapters: needs the SUBGROUP feature.
     ConvDirect,
-    /// The direct weight gradient of a convolution with few weights per output channel.
-    ConvWeight,
+    /// Direct convolutions from workgroup memory for GPUs: forward, dX, few-weight dW.
+    ConvShared,
     /// Max/average pooling, forward and backward.
     Pool,
     /// Softmax, fused softmax + cross-entropy, metrics.
@@ -47,7 +47,7 @@ impl Shader {
         Shader::GemmSubgroup,
         Shader::Im2col,
         Shader::ConvDirect,
-        Shader::ConvWeight,
+        Shader::ConvShared,
         Shader::Pool,
         Shader::Softmax,
         Shader::Reduce,
@@ -67,7 +67,7 @@ impl Shader {
             Shader::GemmSubgroup => "gemm.wgsl + gemm_subgroup.wgsl",
             Shader::Im2col => "im2col.wgsl",
             Shader::ConvDirect => "conv_direct.wgsl",
-            Shader::ConvWeight => "conv_weight.wgsl",
+            Shader::ConvShared => "conv_shared.wgsl",
             Shader::Pool => "pool.wgsl",
             Shader::Softmax => "softmax.wgsl",
             Shader::Reduce => "reduce.wgsl",
@@ -88,7 +88,7 @@ impl Shader {
             Shader::GemmSubgroup => concat!(include_str!("../shaders/gemm.wgsl"), include_str!("../shaders/gemm_subgroup.wgsl")),
             Shader::Im2col => include_str!("../shaders/im2col.wgsl"),
             Shader::ConvDirect => include_str!("../shaders/conv_direct.wgsl"),
-            Shader::ConvWeight => include_str!("../shaders/conv_weight.wgsl"),
+            Shader::ConvShared => include_str!("../shaders/conv_shared.wgsl"),
             Shader::Pool => include_str!("../shaders/pool.wgsl"),
             Shader::Softmax => include_str!("../shaders/softmax.wgsl"),
             Shader::Reduce => include_str!("../shaders/reduce.wgsl"),

@@ -191,8 +191,9 @@ fn tiled_weight_gradients_sum_the_bias_in_the_gemm() {
 /// With a max-pool routed through (`MaxPoolRoute`, what the lowering fuses in training), dX
 /// is the pool input's gradient: bit for bit what conv dX followed by max_pool2d_backward
 /// (or its ReLU form) gives, in every family (the im2col family in col2im, the vec4 and
-/// register-blocked ones in the GEMM's store: one dispatch; the tiled ones as the two steps,
-/// `routes_in_store`), with and without padding in the pool; a pool whose windows overlap
+/// register-blocked ones in the GEMM's store: one dispatch; the tiled ones, whose dX is
+/// conv_shared into 8 or more channels, as the two steps, `routes_in_store`), with and
+/// without padding in the pool; a pool whose windows overlap
 /// is refused.
 #[test]
 fn a_routed_max_pool_backward_gives_the_two_steps_bits() {
@@ -227,7 +228,9 @@ fn a_routed_max_pool_backward_gives_the_two_steps_bits() {
                 } else if routes_in_store(&cfg) {
                     assert!(names.len() == 1 && names[0].starts_with("gemm_"), "{name} {pool:?}: {names:?}");
                 } else {
-                    assert!(names.len() == 2 && names[0].starts_with("gemm_tiled") && names[1] == pool_pass, "{name} {pool:?}: {names:?}");
+                    // the direct dX (conv_shared) into 8 or more channels, else the GEMM
+                    let product = if c.cin >= 8 { names[0] == "conv_shared" } else { names[0].starts_with("gemm_tiled") };
+                    assert!(names.len() == 2 && product && names[1] == pool_pass, "{name} {pool:?}: {names:?}");
                 }
                 gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
                 let (dpool, two) = (Tensor::empty(gpu, &[c.x_len()], DType::F32).unwrap(), Tensor::empty(gpu, &[pool.x_len()], DType::F32).unwrap());
@@ -357,7 +360,7 @@ fn subgroup_im2col_family_runs_direct_convolutions_where_they_fit() {
 fn few_weight_gradients_run_direct_on_the_gpu_families() {
     let gpu = gpu();
     let mut rng = Rng::new(13);
-    let direct = &["conv_weight_small", "splitk_sum"][..];
+    let direct = &["conv_shared_weight", "splitk_sum"][..];
     let cases = [
         // conv1 at batch 64: 7-row bands, 256 tiles over 128 workgroups
         (Conv2d { batch: 64, cin: 1, h: 28, w: 28, cout: 16, r: 5, s: 5, stride: 1, pad: 2 }, true),
@@ -391,6 +394,44 @@ fn few_weight_gradients_run_direct_on_the_gpu_families() {
             let tol = if c.batch * plane > 10_000 { LONG_REDUCTION } else { REDUCTION };
             assert_close(&format!("dw {} {c:?}", cfg.name()), &tdw.to_f32(gpu).unwrap(), &dw, tol);
             assert_close(&format!("db {} {c:?}", cfg.name()), &tdb.to_f32(gpu).unwrap(), &db, tol);
+        }
+    }
+}
+
+/// The GPU families run the forward and the stride-1 dX as conv_shared (16 output channels
+/// per workgroup from workgroup memory) where the pass has 8 or more output channels and a
+/// band's input fits, the GEMM elsewhere: dispatch names, then the CPU for all three passes.
+#[test]
+fn gpu_families_run_shared_memory_convolutions_where_they_fit() {
+    let gpu = gpu();
+    let mut rng = Rng::new(14);
+    let direct = &["conv_shared"][..];
+    let gemm = &["gemm_tiled"][..];
+    let cases = [
+        // conv1 (its dX into one channel: the GEMM), conv2
+        (Conv2d { batch: 4, cin: 1, h: 28, w: 28, cout: 16, r: 5, s: 5, stride: 1, pad: 2 }, [direct, gemm]),
+        (Conv2d { batch: 4, cin: 16, h: 14, w: 14, cout: 32, r: 5, s: 5, stride: 1, pad: 2 }, [direct, direct]),
+        // 37 input channels (rounds of staged channels, the last partial), 40 output
+        // channels (three blocks of 16, the last partial), a 7 x 7 kernel
+        (Conv2d { batch: 2, cin: 37, h: 11, w: 9, cout: 40, r: 7, s: 7, stride: 1, pad: 3 }, [direct, direct]),
+        // stride 2: the forward direct, the dX the GEMM; a 1 x 1 kernel
+        (Conv2d { batch: 3, cin: 9, h: 15, w: 13, cout: 12, r: 3, s: 3, stride: 2, pad: 1 }, [direct, gemm]),
+        (Conv2d { batch: 2, cin: 8, h: 6, w: 5, cout: 8, r: 1, s: 1, stride: 1, pad: 0 }, [direct, direct]),
+        // 4 output channels forward: the GEMM; dX into 8
+        (Conv2d { batch: 2, cin: 8, h: 9, w: 9, cout: 4, r: 3, s: 3, stride: 1, pad: 1 }, [gemm, direct]),
+        // an output row of 300: no band fits 256 invocations
+        (Conv2d { batch: 1, cin: 8, h: 2, w: 300, cout: 8, r: 1, s: 3, stride: 1, pad: 1 }, [gemm, gemm]),
+    ];
+    for cfg in [GemmConfig::TILED_32X64, GemmConfig::TILED4_64X128] {
+        for (c, [ef, edx]) in cases {
+            let t = |n: usize| Tensor::empty(gpu, &[n], DType::F32).unwrap();
+            let (x, w, y, dx) = (t(c.x_len()), t(c.w_len()), t(c.y_len()), t(c.x_len()));
+            let first = |d: Vec<kiln::ops::Dispatch>| d[0].name.split('+').next().unwrap().to_string();
+            let f = first(conv2d_forward(gpu, &cfg, &c, &x, &w, None, false, &y).unwrap());
+            let b = first(conv2d_backward_input(gpu, &cfg, &c, &w, &y, &dx, None).unwrap());
+            assert!(f.starts_with(ef[0]), "{} forward {c:?}: {f}", cfg.name());
+            assert!(b.starts_with(edx[0]), "{} dX {c:?}: {b}", cfg.name());
+            check(&cfg, c, &mut rng);
         }
     }
 }

@@ -5,14 +5,15 @@
 //! the vec4 forms fit the shape, and falls back to the implicit modes where they do not.
 //! Its subgroup variant runs the forward and dX as direct convolutions (ops/conv_direct.rs)
 //! where the window fits, the forward storing the columns the weight gradient reads.
-//! On the GPU families a weight gradient with few weights per output channel (conv1's 25)
-//! runs direct (ops/conv_weight.rs), not as a GEMM whose tile is mostly unused columns.
+//! On the GPU families the forward, the stride-1 dX and a weight gradient with few weights
+//! per output channel (conv1's 25) run direct from workgroup memory (ops/conv_shared.rs)
+//! where they fit, not as GEMMs whose tiles are mostly unused rows or columns.
 //!
 //! Dimensions: batch N, input channels C, H x W input, K output channels, R x S kernel,
 //! OH x OW output, one stride and one zero padding for both axes (dilation 1, groups 1).
 
 pub use super::conv_geometry::Conv2d;
-use super::{conv_direct, conv_weight};
+use super::{conv_direct, conv_shared};
 use super::gemm::{check_len, flags, launch, launch_routed, launch_weight_grad, split_k_parts, split_k_scratch_bytes, Bias, Family, GemmConfig, GradOut, Params};
 use super::im2col;
 use super::pool::MaxPoolRoute;
@@ -65,6 +66,9 @@ pub fn conv2d_forward_keeping_columns(
     if conv_direct::fits_forward(gpu, cfg, conv) {
         return Ok(vec![conv_direct::forward(gpu, conv, x, w, bias, relu, y, columns)?]);
     }
+    if columns.is_none() && conv_shared::fits_forward(gpu, cfg, conv) {
+        return Ok(vec![conv_shared::forward(gpu, conv, x, w, bias, relu, y)?]);
+    }
     let bias_mode = if bias.is_some() { Bias::Row } else { Bias::None };
     let p = forward_params(conv, flags(false, relu, bias_mode));
     if let Some(pp) = staged_forward(gpu, cfg, conv, p) {
@@ -116,6 +120,9 @@ pub fn conv2d_backward_input(
     }
     if conv_direct::fits_backward_input(gpu, cfg, conv) {
         return Ok(vec![conv_direct::backward_input(gpu, conv, w, dy, dx, route)?]);
+    }
+    if conv_shared::fits_backward_input(gpu, cfg, conv) {
+        return conv_shared::backward_input(gpu, conv, w, dy, dx, route);
     }
     if let Some(p) = staged_backward_input(gpu, cfg, conv) {
         return im2col::backward_input(gpu, cfg, conv, p, w, dy, dx, route);
@@ -180,7 +187,7 @@ fn backward_weight(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, x: Input, dy: &Te
     }
     let staged = staged_backward_weight(gpu, cfg, conv, &p);
     match x {
-        Input::X(x) if conv_weight::fits(cfg, conv) => conv_weight::backward_weight(gpu, conv, x, dy, dw, accumulate, db),
+        Input::X(x) if conv_shared::fits_backward_weight(gpu, cfg, conv) => conv_shared::backward_weight(gpu, conv, x, dy, dw, accumulate, db),
         Input::X(x) if staged => im2col::backward_weight(gpu, cfg, conv, p, x, dy, dw, db),
         Input::X(x) => launch_weight_grad(gpu, op, cfg, 3, (false, false), p, dy, x, dw, db),
         Input::Columns(col) if staged => im2col::backward_weight_from_columns(gpu, cfg, conv, p, col, dy, dw, db),
@@ -211,7 +218,7 @@ pub fn scratch_bytes(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, pass: Pass) -> 
         Pass::Forward => staged_forward(gpu, cfg, conv, forward_params(conv, 0)).map_or(0, |_| im2col::scratch_bytes(conv, 4)),
         Pass::BackwardInput if conv_direct::fits_backward_input(gpu, cfg, conv) => 0,
         Pass::BackwardInput => staged_backward_input(gpu, cfg, conv).map_or(0, |_| im2col::scratch_bytes(conv, 5)),
-        Pass::BackwardWeight if conv_weight::fits(cfg, conv) => conv_weight::scratch_bytes(conv),
+        Pass::BackwardWeight if conv_shared::fits_backward_weight(gpu, cfg, conv) => conv_shared::scratch_bytes_backward_weight(conv),
         Pass::BackwardWeight => {
             let p = weight_params(conv, 0);
             if staged_backward_weight(gpu, cfg, conv, &p) {

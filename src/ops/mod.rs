@@ -12,7 +12,7 @@ pub mod activation;
 pub mod batchnorm;
 pub mod conv2d;
 mod conv_direct;
-mod conv_weight;
+mod conv_shared;
 pub mod conv_geometry;
 pub mod dropout;
 pub mod elementwise;

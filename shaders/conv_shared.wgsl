@@ -1,0 +1,229 @@
+// Direct convolutions from workgroup memory for the GPU families (ops/conv_shared.rs). The
+// MNIST CNN's passes are too small for the implicit GEMM (shaders/gemm.wgsl) to use its
+// tiles: conv2's forward is a 32-row product, its dX a 16-row one, conv1's weight gradient
+// 25 columns wide, and every B element is gathered through divisions. Here a workgroup
+// stages a band of the input and the weights it needs once, and each invocation reads them
+// from workgroup memory in the order of a plain loop nest: one fixed summation order, so the
+// results are the same run to run.
+//
+// conv_shared: forward y = conv(x, w) (+ bias) (ReLU), or with TRANSPOSED a stride-1 dX, the
+// convolution of dy with the weight flipped in r and s and its channel axes swapped, padded
+// by R - 1 - pad (then "input" is dy and "output" dx). A workgroup owns image n, a band of
+// BAND output rows and 16 output channels; invocation (oy, ox) of the band accumulates the
+// 16 channels in four vec4 registers. Per round of COUNT input channels the workgroup stages
+// their input rows under the band (zero padded, rows PITCH floats apart) and their weights
+// as vec4s of 4 output channels, [channel][r][s][4 x vec4]: each product then costs one
+// scalar and one broadcast vec4 read of workgroup memory per 4 FMAs.
+//
+// conv_shared_weight: the weight gradient of a convolution with few weights per output
+// channel (conv1: 1 x 5 x 5). A workgroup owns one slice: COUNT consecutive tiles of (image
+// n, band of BAND output rows). For each tile it stages dy[n, :, band rows, :] and the input
+// rows under them (rows PITCH floats apart, PITCH = S mod 32 so that the R x S items of one
+// output channel read different banks) and every invocation adds, for its item, the
+// products over the tile's positions:
+//   item j < COUT * TAPS:             dw[co, ci, r, s] += dy[co, oy, ox] * x[ci, oy*st + r - pad, ox*st + s - pad]
+//   COUT * TAPS <= j < COUT*(TAPS+1): db[co] += dy[co, oy, ox]  (when the bias gradient is asked for)
+// Items beyond one workgroup's invocations take further rounds (each re-stages the tiles),
+// so an invocation holds one accumulator, never an indexed array of them. The slice's sums
+// go to part in reduce.wgsl's splitk_sum layout ([slices][COUT * TAPS], then
+// [slices][COUT]), and splitk_sum adds the slices in order.
+
+// Both entry points: the pass's input, cin channels of h x w; its output, cout channels of
+// oh x ow; the kernel r x s at `stride`, zero padding pad_y, pad_x.
+struct Params {
+    batch: u32, cin: u32, h: u32, w: u32,
+    cout: u32, oh: u32, ow: u32, r: u32,
+    s: u32, stride: u32, pad_y: u32, pad_x: u32,
+    // output rows per band, staged input row length, input channels per round
+    // (conv_shared) or tiles per slice (conv_shared_weight)
+    band: u32, pitch: u32, count: u32,
+    // conv_shared: 1 bias, 2 ReLU; conv_shared_weight: 1 the bias gradient too
+    flags: u32,
+    // conv_shared_weight: workgroups (slices)
+    slices: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+}
+
+// the overrides first, together (naga 30.0.2 panics on one declared after arrays sized by
+// overrides)
+override WG: u32 = 256u;
+override R: u32 = 5u;
+override S: u32 = 5u;
+override STRIDE: u32 = 1u;
+override TRANSPOSED: bool = false;
+
+// conv_shared's staged input (floats) and weights (vec4s): 16 KiB together, WebGPU's
+// default workgroup memory
+const XS: u32 = 2048u;
+const WS: u32 = 512u;
+// conv_shared_weight's staged tile: dy [COUT][BAND][OW], then x [CIN][(BAND - 1) * stride + R][PITCH]
+const TILE: u32 = 4096u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(5) var<storage, read> dy: array<f32>;
+@group(0) @binding(6) var<storage, read_write> part: array<f32>;
+
+var<workgroup> xs: array<f32, XS>;
+var<workgroup> ws: array<vec4<f32>, WS>;
+var<workgroup> tile: array<f32, TILE>;
+
+@compute @workgroup_size(WG)
+fn conv_shared(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+    let taps = R * S;
+    let bands = (p.oh + p.band - 1u) / p.band;
+    let n = wid.x / bands;
+    let oy0 = (wid.x % bands) * p.band;
+    let co0 = wid.y * 16u;
+    let in_rows = (p.band - 1u) * STRIDE + R;
+    let oy = lid / p.ow;
+    let ox = lid % p.ow;
+    let live = oy < p.band && oy0 + oy < p.oh;
+    var a0 = vec4f();
+    var a1 = vec4f();
+    var a2 = vec4f();
+    var a3 = vec4f();
+    for (var c0 = 0u; c0 < p.cin; c0 += p.count) {
+        let cb = min(p.count, p.cin - c0);
+        workgroupBarrier();
+        for (var i = lid; i < cb * in_rows * p.pitch; i += WG) {
+            let plane = in_rows * p.pitch;
+            let iy = i32(oy0 * STRIDE + (i % plane) / p.pitch) - i32(p.pad_y);
+            let ix = i32(i % p.pitch) - i32(p.pad_x);
+            var v = 0.0;
+            if iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w) {
+                v = x[((n * p.cin + c0 + i / plane) * p.h + u32(iy)) * p.w + u32(ix)];
+            }
+            xs[i] = v;
+        }
+        for (var i = lid; i < cb * taps * 16u; i += WG) {
+            let co = co0 + i % 16u;
+            let c = c0 + i / (16u * taps);
+            let tap = (i / 16u) % taps;
+            var v = 0.0;
+            if co < p.cout {
+                if TRANSPOSED {
+                    // the weight [pass input channels][pass output channels][R][S], flipped
+                    v = wt[(c * p.cout + co) * taps + taps - 1u - tap];
+                } else {
+                    v = wt[(co * p.cin + c) * taps + tap];
+                }
+            }
+            ws[i / 4u][i % 4u] = v;
+        }
+        workgroupBarrier();
+        if live {
+            for (var cl = 0u; cl < cb; cl++) {
+                for (var r = 0u; r < R; r++) {
+                    let row = (cl * in_rows + oy * STRIDE + r) * p.pitch + ox * STRIDE;
+                    let wrow = ((cl * R + r) * S) * 4u;
+                    for (var s = 0u; s < S; s++) {
+                        let v = vec4f(xs[row + s]);
+                        let wi = wrow + s * 4u;
+                        a0 = fma(v, ws[wi], a0);
+                        a1 = fma(v, ws[wi + 1u], a1);
+                        a2 = fma(v, ws[wi + 2u], a2);
+                        a3 = fma(v, ws[wi + 3u], a3);
+                    }
+                }
+            }
+        }
+    }
+    if live {
+        let at = (n * p.cout * p.oh + oy0 + oy) * p.ow + ox;
+        store4(at, co0, a0);
+        store4(at, co0 + 4u, a1);
+        store4(at, co0 + 8u, a2);
+        store4(at, co0 + 12u, a3);
+    }
+}
+
+// y[n, co .. co + 3, oy, ox] (at = y's index of [n, 0, oy, ox]) with the epilogue
+fn store4(at: u32, co: u32, a: vec4f) {
+    for (var k = 0u; k < 4u; k++) {
+        let c = co + k;
+        if c < p.cout {
+            var v = a[k];
+            if (p.flags & 1u) != 0u { v += bias[c]; }
+            if (p.flags & 2u) != 0u { v = max(v, 0.0); }
+            y[at + c * p.oh * p.ow] = v;
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn conv_shared_weight(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+    let slice = wid.x;
+    let taps = p.cin * p.r * p.s;
+    let weights = p.cout * taps;
+    let items = weights + select(0u, p.cout, (p.flags & 1u) != 0u);
+    let bands = (p.oh + p.band - 1u) / p.band;
+    let in_rows = (p.band - 1u) * p.stride + p.r;
+    let plane = p.band * p.ow;
+    let dy_len = p.cout * plane;
+    let x_len = p.cin * in_rows * p.pitch;
+    let first = slice * p.count;
+    let last = min(first + p.count, p.batch * bands);
+    let rounds = (items + WG - 1u) / WG;
+    for (var round = 0u; round < rounds; round++) {
+        let j = round * WG + lid;
+        // the item's place in the staged tile (unused past `items`)
+        var dy_at = 0u;
+        var x_at = 0u;
+        if j < weights {
+            let co = j / taps;
+            let t = j % taps;
+            dy_at = co * plane;
+            x_at = dy_len + ((t / (p.r * p.s)) * in_rows + (t / p.s) % p.r) * p.pitch + t % p.s;
+        } else {
+            dy_at = (j - weights) * plane;
+        }
+        var acc = 0.0;
+        for (var tile_id = first; tile_id < last; tile_id++) {
+            let n = tile_id / bands;
+            let oy0 = (tile_id % bands) * p.band;
+            let rows = min(p.band, p.oh - oy0);
+            workgroupBarrier();
+            for (var i = lid; i < dy_len; i += WG) {
+                let co = i / plane;
+                let oy = oy0 + (i % plane) / p.ow;
+                var v = 0.0;
+                if oy < p.oh {
+                    v = dy[((n * p.cout + co) * p.oh + oy) * p.ow + i % p.ow];
+                }
+                tile[i] = v;
+            }
+            for (var i = lid; i < x_len; i += WG) {
+                let ci = i / (in_rows * p.pitch);
+                let iy = i32(oy0 * p.stride + (i / p.pitch) % in_rows) - i32(p.pad_y);
+                let ix = i32(i % p.pitch) - i32(p.pad_x);
+                var v = 0.0;
+                if iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w) {
+                    v = x[((n * p.cin + ci) * p.h + u32(iy)) * p.w + u32(ix)];
+                }
+                tile[dy_len + i] = v;
+            }
+            workgroupBarrier();
+            if j < weights {
+                for (var oy = 0u; oy < rows; oy++) {
+                    let d = dy_at + oy * p.ow;
+                    let xr = x_at + oy * p.stride * p.pitch;
+                    for (var ox = 0u; ox < p.ow; ox++) {
+                        acc += tile[d + ox] * tile[xr + ox * p.stride];
+                    }
+                }
+            } else if j < items {
+                for (var q = 0u; q < rows * p.ow; q++) {
+                    acc += tile[dy_at + q];
+                }
+            }
+        }
+        if j < weights {
+            part[slice * weights + j] = acc;
+        } else if j < items {
+            part[p.slices * weights + slice * p.cout + j - weights] = acc;
+        }
+    }
+}

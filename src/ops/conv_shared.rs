@@ -1,0 +1,247 @@
+//! Direct convolutions from workgroup memory for the GPU families (`Tiled`, `Tiled4`):
+//! shaders/conv_shared.wgsl. The MNIST CNN's passes are small products the implicit GEMM
+//! (shaders/gemm.wgsl) fills badly: on an H200 (`train_mnist --profile`, BENCHMARKS.md)
+//! conv2's forward ran at 4.9 TFLOP/s (32 rows of its 64-row tiles used), conv2's dX with
+//! pool1's backward took 119 of the step's 453 µs (16 rows), and conv1's weight gradient
+//! (16 x 25 outputs over K = 50,176, a 64-column tile for 25 columns, 264 K slices) 63 µs
+//! at 633 GFLOP/s.
+//!   forward  one dispatch: a workgroup computes a band of output rows for 16 output
+//!            channels, staging the input rows and weights it needs per round of channels
+//!   dX       at stride 1, the convolution of dy with the flipped, transposed weight; a
+//!            routed max-pool's backward is a second dispatch (as for the tiled GEMMs,
+//!            `gemm::routes_in_store`)
+//!   dW       where a convolution has at most 32 weights per output channel: each
+//!            invocation reduces one weight (or bias) over staged tiles of dy and x, and
+//!            `splitk_sum` adds the workgroups' slices in order
+//! `KILN_DIRECT_CONV=0` turns them off (the implicit GEMM then runs every pass), to compare.
+
+use super::conv_geometry::Conv2d;
+use super::gemm::{Family, GemmConfig, GradOut};
+use super::pool::{max_pool2d_backward, max_pool2d_backward_relu, MaxPoolRoute};
+use super::Dispatch;
+use crate::gpu::Gpu;
+use crate::pipelines::Kernel;
+use crate::shaders::Shader;
+use crate::tensor::{DType, Tensor};
+use crate::{Error, Result};
+
+/// The uniform of shaders/conv_shared.wgsl (both entry points).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct SharedParams {
+    batch: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    oh: u32,
+    ow: u32,
+    r: u32,
+    s: u32,
+    stride: u32,
+    pad_y: u32,
+    pad_x: u32,
+    band: u32,
+    pitch: u32,
+    count: u32,
+    flags: u32,
+    slices: u32,
+    _pad: [u32; 3],
+}
+
+/// conv_shared's staged input in floats and weights in vec4s (the shader's XS, WS).
+const XS: usize = 2048;
+const WS: usize = 512;
+/// Output channels per workgroup of conv_shared (four vec4 accumulators).
+const CO_BLOCK: usize = 16;
+/// The fewest output channels conv_shared runs a pass with: fewer leave most of its 16
+/// accumulators idle (conv1's dX into 1 channel stays a GEMM).
+const MIN_CHANNELS: usize = 8;
+/// Invocations of a conv_shared workgroup, at most: one per output position of its band.
+const MAX_WG: usize = 256;
+/// Workgroups conv_shared aims for at least (narrower bands until there are that many, or
+/// one row each): about one per SM of a large GPU.
+const TARGET_GROUPS: usize = 128;
+/// The most weights per output channel (C*R*S) conv_shared_weight takes: fewer than half
+/// the GEMM tile's 64 columns. Above that the GEMM's tile is mostly used, and each
+/// invocation here would reduce over every position alone.
+const MAX_TAPS: usize = 32;
+/// conv_shared_weight's staged tile in floats (the shader's TILE).
+const TILE: usize = 4096;
+/// Workgroups conv_shared_weight spreads the tiles over, at most: more cost `splitk_sum`
+/// more loads per output, fewer leave SMs idle.
+const TARGET_SLICES: usize = 128;
+
+fn enabled(gpu: &Gpu, cfg: &GemmConfig) -> bool {
+    matches!(cfg.family, Family::Tiled | Family::Tiled4) && gpu.direct_convs
+}
+
+/// The pass as conv_shared sees it: (input channels, h, w, output channels, oh, ow, pad_y, pad_x).
+fn pass(c: &Conv2d, transposed: bool) -> (usize, usize, usize, usize, usize, usize, usize, usize) {
+    if transposed {
+        (c.cout, c.oh(), c.ow(), c.cin, c.h, c.w, c.r - 1 - c.pad, c.s - 1 - c.pad)
+    } else {
+        (c.cin, c.h, c.w, c.cout, c.oh(), c.ow(), c.pad, c.pad)
+    }
+}
+
+/// conv_shared's launch: (band, pitch, input channels per round, workgroup size), or `None`
+/// where even one output row and one input channel do not fit.
+fn forward_plan(gpu: &Gpu, c: &Conv2d, transposed: bool) -> Option<(usize, usize, usize, usize)> {
+    let (cin, _, _, cout, oh, ow, _, _) = pass(c, transposed);
+    let stride = if transposed { 1 } else { c.stride };
+    let pitch = (ow - 1) * stride + c.s;
+    let taps = c.r * c.s;
+    let staged = |band: usize| ((band - 1) * stride + c.r) * pitch;
+    let groups = |band: usize| c.batch * oh.div_ceil(band) * cout.div_ceil(CO_BLOCK);
+    let max_band = (MAX_WG / ow).min(oh);
+    let fits = |band: usize| band >= 1 && staged(band) <= XS;
+    // the widest band that fits and still gives TARGET_GROUPS workgroups, else the narrowest
+    let band = (1..=max_band).rev().filter(|&b| fits(b)).find(|&b| groups(b) >= TARGET_GROUPS).or_else(|| (1..=max_band).find(|&b| fits(b)))?;
+    let count = (XS / staged(band)).min(WS / (4 * taps)).min(cin);
+    let wg = (band * ow).next_multiple_of(32).min(gpu.limits().max_compute_invocations_per_workgroup.min(gpu.limits().max_compute_workgroup_size_x) as usize);
+    (count >= 1 && wg >= band * ow && groups(band) / cout.div_ceil(CO_BLOCK) <= gpu.limits().max_compute_workgroups_per_dimension as usize)
+        .then_some((band, pitch, count, wg))
+}
+
+/// Whether the forward (or with `transposed` the dX) of `c` runs here with `cfg`.
+pub(crate) fn fits(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, transposed: bool) -> bool {
+    let out_channels = if transposed { c.cin } else { c.cout };
+    enabled(gpu, cfg)
+        && out_channels >= MIN_CHANNELS
+        && (!transposed || (c.stride == 1 && c.pad < c.r && c.pad < c.s))
+        && forward_plan(gpu, c, transposed).is_some()
+}
+
+/// Whether the forward of `c` runs here with `cfg`.
+pub(crate) fn fits_forward(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> bool {
+    fits(gpu, cfg, c, false)
+}
+
+/// Whether the dX of `c` runs here with `cfg`.
+pub(crate) fn fits_backward_input(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> bool {
+    fits(gpu, cfg, c, true)
+}
+
+fn conv_dispatch(gpu: &Gpu, c: &Conv2d, transposed: bool, flags: u32, tensors: &[(u32, Option<&Tensor>)]) -> Result<Dispatch> {
+    let Some((band, pitch, count, wg)) = forward_plan(gpu, c, transposed) else {
+        return Err(Error::unsupported("conv_shared", format!("{c:?}: one output row's input is over {XS} floats")));
+    };
+    let (cin, h, w, cout, oh, ow, pad_y, pad_x) = pass(c, transposed);
+    let stride = if transposed { 1 } else { c.stride };
+    let u = |v: usize| v as u32;
+    let p = SharedParams {
+        batch: u(c.batch),
+        cin: u(cin),
+        h: u(h),
+        w: u(w),
+        cout: u(cout),
+        oh: u(oh),
+        ow: u(ow),
+        r: u(c.r),
+        s: u(c.s),
+        stride: u(stride),
+        pad_y: u(pad_y),
+        pad_x: u(pad_x),
+        band: u(band),
+        pitch: u(pitch),
+        count: u(count),
+        flags,
+        ..Default::default()
+    };
+    let kernel = Kernel::new(Shader::ConvShared, "conv_shared")
+        .with("WG", u(wg))
+        .with("R", u(c.r))
+        .with("S", u(c.s))
+        .with("STRIDE", u(stride))
+        .with("TRANSPOSED", transposed);
+    Dispatch::with_dummies(gpu, &kernel, &p, tensors, [u(c.batch * oh.div_ceil(band)), u(cout.div_ceil(CO_BLOCK)), 1])
+}
+
+/// The forward's one dispatch. The caller has checked the lengths and `fits_forward`.
+pub(crate) fn forward(gpu: &Gpu, c: &Conv2d, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, relu: bool, y: &Tensor) -> Result<Dispatch> {
+    let flags = bias.is_some() as u32 | (relu as u32) << 1;
+    conv_dispatch(gpu, c, false, flags, &[(1, Some(x)), (2, Some(w)), (3, bias), (4, Some(y))])
+}
+
+/// dX: one dispatch, or with `route` the product into the scratch region, then the pool's
+/// backward into `dx`. The caller has checked the lengths, the route and `fits_backward_input`.
+pub(crate) fn backward_input(gpu: &Gpu, c: &Conv2d, w: &Tensor, dy: &Tensor, dx: &Tensor, route: Option<&MaxPoolRoute>) -> Result<Vec<Dispatch>> {
+    let Some(r) = route else {
+        return Ok(vec![conv_dispatch(gpu, c, true, 0, &[(1, Some(dy)), (2, Some(w)), (3, None), (4, Some(dx))])?]);
+    };
+    // the product in the scratch region (the executor plans it: gemm::routed_scratch_bytes)
+    let product = Tensor::from_buffer(gpu.scratch(4 * c.x_len() as u64)?, 0, &[c.x_len()], DType::F32);
+    let conv = conv_dispatch(gpu, c, true, 0, &[(1, Some(dy)), (2, Some(w)), (3, None), (4, Some(&product))])?;
+    let pool = match r.relu {
+        Some(x) => max_pool2d_backward_relu(gpu, r.pool, r.argmax, x, &product, dx)?,
+        None => max_pool2d_backward(gpu, r.pool, r.argmax, &product, dx)?,
+    };
+    Ok(vec![conv, pool])
+}
+
+/// conv_shared_weight's launch: (output rows per tile, input row pitch, tiles per slice,
+/// slices), or `None` when not even one output row's tile fits the workgroup memory.
+fn weight_plan(c: &Conv2d) -> Option<(usize, usize, usize, usize)> {
+    let (oh, ow) = (c.oh(), c.ow());
+    let in_cols = (ow - 1) * c.stride + c.s;
+    // rows PITCH floats apart with PITCH = S (mod 32): the R x S items of one output channel
+    // read R*S different banks at once
+    let pitch = in_cols + (c.s % 32 + 32 - in_cols % 32) % 32;
+    let floats = |band: usize| c.cout * band * ow + c.cin * ((band - 1) * c.stride + c.r) * pitch;
+    let band = (1..=oh).take_while(|&b| floats(b) <= TILE).last()?;
+    let tiles = c.batch * oh.div_ceil(band);
+    let per_slice = tiles.div_ceil(TARGET_SLICES);
+    Some((band, pitch, per_slice, tiles.div_ceil(per_slice)))
+}
+
+/// Whether the weight gradient of `c` runs here with `cfg`: a GPU family, at most
+/// `MAX_TAPS` weights per output channel, one output row's tile in the workgroup memory.
+pub(crate) fn fits_backward_weight(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> bool {
+    enabled(gpu, cfg) && c.cin * c.r * c.s <= MAX_TAPS && weight_plan(c).is_some()
+}
+
+/// The scratch bytes of the weight gradient's partial sums (`Gpu::scratch`).
+pub(crate) fn scratch_bytes_backward_weight(c: &Conv2d) -> u64 {
+    weight_plan(c).map_or(0, |(.., slices)| 4 * (slices * (c.w_len() + c.cout)) as u64)
+}
+
+/// dw (+)= the weight gradient, db (+)= the bias gradient. The caller has checked the
+/// lengths and `fits_backward_weight`.
+pub(crate) fn backward_weight(gpu: &Gpu, c: &Conv2d, x: &Tensor, dy: &Tensor, dw: &Tensor, accumulate: bool, db: GradOut) -> Result<Vec<Dispatch>> {
+    let Some((band, pitch, tiles, slices)) = weight_plan(c) else {
+        return Err(Error::unsupported("conv2d_backward_weight", format!("{c:?}: one output row's tile is over {TILE} floats")));
+    };
+    let u = |v: usize| v as u32;
+    let p = SharedParams {
+        batch: u(c.batch),
+        cin: u(c.cin),
+        h: u(c.h),
+        w: u(c.w),
+        cout: u(c.cout),
+        oh: u(c.oh()),
+        ow: u(c.ow()),
+        r: u(c.r),
+        s: u(c.s),
+        stride: u(c.stride),
+        pad_y: u(c.pad),
+        pad_x: u(c.pad),
+        band: u(band),
+        pitch: u(pitch),
+        count: u(tiles),
+        flags: db.is_some() as u32,
+        slices: u(slices),
+        ..Default::default()
+    };
+    // one item per invocation where the device allows it (416 for conv1 with its bias)
+    let items = c.w_len() + c.cout;
+    let limits = gpu.limits();
+    let wg = items.next_multiple_of(32).min(limits.max_compute_invocations_per_workgroup.min(limits.max_compute_workgroup_size_x) as usize);
+    let len = (scratch_bytes_backward_weight(c) / 4) as usize;
+    let part = Tensor::from_buffer(gpu.scratch(4 * len as u64)?, 0, &[len], DType::F32);
+    let kernel = Kernel::new(Shader::ConvShared, "conv_shared_weight").with("WG", u(wg));
+    let tensors = [(1, Some(x)), (5, Some(dy)), (6, Some(&part))];
+    let partial = Dispatch::with_dummies(gpu, &kernel, &p, &tensors, [u(slices), 1, 1])?;
+    let sum = crate::ops::reduce::splitk_sum(gpu, &part, slices, dw, accumulate as u32, c.cin * c.r * c.s, None, db)?;
+    Ok(vec![partial, sum])
+}
