@@ -9,11 +9,13 @@
 // conv_shared: forward y = conv(x, w) (+ bias) (ReLU), or with TRANSPOSED a stride-1 dX, the
 // convolution of dy with the weight flipped in r and s and its channel axes swapped, padded
 // by R - 1 - pad (then "input" is dy and "output" dx). A workgroup owns image n, a band of
-// BAND output rows and 16 output channels; invocation (oy, ox) of the band accumulates the
-// 16 channels in four vec4 registers. Per round of COUNT input channels the workgroup stages
-// their input rows under the band (zero padded, rows PITCH floats apart) and their weights
-// as vec4s of 4 output channels, [channel][r][s][4 x vec4]: each product then costs one
-// scalar and one broadcast vec4 read of workgroup memory per 4 FMAs.
+// BAND output rows and 16 output channels. Per round of COUNT input channels it stages their
+// input rows under the band (zero padded, rows PITCH floats apart) and their weights as
+// vec4s of 4 output channels, [channel][r][s][4 x vec4]: each product then costs one scalar
+// and one broadcast vec4 read of workgroup memory per 4 FMAs. The invocations form GROUPS
+// groups of LANES; invocation (oy, ox) of group g accumulates the 16 channels of its output
+// in four vec4 registers over the (channel, kernel row) pairs g, g + GROUPS, ..., and group 0
+// adds the others' sums in group order at the end.
 //
 // conv_shared_weight: the weight gradient of a convolution with few weights per output
 // channel (conv1: 1 x 5 x 5). A workgroup owns one slice: COUNT consecutive tiles of (image
@@ -25,8 +27,8 @@
 //   COUT * TAPS <= j < COUT*(TAPS+1): db[co] += dy[co, oy, ox]  (when the bias gradient is asked for)
 // Items beyond one workgroup's invocations take further rounds (each re-stages the tiles),
 // so an invocation holds one accumulator, never an indexed array of them. The slice's sums
-// go to part in reduce.wgsl's splitk_sum layout ([slices][COUT * TAPS], then
-// [slices][COUT]), and splitk_sum adds the slices in order.
+// go to part ([slices][COUT * TAPS], then [slices][COUT]), and conv_shared_weight_sum adds
+// them (below).
 
 // Both entry points: the pass's input, cin channels of h x w; its output, cout channels of
 // oh x ow; the kernel r x s at `stride`, zero padding pad_y, pad_x.
@@ -46,6 +48,10 @@ struct Params {
 // the overrides first, together (naga 30.0.2 panics on one declared after arrays sized by
 // overrides)
 override WG: u32 = 256u;
+// conv_shared: GROUPS groups of LANES invocations (WG = GROUPS * LANES); group g sums the
+// (input channel, kernel row) pairs g, g + GROUPS, ... of each round
+override GROUPS: u32 = 1u;
+override LANES: u32 = 256u;
 override R: u32 = 5u;
 override S: u32 = 5u;
 override STRIDE: u32 = 1u;
@@ -65,10 +71,13 @@ const TILE: u32 = 4096u;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read> dy: array<f32>;
 @group(0) @binding(6) var<storage, read_write> part: array<f32>;
+@group(0) @binding(7) var<storage, read_write> dw: array<f32>;
+@group(0) @binding(8) var<storage, read_write> db: array<f32>;
 
 var<workgroup> xs: array<f32, XS>;
 var<workgroup> ws: array<vec4<f32>, WS>;
 var<workgroup> tile: array<f32, TILE>;
+var<workgroup> red: array<f32, 64>;
 
 @compute @workgroup_size(WG)
 fn conv_shared(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -78,8 +87,10 @@ fn conv_shared(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_inde
     let oy0 = (wid.x % bands) * p.band;
     let co0 = wid.y * 16u;
     let in_rows = (p.band - 1u) * STRIDE + R;
-    let oy = lid / p.ow;
-    let ox = lid % p.ow;
+    let group = lid / LANES;
+    let pos = lid % LANES;
+    let oy = pos / p.ow;
+    let ox = pos % p.ow;
     let live = oy < p.band && oy0 + oy < p.oh;
     var a0 = vec4f();
     var a1 = vec4f();
@@ -115,23 +126,40 @@ fn conv_shared(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_inde
         }
         workgroupBarrier();
         if live {
-            for (var cl = 0u; cl < cb; cl++) {
-                for (var r = 0u; r < R; r++) {
-                    let row = (cl * in_rows + oy * STRIDE + r) * p.pitch + ox * STRIDE;
-                    let wrow = ((cl * R + r) * S) * 4u;
-                    for (var s = 0u; s < S; s++) {
-                        let v = vec4f(xs[row + s]);
-                        let wi = wrow + s * 4u;
-                        a0 = fma(v, ws[wi], a0);
-                        a1 = fma(v, ws[wi + 1u], a1);
-                        a2 = fma(v, ws[wi + 2u], a2);
-                        a3 = fma(v, ws[wi + 3u], a3);
-                    }
+            for (var pair = group; pair < cb * R; pair += GROUPS) {
+                let cl = pair / R;
+                let r = pair % R;
+                let row = (cl * in_rows + oy * STRIDE + r) * p.pitch + ox * STRIDE;
+                let wrow = pair * S * 4u;
+                for (var s = 0u; s < S; s++) {
+                    let v = vec4f(xs[row + s]);
+                    let wi = wrow + s * 4u;
+                    a0 = fma(v, ws[wi], a0);
+                    a1 = fma(v, ws[wi + 1u], a1);
+                    a2 = fma(v, ws[wi + 2u], a2);
+                    a3 = fma(v, ws[wi + 3u], a3);
                 }
             }
         }
     }
-    if live {
+    // group 0 adds the other groups' sums, in group order, through workgroup memory
+    for (var g = 1u; g < GROUPS; g++) {
+        workgroupBarrier();
+        if group == g {
+            ws[pos * 4u] = a0;
+            ws[pos * 4u + 1u] = a1;
+            ws[pos * 4u + 2u] = a2;
+            ws[pos * 4u + 3u] = a3;
+        }
+        workgroupBarrier();
+        if group == 0u {
+            a0 += ws[pos * 4u];
+            a1 += ws[pos * 4u + 1u];
+            a2 += ws[pos * 4u + 2u];
+            a3 += ws[pos * 4u + 3u];
+        }
+    }
+    if live && group == 0u {
         let at = (n * p.cout * p.oh + oy0 + oy) * p.ow + ox;
         store4(at, co0, a0);
         store4(at, co0 + 4u, a1);
@@ -224,6 +252,40 @@ fn conv_shared_weight(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocati
             part[slice * weights + j] = acc;
         } else if j < items {
             part[p.slices * weights + slice * p.cout + j - weights] = acc;
+        }
+    }
+}
+
+// conv_shared_weight_sum: one workgroup of 64 per output (the weights, then the biases):
+// invocation t adds slices t, t + 64, ... in order, then a fixed tree adds the 64 sums.
+// flags bit 1: dw accumulates, bit 2: db accumulates.
+@compute @workgroup_size(64)
+fn conv_shared_weight_sum(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                          @builtin(local_invocation_index) lid: u32) {
+    let i = wid.x + wid.y * nwg.x;
+    let weights = p.cout * p.cin * p.r * p.s;
+    let outputs = weights + select(0u, p.cout, (p.flags & 1u) != 0u);
+    if i >= outputs { return; }
+    // slice 0's value and the distance between slices in part
+    let base = select(p.slices * weights + i - weights, i, i < weights);
+    let step = select(p.cout, weights, i < weights);
+    var sum = 0.0;
+    for (var z = lid; z < p.slices; z += 64u) {
+        sum += part[base + z * step];
+    }
+    red[lid] = sum;
+    workgroupBarrier();
+    for (var k = 32u; k > 0u; k >>= 1u) {
+        if lid < k {
+            red[lid] += red[lid + k];
+        }
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        if i < weights {
+            dw[i] = red[0] + select(0.0, dw[i], (p.flags & 2u) != 0u);
+        } else {
+            db[i - weights] = red[0] + select(0.0, db[i - weights], (p.flags & 4u) != 0u);
         }
     }
 }

@@ -352,7 +352,7 @@ fn subgroup_im2col_family_runs_direct_convolutions_where_they_fit() {
     }
 }
 
-/// The GPU families take the direct weight gradient (conv_weight.wgsl + splitk_sum) where a
+/// The GPU families take the direct weight gradient (conv_shared_weight and its sum) where a
 /// convolution has at most 32 weights per output channel and one output row's tile fits 16
 /// KiB, the GEMM elsewhere: dispatch names, then the CPU, the weight and bias gradients
 /// accumulated into what was there.
@@ -360,9 +360,9 @@ fn subgroup_im2col_family_runs_direct_convolutions_where_they_fit() {
 fn few_weight_gradients_run_direct_on_the_gpu_families() {
     let gpu = gpu();
     let mut rng = Rng::new(13);
-    let direct = &["conv_shared_weight", "splitk_sum"][..];
+    let direct = &["conv_shared_weight", "conv_shared_weight_sum"][..];
     let cases = [
-        // conv1 at batch 64: 7-row bands, 256 tiles over 128 workgroups
+        // conv1 at batch 64: 7-row bands, 256 tiles, one per workgroup
         (Conv2d { batch: 64, cin: 1, h: 28, w: 28, cout: 16, r: 5, s: 5, stride: 1, pad: 2 }, true),
         // 3 x 3 x 3 = 27 weights, stride 2, no padding, a partial last band
         (Conv2d { batch: 3, cin: 3, h: 17, w: 13, cout: 8, r: 3, s: 3, stride: 2, pad: 0 }, true),

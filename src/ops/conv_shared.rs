@@ -12,7 +12,7 @@
 //!            `gemm::routes_in_store`)
 //!   dW       where a convolution has at most 32 weights per output channel: each
 //!            invocation reduces one weight (or bias) over staged tiles of dy and x, and
-//!            `splitk_sum` adds the workgroups' slices in order
+//!            conv_shared_weight_sum adds the workgroups' slices, 64 invocations per output
 //! `KILN_DIRECT_CONV=0` turns them off (the implicit GEMM then runs every pass), to compare.
 
 use super::conv_geometry::Conv2d;
@@ -62,15 +62,17 @@ const MAX_WG: usize = 256;
 /// Workgroups conv_shared aims for at least (narrower bands until there are that many, or
 /// one row each): about one per SM of a large GPU.
 const TARGET_GROUPS: usize = 128;
+/// Invocation groups splitting conv_shared's reduction, at most.
+const GROUPS: usize = 4;
 /// The most weights per output channel (C*R*S) conv_shared_weight takes: fewer than half
 /// the GEMM tile's 64 columns. Above that the GEMM's tile is mostly used, and each
 /// invocation here would reduce over every position alone.
 const MAX_TAPS: usize = 32;
 /// conv_shared_weight's staged tile in floats (the shader's TILE).
 const TILE: usize = 4096;
-/// Workgroups conv_shared_weight spreads the tiles over, at most: more cost `splitk_sum`
-/// more loads per output, fewer leave SMs idle.
-const TARGET_SLICES: usize = 128;
+/// Workgroups conv_shared_weight spreads the tiles over, at most (one tile each for conv1
+/// at batch 64): conv_shared_weight_sum adds each output's slices with 64 invocations.
+const TARGET_SLICES: usize = 256;
 
 fn enabled(gpu: &Gpu, cfg: &GemmConfig) -> bool {
     matches!(cfg.family, Family::Tiled | Family::Tiled4) && gpu.direct_convs
@@ -85,27 +87,46 @@ fn pass(c: &Conv2d, transposed: bool) -> (usize, usize, usize, usize, usize, usi
     }
 }
 
-/// conv_shared's launch: (band, pitch, input channels per round, workgroup size), or `None`
-/// where even one output row and one input channel do not fit.
-fn forward_plan(gpu: &Gpu, c: &Conv2d, transposed: bool) -> Option<(usize, usize, usize, usize)> {
+/// conv_shared's launch geometry.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    /// Output rows per workgroup.
+    band: usize,
+    /// The staged input row's length in floats.
+    pitch: usize,
+    /// Input channels staged per round.
+    count: usize,
+    /// Invocation groups splitting the reduction, and invocations per group (a multiple of
+    /// 32 covering the band's outputs).
+    groups: usize,
+    lanes: usize,
+}
+
+/// conv_shared's launch, or `None` where even one output row and one input channel do not
+/// fit. The reduction over (input channel, kernel row) pairs is split across up to
+/// `GROUPS` groups of invocations: an invocation holds 16 output channels, so conv2's dX
+/// (16 channels of 64 x 14 x 14) would otherwise have 12,544 invocations, three warps per
+/// SM of an H200.
+fn forward_plan(gpu: &Gpu, c: &Conv2d, transposed: bool) -> Option<Plan> {
     let (cin, _, _, cout, oh, ow, _, _) = pass(c, transposed);
     let stride = if transposed { 1 } else { c.stride };
     let pitch = (ow - 1) * stride + c.s;
     let taps = c.r * c.s;
+    let limits = gpu.limits();
+    let max_wg = MAX_WG.min(limits.max_compute_invocations_per_workgroup.min(limits.max_compute_workgroup_size_x) as usize);
+    let groups = GROUPS.min(cin * c.r);
     let staged = |band: usize| ((band - 1) * stride + c.r) * pitch;
-    let groups = |band: usize| c.batch * oh.div_ceil(band) * cout.div_ceil(CO_BLOCK);
-    let max_band = (MAX_WG / ow).min(oh);
-    let fits = |band: usize| band >= 1 && staged(band) <= XS;
+    let lanes = |band: usize| (band * ow).next_multiple_of(32);
+    let workgroups = |band: usize| c.batch * oh.div_ceil(band) * cout.div_ceil(CO_BLOCK);
+    let fits = |band: usize| staged(band) <= XS && groups * lanes(band) <= max_wg;
     // the widest band that fits and still gives TARGET_GROUPS workgroups, else the narrowest
-    let band = (1..=max_band).rev().filter(|&b| fits(b)).find(|&b| groups(b) >= TARGET_GROUPS).or_else(|| (1..=max_band).find(|&b| fits(b)))?;
+    let band = (1..=oh).rev().filter(|&b| fits(b)).find(|&b| workgroups(b) >= TARGET_GROUPS).or_else(|| (1..=oh).find(|&b| fits(b)))?;
     let count = (XS / staged(band)).min(WS / (4 * taps)).min(cin);
-    let wg = (band * ow).next_multiple_of(32).min(gpu.limits().max_compute_invocations_per_workgroup.min(gpu.limits().max_compute_workgroup_size_x) as usize);
-    (count >= 1 && wg >= band * ow && groups(band) / cout.div_ceil(CO_BLOCK) <= gpu.limits().max_compute_workgroups_per_dimension as usize)
-        .then_some((band, pitch, count, wg))
+    let grid_x = c.batch * oh.div_ceil(band);
+    (count >= 1 && grid_x <= limits.max_compute_workgroups_per_dimension as usize).then_some(Plan { band, pitch, count, groups, lanes: lanes(band) })
 }
 
-/// Whether the forward (or with `transposed` the dX) of `c` runs here with `cfg`.
-pub(crate) fn fits(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, transposed: bool) -> bool {
+fn fits(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, transposed: bool) -> bool {
     let out_channels = if transposed { c.cin } else { c.cout };
     enabled(gpu, cfg)
         && out_channels >= MIN_CHANNELS
@@ -124,7 +145,7 @@ pub(crate) fn fits_backward_input(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> bo
 }
 
 fn conv_dispatch(gpu: &Gpu, c: &Conv2d, transposed: bool, flags: u32, tensors: &[(u32, Option<&Tensor>)]) -> Result<Dispatch> {
-    let Some((band, pitch, count, wg)) = forward_plan(gpu, c, transposed) else {
+    let Some(Plan { band, pitch, count, groups, lanes }) = forward_plan(gpu, c, transposed) else {
         return Err(Error::unsupported("conv_shared", format!("{c:?}: one output row's input is over {XS} floats")));
     };
     let (cin, h, w, cout, oh, ow, pad_y, pad_x) = pass(c, transposed);
@@ -150,7 +171,9 @@ fn conv_dispatch(gpu: &Gpu, c: &Conv2d, transposed: bool, flags: u32, tensors: &
         ..Default::default()
     };
     let kernel = Kernel::new(Shader::ConvShared, "conv_shared")
-        .with("WG", u(wg))
+        .with("WG", u(groups * lanes))
+        .with("GROUPS", u(groups))
+        .with("LANES", u(lanes))
         .with("R", u(c.r))
         .with("S", u(c.s))
         .with("STRIDE", u(stride))
@@ -242,6 +265,10 @@ pub(crate) fn backward_weight(gpu: &Gpu, c: &Conv2d, x: &Tensor, dy: &Tensor, dw
     let kernel = Kernel::new(Shader::ConvShared, "conv_shared_weight").with("WG", u(wg));
     let tensors = [(1, Some(x)), (5, Some(dy)), (6, Some(&part))];
     let partial = Dispatch::with_dummies(gpu, &kernel, &p, &tensors, [u(slices), 1, 1])?;
-    let sum = crate::ops::reduce::splitk_sum(gpu, &part, slices, dw, accumulate as u32, c.cin * c.r * c.s, None, db)?;
+    let outputs = c.w_len() + if db.is_some() { c.cout } else { 0 };
+    let flags = p.flags | (accumulate as u32) << 1 | (db.is_some_and(|(_, acc)| acc) as u32) << 2;
+    let sum_kernel = Kernel::new(Shader::ConvShared, "conv_shared_weight_sum");
+    let tensors = [(6, Some(&part)), (7, Some(dw)), (8, db.map(|(t, _)| t))];
+    let sum = Dispatch::with_dummies(gpu, &sum_kernel, &SharedParams { flags, ..p }, &tensors, gpu.grid_for(outputs * 64, 64))?;
     Ok(vec![partial, sum])
 }
