@@ -173,12 +173,13 @@ fn im2col_family_is_deterministic() {
 
 /// The tiled families sum a weight gradient's bias gradient from the dy values their A tiles
 /// load (split-K slices included: splitk_sum adds the slices' row sums), so no separate
-/// bias_backward runs: checked by dispatch names; the values by the tests above, which pass
-/// a db to every family.
+/// bias_backward runs: checked by dispatch names on a convolution too wide for the direct
+/// weight gradients (64 input channels); the values by the tests above, which pass a db to
+/// every family.
 #[test]
 fn tiled_weight_gradients_sum_the_bias_in_the_gemm() {
     let gpu = gpu();
-    let c = Conv2d { batch: 64, cin: 16, h: 14, w: 14, cout: 32, r: 5, s: 5, stride: 1, pad: 2 };
+    let c = Conv2d { batch: 64, cin: 64, h: 14, w: 14, cout: 32, r: 5, s: 5, stride: 1, pad: 2 };
     let (x, dy) = (Tensor::empty(gpu, &[c.x_len()], DType::F32).unwrap(), Tensor::empty(gpu, &[c.y_len()], DType::F32).unwrap());
     let (dw, db) = (Tensor::empty(gpu, &[c.w_len()], DType::F32).unwrap(), Tensor::empty(gpu, &[c.cout], DType::F32).unwrap());
     for (name, entry) in [("tiled64", "gemm_tiled"), ("tiled4_64x128", "gemm_tiled4")] {
@@ -352,38 +353,47 @@ fn subgroup_im2col_family_runs_direct_convolutions_where_they_fit() {
     }
 }
 
-/// The GPU families take the direct weight gradient (conv_shared_weight and its sum) where a
-/// convolution has at most 32 weights per output channel and one output row's tile fits 16
-/// KiB, the GEMM elsewhere: dispatch names, then the CPU, the weight and bias gradients
-/// accumulated into what was there.
+/// The GPU families take the direct weight gradients where a tile of one output row fits
+/// the workgroup memory: conv_shared_weight (an output channel's weight per invocation) up to
+/// 32 weights per output channel, conv_shared_weight4 (one weight of 16 channels) above, the
+/// GEMM elsewhere: dispatch names, then the CPU, the weight and bias gradients accumulated
+/// into what was there.
 #[test]
-fn few_weight_gradients_run_direct_on_the_gpu_families() {
+fn weight_gradients_run_direct_on_the_gpu_families() {
     let gpu = gpu();
     let mut rng = Rng::new(13);
-    let direct = &["conv_shared_weight", "conv_shared_weight_sum"][..];
+    let items = Some("conv_shared_weight");
+    let blocks = Some("conv_shared_weight4");
     let cases = [
-        // conv1 at batch 64: 7-row bands, 256 tiles, one per workgroup
-        (Conv2d { batch: 64, cin: 1, h: 28, w: 28, cout: 16, r: 5, s: 5, stride: 1, pad: 2 }, true),
+        // conv1 at batch 64: 7-row bands, 256 tiles, one per workgroup; conv2
+        (Conv2d { batch: 64, cin: 1, h: 28, w: 28, cout: 16, r: 5, s: 5, stride: 1, pad: 2 }, items),
+        (Conv2d { batch: 64, cin: 16, h: 14, w: 14, cout: 32, r: 5, s: 5, stride: 1, pad: 2 }, blocks),
         // 3 x 3 x 3 = 27 weights, stride 2, no padding, a partial last band
-        (Conv2d { batch: 3, cin: 3, h: 17, w: 13, cout: 8, r: 3, s: 3, stride: 2, pad: 0 }, true),
+        (Conv2d { batch: 3, cin: 3, h: 17, w: 13, cout: 8, r: 3, s: 3, stride: 2, pad: 0 }, items),
         // 64 channels x 26 items: more items than one workgroup's invocations
-        (Conv2d { batch: 2, cin: 1, h: 14, w: 14, cout: 64, r: 5, s: 5, stride: 1, pad: 2 }, true),
+        (Conv2d { batch: 2, cin: 1, h: 14, w: 14, cout: 64, r: 5, s: 5, stride: 1, pad: 2 }, items),
         // non-square kernel, one-row bands (a wide image)
-        (Conv2d { batch: 2, cin: 2, h: 5, w: 150, cout: 20, r: 2, s: 7, stride: 1, pad: 1 }, true),
-        // 33 weights per channel: the GEMM
-        (Conv2d { batch: 2, cin: 3, h: 8, w: 8, cout: 4, r: 1, s: 11, stride: 1, pad: 5 }, false),
-        // one output row of dy alone is over 4096 floats: the GEMM
-        (Conv2d { batch: 1, cin: 1, h: 3, w: 300, cout: 16, r: 3, s: 3, stride: 1, pad: 1 }, false),
+        (Conv2d { batch: 2, cin: 2, h: 5, w: 150, cout: 20, r: 2, s: 7, stride: 1, pad: 1 }, items),
+        // 33 weights per channel, 4 channels (one partial block of 16)
+        (Conv2d { batch: 2, cin: 3, h: 8, w: 8, cout: 4, r: 1, s: 11, stride: 1, pad: 5 }, blocks),
+        // 37 channels (three blocks, the last partial), stride 2, 3 x 3 x 9
+        (Conv2d { batch: 3, cin: 9, h: 15, w: 11, cout: 37, r: 3, s: 3, stride: 2, pad: 1 }, blocks),
+        // one output row of dy alone is over 4096 floats; 64 input channels' rows over 2048
+        (Conv2d { batch: 1, cin: 1, h: 3, w: 300, cout: 16, r: 3, s: 3, stride: 1, pad: 1 }, None),
+        (Conv2d { batch: 2, cin: 64, h: 14, w: 14, cout: 16, r: 5, s: 5, stride: 1, pad: 2 }, None),
     ];
     for cfg in [GemmConfig::TILED_64, GemmConfig::TILED4_64X128] {
-        for (c, expect_direct) in cases {
+        for (c, expected) in cases {
             let (x, dy) = (rng.vec(c.x_len()), rng.vec(c.y_len()));
             let (dw0, db0) = (rng.vec(c.w_len()), rng.vec(c.cout));
             let t = |v: &[f32]| Tensor::from_f32(gpu, &[v.len()], v).unwrap();
             let (tx, tdy, tdw, tdb) = (t(&x), t(&dy), t(&dw0), t(&db0));
             let d = conv2d_backward_weight(gpu, &cfg, &c, &tx, &tdy, &tdw, true, Some((&tdb, true))).unwrap();
             let names: Vec<_> = d.iter().map(|d| d.name).collect();
-            assert_eq!(names == direct, expect_direct, "{} {c:?}: {names:?}", cfg.name());
+            match expected {
+                Some(kernel) => assert_eq!(names, [kernel, "conv_shared_weight_sum"], "{} {c:?}", cfg.name()),
+                None => assert!(names[0].starts_with("gemm_tiled"), "{} {c:?}: {names:?}", cfg.name()),
+            }
             gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
             let (_, dw) = cpu::conv2d_backward(&c, &x, &vec![0.0; c.w_len()], &dy);
             let plane = c.oh() * c.ow();

@@ -187,7 +187,7 @@ fn backward_weight(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, x: Input, dy: &Te
     }
     let staged = staged_backward_weight(gpu, cfg, conv, &p);
     match x {
-        Input::X(x) if conv_shared::fits_backward_weight(gpu, cfg, conv) => conv_shared::backward_weight(gpu, conv, x, dy, dw, accumulate, db),
+        Input::X(x) if conv_shared::fits_backward_weight(gpu, cfg, conv) => conv_shared::backward_weight(gpu, cfg, conv, x, dy, dw, accumulate, db),
         Input::X(x) if staged => im2col::backward_weight(gpu, cfg, conv, p, x, dy, dw, db),
         Input::X(x) => launch_weight_grad(gpu, op, cfg, 3, (false, false), p, dy, x, dw, db),
         Input::Columns(col) if staged => im2col::backward_weight_from_columns(gpu, cfg, conv, p, col, dy, dw, db),
@@ -218,7 +218,7 @@ pub fn scratch_bytes(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, pass: Pass) -> 
         Pass::Forward => staged_forward(gpu, cfg, conv, forward_params(conv, 0)).map_or(0, |_| im2col::scratch_bytes(conv, 4)),
         Pass::BackwardInput if conv_direct::fits_backward_input(gpu, cfg, conv) => 0,
         Pass::BackwardInput => staged_backward_input(gpu, cfg, conv).map_or(0, |_| im2col::scratch_bytes(conv, 5)),
-        Pass::BackwardWeight if conv_shared::fits_backward_weight(gpu, cfg, conv) => conv_shared::scratch_bytes_backward_weight(conv),
+        Pass::BackwardWeight if conv_shared::fits_backward_weight(gpu, cfg, conv) => conv_shared::scratch_bytes_backward_weight(gpu, cfg, conv),
         Pass::BackwardWeight => {
             let p = weight_params(conv, 0);
             if staged_backward_weight(gpu, cfg, conv, &p) {

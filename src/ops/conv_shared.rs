@@ -10,8 +10,9 @@
 //!   dX       at stride 1, the convolution of dy with the flipped, transposed weight; a
 //!            routed max-pool's backward is a second dispatch (as for the tiled GEMMs,
 //!            `gemm::routes_in_store`)
-//!   dW       where a convolution has at most 32 weights per output channel: each
-//!            invocation reduces one weight (or bias) over staged tiles of dy and x, and
+//!   dW       each invocation reduces one weight (or bias) over staged tiles of dy and x,
+//!            of one output channel where there are at most 32 weights per channel
+//!            (conv_shared_weight), of 16 above (conv_shared_weight4); then
 //!            conv_shared_weight_sum adds the workgroups' slices, 64 invocations per output
 //! `KILN_DIRECT_CONV=0` turns them off (the implicit GEMM then runs every pass), to compare.
 
@@ -64,9 +65,9 @@ const MAX_WG: usize = 256;
 const TARGET_GROUPS: usize = 128;
 /// Invocation groups splitting conv_shared's reduction, at most.
 const GROUPS: usize = 4;
-/// The most weights per output channel (C*R*S) conv_shared_weight takes: fewer than half
-/// the GEMM tile's 64 columns. Above that the GEMM's tile is mostly used, and each
-/// invocation here would reduce over every position alone.
+/// The most weights per output channel (C*R*S) conv_shared_weight takes (one invocation
+/// per output channel and weight); above, conv_shared_weight4 (one per weight, for 16
+/// output channels), whose invocations would mostly idle on conv1's 25 weights.
 const MAX_TAPS: usize = 32;
 /// conv_shared_weight's staged tile in floats (the shader's TILE).
 const TILE: usize = 4096;
@@ -218,22 +219,61 @@ fn weight_plan(c: &Conv2d) -> Option<(usize, usize, usize, usize)> {
     Some((band, pitch, per_slice, tiles.div_ceil(per_slice)))
 }
 
-/// Whether the weight gradient of `c` runs here with `cfg`: a GPU family, at most
-/// `MAX_TAPS` weights per output channel, one output row's tile in the workgroup memory.
+/// conv_shared_weight4's launch (more than `MAX_TAPS` weights per output channel): (output
+/// rows per tile, input row pitch, tiles per slice, slices), or `None` when one output
+/// row's input (every channel) is over the staged input's XS floats or its positions over
+/// WS / 4.
+fn weight4_plan(c: &Conv2d) -> Option<(usize, usize, usize, usize)> {
+    let (oh, ow) = (c.oh(), c.ow());
+    let pitch = (ow - 1) * c.stride + c.s;
+    let fits = |band: usize| c.cin * ((band - 1) * c.stride + c.r) * pitch <= XS && 4 * band * ow <= WS;
+    let band = (1..=oh).take_while(|&b| fits(b)).last()?;
+    let tiles = c.batch * oh.div_ceil(band);
+    let per_slice = tiles.div_ceil(TARGET_SLICES / 2);
+    Some((band, pitch, per_slice, tiles.div_ceil(per_slice)))
+}
+
+/// Which weight-gradient kernel a convolution takes here, with its launch.
+enum WeightKernel {
+    /// conv_shared_weight: one (output channel, weight) per invocation.
+    Items((usize, usize, usize, usize)),
+    /// conv_shared_weight4: one weight of 16 output channels per invocation.
+    Blocks((usize, usize, usize, usize)),
+}
+
+fn weight_kernel(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> Option<WeightKernel> {
+    if !enabled(gpu, cfg) {
+        return None;
+    }
+    if c.cin * c.r * c.s <= MAX_TAPS {
+        weight_plan(c).map(WeightKernel::Items)
+    } else {
+        weight4_plan(c).map(WeightKernel::Blocks)
+    }
+}
+
+/// Whether the weight gradient of `c` runs here with `cfg`: a GPU family and a tile of one
+/// output row that fits the workgroup memory.
 pub(crate) fn fits_backward_weight(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> bool {
-    enabled(gpu, cfg) && c.cin * c.r * c.s <= MAX_TAPS && weight_plan(c).is_some()
+    weight_kernel(gpu, cfg, c).is_some()
 }
 
 /// The scratch bytes of the weight gradient's partial sums (`Gpu::scratch`).
-pub(crate) fn scratch_bytes_backward_weight(c: &Conv2d) -> u64 {
-    weight_plan(c).map_or(0, |(.., slices)| 4 * (slices * (c.w_len() + c.cout)) as u64)
+pub(crate) fn scratch_bytes_backward_weight(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> u64 {
+    match weight_kernel(gpu, cfg, c) {
+        Some(WeightKernel::Items((.., slices)) | WeightKernel::Blocks((.., slices))) => 4 * (slices * (c.w_len() + c.cout)) as u64,
+        None => 0,
+    }
 }
 
 /// dw (+)= the weight gradient, db (+)= the bias gradient. The caller has checked the
 /// lengths and `fits_backward_weight`.
-pub(crate) fn backward_weight(gpu: &Gpu, c: &Conv2d, x: &Tensor, dy: &Tensor, dw: &Tensor, accumulate: bool, db: GradOut) -> Result<Vec<Dispatch>> {
-    let Some((band, pitch, tiles, slices)) = weight_plan(c) else {
-        return Err(Error::unsupported("conv2d_backward_weight", format!("{c:?}: one output row's tile is over {TILE} floats")));
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward_weight(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, x: &Tensor, dy: &Tensor, dw: &Tensor, accumulate: bool, db: GradOut) -> Result<Vec<Dispatch>> {
+    let (entry, (band, pitch, tiles, slices), items, blocks) = match weight_kernel(gpu, cfg, c) {
+        Some(WeightKernel::Items(plan)) => ("conv_shared_weight", plan, c.w_len() + c.cout, 1),
+        Some(WeightKernel::Blocks(plan)) => ("conv_shared_weight4", plan, c.cin * c.r * c.s + 1, c.cout.div_ceil(CO_BLOCK)),
+        None => return Err(Error::unsupported("conv2d_backward_weight", format!("{c:?}: one output row's tile does not fit the workgroup memory"))),
     };
     let u = |v: usize| v as u32;
     let p = SharedParams {
@@ -256,15 +296,15 @@ pub(crate) fn backward_weight(gpu: &Gpu, c: &Conv2d, x: &Tensor, dy: &Tensor, dw
         slices: u(slices),
         ..Default::default()
     };
-    // one item per invocation where the device allows it (416 for conv1 with its bias)
-    let items = c.w_len() + c.cout;
+    // one item per invocation where the device allows it (416 for conv1 with its bias, 401
+    // for conv2's 16-channel blocks)
     let limits = gpu.limits();
     let wg = items.next_multiple_of(32).min(limits.max_compute_invocations_per_workgroup.min(limits.max_compute_workgroup_size_x) as usize);
-    let len = (scratch_bytes_backward_weight(c) / 4) as usize;
+    let len = (scratch_bytes_backward_weight(gpu, cfg, c) / 4) as usize;
     let part = Tensor::from_buffer(gpu.scratch(4 * len as u64)?, 0, &[len], DType::F32);
-    let kernel = Kernel::new(Shader::ConvShared, "conv_shared_weight").with("WG", u(wg));
+    let kernel = Kernel::new(Shader::ConvShared, entry).with("WG", u(wg));
     let tensors = [(1, Some(x)), (5, Some(dy)), (6, Some(&part))];
-    let partial = Dispatch::with_dummies(gpu, &kernel, &p, &tensors, [u(slices), 1, 1])?;
+    let partial = Dispatch::with_dummies(gpu, &kernel, &p, &tensors, [u(slices), u(blocks), 1])?;
     let outputs = c.w_len() + if db.is_some() { c.cout } else { 0 };
     let flags = p.flags | (accumulate as u32) << 1 | (db.is_some_and(|(_, acc)| acc) as u32) << 2;
     let sum_kernel = Kernel::new(Shader::ConvShared, "conv_shared_weight_sum");
