@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::gpu::Gpu;
-use crate::graph::{lower, Executor, Graph, Mode};
+use crate::graph::{lower, Executor, Graph, Mode, Step};
+use crate::ops::conv2d::{self, Pass};
 use crate::ops::gemm::GemmConfig;
 use crate::ops::optim::Optimizer;
 use crate::{Error, Result};
@@ -89,6 +90,19 @@ pub fn candidates(gpu: &Gpu, key: &str) -> Vec<GemmConfig> {
     }
 }
 
+/// Whether `step` runs the same kernel with every candidate: a convolution pass that the GPU
+/// families run direct (ops/conv_shared.rs), whatever their GEMM tile.
+fn candidates_run_alike(gpu: &Gpu, step: &Step) -> bool {
+    let (conv, pass) = match step {
+        Step::Conv2dForward { conv, .. } => (conv, Pass::Forward),
+        Step::Conv2dBackwardInput { conv, .. } => (conv, Pass::BackwardInput),
+        Step::Conv2dBackwardWeight { conv, .. } => (conv, Pass::BackwardWeight),
+        _ => return false,
+    };
+    let key = format!("conv2d {conv:?}");
+    candidates(gpu, &key).iter().all(|cfg| conv2d::runs_direct(gpu, cfg, conv, pass))
+}
+
 /// The cache file for this adapter, driver and kiln version (a new kiln re-tunes: its
 /// kernels may differ), or `None` when there is no home directory. `KILN_CACHE` names
 /// the directory; empty means unset; naming something that is not a directory is an error
@@ -146,7 +160,15 @@ pub fn tune(gpu: &Gpu, graph: &Graph, optimizer: Optimizer) -> Result<(Tuning, T
     let path = cache_file(gpu)?;
     report.cache_file = path.clone();
     let mut cached = path.as_ref().map(read_cache).unwrap_or_default();
-    let keys: Vec<String> = lower(graph, Mode::Train)?.tune_keys().into_iter().flatten().collect();
+    let plan = lower(graph, Mode::Train)?;
+    let keys: Vec<String> = plan.tune_keys().into_iter().flatten().collect();
+    // keys whose step runs the same kernel whatever the candidate (a direct convolution)
+    let untimed: Vec<String> = plan
+        .steps
+        .iter()
+        .filter(|s| candidates_run_alike(gpu, s))
+        .filter_map(|s| plan.tune_key(s))
+        .collect();
     // An entry is trusted only if it names a variant this adapter's family competes with
     // for that step (a GPU choice on a CPU adapter can be 8x slower, a misspelt one unknown).
     cached.retain(|k, v| {
@@ -160,12 +182,13 @@ pub fn tune(gpu: &Gpu, graph: &Graph, optimizer: Optimizer) -> Result<(Tuning, T
     let missing = keys.iter().any(|k| !cached.contains_key(k));
     if missing {
         // Time each candidate on the steps it competes for; keep the fastest per key. A key
-        // with a single candidate is decided without timing.
+        // with a single candidate, or whose step runs the same kernel with each, is decided
+        // without timing.
         let mut best: HashMap<String, (String, f64)> = HashMap::new();
         let mut all: Vec<GemmConfig> = Vec::new();
         for k in &keys {
             let c = candidates(gpu, k);
-            if c.len() == 1 {
+            if c.len() == 1 || untimed.contains(k) {
                 best.insert(k.clone(), (c[0].name(), f64::NAN));
             }
             for cfg in c {

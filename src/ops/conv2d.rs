@@ -195,6 +195,17 @@ fn backward_weight(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, x: Input, dy: &Te
     }
 }
 
+/// Whether `pass` of `conv` runs as a direct convolution from workgroup memory with `cfg`
+/// (ops/conv_shared.rs), a kernel that does not depend on `cfg`'s GEMM tile.
+pub(crate) fn runs_direct(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, pass: Pass) -> bool {
+    conv.validate("runs_direct").is_ok()
+        && match pass {
+            Pass::Forward => conv_shared::fits_forward(gpu, cfg, conv),
+            Pass::BackwardInput => conv_shared::fits_backward_input(gpu, cfg, conv),
+            Pass::BackwardWeight => conv_shared::fits_backward_weight(gpu, cfg, conv),
+        }
+}
+
 /// The three passes of a convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pass {
