@@ -1,3 +1,7 @@
+// linear_forward_small: the forward of the same layers, y[r, c] = sum_f x[r, f] w[c, f]
+// (+ b[c]) (ReLU), one invocation per output, one sequential sum in f order (flags bit 0:
+// bias, 1: ReLU): with OUT small a GEMM's tile is mostly empty columns (fc2: 10 of 64).
+//
 // The whole backward of a linear layer with few outputs (a classifier's last layer) in one
 // dispatch: y[R, OUT] = x[R, IN] . w[OUT, IN]^T + b has
 //   dx[r, f]  = gate(r, f) * sum_c dy[r, c] w[c, f]     (a sum of OUT terms)
@@ -28,6 +32,8 @@ const WG: u32 = 256u;
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dw: array<f32>;
 @group(0) @binding(6) var<storage, read_write> db: array<f32>;
+@group(0) @binding(7) var<storage, read> bias: array<f32>;
+@group(0) @binding(8) var<storage, read_write> y: array<f32>;
 
 fn has(bit: u32) -> bool {
     return (p.flags & (1u << bit)) != 0u;
@@ -66,4 +72,18 @@ fn linear_backward_small(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgro
         if has(5u) { s += db[i]; }
         db[i] = s;
     }
+}
+
+@compute @workgroup_size(WG)
+fn linear_forward_small(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                        @builtin(local_invocation_id) lid: vec3u) {
+    let i = (wid.x + wid.y * nwg.x) * WG + lid.x;
+    if i >= p.rows * p.out { return; }
+    let r = i / p.out;
+    let c = i - r * p.out;
+    var s = 0.0;
+    for (var f = 0u; f < p.inp; f++) { s = fma(x[r * p.inp + f], w[c * p.inp + f], s); }
+    if has(0u) { s += bias[c]; }
+    if has(1u) { s = max(s, 0.0); }
+    y[i] = s;
 }

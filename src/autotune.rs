@@ -10,9 +10,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::gpu::Gpu;
-use crate::graph::{lower, Executor, Graph, Mode, Step};
+use crate::graph::{lower, Executor, Graph, Mode, Plan, Step};
 use crate::ops::conv2d::{self, Pass};
 use crate::ops::gemm::GemmConfig;
+use crate::ops::linear::SMALL_OUT;
 use crate::ops::optim::Optimizer;
 use crate::{Error, Result};
 
@@ -91,9 +92,11 @@ pub fn candidates(gpu: &Gpu, key: &str) -> Vec<GemmConfig> {
 }
 
 /// Whether `step` runs the same kernel with every candidate: a convolution pass that the GPU
-/// families run direct (ops/conv_shared.rs), whatever their GEMM tile.
-fn candidates_run_alike(gpu: &Gpu, step: &Step) -> bool {
+/// families run direct (ops/conv_shared.rs), whatever their GEMM tile, or the forward of a
+/// linear layer with few outputs (`linear_forward_small`).
+fn candidates_run_alike(gpu: &Gpu, plan: &Plan, step: &Step) -> bool {
     let (conv, pass) = match step {
+        Step::LinearForward { w, .. } => return plan.values[w.0].shape[0] <= SMALL_OUT,
         Step::Conv2dForward { conv, .. } => (conv, Pass::Forward),
         Step::Conv2dBackwardInput { conv, .. } => (conv, Pass::BackwardInput),
         Step::Conv2dBackwardWeight { conv, .. } => (conv, Pass::BackwardWeight),
@@ -166,7 +169,7 @@ pub fn tune(gpu: &Gpu, graph: &Graph, optimizer: Optimizer) -> Result<(Tuning, T
     let untimed: Vec<String> = plan
         .steps
         .iter()
-        .filter(|s| candidates_run_alike(gpu, s))
+        .filter(|s| candidates_run_alike(gpu, &plan, s))
         .filter_map(|s| plan.tune_key(s))
         .collect();
     // An entry is trusted only if it names a variant this adapter's family competes with

@@ -1,11 +1,12 @@
-//! `linear_backward_small` (the one-dispatch backward of a linear layer with few outputs)
+//! `linear_forward_small` against `cpu::gemm::linear_forward`, with and without bias and
+//! ReLU; `linear_backward_small` (the one-dispatch backward of a linear layer with few outputs)
 //! against the f64 reference `cpu::gemm::linear_backward`, with and without the fused ReLU
 //! mask, every subset of outputs, written and accumulated; `linear_backward_weight` (dW
 //! with the bias gradient summed in the same GEMM where the kernel can) in every family.
 
 use kiln::cpu::gemm as cpu;
 use kiln::ops::gemm::{Family, GemmConfig};
-use kiln::ops::linear::{linear_backward_small, linear_backward_weight, Linear, SMALL_OUT};
+use kiln::ops::linear::{linear_backward_small, linear_backward_weight, linear_forward_small, Linear, SMALL_OUT};
 use kiln::testing::{assert_close, gpu, Rng, REDUCTION};
 use kiln::{DType, Tensor};
 
@@ -130,4 +131,32 @@ fn weight_gradient_with_bias_gradient_matches_in_every_family() {
             assert_close(&format!("{what}: db"), &tdb.to_f32(gpu).unwrap(), &plus(gb, &db0, acc_b), REDUCTION);
         }
     }
+}
+
+#[test]
+fn small_forward_matches_cpu() {
+    let gpu = gpu();
+    let mut rng = Rng::new(41);
+    for (rows, inp, out) in [(64, 128, 10), (3, 1, 1), (257, 33, SMALL_OUT), (1, 784, 7)] {
+        let l = Linear { rows, inp, out };
+        let (x, w, b) = (rng.vec(rows * inp), rng.vec(out * inp), rng.vec(out));
+        for (bias, relu) in [(false, false), (true, false), (true, true), (false, true)] {
+            let y = Tensor::empty(gpu, &[rows * out], DType::F32).unwrap();
+            y.poison(gpu).unwrap();
+            let tb = upload(&b);
+            let d = linear_forward_small(gpu, &l, &upload(&x), &upload(&w), bias.then_some(&tb), relu, &y).unwrap();
+            gpu.run(&[&d]).unwrap();
+            let zeros = vec![0.0; out];
+            let mut want = cpu::linear_forward(&x, &w, if bias { &b } else { &zeros }, rows, inp, out);
+            if relu {
+                want.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            assert_close(&format!("linear_forward_small {l:?} bias {bias} relu {relu}"), &y.to_f32(gpu).unwrap(), &want, REDUCTION);
+        }
+    }
+    // more outputs than SMALL_OUT: refused with the shape
+    let l = Linear { rows: 2, inp: 3, out: SMALL_OUT + 1 };
+    let t = |n: usize| Tensor::empty(gpu, &[n], DType::F32).unwrap();
+    let err = linear_forward_small(gpu, &l, &t(6), &t(3 * (SMALL_OUT + 1)), None, false, &t(2 * (SMALL_OUT + 1))).err().unwrap();
+    assert!(err.to_string().contains("at most"), "{err}");
 }

@@ -526,7 +526,13 @@ impl<'g> Executor<'g> {
                 None => conv2d::conv2d_backward_weight(gpu, cfg, conv, t(*x), t(*dy), t(*dw), *accumulate, grad(db))?,
                 Some(col) => conv2d::conv2d_backward_weight_from_columns(gpu, cfg, conv, col, t(*dy), t(*dw), *accumulate, grad(db))?,
             },
-            Step::LinearForward { x, w, b, y, .. } => gemm(gpu, cfg, &linear_gemm(step, &|v| t(v).shape().to_vec()).expect("a linear step"), t(*x), t(*w), b.map(t), t(*y))?,
+            Step::LinearForward { x, w, b, relu, y } => match linear_gemm(step, &|v| t(v).shape().to_vec()) {
+                Some(g) => gemm(gpu, cfg, &g, t(*x), t(*w), b.map(t), t(*y))?,
+                None => {
+                    let l = Linear { rows: t(*x).shape()[0], inp: t(*x).shape()[1], out: t(*w).shape()[0] };
+                    vec![linear::linear_forward_small(gpu, &l, t(*x), t(*w), b.map(t), *relu, t(*y))?]
+                }
+            },
             Step::LinearBackwardInput { dy, w, dx, pool } => {
                 let g = linear_gemm(step, &|v| t(v).shape().to_vec()).expect("a linear step");
                 match pool {
@@ -883,8 +889,11 @@ struct KeptColumns {
     in_scratch: bool,
 }
 
+/// The GEMM of a linear step; `None` for other steps and for a forward with at most
+/// `linear::SMALL_OUT` outputs, which runs `linear_forward_small`.
 fn linear_gemm(step: &Step, shape: &dyn Fn(ValueId) -> Vec<usize>) -> Option<Gemm> {
     match step {
+        Step::LinearForward { w, .. } if shape(*w)[0] <= linear::SMALL_OUT => None,
         Step::LinearForward { x, w, b, relu, .. } => {
             let (x, w) = (shape(*x), shape(*w));
             let bias = if b.is_some() { Bias::Col } else { Bias::None };

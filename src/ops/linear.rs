@@ -1,4 +1,6 @@
-//! Linear-layer gradients beyond plain GEMMs:
+//! Linear layers beyond plain GEMMs:
+//! - `linear_forward_small`: the forward of a layer with few outputs, one invocation per
+//!   output (shaders/linear.wgsl): a GEMM's tile would be mostly empty columns.
 //! - `linear_backward_small`: the backward of a layer with few outputs in one dispatch
 //!   (shaders/linear.wgsl): dx (optionally gated by a fused ReLU's mask), dW and db, one
 //!   invocation per output element. What the lowering uses for a classifier's last layer
@@ -15,8 +17,9 @@ use crate::shaders::Shader;
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 
-/// Output features up to which a linear layer's backward runs as `linear_backward_small`:
-/// dx's sums are then at most this long, and dW has this many rows.
+/// Output features up to which a linear layer's forward runs as `linear_forward_small` and
+/// its backward as `linear_backward_small`: dx's sums are then at most this long, and dW
+/// has this many rows.
 pub const SMALL_OUT: usize = 16;
 
 /// Shape of y[rows, out] = x[rows, inp] . W[out, inp]^T + b.
@@ -37,6 +40,24 @@ struct SmallParams {
     inp: u32,
     out: u32,
     flags: u32,
+}
+
+/// y = x . W^T (+ b) (ReLU) for a layer with at most [`SMALL_OUT`] outputs: one dispatch,
+/// one invocation per output.
+pub fn linear_forward_small(gpu: &Gpu, l: &Linear, x: &Tensor, w: &Tensor, b: Option<&Tensor>, relu: bool, y: &Tensor) -> Result<Dispatch> {
+    let op = "linear_forward_small";
+    if l.rows == 0 || l.inp == 0 || l.out == 0 || l.out > SMALL_OUT {
+        return Err(Error::shape(op, format!("{l:?}: expected non-empty dimensions and at most {SMALL_OUT} outputs")));
+    }
+    check_len(op, "x", x, l.rows * l.inp)?;
+    check_len(op, "weight", w, l.out * l.inp)?;
+    check_len(op, "y", y, l.rows * l.out)?;
+    if let Some(b) = b {
+        check_len(op, "bias", b, l.out)?;
+    }
+    let params = SmallParams { rows: l.rows as u32, inp: l.inp as u32, out: l.out as u32, flags: b.is_some() as u32 | (relu as u32) << 1 };
+    let tensors = [(2, Some(w)), (3, Some(x)), (7, b), (8, Some(y))];
+    Dispatch::with_dummies(gpu, &Kernel::new(Shader::Linear, "linear_forward_small"), &params, &tensors, gpu.grid_for(l.rows * l.out, 256))
 }
 
 /// dx = (dy . W) masked where `x <= 0` if `relu_gate`; dW (+)= dy^T . x; db (+)= column sums
