@@ -8,10 +8,12 @@
 #   scripts/gpu-measure.sh run DIR OUT   (there) measure; JSON lines to OUT/results.jsonl
 #                                        (each with "tag"), logs to OUT/log.txt, a table last
 #   KILN_BASELINE=REF scripts/gpu-measure.sh bundle DIR
-#                                        also build git REF's train_mnist (in a worktree and
-#                                        target/gpu-measure-baseline) as DIR/train_mnist_base:
-#                                        run then times it against this build at batch 64,
-#                                        alternating, so a lease judges a change on the GPU
+#                                        also build git REF's train_mnist and kernels bench (in a
+#                                        worktree and target/gpu-measure-baseline) as
+#                                        DIR/train_mnist_base, DIR/kernels_base: run then times
+#                                        them against this build (batch 64 training, GEMM
+#                                        4096^3 of the tiled4 variants), alternating, so a
+#                                        lease judges a change on the GPU
 #   KILN_MEASURE_SMOKE=1 scripts/gpu-measure.sh run DIR OUT
 #                                        (here, on lavapipe) the kiln runs on 256 images of
 #                                        mnist10k and no benches: checks the script itself
@@ -19,8 +21,10 @@
 # What it measures, in this order (the cheap kiln figures first, the peers last, so a run
 # cut short still brings back the kiln numbers): cold and cached start-up, the CNN at batch
 # 64 (twice), 256 and 1024 and the MLP, time to 99% test accuracy under a few recipes, the
-# per-kernel profile at batch 64 and 1024, GEMM 4096^3 for every tiled variant and cuBLAS's
-# fp32 rate beside it, the dispatch cost and the inference API, then benches/peers/run_all.sh.
+# per-kernel profile at batch 64 and 1024, the kernel tests, the conv passes with the direct
+# kernels on and off, GEMM 4096^3 for every tiled variant and cuBLAS's fp32 rate beside it,
+# the dispatch cost and the inference API, then benches/peers/run_all.sh (at most
+# KILN_MEASURE_PEERS_SECONDS, 600 by default).
 set -u -o pipefail
 mode=${1:-} dir=${2:-}
 usage() { echo "usage: $0 bundle DIR | run DIR OUT" >&2; exit 2; }
@@ -29,10 +33,6 @@ cd "$(dirname "$0")/.." || exit 2
 
 # the integration tests that exercise kernels without a dataset
 tests="activation conv2d elementwise gemm graph input_gradient linear optim pool softmax"
-# conv tile shapes the sweep adds to the named variants (benches/kernels.rs: KILN_BENCH_CONFIGS),
-# none of them a named one (tiled16x64, tiled32x64 are timed anyway): fewer rows or columns
-# per invocation, and a deeper K slice
-conv_configs=${KILN_MEASURE_CONV_CONFIGS:-tiled:16x16:1x1:16,tiled:16x16:1x2:16,tiled:8x16:1x4:16,tiled:16x16:1x4:32,tiled:16x16:2x4:32}
 
 if [ "$mode" = bundle ]; then
     data=${KILN_MNIST:-../shared/data/mnist}
@@ -54,6 +54,13 @@ for l in sys.stdin:
         (cd "$wt" && CARGO_TARGET_DIR="$root/target/gpu-measure-baseline" cargo build --release --example train_mnist >&2) &&
             cp target/gpu-measure-baseline/release/examples/train_mnist "$dir/train_mnist_base"
         status=$?
+        # its kernels bench too, for the GEMM 4096^3 comparison
+        base_bench=$(cd "$wt" && CARGO_TARGET_DIR="$root/target/gpu-measure-baseline" cargo bench --bench kernels --no-run --message-format=json 2>/dev/null |
+            python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "kernels" and m.get("executable"): print(m["executable"])' | tail -n 1)
+        [ $status = 0 ] && [ -x "$base_bench" ] && strip -o "$dir/kernels_base" "$base_bench" && gzip -9 "$dir/kernels_base" || status=1
         git worktree remove --force "$wt"
         [ $status = 0 ] || { echo "$0: could not build $KILN_BASELINE's train_mnist" >&2; exit 1; }
         git rev-parse "$KILN_BASELINE" >"$dir/baseline.txt"
@@ -135,11 +142,7 @@ kiln mlp-b64 --epochs 3 --bench --model mlp
 step "time to 99%"
 kiln tta-b64-e2 --epochs 2
 kiln tta-b128-onecycle3-e2 --epochs 2 --batch-size 128 --lr 3e-3 --lr-schedule onecycle
-kiln tta-b128-onecycle4-e2 --epochs 2 --batch-size 128 --lr 4e-3 --lr-schedule onecycle
-kiln tta-b256-onecycle3-e2 --epochs 2 --batch-size 256 --lr 3e-3 --lr-schedule onecycle
 kiln tta-b256-onecycle4-e3 --epochs 3 --batch-size 256 --lr 4e-3 --lr-schedule onecycle
-kiln tta-b512-onecycle6-e2 --epochs 2 --batch-size 512 --lr 6e-3 --lr-schedule onecycle
-kiln tta-b512-onecycle6-e3 --epochs 3 --batch-size 512 --lr 6e-3 --lr-schedule onecycle
 # the one-epoch recipe found on lavapipe (BENCHMARKS.md), three seeds
 for seed in 1 2 3; do
     kiln tta-b128-adamw5-ls-e1-seed$seed --epochs 1 --batch-size 128 --lr 5e-3 --optimizer adamw --label-smoothing 0.1 --lr-schedule onecycle --seed $seed
@@ -153,12 +156,23 @@ for name in $tests; do
     if timeout 60 "$bin/$name" --test-threads=4 >>"$out/tests.txt" 2>&1; then echo "tests $name: ok" | tee -a "$log"; else echo "tests $name: FAILED" | tee -a "$log"; fi
 done
 if [ "$smoke" != 1 ] && [ "${KILN_MEASURE_BENCHES:-1}" = 1 ]; then
-[ "${KILN_MEASURE_CONV:-1}" = 1 ] && step "conv passes at batch 64 (training's five) in tile shapes: the named tiled variants and $conv_configs" &&
-KILN_BENCH_CONFIGS=$conv_configs "$bin/kernels" --bench 'conv2d_(forward|backward_weight)/tiled[^/]*/conv|conv2d_backward_input/tiled[^/]*/conv2' \
-    --warm-up-time 0.3 --measurement-time 1 2>>"$log" | grep -E '^conv2d|thrpt|time:' >"$out/conv.txt"
-step "kernels: GEMM 4096^3 (tiled variants and extra tiled4 shapes), fc1's GEMMs, dispatch cost, inference"
-KILN_BENCH_LARGE=1 KILN_BENCH_CONFIGS=tiled4:16x16:8x8:32,tiled4:16x32:8x8:16,tiled4:32x16:8x8:16,tiled:16x16:4x8:16 \
-    "$bin/kernels" --bench 'gemm/tiled.*/4096' 2>>"$log" | grep -E 'gemm/|thrpt' | tee "$out/gemm4096.txt" >&2
+[ "${KILN_MEASURE_CONV:-1}" = 1 ] && step "conv passes at batch 64 (training's five), tiled32x64: the direct kernels (conv_shared) on, then off (KILN_DIRECT_CONV=0)" &&
+for direct in 1 0; do
+    echo "KILN_DIRECT_CONV=$direct" >>"$out/conv.txt"
+    KILN_DIRECT_CONV=$direct "$bin/kernels" --bench 'conv2d_(forward|backward_weight)/tiled32x64/conv|conv2d_backward_input/tiled32x64/conv2' \
+        --warm-up-time 0.3 --measurement-time 1 2>>"$log" | grep -E '^conv2d|thrpt|time:' >>"$out/conv.txt"
+done
+step "kernels: GEMM 4096^3 (tiled variants and extra tiled4 shapes; the baseline's tiled4 beside), fc1's GEMMs, dispatch cost, inference"
+KILN_BENCH_LARGE=1 KILN_BENCH_CONFIGS=tiled4:16x16:8x8:32,tiled4:16x32:8x8:16 \
+    "$bin/kernels" --bench 'gemm/tiled.*/4096' --warm-up-time 1 --measurement-time 2 2>>"$log" | grep -E 'gemm/|thrpt' | tee "$out/gemm4096.txt" >&2
+if [ -x "$bin/kernels_base" ]; then
+    for round in 1 2; do
+        for b in kernels_base kernels; do
+            echo "$b round $round" | tee -a "$out/gemm4096.txt" >&2
+            KILN_BENCH_LARGE=1 "$bin/$b" --bench 'gemm/tiled4_.*/4096' --warm-up-time 1 --measurement-time 2 2>>"$log" | grep -E 'gemm/|thrpt' | tee -a "$out/gemm4096.txt" >&2
+        done
+    done
+fi
 "$bin/kernels" --bench 'gemm/(tiled64|tiled4_64x128|vec4_sg)/fc1|dispatch/|classify' 2>>"$log" | grep -E '^[a-z_0-9]+/|thrpt|time:' >"$out/kernels.txt"
 python3 - <<'EOF' 2>>"$log" | tee -a "$out/gemm4096.txt" >&2
 import torch
@@ -175,7 +189,7 @@ times.sort()
 print(f"cuBLAS fp32 (TF32 off) 4096^3: {2 * n**3 / times[len(times) // 2] / 1e12:.1f} TFLOP/s (median of 20)")
 EOF
 [ "${KILN_MEASURE_PEERS:-1}" = 1 ] && step "peers (full MNIST, 3 epochs)" &&
-KILN_BIN=$tm KILN_CACHE=$KILN_CACHE benches/peers/run_all.sh "$dir/mnist" mnist 3 2>>"$log" |
+KILN_BIN=$tm KILN_CACHE=$KILN_CACHE timeout "${KILN_MEASURE_PEERS_SECONDS:-600}" benches/peers/run_all.sh "$dir/mnist" mnist 3 2>>"$log" |
     python3 -c 'import json,sys
 for l in sys.stdin: print(json.dumps({"tag": "peer", **json.loads(l)}))' >>"$results"
 fi
