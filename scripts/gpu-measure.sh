@@ -173,7 +173,7 @@ if [ -x "$bin/kernels_base" ]; then
         done
     done
 fi
-"$bin/kernels" --bench 'gemm/(tiled64|tiled4_64x128|vec4_sg)/fc1|dispatch/|classify' 2>>"$log" | grep -E '^[a-z_0-9]+/|thrpt|time:' >"$out/kernels.txt"
+"$bin/kernels" --bench 'gemm/(tiled64|tiled4_64x128|vec4_sg)/fc1|dispatch/|classify' --warm-up-time 0.5 --measurement-time 1 2>>"$log" | grep -E '^[a-z_0-9]+/|thrpt|time:' >"$out/kernels.txt"
 python3 - <<'EOF' 2>>"$log" | tee -a "$out/gemm4096.txt" >&2
 import torch
 torch.backends.cuda.matmul.allow_tf32 = False
