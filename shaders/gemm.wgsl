@@ -63,10 +63,6 @@ override WGX: u32 = 16u;
 override SPLIT_K: bool = false;
 // The tiled kernels' 16-byte staging of plain NN products (a_stage4, b_stage4)
 override VEC_STAGE: bool = false;
-// gemm_tiled4 with VEC_STAGE where each invocation stages exactly one or two vec4s of A and
-// of B per K slice: the next slice's global loads go to registers before this slice's
-// products, so their latency hides behind the arithmetic (register prefetch)
-override PREFETCH: bool = false;
 override WGY: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -433,17 +429,6 @@ fn b_stage4(col0: u32, k0: u32, e: u32) -> vec4<f32> {
     return select(vec4<f32>(0.0), b4[min(k, p.k - 1u) * n4 + min(j, n4 - 1u)], k < p.k && j < n4);
 }
 
-// A's item e (a_stage4) into tile_a4: its four K values go down the tile's K rows
-fn tile_a4_put(e: u32, v: vec4<f32>) {
-    let bm4 = BM / 4u;
-    let m = e / (BK / 4u);
-    let i = 4u * (e % (BK / 4u)) * bm4 + m / 4u;
-    tile_a4[i][m % 4u] = v.x;
-    tile_a4[i + bm4][m % 4u] = v.y;
-    tile_a4[i + 2u * bm4][m % 4u] = v.z;
-    tile_a4[i + 3u * bm4][m % 4u] = v.w;
-}
-
 fn store_row4(z: u32, m: u32, n: u32, v: vec4<f32>) {
     if m >= p.m { return; }
     for (var j = 0u; j < 4u; j++) {
@@ -472,25 +457,18 @@ fn gemm_tiled4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
     var c120 = vec4<f32>(0.0); var c121 = vec4<f32>(0.0);
     var c130 = vec4<f32>(0.0); var c131 = vec4<f32>(0.0);
     var rsum0 = vec4<f32>(0.0); var rsum1 = vec4<f32>(0.0);   // BIAS_GRAD: row sums of A
-    // PREFETCH: the next K slice's A and B vec4s (items tid and tid + threads)
-    let two_a = BM * BK / 4u > threads;
-    let two_b = BK * bn4 > threads;
-    var ra0 = vec4<f32>(0.0); var ra1 = vec4<f32>(0.0);
-    var rb0 = vec4<f32>(0.0); var rb1 = vec4<f32>(0.0);
-    if PREFETCH {
-        ra0 = a_stage4(row0, kr.x, tid);
-        if two_a { ra1 = a_stage4(row0, kr.x, tid + threads); }
-        rb0 = b_stage4(col0, kr.x, tid);
-        if two_b { rb1 = b_stage4(col0, kr.x, tid + threads); }
-    }
     for (var k0 = kr.x; k0 < kr.y; k0 += BK) {
-        if PREFETCH {
-            tile_a4_put(tid, ra0);
-            if two_a { tile_a4_put(tid + threads, ra1); }
-            tile_b4[tid] = rb0;
-            if two_b { tile_b4[tid + threads] = rb1; }
-        } else if VEC_STAGE {
-            for (var e = tid; e < BM * BK / 4u; e += threads) { tile_a4_put(e, a_stage4(row0, k0, e)); }
+        if VEC_STAGE {
+            // A's four K values go down the tile's K rows; B's vec4 is one tile vec4
+            for (var e = tid; e < BM * BK / 4u; e += threads) {
+                let v = a_stage4(row0, k0, e);
+                let m = e / (BK / 4u);
+                let i = 4u * (e % (BK / 4u)) * bm4 + m / 4u;
+                tile_a4[i][m % 4u] = v.x;
+                tile_a4[i + bm4][m % 4u] = v.y;
+                tile_a4[i + 2u * bm4][m % 4u] = v.z;
+                tile_a4[i + 3u * bm4][m % 4u] = v.w;
+            }
             for (var e = tid; e < BK * bn4; e += threads) { tile_b4[e] = b_stage4(col0, k0, e); }
         } else {
             for (var e = tid; e < BM * BK; e += threads) {
@@ -503,12 +481,6 @@ fn gemm_tiled4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
             }
         }
         workgroupBarrier();
-        if PREFETCH && k0 + BK < kr.y {
-            ra0 = a_stage4(row0, k0 + BK, tid);
-            if two_a { ra1 = a_stage4(row0, k0 + BK, tid + threads); }
-            rb0 = b_stage4(col0, k0 + BK, tid);
-            if two_b { rb1 = b_stage4(col0, k0 + BK, tid + threads); }
-        }
         for (var kk = 0u; kk < BK; kk++) {
             let b0 = tile_b4[kk * bn4 + lid.x];
             let b1 = tile_b4[kk * bn4 + WGX + lid.x];

@@ -207,8 +207,7 @@ fn subgroup_gemm_gives_vec4s_bits() {
 }
 
 /// The tiled kernels stage plain NN products (K and N multiples of 4) with 16-byte loads
-/// (`VEC_STAGE`; `gemm_tiled4` through registers one K slice ahead, `PREFETCH`): the same
-/// values in the same tile places as the scalar staging, so the NN
+/// (`VEC_STAGE`): the same values in the same tile places as the scalar staging, so the NN
 /// product gives the bits of the NT one (B transposed on the host, staged element by
 /// element), with ragged M, K not a multiple of BK, N not a multiple of BN, a bias, ReLU and
 /// accumulation, and a shape that splits K.

@@ -558,13 +558,6 @@ fn launch_impl(
     let tiled_entry = matches!(entry, "gemm_tiled" | "gemm_tiled4");
     let vec_stage = tiled_entry && mode == 0 && trans == (false, false) && params.k % 4 == 0 && params.n % 4 == 0 && cfg.bk % 4 == 0 && bn % 4 == 0;
     let kernel = if tiled_entry { kernel.with("VEC_STAGE", vec_stage) } else { kernel };
-    // gemm_tiled4 prefetches the next K slice into registers where each invocation stages
-    // exactly one or two vec4s of A and of B (tiled4_128, tiled4_64x128)
-    let threads = cfg.wgx * cfg.wgy;
-    let one_or_two = |vec4s: u32| vec4s % threads == 0 && (1..=2).contains(&(vec4s / threads));
-    let (bm, _) = cfg.block();
-    let prefetch = vec_stage && entry == "gemm_tiled4" && one_or_two(bm * cfg.bk / 4) && one_or_two(cfg.bk * bn / 4);
-    let kernel = if entry == "gemm_tiled4" { kernel.with("PREFETCH", prefetch) } else { kernel };
     let mut bound = vec![(a_binding, Some(a)), (b_binding, Some(b)), (3, bias), (4, (!vec4_store).then_some(c))];
     if vec4_entry {
         bound.push((10, vec4_store.then_some(c)));
