@@ -13,9 +13,10 @@
 // input rows under the band (zero padded, rows PITCH floats apart) and their weights as
 // vec4s of 4 output channels, [channel][r][s][4 x vec4]: each product then costs one scalar
 // and one broadcast vec4 read of workgroup memory per 4 FMAs. The invocations form GROUPS
-// groups of LANES; invocation (oy, ox) of group g accumulates the 16 channels of its output
-// in four vec4 registers over the (channel, kernel row) pairs g, g + GROUPS, ..., and group 0
-// adds the others' sums in group order at the end.
+// groups of LANES (GROUPS = 4 for passes with few outputs, else 1); invocation (oy, ox) of
+// group g accumulates the 16 channels of its output in four vec4 registers over the
+// (channel, kernel row) pairs g, g + GROUPS, ..., and group 0 adds the others' sums in group
+// order at the end.
 //
 // conv_shared_weight: the weight gradient of a convolution with few weights per output
 // channel (conv1: 1 x 5 x 5). A workgroup owns one slice: COUNT consecutive tiles of (image

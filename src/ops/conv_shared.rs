@@ -63,8 +63,10 @@ const MAX_WG: usize = 256;
 /// Workgroups conv_shared aims for at least (narrower bands until there are that many, or
 /// one row each): about one per SM of a large GPU.
 const TARGET_GROUPS: usize = 128;
-/// Invocation groups splitting conv_shared's reduction, at most.
+/// Invocation groups splitting conv_shared's reduction where a pass has fewer than
+/// `FEW_INVOCATIONS` outputs of 16 channels (128 per SM of a 132-SM GPU).
 const GROUPS: usize = 4;
+const FEW_INVOCATIONS: usize = 16_384;
 /// The most weights per output channel (C*R*S) conv_shared_weight takes (one invocation
 /// per output channel and weight); above, conv_shared_weight4 (one per weight, for 16
 /// output channels), whose invocations would mostly idle on conv1's 25 weights.
@@ -104,10 +106,14 @@ struct Plan {
 }
 
 /// conv_shared's launch, or `None` where even one output row and one input channel do not
-/// fit. The reduction over (input channel, kernel row) pairs is split across up to
-/// `GROUPS` groups of invocations: an invocation holds 16 output channels, so conv2's dX
-/// (16 channels of 64 x 14 x 14) would otherwise have 12,544 invocations, three warps per
-/// SM of an H200.
+/// fit. An invocation holds 16 output channels of one output position, so a pass into few
+/// channels has few invocations: conv2's dX (16 channels of 64 x 14 x 14) has 12,544, three
+/// warps per SM of an H200. Below `FEW_INVOCATIONS` the reduction over (input channel,
+/// kernel row) pairs is split across `GROUPS` groups of invocations. Measured on an H200
+/// (BENCHMARKS.md, lease calls 2 and 3): conv2's dX with pool1's backward 58.6 µs in one
+/// group, 41.9 in four; but conv2's forward (25,088 invocations) 30.0 in one, 42.5 in four,
+/// and conv1's (50,176) 9.8 against 17.2: four groups need bands a quarter as tall, so each
+/// workgroup stages more halo rows and all the weights for fewer outputs.
 fn forward_plan(gpu: &Gpu, c: &Conv2d, transposed: bool) -> Option<Plan> {
     let (cin, _, _, cout, oh, ow, _, _) = pass(c, transposed);
     let stride = if transposed { 1 } else { c.stride };
@@ -115,7 +121,8 @@ fn forward_plan(gpu: &Gpu, c: &Conv2d, transposed: bool) -> Option<Plan> {
     let taps = c.r * c.s;
     let limits = gpu.limits();
     let max_wg = MAX_WG.min(limits.max_compute_invocations_per_workgroup.min(limits.max_compute_workgroup_size_x) as usize);
-    let groups = GROUPS.min(cin * c.r);
+    let invocations = c.batch * oh * ow * cout.div_ceil(CO_BLOCK);
+    let groups = if invocations < FEW_INVOCATIONS { GROUPS.min(cin * c.r) } else { 1 };
     let staged = |band: usize| ((band - 1) * stride + c.r) * pitch;
     let lanes = |band: usize| (band * ow).next_multiple_of(32);
     let workgroups = |band: usize| c.batch * oh.div_ceil(band) * cout.div_ceil(CO_BLOCK);
