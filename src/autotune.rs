@@ -13,7 +13,7 @@ use crate::gpu::Gpu;
 use crate::graph::{lower, Executor, Graph, Mode, Plan, Step};
 use crate::ops::conv2d::{self, Pass};
 use crate::ops::gemm::GemmConfig;
-use crate::ops::linear::SMALL_OUT;
+use crate::ops::linear::forward_is_small;
 use crate::ops::optim::Optimizer;
 use crate::{Error, Result};
 
@@ -93,10 +93,13 @@ pub fn candidates(gpu: &Gpu, key: &str) -> Vec<GemmConfig> {
 
 /// Whether `step` runs the same kernel with every candidate: a convolution pass that the GPU
 /// families run direct (ops/conv_shared.rs), whatever their GEMM tile, or the forward of a
-/// linear layer with few outputs (`linear_forward_small`).
+/// linear layer with few outputs and inputs (`linear_forward_small`).
 fn candidates_run_alike(gpu: &Gpu, plan: &Plan, step: &Step) -> bool {
     let (conv, pass) = match step {
-        Step::LinearForward { w, .. } => return plan.values[w.0].shape[0] <= SMALL_OUT,
+        Step::LinearForward { w, .. } => {
+            let shape = &plan.values[w.0].shape;
+            return forward_is_small(shape[1], shape[0]);
+        }
         Step::Conv2dForward { conv, .. } => (conv, Pass::Forward),
         Step::Conv2dBackwardInput { conv, .. } => (conv, Pass::BackwardInput),
         Step::Conv2dBackwardWeight { conv, .. } => (conv, Pass::BackwardWeight),

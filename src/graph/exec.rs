@@ -889,11 +889,11 @@ struct KeptColumns {
     in_scratch: bool,
 }
 
-/// The GEMM of a linear step; `None` for other steps and for a forward with at most
-/// `linear::SMALL_OUT` outputs, which runs `linear_forward_small`.
+/// The GEMM of a linear step; `None` for other steps and for a forward that runs
+/// `linear_forward_small` (`linear::forward_is_small`).
 fn linear_gemm(step: &Step, shape: &dyn Fn(ValueId) -> Vec<usize>) -> Option<Gemm> {
     match step {
-        Step::LinearForward { w, .. } if shape(*w)[0] <= linear::SMALL_OUT => None,
+        Step::LinearForward { w, .. } if linear::forward_is_small(shape(*w)[1], shape(*w)[0]) => None,
         Step::LinearForward { x, w, b, relu, .. } => {
             let (x, w) = (shape(*x), shape(*w));
             let bias = if b.is_some() { Bias::Col } else { Bias::None };

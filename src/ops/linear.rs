@@ -1,6 +1,7 @@
 //! Linear layers beyond plain GEMMs:
-//! - `linear_forward_small`: the forward of a layer with few outputs, one invocation per
-//!   output (shaders/linear.wgsl): a GEMM's tile would be mostly empty columns.
+//! - `linear_forward_small`: the forward of a layer with few outputs and inputs, one
+//!   invocation per output (shaders/linear.wgsl): a GEMM's tile would be mostly empty
+//!   columns (`forward_is_small`).
 //! - `linear_backward_small`: the backward of a layer with few outputs in one dispatch
 //!   (shaders/linear.wgsl): dx (optionally gated by a fused ReLU's mask), dW and db, one
 //!   invocation per output element. What the lowering uses for a classifier's last layer
@@ -42,8 +43,19 @@ struct SmallParams {
     flags: u32,
 }
 
+/// The most input features a forward runs `linear_forward_small` with: each invocation's
+/// sum is that long. On an H200 (BENCHMARKS.md) fc2 of the CNN (128 inputs) took 13.0 µs
+/// against the GEMM's 18.6, but the MLP's 10-output layer (512 inputs) made its step 17 µs
+/// slower than the GEMM.
+pub const SMALL_FORWARD_INP: usize = 128;
+
+/// Whether a forward of `inp` to `out` features runs as `linear_forward_small`.
+pub fn forward_is_small(inp: usize, out: usize) -> bool {
+    out <= SMALL_OUT && inp <= SMALL_FORWARD_INP
+}
+
 /// y = x . W^T (+ b) (ReLU) for a layer with at most [`SMALL_OUT`] outputs: one dispatch,
-/// one invocation per output.
+/// one invocation per output (what the executor runs where [`forward_is_small`]).
 pub fn linear_forward_small(gpu: &Gpu, l: &Linear, x: &Tensor, w: &Tensor, b: Option<&Tensor>, relu: bool, y: &Tensor) -> Result<Dispatch> {
     let op = "linear_forward_small";
     if l.rows == 0 || l.inp == 0 || l.out == 0 || l.out > SMALL_OUT {
