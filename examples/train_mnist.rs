@@ -521,7 +521,7 @@ fn print_summary(r: &TrainReport, checkpoint: &str) {
         let source = if t.from_cache { "from the cache" } else { "measured" };
         outln!("kernel variants ({source}, {:.2} s):", t.seconds);
         for (key, (variant, secs)) in &t.chosen {
-            let time = if secs.is_nan() { "  (no rival)".to_string() } else { format!("{:>9.3} ms", secs * 1e3) };
+            let time = if secs.is_nan() { "    (untimed)".to_string() } else { format!("{:>9.3} ms", secs * 1e3) };
             outln!("  {variant:<14} {time}  {key}");
         }
     }
