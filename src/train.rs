@@ -337,7 +337,8 @@ pub fn train_from(
     }
     // The evaluator (its pipelines, the test split's upload) is built on a second thread
     // while the first epoch trains, and joined when it first evaluates: its ~0.1 s of
-    // pipeline compilation on a fresh GPU machine is then no part of the start-up.
+    // pipeline compilation on a fresh GPU machine is then no part of the start-up. wasm32
+    // has no threads: there it is built when it first evaluates.
     #[cfg(not(target_arch = "wasm32"))]
     return std::thread::scope(|scope| {
         let job = scope.spawn(build_evaluator);
@@ -346,7 +347,7 @@ pub fn train_from(
     });
     #[cfg(target_arch = "wasm32")]
     {
-        let evaluator = Deferred::Ready(build_evaluator()?);
+        let evaluator = Deferred::Job(Box::new(build_evaluator));
         run_epochs(gpu, cfg, data, observer, trainer, evaluator, Epochs { first, final_epoch, batch, steps, eval_batch, n_train, mean, std, tune, train_data, started, phases })
     }
 }
