@@ -81,12 +81,27 @@ fn enabled(gpu: &Gpu, cfg: &GemmConfig) -> bool {
     matches!(cfg.family, Family::Tiled | Family::Tiled4) && gpu.direct_convs
 }
 
-/// The pass as conv_shared sees it: (input channels, h, w, output channels, oh, ow, pad_y, pad_x).
-fn pass(c: &Conv2d, transposed: bool) -> (usize, usize, usize, usize, usize, usize, usize, usize) {
+/// The pass as conv_shared sees it: `cin` channels of h x w in, `cout` of oh x ow out. The
+/// dX is the stride-1 convolution of dy (the forward's output) into the forward's input,
+/// padded by R - 1 - pad (S - 1 - pad across).
+#[derive(Clone, Copy, Debug)]
+struct PassShape {
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    oh: usize,
+    ow: usize,
+    pad_y: usize,
+    pad_x: usize,
+    stride: usize,
+}
+
+fn pass(c: &Conv2d, transposed: bool) -> PassShape {
     if transposed {
-        (c.cout, c.oh(), c.ow(), c.cin, c.h, c.w, c.r - 1 - c.pad, c.s - 1 - c.pad)
+        PassShape { cin: c.cout, h: c.oh(), w: c.ow(), cout: c.cin, oh: c.h, ow: c.w, pad_y: c.r - 1 - c.pad, pad_x: c.s - 1 - c.pad, stride: 1 }
     } else {
-        (c.cin, c.h, c.w, c.cout, c.oh(), c.ow(), c.pad, c.pad)
+        PassShape { cin: c.cin, h: c.h, w: c.w, cout: c.cout, oh: c.oh(), ow: c.ow(), pad_y: c.pad, pad_x: c.pad, stride: c.stride }
     }
 }
 
@@ -115,8 +130,7 @@ struct Plan {
 /// and conv1's (50,176) 9.8 against 17.2: four groups need bands a quarter as tall, so each
 /// workgroup stages more halo rows and all the weights for fewer outputs.
 fn forward_plan(gpu: &Gpu, c: &Conv2d, transposed: bool) -> Option<Plan> {
-    let (cin, _, _, cout, oh, ow, _, _) = pass(c, transposed);
-    let stride = if transposed { 1 } else { c.stride };
+    let PassShape { cin, cout, oh, ow, stride, .. } = pass(c, transposed);
     let pitch = (ow - 1) * stride + c.s;
     let taps = c.r * c.s;
     let limits = gpu.limits();
@@ -156,8 +170,7 @@ fn conv_dispatch(gpu: &Gpu, c: &Conv2d, transposed: bool, flags: u32, tensors: &
     let Some(Plan { band, pitch, count, groups, lanes }) = forward_plan(gpu, c, transposed) else {
         return Err(Error::unsupported("conv_shared", format!("{c:?}: one output row's input is over {XS} floats")));
     };
-    let (cin, h, w, cout, oh, ow, pad_y, pad_x) = pass(c, transposed);
-    let stride = if transposed { 1 } else { c.stride };
+    let PassShape { cin, h, w, cout, oh, ow, pad_y, pad_x, stride } = pass(c, transposed);
     let u = |v: usize| v as u32;
     let p = SharedParams {
         batch: u(c.batch),
