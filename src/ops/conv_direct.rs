@@ -68,24 +68,20 @@ fn tile(c: &Conv2d, cout: usize) -> Option<(usize, usize)> {
     [8, 4].into_iter().find(|cw| (cw - 1) * c.stride + c.s <= SEG_MAX).map(|cw| (tm, cw))
 }
 
-/// The pass as the kernel sees it: `cin` channels of h x w in, `cout` of oh x ow out.
+/// The pass as the kernel sees it (`Conv2d::direct_pass`).
 fn params(c: &Conv2d, transposed: bool) -> DirectParams {
-    let (batch, cin, h, w, cout, oh, ow) = if transposed {
-        (c.batch, c.cout, c.oh(), c.ow(), c.cin, c.h, c.w)
-    } else {
-        (c.batch, c.cin, c.h, c.w, c.cout, c.oh(), c.ow())
-    };
-    let (pad_y, pad_x) = if transposed { (c.r - 1 - c.pad, c.s - 1 - c.pad) } else { (c.pad, c.pad) };
+    let d = c.direct_pass(transposed);
+    let u = |v: usize| v as u32;
     DirectParams {
-        batch: batch as u32,
-        cin: cin as u32,
-        h: h as u32,
-        w: w as u32,
-        cout: cout as u32,
-        oh: oh as u32,
-        ow: ow as u32,
-        pad_y: pad_y as u32,
-        pad_x: pad_x as u32,
+        batch: u(c.batch),
+        cin: u(d.cin),
+        h: u(d.h),
+        w: u(d.w),
+        cout: u(d.cout),
+        oh: u(d.oh),
+        ow: u(d.ow),
+        pad_y: u(d.pad_y),
+        pad_x: u(d.pad_x),
         ..Default::default()
     }
 }

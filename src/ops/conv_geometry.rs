@@ -90,5 +90,30 @@ impl Conv2d {
             ..Default::default()
         }
     }
+
+    /// A pass as the direct kernels see it (`conv_direct`, `conv_shared`): the forward, or
+    /// with `transposed` the stride-1 dX, which is the convolution of dy (the forward's
+    /// output) with the flipped, transposed weight into the forward's input, padded by
+    /// R - 1 - pad (S - 1 - pad across).
+    pub(crate) fn direct_pass(&self, transposed: bool) -> DirectPass {
+        if transposed {
+            DirectPass { cin: self.cout, h: self.oh(), w: self.ow(), cout: self.cin, oh: self.h, ow: self.w, pad_y: self.r - 1 - self.pad, pad_x: self.s - 1 - self.pad, stride: 1 }
+        } else {
+            DirectPass { cin: self.cin, h: self.h, w: self.w, cout: self.cout, oh: self.oh(), ow: self.ow(), pad_y: self.pad, pad_x: self.pad, stride: self.stride }
+        }
+    }
 }
 
+/// [`Conv2d::direct_pass`]: `cin` channels of h x w in, `cout` of oh x ow out.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DirectPass {
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cout: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub pad_y: usize,
+    pub pad_x: usize,
+    pub stride: usize,
+}

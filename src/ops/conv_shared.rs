@@ -16,7 +16,7 @@
 //!            conv_shared_weight_sum adds the workgroups' slices, 64 invocations per output
 //! `KILN_DIRECT_CONV=0` turns them off (the implicit GEMM then runs every pass), to compare.
 
-use super::conv_geometry::Conv2d;
+use super::conv_geometry::{Conv2d, DirectPass};
 use super::gemm::{Family, GemmConfig, GradOut};
 use super::pool::{max_pool2d_backward, max_pool2d_backward_relu, MaxPoolRoute};
 use super::Dispatch;
@@ -26,10 +26,10 @@ use crate::shaders::Shader;
 use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
 
-/// The uniform of shaders/conv_shared.wgsl (both entry points).
+/// The uniform of shaders/conv_shared.wgsl (every entry point).
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct SharedParams {
+struct ConvSharedParams {
     batch: u32,
     cin: u32,
     h: u32,
@@ -81,27 +81,24 @@ fn enabled(gpu: &Gpu, cfg: &GemmConfig) -> bool {
     matches!(cfg.family, Family::Tiled | Family::Tiled4) && gpu.direct_convs
 }
 
-/// The pass as conv_shared sees it: `cin` channels of h x w in, `cout` of oh x ow out. The
-/// dX is the stride-1 convolution of dy (the forward's output) into the forward's input,
-/// padded by R - 1 - pad (S - 1 - pad across).
-#[derive(Clone, Copy, Debug)]
-struct PassShape {
-    cin: usize,
-    h: usize,
-    w: usize,
-    cout: usize,
-    oh: usize,
-    ow: usize,
-    pad_y: usize,
-    pad_x: usize,
-    stride: usize,
-}
-
-fn pass(c: &Conv2d, transposed: bool) -> PassShape {
-    if transposed {
-        PassShape { cin: c.cout, h: c.oh(), w: c.ow(), cout: c.cin, oh: c.h, ow: c.w, pad_y: c.r - 1 - c.pad, pad_x: c.s - 1 - c.pad, stride: 1 }
-    } else {
-        PassShape { cin: c.cin, h: c.h, w: c.w, cout: c.cout, oh: c.oh(), ow: c.ow(), pad_y: c.pad, pad_x: c.pad, stride: c.stride }
+/// The uniform's geometry for pass `d` of `c` (`Conv2d::direct_pass`); the launch fields
+/// (band, pitch, count, flags, slices) are left 0.
+fn geometry(c: &Conv2d, d: DirectPass) -> ConvSharedParams {
+    let u = |v: usize| v as u32;
+    ConvSharedParams {
+        batch: u(c.batch),
+        cin: u(d.cin),
+        h: u(d.h),
+        w: u(d.w),
+        cout: u(d.cout),
+        oh: u(d.oh),
+        ow: u(d.ow),
+        r: u(c.r),
+        s: u(c.s),
+        stride: u(d.stride),
+        pad_y: u(d.pad_y),
+        pad_x: u(d.pad_x),
+        ..Default::default()
     }
 }
 
@@ -130,7 +127,7 @@ struct Plan {
 /// and conv1's (50,176) 9.8 against 17.2: four groups need bands a quarter as tall, so each
 /// workgroup stages more halo rows and all the weights for fewer outputs.
 fn forward_plan(gpu: &Gpu, c: &Conv2d, transposed: bool) -> Option<Plan> {
-    let PassShape { cin, cout, oh, ow, stride, .. } = pass(c, transposed);
+    let DirectPass { cin, cout, oh, ow, stride, .. } = c.direct_pass(transposed);
     let pitch = (ow - 1) * stride + c.s;
     let taps = c.r * c.s;
     let limits = gpu.limits();
@@ -170,36 +167,18 @@ fn conv_dispatch(gpu: &Gpu, c: &Conv2d, transposed: bool, flags: u32, tensors: &
     let Some(Plan { band, pitch, count, groups, lanes }) = forward_plan(gpu, c, transposed) else {
         return Err(Error::unsupported("conv_shared", format!("{c:?}: one output row's input is over {XS} floats")));
     };
-    let PassShape { cin, h, w, cout, oh, ow, pad_y, pad_x, stride } = pass(c, transposed);
+    let d = c.direct_pass(transposed);
     let u = |v: usize| v as u32;
-    let p = SharedParams {
-        batch: u(c.batch),
-        cin: u(cin),
-        h: u(h),
-        w: u(w),
-        cout: u(cout),
-        oh: u(oh),
-        ow: u(ow),
-        r: u(c.r),
-        s: u(c.s),
-        stride: u(stride),
-        pad_y: u(pad_y),
-        pad_x: u(pad_x),
-        band: u(band),
-        pitch: u(pitch),
-        count: u(count),
-        flags,
-        ..Default::default()
-    };
+    let p = ConvSharedParams { band: u(band), pitch: u(pitch), count: u(count), flags, ..geometry(c, d) };
     let kernel = Kernel::new(Shader::ConvShared, "conv_shared")
         .with("WG", u(groups * lanes))
         .with("GROUPS", u(groups))
         .with("LANES", u(lanes))
         .with("R", u(c.r))
         .with("S", u(c.s))
-        .with("STRIDE", u(stride))
+        .with("STRIDE", u(d.stride))
         .with("TRANSPOSED", transposed);
-    Dispatch::with_dummies(gpu, &kernel, &p, tensors, [u(c.batch * oh.div_ceil(band)), u(cout.div_ceil(CO_BLOCK)), 1])
+    Dispatch::with_dummies(gpu, &kernel, &p, tensors, [u(c.batch * d.oh.div_ceil(band)), u(d.cout.div_ceil(CO_BLOCK)), 1])
 }
 
 /// The forward's one dispatch. The caller has checked the lengths and `fits_forward`.
@@ -224,103 +203,84 @@ pub(crate) fn backward_input(gpu: &Gpu, c: &Conv2d, w: &Tensor, dy: &Tensor, dx:
     Ok(vec![conv, pool])
 }
 
-/// conv_shared_weight's launch: (output rows per tile, input row pitch, tiles per slice,
-/// slices), or `None` when not even one output row's tile fits the workgroup memory.
-fn weight_plan(c: &Conv2d) -> Option<(usize, usize, usize, usize)> {
-    let (oh, ow) = (c.oh(), c.ow());
-    let in_cols = (ow - 1) * c.stride + c.s;
-    // rows PITCH floats apart with PITCH = S (mod 32): the R x S items of one output channel
-    // read R*S different banks at once
-    let pitch = in_cols + (c.s % 32 + 32 - in_cols % 32) % 32;
-    let floats = |band: usize| c.cout * band * ow + c.cin * ((band - 1) * c.stride + c.r) * pitch;
-    let band = (1..=oh).take_while(|&b| floats(b) <= TILE).last()?;
-    let tiles = c.batch * oh.div_ceil(band);
-    let per_slice = tiles.div_ceil(TARGET_SLICES);
-    Some((band, pitch, per_slice, tiles.div_ceil(per_slice)))
+/// A weight-gradient launch: its entry point, output rows per tile, the staged input row's
+/// pitch, tiles per slice, slices (workgroups along x), items (invocations wanted per
+/// workgroup) and blocks of 16 output channels (workgroups along y).
+struct WeightLaunch {
+    entry: &'static str,
+    band: usize,
+    pitch: usize,
+    tiles: usize,
+    slices: usize,
+    items: usize,
+    blocks: usize,
 }
 
-/// conv_shared_weight4's launch (more than `MAX_TAPS` weights per output channel): (output
-/// rows per tile, input row pitch, tiles per slice, slices), or `None` when one output
-/// row's input (every channel) is over the staged input's XS floats or its positions over
-/// WS / 4.
-fn weight4_plan(c: &Conv2d) -> Option<(usize, usize, usize, usize)> {
-    let (oh, ow) = (c.oh(), c.ow());
-    let pitch = (ow - 1) * c.stride + c.s;
-    let fits = |band: usize| c.cin * ((band - 1) * c.stride + c.r) * pitch <= XS && 4 * band * ow <= WS;
-    let band = (1..=oh).take_while(|&b| fits(b)).last()?;
-    let tiles = c.batch * oh.div_ceil(band);
-    let per_slice = tiles.div_ceil(TARGET_SLICES / 2);
-    Some((band, pitch, per_slice, tiles.div_ceil(per_slice)))
-}
-
-/// Which weight-gradient kernel a convolution takes here, with its launch.
-enum WeightKernel {
-    /// conv_shared_weight: one (output channel, weight) per invocation.
-    Items((usize, usize, usize, usize)),
-    /// conv_shared_weight4: one weight of 16 output channels per invocation.
-    Blocks((usize, usize, usize, usize)),
-}
-
-fn weight_kernel(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> Option<WeightKernel> {
+/// The weight-gradient launch of `c` with `cfg`, or `None` where it stays a GEMM (not a GPU
+/// family, or one output row's tile does not fit the workgroup memory).
+/// - Up to `MAX_TAPS` weights per output channel, conv_shared_weight: a tile holds dy's
+///   channels and the input rows under the band, rows PITCH floats apart with PITCH = S
+///   (mod 32), so that the R x S items of one output channel read R*S different banks.
+/// - Above, conv_shared_weight4: the input rows of every channel fit the staged input's XS
+///   floats and the band's positions WS / 4 vec4 slots.
+fn weight_launch(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> Option<WeightLaunch> {
     if !enabled(gpu, cfg) {
         return None;
     }
-    if c.cin * c.r * c.s <= MAX_TAPS {
-        weight_plan(c).map(WeightKernel::Items)
+    let (oh, ow) = (c.oh(), c.ow());
+    let in_cols = (ow - 1) * c.stride + c.s;
+    let rows = |band: usize| (band - 1) * c.stride + c.r;
+    let items = c.cin * c.r * c.s <= MAX_TAPS;
+    let (pitch, target) = if items { (in_cols + (c.s % 32 + 32 - in_cols % 32) % 32, TARGET_SLICES) } else { (in_cols, TARGET_SLICES / 2) };
+    let fits = |band: usize| {
+        if items {
+            c.cout * band * ow + c.cin * rows(band) * pitch <= TILE
+        } else {
+            c.cin * rows(band) * pitch <= XS && 4 * band * ow <= WS
+        }
+    };
+    let band = (1..=oh).take_while(|&b| fits(b)).last()?;
+    let all = c.batch * oh.div_ceil(band);
+    let tiles = all.div_ceil(target);
+    let (entry, n, blocks) = if items {
+        ("conv_shared_weight", c.w_len() + c.cout, 1)
     } else {
-        weight4_plan(c).map(WeightKernel::Blocks)
-    }
+        ("conv_shared_weight4", c.cin * c.r * c.s + 1, c.cout.div_ceil(CO_BLOCK))
+    };
+    Some(WeightLaunch { entry, band, pitch, tiles, slices: all.div_ceil(tiles), items: n, blocks })
 }
 
-/// Whether the weight gradient of `c` runs here with `cfg`: a GPU family and a tile of one
-/// output row that fits the workgroup memory.
+/// Whether the weight gradient of `c` runs here with `cfg`.
 pub(crate) fn fits_backward_weight(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> bool {
-    weight_kernel(gpu, cfg, c).is_some()
+    weight_launch(gpu, cfg, c).is_some()
 }
 
 /// The scratch bytes of the weight gradient's partial sums (`Gpu::scratch`).
 pub(crate) fn scratch_bytes_backward_weight(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> u64 {
-    match weight_kernel(gpu, cfg, c) {
-        Some(WeightKernel::Items((.., slices)) | WeightKernel::Blocks((.., slices))) => 4 * (slices * (c.w_len() + c.cout)) as u64,
-        None => 0,
-    }
+    weight_launch(gpu, cfg, c).map_or(0, |l| 4 * (l.slices * (c.w_len() + c.cout)) as u64)
 }
 
 /// dw (+)= the weight gradient, db (+)= the bias gradient. The caller has checked the
 /// lengths and `fits_backward_weight`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_weight(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, x: &Tensor, dy: &Tensor, dw: &Tensor, accumulate: bool, db: GradOut) -> Result<Vec<Dispatch>> {
-    let (entry, (band, pitch, tiles, slices), items, blocks) = match weight_kernel(gpu, cfg, c) {
-        Some(WeightKernel::Items(plan)) => ("conv_shared_weight", plan, c.w_len() + c.cout, 1),
-        Some(WeightKernel::Blocks(plan)) => ("conv_shared_weight4", plan, c.cin * c.r * c.s + 1, c.cout.div_ceil(CO_BLOCK)),
-        None => return Err(Error::unsupported("conv2d_backward_weight", format!("{c:?}: one output row's tile does not fit the workgroup memory"))),
+    let Some(WeightLaunch { entry, band, pitch, tiles, slices, items, blocks }) = weight_launch(gpu, cfg, c) else {
+        return Err(Error::unsupported("conv2d_backward_weight", format!("{c:?}: one output row's tile does not fit the workgroup memory")));
     };
     let u = |v: usize| v as u32;
-    let p = SharedParams {
-        batch: u(c.batch),
-        cin: u(c.cin),
-        h: u(c.h),
-        w: u(c.w),
-        cout: u(c.cout),
-        oh: u(c.oh()),
-        ow: u(c.ow()),
-        r: u(c.r),
-        s: u(c.s),
-        stride: u(c.stride),
-        pad_y: u(c.pad),
-        pad_x: u(c.pad),
+    let p = ConvSharedParams {
         band: u(band),
         pitch: u(pitch),
         count: u(tiles),
         flags: db.is_some() as u32,
         slices: u(slices),
-        ..Default::default()
+        ..geometry(c, c.direct_pass(false))
     };
     // one item per invocation where the device allows it (416 for conv1 with its bias, 401
     // for conv2's 16-channel blocks)
     let limits = gpu.limits();
     let wg = items.next_multiple_of(32).min(limits.max_compute_invocations_per_workgroup.min(limits.max_compute_workgroup_size_x) as usize);
-    let len = (scratch_bytes_backward_weight(gpu, cfg, c) / 4) as usize;
+    let len = slices * (c.w_len() + c.cout);
     let part = Tensor::from_buffer(gpu.scratch(4 * len as u64)?, 0, &[len], DType::F32);
     let kernel = Kernel::new(Shader::ConvShared, entry).with("WG", u(wg));
     let tensors = [(1, Some(x)), (5, Some(dy)), (6, Some(&part))];
@@ -329,6 +289,6 @@ pub(crate) fn backward_weight(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, x: &Tenso
     let flags = p.flags | (accumulate as u32) << 1 | (db.is_some_and(|(_, acc)| acc) as u32) << 2;
     let sum_kernel = Kernel::new(Shader::ConvShared, "conv_shared_weight_sum");
     let tensors = [(6, Some(&part)), (7, Some(dw)), (8, db.map(|(t, _)| t))];
-    let sum = Dispatch::with_dummies(gpu, &sum_kernel, &SharedParams { flags, ..p }, &tensors, gpu.grid_for(outputs * 64, 64))?;
+    let sum = Dispatch::with_dummies(gpu, &sum_kernel, &ConvSharedParams { flags, ..p }, &tensors, gpu.grid_for(outputs * 64, 64))?;
     Ok(vec![partial, sum])
 }
