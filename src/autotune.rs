@@ -91,10 +91,10 @@ pub fn candidates(gpu: &Gpu, key: &str) -> Vec<GemmConfig> {
     }
 }
 
-/// Whether `step` runs the same kernel with every candidate: a convolution pass that the GPU
-/// families run direct (ops/conv_shared.rs), whatever their GEMM tile, or the forward of a
-/// linear layer with few outputs and inputs (`linear_forward_small`).
-fn candidates_run_alike(gpu: &Gpu, plan: &Plan, step: &Step) -> bool {
+/// Whether `step` runs the same kernel with each of `candidates`: a convolution pass that the
+/// GPU families run direct (ops/conv_shared.rs), whatever their GEMM tile, or the forward of
+/// a linear layer with few outputs and inputs (`linear_forward_small`).
+fn candidates_run_alike(gpu: &Gpu, plan: &Plan, step: &Step, candidates: &[GemmConfig]) -> bool {
     let (conv, pass) = match step {
         Step::LinearForward { w, .. } => {
             let shape = &plan.values[w.0].shape;
@@ -105,8 +105,7 @@ fn candidates_run_alike(gpu: &Gpu, plan: &Plan, step: &Step) -> bool {
         Step::Conv2dBackwardWeight { conv, .. } => (conv, Pass::BackwardWeight),
         _ => return false,
     };
-    let key = format!("conv2d {conv:?}");
-    candidates(gpu, &key).iter().all(|cfg| conv2d::runs_direct(gpu, cfg, conv, pass))
+    candidates.iter().all(|cfg| conv2d::runs_direct(gpu, cfg, conv, pass))
 }
 
 /// The cache file for this adapter, driver and kiln version (a new kiln re-tunes: its
@@ -172,8 +171,7 @@ pub fn tune(gpu: &Gpu, graph: &Graph, optimizer: Optimizer) -> Result<(Tuning, T
     let untimed: Vec<String> = plan
         .steps
         .iter()
-        .filter(|s| candidates_run_alike(gpu, &plan, s))
-        .filter_map(|s| plan.tune_key(s))
+        .filter_map(|s| plan.tune_key(s).filter(|k| candidates_run_alike(gpu, &plan, s, &candidates(gpu, k))))
         .collect();
     // An entry is trusted only if it names a variant this adapter's family competes with
     // for that step (a GPU choice on a CPU adapter can be 8x slower, a misspelt one unknown).

@@ -339,17 +339,15 @@ pub fn train_from(
     // while the first epoch trains, and joined when it first evaluates: its ~0.1 s of
     // pipeline compilation on a fresh GPU machine is then no part of the start-up. wasm32
     // has no threads: there it is built when it first evaluates.
+    let rest = Epochs { first, final_epoch, batch, steps, eval_batch, n_train, mean, std, tune, train_data, started, phases };
     #[cfg(not(target_arch = "wasm32"))]
     return std::thread::scope(|scope| {
         let job = scope.spawn(build_evaluator);
-        let evaluator = Deferred::Job(Box::new(move || job.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))));
-        run_epochs(gpu, cfg, data, observer, trainer, evaluator, Epochs { first, final_epoch, batch, steps, eval_batch, n_train, mean, std, tune, train_data, started, phases })
+        let evaluator = Deferred::new(move || job.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        run_epochs(gpu, cfg, data, observer, trainer, evaluator, rest)
     });
     #[cfg(target_arch = "wasm32")]
-    {
-        let evaluator = Deferred::Job(Box::new(build_evaluator));
-        run_epochs(gpu, cfg, data, observer, trainer, evaluator, Epochs { first, final_epoch, batch, steps, eval_batch, n_train, mean, std, tune, train_data, started, phases })
-    }
+    run_epochs(gpu, cfg, data, observer, trainer, Deferred::new(build_evaluator), rest)
 }
 
 /// The evaluation executor beside a trainer, with the test split it reads.
@@ -361,22 +359,22 @@ struct Evaluator<'g> {
 }
 
 /// A value built elsewhere, taken when first needed.
-enum Deferred<'a, T> {
-    Job(Box<dyn FnOnce() -> Result<T> + 'a>),
-    Ready(T),
-    Failed,
+struct Deferred<'a, T> {
+    job: Option<Box<dyn FnOnce() -> Result<T> + 'a>>,
+    value: Option<T>,
 }
 
-impl<T> Deferred<'_, T> {
+impl<'a, T> Deferred<'a, T> {
+    fn new(job: impl FnOnce() -> Result<T> + 'a) -> Self {
+        Deferred { job: Some(Box::new(job)), value: None }
+    }
+
+    /// The value, built by the job the first time.
     fn get(&mut self) -> Result<&mut T> {
-        if let Deferred::Job(_) = self {
-            let Deferred::Job(job) = std::mem::replace(self, Deferred::Failed) else { unreachable!() };
-            *self = Deferred::Ready(job()?);
+        if let Some(job) = self.job.take() {
+            self.value = Some(job()?);
         }
-        match self {
-            Deferred::Ready(t) => Ok(t),
-            _ => Err(Error::unsupported("evaluator", "its construction failed earlier")),
-        }
+        self.value.as_mut().ok_or_else(|| Error::unsupported("evaluator", "its construction failed earlier"))
     }
 }
 
