@@ -31,18 +31,19 @@
 // go to part ([slices][COUT * TAPS], then [slices][COUT]), and conv_shared_weight_sum adds
 // them (below).
 
-// Both entry points: the pass's input, cin channels of h x w; its output, cout channels of
+// Every entry point: the pass's input, cin channels of h x w; its output, cout channels of
 // oh x ow; the kernel r x s at `stride`, zero padding pad_y, pad_x.
 struct Params {
     batch: u32, cin: u32, h: u32, w: u32,
     cout: u32, oh: u32, ow: u32, r: u32,
     s: u32, stride: u32, pad_y: u32, pad_x: u32,
     // output rows per band, staged input row length, input channels per round
-    // (conv_shared) or tiles per slice (conv_shared_weight)
+    // (conv_shared) or tiles per slice (the weight gradients)
     band: u32, pitch: u32, count: u32,
-    // conv_shared: 1 bias, 2 ReLU; conv_shared_weight: 1 the bias gradient too
+    // conv_shared: 1 bias, 2 ReLU; the weight gradients: 1 the bias gradient too, and for
+    // conv_shared_weight_sum 2 dw accumulates, 4 db accumulates
     flags: u32,
-    // conv_shared_weight: workgroups (slices)
+    // the weight gradients: their workgroups along x (slices)
     slices: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
