@@ -16,7 +16,12 @@
 // groups of LANES (GROUPS = 4 for passes with few outputs, else 1); invocation (oy, ox) of
 // group g accumulates the 16 channels of its output in four vec4 registers over the
 // (channel, kernel row) pairs g, g + GROUPS, ..., and group 0 adds the others' sums in group
-// order at the end.
+// order at the end. With a max-pool after it (`pool`: the window, which tiles the output
+// exactly and each band, as `stride` = window, no padding), the workgroup also pools its
+// band: per vec4 of channels the invocations put their (bias, ReLU) outputs in workgroup
+// memory, and the invocation at each window's corner takes the window's maximum in
+// max_pool2d_forward's order (row by row, a later value only when greater), writing it
+// and its index within the plane (shaders/pool.wgsl's argmax).
 //
 // conv_shared_weight: the weight gradient of a convolution with few weights per output
 // channel (conv1: 1 x 5 x 5). A workgroup owns one slice: COUNT consecutive tiles of (image
@@ -43,8 +48,9 @@ struct Params {
     // conv_shared: 1 bias, 2 ReLU; the weight gradients: 1 the bias gradient too, and for
     // conv_shared_weight_sum 2 dw accumulates, 4 db accumulates
     flags: u32,
-    // the weight gradients: their workgroups along x (slices)
-    slices: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+    // the weight gradients: their workgroups along x (slices); conv_shared: the max-pool
+    // window run on its output, 0 for none
+    slices: u32, pool: u32, _pad1: u32, _pad2: u32,
 }
 
 // the overrides first, together (naga 30.0.2 panics on one declared after arrays sized by
@@ -75,6 +81,9 @@ const TILE: u32 = 4096u;
 @group(0) @binding(6) var<storage, read_write> part: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dw: array<f32>;
 @group(0) @binding(8) var<storage, read_write> db: array<f32>;
+// conv_shared with a max-pool: its output and argmax [N, COUT, OH / pool, OW / pool]
+@group(0) @binding(9) var<storage, read_write> pooled: array<f32>;
+@group(0) @binding(10) var<storage, read_write> argmax: array<u32>;
 
 var<workgroup> xs: array<f32, XS>;
 var<workgroup> ws: array<vec4<f32>, WS>;
@@ -161,24 +170,78 @@ fn conv_shared(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_inde
             a3 += ws[pos * 4u + 3u];
         }
     }
-    if live && group == 0u {
+    let mine = live && group == 0u;
+    let v0 = epilogue(co0, a0);
+    let v1 = epilogue(co0 + 4u, a1);
+    let v2 = epilogue(co0 + 8u, a2);
+    let v3 = epilogue(co0 + 12u, a3);
+    if mine {
         let at = (n * p.cout * p.oh + oy0 + oy) * p.ow + ox;
-        store4(at, co0, a0);
-        store4(at, co0 + 4u, a1);
-        store4(at, co0 + 8u, a2);
-        store4(at, co0 + 12u, a3);
+        store4(at, co0, v0);
+        store4(at, co0 + 4u, v1);
+        store4(at, co0 + 8u, v2);
+        store4(at, co0 + 12u, v3);
+    }
+    if p.pool != 0u {
+        pool4(mine, n, oy0, pos, co0, v0);
+        pool4(mine, n, oy0, pos, co0 + 4u, v1);
+        pool4(mine, n, oy0, pos, co0 + 8u, v2);
+        pool4(mine, n, oy0, pos, co0 + 12u, v3);
     }
 }
 
-// y[n, co .. co + 3, oy, ox] (at = y's index of [n, 0, oy, ox]) with the epilogue
-fn store4(at: u32, co: u32, a: vec4f) {
+// Output channels co .. co + 3 of one position after the bias and ReLU (the channels past
+// cout are never stored).
+fn epilogue(co: u32, a: vec4f) -> vec4f {
+    var v = a;
     for (var k = 0u; k < 4u; k++) {
         let c = co + k;
         if c < p.cout {
-            var v = a[k];
-            if (p.flags & 1u) != 0u { v += bias[c]; }
-            if (p.flags & 2u) != 0u { v = max(v, 0.0); }
-            y[at + c * p.oh * p.ow] = v;
+            if (p.flags & 1u) != 0u { v[k] += bias[c]; }
+            if (p.flags & 2u) != 0u { v[k] = max(v[k], 0.0); }
+        }
+    }
+    return v;
+}
+
+// y[n, co .. co + 3, oy, ox] (at = y's index of [n, 0, oy, ox])
+fn store4(at: u32, co: u32, v: vec4f) {
+    for (var k = 0u; k < 4u; k++) {
+        if co + k < p.cout {
+            y[at + (co + k) * p.oh * p.ow] = v[k];
+        }
+    }
+}
+
+// The max-pool of channels co .. co + 3 over the band: every invocation holding an output
+// (`mine`) shares it through workgroup memory, and the one at each window's top-left
+// corner reduces the window.
+fn pool4(mine: bool, n: u32, oy0: u32, pos: u32, co: u32, v: vec4f) {
+    workgroupBarrier();
+    if mine { ws[pos] = v; }
+    workgroupBarrier();
+    let k = p.pool;
+    let oy = pos / p.ow;
+    let ox = pos % p.ow;
+    if mine && oy % k == 0u && ox % k == 0u {
+        var best = v;
+        var at = vec4u((oy0 + oy) * p.ow + ox);
+        for (var wy = 0u; wy < k; wy++) {
+            for (var wx = 0u; wx < k; wx++) {
+                let u = ws[pos + wy * p.ow + wx];
+                let later = u > best;
+                best = select(best, u, later);
+                at = select(at, vec4u((oy0 + oy + wy) * p.ow + ox + wx), later);
+            }
+        }
+        let ph = p.oh / k;
+        let pw = p.ow / k;
+        for (var c = 0u; c < 4u; c++) {
+            if co + c < p.cout {
+                let o = ((n * p.cout + co + c) * ph + (oy0 + oy) / k) * pw + ox / k;
+                pooled[o] = best[c];
+                argmax[o] = at[c];
+            }
         }
     }
 }

@@ -274,7 +274,7 @@ fn kept_columns_give_the_same_weight_gradient_with_one_im2col() {
     let columns_of = |cfg: &GemmConfig, c: &Conv2d, x: &Tensor, w: &Tensor| {
         let len = kept_columns_len(gpu, cfg, cfg, c).expect("kept");
         let (y, col) = (Tensor::empty(gpu, &[c.y_len()], DType::F32).unwrap(), Tensor::empty(gpu, &[len], DType::F32).unwrap());
-        gpu.run(&conv2d_forward_keeping_columns(gpu, cfg, c, x, w, None, true, &y, Some(&col)).unwrap().iter().collect::<Vec<_>>()).unwrap();
+        gpu.run(&conv2d_forward_keeping_columns(gpu, cfg, c, x, w, None, true, &y, Some(&col), None).unwrap().iter().collect::<Vec<_>>()).unwrap();
         // the weight gradient reads the first C*R*S rows
         col.to_f32(gpu).unwrap()[..c.cin * c.r * c.s * c.batch * c.oh() * c.ow()].iter().map(|v| v.to_bits()).collect::<Vec<_>>()
     };
@@ -289,7 +289,7 @@ fn kept_columns_give_the_same_weight_gradient_with_one_im2col() {
             let len = kept_columns_len(gpu, &cfg, &cfg, &c).expect("kept");
             let t = |n: usize| Tensor::empty(gpu, &[n], DType::F32).unwrap();
             let (y1, dw1, db1, y2, dw2, db2, col) = (t(c.y_len()), t(c.w_len()), t(c.cout), t(c.y_len()), t(c.w_len()), t(c.cout), t(len));
-            let mut kept = conv2d_forward_keeping_columns(gpu, &cfg, &c, &x, &w, None, true, &y1, Some(&col)).unwrap();
+            let mut kept = conv2d_forward_keeping_columns(gpu, &cfg, &c, &x, &w, None, true, &y1, Some(&col), None).unwrap();
             let from = conv2d_backward_weight_from_columns(gpu, &cfg, &c, &col, &dy, &dw1, false, Some((&db1, false))).unwrap();
             assert_eq!(from.len(), 1, "one GEMM, no im2col: {c:?}");
             assert!(from[0].name.starts_with("gemm_vec4"), "{c:?}");
@@ -442,6 +442,71 @@ fn gpu_families_run_shared_memory_convolutions_where_they_fit() {
             assert!(f.starts_with(ef[0]), "{} forward {c:?}: {f}", cfg.name());
             assert!(b.starts_with(edx[0]), "{} dX {c:?}: {b}", cfg.name());
             check(&cfg, c, &mut rng);
+        }
+    }
+}
+
+/// A max-pool after a conv_shared forward runs in the convolution's dispatch where its
+/// windows tile the output (bands a whole number of windows tall), else as a dispatch of
+/// its own. Either way: y as the CPU's convolution, the pooled output and argmax as the CPU
+/// pool of that y (ReLU zeros make ties: the first in window order wins), and all three
+/// the same bits as the convolution and `max_pool2d_forward` run apart.
+#[test]
+fn gpu_families_pool_in_the_convolutions_dispatch_where_the_windows_tile_it() {
+    use kiln::cpu::pool as cpu_pool;
+    use kiln::ops::conv2d::conv2d_forward_keeping_columns;
+    use kiln::ops::pool::{max_pool2d_forward, MaxPoolOut, Pool2d};
+    let gpu = gpu();
+    let mut rng = Rng::new(15);
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+    let same = |got: &[u32], want: &[u32], what: &str| {
+        let first = got.iter().zip(want).position(|(a, b)| a != b);
+        assert!(got.len() == want.len() && first.is_none(), "{what}: first difference at {first:?} of {}", want.len());
+    };
+    let cases = [
+        // conv1 and conv2 of the MNIST CNN (bands of 8 and 14 rows)
+        (Conv2d { batch: 3, cin: 1, h: 28, w: 28, cout: 16, r: 5, s: 5, stride: 1, pad: 2 }, 2, true),
+        (Conv2d { batch: 2, cin: 16, h: 14, w: 14, cout: 32, r: 5, s: 5, stride: 1, pad: 2 }, 2, true),
+        // 3 x 3 windows; 20 channels (the second block of 16 partial); stride 2
+        (Conv2d { batch: 2, cin: 9, h: 23, w: 23, cout: 20, r: 3, s: 3, stride: 2, pad: 1 }, 3, true),
+        // a 7 x 7 output: 2 x 2 windows do not tile it, the pool runs apart
+        (Conv2d { batch: 2, cin: 8, h: 7, w: 7, cout: 8, r: 3, s: 3, stride: 1, pad: 1 }, 2, false),
+    ];
+    for cfg in [GemmConfig::TILED_32X64, GemmConfig::TILED4_64X128] {
+        for (c, k, fused) in cases {
+            let pool = Pool2d { batch: c.batch, channels: c.cout, h: c.oh(), w: c.ow(), k, stride: k, pad: 0 };
+            let (x, w, b) = (rng.vec(c.x_len()), rng.vec(c.w_len()), rng.vec(c.cout));
+            let up = |d: &[f32]| Tensor::from_f32(gpu, &[d.len()], d).unwrap();
+            let (tx, tw, tb) = (up(&x), up(&w), up(&b));
+            let empty = |n: usize, dtype: DType| {
+                let t = Tensor::empty(gpu, &[n], dtype).unwrap();
+                t.poison(gpu).unwrap();
+                t
+            };
+            let (y, py, arg) = (empty(c.y_len(), DType::F32), empty(pool.y_len(), DType::F32), empty(pool.y_len(), DType::U32));
+            let out = MaxPoolOut { pool: &pool, y: &py, argmax: &arg };
+            let d = conv2d_forward_keeping_columns(gpu, &cfg, &c, &tx, &tw, Some(&tb), true, &y, None, Some(&out)).unwrap();
+            let names: Vec<&str> = d.iter().map(|d| d.name).collect();
+            let want: &[&str] = if fused { &["conv_shared"] } else { &["conv_shared", "max_pool2d_forward"] };
+            assert_eq!(names, want, "{} {c:?} pool {k}", cfg.name());
+            gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
+            let (gy, gpy, garg) = (y.to_f32(gpu).unwrap(), py.to_f32(gpu).unwrap(), arg.to_u32(gpu).unwrap());
+            let want_y: Vec<f32> = cpu::conv2d_forward(&c, &x, &w, Some(&b)).iter().map(|v| v.max(0.0)).collect();
+            let what = format!("{} {c:?} pool {k}", cfg.name());
+            assert_close(&format!("{what}: y"), &gy, &want_y, REDUCTION);
+            let (want_py, want_arg) = cpu_pool::max_pool2d_forward(&pool, &gy);
+            same(&bits(&gpy), &bits(&want_py), &format!("{what}: pooled y"));
+            same(&garg, &want_arg, &format!("{what}: argmax"));
+            // a window whose maximum is 0 holds only ReLU zeros: a tie
+            assert!(gpy.contains(&0.0), "{what}: no window of ReLU zeros, no tie tested");
+            // apart: the same bits
+            let (y2, py2, arg2) = (empty(c.y_len(), DType::F32), empty(pool.y_len(), DType::F32), empty(pool.y_len(), DType::U32));
+            let mut apart = conv2d_forward(gpu, &cfg, &c, &tx, &tw, Some(&tb), true, &y2).unwrap();
+            apart.push(max_pool2d_forward(gpu, &pool, &y2, &py2, &arg2).unwrap());
+            gpu.run(&apart.iter().collect::<Vec<_>>()).unwrap();
+            same(&bits(&gy), &bits(&y2.to_f32(gpu).unwrap()), &format!("{what}: y apart"));
+            same(&bits(&gpy), &bits(&py2.to_f32(gpu).unwrap()), &format!("{what}: pooled y apart"));
+            same(&garg, &arg2.to_u32(gpu).unwrap(), &format!("{what}: argmax apart"));
         }
     }
 }

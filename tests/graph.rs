@@ -10,7 +10,7 @@ use kiln::ops::optim::{Optimizer, Schedule};
 use kiln::testing::{assert_close, gpu, Rng, BATCH_NORM, FINITE_DIFF, TRAINING};
 
 mod common;
-use common::{new_layers_graph, shared_graph, small_cnn, small_mlp, BATCH};
+use common::{new_layers_graph, shared_graph, small_cnn, small_mlp, wide_cnn, BATCH};
 
 fn batches(steps: usize, pixels: usize, classes: u32, seed: u64) -> Vec<(Vec<f32>, Vec<u32>)> {
     let mut rng = Rng::new(seed);
@@ -52,6 +52,15 @@ fn mlp_with_dropout_trains_like_the_cpu_reference() {
 #[test]
 fn cnn_trains_like_the_cpu_reference() {
     gpu_matches_cpu(&small_cnn(), Optimizer::sgd(0.05, 0.9), &batches(10, 64, 5, 2));
+}
+
+#[test]
+fn a_cnn_wide_enough_for_the_direct_convolutions_trains_like_the_cpu_reference() {
+    // every max-pool runs in its convolution's step (and, on the GPU families, dispatch)
+    let steps = kiln::graph::lower(&wide_cnn(), Mode::Train).unwrap().steps;
+    assert_eq!(steps.iter().filter(|s| matches!(s, Step::Conv2dForward { pool: Some(_), .. })).count(), 2);
+    assert!(!steps.iter().any(|s| matches!(s, Step::MaxPoolForward { .. })));
+    gpu_matches_cpu(&wide_cnn(), Optimizer::sgd(0.05, 0.9), &batches(6, 144, 5, 3));
 }
 
 /// x -> fc1 -> h; h is used twice (relu(h) + h), and fc2's weight twice (fc2 and fc3 share it).

@@ -59,3 +59,30 @@ fn train_mnist_profile_prints_the_table_or_json_and_checks_its_flag() {
     assert_eq!(code, Some(2));
     assert!(err.contains("--profile"), "{err}");
 }
+
+/// Issue 15's goal: the MNIST CNN's training step at batch 64, gather of a resident batch
+/// and optimizer included, in at most 18 dispatches on the CPU adapters' family and on the
+/// GPU families (their variants run here too: the count is the plan's, not the device's).
+/// The GPU families pool in the convolutions' dispatches (ops/conv_shared.rs).
+#[test]
+fn the_mnist_cnn_step_takes_at_most_18_dispatches_on_every_family() {
+    use kiln::data::gpu::ResidentDataset;
+    let gpu = gpu();
+    let batch = 64;
+    let graph = ModelKind::Cnn.build(batch, 1).unwrap().graph;
+    let mut rng = Rng::new(4);
+    let pixels: Vec<u8> = (0..batch * 784).map(|_| rng.range(0, 255) as u8).collect();
+    let labels: Vec<u8> = (0..batch as u8).map(|i| i % 10).collect();
+    let data = ResidentDataset::upload(gpu, &pixels, &labels, 28, 28, 0.13, 0.31).unwrap();
+    for (cfg, gpu_family) in [(GemmConfig::default_for(gpu.info()), false), (GemmConfig::TILED_32X64, true), (GemmConfig::TILED4_64X128, true)] {
+        let mut exec = Executor::new(gpu, &graph, Mode::Train, Some(Optimizer::adam(1e-3)), &cfg, None).unwrap();
+        exec.attach_dataset(&data, false, 1).unwrap();
+        let kernels: Vec<String> = exec.profile(1).unwrap().rows.iter().flat_map(|r| r.kernels.clone()).collect();
+        let n = exec.stats().dispatches_per_step;
+        assert_eq!(kernels.len(), n);
+        assert!(n <= 18, "{}: {n} dispatches: {kernels:?}", cfg.name());
+        if gpu_family {
+            assert!(!kernels.iter().any(|k| k == "max_pool2d_forward"), "{}: {kernels:?}", cfg.name());
+        }
+    }
+}

@@ -9,6 +9,7 @@ use super::lower::{lower, Mode, Plan, PoolRoute, Step, ValueId, ValueKind};
 use super::Graph;
 use crate::cpu;
 use crate::ops::optim::Optimizer;
+use crate::ops::pool::Pool2d;
 use crate::Result;
 
 /// Interprets a [`Plan`] on the host with the [`crate::cpu`] references: parameters start
@@ -56,6 +57,13 @@ impl CpuExecutor {
         self.f.insert(self.plan.root(v), data);
     }
 
+    /// y, argmax = the max-pool of x.
+    fn max_pool(&mut self, pool: &Pool2d, x: ValueId, y: ValueId, argmax: ValueId) {
+        let (out, arg) = cpu::pool::max_pool2d_forward(pool, self.get(x));
+        self.set(y, out);
+        self.u.insert(self.plan.root(argmax), arg);
+    }
+
     /// Writes `data` (a max-pool's output gradient when `pool` routes it) to `v`: as it is, or
     /// through that pool's backward (and its ReLU's mask).
     fn set_routed(&mut self, v: ValueId, data: Vec<f32>, pool: Option<PoolRoute>) {
@@ -96,9 +104,12 @@ impl CpuExecutor {
         let classes = self.plan.classes.unwrap_or(1);
         for step in self.plan.steps.clone() {
             match step {
-                Step::Conv2dForward { conv, x, w, b, relu, y } => {
+                Step::Conv2dForward { conv, x, w, b, relu, y, pool } => {
                     let out = cpu::conv2d::conv2d_forward(&conv, self.get(x), self.get(w), b.map(|b| self.get(b)));
                     self.set(y, relu_if(relu, out));
+                    if let Some(p) = pool {
+                        self.max_pool(&p.pool, y, p.y, p.argmax);
+                    }
                 }
                 Step::Conv2dBackwardInput { conv, w, dy, dx, pool } => {
                     let zeros = vec![0.0; conv.x_len()];
@@ -146,11 +157,7 @@ impl CpuExecutor {
                     }
                 }
                 Step::BiasBackward { dy, db, accumulate } => self.bias_grad(dy, Some((db, accumulate))),
-                Step::MaxPoolForward { pool, x, y, argmax } => {
-                    let (out, arg) = cpu::pool::max_pool2d_forward(&pool, self.get(x));
-                    self.set(y, out);
-                    self.u.insert(self.plan.root(argmax), arg);
-                }
+                Step::MaxPoolForward { pool, x, y, argmax } => self.max_pool(&pool, x, y, argmax),
                 Step::MaxPoolBackward { pool, argmax, relu, dy, dx } => {
                     let mut r = cpu::pool::max_pool2d_backward_saved(&pool, self.get_u(argmax), self.get(dy));
                     if let Some(x) = relu {

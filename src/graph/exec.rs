@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::lower::{lower, lower_keeping, Mode, Plan, PoolRoute, Step, ValueId, ValueKind};
-use crate::ops::pool::MaxPoolRoute;
+use crate::ops::pool::{MaxPoolOut, MaxPoolRoute};
 use super::planner::{naive_bytes, plan_memory, MemoryPlan};
 use super::profile::{self, Profile, Unit};
 use super::{Graph, Init, NodeId};
@@ -516,8 +516,9 @@ impl<'g> Executor<'g> {
         let t = |v: ValueId| self.t(v);
         let grad = |g: &Option<(ValueId, bool)>| g.map(|(v, acc)| (t(v), acc));
         Ok(match step {
-            Step::Conv2dForward { conv, x, w, b, relu, y } => {
-                conv2d::conv2d_forward_keeping_columns(gpu, cfg, conv, t(*x), t(*w), b.map(t), *relu, t(*y), columns)?
+            Step::Conv2dForward { conv, x, w, b, relu, y, pool } => {
+                let pool = pool.as_ref().map(|p| MaxPoolOut { pool: &p.pool, y: t(p.y), argmax: t(p.argmax) });
+                conv2d::conv2d_forward_keeping_columns(gpu, cfg, conv, t(*x), t(*w), b.map(t), *relu, t(*y), columns, pool.as_ref())?
             }
             Step::Conv2dBackwardInput { conv, w, dy, dx, pool } => {
                 conv2d::conv2d_backward_input(gpu, cfg, conv, t(*w), t(*dy), t(*dx), pool.as_ref().map(|r| self.route(r)).as_ref())?

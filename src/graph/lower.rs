@@ -80,6 +80,18 @@ pub enum Mode {
     InputGradient,
 }
 
+/// A max-pool lowered into the step of the convolution whose output it reads (one dispatch
+/// where the kernel can: ops/conv_shared.rs).
+#[derive(Clone, Copy, Debug)]
+pub struct PoolForward {
+    /// Window geometry.
+    pub pool: Pool2d,
+    /// The pool's output.
+    pub y: ValueId,
+    /// Each output's maximum as an index within its input plane (u32), saved for the backward.
+    pub argmax: ValueId,
+}
+
 /// A max-pool backward fused into the step that makes the pool's output gradient.
 #[derive(Clone, Copy, Debug)]
 pub struct PoolRoute {
@@ -111,6 +123,8 @@ pub enum Step {
         relu: bool,
         /// The output.
         y: ValueId,
+        /// The max-pool that reads y, if it comes right after: run in this step.
+        pool: Option<PoolForward>,
     },
     /// dx [N, C, H, W] = the transposed convolution of dy with w.
     Conv2dBackwardInput {
@@ -449,7 +463,9 @@ impl Step {
     pub fn io(&self) -> (Vec<ValueId>, Vec<ValueId>) {
         use Step::*;
         match self {
-            Conv2dForward { x, w, b, y, .. } => (vec![*x, *w].into_iter().chain(*b).collect(), vec![*y]),
+            Conv2dForward { x, w, b, y, pool, .. } => {
+                (vec![*x, *w].into_iter().chain(*b).collect(), std::iter::once(*y).chain(pool.iter().flat_map(|p| [p.y, p.argmax])).collect())
+            }
             Conv2dBackwardInput { w, dy, dx, pool, .. } => (route_reads(vec![*w, *dy], pool), vec![*dx]),
             Conv2dBackwardWeight { x, dy, dw, accumulate, db, .. } | LinearBackwardWeight { dy, x, dw, accumulate, db } => {
                 let reads = acc_reads(vec![*x, *dy], *dw, *accumulate);
@@ -783,7 +799,7 @@ impl Lowering<'_> {
                     let relu = self.fused_relu(id);
                     let y = self.act(relu.map_or(name.clone(), |r| format!("{name}+{}", self.graph.node(r).name)), &node.shape);
                     let conv = self.conv_geometry(id);
-                    self.plan.steps.push(Step::Conv2dForward { conv, x, w, b, relu: relu.is_some(), y });
+                    self.plan.steps.push(Step::Conv2dForward { conv, x, w, b, relu: relu.is_some(), y, pool: None });
                     y
                 }
                 Op::MaxPool2d { .. } => {
@@ -791,7 +807,13 @@ impl Lowering<'_> {
                     let y = self.act(name.clone(), &node.shape);
                     let argmax = self.value(format!("{name}.argmax"), &node.shape, DType::U32, ValueKind::Activation);
                     let pool = self.pool_geometry(id);
-                    self.plan.steps.push(Step::MaxPoolForward { pool, x, y, argmax });
+                    match self.plan.steps.last_mut() {
+                        // the convolution just lowered makes x: the pool runs in its step
+                        Some(Step::Conv2dForward { y: conv_y, pool: fused @ None, .. }) if *conv_y == x => {
+                            *fused = Some(PoolForward { pool, y, argmax });
+                        }
+                        _ => self.plan.steps.push(Step::MaxPoolForward { pool, x, y, argmax }),
+                    }
                     self.argmax.insert(id, argmax);
                     y
                 }

@@ -13,7 +13,7 @@ pub mod planner;
 pub mod profile;
 
 pub use exec::{ExecStats, Executor};
-pub use lower::{lower, lower_keeping, Mode, Plan, PoolRoute, Step, ValueId, ValueKind};
+pub use lower::{lower, lower_keeping, Mode, Plan, PoolForward, PoolRoute, Step, ValueId, ValueKind};
 
 use crate::ops::activation::Activation;
 use crate::ops::conv2d::Conv2d;

@@ -16,7 +16,7 @@ pub use super::conv_geometry::Conv2d;
 use super::{conv_direct, conv_shared};
 use super::gemm::{check_len, flags, launch, launch_routed, launch_weight_grad, split_k_parts, split_k_scratch_bytes, Bias, Family, GemmConfig, GradOut, Params};
 use super::im2col;
-use super::pool::MaxPoolRoute;
+use super::pool::{max_pool2d_forward, MaxPoolOut, MaxPoolRoute};
 use super::Dispatch;
 use crate::gpu::Gpu;
 use crate::tensor::Tensor;
@@ -34,12 +34,14 @@ pub fn conv2d_forward(
     relu: bool,
     y: &Tensor,
 ) -> Result<Vec<Dispatch>> {
-    conv2d_forward_keeping_columns(gpu, cfg, conv, x, w, bias, relu, y, None)
+    conv2d_forward_keeping_columns(gpu, cfg, conv, x, w, bias, relu, y, None, None)
 }
 
 /// `conv2d_forward` whose im2col columns, with `columns`, go there (`kept_columns_len`
 /// elements), where `conv2d_backward_weight_from_columns` reads them: the weight gradient
-/// then needs no im2col of its own. Only where `kept_columns_len` says so.
+/// then needs no im2col of its own. Only where `kept_columns_len` says so. With `pool`, that
+/// max-pool of y runs too: in the convolution's dispatch where the kernel can
+/// (ops/conv_shared.rs), else as one more.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward_keeping_columns(
     gpu: &Gpu,
@@ -51,6 +53,7 @@ pub fn conv2d_forward_keeping_columns(
     relu: bool,
     y: &Tensor,
     columns: Option<&Tensor>,
+    pool: Option<&MaxPoolOut>,
 ) -> Result<Vec<Dispatch>> {
     let op = "conv2d_forward";
     conv.validate(op)?;
@@ -63,11 +66,42 @@ pub fn conv2d_forward_keeping_columns(
     if let Some(col) = columns {
         check_len(op, "columns", col, im2col::scratch_bytes(conv, 4) as usize / 4)?;
     }
+    if let Some(m) = pool {
+        m.check(op)?;
+        let pl = m.pool;
+        if (pl.batch, pl.channels, pl.h, pl.w) != (conv.batch, conv.cout, conv.oh(), conv.ow()) {
+            return Err(Error::shape(op, format!("the pool's input {pl:?} is not the convolution's output {conv:?}")));
+        }
+        if columns.is_none() && conv_shared::fits_pooled_forward(gpu, cfg, conv, pl) {
+            return Ok(vec![conv_shared::forward(gpu, conv, x, w, bias, relu, y, Some(m))?]);
+        }
+    }
+    let mut dispatches = forward_dispatches(gpu, cfg, conv, x, w, bias, relu, y, columns)?;
+    if let Some(m) = pool {
+        dispatches.push(max_pool2d_forward(gpu, m.pool, y, m.y, m.argmax)?);
+    }
+    Ok(dispatches)
+}
+
+/// The convolution's own dispatches (arguments checked).
+#[allow(clippy::too_many_arguments)]
+fn forward_dispatches(
+    gpu: &Gpu,
+    cfg: &GemmConfig,
+    conv: &Conv2d,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    relu: bool,
+    y: &Tensor,
+    columns: Option<&Tensor>,
+) -> Result<Vec<Dispatch>> {
+    let op = "conv2d_forward";
     if conv_direct::fits_forward(gpu, cfg, conv) {
         return Ok(vec![conv_direct::forward(gpu, conv, x, w, bias, relu, y, columns)?]);
     }
     if columns.is_none() && conv_shared::fits_forward(gpu, cfg, conv) {
-        return Ok(vec![conv_shared::forward(gpu, conv, x, w, bias, relu, y)?]);
+        return Ok(vec![conv_shared::forward(gpu, conv, x, w, bias, relu, y, None)?]);
     }
     let bias_mode = if bias.is_some() { Bias::Row } else { Bias::None };
     let p = forward_params(conv, flags(false, relu, bias_mode));

@@ -6,7 +6,9 @@
 //! (16 x 25 outputs over K = 50,176, a 64-column tile for 25 columns, 264 K slices) 63 µs
 //! at 633 GFLOP/s.
 //!   forward  one dispatch: a workgroup computes a band of output rows for 16 output
-//!            channels, staging the input rows and weights it needs per round of channels
+//!            channels, staging the input rows and weights it needs per round of channels;
+//!            a max-pool after it whose windows tile the output runs in the same dispatch
+//!            (bands a whole number of windows tall), from workgroup memory
 //!   dX       at stride 1, the convolution of dy with the flipped, transposed weight; a
 //!            routed max-pool's backward is a second dispatch (as for the tiled GEMMs,
 //!            `gemm::routes_in_store`)
@@ -17,8 +19,9 @@
 //! `KILN_DIRECT_CONV=0` turns them off (the implicit GEMM then runs every pass), to compare.
 
 use super::conv_geometry::{Conv2d, DirectPass};
+use super::pool::Pool2d;
 use super::gemm::{Family, GemmConfig, GradOut};
-use super::pool::{max_pool2d_backward, max_pool2d_backward_relu, MaxPoolRoute};
+use super::pool::{max_pool2d_backward, max_pool2d_backward_relu, MaxPoolOut, MaxPoolRoute};
 use super::Dispatch;
 use crate::gpu::Gpu;
 use crate::pipelines::Kernel;
@@ -47,7 +50,8 @@ struct ConvSharedParams {
     count: u32,
     flags: u32,
     slices: u32,
-    _pad: [u32; 3],
+    pool: u32,
+    _pad: [u32; 2],
 }
 
 /// conv_shared's staged input in floats and weights in vec4s (the shader's XS, WS).
@@ -125,8 +129,9 @@ struct Plan {
 /// (BENCHMARKS.md, lease calls 2 and 3): conv2's dX with pool1's backward 58.6 µs in one
 /// group, 41.9 in four; but conv2's forward (25,088 invocations) 30.0 in one, 42.5 in four,
 /// and conv1's (50,176) 9.8 against 17.2: four groups need bands a quarter as tall, so each
-/// workgroup stages more halo rows and all the weights for fewer outputs.
-fn forward_plan(gpu: &Gpu, c: &Conv2d, transposed: bool) -> Option<Plan> {
+/// workgroup stages more halo rows and all the weights for fewer outputs. Bands are a
+/// multiple of `rows` tall (a pooled forward's window).
+fn forward_plan(gpu: &Gpu, c: &Conv2d, transposed: bool, rows: usize) -> Option<Plan> {
     let DirectPass { cin, cout, oh, ow, stride, .. } = c.direct_pass(transposed);
     let pitch = (ow - 1) * stride + c.s;
     let taps = c.r * c.s;
@@ -137,7 +142,7 @@ fn forward_plan(gpu: &Gpu, c: &Conv2d, transposed: bool) -> Option<Plan> {
     let staged = |band: usize| ((band - 1) * stride + c.r) * pitch;
     let lanes = |band: usize| (band * ow).next_multiple_of(32);
     let workgroups = |band: usize| c.batch * oh.div_ceil(band) * cout.div_ceil(CO_BLOCK);
-    let fits = |band: usize| staged(band) <= XS && groups * lanes(band) <= max_wg;
+    let fits = |band: usize| band % rows == 0 && staged(band) <= XS && groups * lanes(band) <= max_wg;
     // the widest band that fits and still gives TARGET_GROUPS workgroups, else the narrowest
     let band = (1..=oh).rev().filter(|&b| fits(b)).find(|&b| workgroups(b) >= TARGET_GROUPS).or_else(|| (1..=oh).find(|&b| fits(b)))?;
     let count = (XS / staged(band)).min(WS / (4 * taps)).min(cin);
@@ -150,7 +155,7 @@ fn fits(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, transposed: bool) -> bool {
     enabled(gpu, cfg)
         && out_channels >= MIN_CHANNELS
         && (!transposed || (c.stride == 1 && c.pad < c.r && c.pad < c.s))
-        && forward_plan(gpu, c, transposed).is_some()
+        && forward_plan(gpu, c, transposed, 1).is_some()
 }
 
 /// Whether the forward of `c` runs here with `cfg`.
@@ -158,18 +163,25 @@ pub(crate) fn fits_forward(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> bool {
     fits(gpu, cfg, c, false)
 }
 
+/// Whether the forward of `c` and the max-pool `pool` after it run here in one dispatch with
+/// `cfg`: the pool's windows tile the output exactly, unpadded (`Pool2d::tiles_exactly`).
+pub(crate) fn fits_pooled_forward(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, pool: &Pool2d) -> bool {
+    fits_forward(gpu, cfg, c) && pool.tiles_exactly() && pool.pad == 0 && forward_plan(gpu, c, false, pool.k).is_some()
+}
+
 /// Whether the dX of `c` runs here with `cfg`.
 pub(crate) fn fits_backward_input(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> bool {
     fits(gpu, cfg, c, true)
 }
 
-fn conv_dispatch(gpu: &Gpu, c: &Conv2d, transposed: bool, flags: u32, tensors: &[(u32, Option<&Tensor>)]) -> Result<Dispatch> {
-    let Some(Plan { band, pitch, count, groups, lanes }) = forward_plan(gpu, c, transposed) else {
+fn conv_dispatch(gpu: &Gpu, c: &Conv2d, transposed: bool, flags: u32, pool: Option<&MaxPoolOut>, tensors: &[(u32, Option<&Tensor>)]) -> Result<Dispatch> {
+    let window = pool.map_or(1, |m| m.pool.k);
+    let Some(Plan { band, pitch, count, groups, lanes }) = forward_plan(gpu, c, transposed, window) else {
         return Err(Error::unsupported("conv_shared", format!("{c:?}: one output row's input is over {XS} floats")));
     };
     let d = c.direct_pass(transposed);
     let u = |v: usize| v as u32;
-    let p = ConvSharedParams { band: u(band), pitch: u(pitch), count: u(count), flags, ..geometry(c, d) };
+    let p = ConvSharedParams { band: u(band), pitch: u(pitch), count: u(count), flags, pool: u(pool.map_or(0, |_| window)), ..geometry(c, d) };
     let kernel = Kernel::new(Shader::ConvShared, "conv_shared")
         .with("WG", u(groups * lanes))
         .with("GROUPS", u(groups))
@@ -178,24 +190,28 @@ fn conv_dispatch(gpu: &Gpu, c: &Conv2d, transposed: bool, flags: u32, tensors: &
         .with("S", u(c.s))
         .with("STRIDE", u(d.stride))
         .with("TRANSPOSED", transposed);
-    Dispatch::with_dummies(gpu, &kernel, &p, tensors, [u(c.batch * d.oh.div_ceil(band)), u(d.cout.div_ceil(CO_BLOCK)), 1])
+    let pooled = [(9, pool.map(|m| m.y)), (10, pool.map(|m| m.argmax))];
+    let tensors: Vec<_> = tensors.iter().copied().chain(pooled).collect();
+    Dispatch::with_dummies(gpu, &kernel, &p, &tensors, [u(c.batch * d.oh.div_ceil(band)), u(d.cout.div_ceil(CO_BLOCK)), 1])
 }
 
-/// The forward's one dispatch. The caller has checked the lengths and `fits_forward`.
-pub(crate) fn forward(gpu: &Gpu, c: &Conv2d, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, relu: bool, y: &Tensor) -> Result<Dispatch> {
+/// The forward's one dispatch, with `pool` that max-pool too. The caller has checked the
+/// lengths and `fits_forward` (with `pool`, `fits_pooled_forward`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward(gpu: &Gpu, c: &Conv2d, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, relu: bool, y: &Tensor, pool: Option<&MaxPoolOut>) -> Result<Dispatch> {
     let flags = bias.is_some() as u32 | (relu as u32) << 1;
-    conv_dispatch(gpu, c, false, flags, &[(1, Some(x)), (2, Some(w)), (3, bias), (4, Some(y))])
+    conv_dispatch(gpu, c, false, flags, pool, &[(1, Some(x)), (2, Some(w)), (3, bias), (4, Some(y))])
 }
 
 /// dX: one dispatch, or with `route` the product into the scratch region, then the pool's
 /// backward into `dx`. The caller has checked the lengths, the route and `fits_backward_input`.
 pub(crate) fn backward_input(gpu: &Gpu, c: &Conv2d, w: &Tensor, dy: &Tensor, dx: &Tensor, route: Option<&MaxPoolRoute>) -> Result<Vec<Dispatch>> {
     let Some(r) = route else {
-        return Ok(vec![conv_dispatch(gpu, c, true, 0, &[(1, Some(dy)), (2, Some(w)), (3, None), (4, Some(dx))])?]);
+        return Ok(vec![conv_dispatch(gpu, c, true, 0, None, &[(1, Some(dy)), (2, Some(w)), (3, None), (4, Some(dx))])?]);
     };
     // the product in the scratch region (the executor plans it: gemm::routed_scratch_bytes)
     let product = Tensor::from_buffer(gpu.scratch(4 * c.x_len() as u64)?, 0, &[c.x_len()], DType::F32);
-    let conv = conv_dispatch(gpu, c, true, 0, &[(1, Some(dy)), (2, Some(w)), (3, None), (4, Some(&product))])?;
+    let conv = conv_dispatch(gpu, c, true, 0, None, &[(1, Some(dy)), (2, Some(w)), (3, None), (4, Some(&product))])?;
     let pool = match r.relu {
         Some(x) => max_pool2d_backward_relu(gpu, r.pool, r.argmax, x, &product, dx)?,
         None => max_pool2d_backward(gpu, r.pool, r.argmax, &product, dx)?,

@@ -143,6 +143,28 @@ pub fn max_pool2d_backward_relu(gpu: &Gpu, pool: &Pool2d, argmax: &Tensor, x: &T
     launch(gpu, op, pool, pool.x_len(), &[(1, x), (5, argmax), (4, dy), (6, dx)])
 }
 
+/// A max-pool run by the op that makes its input (a convolution's forward, in the same
+/// dispatch where the kernel can): the pool, its output and its argmax.
+#[derive(Clone, Copy, Debug)]
+pub struct MaxPoolOut<'a> {
+    /// Window geometry.
+    pub pool: &'a Pool2d,
+    /// The output [N, C, OH, OW].
+    pub y: &'a Tensor,
+    /// Each output's maximum as an index within its input plane [N, C, OH, OW] (u32).
+    pub argmax: &'a Tensor,
+}
+
+impl MaxPoolOut<'_> {
+    /// `Error::Shape` naming `op` unless the geometry is valid and the output and argmax
+    /// have the pool's sizes and types.
+    pub(crate) fn check(&self, op: &str) -> Result<()> {
+        self.pool.validate(op)?;
+        check(op, "pooled y", self.y, self.pool.y_len(), DType::F32)?;
+        check(op, "argmax", self.argmax, self.pool.y_len(), DType::U32)
+    }
+}
+
 /// A max-pool's backward run by the op that makes its dy (which then never stores dy), for a
 /// pool whose windows tile its input exactly ([`Pool2d::tiles_exactly`]): the pool, its
 /// saved argmax and, when the ReLU before the pool has its backward fused too, that

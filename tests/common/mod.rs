@@ -41,6 +41,21 @@ pub fn small_cnn() -> Graph {
     classifier(layers, &[BATCH, 1, 8, 8], 12)
 }
 
+/// `small_cnn` with 8 and 16 channels: wide enough for the GPU families' direct
+/// convolutions (ops/conv_shared.rs), each pool in its convolution's dispatch there.
+pub fn wide_cnn() -> Graph {
+    let layers = Sequential::new()
+        .add("conv1", Conv2d::new(1, 8, 5).padding(2))
+        .add("relu1", ReLU)
+        .add("pool1", MaxPool2d { kernel: 2, stride: 2 })
+        .add("conv2", Conv2d::new(8, 16, 3).padding(1))
+        .add("relu2", ReLU)
+        .add("pool2", MaxPool2d { kernel: 2, stride: 2 })
+        .add("flatten", Flatten)
+        .add("fc1", Linear::new(16 * 3 * 3, 5));
+    classifier(layers, &[BATCH, 1, 12, 12], 13)
+}
+
 /// A value used twice (relu(h) + h) and a weight used twice (fc2, fc3).
 pub fn shared_graph() -> Graph {
     let mut g = Graph::new(3);
