@@ -72,46 +72,28 @@ pub fn conv2d_forward_keeping_columns(
         if (pl.batch, pl.channels, pl.h, pl.w) != (conv.batch, conv.cout, conv.oh(), conv.ow()) {
             return Err(Error::shape(op, format!("the pool's input {pl:?} is not the convolution's output {conv:?}")));
         }
-        if columns.is_none() && conv_shared::fits_pooled_forward(gpu, cfg, conv, pl) {
-            return Ok(vec![conv_shared::forward(gpu, conv, x, w, bias, relu, y, Some(m))?]);
-        }
     }
-    let mut dispatches = forward_dispatches(gpu, cfg, conv, x, w, bias, relu, y, columns)?;
-    if let Some(m) = pool {
+    // the pool inside conv_shared's dispatch where its windows tile the output
+    let inside = pool.filter(|m| columns.is_none() && conv_shared::fits_pooled_forward(gpu, cfg, conv, m.pool));
+    let mut dispatches = if conv_direct::fits_forward(gpu, cfg, conv) {
+        vec![conv_direct::forward(gpu, conv, x, w, bias, relu, y, columns)?]
+    } else if columns.is_none() && conv_shared::fits_forward(gpu, cfg, conv) {
+        vec![conv_shared::forward(gpu, conv, x, w, bias, relu, y, inside)?]
+    } else {
+        let bias_mode = if bias.is_some() { Bias::Row } else { Bias::None };
+        let p = forward_params(conv, flags(false, relu, bias_mode));
+        if let Some(pp) = staged_forward(gpu, cfg, conv, p) {
+            im2col::forward(gpu, cfg, conv, pp, x, w, bias, y, columns)?
+        } else if columns.is_some() {
+            return Err(Error::unsupported(op, format!("keeping im2col columns with {:?}, which does not stage them for {conv:?}", cfg.family)));
+        } else {
+            vec![launch(gpu, op, cfg, 1, (false, false), p, w, x, bias, y)?]
+        }
+    };
+    if let (Some(m), None) = (pool, inside) {
         dispatches.push(max_pool2d_forward(gpu, m.pool, y, m.y, m.argmax)?);
     }
     Ok(dispatches)
-}
-
-/// The convolution's own dispatches (arguments checked).
-#[allow(clippy::too_many_arguments)]
-fn forward_dispatches(
-    gpu: &Gpu,
-    cfg: &GemmConfig,
-    conv: &Conv2d,
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
-    relu: bool,
-    y: &Tensor,
-    columns: Option<&Tensor>,
-) -> Result<Vec<Dispatch>> {
-    let op = "conv2d_forward";
-    if conv_direct::fits_forward(gpu, cfg, conv) {
-        return Ok(vec![conv_direct::forward(gpu, conv, x, w, bias, relu, y, columns)?]);
-    }
-    if columns.is_none() && conv_shared::fits_forward(gpu, cfg, conv) {
-        return Ok(vec![conv_shared::forward(gpu, conv, x, w, bias, relu, y, None)?]);
-    }
-    let bias_mode = if bias.is_some() { Bias::Row } else { Bias::None };
-    let p = forward_params(conv, flags(false, relu, bias_mode));
-    if let Some(pp) = staged_forward(gpu, cfg, conv, p) {
-        return im2col::forward(gpu, cfg, conv, pp, x, w, bias, y, columns);
-    }
-    if columns.is_some() {
-        return Err(Error::unsupported(op, format!("keeping im2col columns with {:?}, which does not stage them for {conv:?}", cfg.family)));
-    }
-    Ok(vec![launch(gpu, op, cfg, 1, (false, false), p, w, x, bias, y)?])
 }
 
 /// Elements of the columns a convolution's forward (run with `fwd`) can keep for its weight
