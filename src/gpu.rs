@@ -9,7 +9,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::pipelines::PipelineCache;
+use crate::pipelines::{Kernel, PipelineCache};
+use crate::shaders::Shader;
 use crate::{Error, Result};
 
 /// When `KILN_ADAPTER` matches none of the adapters that are there.
@@ -313,6 +314,53 @@ impl Gpu {
     /// Shorthand for `&self.info().limits`.
     pub fn limits(&self) -> &wgpu::Limits {
         &self.info.limits
+    }
+
+    /// The compiled pipeline for `kernel`, compiling it (and its shader's module) on first
+    /// use. Pipelines use the layout derived from the entry point.
+    pub fn pipeline(&self, kernel: &Kernel) -> Result<Arc<wgpu::ComputePipeline>> {
+        let compile = |module: &wgpu::ShaderModule| {
+            let context = format!("{}::{}", kernel.shader.file_name(), kernel.entry);
+            self.catch(&context, || {
+                self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(kernel.entry),
+                    layout: None,
+                    module,
+                    entry_point: Some(kernel.entry),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &kernel.constants,
+                        // Kernels initialise the workgroup memory they read.
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                })
+            })
+        };
+        self.pipelines.get(kernel, |shader| self.module(shader), compile)
+    }
+
+    fn module(&self, shader: Shader) -> Result<wgpu::ShaderModule> {
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(shader.file_name()),
+            source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+        };
+        self.catch(shader.file_name(), || {
+            if self.checked_shaders {
+                self.device.create_shader_module(desc)
+            } else {
+                // SAFETY: every kiln kernel guards its own indices against the sizes in its
+                // Params, and the ops check those sizes against the bound tensors before a
+                // dispatch is built; every loop is bounded by a Params value. Dropping
+                // wgpu's injected bounds checks and loop counters is what lets the inner
+                // loops vectorise (see BENCHMARKS.md); KILN_CHECKED_SHADERS=1 restores them.
+                unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+            }
+        })
+    }
+
+    /// Number of pipelines compiled so far (start-up cost reports).
+    pub fn pipelines_compiled(&self) -> usize {
+        self.pipelines.len()
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes and turns what they catch

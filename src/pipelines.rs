@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::gpu::Gpu;
 use crate::shaders::Shader;
 use crate::Result;
 
@@ -46,69 +45,43 @@ impl Kernel {
 
 type Key = (Shader, &'static str, Vec<(&'static str, u64)>);
 
-/// The compiled shader modules and pipelines of one [`Gpu`], keyed by shader and by
-/// (shader, entry point, override constants); reached through [`Gpu::pipeline`].
+/// The compiled shader modules and pipelines of one GPU, keyed by shader and by (shader,
+/// entry point, override constants); `Gpu::pipeline` compiles what is missing. Lookups do
+/// not hold a lock while compiling, so threads building different steps compile in
+/// parallel (two may compile the same pipeline once each; the first stored stays).
 #[derive(Default)]
 pub struct PipelineCache {
     modules: Mutex<HashMap<Shader, Arc<wgpu::ShaderModule>>>,
     pipelines: Mutex<HashMap<Key, Arc<wgpu::ComputePipeline>>>,
 }
 
-impl Gpu {
-    fn module(&self, shader: Shader) -> Result<Arc<wgpu::ShaderModule>> {
-        if let Some(m) = self.pipelines.modules.lock().expect("module cache").get(&shader) {
-            return Ok(m.clone());
-        }
-        let desc = wgpu::ShaderModuleDescriptor {
-            label: Some(shader.file_name()),
-            source: wgpu::ShaderSource::Wgsl(shader.source().into()),
-        };
-        let module = self.catch(shader.file_name(), || {
-            if self.checked_shaders {
-                self.device.create_shader_module(desc)
-            } else {
-                // SAFETY: every kiln kernel guards its own indices against the sizes in its
-                // Params, and the ops check those sizes against the bound tensors before a
-                // dispatch is built; every loop is bounded by a Params value. Dropping
-                // wgpu's injected bounds checks and loop counters is what lets the inner
-                // loops vectorise (see BENCHMARKS.md); KILN_CHECKED_SHADERS=1 restores them.
-                unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
-            }
-        })?;
-        let module = Arc::new(module);
-        self.pipelines.modules.lock().expect("module cache").insert(shader, module.clone());
-        Ok(module)
-    }
-
-    /// The compiled pipeline for `kernel`, compiling it on first use.
-    pub fn pipeline(&self, kernel: &Kernel) -> Result<Arc<wgpu::ComputePipeline>> {
+impl PipelineCache {
+    /// The pipeline of `kernel`: cached, else `compile` of its shader's module (cached, else
+    /// `module` of the shader).
+    pub(crate) fn get(
+        &self,
+        kernel: &Kernel,
+        module: impl FnOnce(Shader) -> Result<wgpu::ShaderModule>,
+        compile: impl FnOnce(&wgpu::ShaderModule) -> Result<wgpu::ComputePipeline>,
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
         let key = kernel.key();
-        if let Some(p) = self.pipelines.pipelines.lock().expect("pipeline cache").get(&key) {
+        if let Some(p) = self.pipelines.lock().expect("pipeline cache").get(&key) {
             return Ok(p.clone());
         }
-        let module = self.module(kernel.shader)?;
-        let context = format!("{}::{}", kernel.shader.file_name(), kernel.entry);
-        let pipeline = self.catch(&context, || {
-            self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(kernel.entry),
-                layout: None,
-                module: &module,
-                entry_point: Some(kernel.entry),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &kernel.constants,
-                    // Kernels initialise the workgroup memory they read.
-                    zero_initialize_workgroup_memory: false,
-                },
-                cache: None,
-            })
-        })?;
-        let pipeline = Arc::new(pipeline);
-        self.pipelines.pipelines.lock().expect("pipeline cache").insert(key, pipeline.clone());
-        Ok(pipeline)
+        let cached = self.modules.lock().expect("module cache").get(&kernel.shader).cloned();
+        let module = match cached {
+            Some(m) => m,
+            None => {
+                let m = Arc::new(module(kernel.shader)?);
+                self.modules.lock().expect("module cache").entry(kernel.shader).or_insert(m).clone()
+            }
+        };
+        let pipeline = Arc::new(compile(&module)?);
+        Ok(self.pipelines.lock().expect("pipeline cache").entry(key).or_insert(pipeline).clone())
     }
 
-    /// Number of pipelines compiled so far (start-up cost reports).
-    pub fn pipelines_compiled(&self) -> usize {
-        self.pipelines.pipelines.lock().map(|p| p.len()).unwrap_or(0)
+    /// Pipelines compiled so far.
+    pub(crate) fn len(&self) -> usize {
+        self.pipelines.lock().map(|p| p.len()).unwrap_or(0)
     }
 }
