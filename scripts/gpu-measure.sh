@@ -20,8 +20,9 @@
 #
 # What it measures, in this order (the cheap kiln figures first, the peers last, so a run
 # cut short still brings back the kiln numbers): cold and cached start-up, the CNN at batch
-# 64 (twice), 256 and 1024 and the MLP, time to 99% test accuracy under a few recipes, the
-# per-kernel profile at batch 64 and 1024, the kernel tests, the conv passes with the direct
+# 64 (twice; with a baseline, alternating with it and with KILN_DIRECT_CONV=unfused), 256 and
+# 1024 and the MLP, time to 99% test accuracy under a few recipes, the per-kernel profile at
+# batch 64 (pools fused and apart) and 1024, the kernel tests, the conv passes with the direct
 # kernels on and off, GEMM 4096^3 for every tiled variant and cuBLAS's fp32 rate beside it,
 # the dispatch cost and the inference API, then benches/peers/run_all.sh (at most
 # KILN_MEASURE_PEERS_SECONDS, 600 by default).
@@ -129,10 +130,11 @@ kiln cold-b64 --epochs 2 --bench
 kiln cached-b64 --epochs 3 --bench
 kiln cached2-b64 --epochs 3 --bench
 if [ -x "$bin/train_mnist_base" ]; then
-    step "this build against the baseline $(cat "$dir/baseline.txt" 2>/dev/null), batch 64, alternating"
+    step "this build against the baseline $(cat "$dir/baseline.txt" 2>/dev/null) and against itself with the pools apart (KILN_DIRECT_CONV=unfused), batch 64, alternating"
     for round in 1 2; do
         tm=$bin/train_mnist_base kiln base-b64-$round --epochs 3 --bench
         kiln this-b64-$round --epochs 3 --bench
+        KILN_DIRECT_CONV=unfused kiln unfused-b64-$round --epochs 3 --bench
     done
 fi
 step "throughput: batch 256, 1024; MLP"
@@ -150,6 +152,7 @@ done
 step "profile"
 "$tm" "${data[@]}" --profile $p64 2>>"$log" | grep '^{' | tail -n 1 >"$out/profile-b64.json"
 "$tm" "${set[@]}" --data-dir "$dir/mnist" --no-download --profile $p64 2>>"$log" >"$out/profiles.txt"
+KILN_DIRECT_CONV=unfused "$tm" "${set[@]}" --data-dir "$dir/mnist" --no-download --profile $p64 2>>"$log" >>"$out/profiles.txt"
 "$tm" "${set[@]}" --data-dir "$dir/mnist" --no-download --profile $p1024 --batch-size 1024 2>>"$log" >>"$out/profiles.txt"
 [ "$smoke" != 1 ] && step "kernel tests on this GPU ($tests)" &&
 for name in $tests; do

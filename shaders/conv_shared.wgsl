@@ -21,7 +21,9 @@
 // band: per vec4 of channels the invocations put their (bias, ReLU) outputs in workgroup
 // memory, and the invocation at each window's corner takes the window's maximum in
 // max_pool2d_forward's order (row by row, a later value only when greater), writing it
-// and its index within the plane (shaders/pool.wgsl's argmax).
+// and its index within the plane (shaders/pool.wgsl's argmax). A dX whose output is a
+// max-pool's output gradient routes it through the pool's (and its ReLU's) backward in the
+// store instead (route4): the pool's input gradient, never the output's.
 //
 // conv_shared_weight: the weight gradient of a convolution with few weights per output
 // channel (conv1: 1 x 5 x 5). A workgroup owns one slice: COUNT consecutive tiles of (image
@@ -45,12 +47,13 @@ struct Params {
     // output rows per band, staged input row length, input channels per round
     // (conv_shared) or tiles per slice (the weight gradients)
     band: u32, pitch: u32, count: u32,
-    // conv_shared: 1 bias, 2 ReLU; the weight gradients: 1 the bias gradient too, and for
-    // conv_shared_weight_sum 2 dw accumulates, 4 db accumulates
+    // conv_shared: 1 bias, 2 ReLU, 4 route dX through a max-pool's backward, 8 and its
+    // ReLU's, 16 max-pool the output; the weight gradients: 1 the bias gradient too, and for conv_shared_weight_sum
+    // 2 dw accumulates, 4 db accumulates
     flags: u32,
     // the weight gradients: their workgroups along x (slices); conv_shared: the max-pool
-    // window run on its output, 0 for none
-    slices: u32, pool: u32, _pad1: u32, _pad2: u32,
+    // window (= stride) run on its output or routed through, and its padding
+    slices: u32, pool: u32, pool_pad: u32, _pad2: u32,
 }
 
 // the overrides first, together (naga 30.0.2 panics on one declared after arrays sized by
@@ -81,9 +84,11 @@ const TILE: u32 = 4096u;
 @group(0) @binding(6) var<storage, read_write> part: array<f32>;
 @group(0) @binding(7) var<storage, read_write> dw: array<f32>;
 @group(0) @binding(8) var<storage, read_write> db: array<f32>;
-// conv_shared with a max-pool: its output and argmax [N, COUT, OH / pool, OW / pool]
+// conv_shared with a max-pool: its output and argmax [N, COUT, OH / pool, OW / pool]; a
+// routed dX reads the argmax [N, COUT, OH, OW] and the ReLU's output (the pool's input)
 @group(0) @binding(9) var<storage, read_write> pooled: array<f32>;
 @group(0) @binding(10) var<storage, read_write> argmax: array<u32>;
+@group(0) @binding(11) var<storage, read> relu_out: array<f32>;
 
 var<workgroup> xs: array<f32, XS>;
 var<workgroup> ws: array<vec4<f32>, WS>;
@@ -175,14 +180,20 @@ fn conv_shared(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_inde
     let v1 = epilogue(co0 + 4u, a1);
     let v2 = epilogue(co0 + 8u, a2);
     let v3 = epilogue(co0 + 12u, a3);
-    if mine {
+    if mine && (p.flags & 4u) != 0u {
+        let at = (n * p.cout * p.oh + oy0 + oy) * p.ow + ox;
+        route4(at, n, co0, v0);
+        route4(at, n, co0 + 4u, v1);
+        route4(at, n, co0 + 8u, v2);
+        route4(at, n, co0 + 12u, v3);
+    } else if mine {
         let at = (n * p.cout * p.oh + oy0 + oy) * p.ow + ox;
         store4(at, co0, v0);
         store4(at, co0 + 4u, v1);
         store4(at, co0 + 8u, v2);
         store4(at, co0 + 12u, v3);
     }
-    if p.pool != 0u {
+    if (p.flags & 16u) != 0u {
         pool4(mine, n, oy0, pos, co0, v0);
         pool4(mine, n, oy0, pos, co0 + 4u, v1);
         pool4(mine, n, oy0, pos, co0 + 8u, v2);
@@ -209,6 +220,37 @@ fn store4(at: u32, co: u32, v: vec4f) {
     for (var k = 0u; k < 4u; k++) {
         if co + k < p.cout {
             y[at + (co + k) * p.oh * p.ow] = v[k];
+        }
+    }
+}
+
+// A routed dX: output (n, co .. co + 3, oy, ox) (at: the index of channel 0) is the
+// gradient of a max-pool's output; it goes to the pool's input at the window's saved argmax,
+// masked by the ReLU before the pool (flags 8), and the window's other elements get 0: what
+// max_pool2d_backward(_relu) writes (the windows tile the input, each written by one
+// invocation).
+fn route4(at: u32, n: u32, co: u32, v: vec4f) {
+    let k = p.pool;
+    let ph = p.oh * k - 2u * p.pool_pad;
+    let pw = p.ow * k - 2u * p.pool_pad;
+    let oy = (at / p.ow) % p.oh;
+    let ox = at % p.ow;
+    let y0 = i32(oy * k) - i32(p.pool_pad);
+    let x0 = i32(ox * k) - i32(p.pool_pad);
+    for (var j = 0u; j < 4u; j++) {
+        let c = co + j;
+        if c < p.cout {
+            let o = at + c * p.oh * p.ow;
+            let base = (n * p.cout + c) * ph * pw;
+            let arg = argmax[o];
+            var g = v[j];
+            if (p.flags & 8u) != 0u { g = select(0.0, g, relu_out[base + arg] > 0.0); }
+            for (var yy = max(y0, 0); yy < min(y0 + i32(k), i32(ph)); yy++) {
+                for (var xx = max(x0, 0); xx < min(x0 + i32(k), i32(pw)); xx++) {
+                    let i = u32(yy) * pw + u32(xx);
+                    y[base + i] = select(0.0, g, i == arg);
+                }
+            }
         }
     }
 }

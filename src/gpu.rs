@@ -160,6 +160,9 @@ pub struct Gpu {
     /// The GPU families' direct convolutions (ops/conv_shared.rs); KILN_DIRECT_CONV=0 turns
     /// them off, to compare with the implicit GEMMs.
     pub(crate) direct_convs: bool,
+    /// Whether they run a max-pool's forward and a routed max-pool's backward in their own
+    /// dispatch; KILN_DIRECT_CONV=unfused runs those apart, to compare.
+    pub(crate) fused_pools: bool,
     /// Set by the device-lost callback and the uncaptured-error handler.
     fault: Arc<Mutex<Option<Error>>>,
     /// The shared scratch region (see [`Gpu::scratch`]).
@@ -293,6 +296,7 @@ impl Gpu {
             features: device.features(),
             subgroup_min_size: if device.features().contains(wgpu::Features::SUBGROUP) { ainfo.subgroup_min_size } else { 0 },
         };
+        let direct_conv = std::env::var("KILN_DIRECT_CONV");
         Ok(Gpu {
             device,
             queue,
@@ -300,7 +304,8 @@ impl Gpu {
             pipelines: PipelineCache::default(),
             counters: Arc::default(),
             checked_shaders: std::env::var("KILN_CHECKED_SHADERS").is_ok_and(|v| v == "1"),
-            direct_convs: !std::env::var("KILN_DIRECT_CONV").is_ok_and(|v| v == "0" || v == "off"),
+            direct_convs: !direct_conv.as_deref().is_ok_and(|v| v == "0" || v == "off"),
+            fused_pools: !direct_conv.as_deref().is_ok_and(|v| v == "unfused"),
             fault,
             scratch: Mutex::new(None),
         })

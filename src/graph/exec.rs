@@ -333,8 +333,9 @@ impl<'g> Executor<'g> {
             match step {
                 Step::Conv2dForward { conv, .. } => conv2d::scratch_bytes(gpu, cfg, conv, conv2d::Pass::Forward),
                 // a routed dX on the tiled families stores its product in the scratch region
+                // unless the direct convolution routes it in its store
                 Step::Conv2dBackwardInput { conv, pool, .. } => conv2d::scratch_bytes(gpu, cfg, conv, conv2d::Pass::BackwardInput)
-                    .max(pool.as_ref().map_or(0, |r| routed_scratch_bytes(cfg, r.pool.y_len()))),
+                    .max(pool.as_ref().map_or(0, |r| conv2d::routed_scratch_bytes(gpu, cfg, conv, r.pool.y_len()))),
                 // a routed GEMM never splits K
                 Step::LinearBackwardInput { pool: Some(r), .. } => routed_scratch_bytes(cfg, r.pool.y_len()),
                 Step::Conv2dBackwardWeight { conv, .. } => conv2d::scratch_bytes(gpu, cfg, conv, conv2d::Pass::BackwardWeight),

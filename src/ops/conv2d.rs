@@ -13,7 +13,7 @@
 //! OH x OW output, one stride and one zero padding for both axes (dilation 1, groups 1).
 
 pub use super::conv_geometry::Conv2d;
-use super::{conv_direct, conv_shared};
+use super::{conv_direct, conv_shared, gemm};
 use super::gemm::{check_len, flags, launch, launch_routed, launch_weight_grad, split_k_parts, split_k_scratch_bytes, Bias, Family, GemmConfig, GradOut, Params};
 use super::im2col;
 use super::pool::{max_pool2d_forward, MaxPoolOut, MaxPoolRoute};
@@ -108,8 +108,9 @@ pub fn kept_columns_len(gpu: &Gpu, fwd: &GemmConfig, dw: &GemmConfig, conv: &Con
 
 /// dx = conv_transpose(dy, w): written, not accumulated. With `route`, x is the output of
 /// that max-pool and its backward runs here too: dx is then the gradient of the pool's input
-/// (and x's own gradient is never stored): inside col2im on the staged path, else in the
-/// GEMM's store.
+/// (and x's own gradient is never stored): inside col2im on the staged path, in the direct
+/// kernels' store (conv_direct, conv_shared), else in the GEMM's store or after it
+/// (`gemm::routes_in_store`).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_input(
     gpu: &Gpu,
@@ -255,6 +256,13 @@ pub fn scratch_bytes(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, pass: Pass) -> 
             }
         }
     }
+}
+
+/// Scratch bytes of `conv`'s dX with `cfg` routed through a max-pool's backward: the product
+/// (`c_len` elements) where it goes through the scratch region before the pool's backward,
+/// 0 where the route runs in the kernel's store (conv_direct, conv_shared, the vec4 GEMMs).
+pub fn routed_scratch_bytes(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, c_len: usize) -> u64 {
+    if conv_shared::routes(gpu, cfg, conv) { 0 } else { gemm::routed_scratch_bytes(cfg, c_len) }
 }
 
 fn forward_params(conv: &Conv2d, flags: u32) -> Params {

@@ -10,8 +10,9 @@
 //!            a max-pool after it whose windows tile the output runs in the same dispatch
 //!            (bands a whole number of windows tall), from workgroup memory
 //!   dX       at stride 1, the convolution of dy with the flipped, transposed weight; a
-//!            routed max-pool's backward is a second dispatch (as for the tiled GEMMs,
-//!            `gemm::routes_in_store`)
+//!            routed max-pool's backward (and its ReLU's) runs in the store
+//! `KILN_DIRECT_CONV=unfused` runs the pools apart (`max_pool2d_forward`, and the dX into the
+//! scratch region, then `max_pool2d_backward(_relu)`), to compare.
 //!   dW       each invocation reduces one weight (or bias) over staged tiles of dy and x,
 //!            of one output channel where there are at most 32 weights per channel
 //!            (conv_shared_weight), of 16 above (conv_shared_weight4); then
@@ -51,7 +52,8 @@ struct ConvSharedParams {
     flags: u32,
     slices: u32,
     pool: u32,
-    _pad: [u32; 2],
+    pool_pad: u32,
+    _pad: u32,
 }
 
 /// conv_shared's staged input in floats and weights in vec4s (the shader's XS, WS).
@@ -83,6 +85,12 @@ const TARGET_SLICES: usize = 256;
 
 fn enabled(gpu: &Gpu, cfg: &GemmConfig) -> bool {
     matches!(cfg.family, Family::Tiled | Family::Tiled4) && gpu.direct_convs
+}
+
+/// Whether the dX of `c` with `cfg` routes a max-pool's backward in its store (else into the
+/// scratch region, then `max_pool2d_backward(_relu)`).
+pub(crate) fn routes(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> bool {
+    gpu.fused_pools && fits_backward_input(gpu, cfg, c)
 }
 
 /// The uniform's geometry for pass `d` of `c` (`Conv2d::direct_pass`); the launch fields
@@ -166,7 +174,7 @@ pub(crate) fn fits_forward(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> bool {
 /// Whether the forward of `c` and the max-pool `pool` after it run here in one dispatch with
 /// `cfg`: the pool's windows tile the output exactly, unpadded (`Pool2d::tiles_exactly`).
 pub(crate) fn fits_pooled_forward(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, pool: &Pool2d) -> bool {
-    fits_forward(gpu, cfg, c) && pool.tiles_exactly() && pool.pad == 0 && forward_plan(gpu, c, false, pool.k).is_some()
+    gpu.fused_pools && fits_forward(gpu, cfg, c) && pool.tiles_exactly() && pool.pad == 0 && forward_plan(gpu, c, false, pool.k).is_some()
 }
 
 /// Whether the dX of `c` runs here with `cfg`.
@@ -174,14 +182,25 @@ pub(crate) fn fits_backward_input(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> bo
     fits(gpu, cfg, c, true)
 }
 
-fn conv_dispatch(gpu: &Gpu, c: &Conv2d, transposed: bool, flags: u32, pool: Option<&MaxPoolOut>, tensors: &[(u32, Option<&Tensor>)]) -> Result<Dispatch> {
-    let window = pool.map_or(1, |m| m.pool.k);
-    let Some(Plan { band, pitch, count, groups, lanes }) = forward_plan(gpu, c, transposed, window) else {
+/// What conv_shared does with its outputs besides storing them.
+#[derive(Clone, Copy)]
+enum Epilogue<'a> {
+    /// Stores y only.
+    Store,
+    /// Stores y and max-pools it (bands a whole number of windows tall).
+    Pool(&'a MaxPoolOut<'a>),
+    /// A dX routed through a max-pool's backward (and its ReLU's): stores the pool input's
+    /// gradient instead of y.
+    Route(&'a MaxPoolRoute<'a>),
+}
+
+fn conv_dispatch(gpu: &Gpu, c: &Conv2d, transposed: bool, flags: u32, epilogue: Epilogue, tensors: &[(u32, Option<&Tensor>)]) -> Result<Dispatch> {
+    let rows = if let Epilogue::Pool(m) = epilogue { m.pool.k } else { 1 };
+    let Some(Plan { band, pitch, count, groups, lanes }) = forward_plan(gpu, c, transposed, rows) else {
         return Err(Error::unsupported("conv_shared", format!("{c:?}: one output row's input is over {XS} floats")));
     };
     let d = c.direct_pass(transposed);
     let u = |v: usize| v as u32;
-    let p = ConvSharedParams { band: u(band), pitch: u(pitch), count: u(count), flags, pool: u(pool.map_or(0, |_| window)), ..geometry(c, d) };
     let kernel = Kernel::new(Shader::ConvShared, "conv_shared")
         .with("WG", u(groups * lanes))
         .with("GROUPS", u(groups))
@@ -190,9 +209,16 @@ fn conv_dispatch(gpu: &Gpu, c: &Conv2d, transposed: bool, flags: u32, pool: Opti
         .with("S", u(c.s))
         .with("STRIDE", u(d.stride))
         .with("TRANSPOSED", transposed);
-    let pooled = [(9, pool.map(|m| m.y)), (10, pool.map(|m| m.argmax))];
-    let tensors: Vec<_> = tensors.iter().copied().chain(pooled).collect();
-    Dispatch::with_dummies(gpu, &kernel, &p, &tensors, [u(c.batch * d.oh.div_ceil(band)), u(d.cout.div_ceil(CO_BLOCK)), 1])
+    let p = ConvSharedParams { band: u(band), pitch: u(pitch), count: u(count), flags, ..geometry(c, d) };
+    let (p, fused) = match epilogue {
+        Epilogue::Store => (p, [(9, None), (10, None), (11, None)]),
+        Epilogue::Pool(m) => (ConvSharedParams { flags: p.flags | 16, pool: u(m.pool.k), ..p }, [(9, Some(m.y)), (10, Some(m.argmax)), (11, None)]),
+        Epilogue::Route(r) => {
+            let flags = p.flags | 4 | (r.relu.is_some() as u32) << 3;
+            (ConvSharedParams { flags, pool: u(r.pool.k), pool_pad: u(r.pool.pad), ..p }, [(9, None), (10, Some(r.argmax)), (11, r.relu)])
+        }
+    };
+    Dispatch::with_dummies(gpu, &kernel, &p, &[tensors, &fused].concat(), [u(c.batch * d.oh.div_ceil(band)), u(d.cout.div_ceil(CO_BLOCK)), 1])
 }
 
 /// The forward's one dispatch, with `pool` that max-pool too. The caller has checked the
@@ -200,23 +226,29 @@ fn conv_dispatch(gpu: &Gpu, c: &Conv2d, transposed: bool, flags: u32, pool: Opti
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward(gpu: &Gpu, c: &Conv2d, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, relu: bool, y: &Tensor, pool: Option<&MaxPoolOut>) -> Result<Dispatch> {
     let flags = bias.is_some() as u32 | (relu as u32) << 1;
-    conv_dispatch(gpu, c, false, flags, pool, &[(1, Some(x)), (2, Some(w)), (3, bias), (4, Some(y))])
+    let epilogue = pool.map_or(Epilogue::Store, Epilogue::Pool);
+    conv_dispatch(gpu, c, false, flags, epilogue, &[(1, Some(x)), (2, Some(w)), (3, bias), (4, Some(y))])
 }
 
-/// dX: one dispatch, or with `route` the product into the scratch region, then the pool's
-/// backward into `dx`. The caller has checked the lengths, the route and `fits_backward_input`.
+/// dX: one dispatch (with `route` through that max-pool's backward in the store), or where
+/// pools run apart (`routes`) the product into the scratch region, then the pool's backward
+/// into `dx`. The caller has checked the lengths, the route and `fits_backward_input`.
 pub(crate) fn backward_input(gpu: &Gpu, c: &Conv2d, w: &Tensor, dy: &Tensor, dx: &Tensor, route: Option<&MaxPoolRoute>) -> Result<Vec<Dispatch>> {
-    let Some(r) = route else {
-        return Ok(vec![conv_dispatch(gpu, c, true, 0, None, &[(1, Some(dy)), (2, Some(w)), (3, None), (4, Some(dx))])?]);
-    };
-    // the product in the scratch region (the executor plans it: gemm::routed_scratch_bytes)
-    let product = Tensor::from_buffer(gpu.scratch(4 * c.x_len() as u64)?, 0, &[c.x_len()], DType::F32);
-    let conv = conv_dispatch(gpu, c, true, 0, None, &[(1, Some(dy)), (2, Some(w)), (3, None), (4, Some(&product))])?;
-    let pool = match r.relu {
-        Some(x) => max_pool2d_backward_relu(gpu, r.pool, r.argmax, x, &product, dx)?,
-        None => max_pool2d_backward(gpu, r.pool, r.argmax, &product, dx)?,
-    };
-    Ok(vec![conv, pool])
+    let tensors = |out| [(1, Some(dy)), (2, Some(w)), (3, None), (4, Some(out))];
+    match route {
+        None => Ok(vec![conv_dispatch(gpu, c, true, 0, Epilogue::Store, &tensors(dx))?]),
+        Some(r) if gpu.fused_pools => Ok(vec![conv_dispatch(gpu, c, true, 0, Epilogue::Route(r), &tensors(dx))?]),
+        Some(r) => {
+            // the product in the scratch region (the executor plans it: conv2d::routed_scratch_bytes)
+            let product = Tensor::from_buffer(gpu.scratch(4 * c.x_len() as u64)?, 0, &[c.x_len()], DType::F32);
+            let conv = conv_dispatch(gpu, c, true, 0, Epilogue::Store, &tensors(&product))?;
+            let pool = match r.relu {
+                Some(x) => max_pool2d_backward_relu(gpu, r.pool, r.argmax, x, &product, dx)?,
+                None => max_pool2d_backward(gpu, r.pool, r.argmax, &product, dx)?,
+            };
+            Ok(vec![conv, pool])
+        }
+    }
 }
 
 /// A weight-gradient launch: its entry point, output rows per tile, the staged input row's
