@@ -296,7 +296,15 @@ impl Gpu {
             features: device.features(),
             subgroup_min_size: if device.features().contains(wgpu::Features::SUBGROUP) { ainfo.subgroup_min_size } else { 0 },
         };
-        let direct_conv = std::env::var("KILN_DIRECT_CONV");
+        // KILN_DIRECT_CONV: (direct convolutions, pools inside them)
+        let (direct_convs, fused_pools) = match std::env::var("KILN_DIRECT_CONV").as_deref() {
+            Err(_) | Ok("" | "1" | "on") => (true, true),
+            Ok("unfused") => (true, false),
+            Ok("0" | "off") => (false, false),
+            Ok(other) => {
+                return Err(Error::Env { var: "KILN_DIRECT_CONV", value: other.to_string(), expected: "one of on (the default), unfused, off (or 1, 0)" });
+            }
+        };
         Ok(Gpu {
             device,
             queue,
@@ -304,8 +312,8 @@ impl Gpu {
             pipelines: PipelineCache::default(),
             counters: Arc::default(),
             checked_shaders: std::env::var("KILN_CHECKED_SHADERS").is_ok_and(|v| v == "1"),
-            direct_convs: !direct_conv.as_deref().is_ok_and(|v| v == "0" || v == "off"),
-            fused_pools: !direct_conv.as_deref().is_ok_and(|v| v == "unfused"),
+            direct_convs,
+            fused_pools,
             fault,
             scratch: Mutex::new(None),
         })

@@ -435,3 +435,14 @@ fn an_unmatched_adapter_filter_lists_each_adapter_once() {
     let info = kiln::gpu::GpuInfo { driver: String::new(), driver_info: String::new(), ..kiln::testing::gpu().info().clone() };
     assert!(info.summary().contains("driver not reported"), "{}", info.summary());
 }
+
+#[test]
+fn an_unknown_kiln_direct_conv_value_is_refused() {
+    let (code, _, stderr) = text(&Command::new(example("gpu_info")).env("KILN_DIRECT_CONV", "sometimes").output().unwrap());
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("KILN_DIRECT_CONV=\"sometimes\"") && stderr.contains("unfused"), "{stderr}");
+    for ok in ["unfused", "0", "on"] {
+        let (code, _, stderr) = text(&Command::new(example("gpu_info")).env("KILN_DIRECT_CONV", ok).output().unwrap());
+        assert_eq!(code, 0, "KILN_DIRECT_CONV={ok}: {stderr}");
+    }
+}

@@ -11,18 +11,17 @@
 //!            (bands a whole number of windows tall), from workgroup memory
 //!   dX       at stride 1, the convolution of dy with the flipped, transposed weight; a
 //!            routed max-pool's backward (and its ReLU's) runs in the store
-//! `KILN_DIRECT_CONV=unfused` runs the pools apart (`max_pool2d_forward`, and the dX into the
-//! scratch region, then `max_pool2d_backward(_relu)`), to compare.
 //!   dW       each invocation reduces one weight (or bias) over staged tiles of dy and x,
 //!            of one output channel where there are at most 32 weights per channel
 //!            (conv_shared_weight), of 16 above (conv_shared_weight4); then
 //!            conv_shared_weight_sum adds the workgroups' slices, 64 invocations per output
-//! `KILN_DIRECT_CONV=0` turns them off (the implicit GEMM then runs every pass), to compare.
+//! `KILN_DIRECT_CONV=0` turns them off (the implicit GEMM then runs every pass), to compare;
+//! `KILN_DIRECT_CONV=unfused` runs the pools apart (`max_pool2d_forward`, and the dX into the
+//! scratch region, then `max_pool2d_backward(_relu)`).
 
 use super::conv_geometry::{Conv2d, DirectPass};
-use super::pool::Pool2d;
 use super::gemm::{Family, GemmConfig, GradOut};
-use super::pool::{max_pool2d_backward, max_pool2d_backward_relu, MaxPoolOut, MaxPoolRoute};
+use super::pool::{max_pool2d_backward, max_pool2d_backward_relu, MaxPoolOut, MaxPoolRoute, Pool2d};
 use super::Dispatch;
 use crate::gpu::Gpu;
 use crate::pipelines::Kernel;
