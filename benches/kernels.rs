@@ -11,10 +11,11 @@ use kiln::ops::activation::{activation_backward, activation_forward, Activation}
 use kiln::ops::batchnorm::{batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BatchNorm, EPS, MOMENTUM};
 use kiln::ops::conv2d::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2d};
 use kiln::ops::gemm::{gemm, Family, Gemm, GemmConfig};
+use kiln::ops::linear::{linear_backward_input_routed, Linear};
 use kiln::ops::optim::{optimizer_step, step_words, Optimizer, STEP_WORDS};
 use kiln::ops::pool::{
     avg_pool2d_backward, avg_pool2d_forward, global_avg_pool_backward, global_avg_pool_forward, max_pool2d_backward, max_pool2d_forward,
-    GlobalPool2d, Pool2d,
+    GlobalPool2d, MaxPoolRoute, Pool2d,
 };
 use kiln::ops::{elementwise, Dispatch};
 use kiln::testing::{gpu, Rng};
@@ -82,6 +83,17 @@ fn gemm_benches(c: &mut Criterion) {
             let d = gemm(gpu, &cfg, &g, &a, &b, None, &out).unwrap();
             time(c, "gemm", &name, shape, Throughput::Elements(g.flops()), &d);
         }
+    }
+    // fc1's dX through pool2's and relu2's backward, as training runs it (dflatten)
+    let pool = Pool2d { batch: 64, channels: 32, h: 14, w: 14, k: 2, stride: 2, pad: 0 };
+    let l = Linear { rows: 64, inp: 1568, out: 128 };
+    let (dy, w, relu_out, dx) = (tensor(l.rows * l.out, &mut rng), tensor(l.out * l.inp, &mut rng), tensor(pool.x_len(), &mut rng), tensor(pool.x_len(), &mut rng));
+    let (py, arg) = (tensor(pool.y_len(), &mut rng), Tensor::empty(gpu, &[pool.y_len()], DType::U32).unwrap());
+    gpu.run(&[&max_pool2d_forward(gpu, &pool, &relu_out, &py, &arg).unwrap()]).unwrap();
+    let route = MaxPoolRoute { pool: &pool, argmax: &arg, relu: Some(&relu_out) };
+    for (name, cfg) in variants() {
+        let d = linear_backward_input_routed(gpu, &cfg, &l, &dy, &w, &dx, &route).unwrap();
+        time(c, "linear_backward_input_routed", &name, "fc1_dx_64x128x1568_pool2", Throughput::Elements(Gemm::new(64, 1568, 128).flops()), &d);
     }
 }
 

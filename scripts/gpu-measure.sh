@@ -165,7 +165,7 @@ for direct in 1 0; do
     KILN_DIRECT_CONV=$direct "$bin/kernels" --bench 'conv2d_(forward|backward_weight)/tiled32x64/conv|conv2d_backward_input/tiled32x64/conv2' \
         --warm-up-time 0.3 --measurement-time 1 2>>"$log" | grep -E '^conv2d|thrpt|time:' >>"$out/conv.txt"
 done
-step "kernels: GEMM 4096^3 (tiled variants and extra tiled4 shapes; the baseline's tiled4 beside), fc1's GEMMs, dispatch cost, inference"
+step "kernels: GEMM 4096^3 (tiled variants and extra tiled4 shapes; the baseline's tiled4 beside), fc1's GEMMs and routed dX, dispatch cost, inference"
 KILN_BENCH_LARGE=1 KILN_BENCH_CONFIGS=tiled4:16x16:8x8:32,tiled4:16x32:8x8:16 \
     "$bin/kernels" --bench 'gemm/tiled.*/4096' --warm-up-time 1 --measurement-time 2 2>>"$log" | grep -E 'gemm/|thrpt' | tee "$out/gemm4096.txt" >&2
 if [ -x "$bin/kernels_base" ]; then
@@ -176,7 +176,7 @@ if [ -x "$bin/kernels_base" ]; then
         done
     done
 fi
-"$bin/kernels" --bench 'gemm/(tiled64|tiled4_64x128|vec4_sg)/fc1|dispatch/|classify' --warm-up-time 0.5 --measurement-time 1 2>>"$log" | grep -E '^[a-z_0-9]+/|thrpt|time:' >"$out/kernels.txt"
+"$bin/kernels" --bench 'gemm/(tiled64|tiled4_64x128|vec4_sg)/fc1|linear_backward_input_routed/tiled64|dispatch/|classify' --warm-up-time 0.5 --measurement-time 1 2>>"$log" | grep -E '^[a-z_0-9]+/|thrpt|time:' >"$out/kernels.txt"
 python3 - <<'EOF' 2>>"$log" | tee -a "$out/gemm4096.txt" >&2
 import torch
 torch.backends.cuda.matmul.allow_tf32 = False

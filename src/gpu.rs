@@ -160,8 +160,10 @@ pub struct Gpu {
     /// The GPU families' direct convolutions (ops/conv_shared.rs); KILN_DIRECT_CONV=0 turns
     /// them off, to compare with the implicit GEMMs.
     pub(crate) direct_convs: bool,
-    /// Whether they run a max-pool's forward and a routed max-pool's backward in their own
-    /// dispatch; KILN_DIRECT_CONV=unfused runs those apart, to compare.
+    /// Whether the GPU families run max-pools inside other kernels: a forward in the
+    /// convolution's dispatch, a routed backward in the store of the dX that makes its
+    /// gradient (conv_shared, linear_backward_input_routed); KILN_DIRECT_CONV=unfused runs
+    /// them apart (the pool kernels after a product in the scratch region), to compare.
     pub(crate) fused_pools: bool,
     /// Set by the device-lost callback and the uncaptured-error handler.
     fault: Arc<Mutex<Option<Error>>>,

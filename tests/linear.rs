@@ -2,7 +2,8 @@
 //! ReLU; `linear_backward_small` (the one-dispatch backward of a linear layer with few outputs)
 //! against the f64 reference `cpu::gemm::linear_backward`, with and without the fused ReLU
 //! mask, every subset of outputs, written and accumulated; `linear_backward_weight` (dW
-//! with the bias gradient summed in the same GEMM where the kernel can) in every family.
+//! with the bias gradient summed in the same GEMM where the kernel can) in every family;
+//! `linear_backward_input_routed` (dX through a max-pool's backward) in every family.
 
 use kiln::cpu::gemm as cpu;
 use kiln::ops::gemm::{Family, GemmConfig};
@@ -159,4 +160,49 @@ fn small_forward_matches_cpu() {
     let t = |n: usize| Tensor::empty(gpu, &[n], DType::F32).unwrap();
     let err = linear_forward_small(gpu, &l, &t(6), &t(3 * (SMALL_OUT + 1)), None, false, &t(2 * (SMALL_OUT + 1))).err().unwrap();
     assert!(err.to_string().contains("at most"), "{err}");
+}
+
+/// dx of a layer reading a max-pool's flattened output, routed through the pool's backward
+/// (and its ReLU's): `linear_backward_input_routed` on the GPU families (one dispatch of its
+/// own kernel), the routed GEMM elsewhere; against the CPU's dx through the saved argmax, for
+/// batches that are and are not a multiple of the kernel's four rows, with and without pool
+/// padding and the ReLU mask.
+#[test]
+fn routed_input_gradient_matches_cpu_in_every_family() {
+    use kiln::cpu::pool as cpu_pool;
+    use kiln::ops::linear::linear_backward_input_routed;
+    use kiln::ops::pool::{max_pool2d_forward, MaxPoolRoute, Pool2d};
+    let gpu = gpu();
+    let mut rng = Rng::new(31);
+    let pools = [
+        Pool2d { batch: 5, channels: 3, h: 6, w: 8, k: 2, stride: 2, pad: 0 },
+        Pool2d { batch: 8, channels: 2, h: 7, w: 10, k: 3, stride: 3, pad: 1 },
+    ];
+    for pool in pools {
+        let l = Linear { rows: pool.batch, inp: pool.channels * pool.oh() * pool.ow(), out: 7 };
+        // the pool's input is a ReLU's output: a third of it exactly 0
+        let x: Vec<f32> = rng.vec(pool.x_len()).into_iter().map(|v| if v < -0.3 { 0.0 } else { v + 1.0 }).collect();
+        let (dy, w) = (rng.vec(l.rows * l.out), rng.vec(l.out * l.inp));
+        let (tx, tdy, tw) = (upload(&x), upload(&dy), upload(&w));
+        let targ = Tensor::empty(gpu, &[pool.y_len()], DType::U32).unwrap();
+        let tpy = Tensor::empty(gpu, &[pool.y_len()], DType::F32).unwrap();
+        gpu.run(&[&max_pool2d_forward(gpu, &pool, &tx, &tpy, &targ).unwrap()]).unwrap();
+        let arg = targ.to_u32(gpu).unwrap();
+        let dflat = cpu::gemm(l.rows, l.inp, l.out, &dy, false, &w, false);
+        let through = cpu_pool::max_pool2d_backward_saved(&pool, &arg, &dflat);
+        for (name, cfg) in GemmConfig::ALL {
+            for relu in [false, true] {
+                let route = MaxPoolRoute { pool: &pool, argmax: &targ, relu: relu.then_some(&tx) };
+                let tdx = Tensor::empty(gpu, &[pool.x_len()], DType::F32).unwrap();
+                tdx.poison(gpu).unwrap();
+                let d = linear_backward_input_routed(gpu, &cfg, &l, &tdy, &tw, &tdx, &route).unwrap();
+                if matches!(cfg.family, Family::Tiled | Family::Tiled4) {
+                    assert_eq!(d.iter().map(|d| d.name).collect::<Vec<_>>(), ["linear_backward_input_routed"], "{name}");
+                }
+                gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
+                let want: Vec<f32> = through.iter().zip(&x).map(|(&g, &v)| if relu && v <= 0.0 { 0.0 } else { g }).collect();
+                assert_close(&format!("{name} relu={relu} {pool:?}"), &tdx.to_f32(gpu).unwrap(), &want, REDUCTION);
+            }
+        }
+    }
 }

@@ -10,7 +10,8 @@
 //!   kernel can (ops::gemm::launch_weight_grad).
 
 pub use super::gemm::GradOut;
-use super::gemm::{check_len, flags, launch_weight_grad, Bias, GemmConfig, Params};
+use super::gemm::{check_len, flags, gemm_routed, launch_weight_grad, routes_in_store, Bias, Gemm, GemmConfig, Params};
+use super::pool::MaxPoolRoute;
 use super::Dispatch;
 use crate::gpu::Gpu;
 use crate::pipelines::Kernel;
@@ -35,12 +36,17 @@ pub struct Linear {
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct SmallParams {
     rows: u32,
     inp: u32,
     out: u32,
     flags: u32,
+    /// linear_backward_input_routed: the pool's output planes, window and padding.
+    ph: u32,
+    pw: u32,
+    pk: u32,
+    ppad: u32,
 }
 
 /// The most input features a forward runs `linear_forward_small` with: each invocation's
@@ -67,7 +73,7 @@ pub fn linear_forward_small(gpu: &Gpu, l: &Linear, x: &Tensor, w: &Tensor, b: Op
     if let Some(b) = b {
         check_len(op, "bias", b, l.out)?;
     }
-    let params = SmallParams { rows: l.rows as u32, inp: l.inp as u32, out: l.out as u32, flags: b.is_some() as u32 | (relu as u32) << 1 };
+    let params = SmallParams { rows: l.rows as u32, inp: l.inp as u32, out: l.out as u32, flags: b.is_some() as u32 | (relu as u32) << 1, ..Default::default() };
     let tensors = [(2, Some(w)), (3, Some(x)), (7, b), (8, Some(y))];
     Dispatch::with_dummies(gpu, &Kernel::new(Shader::Linear, "linear_forward_small"), &params, &tensors, gpu.grid_for(l.rows * l.out, 256))
 }
@@ -121,10 +127,54 @@ pub fn linear_backward_small(
     if outputs == 0 {
         return Err(Error::shape(op, "no gradient wanted"));
     }
-    let params = SmallParams { rows: l.rows as u32, inp: l.inp as u32, out: l.out as u32, flags };
+    let params = SmallParams { rows: l.rows as u32, inp: l.inp as u32, out: l.out as u32, flags, ..Default::default() };
     // an output not wanted, and x when nothing reads it, get dummies
     let tensors = [(1, Some(dy)), (2, Some(w)), (3, x), (4, dx), (5, dw.map(|g| g.0)), (6, db.map(|g| g.0))];
     Dispatch::with_dummies(gpu, &Kernel::new(Shader::Linear, "linear_backward_small"), &params, &tensors, gpu.grid_for(outputs, 256))
+}
+
+/// Rows of the batch per invocation of `linear_backward_input_routed` (the shader's RB).
+const ROUTED_ROWS: usize = 4;
+
+/// dx = dy . W routed through `route`'s backward: the layer's input is that max-pool's
+/// output, flattened ([rows, inp] = [N, C * PH * PW]), and dx is the gradient of the pool's
+/// input (of its ReLU's, with `route.relu`). One dispatch: `linear_backward_input_routed`
+/// where `cfg`'s routed GEMM would store its product and run the pool's backward after it
+/// (the GPU families, `gemm::routes_in_store`) and the pools are fused (`KILN_DIRECT_CONV`
+/// is not `unfused`), else `gemm_routed`.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward_input_routed(gpu: &Gpu, cfg: &GemmConfig, l: &Linear, dy: &Tensor, w: &Tensor, dx: &Tensor, route: &MaxPoolRoute) -> Result<Vec<Dispatch>> {
+    let op = "linear_backward_input_routed";
+    check_len(op, "dy", dy, l.rows * l.out)?;
+    check_len(op, "weight", w, l.out * l.inp)?;
+    route.check(op, dx)?;
+    let pool = route.pool;
+    if (pool.batch, pool.channels * pool.oh() * pool.ow()) != (l.rows, l.inp) {
+        return Err(Error::shape(op, format!("the routed pool's output {pool:?} is not the layer's input {l:?}")));
+    }
+    if !routes_direct(gpu, cfg) {
+        return gemm_routed(gpu, cfg, &Gemm::new(l.rows, l.inp, l.out), dy, w, dx, route);
+    }
+    let u = |v: usize| v as u32;
+    let params = SmallParams {
+        rows: u(l.rows),
+        inp: u(l.inp),
+        out: u(l.out),
+        flags: (route.relu.is_some() as u32) << 1,
+        ph: u(pool.oh()),
+        pw: u(pool.ow()),
+        pk: u(pool.k),
+        ppad: u(pool.pad),
+    };
+    let tensors = [(1, Some(dy)), (2, Some(w)), (4, Some(dx)), (9, Some(route.argmax)), (10, route.relu)];
+    let groups = [u(l.inp.div_ceil(256)), u(l.rows.div_ceil(ROUTED_ROWS)), 1];
+    Ok(vec![Dispatch::with_dummies(gpu, &Kernel::new(Shader::Linear, op), &params, &tensors, groups)?])
+}
+
+/// Whether `linear_backward_input_routed` runs its own kernel with `cfg` (else the routed
+/// GEMM): where the GEMM would not route in its store.
+pub(crate) fn routes_direct(gpu: &Gpu, cfg: &GemmConfig) -> bool {
+    gpu.fused_pools && !routes_in_store(cfg)
 }
 
 /// dW (+)= dy^T . x (`accumulate`), and with `db` the bias gradient, db (+)= column sums of
