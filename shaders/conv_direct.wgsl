@@ -95,7 +95,9 @@ fn weight4(o: u32, ws: u32, u: u32) -> vec4<f32> {
 fn route(o: u32, plane: u32, oy: u32, ox: u32, g_in: f32) {
     let arg = argmax[o];
     let base = plane * p.ph * p.pw;
-    var g = g_in;
+    // pool.wgsl's routed sum: 0 + v
+    var g = 0.0;
+    g += g_in;
     if (p.flags & 4u) != 0u { g = select(0.0, g, relu_out[base + arg] > 0.0); }
     let y0 = i32(oy * p.pk) - i32(p.ppad);
     let x0 = i32(ox * p.pk) - i32(p.ppad);

@@ -243,7 +243,9 @@ fn route4(at: u32, n: u32, co: u32, v: vec4f) {
             let o = at + c * p.oh * p.ow;
             let base = (n * p.cout + c) * ph * pw;
             let arg = argmax[o];
-            var g = v[j];
+            // pool.wgsl's routed sum: 0 + v
+            var g = 0.0;
+            g += v[j];
             if (p.flags & 8u) != 0u { g = select(0.0, g, relu_out[base + arg] > 0.0); }
             for (var yy = max(y0, 0); yy < min(y0 + i32(k), i32(ph)); yy++) {
                 for (var xx = max(x0, 0); xx < min(x0 + i32(k), i32(pw)); xx++) {

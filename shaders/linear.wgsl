@@ -130,7 +130,9 @@ fn linear_backward_input_routed(@builtin(workgroup_id) wid: vec3u, @builtin(loca
         if r >= p.rows { break; }
         let arg = argmax[r * p.inp + f];
         let base = (r * channels + ch) * h * wd;
-        var g = s[i];
+        // pool.wgsl's routed sum: 0 + v
+        var g = 0.0;
+        g += s[i];
         if has(1u) { g = select(0.0, g, relu_out[base + arg] > 0.0); }
         for (var yy = max(y0, 0); yy < min(y0 + i32(p.pk), i32(h)); yy++) {
             for (var xx = max(x0, 0); xx < min(x0 + i32(p.pk), i32(wd)); xx++) {
