@@ -65,6 +65,21 @@ fn a_cnn_wide_enough_for_the_direct_convolutions_trains_like_the_cpu_reference()
     gpu_matches_cpu(&wide_cnn(), Optimizer::sgd(0.05, 0.9), &batches(6, 144, 5, 3));
 }
 
+/// With `KILN_DIRECT_CONV=unfused` (read when the device opens) the GPU families run the pools
+/// apart again: the two CNN tests above, in a child process of this test binary with it set.
+#[test]
+fn the_pools_apart_train_like_the_cpu_reference_too() {
+    let tests = ["cnn_trains_like_the_cpu_reference", "a_cnn_wide_enough_for_the_direct_convolutions_trains_like_the_cpu_reference"];
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(tests)
+        .args(["--exact", "--test-threads=1"])
+        .env("KILN_DIRECT_CONV", "unfused")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("2 passed"), "{text}{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// x -> fc1 -> h; h is used twice (relu(h) + h), and fc2's weight twice (fc2 and fc3 share it).
 /// Layers with their bias as a separate node: linear/conv without bias, then `bias`.
 fn separate_bias_graph() -> Graph {
