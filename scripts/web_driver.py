@@ -261,6 +261,11 @@ def main():
             problem = chrome.eval("document.getElementById('problem').innerText")
             sys.exit(f"web_driver: the page did not start: {problem}")
         print(f"page ready in {time.time() - t0:.1f} s; adapter: {json.dumps(adapter)}")
+        # every shader through the browser's own WGSL compiler, not only those this adapter runs
+        shaders = chrome.eval("window.kiln.checkShaders()", 120_000)
+        print(f"shaders compiled by the browser: {len(shaders['checked'])} ({', '.join(shaders['checked'])}); "
+              f"skipped (subgroups, which this device lacks): {', '.join(shaders['skipped']) or 'none'}")
+        failures += [f"shader: {e}" for e in shaders["errors"]]
 
         chrome.eval("window.kiln.setLineWidth(13)")
         rect = chrome.eval("JSON.parse(JSON.stringify(document.getElementById('draw').getBoundingClientRect()))")

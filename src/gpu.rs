@@ -13,6 +13,17 @@ use crate::pipelines::{Kernel, PipelineCache};
 use crate::shaders::Shader;
 use crate::{Error, Result};
 
+/// What [`Gpu::compile_every_shader`] found.
+#[derive(Clone, Debug, Default)]
+pub struct ShaderCheck {
+    /// The shader files compiled.
+    pub checked: Vec<&'static str>,
+    /// Those not compiled: they call subgroup built-ins and the device has no subgroups.
+    pub skipped: Vec<&'static str>,
+    /// `file:line:column: message` for each compilation or validation error.
+    pub errors: Vec<String>,
+}
+
 /// When `KILN_ADAPTER` matches none of the adapters that are there.
 pub const ADAPTER_FILTER_HINT: &str = "KILN_ADAPTER=<substring> must match part of one of the adapter names present \
 (case does not matter); unset it to take the default adapter.";
@@ -352,6 +363,37 @@ impl Gpu {
             })
         };
         self.pipelines.get(kernel, |shader| self.module(shader), compile)
+    }
+
+    /// Compiles every kiln shader with this device's WGSL compiler (in a browser its own,
+    /// Tint in Chrome), whichever kernels this adapter's family runs: the shaders that call
+    /// subgroup built-ins are skipped on a device without subgroups. Each module is created
+    /// inside an error scope and its compilation messages read, so a bad one is reported
+    /// here, not as a device fault. The web page's test runs it.
+    pub async fn compile_every_shader(&self) -> ShaderCheck {
+        let mut report = ShaderCheck::default();
+        let subgroups = self.device.features().contains(wgpu::Features::SUBGROUP);
+        for shader in Shader::ALL {
+            if shader.uses_subgroups() && !subgroups {
+                report.skipped.push(shader.file_name());
+                continue;
+            }
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader.file_name()),
+                source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+            });
+            let info = module.get_compilation_info().await;
+            for m in info.messages.iter().filter(|m| m.message_type == wgpu::CompilationMessageType::Error) {
+                let at = m.location.map(|l| format!("{}:{}", l.line_number, l.line_position)).unwrap_or_default();
+                report.errors.push(format!("{}:{at}: {}", shader.file_name(), m.message));
+            }
+            if let Some(e) = scope.pop().await {
+                report.errors.push(format!("{}: {e}", shader.file_name()));
+            }
+            report.checked.push(shader.file_name());
+        }
+        report
     }
 
     fn module(&self, shader: Shader) -> Result<wgpu::ShaderModule> {

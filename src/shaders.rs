@@ -79,6 +79,12 @@ impl Shader {
         }
     }
 
+    /// Whether the WGSL calls subgroup built-ins: only devices with wgpu's `SUBGROUP` feature
+    /// compile it (kiln chooses those kernels only there, `GpuInfo::shares_subgroups`).
+    pub fn uses_subgroups(self) -> bool {
+        matches!(self, Shader::GemmSubgroup | Shader::ConvDirect)
+    }
+
     /// The WGSL text, embedded with `include_str!`.
     pub fn source(self) -> &'static str {
         match self {

@@ -55,3 +55,26 @@ fn a_broken_shader_fails_with_its_name_and_line() {
     let err = check("broken.wgsl", broken).expect_err("a broken shader must not validate");
     assert!(err.contains("broken.wgsl:3"), "error should name the file and line 3:\n{err}");
 }
+
+#[test]
+fn uses_subgroups_names_exactly_the_shaders_that_call_subgroup_builtins() {
+    for shader in Shader::ALL {
+        let calls = shader.source().contains("subgroup");
+        assert_eq!(shader.uses_subgroups(), calls, "{}", shader.file_name());
+    }
+}
+
+/// `Gpu::compile_every_shader` (what the web page's test runs in the browser, on its own
+/// WGSL compiler) on this device: every shader compiles, and only the subgroup ones may be
+/// skipped, where the device has no subgroups.
+#[test]
+fn every_shader_compiles_on_this_device() {
+    let gpu = kiln::testing::gpu();
+    let report = pollster::block_on(gpu.compile_every_shader());
+    assert!(report.errors.is_empty(), "{:#?}", report.errors);
+    assert_eq!(report.checked.len() + report.skipped.len(), Shader::ALL.len(), "{report:?}");
+    let subgroups = gpu.device.features().contains(wgpu::Features::SUBGROUP);
+    for s in Shader::ALL {
+        assert_eq!(report.skipped.contains(&s.file_name()), s.uses_subgroups() && !subgroups, "{}", s.file_name());
+    }
+}

@@ -106,6 +106,20 @@ impl App {
         self.gpu.check().err().map(|e| e.to_string())
     }
 
+    /// Compiles every kiln shader with the browser's own WGSL compiler (Tint in Chrome),
+    /// whichever kernels this adapter's family runs, and resolves to JSON: `checked` (file
+    /// names), `skipped` (those calling subgroup built-ins on a device without subgroups) and
+    /// `errors` (`file:line:column: message`). The page's test calls it, so the GPU
+    /// families' shaders are compiled by the browser even on a CPU adapter. Each module is
+    /// created inside an error scope, so a bad one is reported here, not as a device fault.
+    pub fn check_shaders(&self) -> Promise {
+        let gpu = self.gpu;
+        future_to_promise(async move {
+            let c = gpu.compile_every_shader().await;
+            Ok(JsValue::from_str(&json!({ "checked": c.checked, "skipped": c.skipped, "errors": c.errors }).to_string()))
+        })
+    }
+
     /// Class probabilities (10, a `Float32Array`) for a 28x28 digit from [`prepare`].
     pub fn classify(&self, digit: Vec<u8>) -> Promise {
         let classifier = self.classifier.clone();

@@ -381,4 +381,6 @@ window.kiln = {
   train,
   useShipped: () => $("shipped").click(),
   adapter: () => (state.app ? { ...JSON.parse(state.app.adapter()), browser_name: state.adapterName } : null),
+  // every kiln shader through the browser's WGSL compiler: {checked, skipped, errors}
+  checkShaders: () => state.app.check_shaders().then(JSON.parse),
 };
