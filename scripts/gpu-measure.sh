@@ -33,7 +33,7 @@ usage() { echo "usage: $0 bundle DIR | run DIR OUT" >&2; exit 2; }
 cd "$(dirname "$0")/.." || exit 2
 
 # the integration tests that exercise kernels without a dataset
-tests="activation conv2d elementwise gemm graph input_gradient linear optim pool softmax"
+tests="activation conv2d elementwise gemm graph input_gradient linear optim pool shaders softmax"
 
 if [ "$mode" = bundle ]; then
     data=${KILN_MNIST:-../shared/data/mnist}
