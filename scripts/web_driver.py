@@ -266,6 +266,18 @@ def main():
         print(f"shaders compiled by the browser: {len(shaders['checked'])} ({', '.join(shaders['checked'])}); "
               f"skipped (subgroups, which this device lacks): {', '.join(shaders['skipped']) or 'none'}")
         failures += [f"shader: {e}" for e in shaders["errors"]]
+        # the GPU families' kernels (conv_shared with its pools, the routed linear dX) run in this
+        # browser too: one training step's loss against the adapter's own kernels
+        steps = {k: chrome.eval(f"window.kiln.firstStepLoss('{k}')", 300_000) for k in ["default", "tiled32x64", "tiled4_64x128"]}
+        print(f"first training step by kernel variant: {json.dumps(steps)}")
+        want = steps["default"]["loss"]
+        for k, v in steps.items():
+            if not abs(v["loss"] - want) <= 1e-4 * abs(want) + 1e-5:
+                failures.append(f"kernel variant {k}: first step's loss {v['loss']} against the default's {want}")
+            # the GPU families' step: 16 dispatches (ARCHITECTURE.md) less the batch gather (this
+            # step's batch is written, not gathered), not the CPU family's
+            if k != "default" and v["dispatches"] != 15:
+                failures.append(f"kernel variant {k}: {v['dispatches']} dispatches per step, expected the GPU families' 15 without a gather")
 
         chrome.eval("window.kiln.setLineWidth(13)")
         rect = chrome.eval("JSON.parse(JSON.stringify(document.getElementById('draw').getBoundingClientRect()))")

@@ -120,6 +120,40 @@ impl App {
         })
     }
 
+    /// One training step of the CNN (batch 8, seeded inputs and labels) with the kernel
+    /// variant named `kernel` (a `GemmConfig::ALL` name, or "default" for this adapter's
+    /// heuristic choice), resolving to JSON: the step's loss, computed before the update, and
+    /// its dispatches per step (which tell the variants' kernels apart). The page's
+    /// test compares the GPU families' kernels (`tiled32x64`: conv_shared with its pools,
+    /// `linear_backward_input_routed`) with the adapter's own in this browser, pipelines
+    /// created with their override constants included.
+    pub fn first_step_loss(&self, kernel: String) -> Promise {
+        let gpu = self.gpu;
+        future_to_promise(async move {
+            let cfg = match kernel.as_str() {
+                "default" => GemmConfig::default_for(gpu.info()),
+                name => GemmConfig::ALL.iter().find(|(n, _)| *n == name).map(|(_, c)| *c).ok_or_else(|| js(format!("no kernel variant {name}")))?,
+            };
+            const BATCH: usize = 8;
+            let graph = ModelKind::Cnn.spec().build(BATCH, 1).map_err(js)?;
+            let mut exec = Executor::new(gpu, &graph.graph, Mode::Train, Some(Optimizer::adam(1e-3)), &cfg, None).map_err(js)?;
+            let mut state = 12345u32;
+            let mut next = || {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                state >> 8
+            };
+            let input: Vec<f32> = (0..BATCH * 784).map(|_| next() as f32 / (1u32 << 24) as f32 - 0.5).collect();
+            let labels: Vec<u32> = (0..BATCH).map(|_| next() % 10).collect();
+            exec.write_input(&input).map_err(js)?;
+            exec.write_labels(&labels).map_err(js)?;
+            exec.reset_metrics().map_err(js)?;
+            exec.run_step(0).map_err(js)?;
+            let m = exec.read_metrics_async().await.map_err(js)?;
+            gpu.check().map_err(js)?;
+            Ok(JsValue::from_str(&json!({ "loss": m.mean_loss(), "dispatches": exec.stats().dispatches_per_step }).to_string()))
+        })
+    }
+
     /// Class probabilities (10, a `Float32Array`) for a 28x28 digit from [`prepare`].
     pub fn classify(&self, digit: Vec<u8>) -> Promise {
         let classifier = self.classifier.clone();

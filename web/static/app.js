@@ -383,4 +383,6 @@ window.kiln = {
   adapter: () => (state.app ? { ...JSON.parse(state.app.adapter()), browser_name: state.adapterName } : null),
   // every kiln shader through the browser's WGSL compiler: {checked, skipped, errors}
   checkShaders: () => state.app.check_shaders().then(JSON.parse),
+  // one CNN training step's loss with a kernel variant ("default", "tiled32x64", ...)
+  firstStepLoss: (kernel) => state.app.first_step_loss(kernel).then(JSON.parse),
 };
