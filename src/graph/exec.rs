@@ -18,7 +18,7 @@ use super::{Graph, Init, NodeId};
 use crate::data::gpu::ResidentDataset;
 use crate::gpu::{Gpu, GpuBuffer};
 use crate::autotune::Tuning;
-use crate::ops::gemm::{gemm, gemm_scratch_bytes, routed_scratch_bytes, Bias, Gemm, GemmConfig};
+use crate::ops::gemm::{gemm, gemm_scratch_bytes, Bias, Gemm, GemmConfig};
 use crate::ops::optim::{optimizer_step, step_words, Optimizer, STEP_WORDS};
 use crate::ops::softmax::{metrics_words, Metrics};
 use crate::ops::linear::{self, Linear};
@@ -336,9 +336,8 @@ impl<'g> Executor<'g> {
                 // unless the direct convolution routes it in its store
                 Step::Conv2dBackwardInput { conv, pool, .. } => conv2d::scratch_bytes(gpu, cfg, conv, conv2d::Pass::BackwardInput)
                     .max(pool.as_ref().map_or(0, |r| conv2d::routed_scratch_bytes(gpu, cfg, conv, r.pool.y_len()))),
-                // a routed GEMM never splits K; linear_backward_input_routed takes no scratch
-                Step::LinearBackwardInput { pool: Some(_), .. } if linear::routes_direct(gpu, cfg) => 0,
-                Step::LinearBackwardInput { pool: Some(r), .. } => routed_scratch_bytes(cfg, r.pool.y_len()),
+                // a routed GEMM never splits K
+                Step::LinearBackwardInput { pool: Some(r), .. } => linear::routed_scratch_bytes(gpu, cfg, r.pool.y_len()),
                 Step::Conv2dBackwardWeight { conv, .. } => conv2d::scratch_bytes(gpu, cfg, conv, conv2d::Pass::BackwardWeight),
                 _ => linear_gemm(step, &|v| exec.tensors[v.0].shape().to_vec()).map_or(0, |g| gemm_scratch_bytes(gpu, cfg, &g)),
             }

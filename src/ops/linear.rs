@@ -10,7 +10,7 @@
 //!   kernel can (ops::gemm::launch_weight_grad).
 
 pub use super::gemm::GradOut;
-use super::gemm::{check_len, flags, gemm_routed, launch_weight_grad, routes_in_store, Bias, Gemm, GemmConfig, Params};
+use super::gemm::{self, check_len, flags, gemm_routed, launch_weight_grad, routes_in_store, Bias, Gemm, GemmConfig, Params};
 use super::pool::MaxPoolRoute;
 use super::Dispatch;
 use crate::gpu::Gpu;
@@ -173,8 +173,15 @@ pub fn linear_backward_input_routed(gpu: &Gpu, cfg: &GemmConfig, l: &Linear, dy:
 
 /// Whether `linear_backward_input_routed` runs its own kernel with `cfg` (else the routed
 /// GEMM): where the GEMM would not route in its store.
-pub(crate) fn routes_direct(gpu: &Gpu, cfg: &GemmConfig) -> bool {
+fn routes_direct(gpu: &Gpu, cfg: &GemmConfig) -> bool {
     gpu.fused_pools && !routes_in_store(cfg)
+}
+
+/// Scratch bytes of `linear_backward_input_routed` with `cfg` for `c_len` elements of dy . W
+/// (as `conv2d::routed_scratch_bytes`): 0 where its own kernel or the GEMM's store routes,
+/// else the product the routed GEMM stores before the pool's backward.
+pub fn routed_scratch_bytes(gpu: &Gpu, cfg: &GemmConfig, c_len: usize) -> u64 {
+    if routes_direct(gpu, cfg) { 0 } else { gemm::routed_scratch_bytes(cfg, c_len) }
 }
 
 /// dW (+)= dy^T . x (`accumulate`), and with `db` the bias gradient, db (+)= column sums of
