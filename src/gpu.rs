@@ -13,6 +13,11 @@ use crate::pipelines::{Kernel, PipelineCache};
 use crate::shaders::Shader;
 use crate::{Error, Result};
 
+/// The WGSL of `shader`, labelled with its file name (validation errors name it).
+fn module_descriptor(shader: Shader) -> wgpu::ShaderModuleDescriptor<'static> {
+    wgpu::ShaderModuleDescriptor { label: Some(shader.file_name()), source: wgpu::ShaderSource::Wgsl(shader.source().into()) }
+}
+
 /// What [`Gpu::compile_every_shader`] found.
 #[derive(Clone, Debug, Default)]
 pub struct ShaderCheck {
@@ -379,10 +384,7 @@ impl Gpu {
                 continue;
             }
             let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-            let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(shader.file_name()),
-                source: wgpu::ShaderSource::Wgsl(shader.source().into()),
-            });
+            let module = self.device.create_shader_module(module_descriptor(shader));
             let info = module.get_compilation_info().await;
             for m in info.messages.iter().filter(|m| m.message_type == wgpu::CompilationMessageType::Error) {
                 let at = m.location.map(|l| format!("{}:{}", l.line_number, l.line_position)).unwrap_or_default();
@@ -397,10 +399,7 @@ impl Gpu {
     }
 
     fn module(&self, shader: Shader) -> Result<wgpu::ShaderModule> {
-        let desc = wgpu::ShaderModuleDescriptor {
-            label: Some(shader.file_name()),
-            source: wgpu::ShaderSource::Wgsl(shader.source().into()),
-        };
+        let desc = module_descriptor(shader);
         self.catch(shader.file_name(), || {
             if self.checked_shaders {
                 self.device.create_shader_module(desc)
