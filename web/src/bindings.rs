@@ -23,6 +23,7 @@ use kiln::graph::{Executor, Mode};
 use kiln::nn::{Model, ModelKind};
 use kiln::ops::gemm::GemmConfig;
 use kiln::ops::optim::Optimizer;
+use kiln::rng::Rng;
 use kiln::{Classifier, Gpu};
 
 fn js(e: impl std::fmt::Display) -> JsValue {
@@ -137,13 +138,9 @@ impl App {
             const BATCH: usize = 8;
             let graph = ModelKind::Cnn.spec().build(BATCH, 1).map_err(js)?;
             let mut exec = Executor::new(gpu, &graph.graph, Mode::Train, Some(Optimizer::adam(1e-3)), &cfg, None).map_err(js)?;
-            let mut state = 12345u32;
-            let mut next = || {
-                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                state >> 8
-            };
-            let input: Vec<f32> = (0..BATCH * 784).map(|_| next() as f32 / (1u32 << 24) as f32 - 0.5).collect();
-            let labels: Vec<u32> = (0..BATCH).map(|_| next() % 10).collect();
+            let mut rng = Rng::new(12345);
+            let input = rng.vec(BATCH * 784);
+            let labels: Vec<u32> = (0..BATCH).map(|_| rng.range(0, 9) as u32).collect();
             exec.write_input(&input).map_err(js)?;
             exec.write_labels(&labels).map_err(js)?;
             exec.reset_metrics().map_err(js)?;
