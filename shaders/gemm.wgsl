@@ -626,8 +626,7 @@ fn gemm_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
     }
     if BIAS_GRAD && n0 == 0u {
         for (var i = 0u; i < TM; i++) {
-            if m0 + i >= p.m { break; }
-            store_bias_grad(0u, 1u, m0 + i, row_sum(rsum[select(i, i / 4u, TRANS_A)], i));
+            if m0 + i < p.m { store_bias_grad(0u, 1u, m0 + i, row_sum(rsum[select(i, i / 4u, TRANS_A)], i)); }
         }
     }
 }
