@@ -225,11 +225,6 @@ impl Gpu {
     }
 
     async fn open(backends: wgpu::Backends, name_filter: Option<String>) -> Result<Gpu> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-            backends,
-            ..wgpu::InstanceDescriptor::new_without_display_handle_from_env()
-        });
-        let mut adapters = instance.enumerate_adapters(backends).await;
         let tried = || {
             let mut s = format!("backends {backends:?}");
             if let Some(f) = &name_filter {
@@ -237,19 +232,36 @@ impl Gpu {
             }
             s
         };
-        if let Some(filter) = &name_filter {
-            let f = filter.to_lowercase();
+        // GL last, and only where the other backends offer no discrete GPU (which GL could
+        // not beat: ties go to the other backends below). Creating a GL instance starts EGL,
+        // which loads and initialises a second driver: time a GPU machine's default run
+        // spends before its first step for an adapter it never takes.
+        let mut adapters = Vec::new();
+        let mut names: Vec<String> = Vec::new();
+        for stage in [backends - wgpu::Backends::GL, backends & wgpu::Backends::GL] {
+            if stage.is_empty() || adapters.iter().any(|a: &wgpu::Adapter| a.get_info().device_type == wgpu::DeviceType::DiscreteGpu) {
+                continue;
+            }
+            let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+                backends: stage,
+                ..wgpu::InstanceDescriptor::new_without_display_handle_from_env()
+            });
+            let mut found = instance.enumerate_adapters(stage).await;
+            names.extend(found.iter().map(|a| a.get_info()).map(|i| format!("{} ({:?})", i.name, i.backend)));
+            if let Some(filter) = &name_filter {
+                let f = filter.to_lowercase();
+                found.retain(|a| a.get_info().name.to_lowercase().contains(&f));
+            }
+            adapters.extend(found);
+        }
+        if name_filter.is_some() && adapters.is_empty() && !names.is_empty() {
             // one entry per adapter and backend: the same device seen twice is named once
-            let mut names: Vec<String> = adapters.iter().map(|a| a.get_info()).map(|i| format!("{} ({:?})", i.name, i.backend)).collect();
             names.sort();
             names.dedup();
-            adapters.retain(|a| a.get_info().name.to_lowercase().contains(&f));
-            if adapters.is_empty() && !names.is_empty() {
-                return Err(Error::NoAdapter {
-                    tried: format!("{}; adapters present: {}", tried(), names.join("; ")),
-                    hint: ADAPTER_FILTER_HINT,
-                });
-            }
+            return Err(Error::NoAdapter {
+                tried: format!("{}; adapters present: {}", tried(), names.join("; ")),
+                hint: ADAPTER_FILTER_HINT,
+            });
         }
         // High-performance preference: discrete > integrated > virtual > other > CPU.
         let rank = |t: wgpu::DeviceType| match t {
