@@ -21,7 +21,7 @@
 
 use super::conv_geometry::{Conv2d, DirectPass};
 use super::gemm::{Family, GemmConfig, GradOut};
-use super::pool::{max_pool2d_backward, max_pool2d_backward_relu, MaxPoolOut, MaxPoolRoute, Pool2d};
+use super::pool::{MaxPoolOut, MaxPoolRoute, Pool2d};
 use super::Dispatch;
 use crate::gpu::Gpu;
 use crate::pipelines::Kernel;
@@ -241,11 +241,7 @@ pub(crate) fn backward_input(gpu: &Gpu, c: &Conv2d, w: &Tensor, dy: &Tensor, dx:
             // the product in the scratch region (the executor plans it: conv2d::routed_scratch_bytes)
             let product = Tensor::from_buffer(gpu.scratch(4 * c.x_len() as u64)?, 0, &[c.x_len()], DType::F32);
             let conv = conv_dispatch(gpu, c, true, 0, Epilogue::Store, &tensors(&product))?;
-            let pool = match r.relu {
-                Some(x) => max_pool2d_backward_relu(gpu, r.pool, r.argmax, x, &product, dx)?,
-                None => max_pool2d_backward(gpu, r.pool, r.argmax, &product, dx)?,
-            };
-            Ok(vec![conv, pool])
+            Ok(vec![conv, r.backward(gpu, &product, dx)?])
         }
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! Dimensions: M rows of C, N columns, K the reduction length.
 
-use super::pool::{max_pool2d_backward, max_pool2d_backward_relu, MaxPoolRoute};
+use super::pool::MaxPoolRoute;
 use super::Dispatch;
 use crate::gpu::{Gpu, GpuInfo};
 use crate::pipelines::Kernel;
@@ -312,11 +312,7 @@ pub(crate) fn launch_routed(
     if !routes_in_store(cfg) {
         let c = Tensor::from_buffer(gpu.scratch(routed_scratch_bytes(cfg, c_len))?, 0, &[c_len], DType::F32);
         let product = launch_impl(gpu, op, cfg, mode, trans, params, a, b, None, &c, 1, None, None)?;
-        let pool = match route.relu {
-            Some(x) => max_pool2d_backward_relu(gpu, route.pool, route.argmax, x, &c, dx)?,
-            None => max_pool2d_backward(gpu, route.pool, route.argmax, &c, dx)?,
-        };
-        return Ok(vec![product, pool]);
+        return Ok(vec![product, route.backward(gpu, &c, dx)?]);
     }
     let pool = route.pool;
     let flags = if route.relu.is_some() { ROUTE_RELU_FLAG } else { 0 };

@@ -193,6 +193,15 @@ impl MaxPoolRoute<'_> {
         }
         check(op, "dx (the pool's input)", dx, self.pool.x_len(), DType::F32)
     }
+
+    /// The pool's backward of `dy` (its output's gradient, stored apart: the route did not
+    /// run in the producer's store) into `dx`, through the ReLU's mask when it has one.
+    pub(crate) fn backward(&self, gpu: &Gpu, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
+        match self.relu {
+            Some(x) => max_pool2d_backward_relu(gpu, self.pool, self.argmax, x, dy, dx),
+            None => max_pool2d_backward(gpu, self.pool, self.argmax, dy, dx),
+        }
+    }
 }
 
 /// y = window mean, padding counted as zeros (count_include_pad).
