@@ -267,8 +267,8 @@ fn check_args(args: &Args, matches: &ArgMatches) -> kiln::Result<(TrainConfig, O
     }
     let gemm = match args.kernel.as_deref() {
         None => None,
-        Some(name) => match GemmConfig::ALL.iter().find(|(n, _)| *n == name) {
-            Some((_, c)) => Some(*c),
+        Some(name) => match GemmConfig::named(name) {
+            Some(c) => Some(c),
             None => {
                 let names: Vec<_> = GemmConfig::ALL.iter().map(|(n, _)| *n).collect();
                 return Err(kiln::Error::unsupported("--kernel", format!("{name}: expected one of {}", names.join(", "))));

@@ -150,10 +150,6 @@ fn read_cache(path: &PathBuf) -> HashMap<String, String> {
         .unwrap_or_default()
 }
 
-fn by_name(name: &str) -> Option<GemmConfig> {
-    GemmConfig::ALL.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
-}
-
 /// Chooses a variant for every GEMM/conv step of `graph` trained with `optimizer`.
 pub fn tune(gpu: &Gpu, graph: &Graph, optimizer: Optimizer) -> Result<(Tuning, TuneReport)> {
     let t0 = Instant::now();
@@ -176,7 +172,7 @@ pub fn tune(gpu: &Gpu, graph: &Graph, optimizer: Optimizer) -> Result<(Tuning, T
     // An entry is trusted only if it names a variant this adapter's family competes with
     // for that step (a GPU choice on a CPU adapter can be 8x slower, a misspelt one unknown).
     cached.retain(|k, v| {
-        let ok = by_name(v).is_some_and(|c| candidates(gpu, k).contains(&c));
+        let ok = GemmConfig::named(v).is_some_and(|c| candidates(gpu, k).contains(&c));
         if !ok && keys.contains(k) {
             let file = path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
             report.warnings.push(format!("autotune cache {file}: '{v}' is not a candidate for {k} on this adapter; re-tuning"));
@@ -237,7 +233,7 @@ pub fn tune(gpu: &Gpu, graph: &Graph, optimizer: Optimizer) -> Result<(Tuning, T
             report.chosen.insert(k.clone(), (cached[k].clone(), f64::NAN));
         }
     }
-    let per_key = keys.iter().filter_map(|k| cached.get(k).and_then(|n| by_name(n)).map(|c| (k.clone(), c))).collect();
+    let per_key = keys.iter().filter_map(|k| cached.get(k).and_then(|n| GemmConfig::named(n)).map(|c| (k.clone(), c))).collect();
     report.seconds = t0.elapsed().as_secs_f64();
     Ok((Tuning { default, per_key }, report))
 }

@@ -183,7 +183,7 @@ fn tiled_weight_gradients_sum_the_bias_in_the_gemm() {
     let (x, dy) = (Tensor::empty(gpu, &[c.x_len()], DType::F32).unwrap(), Tensor::empty(gpu, &[c.y_len()], DType::F32).unwrap());
     let (dw, db) = (Tensor::empty(gpu, &[c.w_len()], DType::F32).unwrap(), Tensor::empty(gpu, &[c.cout], DType::F32).unwrap());
     for (name, entry) in [("tiled64", "gemm_tiled"), ("tiled4_64x128", "gemm_tiled4")] {
-        let cfg = GemmConfig::ALL.iter().find(|(n, _)| *n == name).unwrap().1;
+        let cfg = GemmConfig::named(name).unwrap();
         let d = conv2d_backward_weight(gpu, &cfg, &c, &x, &dy, &dw, false, Some((&db, true))).unwrap();
         assert_eq!(d.iter().map(|d| d.name).collect::<Vec<_>>(), [entry, "splitk_sum"], "{name}");
     }

@@ -136,6 +136,11 @@ impl GemmConfig {
         }
     }
 
+    /// The variant named `name` in [`GemmConfig::ALL`] (`--kernel`, the autotune cache).
+    pub fn named(name: &str) -> Option<GemmConfig> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, c)| *c)
+    }
+
     /// (BM, BN): the rows and columns of C one workgroup covers.
     pub fn block(&self) -> (u32, u32) {
         (self.wgy * self.tm, self.wgx * self.tn)

@@ -133,7 +133,7 @@ impl App {
         future_to_promise(async move {
             let cfg = match kernel.as_str() {
                 "default" => GemmConfig::default_for(gpu.info()),
-                name => GemmConfig::ALL.iter().find(|(n, _)| *n == name).map(|(_, c)| *c).ok_or_else(|| js(format!("no kernel variant {name}")))?,
+                name => GemmConfig::named(name).ok_or_else(|| js(format!("no kernel variant {name}")))?,
             };
             const BATCH: usize = 8;
             let graph = ModelKind::Cnn.spec().build(BATCH, 1).map_err(js)?;
