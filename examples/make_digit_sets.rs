@@ -58,7 +58,7 @@ fn main() -> ExitCode {
         outln!("{:<7} {} images in {}  sha256 {sum} ({verdict})", kind.name(), set.images.len(), args.out.join(kind.name()).display());
     }
     if changed > 0 {
-        errln!("{changed} set(s) differ from the frozen checksums in src/digit_sets.rs: the generator changed");
+        errln!("{changed} set(s) differ from the frozen checksums in src/digits/digit_sets.rs: the generator changed");
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS

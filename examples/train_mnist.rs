@@ -148,7 +148,7 @@ impl Observer for Progress {
     fn wants_snapshots(&self) -> bool {
         self.snapshots.is_some()
     }
-    fn snapshot(&mut self, params: &kiln::checkpoint::Params, state: &TrainState) -> kiln::Result<()> {
+    fn snapshot(&mut self, params: &kiln::graph::NamedTensors, state: &TrainState) -> kiln::Result<()> {
         let Some((path, ck)) = &mut self.snapshots else { return Ok(()) };
         ck.params = params.clone();
         save_run(ck, state, path)
@@ -400,7 +400,7 @@ fn main() -> ExitCode {
     }
     let mut progress = Progress { bar: None, quiet: args.quiet || args.bench, snapshots: None };
     let before_train = process_start.elapsed().as_secs_f64();
-    let model_checkpoint = |params: kiln::checkpoint::Params, mean: f32, std: f32| Checkpoint {
+    let model_checkpoint = |params: kiln::graph::NamedTensors, mean: f32, std: f32| Checkpoint {
         model: cfg.model.clone(),
         mean,
         std,

@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 
 from mnist_idx import find_file, read_idx
 
-# kiln's built-in models (src/nn.rs, ModelKind::layers), for checkpoints written before the
+# kiln's built-in models (src/model/nn.rs, ModelKind::layers), for checkpoints written before the
 # metadata carried `model_spec`. Same JSON shape as `model_spec`.
 def _conv(i, o, k, s=1, p=0):
     return {"conv2d": {"in_channels": i, "out_channels": o, "kernel": k, "stride": s, "padding": p}}

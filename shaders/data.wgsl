@@ -30,11 +30,7 @@ override WG: u32 = 256u;
 @group(0) @binding(5) var<storage, read_write> x: array<f32>;
 @group(0) @binding(6) var<storage, read_write> y: array<u32>;
 
-fn pcg(v: u32) -> u32 {
-    let state = v * 747796405u + 2891336453u;
-    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
-    return (word >> 22u) ^ word;
-}
+// pcg(): shaders/pcg.wgsl, joined in front of this file.
 
 // Uniform in [-1, 1) from the hash of (seed, step, row, which).
 fn rand(row: u32, which: u32) -> f32 {

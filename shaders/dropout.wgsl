@@ -19,12 +19,7 @@ override WG: u32 = 256u;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
-// PCG output permutation (O'Neill), used as a 32-bit integer hash.
-fn pcg(v: u32) -> u32 {
-    let state = v * 747796405u + 2891336453u;
-    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
-    return (word >> 22u) ^ word;
-}
+// pcg(): shaders/pcg.wgsl, joined in front of this file.
 
 fn keep(i: u32) -> bool {
     return pcg(i ^ pcg(step[0] ^ pcg(p.seed))) >= p.threshold;

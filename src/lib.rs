@@ -1,49 +1,63 @@
-//! kiln: a small GPU training engine on wgpu.
+//! kiln: a small GPU training engine on wgpu, and a digit recogniser built on it.
 //!
-//! Layers, bottom up (see ARCHITECTURE.md): [`gpu`] owns the device; [`shaders`] embeds the
-//! WGSL; [`pipelines`] caches compiled kernels; [`tensor`] is a GPU buffer with a shape;
-//! [`ops`] turns an op's parameters into recorded dispatches; [`cpu`] holds the f64
-//! references every kernel is tested against; [`graph`] plans and runs whole training steps.
+//! Each folder is one layer and imports only the layers below it (ARCHITECTURE.md;
+//! `scripts/check-layers.sh` checks it in CI). Bottom up:
+//! - [`base`]: errors, the seeded RNG, atomic file writes;
+//! - [`runtime`]: the device, embedded shaders, the pipeline cache, tensors;
+//! - [`kernels`]: one module per op family, recording dispatches, with its f64 CPU
+//!   reference in [`kernels::reference`];
+//! - [`graph`]: the graph builder, lowering with autodiff, the memory planner, the executor,
+//!   the CPU interpreter, profiling and autotuning;
+//! - [`model`]: layers and the model zoo, checkpoints, ONNX export;
+//! - [`digits`]: the digit application (datasets, training, preparation, classification,
+//!   evaluation, explain, plots);
+//! - [`cli`]: what only programs need (safe printing, exit codes).
 //!
 //! The same crate builds for `wasm32-unknown-unknown` (WebGPU; the page in `web/`): there
 //! nothing may block, so readbacks are awaited (`Tensor::to_f32_async`,
-//! `Executor::read_metrics_async`, [`gpu::block_on`] for why the sync reads fail there).
+//! `Executor::read_metrics_async`, [`runtime::gpu::block_on`] for why the sync reads fail there).
 
 #![warn(missing_docs)]
 // In the browser wgpu's types are neither Send nor Sync; the page runs on one thread.
 #![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
 
-pub mod autotune;
-pub mod checkpoint;
-pub mod classify;
-pub mod cli;
-pub mod cpu;
-pub mod data;
-pub mod digit_sets;
-pub mod explain;
-pub mod error;
-pub mod evaluate;
-pub mod files;
-pub mod gpu;
+pub mod base;
+pub mod runtime;
+pub mod kernels;
 pub mod graph;
-pub mod morphology;
-pub mod nn;
-pub mod onnx;
-pub mod ops;
-pub mod pipelines;
-// Native only: plotters' fonts, and a device shared across test threads (wgpu's web
-// types are neither Send nor Sync).
-#[cfg(not(target_arch = "wasm32"))]
-pub mod plot;
-pub mod predict;
-pub mod rng;
-pub mod shaders;
-pub mod tensor;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod testing;
-pub mod train;
+pub mod model;
+pub mod digits;
+pub mod cli;
 
-pub use classify::Classifier;
-pub use error::{Error, Result};
-pub use gpu::Gpu;
-pub use tensor::{DType, Tensor};
+pub use base::error::{Error, Result};
+pub use digits::classify::Classifier;
+pub use runtime::gpu::Gpu;
+pub use runtime::tensor::{DType, Tensor};
+
+// The paths from before the layer folders, so that programs written against them still
+// compile. New code names the layer (`kiln::runtime::gpu`, `kiln::kernels::gemm`, ...).
+#[doc(hidden)]
+pub use base::{error, files, rng};
+#[doc(hidden)]
+pub use digits::{classify, data, digit_sets, evaluate, explain, morphology, predict, train};
+#[cfg(not(target_arch = "wasm32"))]
+#[doc(hidden)]
+pub use digits::plot;
+#[doc(hidden)]
+pub use graph::autotune;
+#[doc(hidden)]
+pub use kernels::reference as cpu;
+#[doc(hidden)]
+pub use model::{checkpoint, nn, onnx};
+#[doc(hidden)]
+pub use runtime::{gpu, pipelines, shaders, tensor};
+#[cfg(not(target_arch = "wasm32"))]
+#[doc(hidden)]
+pub use runtime::testing;
+/// The kernels under their earlier name, `ops` (the convolution family was `conv2d`).
+#[doc(hidden)]
+pub mod ops {
+    pub use crate::kernels::*;
+    pub use crate::kernels::conv as conv2d;
+    pub use crate::kernels::conv::{geometry as conv_geometry, im2col};
+}

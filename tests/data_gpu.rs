@@ -1,7 +1,8 @@
 //! The GPU-resident dataset: the batch gather against a CPU reference on the real MNIST
 //! test images, permutations, partial last batches, augmentation and the median filter.
 
-use kiln::data::gpu::{median3x3, permutation, ResidentDataset};
+use kiln::kernels::data::{median3x3, permutation, ResidentDataset};
+use kiln::kernels::dropout::pcg;
 use kiln::data::mnist::{Dataset, DatasetKind};
 use kiln::testing::{assert_close, gpu, Rng, ELEMENTWISE, EXACT};
 use kiln::{DType, Tensor};
@@ -97,12 +98,6 @@ fn augmentation_keeps_shape_and_is_reproducible_per_seed_and_step() {
     let ink = |v: &[f32]| v.iter().map(|x| x * std + mean).sum::<f32>();
     let (p, a) = (ink(&plain), ink(&a1));
     assert!((a - p).abs() < 0.15 * p, "ink {p} -> {a}");
-}
-
-fn pcg(v: u32) -> u32 {
-    let state = v.wrapping_mul(747796405).wrapping_add(2891336453);
-    let word = ((state >> ((state >> 28) + 4)) ^ state).wrapping_mul(277803737);
-    (word >> 22) ^ word
 }
 
 /// The augmented gather of shaders/data.wgsl, in the same f32 operations: the random

@@ -3,7 +3,7 @@
 //! every staging pass shares (Gpu::scratch), peak at most 64 MiB. In its own test binary:
 //! the peak is the device's, and other tests would move it.
 
-use kiln::data::gpu::ResidentDataset;
+use kiln::kernels::data::ResidentDataset;
 use kiln::graph::{Executor, Mode};
 use kiln::nn::ModelKind;
 use kiln::ops::gemm::GemmConfig;

@@ -90,7 +90,7 @@ fn a_checkpoint_describes_its_model_and_must_match_it() {
     let graph = model.build(1, 5).unwrap();
     let names: Vec<&str> = graph.graph.params().iter().map(|p| p.1).collect();
     assert_eq!(names, ["conv1.weight", "conv1.bias", "block1.conv.weight", "block1.conv.bias", "fc.weight", "fc.bias"]);
-    let params: kiln::checkpoint::Params =
+    let params: kiln::graph::NamedTensors =
         graph.graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), vec![0.5; s.iter().product()])).collect();
     let path = dir.join("m.safetensors");
     let ck = Checkpoint { model: model.clone(), mean: 0.1, std: 0.3, dataset: "mnist10k".into(), params };
@@ -176,7 +176,7 @@ fn the_classifier_folds_batchnorm_and_keeps_the_probabilities() {
             .add("fc", Linear::new(48, 10)),
     };
     let graph = model.build(1, 2).unwrap().graph;
-    let mut tensors: kiln::checkpoint::Params = Vec::new();
+    let mut tensors: kiln::graph::NamedTensors = Vec::new();
     for (_, name, shape) in graph.params().into_iter().chain(graph.state()) {
         let n: usize = shape.iter().product();
         let values = if name.ends_with("running_var") {

@@ -202,7 +202,7 @@ fn separate_bias_graph() -> (Graph, kiln::graph::NodeId, kiln::graph::NodeId) {
 #[test]
 fn separate_biases_are_reshaped_shared_parameters_written_once_and_losses_refused() {
     let (g, logits, loss) = separate_bias_graph();
-    let params: kiln::checkpoint::Params = g.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), vec![0.25; s.iter().product()])).collect();
+    let params: kiln::graph::NamedTensors = g.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), vec![0.25; s.iter().product()])).collect();
     let exported = export(&g, logits, &params, &[]).unwrap();
     assert_eq!(exported.op_types, ["Conv", "Add", "Flatten", "Gemm", "Gemm", "Add"]);
     let graph = message(&decode(&exported.bytes), 7);

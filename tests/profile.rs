@@ -68,7 +68,7 @@ fn train_mnist_profile_prints_the_table_or_json_and_checks_its_flag() {
 /// make their gradients (conv_shared, linear_backward_input_routed).
 #[test]
 fn the_mnist_cnn_step_takes_at_most_18_dispatches_on_every_family() {
-    use kiln::data::gpu::ResidentDataset;
+    use kiln::kernels::data::ResidentDataset;
     let gpu = gpu();
     let batch = 64;
     let graph = ModelKind::Cnn.build(batch, 1).unwrap().graph;

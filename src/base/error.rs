@@ -15,7 +15,7 @@ pub enum Error {
     NoAdapter {
         /// The backends and `KILN_ADAPTER` filter tried, and the adapters present.
         tried: String,
-        /// How to get an adapter ([`crate::gpu::INSTALL_HINT`]) or fix the filter.
+        /// How to get an adapter (`runtime::gpu::INSTALL_HINT`) or fix the filter.
         hint: &'static str,
     },
     /// The adapter was found but refused to open a device with its own limits and features.
@@ -96,9 +96,10 @@ pub enum Error {
         /// What is wrong with it, for a person to read.
         message: String,
     },
-    /// Finding, downloading, checking or parsing a dataset failed.
+    /// Finding, downloading, checking or parsing a dataset failed (the application's
+    /// `digits::data::DataError`, boxed: this layer knows no datasets).
     #[error(transparent)]
-    Data(#[from] crate::data::DataError),
+    Data(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl Error {

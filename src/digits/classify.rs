@@ -6,11 +6,11 @@ use std::path::Path;
 
 use image::GrayImage;
 
-use crate::checkpoint::Checkpoint;
+use crate::model::checkpoint::Checkpoint;
 use crate::graph::fold::fold_checkpoint;
 use crate::graph::{Executor, Graph, Mode, NodeId};
-use crate::ops::gemm::GemmConfig;
-use crate::predict::normalise;
+use crate::kernels::gemm::GemmConfig;
+use crate::digits::predict::normalise;
 use crate::{Error, Gpu, Result};
 
 /// Classes out, pixels in (28x28) per image.
@@ -118,9 +118,9 @@ impl<'g> Classifier<'g> {
     }
 
     /// Class probabilities for digits already prepared as MNIST's are (28x28, white ink on
-    /// black: see [`crate::predict::to_mnist`]).
+    /// black: see [`crate::digits::predict::to_mnist`]).
     pub fn classify(&mut self, images: &[GrayImage]) -> Result<Vec<[f32; CLASSES]>> {
-        crate::gpu::block_on(self.classify_async(images))
+        crate::runtime::gpu::block_on(self.classify_async(images))
     }
 
     /// [`Classifier::classify`] without blocking: what the web page awaits.
@@ -139,7 +139,7 @@ impl<'g> Classifier<'g> {
     /// Class probabilities for normalised inputs, one model input per image (784 values,
     /// `[N, 1, 28, 28]`, for MNIST's models).
     pub fn classify_tensor(&mut self, inputs: &[f32]) -> Result<Vec<[f32; CLASSES]>> {
-        crate::gpu::block_on(self.run(inputs, Output::Probs))
+        crate::runtime::gpu::block_on(self.run(inputs, Output::Probs))
     }
 
     /// [`Classifier::classify_tensor`] without blocking.
@@ -150,7 +150,7 @@ impl<'g> Classifier<'g> {
     /// The logits (before the softmax) for normalised inputs, as [`Classifier::classify_tensor`]: what an
     /// exported model is compared against.
     pub fn logits_tensor(&mut self, inputs: &[f32]) -> Result<Vec<[f32; CLASSES]>> {
-        crate::gpu::block_on(self.run(inputs, Output::Logits))
+        crate::runtime::gpu::block_on(self.run(inputs, Output::Logits))
     }
 
     async fn run(&mut self, inputs: &[f32], output: Output) -> Result<Vec<[f32; CLASSES]>> {

@@ -16,9 +16,9 @@
 use image::{imageops, GrayImage, Luma};
 use sha2::{Digest, Sha256};
 
-use crate::data::Split;
-use crate::morphology::{dilate, mask_image, skeleton};
-use crate::rng::Rng;
+use crate::digits::data::Split;
+use crate::digits::morphology::{dilate, mask_image, skeleton};
+use crate::base::rng::Rng;
 
 /// A test set's kind, as `make_digit_sets` names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,7 +118,7 @@ fn photo(digit: &GrayImage, rng: &mut Rng) -> GrayImage {
     let sigma = 0.6 + rng.unit() as f32 * 0.9;
     let mut out = imageops::blur(&page, sigma);
     let noise = 4.0 + rng.unit() * 8.0;
-    crate::evaluate::Noise::Gaussian(noise).apply(&mut out, rng);
+    crate::digits::evaluate::Noise::Gaussian(noise).apply(&mut out, rng);
     out
 }
 

@@ -16,12 +16,13 @@ use std::str::FromStr;
 use image::GrayImage;
 use serde::Serialize;
 
-use crate::checkpoint::Checkpoint;
-use crate::classify::CLASSES;
-use crate::data::Split;
-use crate::ops::softmax::Metrics;
-use crate::rng::Rng;
-use crate::{predict, Classifier, Error, Gpu, Result};
+use crate::model::checkpoint::Checkpoint;
+use crate::digits::classify::CLASSES;
+use crate::digits::data::Split;
+use crate::kernels::softmax::Metrics;
+use crate::base::rng::Rng;
+use crate::digits::predict;
+use crate::{Classifier, Error, Gpu, Result};
 
 /// A confusion matrix `counts[label][prediction]` over a fixed number of classes, and the
 /// scores read from it. Built from (label, prediction) pairs ([`Confusion::add`],

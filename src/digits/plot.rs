@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::train::EpochReport;
+use crate::digits::train::EpochReport;
 use crate::{Error, Result};
 
 const FONT_PATHS: [&str; 3] = [
@@ -42,14 +42,14 @@ pub fn check_path(path: &Path) -> Result<()> {
 const SIZE: (u32, u32) = (1000, 400);
 
 /// Draws the training loss at each metrics read (`loss_curve`, see
-/// [`crate::train::TrainReport::loss_curve`]), the test loss and the test accuracy per epoch
+/// [`crate::digits::train::TrainReport::loss_curve`]), the test loss and the test accuracy per epoch
 /// to `path` (PNG, 1000x400, written atomically).
 pub fn plot_curve(path: &Path, epochs: &[EpochReport], loss_curve: &[(f64, f32)]) -> Result<()> {
     check_path(path)?;
     register_font(path)?;
     let mut pixels = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
     draw(&mut pixels, epochs, loss_curve).map_err(|e| Error::file(path, format!("cannot draw the plot: {e}")))?;
-    crate::files::write_png(path, &pixels, SIZE, image::ExtendedColorType::Rgb8)
+    crate::base::files::write_png(path, &pixels, SIZE, image::ExtendedColorType::Rgb8)
 }
 
 type DrawResult = std::result::Result<(), Box<dyn std::error::Error>>;
@@ -120,7 +120,7 @@ pub fn plot_learning_curve(path: &Path, points: &[CurvePoint], reference: &[Curv
     let mut pixels = vec![0u8; (CURVE_SIZE.0 * CURVE_SIZE.1 * 3) as usize];
     draw_learning_curve(&mut pixels, points, reference, reference_name)
         .map_err(|e| Error::file(path, format!("cannot draw the plot: {e}")))?;
-    crate::files::write_png(path, &pixels, CURVE_SIZE, image::ExtendedColorType::Rgb8)
+    crate::base::files::write_png(path, &pixels, CURVE_SIZE, image::ExtendedColorType::Rgb8)
 }
 
 const CURVE_SIZE: (u32, u32) = (700, 450);

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use image::{imageops, GrayImage, Luma};
 
-use crate::data::gpu::median3x3;
-use crate::morphology;
+use crate::kernels::data::median3x3;
+use crate::digits::morphology;
 use crate::{DType, Error, Gpu, Result, Tensor};
 
 /// Loads an image file as 8-bit grayscale, white ink on a dark background. Transparency
@@ -47,7 +47,7 @@ pub fn flatten_alpha(rgba: &image::RgbaImage) -> GrayImage {
 /// huge photo (a 10000x10000 image runs as 25 bands of 400 rows).
 const DENOISE_BAND_PIXELS: usize = 4 << 20;
 
-/// 3x3 median filter on the GPU ([`crate::data::gpu::median3x3`], edges replicated), in
+/// 3x3 median filter on the GPU ([`crate::kernels::data::median3x3`], edges replicated), in
 /// bands of rows that each fit a storage binding; each band carries one row of its
 /// neighbours above and below, so the result equals one pass over the whole image.
 pub fn denoise(gpu: &Gpu, img: &GrayImage) -> Result<GrayImage> {

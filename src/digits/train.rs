@@ -5,16 +5,17 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::autotune::{self, TuneReport, Tuning};
-use crate::data::gpu::ResidentDataset;
-use crate::data::mnist::{Dataset, DatasetKind, Split};
+use crate::graph::autotune::{self, TuneReport, Tuning};
+use crate::kernels::data::ResidentDataset;
+use crate::digits::data::mnist::{Dataset, DatasetKind, Split};
 use crate::graph::{ExecStats, Executor, Mode};
-use crate::gpu::Gpu;
-use crate::nn::Model;
-use crate::ops::gemm::GemmConfig;
-use crate::ops::optim::{Optimizer, Rule, Schedule};
-use crate::ops::softmax::Metrics;
-use crate::checkpoint::{read_tensors, write_tensors, Params};
+use crate::runtime::gpu::Gpu;
+use crate::model::nn::Model;
+use crate::kernels::gemm::GemmConfig;
+use crate::kernels::optim::{Optimizer, Rule, Schedule};
+use crate::kernels::softmax::Metrics;
+use crate::graph::NamedTensors;
+use crate::model::checkpoint::{read_tensors, write_tensors};
 use crate::{Error, Result};
 
 /// A training run's settings. What defines the run (all but where the data is, how often
@@ -48,7 +49,7 @@ pub struct TrainConfig {
     /// training images, on the GPU (`shaders/data.wgsl`).
     pub augment: bool,
     /// Train on this many labelled images of the training split, class-balanced and drawn
-    /// with `seed` ([`crate::data::balanced_subset`]); `None`: the whole split.
+    /// with `seed` ([`crate::digits::data::balanced_subset`]); `None`: the whole split.
     #[serde(default)]
     pub train_limit: Option<usize>,
     /// Evaluate on the test split after every this many epochs and after the last
@@ -91,7 +92,7 @@ impl TrainConfig {
             return Err(Error::unsupported("--batch-size", "must be at least 1"));
         }
         self.rule.check()?;
-        crate::ops::softmax::check_smoothing(self.label_smoothing)?;
+        crate::kernels::softmax::check_smoothing(self.label_smoothing)?;
         match self.lr_schedule {
             LrSchedule::Cosine { hold } => Schedule::check_hold(hold)?,
             LrSchedule::OneCycle { warmup } => Schedule::check_warmup(warmup)?,
@@ -169,7 +170,7 @@ pub struct TrainReport {
     /// Where `startup_seconds` went.
     pub startup_phases: StartupPhases,
     /// The trained parameters and state, as a checkpoint holds them.
-    pub params: crate::checkpoint::Params,
+    pub params: NamedTensors,
     /// What resuming this run needs (saved beside the checkpoint by `--stop-after` and
     /// `--save-every-epoch`).
     pub state: TrainState,
@@ -211,7 +212,7 @@ pub trait Observer {
     }
     /// The run as it stands after `state.epochs_done` epochs: parameters and the state to
     /// resume from (`--save-every-epoch` saves both). An error stops the training.
-    fn snapshot(&mut self, _params: &Params, _state: &TrainState) -> Result<()> {
+    fn snapshot(&mut self, _params: &NamedTensors, _state: &TrainState) -> Result<()> {
         Ok(())
     }
 }
@@ -229,7 +230,7 @@ pub struct TrainState {
     /// dropout and augmentation counter.
     pub step: u32,
     /// The optimizer's moments per parameter (see [`Executor::read_optimizer_state`]).
-    pub moments: Params,
+    pub moments: NamedTensors,
 }
 
 impl TrainState {
@@ -262,7 +263,7 @@ impl TrainState {
 /// Where a run continues from: its checkpoint's parameters and its training state.
 pub struct Resume {
     /// The checkpoint's tensors (parameters, then state).
-    pub params: Params,
+    pub params: NamedTensors,
     /// The training state beside it.
     pub state: TrainState,
 }
@@ -273,7 +274,7 @@ impl Observer for () {}
 pub fn load_dataset(cfg: &TrainConfig) -> Result<Dataset> {
     let dir = cfg.data_dir.as_deref();
     let ds = if cfg.download {
-        let mirrors = crate::data::download::default_mirrors(cfg.dataset);
+        let mirrors = crate::digits::data::download::default_mirrors(cfg.dataset);
         Dataset::load_or_download(cfg.dataset, dir, &mirrors, false)?
     } else {
         Dataset::load(cfg.dataset, dir)?
@@ -567,7 +568,7 @@ pub fn effective_batch(cfg: &TrainConfig, n_train: usize) -> usize {
 }
 
 /// The parameters and the training state after `epochs_done` epochs (two readbacks).
-fn snapshot(trainer: &Executor, cfg: &TrainConfig, epochs_done: usize) -> Result<(Params, TrainState)> {
+fn snapshot(trainer: &Executor, cfg: &TrainConfig, epochs_done: usize) -> Result<(NamedTensors, TrainState)> {
     let (step, moments) = trainer.read_optimizer_state()?;
     Ok((trainer.read_model()?, TrainState { config: cfg.clone(), epochs_done, step, moments }))
 }

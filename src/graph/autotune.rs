@@ -9,12 +9,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::gpu::Gpu;
+use crate::runtime::gpu::Gpu;
 use crate::graph::{lower, Executor, Graph, Mode, Plan, Step};
-use crate::ops::conv2d::{self, Pass};
-use crate::ops::gemm::GemmConfig;
-use crate::ops::linear::forward_is_small;
-use crate::ops::optim::Optimizer;
+use crate::kernels::conv::{self, Pass};
+use crate::kernels::gemm::GemmConfig;
+use crate::kernels::linear::forward_is_small;
+use crate::kernels::optim::Optimizer;
 use crate::{Error, Result};
 
 /// The variant to use for each GEMM/conv step, by shape key; `default` for the rest.
@@ -105,7 +105,7 @@ fn candidates_run_alike(gpu: &Gpu, plan: &Plan, step: &Step, candidates: &[GemmC
         Step::Conv2dBackwardWeight { conv, .. } => (conv, Pass::BackwardWeight),
         _ => return false,
     };
-    candidates.iter().all(|cfg| conv2d::runs_direct(gpu, cfg, conv, pass))
+    candidates.iter().all(|cfg| conv::runs_direct(gpu, cfg, conv, pass))
 }
 
 /// The cache file for this adapter, driver and kiln version (a new kiln re-tunes: its
@@ -223,7 +223,7 @@ pub fn tune(gpu: &Gpu, graph: &Graph, optimizer: Optimizer) -> Result<(Tuning, T
             let mut lines: Vec<String> = cached.iter().map(|(k, v)| format!("{k}\t{v}\n")).collect();
             lines.sort();
             // a cache that cannot be written only costs the next start the same tuning
-            if let Err(e) = crate::files::write_atomic(p, lines.concat().as_bytes()) {
+            if let Err(e) = crate::base::files::write_atomic(p, lines.concat().as_bytes()) {
                 report.warnings.push(format!("autotune cache not saved: {e}"));
             }
         }

@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use super::exec::init_params;
 use super::lower::{lower, Mode, Plan, PoolRoute, Step, ValueId, ValueKind};
 use super::Graph;
-use crate::cpu;
-use crate::ops::optim::Optimizer;
-use crate::ops::pool::Pool2d;
+use crate::kernels::reference;
+use crate::kernels::optim::Optimizer;
+use crate::kernels::pool::Pool2d;
 use crate::Result;
 
-/// Interprets a [`Plan`] on the host with the [`crate::cpu`] references: parameters start
+/// Interprets a [`Plan`] on the host with the [`crate::kernels::reference`] references: parameters start
 /// with [`super::exec::init_params`] (the same values as on the GPU) and the optimizer
 /// applies the same update, so N steps here equal N GPU steps within `testing::TRAINING`.
 pub struct CpuExecutor {
@@ -59,7 +59,7 @@ impl CpuExecutor {
 
     /// y, argmax = the max-pool of x.
     fn max_pool(&mut self, pool: &Pool2d, x: ValueId, y: ValueId, argmax: ValueId) {
-        let (out, arg) = cpu::pool::max_pool2d_forward(pool, self.get(x));
+        let (out, arg) = reference::pool::max_pool2d_forward(pool, self.get(x));
         self.set(y, out);
         self.u.insert(self.plan.root(argmax), arg);
     }
@@ -70,7 +70,7 @@ impl CpuExecutor {
         let Some(r) = pool else {
             return self.set(v, data);
         };
-        let mut routed = cpu::pool::max_pool2d_backward_saved(&r.pool, self.get_u(r.argmax), &data);
+        let mut routed = reference::pool::max_pool2d_backward_saved(&r.pool, self.get_u(r.argmax), &data);
         if let Some(x) = r.relu {
             relu_mask(&mut routed, self.get(x));
         }
@@ -87,7 +87,7 @@ impl CpuExecutor {
     fn bias_grad(&mut self, dy: ValueId, db: Option<(ValueId, bool)>) {
         if let Some((db, accumulate)) = db {
             let s = self.shape(dy).to_vec();
-            let r = cpu::elementwise::bias_backward(self.get(dy), s[1], s[2..].iter().product());
+            let r = reference::elementwise::bias_backward(self.get(dy), s[1], s[2..].iter().product());
             self.set_acc(db, r, accumulate);
         }
     }
@@ -105,7 +105,7 @@ impl CpuExecutor {
         for step in self.plan.steps.clone() {
             match step {
                 Step::Conv2dForward { conv, x, w, b, relu, y, pool } => {
-                    let out = cpu::conv2d::conv2d_forward(&conv, self.get(x), self.get(w), b.map(|b| self.get(b)));
+                    let out = reference::conv2d::conv2d_forward(&conv, self.get(x), self.get(w), b.map(|b| self.get(b)));
                     self.set(y, relu_if(relu, out));
                     if let Some(p) = pool {
                         self.max_pool(&p.pool, y, p.y, p.argmax);
@@ -113,12 +113,12 @@ impl CpuExecutor {
                 }
                 Step::Conv2dBackwardInput { conv, w, dy, dx, pool } => {
                     let zeros = vec![0.0; conv.x_len()];
-                    let (g, _) = cpu::conv2d::conv2d_backward(&conv, &zeros, self.get(w), self.get(dy));
+                    let (g, _) = reference::conv2d::conv2d_backward(&conv, &zeros, self.get(w), self.get(dy));
                     self.set_routed(dx, g, pool);
                 }
                 Step::Conv2dBackwardWeight { conv, x, dy, dw, accumulate, db } => {
                     let zeros = vec![0.0; conv.w_len()];
-                    let (_, g) = cpu::conv2d::conv2d_backward(&conv, self.get(x), &zeros, self.get(dy));
+                    let (_, g) = reference::conv2d::conv2d_backward(&conv, self.get(x), &zeros, self.get(dy));
                     self.set_acc(dw, g, accumulate);
                     self.bias_grad(dy, db);
                 }
@@ -126,23 +126,23 @@ impl CpuExecutor {
                     let (n, inp, out) = self.linear_dims(x, w);
                     let zeros = vec![0.0; out];
                     let bias = b.map_or(&zeros[..], |b| self.get(b));
-                    let r = cpu::gemm::linear_forward(self.get(x), self.get(w), bias, n, inp, out);
+                    let r = reference::gemm::linear_forward(self.get(x), self.get(w), bias, n, inp, out);
                     self.set(y, relu_if(relu, r));
                 }
                 Step::LinearBackwardInput { dy, w, dx, pool } => {
                     let (n, out, inp) = (self.shape(dy)[0], self.shape(dy)[1], self.shape(w)[1]);
-                    let r = cpu::gemm::gemm(n, inp, out, self.get(dy), false, self.get(w), false);
+                    let r = reference::gemm::gemm(n, inp, out, self.get(dy), false, self.get(w), false);
                     self.set_routed(dx, r, pool);
                 }
                 Step::LinearBackwardWeight { dy, x, dw, accumulate, db } => {
                     let (n, out, inp) = (self.shape(dy)[0], self.shape(dy)[1], self.shape(x)[1]);
-                    let r = cpu::gemm::gemm(out, inp, n, self.get(dy), true, self.get(x), false);
+                    let r = reference::gemm::gemm(out, inp, n, self.get(dy), true, self.get(x), false);
                     self.set_acc(dw, r, accumulate);
                     self.bias_grad(dy, db);
                 }
                 Step::LinearBackwardSmall { dy, w, x, dx, relu, dw, db } => {
                     let (n, out, inp) = (self.shape(dy)[0], self.shape(dy)[1], self.shape(w)[1]);
-                    let (mut gx, gw, gb) = cpu::gemm::linear_backward(self.get(x), self.get(w), self.get(dy), n, inp, out);
+                    let (mut gx, gw, gb) = reference::gemm::linear_backward(self.get(x), self.get(w), self.get(dy), n, inp, out);
                     if let Some(dx) = dx {
                         if relu {
                             relu_mask(&mut gx, self.get(x));
@@ -159,64 +159,64 @@ impl CpuExecutor {
                 Step::BiasBackward { dy, db, accumulate } => self.bias_grad(dy, Some((db, accumulate))),
                 Step::MaxPoolForward { pool, x, y, argmax } => self.max_pool(&pool, x, y, argmax),
                 Step::MaxPoolBackward { pool, argmax, relu, dy, dx } => {
-                    let mut r = cpu::pool::max_pool2d_backward_saved(&pool, self.get_u(argmax), self.get(dy));
+                    let mut r = reference::pool::max_pool2d_backward_saved(&pool, self.get_u(argmax), self.get(dy));
                     if let Some(x) = relu {
                         relu_mask(&mut r, self.get(x));
                     }
                     self.set(dx, r);
                 }
                 Step::AvgPoolForward { pool, x, y } => {
-                    let r = cpu::pool::avg_pool2d_forward(&pool, self.get(x));
+                    let r = reference::pool::avg_pool2d_forward(&pool, self.get(x));
                     self.set(y, r);
                 }
                 Step::AvgPoolBackward { pool, dy, dx } => {
-                    let r = cpu::pool::avg_pool2d_backward(&pool, self.get(dy));
+                    let r = reference::pool::avg_pool2d_backward(&pool, self.get(dy));
                     self.set(dx, r);
                 }
                 Step::GlobalAvgPoolForward { pool, x, y } => {
-                    let r = cpu::pool::global_avg_pool_forward(&pool, self.get(x));
+                    let r = reference::pool::global_avg_pool_forward(&pool, self.get(x));
                     self.set(y, r);
                 }
                 Step::GlobalAvgPoolBackward { pool, dy, dx } => {
-                    let r = cpu::pool::global_avg_pool_backward(&pool, self.get(dy));
+                    let r = reference::pool::global_avg_pool_backward(&pool, self.get(dy));
                     self.set(dx, r);
                 }
                 Step::BiasForward { x, b, y } => {
                     let inner = self.shape(x)[2..].iter().product();
-                    let r = cpu::elementwise::bias_forward(self.get(x), self.get(b), inner);
+                    let r = reference::elementwise::bias_forward(self.get(x), self.get(b), inner);
                     self.set(y, r);
                 }
                 Step::ReluForward { x, y } => {
-                    let r = cpu::elementwise::relu_forward(self.get(x));
+                    let r = reference::elementwise::relu_forward(self.get(x));
                     self.set(y, r);
                 }
                 Step::ReluBackward { x, dy, dx } => {
-                    let r = cpu::elementwise::relu_backward(self.get(x), self.get(dy));
+                    let r = reference::elementwise::relu_backward(self.get(x), self.get(dy));
                     self.set(dx, r);
                 }
                 Step::ActivationForward { act, x, y } => {
-                    let r = cpu::activation::activation_forward(act, self.get(x));
+                    let r = reference::activation::activation_forward(act, self.get(x));
                     self.set(y, r);
                 }
                 Step::ActivationBackward { act, saved, dy, dx } => {
-                    let r = cpu::activation::activation_backward(act, self.get(saved), self.get(dy));
+                    let r = reference::activation::activation_backward(act, self.get(saved), self.get(dy));
                     self.set(dx, r);
                 }
                 Step::DropoutForward { p, seed, x, y } => {
-                    let r = cpu::dropout::dropout_forward(self.get(x), p, seed, self.step);
+                    let r = reference::dropout::dropout_forward(self.get(x), p, seed, self.step);
                     self.set(y, r);
                 }
                 Step::DropoutBackward { p, seed, dy, dx } => {
-                    let r = cpu::dropout::dropout_backward(self.get(dy), p, seed, self.step);
+                    let r = reference::dropout::dropout_backward(self.get(dy), p, seed, self.step);
                     self.set(dx, r);
                 }
                 Step::Add { a, b, y } => {
-                    let r = cpu::elementwise::scale_add_forward(1.0, self.get(a), 1.0, self.get(b));
+                    let r = reference::elementwise::scale_add_forward(1.0, self.get(a), 1.0, self.get(b));
                     self.set(y, r);
                 }
                 Step::BatchNormForwardTrain { bn, x, weight, bias, y, mean, invstd, running_mean, running_var, count } => {
                     let (w, b, rm, rv) = (self.get(weight), self.get(bias), self.get(running_mean), self.get(running_var));
-                    let r = cpu::batchnorm::batchnorm_forward_train(&bn, self.get(x), w, b, rm, rv);
+                    let r = reference::batchnorm::batchnorm_forward_train(&bn, self.get(x), w, b, rm, rv);
                     let n = self.get(count)[0] + 1.0;
                     self.set(y, r.y);
                     self.set(mean, r.mean);
@@ -227,29 +227,29 @@ impl CpuExecutor {
                 }
                 Step::BatchNormForwardEval { bn, x, weight, bias, running_mean, running_var, y } => {
                     let (w, b, rm, rv) = (self.get(weight), self.get(bias), self.get(running_mean), self.get(running_var));
-                    let r = cpu::batchnorm::batchnorm_forward_eval(&bn, self.get(x), w, b, rm, rv);
+                    let r = reference::batchnorm::batchnorm_forward_eval(&bn, self.get(x), w, b, rm, rv);
                     self.set(y, r);
                 }
                 Step::BatchNormBackward { bn, x, weight, mean, invstd, dy, dx, dweight, dbias, accumulate } => {
                     let (w, m, is) = (self.get(weight), self.get(mean), self.get(invstd));
-                    let (gx, gw, gb) = cpu::batchnorm::batchnorm_backward(&bn, self.get(x), w, m, is, self.get(dy));
+                    let (gx, gw, gb) = reference::batchnorm::batchnorm_backward(&bn, self.get(x), w, m, is, self.get(dy));
                     self.set(dx, gx);
                     self.set_acc(dweight, gw, accumulate.0);
                     self.set_acc(dbias, gb, accumulate.1);
                 }
                 Step::Softmax { logits, probs } => {
                     let c = self.shape(logits)[1];
-                    let r = cpu::softmax::softmax_forward(self.get(logits), c);
+                    let r = reference::softmax::softmax_forward(self.get(logits), c);
                     self.set(probs, r);
                 }
                 Step::XentForward { logits, labels, smoothing, loss, pred, grad } => {
-                    let (l, p) = cpu::softmax::softmax_xent_forward(self.get(logits), self.get_u(labels), classes, smoothing);
+                    let (l, p) = reference::softmax::softmax_xent_forward(self.get(logits), self.get_u(labels), classes, smoothing);
                     let valid = self.get_u(labels).iter().map(|&l| (l as usize) < classes);
                     loss_sum = Some(l.iter().zip(valid).filter(|(_, v)| *v).map(|(&l, _)| l as f64).sum());
                     self.set(loss, l);
                     self.u.insert(self.plan.root(pred), p);
                     if let Some((dlogits, scale)) = grad {
-                        let r = cpu::softmax::softmax_xent_backward(self.get(logits), self.get_u(labels), classes, smoothing, scale);
+                        let r = reference::softmax::softmax_xent_backward(self.get(logits), self.get_u(labels), classes, smoothing, scale);
                         self.set(dlogits, r);
                     }
                 }
@@ -261,7 +261,7 @@ impl CpuExecutor {
                 let grad = self.f[&g].clone();
                 let w = self.f.get_mut(&p.value).expect("parameter");
                 let (m1, m2) = &mut self.state[i];
-                cpu::optim::optimizer_step(&opt, self.step, &grad, w, m1, m2);
+                reference::optim::optimizer_step(&opt, self.step, &grad, w, m1, m2);
             }
             self.step += 1;
         }

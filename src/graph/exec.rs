@@ -11,20 +11,21 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::lower::{lower, lower_keeping, Mode, Plan, PoolRoute, Step, ValueId, ValueKind};
-use crate::ops::pool::{MaxPoolOut, MaxPoolRoute};
+use crate::kernels::pool::{MaxPoolOut, MaxPoolRoute};
 use super::planner::{naive_bytes, plan_memory, MemoryPlan};
 use super::profile::{self, Profile, Unit};
 use super::{Graph, Init, NodeId};
-use crate::data::gpu::ResidentDataset;
-use crate::gpu::{Gpu, GpuBuffer};
-use crate::autotune::Tuning;
-use crate::ops::gemm::{gemm, gemm_scratch_bytes, Bias, Gemm, GemmConfig};
-use crate::ops::optim::{optimizer_step, step_words, Optimizer, STEP_WORDS};
-use crate::ops::softmax::{metrics_words, Metrics};
-use crate::ops::linear::{self, Linear};
-use crate::ops::{activation, batchnorm, conv2d, dropout, elementwise, pool, reduce, softmax, Dispatch};
-use crate::rng::Rng;
-use crate::tensor::{DType, Tensor};
+use crate::kernels::data::ResidentDataset;
+use crate::runtime::gpu::{Gpu, GpuBuffer};
+use crate::graph::autotune::Tuning;
+use super::NamedTensors;
+use crate::kernels::gemm::{gemm, gemm_scratch_bytes, Bias, Gemm, GemmConfig};
+use crate::kernels::optim::{optimizer_step, step_words, Optimizer, STEP_WORDS};
+use crate::kernels::softmax::{metrics_words, Metrics};
+use crate::kernels::linear::{self, Linear};
+use crate::kernels::{activation, batchnorm, conv, dropout, elementwise, pool, reduce, softmax, Dispatch};
+use crate::base::rng::Rng;
+use crate::runtime::tensor::{DType, Tensor};
 use crate::{Error, Result};
 
 /// Traffic and memory counters, so "no per-step readback" is checked, not claimed.
@@ -161,7 +162,7 @@ pub struct Executor<'g> {
     update: Option<Optimizer>,
     steps_run: u64,
     /// im2col columns a convolution's forward keeps for its weight gradient, by the index
-    /// of each of the two steps (`conv2d::kept_columns_len`).
+    /// of each of the two steps (`conv::kept_columns_len`).
     kept_columns: HashMap<usize, Tensor>,
 }
 
@@ -331,14 +332,14 @@ impl<'g> Executor<'g> {
         // the largest of them, before any is recorded; then the columns kept in it.
         let mut scratch = exec.plan.steps.iter().zip(&cfgs).map(|(step, cfg)| {
             match step {
-                Step::Conv2dForward { conv, .. } => conv2d::scratch_bytes(gpu, cfg, conv, conv2d::Pass::Forward),
+                Step::Conv2dForward { conv, .. } => conv::scratch_bytes(gpu, cfg, conv, conv::Pass::Forward),
                 // a routed dX on the tiled families stores its product in the scratch region
                 // unless the direct convolution routes it in its store
-                Step::Conv2dBackwardInput { conv, pool, .. } => conv2d::scratch_bytes(gpu, cfg, conv, conv2d::Pass::BackwardInput)
-                    .max(pool.as_ref().map_or(0, |r| conv2d::routed_scratch_bytes(gpu, cfg, conv, r.pool.y_len()))),
+                Step::Conv2dBackwardInput { conv, pool, .. } => conv::scratch_bytes(gpu, cfg, conv, conv::Pass::BackwardInput)
+                    .max(pool.as_ref().map_or(0, |r| conv::routed_scratch_bytes(gpu, cfg, conv, r.pool.y_len()))),
                 // a routed GEMM never splits K
                 Step::LinearBackwardInput { pool: Some(r), .. } => linear::routed_scratch_bytes(gpu, cfg, r.pool.y_len()),
-                Step::Conv2dBackwardWeight { conv, .. } => conv2d::scratch_bytes(gpu, cfg, conv, conv2d::Pass::BackwardWeight),
+                Step::Conv2dBackwardWeight { conv, .. } => conv::scratch_bytes(gpu, cfg, conv, conv::Pass::BackwardWeight),
                 _ => linear_gemm(step, &|v| exec.tensors[v.0].shape().to_vec()).map_or(0, |g| gemm_scratch_bytes(gpu, cfg, &g)),
             }
         }).collect::<Vec<u64>>();
@@ -456,7 +457,7 @@ impl<'g> Executor<'g> {
     }
 
     /// The convolutions whose forward keeps its im2col columns for the weight gradient (the
-    /// same geometry and input, both passes staged: `conv2d::kept_columns_len`), given each
+    /// same geometry and input, both passes staged: `conv::kept_columns_len`), given each
     /// step's kernel variant and scratch bytes: in the scratch region where no step between the two uses it
     /// (nothing overwrites them: no extra memory), else in a buffer of their own if they
     /// take at most half the scratch region (memory traded for an im2col pass, bounded by
@@ -470,7 +471,7 @@ impl<'g> Executor<'g> {
             let Step::Conv2dForward { conv, x, .. } = step else { continue };
             let same = |s: &Step| matches!(s, Step::Conv2dBackwardWeight { conv: c, x: xw, .. } if c == conv && self.plan.root(*xw) == self.plan.root(*x));
             let Some(backward) = steps.iter().position(same) else { continue };
-            let Some(len) = conv2d::kept_columns_len(self.gpu, &cfgs[forward], &cfgs[backward], conv) else { continue };
+            let Some(len) = conv::kept_columns_len(self.gpu, &cfgs[forward], &cfgs[backward], conv) else { continue };
             let in_scratch = scratch[forward + 1..backward].iter().all(|&b| b == 0);
             if in_scratch || 8 * len as u64 <= region {
                 keep.push(KeptColumns { forward, backward, len, in_scratch });
@@ -519,14 +520,14 @@ impl<'g> Executor<'g> {
         Ok(match step {
             Step::Conv2dForward { conv, x, w, b, relu, y, pool } => {
                 let pool = pool.as_ref().map(|p| MaxPoolOut { pool: &p.pool, y: t(p.y), argmax: t(p.argmax) });
-                conv2d::conv2d_forward_keeping_columns(gpu, cfg, conv, t(*x), t(*w), b.map(t), *relu, t(*y), columns, pool.as_ref())?
+                conv::conv2d_forward_keeping_columns(gpu, cfg, conv, t(*x), t(*w), b.map(t), *relu, t(*y), columns, pool.as_ref())?
             }
             Step::Conv2dBackwardInput { conv, w, dy, dx, pool } => {
-                conv2d::conv2d_backward_input(gpu, cfg, conv, t(*w), t(*dy), t(*dx), pool.as_ref().map(|r| self.route(r)).as_ref())?
+                conv::conv2d_backward_input(gpu, cfg, conv, t(*w), t(*dy), t(*dx), pool.as_ref().map(|r| self.route(r)).as_ref())?
             }
             Step::Conv2dBackwardWeight { conv, x, dy, dw, accumulate, db } => match columns {
-                None => conv2d::conv2d_backward_weight(gpu, cfg, conv, t(*x), t(*dy), t(*dw), *accumulate, grad(db))?,
-                Some(col) => conv2d::conv2d_backward_weight_from_columns(gpu, cfg, conv, col, t(*dy), t(*dw), *accumulate, grad(db))?,
+                None => conv::conv2d_backward_weight(gpu, cfg, conv, t(*x), t(*dy), t(*dw), *accumulate, grad(db))?,
+                Some(col) => conv::conv2d_backward_weight_from_columns(gpu, cfg, conv, col, t(*dy), t(*dw), *accumulate, grad(db))?,
             },
             Step::LinearForward { x, w, b, relu, y } => match linear_gemm(step, &|v| t(v).shape().to_vec()) {
                 Some(g) => gemm(gpu, cfg, &g, t(*x), t(*w), b.map(t), t(*y))?,
@@ -647,7 +648,7 @@ impl<'g> Executor<'g> {
 
     /// Reads the metrics accumulated since the last reset (one readback).
     pub fn read_metrics(&self) -> Result<Metrics> {
-        crate::gpu::block_on(self.read_metrics_async())
+        crate::runtime::gpu::block_on(self.read_metrics_async())
     }
 
     /// [`Executor::read_metrics`] without blocking (the browser's training loop awaits it).
@@ -666,7 +667,7 @@ impl<'g> Executor<'g> {
     /// intermediate whose memory a later value reuses is an error: build the executor with
     /// [`Executor::new_keeping`] to read it.
     pub fn read_node(&self, node: NodeId) -> Result<Vec<f32>> {
-        crate::gpu::block_on(self.read_node_async(node))
+        crate::runtime::gpu::block_on(self.read_node_async(node))
     }
 
     /// [`Executor::read_node`] without blocking.
@@ -690,7 +691,7 @@ impl<'g> Executor<'g> {
     /// Reads the gradient node `node` received in the last step's backward
     /// ([`Mode::InputGradient`]: the input's node gives the input gradient).
     pub fn read_grad(&self, node: NodeId) -> Result<Vec<f32>> {
-        crate::gpu::block_on(self.read_grad_async(node))
+        crate::runtime::gpu::block_on(self.read_grad_async(node))
     }
 
     /// [`Executor::read_grad`] without blocking.
@@ -714,15 +715,15 @@ impl<'g> Executor<'g> {
     }
 
     /// Every parameter as (name, shape, values): one readback of the flat buffer.
-    pub fn read_params(&self) -> Result<crate::checkpoint::Params> {
+    pub fn read_params(&self) -> Result<NamedTensors> {
         let entries: Vec<_> = self.plan.params.iter().map(|p| (p.name.as_str(), p.shape.as_slice())).collect();
-        crate::gpu::block_on(read_flat(self.gpu, &self.params, &entries, &self.offsets))
+        crate::runtime::gpu::block_on(read_flat(self.gpu, &self.params, &entries, &self.offsets))
     }
 
     /// The optimizer's state: steps taken, and each moment buffer per parameter, named as
     /// PyTorch's optimizers name them (`exp_avg.conv1.weight`, `exp_avg_sq.…` for Adam,
     /// `momentum_buffer.…` for SGD). With the parameters, what resuming a run needs.
-    pub fn read_optimizer_state(&self) -> Result<(u32, crate::checkpoint::Params)> {
+    pub fn read_optimizer_state(&self) -> Result<(u32, NamedTensors)> {
         let mut out = Vec::new();
         for (k, m) in self.moments.iter().enumerate() {
             let flat = m.to_f32(self.gpu)?;
@@ -736,7 +737,7 @@ impl<'g> Executor<'g> {
 
     /// Restores what [`Executor::read_optimizer_state`] read (same model, same rule), the
     /// tensors found by name in any order.
-    pub fn write_optimizer_state(&mut self, step: u32, state: &crate::checkpoint::Params) -> Result<()> {
+    pub fn write_optimizer_state(&mut self, step: u32, state: &NamedTensors) -> Result<()> {
         let per = self.plan.params.len();
         if state.len() != per * self.moments.len() {
             return Err(Error::shape("write_optimizer_state", format!("{} tensors, the optimizer keeps {}", state.len(), per * self.moments.len())));
@@ -778,12 +779,12 @@ impl<'g> Executor<'g> {
 
     /// Everything a checkpoint holds: the parameters, then the state (BatchNorm's running
     /// statistics), in model order.
-    pub fn read_model(&self) -> Result<crate::checkpoint::Params> {
-        crate::gpu::block_on(self.read_model_async())
+    pub fn read_model(&self) -> Result<NamedTensors> {
+        crate::runtime::gpu::block_on(self.read_model_async())
     }
 
     /// [`Executor::read_model`] without blocking (the browser keeps what it trained).
-    pub async fn read_model_async(&self) -> Result<crate::checkpoint::Params> {
+    pub async fn read_model_async(&self) -> Result<NamedTensors> {
         let entries: Vec<_> = self.plan.params.iter().map(|p| (p.name.as_str(), p.shape.as_slice())).collect();
         let mut all = read_flat(self.gpu, &self.params, &entries, &self.offsets).await?;
         if !self.plan.state.is_empty() {
@@ -794,7 +795,7 @@ impl<'g> Executor<'g> {
     }
 
     /// Writes what [`Executor::read_model`] read (or a checkpoint's tensors, same order).
-    pub fn write_model(&self, all: &crate::checkpoint::Params) -> Result<()> {
+    pub fn write_model(&self, all: &NamedTensors) -> Result<()> {
         let n = self.plan.params.len();
         if all.len() != n + self.plan.state.len() {
             return Err(Error::shape("write_model", format!("{} tensors for a model of {} parameters and {} state tensors", all.len(), n, self.plan.state.len())));
@@ -806,12 +807,12 @@ impl<'g> Executor<'g> {
     /// Every state tensor (BatchNorm running statistics, num_batches_tracked as an f32
     /// count) as (name, shape, values): one readback of the flat state buffer; empty, with
     /// no readback, when the model has no state.
-    pub fn read_state(&self) -> Result<crate::checkpoint::Params> {
+    pub fn read_state(&self) -> Result<NamedTensors> {
         if self.plan.state.is_empty() {
             return Ok(Vec::new());
         }
         let entries: Vec<_> = self.plan.state.iter().map(|s| (s.name.as_str(), s.shape.as_slice())).collect();
-        crate::gpu::block_on(read_flat(self.gpu, &self.state, &entries, &self.state_offsets))
+        crate::runtime::gpu::block_on(read_flat(self.gpu, &self.state, &entries, &self.state_offsets))
     }
 
     /// Overwrites the state (loading a checkpoint); names and shapes must match. Every
@@ -853,7 +854,7 @@ type Tensors = (String, Vec<usize>, Vec<f32>);
 
 /// The tensors laid out in `flat` at `offsets` (the parameter or state buffer), named and
 /// shaped by `entries`: one readback.
-async fn read_flat(gpu: &Gpu, flat: &Tensor, entries: &[(&str, &[usize])], offsets: &[usize]) -> Result<crate::checkpoint::Params> {
+async fn read_flat(gpu: &Gpu, flat: &Tensor, entries: &[(&str, &[usize])], offsets: &[usize]) -> Result<NamedTensors> {
     let values = flat.to_f32_async(gpu).await?;
     Ok(entries
         .iter()

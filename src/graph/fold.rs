@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{Graph, Init, Node, NodeId, Op};
-use crate::checkpoint::Params;
+use super::NamedTensors;
 use crate::{Error, Result};
 
 /// Returns `graph` with every foldable BatchNorm removed, and the parameters of the new
@@ -17,7 +17,7 @@ use crate::{Error, Result};
 /// whose own parameters and state only it uses; others stay as they are. `params` and
 /// `state` are the model's values by name (`Executor::read_params`, `read_state`).
 /// A layer without bias gets one, named `{layer}.bias`.
-pub fn fold_batch_norm(graph: &Graph, params: &[(String, Vec<usize>, Vec<f32>)], state: &[(String, Vec<usize>, Vec<f32>)]) -> Result<(Graph, Params)> {
+pub fn fold_batch_norm(graph: &Graph, params: &[(String, Vec<usize>, Vec<f32>)], state: &[(String, Vec<usize>, Vec<f32>)]) -> Result<(Graph, NamedTensors)> {
     let values: HashMap<&str, &[f32]> = params.iter().chain(state).map(|(n, _, v)| (n.as_str(), v.as_slice())).collect();
     let get = |id: NodeId| -> Result<&[f32]> {
         let n = graph.node(id);
@@ -105,7 +105,7 @@ pub fn fold_batch_norm(graph: &Graph, params: &[(String, Vec<usize>, Vec<f32>)],
             };
             Ok((name.to_string(), shape.to_vec(), v))
         })
-        .collect::<Result<Params>>()?;
+        .collect::<Result<NamedTensors>>()?;
     Ok((out, folded))
 }
 
@@ -113,7 +113,7 @@ pub fn fold_batch_norm(graph: &Graph, params: &[(String, Vec<usize>, Vec<f32>)],
 /// per BatchNorm, the same logits: `graph::fold`), returning the graph and its tensors
 /// (parameters, then the state of BatchNorms that could not be folded). `tensors` are a
 /// checkpoint's: the parameters, then the state.
-pub fn fold_checkpoint(graph: &Graph, tensors: &Params) -> Result<(Graph, Params)> {
+pub fn fold_checkpoint(graph: &Graph, tensors: &NamedTensors) -> Result<(Graph, NamedTensors)> {
     let n_params = graph.params().len();
     if tensors.len() == n_params {
         return Ok((graph.clone(), tensors.clone()));

@@ -7,12 +7,12 @@
 use std::collections::HashMap;
 
 use super::{Graph, Init, NodeId, Op};
-use crate::ops::activation::Activation;
-use crate::ops::batchnorm::BatchNorm;
-use crate::ops::conv2d::Conv2d;
-use crate::ops::linear::SMALL_OUT;
-use crate::ops::pool::{GlobalPool2d, Pool2d};
-use crate::tensor::DType;
+use crate::kernels::activation::Activation;
+use crate::kernels::batchnorm::BatchNorm;
+use crate::kernels::conv::Conv2d;
+use crate::kernels::linear::SMALL_OUT;
+use crate::kernels::pool::{GlobalPool2d, Pool2d};
+use crate::runtime::tensor::DType;
 use crate::{Error, Result};
 
 /// Index of a [`Value`] in [`Plan::values`].

@@ -5,6 +5,7 @@
 //! [`planner`] assigns buffers; the [`exec`] executor records a training step into one
 //! submit. [`cpu`] interprets the same plan with the CPU references (the spec).
 
+pub mod autotune;
 pub mod cpu;
 pub mod exec;
 pub mod fold;
@@ -13,11 +14,16 @@ pub mod planner;
 pub mod profile;
 
 pub use exec::{ExecStats, Executor};
+
+/// Tensors on the host as (name, shape, values), in model order: the parameters, then the
+/// state (BatchNorm's running statistics and step count). What the executor reads back and
+/// writes, and what a checkpoint holds.
+pub type NamedTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
 pub use lower::{lower, lower_keeping, Mode, Plan, PoolForward, PoolRoute, Step, ValueId, ValueKind};
 
-use crate::ops::activation::Activation;
-use crate::ops::conv2d::Conv2d;
-use crate::ops::pool::Pool2d;
+use crate::kernels::activation::Activation;
+use crate::kernels::conv::Conv2d;
+use crate::kernels::pool::Pool2d;
 use crate::{Error, Result};
 
 /// Index of a [`Node`] in [`Graph::nodes`], returned by the builder methods.
@@ -346,7 +352,7 @@ impl Graph {
     }
 
     /// y = x for x > 0, slope * x otherwise (PyTorch's default slope is
-    /// [`crate::ops::activation::LEAKY_RELU_DEFAULT_SLOPE`], 0.01).
+    /// [`crate::kernels::activation::LEAKY_RELU_DEFAULT_SLOPE`], 0.01).
     pub fn leaky_relu(&mut self, name: &str, x: NodeId, slope: f32) -> Result<NodeId> {
         self.activation(name, x, Activation::LeakyRelu { slope })
     }
@@ -400,7 +406,7 @@ impl Graph {
     /// (`ops::batchnorm::{MOMENTUM, EPS}`).
     pub fn batch_norm(&mut self, name: &str, x: NodeId, channels: usize, momentum: f32, eps: f32) -> Result<NodeId> {
         let xs = self.shape(x).to_vec();
-        crate::ops::batchnorm::BatchNorm::for_shape(&format!("node '{name}'"), &xs, momentum, eps)?;
+        crate::kernels::batchnorm::BatchNorm::for_shape(&format!("node '{name}'"), &xs, momentum, eps)?;
         if xs[1] != channels {
             return Err(self.err(name, format!("input {xs:?} has {} channels, the layer expects {channels}", xs[1])));
         }
@@ -434,7 +440,7 @@ impl Graph {
         if ls.len() != 2 || ys != [ls[0]] || self.node(labels).op != Op::Labels {
             return Err(self.err(name, format!("cross-entropy needs logits [N, C] and labels [N], got {ls:?} and {ys:?}")));
         }
-        crate::ops::softmax::check_smoothing(smoothing)?;
+        crate::kernels::softmax::check_smoothing(smoothing)?;
         Ok(self.push(name.into(), Op::SoftmaxCrossEntropy { smoothing }, vec![logits, labels], vec![ls[0]]))
     }
 

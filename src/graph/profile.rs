@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use super::lower::{Plan, Step};
-use crate::ops::Dispatch;
+use crate::kernels::Dispatch;
 use crate::{Gpu, Result};
 
 /// One row of the profile: one plan step (or the gather, or the optimizer).

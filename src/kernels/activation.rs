@@ -8,10 +8,10 @@
 
 use super::elementwise::check_same;
 use super::Dispatch;
-use crate::gpu::Gpu;
-use crate::pipelines::Kernel;
-use crate::shaders::Shader;
-use crate::tensor::Tensor;
+use crate::runtime::gpu::Gpu;
+use crate::runtime::pipelines::Kernel;
+use crate::runtime::shaders::Shader;
+use crate::runtime::tensor::Tensor;
 use crate::{Error, Result};
 
 const WG: u32 = 256;
@@ -86,10 +86,10 @@ impl Activation {
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    slope: f32,
-    _pad: [u32; 2],
+pub(crate) struct Params {
+    pub(crate) n: u32,
+    pub(crate) slope: f32,
+    pub(crate) _pad: [u32; 2],
 }
 
 fn launch(gpu: &Gpu, entry: &'static str, act: Activation, n: usize, tensors: &[(u32, &Tensor)]) -> Result<Dispatch> {

@@ -7,10 +7,10 @@
 //! channel (enough for MNIST sizes, see the shader); eval one invocation per element.
 
 use super::Dispatch;
-use crate::gpu::Gpu;
-use crate::pipelines::Kernel;
-use crate::shaders::Shader;
-use crate::tensor::{DType, Tensor};
+use crate::runtime::gpu::Gpu;
+use crate::runtime::pipelines::Kernel;
+use crate::runtime::shaders::Shader;
+use crate::runtime::tensor::{DType, Tensor};
 use crate::{Error, Result};
 
 const WG: u32 = 256;
@@ -100,14 +100,14 @@ impl BatchNorm {
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    outer: u32,
-    c: u32,
-    inner: u32,
-    accumulate: u32,
-    momentum: f32,
-    eps: f32,
-    _pad: [u32; 2],
+pub(crate) struct Params {
+    pub(crate) outer: u32,
+    pub(crate) c: u32,
+    pub(crate) inner: u32,
+    pub(crate) accumulate: u32,
+    pub(crate) momentum: f32,
+    pub(crate) eps: f32,
+    pub(crate) _pad: [u32; 2],
 }
 
 fn check(op: &str, what: &str, t: &Tensor, len: usize) -> Result<()> {

@@ -3,27 +3,27 @@
 //! batch on the GPU (shaders/data.wgsl): u8 -> f32, normalised with the training set's
 //! mean and std, optionally augmented.
 
-use crate::gpu::Gpu;
-use crate::ops::Dispatch;
-use crate::pipelines::Kernel;
-use crate::rng::Rng;
-use crate::shaders::Shader;
-use crate::tensor::{DType, Tensor};
+use crate::runtime::gpu::Gpu;
+use crate::kernels::Dispatch;
+use crate::runtime::pipelines::Kernel;
+use crate::base::rng::Rng;
+use crate::runtime::shaders::Shader;
+use crate::runtime::tensor::{DType, Tensor};
 use crate::{Error, Result};
 
 const WG: u32 = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    batch: u32,
-    rows: u32,
-    cols: u32,
-    count: u32,
-    mean: f32,
-    inv_std: f32,
-    augment: u32,
-    seed: u32,
+pub(crate) struct Params {
+    pub(crate) batch: u32,
+    pub(crate) rows: u32,
+    pub(crate) cols: u32,
+    pub(crate) count: u32,
+    pub(crate) mean: f32,
+    pub(crate) inv_std: f32,
+    pub(crate) augment: u32,
+    pub(crate) seed: u32,
 }
 
 /// A whole split resident on the GPU, uploaded once, with the permutation that orders

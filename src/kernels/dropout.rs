@@ -4,21 +4,21 @@
 
 use super::elementwise::check_same;
 use super::Dispatch;
-use crate::gpu::Gpu;
-use crate::pipelines::Kernel;
-use crate::shaders::Shader;
-use crate::tensor::{DType, Tensor};
+use crate::runtime::gpu::Gpu;
+use crate::runtime::pipelines::Kernel;
+use crate::runtime::shaders::Shader;
+use crate::runtime::tensor::{DType, Tensor};
 use crate::{Error, Result};
 
 const WG: u32 = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    threshold: u32,
-    scale: f32,
-    seed: u32,
+pub(crate) struct Params {
+    pub(crate) n: u32,
+    pub(crate) threshold: u32,
+    pub(crate) scale: f32,
+    pub(crate) seed: u32,
 }
 
 /// Keep threshold for drop probability `p`: an element is kept iff its 32-bit hash is

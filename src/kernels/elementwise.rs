@@ -1,24 +1,24 @@
 //! ReLU, bias, scale-add and fill: one invocation per element (shaders/elementwise.wgsl).
 
 use super::Dispatch;
-use crate::gpu::Gpu;
-use crate::pipelines::Kernel;
-use crate::shaders::Shader;
-use crate::tensor::{DType, Tensor};
+use crate::runtime::gpu::Gpu;
+use crate::runtime::pipelines::Kernel;
+use crate::runtime::shaders::Shader;
+use crate::runtime::tensor::{DType, Tensor};
 use crate::{Error, Result};
 
 const WG: u32 = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    n: u32,
-    c: u32,
-    inner: u32,
-    _pad: u32,
-    alpha: f32,
-    beta: f32,
-    _pad1: [u32; 2],
+pub(crate) struct Params {
+    pub(crate) n: u32,
+    pub(crate) c: u32,
+    pub(crate) inner: u32,
+    pub(crate) _pad: u32,
+    pub(crate) alpha: f32,
+    pub(crate) beta: f32,
+    pub(crate) _pad1: [u32; 2],
 }
 
 /// Checks that every tensor is f32 with the element count of the first.

@@ -7,10 +7,10 @@
 
 use super::pool::MaxPoolRoute;
 use super::Dispatch;
-use crate::gpu::{Gpu, GpuInfo};
-use crate::pipelines::Kernel;
-use crate::shaders::Shader;
-use crate::tensor::{DType, Tensor};
+use crate::runtime::gpu::{Gpu, GpuInfo};
+use crate::runtime::pipelines::Kernel;
+use crate::runtime::shaders::Shader;
+use crate::runtime::tensor::{DType, Tensor};
 use crate::{Error, Result};
 
 /// Which kernel family and tile shape. Both families cover a BM x BN block of C per
@@ -195,29 +195,41 @@ impl Gemm {
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct Params {
-    pub m: u32,
-    pub n: u32,
-    pub k: u32,
-    pub flags: u32,
-    pub batch: u32,
-    pub cin: u32,
-    pub h: u32,
-    pub w: u32,
-    pub cout: u32,
-    pub r: u32,
-    pub s: u32,
-    pub stride: u32,
-    pub oh: u32,
-    pub ow: u32,
-    pub pad: u32,
+    pub(crate) m: u32,
+    pub(crate) n: u32,
+    pub(crate) k: u32,
+    pub(crate) flags: u32,
+    pub(crate) batch: u32,
+    pub(crate) cin: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) cout: u32,
+    pub(crate) r: u32,
+    pub(crate) s: u32,
+    pub(crate) stride: u32,
+    pub(crate) oh: u32,
+    pub(crate) ow: u32,
+    pub(crate) pad: u32,
     /// K range per z slice with split-K (0 otherwise)
-    pub k_chunk: u32,
+    pub(crate) k_chunk: u32,
     /// A routed max-pool (`launch_routed`): its input height and width, window (= stride),
     /// padding.
-    pub ph: u32,
-    pub pw: u32,
-    pub pk: u32,
-    pub ppad: u32,
+    pub(crate) ph: u32,
+    pub(crate) pw: u32,
+    pub(crate) pk: u32,
+    pub(crate) ppad: u32,
+}
+
+/// The epilogue's bits of the flag word: bit 0 accumulate, bit 1 ReLU, bits 2-3 the bias
+/// mode (`flags`). `splitk_sum` applies the same epilogue after its sum.
+pub(crate) const EPILOGUE_FLAGS: u32 = 0xf;
+/// flags bit 4, with [`BIAS_GRAD_FLAG`]: the bias gradient accumulates into db (+=).
+pub(crate) const BIAS_GRAD_ACCUMULATE_FLAG: u32 = 16;
+
+/// The bias-gradient bits of the flag word: none without a bias gradient, else
+/// [`BIAS_GRAD_FLAG`] and, when it adds into db, [`BIAS_GRAD_ACCUMULATE_FLAG`].
+pub(crate) fn bias_grad_flags(accumulate: Option<bool>) -> u32 {
+    accumulate.map_or(0, |acc| BIAS_GRAD_FLAG | if acc { BIAS_GRAD_ACCUMULATE_FLAG } else { 0 })
 }
 
 pub(crate) fn flags(accumulate: bool, relu: bool, bias: Bias) -> u32 {
@@ -357,7 +369,7 @@ pub(crate) fn launch_weight_grad(
         return launch_split_k(gpu, op, cfg, mode, trans, params, dy, b, None, dw, Some((db_t, db_acc)));
     }
     let mut out = launch_split_k(gpu, op, cfg, mode, trans, params, dy, b, None, dw, None)?;
-    out.push(crate::ops::reduce::bias_backward(gpu, &channels, db_t, db_acc)?);
+    out.push(crate::kernels::reduce::bias_backward(gpu, &channels, db_t, db_acc)?);
     Ok(out)
 }
 
@@ -399,7 +411,7 @@ pub(crate) fn launch_split_k(
     c: &Tensor,
     dbias: GradOut,
 ) -> Result<Vec<Dispatch>> {
-    let db_flags = dbias.map_or(0, |(_, acc)| BIAS_GRAD_FLAG | (acc as u32) << 4);
+    let db_flags = bias_grad_flags(dbias.map(|(_, acc)| acc));
     let Some((chunk, split)) = split_k_parts(gpu, cfg, mode, &params) else {
         let params = Params { flags: params.flags | db_flags, ..params };
         return Ok(vec![launch_impl(gpu, op, cfg, mode, trans, params, a, b, bias, c, 1, dbias.map(|(t, _)| t), None)?]);
@@ -409,13 +421,13 @@ pub(crate) fn launch_split_k(
     let part = Tensor::from_buffer(gpu.scratch(4 * len as u64)?, 0, &[len], DType::F32);
     let partial = Params { k_chunk: chunk, flags: db_flags & BIAS_GRAD_FLAG, ..params };
     let first = launch_impl(gpu, op, cfg, mode, trans, partial, a, b, None, &part, split, None, None)?;
-    let sum = crate::ops::reduce::splitk_sum(gpu, &part, split as usize, c, params.flags, params.n as usize, bias, dbias)?;
+    let sum = crate::kernels::reduce::splitk_sum(gpu, &part, split as usize, c, params.flags, params.n as usize, bias, dbias)?;
     Ok(vec![first, sum])
 }
 
 /// flags bit 5: the GEMM sums the bias gradient (the kernels through their BIAS_GRAD
 /// override, `splitk_sum` at run time; bit 4 says whether it accumulates into db).
-const BIAS_GRAD_FLAG: u32 = 32;
+pub(crate) const BIAS_GRAD_FLAG: u32 = 32;
 
 /// Scratch bytes of a split-K launch in `split` slices: the C slices, then room for the bias
 /// gradient's row sums per slice.

@@ -13,10 +13,10 @@ pub use super::gemm::GradOut;
 use super::gemm::{self, check_len, flags, gemm_routed, launch_weight_grad, routes_in_store, Bias, Gemm, GemmConfig, Params};
 use super::pool::MaxPoolRoute;
 use super::Dispatch;
-use crate::gpu::Gpu;
-use crate::pipelines::Kernel;
-use crate::shaders::Shader;
-use crate::tensor::Tensor;
+use crate::runtime::gpu::Gpu;
+use crate::runtime::pipelines::Kernel;
+use crate::runtime::shaders::Shader;
+use crate::runtime::tensor::Tensor;
 use crate::{Error, Result};
 
 /// Output features up to which a linear layer's forward runs as `linear_forward_small` and
@@ -37,16 +37,16 @@ pub struct Linear {
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct SmallParams {
-    rows: u32,
-    inp: u32,
-    out: u32,
-    flags: u32,
+pub(crate) struct SmallParams {
+    pub(crate) rows: u32,
+    pub(crate) inp: u32,
+    pub(crate) out: u32,
+    pub(crate) flags: u32,
     /// linear_backward_input_routed: the pool's output planes, window and padding.
-    ph: u32,
-    pw: u32,
-    pk: u32,
-    ppad: u32,
+    pub(crate) ph: u32,
+    pub(crate) pw: u32,
+    pub(crate) pk: u32,
+    pub(crate) ppad: u32,
 }
 
 /// The most input features a forward runs `linear_forward_small` with: each invocation's
@@ -178,7 +178,7 @@ fn routes_direct(gpu: &Gpu, cfg: &GemmConfig) -> bool {
 }
 
 /// Scratch bytes of `linear_backward_input_routed` with `cfg` for `c_len` elements of dy . W
-/// (as `conv2d::routed_scratch_bytes`): 0 where its own kernel or the GEMM's store routes,
+/// (as `conv::routed_scratch_bytes`): 0 where its own kernel or the GEMM's store routes,
 /// else the product the routed GEMM stores before the pool's backward.
 pub fn routed_scratch_bytes(gpu: &Gpu, cfg: &GemmConfig, c_len: usize) -> u64 {
     if routes_direct(gpu, cfg) { 0 } else { gemm::routed_scratch_bytes(cfg, c_len) }

@@ -10,27 +10,28 @@
 
 pub mod activation;
 pub mod batchnorm;
-pub mod conv2d;
-mod conv_direct;
-mod conv_shared;
-pub mod conv_geometry;
+pub mod conv;
+pub mod data;
 pub mod dropout;
 pub mod elementwise;
 pub mod gemm;
-pub mod im2col;
 pub mod linear;
 pub mod optim;
 pub mod pool;
 pub mod reduce;
 pub mod softmax;
 
+pub mod reference;
+#[cfg(test)]
+mod uniform_layout;
+
 use std::sync::Arc;
 
 use wgpu::util::DeviceExt;
 
-use crate::gpu::{Gpu, GpuBuffer};
-use crate::pipelines::Kernel;
-use crate::tensor::{DType, Tensor};
+use crate::runtime::gpu::{Gpu, GpuBuffer};
+use crate::runtime::pipelines::Kernel;
+use crate::runtime::tensor::{DType, Tensor};
 use crate::Result;
 
 /// One recorded kernel launch, ready to replay every step.

@@ -2,10 +2,10 @@
 //! each window for its backward, which gathers (no write races, overlapping windows fine).
 
 use super::Dispatch;
-use crate::gpu::Gpu;
-use crate::pipelines::Kernel;
-use crate::shaders::Shader;
-use crate::tensor::{DType, Tensor};
+use crate::runtime::gpu::Gpu;
+use crate::runtime::pipelines::Kernel;
+use crate::runtime::shaders::Shader;
+use crate::runtime::tensor::{DType, Tensor};
 use crate::{Error, Result};
 
 const WG: u32 = 256;
@@ -85,17 +85,17 @@ impl Pool2d {
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    planes: u32,
-    h: u32,
-    w: u32,
-    oh: u32,
-    ow: u32,
-    kh: u32,
-    kw: u32,
-    stride: u32,
-    pad: u32,
-    _pad: [u32; 3],
+pub(crate) struct Params {
+    pub(crate) planes: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) oh: u32,
+    pub(crate) ow: u32,
+    pub(crate) kh: u32,
+    pub(crate) kw: u32,
+    pub(crate) stride: u32,
+    pub(crate) pad: u32,
+    pub(crate) _pad: [u32; 3],
 }
 
 fn check(op: &str, what: &str, t: &Tensor, len: usize, dtype: DType) -> Result<()> {

@@ -1,20 +1,21 @@
 //! Channel sums (shaders/reduce.wgsl): the bias gradient of linear and conv layers.
 
 use super::elementwise::channel_view;
+use super::gemm::{bias_grad_flags, EPILOGUE_FLAGS};
 use super::Dispatch;
-use crate::gpu::Gpu;
-use crate::pipelines::Kernel;
-use crate::shaders::Shader;
-use crate::tensor::{DType, Tensor};
+use crate::runtime::gpu::Gpu;
+use crate::runtime::pipelines::Kernel;
+use crate::runtime::shaders::Shader;
+use crate::runtime::tensor::{DType, Tensor};
 use crate::{Error, Result};
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    outer: u32,
-    c: u32,
-    inner: u32,
-    accumulate: u32,
+pub(crate) struct Params {
+    pub(crate) outer: u32,
+    pub(crate) c: u32,
+    pub(crate) inner: u32,
+    pub(crate) accumulate: u32,
 }
 
 /// `db[c]` (+)= sum of dy over every axis but 1 (features of [N, F], channels of [N, C, H, W]).
@@ -53,7 +54,7 @@ pub fn splitk_sum(
             format!("{} partial values for {splits} slices of {n} ({cols} columns{})", part.len(), if tail > 0 { " and the bias gradient's row sums" } else { "" }),
         ));
     }
-    let flags = (flags & 0xf) | db.map_or(0, |(_, acc)| 32 | (acc as u32) << 4);
+    let flags = (flags & EPILOGUE_FLAGS) | bias_grad_flags(db.map(|(_, acc)| acc));
     let params = Params { outer: splits as u32, c: n as u32, inner: cols as u32, accumulate: flags };
     let tensors = [(3, Some(part)), (4, Some(out)), (5, bias), (6, db.map(|(t, _)| t))];
     Dispatch::with_dummies(gpu, &Kernel::new(Shader::Reduce, "splitk_sum"), &params, &tensors, gpu.grid_for(n + tail, 256))

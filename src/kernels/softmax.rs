@@ -4,21 +4,21 @@
 //! row (a partial last batch), which gets no loss, no gradient and is not counted.
 
 use super::Dispatch;
-use crate::gpu::Gpu;
-use crate::pipelines::Kernel;
-use crate::shaders::Shader;
-use crate::tensor::{DType, Tensor};
+use crate::runtime::gpu::Gpu;
+use crate::runtime::pipelines::Kernel;
+use crate::runtime::shaders::Shader;
+use crate::runtime::tensor::{DType, Tensor};
 use crate::{Error, Result};
 
 const WG: u32 = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    classes: u32,
-    scale: f32,
-    smoothing: f32,
+pub(crate) struct Params {
+    pub(crate) rows: u32,
+    pub(crate) classes: u32,
+    pub(crate) scale: f32,
+    pub(crate) smoothing: f32,
 }
 
 /// Words in a metrics buffer for `classes` classes: loss sum, correct, rows, unused, then

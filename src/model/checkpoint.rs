@@ -1,8 +1,8 @@
 //! Checkpoints as safetensors, named and laid out as PyTorch names the same model
 //! (`conv1.weight` `[16, 1, 5, 5]`, ..., `fc2.bias` `[10]`), with metadata: the model's name
-//! and description (`model_spec`, JSON of [`crate::nn::Model`]: any program rebuilds the
+//! and description (`model_spec`, JSON of [`crate::model::nn::Model`]: any program rebuilds the
 //! model from the file alone), normalisation mean/std, dataset, kiln version. Saving goes through
-//! [`crate::files::write_atomic`], so a failed save never leaves a half-written checkpoint,
+//! [`crate::base::files::write_atomic`], so a failed save never leaves a half-written checkpoint,
 //! and identical checkpoints are identical files (the header's keys are sorted). Loading
 //! refuses what no model could use: non-finite or non-positive normalisation, non-finite
 //! weights.
@@ -12,14 +12,12 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-use crate::nn::{Model, ModelKind};
+use crate::model::nn::{Model, ModelKind};
 use crate::{Error, Result};
 
-/// Tensors as (name, shape, values), in model order: the parameters, then the state
-/// (BatchNorm's running statistics and step count).
-pub type Params = Vec<(String, Vec<usize>, Vec<f32>)>;
+pub use crate::graph::NamedTensors;
 
-/// A trained model in a file: what [`crate::Classifier`], `predict`, `export` and PyTorch
+/// A trained model in a file: what `digits::classify::Classifier`, `predict`, `export` and PyTorch
 /// read.
 ///
 /// ```
@@ -46,12 +44,12 @@ pub struct Checkpoint {
     /// What it was trained on (`mnist`, `mnist10k`, `fashion`).
     pub dataset: String,
     /// The model's tensors with PyTorch's names: parameters, then state.
-    pub params: Params,
+    pub params: NamedTensors,
 }
 
 /// Writes f32 tensors and string metadata as a safetensors file (header keys sorted, so
 /// the same content gives the same bytes), atomically.
-pub fn write_tensors(path: &Path, tensors: &Params, meta: &[(&str, String)]) -> Result<()> {
+pub fn write_tensors(path: &Path, tensors: &NamedTensors, meta: &[(&str, String)]) -> Result<()> {
     let mut map = HashMap::new();
     for (k, v) in meta {
         map.insert(k.to_string(), v.clone());
@@ -73,12 +71,12 @@ pub fn write_tensors(path: &Path, tensors: &Params, meta: &[(&str, String)]) -> 
         .collect::<Result<Vec<_>>>()?;
     let bytes = safetensors::serialize(views, Some(map)).map_err(|e| Error::file(path, e))?;
     let bytes = sorted_header(bytes).map_err(|e| Error::file(path, e))?;
-    crate::files::write_atomic(path, &bytes)
+    crate::base::files::write_atomic(path, &bytes)
 }
 
 /// Reads a safetensors file of f32 tensors: its metadata and its tensors in file order.
 /// `what` names the kind of file in errors ("checkpoint", "training state").
-pub fn read_tensors(path: &Path, what: &str) -> Result<(HashMap<String, String>, Params)> {
+pub fn read_tensors(path: &Path, what: &str) -> Result<(HashMap<String, String>, NamedTensors)> {
     let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read the {what}: {e}")))?;
     let bad = |m: String| Error::file(path, format!("not a kiln {what}: {m}"));
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;

@@ -23,7 +23,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::graph::{Graph, Init, NodeId};
-pub use crate::ops::activation::Activation;
+pub use crate::kernels::activation::Activation;
 use crate::Result;
 
 /// A layer adds its nodes to a graph under a name prefix.
@@ -207,7 +207,7 @@ pub struct BatchNorm {
 
 impl Layer for BatchNorm {
     fn build(&self, g: &mut Graph, name: &str, x: NodeId) -> Result<NodeId> {
-        g.batch_norm(name, x, self.channels, crate::ops::batchnorm::MOMENTUM, crate::ops::batchnorm::EPS)
+        g.batch_norm(name, x, self.channels, crate::kernels::batchnorm::MOMENTUM, crate::kernels::batchnorm::EPS)
     }
 }
 

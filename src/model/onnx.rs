@@ -19,7 +19,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::checkpoint::{Checkpoint, Params};
+use crate::graph::NamedTensors;
+use crate::model::checkpoint::Checkpoint;
 use crate::graph::{Graph, NodeId, Op};
 use crate::{Error, Result};
 
@@ -234,7 +235,7 @@ pub struct Exported {
 /// model's `metadata_props`. The graph's batch size does not matter: the batch dimension
 /// is exported as the symbol [`BATCH_DIM`]. A node ONNX export does not cover (labels,
 /// loss) is an `Error::Unsupported` naming it.
-pub fn export(graph: &Graph, output: NodeId, params: &Params, metadata: &[(String, String)]) -> Result<Exported> {
+pub fn export(graph: &Graph, output: NodeId, params: &NamedTensors, metadata: &[(String, String)]) -> Result<Exported> {
     let given: HashMap<&str, (&[usize], &[f32])> = params.iter().map(|(n, s, d)| (n.as_str(), (s.as_slice(), d.as_slice()))).collect();
     let mut values = HashMap::new();
     for (_, name, shape) in graph.params() {

@@ -9,8 +9,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::pipelines::{Kernel, PipelineCache};
-use crate::shaders::Shader;
+use crate::runtime::pipelines::{Kernel, PipelineCache};
+use crate::runtime::shaders::Shader;
 use crate::{Error, Result};
 
 /// The WGSL of `shader`, labelled with its file name (validation errors name it).
@@ -153,7 +153,7 @@ impl Drop for GpuBuffer {
 }
 
 /// The device and queue kiln runs on, with the adapter's description, the pipeline cache
-/// and the traffic counters. Open it once and share it: tests use [`crate::testing::gpu`].
+/// and the traffic counters. Open it once and share it: tests use [`crate::runtime::testing::gpu`].
 ///
 /// ```
 /// let gpu = kiln::Gpu::new()?;

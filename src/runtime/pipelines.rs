@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::shaders::Shader;
+use crate::runtime::shaders::Shader;
 use crate::Result;
 
 /// A kernel: a shader's entry point specialised with override constants.

@@ -88,21 +88,21 @@ impl Shader {
     /// The WGSL text, embedded with `include_str!`.
     pub fn source(self) -> &'static str {
         match self {
-            Shader::Elementwise => include_str!("../shaders/elementwise.wgsl"),
-            Shader::Activation => include_str!("../shaders/activation.wgsl"),
-            Shader::Gemm => include_str!("../shaders/gemm.wgsl"),
-            Shader::GemmSubgroup => concat!(include_str!("../shaders/gemm.wgsl"), include_str!("../shaders/gemm_subgroup.wgsl")),
-            Shader::Im2col => include_str!("../shaders/im2col.wgsl"),
-            Shader::ConvDirect => include_str!("../shaders/conv_direct.wgsl"),
-            Shader::ConvShared => include_str!("../shaders/conv_shared.wgsl"),
-            Shader::Pool => include_str!("../shaders/pool.wgsl"),
-            Shader::Softmax => include_str!("../shaders/softmax.wgsl"),
-            Shader::Reduce => include_str!("../shaders/reduce.wgsl"),
-            Shader::Dropout => include_str!("../shaders/dropout.wgsl"),
-            Shader::Optim => include_str!("../shaders/optim.wgsl"),
-            Shader::Data => include_str!("../shaders/data.wgsl"),
-            Shader::Batchnorm => include_str!("../shaders/batchnorm.wgsl"),
-            Shader::Linear => include_str!("../shaders/linear.wgsl"),
+            Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
+            Shader::Activation => include_str!("../../shaders/activation.wgsl"),
+            Shader::Gemm => include_str!("../../shaders/gemm.wgsl"),
+            Shader::GemmSubgroup => concat!(include_str!("../../shaders/gemm.wgsl"), include_str!("../../shaders/gemm_subgroup.wgsl")),
+            Shader::Im2col => include_str!("../../shaders/im2col.wgsl"),
+            Shader::ConvDirect => include_str!("../../shaders/conv_direct.wgsl"),
+            Shader::ConvShared => include_str!("../../shaders/conv_shared.wgsl"),
+            Shader::Pool => include_str!("../../shaders/pool.wgsl"),
+            Shader::Softmax => include_str!("../../shaders/softmax.wgsl"),
+            Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
+            Shader::Dropout => concat!(include_str!("../../shaders/pcg.wgsl"), include_str!("../../shaders/dropout.wgsl")),
+            Shader::Optim => include_str!("../../shaders/optim.wgsl"),
+            Shader::Data => concat!(include_str!("../../shaders/pcg.wgsl"), include_str!("../../shaders/data.wgsl")),
+            Shader::Batchnorm => include_str!("../../shaders/batchnorm.wgsl"),
+            Shader::Linear => include_str!("../../shaders/linear.wgsl"),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::gpu::{Gpu, GpuBuffer};
+use crate::runtime::gpu::{Gpu, GpuBuffer};
 use crate::{Error, Result};
 
 /// Element type. `U8` is stored packed, four to a 32-bit word (WGSL has no u8), which
@@ -30,7 +30,7 @@ impl DType {
 
 /// A GPU-resident tensor: a range of a storage buffer, a shape (row-major, outermost first)
 /// and a [`DType`]. Cloning shares the buffer. Uploads are queued writes; readbacks
-/// (`to_f32`, `to_u32`, `to_u8`) wait for the GPU and count in [`crate::gpu::Counters`].
+/// (`to_f32`, `to_u32`, `to_u8`) wait for the GPU and count in [`crate::runtime::gpu::Counters`].
 ///
 /// ```
 /// let gpu = kiln::testing::gpu();
@@ -134,7 +134,7 @@ impl Tensor {
     /// Reads the tensor back (waits for the GPU; one counted readback). `Error::Unsupported`
     /// unless the dtype is `F32`.
     pub fn to_f32(&self, gpu: &Gpu) -> Result<Vec<f32>> {
-        crate::gpu::block_on(self.to_f32_async(gpu))
+        crate::runtime::gpu::block_on(self.to_f32_async(gpu))
     }
 
     /// [`Tensor::to_f32`] without blocking: what the browser awaits (see [`Gpu::read_bytes_async`]).
@@ -147,7 +147,7 @@ impl Tensor {
     /// Reads the tensor back (waits for the GPU; one counted readback). `Error::Unsupported`
     /// unless the dtype is `U32`.
     pub fn to_u32(&self, gpu: &Gpu) -> Result<Vec<u32>> {
-        crate::gpu::block_on(self.to_u32_async(gpu))
+        crate::runtime::gpu::block_on(self.to_u32_async(gpu))
     }
 
     /// [`Tensor::to_u32`] without blocking: what the browser awaits (see [`Gpu::read_bytes_async`]).

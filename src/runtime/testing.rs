@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use crate::gpu::Gpu;
+use crate::runtime::gpu::Gpu;
 
 /// `|gpu - cpu| <= abs + rel * |cpu|`
 #[derive(Clone, Copy, Debug)]
@@ -55,7 +55,7 @@ pub fn gpu() -> &'static Gpu {
     }
 }
 
-pub use crate::rng::Rng;
+pub use crate::base::rng::Rng;
 
 /// Compares `got` against `want`; on failure returns a report of the worst elements.
 pub fn compare(what: &str, got: &[f32], want: &[f32], tol: Tolerance) -> Result<(), String> {

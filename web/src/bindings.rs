@@ -16,7 +16,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use kiln::checkpoint::Checkpoint;
-use kiln::data::gpu::ResidentDataset;
+use kiln::kernels::data::ResidentDataset;
 use kiln::data::idx::{decode_bytes, parse_images, parse_labels};
 use kiln::explain::Explainer;
 use kiln::graph::{Executor, Mode};

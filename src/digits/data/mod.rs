@@ -11,7 +11,6 @@
 //! nothing here panics on bad input.
 
 pub mod download;
-pub mod gpu;
 pub mod idx;
 pub mod mnist;
 pub mod subset;
@@ -211,6 +210,12 @@ pub enum DataError {
         /// What is wrong, for a person to read.
         message: String,
     },
+}
+
+impl From<DataError> for crate::Error {
+    fn from(e: DataError) -> Self {
+        crate::Error::Data(Box::new(e))
+    }
 }
 
 impl DataError {

@@ -1,6 +1,6 @@
 //! Scarce labels: a class-balanced, seeded subset of a training split (`--train-limit`).
 
-use super::gpu::permutation;
+use crate::kernels::data::permutation;
 use super::mnist::Split;
 use crate::{Error, Result};
 

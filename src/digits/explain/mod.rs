@@ -15,12 +15,12 @@
 
 pub mod report;
 
-use crate::checkpoint::Checkpoint;
-use crate::classify::{node_named, CLASSES};
+use crate::model::checkpoint::Checkpoint;
+use crate::digits::classify::{node_named, CLASSES};
 use crate::graph::fold::fold_checkpoint;
 use crate::graph::{Executor, Graph, Mode, NodeId, Op};
-use crate::ops::gemm::GemmConfig;
-use crate::rng::Rng;
+use crate::kernels::gemm::GemmConfig;
+use crate::base::rng::Rng;
 use crate::{Classifier, Error, Gpu, Result};
 
 /// The feature maps of one layer for one image: [channels, height, width].
@@ -94,7 +94,7 @@ impl<'g> Explainer<'g> {
     /// Explains each image of `inputs` (normalised, one model input per image): for the
     /// predicted class, or for `classes[i]` when given.
     pub fn explain(&mut self, inputs: &[f32], classes: Option<&[usize]>) -> Result<Vec<Explanation>> {
-        crate::gpu::block_on(self.explain_async(inputs, classes))
+        crate::runtime::gpu::block_on(self.explain_async(inputs, classes))
     }
 
     /// [`Explainer::explain`] without blocking: what the web page awaits.
@@ -318,7 +318,7 @@ pub const DELETION_FRACTIONS: [f64; 3] = [0.05, 0.10, 0.20];
 /// The explain report of `checkpoint` on `split` (the application behind the `explain`
 /// example): classifies every image, explains the first `count`, runs the deletion test
 /// on the first `deletion_images`, and writes the page into `dir`.
-pub fn explain_split(gpu: &Gpu, checkpoint: Checkpoint, split: &crate::data::mnist::Split, count: usize, deletion_images: usize, dir: &std::path::Path, title: &str) -> Result<Summary> {
+pub fn explain_split(gpu: &Gpu, checkpoint: Checkpoint, split: &crate::digits::data::mnist::Split, count: usize, deletion_images: usize, dir: &std::path::Path, title: &str) -> Result<Summary> {
     let n = split.len();
     for (flag, v) in [("--count", count), ("--deletion-images", deletion_images)] {
         if v == 0 || v > n {
@@ -333,9 +333,9 @@ pub fn explain_split(gpu: &Gpu, checkpoint: Checkpoint, split: &crate::data::mni
         ));
     }
     let (mean, std) = (checkpoint.mean, checkpoint.std);
-    let inputs = crate::predict::normalise(&split.images.pixels, mean, std);
+    let inputs = crate::digits::predict::normalise(&split.images.pixels, mean, std);
     let per = h * w;
-    let mut classifier = Classifier::new(gpu, checkpoint.clone(), crate::classify::DEFAULT_BATCH)?;
+    let mut classifier = Classifier::new(gpu, checkpoint.clone(), crate::digits::classify::DEFAULT_BATCH)?;
     let probs = classifier.classify_tensor(&inputs)?;
     let predicted: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
     let mut explainer = Explainer::new(gpu, checkpoint, 64)?;

@@ -8,9 +8,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use super::{Deletion, Explanation};
-use crate::classify::CLASSES;
-use crate::evaluate::Confusion;
-use crate::files::{write_atomic, write_png};
+use crate::digits::classify::CLASSES;
+use crate::digits::evaluate::Confusion;
+use crate::base::files::{write_atomic, write_png};
 use crate::{Error, Result};
 
 /// Digits in the misclassified gallery at most.

@@ -17,36 +17,36 @@
 //! output is one sequential sum over (c, r, s) in a fixed order: the results are the same
 //! run to run.
 
-use super::conv_geometry::Conv2d;
-use super::gemm::{Family, GemmConfig};
-use super::pool::MaxPoolRoute;
-use super::Dispatch;
-use crate::gpu::Gpu;
-use crate::pipelines::Kernel;
-use crate::shaders::Shader;
-use crate::tensor::Tensor;
+use super::geometry::Conv2d;
+use crate::kernels::gemm::{Family, GemmConfig};
+use crate::kernels::pool::MaxPoolRoute;
+use crate::kernels::Dispatch;
+use crate::runtime::gpu::Gpu;
+use crate::runtime::pipelines::Kernel;
+use crate::runtime::shaders::Shader;
+use crate::runtime::tensor::Tensor;
 use crate::{Error, Result};
 
 /// The uniform of shaders/conv_direct.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct DirectParams {
-    batch: u32,
-    cin: u32,
-    h: u32,
-    w: u32,
-    cout: u32,
-    oh: u32,
-    ow: u32,
+pub(crate) struct DirectParams {
+    pub(crate) batch: u32,
+    pub(crate) cin: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) cout: u32,
+    pub(crate) oh: u32,
+    pub(crate) ow: u32,
     // 1: bias, 2: ReLU, 4: the route's ReLU mask
-    flags: u32,
-    pad_y: u32,
-    pad_x: u32,
-    ph: u32,
-    pw: u32,
-    pk: u32,
-    ppad: u32,
-    _pad: [u32; 2],
+    pub(crate) flags: u32,
+    pub(crate) pad_y: u32,
+    pub(crate) pad_x: u32,
+    pub(crate) ph: u32,
+    pub(crate) pw: u32,
+    pub(crate) pk: u32,
+    pub(crate) ppad: u32,
+    pub(crate) _pad: [u32; 2],
 }
 
 const WG: u32 = 64;

@@ -1,7 +1,7 @@
 //! The geometry of a 2-D convolution, shared by the convolution passes (ops/conv2d.rs)
 //! and the im2col staging (ops/im2col.rs), so neither imports the other's internals.
 
-use super::gemm::Params;
+use crate::kernels::gemm::Params;
 use crate::{Error, Result};
 
 /// Convolution geometry: x [N, C, H, W], weight [K, C, R, S], y [N, K, OH, OW] with

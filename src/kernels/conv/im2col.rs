@@ -19,41 +19,41 @@
 //! pass (`backward_weight_from_columns`: no second im2col); the padded weight copy is
 //! op-owned (`Tensor::empty`).
 
-use super::conv_geometry::Conv2d;
-use super::gemm::{launch, launch_weight_grad, vec4_fits, GemmConfig, GradOut, Params};
-use super::pool::MaxPoolRoute;
-use super::Dispatch;
-use crate::gpu::Gpu;
-use crate::pipelines::Kernel;
-use crate::shaders::Shader;
-use crate::tensor::{DType, Tensor};
+use super::geometry::Conv2d;
+use crate::kernels::gemm::{launch, launch_weight_grad, vec4_fits, GemmConfig, GradOut, Params};
+use crate::kernels::pool::MaxPoolRoute;
+use crate::kernels::Dispatch;
+use crate::runtime::gpu::Gpu;
+use crate::runtime::pipelines::Kernel;
+use crate::runtime::shaders::Shader;
+use crate::runtime::tensor::{DType, Tensor};
 use crate::Result;
 
 /// The uniform of shaders/im2col.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct ColParams {
-    batch: u32,
-    cin: u32,
-    h: u32,
-    w: u32,
-    r: u32,
-    s: u32,
-    stride: u32,
-    pad: u32,
-    oh: u32,
-    ow: u32,
-    rows: u32,
-    cols: u32,
-    rows_out: u32,
-    cout: u32,
+pub(crate) struct ColParams {
+    pub(crate) batch: u32,
+    pub(crate) cin: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) r: u32,
+    pub(crate) s: u32,
+    pub(crate) stride: u32,
+    pub(crate) pad: u32,
+    pub(crate) oh: u32,
+    pub(crate) ow: u32,
+    pub(crate) rows: u32,
+    pub(crate) cols: u32,
+    pub(crate) rows_out: u32,
+    pub(crate) cout: u32,
     // col2im_max_pool_backward: the pool's input, window (= stride), padding; 1 = ReLU mask
-    ph: u32,
-    pw: u32,
-    pk: u32,
-    ppad: u32,
-    relu: u32,
-    _pad: [u32; 3],
+    pub(crate) ph: u32,
+    pub(crate) pw: u32,
+    pub(crate) pk: u32,
+    pub(crate) ppad: u32,
+    pub(crate) relu: u32,
+    pub(crate) _pad: [u32; 3],
 }
 
 const WG: u32 = 64;

@@ -12,14 +12,20 @@
 //! Dimensions: batch N, input channels C, H x W input, K output channels, R x S kernel,
 //! OH x OW output, one stride and one zero padding for both axes (dilation 1, groups 1).
 
-pub use super::conv_geometry::Conv2d;
-use super::{conv_direct, conv_shared, gemm};
-use super::gemm::{check_len, flags, launch, launch_routed, launch_weight_grad, split_k_parts, split_k_scratch_bytes, Bias, Family, GemmConfig, GradOut, Params};
-use super::im2col;
-use super::pool::{max_pool2d_forward, MaxPoolOut, MaxPoolRoute};
-use super::Dispatch;
-use crate::gpu::Gpu;
-use crate::tensor::Tensor;
+pub mod direct;
+pub mod geometry;
+pub mod im2col;
+pub mod shared;
+
+pub use geometry::Conv2d;
+use direct as conv_direct;
+use shared as conv_shared;
+use crate::kernels::gemm;
+use crate::kernels::gemm::{check_len, flags, launch, launch_routed, launch_weight_grad, split_k_parts, split_k_scratch_bytes, Bias, Family, GemmConfig, GradOut, Params};
+use crate::kernels::pool::{max_pool2d_forward, MaxPoolOut, MaxPoolRoute};
+use crate::kernels::Dispatch;
+use crate::runtime::gpu::Gpu;
+use crate::runtime::tensor::Tensor;
 use crate::{Error, Result};
 
 /// y = conv(x, w) (+ bias per output channel) (ReLU).

@@ -19,40 +19,40 @@
 //! `KILN_DIRECT_CONV=unfused` runs the pools apart (`max_pool2d_forward`, and the dX into the
 //! scratch region, then `max_pool2d_backward(_relu)`).
 
-use super::conv_geometry::{Conv2d, DirectPass};
-use super::gemm::{Family, GemmConfig, GradOut};
-use super::pool::{MaxPoolOut, MaxPoolRoute, Pool2d};
-use super::Dispatch;
-use crate::gpu::Gpu;
-use crate::pipelines::Kernel;
-use crate::shaders::Shader;
-use crate::tensor::{DType, Tensor};
+use super::geometry::{Conv2d, DirectPass};
+use crate::kernels::gemm::{Family, GemmConfig, GradOut};
+use crate::kernels::pool::{MaxPoolOut, MaxPoolRoute, Pool2d};
+use crate::kernels::Dispatch;
+use crate::runtime::gpu::Gpu;
+use crate::runtime::pipelines::Kernel;
+use crate::runtime::shaders::Shader;
+use crate::runtime::tensor::{DType, Tensor};
 use crate::{Error, Result};
 
 /// The uniform of shaders/conv_shared.wgsl (every entry point).
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-struct ConvSharedParams {
-    batch: u32,
-    cin: u32,
-    h: u32,
-    w: u32,
-    cout: u32,
-    oh: u32,
-    ow: u32,
-    r: u32,
-    s: u32,
-    stride: u32,
-    pad_y: u32,
-    pad_x: u32,
-    band: u32,
-    pitch: u32,
-    count: u32,
-    flags: u32,
-    slices: u32,
-    pool: u32,
-    pool_pad: u32,
-    _pad: u32,
+pub(crate) struct ConvSharedParams {
+    pub(crate) batch: u32,
+    pub(crate) cin: u32,
+    pub(crate) h: u32,
+    pub(crate) w: u32,
+    pub(crate) cout: u32,
+    pub(crate) oh: u32,
+    pub(crate) ow: u32,
+    pub(crate) r: u32,
+    pub(crate) s: u32,
+    pub(crate) stride: u32,
+    pub(crate) pad_y: u32,
+    pub(crate) pad_x: u32,
+    pub(crate) band: u32,
+    pub(crate) pitch: u32,
+    pub(crate) count: u32,
+    pub(crate) flags: u32,
+    pub(crate) slices: u32,
+    pub(crate) pool: u32,
+    pub(crate) pool_pad: u32,
+    pub(crate) _pad: u32,
 }
 
 /// conv_shared's staged input in floats and weights in vec4s (the shader's XS, WS).
@@ -238,7 +238,7 @@ pub(crate) fn backward_input(gpu: &Gpu, c: &Conv2d, w: &Tensor, dy: &Tensor, dx:
         None => Ok(vec![conv_dispatch(gpu, c, true, 0, Epilogue::Store, &tensors(dx))?]),
         Some(r) if gpu.fused_pools => Ok(vec![conv_dispatch(gpu, c, true, 0, Epilogue::Route(r), &tensors(dx))?]),
         Some(r) => {
-            // the product in the scratch region (the executor plans it: conv2d::routed_scratch_bytes)
+            // the product in the scratch region (the executor plans it: conv::routed_scratch_bytes)
             let product = Tensor::from_buffer(gpu.scratch(4 * c.x_len() as u64)?, 0, &[c.x_len()], DType::F32);
             let conv = conv_dispatch(gpu, c, true, 0, Epilogue::Store, &tensors(&product))?;
             Ok(vec![conv, r.backward(gpu, &product, dx)?])

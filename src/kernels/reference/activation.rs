@@ -2,7 +2,7 @@
 //! overflow-free) and an erf accurate to ~1e-15, so the GPU's f32 approximations are
 //! measured against the function itself, not against another approximation.
 
-use crate::ops::activation::Activation;
+use crate::kernels::activation::Activation;
 
 /// erfc(z) for z >= 0 in f64: the positive-term series
 /// erf z = 2/sqrt(pi) e^(-z^2) sum_n (2z^2)^n z / (1*3*...*(2n+1)) below z = 3 (erfc = 1 - erf

@@ -2,7 +2,7 @@
 //! statistics. x is seen as [N, C, INNER]; channel c's statistics run over the
 //! M = N * INNER values x[n, c, i].
 
-use crate::ops::batchnorm::BatchNorm;
+use crate::kernels::batchnorm::BatchNorm;
 
 /// What the train-mode forward produces: the output, the saved statistics for the
 /// backward (mean and 1/sqrt(var + eps), biased variance), and the updated running

@@ -1,7 +1,7 @@
 //! Reference convolution: the direct 7-loop form, f64 accumulation. Shapes as in
 //! ops/conv2d.rs (NCHW, KCRS).
 
-use crate::ops::conv2d::Conv2d;
+use crate::kernels::conv::Conv2d;
 
 /// x[b, c, iy, ix] for padded coordinates, None in the padding.
 fn at(c: &Conv2d, oy: usize, r: usize, ox: usize, s: usize) -> Option<(usize, usize)> {

@@ -1,8 +1,8 @@
 //! Reference dropout with the kernel's mask (ops::dropout::keep).
 
-use crate::ops::dropout::keep;
+use crate::kernels::dropout::keep;
 
-/// y = x/(1 − p) where the kernel's mask ([`crate::ops::dropout::keep`]) keeps element i
+/// y = x/(1 − p) where the kernel's mask ([`crate::kernels::dropout::keep`]) keeps element i
 /// at (seed, step), else 0.
 pub fn dropout_forward(x: &[f32], p: f32, seed: u32, step: u32) -> Vec<f32> {
     let scale = 1.0 / (1.0 - p as f64);

@@ -1,6 +1,6 @@
 //! Reference optimizer steps in f64 (state kept in f32 like the kernels).
 
-use crate::ops::optim::{Optimizer, Rule};
+use crate::kernels::optim::{Optimizer, Rule};
 
 /// One step: updates `w`, `m1`, `m2` in place. `t` is the number of steps already taken.
 pub fn optimizer_step(opt: &Optimizer, t: u32, grad: &[f32], w: &mut [f32], m1: &mut [f32], m2: &mut [f32]) {

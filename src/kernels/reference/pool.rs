@@ -1,6 +1,6 @@
 //! Reference pooling: the obvious loops. Ties go to the first maximum in window order.
 
-use crate::ops::pool::{GlobalPool2d, Pool2d};
+use crate::kernels::pool::{GlobalPool2d, Pool2d};
 
 fn windows(p: &Pool2d, mut f: impl FnMut(usize, usize, &[usize])) {
     let (oh, ow) = (p.oh(), p.ow());

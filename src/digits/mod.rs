@@ -1,0 +1,16 @@
+//! The digit application on top of the engine: datasets ([`data`]), the training loop
+//! ([`train`]), image preparation ([`predict`], [`morphology`]), inference in bounded batches
+//! ([`classify::Classifier`]), scores ([`evaluate`]), the frozen test sets ([`digit_sets`]),
+//! saliency reports ([`explain`]) and plots ([`plot`]).
+
+pub mod classify;
+pub mod data;
+pub mod digit_sets;
+pub mod evaluate;
+pub mod explain;
+pub mod morphology;
+// Native only: plotters' fonts.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod plot;
+pub mod predict;
+pub mod train;
