@@ -9,7 +9,9 @@ pub mod autotune;
 pub mod cpu;
 pub mod exec;
 pub mod fold;
+pub mod fuse;
 pub mod lower;
+pub mod plan;
 pub mod planner;
 pub mod profile;
 
