@@ -78,3 +78,29 @@ fn every_shader_compiles_on_this_device() {
         assert_eq!(report.skipped.contains(&s.file_name()), s.uses_subgroups() && !subgroups, "{}", s.file_name());
     }
 }
+
+/// Every file under shaders/ is part of some module, and a joined module's lines map back to
+/// the file and line they came from.
+#[test]
+fn every_wgsl_file_is_in_a_module_and_joined_lines_map_back() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".wgsl") {
+            assert!(Shader::ALL.iter().any(|s| s.files().iter().any(|(f, _)| *f == name)), "shaders/{name} is in no Shader's files");
+        }
+    }
+    for shader in Shader::ALL {
+        let source = shader.source();
+        assert_eq!(source, shader.files().iter().map(|(_, t)| *t).collect::<String>(), "{}", shader.file_name());
+        let lines: Vec<&str> = source.lines().collect();
+        let mut at = 1;
+        for (file, text) in shader.files() {
+            for (i, line) in text.lines().enumerate() {
+                assert_eq!(shader.locate(at), (*file, i as u32 + 1), "{} line {at}", shader.file_name());
+                assert_eq!(lines[at as usize - 1], line);
+                at += 1;
+            }
+        }
+    }
+}

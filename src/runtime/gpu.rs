@@ -399,8 +399,14 @@ impl Gpu {
             let module = self.device.create_shader_module(module_descriptor(shader));
             let info = module.get_compilation_info().await;
             for m in info.messages.iter().filter(|m| m.message_type == wgpu::CompilationMessageType::Error) {
-                let at = m.location.map(|l| format!("{}:{}", l.line_number, l.line_position)).unwrap_or_default();
-                report.errors.push(format!("{}:{at}: {}", shader.file_name(), m.message));
+                let at = match m.location {
+                    Some(l) => {
+                        let (file, line) = shader.locate(l.line_number);
+                        format!("{file}:{line}:{}", l.line_position)
+                    }
+                    None => shader.file_name().to_string(),
+                };
+                report.errors.push(format!("{at}: {}", m.message));
             }
             if let Some(e) = scope.pop().await {
                 report.errors.push(format!("{}: {e}", shader.file_name()));

@@ -58,7 +58,7 @@ impl Shader {
         Shader::Linear,
     ];
 
-    /// The file's name under `shaders/`, also the module's label in validation errors.
+    /// The module's label (its main file under `shaders/`), in validation errors and reports.
     pub fn file_name(self) -> &'static str {
         match self {
             Shader::Elementwise => "elementwise.wgsl",
@@ -85,24 +85,53 @@ impl Shader {
         matches!(self, Shader::GemmSubgroup | Shader::ConvDirect)
     }
 
-    /// The WGSL text, embedded with `include_str!`.
-    pub fn source(self) -> &'static str {
-        match self {
-            Shader::Elementwise => include_str!("../../shaders/elementwise.wgsl"),
-            Shader::Activation => include_str!("../../shaders/activation.wgsl"),
-            Shader::Gemm => include_str!("../../shaders/gemm.wgsl"),
-            Shader::GemmSubgroup => concat!(include_str!("../../shaders/gemm.wgsl"), include_str!("../../shaders/gemm_subgroup.wgsl")),
-            Shader::Im2col => include_str!("../../shaders/im2col.wgsl"),
-            Shader::ConvDirect => include_str!("../../shaders/conv_direct.wgsl"),
-            Shader::ConvShared => include_str!("../../shaders/conv_shared.wgsl"),
-            Shader::Pool => include_str!("../../shaders/pool.wgsl"),
-            Shader::Softmax => include_str!("../../shaders/softmax.wgsl"),
-            Shader::Reduce => include_str!("../../shaders/reduce.wgsl"),
-            Shader::Dropout => concat!(include_str!("../../shaders/pcg.wgsl"), include_str!("../../shaders/dropout.wgsl")),
-            Shader::Optim => include_str!("../../shaders/optim.wgsl"),
-            Shader::Data => concat!(include_str!("../../shaders/pcg.wgsl"), include_str!("../../shaders/data.wgsl")),
-            Shader::Batchnorm => include_str!("../../shaders/batchnorm.wgsl"),
-            Shader::Linear => include_str!("../../shaders/linear.wgsl"),
+    /// The files under `shaders/` this module joins, in order, each with its text: most
+    /// modules are one file; a kernel family's files follow the file of what they share
+    /// (`gemm.wgsl`'s gathers and stores, `pcg.wgsl`'s hash), so each file stays one topic.
+    pub fn files(self) -> &'static [(&'static str, &'static str)] {
+        macro_rules! wgsl {
+            ($($file:literal),+) => { &[$(($file, include_str!(concat!("../../shaders/", $file)))),+] };
         }
+        match self {
+            Shader::Elementwise => wgsl!("elementwise.wgsl"),
+            Shader::Activation => wgsl!("activation.wgsl"),
+            Shader::Gemm => wgsl!("gemm.wgsl", "gemm_tiled.wgsl", "gemm_regblock.wgsl", "gemm_vec4.wgsl"),
+            Shader::GemmSubgroup => wgsl!("gemm.wgsl", "gemm_tiled.wgsl", "gemm_regblock.wgsl", "gemm_vec4.wgsl", "gemm_subgroup.wgsl"),
+            Shader::Im2col => wgsl!("im2col.wgsl"),
+            Shader::ConvDirect => wgsl!("conv_direct.wgsl"),
+            Shader::ConvShared => wgsl!("conv_shared.wgsl", "conv_shared_weight.wgsl"),
+            Shader::Pool => wgsl!("pool.wgsl"),
+            Shader::Softmax => wgsl!("softmax.wgsl"),
+            Shader::Reduce => wgsl!("reduce.wgsl"),
+            Shader::Dropout => wgsl!("pcg.wgsl", "dropout.wgsl"),
+            Shader::Optim => wgsl!("optim.wgsl"),
+            Shader::Data => wgsl!("pcg.wgsl", "data.wgsl"),
+            Shader::Batchnorm => wgsl!("batchnorm.wgsl"),
+            Shader::Linear => wgsl!("linear.wgsl"),
+        }
+    }
+
+    /// The module's WGSL text: its [`files`](Self::files) joined (once per process).
+    pub fn source(self) -> &'static str {
+        static JOINED: [std::sync::OnceLock<String>; Shader::ALL.len()] = [const { std::sync::OnceLock::new() }; Shader::ALL.len()];
+        match self.files() {
+            [(_, text)] => text,
+            files => JOINED[self as usize].get_or_init(|| files.iter().map(|(_, text)| *text).collect()),
+        }
+    }
+
+    /// The file and the line in it (1-based) of line `line` of [`source`](Self::source), for
+    /// compiler messages about a joined module.
+    pub fn locate(self, line: u32) -> (&'static str, u32) {
+        let mut first = 1;
+        for (file, text) in self.files() {
+            let lines = text.matches('\n').count() as u32;
+            if line < first + lines {
+                return (file, line + 1 - first);
+            }
+            first += lines;
+        }
+        let (file, _) = self.files()[self.files().len() - 1];
+        (file, line + 1 - first)
     }
 }
