@@ -30,20 +30,10 @@ fn mnist10k() -> &'static Dataset {
     DATA_SET.get_or_init(|| Dataset::load(DatasetKind::Mnist10k, Some(Path::new(DATA))).expect("MNIST test files in ../shared/data/mnist"))
 }
 
-/// An MLP trained for one epoch on mnist10k, once for all the tests of this file.
+/// The MLP trained for one epoch on mnist10k ([`common::trained`]).
 fn trained_model() -> &'static Path {
     static MODEL: OnceLock<PathBuf> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let path = scratch("model").join("mlp.safetensors");
-        let out = Command::new(example("train_mnist"))
-            .args(["--dataset", "mnist10k", "--data-dir", DATA, "--model", "mlp", "--epochs", "1", "--quiet", "--save"])
-            .arg(&path)
-            .env("KILN_AUTOTUNE", "off")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        path
-    })
+    MODEL.get_or_init(|| common::trained("mlp"))
 }
 
 fn evaluate(args: &[&str]) -> (i32, String, String) {

@@ -3,7 +3,7 @@
 //! checked in tests/input_gradient.rs.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use kiln::explain::{grad_cam, resize_bilinear};
@@ -20,14 +20,6 @@ fn run(name: &str, args: &[&str]) -> Output {
     out
 }
 
-/// A model trained for one epoch on mnist10k (the MLP reaches ~93%, the CNN ~96%).
-fn trained(dir: &Path, model: &str) -> PathBuf {
-    let ck = dir.join(format!("{model}.safetensors"));
-    let out = run("train_mnist", &["--data-dir", DATA, "--dataset", "mnist10k", "--model", model, "--epochs", "1", "--quiet", "--save", ck.to_str().unwrap()]);
-    assert!(out.status.success(), "training {model}: {}", String::from_utf8_lossy(&out.stderr));
-    ck
-}
-
 fn explain(ck: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["--model", ck.to_str().unwrap(), "--dataset", "mnist10k", "--data-dir", DATA, "--out", out.to_str().unwrap()];
     args.extend(extra);
@@ -38,7 +30,7 @@ fn explain(ck: &Path, out: &Path, extra: &[&str]) -> Output {
 fn the_report_is_written_for_the_cnn_and_the_mlp_and_the_saliency_is_faithful() {
     let dir = common::scratch("explain", "report");
     for model in ["cnn", "mlp"] {
-        let ck = trained(&dir, model);
+        let ck = common::trained(model);
         let out_dir = dir.join(format!("{model}-report"));
         let out = explain(&ck, &out_dir, &["--count", "4", "--json"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -95,7 +87,7 @@ fn bad_input_exits_2_with_a_message() {
         assert!(err.contains(needle), "{args:?}: '{needle}' not in {err}");
     }
     // too many digits for the split: checked once the split is known
-    let ck = trained(&dir, "mlp");
+    let ck = common::trained("mlp");
     let out = explain(&ck, &dir.join("r"), &["--count", "2001"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
