@@ -2,7 +2,7 @@
 //!
 //! Run: `cargo +nightly fuzz run idx fuzz/corpus/idx` from the crate root (seed corpus
 //! written by `fuzz/make_corpus.py`). The same body runs as a seeded mutation loop in
-//! `tests/data_idx.rs` (`fuzz_corpus_mutations_never_panic`) on stable.
+//! `tests/layer_digits/data_idx.rs` (`fuzz_corpus_mutations_never_panic`) on stable.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -2,7 +2,7 @@
 //! test digits (the last 2,000 of the test set: mnist10k's evaluation part, which no
 //! kiln model trains on), deterministically: the same generator and seed give the same
 //! pixels on every machine, and [`FROZEN`] records each set's checksum so that a changed
-//! generator is noticed (tests/evaluate.rs).
+//! generator is noticed (tests/layer_digits/evaluate.rs).
 //!
 //! - `plain`: the digits as they are (28x28, white on black): the control.
 //! - `thick`: strokes dilated as if written with a marker (at 3x, disc radius 3-4, back to 28x28).

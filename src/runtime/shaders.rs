@@ -1,5 +1,5 @@
 //! The WGSL sources, embedded at build time behind one enum. Every source is parsed,
-//! validated and translated to SPIR-V, MSL and HLSL by `tests/shaders.rs` (no GPU needed).
+//! validated and translated to SPIR-V, MSL and HLSL by `tests/layer_kernels/shaders.rs` (no GPU needed).
 
 /// One embedded WGSL file: each op family's forward and backward entry points side by
 /// side. [`Shader::source`] is the text, [`Shader::file_name`] its name under `shaders/`.
@@ -39,7 +39,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    /// Every shader, in file order (what `tests/shaders.rs` validates).
+    /// Every shader, in file order (what `tests/layer_kernels/shaders.rs` validates).
     pub const ALL: [Shader; 15] = [
         Shader::Elementwise,
         Shader::Activation,

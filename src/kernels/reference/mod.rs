@@ -1,6 +1,6 @@
 //! CPU references: the spec every kernel is tested against. Same names as the kernels,
 //! f64 accumulation, numerically stable formulations. Each backward here is itself checked
-//! against central finite differences (tests/cpu_gradients.rs).
+//! against central finite differences (tests/layer_kernels/cpu_gradients.rs).
 
 pub mod activation;
 pub mod batchnorm;

@@ -12,8 +12,8 @@ use image::{GrayImage, Luma, Rgba, RgbaImage};
 use kiln::checkpoint::Checkpoint;
 use kiln::nn::ModelKind;
 
-mod common;
-use common::example;
+use crate::common;
+use crate::common::example;
 
 fn scratch(name: &str) -> PathBuf {
     common::scratch("hardening", name)

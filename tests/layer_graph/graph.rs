@@ -9,8 +9,7 @@ use kiln::ops::gemm::GemmConfig;
 use kiln::ops::optim::{Optimizer, Schedule};
 use kiln::testing::{assert_close, gpu, Rng, BATCH_NORM, FINITE_DIFF, TRAINING};
 
-mod common;
-use common::{new_layers_graph, shared_graph, small_cnn, small_mlp, wide_cnn, BATCH};
+use crate::common::{new_layers_graph, shared_graph, small_cnn, small_mlp, wide_cnn, BATCH};
 
 fn batches(steps: usize, pixels: usize, classes: u32, seed: u64) -> Vec<(Vec<f32>, Vec<u32>)> {
     let mut rng = Rng::new(seed);
@@ -69,9 +68,11 @@ fn a_cnn_wide_enough_for_the_direct_convolutions_trains_like_the_cpu_reference()
 /// apart again: the two CNN tests above, in a child process of this test binary with it set.
 #[test]
 fn the_pools_apart_train_like_the_cpu_reference_too() {
+    // the tests' names in this binary: this module's path without the crate's name
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
     let tests = ["cnn_trains_like_the_cpu_reference", "a_cnn_wide_enough_for_the_direct_convolutions_trains_like_the_cpu_reference"];
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(tests)
+        .args(tests.map(|t| format!("{module}::{t}")))
         .args(["--exact", "--test-threads=1"])
         .env("KILN_DIRECT_CONV", "unfused")
         .output()

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use kiln::checkpoint::Checkpoint;
 use kiln::nn::{Conv2d, Flatten, Linear, MaxPool2d, Model, ModelKind, ReLU, Residual, Sequential};
 
-mod common;
-use common::example;
+use crate::common;
+use crate::common::example;
 
 fn scratch(name: &str) -> PathBuf {
     common::scratch("model_api", name)

@@ -9,8 +9,8 @@ use kiln::nn::{BatchNorm, Conv2d, Layer};
 use kiln::ops::gemm::GemmConfig;
 use kiln::testing::{assert_close, gpu, Rng, FINITE_DIFF, REDUCTION};
 
-mod common;
-use common::{new_layers_graph, shared_graph, small_cnn, small_mlp};
+use crate::common;
+use crate::common::{new_layers_graph, shared_graph, small_cnn, small_mlp};
 
 /// The logits: the first input of the loss node.
 fn logits(graph: &Graph) -> NodeId {

@@ -9,8 +9,7 @@ use kiln::testing::{gpu, Rng};
 use kiln::{DType, Tensor};
 use std::sync::atomic::Ordering;
 
-mod common;
-use common::{small_mlp, BATCH};
+use crate::common::{small_mlp, BATCH};
 
 #[test]
 fn a_training_step_is_one_submit_with_no_readback() {

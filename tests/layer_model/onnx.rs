@@ -12,8 +12,7 @@ use kiln::onnx::{export, export_checkpoint, Message};
 use kiln::rng::Rng;
 use kiln::Error;
 
-mod common;
-use common::example;
+use crate::common::example;
 
 /// A decoded field: a varint or a length-delimited payload.
 #[derive(Clone, Debug, PartialEq)]

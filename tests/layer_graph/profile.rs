@@ -8,7 +8,7 @@ use kiln::ops::gemm::GemmConfig;
 use kiln::ops::optim::Optimizer;
 use kiln::testing::{gpu, Rng};
 
-mod common;
+use crate::common;
 
 #[test]
 fn the_profile_covers_every_dispatch_with_real_flop_counts() {

@@ -16,8 +16,8 @@ use kiln::evaluate::{parse_labels, Confusion, Noise};
 use kiln::nn::{Flatten, Linear, Model, ModelKind, Sequential};
 use kiln::ops::softmax::Metrics;
 
-mod common;
-use common::example;
+use crate::common;
+use crate::common::example;
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist");
 

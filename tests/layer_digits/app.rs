@@ -7,8 +7,8 @@ use std::process::Command;
 use kiln::checkpoint::Checkpoint;
 use kiln::nn::ModelKind;
 
-mod common;
-use common::example;
+use crate::common;
+use crate::common::example;
 
 
 fn mlp_checkpoint() -> Checkpoint {

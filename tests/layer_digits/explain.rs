@@ -1,6 +1,6 @@
 //! The explain report (issue 12 §1): written for a trained CNN and MLP, the deletion test
 //! shows the saliency is faithful, bad input exits 2. The input gradient itself is
-//! checked in tests/input_gradient.rs.
+//! checked in tests/layer_graph/input_gradient.rs.
 
 use std::fs;
 use std::path::Path;
@@ -8,8 +8,8 @@ use std::process::{Command, Output};
 
 use kiln::explain::{grad_cam, resize_bilinear};
 
-mod common;
-use common::example;
+use crate::common;
+use crate::common::example;
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist");
 

@@ -10,8 +10,8 @@ use kiln::nn::ModelKind;
 use kiln::ops::optim::{Rule, Schedule};
 use kiln::train::{LrSchedule, TrainConfig};
 
-mod common;
-use common::example;
+use crate::common;
+use crate::common::example;
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist");
 

@@ -1,0 +1,15 @@
+//! The digit application and the programs: datasets, training, evaluation, explain, the examples run as a user would, hardening.
+//!
+//! One test binary per layer (each file below was a binary of its own): the suite links
+//! 4 binaries instead of 26.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod app;
+mod data_download;
+mod data_idx;
+mod evaluate;
+mod explain;
+mod hardening;
+mod scarce;
