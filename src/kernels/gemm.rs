@@ -220,6 +220,67 @@ pub(crate) struct Params {
     pub(crate) ppad: u32,
 }
 
+/// What a GEMM dispatch computes: shaders/gemm.wgsl's MODE override, whose number
+/// [`GemmMode::code`] gives (the only place it is written). The implicit modes gather the
+/// convolution's im2col inside the tile loads; the im2col modes read staged columns and run
+/// in `gemm_vec4` only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmMode {
+    /// 0: C = op(A) . op(B), plain row-major matrices.
+    Plain,
+    /// 1: a convolution's forward, y = W . im2col(x), gathered.
+    ConvForward,
+    /// 2: a convolution's dX, dx = col2im(W^T . dy), gathered.
+    ConvBackwardInput,
+    /// 3: a convolution's dW, dW = dy . im2col(x)^T, gathered.
+    ConvBackwardWeight,
+    /// 4: the forward over staged columns (C is the NCHW y).
+    Im2colForward,
+    /// 5: dcol = W^T . dy, into staged columns for col2im.
+    Im2colBackwardInput,
+    /// 6: dW = dy . col^T over staged columns.
+    Im2colBackwardWeight,
+}
+
+impl GemmMode {
+    /// The shader's MODE number.
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            GemmMode::Plain => 0,
+            GemmMode::ConvForward => 1,
+            GemmMode::ConvBackwardInput => 2,
+            GemmMode::ConvBackwardWeight => 3,
+            GemmMode::Im2colForward => 4,
+            GemmMode::Im2colBackwardInput => 5,
+            GemmMode::Im2colBackwardWeight => 6,
+        }
+    }
+
+    /// The modes over staged im2col columns (4-6), which exist only in `gemm_vec4`.
+    fn staged(self) -> bool {
+        matches!(self, GemmMode::Im2colForward | GemmMode::Im2colBackwardInput | GemmMode::Im2colBackwardWeight)
+    }
+}
+
+/// Which GEMM operands are stored transposed: op(A) = A^T where `a`, op(B) = B^T where `b`
+/// (the TRANS_A, TRANS_B overrides).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Transpose {
+    /// A is stored [K, M].
+    pub a: bool,
+    /// B is stored [N, K].
+    pub b: bool,
+}
+
+impl Transpose {
+    /// Neither transposed.
+    pub const NN: Transpose = Transpose { a: false, b: false };
+    /// B transposed: a linear layer's forward (x . W^T), im2col's dW (dy . col^T).
+    pub const NT: Transpose = Transpose { a: false, b: true };
+    /// A transposed: a linear layer's dW (dy^T . x), im2col's dcol (W^T . dy).
+    pub const TN: Transpose = Transpose { a: true, b: false };
+}
+
 /// The epilogue's bits of the flag word: bit 0 accumulate, bit 1 ReLU, bits 2-3 the bias
 /// mode (`flags`). `splitk_sum` applies the same epilogue after its sum.
 pub(crate) const EPILOGUE_FLAGS: u32 = 0xf;
@@ -254,27 +315,26 @@ pub(crate) fn check_len(op: &str, what: &str, t: &Tensor, len: usize) -> Result<
 /// Whether `gemm_vec4` takes mode `mode` with transposes `trans` on `params` (see the
 /// table above gemm_vec4 in shaders/gemm.wgsl). Modes 1-3 never: their gathers live in
 /// load_a/load_b.
-pub(crate) fn vec4_fits(mode: u32, trans: (bool, bool), params: &Params) -> bool {
+pub(crate) fn vec4_fits(mode: GemmMode, trans: Transpose, params: &Params) -> bool {
     let plane_ok = (params.oh * params.ow) % 4 == 0;
     match (mode, trans) {
-        (0 | 4, (false, false)) => params.k % 4 == 0 && params.n % 4 == 0,
-        (0, (false, true)) => params.k % 4 == 0,
-        (6, (false, true)) => plane_ok,
-        (0, (true, false)) => params.m % 4 == 0 && params.n % 4 == 0,
-        (5, (true, false)) => params.m % 4 == 0 && plane_ok,
+        (GemmMode::Plain | GemmMode::Im2colForward, Transpose::NN) => params.k % 4 == 0 && params.n % 4 == 0,
+        (GemmMode::Plain, Transpose::NT) => params.k % 4 == 0,
+        (GemmMode::Im2colBackwardWeight, Transpose::NT) => plane_ok,
+        (GemmMode::Plain, Transpose::TN) => params.m % 4 == 0 && params.n % 4 == 0,
+        (GemmMode::Im2colBackwardInput, Transpose::TN) => params.m % 4 == 0 && plane_ok,
         _ => false,
     }
 }
 
-/// Builds the dispatch of mode `mode` (0 GEMM, 1-3 implicit conv, 4-6 im2col conv) for
-/// `params`.
+/// Builds the dispatch of mode `mode` (plain GEMM, implicit conv, im2col conv) for `params`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn launch(
     gpu: &Gpu,
     op: &str,
     cfg: &GemmConfig,
-    mode: u32,
-    trans: (bool, bool),
+    mode: GemmMode,
+    trans: Transpose,
     params: Params,
     a: &Tensor,
     b: &Tensor,
@@ -313,8 +373,8 @@ pub(crate) fn launch_routed(
     gpu: &Gpu,
     op: &str,
     cfg: &GemmConfig,
-    mode: u32,
-    trans: (bool, bool),
+    mode: GemmMode,
+    trans: Transpose,
     params: Params,
     a: &Tensor,
     b: &Tensor,
@@ -323,8 +383,8 @@ pub(crate) fn launch_routed(
 ) -> Result<Vec<Dispatch>> {
     route.check(op, dx)?;
     let c_len = params.m as usize * params.n as usize;
-    if !matches!(mode, 0 | 2) || params.flags != 0 || c_len != route.pool.y_len() {
-        return Err(Error::unsupported(op, format!("a max-pool routed through mode {mode}, flags {}, {c_len} outputs for the pool's {}", params.flags, route.pool.y_len())));
+    if !matches!(mode, GemmMode::Plain | GemmMode::ConvBackwardInput) || params.flags != 0 || c_len != route.pool.y_len() {
+        return Err(Error::unsupported(op, format!("a max-pool routed through mode {}, flags {}, {c_len} outputs for the pool's {}", mode.code(), params.flags, route.pool.y_len())));
     }
     if !routes_in_store(cfg) {
         let c = Tensor::from_buffer(gpu.scratch(routed_scratch_bytes(cfg, c_len))?, 0, &[c_len], DType::F32);
@@ -351,8 +411,8 @@ pub(crate) fn launch_weight_grad(
     gpu: &Gpu,
     op: &str,
     cfg: &GemmConfig,
-    mode: u32,
-    trans: (bool, bool),
+    mode: GemmMode,
+    trans: Transpose,
     params: Params,
     dy: &Tensor,
     b: &Tensor,
@@ -363,8 +423,8 @@ pub(crate) fn launch_weight_grad(
         return launch_split_k(gpu, op, cfg, mode, trans, params, dy, b, None, dw, None);
     };
     let channels = dy_channels(op, mode, trans, &params, dy)?;
-    let tiled = matches!(cfg.family, Family::Tiled | Family::Tiled4) && matches!((mode, trans), (0, (true, false)) | (3, (false, false)));
-    if tiled || (runs_vec4(cfg, mode, trans, &params) && trans.0 != trans.1) {
+    let tiled = matches!(cfg.family, Family::Tiled | Family::Tiled4) && matches!((mode, trans), (GemmMode::Plain, Transpose::TN) | (GemmMode::ConvBackwardWeight, Transpose::NN));
+    if tiled || (runs_vec4(cfg, mode, trans, &params) && trans.a != trans.b) {
         check_len(op, "db", db_t, params.m as usize)?;
         return launch_split_k(gpu, op, cfg, mode, trans, params, dy, b, None, dw, Some((db_t, db_acc)));
     }
@@ -376,17 +436,17 @@ pub(crate) fn launch_weight_grad(
 /// The A operand `dy` of a weight-gradient product of mode `mode` seen as [images,
 /// channels, plane] for a separate `bias_backward`: 0 TN, a linear layer's dy [N, out];
 /// 3 and 6, a convolution's dy [N, K, OH*OW].
-pub(crate) fn dy_channels(op: &str, mode: u32, trans: (bool, bool), params: &Params, dy: &Tensor) -> Result<Tensor> {
+pub(crate) fn dy_channels(op: &str, mode: GemmMode, trans: Transpose, params: &Params, dy: &Tensor) -> Result<Tensor> {
     match (mode, trans) {
-        (0, (true, false)) => dy.reshape(&[params.k as usize, params.m as usize]),
-        (3, (false, false)) | (6, (false, true)) => dy.reshape(&[params.batch as usize, params.m as usize, (params.oh * params.ow) as usize]),
-        _ => Err(Error::unsupported(op, format!("a bias gradient with mode {mode}, transposes {trans:?}"))),
+        (GemmMode::Plain, Transpose::TN) => dy.reshape(&[params.k as usize, params.m as usize]),
+        (GemmMode::ConvBackwardWeight, Transpose::NN) | (GemmMode::Im2colBackwardWeight, Transpose::NT) => dy.reshape(&[params.batch as usize, params.m as usize, (params.oh * params.ow) as usize]),
+        _ => Err(Error::unsupported(op, format!("a bias gradient with mode {}, transposes {:?}", mode.code(), (trans.a, trans.b)))),
     }
 }
 
 /// Whether `cfg` runs mode `mode` with transposes `trans` on `params` as `gemm_vec4` (else
 /// `gemm_regblock` or `gemm_tiled`).
-fn runs_vec4(cfg: &GemmConfig, mode: u32, trans: (bool, bool), params: &Params) -> bool {
+fn runs_vec4(cfg: &GemmConfig, mode: GemmMode, trans: Transpose, params: &Params) -> bool {
     matches!(cfg.family, Family::Vec4 | Family::Im2colVec4) && vec4_fits(mode, trans, params)
 }
 
@@ -402,8 +462,8 @@ pub(crate) fn launch_split_k(
     gpu: &Gpu,
     op: &str,
     cfg: &GemmConfig,
-    mode: u32,
-    trans: (bool, bool),
+    mode: GemmMode,
+    trans: Transpose,
     params: Params,
     a: &Tensor,
     b: &Tensor,
@@ -437,7 +497,7 @@ pub(crate) fn split_k_scratch_bytes(split: u32, params: &Params) -> u64 {
 
 /// How `launch_split_k` splits `params`' reduction: (K per slice, slices), or `None` when
 /// it launches one plain GEMM.
-pub(crate) fn split_k_parts(gpu: &Gpu, cfg: &GemmConfig, mode: u32, params: &Params) -> Option<(u32, u32)> {
+pub(crate) fn split_k_parts(gpu: &Gpu, cfg: &GemmConfig, mode: GemmMode, params: &Params) -> Option<(u32, u32)> {
     let (bm, bn) = cfg.block();
     let tiles = params.m.div_ceil(bm) * params.n.div_ceil(bn);
     let bk = cfg.bk.max(1);
@@ -448,7 +508,7 @@ pub(crate) fn split_k_parts(gpu: &Gpu, cfg: &GemmConfig, mode: u32, params: &Par
     let max = gpu.limits().max_compute_workgroups_per_dimension;
     // Fewer than MIN_SPLIT slices save less than the extra dispatch costs; an epilogue other
     // than accumulate needs C as the plain [M, N] matrix (mode 0).
-    if split < MIN_SPLIT || (mode != 0 && params.flags & !1 != 0) || params.n.div_ceil(bn) > max {
+    if split < MIN_SPLIT || (mode != GemmMode::Plain && params.flags & !1 != 0) || params.n.div_ceil(bn) > max {
         return None;
     }
     let chunk = params.k.div_ceil(split).next_multiple_of(bk);
@@ -467,8 +527,8 @@ fn launch_impl(
     gpu: &Gpu,
     op: &str,
     cfg: &GemmConfig,
-    mode: u32,
-    trans: (bool, bool),
+    mode: GemmMode,
+    trans: Transpose,
     params: Params,
     a: &Tensor,
     b: &Tensor,
@@ -503,9 +563,9 @@ fn launch_impl(
             return Err(Error::shape(op, "an empty dimension (M, N or K is 0)"));
         }
     }
-    if mode >= 4 && !vec4_ok {
+    if mode.staged() && !vec4_ok {
         // modes 4-6 exist only in gemm_vec4; ops/conv2d.rs checks before choosing them
-        return Err(Error::unsupported(op, format!("mode {mode} with {:?} on {params:?}", cfg.family)));
+        return Err(Error::unsupported(op, format!("mode {} with {:?} on {params:?}", mode.code(), cfg.family)));
     }
     let (entry, a_binding, b_binding) = match cfg.family {
         _ if sg => ("gemm_vec4_sg", 5, 6),
@@ -515,16 +575,16 @@ fn launch_impl(
         Family::RegBlock | Family::Vec4 | Family::Im2colVec4 => ("gemm_regblock", 1, 2),
     };
     // The vec4 TN form reads rows of A^T four at a time: it blocks 4 or 8 rows.
-    let tm = match (entry, trans.0) {
+    let tm = match (entry, trans.a) {
         ("gemm_vec4", true) => if cfg.tm >= 8 { 8 } else { 4 },
         _ => cfg.tm,
     };
     let cfg = &GemmConfig { tm, ..*cfg };
     let shader = if sg { Shader::GemmSubgroup } else { Shader::Gemm };
     let kernel = Kernel::new(shader, entry)
-        .with("MODE", mode)
-        .with("TRANS_A", trans.0)
-        .with("TRANS_B", trans.1)
+        .with("MODE", mode.code())
+        .with("TRANS_A", trans.a)
+        .with("TRANS_B", trans.b)
         .with("BM", cfg.wgy * cfg.tm)
         .with("BN", cfg.wgx * cfg.tn)
         .with("BK", cfg.bk)
@@ -564,12 +624,12 @@ fn launch_impl(
     // (small C) ran slower with it (conv2's forward 48 -> 58 ms, its dW 28 -> 33 ms), so they
     // keep store_c; gemm_vec4_sg's mode 4 gains (conv2's forward with its im2col 37-40 -> 34
     // ms). Mode 4's C is the NCHW y: four columns are four neighbours there when P % 4 == 0.
-    let y_in_vec4s = mode == 4 && sg && (params.oh * params.ow) % 4 == 0;
-    let vec4_store = vec4_entry && route.is_none() && (mode == 5 || y_in_vec4s) && params.n % 4 == 0;
+    let y_in_vec4s = mode == GemmMode::Im2colForward && sg && (params.oh * params.ow) % 4 == 0;
+    let vec4_store = vec4_entry && route.is_none() && (mode == GemmMode::Im2colBackwardInput || y_in_vec4s) && params.n % 4 == 0;
     let kernel = if vec4_entry { kernel.with("VEC4_STORE", vec4_store) } else { kernel };
     // the tiled kernels stage plain NN products with 16-byte loads (a, b also bound as vec4s)
     let tiled_entry = matches!(entry, "gemm_tiled" | "gemm_tiled4");
-    let vec_stage = tiled_entry && mode == 0 && trans == (false, false) && params.k % 4 == 0 && params.n % 4 == 0 && cfg.bk % 4 == 0 && bn % 4 == 0;
+    let vec_stage = tiled_entry && mode == GemmMode::Plain && trans == Transpose::NN && params.k % 4 == 0 && params.n % 4 == 0 && cfg.bk % 4 == 0 && bn % 4 == 0;
     let kernel = if tiled_entry { kernel.with("VEC_STAGE", vec_stage) } else { kernel };
     let mut bound = vec![(a_binding, Some(a)), (b_binding, Some(b)), (3, bias), (4, (!vec4_store).then_some(c))];
     if vec4_entry {
@@ -601,7 +661,7 @@ pub fn gemm(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm, a: &Tensor, b: &Tensor, bias:
             return Err(Error::shape("gemm", format!("bias mode {mode:?} with bias tensor present: {}", t.is_some())))
         }
     }
-    launch_split_k(gpu, "gemm", cfg, 0, (g.trans_a, g.trans_b), gemm_params(g), a, b, bias, c, None)
+    launch_split_k(gpu, "gemm", cfg, GemmMode::Plain, Transpose { a: g.trans_a, b: g.trans_b }, gemm_params(g), a, b, bias, c, None)
 }
 
 /// `gemm` (no transposes of A, no epilogue) whose C is the gradient of a max-pool's output,
@@ -610,7 +670,7 @@ pub fn gemm(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm, a: &Tensor, b: &Tensor, bias:
 pub fn gemm_routed(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm, a: &Tensor, b: &Tensor, dx: &Tensor, route: &MaxPoolRoute) -> Result<Vec<Dispatch>> {
     check_len("gemm_routed", "A", a, g.m * g.k)?;
     check_len("gemm_routed", "B", b, g.k * g.n)?;
-    launch_routed(gpu, "gemm_routed", cfg, 0, (g.trans_a, g.trans_b), gemm_params(g), a, b, dx, route)
+    launch_routed(gpu, "gemm_routed", cfg, GemmMode::Plain, Transpose { a: g.trans_a, b: g.trans_b }, gemm_params(g), a, b, dx, route)
 }
 
 fn gemm_params(g: &Gemm) -> Params {
@@ -620,5 +680,5 @@ fn gemm_params(g: &Gemm) -> Params {
 /// Bytes of the device's scratch region `gemm` takes with `cfg` (split-K partials), else 0.
 pub fn gemm_scratch_bytes(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm) -> u64 {
     let params = gemm_params(g);
-    split_k_parts(gpu, cfg, 0, &params).map_or(0, |(_, split)| split_k_scratch_bytes(split, &params))
+    split_k_parts(gpu, cfg, GemmMode::Plain, &params).map_or(0, |(_, split)| split_k_scratch_bytes(split, &params))
 }

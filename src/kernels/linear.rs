@@ -10,7 +10,7 @@
 //!   kernel can (ops::gemm::launch_weight_grad).
 
 pub use super::gemm::GradOut;
-use super::gemm::{self, check_len, flags, gemm_routed, launch_weight_grad, routes_in_store, Bias, Gemm, GemmConfig, Params};
+use super::gemm::{self, check_len, flags, gemm_routed, launch_weight_grad, routes_in_store, Bias, Gemm, GemmConfig, GemmMode, Params, Transpose};
 use super::pool::MaxPoolRoute;
 use super::Dispatch;
 use crate::runtime::gpu::Gpu;
@@ -199,5 +199,5 @@ pub fn linear_backward_weight(gpu: &Gpu, cfg: &GemmConfig, l: &Linear, dy: &Tens
         return Err(Error::shape(op, format!("an empty dimension in {l:?}")));
     }
     let params = Params { m: l.out as u32, n: l.inp as u32, k: l.rows as u32, flags: flags(accumulate, false, Bias::None), ..Default::default() };
-    launch_weight_grad(gpu, op, cfg, 0, (true, false), params, dy, x, dw, db)
+    launch_weight_grad(gpu, op, cfg, GemmMode::Plain, Transpose::TN, params, dy, x, dw, db)
 }

@@ -21,7 +21,7 @@ pub use geometry::Conv2d;
 use direct as conv_direct;
 use shared as conv_shared;
 use crate::kernels::gemm;
-use crate::kernels::gemm::{check_len, flags, launch, launch_routed, launch_weight_grad, split_k_parts, split_k_scratch_bytes, Bias, Family, GemmConfig, GradOut, Params};
+use crate::kernels::gemm::{check_len, flags, launch, launch_routed, launch_weight_grad, split_k_parts, split_k_scratch_bytes, Bias, Family, GemmConfig, GemmMode, GradOut, Params, Transpose};
 use crate::kernels::pool::{max_pool2d_forward, MaxPoolOut, MaxPoolRoute};
 use crate::kernels::Dispatch;
 use crate::runtime::gpu::Gpu;
@@ -70,7 +70,7 @@ pub fn conv2d_forward_keeping_columns(
         check_len(op, "bias", b, conv.cout)?;
     }
     if let Some(col) = columns {
-        check_len(op, "columns", col, im2col::scratch_bytes(conv, 4) as usize / 4)?;
+        check_len(op, "columns", col, im2col::scratch_bytes(conv, GemmMode::Im2colForward) as usize / 4)?;
     }
     if let Some(m) = pool {
         m.check(op)?;
@@ -93,7 +93,7 @@ pub fn conv2d_forward_keeping_columns(
         } else if columns.is_some() {
             return Err(Error::unsupported(op, format!("keeping im2col columns with {:?}, which does not stage them for {conv:?}", cfg.family)));
         } else {
-            vec![launch(gpu, op, cfg, 1, (false, false), p, w, x, bias, y)?]
+            vec![launch(gpu, op, cfg, GemmMode::ConvForward, Transpose::NN, p, w, x, bias, y)?]
         }
     };
     if let (Some(m), None) = (pool, inside) {
@@ -109,7 +109,7 @@ pub fn kept_columns_len(gpu: &Gpu, fwd: &GemmConfig, dw: &GemmConfig, conv: &Con
     conv.validate("kept_columns_len").ok()?;
     let forward = conv_direct::fits_forward(gpu, fwd, conv) || staged_forward(gpu, fwd, conv, forward_params(conv, 0)).is_some();
     let staged = forward && staged_backward_weight(gpu, dw, conv, &weight_params(conv, 0));
-    staged.then(|| im2col::scratch_bytes(conv, 4) as usize / 4)
+    staged.then(|| im2col::scratch_bytes(conv, GemmMode::Im2colForward) as usize / 4)
 }
 
 /// dx = conv_transpose(dy, w): written, not accumulated. With `route`, x is the output of
@@ -152,8 +152,8 @@ pub fn conv2d_backward_input(
     }
     let p = conv.params(conv.cin, conv.batch * conv.h * conv.w, conv.cout * conv.r * conv.s, 0);
     match route {
-        None => Ok(vec![launch(gpu, op, cfg, 2, (false, false), p, w, dy, None, dx)?]),
-        Some(r) => launch_routed(gpu, op, cfg, 2, (false, false), p, w, dy, dx, r),
+        None => Ok(vec![launch(gpu, op, cfg, GemmMode::ConvBackwardInput, Transpose::NN, p, w, dy, None, dx)?]),
+        Some(r) => launch_routed(gpu, op, cfg, GemmMode::ConvBackwardInput, Transpose::NN, p, w, dy, dx, r),
     }
 }
 
@@ -188,7 +188,7 @@ pub fn conv2d_backward_weight_from_columns(
     accumulate: bool,
     db: GradOut,
 ) -> Result<Vec<Dispatch>> {
-    check_len("conv2d_backward_weight", "columns", columns, im2col::scratch_bytes(conv, 4) as usize / 4)?;
+    check_len("conv2d_backward_weight", "columns", columns, im2col::scratch_bytes(conv, GemmMode::Im2colForward) as usize / 4)?;
     backward_weight(gpu, cfg, conv, Input::Columns(columns), dy, dw, accumulate, db)
 }
 
@@ -212,7 +212,7 @@ fn backward_weight(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, x: Input, dy: &Te
     match x {
         Input::X(x) if conv_shared::fits_backward_weight(gpu, cfg, conv) => conv_shared::backward_weight(gpu, cfg, conv, x, dy, dw, accumulate, db),
         Input::X(x) if staged => im2col::backward_weight(gpu, cfg, conv, p, x, dy, dw, db),
-        Input::X(x) => launch_weight_grad(gpu, op, cfg, 3, (false, false), p, dy, x, dw, db),
+        Input::X(x) => launch_weight_grad(gpu, op, cfg, GemmMode::ConvBackwardWeight, Transpose::NN, p, dy, x, dw, db),
         Input::Columns(col) if staged => im2col::backward_weight_from_columns(gpu, cfg, conv, p, col, dy, dw, db),
         Input::Columns(_) => Err(Error::unsupported(op, format!("kept im2col columns with {:?}, which does not stage them for {conv:?}", cfg.family))),
     }
@@ -249,16 +249,16 @@ pub fn scratch_bytes(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, pass: Pass) -> 
     }
     match pass {
         Pass::Forward if conv_direct::fits_forward(gpu, cfg, conv) => 0,
-        Pass::Forward => staged_forward(gpu, cfg, conv, forward_params(conv, 0)).map_or(0, |_| im2col::scratch_bytes(conv, 4)),
+        Pass::Forward => staged_forward(gpu, cfg, conv, forward_params(conv, 0)).map_or(0, |_| im2col::scratch_bytes(conv, GemmMode::Im2colForward)),
         Pass::BackwardInput if conv_direct::fits_backward_input(gpu, cfg, conv) => 0,
-        Pass::BackwardInput => staged_backward_input(gpu, cfg, conv).map_or(0, |_| im2col::scratch_bytes(conv, 5)),
+        Pass::BackwardInput => staged_backward_input(gpu, cfg, conv).map_or(0, |_| im2col::scratch_bytes(conv, GemmMode::Im2colBackwardInput)),
         Pass::BackwardWeight if conv_shared::fits_backward_weight(gpu, cfg, conv) => conv_shared::scratch_bytes_backward_weight(gpu, cfg, conv),
         Pass::BackwardWeight => {
             let p = weight_params(conv, 0);
             if staged_backward_weight(gpu, cfg, conv, &p) {
-                im2col::scratch_bytes(conv, 6)
+                im2col::scratch_bytes(conv, GemmMode::Im2colBackwardWeight)
             } else {
-                split_k_parts(gpu, cfg, 3, &p).map_or(0, |(_, split)| split_k_scratch_bytes(split, &p))
+                split_k_parts(gpu, cfg, GemmMode::ConvBackwardWeight, &p).map_or(0, |(_, split)| split_k_scratch_bytes(split, &p))
             }
         }
     }
@@ -283,16 +283,16 @@ fn weight_params(conv: &Conv2d, flags: u32) -> Params {
 fn staged_forward(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, p: Params) -> Option<Params> {
     // the weight and col rows padded to KP (ops/im2col.rs)
     let pp = Params { k: im2col::kc_padded(conv) as u32, ..p };
-    (cfg.family == Family::Im2colVec4 && im2col::fits(gpu, 4, (false, false), conv, &pp)).then_some(pp)
+    (cfg.family == Family::Im2colVec4 && im2col::fits(gpu, GemmMode::Im2colForward, Transpose::NN, conv, &pp)).then_some(pp)
 }
 
 /// dX goes through staged dcol (mode 5's params).
 fn staged_backward_input(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d) -> Option<Params> {
     let p = conv.params(im2col::kc_padded(conv), conv.batch * conv.oh() * conv.ow(), conv.cout, 0);
-    (cfg.family == Family::Im2colVec4 && im2col::fits(gpu, 5, (true, false), conv, &p)).then_some(p)
+    (cfg.family == Family::Im2colVec4 && im2col::fits(gpu, GemmMode::Im2colBackwardInput, Transpose::TN, conv, &p)).then_some(p)
 }
 
 /// dW goes through staged columns (mode 6).
 fn staged_backward_weight(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, p: &Params) -> bool {
-    cfg.family == Family::Im2colVec4 && im2col::fits(gpu, 6, (false, true), conv, p)
+    cfg.family == Family::Im2colVec4 && im2col::fits(gpu, GemmMode::Im2colBackwardWeight, Transpose::NT, conv, p)
 }
