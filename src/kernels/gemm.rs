@@ -5,7 +5,7 @@
 //!
 //! Dimensions: M rows of C, N columns, K the reduction length.
 
-use super::pool::MaxPoolRoute;
+use super::pool::{MaxPoolRoute, PoolAt};
 use super::Dispatch;
 use crate::runtime::gpu::{Gpu, GpuInfo};
 use crate::runtime::pipelines::Kernel;
@@ -348,7 +348,9 @@ pub(crate) fn launch(
 const ROUTE_RELU_FLAG: u32 = 128;
 
 /// Whether `cfg`'s GEMMs run a routed max-pool's backward in their store (`route_store`),
-/// else store C in the scratch region for a separate `max_pool2d_backward(_relu)`. The tiled
+/// else store C in the scratch region for a separate `max_pool2d_backward(_relu)`: the
+/// GEMM's part of a routed dX's choice (`ConvChoice::choose`, `LinearChoice::choose`,
+/// `gemm_routed`). The tiled
 /// families (real GPUs) store C: the route in their unrolled stores cost more than the
 /// dispatch it saves (H200, batch 64: conv2's dX with pool1's backward 751 us routed, 119 us
 /// as two dispatches; the CNN trained at 55,000 images/s routed, at 118,000 with the
@@ -357,17 +359,12 @@ pub fn routes_in_store(cfg: &GemmConfig) -> bool {
     !matches!(cfg.family, Family::Tiled | Family::Tiled4)
 }
 
-/// Scratch bytes a routed GEMM with `cfg` takes for the `c_len` elements of C (0 where the
-/// route runs in the store).
-pub fn routed_scratch_bytes(cfg: &GemmConfig, c_len: usize) -> u64 {
-    if routes_in_store(cfg) { 0 } else { 4 * c_len as u64 }
-}
-
 /// C = op(A) . op(B) in mode 0 (plain) or 2 (conv dX), routed through the backward of the
 /// max-pool whose output C is (`route`): `dx` is the gradient of the pool's input, each C
 /// element written to its window's argmax (masked by the pool's ReLU), the rest of the
 /// window 0. No epilogue, no split-K: one dispatch where the route runs in the store
-/// (`route_store` in shaders/gemm.wgsl), else two ([`routes_in_store`]), same bits.
+/// (`pool` inside: `route_store` in shaders/gemm.wgsl), else two, the product through the
+/// scratch region (`c_len` floats), same bits.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn launch_routed(
     gpu: &Gpu,
@@ -380,14 +377,15 @@ pub(crate) fn launch_routed(
     b: &Tensor,
     dx: &Tensor,
     route: &MaxPoolRoute,
+    pool: PoolAt,
 ) -> Result<Vec<Dispatch>> {
     route.check(op, dx)?;
     let c_len = params.m as usize * params.n as usize;
     if !matches!(mode, GemmMode::Plain | GemmMode::ConvBackwardInput) || params.flags != 0 || c_len != route.pool.y_len() {
         return Err(Error::unsupported(op, format!("a max-pool routed through mode {}, flags {}, {c_len} outputs for the pool's {}", mode.code(), params.flags, route.pool.y_len())));
     }
-    if !routes_in_store(cfg) {
-        let c = Tensor::from_buffer(gpu.scratch(routed_scratch_bytes(cfg, c_len))?, 0, &[c_len], DType::F32);
+    if pool == PoolAt::Apart {
+        let c = Tensor::from_buffer(gpu.scratch(4 * c_len as u64)?, 0, &[c_len], DType::F32);
         let product = launch_impl(gpu, op, cfg, mode, trans, params, a, b, None, &c, 1, None, None)?;
         return Ok(vec![product, route.backward(gpu, &c, dx)?]);
     }
@@ -668,9 +666,20 @@ pub fn gemm(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm, a: &Tensor, b: &Tensor, bias:
 /// routed through that pool's backward (`ops::pool::MaxPoolRoute`): `dx` is the gradient of
 /// the pool's input. One dispatch in every family (no split-K).
 pub fn gemm_routed(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm, a: &Tensor, b: &Tensor, dx: &Tensor, route: &MaxPoolRoute) -> Result<Vec<Dispatch>> {
+    gemm_routed_at(gpu, cfg, g, a, b, dx, route, routed_pool(cfg))
+}
+
+/// `gemm_routed` with the pool's backward where a choice put it (`pool`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_routed_at(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm, a: &Tensor, b: &Tensor, dx: &Tensor, route: &MaxPoolRoute, pool: PoolAt) -> Result<Vec<Dispatch>> {
     check_len("gemm_routed", "A", a, g.m * g.k)?;
     check_len("gemm_routed", "B", b, g.k * g.n)?;
-    launch_routed(gpu, "gemm_routed", cfg, GemmMode::Plain, Transpose { a: g.trans_a, b: g.trans_b }, gemm_params(g), a, b, dx, route)
+    launch_routed(gpu, "gemm_routed", cfg, GemmMode::Plain, Transpose { a: g.trans_a, b: g.trans_b }, gemm_params(g), a, b, dx, route, pool)
+}
+
+/// Where `cfg`'s routed GEMM runs the pool's backward ([`routes_in_store`]).
+pub(crate) fn routed_pool(cfg: &GemmConfig) -> PoolAt {
+    if routes_in_store(cfg) { PoolAt::Inside } else { PoolAt::Apart }
 }
 
 fn gemm_params(g: &Gemm) -> Params {
