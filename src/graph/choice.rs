@@ -26,7 +26,7 @@ impl StepChoice {
     pub fn for_step(gpu: &Gpu, plan: &Plan, step: &Step, cfg: &GemmConfig, switches: ConvSwitches) -> StepChoice {
         let shape = |v: &super::ValueId| &plan.values[v.0].shape;
         let conv = |conv, pass, pool| StepChoice::Conv(ConvChoice::choose(gpu, cfg, conv, pass, pool, switches));
-        let linear = |l: Linear, pass, routed| StepChoice::Linear(LinearChoice::choose(cfg, &l, pass, routed, switches));
+        let linear = |l: Linear, pass, routed| StepChoice::Linear(LinearChoice::choose(gpu, cfg, &l, pass, routed, switches));
         match step {
             Step::Conv2dForward { conv: c, pool, .. } => conv(c, Pass::Forward, pool.as_ref().map(|p| &p.pool)),
             Step::Conv2dBackwardInput { conv: c, .. } => conv(c, Pass::BackwardInput, None),

@@ -20,7 +20,7 @@ use crate::runtime::gpu::{Gpu, GpuBuffer};
 use crate::graph::autotune::{TuneKey, Tuning};
 use crate::graph::choice::StepChoice;
 use super::NamedTensors;
-use crate::kernels::gemm::{gemm, gemm_scratch_bytes, Bias, Gemm};
+use crate::kernels::gemm::{gemm_split, Bias, Gemm};
 use crate::kernels::optim::{optimizer_step, step_words, Optimizer, STEP_WORDS};
 use crate::kernels::softmax::{metrics_words, Metrics};
 use crate::kernels::conv::{ConvSwitches, WeightInput};
@@ -341,11 +341,10 @@ impl<'g> Executor<'g> {
         let mut scratch = exec.plan.steps.iter().zip(&exec.choices).map(|(step, choice)| {
             match (step, choice) {
                 // a routed dX whose pool's backward runs apart stores its product in the scratch region
-                (Step::Conv2dBackwardInput { conv, pool, .. }, StepChoice::Conv(c)) => c.scratch_bytes(gpu, conv, pool.as_ref().map(|r| r.pool.y_len())),
-                (Step::Conv2dForward { conv, .. } | Step::Conv2dBackwardWeight { conv, .. }, StepChoice::Conv(c)) => c.scratch_bytes(gpu, conv, None),
-                // a routed GEMM never splits K
-                (Step::LinearBackwardInput { pool: Some(r), .. }, StepChoice::Linear(c)) => c.routed_scratch_bytes(r.pool.y_len()),
-                (_, StepChoice::Linear(LinearChoice::Gemm(cfg, _))) => linear_gemm(step, &|v| exec.tensors[v.0].shape().to_vec()).map_or(0, |g| gemm_scratch_bytes(gpu, cfg, &g)),
+                (Step::Conv2dBackwardInput { conv, pool, .. }, StepChoice::Conv(c)) => c.scratch_bytes(conv, pool.as_ref().map(|r| r.pool.y_len())),
+                (Step::Conv2dForward { conv, .. } | Step::Conv2dBackwardWeight { conv, .. }, StepChoice::Conv(c)) => c.scratch_bytes(conv, None),
+                (Step::LinearBackwardInput { pool, .. }, StepChoice::Linear(c)) => c.scratch_bytes(pool.as_ref().map(|r| r.pool.y_len())),
+                (_, StepChoice::Linear(c)) => c.scratch_bytes(None),
                 _ => 0,
             }
         }).collect::<Vec<u64>>();
@@ -529,8 +528,12 @@ impl<'g> Executor<'g> {
             StepChoice::Conv(c) => Ok(c),
             _ => Err(mismatch()),
         };
-        let gemm_cfg = || match choice {
-            StepChoice::Linear(LinearChoice::Gemm(cfg, _)) => Ok(cfg),
+        let linear_choice = || match choice {
+            StepChoice::Linear(c) => Ok(c),
+            _ => Err(mismatch()),
+        };
+        let gemm = |g: &Gemm, a, b, bias, c| match choice {
+            StepChoice::Linear(LinearChoice::Gemm { cfg, split, .. }) => gemm_split(gpu, cfg, g, *split, a, b, bias, c),
             _ => Err(mismatch()),
         };
         Ok(match step {
@@ -552,23 +555,22 @@ impl<'g> Executor<'g> {
                 }
                 _ => {
                     let g = linear_gemm(step, &|v| t(v).shape().to_vec()).ok_or_else(mismatch)?;
-                    gemm(gpu, gemm_cfg()?, &g, t(*x), t(*w), b.map(t), t(*y))?
+                    gemm(&g, t(*x), t(*w), b.map(t), t(*y))?
                 }
             },
             Step::LinearBackwardInput { dy, w, dx, pool } => {
                 let g = linear_gemm(step, &|v| t(v).shape().to_vec()).ok_or_else(mismatch)?;
-                match (pool, choice) {
-                    (None, _) => gemm(gpu, gemm_cfg()?, &g, t(*dy), t(*w), None, t(*dx))?,
-                    (Some(r), StepChoice::Linear(c)) => {
+                match pool {
+                    None => gemm(&g, t(*dy), t(*w), None, t(*dx))?,
+                    Some(r) => {
                         let l = Linear { rows: g.m, inp: g.n, out: g.k };
-                        linear::backward_input_routed(gpu, c, &l, t(*dy), t(*w), t(*dx), &self.route(r))?
+                        linear::backward_input_routed(gpu, linear_choice()?, &l, t(*dy), t(*w), t(*dx), &self.route(r))?
                     }
-                    _ => return Err(mismatch()),
                 }
             }
             Step::LinearBackwardWeight { dy, x, dw, accumulate, db } => {
                 let l = Linear { rows: t(*dy).shape()[0], inp: t(*x).shape()[1], out: t(*dy).shape()[1] };
-                linear::linear_backward_weight(gpu, gemm_cfg()?, &l, t(*dy), t(*x), t(*dw), *accumulate, grad(db))?
+                linear::backward_weight(gpu, linear_choice()?, &l, t(*dy), t(*x), t(*dw), *accumulate, grad(db))?
             }
             Step::LinearBackwardSmall { dy, w, x, dx, relu, dw, db } => {
                 let (rows, out) = (t(*dy).shape()[0], t(*dy).shape()[1]);

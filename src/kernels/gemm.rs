@@ -400,7 +400,7 @@ pub type GradOut<'a> = Option<(&'a Tensor, bool)>;
 
 /// The product of a weight gradient whose A operand is the layer's `dy` (TN mode 0: a linear
 /// layer's dy [N, out] read as A^T; mode 3: a convolution's dy gathered; NT mode 6: dy
-/// blocked), split over K where that pays (`launch_split_k`), plus its bias gradient `db`
+/// blocked), split over K as `split` says (`launch_split_k`), plus its bias gradient `db`
 /// (+)= channel sums of dy when given: summed from the A values the GEMM kernel loads anyway
 /// (`gemm_vec4` in TN and NT, the tiled kernels in TN and mode 3), else by a separate
 /// `bias_backward`.
@@ -412,21 +412,22 @@ pub(crate) fn launch_weight_grad(
     mode: GemmMode,
     trans: Transpose,
     params: Params,
+    split: Option<SplitK>,
     dy: &Tensor,
     b: &Tensor,
     dw: &Tensor,
     db: GradOut,
 ) -> Result<Vec<Dispatch>> {
     let Some((db_t, db_acc)) = db else {
-        return launch_split_k(gpu, op, cfg, mode, trans, params, dy, b, None, dw, None);
+        return launch_split_k(gpu, op, cfg, mode, trans, params, split, dy, b, None, dw, None);
     };
     let channels = dy_channels(op, mode, trans, &params, dy)?;
     let tiled = matches!(cfg.family, Family::Tiled | Family::Tiled4) && matches!((mode, trans), (GemmMode::Plain, Transpose::TN) | (GemmMode::ConvBackwardWeight, Transpose::NN));
     if tiled || (runs_vec4(cfg, mode, trans, &params) && trans.a != trans.b) {
         check_len(op, "db", db_t, params.m as usize)?;
-        return launch_split_k(gpu, op, cfg, mode, trans, params, dy, b, None, dw, Some((db_t, db_acc)));
+        return launch_split_k(gpu, op, cfg, mode, trans, params, split, dy, b, None, dw, Some((db_t, db_acc)));
     }
-    let mut out = launch_split_k(gpu, op, cfg, mode, trans, params, dy, b, None, dw, None)?;
+    let mut out = launch_split_k(gpu, op, cfg, mode, trans, params, split, dy, b, None, dw, None)?;
     out.push(crate::kernels::reduce::bias_backward(gpu, &channels, db_t, db_acc)?);
     Ok(out)
 }
@@ -449,8 +450,8 @@ fn runs_vec4(cfg: &GemmConfig, mode: GemmMode, trans: Transpose, params: &Params
 }
 
 /// `launch` for a long reduction into few output tiles (a convolution's weight gradient,
-/// a linear layer's forward at a small batch): on the tiled and register-blocked families
-/// the K range is split across workgroup z into raw partial slices, then summed in slice
+/// a linear layer's forward at a small batch): with `split` ([`SplitK::choose`], on the tiled
+/// and register-blocked families) the K range is split across workgroup z into raw partial slices, then summed in slice
 /// order (deterministic) into `c` by `splitk_sum`, which also applies `params`' epilogue
 /// (accumulate; bias and ReLU in mode 0 only, where C is the plain [M, N] matrix). A fused
 /// bias gradient `dbias` (see `launch_weight_grad`) leaves its per-slice row sums after the
@@ -463,6 +464,7 @@ pub(crate) fn launch_split_k(
     mode: GemmMode,
     trans: Transpose,
     params: Params,
+    split: Option<SplitK>,
     a: &Tensor,
     b: &Tensor,
     bias: Option<&Tensor>,
@@ -470,16 +472,16 @@ pub(crate) fn launch_split_k(
     dbias: GradOut,
 ) -> Result<Vec<Dispatch>> {
     let db_flags = bias_grad_flags(dbias.map(|(_, acc)| acc));
-    let Some((chunk, split)) = split_k_parts(gpu, cfg, mode, &params) else {
+    let Some(SplitK { chunk, slices, bytes }) = split else {
         let params = Params { flags: params.flags | db_flags, ..params };
         return Ok(vec![launch_impl(gpu, op, cfg, mode, trans, params, a, b, bias, c, 1, dbias.map(|(t, _)| t), None)?]);
     };
     // the partial slices live in the device's scratch region (Gpu::scratch)
-    let len = (split_k_scratch_bytes(split, &params) / 4) as usize;
+    let len = (bytes / 4) as usize;
     let part = Tensor::from_buffer(gpu.scratch(4 * len as u64)?, 0, &[len], DType::F32);
     let partial = Params { k_chunk: chunk, flags: db_flags & BIAS_GRAD_FLAG, ..params };
-    let first = launch_impl(gpu, op, cfg, mode, trans, partial, a, b, None, &part, split, None, None)?;
-    let sum = crate::kernels::reduce::splitk_sum(gpu, &part, split as usize, c, params.flags, params.n as usize, bias, dbias)?;
+    let first = launch_impl(gpu, op, cfg, mode, trans, partial, a, b, None, &part, slices, None, None)?;
+    let sum = crate::kernels::reduce::splitk_sum(gpu, &part, slices as usize, c, params.flags, params.n as usize, bias, dbias)?;
     Ok(vec![first, sum])
 }
 
@@ -487,15 +489,37 @@ pub(crate) fn launch_split_k(
 /// override, `splitk_sum` at run time; bit 4 says whether it accumulates into db).
 pub(crate) const BIAS_GRAD_FLAG: u32 = 32;
 
-/// Scratch bytes of a split-K launch in `split` slices: the C slices, then room for the bias
-/// gradient's row sums per slice.
-pub(crate) fn split_k_scratch_bytes(split: u32, params: &Params) -> u64 {
-    4 * split as u64 * (params.m as u64 * params.n as u64 + params.m as u64)
+/// How `launch_split_k` splits a reduction over workgroup z: part of a step's choice
+/// (`ConvChoice`, `LinearChoice`), which the launch and the scratch sizing read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SplitK {
+    /// K per slice.
+    chunk: u32,
+    /// Slices (workgroups along z).
+    slices: u32,
+    /// Scratch bytes of the partial slices: the C slices, then room for the bias gradient's
+    /// row sums per slice.
+    bytes: u64,
 }
 
-/// How `launch_split_k` splits `params`' reduction: (K per slice, slices), or `None` when
-/// it launches one plain GEMM.
-pub(crate) fn split_k_parts(gpu: &Gpu, cfg: &GemmConfig, mode: GemmMode, params: &Params) -> Option<(u32, u32)> {
+impl SplitK {
+    /// Bytes of the device's scratch region the partial slices take.
+    pub fn scratch_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The one place that decides how `params`' reduction in mode `mode` is split with
+    /// `cfg`, or `None` for one plain GEMM.
+    pub(crate) fn choose(gpu: &Gpu, cfg: &GemmConfig, mode: GemmMode, params: &Params) -> Option<SplitK> {
+        split_k_parts(gpu, cfg, mode, params).map(|(chunk, slices)| {
+            let bytes = 4 * slices as u64 * (params.m as u64 * params.n as u64 + params.m as u64);
+            SplitK { chunk, slices, bytes }
+        })
+    }
+}
+
+/// (K per slice, slices) of a split reduction, or `None` (`SplitK::choose`).
+fn split_k_parts(gpu: &Gpu, cfg: &GemmConfig, mode: GemmMode, params: &Params) -> Option<(u32, u32)> {
     let (bm, bn) = cfg.block();
     let tiles = params.m.div_ceil(bm) * params.n.div_ceil(bn);
     let bk = cfg.bk.max(1);
@@ -648,6 +672,12 @@ fn launch_impl(
 /// ([N, K] if `trans_b`), C is [M, N]; bias has M (Row) or N (Col) entries. One dispatch,
 /// or two where the tiled families split a long K over few output tiles (`launch_split_k`).
 pub fn gemm(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, c: &Tensor) -> Result<Vec<Dispatch>> {
+    gemm_split(gpu, cfg, g, gemm_split_k(gpu, cfg, g), a, b, bias, c)
+}
+
+/// `gemm` split over K as a choice says (`split`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_split(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm, split: Option<SplitK>, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, c: &Tensor) -> Result<Vec<Dispatch>> {
     check_len("gemm", "A", a, g.m * g.k)?;
     check_len("gemm", "B", b, g.k * g.n)?;
     check_len("gemm", "C", c, g.m * g.n)?;
@@ -659,7 +689,7 @@ pub fn gemm(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm, a: &Tensor, b: &Tensor, bias:
             return Err(Error::shape("gemm", format!("bias mode {mode:?} with bias tensor present: {}", t.is_some())))
         }
     }
-    launch_split_k(gpu, "gemm", cfg, GemmMode::Plain, Transpose { a: g.trans_a, b: g.trans_b }, gemm_params(g), a, b, bias, c, None)
+    launch_split_k(gpu, "gemm", cfg, GemmMode::Plain, Transpose { a: g.trans_a, b: g.trans_b }, gemm_params(g), split, a, b, bias, c, None)
 }
 
 /// `gemm` (no transposes of A, no epilogue) whose C is the gradient of a max-pool's output,
@@ -688,6 +718,10 @@ fn gemm_params(g: &Gemm) -> Params {
 
 /// Bytes of the device's scratch region `gemm` takes with `cfg` (split-K partials), else 0.
 pub fn gemm_scratch_bytes(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm) -> u64 {
-    let params = gemm_params(g);
-    split_k_parts(gpu, cfg, GemmMode::Plain, &params).map_or(0, |(_, split)| split_k_scratch_bytes(split, &params))
+    gemm_split_k(gpu, cfg, g).map_or(0, |s| s.scratch_bytes())
+}
+
+/// How `gemm` splits `g` with `cfg` ([`SplitK::choose`]).
+pub(crate) fn gemm_split_k(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm) -> Option<SplitK> {
+    SplitK::choose(gpu, cfg, GemmMode::Plain, &gemm_params(g))
 }

@@ -11,7 +11,7 @@
 
 pub use super::gemm::GradOut;
 use super::conv::{ConvSwitches, Pass};
-use super::gemm::{check_len, flags, gemm_routed_at, launch_weight_grad, routed_pool, Bias, Gemm, GemmConfig, GemmMode, Params, Transpose};
+use super::gemm::{check_len, flags, gemm_routed_at, gemm_split_k, launch_weight_grad, routed_pool, Bias, Gemm, GemmConfig, GemmMode, Params, SplitK, Transpose};
 use super::pool::{MaxPoolRoute, PoolAt};
 use super::Dispatch;
 use crate::runtime::gpu::Gpu;
@@ -62,9 +62,17 @@ pub const SMALL_FORWARD_INP: usize = 128;
 pub enum LinearChoice {
     /// The forward as `linear_forward_small`, one invocation per output.
     SmallForward,
-    /// GEMMs with this variant; a routed dX runs the pool's backward in the GEMM's store
-    /// (`PoolAt::Inside`) or after its product (`Apart`, the product in the scratch region).
-    Gemm(GemmConfig, PoolAt),
+    /// A GEMM with variant `cfg`, its reduction split as `split`; a routed dX runs the
+    /// pool's backward in the GEMM's store (`pool` `Inside`) or after its product (`Apart`,
+    /// the product in the scratch region; a routed GEMM never splits K).
+    Gemm {
+        /// The variant.
+        cfg: GemmConfig,
+        /// Where a routed dX's pool backward runs.
+        pool: PoolAt,
+        /// How the reduction is split (`SplitK::choose`).
+        split: Option<SplitK>,
+    },
     /// A dX routed through a max-pool as `linear_backward_input_routed`'s own kernel, the
     /// route in its store.
     RoutedKernel,
@@ -78,25 +86,31 @@ impl LinearChoice {
     /// product and run the pool's backward after it (the GPU families, `gemm::routed_pool`)
     /// and the pools are fused (`KILN_DIRECT_CONV` is not
     /// `unfused`), else the routed GEMM.
-    pub fn choose(cfg: &GemmConfig, l: &Linear, pass: Pass, routed: bool, switches: ConvSwitches) -> LinearChoice {
+    pub fn choose(gpu: &Gpu, cfg: &GemmConfig, l: &Linear, pass: Pass, routed: bool, switches: ConvSwitches) -> LinearChoice {
+        let gemm = |m, n, k| LinearChoice::Gemm { cfg: *cfg, pool: PoolAt::Apart, split: gemm_split_k(gpu, cfg, &Gemm::new(m, n, k)) };
         match pass {
             Pass::Forward if l.out <= SMALL_OUT && l.inp <= SMALL_FORWARD_INP => LinearChoice::SmallForward,
+            Pass::Forward => gemm(l.rows, l.out, l.inp),
             Pass::BackwardInput if routed => match routed_pool(cfg) {
                 PoolAt::Apart if switches.fused_pools => LinearChoice::RoutedKernel,
-                pool => LinearChoice::Gemm(*cfg, pool),
+                pool => LinearChoice::Gemm { cfg: *cfg, pool, split: None },
             },
-            _ => LinearChoice::Gemm(*cfg, PoolAt::Apart),
+            Pass::BackwardInput => gemm(l.rows, l.inp, l.out),
+            // dW = dy^T x: [out, inp] over the rows
+            Pass::BackwardWeight => gemm(l.out, l.inp, l.rows),
         }
     }
 
-    /// Scratch bytes of a routed dX for `c_len` elements of dy . W: the product where the
-    /// routed GEMM stores it before the pool's backward, else 0 (a routed GEMM never splits K).
-    pub fn routed_scratch_bytes(&self, c_len: usize) -> u64 {
-        match self {
-            LinearChoice::Gemm(_, PoolAt::Apart) => 4 * c_len as u64,
+    /// Scratch bytes of the pass (`c_len`: the elements of a routed dX's product): split-K's
+    /// partial slices, a routed product stored before the pool's backward, else 0.
+    pub fn scratch_bytes(&self, routed: Option<usize>) -> u64 {
+        match (self, routed) {
+            (LinearChoice::Gemm { pool: PoolAt::Apart, .. }, Some(c_len)) => 4 * c_len as u64,
+            (LinearChoice::Gemm { split: Some(s), .. }, _) => s.scratch_bytes(),
             _ => 0,
         }
     }
+
 }
 
 /// y = x . W^T (+ b) (ReLU) for a layer with at most [`SMALL_OUT`] outputs: one dispatch,
@@ -181,7 +195,7 @@ const ROUTED_ROWS: usize = 4;
 /// or the routed GEMM, as [`LinearChoice::choose`] picks for `cfg` (default switches).
 #[allow(clippy::too_many_arguments)]
 pub fn linear_backward_input_routed(gpu: &Gpu, cfg: &GemmConfig, l: &Linear, dy: &Tensor, w: &Tensor, dx: &Tensor, route: &MaxPoolRoute) -> Result<Vec<Dispatch>> {
-    backward_input_routed(gpu, &LinearChoice::choose(cfg, l, Pass::BackwardInput, true, ConvSwitches::default()), l, dy, w, dx, route)
+    backward_input_routed(gpu, &LinearChoice::choose(gpu, cfg, l, Pass::BackwardInput, true, ConvSwitches::default()), l, dy, w, dx, route)
 }
 
 /// `linear_backward_input_routed` as `choice` says.
@@ -196,7 +210,7 @@ pub fn backward_input_routed(gpu: &Gpu, choice: &LinearChoice, l: &Linear, dy: &
         return Err(Error::shape(op, format!("the routed pool's output {pool:?} is not the layer's input {l:?}")));
     }
     match *choice {
-        LinearChoice::Gemm(cfg, pool) => return gemm_routed_at(gpu, &cfg, &Gemm::new(l.rows, l.inp, l.out), dy, w, dx, route, pool),
+        LinearChoice::Gemm { cfg, pool, .. } => return gemm_routed_at(gpu, &cfg, &Gemm::new(l.rows, l.inp, l.out), dy, w, dx, route, pool),
         LinearChoice::SmallForward => return Err(Error::unsupported(op, "a dX chosen to run as a forward")),
         LinearChoice::RoutedKernel => {}
     }
@@ -218,9 +232,20 @@ pub fn backward_input_routed(gpu: &Gpu, choice: &LinearChoice, l: &Linear, dy: &
 
 /// dW (+)= dy^T . x (`accumulate`), and with `db` the bias gradient, db (+)= column sums of
 /// dy: inside the GEMM where `cfg` runs gemm_vec4's TN form, else a separate bias_backward.
+/// Split over K as [`LinearChoice::choose`] says.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_backward_weight(gpu: &Gpu, cfg: &GemmConfig, l: &Linear, dy: &Tensor, x: &Tensor, dw: &Tensor, accumulate: bool, db: GradOut) -> Result<Vec<Dispatch>> {
+    let choice = LinearChoice::choose(gpu, cfg, l, Pass::BackwardWeight, false, ConvSwitches::default());
+    backward_weight(gpu, &choice, l, dy, x, dw, accumulate, db)
+}
+
+/// `linear_backward_weight` as `choice` says.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_weight(gpu: &Gpu, choice: &LinearChoice, l: &Linear, dy: &Tensor, x: &Tensor, dw: &Tensor, accumulate: bool, db: GradOut) -> Result<Vec<Dispatch>> {
     let op = "linear_backward_weight";
+    let LinearChoice::Gemm { cfg, split, .. } = choice else {
+        return Err(Error::unsupported(op, format!("{choice:?} for a weight gradient")));
+    };
     check_len(op, "dy", dy, l.rows * l.out)?;
     check_len(op, "x", x, l.rows * l.inp)?;
     check_len(op, "dw", dw, l.out * l.inp)?;
@@ -231,5 +256,5 @@ pub fn linear_backward_weight(gpu: &Gpu, cfg: &GemmConfig, l: &Linear, dy: &Tens
         return Err(Error::shape(op, format!("an empty dimension in {l:?}")));
     }
     let params = Params { m: l.out as u32, n: l.inp as u32, k: l.rows as u32, flags: flags(accumulate, false, Bias::None), ..Default::default() };
-    launch_weight_grad(gpu, op, cfg, GemmMode::Plain, Transpose::TN, params, dy, x, dw, db)
+    launch_weight_grad(gpu, op, cfg, GemmMode::Plain, Transpose::TN, params, *split, dy, x, dw, db)
 }

@@ -20,7 +20,7 @@
 //! op-owned (`Tensor::empty`).
 
 use super::geometry::Conv2d;
-use crate::kernels::gemm::{launch, launch_weight_grad, vec4_fits, GemmConfig, GemmMode, GradOut, Params, Transpose};
+use crate::kernels::gemm::{launch, launch_weight_grad, vec4_fits, GemmConfig, GemmMode, GradOut, Params, SplitK, Transpose};
 use crate::kernels::pool::MaxPoolRoute;
 use crate::kernels::Dispatch;
 use crate::runtime::gpu::Gpu;
@@ -168,19 +168,19 @@ pub(crate) fn forward(
 /// dW (and db, summed in the same GEMM): [im2col, NT GEMM]. `params` is mode 6's (M = K,
 /// N = KC, K = N*P).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn backward_weight(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params, x: &Tensor, dy: &Tensor, dw: &Tensor, db: GradOut) -> Result<Vec<Dispatch>> {
+pub(crate) fn backward_weight(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params, split: Option<SplitK>, x: &Tensor, dy: &Tensor, dw: &Tensor, db: GradOut) -> Result<Vec<Dispatch>> {
     let (col, fill) = im2col(gpu, c, x, c.cin * c.r * c.s, GemmMode::Im2colBackwardWeight)?;
     let mut out = vec![fill];
-    out.extend(launch_weight_grad(gpu, "conv2d_backward_weight", cfg, GemmMode::Im2colBackwardWeight, Transpose::NT, p, dy, &col, dw, db)?);
+    out.extend(launch_weight_grad(gpu, "conv2d_backward_weight", cfg, GemmMode::Im2colBackwardWeight, Transpose::NT, p, split, dy, &col, dw, db)?);
     Ok(out)
 }
 
 /// dW from the forward's kept columns (KP rows; the GEMM reads the first KC): the NT GEMM
 /// alone.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn backward_weight_from_columns(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params, kept: &Tensor, dy: &Tensor, dw: &Tensor, db: GradOut) -> Result<Vec<Dispatch>> {
+pub(crate) fn backward_weight_from_columns(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params, split: Option<SplitK>, kept: &Tensor, dy: &Tensor, dw: &Tensor, db: GradOut) -> Result<Vec<Dispatch>> {
     let col = Tensor::from_buffer(kept.buffer().clone(), kept.offset(), &[c.cin * c.r * c.s, c.batch * c.oh() * c.ow()], DType::F32);
-    launch_weight_grad(gpu, "conv2d_backward_weight", cfg, GemmMode::Im2colBackwardWeight, Transpose::NT, p, dy, &col, dw, db)
+    launch_weight_grad(gpu, "conv2d_backward_weight", cfg, GemmMode::Im2colBackwardWeight, Transpose::NT, p, split, dy, &col, dw, db)
 }
 
 /// dX: [pad_weight if KC % 4 != 0, TN GEMM into dcol, col2im], the last

@@ -20,7 +20,7 @@ pub mod shared;
 pub use geometry::Conv2d;
 use direct as conv_direct;
 use shared as conv_shared;
-use crate::kernels::gemm::{check_len, flags, launch, launch_routed, launch_weight_grad, routed_pool, split_k_parts, split_k_scratch_bytes, Bias, Family, GemmConfig, GemmMode, GradOut, Params, Transpose};
+use crate::kernels::gemm::{check_len, flags, launch, launch_routed, launch_weight_grad, routed_pool, Bias, Family, GemmConfig, GemmMode, GradOut, Params, SplitK, Transpose};
 use crate::kernels::pool::{max_pool2d_forward, MaxPoolOut, MaxPoolRoute, Pool2d, PoolAt};
 use crate::kernels::Dispatch;
 use crate::runtime::gpu::Gpu;
@@ -93,6 +93,9 @@ pub struct ConvChoice {
     /// kernel's store (conv_direct, conv_shared, col2im, the vec4 and register-blocked GEMMs)
     /// or after the product. `Apart` for a weight gradient.
     pub pool: PoolAt,
+    /// How a weight gradient's GEMM splits its reduction (the implicit GEMM on the tiled and
+    /// register-blocked families); `None` elsewhere.
+    pub split: Option<SplitK>,
 }
 
 impl ConvChoice {
@@ -100,7 +103,7 @@ impl ConvChoice {
     /// `pool`: the max-pool after a forward, if any. A geometry that does not validate gets
     /// the implicit GEMM (whose builder then reports the error).
     pub fn choose(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, pass: Pass, pool: Option<&Pool2d>, switches: ConvSwitches) -> ConvChoice {
-        let choice = |kernel, pool| ConvChoice { cfg: *cfg, pass, kernel, pool };
+        let choice = |kernel, pool| ConvChoice { cfg: *cfg, pass, kernel, pool, split: None };
         if conv.validate("conv2d").is_err() {
             return choice(ConvKernel::Implicit, PoolAt::Apart);
         }
@@ -127,8 +130,10 @@ impl ConvChoice {
             Pass::BackwardInput => choice(ConvKernel::Implicit, routed_pool(cfg)),
             Pass::BackwardWeight if shared && conv_shared::fits_backward_weight(conv) => choice(ConvKernel::Shared, PoolAt::Apart),
             Pass::BackwardWeight => {
-                let staged = staged && im2col::fits(gpu, GemmMode::Im2colBackwardWeight, Transpose::NT, conv, &weight_params(conv, 0));
-                choice(if staged { ConvKernel::Staged } else { ConvKernel::Implicit }, PoolAt::Apart)
+                let p = weight_params(conv, 0);
+                let staged = staged && im2col::fits(gpu, GemmMode::Im2colBackwardWeight, Transpose::NT, conv, &p);
+                let (kernel, mode) = if staged { (ConvKernel::Staged, GemmMode::Im2colBackwardWeight) } else { (ConvKernel::Implicit, GemmMode::ConvBackwardWeight) };
+                ConvChoice { split: SplitK::choose(gpu, cfg, mode, &p), ..choice(kernel, PoolAt::Apart) }
             }
         }
     }
@@ -145,7 +150,7 @@ impl ConvChoice {
     /// and a padded weight copy (staged), conv_shared's or split-K's partial sums (weight
     /// gradients), a routed dX's product where the pool's backward runs apart (`routed`: the
     /// pool's output elements), else 0. What an executor reserves up front.
-    pub fn scratch_bytes(&self, gpu: &Gpu, conv: &Conv2d, routed: Option<usize>) -> u64 {
+    pub fn scratch_bytes(&self, conv: &Conv2d, routed: Option<usize>) -> u64 {
         let route = match (routed, self.pool) {
             (Some(c_len), PoolAt::Apart) => 4 * c_len as u64,
             _ => 0,
@@ -156,10 +161,7 @@ impl ConvChoice {
             (Pass::BackwardInput, ConvKernel::Staged) => im2col::scratch_bytes(conv, GemmMode::Im2colBackwardInput),
             (Pass::BackwardWeight, ConvKernel::Staged) => im2col::scratch_bytes(conv, GemmMode::Im2colBackwardWeight),
             (Pass::BackwardWeight, ConvKernel::Shared) => conv_shared::scratch_bytes_backward_weight(conv),
-            (Pass::BackwardWeight, ConvKernel::Implicit) => {
-                let p = weight_params(conv, 0);
-                split_k_parts(gpu, &self.cfg, GemmMode::ConvBackwardWeight, &p).map_or(0, |(_, split)| split_k_scratch_bytes(split, &p))
-            }
+            (Pass::BackwardWeight, ConvKernel::Implicit) => self.split.map_or(0, |s| s.scratch_bytes()),
             _ => 0,
         };
         pass.max(route)
@@ -378,9 +380,9 @@ pub fn backward_weight(gpu: &Gpu, choice: &ConvChoice, conv: &Conv2d, x: WeightI
     let cfg = &choice.cfg;
     match (x, choice.kernel) {
         (WeightInput::X(x), ConvKernel::Shared) => conv_shared::backward_weight(gpu, conv, x, dy, dw, accumulate, db),
-        (WeightInput::X(x), ConvKernel::Staged) => im2col::backward_weight(gpu, cfg, conv, p, x, dy, dw, db),
-        (WeightInput::X(x), _) => launch_weight_grad(gpu, op, cfg, GemmMode::ConvBackwardWeight, Transpose::NN, p, dy, x, dw, db),
-        (WeightInput::Columns(col), ConvKernel::Staged) => im2col::backward_weight_from_columns(gpu, cfg, conv, p, col, dy, dw, db),
+        (WeightInput::X(x), ConvKernel::Staged) => im2col::backward_weight(gpu, cfg, conv, p, choice.split, x, dy, dw, db),
+        (WeightInput::X(x), _) => launch_weight_grad(gpu, op, cfg, GemmMode::ConvBackwardWeight, Transpose::NN, p, choice.split, dy, x, dw, db),
+        (WeightInput::Columns(col), ConvKernel::Staged) => im2col::backward_weight_from_columns(gpu, cfg, conv, p, choice.split, col, dy, dw, db),
         (WeightInput::Columns(_), _) => Err(Error::unsupported(op, format!("kept im2col columns with {:?}, which does not stage them for {conv:?}", cfg.family))),
     }
 }
