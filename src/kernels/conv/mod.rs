@@ -208,18 +208,7 @@ pub fn conv2d_forward_keeping_columns(
 
 /// The forward as `choice` says (see `conv2d_forward_keeping_columns`).
 #[allow(clippy::too_many_arguments)]
-pub fn forward(
-    gpu: &Gpu,
-    choice: &ConvChoice,
-    conv: &Conv2d,
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
-    relu: bool,
-    y: &Tensor,
-    columns: Option<&Tensor>,
-    pool: Option<&MaxPoolOut>,
-) -> Result<Vec<Dispatch>> {
+pub fn forward(gpu: &Gpu, choice: &ConvChoice, conv: &Conv2d, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, relu: bool, y: &Tensor, columns: Option<&Tensor>, pool: Option<&MaxPoolOut>) -> Result<Vec<Dispatch>> {
     let op = "conv2d_forward";
     conv.validate(op)?;
     check_len(op, "x", x, conv.x_len())?;

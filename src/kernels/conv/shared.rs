@@ -228,7 +228,7 @@ pub(crate) fn backward_input(gpu: &Gpu, c: &Conv2d, w: &Tensor, dy: &Tensor, dx:
         None => Ok(vec![conv_dispatch(gpu, c, true, 0, Epilogue::Store, &tensors(dx))?]),
         Some(r) if pool == PoolAt::Inside => Ok(vec![conv_dispatch(gpu, c, true, 0, Epilogue::Route(r), &tensors(dx))?]),
         Some(r) => {
-            // the product in the scratch region (the executor plans it: conv::routed_scratch_bytes)
+            // the product in the scratch region (the executor plans it: ConvChoice::scratch_bytes)
             let product = Tensor::from_buffer(gpu.scratch(4 * c.x_len() as u64)?, 0, &[c.x_len()], DType::F32);
             let conv = conv_dispatch(gpu, c, true, 0, Epilogue::Store, &tensors(&product))?;
             Ok(vec![conv, r.backward(gpu, &product, dx)?])
