@@ -243,7 +243,7 @@ pub fn tune(gpu: &Gpu, graph: &Graph, optimizer: Optimizer) -> Result<(Tuning, T
         }
         for cfg in all {
             let timed = |k: &TuneKey| best.get(k).is_none_or(|b| !b.1.is_nan()) && candidates(gpu, k).contains(&cfg);
-            if !keys.iter().any(|k| timed(k)) {
+            if !keys.iter().any(timed) {
                 continue;
             }
             let exec = Executor::new(gpu, graph, Mode::Train, Some(optimizer), &cfg, None)?;
