@@ -9,13 +9,75 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::runtime::gpu::Gpu;
-use crate::graph::{lower, Executor, Graph, Mode, Plan, Step};
-use crate::kernels::conv::{self, Pass};
+use crate::graph::choice::StepChoice;
+use crate::graph::{lower, Executor, Graph, Mode};
+use crate::kernels::conv::{Conv2d, ConvSwitches, Pass};
 use crate::kernels::gemm::GemmConfig;
-use crate::kernels::linear::forward_is_small;
 use crate::kernels::optim::Optimizer;
+use crate::runtime::gpu::Gpu;
 use crate::{Error, Result};
+
+/// The autotune key of a GEMM or convolution step: its kind and shapes. Its text
+/// (`Display`, parsed back by [`TuneKey::parse`]) is what the cache file stores, e.g.
+/// `linear_forward x[64, 784] w[128, 784]` or `conv2d_backward_input Conv2d { batch: 64, .. }`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum TuneKey {
+    /// A convolution pass.
+    Conv2d(Pass, Conv2d),
+    /// A linear layer's pass and its two operands' shapes: x and w (forward), dy and w (dX),
+    /// dy and x (dW).
+    Linear(Pass, Vec<usize>, Vec<usize>),
+}
+
+impl TuneKey {
+    /// Whether the step is a convolution (its candidates differ from a plain GEMM's).
+    pub fn is_conv(&self) -> bool {
+        matches!(self, TuneKey::Conv2d(..))
+    }
+
+    /// The key whose text is `s`, or `None` (a line this kiln does not write).
+    pub fn parse(s: &str) -> Option<TuneKey> {
+        let (kind, rest) = s.split_once(' ')?;
+        let pass = match kind.split_once('_')?.1 {
+            "forward" => Pass::Forward,
+            "backward_input" => Pass::BackwardInput,
+            "backward_weight" => Pass::BackwardWeight,
+            _ => return None,
+        };
+        let numbers = |t: &str| t.split(|c: char| !c.is_ascii_digit()).filter(|n| !n.is_empty()).map(|n| n.parse().ok()).collect::<Option<Vec<usize>>>();
+        let key = if kind.starts_with("conv2d_") {
+            let n = numbers(rest.strip_prefix("Conv2d")?)?;
+            let &[batch, cin, h, w, cout, r, s, stride, pad] = n.as_slice() else { return None };
+            TuneKey::Conv2d(pass, Conv2d { batch, cin, h, w, cout, r, s, stride, pad })
+        } else {
+            let (a, b) = rest.split_once("] ")?;
+            TuneKey::Linear(pass, numbers(a)?, numbers(b)?)
+        };
+        // the names, separators and field order, exactly as written
+        (key.to_string() == s).then_some(key)
+    }
+}
+
+impl std::fmt::Display for TuneKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let pass = |p: &Pass| match p {
+            Pass::Forward => "forward",
+            Pass::BackwardInput => "backward_input",
+            Pass::BackwardWeight => "backward_weight",
+        };
+        match self {
+            TuneKey::Conv2d(p, conv) => write!(f, "conv2d_{} {conv:?}", pass(p)),
+            TuneKey::Linear(p, a, b) => {
+                let (na, nb) = match p {
+                    Pass::Forward => ("x", "w"),
+                    Pass::BackwardInput => ("dy", "w"),
+                    Pass::BackwardWeight => ("dy", "x"),
+                };
+                write!(f, "linear_{} {na}{a:?} {nb}{b:?}", pass(p))
+            }
+        }
+    }
+}
 
 /// The variant to use for each GEMM/conv step, by shape key; `default` for the rest.
 #[derive(Clone, Debug)]
@@ -24,7 +86,7 @@ pub struct Tuning {
     pub default: GemmConfig,
     /// The variant per step key ([`crate::graph::Plan::tune_key`]: the step's kind and
     /// shapes, e.g. `linear_forward x[64, 784] w[128, 784]`).
-    pub per_key: HashMap<String, GemmConfig>,
+    pub per_key: HashMap<TuneKey, GemmConfig>,
 }
 
 impl Tuning {
@@ -33,7 +95,7 @@ impl Tuning {
         Tuning { default: cfg, per_key: HashMap::new() }
     }
     /// The variant for the step with tune key `key` (`None` for steps without GEMM/conv).
-    pub fn choose(&self, key: Option<&str>) -> GemmConfig {
+    pub fn choose(&self, key: Option<&TuneKey>) -> GemmConfig {
         key.and_then(|k| self.per_key.get(k)).copied().unwrap_or(self.default)
     }
 }
@@ -75,37 +137,20 @@ pub struct TuneReport {
 /// where these won all five passes on an H200 against 64-row tiles, BENCHMARKS.md). Each
 /// candidate timed costs its pipelines' compilation at a cold start; a step with one
 /// candidate is not timed.
-pub fn candidates(gpu: &Gpu, key: &str) -> Vec<GemmConfig> {
+pub fn candidates(gpu: &Gpu, key: &TuneKey) -> Vec<GemmConfig> {
     if gpu.info().is_cpu() {
         // the vec4 GEMMs share A's loads across subgroups where the adapter allows
         let sg = gpu.info().shares_subgroups();
-        if key.starts_with("conv2d") {
+        if key.is_conv() {
             vec![if sg { GemmConfig::IM2COL_VEC4_SG } else { GemmConfig::IM2COL_VEC4 }]
         } else {
             vec![if sg { GemmConfig::VEC4_SG } else { GemmConfig::VEC4 }, GemmConfig::REGBLOCK_4X4]
         }
-    } else if key.starts_with("conv2d") {
+    } else if key.is_conv() {
         vec![GemmConfig::TILED_32X64, GemmConfig::TILED_16X64]
     } else {
         vec![GemmConfig::TILED_64]
     }
-}
-
-/// Whether `step` runs the same kernel with each of `candidates`: a convolution pass that the
-/// GPU families run direct (ops/conv_shared.rs), whatever their GEMM tile, or the forward of
-/// a linear layer with few outputs and inputs (`linear_forward_small`).
-fn candidates_run_alike(gpu: &Gpu, plan: &Plan, step: &Step, candidates: &[GemmConfig]) -> bool {
-    let (conv, pass) = match step {
-        Step::LinearForward { w, .. } => {
-            let shape = &plan.values[w.0].shape;
-            return forward_is_small(shape[1], shape[0]);
-        }
-        Step::Conv2dForward { conv, .. } => (conv, Pass::Forward),
-        Step::Conv2dBackwardInput { conv, .. } => (conv, Pass::BackwardInput),
-        Step::Conv2dBackwardWeight { conv, .. } => (conv, Pass::BackwardWeight),
-        _ => return false,
-    };
-    candidates.iter().all(|cfg| conv::runs_direct(gpu, cfg, conv, pass))
 }
 
 /// The cache file for this adapter, driver and kiln version (a new kiln re-tunes: its
@@ -144,9 +189,9 @@ pub fn cache_file(gpu: &Gpu) -> Result<Option<PathBuf>> {
     Ok(Some(dir.join(format!("autotune-{id}.txt"))))
 }
 
-fn read_cache(path: &PathBuf) -> HashMap<String, String> {
+fn read_cache(path: &PathBuf) -> HashMap<TuneKey, String> {
     std::fs::read_to_string(path)
-        .map(|s| s.lines().filter_map(|l| l.split_once('\t')).map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        .map(|s| s.lines().filter_map(|l| l.split_once('\t')).filter_map(|(k, v)| Some((TuneKey::parse(k)?, v.to_string()))).collect())
         .unwrap_or_default()
 }
 
@@ -161,14 +206,13 @@ pub fn tune(gpu: &Gpu, graph: &Graph, optimizer: Optimizer) -> Result<(Tuning, T
     let path = cache_file(gpu)?;
     report.cache_file = path.clone();
     let mut cached = path.as_ref().map(read_cache).unwrap_or_default();
+    let switches = ConvSwitches::from_env()?;
     let plan = lower(graph, Mode::Train)?;
-    let keys: Vec<String> = plan.tune_keys().into_iter().flatten().collect();
-    // keys whose step runs the same kernel whatever the candidate (a direct convolution)
-    let untimed: Vec<String> = plan
-        .steps
-        .iter()
-        .filter_map(|s| plan.tune_key(s).filter(|k| candidates_run_alike(gpu, &plan, s, &candidates(gpu, k))))
-        .collect();
+    let keys: Vec<TuneKey> = plan.tune_keys().into_iter().flatten().collect();
+    // keys whose step runs the same kernel whatever the candidate's GEMM tile (conv_shared,
+    // linear_forward_small)
+    let tile_free = |s, k: &TuneKey| candidates(gpu, k).iter().all(|cfg| StepChoice::for_step(gpu, &plan, s, cfg, switches).tile_free());
+    let untimed: Vec<TuneKey> = plan.steps.iter().filter_map(|s| plan.tune_key(s).filter(|k| tile_free(s, k))).collect();
     // An entry is trusted only if it names a variant this adapter's family competes with
     // for that step (a GPU choice on a CPU adapter can be 8x slower, a misspelt one unknown).
     cached.retain(|k, v| {
@@ -184,7 +228,7 @@ pub fn tune(gpu: &Gpu, graph: &Graph, optimizer: Optimizer) -> Result<(Tuning, T
         // Time each candidate on the steps it competes for; keep the fastest per key. A key
         // with a single candidate, or whose step runs the same kernel with each, is decided
         // without timing.
-        let mut best: HashMap<String, (String, f64)> = HashMap::new();
+        let mut best: HashMap<TuneKey, (String, f64)> = HashMap::new();
         let mut all: Vec<GemmConfig> = Vec::new();
         for k in &keys {
             let c = candidates(gpu, k);
@@ -198,8 +242,8 @@ pub fn tune(gpu: &Gpu, graph: &Graph, optimizer: Optimizer) -> Result<(Tuning, T
             }
         }
         for cfg in all {
-            let timed = |k: &str| best.get(k).is_none_or(|b| !b.1.is_nan()) && candidates(gpu, k).contains(&cfg);
-            if !keys.iter().any(|k| timed(k)) {
+            let timed = |k: &TuneKey| best.get(k).is_none_or(|b| !b.1.is_nan()) && candidates(gpu, k).contains(&cfg);
+            if !keys.iter().any(timed) {
                 continue;
             }
             let exec = Executor::new(gpu, graph, Mode::Train, Some(optimizer), &cfg, None)?;
@@ -214,7 +258,7 @@ pub fn tune(gpu: &Gpu, graph: &Graph, optimizer: Optimizer) -> Result<(Tuning, T
         }
         for (k, (name, secs)) in &best {
             cached.insert(k.clone(), name.clone());
-            report.chosen.insert(k.clone(), (name.clone(), *secs));
+            report.chosen.insert(k.to_string(), (name.clone(), *secs));
         }
         if let Some(p) = &path {
             if let Some(dir) = p.parent() {
@@ -230,7 +274,7 @@ pub fn tune(gpu: &Gpu, graph: &Graph, optimizer: Optimizer) -> Result<(Tuning, T
     } else {
         report.from_cache = true;
         for k in &keys {
-            report.chosen.insert(k.clone(), (cached[k].clone(), f64::NAN));
+            report.chosen.insert(k.to_string(), (cached[k].clone(), f64::NAN));
         }
     }
     let per_key = keys.iter().filter_map(|k| cached.get(k).and_then(|n| GemmConfig::named(n)).map(|c| (k.clone(), c))).collect();

@@ -17,12 +17,14 @@ use super::profile::{self, Profile, Unit};
 use super::{Graph, Init, NodeId};
 use crate::kernels::data::ResidentDataset;
 use crate::runtime::gpu::{Gpu, GpuBuffer};
-use crate::graph::autotune::Tuning;
+use crate::graph::autotune::{TuneKey, Tuning};
+use crate::graph::choice::StepChoice;
 use super::NamedTensors;
-use crate::kernels::gemm::{gemm, gemm_scratch_bytes, Bias, Gemm, GemmConfig};
+use crate::kernels::gemm::{gemm_split, Bias, Gemm};
 use crate::kernels::optim::{optimizer_step, step_words, Optimizer, STEP_WORDS};
 use crate::kernels::softmax::{metrics_words, Metrics};
-use crate::kernels::linear::{self, Linear};
+use crate::kernels::conv::{ConvSwitches, WeightInput};
+use crate::kernels::linear::{self, Linear, LinearChoice};
 use crate::kernels::{activation, batchnorm, conv, dropout, elementwise, pool, reduce, softmax, Dispatch};
 use crate::base::rng::Rng;
 use crate::runtime::tensor::{DType, Tensor};
@@ -162,8 +164,11 @@ pub struct Executor<'g> {
     update: Option<Optimizer>,
     steps_run: u64,
     /// im2col columns a convolution's forward keeps for its weight gradient, by the index
-    /// of each of the two steps (`conv::kept_columns_len`).
+    /// of each of the two steps (`ConvChoice::kept_columns_len`).
     kept_columns: HashMap<usize, Tensor>,
+    /// How each plan step runs (its kernel, GEMM variant, fused pools), resolved once in
+    /// [`Executor::new`] from the step, its tuned variant and `KILN_DIRECT_CONV`.
+    choices: Vec<StepChoice>,
 }
 
 /// An executor's parameter and state buffers, for another executor of the same model to
@@ -325,25 +330,25 @@ impl<'g> Executor<'g> {
             update: optimizer,
             steps_run: 0,
             kept_columns: HashMap::new(),
+            choices: Vec::new(),
         };
-        // Each step's kernel variant, chosen once.
-        let cfgs: Vec<GemmConfig> = exec.plan.steps.iter().map(|step| tuning.choose(exec.plan.tune_key(step).as_deref())).collect();
+        // Each step's kernel, chosen once.
+        let switches = ConvSwitches::from_env()?;
+        let plan = &exec.plan;
+        exec.choices = plan.steps.iter().map(|step| StepChoice::for_step(gpu, plan, step, &tuning.choose(plan.tune_key(step).as_ref()), switches)).collect();
         // One scratch region for every pass that stages data (Gpu::scratch), as large as
         // the largest of them, before any is recorded; then the columns kept in it.
-        let mut scratch = exec.plan.steps.iter().zip(&cfgs).map(|(step, cfg)| {
-            match step {
-                Step::Conv2dForward { conv, .. } => conv::scratch_bytes(gpu, cfg, conv, conv::Pass::Forward),
-                // a routed dX on the tiled families stores its product in the scratch region
-                // unless the direct convolution routes it in its store
-                Step::Conv2dBackwardInput { conv, pool, .. } => conv::scratch_bytes(gpu, cfg, conv, conv::Pass::BackwardInput)
-                    .max(pool.as_ref().map_or(0, |r| conv::routed_scratch_bytes(gpu, cfg, conv, r.pool.y_len()))),
-                // a routed GEMM never splits K
-                Step::LinearBackwardInput { pool: Some(r), .. } => linear::routed_scratch_bytes(gpu, cfg, r.pool.y_len()),
-                Step::Conv2dBackwardWeight { conv, .. } => conv::scratch_bytes(gpu, cfg, conv, conv::Pass::BackwardWeight),
-                _ => linear_gemm(step, &|v| exec.tensors[v.0].shape().to_vec()).map_or(0, |g| gemm_scratch_bytes(gpu, cfg, &g)),
+        let mut scratch = exec.plan.steps.iter().zip(&exec.choices).map(|(step, choice)| {
+            match (step, choice) {
+                // a routed dX whose pool's backward runs apart stores its product in the scratch region
+                (Step::Conv2dBackwardInput { conv, pool, .. }, StepChoice::Conv(c)) => c.scratch_bytes(conv, pool.as_ref().map(|r| r.pool.y_len())),
+                (Step::Conv2dForward { conv, .. } | Step::Conv2dBackwardWeight { conv, .. }, StepChoice::Conv(c)) => c.scratch_bytes(conv, None),
+                (Step::LinearBackwardInput { pool, .. }, StepChoice::Linear(c)) => c.scratch_bytes(pool.as_ref().map(|r| r.pool.y_len())),
+                (_, StepChoice::Linear(c)) => c.scratch_bytes(None),
+                _ => 0,
             }
         }).collect::<Vec<u64>>();
-        let keep = exec.columns_to_keep(&cfgs, &scratch);
+        let keep = exec.columns_to_keep(&scratch);
         for k in &keep {
             scratch[k.backward] = 0;
             if !k.in_scratch {
@@ -360,7 +365,7 @@ impl<'g> Executor<'g> {
             exec.kept_columns.insert(k.backward, columns.clone());
             exec.kept_columns.insert(k.forward, columns);
         }
-        for (s, mut d) in exec.build_dispatches(&cfgs)?.into_iter().enumerate() {
+        for (s, mut d) in exec.build_dispatches()?.into_iter().enumerate() {
             let start = exec.dispatches.len();
             exec.dispatches.append(&mut d);
             exec.step_ranges.push(start..exec.dispatches.len());
@@ -385,7 +390,7 @@ impl<'g> Executor<'g> {
 
     /// Median seconds of each plan step whose tune key passes `which`, run alone (submit +
     /// wait) `reps` times after a warm-up; None for the other steps.
-    pub fn time_steps(&self, reps: usize, which: &dyn Fn(&str) -> bool) -> Result<Vec<Option<f64>>> {
+    pub fn time_steps(&self, reps: usize, which: &dyn Fn(&TuneKey) -> bool) -> Result<Vec<Option<f64>>> {
         let mut out = Vec::new();
         for (step, range) in self.plan.steps.iter().zip(&self.step_ranges) {
             if !self.plan.tune_key(step).is_some_and(|k| which(&k)) {
@@ -457,13 +462,13 @@ impl<'g> Executor<'g> {
     }
 
     /// The convolutions whose forward keeps its im2col columns for the weight gradient (the
-    /// same geometry and input, both passes staged: `conv::kept_columns_len`), given each
-    /// step's kernel variant and scratch bytes: in the scratch region where no step between the two uses it
+    /// same geometry and input, both passes staged: `ConvChoice::kept_columns_len`), given
+    /// each step's scratch bytes: in the scratch region where no step between the two uses it
     /// (nothing overwrites them: no extra memory), else in a buffer of their own if they
     /// take at most half the scratch region (memory traded for an im2col pass, bounded by
     /// what staging takes anyway: the MNIST CNN's conv1 at batch 64 keeps 5.6 MiB beside a
     /// 20 MiB region).
-    fn columns_to_keep(&self, cfgs: &[GemmConfig], scratch: &[u64]) -> Vec<KeptColumns> {
+    fn columns_to_keep(&self, scratch: &[u64]) -> Vec<KeptColumns> {
         let steps = &self.plan.steps;
         let region = scratch.iter().copied().max().unwrap_or(0);
         let mut keep = Vec::new();
@@ -471,7 +476,8 @@ impl<'g> Executor<'g> {
             let Step::Conv2dForward { conv, x, .. } = step else { continue };
             let same = |s: &Step| matches!(s, Step::Conv2dBackwardWeight { conv: c, x: xw, .. } if c == conv && self.plan.root(*xw) == self.plan.root(*x));
             let Some(backward) = steps.iter().position(same) else { continue };
-            let Some(len) = conv::kept_columns_len(self.gpu, &cfgs[forward], &cfgs[backward], conv) else { continue };
+            let (StepChoice::Conv(f), StepChoice::Conv(b)) = (&self.choices[forward], &self.choices[backward]) else { continue };
+            let Some(len) = f.kept_columns_len(b, conv) else { continue };
             let in_scratch = scratch[forward + 1..backward].iter().all(|&b| b == 0);
             if in_scratch || 8 * len as u64 <= region {
                 keep.push(KeptColumns { forward, backward, len, in_scratch });
@@ -484,9 +490,9 @@ impl<'g> Executor<'g> {
     /// pipeline compilation (shader translation and the driver's compiler), so on native
     /// targets the steps are built by one thread per core taking the next unbuilt step (the
     /// pipeline cache is shared; error scopes are per thread); wasm32 builds them in order.
-    fn build_dispatches(&self, cfgs: &[GemmConfig]) -> Result<Vec<Vec<Dispatch>>> {
+    fn build_dispatches(&self) -> Result<Vec<Vec<Dispatch>>> {
         let steps = &self.plan.steps;
-        let build = |i: usize| self.dispatch(&steps[i], &cfgs[i], self.kept_columns.get(&i));
+        let build = |i: usize| self.dispatch(&steps[i], &self.choices[i], self.kept_columns.get(&i));
         #[cfg(not(target_arch = "wasm32"))]
         {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(steps.len());
@@ -511,44 +517,60 @@ impl<'g> Executor<'g> {
         (0..steps.len()).map(build).collect()
     }
 
-    /// A step's dispatches; `columns`: the im2col columns its convolution keeps (forward) or
-    /// reads (weight gradient).
-    fn dispatch(&self, step: &Step, cfg: &GemmConfig, columns: Option<&Tensor>) -> Result<Vec<Dispatch>> {
+    /// A step's dispatches as `choice` says; `columns`: the im2col columns its convolution
+    /// keeps (forward) or reads (weight gradient).
+    fn dispatch(&self, step: &Step, choice: &StepChoice, columns: Option<&Tensor>) -> Result<Vec<Dispatch>> {
         let gpu = self.gpu;
         let t = |v: ValueId| self.t(v);
         let grad = |g: &Option<(ValueId, bool)>| g.map(|(v, acc)| (t(v), acc));
+        let mismatch = || Error::unsupported("Executor", format!("{choice:?} for {step:?}"));
+        let conv_choice = || match choice {
+            StepChoice::Conv(c) => Ok(c),
+            _ => Err(mismatch()),
+        };
+        let linear_choice = || match choice {
+            StepChoice::Linear(c) => Ok(c),
+            _ => Err(mismatch()),
+        };
+        let gemm = |g: &Gemm, a, b, bias, c| match choice {
+            StepChoice::Linear(LinearChoice::Gemm { cfg, split, .. }) => gemm_split(gpu, cfg, g, *split, a, b, bias, c),
+            _ => Err(mismatch()),
+        };
         Ok(match step {
             Step::Conv2dForward { conv, x, w, b, relu, y, pool } => {
                 let pool = pool.as_ref().map(|p| MaxPoolOut { pool: &p.pool, y: t(p.y), argmax: t(p.argmax) });
-                conv::conv2d_forward_keeping_columns(gpu, cfg, conv, t(*x), t(*w), b.map(t), *relu, t(*y), columns, pool.as_ref())?
+                conv::forward(gpu, conv_choice()?, conv, t(*x), t(*w), b.map(t), *relu, t(*y), columns, pool.as_ref())?
             }
             Step::Conv2dBackwardInput { conv, w, dy, dx, pool } => {
-                conv::conv2d_backward_input(gpu, cfg, conv, t(*w), t(*dy), t(*dx), pool.as_ref().map(|r| self.route(r)).as_ref())?
+                conv::backward_input(gpu, conv_choice()?, conv, t(*w), t(*dy), t(*dx), pool.as_ref().map(|r| self.route(r)).as_ref())?
             }
-            Step::Conv2dBackwardWeight { conv, x, dy, dw, accumulate, db } => match columns {
-                None => conv::conv2d_backward_weight(gpu, cfg, conv, t(*x), t(*dy), t(*dw), *accumulate, grad(db))?,
-                Some(col) => conv::conv2d_backward_weight_from_columns(gpu, cfg, conv, col, t(*dy), t(*dw), *accumulate, grad(db))?,
-            },
-            Step::LinearForward { x, w, b, relu, y } => match linear_gemm(step, &|v| t(v).shape().to_vec()) {
-                Some(g) => gemm(gpu, cfg, &g, t(*x), t(*w), b.map(t), t(*y))?,
-                None => {
+            Step::Conv2dBackwardWeight { conv, x, dy, dw, accumulate, db } => {
+                let input = columns.map_or(WeightInput::X(t(*x)), WeightInput::Columns);
+                conv::backward_weight(gpu, conv_choice()?, conv, input, t(*dy), t(*dw), *accumulate, grad(db))?
+            }
+            Step::LinearForward { x, w, b, relu, y } => match choice {
+                StepChoice::Linear(LinearChoice::SmallForward) => {
                     let l = Linear { rows: t(*x).shape()[0], inp: t(*x).shape()[1], out: t(*w).shape()[0] };
                     vec![linear::linear_forward_small(gpu, &l, t(*x), t(*w), b.map(t), *relu, t(*y))?]
                 }
+                _ => {
+                    let g = linear_gemm(step, &|v| t(v).shape().to_vec()).ok_or_else(mismatch)?;
+                    gemm(&g, t(*x), t(*w), b.map(t), t(*y))?
+                }
             },
             Step::LinearBackwardInput { dy, w, dx, pool } => {
-                let g = linear_gemm(step, &|v| t(v).shape().to_vec()).expect("a linear step");
+                let g = linear_gemm(step, &|v| t(v).shape().to_vec()).ok_or_else(mismatch)?;
                 match pool {
-                    None => gemm(gpu, cfg, &g, t(*dy), t(*w), None, t(*dx))?,
+                    None => gemm(&g, t(*dy), t(*w), None, t(*dx))?,
                     Some(r) => {
                         let l = Linear { rows: g.m, inp: g.n, out: g.k };
-                        linear::linear_backward_input_routed(gpu, cfg, &l, t(*dy), t(*w), t(*dx), &self.route(r))?
+                        linear::backward_input_routed(gpu, linear_choice()?, &l, t(*dy), t(*w), t(*dx), &self.route(r))?
                     }
                 }
             }
             Step::LinearBackwardWeight { dy, x, dw, accumulate, db } => {
                 let l = Linear { rows: t(*dy).shape()[0], inp: t(*x).shape()[1], out: t(*dy).shape()[1] };
-                linear::linear_backward_weight(gpu, cfg, &l, t(*dy), t(*x), t(*dw), *accumulate, grad(db))?
+                linear::backward_weight(gpu, linear_choice()?, &l, t(*dy), t(*x), t(*dw), *accumulate, grad(db))?
             }
             Step::LinearBackwardSmall { dy, w, x, dx, relu, dw, db } => {
                 let (rows, out) = (t(*dy).shape()[0], t(*dy).shape()[1]);
@@ -895,11 +917,10 @@ struct KeptColumns {
     in_scratch: bool,
 }
 
-/// The GEMM of a linear step; `None` for other steps and for a forward that runs
-/// `linear_forward_small` (`linear::forward_is_small`).
+/// The GEMM of a linear forward or input-gradient step (run as a GEMM where its choice
+/// says); `None` for other steps.
 fn linear_gemm(step: &Step, shape: &dyn Fn(ValueId) -> Vec<usize>) -> Option<Gemm> {
     match step {
-        Step::LinearForward { w, .. } if linear::forward_is_small(shape(*w)[1], shape(*w)[0]) => None,
         Step::LinearForward { x, w, b, relu, .. } => {
             let (x, w) = (shape(*x), shape(*w));
             let bias = if b.is_some() { Bias::Col } else { Bias::None };

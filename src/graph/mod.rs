@@ -6,6 +6,7 @@
 //! submit. [`cpu`] interprets the same plan with the CPU references (the spec).
 
 pub mod autotune;
+pub mod choice;
 pub mod cpu;
 pub mod exec;
 pub mod fold;

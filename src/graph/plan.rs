@@ -5,10 +5,11 @@
 
 use std::collections::HashMap;
 
+use super::autotune::TuneKey;
 use super::{Init, NodeId};
 use crate::kernels::activation::Activation;
 use crate::kernels::batchnorm::BatchNorm;
-use crate::kernels::conv::Conv2d;
+use crate::kernels::conv::{Conv2d, Pass};
 use crate::kernels::pool::{GlobalPool2d, Pool2d};
 use crate::runtime::tensor::DType;
 
@@ -591,21 +592,21 @@ pub struct Plan {
 
 impl Plan {
     /// The shape key of a GEMM or convolution step (what autotuning chooses a variant for).
-    pub fn tune_key(&self, step: &Step) -> Option<String> {
-        let s = |v: &ValueId| &self.values[v.0].shape;
+    pub fn tune_key(&self, step: &Step) -> Option<TuneKey> {
+        let s = |v: &ValueId| self.values[v.0].shape.clone();
         match step {
-            Step::Conv2dForward { conv, .. } => Some(format!("conv2d_forward {conv:?}")),
-            Step::Conv2dBackwardInput { conv, .. } => Some(format!("conv2d_backward_input {conv:?}")),
-            Step::Conv2dBackwardWeight { conv, .. } => Some(format!("conv2d_backward_weight {conv:?}")),
-            Step::LinearForward { x, w, .. } => Some(format!("linear_forward x{:?} w{:?}", s(x), s(w))),
-            Step::LinearBackwardInput { dy, w, .. } => Some(format!("linear_backward_input dy{:?} w{:?}", s(dy), s(w))),
-            Step::LinearBackwardWeight { dy, x, .. } => Some(format!("linear_backward_weight dy{:?} x{:?}", s(dy), s(x))),
+            Step::Conv2dForward { conv, .. } => Some(TuneKey::Conv2d(Pass::Forward, *conv)),
+            Step::Conv2dBackwardInput { conv, .. } => Some(TuneKey::Conv2d(Pass::BackwardInput, *conv)),
+            Step::Conv2dBackwardWeight { conv, .. } => Some(TuneKey::Conv2d(Pass::BackwardWeight, *conv)),
+            Step::LinearForward { x, w, .. } => Some(TuneKey::Linear(Pass::Forward, s(x), s(w))),
+            Step::LinearBackwardInput { dy, w, .. } => Some(TuneKey::Linear(Pass::BackwardInput, s(dy), s(w))),
+            Step::LinearBackwardWeight { dy, x, .. } => Some(TuneKey::Linear(Pass::BackwardWeight, s(dy), s(x))),
             _ => None,
         }
     }
 
     /// `tune_key` of every plan step, in order.
-    pub fn tune_keys(&self) -> Vec<Option<String>> {
+    pub fn tune_keys(&self) -> Vec<Option<TuneKey>> {
         self.steps.iter().map(|s| self.tune_key(s)).collect()
     }
 

@@ -5,7 +5,7 @@
 //!
 //! Dimensions: M rows of C, N columns, K the reduction length.
 
-use super::pool::MaxPoolRoute;
+use super::pool::{MaxPoolRoute, PoolAt};
 use super::Dispatch;
 use crate::runtime::gpu::{Gpu, GpuInfo};
 use crate::runtime::pipelines::Kernel;
@@ -220,6 +220,67 @@ pub(crate) struct Params {
     pub(crate) ppad: u32,
 }
 
+/// What a GEMM dispatch computes: shaders/gemm.wgsl's MODE override, whose number
+/// [`GemmMode::code`] gives (the only place it is written). The implicit modes gather the
+/// convolution's im2col inside the tile loads; the im2col modes read staged columns and run
+/// in `gemm_vec4` only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmMode {
+    /// 0: C = op(A) . op(B), plain row-major matrices.
+    Plain,
+    /// 1: a convolution's forward, y = W . im2col(x), gathered.
+    ConvForward,
+    /// 2: a convolution's dX, dx = col2im(W^T . dy), gathered.
+    ConvBackwardInput,
+    /// 3: a convolution's dW, dW = dy . im2col(x)^T, gathered.
+    ConvBackwardWeight,
+    /// 4: the forward over staged columns (C is the NCHW y).
+    Im2colForward,
+    /// 5: dcol = W^T . dy, into staged columns for col2im.
+    Im2colBackwardInput,
+    /// 6: dW = dy . col^T over staged columns.
+    Im2colBackwardWeight,
+}
+
+impl GemmMode {
+    /// The shader's MODE number.
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            GemmMode::Plain => 0,
+            GemmMode::ConvForward => 1,
+            GemmMode::ConvBackwardInput => 2,
+            GemmMode::ConvBackwardWeight => 3,
+            GemmMode::Im2colForward => 4,
+            GemmMode::Im2colBackwardInput => 5,
+            GemmMode::Im2colBackwardWeight => 6,
+        }
+    }
+
+    /// The modes over staged im2col columns (4-6), which exist only in `gemm_vec4`.
+    fn staged(self) -> bool {
+        matches!(self, GemmMode::Im2colForward | GemmMode::Im2colBackwardInput | GemmMode::Im2colBackwardWeight)
+    }
+}
+
+/// Which GEMM operands are stored transposed: op(A) = A^T where `a`, op(B) = B^T where `b`
+/// (the TRANS_A, TRANS_B overrides).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Transpose {
+    /// A is stored [K, M].
+    pub a: bool,
+    /// B is stored [N, K].
+    pub b: bool,
+}
+
+impl Transpose {
+    /// Neither transposed.
+    pub const NN: Transpose = Transpose { a: false, b: false };
+    /// B transposed: a linear layer's forward (x . W^T), im2col's dW (dy . col^T).
+    pub const NT: Transpose = Transpose { a: false, b: true };
+    /// A transposed: a linear layer's dW (dy^T . x), im2col's dcol (W^T . dy).
+    pub const TN: Transpose = Transpose { a: true, b: false };
+}
+
 /// The epilogue's bits of the flag word: bit 0 accumulate, bit 1 ReLU, bits 2-3 the bias
 /// mode (`flags`). `splitk_sum` applies the same epilogue after its sum.
 pub(crate) const EPILOGUE_FLAGS: u32 = 0xf;
@@ -254,27 +315,26 @@ pub(crate) fn check_len(op: &str, what: &str, t: &Tensor, len: usize) -> Result<
 /// Whether `gemm_vec4` takes mode `mode` with transposes `trans` on `params` (see the
 /// table above gemm_vec4 in shaders/gemm.wgsl). Modes 1-3 never: their gathers live in
 /// load_a/load_b.
-pub(crate) fn vec4_fits(mode: u32, trans: (bool, bool), params: &Params) -> bool {
+pub(crate) fn vec4_fits(mode: GemmMode, trans: Transpose, params: &Params) -> bool {
     let plane_ok = (params.oh * params.ow) % 4 == 0;
     match (mode, trans) {
-        (0 | 4, (false, false)) => params.k % 4 == 0 && params.n % 4 == 0,
-        (0, (false, true)) => params.k % 4 == 0,
-        (6, (false, true)) => plane_ok,
-        (0, (true, false)) => params.m % 4 == 0 && params.n % 4 == 0,
-        (5, (true, false)) => params.m % 4 == 0 && plane_ok,
+        (GemmMode::Plain | GemmMode::Im2colForward, Transpose::NN) => params.k % 4 == 0 && params.n % 4 == 0,
+        (GemmMode::Plain, Transpose::NT) => params.k % 4 == 0,
+        (GemmMode::Im2colBackwardWeight, Transpose::NT) => plane_ok,
+        (GemmMode::Plain, Transpose::TN) => params.m % 4 == 0 && params.n % 4 == 0,
+        (GemmMode::Im2colBackwardInput, Transpose::TN) => params.m % 4 == 0 && plane_ok,
         _ => false,
     }
 }
 
-/// Builds the dispatch of mode `mode` (0 GEMM, 1-3 implicit conv, 4-6 im2col conv) for
-/// `params`.
+/// Builds the dispatch of mode `mode` (plain GEMM, implicit conv, im2col conv) for `params`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn launch(
     gpu: &Gpu,
     op: &str,
     cfg: &GemmConfig,
-    mode: u32,
-    trans: (bool, bool),
+    mode: GemmMode,
+    trans: Transpose,
     params: Params,
     a: &Tensor,
     b: &Tensor,
@@ -288,7 +348,9 @@ pub(crate) fn launch(
 const ROUTE_RELU_FLAG: u32 = 128;
 
 /// Whether `cfg`'s GEMMs run a routed max-pool's backward in their store (`route_store`),
-/// else store C in the scratch region for a separate `max_pool2d_backward(_relu)`. The tiled
+/// else store C in the scratch region for a separate `max_pool2d_backward(_relu)`: the
+/// GEMM's part of a routed dX's choice (`ConvChoice::choose`, `LinearChoice::choose`,
+/// `gemm_routed`). The tiled
 /// families (real GPUs) store C: the route in their unrolled stores cost more than the
 /// dispatch it saves (H200, batch 64: conv2's dX with pool1's backward 751 us routed, 119 us
 /// as two dispatches; the CNN trained at 55,000 images/s routed, at 118,000 with the
@@ -297,37 +359,33 @@ pub fn routes_in_store(cfg: &GemmConfig) -> bool {
     !matches!(cfg.family, Family::Tiled | Family::Tiled4)
 }
 
-/// Scratch bytes a routed GEMM with `cfg` takes for the `c_len` elements of C (0 where the
-/// route runs in the store).
-pub fn routed_scratch_bytes(cfg: &GemmConfig, c_len: usize) -> u64 {
-    if routes_in_store(cfg) { 0 } else { 4 * c_len as u64 }
-}
-
 /// C = op(A) . op(B) in mode 0 (plain) or 2 (conv dX), routed through the backward of the
 /// max-pool whose output C is (`route`): `dx` is the gradient of the pool's input, each C
 /// element written to its window's argmax (masked by the pool's ReLU), the rest of the
 /// window 0. No epilogue, no split-K: one dispatch where the route runs in the store
-/// (`route_store` in shaders/gemm.wgsl), else two ([`routes_in_store`]), same bits.
+/// (`pool` inside: `route_store` in shaders/gemm.wgsl), else two, the product through the
+/// scratch region (`c_len` floats), same bits.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn launch_routed(
     gpu: &Gpu,
     op: &str,
     cfg: &GemmConfig,
-    mode: u32,
-    trans: (bool, bool),
+    mode: GemmMode,
+    trans: Transpose,
     params: Params,
     a: &Tensor,
     b: &Tensor,
     dx: &Tensor,
     route: &MaxPoolRoute,
+    pool: PoolAt,
 ) -> Result<Vec<Dispatch>> {
     route.check(op, dx)?;
     let c_len = params.m as usize * params.n as usize;
-    if !matches!(mode, 0 | 2) || params.flags != 0 || c_len != route.pool.y_len() {
-        return Err(Error::unsupported(op, format!("a max-pool routed through mode {mode}, flags {}, {c_len} outputs for the pool's {}", params.flags, route.pool.y_len())));
+    if !matches!(mode, GemmMode::Plain | GemmMode::ConvBackwardInput) || params.flags != 0 || c_len != route.pool.y_len() {
+        return Err(Error::unsupported(op, format!("a max-pool routed through mode {}, flags {}, {c_len} outputs for the pool's {}", mode.code(), params.flags, route.pool.y_len())));
     }
-    if !routes_in_store(cfg) {
-        let c = Tensor::from_buffer(gpu.scratch(routed_scratch_bytes(cfg, c_len))?, 0, &[c_len], DType::F32);
+    if pool == PoolAt::Apart {
+        let c = Tensor::from_buffer(gpu.scratch(4 * c_len as u64)?, 0, &[c_len], DType::F32);
         let product = launch_impl(gpu, op, cfg, mode, trans, params, a, b, None, &c, 1, None, None)?;
         return Ok(vec![product, route.backward(gpu, &c, dx)?]);
     }
@@ -342,7 +400,7 @@ pub type GradOut<'a> = Option<(&'a Tensor, bool)>;
 
 /// The product of a weight gradient whose A operand is the layer's `dy` (TN mode 0: a linear
 /// layer's dy [N, out] read as A^T; mode 3: a convolution's dy gathered; NT mode 6: dy
-/// blocked), split over K where that pays (`launch_split_k`), plus its bias gradient `db`
+/// blocked), split over K as `split` says (`launch_split_k`), plus its bias gradient `db`
 /// (+)= channel sums of dy when given: summed from the A values the GEMM kernel loads anyway
 /// (`gemm_vec4` in TN and NT, the tiled kernels in TN and mode 3), else by a separate
 /// `bias_backward`.
@@ -351,24 +409,25 @@ pub(crate) fn launch_weight_grad(
     gpu: &Gpu,
     op: &str,
     cfg: &GemmConfig,
-    mode: u32,
-    trans: (bool, bool),
+    mode: GemmMode,
+    trans: Transpose,
     params: Params,
+    split: Option<SplitK>,
     dy: &Tensor,
     b: &Tensor,
     dw: &Tensor,
     db: GradOut,
 ) -> Result<Vec<Dispatch>> {
     let Some((db_t, db_acc)) = db else {
-        return launch_split_k(gpu, op, cfg, mode, trans, params, dy, b, None, dw, None);
+        return launch_split_k(gpu, op, cfg, mode, trans, params, split, dy, b, None, dw, None);
     };
     let channels = dy_channels(op, mode, trans, &params, dy)?;
-    let tiled = matches!(cfg.family, Family::Tiled | Family::Tiled4) && matches!((mode, trans), (0, (true, false)) | (3, (false, false)));
-    if tiled || (runs_vec4(cfg, mode, trans, &params) && trans.0 != trans.1) {
+    let tiled = matches!(cfg.family, Family::Tiled | Family::Tiled4) && matches!((mode, trans), (GemmMode::Plain, Transpose::TN) | (GemmMode::ConvBackwardWeight, Transpose::NN));
+    if tiled || (runs_vec4(cfg, mode, trans, &params) && trans.a != trans.b) {
         check_len(op, "db", db_t, params.m as usize)?;
-        return launch_split_k(gpu, op, cfg, mode, trans, params, dy, b, None, dw, Some((db_t, db_acc)));
+        return launch_split_k(gpu, op, cfg, mode, trans, params, split, dy, b, None, dw, Some((db_t, db_acc)));
     }
-    let mut out = launch_split_k(gpu, op, cfg, mode, trans, params, dy, b, None, dw, None)?;
+    let mut out = launch_split_k(gpu, op, cfg, mode, trans, params, split, dy, b, None, dw, None)?;
     out.push(crate::kernels::reduce::bias_backward(gpu, &channels, db_t, db_acc)?);
     Ok(out)
 }
@@ -376,23 +435,23 @@ pub(crate) fn launch_weight_grad(
 /// The A operand `dy` of a weight-gradient product of mode `mode` seen as [images,
 /// channels, plane] for a separate `bias_backward`: 0 TN, a linear layer's dy [N, out];
 /// 3 and 6, a convolution's dy [N, K, OH*OW].
-pub(crate) fn dy_channels(op: &str, mode: u32, trans: (bool, bool), params: &Params, dy: &Tensor) -> Result<Tensor> {
+pub(crate) fn dy_channels(op: &str, mode: GemmMode, trans: Transpose, params: &Params, dy: &Tensor) -> Result<Tensor> {
     match (mode, trans) {
-        (0, (true, false)) => dy.reshape(&[params.k as usize, params.m as usize]),
-        (3, (false, false)) | (6, (false, true)) => dy.reshape(&[params.batch as usize, params.m as usize, (params.oh * params.ow) as usize]),
-        _ => Err(Error::unsupported(op, format!("a bias gradient with mode {mode}, transposes {trans:?}"))),
+        (GemmMode::Plain, Transpose::TN) => dy.reshape(&[params.k as usize, params.m as usize]),
+        (GemmMode::ConvBackwardWeight, Transpose::NN) | (GemmMode::Im2colBackwardWeight, Transpose::NT) => dy.reshape(&[params.batch as usize, params.m as usize, (params.oh * params.ow) as usize]),
+        _ => Err(Error::unsupported(op, format!("a bias gradient with mode {}, transposes {:?}", mode.code(), (trans.a, trans.b)))),
     }
 }
 
 /// Whether `cfg` runs mode `mode` with transposes `trans` on `params` as `gemm_vec4` (else
 /// `gemm_regblock` or `gemm_tiled`).
-fn runs_vec4(cfg: &GemmConfig, mode: u32, trans: (bool, bool), params: &Params) -> bool {
+fn runs_vec4(cfg: &GemmConfig, mode: GemmMode, trans: Transpose, params: &Params) -> bool {
     matches!(cfg.family, Family::Vec4 | Family::Im2colVec4) && vec4_fits(mode, trans, params)
 }
 
 /// `launch` for a long reduction into few output tiles (a convolution's weight gradient,
-/// a linear layer's forward at a small batch): on the tiled and register-blocked families
-/// the K range is split across workgroup z into raw partial slices, then summed in slice
+/// a linear layer's forward at a small batch): with `split` ([`SplitK::choose`], on the tiled
+/// and register-blocked families) the K range is split across workgroup z into raw partial slices, then summed in slice
 /// order (deterministic) into `c` by `splitk_sum`, which also applies `params`' epilogue
 /// (accumulate; bias and ReLU in mode 0 only, where C is the plain [M, N] matrix). A fused
 /// bias gradient `dbias` (see `launch_weight_grad`) leaves its per-slice row sums after the
@@ -402,9 +461,10 @@ pub(crate) fn launch_split_k(
     gpu: &Gpu,
     op: &str,
     cfg: &GemmConfig,
-    mode: u32,
-    trans: (bool, bool),
+    mode: GemmMode,
+    trans: Transpose,
     params: Params,
+    split: Option<SplitK>,
     a: &Tensor,
     b: &Tensor,
     bias: Option<&Tensor>,
@@ -412,16 +472,16 @@ pub(crate) fn launch_split_k(
     dbias: GradOut,
 ) -> Result<Vec<Dispatch>> {
     let db_flags = bias_grad_flags(dbias.map(|(_, acc)| acc));
-    let Some((chunk, split)) = split_k_parts(gpu, cfg, mode, &params) else {
+    let Some(SplitK { chunk, slices, bytes }) = split else {
         let params = Params { flags: params.flags | db_flags, ..params };
         return Ok(vec![launch_impl(gpu, op, cfg, mode, trans, params, a, b, bias, c, 1, dbias.map(|(t, _)| t), None)?]);
     };
     // the partial slices live in the device's scratch region (Gpu::scratch)
-    let len = (split_k_scratch_bytes(split, &params) / 4) as usize;
+    let len = (bytes / 4) as usize;
     let part = Tensor::from_buffer(gpu.scratch(4 * len as u64)?, 0, &[len], DType::F32);
     let partial = Params { k_chunk: chunk, flags: db_flags & BIAS_GRAD_FLAG, ..params };
-    let first = launch_impl(gpu, op, cfg, mode, trans, partial, a, b, None, &part, split, None, None)?;
-    let sum = crate::kernels::reduce::splitk_sum(gpu, &part, split as usize, c, params.flags, params.n as usize, bias, dbias)?;
+    let first = launch_impl(gpu, op, cfg, mode, trans, partial, a, b, None, &part, slices, None, None)?;
+    let sum = crate::kernels::reduce::splitk_sum(gpu, &part, slices as usize, c, params.flags, params.n as usize, bias, dbias)?;
     Ok(vec![first, sum])
 }
 
@@ -429,15 +489,37 @@ pub(crate) fn launch_split_k(
 /// override, `splitk_sum` at run time; bit 4 says whether it accumulates into db).
 pub(crate) const BIAS_GRAD_FLAG: u32 = 32;
 
-/// Scratch bytes of a split-K launch in `split` slices: the C slices, then room for the bias
-/// gradient's row sums per slice.
-pub(crate) fn split_k_scratch_bytes(split: u32, params: &Params) -> u64 {
-    4 * split as u64 * (params.m as u64 * params.n as u64 + params.m as u64)
+/// How `launch_split_k` splits a reduction over workgroup z: part of a step's choice
+/// (`ConvChoice`, `LinearChoice`), which the launch and the scratch sizing read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SplitK {
+    /// K per slice.
+    chunk: u32,
+    /// Slices (workgroups along z).
+    slices: u32,
+    /// Scratch bytes of the partial slices: the C slices, then room for the bias gradient's
+    /// row sums per slice.
+    bytes: u64,
 }
 
-/// How `launch_split_k` splits `params`' reduction: (K per slice, slices), or `None` when
-/// it launches one plain GEMM.
-pub(crate) fn split_k_parts(gpu: &Gpu, cfg: &GemmConfig, mode: u32, params: &Params) -> Option<(u32, u32)> {
+impl SplitK {
+    /// Bytes of the device's scratch region the partial slices take.
+    pub fn scratch_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The one place that decides how `params`' reduction in mode `mode` is split with
+    /// `cfg`, or `None` for one plain GEMM.
+    pub(crate) fn choose(gpu: &Gpu, cfg: &GemmConfig, mode: GemmMode, params: &Params) -> Option<SplitK> {
+        split_k_parts(gpu, cfg, mode, params).map(|(chunk, slices)| {
+            let bytes = 4 * slices as u64 * (params.m as u64 * params.n as u64 + params.m as u64);
+            SplitK { chunk, slices, bytes }
+        })
+    }
+}
+
+/// (K per slice, slices) of a split reduction, or `None` (`SplitK::choose`).
+fn split_k_parts(gpu: &Gpu, cfg: &GemmConfig, mode: GemmMode, params: &Params) -> Option<(u32, u32)> {
     let (bm, bn) = cfg.block();
     let tiles = params.m.div_ceil(bm) * params.n.div_ceil(bn);
     let bk = cfg.bk.max(1);
@@ -448,7 +530,7 @@ pub(crate) fn split_k_parts(gpu: &Gpu, cfg: &GemmConfig, mode: u32, params: &Par
     let max = gpu.limits().max_compute_workgroups_per_dimension;
     // Fewer than MIN_SPLIT slices save less than the extra dispatch costs; an epilogue other
     // than accumulate needs C as the plain [M, N] matrix (mode 0).
-    if split < MIN_SPLIT || (mode != 0 && params.flags & !1 != 0) || params.n.div_ceil(bn) > max {
+    if split < MIN_SPLIT || (mode != GemmMode::Plain && params.flags & !1 != 0) || params.n.div_ceil(bn) > max {
         return None;
     }
     let chunk = params.k.div_ceil(split).next_multiple_of(bk);
@@ -467,8 +549,8 @@ fn launch_impl(
     gpu: &Gpu,
     op: &str,
     cfg: &GemmConfig,
-    mode: u32,
-    trans: (bool, bool),
+    mode: GemmMode,
+    trans: Transpose,
     params: Params,
     a: &Tensor,
     b: &Tensor,
@@ -503,9 +585,9 @@ fn launch_impl(
             return Err(Error::shape(op, "an empty dimension (M, N or K is 0)"));
         }
     }
-    if mode >= 4 && !vec4_ok {
+    if mode.staged() && !vec4_ok {
         // modes 4-6 exist only in gemm_vec4; ops/conv2d.rs checks before choosing them
-        return Err(Error::unsupported(op, format!("mode {mode} with {:?} on {params:?}", cfg.family)));
+        return Err(Error::unsupported(op, format!("mode {} with {:?} on {params:?}", mode.code(), cfg.family)));
     }
     let (entry, a_binding, b_binding) = match cfg.family {
         _ if sg => ("gemm_vec4_sg", 5, 6),
@@ -515,16 +597,16 @@ fn launch_impl(
         Family::RegBlock | Family::Vec4 | Family::Im2colVec4 => ("gemm_regblock", 1, 2),
     };
     // The vec4 TN form reads rows of A^T four at a time: it blocks 4 or 8 rows.
-    let tm = match (entry, trans.0) {
+    let tm = match (entry, trans.a) {
         ("gemm_vec4", true) => if cfg.tm >= 8 { 8 } else { 4 },
         _ => cfg.tm,
     };
     let cfg = &GemmConfig { tm, ..*cfg };
     let shader = if sg { Shader::GemmSubgroup } else { Shader::Gemm };
     let kernel = Kernel::new(shader, entry)
-        .with("MODE", mode)
-        .with("TRANS_A", trans.0)
-        .with("TRANS_B", trans.1)
+        .with("MODE", mode.code())
+        .with("TRANS_A", trans.a)
+        .with("TRANS_B", trans.b)
         .with("BM", cfg.wgy * cfg.tm)
         .with("BN", cfg.wgx * cfg.tn)
         .with("BK", cfg.bk)
@@ -564,12 +646,12 @@ fn launch_impl(
     // (small C) ran slower with it (conv2's forward 48 -> 58 ms, its dW 28 -> 33 ms), so they
     // keep store_c; gemm_vec4_sg's mode 4 gains (conv2's forward with its im2col 37-40 -> 34
     // ms). Mode 4's C is the NCHW y: four columns are four neighbours there when P % 4 == 0.
-    let y_in_vec4s = mode == 4 && sg && (params.oh * params.ow) % 4 == 0;
-    let vec4_store = vec4_entry && route.is_none() && (mode == 5 || y_in_vec4s) && params.n % 4 == 0;
+    let y_in_vec4s = mode == GemmMode::Im2colForward && sg && (params.oh * params.ow) % 4 == 0;
+    let vec4_store = vec4_entry && route.is_none() && (mode == GemmMode::Im2colBackwardInput || y_in_vec4s) && params.n % 4 == 0;
     let kernel = if vec4_entry { kernel.with("VEC4_STORE", vec4_store) } else { kernel };
     // the tiled kernels stage plain NN products with 16-byte loads (a, b also bound as vec4s)
     let tiled_entry = matches!(entry, "gemm_tiled" | "gemm_tiled4");
-    let vec_stage = tiled_entry && mode == 0 && trans == (false, false) && params.k % 4 == 0 && params.n % 4 == 0 && cfg.bk % 4 == 0 && bn % 4 == 0;
+    let vec_stage = tiled_entry && mode == GemmMode::Plain && trans == Transpose::NN && params.k % 4 == 0 && params.n % 4 == 0 && cfg.bk % 4 == 0 && bn % 4 == 0;
     let kernel = if tiled_entry { kernel.with("VEC_STAGE", vec_stage) } else { kernel };
     let mut bound = vec![(a_binding, Some(a)), (b_binding, Some(b)), (3, bias), (4, (!vec4_store).then_some(c))];
     if vec4_entry {
@@ -590,6 +672,12 @@ fn launch_impl(
 /// ([N, K] if `trans_b`), C is [M, N]; bias has M (Row) or N (Col) entries. One dispatch,
 /// or two where the tiled families split a long K over few output tiles (`launch_split_k`).
 pub fn gemm(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, c: &Tensor) -> Result<Vec<Dispatch>> {
+    gemm_split(gpu, cfg, g, gemm_split_k(gpu, cfg, g), a, b, bias, c)
+}
+
+/// `gemm` split over K as a choice says (`split`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_split(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm, split: Option<SplitK>, a: &Tensor, b: &Tensor, bias: Option<&Tensor>, c: &Tensor) -> Result<Vec<Dispatch>> {
     check_len("gemm", "A", a, g.m * g.k)?;
     check_len("gemm", "B", b, g.k * g.n)?;
     check_len("gemm", "C", c, g.m * g.n)?;
@@ -601,16 +689,27 @@ pub fn gemm(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm, a: &Tensor, b: &Tensor, bias:
             return Err(Error::shape("gemm", format!("bias mode {mode:?} with bias tensor present: {}", t.is_some())))
         }
     }
-    launch_split_k(gpu, "gemm", cfg, 0, (g.trans_a, g.trans_b), gemm_params(g), a, b, bias, c, None)
+    launch_split_k(gpu, "gemm", cfg, GemmMode::Plain, Transpose { a: g.trans_a, b: g.trans_b }, gemm_params(g), split, a, b, bias, c, None)
 }
 
 /// `gemm` (no transposes of A, no epilogue) whose C is the gradient of a max-pool's output,
 /// routed through that pool's backward (`ops::pool::MaxPoolRoute`): `dx` is the gradient of
 /// the pool's input. One dispatch in every family (no split-K).
 pub fn gemm_routed(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm, a: &Tensor, b: &Tensor, dx: &Tensor, route: &MaxPoolRoute) -> Result<Vec<Dispatch>> {
+    gemm_routed_at(gpu, cfg, g, a, b, dx, route, routed_pool(cfg))
+}
+
+/// `gemm_routed` with the pool's backward where a choice put it (`pool`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_routed_at(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm, a: &Tensor, b: &Tensor, dx: &Tensor, route: &MaxPoolRoute, pool: PoolAt) -> Result<Vec<Dispatch>> {
     check_len("gemm_routed", "A", a, g.m * g.k)?;
     check_len("gemm_routed", "B", b, g.k * g.n)?;
-    launch_routed(gpu, "gemm_routed", cfg, 0, (g.trans_a, g.trans_b), gemm_params(g), a, b, dx, route)
+    launch_routed(gpu, "gemm_routed", cfg, GemmMode::Plain, Transpose { a: g.trans_a, b: g.trans_b }, gemm_params(g), a, b, dx, route, pool)
+}
+
+/// Where `cfg`'s routed GEMM runs the pool's backward ([`routes_in_store`]).
+pub(crate) fn routed_pool(cfg: &GemmConfig) -> PoolAt {
+    if routes_in_store(cfg) { PoolAt::Inside } else { PoolAt::Apart }
 }
 
 fn gemm_params(g: &Gemm) -> Params {
@@ -619,6 +718,10 @@ fn gemm_params(g: &Gemm) -> Params {
 
 /// Bytes of the device's scratch region `gemm` takes with `cfg` (split-K partials), else 0.
 pub fn gemm_scratch_bytes(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm) -> u64 {
-    let params = gemm_params(g);
-    split_k_parts(gpu, cfg, 0, &params).map_or(0, |(_, split)| split_k_scratch_bytes(split, &params))
+    gemm_split_k(gpu, cfg, g).map_or(0, |s| s.scratch_bytes())
+}
+
+/// How `gemm` splits `g` with `cfg` ([`SplitK::choose`]).
+pub(crate) fn gemm_split_k(gpu: &Gpu, cfg: &GemmConfig, g: &Gemm) -> Option<SplitK> {
+    SplitK::choose(gpu, cfg, GemmMode::Plain, &gemm_params(g))
 }

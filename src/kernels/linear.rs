@@ -1,7 +1,7 @@
 //! Linear layers beyond plain GEMMs:
 //! - `linear_forward_small`: the forward of a layer with few outputs and inputs, one
 //!   invocation per output (shaders/linear.wgsl): a GEMM's tile would be mostly empty
-//!   columns (`forward_is_small`).
+//!   columns (`LinearChoice::SmallForward`).
 //! - `linear_backward_small`: the backward of a layer with few outputs in one dispatch
 //!   (shaders/linear.wgsl): dx (optionally gated by a fused ReLU's mask), dW and db, one
 //!   invocation per output element. What the lowering uses for a classifier's last layer
@@ -10,8 +10,9 @@
 //!   kernel can (ops::gemm::launch_weight_grad).
 
 pub use super::gemm::GradOut;
-use super::gemm::{self, check_len, flags, gemm_routed, launch_weight_grad, routes_in_store, Bias, Gemm, GemmConfig, Params};
-use super::pool::MaxPoolRoute;
+use super::conv::{ConvSwitches, Pass};
+use super::gemm::{check_len, flags, gemm_routed_at, gemm_split_k, launch_weight_grad, routed_pool, Bias, Gemm, GemmConfig, GemmMode, Params, SplitK, Transpose};
+use super::pool::{MaxPoolRoute, PoolAt};
 use super::Dispatch;
 use crate::runtime::gpu::Gpu;
 use crate::runtime::pipelines::Kernel;
@@ -55,13 +56,65 @@ pub(crate) struct SmallParams {
 /// slower than the GEMM.
 pub const SMALL_FORWARD_INP: usize = 128;
 
-/// Whether a forward of `inp` to `out` features runs as `linear_forward_small`.
-pub fn forward_is_small(inp: usize, out: usize) -> bool {
-    out <= SMALL_OUT && inp <= SMALL_FORWARD_INP
+/// How a linear layer's pass runs: resolved once by [`LinearChoice::choose`]; the executor's
+/// dispatch, its scratch sizing and autotune read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinearChoice {
+    /// The forward as `linear_forward_small`, one invocation per output.
+    SmallForward,
+    /// A GEMM with variant `cfg`, its reduction split as `split`; a routed dX runs the
+    /// pool's backward in the GEMM's store (`pool` `Inside`) or after its product (`Apart`,
+    /// the product in the scratch region; a routed GEMM never splits K).
+    Gemm {
+        /// The variant.
+        cfg: GemmConfig,
+        /// Where a routed dX's pool backward runs.
+        pool: PoolAt,
+        /// How the reduction is split (`SplitK::choose`).
+        split: Option<SplitK>,
+    },
+    /// A dX routed through a max-pool as `linear_backward_input_routed`'s own kernel, the
+    /// route in its store.
+    RoutedKernel,
+}
+
+impl LinearChoice {
+    /// The one place that decides how `pass` of `l` runs with `cfg` under `switches`;
+    /// `routed`: a dX routed through a max-pool's backward. The forward runs
+    /// `linear_forward_small` with at most [`SMALL_OUT`] outputs and [`SMALL_FORWARD_INP`]
+    /// inputs; a routed dX runs its own kernel where `cfg`'s routed GEMM would store its
+    /// product and run the pool's backward after it (the GPU families, `gemm::routed_pool`)
+    /// and the pools are fused (`KILN_DIRECT_CONV` is not
+    /// `unfused`), else the routed GEMM.
+    pub fn choose(gpu: &Gpu, cfg: &GemmConfig, l: &Linear, pass: Pass, routed: bool, switches: ConvSwitches) -> LinearChoice {
+        let gemm = |m, n, k| LinearChoice::Gemm { cfg: *cfg, pool: PoolAt::Apart, split: gemm_split_k(gpu, cfg, &Gemm::new(m, n, k)) };
+        match pass {
+            Pass::Forward if l.out <= SMALL_OUT && l.inp <= SMALL_FORWARD_INP => LinearChoice::SmallForward,
+            Pass::Forward => gemm(l.rows, l.out, l.inp),
+            Pass::BackwardInput if routed => match routed_pool(cfg) {
+                PoolAt::Apart if switches.fused_pools => LinearChoice::RoutedKernel,
+                pool => LinearChoice::Gemm { cfg: *cfg, pool, split: None },
+            },
+            Pass::BackwardInput => gemm(l.rows, l.inp, l.out),
+            // dW = dy^T x: [out, inp] over the rows
+            Pass::BackwardWeight => gemm(l.out, l.inp, l.rows),
+        }
+    }
+
+    /// Scratch bytes of the pass (`c_len`: the elements of a routed dX's product): split-K's
+    /// partial slices, a routed product stored before the pool's backward, else 0.
+    pub fn scratch_bytes(&self, routed: Option<usize>) -> u64 {
+        match (self, routed) {
+            (LinearChoice::Gemm { pool: PoolAt::Apart, .. }, Some(c_len)) => 4 * c_len as u64,
+            (LinearChoice::Gemm { split: Some(s), .. }, _) => s.scratch_bytes(),
+            _ => 0,
+        }
+    }
+
 }
 
 /// y = x . W^T (+ b) (ReLU) for a layer with at most [`SMALL_OUT`] outputs: one dispatch,
-/// one invocation per output (what the executor runs where [`forward_is_small`]).
+/// one invocation per output (what the executor runs where [`LinearChoice::SmallForward`]).
 pub fn linear_forward_small(gpu: &Gpu, l: &Linear, x: &Tensor, w: &Tensor, b: Option<&Tensor>, relu: bool, y: &Tensor) -> Result<Dispatch> {
     let op = "linear_forward_small";
     if l.rows == 0 || l.inp == 0 || l.out == 0 || l.out > SMALL_OUT {
@@ -138,12 +191,16 @@ const ROUTED_ROWS: usize = 4;
 
 /// dx = dy . W routed through `route`'s backward: the layer's input is that max-pool's
 /// output, flattened ([rows, inp] = [N, C * PH * PW]), and dx is the gradient of the pool's
-/// input (of its ReLU's, with `route.relu`). One dispatch: `linear_backward_input_routed`
-/// where `cfg`'s routed GEMM would store its product and run the pool's backward after it
-/// (the GPU families, `gemm::routes_in_store`) and the pools are fused (`KILN_DIRECT_CONV`
-/// is not `unfused`), else `gemm_routed`.
+/// input (of its ReLU's, with `route.relu`). One dispatch of `linear_backward_input_routed`,
+/// or the routed GEMM, as [`LinearChoice::choose`] picks for `cfg` (default switches).
 #[allow(clippy::too_many_arguments)]
 pub fn linear_backward_input_routed(gpu: &Gpu, cfg: &GemmConfig, l: &Linear, dy: &Tensor, w: &Tensor, dx: &Tensor, route: &MaxPoolRoute) -> Result<Vec<Dispatch>> {
+    backward_input_routed(gpu, &LinearChoice::choose(gpu, cfg, l, Pass::BackwardInput, true, ConvSwitches::default()), l, dy, w, dx, route)
+}
+
+/// `linear_backward_input_routed` as `choice` says.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_input_routed(gpu: &Gpu, choice: &LinearChoice, l: &Linear, dy: &Tensor, w: &Tensor, dx: &Tensor, route: &MaxPoolRoute) -> Result<Vec<Dispatch>> {
     let op = "linear_backward_input_routed";
     check_len(op, "dy", dy, l.rows * l.out)?;
     check_len(op, "weight", w, l.out * l.inp)?;
@@ -152,8 +209,10 @@ pub fn linear_backward_input_routed(gpu: &Gpu, cfg: &GemmConfig, l: &Linear, dy:
     if (pool.batch, pool.channels * pool.oh() * pool.ow()) != (l.rows, l.inp) {
         return Err(Error::shape(op, format!("the routed pool's output {pool:?} is not the layer's input {l:?}")));
     }
-    if !routes_direct(gpu, cfg) {
-        return gemm_routed(gpu, cfg, &Gemm::new(l.rows, l.inp, l.out), dy, w, dx, route);
+    match *choice {
+        LinearChoice::Gemm { cfg, pool, .. } => return gemm_routed_at(gpu, &cfg, &Gemm::new(l.rows, l.inp, l.out), dy, w, dx, route, pool),
+        LinearChoice::SmallForward => return Err(Error::unsupported(op, "a dX chosen to run as a forward")),
+        LinearChoice::RoutedKernel => {}
     }
     let u = |v: usize| v as u32;
     let params = SmallParams {
@@ -171,24 +230,22 @@ pub fn linear_backward_input_routed(gpu: &Gpu, cfg: &GemmConfig, l: &Linear, dy:
     Ok(vec![Dispatch::with_dummies(gpu, &Kernel::new(Shader::Linear, op), &params, &tensors, groups)?])
 }
 
-/// Whether `linear_backward_input_routed` runs its own kernel with `cfg` (else the routed
-/// GEMM): where the GEMM would not route in its store.
-fn routes_direct(gpu: &Gpu, cfg: &GemmConfig) -> bool {
-    gpu.fused_pools && !routes_in_store(cfg)
-}
-
-/// Scratch bytes of `linear_backward_input_routed` with `cfg` for `c_len` elements of dy . W
-/// (as `conv::routed_scratch_bytes`): 0 where its own kernel or the GEMM's store routes,
-/// else the product the routed GEMM stores before the pool's backward.
-pub fn routed_scratch_bytes(gpu: &Gpu, cfg: &GemmConfig, c_len: usize) -> u64 {
-    if routes_direct(gpu, cfg) { 0 } else { gemm::routed_scratch_bytes(cfg, c_len) }
-}
-
 /// dW (+)= dy^T . x (`accumulate`), and with `db` the bias gradient, db (+)= column sums of
 /// dy: inside the GEMM where `cfg` runs gemm_vec4's TN form, else a separate bias_backward.
+/// Split over K as [`LinearChoice::choose`] says.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_backward_weight(gpu: &Gpu, cfg: &GemmConfig, l: &Linear, dy: &Tensor, x: &Tensor, dw: &Tensor, accumulate: bool, db: GradOut) -> Result<Vec<Dispatch>> {
+    let choice = LinearChoice::choose(gpu, cfg, l, Pass::BackwardWeight, false, ConvSwitches::default());
+    backward_weight(gpu, &choice, l, dy, x, dw, accumulate, db)
+}
+
+/// `linear_backward_weight` as `choice` says.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_weight(gpu: &Gpu, choice: &LinearChoice, l: &Linear, dy: &Tensor, x: &Tensor, dw: &Tensor, accumulate: bool, db: GradOut) -> Result<Vec<Dispatch>> {
     let op = "linear_backward_weight";
+    let LinearChoice::Gemm { cfg, split, .. } = choice else {
+        return Err(Error::unsupported(op, format!("{choice:?} for a weight gradient")));
+    };
     check_len(op, "dy", dy, l.rows * l.out)?;
     check_len(op, "x", x, l.rows * l.inp)?;
     check_len(op, "dw", dw, l.out * l.inp)?;
@@ -199,5 +256,5 @@ pub fn linear_backward_weight(gpu: &Gpu, cfg: &GemmConfig, l: &Linear, dy: &Tens
         return Err(Error::shape(op, format!("an empty dimension in {l:?}")));
     }
     let params = Params { m: l.out as u32, n: l.inp as u32, k: l.rows as u32, flags: flags(accumulate, false, Bias::None), ..Default::default() };
-    launch_weight_grad(gpu, op, cfg, 0, (true, false), params, dy, x, dw, db)
+    launch_weight_grad(gpu, op, cfg, GemmMode::Plain, Transpose::TN, params, *split, dy, x, dw, db)
 }

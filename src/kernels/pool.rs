@@ -165,6 +165,19 @@ impl MaxPoolOut<'_> {
     }
 }
 
+/// Where a max-pool fused with a neighbouring product runs: inside that product's kernel (a
+/// forward's pool in the convolution's dispatch, a routed backward in the store of the dX
+/// that makes its gradient), or apart, as a pool kernel of its own after the product (which
+/// then goes through the scratch region when it is a routed dX). Part of a kernel choice
+/// (`ConvChoice`, `LinearChoice`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolAt {
+    /// In the product's own dispatch.
+    Inside,
+    /// A dispatch of its own after the product.
+    Apart,
+}
+
 /// A max-pool's backward run by the op that makes its dy (which then never stores dy), for a
 /// pool whose windows tile its input exactly ([`Pool2d::tiles_exactly`]): the pool, its
 /// saved argmax and, when the ReLU before the pool has its backward fused too, that

@@ -173,14 +173,6 @@ pub struct Gpu {
     pub counters: Arc<Counters>,
     /// Compile shaders with wgpu's runtime bounds checks (KILN_CHECKED_SHADERS=1).
     pub(crate) checked_shaders: bool,
-    /// The GPU families' direct convolutions (ops/conv_shared.rs); KILN_DIRECT_CONV=0 turns
-    /// them off, to compare with the implicit GEMMs.
-    pub(crate) direct_convs: bool,
-    /// Whether the GPU families run max-pools inside other kernels: a forward in the
-    /// convolution's dispatch, a routed backward in the store of the dX that makes its
-    /// gradient (conv_shared, linear_backward_input_routed); KILN_DIRECT_CONV=unfused runs
-    /// them apart (the pool kernels after a product in the scratch region), to compare.
-    pub(crate) fused_pools: bool,
     /// Set by the device-lost callback and the uncaptured-error handler.
     fault: Arc<Mutex<Option<Error>>>,
     /// The shared scratch region (see [`Gpu::scratch`]).
@@ -326,15 +318,6 @@ impl Gpu {
             features: device.features(),
             subgroup_min_size: if device.features().contains(wgpu::Features::SUBGROUP) { ainfo.subgroup_min_size } else { 0 },
         };
-        // KILN_DIRECT_CONV: (direct convolutions, pools inside them)
-        let (direct_convs, fused_pools) = match std::env::var("KILN_DIRECT_CONV").as_deref() {
-            Err(_) | Ok("" | "1" | "on") => (true, true),
-            Ok("unfused") => (true, false),
-            Ok("0" | "off") => (false, false),
-            Ok(other) => {
-                return Err(Error::Env { var: "KILN_DIRECT_CONV", value: other.to_string(), expected: "one of on (the default), unfused, off (or 1, 0)" });
-            }
-        };
         Ok(Gpu {
             device,
             queue,
@@ -342,8 +325,6 @@ impl Gpu {
             pipelines: PipelineCache::default(),
             counters: Arc::default(),
             checked_shaders: std::env::var("KILN_CHECKED_SHADERS").is_ok_and(|v| v == "1"),
-            direct_convs,
-            fused_pools,
             fault,
             scratch: Mutex::new(None),
         })

@@ -64,7 +64,7 @@ fn a_cnn_wide_enough_for_the_direct_convolutions_trains_like_the_cpu_reference()
     gpu_matches_cpu(&wide_cnn(), Optimizer::sgd(0.05, 0.9), &batches(6, 144, 5, 3));
 }
 
-/// With `KILN_DIRECT_CONV=unfused` (read when the device opens) the GPU families run the pools
+/// With `KILN_DIRECT_CONV=unfused` (read when an executor chooses its kernels) the GPU families run the pools
 /// apart again: the two CNN tests above, in a child process of this test binary with it set.
 #[test]
 fn the_pools_apart_train_like_the_cpu_reference_too() {

@@ -105,12 +105,12 @@ fn fits(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, transposed: bool) -> bool {
 }
 
 /// Whether the forward of `c` runs here with `cfg`.
-pub(crate) fn fits_forward(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> bool {
+pub(super) fn fits_forward(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> bool {
     fits(gpu, cfg, c, false)
 }
 
 /// Whether the dX of `c` runs here with `cfg`.
-pub(crate) fn fits_backward_input(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> bool {
+pub(super) fn fits_backward_input(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> bool {
     fits(gpu, cfg, c, true)
 }
 
@@ -135,7 +135,7 @@ fn dispatch(gpu: &Gpu, c: &Conv2d, p: DirectParams, transposed: bool, columns: b
 }
 
 /// The forward's one dispatch; `columns` (at least C*R*S rows of N*OH*OW) gets the im2col
-/// columns. The caller has checked the lengths and `fits_forward`.
+/// columns. The caller has checked the lengths and chosen this kernel.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward(gpu: &Gpu, c: &Conv2d, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, relu: bool, y: &Tensor, columns: Option<&Tensor>) -> Result<Dispatch> {
     let p = DirectParams { flags: bias.is_some() as u32 | (relu as u32) << 1, ..params(c, false) };
@@ -143,7 +143,7 @@ pub(crate) fn forward(gpu: &Gpu, c: &Conv2d, x: &Tensor, w: &Tensor, bias: Optio
 }
 
 /// dX's one dispatch: dx = the gradient of x, or with `route` that of the pool's input.
-/// The caller has checked the lengths, the route and `fits_backward_input`.
+/// The caller has checked the lengths, the route and chosen this kernel.
 pub(crate) fn backward_input(gpu: &Gpu, c: &Conv2d, w: &Tensor, dy: &Tensor, dx: &Tensor, route: Option<&MaxPoolRoute>) -> Result<Dispatch> {
     let mut p = params(c, true);
     if let Some(r) = route {

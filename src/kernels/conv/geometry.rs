@@ -7,7 +7,7 @@ use crate::{Error, Result};
 /// Convolution geometry: x [N, C, H, W], weight [K, C, R, S], y [N, K, OH, OW] with
 /// OH = (H + 2·pad − R)/stride + 1 (floor), OW likewise. Cross-correlation, as PyTorch's
 /// `nn.Conv2d` (dilation 1, groups 1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Conv2d {
     /// N: images per batch.
     pub batch: usize,

@@ -20,7 +20,7 @@
 //! op-owned (`Tensor::empty`).
 
 use super::geometry::Conv2d;
-use crate::kernels::gemm::{launch, launch_weight_grad, vec4_fits, GemmConfig, GradOut, Params};
+use crate::kernels::gemm::{launch, launch_weight_grad, vec4_fits, GemmConfig, GemmMode, GradOut, Params, SplitK, Transpose};
 use crate::kernels::pool::MaxPoolRoute;
 use crate::kernels::Dispatch;
 use crate::runtime::gpu::Gpu;
@@ -88,30 +88,29 @@ fn col_len(c: &Conv2d) -> usize {
     kc_padded(c) * c.batch * c.oh() * c.ow()
 }
 
-/// Whether a pass of mode `mode` (4 forward, 5 dcol, 6 dW) can run this way: the vec4
+/// Whether a pass of mode `mode` (`Im2colForward`, `Im2colBackwardInput` (dcol), `Im2colBackwardWeight`) can run this way: the vec4
 /// forms fit the shape (else the caller uses the implicit modes) and col fits one
 /// storage binding.
-pub(crate) fn fits(gpu: &Gpu, mode: u32, trans: (bool, bool), c: &Conv2d, params: &Params) -> bool {
+pub(crate) fn fits(gpu: &Gpu, mode: GemmMode, trans: Transpose, c: &Conv2d, params: &Params) -> bool {
     let limits = gpu.limits();
     let bytes = 4 * col_len(c) as u64;
     vec4_fits(mode, trans, params) && bytes <= limits.max_storage_buffer_binding_size && bytes <= limits.max_buffer_size
 }
 
-/// Scratch bytes of a pass: KP rows of columns for mode 4 (forward) and 5 (dcol), KC rows
-/// for mode 6 (dW).
-pub(crate) fn scratch_bytes(c: &Conv2d, mode: u32) -> u64 {
-    let rows = if mode == 6 { c.cin * c.r * c.s } else { kc_padded(c) };
+/// Scratch bytes of a pass: KP rows of columns for the forward and dcol, KC rows for dW.
+pub(crate) fn scratch_bytes(c: &Conv2d, mode: GemmMode) -> u64 {
+    let rows = if mode == GemmMode::Im2colBackwardWeight { c.cin * c.r * c.s } else { kc_padded(c) };
     4 * (rows * c.batch * c.oh() * c.ow()) as u64
 }
 
 /// The columns [rows, N*P] at the start of the device's scratch region.
-fn columns(gpu: &Gpu, c: &Conv2d, rows: usize, mode: u32) -> Result<Tensor> {
+fn columns(gpu: &Gpu, c: &Conv2d, rows: usize, mode: GemmMode) -> Result<Tensor> {
     Ok(Tensor::from_buffer(gpu.scratch(scratch_bytes(c, mode))?, 0, &[rows, c.batch * c.oh() * c.ow()], DType::F32))
 }
 
 /// col = im2col(x) with `rows` rows (KC, or KP with zero rows past KC), and the dispatch
 /// that fills it.
-fn im2col(gpu: &Gpu, c: &Conv2d, x: &Tensor, rows: usize, mode: u32) -> Result<(Tensor, Dispatch)> {
+fn im2col(gpu: &Gpu, c: &Conv2d, x: &Tensor, rows: usize, mode: GemmMode) -> Result<(Tensor, Dispatch)> {
     let col = columns(gpu, c, rows, mode)?;
     let d = im2col_dispatch(gpu, &col_params(c, rows), x, &col)?;
     Ok((col, d))
@@ -152,7 +151,7 @@ pub(crate) fn forward(
     let kp = kc_padded(c);
     let col = match kept {
         Some(t) => Tensor::from_buffer(t.buffer().clone(), t.offset(), &[kp, c.batch * c.oh() * c.ow()], DType::F32),
-        None => columns(gpu, c, kp, 4)?,
+        None => columns(gpu, c, kp, GemmMode::Im2colForward)?,
     };
     let cols = &col_params(c, kp);
     let (fill, wp) = match padded_weight(gpu, c)? {
@@ -163,25 +162,25 @@ pub(crate) fn forward(
             (Dispatch::new(gpu, &kernel, cols, &[(1, x), (2, &col), (5, w), (6, &wp)], groups)?, wp)
         }
     };
-    Ok(vec![fill, launch(gpu, "conv2d_forward", cfg, 4, (false, false), p, &wp, &col, bias, y)?])
+    Ok(vec![fill, launch(gpu, "conv2d_forward", cfg, GemmMode::Im2colForward, Transpose::NN, p, &wp, &col, bias, y)?])
 }
 
 /// dW (and db, summed in the same GEMM): [im2col, NT GEMM]. `params` is mode 6's (M = K,
 /// N = KC, K = N*P).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn backward_weight(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params, x: &Tensor, dy: &Tensor, dw: &Tensor, db: GradOut) -> Result<Vec<Dispatch>> {
-    let (col, fill) = im2col(gpu, c, x, c.cin * c.r * c.s, 6)?;
+pub(crate) fn backward_weight(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params, split: Option<SplitK>, x: &Tensor, dy: &Tensor, dw: &Tensor, db: GradOut) -> Result<Vec<Dispatch>> {
+    let (col, fill) = im2col(gpu, c, x, c.cin * c.r * c.s, GemmMode::Im2colBackwardWeight)?;
     let mut out = vec![fill];
-    out.extend(launch_weight_grad(gpu, "conv2d_backward_weight", cfg, 6, (false, true), p, dy, &col, dw, db)?);
+    out.extend(launch_weight_grad(gpu, "conv2d_backward_weight", cfg, GemmMode::Im2colBackwardWeight, Transpose::NT, p, split, dy, &col, dw, db)?);
     Ok(out)
 }
 
 /// dW from the forward's kept columns (KP rows; the GEMM reads the first KC): the NT GEMM
 /// alone.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn backward_weight_from_columns(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params, kept: &Tensor, dy: &Tensor, dw: &Tensor, db: GradOut) -> Result<Vec<Dispatch>> {
+pub(crate) fn backward_weight_from_columns(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, p: Params, split: Option<SplitK>, kept: &Tensor, dy: &Tensor, dw: &Tensor, db: GradOut) -> Result<Vec<Dispatch>> {
     let col = Tensor::from_buffer(kept.buffer().clone(), kept.offset(), &[c.cin * c.r * c.s, c.batch * c.oh() * c.ow()], DType::F32);
-    launch_weight_grad(gpu, "conv2d_backward_weight", cfg, 6, (false, true), p, dy, &col, dw, db)
+    launch_weight_grad(gpu, "conv2d_backward_weight", cfg, GemmMode::Im2colBackwardWeight, Transpose::NT, p, split, dy, &col, dw, db)
 }
 
 /// dX: [pad_weight if KC % 4 != 0, TN GEMM into dcol, col2im], the last
@@ -209,8 +208,8 @@ pub(crate) fn backward_input(
             wp
         }
     };
-    let dcol = columns(gpu, c, kp, 5)?;
-    out.push(launch(gpu, "conv2d_backward_input", cfg, 5, (true, false), p, &wp, dy, None, &dcol)?);
+    let dcol = columns(gpu, c, kp, GemmMode::Im2colBackwardInput)?;
+    out.push(launch(gpu, "conv2d_backward_input", cfg, GemmMode::Im2colBackwardInput, Transpose::TN, p, &wp, dy, None, &dcol)?);
     out.push(match route {
         None => {
             let kernel = Kernel::new(Shader::Im2col, "col2im").with("WG", WG);

@@ -20,15 +20,156 @@ pub mod shared;
 pub use geometry::Conv2d;
 use direct as conv_direct;
 use shared as conv_shared;
-use crate::kernels::gemm;
-use crate::kernels::gemm::{check_len, flags, launch, launch_routed, launch_weight_grad, split_k_parts, split_k_scratch_bytes, Bias, Family, GemmConfig, GradOut, Params};
-use crate::kernels::pool::{max_pool2d_forward, MaxPoolOut, MaxPoolRoute};
+use crate::kernels::gemm::{check_len, flags, launch, launch_routed, launch_weight_grad, routed_pool, Bias, Family, GemmConfig, GemmMode, GradOut, Params, SplitK, Transpose};
+use crate::kernels::pool::{max_pool2d_forward, MaxPoolOut, MaxPoolRoute, Pool2d, PoolAt};
 use crate::kernels::Dispatch;
 use crate::runtime::gpu::Gpu;
 use crate::runtime::tensor::Tensor;
 use crate::{Error, Result};
 
-/// y = conv(x, w) (+ bias per output channel) (ReLU).
+/// The switches `KILN_DIRECT_CONV` sets, to compare kernels. Read from the environment by
+/// [`ConvSwitches::from_env`] where an executor resolves its kernel choices (never by the
+/// device); the kernel functions that take a `GemmConfig` use the default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvSwitches {
+    /// The GPU families' direct convolutions (conv_shared); `KILN_DIRECT_CONV=0` (`off`) runs
+    /// their passes as implicit GEMMs.
+    pub direct: bool,
+    /// Max-pools inside other kernels on the GPU families: a forward's pool in conv_shared's
+    /// dispatch, a routed backward in the store of conv_shared's or
+    /// `linear_backward_input_routed`'s dX; `KILN_DIRECT_CONV=unfused` runs them apart (the
+    /// pool kernels after a product in the scratch region).
+    pub fused_pools: bool,
+}
+
+impl Default for ConvSwitches {
+    fn default() -> ConvSwitches {
+        ConvSwitches { direct: true, fused_pools: true }
+    }
+}
+
+impl ConvSwitches {
+    /// `KILN_DIRECT_CONV`: unset, empty, `1` or `on` the default; `unfused`; `0` or `off`.
+    /// Anything else is an `Error::Env`.
+    pub fn from_env() -> Result<ConvSwitches> {
+        let (direct, fused_pools) = match std::env::var("KILN_DIRECT_CONV").as_deref() {
+            Err(_) | Ok("" | "1" | "on") => (true, true),
+            Ok("unfused") => (true, false),
+            Ok("0" | "off") => (false, false),
+            Ok(other) => {
+                return Err(Error::Env { var: "KILN_DIRECT_CONV", value: other.to_string(), expected: "one of on (the default), unfused, off (or 1, 0)" });
+            }
+        };
+        Ok(ConvSwitches { direct, fused_pools })
+    }
+}
+
+/// The kernel that runs a convolution pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvKernel {
+    /// `conv_direct` (ops/conv_direct.rs: the im2col family with subgroups): the forward
+    /// (which can keep its columns) and the stride-1 dX.
+    Direct,
+    /// `conv_shared` (ops/conv_shared.rs: the GPU families): forward, stride-1 dX, dW.
+    Shared,
+    /// im2col/col2im staging and a vec4 GEMM (the im2col family, modes 4-6).
+    Staged,
+    /// The implicit GEMM (modes 1-3), split over K where that pays.
+    Implicit,
+}
+
+/// How a convolution pass runs: resolved once by [`ConvChoice::choose`]; the dispatch
+/// builders, the scratch sizing, the kept columns and autotune read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvChoice {
+    /// The GEMM variant (what the staged and implicit kernels launch with).
+    pub cfg: GemmConfig,
+    /// The pass.
+    pub pass: Pass,
+    /// The kernel.
+    pub kernel: ConvKernel,
+    /// Where a max-pool fused with the pass runs: the forward's pool (`Step::Conv2dForward`'s
+    /// `pool`) inside conv_shared's dispatch or after it; a routed dX's pool backward in the
+    /// kernel's store (conv_direct, conv_shared, col2im, the vec4 and register-blocked GEMMs)
+    /// or after the product. `Apart` for a weight gradient.
+    pub pool: PoolAt,
+    /// How a weight gradient's GEMM splits its reduction (the implicit GEMM on the tiled and
+    /// register-blocked families); `None` elsewhere.
+    pub split: Option<SplitK>,
+}
+
+impl ConvChoice {
+    /// The one place that decides how `pass` of `conv` runs with `cfg` under `switches`;
+    /// `pool`: the max-pool after a forward, if any. A geometry that does not validate gets
+    /// the implicit GEMM (whose builder then reports the error).
+    pub fn choose(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, pass: Pass, pool: Option<&Pool2d>, switches: ConvSwitches) -> ConvChoice {
+        let choice = |kernel, pool| ConvChoice { cfg: *cfg, pass, kernel, pool, split: None };
+        if conv.validate("conv2d").is_err() {
+            return choice(ConvKernel::Implicit, PoolAt::Apart);
+        }
+        let shared = matches!(cfg.family, Family::Tiled | Family::Tiled4) && switches.direct;
+        let staged = cfg.family == Family::Im2colVec4;
+        match pass {
+            Pass::Forward if conv_direct::fits_forward(gpu, cfg, conv) => choice(ConvKernel::Direct, PoolAt::Apart),
+            Pass::Forward if shared && conv_shared::fits_forward(gpu, conv) => {
+                let inside = switches.fused_pools && pool.is_some_and(|p| conv_shared::fits_pooled_forward(gpu, conv, p));
+                choice(ConvKernel::Shared, if inside { PoolAt::Inside } else { PoolAt::Apart })
+            }
+            Pass::Forward => {
+                let staged = staged && im2col::fits(gpu, GemmMode::Im2colForward, Transpose::NN, conv, &im2col_forward_params(conv, 0));
+                choice(if staged { ConvKernel::Staged } else { ConvKernel::Implicit }, PoolAt::Apart)
+            }
+            Pass::BackwardInput if conv_direct::fits_backward_input(gpu, cfg, conv) => choice(ConvKernel::Direct, PoolAt::Inside),
+            Pass::BackwardInput if shared && conv_shared::fits_backward_input(gpu, conv) => {
+                choice(ConvKernel::Shared, if switches.fused_pools { PoolAt::Inside } else { PoolAt::Apart })
+            }
+            // col2im routes the pool
+            Pass::BackwardInput if staged && im2col::fits(gpu, GemmMode::Im2colBackwardInput, Transpose::TN, conv, &im2col_input_params(conv)) => {
+                choice(ConvKernel::Staged, PoolAt::Inside)
+            }
+            Pass::BackwardInput => choice(ConvKernel::Implicit, routed_pool(cfg)),
+            Pass::BackwardWeight if shared && conv_shared::fits_backward_weight(conv) => choice(ConvKernel::Shared, PoolAt::Apart),
+            Pass::BackwardWeight => {
+                let p = weight_params(conv, 0);
+                let staged = staged && im2col::fits(gpu, GemmMode::Im2colBackwardWeight, Transpose::NT, conv, &p);
+                let (kernel, mode) = if staged { (ConvKernel::Staged, GemmMode::Im2colBackwardWeight) } else { (ConvKernel::Implicit, GemmMode::ConvBackwardWeight) };
+                ConvChoice { split: SplitK::choose(gpu, cfg, mode, &p), ..choice(kernel, PoolAt::Apart) }
+            }
+        }
+    }
+
+    /// Elements of the columns a forward run as `self` can keep for its weight gradient run as
+    /// `dw`: the forward direct or staged and the weight gradient staged (the im2col family);
+    /// else `None`.
+    pub fn kept_columns_len(&self, dw: &ConvChoice, conv: &Conv2d) -> Option<usize> {
+        let forward = matches!(self.kernel, ConvKernel::Direct | ConvKernel::Staged);
+        (forward && dw.kernel == ConvKernel::Staged).then(|| im2col::scratch_bytes(conv, GemmMode::Im2colForward) as usize / 4)
+    }
+
+    /// Bytes of the device's scratch region (`Gpu::scratch`) the pass takes: im2col columns
+    /// and a padded weight copy (staged), conv_shared's or split-K's partial sums (weight
+    /// gradients), a routed dX's product where the pool's backward runs apart (`routed`: the
+    /// pool's output elements), else 0. What an executor reserves up front.
+    pub fn scratch_bytes(&self, conv: &Conv2d, routed: Option<usize>) -> u64 {
+        let route = match (routed, self.pool) {
+            (Some(c_len), PoolAt::Apart) => 4 * c_len as u64,
+            _ => 0,
+        };
+        let pass = match (self.pass, self.kernel) {
+            (_, ConvKernel::Direct) => 0,
+            (Pass::Forward, ConvKernel::Staged) => im2col::scratch_bytes(conv, GemmMode::Im2colForward),
+            (Pass::BackwardInput, ConvKernel::Staged) => im2col::scratch_bytes(conv, GemmMode::Im2colBackwardInput),
+            (Pass::BackwardWeight, ConvKernel::Staged) => im2col::scratch_bytes(conv, GemmMode::Im2colBackwardWeight),
+            (Pass::BackwardWeight, ConvKernel::Shared) => conv_shared::scratch_bytes_backward_weight(conv),
+            (Pass::BackwardWeight, ConvKernel::Implicit) => self.split.map_or(0, |s| s.scratch_bytes()),
+            _ => 0,
+        };
+        pass.max(route)
+    }
+}
+
+/// y = conv(x, w) (+ bias per output channel) (ReLU), with the kernel [`ConvChoice::choose`]
+/// picks for `cfg` (default switches).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_forward(
     gpu: &Gpu,
@@ -61,6 +202,13 @@ pub fn conv2d_forward_keeping_columns(
     columns: Option<&Tensor>,
     pool: Option<&MaxPoolOut>,
 ) -> Result<Vec<Dispatch>> {
+    let choice = ConvChoice::choose(gpu, cfg, conv, Pass::Forward, pool.map(|m| m.pool), ConvSwitches::default());
+    forward(gpu, &choice, conv, x, w, bias, relu, y, columns, pool)
+}
+
+/// The forward as `choice` says (see `conv2d_forward_keeping_columns`).
+#[allow(clippy::too_many_arguments)]
+pub fn forward(gpu: &Gpu, choice: &ConvChoice, conv: &Conv2d, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, relu: bool, y: &Tensor, columns: Option<&Tensor>, pool: Option<&MaxPoolOut>) -> Result<Vec<Dispatch>> {
     let op = "conv2d_forward";
     conv.validate(op)?;
     check_len(op, "x", x, conv.x_len())?;
@@ -70,7 +218,7 @@ pub fn conv2d_forward_keeping_columns(
         check_len(op, "bias", b, conv.cout)?;
     }
     if let Some(col) = columns {
-        check_len(op, "columns", col, im2col::scratch_bytes(conv, 4) as usize / 4)?;
+        check_len(op, "columns", col, im2col::scratch_bytes(conv, GemmMode::Im2colForward) as usize / 4)?;
     }
     if let Some(m) = pool {
         m.check(op)?;
@@ -79,22 +227,18 @@ pub fn conv2d_forward_keeping_columns(
             return Err(Error::shape(op, format!("the pool's input {pl:?} is not the convolution's output {conv:?}")));
         }
     }
+    let cfg = &choice.cfg;
+    if columns.is_some() && !matches!(choice.kernel, ConvKernel::Direct | ConvKernel::Staged) {
+        return Err(Error::unsupported(op, format!("keeping im2col columns with {:?}, which does not stage them for {conv:?}", cfg.family)));
+    }
     // the pool inside conv_shared's dispatch where its windows tile the output
-    let inside = pool.filter(|m| columns.is_none() && conv_shared::fits_pooled_forward(gpu, cfg, conv, m.pool));
-    let mut dispatches = if conv_direct::fits_forward(gpu, cfg, conv) {
-        vec![conv_direct::forward(gpu, conv, x, w, bias, relu, y, columns)?]
-    } else if columns.is_none() && conv_shared::fits_forward(gpu, cfg, conv) {
-        vec![conv_shared::forward(gpu, conv, x, w, bias, relu, y, inside)?]
-    } else {
-        let bias_mode = if bias.is_some() { Bias::Row } else { Bias::None };
-        let p = forward_params(conv, flags(false, relu, bias_mode));
-        if let Some(pp) = staged_forward(gpu, cfg, conv, p) {
-            im2col::forward(gpu, cfg, conv, pp, x, w, bias, y, columns)?
-        } else if columns.is_some() {
-            return Err(Error::unsupported(op, format!("keeping im2col columns with {:?}, which does not stage them for {conv:?}", cfg.family)));
-        } else {
-            vec![launch(gpu, op, cfg, 1, (false, false), p, w, x, bias, y)?]
-        }
+    let inside = pool.filter(|_| choice.pool == PoolAt::Inside);
+    let bias_mode = if bias.is_some() { Bias::Row } else { Bias::None };
+    let mut dispatches = match choice.kernel {
+        ConvKernel::Direct => vec![conv_direct::forward(gpu, conv, x, w, bias, relu, y, columns)?],
+        ConvKernel::Shared => vec![conv_shared::forward(gpu, conv, x, w, bias, relu, y, inside)?],
+        ConvKernel::Staged => im2col::forward(gpu, cfg, conv, im2col_forward_params(conv, flags(false, relu, bias_mode)), x, w, bias, y, columns)?,
+        ConvKernel::Implicit => vec![launch(gpu, op, cfg, GemmMode::ConvForward, Transpose::NN, forward_params(conv, flags(false, relu, bias_mode)), w, x, bias, y)?],
     };
     if let (Some(m), None) = (pool, inside) {
         dispatches.push(max_pool2d_forward(gpu, m.pool, y, m.y, m.argmax)?);
@@ -104,19 +248,18 @@ pub fn conv2d_forward_keeping_columns(
 
 /// Elements of the columns a convolution's forward (run with `fwd`) can keep for its weight
 /// gradient (run with `dw`): both passes staged (or the forward direct) on the im2col
-/// family; else `None`.
+/// family; else `None` ([`ConvChoice::kept_columns_len`], default switches).
 pub fn kept_columns_len(gpu: &Gpu, fwd: &GemmConfig, dw: &GemmConfig, conv: &Conv2d) -> Option<usize> {
+    let choose = |cfg, pass| ConvChoice::choose(gpu, cfg, conv, pass, None, ConvSwitches::default());
     conv.validate("kept_columns_len").ok()?;
-    let forward = conv_direct::fits_forward(gpu, fwd, conv) || staged_forward(gpu, fwd, conv, forward_params(conv, 0)).is_some();
-    let staged = forward && staged_backward_weight(gpu, dw, conv, &weight_params(conv, 0));
-    staged.then(|| im2col::scratch_bytes(conv, 4) as usize / 4)
+    choose(fwd, Pass::Forward).kept_columns_len(&choose(dw, Pass::BackwardWeight), conv)
 }
 
 /// dx = conv_transpose(dy, w): written, not accumulated. With `route`, x is the output of
 /// that max-pool and its backward runs here too: dx is then the gradient of the pool's input
 /// (and x's own gradient is never stored): inside col2im on the staged path, in the direct
 /// kernels' store (conv_direct, conv_shared), else in the GEMM's store or after it
-/// (`gemm::routes_in_store`).
+/// (`ConvChoice::pool`). The kernel [`ConvChoice::choose`] picks for `cfg` (default switches).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_input(
     gpu: &Gpu,
@@ -127,6 +270,13 @@ pub fn conv2d_backward_input(
     dx: &Tensor,
     route: Option<&MaxPoolRoute>,
 ) -> Result<Vec<Dispatch>> {
+    let choice = ConvChoice::choose(gpu, cfg, conv, Pass::BackwardInput, None, ConvSwitches::default());
+    backward_input(gpu, &choice, conv, w, dy, dx, route)
+}
+
+/// dX as `choice` says (see `conv2d_backward_input`).
+#[allow(clippy::too_many_arguments)]
+pub fn backward_input(gpu: &Gpu, choice: &ConvChoice, conv: &Conv2d, w: &Tensor, dy: &Tensor, dx: &Tensor, route: Option<&MaxPoolRoute>) -> Result<Vec<Dispatch>> {
     let op = "conv2d_backward_input";
     conv.validate(op)?;
     check_len(op, "weight", w, conv.w_len())?;
@@ -141,25 +291,25 @@ pub fn conv2d_backward_input(
             }
         }
     }
-    if conv_direct::fits_backward_input(gpu, cfg, conv) {
-        return Ok(vec![conv_direct::backward_input(gpu, conv, w, dy, dx, route)?]);
-    }
-    if conv_shared::fits_backward_input(gpu, cfg, conv) {
-        return conv_shared::backward_input(gpu, conv, w, dy, dx, route);
-    }
-    if let Some(p) = staged_backward_input(gpu, cfg, conv) {
-        return im2col::backward_input(gpu, cfg, conv, p, w, dy, dx, route);
-    }
-    let p = conv.params(conv.cin, conv.batch * conv.h * conv.w, conv.cout * conv.r * conv.s, 0);
-    match route {
-        None => Ok(vec![launch(gpu, op, cfg, 2, (false, false), p, w, dy, None, dx)?]),
-        Some(r) => launch_routed(gpu, op, cfg, 2, (false, false), p, w, dy, dx, r),
+    let cfg = &choice.cfg;
+    match choice.kernel {
+        ConvKernel::Direct => Ok(vec![conv_direct::backward_input(gpu, conv, w, dy, dx, route)?]),
+        ConvKernel::Shared => conv_shared::backward_input(gpu, conv, w, dy, dx, route, choice.pool),
+        ConvKernel::Staged => im2col::backward_input(gpu, cfg, conv, im2col_input_params(conv), w, dy, dx, route),
+        ConvKernel::Implicit => {
+            let p = conv.params(conv.cin, conv.batch * conv.h * conv.w, conv.cout * conv.r * conv.s, 0);
+            match route {
+                None => Ok(vec![launch(gpu, op, cfg, GemmMode::ConvBackwardInput, Transpose::NN, p, w, dy, None, dx)?]),
+                Some(r) => launch_routed(gpu, op, cfg, GemmMode::ConvBackwardInput, Transpose::NN, p, w, dy, dx, r, choice.pool),
+            }
+        }
     }
 }
 
 /// dw (+)= correlation of x with dy, and with `db` the bias gradient, db (+)= channel sums
 /// of dy: inside the dW GEMM on the staged vec4 path, else a separate
-/// ops::reduce::bias_backward.
+/// ops::reduce::bias_backward. The kernel [`ConvChoice::choose`] picks for `cfg` (default
+/// switches).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d_backward_weight(
     gpu: &Gpu,
@@ -171,8 +321,8 @@ pub fn conv2d_backward_weight(
     accumulate: bool,
     db: GradOut,
 ) -> Result<Vec<Dispatch>> {
-    check_len("conv2d_backward_weight", "x", x, conv.x_len())?;
-    backward_weight(gpu, cfg, conv, Input::X(x), dy, dw, accumulate, db)
+    let choice = ConvChoice::choose(gpu, cfg, conv, Pass::BackwardWeight, None, ConvSwitches::default());
+    backward_weight(gpu, &choice, conv, WeightInput::X(x), dy, dw, accumulate, db)
 }
 
 /// `conv2d_backward_weight` from the columns `conv2d_forward_keeping_columns` left (no
@@ -188,19 +338,27 @@ pub fn conv2d_backward_weight_from_columns(
     accumulate: bool,
     db: GradOut,
 ) -> Result<Vec<Dispatch>> {
-    check_len("conv2d_backward_weight", "columns", columns, im2col::scratch_bytes(conv, 4) as usize / 4)?;
-    backward_weight(gpu, cfg, conv, Input::Columns(columns), dy, dw, accumulate, db)
+    let choice = ConvChoice::choose(gpu, cfg, conv, Pass::BackwardWeight, None, ConvSwitches::default());
+    backward_weight(gpu, &choice, conv, WeightInput::Columns(columns), dy, dw, accumulate, db)
 }
 
 /// The weight gradient's view of the forward input: x, or its kept im2col columns.
-enum Input<'a> {
+#[derive(Clone, Copy)]
+pub enum WeightInput<'a> {
+    /// The forward's input.
     X(&'a Tensor),
+    /// The forward's kept im2col columns (`ConvChoice::kept_columns_len` elements).
     Columns(&'a Tensor),
 }
 
+/// dW (and db) as `choice` says, from x or the kept columns (see `conv2d_backward_weight`).
 #[allow(clippy::too_many_arguments)]
-fn backward_weight(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, x: Input, dy: &Tensor, dw: &Tensor, accumulate: bool, db: GradOut) -> Result<Vec<Dispatch>> {
+pub fn backward_weight(gpu: &Gpu, choice: &ConvChoice, conv: &Conv2d, x: WeightInput, dy: &Tensor, dw: &Tensor, accumulate: bool, db: GradOut) -> Result<Vec<Dispatch>> {
     let op = "conv2d_backward_weight";
+    match x {
+        WeightInput::X(x) => check_len(op, "x", x, conv.x_len())?,
+        WeightInput::Columns(col) => check_len(op, "columns", col, im2col::scratch_bytes(conv, GemmMode::Im2colForward) as usize / 4)?,
+    }
     conv.validate(op)?;
     check_len(op, "dy", dy, conv.y_len())?;
     check_len(op, "dw", dw, conv.w_len())?;
@@ -208,29 +366,18 @@ fn backward_weight(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, x: Input, dy: &Te
     if let Some((t, _)) = db {
         check_len(op, "db", t, conv.cout)?;
     }
-    let staged = staged_backward_weight(gpu, cfg, conv, &p);
-    match x {
-        Input::X(x) if conv_shared::fits_backward_weight(gpu, cfg, conv) => conv_shared::backward_weight(gpu, cfg, conv, x, dy, dw, accumulate, db),
-        Input::X(x) if staged => im2col::backward_weight(gpu, cfg, conv, p, x, dy, dw, db),
-        Input::X(x) => launch_weight_grad(gpu, op, cfg, 3, (false, false), p, dy, x, dw, db),
-        Input::Columns(col) if staged => im2col::backward_weight_from_columns(gpu, cfg, conv, p, col, dy, dw, db),
-        Input::Columns(_) => Err(Error::unsupported(op, format!("kept im2col columns with {:?}, which does not stage them for {conv:?}", cfg.family))),
+    let cfg = &choice.cfg;
+    match (x, choice.kernel) {
+        (WeightInput::X(x), ConvKernel::Shared) => conv_shared::backward_weight(gpu, conv, x, dy, dw, accumulate, db),
+        (WeightInput::X(x), ConvKernel::Staged) => im2col::backward_weight(gpu, cfg, conv, p, choice.split, x, dy, dw, db),
+        (WeightInput::X(x), _) => launch_weight_grad(gpu, op, cfg, GemmMode::ConvBackwardWeight, Transpose::NN, p, choice.split, dy, x, dw, db),
+        (WeightInput::Columns(col), ConvKernel::Staged) => im2col::backward_weight_from_columns(gpu, cfg, conv, p, choice.split, col, dy, dw, db),
+        (WeightInput::Columns(_), _) => Err(Error::unsupported(op, format!("kept im2col columns with {:?}, which does not stage them for {conv:?}", cfg.family))),
     }
 }
 
-/// Whether `pass` of `conv` runs as a direct convolution from workgroup memory with `cfg`
-/// (ops/conv_shared.rs), a kernel that does not depend on `cfg`'s GEMM tile.
-pub(crate) fn runs_direct(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, pass: Pass) -> bool {
-    conv.validate("runs_direct").is_ok()
-        && match pass {
-            Pass::Forward => conv_shared::fits_forward(gpu, cfg, conv),
-            Pass::BackwardInput => conv_shared::fits_backward_input(gpu, cfg, conv),
-            Pass::BackwardWeight => conv_shared::fits_backward_weight(gpu, cfg, conv),
-        }
-}
-
-/// The three passes of a convolution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The three passes of a convolution (and of a linear layer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Pass {
     /// y from x and the weight.
     Forward,
@@ -238,37 +385,6 @@ pub enum Pass {
     BackwardInput,
     /// dW from x and dy.
     BackwardWeight,
-}
-
-/// Bytes of the device's scratch region (`Gpu::scratch`) a pass takes with `cfg`: im2col
-/// columns and a padded weight copy (family `Im2colVec4`), split-K partials (weight
-/// gradients on the tiled families), else 0. What an executor reserves up front.
-pub fn scratch_bytes(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, pass: Pass) -> u64 {
-    if conv.validate("scratch_bytes").is_err() {
-        return 0;
-    }
-    match pass {
-        Pass::Forward if conv_direct::fits_forward(gpu, cfg, conv) => 0,
-        Pass::Forward => staged_forward(gpu, cfg, conv, forward_params(conv, 0)).map_or(0, |_| im2col::scratch_bytes(conv, 4)),
-        Pass::BackwardInput if conv_direct::fits_backward_input(gpu, cfg, conv) => 0,
-        Pass::BackwardInput => staged_backward_input(gpu, cfg, conv).map_or(0, |_| im2col::scratch_bytes(conv, 5)),
-        Pass::BackwardWeight if conv_shared::fits_backward_weight(gpu, cfg, conv) => conv_shared::scratch_bytes_backward_weight(gpu, cfg, conv),
-        Pass::BackwardWeight => {
-            let p = weight_params(conv, 0);
-            if staged_backward_weight(gpu, cfg, conv, &p) {
-                im2col::scratch_bytes(conv, 6)
-            } else {
-                split_k_parts(gpu, cfg, 3, &p).map_or(0, |(_, split)| split_k_scratch_bytes(split, &p))
-            }
-        }
-    }
-}
-
-/// Scratch bytes of `conv`'s dX with `cfg` routed through a max-pool's backward: the product
-/// (`c_len` elements) where it goes through the scratch region before the pool's backward,
-/// 0 where the route runs in the kernel's store (conv_direct, conv_shared, the vec4 GEMMs).
-pub fn routed_scratch_bytes(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, c_len: usize) -> u64 {
-    if conv_shared::routes(gpu, cfg, conv) { 0 } else { gemm::routed_scratch_bytes(cfg, c_len) }
 }
 
 fn forward_params(conv: &Conv2d, flags: u32) -> Params {
@@ -279,20 +395,12 @@ fn weight_params(conv: &Conv2d, flags: u32) -> Params {
     conv.params(conv.cout, conv.cin * conv.r * conv.s, conv.batch * conv.oh() * conv.ow(), flags)
 }
 
-/// The forward goes through staged im2col columns (mode 4's params, K padded to KP).
-fn staged_forward(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, p: Params) -> Option<Params> {
-    // the weight and col rows padded to KP (ops/im2col.rs)
-    let pp = Params { k: im2col::kc_padded(conv) as u32, ..p };
-    (cfg.family == Family::Im2colVec4 && im2col::fits(gpu, 4, (false, false), conv, &pp)).then_some(pp)
+/// The staged forward's params (mode 4, K padded to KP: the weight and col rows, ops/im2col.rs).
+fn im2col_forward_params(conv: &Conv2d, flags: u32) -> Params {
+    Params { k: im2col::kc_padded(conv) as u32, ..forward_params(conv, flags) }
 }
 
-/// dX goes through staged dcol (mode 5's params).
-fn staged_backward_input(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d) -> Option<Params> {
-    let p = conv.params(im2col::kc_padded(conv), conv.batch * conv.oh() * conv.ow(), conv.cout, 0);
-    (cfg.family == Family::Im2colVec4 && im2col::fits(gpu, 5, (true, false), conv, &p)).then_some(p)
-}
-
-/// dW goes through staged columns (mode 6).
-fn staged_backward_weight(gpu: &Gpu, cfg: &GemmConfig, conv: &Conv2d, p: &Params) -> bool {
-    cfg.family == Family::Im2colVec4 && im2col::fits(gpu, 6, (false, true), conv, p)
+/// The staged dX's params (mode 5: dcol).
+fn im2col_input_params(conv: &Conv2d) -> Params {
+    conv.params(im2col::kc_padded(conv), conv.batch * conv.oh() * conv.ow(), conv.cout, 0)
 }

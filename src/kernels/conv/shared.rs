@@ -17,11 +17,12 @@
 //!            conv_shared_weight_sum adds the workgroups' slices, 64 invocations per output
 //! `KILN_DIRECT_CONV=0` turns them off (the implicit GEMM then runs every pass), to compare;
 //! `KILN_DIRECT_CONV=unfused` runs the pools apart (`max_pool2d_forward`, and the dX into the
-//! scratch region, then `max_pool2d_backward(_relu)`).
+//! scratch region, then `max_pool2d_backward(_relu)`): both read by `ConvSwitches`, and
+//! decided per pass by `ConvChoice::choose` (conv/mod.rs), not here.
 
 use super::geometry::{Conv2d, DirectPass};
-use crate::kernels::gemm::{Family, GemmConfig, GradOut};
-use crate::kernels::pool::{MaxPoolOut, MaxPoolRoute, Pool2d};
+use crate::kernels::gemm::GradOut;
+use crate::kernels::pool::{MaxPoolOut, MaxPoolRoute, Pool2d, PoolAt};
 use crate::kernels::Dispatch;
 use crate::runtime::gpu::Gpu;
 use crate::runtime::pipelines::Kernel;
@@ -81,16 +82,6 @@ const TILE: usize = 4096;
 /// Workgroups conv_shared_weight spreads the tiles over, at most (one tile each for conv1
 /// at batch 64): conv_shared_weight_sum adds each output's slices with 64 invocations.
 const TARGET_SLICES: usize = 256;
-
-fn enabled(gpu: &Gpu, cfg: &GemmConfig) -> bool {
-    matches!(cfg.family, Family::Tiled | Family::Tiled4) && gpu.direct_convs
-}
-
-/// Whether the dX of `c` with `cfg` routes a max-pool's backward in its store (else into the
-/// scratch region, then `max_pool2d_backward(_relu)`).
-pub(crate) fn routes(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> bool {
-    gpu.fused_pools && fits_backward_input(gpu, cfg, c)
-}
 
 /// The uniform's geometry for pass `d` of `c` (`Conv2d::direct_pass`); the launch fields
 /// (band, pitch, count, flags, slices) are left 0.
@@ -157,28 +148,27 @@ fn forward_plan(gpu: &Gpu, c: &Conv2d, transposed: bool, rows: usize) -> Option<
     (count >= 1 && grid_x <= limits.max_compute_workgroups_per_dimension as usize).then_some(Plan { band, pitch, count, groups, lanes: lanes(band) })
 }
 
-fn fits(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, transposed: bool) -> bool {
+fn fits(gpu: &Gpu, c: &Conv2d, transposed: bool) -> bool {
     let out_channels = if transposed { c.cin } else { c.cout };
-    enabled(gpu, cfg)
-        && out_channels >= MIN_CHANNELS
+    out_channels >= MIN_CHANNELS
         && (!transposed || (c.stride == 1 && c.pad < c.r && c.pad < c.s))
         && forward_plan(gpu, c, transposed, 1).is_some()
 }
 
-/// Whether the forward of `c` runs here with `cfg`.
-pub(crate) fn fits_forward(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> bool {
-    fits(gpu, cfg, c, false)
+/// Whether the forward of `c` fits here (what `ConvChoice::choose` asks, on the GPU families).
+pub(super) fn fits_forward(gpu: &Gpu, c: &Conv2d) -> bool {
+    fits(gpu, c, false)
 }
 
-/// Whether the forward of `c` and the max-pool `pool` after it run here in one dispatch with
-/// `cfg`: the pool's windows tile the output exactly, unpadded (`Pool2d::tiles_exactly`).
-pub(crate) fn fits_pooled_forward(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, pool: &Pool2d) -> bool {
-    gpu.fused_pools && fits_forward(gpu, cfg, c) && pool.tiles_exactly() && pool.pad == 0 && forward_plan(gpu, c, false, pool.k).is_some()
+/// Whether the forward of `c` and the max-pool `pool` after it fit here in one dispatch:
+/// the pool's windows tile the output exactly, unpadded (`Pool2d::tiles_exactly`).
+pub(super) fn fits_pooled_forward(gpu: &Gpu, c: &Conv2d, pool: &Pool2d) -> bool {
+    fits_forward(gpu, c) && pool.tiles_exactly() && pool.pad == 0 && forward_plan(gpu, c, false, pool.k).is_some()
 }
 
-/// Whether the dX of `c` runs here with `cfg`.
-pub(crate) fn fits_backward_input(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> bool {
-    fits(gpu, cfg, c, true)
+/// Whether the dX of `c` fits here.
+pub(super) fn fits_backward_input(gpu: &Gpu, c: &Conv2d) -> bool {
+    fits(gpu, c, true)
 }
 
 /// What conv_shared does with its outputs besides storing them.
@@ -221,7 +211,7 @@ fn conv_dispatch(gpu: &Gpu, c: &Conv2d, transposed: bool, flags: u32, epilogue: 
 }
 
 /// The forward's one dispatch, with `pool` that max-pool too. The caller has checked the
-/// lengths and `fits_forward` (with `pool`, `fits_pooled_forward`).
+/// lengths and chosen this kernel (with `pool`, the pool inside it).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward(gpu: &Gpu, c: &Conv2d, x: &Tensor, w: &Tensor, bias: Option<&Tensor>, relu: bool, y: &Tensor, pool: Option<&MaxPoolOut>) -> Result<Dispatch> {
     let flags = bias.is_some() as u32 | (relu as u32) << 1;
@@ -230,15 +220,15 @@ pub(crate) fn forward(gpu: &Gpu, c: &Conv2d, x: &Tensor, w: &Tensor, bias: Optio
 }
 
 /// dX: one dispatch (with `route` through that max-pool's backward in the store), or where
-/// pools run apart (`routes`) the product into the scratch region, then the pool's backward
-/// into `dx`. The caller has checked the lengths, the route and `fits_backward_input`.
-pub(crate) fn backward_input(gpu: &Gpu, c: &Conv2d, w: &Tensor, dy: &Tensor, dx: &Tensor, route: Option<&MaxPoolRoute>) -> Result<Vec<Dispatch>> {
+/// the pool runs apart (`pool`) the product into the scratch region, then the pool's backward
+/// into `dx`. The caller has checked the lengths, the route and chosen this kernel.
+pub(crate) fn backward_input(gpu: &Gpu, c: &Conv2d, w: &Tensor, dy: &Tensor, dx: &Tensor, route: Option<&MaxPoolRoute>, pool: PoolAt) -> Result<Vec<Dispatch>> {
     let tensors = |out| [(1, Some(dy)), (2, Some(w)), (3, None), (4, Some(out))];
     match route {
         None => Ok(vec![conv_dispatch(gpu, c, true, 0, Epilogue::Store, &tensors(dx))?]),
-        Some(r) if gpu.fused_pools => Ok(vec![conv_dispatch(gpu, c, true, 0, Epilogue::Route(r), &tensors(dx))?]),
+        Some(r) if pool == PoolAt::Inside => Ok(vec![conv_dispatch(gpu, c, true, 0, Epilogue::Route(r), &tensors(dx))?]),
         Some(r) => {
-            // the product in the scratch region (the executor plans it: conv::routed_scratch_bytes)
+            // the product in the scratch region (the executor plans it: ConvChoice::scratch_bytes)
             let product = Tensor::from_buffer(gpu.scratch(4 * c.x_len() as u64)?, 0, &[c.x_len()], DType::F32);
             let conv = conv_dispatch(gpu, c, true, 0, Epilogue::Store, &tensors(&product))?;
             Ok(vec![conv, r.backward(gpu, &product, dx)?])
@@ -259,17 +249,14 @@ struct WeightLaunch {
     blocks: usize,
 }
 
-/// The weight-gradient launch of `c` with `cfg`, or `None` where it stays a GEMM (not a GPU
-/// family, or one output row's tile does not fit the workgroup memory).
+/// The weight-gradient launch of `c`, or `None` where one output row's tile does not fit
+/// the workgroup memory (it then stays a GEMM).
 /// - Up to `MAX_TAPS` weights per output channel, conv_shared_weight: a tile holds dy's
 ///   channels and the input rows under the band, rows PITCH floats apart with PITCH = S
 ///   (mod 32), so that the R x S items of one output channel read R*S different banks.
 /// - Above, conv_shared_weight4: the input rows of every channel fit the staged input's XS
 ///   floats and the band's positions WS / 4 vec4 slots.
-fn weight_launch(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> Option<WeightLaunch> {
-    if !enabled(gpu, cfg) {
-        return None;
-    }
+fn weight_launch(c: &Conv2d) -> Option<WeightLaunch> {
     let (oh, ow) = (c.oh(), c.ow());
     let in_cols = (ow - 1) * c.stride + c.s;
     let rows = |band: usize| (band - 1) * c.stride + c.r;
@@ -293,21 +280,21 @@ fn weight_launch(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> Option<WeightLaunch
     Some(WeightLaunch { entry, band, pitch, tiles, slices: all.div_ceil(tiles), items: n, blocks })
 }
 
-/// Whether the weight gradient of `c` runs here with `cfg`.
-pub(crate) fn fits_backward_weight(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> bool {
-    weight_launch(gpu, cfg, c).is_some()
+/// Whether the weight gradient of `c` fits here.
+pub(super) fn fits_backward_weight(c: &Conv2d) -> bool {
+    weight_launch(c).is_some()
 }
 
 /// The scratch bytes of the weight gradient's partial sums (`Gpu::scratch`).
-pub(crate) fn scratch_bytes_backward_weight(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> u64 {
-    weight_launch(gpu, cfg, c).map_or(0, |l| 4 * (l.slices * (c.w_len() + c.cout)) as u64)
+pub(crate) fn scratch_bytes_backward_weight(c: &Conv2d) -> u64 {
+    weight_launch(c).map_or(0, |l| 4 * (l.slices * (c.w_len() + c.cout)) as u64)
 }
 
 /// dw (+)= the weight gradient, db (+)= the bias gradient. The caller has checked the
-/// lengths and `fits_backward_weight`.
+/// lengths and chosen this kernel.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn backward_weight(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, x: &Tensor, dy: &Tensor, dw: &Tensor, accumulate: bool, db: GradOut) -> Result<Vec<Dispatch>> {
-    let Some(WeightLaunch { entry, band, pitch, tiles, slices, items, blocks }) = weight_launch(gpu, cfg, c) else {
+pub(crate) fn backward_weight(gpu: &Gpu, c: &Conv2d, x: &Tensor, dy: &Tensor, dw: &Tensor, accumulate: bool, db: GradOut) -> Result<Vec<Dispatch>> {
+    let Some(WeightLaunch { entry, band, pitch, tiles, slices, items, blocks }) = weight_launch(c) else {
         return Err(Error::unsupported("conv2d_backward_weight", format!("{c:?}: one output row's tile does not fit the workgroup memory")));
     };
     let u = |v: usize| v as u32;
