@@ -9,7 +9,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kiln::ops::activation::{activation_backward, activation_forward, Activation};
 use kiln::ops::batchnorm::{batchnorm_backward, batchnorm_forward_eval, batchnorm_forward_train, BatchNorm, EPS, MOMENTUM};
-use kiln::ops::conv2d::{conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2d};
+use kiln::kernels::conv::{backward_input, backward_weight, forward, Conv2d, ConvChoice, ConvSwitches, Pass, WeightInput};
 use kiln::ops::gemm::{gemm, Family, Gemm, GemmConfig};
 use kiln::ops::linear::{linear_backward_input_routed, Linear};
 use kiln::ops::optim::{optimizer_step, step_words, Optimizer, STEP_WORDS};
@@ -104,16 +104,20 @@ fn conv_benches(c: &mut Criterion) {
         ("conv1_64x1x28x28_16x5x5", Conv2d { batch: 64, cin: 1, h: 28, w: 28, cout: 16, r: 5, s: 5, stride: 1, pad: 2 }),
         ("conv2_64x16x14x14_32x5x5", Conv2d { batch: 64, cin: 16, h: 14, w: 14, cout: 32, r: 5, s: 5, stride: 1, pad: 2 }),
     ];
+    // KILN_DIRECT_CONV=0 compares the GPU families' direct kernels with the implicit GEMM
+    // (scripts/gpu-measure.sh), as the executor reads it
+    let switches = ConvSwitches::from_env().unwrap_or_else(|e| panic!("{e}"));
     for (shape, conv) in layers {
         let (x, w, y) = (tensor(conv.x_len(), &mut rng), tensor(conv.w_len(), &mut rng), tensor(conv.y_len(), &mut rng));
         let (dx, dw) = (tensor(conv.x_len(), &mut rng), tensor(conv.w_len(), &mut rng));
         let flops = Throughput::Elements(conv.flops());
         for (name, cfg) in variants() {
-            let f = conv2d_forward(gpu, &cfg, &conv, &x, &w, None, false, &y).unwrap();
+            let choice = |pass| ConvChoice::choose(gpu, &cfg, &conv, pass, None, switches);
+            let f = forward(gpu, &choice(Pass::Forward), &conv, &x, &w, None, false, &y, None, None).unwrap();
             time(c, "conv2d_forward", &name, shape, flops.clone(), &f);
-            let bi = conv2d_backward_input(gpu, &cfg, &conv, &w, &y, &dx, None).unwrap();
+            let bi = backward_input(gpu, &choice(Pass::BackwardInput), &conv, &w, &y, &dx, None).unwrap();
             time(c, "conv2d_backward_input", &name, shape, flops.clone(), &bi);
-            let bw = conv2d_backward_weight(gpu, &cfg, &conv, &x, &y, &dw, false, None).unwrap();
+            let bw = backward_weight(gpu, &choice(Pass::BackwardWeight), &conv, WeightInput::X(&x), &y, &dw, false, None).unwrap();
             time(c, "conv2d_backward_weight", &name, shape, flops.clone(), &bw);
         }
     }
