@@ -59,7 +59,7 @@ pub fn check_smoothing(smoothing: f32) -> Result<()> {
     if (0.0..1.0).contains(&smoothing) {
         Ok(())
     } else {
-        Err(Error::unsupported("--label-smoothing", format!("{smoothing}: expected a value in [0, 1)")))
+        Err(Error::unsupported("label smoothing", format!("{smoothing}: expected a value in [0, 1)")))
     }
 }
 
