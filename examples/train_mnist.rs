@@ -200,20 +200,17 @@ impl Observer for Progress {
     }
 }
 
-/// The library's errors name `TrainConfig`'s fields; the person running this typed flags.
+/// The library's errors name `TrainConfig`'s fields and `train_from`'s parameters; the person running this typed flags.
 fn flag_names(e: kiln::Error) -> kiln::Error {
-    const FLAGS: [(&str, &str); 5] = [
+    const FLAGS: [(&str, &str); 6] = [
         ("TrainConfig::epochs", "--epochs"),
         ("TrainConfig::batch_size", "--batch-size"),
-        ("TrainConfig::train_limit", "--train-limit"),
         ("TrainConfig::label_smoothing", "--label-smoothing"),
         ("TrainConfig::rule", "--lr"),
+        ("train_from(resume)", "--resume"),
+        ("train_from(stop_after)", "--stop-after"),
     ];
-    let rename = |text: String| FLAGS.iter().fold(text, |t, (field, flag)| t.replace(field, flag));
-    match e {
-        kiln::Error::Unsupported { op, message } => kiln::Error::Unsupported { op: rename(op), message: rename(message) },
-        e => e,
-    }
+    cli::with_flags(e, &FLAGS)
 }
 
 /// Writes a checkpoint and the training state beside it (each atomically).
@@ -323,7 +320,7 @@ fn check_args(args: &Args, matches: &ArgMatches) -> kiln::Result<(TrainConfig, O
         existing = files::check_output("--save", s)?;
     }
     if let Some(p) = &args.plot {
-        kiln::plot::check_path(p)?;
+        kiln::plot::check_path(p).map_err(|e| cli::for_flag("--plot", e))?;
         files::check_output("--plot", p)?;
     }
     let outputs: Vec<(&str, &Path)> = [("--save", save.as_deref()), ("--plot", args.plot.as_deref())]

@@ -104,8 +104,9 @@ impl TrainConfig {
             LrSchedule::Constant => {}
         }
         if self.train_limit == Some(0) {
+            // the flag's name, as data::subset::check_limit's: tests hold both to it
             return Err(Error::unsupported(
-                "TrainConfig::train_limit",
+                "--train-limit",
                 "0: expected a number of labelled training images from 1 to the training split's size",
             ));
         }
@@ -345,12 +346,12 @@ pub fn train_from(
     let first = resume.map_or(0, |r| r.state.epochs_done);
     let final_epoch = stop_after.unwrap_or(cfg.epochs);
     if final_epoch == 0 || final_epoch > cfg.epochs {
-        return Err(Error::unsupported("train_from", format!("stop after epoch {final_epoch}: expected an epoch from 1 to the run's {}", cfg.epochs)));
+        return Err(Error::unsupported("train_from(stop_after)", format!("{final_epoch}: expected an epoch from 1 to the run's {}", cfg.epochs)));
     }
     if first >= final_epoch {
         return Err(Error::unsupported(
-            "train_from",
-            format!("the resumed run has done {first} of its {} epochs: nothing is left before epoch {final_epoch}", cfg.epochs),
+            "train_from(resume)",
+            format!("the run has done {first} of its {} epochs: nothing is left before epoch {final_epoch}", cfg.epochs),
         ));
     }
     let (mut trainer, evaluator) = Trainer::without_evaluator(gpu, cfg, data, None)?;

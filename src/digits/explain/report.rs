@@ -120,9 +120,9 @@ fn esc(s: &str) -> String {
 /// missing; files of an earlier report are replaced.
 pub fn write(dir: &Path, r: &Report) -> Result<Vec<PathBuf>> {
     if dir.exists() && !dir.is_dir() {
-        return Err(Error::file(dir, "--out: expected a directory, found a file"));
+        return Err(Error::file(dir, "expected a directory for the report, found a file"));
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("--out: cannot create the directory: {e}")))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create the report's directory: {e}")))?;
     let (h, w) = r.size;
     let image = |i: usize| &r.pixels[i * h * w..(i + 1) * h * w];
     let predicted = predictions(r.probs);
