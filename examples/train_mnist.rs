@@ -230,10 +230,7 @@ fn resume_config(args: &Args, matches: &ArgMatches, path: &Path) -> kiln::Result
             ));
         }
     }
-    let resume = Resume::load(path).map_err(|e| match e {
-        kiln::Error::File { path, message } => kiln::Error::file(path, format!("--resume: {message}")),
-        e => e,
-    })?;
+    let resume = Resume::load(path).map_err(|e| cli::for_flag("--resume", e))?;
     let cfg = TrainConfig {
         data_dir: args.data_dir.clone(),
         download: !args.no_download,
