@@ -16,7 +16,7 @@ use clap::Parser;
 use kiln::checkpoint::Checkpoint;
 use kiln::cli::{self, fail};
 use kiln::data::{Dataset, DatasetKind};
-use kiln::evaluate::{self, Confusion, Noise, Options};
+use kiln::evaluate::{self, Metrics, Noise, Options};
 use kiln::{errln, outln, Classifier};
 
 #[derive(Parser, Debug)]
@@ -133,9 +133,9 @@ enum Source {
     Folder(Vec<(PathBuf, u8)>),
 }
 
-fn print_report(what: &str, noise: &str, denoise: bool, c: &Confusion, seconds: f64) {
+fn print_report(what: &str, noise: &str, denoise: bool, c: &Metrics, seconds: f64) {
     outln!("images: {what}; noise: {noise}; denoise: {}", if denoise { "on" } else { "off" });
-    outln!("accuracy: {:.2}% ({} of {}) in {seconds:.1} s", 100.0 * c.accuracy(), c.correct(), c.total());
+    outln!("accuracy: {:.2}% ({} of {}) in {seconds:.1} s", 100.0 * c.accuracy_f64(), c.correct, c.rows);
     outln!("class  precision   recall  count");
     for s in c.per_class() {
         outln!("{:>5}  {:>8.2}%  {:>6.2}%  {:>5}", s.class, 100.0 * s.precision, 100.0 * s.recall, s.count);

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use kiln::checkpoint::Checkpoint;
-use kiln::cli::fail;
+use kiln::cli::{self, fail};
 use kiln::data::mnist::{Dataset, DatasetKind};
 use kiln::explain::explain_split;
 use kiln::{errln, outln};
@@ -74,7 +74,10 @@ fn main() -> ExitCode {
     let title = format!("{} trained on {} ({}), {} test split", checkpoint.model.name, checkpoint.dataset, args.model.display(), args.dataset.name());
     let summary = match explain_split(&gpu, checkpoint, &data.test, args.count as usize, args.deletion_images as usize, &args.out, &title) {
         Ok(s) => s,
-        Err(e) => return fail(e),
+        Err(e) => {
+            let flags = [("explain_split(count)", "--count"), ("explain_split(deletion_images)", "--deletion-images"), ("explain_split(checkpoint)", "--model")];
+            return fail(cli::with_flags(e, &flags));
+        }
     };
     let index = summary.files.last().expect("index.html is written");
     if args.json {

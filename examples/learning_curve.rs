@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use kiln::cli::fail;
+use kiln::cli::{self, fail};
 use kiln::plot::CurvePoint;
 use kiln::{files, outln};
 
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
             None => return fail(format!("--reference {r}: expected LABELS:ACCURACY, e.g. 100:0.925")),
         }
     }
-    if let Err(e) = kiln::plot::check_path(&args.png).and_then(|_| files::check_output("--png", &args.png).map(|_| ())) {
+    if let Err(e) = kiln::plot::check_path(&args.png).map_err(|e| cli::for_flag("--png", e)).and_then(|_| files::check_output("--png", &args.png).map(|_| ())) {
         return fail(e);
     }
     let mut runs = Vec::new();

@@ -200,6 +200,19 @@ impl Observer for Progress {
     }
 }
 
+/// The library's errors name `TrainConfig`'s fields and `train_from`'s parameters; the person running this typed flags.
+fn flag_names(e: kiln::Error) -> kiln::Error {
+    const FLAGS: [(&str, &str); 6] = [
+        ("TrainConfig::epochs", "--epochs"),
+        ("TrainConfig::batch_size", "--batch-size"),
+        ("TrainConfig::label_smoothing", "--label-smoothing"),
+        ("TrainConfig::rule", "--lr"),
+        ("train_from(resume)", "--resume"),
+        ("train_from(stop_after)", "--stop-after"),
+    ];
+    cli::with_flags(e, &FLAGS)
+}
+
 /// Writes a checkpoint and the training state beside it (each atomically).
 fn save_run(ck: &Checkpoint, state: &TrainState, path: &Path) -> kiln::Result<()> {
     ck.save(path)?;
@@ -217,27 +230,16 @@ fn resume_config(args: &Args, matches: &ArgMatches, path: &Path) -> kiln::Result
             ));
         }
     }
-    let ck = Checkpoint::load(path)?;
-    let state_path = TrainState::path_for(path);
-    if !state_path.exists() {
-        return Err(kiln::Error::file(
-            &state_path,
-            "--resume: no training state beside the checkpoint (runs leave one with --stop-after or --save-every-epoch)",
-        ));
-    }
-    let state = TrainState::load(&state_path)?;
-    if state.config.model != ck.model {
-        return Err(kiln::Error::file(&state_path, format!("--resume: this training state is of a '{}' model, the checkpoint of '{}'", state.config.model.name(), ck.model.name())));
-    }
+    let resume = Resume::load(path).map_err(|e| cli::for_flag("--resume", e))?;
     let cfg = TrainConfig {
         data_dir: args.data_dir.clone(),
         download: !args.no_download,
         progress_every: args.progress_every,
         eval_every: args.eval_every,
         gemm: None,
-        ..state.config.clone()
+        ..resume.state.config.clone()
     };
-    Ok((cfg, Resume { params: ck.params, state }))
+    Ok((cfg, resume))
 }
 
 /// Everything that can be checked before the data and the GPU are touched.
@@ -299,7 +301,7 @@ fn check_args(args: &Args, matches: &ArgMatches) -> kiln::Result<(TrainConfig, O
         }
         None => (cfg, None),
     };
-    cfg.check()?;
+    cfg.check().map_err(flag_names)?;
     if let Some(n) = args.stop_after {
         if n == 0 || n >= cfg.epochs {
             return Err(kiln::Error::unsupported("--stop-after", format!("{n}: expected an epoch from 1 to {} (before the run's last, --epochs {})", cfg.epochs - 1, cfg.epochs)));
@@ -315,7 +317,7 @@ fn check_args(args: &Args, matches: &ArgMatches) -> kiln::Result<(TrainConfig, O
         existing = files::check_output("--save", s)?;
     }
     if let Some(p) = &args.plot {
-        kiln::plot::check_path(p)?;
+        kiln::plot::check_path(p).map_err(|e| cli::for_flag("--plot", e))?;
         files::check_output("--plot", p)?;
     }
     let outputs: Vec<(&str, &Path)> = [("--save", save.as_deref()), ("--plot", args.plot.as_deref())]
@@ -357,12 +359,8 @@ fn main() -> ExitCode {
         Ok(Err(e)) => return fail(e),
         Err(_) => return fail("loading the dataset failed (its thread stopped; see the message above)"),
     };
-    if let Some(n) = cfg.train_limit {
-        if let Err(e) = kiln::data::subset::check_limit(n, data.train.len()) {
-            return fail(e);
-        }
-    } else if cfg.batch_size > data.train.len() {
-        return fail(format!("--batch-size {}: must be at most the {} training images", cfg.batch_size, data.train.len()));
+    if let Err(e) = cfg.check_data(&data) {
+        return fail(flag_names(e));
     }
     let n_train = cfg.train_limit.unwrap_or(data.train.len());
     let batch = kiln::train::effective_batch(&cfg, n_train);
@@ -413,7 +411,7 @@ fn main() -> ExitCode {
     }
     let mut report = match kiln::train::train_from(&gpu, &cfg, &data, &mut progress, resume.as_ref(), args.stop_after) {
         Ok(r) => r,
-        Err(e) => return fail(e),
+        Err(e) => return fail(flag_names(e)),
     };
     for w in &report.tune.warnings {
         errln!("warning: {w}");

@@ -52,6 +52,26 @@ macro_rules! errln {
     ($($arg:tt)*) => { $crate::cli::eprint_line(format_args!($($arg)*)) };
 }
 
+/// A library error as the person running a program should read it: the library names its
+/// settings (`TrainConfig::epochs`, a function's parameter), never a flag, so each program
+/// replaces those names (`names`: (library name, flag)) in the error's op and message.
+pub fn with_flags(e: Error, names: &[(&str, &str)]) -> Error {
+    let rename = |text: String| names.iter().fold(text, |t, (name, flag)| t.replace(name, flag));
+    match e {
+        Error::Unsupported { op, message } => Error::Unsupported { op: rename(op), message: rename(message) },
+        Error::Shape { op, message } => Error::Shape { op: rename(op), message: rename(message) },
+        e => e,
+    }
+}
+
+/// A file error of the path given to `flag`, saying so: `PATH: FLAG: MESSAGE`.
+pub fn for_flag(flag: &str, e: Error) -> Error {
+    match e {
+        Error::File { path, message } => Error::File { path, message: format!("{flag}: {message}") },
+        e => e,
+    }
+}
+
 /// Prints `error: MESSAGE` to standard error and returns exit code 2.
 pub fn fail(message: impl fmt::Display) -> ExitCode {
     errln!("error: {message}");

@@ -1,6 +1,6 @@
-//! Measuring a checkpoint on labelled digits: a [`Confusion`] matrix (accuracy, per-class
-//! precision and recall), labelled image folders ([`read_labels`], [`resolve`]), seeded
-//! [`Noise`], and the evaluation itself in batches through a [`Classifier`]
+//! Measuring a checkpoint on labelled digits: the scores ([`Metrics`], kiln's one score
+//! type; its per-class scores, JSON and table are here), labelled image folders
+//! ([`read_labels`], [`resolve`]), seeded [`Noise`], and the evaluation itself in batches through a [`Classifier`]
 //! ([`evaluate_split`] for a dataset's test split, [`evaluate_folder`] for PNG/JPEG files).
 //!
 //! Data flow: a folder image goes through the same preparation as `predict`
@@ -19,31 +19,12 @@ use serde::Serialize;
 use crate::model::checkpoint::Checkpoint;
 use crate::digits::classify::CLASSES;
 use crate::digits::data::Split;
-use crate::kernels::softmax::Metrics;
+pub use crate::kernels::softmax::Metrics;
 use crate::base::rng::Rng;
 use crate::digits::predict;
 use crate::{Classifier, Error, Gpu, Result};
 
-/// A confusion matrix `counts[label][prediction]` over a fixed number of classes, and the
-/// scores read from it. Built from (label, prediction) pairs ([`Confusion::add`],
-/// [`Confusion::from_pairs`]) or from the GPU's training metrics (`From<&Metrics>`).
-///
-/// ```
-/// use kiln::evaluate::Confusion;
-/// let c = Confusion::from_pairs(3, [(0, 0), (0, 0), (1, 1), (1, 2), (2, 2)])?;
-/// assert_eq!(c.total(), 5);
-/// assert_eq!(c.correct(), 4);
-/// assert_eq!(c.accuracy(), 0.8);
-/// assert_eq!(c.recall(1), 0.5); // one of the two 1s was called 1
-/// assert_eq!(c.precision(2), 0.5); // one of the two answers 2 was a 2
-/// # Ok::<(), kiln::Error>(())
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Confusion {
-    counts: Vec<Vec<u64>>,
-}
-
-/// One class's scores, as [`Confusion::per_class`] lists them (and `--json` prints them).
+/// One class's scores, as [`Metrics::per_class`] lists them (and `--json` prints them).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ClassScore {
     /// The class.
@@ -56,117 +37,48 @@ pub struct ClassScore {
     pub count: u64,
 }
 
-impl Confusion {
-    /// An empty matrix for `classes` classes.
-    pub fn new(classes: usize) -> Confusion {
-        Confusion { counts: vec![vec![0; classes]; classes] }
-    }
-
-    /// A matrix counting `pairs` of (label, prediction); a class outside `0..classes` is an error.
-    pub fn from_pairs(classes: usize, pairs: impl IntoIterator<Item = (usize, usize)>) -> Result<Confusion> {
-        let mut c = Confusion::new(classes);
-        for (i, (label, prediction)) in pairs.into_iter().enumerate() {
-            if label >= classes || prediction >= classes {
-                return Err(Error::shape("Confusion", format!("pair {i}: ({label}, {prediction}) outside 0..{classes}")));
-            }
-            c.add(label, prediction);
-        }
-        Ok(c)
-    }
-
-    /// Counts one example. Panics if `label` or `prediction` is not below [`Confusion::classes`]:
-    /// callers check labels when they read them (see [`Confusion::from_pairs`] for a checked form).
-    pub fn add(&mut self, label: usize, prediction: usize) {
-        self.counts[label][prediction] += 1;
-    }
-
-    /// Adds another matrix's counts (of the same number of classes) to this one.
-    pub fn merge(&mut self, other: &Confusion) -> Result<()> {
-        if other.classes() != self.classes() {
-            return Err(Error::shape("Confusion::merge", format!("{} classes into {}", other.classes(), self.classes())));
-        }
-        for (row, o) in self.counts.iter_mut().zip(&other.counts) {
-            for (a, b) in row.iter_mut().zip(o) {
-                *a += b;
-            }
-        }
-        Ok(())
-    }
-
-    /// Number of classes.
-    pub fn classes(&self) -> usize {
-        self.counts.len()
-    }
-
-    /// The matrix, `counts()[label][prediction]`.
-    pub fn counts(&self) -> &[Vec<u64>] {
-        &self.counts
-    }
-
-    /// Examples counted.
-    pub fn total(&self) -> u64 {
-        self.counts.iter().flatten().sum()
-    }
-
-    /// Examples predicted right: the trace.
-    pub fn correct(&self) -> u64 {
-        (0..self.classes()).map(|c| self.counts[c][c]).sum()
-    }
-
-    /// Examples of class `c` (its row's sum).
-    pub fn count(&self, c: usize) -> u64 {
-        self.counts[c].iter().sum()
-    }
-
-    /// `correct / total`, in [0, 1] (0 when nothing was counted).
-    pub fn accuracy(&self) -> f64 {
-        self.correct() as f64 / self.total().max(1) as f64
-    }
-
-    /// Of the answers `c`, the fraction that were right (0 when `c` was never answered).
-    pub fn precision(&self, c: usize) -> f64 {
-        let answered: u64 = self.counts.iter().map(|row| row[c]).sum();
-        self.counts[c][c] as f64 / answered.max(1) as f64
-    }
-
-    /// Of the examples of class `c`, the fraction answered `c` (0 when there were none).
-    pub fn recall(&self, c: usize) -> f64 {
-        self.counts[c][c] as f64 / self.count(c).max(1) as f64
+/// The evaluation's reports of kiln's score type (`kernels::softmax::Metrics`: the GPU's
+/// metrics buffer, or counts from (label, prediction) pairs). Scores here are in f64, as
+/// `evaluate --json` has always printed them.
+impl Metrics {
+    /// `correct / rows` in f64 (0 when nothing was counted); [`Metrics::accuracy`] is the f32.
+    pub fn accuracy_f64(&self) -> f64 {
+        self.correct as f64 / self.rows.max(1) as f64
     }
 
     /// Every class's precision, recall and count.
     pub fn per_class(&self) -> Vec<ClassScore> {
-        (0..self.classes()).map(|c| ClassScore { class: c, precision: self.precision(c), recall: self.recall(c), count: self.count(c) }).collect()
+        (0..self.classes())
+            .map(|c| {
+                let answered: u64 = self.confusion.iter().map(|row| row[c] as u64).sum();
+                let hit = self.confusion[c][c] as f64;
+                let count = self.count(c) as u64;
+                ClassScore { class: c, precision: hit / answered.max(1) as f64, recall: hit / count.max(1) as f64, count }
+            })
+            .collect()
     }
 
     /// `{"accuracy", "total", "correct", "per_class": [{class, precision, recall, count}], "confusion": [[..]]}`.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
-            "accuracy": self.accuracy(),
-            "total": self.total(),
-            "correct": self.correct(),
+            "accuracy": self.accuracy_f64(),
+            "total": self.rows,
+            "correct": self.correct,
             "per_class": self.per_class(),
-            "confusion": self.counts,
+            "confusion": self.confusion,
         })
     }
 }
 
-impl From<&Metrics> for Confusion {
-    /// The confusion matrix the GPU accumulated during training or evaluation.
-    fn from(m: &Metrics) -> Confusion {
-        Confusion { counts: m.confusion.iter().map(|row| row.iter().map(|&v| v as u64).collect()).collect() }
-    }
-}
-
-impl fmt::Display for Confusion {
-    /// The matrix as a table: one row per label, one column per prediction.
+impl fmt::Display for Metrics {
+    /// The confusion matrix as a table: one row per label, one column per prediction.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let width = self.counts.iter().flatten().max().map_or(1, |m| m.to_string().len()).max(3);
+        let width = self.confusion.iter().flatten().max().map_or(1, |m| m.to_string().len()).max(3);
         write!(f, "{:>10}", "label\\pred")?;
         for c in 0..self.classes() {
             write!(f, " {c:>width$}")?;
         }
-        for (l, row) in self.counts.iter().enumerate() {
+        for (l, row) in self.confusion.iter().enumerate() {
             write!(f, "\n{l:>10}")?;
             for v in row {
                 write!(f, " {v:>width$}")?;
@@ -358,9 +270,9 @@ pub fn argmax(p: &[f32]) -> usize {
 
 /// Evaluates a dataset split (28x28 images, already prepared as MNIST's are) in batches
 /// of the classifier's size. Image `i` gets noise seeded by (`options.seed`, `i`).
-pub fn evaluate_split(classifier: &mut Classifier, gpu: &Gpu, split: &Split, options: &Options) -> Result<Confusion> {
+pub fn evaluate_split(classifier: &mut Classifier, gpu: &Gpu, split: &Split, options: &Options) -> Result<Metrics> {
     let (rows, cols) = (split.images.rows as u32, split.images.cols as u32);
-    let mut confusion = Confusion::new(CLASSES);
+    let mut confusion = Metrics::new(CLASSES);
     let batch = classifier.batch();
     for start in (0..split.len()).step_by(batch) {
         let end = (start + batch).min(split.len());
@@ -399,8 +311,8 @@ pub fn prepare(gpu: &Gpu, path: &Path, index: usize, options: &Options) -> Resul
 /// prepared as `predict` prepares them ([`prepare`]). Every image must be usable: one
 /// that cannot be read, or holds no ink, fails the evaluation, after the others are read
 /// so that the error counts them all.
-pub fn evaluate_folder(classifier: &mut Classifier, gpu: &Gpu, files: &[(PathBuf, u8)], options: &Options) -> Result<Confusion> {
-    let mut confusion = Confusion::new(CLASSES);
+pub fn evaluate_folder(classifier: &mut Classifier, gpu: &Gpu, files: &[(PathBuf, u8)], options: &Options) -> Result<Metrics> {
+    let mut confusion = Metrics::new(CLASSES);
     let mut failures: Vec<String> = Vec::new();
     let mut count = 0;
     for (b, chunk) in files.chunks(classifier.batch()).enumerate() {

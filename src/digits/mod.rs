@@ -1,5 +1,5 @@
 //! The digit application on top of the engine: datasets ([`data`]), the training loop
-//! ([`train`]), image preparation ([`predict`], [`morphology`]), inference in bounded batches
+//! ([`trainer::Trainer`], driven epoch by epoch by [`train`]), image preparation ([`predict`], [`morphology`]), inference in bounded batches
 //! ([`classify::Classifier`]), scores ([`evaluate`]), the frozen test sets ([`digit_sets`]),
 //! saliency reports ([`explain`]) and plots ([`plot`]).
 
@@ -14,3 +14,4 @@ pub mod morphology;
 pub mod plot;
 pub mod predict;
 pub mod train;
+pub mod trainer;

@@ -31,11 +31,11 @@ fn register_font(path: &Path) -> Result<()> {
         .map_err(|_| Error::file(&font, "not a usable TTF/OTF font"))
 }
 
-/// Refuses a `--plot` path that is not a PNG before any work is done.
+/// Refuses a plot path that is not a PNG before any work is done.
 pub fn check_path(path: &Path) -> Result<()> {
     match path.extension().and_then(|e| e.to_str()) {
         Some(e) if e.eq_ignore_ascii_case("png") => Ok(()),
-        _ => Err(Error::file(path, "--plot: the plot is a PNG image; give a path ending in .png")),
+        _ => Err(Error::file(path, "the plot is a PNG image; give a path ending in .png")),
     }
 }
 

@@ -1,21 +1,24 @@
-//! The MNIST trainer behind `examples/train_mnist.rs`: data resident on the GPU, one
-//! submit per step, metrics read every `progress_every` steps and once per epoch, then an
-//! evaluation pass over the resident test split.
+//! Training runs: their settings ([`TrainConfig`]), reports, the state a resumed run needs
+//! ([`TrainState`]), and [`train_from`], the epoch loop over a [`Trainer`] behind
+//! `examples/train_mnist.rs`: data resident on the GPU, one submit per step, metrics read
+//! every `progress_every` steps and once per epoch, then an evaluation pass over the
+//! resident test split.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::graph::autotune::{self, TuneReport, Tuning};
-use crate::kernels::data::ResidentDataset;
 use crate::digits::data::mnist::{Dataset, DatasetKind, Split};
-use crate::graph::{ExecStats, Executor, Mode};
-use crate::runtime::gpu::Gpu;
-use crate::model::nn::Model;
-use crate::kernels::gemm::GemmConfig;
-use crate::kernels::optim::{Optimizer, Rule, Schedule};
-use crate::kernels::softmax::Metrics;
+use crate::digits::trainer::Evaluator;
+pub use crate::digits::trainer::{epoch_seed, StepReport, Trainer};
+use crate::graph::autotune::TuneReport;
+use crate::graph::ExecStats;
 use crate::graph::NamedTensors;
-use crate::model::checkpoint::{read_tensors, write_tensors};
+use crate::kernels::gemm::GemmConfig;
+use crate::kernels::optim::{Rule, Schedule};
+use crate::kernels::softmax::Metrics;
+use crate::model::nn::Model;
+use crate::runtime::gpu::Gpu;
+use crate::model::checkpoint::{read_tensors, write_tensors, Checkpoint};
 use crate::{Error, Result};
 
 /// A training run's settings. What defines the run (all but where the data is, how often
@@ -86,25 +89,41 @@ impl TrainConfig {
     /// Checks every setting that needs no data or GPU: run it before opening either.
     pub fn check(&self) -> Result<()> {
         if self.epochs == 0 {
-            return Err(Error::unsupported("--epochs", "must be at least 1"));
+            return Err(Error::unsupported("TrainConfig::epochs", "must be at least 1"));
         }
         if self.batch_size == 0 {
-            return Err(Error::unsupported("--batch-size", "must be at least 1"));
+            return Err(Error::unsupported("TrainConfig::batch_size", "must be at least 1"));
         }
         self.rule.check()?;
-        crate::kernels::softmax::check_smoothing(self.label_smoothing)?;
+        if let Err(Error::Unsupported { message, .. }) = crate::kernels::softmax::check_smoothing(self.label_smoothing) {
+            return Err(Error::unsupported("TrainConfig::label_smoothing", message));
+        }
         match self.lr_schedule {
             LrSchedule::Cosine { hold } => Schedule::check_hold(hold)?,
             LrSchedule::OneCycle { warmup } => Schedule::check_warmup(warmup)?,
             LrSchedule::Constant => {}
         }
         if self.train_limit == Some(0) {
+            // the flag's name, as data::subset::check_limit's: tests hold both to it
             return Err(Error::unsupported(
                 "--train-limit",
                 "0: expected a number of labelled training images from 1 to the training split's size",
             ));
         }
         Ok(())
+    }
+
+    /// Checks the settings that need the data (the training split's size): run it after
+    /// loading the data, before opening the GPU. [`Trainer::new`] makes it too.
+    pub fn check_data(&self, data: &Dataset) -> Result<()> {
+        let n = data.train.len();
+        match self.train_limit {
+            Some(limit) => crate::digits::data::subset::check_limit(limit, n),
+            None if self.batch_size > n => {
+                Err(Error::unsupported("TrainConfig::batch_size", format!("{}: must be at most the {n} training images", self.batch_size)))
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -268,6 +287,26 @@ pub struct Resume {
     pub state: TrainState,
 }
 
+impl Resume {
+    /// The checkpoint at `checkpoint` and the training state beside it
+    /// ([`TrainState::path_for`]), checked to be of the same model.
+    pub fn load(checkpoint: &Path) -> Result<Resume> {
+        let ck = Checkpoint::load(checkpoint)?;
+        let state_path = TrainState::path_for(checkpoint);
+        if !state_path.exists() {
+            return Err(Error::file(
+                &state_path,
+                "no training state beside the checkpoint (a run leaves one when it stops after an epoch or saves every epoch)",
+            ));
+        }
+        let state = TrainState::load(&state_path)?;
+        if state.config.model != ck.model {
+            return Err(Error::file(&state_path, format!("this training state is of a '{}' model, the checkpoint of '{}'", state.config.model.name(), ck.model.name())));
+        }
+        Ok(Resume { params: ck.params, state })
+    }
+}
+
 impl Observer for () {}
 
 /// Loads the dataset (downloading when allowed and missing).
@@ -282,11 +321,6 @@ pub fn load_dataset(cfg: &TrainConfig) -> Result<Dataset> {
     Ok(ds)
 }
 
-fn resident(gpu: &Gpu, split: &Split, mean: f32, std: f32) -> Result<ResidentDataset> {
-    let im = &split.images;
-    ResidentDataset::upload(gpu, &im.pixels, &split.labels, im.rows, im.cols, mean, std)
-}
-
 /// Trains `cfg.model` on `data` and evaluates after every epoch.
 pub fn train(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, observer: &mut dyn Observer) -> Result<TrainReport> {
     train_from(gpu, cfg, data, observer, None, None)
@@ -296,6 +330,9 @@ pub fn train(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, observer: &mut dyn Ob
 /// epoch `stop_after` of `cfg.epochs` (what a preempted job does). With fixed kernels the
 /// result is bit-identical to the run that never stopped: the same parameters, optimizer
 /// moments, step count (schedule, dropout, augmentation) and per-epoch shuffles.
+///
+/// A loop over a [`Trainer`]: metrics read every `cfg.progress_every` steps and at each
+/// epoch's end, an evaluation after every `cfg.eval_every` epochs and the last, timings.
 pub fn train_from(
     gpu: &Gpu,
     cfg: &TrainConfig,
@@ -309,157 +346,98 @@ pub fn train_from(
     let first = resume.map_or(0, |r| r.state.epochs_done);
     let final_epoch = stop_after.unwrap_or(cfg.epochs);
     if final_epoch == 0 || final_epoch > cfg.epochs {
-        return Err(Error::unsupported("--stop-after", format!("{final_epoch}: expected an epoch between 1 and --epochs {}", cfg.epochs)));
+        return Err(Error::unsupported("train_from(stop_after)", format!("{final_epoch}: expected an epoch from 1 to the run's {}", cfg.epochs)));
     }
     if first >= final_epoch {
         return Err(Error::unsupported(
-            "--resume",
+            "train_from(resume)",
             format!("the run has done {first} of its {} epochs: nothing is left before epoch {final_epoch}", cfg.epochs),
         ));
     }
-    let Setup { mut trainer, tuning, tune, train_data, batch, steps, n_train, mean, std } = setup(gpu, cfg, data)?;
+    let (mut trainer, evaluator) = Trainer::without_evaluator(gpu, cfg, data, None)?;
     let phases = StartupPhases { trainer: started.elapsed().as_secs_f64(), ..Default::default() };
-    // Evaluation batches: 256 rows on GPUs; on CPU adapters the training batch, so its
-    // im2col columns fit the scratch region the trainer already holds (Gpu::scratch).
-    let eval_batch = if gpu.info().is_cpu() { batch } else { batch.max(256) }.min(data.test.len().max(1));
-    let eval_model = cfg.model.build_smoothed(eval_batch, cfg.seed, cfg.label_smoothing)?;
-    let shared = trainer.shared_params();
-    let build_evaluator = move || -> Result<Evaluator<'_>> {
-        let built = Instant::now();
-        let mut executor =
-            Executor::new_sharing(gpu, &eval_model.graph, Mode::Eval, &tuning, &shared).map_err(|e| batch_error(e, eval_batch))?;
-        let data = resident(gpu, &data.test, mean, std)?;
-        executor.attach_dataset(&data, false, 0)?;
-        Ok(Evaluator { executor, _data: data, seconds: built.elapsed().as_secs_f64() })
-    };
     if let Some(r) = resume {
-        trainer.write_model(&r.params)?;
-        trainer.write_optimizer_state(r.state.step, &r.state.moments)?;
+        trainer.resume(r)?;
     }
     // The evaluator (its pipelines, the test split's upload) is built on a second thread
     // while the first epoch trains, and joined when it first evaluates: its ~0.1 s of
     // pipeline compilation on a fresh GPU machine is then no part of the start-up. wasm32
     // has no threads: there it is built when it first evaluates.
-    let rest = Epochs { first, final_epoch, batch, steps, eval_batch, n_train, mean, std, tune, train_data, started, phases };
+    let rest = Epochs { final_epoch, started, phases };
     #[cfg(not(target_arch = "wasm32"))]
     return std::thread::scope(|scope| {
-        let job = scope.spawn(build_evaluator);
-        let evaluator = Deferred::new(move || job.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
-        run_epochs(gpu, cfg, data, observer, trainer, evaluator, rest)
+        let job = scope.spawn(|| evaluator.build(gpu, &data.test));
+        let evaluator = move || job.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        run_epochs(cfg, observer, trainer, Box::new(evaluator), rest)
     });
     #[cfg(target_arch = "wasm32")]
-    run_epochs(gpu, cfg, data, observer, trainer, Deferred::new(build_evaluator), rest)
+    run_epochs(cfg, observer, trainer, Box::new(|| evaluator.build(gpu, &data.test)), rest)
 }
 
-/// The evaluation executor beside a trainer, with the test split it reads.
-struct Evaluator<'g> {
-    executor: Executor<'g>,
-    _data: ResidentDataset,
-    /// How long building it took (its own thread's time where it ran beside training).
-    seconds: f64,
-}
-
-/// A value built elsewhere, taken when first needed.
-struct Deferred<'a, T> {
-    job: Option<Box<dyn FnOnce() -> Result<T> + 'a>>,
-    value: Option<T>,
-}
-
-impl<'a, T> Deferred<'a, T> {
-    fn new(job: impl FnOnce() -> Result<T> + 'a) -> Self {
-        Deferred { job: Some(Box::new(job)), value: None }
-    }
-
-    /// The value, built by the job the first time.
-    fn get(&mut self) -> Result<&mut T> {
-        if let Some(job) = self.job.take() {
-            self.value = Some(job()?);
-        }
-        self.value.as_mut().ok_or_else(|| Error::unsupported("evaluator", "its construction failed earlier"))
-    }
-}
+/// The evaluator of a [`Trainer`] built without one, when it is first needed.
+type Pending<'a, 'g> = Box<dyn FnOnce() -> Result<Option<Evaluator<'g>>> + 'a>;
 
 /// What [`run_epochs`] carries over from set-up.
 struct Epochs {
-    first: usize,
     final_epoch: usize,
-    batch: usize,
-    steps: usize,
-    eval_batch: usize,
-    n_train: usize,
-    mean: f32,
-    std: f32,
-    tune: TuneReport,
-    train_data: ResidentDataset,
     started: Instant,
     phases: StartupPhases,
 }
 
 /// The epochs of [`train_from`]: train, evaluate, report.
-fn run_epochs(
-    gpu: &Gpu,
-    cfg: &TrainConfig,
-    data: &Dataset,
-    observer: &mut dyn Observer,
-    mut trainer: Executor,
-    mut evaluator: Deferred<Evaluator>,
-    e: Epochs,
-) -> Result<TrainReport> {
-    let Epochs { first, final_epoch, batch, steps, eval_batch, n_train, mean, std, tune, train_data, started, mut phases } = e;
-    let eval_steps = data.test.len().div_ceil(eval_batch);
+fn run_epochs<'g>(cfg: &TrainConfig, observer: &mut dyn Observer, mut trainer: Trainer<'g>, evaluator: Pending<'_, 'g>, e: Epochs) -> Result<TrainReport> {
+    let Epochs { final_epoch, started, mut phases } = e;
+    let mut evaluator = Some(evaluator);
+    let (steps, batch, every) = (trainer.steps_per_epoch(), trainer.batch(), cfg.progress_every);
     let mut startup = None;
     let mut epochs = Vec::new();
     let mut loss_curve = Vec::new();
     let mut test = None;
-    for epoch in first + 1..=final_epoch {
-        train_data.shuffle(gpu, cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64))?;
-        trainer.reset_metrics()?;
+    while trainer.epochs_done() < final_epoch {
+        let epoch = trainer.epochs_done() + 1;
         observer.epoch_start(epoch, steps);
         let t0 = Instant::now();
-        let mut last = (0.0f32, 0u32); // loss sum and rows at the previous read
-        let mut point = |m: &Metrics, s: usize| {
-            let rows = m.rows.saturating_sub(last.1).max(1);
-            loss_curve.push(((epoch - 1) as f64 + s as f64 / steps as f64, (m.loss_sum - last.0) / rows as f32));
-            last = (m.loss_sum, m.rows);
-        };
-        for s in 0..steps {
-            trainer.run_step((s * batch) as u32)?;
+        let mut point = |r: &StepReport| loss_curve.push(((epoch - 1) as f64 + r.step as f64 / steps as f64, r.loss));
+        let mut s = 0;
+        while s < steps {
+            // the first step alone (the start-up ends with it), then on to the next read
+            let next = match (startup, every) {
+                (None, _) => 1,
+                (_, 0) => steps,
+                _ => every - s % every,
+            };
+            s += trainer.run(next)?;
             if startup.is_none() {
                 let secs = started.elapsed().as_secs_f64();
                 phases.first_step = secs - phases.trainer;
                 startup = Some(secs);
             }
-            if cfg.progress_every > 0 && (s + 1) % cfg.progress_every == 0 && s + 1 < steps {
-                let m = trainer.read_metrics()?;
-                check_finite(&m, epoch, s + 1)?;
-                point(&m, s + 1);
-                observer.progress(s + 1, &m, ((s + 1) * batch) as f64 / t0.elapsed().as_secs_f64());
+            if every > 0 && s % every == 0 && s < steps {
+                let r = trainer.read()?;
+                point(&r);
+                observer.progress(s, &r.metrics, (s * batch) as f64 / t0.elapsed().as_secs_f64());
             }
         }
-        let m = trainer.read_metrics()?; // waits for the epoch's last step
+        let r = trainer.read()?; // waits for the epoch's last step
         let train_seconds = t0.elapsed().as_secs_f64();
-        check_finite(&m, epoch, steps)?;
-        point(&m, steps);
-        observer.progress(steps, &m, (steps * batch) as f64 / train_seconds);
+        point(&r);
+        observer.progress(steps, &r.metrics, (steps * batch) as f64 / train_seconds);
 
         let t1 = Instant::now();
         let evaluate = epoch == final_epoch || epoch % cfg.eval_every.max(1) == 0;
         let tm = if evaluate {
-            let evaluator = evaluator.get()?;
-            phases.evaluator = evaluator.seconds;
-            let evaluator = &mut evaluator.executor;
-            evaluator.reset_metrics()?;
-            for s in 0..eval_steps {
-                evaluator.run_step((s * eval_batch) as u32)?;
+            if let Some(build) = evaluator.take() {
+                trainer.evaluator = build()?;
+                phases.evaluator = trainer.evaluator.as_ref().map_or(0.0, |e| e.seconds);
             }
-            Some(evaluator.read_metrics()?)
+            Some(trainer.evaluate()?)
         } else {
             None
         };
         let report = EpochReport {
             epoch,
-            train_loss: m.mean_loss(),
-            train_accuracy: m.accuracy(),
+            train_loss: r.metrics.mean_loss(),
+            train_accuracy: r.metrics.accuracy(),
             test_loss: tm.as_ref().map_or(f32::NAN, |t| t.mean_loss()),
             test_accuracy: tm.as_ref().map_or(f32::NAN, |t| t.accuracy()),
             train_seconds,
@@ -472,14 +450,15 @@ fn run_epochs(
             test = tm;
         }
         if observer.wants_snapshots() && epoch < final_epoch {
-            let (params, state) = snapshot(&trainer, cfg, epoch)?;
+            let (params, state) = trainer.snapshot()?;
             observer.snapshot(&params, &state)?;
         }
     }
-    let (params, state) = snapshot(&trainer, cfg, final_epoch)?;
+    let (params, state) = trainer.snapshot()?;
     if observer.wants_snapshots() {
         observer.snapshot(&params, &state)?;
     }
+    let (mean, std) = trainer.mean_std();
     Ok(TrainReport {
         epochs,
         test: test.expect("at least one epoch"),
@@ -491,49 +470,10 @@ fn run_epochs(
         params,
         state,
         loss_curve,
-        train_images: n_train,
-        test_images: data.test.len(),
-        tune,
+        train_images: trainer.train_images(),
+        test_images: trainer.test_images(),
+        tune: trainer.tune().clone(),
     })
-}
-
-/// The trainer a config describes, with its kernels and its resident training data.
-struct Setup<'g> {
-    trainer: Executor<'g>,
-    tuning: Tuning,
-    tune: TuneReport,
-    train_data: ResidentDataset,
-    batch: usize,
-    steps: usize,
-    n_train: usize,
-    mean: f32,
-    std: f32,
-}
-
-/// Builds `cfg`'s trainer on `data`: the training split (or its `--train-limit` subset),
-/// kernels (autotuned unless fixed), the optimizer over the whole run, the data uploaded
-/// and attached.
-fn setup<'g>(gpu: &'g Gpu, cfg: &TrainConfig, data: &Dataset) -> Result<Setup<'g>> {
-    let train_split = training_split(cfg, data)?;
-    let n_train = train_split.len();
-    if cfg.batch_size > n_train && cfg.train_limit.is_none() {
-        return Err(Error::unsupported("--batch-size", format!("must be between 1 and the {n_train} training images")));
-    }
-    // normalised with the whole split's pixel statistics, which need no labels, so that a
-    // --train-limit run's checkpoint reads its inputs as every other run's does
-    let (mean, std) = data.mean_std();
-    let batch = effective_batch(cfg, n_train);
-    let steps = n_train / batch; // the last partial batch is dropped (a new shuffle each epoch)
-    let optimizer = Optimizer { rule: cfg.rule, schedule: cfg.lr_schedule.for_steps(steps * cfg.epochs)? };
-    let model = cfg.model.build_smoothed(batch, cfg.seed, cfg.label_smoothing)?;
-    let (tuning, tune) = match cfg.gemm {
-        Some(c) => (Tuning::fixed(c), TuneReport::default()),
-        None => autotune::tune(gpu, &model.graph, optimizer).map_err(|e| batch_error(e, batch))?,
-    };
-    let mut trainer = Executor::new(gpu, &model.graph, Mode::Train, Some(optimizer), &tuning, None).map_err(|e| batch_error(e, batch))?;
-    let train_data = resident(gpu, &train_split, mean, std)?;
-    trainer.attach_dataset(&train_data, cfg.augment, cfg.seed as u32)?;
-    Ok(Setup { trainer, tuning, tune, train_data, batch, steps, n_train, mean, std })
 }
 
 /// A per-kernel profile of `cfg`'s training step (`train_mnist --profile`, see
@@ -541,11 +481,10 @@ fn setup<'g>(gpu: &'g Gpu, cfg: &TrainConfig, data: &Dataset) -> Result<Setup<'g
 /// the shuffled training data, over `reps` repetitions after a warm-up. The steps run for
 /// real; nothing is kept.
 pub fn profile(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, reps: usize) -> Result<crate::graph::profile::Profile> {
-    cfg.check()?;
-    let Setup { mut trainer, train_data, .. } = setup(gpu, cfg, data)?;
-    train_data.shuffle(gpu, cfg.seed)?;
-    trainer.run_step(0)?;
-    trainer.profile(reps)
+    let (mut trainer, _) = Trainer::without_evaluator(gpu, cfg, data, None)?;
+    trainer.train_data.shuffle(gpu, cfg.seed)?;
+    trainer.executor.run_step(0)?;
+    trainer.executor.profile(reps)
 }
 
 /// The images a run trains on: the training split, or its class-balanced subset of
@@ -557,43 +496,12 @@ pub fn training_split<'a>(cfg: &TrainConfig, data: &'a Dataset) -> Result<std::b
     }
 }
 
-/// The batch a run trains with: `--batch-size`, except that with `--train-limit` below it
+/// The batch a run trains with: `cfg.batch_size`, except that with a `train_limit` below it
 /// the batch is the whole subset (an epoch is then one step over every image). Without a
 /// limit a batch larger than the split is refused instead.
 pub fn effective_batch(cfg: &TrainConfig, n_train: usize) -> usize {
     match cfg.train_limit {
         Some(_) => cfg.batch_size.min(n_train),
         None => cfg.batch_size,
-    }
-}
-
-/// The parameters and the training state after `epochs_done` epochs (two readbacks).
-fn snapshot(trainer: &Executor, cfg: &TrainConfig, epochs_done: usize) -> Result<(NamedTensors, TrainState)> {
-    let (step, moments) = trainer.read_optimizer_state()?;
-    Ok((trainer.read_model()?, TrainState { config: cfg.clone(), epochs_done, step, moments }))
-}
-
-/// Says which --batch-size would fit when a batch's activations are too large to bind.
-fn batch_error(e: Error, batch: usize) -> Error {
-    match e {
-        Error::TooLargeToBind { value, shape, bytes, limit } if shape.first() == Some(&batch) => Error::unsupported(
-            format!("--batch-size {batch}"),
-            format!(
-                "'{value}' {shape:?} takes {bytes} bytes, over this adapter's storage binding limit of {limit} bytes; the largest batch that fits is {}",
-                limit / bytes.div_ceil(batch as u64)
-            ),
-        ),
-        e => e,
-    }
-}
-
-fn check_finite(m: &Metrics, epoch: usize, step: usize) -> Result<()> {
-    if m.loss_sum.is_finite() {
-        Ok(())
-    } else {
-        Err(Error::unsupported(
-            "training",
-            format!("the loss became {} by epoch {epoch}, step {step}: lower --lr or check the data", m.loss_sum),
-        ))
     }
 }

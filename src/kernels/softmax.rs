@@ -59,7 +59,7 @@ pub fn check_smoothing(smoothing: f32) -> Result<()> {
     if (0.0..1.0).contains(&smoothing) {
         Ok(())
     } else {
-        Err(Error::unsupported("--label-smoothing", format!("{smoothing}: expected a value in [0, 1)")))
+        Err(Error::unsupported("label smoothing", format!("{smoothing}: expected a value in [0, 1)")))
     }
 }
 
@@ -137,7 +137,20 @@ pub fn softmax_xent_metrics(
     Dispatch::new(gpu, &kernel, &params, &tensors, [1, 1, 1])
 }
 
-/// Metrics read back from a metrics buffer.
+/// kiln's one score type: what a metrics buffer holds (loss, correct rows, the confusion
+/// matrix), read back from the GPU after training or evaluation, or counted on the host from
+/// (label, prediction) pairs ([`Metrics::add`], [`Metrics::from_pairs`]). The application's
+/// reports (`digits::evaluate`: per-class scores, JSON, a table) read the same type.
+///
+/// ```
+/// use kiln::ops::softmax::Metrics;
+/// let c = Metrics::from_pairs(3, [(0, 0), (0, 0), (1, 1), (1, 2), (2, 2)])?;
+/// assert_eq!((c.rows, c.correct), (5, 4));
+/// assert_eq!(c.accuracy(), 0.8);
+/// assert_eq!(c.recall()[1], 0.5); // one of the two 1s was called 1
+/// assert_eq!(c.precision()[2], 0.5); // one of the two answers 2 was a 2
+/// # Ok::<(), kiln::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Metrics {
     /// Sum of the row losses (f32, summed on the GPU).
@@ -151,6 +164,57 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// No row counted yet, over `classes` classes.
+    pub fn new(classes: usize) -> Metrics {
+        Metrics { loss_sum: 0.0, correct: 0, rows: 0, confusion: vec![vec![0; classes]; classes] }
+    }
+
+    /// Counts `pairs` of (label, prediction) (no loss); a class outside `0..classes` is an error.
+    pub fn from_pairs(classes: usize, pairs: impl IntoIterator<Item = (usize, usize)>) -> Result<Metrics> {
+        let mut m = Metrics::new(classes);
+        for (i, (label, prediction)) in pairs.into_iter().enumerate() {
+            if label >= classes || prediction >= classes {
+                return Err(Error::shape("Metrics", format!("pair {i}: ({label}, {prediction}) outside 0..{classes}")));
+            }
+            m.add(label, prediction);
+        }
+        Ok(m)
+    }
+
+    /// Counts one row. Panics if `label` or `prediction` is not below [`Metrics::classes`]:
+    /// callers check labels when they read them ([`Metrics::from_pairs`] is the checked form).
+    pub fn add(&mut self, label: usize, prediction: usize) {
+        self.confusion[label][prediction] += 1;
+        self.rows += 1;
+        self.correct += u32::from(label == prediction);
+    }
+
+    /// Adds another's counts and loss (of the same number of classes) to these.
+    pub fn merge(&mut self, other: &Metrics) -> Result<()> {
+        if other.classes() != self.classes() {
+            return Err(Error::shape("Metrics::merge", format!("{} classes into {}", other.classes(), self.classes())));
+        }
+        for (row, o) in self.confusion.iter_mut().zip(&other.confusion) {
+            for (a, b) in row.iter_mut().zip(o) {
+                *a += b;
+            }
+        }
+        self.loss_sum += other.loss_sum;
+        self.correct += other.correct;
+        self.rows += other.rows;
+        Ok(())
+    }
+
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        self.confusion.len()
+    }
+
+    /// Rows of class `c` (its confusion row's sum).
+    pub fn count(&self, c: usize) -> u32 {
+        self.confusion[c].iter().sum()
+    }
+
     /// Decodes a metrics buffer's words (see [`metrics_words`]) for `classes` classes.
     /// Panics if `words` is shorter than `metrics_words(classes)`.
     pub fn from_words(words: &[u32], classes: usize) -> Metrics {

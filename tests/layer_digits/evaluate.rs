@@ -12,7 +12,7 @@ use image::{GrayImage, Luma};
 use kiln::checkpoint::Checkpoint;
 use kiln::data::{Dataset, DatasetKind};
 use kiln::digit_sets::{self, SetKind};
-use kiln::evaluate::{parse_labels, Confusion, Noise};
+use kiln::evaluate::{parse_labels, Noise};
 use kiln::nn::{Flatten, Linear, Model, ModelKind, Sequential};
 use kiln::ops::softmax::Metrics;
 
@@ -79,29 +79,30 @@ fn digit_folder(name: &str, n: usize) -> (PathBuf, PathBuf) {
 
 #[test]
 fn confusion_counts_and_scores() {
-    let c = Confusion::from_pairs(3, [(0, 0), (0, 1), (1, 1), (2, 1), (2, 2), (2, 2)]).unwrap();
-    assert_eq!((c.total(), c.correct()), (6, 4));
+    let c = Metrics::from_pairs(3, [(0, 0), (0, 1), (1, 1), (2, 1), (2, 2), (2, 2)]).unwrap();
+    assert_eq!((c.rows, c.correct), (6, 4));
     assert_eq!(c.accuracy(), 4.0 / 6.0);
-    assert_eq!(c.counts(), [vec![1, 1, 0], vec![0, 1, 0], vec![0, 1, 2]]);
-    assert_eq!((c.precision(1), c.recall(1)), (1.0 / 3.0, 1.0));
-    assert_eq!((c.precision(2), c.recall(2), c.count(2)), (1.0, 2.0 / 3.0, 3));
-    assert_eq!(Confusion::new(4).accuracy(), 0.0, "no example: 0, not NaN");
-    assert_eq!(Confusion::new(4).precision(0), 0.0);
-    assert!(Confusion::from_pairs(3, [(0, 3)]).is_err());
+    assert_eq!(c.confusion, [vec![1, 1, 0], vec![0, 1, 0], vec![0, 1, 2]]);
+    assert_eq!((c.precision()[1], c.recall()[1]), (1.0 / 3.0, 1.0));
+    assert_eq!((c.precision()[2], c.recall()[2], c.count(2)), (1.0, 2.0 / 3.0, 3));
+    assert_eq!(Metrics::new(4).accuracy(), 0.0, "no example: 0, not NaN");
+    assert_eq!(Metrics::new(4).precision()[0], 0.0);
+    assert!(Metrics::from_pairs(3, [(0, 3)]).is_err());
     let mut twice = c.clone();
     twice.merge(&c).unwrap();
-    assert_eq!((twice.total(), twice.accuracy()), (12, c.accuracy()));
-    assert!(twice.merge(&Confusion::new(2)).is_err());
+    assert_eq!((twice.rows, twice.accuracy()), (12, c.accuracy()));
+    assert!(twice.merge(&Metrics::new(2)).is_err());
     let per = c.per_class();
     assert_eq!(per[2].count, 3);
     assert_eq!(c.to_json()["confusion"], serde_json::json!([[1, 1, 0], [0, 1, 0], [0, 1, 2]]));
     assert_eq!(c.to_string().lines().count(), 4, "{c}");
-    // the GPU metrics' matrix converts, with the same scores
+    // the GPU metrics are the same type (Confusion was folded into Metrics): the same
+    // counts give the same scores
     let m = Metrics { loss_sum: 1.0, correct: 4, rows: 6, confusion: vec![vec![1, 1, 0], vec![0, 1, 0], vec![0, 1, 2]] };
-    let from = Confusion::from(&m);
+    let from = Metrics { loss_sum: 0.0, ..m.clone() };
     assert_eq!(from, c);
-    assert_eq!(from.accuracy() as f32, m.accuracy());
-    assert_eq!(from.precision(1) as f32, m.precision()[1]);
+    assert_eq!(from.accuracy_f64() as f32, m.accuracy());
+    assert_eq!(from.per_class()[1].precision as f32, m.precision()[1]);
 }
 
 #[test]

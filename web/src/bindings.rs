@@ -7,7 +7,7 @@
 #![allow(clippy::await_holding_refcell_ref)]
 
 use std::cell::RefCell;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use js_sys::Promise;
@@ -16,14 +16,15 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use kiln::checkpoint::Checkpoint;
-use kiln::kernels::data::ResidentDataset;
 use kiln::data::idx::{decode_bytes, parse_images, parse_labels};
+use kiln::data::mnist::{Dataset, DatasetKind, Split};
 use kiln::explain::Explainer;
 use kiln::graph::{Executor, Mode};
-use kiln::nn::{Model, ModelKind};
+use kiln::nn::ModelKind;
 use kiln::ops::gemm::GemmConfig;
 use kiln::ops::optim::Optimizer;
 use kiln::rng::Rng;
+use kiln::train::{LrSchedule, TrainConfig};
 use kiln::{Classifier, Gpu};
 
 fn js(e: impl std::fmt::Display) -> JsValue {
@@ -199,8 +200,7 @@ impl App {
         let (gpu, classifier, training) = (self.gpu, self.classifier.clone(), trainer.inner.clone());
         future_to_promise(async move {
             let t = training.try_borrow().map_err(|_| busy("the trainer"))?;
-            let params = t.exec.read_model_async().await.map_err(js)?;
-            let checkpoint = Checkpoint { model: t.model.clone(), mean: t.mean, std: t.std, dataset: "mnist-t10k (trained in this browser)".into(), params };
+            let checkpoint = Checkpoint { dataset: "mnist-t10k (trained in this browser)".into(), ..t.trainer.checkpoint_async().await.map_err(js)? };
             let mut c = classifier.try_borrow_mut().map_err(|_| busy("the classifier"))?;
             *c = Classifier::new(gpu, checkpoint, 1).map_err(js)?;
             Ok(JsValue::UNDEFINED)
@@ -209,28 +209,15 @@ impl App {
 }
 
 /// A training run stepped from the page: each [`Trainer::step`] records a few steps (one
-/// submit each) and awaits one metrics read, so the page draws between calls.
+/// submit each) and awaits one metrics read, so the page draws between calls. The run is
+/// the library's `kiln::train::Trainer`; this wraps it for JavaScript.
 #[wasm_bindgen]
 pub struct Trainer {
     inner: Rc<RefCell<Training>>,
 }
 
 struct Training {
-    exec: Executor<'static>,
-    eval: Option<(Executor<'static>, ResidentDataset, usize)>,
-    data: ResidentDataset,
-    gpu: &'static Gpu,
-    model: Model,
-    mean: f32,
-    std: f32,
-    batch: usize,
-    steps_per_epoch: usize,
-    epochs: usize,
-    seed: u64,
-    /// Steps run so far, over all epochs.
-    done: usize,
-    /// Loss sum and rows at the previous read (the curve's points are means between reads).
-    last: (f32, u32),
+    trainer: kiln::train::Trainer<'static>,
 }
 
 /// Images per evaluation step of the held-out images.
@@ -242,86 +229,65 @@ impl Training {
         let path = Path::new("t10k-images-idx3-ubyte");
         let data_err = |e: kiln::data::DataError| kiln::Error::file(path, e);
         let images = parse_images(&decode_bytes(images, path).map_err(data_err)?, path).map_err(data_err)?;
-        let labels = parse_labels(&decode_bytes(labels, Path::new("t10k-labels-idx1-ubyte")).map_err(data_err)?, path, 9).map_err(data_err)?;
+        let mut labels = parse_labels(&decode_bytes(labels, Path::new("t10k-labels-idx1-ubyte")).map_err(data_err)?, path, 9).map_err(data_err)?;
         let n = images.count.min(labels.len());
-        if count == 0 || batch == 0 || epochs == 0 || count > n || batch > count {
+        if count > n {
             return Err(kiln::Error::unsupported("trainer", format!("{count} images (of {n}), batch {batch}, {epochs} epochs")));
         }
-        let px = images.rows * images.cols;
-        let train_px = &images.pixels[..count * px];
-        // the training images' statistics normalise every input, as train_mnist does
-        let mean = train_px.iter().map(|&p| p as f64).sum::<f64>() / train_px.len() as f64 / 255.0;
-        let var = train_px.iter().map(|&p| (p as f64 / 255.0 - mean).powi(2)).sum::<f64>() / train_px.len() as f64;
-        let (mean, std) = (mean as f32, var.sqrt() as f32);
-        let model = ModelKind::Cnn.spec();
-        let kernels = GemmConfig::default_for(gpu.info());
-        let graph = model.build(batch, seed)?;
-        let mut exec = Executor::new(gpu, &graph.graph, Mode::Train, Some(Optimizer::adam(1e-3)), &kernels, None)?;
-        let data = ResidentDataset::upload(gpu, train_px, &labels[..count], images.rows, images.cols, mean, std)?;
-        exec.attach_dataset(&data, false, seed as u32)?;
-        let held = (n - count).min(held_out) / EVAL_BATCH * EVAL_BATCH;
-        let eval = if held > 0 {
-            let g = model.build(EVAL_BATCH, seed)?;
-            let mut e = Executor::new(gpu, &g.graph, Mode::Eval, None, &kernels, Some(&exec))?;
-            let d = ResidentDataset::upload(gpu, &images.pixels[count * px..(count + held) * px], &labels[count..count + held], images.rows, images.cols, mean, std)?;
-            e.attach_dataset(&d, false, 0)?;
-            Some((e, d, held))
-        } else {
-            None
+        labels.truncate(n);
+        let all = Split { images: images.split_at(n).0, labels };
+        // the first `count` images train (their statistics normalise every input, as
+        // train_mnist's training split's do); the next ones, in whole evaluation batches, are held out
+        let (train, rest) = all.split_at(count);
+        let held = rest.len().min(held_out) / EVAL_BATCH * EVAL_BATCH;
+        let data = Dataset { kind: DatasetKind::Mnist10k, train, test: rest.split_at(held).0, dir: PathBuf::new() };
+        let cfg = TrainConfig {
+            dataset: DatasetKind::Mnist10k,
+            data_dir: None,
+            download: false,
+            model: ModelKind::Cnn.spec(),
+            epochs,
+            batch_size: batch,
+            rule: Optimizer::adam(1e-3).rule,
+            lr_schedule: LrSchedule::Constant,
+            label_smoothing: 0.0,
+            seed,
+            augment: false,
+            train_limit: None,
+            eval_every: 1,
+            progress_every: 0,
+            // the heuristic choice: autotuning times variants with blocking waits
+            gemm: Some(GemmConfig::default_for(gpu.info())),
         };
-        Ok(Training { exec, eval, data, gpu, model, mean, std, batch, steps_per_epoch: count / batch, epochs, seed, done: 0, last: (0.0, 0) })
+        Ok(Training { trainer: kiln::train::Trainer::with_eval_batch(gpu, &cfg, &data, EVAL_BATCH)? })
     }
 
     /// Runs up to `steps` steps (never past an epoch's end), then reads the metrics.
     async fn step(&mut self, steps: usize) -> kiln::Result<serde_json::Value> {
-        let total = self.steps_per_epoch * self.epochs;
-        let mut ran = 0;
-        while ran < steps.max(1) && self.done < total {
-            let s = self.done % self.steps_per_epoch;
-            let epoch = self.done / self.steps_per_epoch + 1;
-            if s == 0 {
-                // a new shuffle per epoch, seeded as train_mnist seeds it
-                self.data.shuffle(self.gpu, self.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64))?;
-                self.exec.reset_metrics()?;
-                self.last = (0.0, 0);
-            }
-            self.exec.run_step((s * self.batch) as u32)?;
-            self.done += 1;
-            ran += 1;
-            if self.done % self.steps_per_epoch == 0 {
-                break;
-            }
-        }
-        let m = self.exec.read_metrics_async().await?;
-        let rows = m.rows.saturating_sub(self.last.1).max(1);
-        let loss = (m.loss_sum - self.last.0) / rows as f32;
-        self.last = (m.loss_sum, m.rows);
+        let t = &mut self.trainer;
+        let r = t.step_async(steps).await?;
         Ok(json!({
-            "epoch": (self.done - 1) / self.steps_per_epoch + 1,
-            "epochs": self.epochs,
-            "step": self.done,
-            "steps": total,
-            "steps_run": ran,
-            "images": ran * self.batch,
-            "loss": loss,
-            "epoch_loss": m.mean_loss(),
-            "epoch_accuracy": m.accuracy(),
-            "epoch_end": self.done % self.steps_per_epoch == 0,
-            "done": self.done == total,
+            "epoch": r.epoch,
+            "epochs": t.config().epochs,
+            "step": (r.epoch - 1) * r.steps + r.step,
+            "steps": r.steps * t.config().epochs,
+            "steps_run": r.steps_run,
+            "images": r.steps_run * t.batch(),
+            "loss": r.loss,
+            "epoch_loss": r.metrics.mean_loss(),
+            "epoch_accuracy": r.metrics.accuracy(),
+            "epoch_end": r.epoch_end,
+            "done": r.done,
         }))
     }
 
     /// Loss and accuracy on the held-out images, with the parameters as they are now.
     async fn evaluate(&mut self) -> kiln::Result<serde_json::Value> {
-        let Some((e, _, held)) = &mut self.eval else {
+        if self.trainer.test_images() == 0 {
             return Ok(json!({ "images": 0 }));
-        };
-        e.reset_metrics()?;
-        for s in 0..*held / EVAL_BATCH {
-            e.run_step((s * EVAL_BATCH) as u32)?;
         }
-        let m = e.read_metrics_async().await?;
-        Ok(json!({ "images": *held, "loss": m.mean_loss(), "accuracy": m.accuracy() }))
+        let m = self.trainer.evaluate_async().await?;
+        Ok(json!({ "images": self.trainer.test_images(), "loss": m.mean_loss(), "accuracy": m.accuracy() }))
     }
 }
 

@@ -320,15 +320,15 @@ pub const DELETION_FRACTIONS: [f64; 3] = [0.05, 0.10, 0.20];
 /// on the first `deletion_images`, and writes the page into `dir`.
 pub fn explain_split(gpu: &Gpu, checkpoint: Checkpoint, split: &crate::digits::data::mnist::Split, count: usize, deletion_images: usize, dir: &std::path::Path, title: &str) -> Result<Summary> {
     let n = split.len();
-    for (flag, v) in [("--count", count), ("--deletion-images", deletion_images)] {
+    for (name, v) in [("explain_split(count)", count), ("explain_split(deletion_images)", deletion_images)] {
         if v == 0 || v > n {
-            return Err(Error::unsupported(flag, format!("expected 1 to {n} (the images of the split), got {v}")));
+            return Err(Error::unsupported(name, format!("expected 1 to {n} (the images of the split), got {v}")));
         }
     }
     let [c, h, w] = checkpoint.model.input;
     if (c, h, w) != (1, split.images.rows, split.images.cols) {
         return Err(Error::shape(
-            "--model",
+            "explain_split(checkpoint)",
             format!("the checkpoint's model '{}' takes {c}x{h}x{w} images, the dataset has 1x{}x{}", checkpoint.model.name, split.images.rows, split.images.cols),
         ));
     }

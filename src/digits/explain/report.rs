@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Deletion, Explanation};
 use crate::digits::classify::CLASSES;
-use crate::digits::evaluate::Confusion;
+use crate::digits::evaluate::Metrics;
 use crate::base::files::{write_atomic, write_png};
 use crate::{Error, Result};
 
@@ -120,9 +120,9 @@ fn esc(s: &str) -> String {
 /// missing; files of an earlier report are replaced.
 pub fn write(dir: &Path, r: &Report) -> Result<Vec<PathBuf>> {
     if dir.exists() && !dir.is_dir() {
-        return Err(Error::file(dir, "--out: expected a directory, found a file"));
+        return Err(Error::file(dir, "expected a directory for the report, found a file"));
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("--out: cannot create the directory: {e}")))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create the report's directory: {e}")))?;
     let (h, w) = r.size;
     let image = |i: usize| &r.pixels[i * h * w..(i + 1) * h * w];
     let predicted = predictions(r.probs);
@@ -282,15 +282,15 @@ the table gives the mean drop of the predicted class's probability. A faithful m
     }
 
     // Confusion matrix as a heat map: cell colour by the share of its row.
-    let mut m = Confusion::new(CLASSES);
+    let mut m = Metrics::new(CLASSES);
     r.labels.iter().zip(&predicted).for_each(|(&l, &p)| m.add(l as usize, p));
     html.push_str("<h2>Confusion matrix</h2>\n<p>Rows: true label; columns: prediction; colour: share of the row.</p>\n<table><tr><th></th>");
     for c in 0..CLASSES {
         let _ = write!(html, "<th>{c}</th>");
     }
     html.push_str("</tr>\n");
-    for (l, row) in m.counts().iter().enumerate() {
-        let total = row.iter().sum::<u64>().max(1) as f32;
+    for (l, row) in m.confusion.iter().enumerate() {
+        let total = row.iter().sum::<u32>().max(1) as f32;
         let _ = write!(html, "<tr><th>{l}</th>");
         for &count in row {
             let share = count as f32 / total;
