@@ -136,6 +136,13 @@ pub fn trained(model: &str) -> std::path::PathBuf {
     path
 }
 
+/// A device of the test's own, for tests that read the device-wide memory counters (live and
+/// peak bytes): on the shared device (`kiln::testing::gpu`) every other test of the binary
+/// running beside them moves those.
+pub fn own_gpu() -> kiln::Gpu {
+    kiln::Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
+}
+
 /// A fresh, empty directory `<CARGO_TARGET_TMPDIR>/<group>/<name>`.
 pub fn scratch(group: &str, name: &str) -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(group).join(name);

@@ -1,19 +1,19 @@
-//! ExecStats over a 100-step run. In its own test binary: the counters are the GPU's, and
-//! other tests running in parallel on the same GPU would move them.
+//! ExecStats over a 100-step run. On a device of its own (`common::own_gpu`): the counters are
+//! the device's, and other tests running in parallel on a shared device would move them.
 
 use kiln::graph::{Executor, Mode};
 use kiln::ops::gemm::GemmConfig;
 use kiln::ops::optim::Optimizer;
 use kiln::ops::elementwise::fill;
-use kiln::testing::{gpu, Rng};
+use kiln::testing::Rng;
 use kiln::{DType, Tensor};
 use std::sync::atomic::Ordering;
 
-use crate::common::{small_mlp, BATCH};
+use crate::common::{own_gpu, small_mlp, BATCH};
 
 #[test]
 fn a_training_step_is_one_submit_with_no_readback() {
-    let gpu = gpu();
+    let gpu = &own_gpu();
     let graph = small_mlp();
     let mut exec = Executor::new(gpu, &graph, Mode::Train, Some(Optimizer::adam(1e-3)), &GemmConfig::default_for(gpu.info()), None).unwrap();
     let mut rng = Rng::new(6);

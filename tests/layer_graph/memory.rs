@@ -1,20 +1,20 @@
 //! The memory budget of training the reference CNN on mnist10k (issue "Speed II" §6): the
 //! trainer, the evaluator, both datasets resident and the im2col / split-K scratch, which
-//! every staging pass shares (Gpu::scratch), peak at most 64 MiB. In its own test binary:
-//! the peak is the device's, and other tests would move it.
+//! every staging pass shares (Gpu::scratch), peak at most 64 MiB. On a device of its own
+//! (`common::own_gpu`): the peak is the device's, and other tests would move it.
 
 use kiln::kernels::data::ResidentDataset;
 use kiln::graph::{Executor, Mode};
 use kiln::nn::ModelKind;
 use kiln::ops::gemm::GemmConfig;
 use kiln::ops::optim::Optimizer;
-use kiln::testing::gpu;
+use crate::common::own_gpu;
 
 const MIB: u64 = 1 << 20;
 
 #[test]
 fn the_mnist10k_cnn_trains_within_64_mib() {
-    let gpu = gpu();
+    let gpu = &own_gpu();
     let batch = 64;
     // what train_mnist builds on a CPU adapter for mnist10k: a trainer and an evaluator of
     // the training batch size, 8,000 + 2,000 resident images
