@@ -84,7 +84,7 @@ fn run(args: &Args) -> Result<(), String> {
     let source = match (&args.dataset, &args.images, &args.labels) {
         (Some(kind), _, _) => {
             evaluate::check_model(&checkpoint, kind.name()).map_err(flag("--model"))?;
-            let data = Dataset::load(*kind, args.data_dir.as_deref()).map_err(|e| format!("--dataset {kind}: {e}"))?;
+            let data = Dataset::load(*kind, args.data_dir.as_deref()).map_err(|e| format!("--dataset {kind}: {}", kiln::cli::data_error(e, false)))?;
             Source::Split(data)
         }
         (None, Some(dir), Some(labels)) => {

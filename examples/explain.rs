@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     };
     let data = match Dataset::load(args.dataset, args.data_dir.as_deref()) {
         Ok(d) => d,
-        Err(e) => return fail(e),
+        Err(e) => return fail(cli::data_error(e, false)),
     };
     let expected = match args.dataset {
         DatasetKind::Fashion => vec!["fashion"],

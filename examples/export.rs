@@ -74,7 +74,7 @@ fn main() -> ExitCode {
     // the test split first, so that a bad --data-dir fails before anything is written
     let data = match args.logits.as_ref().map(|_| Dataset::load(args.dataset, args.data_dir.as_deref())).transpose() {
         Ok(d) => d,
-        Err(e) => return fail(format_args!("--dataset {} --data-dir: {e}", args.dataset)),
+        Err(e) => return fail(format_args!("--dataset {} --data-dir: {}", args.dataset, kiln::cli::data_error(e, false))),
     };
     let model = match kiln::onnx::export_checkpoint(&ck) {
         Ok(m) => m,

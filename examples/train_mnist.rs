@@ -202,7 +202,12 @@ impl Observer for Progress {
 
 /// The library's errors name `TrainConfig`'s fields and `train_from`'s parameters; the person running this typed flags.
 fn flag_names(e: kiln::Error) -> kiln::Error {
-    const FLAGS: [(&str, &str); 6] = [
+    const FLAGS: [(&str, &str); 11] = [
+        ("Rule::lr", "--lr"),
+        ("Rule::momentum", "--momentum"),
+        ("Schedule::warmup", "--warmup"),
+        ("Schedule::hold", "--lr-hold"),
+        ("TrainConfig::train_limit", "--train-limit"),
         ("TrainConfig::epochs", "--epochs"),
         ("TrainConfig::batch_size", "--batch-size"),
         ("TrainConfig::label_smoothing", "--label-smoothing"),
@@ -252,8 +257,8 @@ fn check_args(args: &Args, matches: &ArgMatches) -> kiln::Result<(TrainConfig, O
         other => return Err(kiln::Error::unsupported("--optimizer", format!("{other}: expected adam, adamw or sgd"))),
     };
     // --lr-hold is checked even when --lr-schedule constant ignores it
-    Schedule::check_hold(args.lr_hold)?;
-    Schedule::check_warmup(args.warmup)?;
+    Schedule::check_hold(args.lr_hold).map_err(flag_names)?;
+    Schedule::check_warmup(args.warmup).map_err(flag_names)?;
     let lr_schedule = match args.lr_schedule.as_str() {
         "constant" => LrSchedule::Constant,
         "onecycle" => LrSchedule::OneCycle { warmup: args.warmup },
@@ -356,7 +361,7 @@ fn main() -> ExitCode {
     });
     let data = match data {
         Ok(Ok(d)) => d,
-        Ok(Err(e)) => return fail(e),
+        Ok(Err(e)) => return fail(cli::data_error(e, true)),
         Err(_) => return fail("loading the dataset failed (its thread stopped; see the message above)"),
     };
     if let Err(e) = cfg.check_data(&data) {

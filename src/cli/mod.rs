@@ -64,6 +64,23 @@ pub fn with_flags(e: Error, names: &[(&str, &str)]) -> Error {
     }
 }
 
+/// A dataset error as a program prints it: the library names the data directory and the
+/// mnist10k dataset, the person typed flags (`--data-dir`, `--dataset mnist10k`); a program
+/// that downloads missing files (`downloads`) says how not to.
+pub fn data_error(e: impl fmt::Display, downloads: bool) -> String {
+    let text = e.to_string();
+    if !text.contains("point the data directory") {
+        return text;
+    }
+    let text = text.replace("point the data directory", "point --data-dir").replace("The mnist10k dataset", "--dataset mnist10k");
+    if downloads {
+        format!("{text}
+Missing files are downloaded unless --no-download is given.")
+    } else {
+        text
+    }
+}
+
 /// A file error of the path given to `flag`, saying so: `PATH: FLAG: MESSAGE`.
 pub fn for_flag(flag: &str, e: Error) -> Error {
     match e {

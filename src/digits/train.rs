@@ -104,9 +104,8 @@ impl TrainConfig {
             LrSchedule::Constant => {}
         }
         if self.train_limit == Some(0) {
-            // the flag's name, as data::subset::check_limit's: tests hold both to it
             return Err(Error::unsupported(
-                "--train-limit",
+                "TrainConfig::train_limit",
                 "0: expected a number of labelled training images from 1 to the training split's size",
             ));
         }

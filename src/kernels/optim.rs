@@ -103,21 +103,21 @@ impl Schedule {
         Ok(Schedule::OneCycle { warmup: (warmup_fraction * total as f64).round() as u32, total })
     }
 
-    /// The fraction of a run spent warming up (`--warmup`) must lie in (0, 1).
+    /// The fraction of a run spent warming up must lie in (0, 1).
     pub fn check_warmup(warmup_fraction: f64) -> Result<()> {
         if warmup_fraction > 0.0 && warmup_fraction < 1.0 {
             Ok(())
         } else {
-            Err(Error::unsupported("--warmup", format!("{warmup_fraction}: expected a fraction in (0, 1)")))
+            Err(Error::unsupported("Schedule::warmup", format!("{warmup_fraction}: expected a fraction in (0, 1)")))
         }
     }
 
-    /// The fraction of a run held at full rate (`--lr-hold`) must lie in [0, 1).
+    /// The fraction of a run held at full rate must lie in [0, 1).
     pub fn check_hold(hold_fraction: f64) -> Result<()> {
         if (0.0..1.0).contains(&hold_fraction) {
             Ok(())
         } else {
-            Err(Error::unsupported("--lr-hold", format!("{hold_fraction}: expected a fraction in [0, 1)")))
+            Err(Error::unsupported("Schedule::hold", format!("{hold_fraction}: expected a fraction in [0, 1)")))
         }
     }
 
@@ -177,7 +177,7 @@ impl From<Rule> for Optimizer {
 }
 
 impl Rule {
-    /// Refuses hyperparameters no run could use, naming the flag that sets each: a learning
+    /// Refuses hyperparameters no run could use, naming each (`Rule::lr`, ...): a learning
     /// rate that is not finite and > 0, a momentum or beta outside [0, 1), an eps that is not
     /// finite and > 0, a negative or non-finite weight decay.
     pub fn check(&self) -> Result<()> {
@@ -186,7 +186,7 @@ impl Rule {
         let (lr, weight_decay) = match *self {
             Rule::Sgd { lr, momentum, weight_decay } => {
                 if !in_unit(momentum) {
-                    return bad("--momentum", momentum, "a value in [0, 1)");
+                    return bad("Rule::momentum", momentum, "a value in [0, 1)");
                 }
                 (lr, weight_decay)
             }
@@ -201,7 +201,7 @@ impl Rule {
             }
         };
         if !(lr.is_finite() && lr > 0.0) {
-            return bad("--lr", lr, "a finite learning rate > 0");
+            return bad("Rule::lr", lr, "a finite learning rate > 0");
         }
         if !(weight_decay.is_finite() && weight_decay >= 0.0) {
             return bad("weight decay", weight_decay, "a finite value >= 0");

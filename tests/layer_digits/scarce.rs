@@ -155,5 +155,5 @@ fn a_train_state_from_before_train_limit_still_loads() {
     old.as_object_mut().unwrap().remove("train_limit");
     let back: TrainConfig = serde_json::from_value(old).unwrap();
     assert_eq!(back.train_limit, None, "a state written before --train-limit trains on the whole split");
-    assert!(TrainConfig { train_limit: Some(0), ..cfg }.check().unwrap_err().to_string().contains("--train-limit"));
+    assert!(TrainConfig { train_limit: Some(0), ..cfg }.check().unwrap_err().to_string().contains("TrainConfig::train_limit"));
 }

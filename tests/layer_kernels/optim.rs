@@ -58,7 +58,7 @@ fn cosine_schedule_holds_then_decays_to_zero() {
     assert_eq!(Schedule::Constant.factor(123_456), 1.0);
     for bad in [1.0, -0.1, f64::NAN] {
         let e = Schedule::cosine(bad, 100).unwrap_err().to_string();
-        assert!(e.contains("--lr-hold"), "{e}");
+        assert!(e.contains("Schedule::hold"), "{e}");
     }
 }
 

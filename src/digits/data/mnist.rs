@@ -152,13 +152,13 @@ impl DatasetKind {
 
     fn missing_hint(self, first: &Path) -> String {
         let mut hint = format!(
-            "Put the files in {} yourself (gzip or not), or point --data-dir or {DATA_ENV} at the \
-             directory that holds them; train_mnist downloads missing files unless --no-download is given.",
+            "Put the files in {} yourself (gzip or not), or point the data directory or {DATA_ENV} at the \
+             directory that holds them, or download them (data::download_dataset).",
             first.display()
         );
         match self {
             DatasetKind::Mnist => hint.push_str(
-                " Offline with only MNIST's two test files (t10k-*)? --dataset mnist10k trains on 8,000 of them \
+                " Offline with only MNIST's two test files (t10k-*)? The mnist10k dataset trains on 8,000 of them \
                  and evaluates on the other 2,000.",
             ),
             DatasetKind::Fashion => hint.push_str(" On Debian/Ubuntu: apt-get install dataset-fashion-mnist."),

@@ -48,11 +48,12 @@ pub fn balanced_subset(labels: &[u8], n: usize, seed: u64) -> Result<Vec<u32>> {
     Ok(picked)
 }
 
-/// `--train-limit n` must lie in 1..=`available` (the training split's size).
+/// A subset of `n` labelled images (`TrainConfig::train_limit`) must lie in 1..=`available`
+/// (the training split's size).
 pub fn check_limit(n: usize, available: usize) -> Result<()> {
     if n == 0 || n > available {
         return Err(Error::unsupported(
-            "--train-limit",
+            "TrainConfig::train_limit",
             format!("{n}: expected a number of labelled training images from 1 to {available} (the training split's size)"),
         ));
     }
@@ -109,7 +110,7 @@ mod tests {
         assert_eq!(balanced_subset(&labels, labels.len(), 1).unwrap(), (0..labels.len() as u32).collect::<Vec<_>>());
         for n in [0, labels.len() + 1] {
             let e = balanced_subset(&labels, n, 1).unwrap_err().to_string();
-            assert!(e.contains("--train-limit") && e.contains(&format!("1 to {}", labels.len())), "{e}");
+            assert!(e.contains("TrainConfig::train_limit") && e.contains(&format!("1 to {}", labels.len())), "{e}");
         }
     }
 }
