@@ -371,9 +371,9 @@ fn missing_dataset_says_which_files_where_and_how_to_get_them() {
             );
             assert!(
                 msg.contains(&dir.display().to_string())
-                    && msg.contains("--no-download")
-                    && !msg.contains("--download ")
-                    && msg.contains("--dataset mnist10k"),
+                    && msg.contains("data::download_dataset")
+                    && !msg.contains("--")
+                    && msg.contains("The mnist10k dataset"),
                 "{msg}"
             );
         }

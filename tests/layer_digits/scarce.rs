@@ -124,7 +124,7 @@ fn one_cycle_warms_up_linearly_then_anneals_to_zero() {
     assert_eq!(s.factor(100), 0.0);
     assert_eq!(s.factor(1000), 0.0);
     for bad in [0.0, 1.0, -0.1, f64::NAN] {
-        assert!(Schedule::one_cycle(bad, 100).unwrap_err().to_string().contains("--warmup"));
+        assert!(Schedule::one_cycle(bad, 100).unwrap_err().to_string().contains("Schedule::warmup"));
     }
 }
 
