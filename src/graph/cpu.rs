@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::exec::init_params;
+use super::init::init_params;
 use super::lower::{lower, Mode, Plan, PoolRoute, Step, ValueId, ValueKind};
 use super::Graph;
 use crate::kernels::reference;
@@ -13,7 +13,7 @@ use crate::kernels::pool::Pool2d;
 use crate::Result;
 
 /// Interprets a [`Plan`] on the host with the [`crate::kernels::reference`] references: parameters start
-/// with [`super::exec::init_params`] (the same values as on the GPU) and the optimizer
+/// with [`super::init::init_params`] (the same values as on the GPU) and the optimizer
 /// applies the same update, so N steps here equal N GPU steps within `testing::TRAINING`.
 pub struct CpuExecutor {
     /// The lowered program it interprets.

@@ -11,6 +11,7 @@ pub mod cpu;
 pub mod exec;
 pub mod fold;
 pub mod fuse;
+pub mod init;
 pub mod lower;
 pub mod plan;
 pub mod planner;
