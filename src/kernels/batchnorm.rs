@@ -6,11 +6,11 @@
 //! statistics run over M = N * INNER values. Train and backward run one workgroup per
 //! channel (enough for MNIST sizes, see the shader); eval one invocation per element.
 
-use super::Dispatch;
+use super::{check_len, Dispatch};
 use crate::runtime::gpu::Gpu;
 use crate::runtime::pipelines::Kernel;
 use crate::runtime::shaders::Shader;
-use crate::runtime::tensor::{DType, Tensor};
+use crate::runtime::tensor::Tensor;
 use crate::{Error, Result};
 
 const WG: u32 = 256;
@@ -110,13 +110,6 @@ pub(crate) struct Params {
     pub(crate) _pad: [u32; 2],
 }
 
-fn check(op: &str, what: &str, t: &Tensor, len: usize) -> Result<()> {
-    if t.len() != len || t.dtype() != DType::F32 {
-        return Err(Error::shape(op, format!("{what}: {:?} {:?}, expected {len} f32 values", t.shape(), t.dtype())));
-    }
-    Ok(())
-}
-
 fn kernel(entry: &'static str) -> Kernel {
     Kernel::new(Shader::Batchnorm, entry).with("WG", WG)
 }
@@ -143,15 +136,15 @@ pub fn batchnorm_forward_train(
     bn.validate(op)?;
     bn.check_train(op)?;
     let c = bn.channels;
-    check(op, "x", x, bn.len())?;
-    check(op, "y", y, bn.len())?;
+    check_len(op, "x", x, bn.len())?;
+    check_len(op, "y", y, bn.len())?;
     for (what, t) in [("weight", weight), ("bias", bias), ("save_mean", save_mean), ("save_invstd", save_invstd)] {
-        check(op, what, t, c)?;
+        check_len(op, what, t, c)?;
     }
     for (what, t) in [("running_mean", running_mean), ("running_var", running_var)] {
-        check(op, what, t, c)?;
+        check_len(op, what, t, c)?;
     }
-    check(op, "num_batches_tracked", num_batches_tracked, 1)?;
+    check_len(op, "num_batches_tracked", num_batches_tracked, 1)?;
     let tensors = [
         (1, x),
         (2, weight),
@@ -180,10 +173,10 @@ pub fn batchnorm_forward_eval(
 ) -> Result<Dispatch> {
     let op = "batchnorm_forward_eval";
     bn.validate(op)?;
-    check(op, "x", x, bn.len())?;
-    check(op, "y", y, bn.len())?;
+    check_len(op, "x", x, bn.len())?;
+    check_len(op, "y", y, bn.len())?;
     for (what, t) in [("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)] {
-        check(op, what, t, bn.channels)?;
+        check_len(op, what, t, bn.channels)?;
     }
     let tensors = [(1, x), (2, weight), (3, bias), (10, running_mean), (11, running_var), (4, y)];
     Dispatch::new(gpu, &kernel(op), &bn.params(0), &tensors, gpu.grid_for(bn.len(), WG))
@@ -209,10 +202,10 @@ pub fn batchnorm_backward(
     bn.validate(op)?;
     let c = bn.channels;
     for (what, t) in [("x", x), ("dy", dy), ("dx", dx)] {
-        check(op, what, t, bn.len())?;
+        check_len(op, what, t, bn.len())?;
     }
     for (what, t) in [("weight", weight), ("save_mean", save_mean), ("save_invstd", save_invstd), ("dweight", dweight), ("dbias", dbias)] {
-        check(op, what, t, c)?;
+        check_len(op, what, t, c)?;
     }
     let acc = accumulate.0 as u32 | (accumulate.1 as u32) << 1;
     let tensors = [(1, x), (2, weight), (12, dy), (13, save_mean), (14, save_invstd), (15, dx), (16, dweight), (17, dbias)];

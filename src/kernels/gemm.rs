@@ -6,7 +6,7 @@
 //! Dimensions: M rows of C, N columns, K the reduction length.
 
 use super::pool::{MaxPoolRoute, PoolAt};
-use super::Dispatch;
+use super::{check_len, Dispatch};
 use crate::runtime::gpu::{Gpu, GpuInfo};
 use crate::runtime::pipelines::Kernel;
 use crate::runtime::shaders::Shader;
@@ -300,16 +300,6 @@ pub(crate) fn flags(accumulate: bool, relu: bool, bias: Bias) -> u32 {
         Bias::Col => 2,
     };
     accumulate as u32 | (relu as u32) << 1 | b << 2
-}
-
-pub(crate) fn check_len(op: &str, what: &str, t: &Tensor, len: usize) -> Result<()> {
-    if t.dtype() != DType::F32 {
-        return Err(Error::shape(op, format!("{what} must be f32, is {:?}", t.dtype())));
-    }
-    if t.len() != len {
-        return Err(Error::shape(op, format!("{what} has shape {:?} ({} elements), expected {len}", t.shape(), t.len())));
-    }
-    Ok(())
 }
 
 /// Whether `gemm_vec4` takes mode `mode` with transposes `trans` on `params` (see the

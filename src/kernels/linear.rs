@@ -11,9 +11,9 @@
 
 pub use super::gemm::GradOut;
 use super::conv::{ConvSwitches, Pass};
-use super::gemm::{check_len, flags, gemm_routed_at, gemm_split_k, launch_weight_grad, routed_pool, Bias, Gemm, GemmConfig, GemmMode, Params, SplitK, Transpose};
+use super::gemm::{flags, gemm_routed_at, gemm_split_k, launch_weight_grad, routed_pool, Bias, Gemm, GemmConfig, GemmMode, Params, SplitK, Transpose};
 use super::pool::{MaxPoolRoute, PoolAt};
-use super::Dispatch;
+use super::{check_len, Dispatch};
 use crate::runtime::gpu::Gpu;
 use crate::runtime::pipelines::Kernel;
 use crate::runtime::shaders::Shader;

@@ -32,7 +32,7 @@ use wgpu::util::DeviceExt;
 use crate::runtime::gpu::{Gpu, GpuBuffer};
 use crate::runtime::pipelines::Kernel;
 use crate::runtime::tensor::{DType, Tensor};
-use crate::Result;
+use crate::{Error, Result};
 
 /// One recorded kernel launch, ready to replay every step.
 pub struct Dispatch {
@@ -144,4 +144,21 @@ impl Gpu {
     pub fn grid_for(&self, n: usize, wg: u32) -> [u32; 3] {
         self.grid((n as u64).div_ceil(wg as u64))
     }
+}
+
+/// Checks that `t`, named `what` in `op`'s errors, holds `len` elements of `dtype`: what every
+/// op checks of each tensor it binds before it builds a dispatch.
+pub(crate) fn check_tensor(op: &str, what: &str, t: &Tensor, len: usize, dtype: DType) -> Result<()> {
+    if t.dtype() != dtype {
+        return Err(Error::shape(op, format!("{what} must be {dtype:?}, is {:?}", t.dtype())));
+    }
+    if t.len() != len {
+        return Err(Error::shape(op, format!("{what} has shape {:?} ({} elements), expected {len}", t.shape(), t.len())));
+    }
+    Ok(())
+}
+
+/// [`check_tensor`] of an f32 tensor.
+pub(crate) fn check_len(op: &str, what: &str, t: &Tensor, len: usize) -> Result<()> {
+    check_tensor(op, what, t, len, DType::F32)
 }

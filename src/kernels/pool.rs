@@ -1,7 +1,7 @@
 //! Max and average pooling over NCHW (shaders/pool.wgsl). Max pooling saves the argmax of
 //! each window for its backward, which gathers (no write races, overlapping windows fine).
 
-use super::Dispatch;
+use super::{check_tensor, Dispatch};
 use crate::runtime::gpu::Gpu;
 use crate::runtime::pipelines::Kernel;
 use crate::runtime::shaders::Shader;
@@ -98,13 +98,6 @@ pub(crate) struct Params {
     pub(crate) _pad: [u32; 3],
 }
 
-fn check(op: &str, what: &str, t: &Tensor, len: usize, dtype: DType) -> Result<()> {
-    if t.len() != len || t.dtype() != dtype {
-        return Err(Error::shape(op, format!("{what}: {:?} {:?}, expected {len} x {dtype:?}", t.shape(), t.dtype())));
-    }
-    Ok(())
-}
-
 fn launch(gpu: &Gpu, entry: &'static str, pool: &Pool2d, n: usize, tensors: &[(u32, &Tensor)]) -> Result<Dispatch> {
     let kernel = Kernel::new(Shader::Pool, entry).with("WG", WG);
     Dispatch::new(gpu, &kernel, &pool.params(), tensors, gpu.grid_for(n, WG))
@@ -114,9 +107,9 @@ fn launch(gpu: &Gpu, entry: &'static str, pool: &Pool2d, n: usize, tensors: &[(u
 pub fn max_pool2d_forward(gpu: &Gpu, pool: &Pool2d, x: &Tensor, y: &Tensor, argmax: &Tensor) -> Result<Dispatch> {
     let op = "max_pool2d_forward";
     pool.validate(op)?;
-    check(op, "x", x, pool.x_len(), DType::F32)?;
-    check(op, "y", y, pool.y_len(), DType::F32)?;
-    check(op, "argmax", argmax, pool.y_len(), DType::U32)?;
+    check_tensor(op, "x", x, pool.x_len(), DType::F32)?;
+    check_tensor(op, "y", y, pool.y_len(), DType::F32)?;
+    check_tensor(op, "argmax", argmax, pool.y_len(), DType::U32)?;
     launch(gpu, op, pool, pool.y_len(), &[(1, x), (2, y), (3, argmax)])
 }
 
@@ -124,9 +117,9 @@ pub fn max_pool2d_forward(gpu: &Gpu, pool: &Pool2d, x: &Tensor, y: &Tensor, argm
 pub fn max_pool2d_backward(gpu: &Gpu, pool: &Pool2d, argmax: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
     let op = "max_pool2d_backward";
     pool.validate(op)?;
-    check(op, "argmax", argmax, pool.y_len(), DType::U32)?;
-    check(op, "dy", dy, pool.y_len(), DType::F32)?;
-    check(op, "dx", dx, pool.x_len(), DType::F32)?;
+    check_tensor(op, "argmax", argmax, pool.y_len(), DType::U32)?;
+    check_tensor(op, "dy", dy, pool.y_len(), DType::F32)?;
+    check_tensor(op, "dx", dx, pool.x_len(), DType::F32)?;
     launch(gpu, op, pool, pool.x_len(), &[(5, argmax), (4, dy), (6, dx)])
 }
 
@@ -136,10 +129,10 @@ pub fn max_pool2d_backward(gpu: &Gpu, pool: &Pool2d, argmax: &Tensor, dy: &Tenso
 pub fn max_pool2d_backward_relu(gpu: &Gpu, pool: &Pool2d, argmax: &Tensor, x: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
     let op = "max_pool2d_backward_relu";
     pool.validate(op)?;
-    check(op, "argmax", argmax, pool.y_len(), DType::U32)?;
-    check(op, "x", x, pool.x_len(), DType::F32)?;
-    check(op, "dy", dy, pool.y_len(), DType::F32)?;
-    check(op, "dx", dx, pool.x_len(), DType::F32)?;
+    check_tensor(op, "argmax", argmax, pool.y_len(), DType::U32)?;
+    check_tensor(op, "x", x, pool.x_len(), DType::F32)?;
+    check_tensor(op, "dy", dy, pool.y_len(), DType::F32)?;
+    check_tensor(op, "dx", dx, pool.x_len(), DType::F32)?;
     launch(gpu, op, pool, pool.x_len(), &[(1, x), (5, argmax), (4, dy), (6, dx)])
 }
 
@@ -160,8 +153,8 @@ impl MaxPoolOut<'_> {
     /// have the pool's sizes and types.
     pub(crate) fn check(&self, op: &str) -> Result<()> {
         self.pool.validate(op)?;
-        check(op, "pooled y", self.y, self.pool.y_len(), DType::F32)?;
-        check(op, "argmax", self.argmax, self.pool.y_len(), DType::U32)
+        check_tensor(op, "pooled y", self.y, self.pool.y_len(), DType::F32)?;
+        check_tensor(op, "argmax", self.argmax, self.pool.y_len(), DType::U32)
     }
 }
 
@@ -200,11 +193,11 @@ impl MaxPoolRoute<'_> {
         if !self.pool.tiles_exactly() {
             return Err(Error::shape(op, format!("a routed max-pool's windows must tile its input exactly (stride = window, nothing left over): {:?}", self.pool)));
         }
-        check(op, "argmax", self.argmax, self.pool.y_len(), DType::U32)?;
+        check_tensor(op, "argmax", self.argmax, self.pool.y_len(), DType::U32)?;
         if let Some(x) = self.relu {
-            check(op, "relu output", x, self.pool.x_len(), DType::F32)?;
+            check_tensor(op, "relu output", x, self.pool.x_len(), DType::F32)?;
         }
-        check(op, "dx (the pool's input)", dx, self.pool.x_len(), DType::F32)
+        check_tensor(op, "dx (the pool's input)", dx, self.pool.x_len(), DType::F32)
     }
 
     /// The pool's backward of `dy` (its output's gradient, stored apart: the route did not
@@ -221,8 +214,8 @@ impl MaxPoolRoute<'_> {
 pub fn avg_pool2d_forward(gpu: &Gpu, pool: &Pool2d, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
     let op = "avg_pool2d_forward";
     pool.validate(op)?;
-    check(op, "x", x, pool.x_len(), DType::F32)?;
-    check(op, "y", y, pool.y_len(), DType::F32)?;
+    check_tensor(op, "x", x, pool.x_len(), DType::F32)?;
+    check_tensor(op, "y", y, pool.y_len(), DType::F32)?;
     launch(gpu, op, pool, pool.y_len(), &[(1, x), (2, y)])
 }
 
@@ -231,8 +224,8 @@ pub fn avg_pool2d_forward(gpu: &Gpu, pool: &Pool2d, x: &Tensor, y: &Tensor) -> R
 pub fn avg_pool2d_backward(gpu: &Gpu, pool: &Pool2d, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
     let op = "avg_pool2d_backward";
     pool.validate(op)?;
-    check(op, "dy", dy, pool.y_len(), DType::F32)?;
-    check(op, "dx", dx, pool.x_len(), DType::F32)?;
+    check_tensor(op, "dy", dy, pool.y_len(), DType::F32)?;
+    check_tensor(op, "dx", dx, pool.x_len(), DType::F32)?;
     launch(gpu, op, pool, pool.x_len(), &[(4, dy), (6, dx)])
 }
 
@@ -283,8 +276,8 @@ fn launch_global(gpu: &Gpu, entry: &'static str, pool: &GlobalPool2d, n: usize, 
 pub fn global_avg_pool_forward(gpu: &Gpu, pool: &GlobalPool2d, x: &Tensor, y: &Tensor) -> Result<Dispatch> {
     let op = "global_avg_pool_forward";
     pool.validate(op)?;
-    check(op, "x", x, pool.x_len(), DType::F32)?;
-    check(op, "y", y, pool.y_len(), DType::F32)?;
+    check_tensor(op, "x", x, pool.x_len(), DType::F32)?;
+    check_tensor(op, "y", y, pool.y_len(), DType::F32)?;
     launch_global(gpu, op, pool, pool.y_len(), &[(1, x), (2, y)])
 }
 
@@ -292,7 +285,7 @@ pub fn global_avg_pool_forward(gpu: &Gpu, pool: &GlobalPool2d, x: &Tensor, y: &T
 pub fn global_avg_pool_backward(gpu: &Gpu, pool: &GlobalPool2d, dy: &Tensor, dx: &Tensor) -> Result<Dispatch> {
     let op = "global_avg_pool_backward";
     pool.validate(op)?;
-    check(op, "dy", dy, pool.y_len(), DType::F32)?;
-    check(op, "dx", dx, pool.x_len(), DType::F32)?;
+    check_tensor(op, "dy", dy, pool.y_len(), DType::F32)?;
+    check_tensor(op, "dx", dx, pool.x_len(), DType::F32)?;
     launch_global(gpu, op, pool, pool.x_len(), &[(4, dy), (6, dx)])
 }

@@ -3,7 +3,7 @@
 //! Dimensions: R rows (batch), C classes. Labels are u32; a label >= C marks a padding
 //! row (a partial last batch), which gets no loss, no gradient and is not counted.
 
-use super::Dispatch;
+use super::{check_tensor, Dispatch};
 use crate::runtime::gpu::Gpu;
 use crate::runtime::pipelines::Kernel;
 use crate::runtime::shaders::Shader;
@@ -34,13 +34,6 @@ fn rows_classes(op: &str, logits: &Tensor) -> Result<(usize, usize)> {
     }
 }
 
-fn check(op: &str, what: &str, t: &Tensor, len: usize, dtype: DType) -> Result<()> {
-    if t.len() != len || t.dtype() != dtype {
-        return Err(Error::shape(op, format!("{what}: {:?} {:?}, expected {len} x {dtype:?}", t.shape(), t.dtype())));
-    }
-    Ok(())
-}
-
 fn launch(gpu: &Gpu, entry: &'static str, params: Params, tensors: &[(u32, &Tensor)]) -> Result<Dispatch> {
     let kernel = Kernel::new(Shader::Softmax, entry).with("WG", WG);
     Dispatch::new(gpu, &kernel, &params, tensors, gpu.grid_for(params.rows as usize, WG))
@@ -50,7 +43,7 @@ fn launch(gpu: &Gpu, entry: &'static str, params: Params, tensors: &[(u32, &Tens
 pub fn softmax_forward(gpu: &Gpu, logits: &Tensor, probs: &Tensor) -> Result<Dispatch> {
     let op = "softmax_forward";
     let (r, c) = rows_classes(op, logits)?;
-    check(op, "probs", probs, r * c, DType::F32)?;
+    check_tensor(op, "probs", probs, r * c, DType::F32)?;
     launch(gpu, op, Params { rows: r as u32, classes: c as u32, ..Default::default() }, &[(1, logits), (3, probs)])
 }
 
@@ -68,9 +61,9 @@ pub fn check_smoothing(smoothing: f32) -> Result<()> {
 pub fn softmax_xent_forward(gpu: &Gpu, logits: &Tensor, labels: &Tensor, smoothing: f32, row_loss: &Tensor, row_pred: &Tensor) -> Result<Dispatch> {
     let op = "softmax_xent_forward";
     let (r, c) = rows_classes(op, logits)?;
-    check(op, "labels", labels, r, DType::U32)?;
-    check(op, "row_loss", row_loss, r, DType::F32)?;
-    check(op, "row_pred", row_pred, r, DType::U32)?;
+    check_tensor(op, "labels", labels, r, DType::U32)?;
+    check_tensor(op, "row_loss", row_loss, r, DType::F32)?;
+    check_tensor(op, "row_pred", row_pred, r, DType::U32)?;
     check_smoothing(smoothing)?;
     let params = Params { rows: r as u32, classes: c as u32, smoothing, ..Default::default() };
     launch(gpu, op, params, &[(1, logits), (2, labels), (4, row_loss), (5, row_pred)])
@@ -81,8 +74,8 @@ pub fn softmax_xent_forward(gpu: &Gpu, logits: &Tensor, labels: &Tensor, smoothi
 pub fn softmax_xent_backward(gpu: &Gpu, logits: &Tensor, labels: &Tensor, smoothing: f32, scale: f32, dlogits: &Tensor) -> Result<Dispatch> {
     let op = "softmax_xent_backward";
     let (r, c) = rows_classes(op, logits)?;
-    check(op, "labels", labels, r, DType::U32)?;
-    check(op, "dlogits", dlogits, r * c, DType::F32)?;
+    check_tensor(op, "labels", labels, r, DType::U32)?;
+    check_tensor(op, "dlogits", dlogits, r * c, DType::F32)?;
     check_smoothing(smoothing)?;
     let params = Params { rows: r as u32, classes: c as u32, scale, smoothing };
     launch(gpu, op, params, &[(1, logits), (2, labels), (6, dlogits)])
@@ -93,10 +86,10 @@ pub fn softmax_xent_backward(gpu: &Gpu, logits: &Tensor, labels: &Tensor, smooth
 pub fn metrics_accumulate(gpu: &Gpu, classes: usize, row_loss: &Tensor, row_pred: &Tensor, labels: &Tensor, metrics: &Tensor) -> Result<Dispatch> {
     let op = "metrics_accumulate";
     let r = row_loss.len();
-    check(op, "row_loss", row_loss, r, DType::F32)?;
-    check(op, "row_pred", row_pred, r, DType::U32)?;
-    check(op, "labels", labels, r, DType::U32)?;
-    check(op, "metrics", metrics, metrics_words(classes), DType::U32)?;
+    check_tensor(op, "row_loss", row_loss, r, DType::F32)?;
+    check_tensor(op, "row_pred", row_pred, r, DType::U32)?;
+    check_tensor(op, "labels", labels, r, DType::U32)?;
+    check_tensor(op, "metrics", metrics, metrics_words(classes), DType::U32)?;
     let kernel = Kernel::new(Shader::Softmax, op);
     let params = Params { rows: r as u32, classes: classes as u32, ..Default::default() };
     Dispatch::new(gpu, &kernel, &params, &[(7, row_loss), (8, row_pred), (9, labels), (10, metrics)], [1, 1, 1])
@@ -118,15 +111,15 @@ pub fn softmax_xent_metrics(
 ) -> Result<Dispatch> {
     let op = "softmax_xent_metrics";
     let (r, c) = rows_classes(op, logits)?;
-    check(op, "labels", labels, r, DType::U32)?;
-    check(op, "row_loss", row_loss, r, DType::F32)?;
-    check(op, "row_pred", row_pred, r, DType::U32)?;
-    check(op, "metrics", metrics, metrics_words(c), DType::U32)?;
+    check_tensor(op, "labels", labels, r, DType::U32)?;
+    check_tensor(op, "row_loss", row_loss, r, DType::F32)?;
+    check_tensor(op, "row_pred", row_pred, r, DType::U32)?;
+    check_tensor(op, "metrics", metrics, metrics_words(c), DType::U32)?;
     check_smoothing(smoothing)?;
     let mut tensors = vec![(1, logits), (2, labels), (4, row_loss), (5, row_pred), (10, metrics)];
     let (entry, scale) = match dlogits {
         Some((d, scale)) => {
-            check(op, "dlogits", d, r * c, DType::F32)?;
+            check_tensor(op, "dlogits", d, r * c, DType::F32)?;
             tensors.push((6, d));
             ("softmax_xent_metrics_backward", scale)
         }
