@@ -167,41 +167,33 @@ fn metrics_accumulate(@builtin(local_invocation_id) lid: vec3u) {
 // training softmax_xent_backward, by one workgroup (rows r = lid, lid + RWG, ...). The
 // same row code and the same reduction order as the separate kernels: the same bits.
 
-// Row r's loss, prediction and metrics counts; returns (loss, correct, counted).
-fn head_row(r: u32) -> vec3f {
+// An invocation's sums over its rows: the loss, the rows predicted right, the rows counted.
+struct HeadSums { loss: f32, correct: u32, seen: u32 }
+
+// Row r's loss and prediction, its confusion count, and its share of the invocation's sums.
+fn head_row(r: u32, sums: ptr<function, HeadSums>) {
     let loss = xent_row(r);
     let label = labels[r];
-    if label >= p.classes { return vec3f(0.0); }
+    if label >= p.classes { return; }
     let pred = row_pred[r];
     atomicAdd(&metrics[4u + label * p.classes + pred], 1u);
-    return vec3f(loss, select(0.0, 1.0, pred == label), 1.0);
+    (*sums).loss += loss;
+    (*sums).correct += u32(pred == label);
+    (*sums).seen += 1u;
 }
 
+// The two entry points differ by the backward's dlogits: a forward-only dispatch binds no
+// dlogits, and a pipeline's layout holds every binding its entry point can reach.
 @compute @workgroup_size(RWG)
 fn softmax_xent_metrics(@builtin(local_invocation_id) lid: vec3u) {
-    var s = 0.0;
-    var ok = 0u;
-    var seen = 0u;
-    for (var r = lid.x; r < p.rows; r += RWG) {
-        let h = head_row(r);
-        s += h.x;
-        ok += u32(h.y);
-        seen += u32(h.z);
-    }
-    fold_metrics(lid.x, s, ok, seen);
+    var sums = HeadSums(0.0, 0u, 0u);
+    for (var r = lid.x; r < p.rows; r += RWG) { head_row(r, &sums); }
+    fold_metrics(lid.x, sums.loss, sums.correct, sums.seen);
 }
 
 @compute @workgroup_size(RWG)
 fn softmax_xent_metrics_backward(@builtin(local_invocation_id) lid: vec3u) {
-    var s = 0.0;
-    var ok = 0u;
-    var seen = 0u;
-    for (var r = lid.x; r < p.rows; r += RWG) {
-        let h = head_row(r);
-        s += h.x;
-        ok += u32(h.y);
-        seen += u32(h.z);
-        xent_grad_row(r);
-    }
-    fold_metrics(lid.x, s, ok, seen);
+    var sums = HeadSums(0.0, 0u, 0u);
+    for (var r = lid.x; r < p.rows; r += RWG) { head_row(r, &sums); xent_grad_row(r); }
+    fold_metrics(lid.x, sums.loss, sums.correct, sums.seen);
 }
