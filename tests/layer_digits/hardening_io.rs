@@ -1,0 +1,71 @@
+//! Hardening III: the programs' files and streams. Nothing is overwritten that a program did
+//! not write, a lost answer is an error, and odd files (a FIFO, a directory, a BOM) are named
+//! for what they are. Each test reproduces one item of the issue.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::common;
+use crate::common::example;
+
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist");
+
+fn text(o: &Output) -> (i32, String, String) {
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+/// explain of the MLP fixture into `out`, on as few digits as it takes.
+fn explain(out: &Path) -> (i32, String, String) {
+    let ck = common::trained("mlp");
+    let o = Command::new(example("explain"))
+        .args(["--model", ck.to_str().unwrap(), "--dataset", "mnist10k", "--data-dir", DATA, "--count", "1", "--deletion-images", "1", "--out"])
+        .arg(out)
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(!t.2.contains("panicked"), "{}", t.2);
+    t
+}
+
+// 1. explain replaces only the files of an earlier report, and checks every target first.
+#[test]
+fn explain_refuses_a_folder_it_did_not_write_and_checks_before_writing() {
+    let dir = common::scratch("hardening_io", "explain");
+    // a folder of the user's, holding files named as the report's
+    let theirs = dir.join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    fs::write(theirs.join("index.html"), "my page").unwrap();
+    fs::write(theirs.join("saliency-0.png"), "my picture").unwrap();
+    let (code, _, err) = explain(&theirs);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--out") && err.contains("not an earlier explain report"), "{err}");
+    assert_eq!(fs::read_to_string(theirs.join("index.html")).unwrap(), "my page");
+    assert_eq!(fs::read_to_string(theirs.join("saliency-0.png")).unwrap(), "my picture");
+
+    // a fresh folder, then the same folder again: the earlier report is replaced
+    let report = dir.join("report");
+    let (code, _, err) = explain(&report);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = explain(&report);
+    assert_eq!(code, 0, "{err}");
+    assert!(report.join("index.html").is_file() && report.join("saliency-0.png").is_file());
+
+    // an empty folder is fine
+    let empty = dir.join("empty");
+    fs::create_dir(&empty).unwrap();
+    assert_eq!(explain(&empty).0, 0);
+
+    // the report's index.html became a link: refused before any PNG is written
+    let elsewhere = dir.join("elsewhere.html");
+    fs::write(&elsewhere, "not the report's").unwrap();
+    fs::remove_file(report.join("index.html")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, report.join("index.html")).unwrap();
+    let before = fs::metadata(report.join("saliency-0.png")).unwrap().ino();
+    let (code, _, err) = explain(&report);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("index.html") && err.contains("symbolic link"), "{err}");
+    assert_eq!(fs::metadata(report.join("saliency-0.png")).unwrap().ino(), before, "a PNG was written before the refusal");
+    assert_eq!(fs::read_to_string(&elsewhere).unwrap(), "not the report's");
+}
