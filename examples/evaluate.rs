@@ -7,7 +7,8 @@
 //!
 //! Prints the accuracy, per-class precision and recall, and the confusion matrix (with
 //! --json, one JSON object: `accuracy`, `per_class`, `confusion`, ...).
-//! Exit codes: 0 done, 2 bad input (flag, checkpoint, labels, unreadable image) or a GPU error.
+//! Exit codes: 0 done, 2 bad input (flag, checkpoint, labels, unreadable image), a GPU error
+//! or a lost answer (standard output closed or full).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,10 +62,8 @@ fn parse_noise(s: &str) -> Result<Noise, String> {
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
-        Ok(()) => {
-            cli::report_closed_stdout();
-            ExitCode::SUCCESS
-        }
+        Ok(()) if cli::answer_lost() => ExitCode::from(2),
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
 }

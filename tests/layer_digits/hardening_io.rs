@@ -69,3 +69,38 @@ fn explain_refuses_a_folder_it_did_not_write_and_checks_before_writing() {
     assert_eq!(fs::metadata(report.join("saliency-0.png")).unwrap().ino(), before, "a PNG was written before the refusal");
     assert_eq!(fs::read_to_string(&elsewhere).unwrap(), "not the report's");
 }
+
+/// A dark vertical stroke on light paper: a one.
+fn digit_png(path: &Path) {
+    let mut img = image::GrayImage::from_pixel(40, 40, image::Luma([235]));
+    for y in 6..34 {
+        for x in 18..22 {
+            img.put_pixel(x, y, image::Luma([15]));
+        }
+    }
+    img.save(path).unwrap();
+}
+
+// 8. predict's and evaluate's printed answer is their product: losing it is an error.
+#[test]
+fn a_lost_answer_exits_2() {
+    let dir = common::scratch("hardening_io", "lost");
+    let one = dir.join("one.png");
+    digit_png(&one);
+    let ck = common::trained("mlp");
+    let full = || fs::File::create("/dev/full").unwrap();
+    let predict = Command::new(example("predict")).arg("--model").arg(&ck).arg(&one).stdout(full()).output().unwrap();
+    let evaluate = Command::new(example("evaluate"))
+        .arg("--model")
+        .arg(&ck)
+        .args(["--dataset", "mnist10k", "--data-dir", DATA])
+        .stdout(full())
+        .output()
+        .unwrap();
+    for (name, out) in [("predict", predict), ("evaluate", evaluate)] {
+        let (code, _, err) = text(&out);
+        assert_eq!(code, 2, "{name}: {err}");
+        assert!(err.contains("standard output") && err.contains("answer was not written"), "{name}: {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+    }
+}
