@@ -104,3 +104,40 @@ fn a_lost_answer_exits_2() {
         assert!(!err.contains("panicked"), "{name}: {err}");
     }
 }
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+fn evaluate_folder(images: &Path, labels: &Path) -> (i32, String, String) {
+    let ck = common::trained("mlp");
+    let o = Command::new(example("evaluate")).arg("--model").arg(&ck).arg("--images").arg(images).arg("--labels").arg(labels).output().unwrap();
+    text(&o)
+}
+
+// 12. A labels file may start with a UTF-8 BOM; an entry that is not an image file is named
+// for what it is.
+#[test]
+fn labels_with_a_bom_are_read_and_odd_entries_are_named() {
+    let dir = common::scratch("hardening_io", "labels");
+    let images = dir.join("images");
+    fs::create_dir(&images).unwrap();
+    digit_png(&images.join("a.png"));
+    digit_png(&images.join("b.png"));
+    let labels = dir.join("labels.txt");
+    fs::write(&labels, "\u{feff}a.png 1\nb.png 1\n").unwrap();
+    let (code, _, err) = evaluate_folder(&images, &labels);
+    assert_eq!(code, 0, "{err}");
+
+    fs::create_dir(images.join("sub")).unwrap();
+    std::os::unix::fs::symlink("loop", images.join("loop")).unwrap();
+    mkfifo(&images.join("fifo"));
+    fs::write(&labels, "a.png 1\nsub 1\nloop 2\nfifo 3\ngone.png 4\n").unwrap();
+    let (code, _, err) = evaluate_folder(&images, &labels);
+    assert_eq!(code, 2, "{err}");
+    for said in ["line 2: 'sub' is a directory", "line 3: 'loop' is a symbolic link", "line 4: 'fifo' is a FIFO", "line 5: 'gone.png' is not there"] {
+        assert!(err.contains(said), "'{said}' not in: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+}
