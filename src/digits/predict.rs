@@ -9,13 +9,18 @@ use std::path::Path;
 
 use image::{imageops, GrayImage, Luma};
 
+use crate::base::files;
 use crate::kernels::data::median3x3;
 use crate::digits::morphology;
 use crate::{DType, Error, Gpu, Result, Tensor};
 
 /// Loads an image file as 8-bit grayscale, white ink on a dark background. Transparency
-/// is flattened first (see [`flatten_alpha`]).
+/// is flattened first (see [`flatten_alpha`]). Anything but a regular file (a FIFO, whose
+/// opening would block; a directory) is refused before it is opened.
 pub fn load_gray(path: &Path) -> Result<GrayImage> {
+    if let Some(what) = files::not_a_regular_file(path) {
+        return Err(Error::file(path, format!("{what}: cannot read it as an image (PNG or JPEG expected)")));
+    }
     let img = image::open(path).map_err(|e| Error::file(path, format!("cannot read the image (PNG or JPEG expected): {e}")))?;
     if img.width() == 0 || img.height() == 0 {
         return Err(Error::file(path, "the image is empty"));

@@ -141,3 +141,35 @@ fn labels_with_a_bom_are_read_and_odd_entries_are_named() {
     }
     assert!(!err.contains("panicked"), "{err}");
 }
+
+// 11. A FIFO among predict's images is reported, not opened: opening one blocks until a
+// writer comes, and every other answer waited with it.
+#[test]
+fn a_fifo_among_predicts_images_is_refused_not_waited_on() {
+    let dir = common::scratch("hardening_io", "fifo");
+    let (a, fifo, b) = (dir.join("a.png"), dir.join("pipe.png"), dir.join("b.png"));
+    digit_png(&a);
+    digit_png(&b);
+    mkfifo(&fifo);
+    let ck = common::trained("mlp");
+    let mut child = Command::new(example("predict"))
+        .arg("--model")
+        .arg(&ck)
+        .args([&a, &fifo, &b])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("predict still waits on the FIFO after {:?}", start.elapsed());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (code, out, err) = text(&child.wait_with_output().unwrap());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("pipe.png") && err.contains("FIFO"), "{err}");
+    assert!(out.contains("a.png: ") && out.contains("b.png: "), "the other images are answered: {out}");
+}
