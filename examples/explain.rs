@@ -59,7 +59,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let data = match Dataset::load(args.dataset, args.data_dir.as_deref()) {
+    let (test, _) = match Dataset::load_test(args.dataset, args.data_dir.as_deref()) {
         Ok(d) => d,
         Err(e) => return fail(cli::data_error(e, false)),
     };
@@ -75,7 +75,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(e),
     };
     let title = format!("{} trained on {} ({}), {} test split", checkpoint.model.name, checkpoint.dataset, args.model.display(), args.dataset.name());
-    let summary = match explain_split(&gpu, checkpoint, &data.test, args.count as usize, args.deletion_images as usize, &args.out, &title) {
+    let summary = match explain_split(&gpu, checkpoint, &test, args.count as usize, args.deletion_images as usize, &args.out, &title) {
         Ok(s) => s,
         Err(e) => {
             let flags = [("explain_split(count)", "--count"), ("explain_split(deletion_images)", "--deletion-images"), ("explain_split(checkpoint)", "--model")];

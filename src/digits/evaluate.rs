@@ -32,7 +32,10 @@ pub struct ClassScore {
     pub class: usize,
     /// Of the answers `class`, the fraction that were right (0 when never answered).
     pub precision: f64,
-    /// Of the examples of `class`, the fraction answered `class` (0 when there were none).
+    /// The answers `class`, right or wrong: precision's denominator (0: it is undefined).
+    pub answered: u64,
+    /// Of the examples of `class`, the fraction answered `class` (0 when there were none:
+    /// `count` is its denominator).
     pub recall: f64,
     /// Examples of `class`.
     pub count: u64,
@@ -54,12 +57,12 @@ impl Metrics {
                 let answered: u64 = self.confusion.iter().map(|row| row[c] as u64).sum();
                 let hit = self.confusion[c][c] as f64;
                 let count = self.count(c) as u64;
-                ClassScore { class: c, precision: hit / answered.max(1) as f64, recall: hit / count.max(1) as f64, count }
+                ClassScore { class: c, precision: hit / answered.max(1) as f64, answered, recall: hit / count.max(1) as f64, count }
             })
             .collect()
     }
 
-    /// `{"accuracy", "total", "correct", "per_class": [{class, precision, recall, count}], "confusion": [[..]]}`.
+    /// `{"accuracy", "total", "correct", "per_class": [{class, precision, answered, recall, count}], "confusion": [[..]]}`.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "accuracy": self.accuracy_f64(),

@@ -173,3 +173,42 @@ fn a_fifo_among_predicts_images_is_refused_not_waited_on() {
     assert!(err.contains("pipe.png") && err.contains("FIFO"), "{err}");
     assert!(out.contains("a.png: ") && out.contains("b.png: "), "the other images are answered: {out}");
 }
+
+// 14. evaluate reads a dataset's test split alone, and a score with nothing to measure is
+// "—", not 0.00%.
+#[test]
+fn evaluate_asks_only_for_the_test_files_and_dashes_undefined_scores() {
+    use kiln::checkpoint::Checkpoint;
+    use kiln::nn::ModelKind;
+    let dir = common::scratch("hardening_io", "evaluate");
+    let model = ModelKind::Mlp.build(1, 3).unwrap();
+    let params = model.graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), vec![0.01; s.iter().product()])).collect();
+    let fashion = dir.join("fashion.safetensors");
+    Checkpoint { model: ModelKind::Mlp.spec(), mean: 0.3, std: 0.35, dataset: "fashion".into(), params }.save(&fashion).unwrap();
+    let empty = dir.join("no-data");
+    fs::create_dir(&empty).unwrap();
+    let o = Command::new(example("evaluate")).arg("--model").arg(&fashion).args(["--dataset", "fashion", "--data-dir"]).arg(&empty).output().unwrap();
+    let (code, _, err) = text(&o);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("t10k-images-idx3-ubyte.gz") && err.contains("t10k-labels-idx1-ubyte.gz"), "{err}");
+    assert!(!err.contains("train-"), "the test split alone is read: {err}");
+
+    // only ones: the other classes have no images (recall "—"), and a class never
+    // answered has no precision
+    let images = dir.join("ones");
+    fs::create_dir(&images).unwrap();
+    digit_png(&images.join("a.png"));
+    digit_png(&images.join("b.png"));
+    let labels = dir.join("labels.txt");
+    fs::write(&labels, "a.png 1\nb.png 1\n").unwrap();
+    let (code, out, err) = evaluate_folder(&images, &labels);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<Vec<&str>> = out.lines().skip_while(|l| !l.starts_with("class")).skip(1).take(10).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows.len(), 10, "{out}");
+    for r in &rows {
+        let (precision, recall, count) = (r[1], r[2], r[3]);
+        assert_eq!(recall == "—", count == "0", "class {}: {out}", r[0]);
+        assert!(!precision.starts_with("0.00"), "class {} never answered is '—': {out}", r[0]);
+    }
+    assert!(rows.iter().any(|r| r[1] == "—"), "{out}");
+}
