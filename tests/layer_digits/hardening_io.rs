@@ -212,3 +212,44 @@ fn evaluate_asks_only_for_the_test_files_and_dashes_undefined_scores() {
     }
     assert!(rows.iter().any(|r| r[1] == "—"), "{out}");
 }
+
+// 13. export says what it exports, that it replaced a file, refuses '-', and names the
+// checkpoint whose model it cannot export.
+#[test]
+fn export_says_what_exports_what_it_replaced_and_refuses_stdout() {
+    use kiln::checkpoint::Checkpoint;
+    use kiln::nn::ModelKind;
+    let dir = common::scratch("hardening_io", "export");
+    let checkpoint = |kind: ModelKind, path: &Path| {
+        let params = kind.build(1, 0).unwrap().graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), vec![0.01; s.iter().product()])).collect();
+        Checkpoint { model: kind.spec(), mean: 0.13, std: 0.31, dataset: "mnist".into(), params }.save(path).unwrap();
+    };
+    let (mlp, lenet) = (dir.join("mlp.safetensors"), dir.join("lenet.safetensors"));
+    checkpoint(ModelKind::Mlp, &mlp);
+    checkpoint(ModelKind::Lenet5, &lenet);
+    let export = |args: &[&std::ffi::OsStr]| text(&Command::new(example("export")).args(args).current_dir(&dir).output().unwrap());
+
+    let (code, help, _) = export(&["--help".as_ref()]);
+    assert_eq!(code, 0);
+    for said in ["cnn", "mlp", "lenet5", "Conv2d", "BatchNorm"] {
+        assert!(help.contains(said), "'{said}' not in --help: {help}");
+    }
+
+    let onnx = dir.join("m.onnx");
+    let (code, out, err) = export(&["--model".as_ref(), mlp.as_os_str(), "--onnx".as_ref(), onnx.as_os_str()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("replaced"), "{out}");
+    let (code, out, err) = export(&["--model".as_ref(), mlp.as_os_str(), "--onnx".as_ref(), onnx.as_os_str()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("(replaced the earlier file)"), "{out}");
+
+    let (code, _, err) = export(&["--model".as_ref(), mlp.as_os_str(), "--onnx".as_ref(), "-".as_ref()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--onnx") && err.contains("standard output"), "{err}");
+    assert!(!dir.join("-").exists(), "a file named '-' was written");
+
+    let (code, _, err) = export(&["--model".as_ref(), lenet.as_os_str(), "--onnx".as_ref(), dir.join("l.onnx").as_os_str()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("lenet.safetensors") && err.contains("no ONNX export"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
