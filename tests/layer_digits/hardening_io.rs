@@ -253,3 +253,55 @@ fn export_says_what_exports_what_it_replaced_and_refuses_stdout() {
     assert!(err.contains("lenet.safetensors") && err.contains("no ONNX export"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// A raw Exif chunk (little-endian TIFF) holding one tag: Orientation = `o`.
+fn exif_orientation(o: u16) -> Vec<u8> {
+    let mut t = b"II*\0".to_vec();
+    t.extend(8u32.to_le_bytes()); // the first IFD follows the header
+    t.extend(1u16.to_le_bytes()); // one entry
+    t.extend(0x0112u16.to_le_bytes()); // Orientation
+    t.extend(3u16.to_le_bytes()); // SHORT
+    t.extend(1u32.to_le_bytes()); // one value
+    t.extend(o.to_le_bytes());
+    t.extend([0, 0]);
+    t.extend(0u32.to_le_bytes()); // no next IFD
+    t
+}
+
+// 6. A photo's EXIF orientation is applied on load, as a viewer shows it.
+#[test]
+fn jpeg_exif_orientation_is_applied_on_load() {
+    use image::imageops::{flip_horizontal, flip_vertical, rotate180, rotate270, rotate90};
+    use image::{GrayImage, ImageEncoder, Luma};
+    let dir = common::scratch("hardening_io", "exif");
+    // not square, not symmetric: a dark bar on light paper and a dark block in one corner
+    let stored = GrayImage::from_fn(36, 24, |x, y| Luma([if (14..18).contains(&x) && (4..20).contains(&y) || (x < 6 && y < 6) { 20 } else { 230 }]));
+    let jpeg = |o: Option<u16>| {
+        let path = dir.join(format!("o{}.jpg", o.unwrap_or(0)));
+        let mut bytes = Vec::new();
+        let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95);
+        if let Some(o) = o {
+            enc.set_exif_metadata(exif_orientation(o)).unwrap();
+        }
+        enc.write_image(stored.as_raw(), 36, 24, image::ExtendedColorType::L8).unwrap();
+        fs::write(&path, bytes).unwrap();
+        path
+    };
+    let plain = kiln::predict::load_gray(&jpeg(None)).unwrap();
+    let shown: [fn(&GrayImage) -> GrayImage; 8] = [
+        |i| i.clone(),
+        |i| flip_horizontal(i),
+        |i| rotate180(i),
+        |i| flip_vertical(i),
+        |i| flip_horizontal(&rotate90(i)), // transpose
+        |i| rotate90(i),
+        |i| flip_horizontal(&rotate270(i)), // transverse
+        |i| rotate270(i),
+    ];
+    for (o, show) in (1..=8).zip(shown) {
+        let got = kiln::predict::load_gray(&jpeg(Some(o))).unwrap();
+        let want = show(&plain);
+        assert_eq!(got.dimensions(), want.dimensions(), "orientation {o}");
+        assert!(got == want, "orientation {o}: the pixels are not the photo as shown");
+    }
+}
