@@ -4,8 +4,11 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use kiln::checkpoint::Checkpoint;
+use kiln::nn::ModelKind;
 
 use crate::common;
 use crate::common::example;
@@ -116,17 +119,29 @@ fn evaluate_folder(images: &Path, labels: &Path) -> (i32, String, String) {
     text(&o)
 }
 
+/// DIR/images holding two ones, a.png and b.png, and DIR/labels.txt holding `labels`.
+fn two_ones(dir: &Path, labels: &str) -> (PathBuf, PathBuf) {
+    let images = dir.join("images");
+    fs::create_dir(&images).unwrap();
+    digit_png(&images.join("a.png"));
+    digit_png(&images.join("b.png"));
+    let path = dir.join("labels.txt");
+    fs::write(&path, labels).unwrap();
+    (images, path)
+}
+
+/// A checkpoint of `kind` with constant weights, said to be trained on `dataset`.
+fn checkpoint(kind: ModelKind, dataset: &str, path: &Path) {
+    let params = kind.build(1, 0).unwrap().graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), vec![0.01; s.iter().product()])).collect();
+    Checkpoint { model: kind.spec(), mean: 0.13, std: 0.31, dataset: dataset.into(), params }.save(path).unwrap();
+}
+
 // 12. A labels file may start with a UTF-8 BOM; an entry that is not an image file is named
 // for what it is.
 #[test]
 fn labels_with_a_bom_are_read_and_odd_entries_are_named() {
     let dir = common::scratch("hardening_io", "labels");
-    let images = dir.join("images");
-    fs::create_dir(&images).unwrap();
-    digit_png(&images.join("a.png"));
-    digit_png(&images.join("b.png"));
-    let labels = dir.join("labels.txt");
-    fs::write(&labels, "\u{feff}a.png 1\nb.png 1\n").unwrap();
+    let (images, labels) = two_ones(&dir, "\u{feff}a.png 1\nb.png 1\n");
     let (code, _, err) = evaluate_folder(&images, &labels);
     assert_eq!(code, 0, "{err}");
 
@@ -178,13 +193,9 @@ fn a_fifo_among_predicts_images_is_refused_not_waited_on() {
 // "—", not 0.00%.
 #[test]
 fn evaluate_asks_only_for_the_test_files_and_dashes_undefined_scores() {
-    use kiln::checkpoint::Checkpoint;
-    use kiln::nn::ModelKind;
     let dir = common::scratch("hardening_io", "evaluate");
-    let model = ModelKind::Mlp.build(1, 3).unwrap();
-    let params = model.graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), vec![0.01; s.iter().product()])).collect();
     let fashion = dir.join("fashion.safetensors");
-    Checkpoint { model: ModelKind::Mlp.spec(), mean: 0.3, std: 0.35, dataset: "fashion".into(), params }.save(&fashion).unwrap();
+    checkpoint(ModelKind::Mlp, "fashion", &fashion);
     let empty = dir.join("no-data");
     fs::create_dir(&empty).unwrap();
     let o = Command::new(example("evaluate")).arg("--model").arg(&fashion).args(["--dataset", "fashion", "--data-dir"]).arg(&empty).output().unwrap();
@@ -195,12 +206,7 @@ fn evaluate_asks_only_for_the_test_files_and_dashes_undefined_scores() {
 
     // only ones: the other classes have no images (recall "—"), and a class never
     // answered has no precision
-    let images = dir.join("ones");
-    fs::create_dir(&images).unwrap();
-    digit_png(&images.join("a.png"));
-    digit_png(&images.join("b.png"));
-    let labels = dir.join("labels.txt");
-    fs::write(&labels, "a.png 1\nb.png 1\n").unwrap();
+    let (images, labels) = two_ones(&dir, "a.png 1\nb.png 1\n");
     let (code, out, err) = evaluate_folder(&images, &labels);
     assert_eq!(code, 0, "{err}");
     let rows: Vec<Vec<&str>> = out.lines().skip_while(|l| !l.starts_with("class")).skip(1).take(10).map(|l| l.split_whitespace().collect()).collect();
@@ -217,16 +223,10 @@ fn evaluate_asks_only_for_the_test_files_and_dashes_undefined_scores() {
 // checkpoint whose model it cannot export.
 #[test]
 fn export_says_what_exports_what_it_replaced_and_refuses_stdout() {
-    use kiln::checkpoint::Checkpoint;
-    use kiln::nn::ModelKind;
     let dir = common::scratch("hardening_io", "export");
-    let checkpoint = |kind: ModelKind, path: &Path| {
-        let params = kind.build(1, 0).unwrap().graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), vec![0.01; s.iter().product()])).collect();
-        Checkpoint { model: kind.spec(), mean: 0.13, std: 0.31, dataset: "mnist".into(), params }.save(path).unwrap();
-    };
     let (mlp, lenet) = (dir.join("mlp.safetensors"), dir.join("lenet.safetensors"));
-    checkpoint(ModelKind::Mlp, &mlp);
-    checkpoint(ModelKind::Lenet5, &lenet);
+    checkpoint(ModelKind::Mlp, "mnist", &mlp);
+    checkpoint(ModelKind::Lenet5, "mnist", &lenet);
     let export = |args: &[&std::ffi::OsStr]| text(&Command::new(example("export")).args(args).current_dir(&dir).output().unwrap());
 
     let (code, help, _) = export(&["--help".as_ref()]);
