@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use kiln::checkpoint::Checkpoint;
 use kiln::cli::fail;
-use kiln::data::mnist::{Dataset, DatasetKind};
+use kiln::data::mnist::{Dataset, DatasetKind, Split};
 use kiln::files::{self, Existing};
 use kiln::{outln, Classifier};
 
@@ -49,9 +49,9 @@ struct Args {
 }
 
 /// kiln's GPU logits for the test split, as raw little-endian float32 [n, 10].
-fn write_logits(ck: Checkpoint, data: &Dataset, path: &Path) -> kiln::Result<()> {
+fn write_logits(ck: Checkpoint, test: &Split, path: &Path) -> kiln::Result<()> {
     let gpu = kiln::Gpu::new()?;
-    let inputs = kiln::predict::normalise(&data.test.images.pixels, ck.mean, ck.std);
+    let inputs = kiln::predict::normalise(&test.images.pixels, ck.mean, ck.std);
     let logits = Classifier::new(&gpu, ck, 256)?.logits_tensor(&inputs)?;
     let bytes: Vec<u8> = logits.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
     files::write_atomic(path, &bytes)
@@ -86,7 +86,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(format_args!("--model: {e}")),
     };
     // the test split first, so that a bad --data-dir fails before anything is written
-    let data = match args.logits.as_ref().map(|_| Dataset::load(args.dataset, args.data_dir.as_deref())).transpose() {
+    let test = match args.logits.as_ref().map(|_| Dataset::load_test(args.dataset, args.data_dir.as_deref())).transpose() {
         Ok(d) => d,
         Err(e) => return fail(format_args!("--dataset {} --data-dir: {}", args.dataset, kiln::cli::data_error(e, false))),
     };
@@ -109,11 +109,11 @@ fn main() -> ExitCode {
         ck.mean,
         ck.std
     );
-    if let (Some(path), Some(data)) = (&args.logits, &data) {
-        if let Err(e) = write_logits(ck, data, path) {
+    if let (Some(path), Some((test, _))) = (&args.logits, &test) {
+        if let Err(e) = write_logits(ck, test, path) {
             return fail(e);
         }
-        let n = data.test.len();
+        let n = test.len();
         outln!("wrote {}: kiln's logits for the {n} test images of {}, float32 [{n}, 10]", path.display(), args.dataset);
     }
     ExitCode::SUCCESS

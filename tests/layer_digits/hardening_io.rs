@@ -305,3 +305,28 @@ fn jpeg_exif_orientation_is_applied_on_load() {
         assert!(got == want, "orientation {o}: the pixels are not the photo as shown");
     }
 }
+
+// 14 (export): --logits reads the test split alone, so it asks only for its files.
+#[test]
+fn export_logits_ask_only_for_the_test_files() {
+    let dir = common::scratch("hardening_io", "export-logits");
+    let fashion = dir.join("fashion.safetensors");
+    checkpoint(ModelKind::Mlp, "fashion", &fashion);
+    let empty = dir.join("no-data");
+    fs::create_dir(&empty).unwrap();
+    let o = Command::new(example("export"))
+        .arg("--model")
+        .arg(&fashion)
+        .arg("--onnx")
+        .arg(dir.join("m.onnx"))
+        .arg("--logits")
+        .arg(dir.join("logits.f32"))
+        .args(["--dataset", "fashion", "--data-dir"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    let (code, _, err) = text(&o);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("t10k-images-idx3-ubyte.gz") && !err.contains("train-"), "{err}");
+    assert!(!dir.join("m.onnx").exists(), "nothing is written before the data is found");
+}
