@@ -189,15 +189,21 @@ fn a_fifo_among_predicts_images_is_refused_not_waited_on() {
     assert!(out.contains("a.png: ") && out.contains("b.png: "), "the other images are answered: {out}");
 }
 
-// 14. evaluate reads a dataset's test split alone, and a score with nothing to measure is
-// "—", not 0.00%.
-#[test]
-fn evaluate_asks_only_for_the_test_files_and_dashes_undefined_scores() {
-    let dir = common::scratch("hardening_io", "evaluate");
+/// A scratch folder `name` holding a Fashion-MNIST MLP checkpoint and an empty data folder.
+fn fashion_without_data(name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = common::scratch("hardening_io", name);
     let fashion = dir.join("fashion.safetensors");
     checkpoint(ModelKind::Mlp, "fashion", &fashion);
     let empty = dir.join("no-data");
     fs::create_dir(&empty).unwrap();
+    (dir, fashion, empty)
+}
+
+// 14. evaluate reads a dataset's test split alone, and a score with nothing to measure is
+// "—", not 0.00%.
+#[test]
+fn evaluate_asks_only_for_the_test_files_and_dashes_undefined_scores() {
+    let (dir, fashion, empty) = fashion_without_data("evaluate");
     let o = Command::new(example("evaluate")).arg("--model").arg(&fashion).args(["--dataset", "fashion", "--data-dir"]).arg(&empty).output().unwrap();
     let (code, _, err) = text(&o);
     assert_eq!(code, 2, "{err}");
@@ -309,11 +315,7 @@ fn jpeg_exif_orientation_is_applied_on_load() {
 // 14 (export): --logits reads the test split alone, so it asks only for its files.
 #[test]
 fn export_logits_ask_only_for_the_test_files() {
-    let dir = common::scratch("hardening_io", "export-logits");
-    let fashion = dir.join("fashion.safetensors");
-    checkpoint(ModelKind::Mlp, "fashion", &fashion);
-    let empty = dir.join("no-data");
-    fs::create_dir(&empty).unwrap();
+    let (dir, fashion, empty) = fashion_without_data("export-logits");
     let o = Command::new(example("export"))
         .arg("--model")
         .arg(&fashion)
