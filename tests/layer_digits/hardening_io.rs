@@ -274,9 +274,9 @@ fn exif_orientation(o: u16) -> Vec<u8> {
     t
 }
 
-// 6. A photo's EXIF orientation is applied on load, as a viewer shows it.
+// 6. A photo's EXIF orientation (JPEG, or a PNG's eXIf chunk) is applied on load, as a viewer shows it.
 #[test]
-fn jpeg_exif_orientation_is_applied_on_load() {
+fn exif_orientation_is_applied_on_load() {
     use image::imageops::{flip_horizontal, flip_vertical, rotate180, rotate270, rotate90};
     use image::{GrayImage, ImageEncoder, Luma};
     let dir = common::scratch("hardening_io", "exif");
@@ -304,11 +304,22 @@ fn jpeg_exif_orientation_is_applied_on_load() {
         |i| flip_horizontal(&rotate270(i)), // transverse
         |i| rotate270(i),
     ];
+    // a PNG's eXIf chunk says the same
+    let png = |o: u16| {
+        let path = dir.join(format!("o{o}.png"));
+        let mut bytes = Vec::new();
+        let mut enc = image::codecs::png::PngEncoder::new(&mut bytes);
+        enc.set_exif_metadata(exif_orientation(o)).unwrap();
+        enc.write_image(plain.as_raw(), plain.width(), plain.height(), image::ExtendedColorType::L8).unwrap();
+        fs::write(&path, bytes).unwrap();
+        path
+    };
     for (o, show) in (1..=8).zip(shown) {
-        let got = kiln::predict::load_gray(&jpeg(Some(o))).unwrap();
         let want = show(&plain);
-        assert_eq!(got.dimensions(), want.dimensions(), "orientation {o}");
-        assert!(got == want, "orientation {o}: the pixels are not the photo as shown");
+        for (kind, got) in [("JPEG", kiln::predict::load_gray(&jpeg(Some(o))).unwrap()), ("PNG", kiln::predict::load_gray(&png(o)).unwrap())] {
+            assert_eq!(got.dimensions(), want.dimensions(), "{kind} orientation {o}");
+            assert!(got == want, "{kind} orientation {o}: the pixels are not the picture as shown");
+        }
     }
 }
 
