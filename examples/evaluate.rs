@@ -7,7 +7,8 @@
 //!
 //! Prints the accuracy, per-class precision and recall, and the confusion matrix (with
 //! --json, one JSON object: `accuracy`, `per_class`, `confusion`, ...).
-//! Exit codes: 0 done, 2 bad input (flag, checkpoint, labels, unreadable image) or a GPU error.
+//! Exit codes: 0 done, 2 bad input (flag, checkpoint, labels, unreadable image), a GPU error
+//! or a lost answer (standard output closed or full).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,10 +62,8 @@ fn parse_noise(s: &str) -> Result<Noise, String> {
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
-        Ok(()) => {
-            cli::report_closed_stdout();
-            ExitCode::SUCCESS
-        }
+        Ok(()) if cli::answer_lost() => ExitCode::from(2),
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }
 }
@@ -84,8 +83,8 @@ fn run(args: &Args) -> Result<(), String> {
     let source = match (&args.dataset, &args.images, &args.labels) {
         (Some(kind), _, _) => {
             evaluate::check_model(&checkpoint, kind.name()).map_err(flag("--model"))?;
-            let data = Dataset::load(*kind, args.data_dir.as_deref()).map_err(|e| format!("--dataset {kind}: {}", kiln::cli::data_error(e, false)))?;
-            Source::Split(data)
+            let (test, dir) = Dataset::load_test(*kind, args.data_dir.as_deref()).map_err(|e| format!("--dataset {kind}: {}", kiln::cli::data_error(e, false)))?;
+            Source::Split(*kind, test, dir)
         }
         (None, Some(dir), Some(labels)) => {
             evaluate::check_model(&checkpoint, "mnist").map_err(flag("--model"))?;
@@ -102,9 +101,9 @@ fn run(args: &Args) -> Result<(), String> {
     let mut classifier = Classifier::new(&gpu, checkpoint, args.batch_size as usize).map_err(|e| e.to_string())?;
     let start = std::time::Instant::now();
     let (what, confusion) = match &source {
-        Source::Split(data) => {
-            let c = evaluate::evaluate_split(&mut classifier, &gpu, &data.test, &options).map_err(|e| e.to_string())?;
-            (format!("{} test split ({})", data.kind, data.dir.display()), c)
+        Source::Split(kind, test, dir) => {
+            let c = evaluate::evaluate_split(&mut classifier, &gpu, test, &options).map_err(|e| e.to_string())?;
+            (format!("{kind} test split ({})", dir.display()), c)
         }
         Source::Folder(files) => {
             let c = evaluate::evaluate_folder(&mut classifier, &gpu, files, &options).map_err(|e| format!("--images: {e}"))?;
@@ -129,7 +128,8 @@ fn run(args: &Args) -> Result<(), String> {
 }
 
 enum Source {
-    Split(Dataset),
+    /// A dataset's test split, read from the directory.
+    Split(DatasetKind, kiln::data::Split, PathBuf),
     Folder(Vec<(PathBuf, u8)>),
 }
 
@@ -138,7 +138,9 @@ fn print_report(what: &str, noise: &str, denoise: bool, c: &Metrics, seconds: f6
     outln!("accuracy: {:.2}% ({} of {}) in {seconds:.1} s", 100.0 * c.accuracy_f64(), c.correct, c.rows);
     outln!("class  precision   recall  count");
     for s in c.per_class() {
-        outln!("{:>5}  {:>8.2}%  {:>6.2}%  {:>5}", s.class, 100.0 * s.precision, 100.0 * s.recall, s.count);
+        // a score of no answers (precision) or no images (recall) is undefined, not 0%
+        let percent = |v: f64, of: u64| if of == 0 { "—".to_string() } else { format!("{:.2}%", 100.0 * v) };
+        outln!("{:>5}  {:>9}  {:>7}  {:>5}", s.class, percent(s.precision, s.answered), percent(s.recall, s.count), s.count);
     }
     outln!("confusion (rows: label, columns: prediction):");
     outln!("{c}");

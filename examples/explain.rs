@@ -4,7 +4,8 @@
 //!
 //!   cargo run --release --example explain -- --model model.safetensors --dataset mnist --out report
 //!
-//! Writes DIR/index.html with PNGs beside it. Exit code 2 on bad input.
+//! Writes DIR/index.html with PNGs beside it and their list, DIR/explain-files.txt: a later
+//! report replaces those files and no others. Exit code 2 on bad input.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,7 +29,9 @@ struct Args {
     /// Directory holding the IDX files (else $KILN_DATA/<dataset>, then ./data/<dataset>)
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Directory for index.html and its PNGs (created if missing)
+    /// Directory for index.html and its PNGs: a new or empty one, or an earlier report's.
+    /// explain lists what it writes in DIR/explain-files.txt and replaces only those files;
+    /// a non-empty directory without that list is refused
     #[arg(long)]
     out: PathBuf,
     /// Test digits with saliency and Grad-CAM maps on the page
@@ -49,14 +52,14 @@ fn main() -> ExitCode {
             return fail(format!("{flag}: expected at least 1, got {v}"));
         }
     }
-    if args.out.exists() && !args.out.is_dir() {
-        return fail(format!("--out {}: expected a directory, found a file", args.out.display()));
+    if let Err(e) = kiln::explain::report::check_dir(&args.out) {
+        return fail(cli::for_flag("--out", e));
     }
     let checkpoint = match Checkpoint::load(&args.model) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let data = match Dataset::load(args.dataset, args.data_dir.as_deref()) {
+    let (test, _) = match Dataset::load_test(args.dataset, args.data_dir.as_deref()) {
         Ok(d) => d,
         Err(e) => return fail(cli::data_error(e, false)),
     };
@@ -72,11 +75,11 @@ fn main() -> ExitCode {
         Err(e) => return fail(e),
     };
     let title = format!("{} trained on {} ({}), {} test split", checkpoint.model.name, checkpoint.dataset, args.model.display(), args.dataset.name());
-    let summary = match explain_split(&gpu, checkpoint, &data.test, args.count as usize, args.deletion_images as usize, &args.out, &title) {
+    let summary = match explain_split(&gpu, checkpoint, &test, args.count as usize, args.deletion_images as usize, &args.out, &title) {
         Ok(s) => s,
         Err(e) => {
             let flags = [("explain_split(count)", "--count"), ("explain_split(deletion_images)", "--deletion-images"), ("explain_split(checkpoint)", "--model")];
-            return fail(cli::with_flags(e, &flags));
+            return fail(cli::for_flag("--out", cli::with_flags(e, &flags)));
         }
     };
     let index = summary.files.last().expect("index.html is written");

@@ -11,8 +11,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use kiln::checkpoint::Checkpoint;
 use kiln::cli::fail;
-use kiln::data::mnist::{Dataset, DatasetKind};
-use kiln::{files, outln, Classifier};
+use kiln::data::mnist::{Dataset, DatasetKind, Split};
+use kiln::files::{self, Existing};
+use kiln::{outln, Classifier};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -21,13 +22,18 @@ use kiln::{files, outln, Classifier};
         Input 'input': float32 [N, 1, 28, 28], N the batch (dynamic), normalised as in training: \
         (pixel / 255 - mean) / std with the checkpoint's mean and std, which the model records in \
         its metadata_props under the keys 'mean' and 'std'. Output 'logits': float32 [N, 10] \
-        (no softmax)."
+        (no softmax).\n\n\
+        What exports: the cnn and mlp models, and any model built of Conv2d, MaxPool2d, Linear, \
+        ReLU, Flatten, Dropout, Add and Softmax. Not yet: BatchNorm, the tanh, sigmoid, GELU and \
+        leaky ReLU activations, average pooling, so neither lenet5 nor cnn-bn; such a checkpoint \
+        is refused with the layer named."
 )]
 struct Args {
     /// Checkpoint written by train_mnist
     #[arg(long)]
     model: PathBuf,
-    /// Where to write the ONNX model (written atomically; only a regular file is replaced)
+    /// Where to write the ONNX model (written atomically; only a regular file is replaced,
+    /// and the summary says so; '-' is refused: the model is binary, name a file)
     #[arg(long)]
     onnx: PathBuf,
     /// Also write kiln's GPU logits for the test split of --dataset to FILE:
@@ -43,49 +49,58 @@ struct Args {
 }
 
 /// kiln's GPU logits for the test split, as raw little-endian float32 [n, 10].
-fn write_logits(ck: Checkpoint, data: &Dataset, path: &Path) -> kiln::Result<()> {
+fn write_logits(ck: Checkpoint, test: &Split, path: &Path) -> kiln::Result<()> {
     let gpu = kiln::Gpu::new()?;
-    let inputs = kiln::predict::normalise(&data.test.images.pixels, ck.mean, ck.std);
+    let inputs = kiln::predict::normalise(&test.images.pixels, ck.mean, ck.std);
     let logits = Classifier::new(&gpu, ck, 256)?.logits_tensor(&inputs)?;
     let bytes: Vec<u8> = logits.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
     files::write_atomic(path, &bytes)
 }
 
-/// The outputs must be writable, distinct, and not the checkpoint.
-fn check_outputs(args: &Args) -> kiln::Result<()> {
-    files::check_output("--onnx", &args.onnx)?;
+/// The outputs must be files (not '-'), writable, distinct, and not the checkpoint.
+/// Says whether `--onnx` replaces a file.
+fn check_outputs(args: &Args) -> kiln::Result<Existing> {
     let mut paths: Vec<(&str, &Path)> = vec![("--model", &args.model), ("--onnx", &args.onnx)];
+    paths.extend(args.logits.iter().map(|l| ("--logits", l.as_path())));
+    for (flag, path) in &paths[1..] {
+        if path.as_os_str() == "-" {
+            return Err(kiln::Error::file(path, format!("{flag}: standard output is not supported (the output is binary): name a file")));
+        }
+    }
+    let existing = files::check_output("--onnx", &args.onnx)?;
     if let Some(l) = &args.logits {
         files::check_output("--logits", l)?;
-        paths.push(("--logits", l));
     }
-    files::check_distinct(&paths)
+    files::check_distinct(&paths)?;
+    Ok(existing)
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Err(e) = check_outputs(&args) {
-        return fail(e);
-    }
+    let existing = match check_outputs(&args) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
     let ck = match Checkpoint::load(&args.model) {
         Ok(c) => c,
         Err(e) => return fail(format_args!("--model: {e}")),
     };
     // the test split first, so that a bad --data-dir fails before anything is written
-    let data = match args.logits.as_ref().map(|_| Dataset::load(args.dataset, args.data_dir.as_deref())).transpose() {
+    let test = match args.logits.as_ref().map(|_| Dataset::load_test(args.dataset, args.data_dir.as_deref())).transpose() {
         Ok(d) => d,
         Err(e) => return fail(format_args!("--dataset {} --data-dir: {}", args.dataset, kiln::cli::data_error(e, false))),
     };
     let model = match kiln::onnx::export_checkpoint(&ck) {
         Ok(m) => m,
-        Err(e) => return fail(e),
+        Err(e) => return fail(format_args!("--model {}: cannot export its {} model: {e}", args.model.display(), ck.model.name())),
     };
     if let Err(e) = files::write_atomic(&args.onnx, &model.bytes) {
         return fail(format_args!("--onnx: {e}"));
     }
     outln!(
-        "wrote {}: {} model, opset {}, {} bytes, {} initializers, nodes {}; input normalised with mean {} std {}",
+        "wrote {}{}: {} model, opset {}, {} bytes, {} initializers, nodes {}; input normalised with mean {} std {}",
         args.onnx.display(),
+        if existing == Existing::File { " (replaced the earlier file)" } else { "" },
         ck.model.name(),
         kiln::onnx::OPSET,
         model.bytes.len(),
@@ -94,11 +109,11 @@ fn main() -> ExitCode {
         ck.mean,
         ck.std
     );
-    if let (Some(path), Some(data)) = (&args.logits, &data) {
-        if let Err(e) = write_logits(ck, data, path) {
+    if let (Some(path), Some((test, _))) = (&args.logits, &test) {
+        if let Err(e) = write_logits(ck, test, path) {
             return fail(e);
         }
-        let n = data.test.len();
+        let n = test.len();
         outln!("wrote {}: kiln's logits for the {n} test images of {}, float32 [{n}, 10]", path.display(), args.dataset);
     }
     ExitCode::SUCCESS

@@ -4,7 +4,8 @@
 //!
 //! Prints the digit and the top-3 probabilities per image, in batches (any number of
 //! images). An image that cannot be read gets an error line and the others still get
-//! their answer; the exit code is then 2, as for any bad input.
+//! their answer; the exit code is then 2, as for any bad input, and as when the answers
+//! cannot be written (a closed or full standard output).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -76,6 +77,9 @@ fn main() -> ExitCode {
     let mut failures = 0;
     // Bounded memory: a batch of images is read, prepared and classified at a time.
     for (b, chunk) in args.images.chunks(classifier.batch()).enumerate() {
+        if cli::stdout_closed() {
+            break; // the answers are lost: said at the end
+        }
         let mut ready = Vec::new();
         for (j, path) in chunk.iter().enumerate() {
             let i = b * classifier.batch() + j;
@@ -106,9 +110,10 @@ fn main() -> ExitCode {
             outln!("{}: {}   ({})", path.display(), order[0], top.join(", "));
         }
     }
-    cli::report_closed_stdout();
     if failures > 0 {
         errln!("{failures} of {n} images could not be read");
+    }
+    if cli::answer_lost() || failures > 0 {
         return ExitCode::from(2);
     }
     ExitCode::SUCCESS

@@ -86,6 +86,39 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// What stands at `path` when it is not a regular file (symbolic links followed), in words
+/// for an error message: "is a directory", "is a FIFO (named pipe)", "is not there"...;
+/// `None` for a regular file. Checked before opening an input: opening a FIFO blocks.
+pub fn not_a_regular_file(path: &Path) -> Option<String> {
+    let followed = match fs::metadata(path) {
+        Ok(m) if m.is_file() => return None,
+        Ok(m) => m.file_type(),
+        Err(e) => {
+            let link = fs::symlink_metadata(path).map(|l| l.file_type().is_symlink()).unwrap_or(false);
+            return Some(match e.kind() {
+                std::io::ErrorKind::NotFound if link => "is a symbolic link to a missing file".into(),
+                std::io::ErrorKind::NotFound => "is not there".into(),
+                _ if link => format!("is a symbolic link that cannot be followed (a loop?): {e}"),
+                _ => format!("cannot be inspected: {e}"),
+            });
+        }
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if followed.is_fifo() {
+            return Some("is a FIFO (named pipe), not an image file".into());
+        }
+        if followed.is_socket() {
+            return Some("is a socket, not an image file".into());
+        }
+        if followed.is_block_device() || followed.is_char_device() {
+            return Some("is a device, not an image file".into());
+        }
+    }
+    Some(if followed.is_dir() { "is a directory, not a file" } else { "is not a regular file" }.into())
+}
+
 /// Writes `bytes` to `path` atomically (see the module docs). Refuses a target that is not
 /// a regular file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -2,7 +2,8 @@
 //! printing that never ends a run ([`outln!`](crate::outln), [`errln!`](crate::errln)),
 //! the exit codes, and saving a checkpoint so that a trained model is never lost.
 //!
-//! Exit codes: 0 done, 1 a target not met (`--min-accuracy`), 2 bad input or an error.
+//! Exit codes: 0 done, 1 a target not met (`--min-accuracy`), 2 bad input or an error
+//! (a lost answer included: [`answer_lost`]).
 
 use std::fmt;
 use std::io::Write;
@@ -122,6 +123,16 @@ pub fn save_or_rescue(ck: &Checkpoint, path: &Path) -> Result<Saved, Error> {
         }
     }
     Err(first)
+}
+
+/// For a program whose printed answer is its product (`predict`, `evaluate`), unlike one
+/// whose product is a file (`train_mnist`'s checkpoint): whether standard output failed, so
+/// that the answer is lost; says so on standard error. The program then exits with code 2.
+pub fn answer_lost() -> bool {
+    if stdout_closed() {
+        errln!("error: standard output was closed or full: the answer was not written");
+    }
+    stdout_closed()
 }
 
 /// After a failed write to standard output: says so on standard error (once, at the end).

@@ -20,6 +20,7 @@ use crate::model::checkpoint::Checkpoint;
 use crate::digits::classify::CLASSES;
 use crate::digits::data::Split;
 pub use crate::kernels::softmax::Metrics;
+use crate::base::files;
 use crate::base::rng::Rng;
 use crate::digits::predict;
 use crate::{Classifier, Error, Gpu, Result};
@@ -31,7 +32,10 @@ pub struct ClassScore {
     pub class: usize,
     /// Of the answers `class`, the fraction that were right (0 when never answered).
     pub precision: f64,
-    /// Of the examples of `class`, the fraction answered `class` (0 when there were none).
+    /// The answers `class`, right or wrong: precision's denominator (0: it is undefined).
+    pub answered: u64,
+    /// Of the examples of `class`, the fraction answered `class` (0 when there were none:
+    /// `count` is its denominator).
     pub recall: f64,
     /// Examples of `class`.
     pub count: u64,
@@ -53,12 +57,12 @@ impl Metrics {
                 let answered: u64 = self.confusion.iter().map(|row| row[c] as u64).sum();
                 let hit = self.confusion[c][c] as f64;
                 let count = self.count(c) as u64;
-                ClassScore { class: c, precision: hit / answered.max(1) as f64, recall: hit / count.max(1) as f64, count }
+                ClassScore { class: c, precision: hit / answered.max(1) as f64, answered, recall: hit / count.max(1) as f64, count }
             })
             .collect()
     }
 
-    /// `{"accuracy", "total", "correct", "per_class": [{class, precision, recall, count}], "confusion": [[..]]}`.
+    /// `{"accuracy", "total", "correct", "per_class": [{class, precision, answered, recall, count}], "confusion": [[..]]}`.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "accuracy": self.accuracy_f64(),
@@ -102,8 +106,10 @@ pub struct Labelled {
 /// Parses a labels file's text: `NAME LABEL` per line (the label is the last word, so a
 /// name may hold spaces), `#` comments and blank lines ignored. `path` names the file in
 /// errors, which give the line number. An image named twice, a label outside 0-9 and a
-/// file with no entry are errors.
+/// file with no entry are errors; a leading UTF-8 byte-order mark is skipped.
 pub fn parse_labels(text: &str, path: &Path) -> Result<Vec<Labelled>> {
+    // Notepad and PowerShell begin UTF-8 files with a byte-order mark
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out: Vec<Labelled> = Vec::new();
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, raw) in text.lines().enumerate() {
@@ -139,21 +145,26 @@ pub fn read_labels(path: &Path) -> Result<Vec<Labelled>> {
     parse_labels(&text, path)
 }
 
-/// The image files of `entries` in folder `dir`, with their labels, checked to exist:
-/// a folder that is missing or empty, or images that are not there, are errors naming
-/// them (the first few, with their lines in `labels`).
+/// The image files of `entries` in folder `dir`, with their labels, checked to be regular files:
+/// a folder that is missing or empty, or entries that are not there or are not files (a
+/// directory, a FIFO, a symbolic link loop), are errors naming them and what they are (the
+/// first few, with their lines in `labels`).
 pub fn resolve(dir: &Path, labels: &Path, entries: &[Labelled]) -> Result<Vec<(PathBuf, u8)>> {
     let listing = std::fs::read_dir(dir).map_err(|e| Error::file(dir, format!("cannot read the images folder: {e}")))?;
     if listing.count() == 0 {
         return Err(Error::file(dir, "the images folder is empty"));
     }
     let files: Vec<(PathBuf, u8)> = entries.iter().map(|e| (dir.join(&e.name), e.label)).collect();
-    let missing: Vec<String> = entries.iter().zip(&files).filter(|(_, (p, _))| !p.is_file()).map(|(e, _)| format!("line {}: '{}'", e.line, e.name)).collect();
+    let missing: Vec<String> = entries
+        .iter()
+        .zip(&files)
+        .filter_map(|(e, (p, _))| files::not_a_regular_file(p).map(|what| format!("line {}: '{}' {what}", e.line, e.name)))
+        .collect();
     if !missing.is_empty() {
         let more = if missing.len() > 5 { format!(", and {} more", missing.len() - 5) } else { String::new() };
         return Err(Error::file(
             labels,
-            format!("{} of {} images it names are not in {}: {}{more}", missing.len(), entries.len(), dir.display(), missing[..missing.len().min(5)].join(", ")),
+            format!("{} of {} images it names are not image files in {}: {}{more}", missing.len(), entries.len(), dir.display(), missing[..missing.len().min(5)].join(", ")),
         ));
     }
     Ok(files)

@@ -9,19 +9,36 @@ use std::path::Path;
 
 use image::{imageops, GrayImage, Luma};
 
+use crate::base::files;
 use crate::kernels::data::median3x3;
 use crate::digits::morphology;
 use crate::{DType, Error, Gpu, Result, Tensor};
 
 /// Loads an image file as 8-bit grayscale, white ink on a dark background. Transparency
-/// is flattened first (see [`flatten_alpha`]).
+/// is flattened first (see [`flatten_alpha`]), and the EXIF orientation applied. Anything
+/// but a regular file (a FIFO, whose opening would block; a directory) is refused before
+/// it is opened.
 pub fn load_gray(path: &Path) -> Result<GrayImage> {
-    let img = image::open(path).map_err(|e| Error::file(path, format!("cannot read the image (PNG or JPEG expected): {e}")))?;
+    if let Some(what) = files::not_a_regular_file(path) {
+        return Err(Error::file(path, format!("{what}: cannot read it as an image (PNG or JPEG expected)")));
+    }
+    let img = decode_oriented(path).map_err(|e| Error::file(path, format!("cannot read the image (PNG or JPEG expected): {e}")))?;
     if img.width() == 0 || img.height() == 0 {
         return Err(Error::file(path, "the image is empty"));
     }
     let gray = if img.color().has_alpha() { flatten_alpha(&img.to_rgba8()) } else { img.to_luma8() };
     Ok(load_gray_from(gray))
+}
+
+/// Decodes an image file as a viewer shows it: the EXIF orientation a phone records (JPEG,
+/// or PNG's eXIf chunk) is applied, so a photo taken sideways is upright.
+fn decode_oriented(path: &Path) -> image::ImageResult<image::DynamicImage> {
+    use image::ImageDecoder;
+    let mut decoder = image::ImageReader::open(path)?.into_decoder()?;
+    let orientation = decoder.orientation()?;
+    let mut img = image::DynamicImage::from_decoder(decoder)?;
+    img.apply_orientation(orientation);
+    Ok(img)
 }
 
 /// Composites a picture with transparency over a background opposite to its ink, then

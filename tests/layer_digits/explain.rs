@@ -74,11 +74,13 @@ fn bad_input_exits_2_with_a_message() {
     let file = dir.join("file.txt");
     fs::write(&file, b"x").unwrap();
     let model = not_a_model.to_str().unwrap();
+    let fresh = dir.join("fresh");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--model", model, "--out", dir.to_str().unwrap(), "--count", "0"], "--count"),
         (vec!["--model", model, "--out", dir.to_str().unwrap(), "--deletion-images", "-3"], "--deletion-images"),
         (vec!["--model", model, "--out", file.to_str().unwrap()], "expected a directory"),
-        (vec!["--model", model, "--out", dir.to_str().unwrap()], "notes.safetensors"),
+        // a new folder: this one holds files explain did not write, which --out refuses
+        (vec!["--model", model, "--out", fresh.to_str().unwrap()], "notes.safetensors"),
     ];
     for (args, needle) in cases {
         let out = run("explain", &args);

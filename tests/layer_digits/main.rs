@@ -12,4 +12,5 @@ mod data_idx;
 mod evaluate;
 mod explain;
 mod hardening;
+mod hardening_io;
 mod scarce;

@@ -82,6 +82,11 @@ impl DatasetKind {
         }
     }
 
+    /// The files of the evaluation split alone (mnist10k's are all of its files).
+    pub fn test_files(self) -> &'static [&'static str] {
+        &[TEST_IMAGES, TEST_LABELS]
+    }
+
     /// Directory names under a data root, in search order.
     fn dir_names(self) -> &'static [&'static str] {
         match self {
@@ -126,11 +131,16 @@ impl DatasetKind {
 
     /// Finds the directory holding this dataset's files, or says where it looked.
     pub fn locate(self, data_dir: Option<&Path>) -> Result<PathBuf, DataError> {
+        self.locate_files(data_dir, self.files())
+    }
+
+    /// Finds the directory holding `files` (some of [`DatasetKind::files`]), or says where
+    /// it looked and which of them each place lacks.
+    fn locate_files(self, data_dir: Option<&Path>, files: &[&str]) -> Result<PathBuf, DataError> {
         let candidates = self.candidate_dirs(data_dir);
         let mut searched = Vec::new();
         for dir in &candidates {
-            let missing: Vec<String> = self
-                .files()
+            let missing: Vec<String> = files
                 .iter()
                 .filter(|f| find_file(dir, f).is_none())
                 .map(|f| f.to_string())
@@ -314,6 +324,17 @@ impl Dataset {
         Dataset::load_from_dir(kind, &dir)
     }
 
+    /// Finds and loads the evaluation split alone (see [`Dataset::test`]), asking only for
+    /// its files ([`DatasetKind::test_files`]); returns it with the directory it came from.
+    pub fn load_test(kind: DatasetKind, data_dir: Option<&Path>) -> Result<(Split, PathBuf), DataError> {
+        let dir = kind.locate_files(data_dir, kind.test_files())?;
+        let test = match kind {
+            DatasetKind::Mnist | DatasetKind::Fashion => read_split(kind, &dir, TEST_IMAGES, TEST_LABELS)?,
+            DatasetKind::Mnist10k => read_mnist10k(&dir)?.1,
+        };
+        Ok((test, dir))
+    }
+
     /// The training split's pixel mean and standard deviation (see [`Split::mean_std`]):
     /// the statistics to normalise both splits with.
     pub fn mean_std(&self) -> (f32, f32) {
@@ -323,13 +344,7 @@ impl Dataset {
     /// Loads the dataset from `dir`, which must hold all of [`DatasetKind::files`].
     /// Checks that every image is 28x28, labels are 0..=9, and counts agree.
     pub fn load_from_dir(kind: DatasetKind, dir: &Path) -> Result<Dataset, DataError> {
-        let split = |images: &str, labels: &str| -> Result<Split, DataError> {
-            let ip = require(kind, dir, images)?;
-            let lp = require(kind, dir, labels)?;
-            let s = Split::read(&ip, &lp, (NUM_CLASSES - 1) as u8)?;
-            check_shape(&s, &ip)?;
-            Ok(s)
-        };
+        let split = |images: &str, labels: &str| read_split(kind, dir, images, labels);
         let (train, test) = match kind {
             // the test split decodes on a second thread while the training split does
             // (errors are reported training split first, as one after the other would)
@@ -339,19 +354,7 @@ impl Dataset {
                 let test = test.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
                 Ok::<_, DataError>((train?, test?))
             })?,
-            DatasetKind::Mnist10k => {
-                let all = split(TEST_IMAGES, TEST_LABELS)?;
-                if all.len() != MNIST10K_TOTAL {
-                    return Err(DataError::BadShape {
-                        path: dir.join(TEST_IMAGES),
-                        message: format!(
-                            "mnist10k needs exactly {MNIST10K_TOTAL} test images, found {}",
-                            all.len()
-                        ),
-                    });
-                }
-                all.split_at(MNIST10K_TRAIN)
-            }
+            DatasetKind::Mnist10k => read_mnist10k(dir)?,
         };
         Ok(Dataset {
             kind,
@@ -360,6 +363,27 @@ impl Dataset {
             dir: dir.to_path_buf(),
         })
     }
+}
+
+/// One split of `dir`, checked: every image 28x28, labels 0..=9, counts that agree.
+fn read_split(kind: DatasetKind, dir: &Path, images: &str, labels: &str) -> Result<Split, DataError> {
+    let ip = require(kind, dir, images)?;
+    let lp = require(kind, dir, labels)?;
+    let s = Split::read(&ip, &lp, (NUM_CLASSES - 1) as u8)?;
+    check_shape(&s, &ip)?;
+    Ok(s)
+}
+
+/// mnist10k from `dir`: MNIST's test set, split into (the first 8,000, the last 2,000).
+fn read_mnist10k(dir: &Path) -> Result<(Split, Split), DataError> {
+    let all = read_split(DatasetKind::Mnist10k, dir, TEST_IMAGES, TEST_LABELS)?;
+    if all.len() != MNIST10K_TOTAL {
+        return Err(DataError::BadShape {
+            path: dir.join(TEST_IMAGES),
+            message: format!("mnist10k needs exactly {MNIST10K_TOTAL} test images, found {}", all.len()),
+        });
+    }
+    Ok(all.split_at(MNIST10K_TRAIN))
 }
 
 /// The path of a needed file in `dir` (gzip or not), or a `Missing` error naming it.

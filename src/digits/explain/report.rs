@@ -1,4 +1,5 @@
-//! The explain report: one HTML page (`index.html`) with PNGs beside it. Sections:
+//! The explain report: one HTML page (`index.html`) with PNGs beside it, and their list
+//! ([`MANIFEST`]) so that a later report replaces only its own files. Sections:
 //! saliency and Grad-CAM per digit, the deletion test, first-layer filters, feature maps,
 //! the misclassified gallery (one contact sheet, captions in HTML), the confusion matrix
 //! as a heat map with counts. Pictures are drawn here pixel by pixel (nearest-neighbour
@@ -116,25 +117,69 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// Writes `dir/index.html` and its PNGs; returns every file written. `dir` is created if
-/// missing; files of an earlier report are replaced.
-pub fn write(dir: &Path, r: &Report) -> Result<Vec<PathBuf>> {
-    if dir.exists() && !dir.is_dir() {
-        return Err(Error::file(dir, "expected a directory for the report, found a file"));
+/// The file in a report's folder that lists, one name a line, every file explain wrote
+/// there: a later report into the same folder replaces those and nothing else.
+pub const MANIFEST: &str = "explain-files.txt";
+
+/// Checks that `dir` can take a report: it is missing, empty, or an earlier report's
+/// folder (it holds [`MANIFEST`]). Returns the files the earlier report wrote.
+pub fn check_dir(dir: &Path) -> Result<Vec<String>> {
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::file(dir, format!("cannot inspect the report's directory: {e}"))),
+        Ok(_) if !dir.is_dir() => return Err(Error::file(dir, "expected a directory for the report, found a file")),
+        Ok(_) => {}
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create the report's directory: {e}")))?;
+    let mut listing = std::fs::read_dir(dir).map_err(|e| Error::file(dir, format!("cannot read the report's directory: {e}")))?;
+    if listing.next().is_none() {
+        return Ok(Vec::new());
+    }
+    let manifest = dir.join(MANIFEST);
+    match std::fs::symlink_metadata(&manifest) {
+        Ok(m) if m.is_file() => {}
+        _ => {
+            return Err(Error::file(
+                dir,
+                format!("holds files and is not an earlier explain report (no regular file {MANIFEST}): refusing to replace what explain did not write; name a new or empty directory"),
+            ))
+        }
+    }
+    let text = std::fs::read_to_string(&manifest).map_err(|e| Error::file(&manifest, format!("cannot read the earlier report's list of files: {e}")))?;
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
+}
+
+/// Checks every file a report writes into `dir` before any is written: each is new, or a
+/// regular file that the earlier report (`earlier`, from [`check_dir`]) wrote.
+fn check_targets<'n>(dir: &Path, names: impl IntoIterator<Item = &'n str>, earlier: &[String]) -> Result<()> {
+    for name in names {
+        let path = dir.join(name);
+        match std::fs::symlink_metadata(&path) {
+            Err(_) => {}
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(Error::file(&path, "is a symbolic link: explain writes a new file and renames it into place, which would replace the link; nothing was written"))
+            }
+            Ok(m) if !m.is_file() => return Err(Error::file(&path, "is not a regular file: refusing to replace it; nothing was written")),
+            Ok(_) if !earlier.iter().any(|e| e == name) => {
+                return Err(Error::file(&path, format!("exists and is not listed in {MANIFEST} (explain did not write it): refusing to replace it; nothing was written")))
+            }
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Writes `dir/index.html`, its PNGs and [`MANIFEST`]; returns every file written but the
+/// manifest, `index.html` last. `dir` is created if missing; it must be new, empty or an
+/// earlier report's ([`check_dir`]), and every target is checked before the first write.
+pub fn write(dir: &Path, r: &Report) -> Result<Vec<PathBuf>> {
+    let earlier = check_dir(dir)?;
     let (h, w) = r.size;
     let image = |i: usize| &r.pixels[i * h * w..(i + 1) * h * w];
     let predicted = predictions(r.probs);
     let correct = r.labels.iter().zip(&predicted).filter(|(&l, &p)| l as usize == p).count();
-    let mut written = Vec::new();
+    // The pictures are drawn first and written once every target is checked.
+    let mut pictures: Vec<(String, Canvas)> = Vec::new();
     let mut html = String::new();
-    let save = |canvas: Canvas, name: &str, written: &mut Vec<PathBuf>| -> Result<()> {
-        let path = dir.join(name);
-        canvas.save(&path)?;
-        written.push(path);
-        Ok(())
-    };
 
     let _ = write!(
         html,
@@ -172,7 +217,7 @@ body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}} img{{
             c.blit(2 * (pw + 4), 0, (h, w), PANEL_SCALE, |p| overlay(digit[p], cam[p]));
         }
         let name = format!("saliency-{k}.png");
-        save(c, &name, &mut written)?;
+        pictures.push((name.clone(), c));
         let ok = if r.labels[*i] as usize == e.class { "" } else { " (wrong)" };
         let _ = writeln!(
             html,
@@ -218,7 +263,7 @@ the table gives the mean drop of the predicted class's probability. A faithful m
             let wk = &weights[f * c * fr * fs..f * c * fr * fs + fr * fs];
             canvas.blit((f % cols) * cell + 3, (f / cols) * (fr * scale + 6) + 3, (fr, fs), scale, |p| diverging(wk[p] / max));
         }
-        save(canvas, "filters.png", &mut written)?;
+        pictures.push(("filters.png".into(), canvas));
         let _ = writeln!(
             html,
             "<h2>First-layer filters</h2>\n<p>The first convolution's {k} kernels ({fr}x{fs}); red positive, blue negative weights, one scale for all.</p>\n<img src=\"filters.png\" alt=\"first-layer filters\">"
@@ -242,7 +287,7 @@ the table gives the mean drop of the predicted class's probability. A faithful m
                     canvas.blit((m % cols) * cw + 2, (m / cols) * chh + 2, (fh, fw), scale, |p| [((plane[p] - lo) / span * 255.0).round() as u8; 3]);
                 }
                 let name = format!("features-{i}-{}.png", f.layer);
-                save(canvas, &name, &mut written)?;
+                pictures.push((name.clone(), canvas));
                 let _ = writeln!(html, "<figure><img src=\"{name}\" alt=\"{}\"><figcaption><code>{}</code>: {ch} maps {fh}x{fw}</figcaption></figure>", esc(&f.layer), esc(&f.layer));
             }
             html.push_str("</div>\n");
@@ -278,7 +323,7 @@ the table gives the mean drop of the predicted class's probability. A faithful m
             );
         }
         html.push_str("</div>\n");
-        save(sheet, "misclassified.png", &mut written)?;
+        pictures.push(("misclassified.png".into(), sheet));
     }
 
     // Confusion matrix as a heat map: cell colour by the share of its row.
@@ -302,7 +347,22 @@ the table gives the mean drop of the predicted class's probability. A faithful m
         html.push_str("</tr>\n");
     }
     html.push_str("</table>\n<p>Made by kiln's <code>explain</code> example.</p>\n</body></html>\n");
-    let index = dir.join("index.html");
+    let index = "index.html";
+    check_targets(dir, pictures.iter().map(|(n, _)| n.as_str()).chain([index]), &earlier)?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create the report's directory: {e}")))?;
+    // The list goes first: a report cut short still owns the files it wrote.
+    let mut listed = earlier;
+    listed.extend(pictures.iter().map(|(n, _)| n.clone()).chain([index.to_string()]));
+    listed.sort();
+    listed.dedup();
+    write_atomic(&dir.join(MANIFEST), (listed.join("\n") + "\n").as_bytes())?;
+    let mut written = Vec::new();
+    for (name, canvas) in &pictures {
+        let path = dir.join(name);
+        canvas.save(&path)?;
+        written.push(path);
+    }
+    let index = dir.join(index);
     write_atomic(&index, html.as_bytes())?;
     written.push(index);
     Ok(written)
