@@ -220,7 +220,7 @@ fn flag_names(e: kiln::Error) -> kiln::Error {
 
 /// Writes a checkpoint and the training state beside it (each atomically).
 fn save_run(ck: &Checkpoint, state: &TrainState, path: &Path) -> kiln::Result<()> {
-    ck.save(path)?;
+    files::write_atomic(path, &ck.usable_bytes(path)?)?;
     state.save(&TrainState::path_for(path))
 }
 
@@ -444,22 +444,31 @@ fn main() -> ExitCode {
     let resumable = args.stop_after.is_some() || args.save_every_epoch || resume.is_some();
     let saved = save.as_ref().map(|path| {
         let checkpoint = model_checkpoint(report.params.clone(), report.mean, report.std);
-        let state_path = TrainState::path_for(path);
-        let state_saved = if resumable { report.state.save(&state_path) } else { std::fs::remove_file(&state_path).or(Ok(())) };
-        if let Err(e) = state_saved {
-            errln!("error: {e}");
-            failed = true;
-        }
+        // the state goes beside the checkpoint only once the checkpoint is saved there
+        let mut save_state = |ck_path: &Path| {
+            let state_path = TrainState::path_for(ck_path);
+            let state_saved = if resumable { report.state.save(&state_path) } else { std::fs::remove_file(&state_path).or(Ok(())) };
+            if let Err(e) = state_saved {
+                errln!("error: {e}");
+                failed = true;
+            }
+        };
         match cli::save_or_rescue(&checkpoint, path) {
-            Ok(Saved::Asked) if existing == Existing::File => format!("{} (replaced the earlier file)", path.display()),
-            Ok(Saved::Asked) => path.display().to_string(),
+            Ok(Saved::Asked) => {
+                save_state(path);
+                match existing {
+                    Existing::File => format!("{} (replaced the earlier file)", path.display()),
+                    Existing::Nothing => path.display().to_string(),
+                }
+            }
             Ok(Saved::Rescued(e, rescue)) => {
+                save_state(&rescue);
                 errln!("error: {e}\nthe checkpoint was saved to {} instead", rescue.display());
                 failed = true;
                 rescue.display().to_string()
             }
             Err(e) => {
-                errln!("error: {e}; no other place took the checkpoint either");
+                errln!("error: {e}");
                 failed = true;
                 "not saved".into()
             }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::base::files;
 use crate::model::checkpoint::Checkpoint;
 use crate::Error;
 
@@ -107,9 +108,11 @@ pub enum Saved {
 /// Saves `ck` at `path`; when that fails (the directory vanished during training, the file
 /// became read-only...), saves it as `kiln-rescued-<pid>-NAME` in the current directory,
 /// else in the temporary directory, so that hours of training are not thrown away.
-/// `Err` only when no place took it.
+/// `Err` only when no place took it, or when the checkpoint would not load (then nothing is
+/// written: an unusable model must not replace a usable one).
 pub fn save_or_rescue(ck: &Checkpoint, path: &Path) -> Result<Saved, Error> {
-    let first = match ck.save(path) {
+    let bytes = ck.usable_bytes(path)?;
+    let first = match files::write_atomic(path, &bytes) {
         Ok(()) => return Ok(Saved::Asked),
         Err(e) => e,
     };
@@ -117,11 +120,14 @@ pub fn save_or_rescue(ck: &Checkpoint, path: &Path) -> Result<Saved, Error> {
     let name = format!("kiln-rescued-{}-{name}", std::process::id());
     for dir in [PathBuf::from("."), std::env::temp_dir()] {
         let rescue = dir.join(&name);
-        if !rescue.exists() && ck.save(&rescue).is_ok() {
+        if !rescue.exists() && files::write_atomic(&rescue, &bytes).is_ok() {
             return Ok(Saved::Rescued(first, rescue));
         }
     }
-    Err(first)
+    Err(match first {
+        Error::File { path, message } => Error::File { path, message: format!("{message}; no other place took the checkpoint either") },
+        e => e,
+    })
 }
 
 /// After a failed write to standard output: says so on standard error (once, at the end).

@@ -274,6 +274,11 @@ impl TrainState {
         let config: TrainConfig = serde_json::from_str(get("train_config")?).map_err(|e| bad(format!("train_config: {e}")))?;
         let epochs_done = get("epochs_done")?.parse().map_err(|e| bad(format!("epochs_done: {e}")))?;
         let step = get("step")?.parse().map_err(|e| bad(format!("step: {e}")))?;
+        for (name, _, values) in &moments {
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                return Err(bad(format!("tensor '{name}' holds {} at index {i}: the optimizer state is not usable", values[i])));
+            }
+        }
         Ok(TrainState { config, epochs_done, step, moments })
     }
 }
@@ -301,6 +306,17 @@ impl Resume {
         let state = TrainState::load(&state_path)?;
         if state.config.model != ck.model {
             return Err(Error::file(&state_path, format!("this training state is of a '{}' model, the checkpoint of '{}'", state.config.model.name(), ck.model.name())));
+        }
+        // each moment is `KIND.PARAM` (`exp_avg.fc1.weight`) of a parameter of the checkpoint's shape
+        for (name, shape, _) in &state.moments {
+            let param = name.split_once('.').and_then(|(_, p)| ck.params.iter().find(|(n, _, _)| n == p));
+            match param {
+                Some((_, s, _)) if s == shape => {}
+                Some((p, s, _)) => {
+                    return Err(Error::file(&state_path, format!("not a kiln training state of this checkpoint: tensor '{name}' is {shape:?}, the parameter '{p}' {s:?}")))
+                }
+                None => return Err(Error::file(&state_path, format!("not a kiln training state of this checkpoint: tensor '{name}' is the moment of no parameter of its {} model", ck.model.name()))),
+            }
         }
         Ok(Resume { params: ck.params, state })
     }

@@ -50,6 +50,11 @@ pub struct Checkpoint {
 /// Writes f32 tensors and string metadata as a safetensors file (header keys sorted, so
 /// the same content gives the same bytes), atomically.
 pub fn write_tensors(path: &Path, tensors: &NamedTensors, meta: &[(&str, String)]) -> Result<()> {
+    crate::base::files::write_atomic(path, &encode_tensors(path, tensors, meta)?)
+}
+
+/// The bytes [`write_tensors`] writes; `path` names the file in errors.
+pub fn encode_tensors(path: &Path, tensors: &NamedTensors, meta: &[(&str, String)]) -> Result<Vec<u8>> {
     let mut map = HashMap::new();
     for (k, v) in meta {
         map.insert(k.to_string(), v.clone());
@@ -70,8 +75,7 @@ pub fn write_tensors(path: &Path, tensors: &NamedTensors, meta: &[(&str, String)
         })
         .collect::<Result<Vec<_>>>()?;
     let bytes = safetensors::serialize(views, Some(map)).map_err(|e| Error::file(path, e))?;
-    let bytes = sorted_header(bytes).map_err(|e| Error::file(path, e))?;
-    crate::base::files::write_atomic(path, &bytes)
+    sorted_header(bytes).map_err(|e| Error::file(path, e))
 }
 
 /// Reads a safetensors file of f32 tensors: its metadata and its tensors in file order.
@@ -107,6 +111,11 @@ impl Checkpoint {
     /// Writes the parameters with PyTorch's names and the metadata (model description,
     /// normalisation, dataset, kiln version), atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
+        crate::base::files::write_atomic(path, &self.to_bytes(path)?)
+    }
+
+    /// The bytes [`Checkpoint::save`] writes (`path` names the file in errors).
+    pub fn to_bytes(&self, path: &Path) -> Result<Vec<u8>> {
         let meta = [
             ("model", self.model.name().to_string()),
             ("model_spec", self.model.to_json()),
@@ -114,7 +123,22 @@ impl Checkpoint {
             ("std", self.std.to_string()),
             ("dataset", self.dataset.clone()),
         ];
-        write_tensors(path, &self.params, &meta)
+        encode_tensors(path, &self.params, &meta)
+    }
+
+    /// [`Checkpoint::to_bytes`], checked to load back ([`Checkpoint::from_bytes`]): what
+    /// replaces a checkpoint must be usable. The error says that nothing was written.
+    pub fn usable_bytes(&self, path: &Path) -> Result<Vec<u8>> {
+        let bytes = self.to_bytes(path)?;
+        if let Err(e) = Checkpoint::from_bytes(&bytes, path) {
+            let why = match e {
+                Error::File { message, .. } => message,
+                e => e.to_string(),
+            };
+            let kept = if path.exists() { "the earlier file is kept" } else { "nothing was written" };
+            return Err(Error::file(path, format!("the new checkpoint would not load ({why}): {kept}")));
+        }
+        Ok(bytes)
     }
 
     /// Reads and validates a checkpoint: its tensors must be exactly those of the model

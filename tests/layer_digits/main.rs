@@ -13,3 +13,4 @@ mod evaluate;
 mod explain;
 mod hardening;
 mod scarce;
+mod hardening_state;

@@ -1,0 +1,91 @@
+//! A resumed run's files (issue "Hardening III"): the training state beside a checkpoint is
+//! validated, tied to its checkpoint, and checked before any work, and no save replaces a
+//! usable checkpoint with an unusable one. The CLI tests run `train_mnist` on mnist10k (the
+//! MLP, one or two epochs: seconds on lavapipe).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use kiln::checkpoint::Checkpoint;
+use kiln::train::TrainState;
+
+use crate::common;
+use crate::common::example;
+
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist");
+
+fn scratch(name: &str) -> PathBuf {
+    common::scratch("hardening_state", name)
+}
+
+/// train_mnist on mnist10k, MLP, with `extra`.
+fn train(extra: &[&str]) -> (i32, String, String) {
+    let mut c = Command::new(example("train_mnist"));
+    c.args(["--data-dir", DATA]).args(extra).env("KILN_AUTOTUNE", "off");
+    text(&c.output().unwrap())
+}
+
+fn text(o: &Output) -> (i32, String, String) {
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+/// A run of 2 epochs stopped after the first: its checkpoint `dir/m.safetensors` and the state beside it.
+fn stopped_run(dir: &Path) -> (PathBuf, PathBuf) {
+    let ck = dir.join("m.safetensors");
+    let (code, _, stderr) = train(&["--dataset", "mnist10k", "--model", "mlp", "--epochs", "2", "--stop-after", "1", "--quiet", "--save", ck.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let state = TrainState::path_for(&ck);
+    assert!(state.exists());
+    (ck, state)
+}
+
+// 2. A NaN in the optimizer state is refused on load, before any training; the checkpoint stays.
+#[test]
+fn a_nan_in_the_state_is_refused_and_the_checkpoint_kept() {
+    let dir = scratch("nan_state");
+    let (ck, state_path) = stopped_run(&dir);
+    let mut state = TrainState::load(&state_path).unwrap();
+    state.moments[0].2[3] = f32::NAN;
+    state.save(&state_path).unwrap();
+    let before = fs::read(&ck).unwrap();
+    let (code, _, stderr) = train(&["--resume", ck.to_str().unwrap(), "--quiet"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("train-state.safetensors") && stderr.contains("NaN") && stderr.contains(&state.moments[0].0), "{stderr}");
+    assert_eq!(fs::read(&ck).unwrap(), before, "the checkpoint changed");
+    Checkpoint::load(&ck).unwrap();
+}
+
+// 2. A moment whose shape is not its parameter's is refused on load.
+#[test]
+fn a_state_of_other_shapes_is_refused() {
+    let dir = scratch("shape_state");
+    let (ck, state_path) = stopped_run(&dir);
+    let mut state = TrainState::load(&state_path).unwrap();
+    state.moments[0].1.push(1); // [n] -> [n, 1], [a, b] -> [a, b, 1]: the same values, another shape
+    state.save(&state_path).unwrap();
+    let (code, _, stderr) = train(&["--resume", ck.to_str().unwrap(), "--quiet"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("train-state.safetensors") && stderr.contains(&state.moments[0].0), "{stderr}");
+}
+
+// 2. A checkpoint that would not load never replaces one that does: the old file is kept, and said.
+#[test]
+fn an_unusable_checkpoint_does_not_replace_a_usable_one() {
+    let dir = scratch("unusable_save");
+    let path = dir.join("m.safetensors");
+    let good = Checkpoint::load(&common::trained("mlp")).unwrap();
+    good.save(&path).unwrap();
+    let before = fs::read(&path).unwrap();
+    let mut bad = good.clone();
+    bad.params[0].2[5] = f32::NAN;
+    match kiln::cli::save_or_rescue(&bad, &path) {
+        Ok(s) => panic!("an unusable checkpoint was saved: {s:?}"),
+        Err(e) => {
+            let e = e.to_string();
+            assert!(e.contains("would not load") && e.contains("NaN") && e.contains("earlier file is kept"), "{e}");
+        }
+    }
+    assert_eq!(fs::read(&path).unwrap(), before, "the good checkpoint changed");
+    assert!(fs::read_dir(&dir).unwrap().count() == 1, "another file was written");
+}
