@@ -218,10 +218,10 @@ fn flag_names(e: kiln::Error) -> kiln::Error {
     cli::with_flags(e, &FLAGS)
 }
 
-/// Writes a checkpoint and the training state beside it (each atomically).
+/// Writes a checkpoint and then the training state beside it, tied to it (each atomically).
 fn save_run(ck: &Checkpoint, state: &TrainState, path: &Path) -> kiln::Result<()> {
     files::write_atomic(path, &ck.usable_bytes(path)?)?;
-    state.save(&TrainState::path_for(path))
+    state.save_beside(path)
 }
 
 /// The run to continue: its checkpoint and state, and its settings with this invocation's
@@ -447,7 +447,7 @@ fn main() -> ExitCode {
         // the state goes beside the checkpoint only once the checkpoint is saved there
         let mut save_state = |ck_path: &Path| {
             let state_path = TrainState::path_for(ck_path);
-            let state_saved = if resumable { report.state.save(&state_path) } else { std::fs::remove_file(&state_path).or(Ok(())) };
+            let state_saved = if resumable { report.state.save_beside(ck_path) } else { std::fs::remove_file(&state_path).or(Ok(())) };
             if let Err(e) = state_saved {
                 errln!("error: {e}");
                 failed = true;

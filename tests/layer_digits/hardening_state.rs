@@ -89,3 +89,43 @@ fn an_unusable_checkpoint_does_not_replace_a_usable_one() {
     assert_eq!(fs::read(&path).unwrap(), before, "the good checkpoint changed");
     assert!(fs::read_dir(&dir).unwrap().count() == 1, "another file was written");
 }
+
+/// `path`'s modification time set `secs` seconds back.
+fn age(path: &Path, secs: u64) {
+    let f = fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(secs)).unwrap();
+}
+
+// 3. A state saved with another checkpoint (an epoch-1 state beside the epoch-2 checkpoint, as a
+// kill between the two saves leaves; another run's state) is refused, saying which file is newer.
+#[test]
+fn a_state_of_another_checkpoint_is_refused() {
+    let dir = scratch("pairing");
+    let ck = dir.join("m.safetensors");
+    let (code, _, stderr) = train(&["--dataset", "mnist10k", "--model", "mlp", "--epochs", "3", "--stop-after", "1", "--quiet", "--save", ck.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let state_path = TrainState::path_for(&ck);
+    let epoch1 = fs::read(&state_path).unwrap();
+    let (code, _, stderr) = train(&["--resume", ck.to_str().unwrap(), "--stop-after", "2", "--quiet"]);
+    assert_eq!(code, 0, "{stderr}");
+    let epoch2 = fs::read(&ck).unwrap();
+
+    // the epoch-2 checkpoint, the epoch-1 state (older)
+    fs::write(&state_path, &epoch1).unwrap();
+    age(&state_path, 60);
+    let (code, _, stderr) = train(&["--resume", ck.to_str().unwrap(), "--quiet"]);
+    assert_eq!(code, 2, "an epoch-1 state resumed an epoch-2 checkpoint: {stderr}");
+    assert!(stderr.contains("train-state.safetensors") && stderr.contains("checkpoint is newer"), "{stderr}");
+    assert_eq!(fs::read(&ck).unwrap(), epoch2, "the checkpoint changed");
+
+    // another run's state, newer than the checkpoint
+    let other = scratch("pairing_other").join("o.safetensors");
+    let (code, _, stderr) = train(&["--dataset", "mnist10k", "--model", "mlp", "--epochs", "3", "--stop-after", "2", "--seed", "9", "--quiet", "--save", other.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    fs::copy(TrainState::path_for(&other), &state_path).unwrap();
+    age(&ck, 60);
+    let (code, _, stderr) = train(&["--resume", ck.to_str().unwrap(), "--quiet"]);
+    assert_eq!(code, 2, "another run's state was accepted: {stderr}");
+    assert!(stderr.contains("state is newer"), "{stderr}");
+    assert_eq!(fs::read(&ck).unwrap(), epoch2, "the checkpoint changed");
+}
