@@ -325,7 +325,17 @@ fn check_args(args: &Args, matches: &ArgMatches) -> kiln::Result<(TrainConfig, O
         kiln::plot::check_path(p).map_err(|e| cli::for_flag("--plot", e))?;
         files::check_output("--plot", p)?;
     }
-    let outputs: Vec<(&str, &Path)> = [("--save", save.as_deref()), ("--plot", args.plot.as_deref())]
+    // a resumable run also writes its training state beside the checkpoint
+    let resumable_by = [(args.stop_after.is_some(), "--stop-after"), (args.save_every_epoch, "--save-every-epoch"), (args.resume.is_some(), "--resume")];
+    let state = match (resumable_by.iter().find(|(on, _)| *on), &save) {
+        (Some((_, flag)), Some(s)) => {
+            let path = TrainState::path_for(s);
+            files::check_output(&format!("{flag} (the training state beside --save)"), &path)?;
+            Some(path)
+        }
+        _ => None,
+    };
+    let outputs: Vec<(&str, &Path)> = [("--save", save.as_deref()), ("the training state", state.as_deref()), ("--plot", args.plot.as_deref())]
         .into_iter()
         .filter_map(|(f, p)| Some((f, p?)))
         .collect();
@@ -474,7 +484,7 @@ fn main() -> ExitCode {
             }
         }
     });
-    if let (Some(n), Some(path)) = (args.stop_after, &save) {
+    if let (Some(n), Some(path), false) = (args.stop_after, &save, failed) {
         outln!("stopped after epoch {n} of {}: continue with --resume {}", cfg.epochs, path.display());
     }
     if let Some(plot) = &args.plot {

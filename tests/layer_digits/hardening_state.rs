@@ -129,3 +129,31 @@ fn a_state_of_another_checkpoint_is_refused() {
     assert!(stderr.contains("state is newer"), "{stderr}");
     assert_eq!(fs::read(&ck).unwrap(), epoch2, "the checkpoint changed");
 }
+
+// 4. With --stop-after and --save-every-epoch the training state's path is checked before the
+// data and the GPU, as --save's is: a directory or a symbolic link there fails at once.
+#[test]
+fn a_bad_state_path_is_refused_before_any_work() {
+    let dir = scratch("state_path");
+    let ck = dir.join("m.safetensors");
+    let state = TrainState::path_for(&ck);
+    let target = dir.join("elsewhere");
+    fs::write(&target, b"a file of the user's").unwrap();
+    for (flag, make) in [("--stop-after", 0), ("--save-every-epoch", 1)] {
+        let _ = fs::remove_dir(&state);
+        let _ = fs::remove_file(&state);
+        if make == 0 {
+            fs::create_dir(&state).unwrap();
+        } else {
+            std::os::unix::fs::symlink(&target, &state).unwrap();
+        }
+        let run: &[&str] = if flag == "--stop-after" { &["--stop-after", "1"] } else { &["--save-every-epoch"] };
+        let args = [&["--dataset", "mnist10k", "--model", "mlp", "--epochs", "2", "--save", ck.to_str().unwrap()], run].concat();
+        let (code, stdout, stderr) = train(&args);
+        assert_eq!(code, 2, "{flag}: {stderr}");
+        assert!(!stdout.contains("adapter:") && !stdout.contains("--resume"), "{flag}: the work started: {stdout}");
+        assert!(stderr.contains("m.train-state.safetensors") && stderr.contains(flag), "{flag}: {stderr}");
+        assert!(!ck.exists(), "{flag}: a checkpoint was written");
+        assert_eq!(fs::read(&target).unwrap(), b"a file of the user's");
+    }
+}
