@@ -326,7 +326,7 @@ impl Resume {
     /// The checkpoint at `checkpoint` and the training state beside it
     /// ([`TrainState::path_for`]), checked to be of the same model.
     pub fn load(checkpoint: &Path) -> Result<Resume> {
-        let bytes = std::fs::read(checkpoint).map_err(|e| Error::file(checkpoint, format!("cannot read checkpoint: {e}")))?;
+        let bytes = crate::model::checkpoint::read_file(checkpoint, "checkpoint")?;
         let ck = Checkpoint::from_bytes(&bytes, checkpoint)?;
         let state_path = TrainState::path_for(checkpoint);
         if !state_path.exists() {

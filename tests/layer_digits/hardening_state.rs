@@ -157,3 +157,63 @@ fn a_bad_state_path_is_refused_before_any_work() {
         assert_eq!(fs::read(&target).unwrap(), b"a file of the user's");
     }
 }
+
+/// Runs example `program` with `args` under a 2 GiB address-space limit, killed after 20 s:
+/// a program reading a device or a huge file whole fails here instead of taking the machine.
+fn guarded(program: &str, args: &[&str]) -> (i32, String, String) {
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -v 2097152; exec \"$0\" \"$@\"", example(program).to_str().unwrap()])
+        .args(args)
+        .env("KILN_AUTOTUNE", "off")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed().as_secs() > 20 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{program} {args:?} still ran after 20 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    text(&child.wait_with_output().unwrap())
+}
+
+/// A sparse file of `len` bytes (no disk used), all zeros.
+fn sparse(path: &Path, len: u64) {
+    fs::File::create(path).unwrap().set_len(len).unwrap();
+}
+
+// 10. Devices and huge files given as inputs are refused without reading them whole: a
+// checkpoint's header is checked against its size first, a labels file is capped.
+#[test]
+fn devices_and_huge_inputs_are_refused_unread() {
+    let dir = scratch("huge_inputs");
+    let big = dir.join("big.safetensors");
+    sparse(&big, 3 << 30);
+    let big_labels = dir.join("labels.txt");
+    sparse(&big_labels, 100 << 20);
+    let images = dir.join("images");
+    fs::create_dir(&images).unwrap();
+    let model = common::trained("mlp");
+    let model = model.to_str().unwrap();
+    let eval = |m: &str| vec!["--model", m, "--dataset", "mnist10k", "--data-dir", DATA].into_iter().map(String::from).collect::<Vec<_>>();
+    let labels = |l: &str| vec!["--model", model, "--images", images.to_str().unwrap(), "--labels", l].into_iter().map(String::from).collect::<Vec<_>>();
+    let cases: Vec<(&str, Vec<String>, &str, &str)> = vec![
+        ("evaluate", eval("/dev/zero"), "/dev/zero", "not a regular file"),
+        ("evaluate", eval("/dev/urandom"), "/dev/urandom", "not a regular file"),
+        ("evaluate", eval(big.to_str().unwrap()), "big.safetensors", "not a kiln checkpoint"),
+        ("train_mnist", vec!["--resume".into(), "/dev/zero".into()], "/dev/zero", "not a regular file"),
+        ("evaluate", labels("/dev/zero"), "/dev/zero", "not a regular file"),
+        ("evaluate", labels(big_labels.to_str().unwrap()), "labels.txt", "64 MiB"),
+    ];
+    for (program, args, file, says) in cases {
+        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let (code, _, stderr) = guarded(program, &args);
+        assert_eq!(code, 2, "{program} {args:?}: {stderr}");
+        assert!(stderr.contains(file) && stderr.contains(says), "{program} {args:?}: {stderr}");
+    }
+    fs::remove_dir_all(&dir).unwrap(); // the sparse files: no tool copying target/ should meet 3 GB
+}
