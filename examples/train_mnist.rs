@@ -224,25 +224,75 @@ fn save_run(ck: &Checkpoint, state: &TrainState, path: &Path) -> kiln::Result<()
     state.save_beside(path)
 }
 
+/// A run-defining flag's value in `c` as text (`None`: the run has no such setting, as an
+/// Adam run has no momentum; a forced --kernel is not recorded).
+fn setting(flag: &str, c: &TrainConfig) -> Option<String> {
+    let (Rule::Sgd { lr, weight_decay, .. } | Rule::Adam { lr, weight_decay, .. } | Rule::AdamW { lr, weight_decay, .. }) = c.rule;
+    Some(match (flag, c.rule, c.lr_schedule) {
+        ("dataset", ..) => c.dataset.to_string(),
+        ("model", ..) => c.model.to_json(),
+        ("epochs", ..) => c.epochs.to_string(),
+        ("batch_size", ..) => c.batch_size.to_string(),
+        ("optimizer", Rule::Sgd { .. }, _) => "sgd".into(),
+        ("optimizer", Rule::Adam { .. }, _) => "adam".into(),
+        ("optimizer", Rule::AdamW { .. }, _) => "adamw".into(),
+        ("lr", ..) => lr.to_string(),
+        ("momentum", Rule::Sgd { momentum, .. }, _) => momentum.to_string(),
+        ("weight_decay", ..) => weight_decay.to_string(),
+        ("label_smoothing", ..) => c.label_smoothing.to_string(),
+        ("lr_schedule", _, LrSchedule::Constant) => "constant".into(),
+        ("lr_schedule", _, LrSchedule::Cosine { .. }) => "cosine".into(),
+        ("lr_schedule", _, LrSchedule::OneCycle { .. }) => "onecycle".into(),
+        ("lr_hold", _, LrSchedule::Cosine { hold }) => hold.to_string(),
+        ("warmup", _, LrSchedule::OneCycle { warmup }) => warmup.to_string(),
+        ("seed", ..) => c.seed.to_string(),
+        ("augment", ..) => c.augment.to_string(),
+        ("train_limit", ..) => c.train_limit?.to_string(),
+        _ => return None,
+    })
+}
+
 /// The run to continue: its checkpoint and state, and its settings with this invocation's
-/// data location and display flags. Flags that would change the run are refused.
-fn resume_config(args: &Args, matches: &ArgMatches, path: &Path) -> kiln::Result<(TrainConfig, Resume)> {
+/// data location (else the recorded one, while it still holds the files) and display flags.
+/// A run-defining flag must equal the recorded setting (`given`: this invocation's settings).
+fn resume_config(args: &Args, matches: &ArgMatches, given: &TrainConfig, path: &Path) -> kiln::Result<(TrainConfig, Resume)> {
+    let resume = Resume::load(path).map_err(|e| cli::for_flag("--resume", e))?;
+    let recorded = &resume.state.config;
     for flag in RUN_FLAGS {
-        if matches.value_source(flag) == Some(ValueSource::CommandLine) {
+        if matches.value_source(flag) != Some(ValueSource::CommandLine) {
+            continue;
+        }
+        // flags that need another to take effect are compared as typed
+        let typed = match flag {
+            "momentum" => Some(args.momentum.to_string()),
+            "lr_hold" => Some(args.lr_hold.to_string()),
+            "warmup" => Some(args.warmup.to_string()),
+            _ => setting(flag, given),
+        };
+        let had = setting(flag, recorded);
+        if typed.is_none() || typed != had {
+            let shown = |v: Option<String>| match (flag, v) {
+                ("model", Some(_)) => recorded.model.name().to_string(),
+                (_, Some(v)) => v,
+                (_, None) => "no such setting".into(),
+            };
             return Err(kiln::Error::unsupported(
                 format!("--{}", flag.replace('_', "-")),
-                "comes from the run being resumed (--resume): give it only when starting a run",
+                format!(
+                    "the run being resumed (--resume) has {}: a resumed run keeps its settings (give this flag only with the recorded value, or start a new run)",
+                    shown(had)
+                ),
             ));
         }
     }
-    let resume = Resume::load(path).map_err(|e| cli::for_flag("--resume", e))?;
+    let data_dir = args.data_dir.clone().or_else(|| recorded.data_dir.clone().filter(|d| recorded.dataset.locate(Some(d)).is_ok()));
     let cfg = TrainConfig {
-        data_dir: args.data_dir.clone(),
+        data_dir,
         download: !args.no_download,
         progress_every: args.progress_every,
         eval_every: args.eval_every,
         gemm: None,
-        ..resume.state.config.clone()
+        ..recorded.clone()
     };
     Ok((cfg, resume))
 }
@@ -301,7 +351,7 @@ fn check_args(args: &Args, matches: &ArgMatches) -> kiln::Result<(TrainConfig, O
     };
     let (cfg, resume) = match &args.resume {
         Some(path) => {
-            let (cfg, resume) = resume_config(args, matches, path)?;
+            let (cfg, resume) = resume_config(args, matches, &cfg, path)?;
             (cfg, Some(resume))
         }
         None => (cfg, None),
@@ -374,6 +424,8 @@ fn main() -> ExitCode {
         Ok(Err(e)) => return fail(cli::data_error(e, true)),
         Err(_) => return fail("loading the dataset failed (its thread stopped; see the message above)"),
     };
+    // the training state records where the data was found: `--resume` finds it there again
+    let cfg = TrainConfig { data_dir: Some(std::fs::canonicalize(&data.dir).unwrap_or_else(|_| data.dir.clone())), ..cfg };
     if let Err(e) = cfg.check_data(&data) {
         return fail(flag_names(e));
     }

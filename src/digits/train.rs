@@ -28,7 +28,8 @@ use crate::{Error, Result};
 pub struct TrainConfig {
     /// Which data set and split protocol.
     pub dataset: DatasetKind,
-    /// Where its files are (else the usual places, see `data::mnist`).
+    /// Where its files are (else the usual places, see `data::mnist`); a [`TrainState`]
+    /// records it apart from the other settings (it does not define the run).
     #[serde(skip)]
     pub data_dir: Option<PathBuf>,
     /// Download missing files.
@@ -270,6 +271,9 @@ impl TrainState {
         if let Some(sha) = &self.checkpoint_sha256 {
             meta.push(("checkpoint_sha256", sha.clone()));
         }
+        if let Some(dir) = &self.config.data_dir {
+            meta.push(("data_dir", dir.to_string_lossy().into_owned()));
+        }
         write_tensors(path, &self.moments, &meta)
     }
 
@@ -287,7 +291,8 @@ impl TrainState {
         let (meta, moments) = read_tensors(path, "training state")?;
         let bad = |m: String| Error::file(path, format!("not a kiln training state: {m}"));
         let get = |k: &str| meta.get(k).ok_or_else(|| bad(format!("metadata has no '{k}'")));
-        let config: TrainConfig = serde_json::from_str(get("train_config")?).map_err(|e| bad(format!("train_config: {e}")))?;
+        let mut config: TrainConfig = serde_json::from_str(get("train_config")?).map_err(|e| bad(format!("train_config: {e}")))?;
+        config.data_dir = meta.get("data_dir").map(PathBuf::from);
         let epochs_done = get("epochs_done")?.parse().map_err(|e| bad(format!("epochs_done: {e}")))?;
         let step = get("step")?.parse().map_err(|e| bad(format!("step: {e}")))?;
         for (name, _, values) in &moments {

@@ -217,3 +217,29 @@ fn devices_and_huge_inputs_are_refused_unread() {
     }
     fs::remove_dir_all(&dir).unwrap(); // the sparse files: no tool copying target/ should meet 3 GB
 }
+
+// 17. --resume accepts run flags equal to the recorded settings and refuses only real
+// conflicts, naming the recorded value; it finds the data where the run found it, so the
+// command --stop-after prints works as printed (no --data-dir).
+#[test]
+fn resume_takes_matching_flags_and_the_recorded_data() {
+    let dir = scratch("resume_flags");
+    let ck = dir.join("m.safetensors");
+    let (code, stdout, stderr) = train(&["--dataset", "mnist10k", "--model", "mlp", "--epochs", "3", "--stop-after", "1", "--save", ck.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let printed = format!("--resume {}", ck.display());
+    assert!(stdout.contains(&printed), "{stdout}");
+    let resume = |extra: &[&str]| {
+        let mut c = Command::new(example("train_mnist"));
+        c.args(["--resume", ck.to_str().unwrap(), "--quiet"]).args(extra).env("KILN_AUTOTUNE", "off").env_remove("KILN_DATA").current_dir(&dir);
+        text(&c.output().unwrap())
+    };
+    for (flag, value, recorded) in [("--seed", "5", "has 1"), ("--dataset", "mnist", "has mnist10k"), ("--model", "cnn", "has mlp"), ("--momentum", "0.5", "no such setting")] {
+        let (code, _, stderr) = resume(&[flag, value]);
+        assert_eq!(code, 2, "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag) && stderr.contains(recorded), "{flag} {value}: {stderr}");
+    }
+    let (code, _, stderr) = resume(&["--dataset", "mnist10k", "--model", "mlp", "--epochs", "3", "--seed", "1", "--lr", "0.001", "--stop-after", "2"]);
+    assert_eq!(code, 0, "flags equal to the run's were refused: {stderr}");
+    assert_eq!(TrainState::load(&TrainState::path_for(&ck)).unwrap().epochs_done, 2);
+}
