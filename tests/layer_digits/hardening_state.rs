@@ -243,3 +243,40 @@ fn resume_takes_matching_flags_and_the_recorded_data() {
     assert_eq!(code, 0, "flags equal to the run's were refused: {stderr}");
     assert_eq!(TrainState::load(&TrainState::path_for(&ck)).unwrap().epochs_done, 2);
 }
+
+// 5. A failed final save with an unusable current directory and no temporary directory
+// still rescues the model ($HOME), and says every place it tried.
+#[test]
+fn a_rescue_tries_home_and_says_where_it_tried() {
+    use std::io::{BufRead, BufReader};
+    let dir = scratch("rescue_home");
+    let (cwd, target_dir, home) = (dir.join("cwd"), dir.join("gone"), dir.join("home"));
+    for d in [&cwd, &target_dir, &home] {
+        fs::create_dir_all(d).unwrap();
+    }
+    let target = target_dir.join("m.safetensors");
+    let mut child = Command::new(example("train_mnist"))
+        .args(["--dataset", "mnist10k", "--data-dir", DATA, "--model", "mlp", "--epochs", "2", "--save", target.to_str().unwrap()])
+        .env("KILN_AUTOTUNE", "off")
+        .env("TMPDIR", dir.join("no-such-tmp"))
+        .env("HOME", &home)
+        .current_dir(&cwd)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // the adapter line comes after every check: the current and the target directory go then
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next();
+    assert!(matches!(&first, Some(Ok(l)) if l.starts_with("adapter:")), "{first:?}");
+    fs::remove_dir_all(&cwd).unwrap();
+    fs::remove_dir_all(&target_dir).unwrap();
+    let _: Vec<String> = lines.map_while(|l| l.ok()).collect();
+    let (code, _, stderr) = text(&child.wait_with_output().unwrap());
+    assert_eq!(code, 2, "{stderr}");
+    let rescued: Vec<PathBuf> = fs::read_dir(&home).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(rescued.len(), 1, "nothing rescued to $HOME: {stderr}");
+    Checkpoint::load(&rescued[0]).unwrap();
+    assert!(stderr.contains(&*rescued[0].to_string_lossy()), "{stderr}");
+    assert!(stderr.contains("./kiln-rescued-") && stderr.contains("no-such-tmp"), "the places tried are not named: {stderr}");
+}
