@@ -280,3 +280,40 @@ fn a_rescue_tries_home_and_says_where_it_tried() {
     assert!(stderr.contains(&*rescued[0].to_string_lossy()), "{stderr}");
     assert!(stderr.contains("./kiln-rescued-") && stderr.contains("no-such-tmp"), "the places tried are not named: {stderr}");
 }
+
+/// The cache file's lines (`KEY\tVARIANT`) in `dir`.
+fn cache_lines(dir: &Path) -> Vec<String> {
+    let files: Vec<PathBuf> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "txt")).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    fs::read_to_string(&files[0]).unwrap().lines().map(String::from).collect()
+}
+
+// 16. Two first runs sharing an empty KILN_CACHE keep both their entries (merged under a lock).
+#[test]
+fn concurrent_first_runs_keep_both_cache_entries() {
+    let dir = scratch("cache_merge");
+    let profile = |model: &str, cache: &Path| {
+        let mut c = Command::new(example("train_mnist"));
+        c.args(["--dataset", "mnist10k", "--data-dir", DATA, "--model", model, "--profile", "1", "--batch-size", "8"]);
+        c.env_remove("KILN_AUTOTUNE").env("KILN_CACHE", cache).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+        c
+    };
+    // each model's entries, tuned alone
+    let mut alone = Vec::new();
+    for model in ["mlp", "cnn"] {
+        let cache = dir.join(format!("alone-{model}"));
+        let out = profile(model, &cache).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        alone.extend(cache_lines(&cache));
+    }
+    // both at once from an empty cache: the MLP (quick to tune) writes while the CNN tunes
+    let shared = dir.join("shared");
+    let runs: Vec<_> = ["mlp", "cnn"].iter().map(|m| profile(m, &shared).spawn().unwrap()).collect();
+    for r in runs {
+        let out = r.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let both = cache_lines(&shared);
+    let keys = |lines: &[String]| -> std::collections::BTreeSet<String> { lines.iter().map(|l| l.split('\t').next().unwrap().to_string()).collect() };
+    assert_eq!(keys(&both), keys(&alone), "a run's entries were lost: {both:?}");
+}
