@@ -218,31 +218,81 @@ fn flag_names(e: kiln::Error) -> kiln::Error {
     cli::with_flags(e, &FLAGS)
 }
 
-/// Writes a checkpoint and the training state beside it (each atomically).
+/// Writes a checkpoint and then the training state beside it, tied to it (each atomically).
 fn save_run(ck: &Checkpoint, state: &TrainState, path: &Path) -> kiln::Result<()> {
-    ck.save(path)?;
-    state.save(&TrainState::path_for(path))
+    files::write_atomic(path, &ck.usable_bytes(path)?)?;
+    state.save_beside(path)
+}
+
+/// A run-defining flag's value in `c` as text (`None`: the run has no such setting, as an
+/// Adam run has no momentum; a forced --kernel is not recorded).
+fn setting(flag: &str, c: &TrainConfig) -> Option<String> {
+    let (Rule::Sgd { lr, weight_decay, .. } | Rule::Adam { lr, weight_decay, .. } | Rule::AdamW { lr, weight_decay, .. }) = c.rule;
+    Some(match (flag, c.rule, c.lr_schedule) {
+        ("dataset", ..) => c.dataset.to_string(),
+        ("model", ..) => c.model.to_json(),
+        ("epochs", ..) => c.epochs.to_string(),
+        ("batch_size", ..) => c.batch_size.to_string(),
+        ("optimizer", Rule::Sgd { .. }, _) => "sgd".into(),
+        ("optimizer", Rule::Adam { .. }, _) => "adam".into(),
+        ("optimizer", Rule::AdamW { .. }, _) => "adamw".into(),
+        ("lr", ..) => lr.to_string(),
+        ("momentum", Rule::Sgd { momentum, .. }, _) => momentum.to_string(),
+        ("weight_decay", ..) => weight_decay.to_string(),
+        ("label_smoothing", ..) => c.label_smoothing.to_string(),
+        ("lr_schedule", _, LrSchedule::Constant) => "constant".into(),
+        ("lr_schedule", _, LrSchedule::Cosine { .. }) => "cosine".into(),
+        ("lr_schedule", _, LrSchedule::OneCycle { .. }) => "onecycle".into(),
+        ("lr_hold", _, LrSchedule::Cosine { hold }) => hold.to_string(),
+        ("warmup", _, LrSchedule::OneCycle { warmup }) => warmup.to_string(),
+        ("seed", ..) => c.seed.to_string(),
+        ("augment", ..) => c.augment.to_string(),
+        ("train_limit", ..) => c.train_limit?.to_string(),
+        _ => return None,
+    })
 }
 
 /// The run to continue: its checkpoint and state, and its settings with this invocation's
-/// data location and display flags. Flags that would change the run are refused.
-fn resume_config(args: &Args, matches: &ArgMatches, path: &Path) -> kiln::Result<(TrainConfig, Resume)> {
+/// data location (else the recorded one, while it still holds the files) and display flags.
+/// A run-defining flag must equal the recorded setting (`given`: this invocation's settings).
+fn resume_config(args: &Args, matches: &ArgMatches, given: &TrainConfig, path: &Path) -> kiln::Result<(TrainConfig, Resume)> {
+    let resume = Resume::load(path).map_err(|e| cli::for_flag("--resume", e))?;
+    let recorded = &resume.state.config;
     for flag in RUN_FLAGS {
-        if matches.value_source(flag) == Some(ValueSource::CommandLine) {
+        if matches.value_source(flag) != Some(ValueSource::CommandLine) {
+            continue;
+        }
+        // flags that need another to take effect are compared as typed
+        let typed = match flag {
+            "momentum" => Some(args.momentum.to_string()),
+            "lr_hold" => Some(args.lr_hold.to_string()),
+            "warmup" => Some(args.warmup.to_string()),
+            _ => setting(flag, given),
+        };
+        let had = setting(flag, recorded);
+        if typed.is_none() || typed != had {
+            let shown = |v: Option<String>| match (flag, v) {
+                ("model", Some(_)) => recorded.model.name().to_string(),
+                (_, Some(v)) => v,
+                (_, None) => "no such setting".into(),
+            };
             return Err(kiln::Error::unsupported(
                 format!("--{}", flag.replace('_', "-")),
-                "comes from the run being resumed (--resume): give it only when starting a run",
+                format!(
+                    "the run being resumed (--resume) has {}: a resumed run keeps its settings (give this flag only with the recorded value, or start a new run)",
+                    shown(had)
+                ),
             ));
         }
     }
-    let resume = Resume::load(path).map_err(|e| cli::for_flag("--resume", e))?;
+    let data_dir = args.data_dir.clone().or_else(|| recorded.data_dir.clone().filter(|d| recorded.dataset.locate(Some(d)).is_ok()));
     let cfg = TrainConfig {
-        data_dir: args.data_dir.clone(),
+        data_dir,
         download: !args.no_download,
         progress_every: args.progress_every,
         eval_every: args.eval_every,
         gemm: None,
-        ..resume.state.config.clone()
+        ..recorded.clone()
     };
     Ok((cfg, resume))
 }
@@ -301,7 +351,7 @@ fn check_args(args: &Args, matches: &ArgMatches) -> kiln::Result<(TrainConfig, O
     };
     let (cfg, resume) = match &args.resume {
         Some(path) => {
-            let (cfg, resume) = resume_config(args, matches, path)?;
+            let (cfg, resume) = resume_config(args, matches, &cfg, path)?;
             (cfg, Some(resume))
         }
         None => (cfg, None),
@@ -325,7 +375,17 @@ fn check_args(args: &Args, matches: &ArgMatches) -> kiln::Result<(TrainConfig, O
         kiln::plot::check_path(p).map_err(|e| cli::for_flag("--plot", e))?;
         files::check_output("--plot", p)?;
     }
-    let outputs: Vec<(&str, &Path)> = [("--save", save.as_deref()), ("--plot", args.plot.as_deref())]
+    // a resumable run also writes its training state beside the checkpoint
+    let resumable_by = [(args.stop_after.is_some(), "--stop-after"), (args.save_every_epoch, "--save-every-epoch"), (args.resume.is_some(), "--resume")];
+    let state = match (resumable_by.iter().find(|(on, _)| *on), &save) {
+        (Some((_, flag)), Some(s)) => {
+            let path = TrainState::path_for(s);
+            files::check_output(&format!("{flag} (the training state beside --save)"), &path)?;
+            Some(path)
+        }
+        _ => None,
+    };
+    let outputs: Vec<(&str, &Path)> = [("--save", save.as_deref()), ("the training state", state.as_deref()), ("--plot", args.plot.as_deref())]
         .into_iter()
         .filter_map(|(f, p)| Some((f, p?)))
         .collect();
@@ -364,6 +424,8 @@ fn main() -> ExitCode {
         Ok(Err(e)) => return fail(cli::data_error(e, true)),
         Err(_) => return fail("loading the dataset failed (its thread stopped; see the message above)"),
     };
+    // the training state records where the data was found: `--resume` finds it there again
+    let cfg = TrainConfig { data_dir: Some(std::fs::canonicalize(&data.dir).unwrap_or_else(|_| data.dir.clone())), ..cfg };
     if let Err(e) = cfg.check_data(&data) {
         return fail(flag_names(e));
     }
@@ -444,28 +506,37 @@ fn main() -> ExitCode {
     let resumable = args.stop_after.is_some() || args.save_every_epoch || resume.is_some();
     let saved = save.as_ref().map(|path| {
         let checkpoint = model_checkpoint(report.params.clone(), report.mean, report.std);
-        let state_path = TrainState::path_for(path);
-        let state_saved = if resumable { report.state.save(&state_path) } else { std::fs::remove_file(&state_path).or(Ok(())) };
-        if let Err(e) = state_saved {
-            errln!("error: {e}");
-            failed = true;
-        }
+        // the state goes beside the checkpoint only once the checkpoint is saved there
+        let mut save_state = |ck_path: &Path| {
+            let state_path = TrainState::path_for(ck_path);
+            let state_saved = if resumable { report.state.save_beside(ck_path) } else { std::fs::remove_file(&state_path).or(Ok(())) };
+            if let Err(e) = state_saved {
+                errln!("error: {e}");
+                failed = true;
+            }
+        };
         match cli::save_or_rescue(&checkpoint, path) {
-            Ok(Saved::Asked) if existing == Existing::File => format!("{} (replaced the earlier file)", path.display()),
-            Ok(Saved::Asked) => path.display().to_string(),
+            Ok(Saved::Asked) => {
+                save_state(path);
+                match existing {
+                    Existing::File => format!("{} (replaced the earlier file)", path.display()),
+                    Existing::Nothing => path.display().to_string(),
+                }
+            }
             Ok(Saved::Rescued(e, rescue)) => {
+                save_state(&rescue);
                 errln!("error: {e}\nthe checkpoint was saved to {} instead", rescue.display());
                 failed = true;
                 rescue.display().to_string()
             }
             Err(e) => {
-                errln!("error: {e}; no other place took the checkpoint either");
+                errln!("error: {e}");
                 failed = true;
                 "not saved".into()
             }
         }
     });
-    if let (Some(n), Some(path)) = (args.stop_after, &save) {
+    if let (Some(n), Some(path), false) = (args.stop_after, &save, failed) {
         outln!("stopped after epoch {n} of {}: continue with --resume {}", cfg.epochs, path.display());
     }
     if let Some(plot) = &args.plot {

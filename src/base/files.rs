@@ -9,7 +9,7 @@
 //! replaced by the next save of the same target.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::{Error, Result};
@@ -147,6 +147,36 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Opens an input that must be a regular file (a symbolic link to one is fine; a directory,
+/// device such as `/dev/zero`, FIFO or socket is refused): `what` names it in errors
+/// ("checkpoint", "labels file"). Returns the file and its size.
+pub fn open_input(path: &Path, what: &str) -> Result<(File, u64)> {
+    let m = fs::metadata(path).map_err(|e| Error::file(path, format!("cannot read the {what}: {e}")))?;
+    if !m.is_file() {
+        let kind = if m.is_dir() { "a directory" } else { "not a regular file (a device, FIFO or socket)" };
+        return Err(Error::file(path, format!("the {what} is {kind}: expected a file")));
+    }
+    let f = File::open(path).map_err(|e| Error::file(path, format!("cannot read the {what}: {e}")))?;
+    Ok((f, m.len()))
+}
+
+/// Reads a whole input file ([`open_input`]) of at most `max` bytes; a larger one is refused
+/// before it is read.
+pub fn read_input(path: &Path, what: &str, max: u64) -> Result<Vec<u8>> {
+    let (f, len) = open_input(path, what)?;
+    let too_big = |n: u64| Error::file(path, format!("the {what} is {n} bytes, more than the {} MiB a {what} may have", max >> 20));
+    if len > max {
+        return Err(too_big(len));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    // the file may grow while it is read: never past the limit
+    f.take(max + 1).read_to_end(&mut bytes).map_err(|e| Error::file(path, format!("cannot read the {what}: {e}")))?;
+    if bytes.len() as u64 > max {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// Encodes `pixels` (`size` = width, height; `color` their layout, e.g. `L8`, `Rgb8`) as

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::base::files;
 use crate::model::checkpoint::Checkpoint;
 use crate::Error;
 
@@ -106,23 +107,40 @@ pub enum Saved {
 }
 
 /// Saves `ck` at `path`; when that fails (the directory vanished during training, the file
-/// became read-only...), saves it as `kiln-rescued-<pid>-NAME` in the current directory,
-/// else in the temporary directory, so that hours of training are not thrown away.
-/// `Err` only when no place took it.
+/// became read-only...), saves it as `kiln-rescued-<pid>-NAME` in the first place that takes
+/// it of the current directory, the temporary directory, `$HOME` and `/tmp`, so that hours
+/// of training are not thrown away; the error then names each place that failed. `Err`
+/// only when no place took it (naming every place tried), or when the checkpoint would not
+/// load (then nothing is written: an unusable model must not replace a usable one).
 pub fn save_or_rescue(ck: &Checkpoint, path: &Path) -> Result<Saved, Error> {
-    let first = match ck.save(path) {
+    let bytes = ck.usable_bytes(path)?;
+    let first = match files::write_atomic(path, &bytes) {
         Ok(()) => return Ok(Saved::Asked),
         Err(e) => e,
     };
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model.safetensors".into());
     let name = format!("kiln-rescued-{}-{name}", std::process::id());
-    for dir in [PathBuf::from("."), std::env::temp_dir()] {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let mut tried: Vec<String> = Vec::new();
+    let mut seen: Vec<PathBuf> = Vec::new();
+    let with_tried = |e: Error, tried: &[String], end: &str| match e {
+        Error::File { path, message } if !tried.is_empty() => Error::File { path, message: format!("{message}; tried {}{end}", tried.join("; ")) },
+        Error::File { path, message } => Error::File { path, message: format!("{message}{end}") },
+        e => e,
+    };
+    for dir in [Some(PathBuf::from(".")), Some(std::env::temp_dir()), home, Some(PathBuf::from("/tmp"))].into_iter().flatten() {
         let rescue = dir.join(&name);
-        if !rescue.exists() && ck.save(&rescue).is_ok() {
-            return Ok(Saved::Rescued(first, rescue));
+        if seen.iter().any(|s| files::same_file(s, &rescue)) {
+            continue;
+        }
+        seen.push(rescue.clone());
+        let saved = if rescue.exists() { Err(Error::file(&rescue, "exists")) } else { files::write_atomic(&rescue, &bytes) };
+        match saved {
+            Ok(()) => return Ok(Saved::Rescued(with_tried(first, &tried, ""), rescue)),
+            Err(e) => tried.push(e.to_string()),
         }
     }
-    Err(first)
+    Err(with_tried(first, &tried, "; no other place took the checkpoint either"))
 }
 
 /// For a program whose printed answer is its product (`predict`, `evaluate`), unlike one

@@ -139,9 +139,13 @@ pub fn parse_labels(text: &str, path: &Path) -> Result<Vec<Labelled>> {
     Ok(out)
 }
 
-/// Reads and parses a labels file (see [`parse_labels`]).
+/// A labels file larger than this is refused before it is read (64 MiB: a million lines).
+pub const MAX_LABELS_BYTES: u64 = 64 << 20;
+
+/// Reads and parses a labels file (see [`parse_labels`]) of at most [`MAX_LABELS_BYTES`].
 pub fn read_labels(path: &Path) -> Result<Vec<Labelled>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::file(path, format!("cannot read the labels file: {e}")))?;
+    let bytes = crate::base::files::read_input(path, "labels file", MAX_LABELS_BYTES)?;
+    let text = String::from_utf8(bytes).map_err(|e| Error::file(path, format!("the labels file is not UTF-8 text: {e}")))?;
     parse_labels(&text, path)
 }
 

@@ -28,7 +28,8 @@ use crate::{Error, Result};
 pub struct TrainConfig {
     /// Which data set and split protocol.
     pub dataset: DatasetKind,
-    /// Where its files are (else the usual places, see `data::mnist`).
+    /// Where its files are (else the usual places, see `data::mnist`); a [`TrainState`]
+    /// records it apart from the other settings (it does not define the run).
     #[serde(skip)]
     pub data_dir: Option<PathBuf>,
     /// Download missing files.
@@ -249,6 +250,10 @@ pub struct TrainState {
     pub step: u32,
     /// The optimizer's moments per parameter (see [`Executor::read_optimizer_state`]).
     pub moments: NamedTensors,
+    /// The SHA-256 (hex) of the checkpoint file this state was saved beside
+    /// ([`TrainState::save_beside`]); [`Resume::load`] refuses any other checkpoint.
+    /// `None` until saved beside one (and in states from before the pairing).
+    pub checkpoint_sha256: Option<String>,
 }
 
 impl TrainState {
@@ -262,8 +267,23 @@ impl TrainState {
     /// Writes the state (atomically) to `path`.
     pub fn save(&self, path: &Path) -> Result<()> {
         let config = serde_json::to_string(&self.config).map_err(|e| Error::file(path, e))?;
-        let meta = [("train_config", config), ("epochs_done", self.epochs_done.to_string()), ("step", self.step.to_string())];
+        let mut meta = vec![("train_config", config), ("epochs_done", self.epochs_done.to_string()), ("step", self.step.to_string())];
+        if let Some(sha) = &self.checkpoint_sha256 {
+            meta.push(("checkpoint_sha256", sha.clone()));
+        }
+        if let Some(dir) = &self.config.data_dir {
+            meta.push(("data_dir", dir.to_string_lossy().into_owned()));
+        }
         write_tensors(path, &self.moments, &meta)
+    }
+
+    /// Saves the state beside the checkpoint file at `checkpoint` ([`TrainState::path_for`]),
+    /// tied to it by the checkpoint's SHA-256: save the checkpoint first, so that a kill
+    /// between the two saves leaves a pair [`Resume::load`] refuses, never a wrong one.
+    pub fn save_beside(&self, checkpoint: &Path) -> Result<()> {
+        let bytes = std::fs::read(checkpoint).map_err(|e| Error::file(checkpoint, format!("cannot read the checkpoint back: {e}")))?;
+        let paired = TrainState { checkpoint_sha256: Some(sha256_hex(&bytes)), ..self.clone() };
+        paired.save(&TrainState::path_for(checkpoint))
     }
 
     /// Reads a state written by [`TrainState::save`].
@@ -271,10 +291,31 @@ impl TrainState {
         let (meta, moments) = read_tensors(path, "training state")?;
         let bad = |m: String| Error::file(path, format!("not a kiln training state: {m}"));
         let get = |k: &str| meta.get(k).ok_or_else(|| bad(format!("metadata has no '{k}'")));
-        let config: TrainConfig = serde_json::from_str(get("train_config")?).map_err(|e| bad(format!("train_config: {e}")))?;
+        let mut config: TrainConfig = serde_json::from_str(get("train_config")?).map_err(|e| bad(format!("train_config: {e}")))?;
+        config.data_dir = meta.get("data_dir").map(PathBuf::from);
         let epochs_done = get("epochs_done")?.parse().map_err(|e| bad(format!("epochs_done: {e}")))?;
         let step = get("step")?.parse().map_err(|e| bad(format!("step: {e}")))?;
-        Ok(TrainState { config, epochs_done, step, moments })
+        for (name, _, values) in &moments {
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                return Err(bad(format!("tensor '{name}' holds {} at index {i}: the optimizer state is not usable", values[i])));
+            }
+        }
+        Ok(TrainState { config, epochs_done, step, moments, checkpoint_sha256: meta.get("checkpoint_sha256").cloned() })
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Which of the two files was modified later, for the person choosing which to keep.
+fn newer(checkpoint: &Path, state: &Path) -> &'static str {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    match (modified(checkpoint), modified(state)) {
+        (Some(c), Some(s)) if c > s => "the checkpoint is newer than the state (a save stopped between the two files, or another run saved the checkpoint)",
+        (Some(c), Some(s)) if s > c => "the state is newer than the checkpoint (another run saved the state, or the checkpoint was replaced by an older one)",
+        _ => "both were modified at the same time",
     }
 }
 
@@ -290,7 +331,8 @@ impl Resume {
     /// The checkpoint at `checkpoint` and the training state beside it
     /// ([`TrainState::path_for`]), checked to be of the same model.
     pub fn load(checkpoint: &Path) -> Result<Resume> {
-        let ck = Checkpoint::load(checkpoint)?;
+        let bytes = crate::model::checkpoint::read_file(checkpoint, "checkpoint")?;
+        let ck = Checkpoint::from_bytes(&bytes, checkpoint)?;
         let state_path = TrainState::path_for(checkpoint);
         if !state_path.exists() {
             return Err(Error::file(
@@ -299,8 +341,33 @@ impl Resume {
             ));
         }
         let state = TrainState::load(&state_path)?;
+        if let Some(sha) = state.checkpoint_sha256.as_deref().filter(|&sha| sha != sha256_hex(&bytes)) {
+            return Err(Error::file(
+                &state_path,
+                format!(
+                    "this training state (after epoch {}) was saved with another checkpoint than {} (SHA-256 {}.., the checkpoint's {}..): {}; \
+                     resuming would re-train or mix runs: resume from the checkpoint saved with this state, or start the run again",
+                    state.epochs_done,
+                    checkpoint.display(),
+                    &sha[..12.min(sha.len())],
+                    &sha256_hex(&bytes)[..12],
+                    newer(checkpoint, &state_path)
+                ),
+            ));
+        }
         if state.config.model != ck.model {
             return Err(Error::file(&state_path, format!("this training state is of a '{}' model, the checkpoint of '{}'", state.config.model.name(), ck.model.name())));
+        }
+        // each moment is `KIND.PARAM` (`exp_avg.fc1.weight`) of a parameter of the checkpoint's shape
+        for (name, shape, _) in &state.moments {
+            let param = name.split_once('.').and_then(|(_, p)| ck.params.iter().find(|(n, _, _)| n == p));
+            match param {
+                Some((_, s, _)) if s == shape => {}
+                Some((p, s, _)) => {
+                    return Err(Error::file(&state_path, format!("not a kiln training state of this checkpoint: tensor '{name}' is {shape:?}, the parameter '{p}' {s:?}")))
+                }
+                None => return Err(Error::file(&state_path, format!("not a kiln training state of this checkpoint: tensor '{name}' is the moment of no parameter of its {} model", ck.model.name()))),
+            }
         }
         Ok(Resume { params: ck.params, state })
     }

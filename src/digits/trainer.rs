@@ -303,7 +303,7 @@ impl<'g> Trainer<'g> {
     /// only, the optimizer state has no async read).
     pub fn snapshot(&self) -> Result<(NamedTensors, TrainState)> {
         let (step, moments) = self.executor.read_optimizer_state()?;
-        let state = TrainState { config: self.cfg.clone(), epochs_done: self.epochs_done(), step, moments };
+        let state = TrainState { config: self.cfg.clone(), epochs_done: self.epochs_done(), step, moments, checkpoint_sha256: None };
         Ok((self.executor.read_model()?, state))
     }
 

@@ -6,7 +6,7 @@
 //! not a candidate for its step on this adapter is refused with a warning and re-tuned.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::graph::choice::StepChoice;
@@ -189,10 +189,31 @@ pub fn cache_file(gpu: &Gpu) -> Result<Option<PathBuf>> {
     Ok(Some(dir.join(format!("autotune-{id}.txt"))))
 }
 
-fn read_cache(path: &PathBuf) -> HashMap<TuneKey, String> {
+fn read_cache(path: &Path) -> HashMap<TuneKey, String> {
     std::fs::read_to_string(path)
         .map(|s| s.lines().filter_map(|l| l.split_once('\t')).filter_map(|(k, v)| Some((TuneKey::parse(k)?, v.to_string()))).collect())
         .unwrap_or_default()
+}
+
+/// Whether cache entry `k` -> `v` names a variant this adapter's family competes with for that step.
+fn trusted(gpu: &Gpu, k: &TuneKey, v: &str) -> bool {
+    GemmConfig::named(v).is_some_and(|c| candidates(gpu, k).contains(&c))
+}
+
+/// Writes `ours` into the cache file at `p`, merged with what the file holds now (another
+/// run may have written since it was read: its entries stay, ours win on a shared key),
+/// under an exclusive lock on `p.lock`, so that concurrent first runs keep each other's entries.
+fn merge_cache(gpu: &Gpu, p: &Path, ours: &HashMap<TuneKey, String>) -> Result<()> {
+    let lock_path = p.with_extension("lock");
+    let lock = std::fs::File::create(&lock_path).map_err(|e| Error::file(&lock_path, e))?;
+    lock.lock().map_err(|e| Error::file(&lock_path, e))?;
+    let mut merged = read_cache(p);
+    merged.retain(|k, v| trusted(gpu, k, v));
+    merged.extend(ours.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let mut lines: Vec<String> = merged.iter().map(|(k, v)| format!("{k}\t{v}\n")).collect();
+    lines.sort();
+    crate::base::files::write_atomic(p, lines.concat().as_bytes())
+    // the lock is released when `lock` is dropped
 }
 
 /// Chooses a variant for every GEMM/conv step of `graph` trained with `optimizer`.
@@ -205,7 +226,7 @@ pub fn tune(gpu: &Gpu, graph: &Graph, optimizer: Optimizer) -> Result<(Tuning, T
     }
     let path = cache_file(gpu)?;
     report.cache_file = path.clone();
-    let mut cached = path.as_ref().map(read_cache).unwrap_or_default();
+    let mut cached = path.as_deref().map(read_cache).unwrap_or_default();
     let switches = ConvSwitches::from_env()?;
     let plan = lower(graph, Mode::Train)?;
     let keys: Vec<TuneKey> = plan.tune_keys().into_iter().flatten().collect();
@@ -216,7 +237,7 @@ pub fn tune(gpu: &Gpu, graph: &Graph, optimizer: Optimizer) -> Result<(Tuning, T
     // An entry is trusted only if it names a variant this adapter's family competes with
     // for that step (a GPU choice on a CPU adapter can be 8x slower, a misspelt one unknown).
     cached.retain(|k, v| {
-        let ok = GemmConfig::named(v).is_some_and(|c| candidates(gpu, k).contains(&c));
+        let ok = trusted(gpu, k, v);
         if !ok && keys.contains(k) {
             let file = path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
             report.warnings.push(format!("autotune cache {file}: '{v}' is not a candidate for {k} on this adapter; re-tuning"));
@@ -264,10 +285,8 @@ pub fn tune(gpu: &Gpu, graph: &Graph, optimizer: Optimizer) -> Result<(Tuning, T
             if let Some(dir) = p.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }
-            let mut lines: Vec<String> = cached.iter().map(|(k, v)| format!("{k}\t{v}\n")).collect();
-            lines.sort();
             // a cache that cannot be written only costs the next start the same tuning
-            if let Err(e) = crate::base::files::write_atomic(p, lines.concat().as_bytes()) {
+            if let Err(e) = merge_cache(gpu, p, &cached) {
                 report.warnings.push(format!("autotune cache not saved: {e}"));
             }
         }

@@ -50,6 +50,11 @@ pub struct Checkpoint {
 /// Writes f32 tensors and string metadata as a safetensors file (header keys sorted, so
 /// the same content gives the same bytes), atomically.
 pub fn write_tensors(path: &Path, tensors: &NamedTensors, meta: &[(&str, String)]) -> Result<()> {
+    crate::base::files::write_atomic(path, &encode_tensors(path, tensors, meta)?)
+}
+
+/// The bytes [`write_tensors`] writes; `path` names the file in errors.
+pub fn encode_tensors(path: &Path, tensors: &NamedTensors, meta: &[(&str, String)]) -> Result<Vec<u8>> {
     let mut map = HashMap::new();
     for (k, v) in meta {
         map.insert(k.to_string(), v.clone());
@@ -70,14 +75,13 @@ pub fn write_tensors(path: &Path, tensors: &NamedTensors, meta: &[(&str, String)
         })
         .collect::<Result<Vec<_>>>()?;
     let bytes = safetensors::serialize(views, Some(map)).map_err(|e| Error::file(path, e))?;
-    let bytes = sorted_header(bytes).map_err(|e| Error::file(path, e))?;
-    crate::base::files::write_atomic(path, &bytes)
+    sorted_header(bytes).map_err(|e| Error::file(path, e))
 }
 
 /// Reads a safetensors file of f32 tensors: its metadata and its tensors in file order.
 /// `what` names the kind of file in errors ("checkpoint", "training state").
 pub fn read_tensors(path: &Path, what: &str) -> Result<(HashMap<String, String>, NamedTensors)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read the {what}: {e}")))?;
+    let bytes = read_file(path, what)?;
     let bad = |m: String| Error::file(path, format!("not a kiln {what}: {m}"));
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
     let meta = header.metadata().clone().unwrap_or_default();
@@ -87,6 +91,45 @@ pub fn read_tensors(path: &Path, what: &str) -> Result<(HashMap<String, String>,
         out.push((name.to_string(), t.shape().to_vec(), f32_values(name, &t).map_err(bad)?));
     }
     Ok((meta, out))
+}
+
+/// The largest safetensors header read (the safetensors crate's own limit).
+const MAX_HEADER: u64 = 100_000_000;
+
+/// Reads a safetensors file whole, once its header agrees with its size: a regular file
+/// ([`crate::base::files::open_input`]) whose 8-byte header length and JSON header describe
+/// exactly its bytes. A device, or a huge file that is no safetensors, is refused after
+/// reading at most its header. `what` names the kind of file in errors.
+pub fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let (mut f, len) = crate::base::files::open_input(path, what)?;
+    let bad = |m: String| Error::file(path, format!("not a kiln {what}: {m}"));
+    let io = |e: std::io::Error| Error::file(path, format!("cannot read the {what}: {e}"));
+    let mut head = [0u8; 8];
+    if len < 8 {
+        return Err(bad(format!("{len} bytes, shorter than a safetensors header")));
+    }
+    f.read_exact(&mut head).map_err(io)?;
+    let n = u64::from_le_bytes(head);
+    if n > MAX_HEADER || n > len - 8 {
+        return Err(bad(format!("its header claims {n} bytes, the file has {len}")));
+    }
+    let mut bytes = Vec::with_capacity(8 + n as usize);
+    bytes.extend_from_slice(&head);
+    (&mut f).take(n).read_to_end(&mut bytes).map_err(io)?;
+    let header: HashMap<String, serde_json::Value> = serde_json::from_slice(&bytes[8..]).map_err(|e| bad(format!("its header is not safetensors JSON: {e}")))?;
+    let data = header
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .filter_map(|(_, t)| t.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+        .unwrap_or(0);
+    if 8 + n + data != len {
+        return Err(bad(format!("the file has {len} bytes, its header describes {}", 8 + n + data)));
+    }
+    bytes.reserve(data as usize);
+    f.take(data).read_to_end(&mut bytes).map_err(io)?;
+    Ok(bytes)
 }
 
 /// BatchNorm's step counter (`*.num_batches_tracked`), an int64 in PyTorch's files.
@@ -107,6 +150,11 @@ impl Checkpoint {
     /// Writes the parameters with PyTorch's names and the metadata (model description,
     /// normalisation, dataset, kiln version), atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
+        crate::base::files::write_atomic(path, &self.to_bytes(path)?)
+    }
+
+    /// The bytes [`Checkpoint::save`] writes (`path` names the file in errors).
+    pub fn to_bytes(&self, path: &Path) -> Result<Vec<u8>> {
         let meta = [
             ("model", self.model.name().to_string()),
             ("model_spec", self.model.to_json()),
@@ -114,14 +162,28 @@ impl Checkpoint {
             ("std", self.std.to_string()),
             ("dataset", self.dataset.clone()),
         ];
-        write_tensors(path, &self.params, &meta)
+        encode_tensors(path, &self.params, &meta)
+    }
+
+    /// [`Checkpoint::to_bytes`], checked to load back ([`Checkpoint::from_bytes`]): what
+    /// replaces a checkpoint must be usable. The error says that nothing was written.
+    pub fn usable_bytes(&self, path: &Path) -> Result<Vec<u8>> {
+        let bytes = self.to_bytes(path)?;
+        if let Err(e) = Checkpoint::from_bytes(&bytes, path) {
+            let why = match e {
+                Error::File { message, .. } => message,
+                e => e.to_string(),
+            };
+            let kept = if path.exists() { "the earlier file is kept" } else { "nothing was written" };
+            return Err(Error::file(path, format!("the new checkpoint would not load ({why}): {kept}")));
+        }
+        Ok(bytes)
     }
 
     /// Reads and validates a checkpoint: its tensors must be exactly those of the model
     /// it describes, finite, with a usable normalisation.
     pub fn load(path: &Path) -> Result<Checkpoint> {
-        let bytes = std::fs::read(path).map_err(|e| Error::file(path, format!("cannot read checkpoint: {e}")))?;
-        Checkpoint::from_bytes(&bytes, path)
+        Checkpoint::from_bytes(&read_file(path, "checkpoint")?, path)
     }
 
     /// [`Checkpoint::load`] for a file already in memory (what the web page fetched);

@@ -14,3 +14,4 @@ mod explain;
 mod hardening;
 mod hardening_io;
 mod scarce;
+mod hardening_state;
