@@ -13,5 +13,5 @@ mod evaluate;
 mod explain;
 mod hardening;
 mod hardening_io;
-mod scarce;
 mod hardening_state;
+mod scarce;
