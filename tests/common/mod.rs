@@ -143,6 +143,23 @@ pub fn own_gpu() -> kiln::Gpu {
     kiln::Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
 }
 
+/// Runs `cmd` with its output piped, killed if it runs past `limit` (the test then fails,
+/// naming `what`): for a program that could block on an input or run away with one.
+pub fn output_within(cmd: &mut std::process::Command, limit: std::time::Duration, what: &str) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still ran after {:?}", start.elapsed());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// A fresh, empty directory `<CARGO_TARGET_TMPDIR>/<group>/<name>`.
 pub fn scratch(group: &str, name: &str) -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(group).join(name);

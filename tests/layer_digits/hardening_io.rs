@@ -167,23 +167,9 @@ fn a_fifo_among_predicts_images_is_refused_not_waited_on() {
     digit_png(&b);
     mkfifo(&fifo);
     let ck = common::trained("mlp");
-    let mut child = Command::new(example("predict"))
-        .arg("--model")
-        .arg(&ck)
-        .args([&a, &fifo, &b])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > std::time::Duration::from_secs(30) {
-            let _ = child.kill();
-            panic!("predict still waits on the FIFO after {:?}", start.elapsed());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let (code, out, err) = text(&child.wait_with_output().unwrap());
+    let mut predict = Command::new(example("predict"));
+    predict.arg("--model").arg(&ck).args([&a, &fifo, &b]);
+    let (code, out, err) = text(&common::output_within(&mut predict, std::time::Duration::from_secs(30), "predict, waiting on the FIFO,"));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("pipe.png") && err.contains("FIFO"), "{err}");
     assert!(out.contains("a.png: ") && out.contains("b.png: "), "the other images are answered: {out}");

@@ -161,24 +161,9 @@ fn a_bad_state_path_is_refused_before_any_work() {
 /// Runs example `program` with `args` under a 2 GiB address-space limit, killed after 20 s:
 /// a program reading a device or a huge file whole fails here instead of taking the machine.
 fn guarded(program: &str, args: &[&str]) -> (i32, String, String) {
-    let mut child = Command::new("sh")
-        .args(["-c", "ulimit -v 2097152; exec \"$0\" \"$@\"", example(program).to_str().unwrap()])
-        .args(args)
-        .env("KILN_AUTOTUNE", "off")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed().as_secs() > 20 {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{program} {args:?} still ran after 20 s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    text(&child.wait_with_output().unwrap())
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "ulimit -v 2097152; exec \"$0\" \"$@\"", example(program).to_str().unwrap()]).args(args).env("KILN_AUTOTUNE", "off");
+    text(&common::output_within(&mut cmd, std::time::Duration::from_secs(20), &format!("{program} {args:?}")))
 }
 
 /// A sparse file of `len` bytes (no disk used), all zeros.
