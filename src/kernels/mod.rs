@@ -162,3 +162,24 @@ pub(crate) fn check_tensor(op: &str, what: &str, t: &Tensor, len: usize, dtype: 
 pub(crate) fn check_len(op: &str, what: &str, t: &Tensor, len: usize) -> Result<()> {
     check_tensor(op, what, t, len, DType::F32)
 }
+
+/// The largest size a geometry (a convolution's or a pool's) takes for any one dimension,
+/// stride or padding: 2^24. Every sum and product of the index arithmetic then fits a usize,
+/// so a size read from a file cannot wrap (a padding of 2^63 + 2 computing as 2).
+pub const MAX_DIM: usize = 1 << 24;
+
+/// `Error::Shape` naming `op` and the field when a geometry's field is above [`MAX_DIM`], or
+/// when one of its tensors (`lens`, named) holds more elements than a kernel's u32 index
+/// reaches.
+pub(crate) fn check_geometry(op: &str, fields: &[(&str, usize)], lens: &[(&str, &[usize])]) -> Result<()> {
+    if let Some((field, v)) = fields.iter().find(|(_, v)| *v > MAX_DIM) {
+        return Err(Error::shape(op, format!("{field} {v} is above the largest size kiln takes, {MAX_DIM}")));
+    }
+    for (what, dims) in lens {
+        let n = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).filter(|&n| n <= u32::MAX as usize);
+        if n.is_none() {
+            return Err(Error::shape(op, format!("{what} {dims:?} holds more than {} elements", u32::MAX)));
+        }
+    }
+    Ok(())
+}

@@ -36,6 +36,8 @@ impl Pool2d {
         if [self.batch, self.channels, self.h, self.w, self.k, self.stride].contains(&0) {
             return Err(Error::shape(op, format!("zero-sized dimension in {self:?}")));
         }
+        let fields = [("batch", self.batch), ("channels", self.channels), ("height", self.h), ("width", self.w), ("window", self.k), ("stride", self.stride), ("padding", self.pad)];
+        super::check_geometry(op, &fields, &[("input", &[self.batch, self.channels, self.h, self.w])])?;
         // PyTorch's rule: padding at most half the window, so no window is all padding.
         if 2 * self.pad > self.k {
             return Err(Error::shape(op, format!("padding {} exceeds half the window {}", self.pad, self.k)));
@@ -43,7 +45,7 @@ impl Pool2d {
         if self.h + 2 * self.pad < self.k || self.w + 2 * self.pad < self.k {
             return Err(Error::shape(op, format!("{0}x{0} window does not fit {1}x{2} input", self.k, self.h, self.w)));
         }
-        Ok(())
+        super::check_geometry(op, &[], &[("output", &[self.batch, self.channels, self.oh(), self.ow()])])
     }
     /// OH = (H + 2·pad − k)/stride + 1, rounded down (PyTorch's ceil_mode=False).
     pub fn oh(&self) -> usize {

@@ -202,3 +202,18 @@ fn the_classifier_folds_batchnorm_and_keeps_the_probabilities() {
     let want = exec.read_node(inference.probs).unwrap();
     assert_close("folded vs unfolded probabilities", &folded.concat(), &want, BATCH_NORM);
 }
+
+/// Hardening III §7: sizes read from a model description are checked, not wrapped. A
+/// padding of 2^63 + 2 made (H + 2·pad) wrap to H + 4, so the model built as padding 2.
+#[test]
+fn a_huge_size_in_a_model_description_is_an_error_naming_the_layer_and_field() {
+    let spec = kiln::nn::ModelKind::Cnn.spec().to_json();
+    assert!(spec.contains("\"padding\":2"), "{spec}");
+    for (field, huge) in [("padding", "\"padding\":9223372036854775810"), ("stride", "\"stride\":18446744073709551615")] {
+        let from = if field == "padding" { "\"padding\":2" } else { "\"stride\":1" };
+        let model = kiln::nn::Model::from_json(&spec.replacen(from, huge, 1)).expect("still a description");
+        let e = model.build(8, 1).err().unwrap_or_else(|| panic!("a {field} of {huge} built")).to_string();
+        assert!(e.contains("conv1") && e.contains(field), "{e}");
+        assert!(model.build_inference(8).is_err(), "{field}");
+    }
+}

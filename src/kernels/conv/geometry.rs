@@ -37,13 +37,26 @@ impl Conv2d {
         if dims.contains(&0) {
             return Err(Error::shape(op, format!("zero-sized dimension in {self:?}")));
         }
+        let fields = [
+            ("batch", self.batch),
+            ("input channels", self.cin),
+            ("height", self.h),
+            ("width", self.w),
+            ("output channels", self.cout),
+            ("kernel height", self.r),
+            ("kernel width", self.s),
+            ("stride", self.stride),
+            ("padding", self.pad),
+        ];
+        let (x, w) = ([self.batch, self.cin, self.h, self.w], [self.cout, self.cin, self.r, self.s]);
+        crate::kernels::check_geometry(op, &fields, &[("input", &x), ("weight", &w)])?;
         if self.h + 2 * self.pad < self.r || self.w + 2 * self.pad < self.s {
             return Err(Error::shape(
                 op,
                 format!("{}x{} kernel does not fit a {}x{} input with padding {}", self.r, self.s, self.h, self.w, self.pad),
             ));
         }
-        Ok(())
+        crate::kernels::check_geometry(op, &[], &[("output", &[self.batch, self.cout, self.oh(), self.ow()])])
     }
     /// OH = (H + 2·pad − R)/stride + 1, rounded down.
     pub fn oh(&self) -> usize {
