@@ -107,16 +107,16 @@ pub fn not_a_regular_file(path: &Path) -> Option<String> {
     {
         use std::os::unix::fs::FileTypeExt;
         if followed.is_fifo() {
-            return Some("is a FIFO (named pipe), not an image file".into());
+            return Some("is a FIFO (named pipe), not a regular file".into());
         }
         if followed.is_socket() {
-            return Some("is a socket, not an image file".into());
+            return Some("is a socket, not a regular file".into());
         }
         if followed.is_block_device() || followed.is_char_device() {
-            return Some("is a device, not an image file".into());
+            return Some("is a device, not a regular file".into());
         }
     }
-    Some(if followed.is_dir() { "is a directory, not a file" } else { "is not a regular file" }.into())
+    Some(if followed.is_dir() { "is a directory, not a regular file" } else { "is not a regular file" }.into())
 }
 
 /// Writes `bytes` to `path` atomically (see the module docs). Refuses a target that is not
@@ -153,13 +153,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// device such as `/dev/zero`, FIFO or socket is refused): `what` names it in errors
 /// ("checkpoint", "labels file"). Returns the file and its size.
 pub fn open_input(path: &Path, what: &str) -> Result<(File, u64)> {
-    let m = fs::metadata(path).map_err(|e| Error::file(path, format!("cannot read the {what}: {e}")))?;
-    if !m.is_file() {
-        let kind = if m.is_dir() { "a directory" } else { "not a regular file (a device, FIFO or socket)" };
-        return Err(Error::file(path, format!("the {what} is {kind}: expected a file")));
+    if let Some(kind) = not_a_regular_file(path) {
+        return Err(Error::file(path, format!("the {what} {kind}: expected a file")));
     }
     let f = File::open(path).map_err(|e| Error::file(path, format!("cannot read the {what}: {e}")))?;
-    Ok((f, m.len()))
+    let len = f.metadata().map_err(|e| Error::file(path, format!("cannot read the {what}: {e}")))?.len();
+    Ok((f, len))
 }
 
 /// Reads a whole input file ([`open_input`]) of at most `max` bytes; a larger one is refused
