@@ -376,9 +376,8 @@ fn check_args(args: &Args, matches: &ArgMatches) -> kiln::Result<(TrainConfig, O
         files::check_output("--plot", p)?;
     }
     // a resumable run also writes its training state beside the checkpoint
-    let resumable_by = [(args.stop_after.is_some(), "--stop-after"), (args.save_every_epoch, "--save-every-epoch"), (args.resume.is_some(), "--resume")];
-    let state = match (resumable_by.iter().find(|(on, _)| *on), &save) {
-        (Some((_, flag)), Some(s)) => {
+    let state = match (resumable_by(args), &save) {
+        (Some(flag), Some(s)) => {
             let path = TrainState::path_for(s);
             files::check_output(&format!("{flag} (the training state beside --save)"), &path)?;
             Some(path)
@@ -391,6 +390,14 @@ fn check_args(args: &Args, matches: &ArgMatches) -> kiln::Result<(TrainConfig, O
         .collect();
     files::check_distinct(&outputs)?;
     Ok((cfg, resume, save, existing))
+}
+
+/// The flag that makes this run resumable (its training state then goes beside the
+/// checkpoint), if any.
+fn resumable_by(args: &Args) -> Option<&'static str> {
+    [(args.stop_after.is_some(), "--stop-after"), (args.save_every_epoch, "--save-every-epoch"), (args.resume.is_some(), "--resume")]
+        .into_iter()
+        .find_map(|(on, flag)| on.then_some(flag))
 }
 
 fn main() -> ExitCode {
@@ -503,7 +510,7 @@ fn main() -> ExitCode {
     let mut failed = false;
     // The training state goes beside the checkpoint when the run may be resumed; a stale
     // one from an earlier run at that path would resume the wrong run, so it goes.
-    let resumable = args.stop_after.is_some() || args.save_every_epoch || resume.is_some();
+    let resumable = resumable_by(&args).is_some();
     let saved = save.as_ref().map(|path| {
         let checkpoint = model_checkpoint(report.params.clone(), report.mean, report.std);
         // the state goes beside the checkpoint only once the checkpoint is saved there
