@@ -341,7 +341,8 @@ impl Resume {
             ));
         }
         let state = TrainState::load(&state_path)?;
-        if let Some(sha) = state.checkpoint_sha256.as_deref().filter(|&sha| sha != sha256_hex(&bytes)) {
+        let checkpoint_sha = sha256_hex(&bytes);
+        if let Some(sha) = state.checkpoint_sha256.as_deref().filter(|&sha| sha != checkpoint_sha) {
             return Err(Error::file(
                 &state_path,
                 format!(
@@ -350,7 +351,7 @@ impl Resume {
                     state.epochs_done,
                     checkpoint.display(),
                     &sha[..12.min(sha.len())],
-                    &sha256_hex(&bytes)[..12],
+                    &checkpoint_sha[..12],
                     newer(checkpoint, &state_path)
                 ),
             ));
