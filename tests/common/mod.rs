@@ -143,6 +143,11 @@ pub fn own_gpu() -> kiln::Gpu {
     kiln::Gpu::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
 }
 
+/// A finished program's exit code (-1 when a signal ended it), standard output and error.
+pub fn text(o: &std::process::Output) -> (i32, String, String) {
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
 /// Runs `cmd` with its output piped, killed if it runs past `limit` (the test then fails,
 /// naming `what`): for a program that could block on an input or run away with one.
 pub fn output_within(cmd: &mut std::process::Command, limit: std::time::Duration, what: &str) -> std::process::Output {

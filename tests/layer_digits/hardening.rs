@@ -6,7 +6,7 @@
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use image::{GrayImage, Luma, Rgba, RgbaImage};
 use kiln::checkpoint::Checkpoint;
@@ -34,10 +34,6 @@ fn train_cmd(extra: &[&str]) -> Command {
     c
 }
 
-fn text(o: &Output) -> (i32, String, String) {
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
-}
-
 fn mlp_checkpoint(mean: f32, std: f32, dataset: &str) -> Checkpoint {
     let model = ModelKind::Mlp.build(1, 3).unwrap();
     let params = model.graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), vec![0.01; s.iter().product()])).collect();
@@ -63,14 +59,14 @@ fn closed_or_full_stdout_still_trains_and_saves() {
     let mut child = train_cmd(&["--save", closed.to_str().unwrap()]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     drop(child.stdout.take()); // as `| head -0` would
     let out = child.wait_with_output().unwrap();
-    let (code, _, stderr) = text(&out);
+    let (code, _, stderr) = common::text(&out);
     assert_eq!(code, 0, "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     Checkpoint::load(&closed).expect("the checkpoint of a run whose stdout was closed");
 
     let full = dir.join("full.safetensors");
     let out = train_cmd(&["--save", full.to_str().unwrap()]).stdout(fs::File::create("/dev/full").unwrap()).output().unwrap();
-    let (code, _, stderr) = text(&out);
+    let (code, _, stderr) = common::text(&out);
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("standard output was closed or full"), "{stderr}");
     Checkpoint::load(&full).expect("the checkpoint of a run whose stdout was /dev/full");
@@ -93,7 +89,7 @@ fn save_refuses_devices_fifos_and_symlinks() {
     }
     for (target, expect) in &targets {
         let kind = fs::symlink_metadata(target).unwrap().file_type();
-        let (code, _, stderr) = text(&train_cmd(&["--save", target.to_str().unwrap()]).output().unwrap());
+        let (code, _, stderr) = common::text(&train_cmd(&["--save", target.to_str().unwrap()]).output().unwrap());
         assert_eq!(code, 2, "{stderr}");
         assert!(stderr.contains("--save") && stderr.contains(expect), "{stderr}");
         assert_eq!(fs::symlink_metadata(target).unwrap().file_type(), kind, "{} was replaced", target.display());
@@ -109,7 +105,7 @@ fn save_refuses_devices_fifos_and_symlinks() {
 fn colliding_outputs_are_refused_and_replacing_is_said() {
     let dir = scratch("collide");
     let same = dir.join("same.png");
-    let (code, _, stderr) = text(&train_cmd(&["--save", same.to_str().unwrap(), "--plot", same.to_str().unwrap()]).output().unwrap());
+    let (code, _, stderr) = common::text(&train_cmd(&["--save", same.to_str().unwrap(), "--plot", same.to_str().unwrap()]).output().unwrap());
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--save and --plot name the same file"), "{stderr}");
     assert!(!same.exists());
@@ -123,13 +119,13 @@ fn colliding_outputs_are_refused_and_replacing_is_said() {
         .args(["--model", model.to_str().unwrap(), victim.to_str().unwrap(), "--dump-preprocessed", victim.to_str().unwrap()])
         .output()
         .unwrap();
-    let (code, _, stderr) = text(&out);
+    let (code, _, stderr) = common::text(&out);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("name the same file"), "{stderr}");
     assert_eq!(fs::read(&victim).unwrap(), before, "the input image was overwritten");
 
     // --save over an earlier checkpoint: done, and said
-    let (code, stdout, stderr) = text(&train_cmd(&["--save", model.to_str().unwrap(), "--json", "--quiet"]).output().unwrap());
+    let (code, stdout, stderr) = common::text(&train_cmd(&["--save", model.to_str().unwrap(), "--json", "--quiet"]).output().unwrap());
     assert_eq!(code, 0, "{stderr}");
     let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert!(json["checkpoint"].as_str().unwrap().contains("replaced the earlier file"), "{json}");
@@ -154,7 +150,7 @@ fn missing_data_names_every_file_and_the_offline_protocol() {
         .env_remove("KILN_DATA")
         .output()
         .unwrap();
-    let (code, _, stderr) = text(&out);
+    let (code, _, stderr) = common::text(&out);
     assert_eq!(code, 2, "{stderr}");
     for f in ["train-images", "train-labels", "t10k-images", "t10k-labels", "--dataset mnist10k", "--no-download"] {
         assert!(stderr.contains(f), "{f} not in: {stderr}");
@@ -180,12 +176,12 @@ fn meaningless_checkpoints_are_refused() {
     assert!(err.contains("fc1.bias") && err.contains("NaN"), "{err}");
     let digit = dir.join("d.png");
     digit_png(&digit);
-    let (code, stdout, stderr) = text(&Command::new(example("predict")).args(["--model", path.to_str().unwrap(), digit.to_str().unwrap()]).output().unwrap());
+    let (code, stdout, stderr) = common::text(&Command::new(example("predict")).args(["--model", path.to_str().unwrap(), digit.to_str().unwrap()]).output().unwrap());
     assert_eq!(code, 2, "{stderr}");
     assert!(stdout.is_empty(), "an answer from a broken checkpoint: {stdout}");
 
     mlp_checkpoint(0.28, 0.35, "fashion").save(&path).unwrap();
-    let (code, stdout, stderr) = text(&Command::new(example("predict")).args(["--model", path.to_str().unwrap(), digit.to_str().unwrap()]).output().unwrap());
+    let (code, stdout, stderr) = common::text(&Command::new(example("predict")).args(["--model", path.to_str().unwrap(), digit.to_str().unwrap()]).output().unwrap());
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("warning") && stderr.contains("'fashion'"), "{stderr}");
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
@@ -215,7 +211,7 @@ fn bad_flags_are_refused_before_data_and_gpu() {
             .env("KILN_ADAPTER", "no-such-adapter-anywhere")
             .output()
             .unwrap();
-        let (code, _, stderr) = text(&out);
+        let (code, _, stderr) = common::text(&out);
         assert_eq!(code, 2, "{flags:?}: {stderr}");
         assert!(stderr.contains(expect), "{flags:?}: expected {expect:?} in: {stderr}");
         assert!(!stderr.contains("nonexistent-kiln-data") && !stderr.contains("adapter"), "{flags:?}: checked too late: {stderr}");
@@ -231,7 +227,7 @@ fn a_diverging_quiet_run_stops_at_the_first_read() {
     let out = train_cmd(&["--optimizer", "sgd", "--lr", "1e9", "--progress-every", "10", "--quiet", "--save", save.to_str().unwrap()])
         .output()
         .unwrap();
-    let (code, _, stderr) = text(&out);
+    let (code, _, stderr) = common::text(&out);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("epoch 1, step 10"), "{stderr}");
     assert!(!save.exists());
@@ -255,7 +251,7 @@ fn predict_takes_huge_images_many_images_and_survives_a_bad_one() {
     img.save(&huge).unwrap();
     drop(img);
     let (code, stdout, stderr) =
-        text(&Command::new(example("predict")).args(["--model", model.to_str().unwrap(), "--denoise", huge.to_str().unwrap()]).output().unwrap());
+        common::text(&Command::new(example("predict")).args(["--model", model.to_str().unwrap(), "--denoise", huge.to_str().unwrap()]).output().unwrap());
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.starts_with(huge.to_str().unwrap()), "{stdout}");
 
@@ -265,7 +261,7 @@ fn predict_takes_huge_images_many_images_and_survives_a_bad_one() {
     fs::write(&bad, b"not a png").unwrap();
     let mut args: Vec<String> = vec!["--model".into(), model.display().to_string()];
     args.extend((0..3000).map(|i| if i == 1234 { bad.display().to_string() } else { good.display().to_string() }));
-    let (code, stdout, stderr) = text(&Command::new(example("predict")).args(&args).output().unwrap());
+    let (code, stdout, stderr) = common::text(&Command::new(example("predict")).args(&args).output().unwrap());
     assert_eq!(code, 2, "{stderr}");
     assert_eq!(stdout.lines().count(), 2999, "one answer per readable image");
     assert!(stderr.contains("bad.png") && stderr.contains("1 of 3000 images"), "{stderr}");
@@ -318,7 +314,7 @@ fn a_bad_autotune_cache_is_refused_and_retuned() {
     let run = |cache_var: &Path| {
         let mut c = train_cmd(&["--no-save", "--quiet"]);
         c.env_remove("KILN_AUTOTUNE").env("KILN_CACHE", cache_var);
-        text(&c.output().unwrap())
+        common::text(&c.output().unwrap())
     };
     let (code, _, stderr) = run(&cache);
     assert_eq!(code, 0, "{stderr}");
@@ -390,7 +386,7 @@ fn a_failed_final_save_rescues_the_model() {
     fs::remove_dir_all(&target_dir).unwrap();
     let rest: Vec<String> = lines.map_while(|l| l.ok()).collect();
     let out = child.wait_with_output().unwrap();
-    let (code, _, stderr) = text(&out);
+    let (code, _, stderr) = common::text(&out);
     assert_eq!(code, 2, "{stderr}");
     let rescued: Vec<PathBuf> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_string_lossy().contains("kiln-rescued-")).collect();
     assert_eq!(rescued.len(), 1, "{stderr}");
@@ -424,7 +420,7 @@ fn a_one_epoch_plot_draws_the_loss() {
 // 14. Adapter errors: each adapter once, and no install hint when adapters are there.
 #[test]
 fn an_unmatched_adapter_filter_lists_each_adapter_once() {
-    let (code, _, stderr) = text(&Command::new(example("gpu_info")).env("KILN_ADAPTER", "no-such-adapter-anywhere").output().unwrap());
+    let (code, _, stderr) = common::text(&Command::new(example("gpu_info")).env("KILN_ADAPTER", "no-such-adapter-anywhere").output().unwrap());
     assert_eq!(code, 2, "{stderr}");
     let present = stderr.split("adapters present: ").nth(1).expect(&stderr).lines().next().unwrap();
     let names: Vec<&str> = present.trim_end_matches('.').trim_end_matches(')').split("; ").collect();
@@ -439,11 +435,11 @@ fn an_unmatched_adapter_filter_lists_each_adapter_once() {
 
 #[test]
 fn an_unknown_kiln_direct_conv_value_is_refused() {
-    let (code, _, stderr) = text(&Command::new(example("gpu_info")).env("KILN_DIRECT_CONV", "sometimes").output().unwrap());
+    let (code, _, stderr) = common::text(&Command::new(example("gpu_info")).env("KILN_DIRECT_CONV", "sometimes").output().unwrap());
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("KILN_DIRECT_CONV=\"sometimes\"") && stderr.contains("unfused"), "{stderr}");
     for ok in ["unfused", "0", "on"] {
-        let (code, _, stderr) = text(&Command::new(example("gpu_info")).env("KILN_DIRECT_CONV", ok).output().unwrap());
+        let (code, _, stderr) = common::text(&Command::new(example("gpu_info")).env("KILN_DIRECT_CONV", ok).output().unwrap());
         assert_eq!(code, 0, "KILN_DIRECT_CONV={ok}: {stderr}");
     }
 }

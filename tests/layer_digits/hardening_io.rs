@@ -5,7 +5,7 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use kiln::checkpoint::Checkpoint;
 use kiln::nn::ModelKind;
@@ -15,10 +15,6 @@ use crate::common::example;
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist");
 
-fn text(o: &Output) -> (i32, String, String) {
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
-}
-
 /// explain of the MLP fixture into `out`, on as few digits as it takes.
 fn explain(out: &Path) -> (i32, String, String) {
     let ck = common::trained("mlp");
@@ -27,7 +23,7 @@ fn explain(out: &Path) -> (i32, String, String) {
         .arg(out)
         .output()
         .unwrap();
-    let t = text(&o);
+    let t = common::text(&o);
     assert!(!t.2.contains("panicked"), "{}", t.2);
     t
 }
@@ -101,7 +97,7 @@ fn a_lost_answer_exits_2() {
         .output()
         .unwrap();
     for (name, out) in [("predict", predict), ("evaluate", evaluate)] {
-        let (code, _, err) = text(&out);
+        let (code, _, err) = common::text(&out);
         assert_eq!(code, 2, "{name}: {err}");
         assert!(err.contains("standard output") && err.contains("answer was not written"), "{name}: {err}");
         assert!(!err.contains("panicked"), "{name}: {err}");
@@ -116,7 +112,7 @@ fn mkfifo(path: &Path) {
 fn evaluate_folder(images: &Path, labels: &Path) -> (i32, String, String) {
     let ck = common::trained("mlp");
     let o = Command::new(example("evaluate")).arg("--model").arg(&ck).arg("--images").arg(images).arg("--labels").arg(labels).output().unwrap();
-    text(&o)
+    common::text(&o)
 }
 
 /// DIR/images holding two ones, a.png and b.png, and DIR/labels.txt holding `labels`.
@@ -169,7 +165,7 @@ fn a_fifo_among_predicts_images_is_refused_not_waited_on() {
     let ck = common::trained("mlp");
     let mut predict = Command::new(example("predict"));
     predict.arg("--model").arg(&ck).args([&a, &fifo, &b]);
-    let (code, out, err) = text(&common::output_within(&mut predict, std::time::Duration::from_secs(30), "predict, waiting on the FIFO,"));
+    let (code, out, err) = common::text(&common::output_within(&mut predict, std::time::Duration::from_secs(30), "predict, waiting on the FIFO,"));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("pipe.png") && err.contains("FIFO"), "{err}");
     assert!(out.contains("a.png: ") && out.contains("b.png: "), "the other images are answered: {out}");
@@ -191,7 +187,7 @@ fn fashion_without_data(name: &str) -> (PathBuf, PathBuf, PathBuf) {
 fn evaluate_asks_only_for_the_test_files_and_dashes_undefined_scores() {
     let (dir, fashion, empty) = fashion_without_data("evaluate");
     let o = Command::new(example("evaluate")).arg("--model").arg(&fashion).args(["--dataset", "fashion", "--data-dir"]).arg(&empty).output().unwrap();
-    let (code, _, err) = text(&o);
+    let (code, _, err) = common::text(&o);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("t10k-images-idx3-ubyte.gz") && err.contains("t10k-labels-idx1-ubyte.gz"), "{err}");
     assert!(!err.contains("train-"), "the test split alone is read: {err}");
@@ -219,7 +215,7 @@ fn export_says_what_exports_what_it_replaced_and_refuses_stdout() {
     let (mlp, lenet) = (dir.join("mlp.safetensors"), dir.join("lenet.safetensors"));
     checkpoint(ModelKind::Mlp, "mnist", &mlp);
     checkpoint(ModelKind::Lenet5, "mnist", &lenet);
-    let export = |args: &[&std::ffi::OsStr]| text(&Command::new(example("export")).args(args).current_dir(&dir).output().unwrap());
+    let export = |args: &[&std::ffi::OsStr]| common::text(&Command::new(example("export")).args(args).current_dir(&dir).output().unwrap());
 
     let (code, help, _) = export(&["--help".as_ref()]);
     assert_eq!(code, 0);
@@ -324,7 +320,7 @@ fn export_logits_ask_only_for_the_test_files() {
         .arg(&empty)
         .output()
         .unwrap();
-    let (code, _, err) = text(&o);
+    let (code, _, err) = common::text(&o);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("t10k-images-idx3-ubyte.gz") && !err.contains("train-"), "{err}");
     assert!(!dir.join("m.onnx").exists(), "nothing is written before the data is found");

@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use kiln::checkpoint::Checkpoint;
 use kiln::train::TrainState;
@@ -23,11 +23,7 @@ fn scratch(name: &str) -> PathBuf {
 fn train(extra: &[&str]) -> (i32, String, String) {
     let mut c = Command::new(example("train_mnist"));
     c.args(["--data-dir", DATA]).args(extra).env("KILN_AUTOTUNE", "off");
-    text(&c.output().unwrap())
-}
-
-fn text(o: &Output) -> (i32, String, String) {
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+    common::text(&c.output().unwrap())
 }
 
 /// A run of 2 epochs stopped after the first: its checkpoint `dir/m.safetensors` and the state beside it.
@@ -163,7 +159,7 @@ fn a_bad_state_path_is_refused_before_any_work() {
 fn guarded(program: &str, args: &[&str]) -> (i32, String, String) {
     let mut cmd = Command::new("sh");
     cmd.args(["-c", "ulimit -v 2097152; exec \"$0\" \"$@\"", example(program).to_str().unwrap()]).args(args).env("KILN_AUTOTUNE", "off");
-    text(&common::output_within(&mut cmd, std::time::Duration::from_secs(20), &format!("{program} {args:?}")))
+    common::text(&common::output_within(&mut cmd, std::time::Duration::from_secs(20), &format!("{program} {args:?}")))
 }
 
 /// A sparse file of `len` bytes (no disk used), all zeros.
@@ -217,7 +213,7 @@ fn resume_takes_matching_flags_and_the_recorded_data() {
     let resume = |extra: &[&str]| {
         let mut c = Command::new(example("train_mnist"));
         c.args(["--resume", ck.to_str().unwrap(), "--quiet"]).args(extra).env("KILN_AUTOTUNE", "off").env_remove("KILN_DATA").current_dir(&dir);
-        text(&c.output().unwrap())
+        common::text(&c.output().unwrap())
     };
     for (flag, value, recorded) in [("--seed", "5", "has 1"), ("--dataset", "mnist", "has mnist10k"), ("--model", "cnn", "has mlp"), ("--momentum", "0.5", "no such setting")] {
         let (code, _, stderr) = resume(&[flag, value]);
@@ -257,7 +253,7 @@ fn a_rescue_tries_home_and_says_where_it_tried() {
     fs::remove_dir_all(&cwd).unwrap();
     fs::remove_dir_all(&target_dir).unwrap();
     let _: Vec<String> = lines.map_while(|l| l.ok()).collect();
-    let (code, _, stderr) = text(&child.wait_with_output().unwrap());
+    let (code, _, stderr) = common::text(&child.wait_with_output().unwrap());
     assert_eq!(code, 2, "{stderr}");
     let rescued: Vec<PathBuf> = fs::read_dir(&home).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(rescued.len(), 1, "nothing rescued to $HOME: {stderr}");
