@@ -527,6 +527,7 @@ pub fn lower(graph: &Graph, mode: Mode) -> Result<Plan> {
 /// in `keep` stay readable after the step: the memory planner gives them buffers no later
 /// value reuses (feature maps and their gradients for Grad-CAM).
 pub fn lower_keeping(graph: &Graph, mode: Mode, keep: &[NodeId]) -> Result<Plan> {
+    graph.check_size()?;
     let inputs: Vec<_> = graph.nodes.iter().filter(|n| n.op == Op::Input).collect();
     let [input] = inputs[..] else {
         return Err(Error::unsupported("graph", format!("expected exactly one input node, found {}", inputs.len())));

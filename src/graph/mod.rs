@@ -26,6 +26,7 @@ pub type NamedTensors = Vec<(String, Vec<usize>, Vec<f32>)>;
 pub use lower::{lower, lower_keeping, Mode, Plan, PoolForward, PoolRoute, Step, ValueId, ValueKind};
 
 use crate::kernels::activation::Activation;
+use crate::kernels::check_geometry;
 use crate::kernels::conv::Conv2d;
 use crate::kernels::pool::Pool2d;
 use crate::{Error, Result};
@@ -205,7 +206,22 @@ pub struct Graph {
     pub seed: u64,
 }
 
+/// The most nodes a graph may have: every step of a plan is recorded into one submit, and
+/// drivers fail in ways kiln cannot catch long before memory runs out (lavapipe crashed
+/// creating the bind groups of a 100,000-layer model; 20,000 worked). Deep networks people
+/// train have a few thousand nodes (a ResNet-152 about 500 layers).
+pub const MAX_NODES: usize = 10_000;
+
 impl Graph {
+    /// `Error::Unsupported` when the graph has more than [`MAX_NODES`] nodes: checked by
+    /// [`lower()`] before any plan is made or memory allocated.
+    pub fn check_size(&self) -> Result<()> {
+        if self.nodes.len() > MAX_NODES {
+            return Err(Error::unsupported("graph", format!("{} nodes (layers, parameters and their operations) are more than kiln builds, {MAX_NODES}", self.nodes.len())));
+        }
+        Ok(())
+    }
+
     /// An empty graph; `seed` drives parameter initialisation and dropout masks.
     pub fn new(seed: u64) -> Graph {
         Graph { nodes: Vec::new(), seed }
@@ -235,6 +251,8 @@ impl Graph {
         if shape.is_empty() || shape.contains(&0) {
             return Err(self.err(name, format!("input shape {shape:?} has an empty dimension")));
         }
+        let dims: Vec<_> = shape.iter().map(|&d| ("dimension", d)).collect();
+        check_geometry(&format!("node '{name}'"), &dims, &[("input", shape)])?;
         Ok(self.push(name.into(), Op::Input, vec![], shape.to_vec()))
     }
 
@@ -323,6 +341,8 @@ impl Graph {
         if win != inp {
             return Err(self.err(name, format!("input has {inp} features, weight {ws:?} expects {win}")));
         }
+        // The model description's names: `inputs` and `outputs` of a Linear layer.
+        check_geometry(&format!("node '{name}'"), &[("inputs", inp), ("outputs", out)], &[("weight", &ws), ("output", &[n, out])])?;
         if let Some(b) = b {
             if self.shape(b) != [out] {
                 return Err(self.err(name, format!("bias {:?} should be [{out}]", self.shape(b))));

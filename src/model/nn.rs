@@ -390,6 +390,7 @@ impl Model {
         let input = graph.input("input", &[batch, c, h, w])?;
         let labels = graph.labels("labels", batch);
         let logits = self.layers.build(&mut graph, "", input)?;
+        graph.check_size()?;
         let loss = graph.softmax_cross_entropy_smoothed("loss", logits, labels, smoothing)?;
         Ok(ClassifierGraph { graph, input, labels, logits, loss })
     }
@@ -400,6 +401,7 @@ impl Model {
         let [c, h, w] = self.input;
         let input = graph.input("input", &[batch, c, h, w])?;
         let logits = self.layers.build(&mut graph, "", input)?;
+        graph.check_size()?;
         let probs = graph.softmax("probs", logits)?;
         Ok(Inference { graph, input, logits, probs })
     }

@@ -217,3 +217,61 @@ fn a_huge_size_in_a_model_description_is_an_error_naming_the_layer_and_field() {
         assert!(model.build_inference(8).is_err(), "{field}");
     }
 }
+
+#[test]
+fn a_huge_linear_layer_or_input_in_a_model_description_is_an_error_naming_the_field() {
+    let wide = Model::new("wide", Sequential::new().add("flatten", Flatten).add("fc1", Linear::new(784, 1 << 40)));
+    let e = wide.build(8, 1).err().expect("a linear layer of 2^40 outputs built").to_string();
+    assert!(e.contains("fc1") && e.contains("outputs"), "{e}");
+    // 2^62 * 784 wraps a u64: the product is checked, not computed.
+    let wrapping = Model::new("wrapping", Sequential::new().add("flatten", Flatten).add("fc1", Linear::new(784, 1 << 62)));
+    assert!(wrapping.build_inference(8).is_err());
+    let mut tall = Model::new("tall", Sequential::new().add("flatten", Flatten).add("fc1", Linear::new(784, 10)));
+    tall.input = [1, 1 << 40, 28];
+    let e = tall.build(8, 1).err().expect("an input of 2^40 rows built").to_string();
+    assert!(e.contains("input") && e.contains("dimension"), "{e}");
+}
+
+#[test]
+fn a_checkpoint_describing_100000_layers_is_refused_before_the_gpu_sees_it() {
+    let mut layers = Sequential::new().add("flatten", Flatten).add("fc1", Linear::new(784, 10));
+    for i in 0..100_000 {
+        layers = layers.add(&format!("relu{i}"), ReLU);
+    }
+    let model = Model::new("deep", layers);
+    let e = model.build(1, 3).err().expect("a 100,000-layer model built").to_string();
+    assert!(e.contains("1000") && e.contains(" nodes") && e.contains(&kiln::graph::MAX_NODES.to_string()), "{e}");
+    // As a checkpoint: its description is what `predict`, `evaluate` and `export` read.
+    let spec = Model::new("shallow", Sequential::new().add("flatten", Flatten).add("fc1", Linear::new(784, 10)).add("relu0", ReLU));
+    let params: kiln::graph::NamedTensors = spec.build(1, 3).unwrap().graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), vec![0.1; s.iter().product()])).collect();
+    let ck = scratch("deep").join("deep.safetensors");
+    Checkpoint { model, mean: 0.13, std: 0.31, dataset: "mnist10k".into(), params }.save(&ck).unwrap();
+    let out = common::output_within(
+        Command::new(example("predict")).args(["--model", ck.to_str().unwrap(), "no-such-image.png"]),
+        Duration::from_secs(60),
+        "predict with a 100,000-layer checkpoint",
+    );
+    let (code, _, err) = common::text(&out);
+    assert!(code > 0 && err.contains("deep.safetensors") && err.contains(&kiln::graph::MAX_NODES.to_string()), "exit {code}: {err}");
+}
+
+#[test]
+fn parameters_beyond_the_adapters_buffer_limit_are_refused_before_they_are_drawn() {
+    let gpu = kiln::testing::gpu();
+    let most = gpu.limits().max_buffer_size;
+    // Layers of 4096 x 4096 (64 MiB each, each under the binding limit) until the sum is over.
+    let layers = (most / (4 * 4096 * 4096) + 1) as usize;
+    let mut seq = Sequential::new().add("flatten", Flatten).add("fc0", Linear::new(784, 4096));
+    for i in 1..=layers {
+        seq = seq.add(&format!("fc{i}"), Linear::new(4096, 4096));
+    }
+    let model = Model::new("heavy", seq.add("out", Linear::new(4096, 10)));
+    let inference = model.build_inference(1).unwrap();
+    let start = Instant::now();
+    let e = kiln::graph::Executor::new(gpu, &inference.graph, kiln::graph::Mode::Eval, None, &kiln::ops::gemm::GemmConfig::default_for(gpu.info()), None)
+        .err()
+        .expect("parameters over max_buffer_size allocated")
+        .to_string();
+    assert!(e.contains("parameters") && e.contains(&most.to_string()), "{e}");
+    assert!(start.elapsed() < Duration::from_secs(10), "refused only after {:?}", start.elapsed());
+}

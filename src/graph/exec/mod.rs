@@ -236,6 +236,17 @@ impl<'g> Executor<'g> {
         let align = gpu.limits().min_storage_buffer_offset_alignment;
         let (offsets, flat_len) = flat_layout(plan.params.iter().map(|p| &p.shape), align);
         let (state_offsets, state_len) = flat_layout(plan.state.iter().map(|s| &s.shape), align);
+        // Checked before the parameters are drawn on the host: they live in one flat buffer,
+        // which the optimizer binds whole.
+        let limits = gpu.limits();
+        let (most, which) = match mode {
+            Mode::Train => (limits.max_storage_buffer_binding_size, "storage binding limit"),
+            _ => (limits.max_buffer_size, "max_buffer_size"),
+        };
+        let param_bytes = DType::F32.bytes(flat_len.max(state_len));
+        if param_bytes > most {
+            return Err(Error::unsupported("model", format!("its parameters take {param_bytes} bytes, more than the adapter's {which} of {most} bytes")));
+        }
         let params = match share_params {
             Some(other) => {
                 if other.offsets != offsets || other.state_offsets != state_offsets {
