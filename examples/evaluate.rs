@@ -4,9 +4,13 @@
 //!   cargo run --release --example evaluate -- --model M.safetensors --dataset mnist --data-dir DIR
 //!   cargo run --release --example evaluate -- --model M.safetensors --images DIR --labels FILE
 //!       [--noise salt-pepper:P|gaussian:SIGMA] [--seed 1] [--denoise] [--batch-size 256] [--json]
+//!       [--plot-reliability R.png] [--plot-rejection E.png]
 //!
-//! Prints the accuracy, per-class precision and recall, and the confusion matrix (with
-//! --json, one JSON object: `accuracy`, `per_class`, `confusion`, ...).
+//! Prints the accuracy, per-class precision and recall, the confusion matrix, and how far the
+//! confidences can be trusted: the expected calibration error (15 bins) before and after the
+//! checkpoint's temperature, and the error among accepted answers when the least confident
+//! 0, 1, 2, 5 and 10% are rejected (with --json, one JSON object: `accuracy`, `per_class`,
+//! `confusion`, `calibration`, ...).
 //! Exit codes: 0 done, 2 bad input (flag, checkpoint, labels, unreadable image), a GPU error
 //! or a lost answer (standard output closed or full).
 
@@ -17,6 +21,7 @@ use clap::Parser;
 use kiln::checkpoint::Checkpoint;
 use kiln::cli::{self, fail};
 use kiln::data::{Dataset, DatasetKind};
+use kiln::calibrate::Calibration;
 use kiln::evaluate::{self, Metrics, Noise, Options};
 use kiln::{errln, outln, Classifier};
 
@@ -53,6 +58,12 @@ struct Args {
     /// One JSON object on standard output instead of the tables
     #[arg(long)]
     json: bool,
+    /// Draw the reliability diagram (before and after the checkpoint's temperature) to this PNG
+    #[arg(long)]
+    plot_reliability: Option<PathBuf>,
+    /// Draw the error-rejection curve to this PNG
+    #[arg(long)]
+    plot_rejection: Option<PathBuf>,
 }
 
 fn parse_noise(s: &str) -> Result<Noise, String> {
@@ -78,6 +89,12 @@ fn run(args: &Args) -> Result<(), String> {
         return Err(format!("--batch-size: {} (expected at least 1)", args.batch_size));
     }
     let options = Options { noise: args.noise, seed: args.seed, denoise: args.denoise };
+    for (name, plot) in [("--plot-reliability", &args.plot_reliability), ("--plot-rejection", &args.plot_rejection)] {
+        if let Some(path) = plot {
+            kiln::plot::check_path(path).map_err(flag(name))?;
+            kiln::files::check_output(name, path).map_err(|e| e.to_string())?;
+        }
+    }
     // The cheap checks first: the checkpoint, the labels and the files, then the GPU.
     let checkpoint = Checkpoint::load(&args.model).map_err(flag("--model"))?;
     let source = match (&args.dataset, &args.images, &args.labels) {
@@ -100,7 +117,7 @@ fn run(args: &Args) -> Result<(), String> {
     let gpu = kiln::Gpu::new().map_err(|e| e.to_string())?;
     let mut classifier = Classifier::new(&gpu, checkpoint, args.batch_size as usize).map_err(|e| e.to_string())?;
     let start = std::time::Instant::now();
-    let (what, confusion) = match &source {
+    let (what, answers) = match &source {
         Source::Split(kind, test, dir) => {
             let c = evaluate::evaluate_split(&mut classifier, &gpu, test, &options).map_err(|e| e.to_string())?;
             (format!("{kind} test split ({})", dir.display()), c)
@@ -111,6 +128,14 @@ fn run(args: &Args) -> Result<(), String> {
         }
     };
     let seconds = start.elapsed().as_secs_f64();
+    let confusion = &answers.metrics;
+    let calibration = Calibration::measure(&answers.probs, &answers.labels, classifier.checkpoint().temperature);
+    if let Some(path) = &args.plot_reliability {
+        kiln::plot::plot_reliability(path, &calibration).map_err(flag("--plot-reliability"))?;
+    }
+    if let Some(path) = &args.plot_rejection {
+        kiln::plot::plot_rejection(path, &calibration.rejection).map_err(flag("--plot-rejection"))?;
+    }
     let noise = args.noise.map_or("none".to_string(), |n| format!("{n} (seed {})", args.seed));
     if args.json {
         let mut json = confusion.to_json();
@@ -120,9 +145,11 @@ fn run(args: &Args) -> Result<(), String> {
         json["seed"] = args.seed.into();
         json["denoise"] = args.denoise.into();
         json["seconds"] = seconds.into();
+        json["calibration"] = serde_json::to_value(&calibration).map_err(|e| e.to_string())?;
         outln!("{json}");
     } else {
-        print_report(&what, &noise, args.denoise, &confusion, seconds);
+        print_report(&what, &noise, args.denoise, confusion, seconds);
+        print_calibration(&calibration);
     }
     Ok(())
 }
@@ -144,4 +171,13 @@ fn print_report(what: &str, noise: &str, denoise: bool, c: &Metrics, seconds: f6
     }
     outln!("confusion (rows: label, columns: prediction):");
     outln!("{c}");
+}
+
+fn print_calibration(c: &Calibration) {
+    let t = if c.temperature == 1.0 { "T = 1, not calibrated".to_string() } else { format!("T = {:.3}", c.temperature) };
+    outln!("calibration ({t}): expected calibration error {:.2}% before, {:.2}% after ({} bins)", 100.0 * c.before.ece, 100.0 * c.after.ece, kiln::calibrate::BINS);
+    outln!("rejected  accepted  error among accepted  lowest confidence kept");
+    for r in &c.rejection {
+        outln!("{:>7.0}%  {:>8}  {:>19.2}%  {:>22.4}", 100.0 * r.rejected, r.accepted, 100.0 * r.error_rate, r.threshold);
+    }
 }

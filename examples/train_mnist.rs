@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln::checkpoint::Checkpoint;
 use kiln::cli::{self, fail, Saved};
 use kiln::files::{self, Existing};
-use kiln::{errln, outln};
+use kiln::{errln, outln, Classifier};
 use kiln::data::mnist::DatasetKind;
 use kiln::nn::ModelKind;
 use kiln::ops::gemm::GemmConfig;
@@ -129,6 +129,10 @@ struct Args {
     /// one epoch)
     #[arg(long, conflicts_with = "no_save")]
     save_every_epoch: bool,
+    /// Hold out the last N images of the training split, and after training fit the softmax
+    /// temperature on them: the checkpoint's confidences are then calibrated
+    #[arg(long, allow_negative_numbers = true)]
+    calibrate: Option<i64>,
 }
 
 /// The flags that define a run: with --resume they come from the run's training state.
@@ -357,6 +361,15 @@ fn check_args(args: &Args, matches: &ArgMatches) -> kiln::Result<(TrainConfig, O
         None => (cfg, None),
     };
     cfg.check().map_err(flag_names)?;
+    if let Some(n) = args.calibrate {
+        if n < 1 {
+            return Err(kiln::Error::unsupported("--calibrate", format!("{n}: expected a number of held-out images, at least 1")));
+        }
+        // the held-out images are not recorded in the training state: a resumed run would not know them
+        if let Some(flag) = resumable_by(args) {
+            return Err(kiln::Error::unsupported("--calibrate", format!("cannot go with {flag}: calibrate the finished run instead")));
+        }
+    }
     if let Some(n) = args.stop_after {
         if n == 0 || n >= cfg.epochs {
             return Err(kiln::Error::unsupported("--stop-after", format!("{n}: expected an epoch from 1 to {} (before the run's last, --epochs {})", cfg.epochs - 1, cfg.epochs)));
@@ -426,10 +439,22 @@ fn main() -> ExitCode {
         };
         ((data, gpu), (gpu_seconds, data_seconds))
     });
-    let data = match data {
+    let mut data = match data {
         Ok(Ok(d)) => d,
         Ok(Err(e)) => return fail(cli::data_error(e, true)),
         Err(_) => return fail("loading the dataset failed (its thread stopped; see the message above)"),
+    };
+    // --calibrate: the last N training images are held out of training for the temperature
+    let held_out = match args.calibrate.map(|n| n as usize) {
+        Some(n) if n >= data.train.len() => {
+            return fail(format!("--calibrate {n}: the {} training split has {} images; hold out fewer", cfg.dataset, data.train.len()))
+        }
+        Some(n) => {
+            let (train, held) = data.train.split_at(data.train.len() - n);
+            data.train = train;
+            Some(held)
+        }
+        None => None,
     };
     // the training state records where the data was found: `--resume` finds it there again
     let cfg = TrainConfig { data_dir: Some(std::fs::canonicalize(&data.dir).unwrap_or_else(|_| data.dir.clone())), ..cfg };
@@ -477,6 +502,7 @@ fn main() -> ExitCode {
         mean,
         std,
         dataset: cfg.dataset.to_string(),
+        temperature: 1.0,
         params,
     };
     if let (true, Some(path)) = (args.save_every_epoch, &save) {
@@ -508,11 +534,29 @@ fn main() -> ExitCode {
     }
     // The trained model first: nothing after this point may lose it.
     let mut failed = false;
+    let mut temperature = 1.0;
+    if let Some(held) = &held_out {
+        let fitted = Classifier::new(&gpu, model_checkpoint(report.params.clone(), report.mean, report.std), kiln::classify::DEFAULT_BATCH)
+            .and_then(|mut c| kiln::calibrate::fit_on(&mut c, held));
+        match fitted {
+            Ok(t) => {
+                temperature = t;
+                if !args.quiet {
+                    outln!("calibration: softmax temperature {t:.4}, fitted on the {} held-out training images", held.len());
+                }
+            }
+            // the model is still saved, uncalibrated
+            Err(e) => {
+                errln!("error: --calibrate: {e} (the checkpoint is saved uncalibrated)");
+                failed = true;
+            }
+        }
+    }
     // The training state goes beside the checkpoint when the run may be resumed; a stale
     // one from an earlier run at that path would resume the wrong run, so it goes.
     let resumable = resumable_by(&args).is_some();
     let saved = save.as_ref().map(|path| {
-        let checkpoint = model_checkpoint(report.params.clone(), report.mean, report.std);
+        let checkpoint = Checkpoint { temperature, ..model_checkpoint(report.params.clone(), report.mean, report.std) };
         // the state goes beside the checkpoint only once the checkpoint is saved there
         let mut save_state = |ck_path: &Path| {
             let state_path = TrainState::path_for(ck_path);

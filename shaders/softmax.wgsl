@@ -12,6 +12,7 @@
 struct Params {
     rows: u32,
     classes: u32,
+    // softmax_forward: 1/T, the inverse temperature (1: the plain softmax);
     // backward: dlogits = (softmax - t) * scale, scale = 1/rows for a mean loss
     scale: f32,
     smoothing: f32,
@@ -50,8 +51,12 @@ fn softmax_forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
     if r >= p.rows { return; }
     let base = r * p.classes;
     let m = row_max(base);
-    let inv = 1.0 / row_sum_exp(base, m);
-    for (var j = 0u; j < p.classes; j++) { probs[base + j] = exp(logits[base + j] - m) * inv; }
+    // p.scale = 1/T > 0 keeps the max the max: exp(s (z - m)) <= 1, no overflow. s = 1
+    // multiplies exactly, so an uncalibrated model's probabilities are the plain softmax's.
+    var sum = 0.0;
+    for (var j = 0u; j < p.classes; j++) { sum += exp(p.scale * (logits[base + j] - m)); }
+    let inv = 1.0 / sum;
+    for (var j = 0u; j < p.classes; j++) { probs[base + j] = exp(p.scale * (logits[base + j] - m)) * inv; }
 }
 
 // Row r's loss and predicted class (argmax, first max on ties), written to row_loss and

@@ -56,7 +56,7 @@ enum Output {
 ///         (name.to_string(), shape.to_vec(), values)
 ///     })
 ///     .collect();
-/// let checkpoint = Checkpoint { model, mean: 0.1307, std: 0.3081, dataset: "mnist".into(), params };
+/// let checkpoint = Checkpoint { model, mean: 0.1307, std: 0.3081, dataset: "mnist".into(), temperature: 1.0, params };
 /// let path = std::env::temp_dir().join(format!("kiln-doc-classify-{}.safetensors", std::process::id()));
 /// checkpoint.save(&path)?;
 ///
@@ -179,7 +179,7 @@ impl<'g> Classifier<'g> {
     fn runner(&mut self, n: usize) -> Result<&mut Runner<'g>> {
         let slot = if n == self.batch { &mut self.full } else { &mut self.rest };
         if slot.as_ref().is_none_or(|r| r.exec.batch() != n) {
-            let model = self.checkpoint.model.build_inference(n)?;
+            let model = self.checkpoint.model.build_calibrated(n, self.checkpoint.temperature)?;
             let (graph, tensors) = fold_checkpoint(&model.graph, &self.checkpoint.params)?;
             let exec = Executor::new(self.gpu, &graph, Mode::Eval, None, &GemmConfig::default_for(self.gpu.info()), None)?;
             exec.write_model(&tensors)?;

@@ -283,11 +283,36 @@ pub fn argmax(p: &[f32]) -> usize {
     p.iter().enumerate().fold(0, |best, (i, &v)| if v > p[best] { i } else { best })
 }
 
+/// An evaluation's answers: the scores, and each image's probabilities (at the checkpoint's
+/// temperature) and label, for the calibration measures (`calibrate::Calibration`).
+pub struct Answers {
+    /// Accuracy, per-class scores, confusion.
+    pub metrics: Metrics,
+    /// Each image's class probabilities, in order.
+    pub probs: Vec<[f32; CLASSES]>,
+    /// Each image's label, in order.
+    pub labels: Vec<u8>,
+}
+
+impl Answers {
+    fn new() -> Answers {
+        Answers { metrics: Metrics::new(CLASSES), probs: Vec::new(), labels: Vec::new() }
+    }
+
+    fn add(&mut self, probs: Vec<[f32; CLASSES]>, labels: impl IntoIterator<Item = u8>) {
+        for (p, label) in probs.into_iter().zip(labels) {
+            self.metrics.add(label as usize, argmax(&p));
+            self.probs.push(p);
+            self.labels.push(label);
+        }
+    }
+}
+
 /// Evaluates a dataset split (28x28 images, already prepared as MNIST's are) in batches
 /// of the classifier's size. Image `i` gets noise seeded by (`options.seed`, `i`).
-pub fn evaluate_split(classifier: &mut Classifier, gpu: &Gpu, split: &Split, options: &Options) -> Result<Metrics> {
+pub fn evaluate_split(classifier: &mut Classifier, gpu: &Gpu, split: &Split, options: &Options) -> Result<Answers> {
     let (rows, cols) = (split.images.rows as u32, split.images.cols as u32);
-    let mut confusion = Metrics::new(CLASSES);
+    let mut answers = Answers::new();
     let batch = classifier.batch();
     for start in (0..split.len()).step_by(batch) {
         let end = (start + batch).min(split.len());
@@ -302,11 +327,9 @@ pub fn evaluate_split(classifier: &mut Classifier, gpu: &Gpu, split: &Split, opt
         if options.denoise {
             images = predict::denoise_many(gpu, &images)?;
         }
-        for (p, &label) in classifier.classify(&images)?.iter().zip(&split.labels[start..end]) {
-            confusion.add(label as usize, argmax(p));
-        }
+        answers.add(classifier.classify(&images)?, split.labels[start..end].iter().copied());
     }
-    Ok(confusion)
+    Ok(answers)
 }
 
 /// Loads image `index` of a folder evaluation as `predict` would (noise and the median
@@ -326,8 +349,8 @@ pub fn prepare(gpu: &Gpu, path: &Path, index: usize, options: &Options) -> Resul
 /// prepared as `predict` prepares them ([`prepare`]). Every image must be usable: one
 /// that cannot be read, or holds no ink, fails the evaluation, after the others are read
 /// so that the error counts them all.
-pub fn evaluate_folder(classifier: &mut Classifier, gpu: &Gpu, files: &[(PathBuf, u8)], options: &Options) -> Result<Metrics> {
-    let mut confusion = Metrics::new(CLASSES);
+pub fn evaluate_folder(classifier: &mut Classifier, gpu: &Gpu, files: &[(PathBuf, u8)], options: &Options) -> Result<Answers> {
+    let mut answers = Answers::new();
     let mut failures: Vec<String> = Vec::new();
     let mut count = 0;
     for (b, chunk) in files.chunks(classifier.batch()).enumerate() {
@@ -346,13 +369,11 @@ pub fn evaluate_folder(classifier: &mut Classifier, gpu: &Gpu, files: &[(PathBuf
         if count > 0 {
             continue; // the evaluation has failed: only count the other unusable images
         }
-        for (p, (_, label)) in classifier.classify(&images)?.iter().zip(chunk) {
-            confusion.add(*label as usize, argmax(p));
-        }
+        answers.add(classifier.classify(&images)?, chunk.iter().map(|(_, label)| *label));
     }
     if count > 0 {
         let more = if count > failures.len() { format!("\n  ... and {} more", count - failures.len()) } else { String::new() };
         return Err(Error::unsupported("evaluate", format!("{count} of {} images could not be used:\n  {}{more}", files.len(), failures.join("\n  "))));
     }
-    Ok(confusion)
+    Ok(answers)
 }

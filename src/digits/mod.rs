@@ -3,6 +3,7 @@
 //! ([`classify::Classifier`]), scores ([`evaluate`]), the frozen test sets ([`digit_sets`]),
 //! saliency reports ([`explain`]) and plots ([`plot`]).
 
+pub mod calibrate;
 pub mod classify;
 pub mod data;
 pub mod digit_sets;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
+use crate::digits::calibrate::{Calibration, Rejection};
 use crate::digits::train::EpochReport;
 use crate::{Error, Result};
 
@@ -166,6 +167,76 @@ fn draw_learning_curve(pixels: &mut [u8], points: &[CurvePoint], reference: &[Cu
         chart.draw_series(theirs.iter().map(|&p| TriangleMarker::new(p, 5, RED.filled())))?;
     }
     chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).border_style(BLACK).background_style(WHITE).draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// Draws a reliability diagram (accuracy against confidence per bin, the diagonal being
+/// perfect calibration) of the plain softmax and of the checkpoint's temperature to `path`
+/// (PNG, 700x450, written atomically), with each one's expected calibration error.
+pub fn plot_reliability(path: &Path, c: &Calibration) -> Result<()> {
+    check_path(path)?;
+    register_font(path)?;
+    let mut pixels = vec![0u8; (CURVE_SIZE.0 * CURVE_SIZE.1 * 3) as usize];
+    draw_reliability(&mut pixels, c).map_err(|e| Error::file(path, format!("cannot draw the plot: {e}")))?;
+    crate::base::files::write_png(path, &pixels, CURVE_SIZE, image::ExtendedColorType::Rgb8)
+}
+
+fn draw_reliability(pixels: &mut [u8], c: &Calibration) -> DrawResult {
+    let root = BitMapBackend::with_buffer(pixels, CURVE_SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("reliability (T = {:.3})", c.temperature), ("sans-serif", 22))
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0.0..1.0, 0.0..1.0)?;
+    chart.configure_mesh().x_desc("confidence (top probability)").y_desc("accuracy").draw()?;
+    chart.draw_series(DashedLineSeries::new([(0.0, 0.0), (1.0, 1.0)], 6, 4, BLACK.stroke_width(1)))?;
+    for (r, name, color) in [(&c.before, "T = 1", RED), (&c.after, "calibrated", BLUE)] {
+        let points: Vec<(f64, f64)> = r.bins.iter().filter(|b| b.count > 0).map(|b| (b.confidence, b.accuracy)).collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(format!("{name}: ECE {:.2}%", 100.0 * r.ece))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+    }
+    chart.configure_series_labels().position(SeriesLabelPosition::UpperLeft).border_style(BLACK).background_style(WHITE).draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// Draws the error–rejection curve (error rate among accepted answers, in %, against the
+/// fraction rejected) to `path` (PNG, 700x450, written atomically).
+pub fn plot_rejection(path: &Path, curve: &[Rejection]) -> Result<()> {
+    check_path(path)?;
+    if curve.is_empty() {
+        return Err(Error::file(path, "an error-rejection curve needs at least one point"));
+    }
+    register_font(path)?;
+    let mut pixels = vec![0u8; (CURVE_SIZE.0 * CURVE_SIZE.1 * 3) as usize];
+    draw_rejection(&mut pixels, curve).map_err(|e| Error::file(path, format!("cannot draw the plot: {e}")))?;
+    crate::base::files::write_png(path, &pixels, CURVE_SIZE, image::ExtendedColorType::Rgb8)
+}
+
+fn draw_rejection(pixels: &mut [u8], curve: &[Rejection]) -> DrawResult {
+    let root = BitMapBackend::with_buffer(pixels, CURVE_SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let points: Vec<(f64, f64)> = curve.iter().map(|r| (100.0 * r.rejected, 100.0 * r.error_rate)).collect();
+    let x_hi = points.iter().map(|p| p.0).fold(1.0, f64::max);
+    let y_hi = points.iter().map(|p| p.1).fold(0.1, f64::max) * 1.15;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("error among accepted vs rejected", ("sans-serif", 22))
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0.0..x_hi, 0.0..y_hi)?;
+    chart.configure_mesh().x_desc("rejected, least confident first (%)").y_desc("error among accepted (%)").draw()?;
+    chart.draw_series(LineSeries::new(points.clone(), BLUE.stroke_width(2)))?;
+    chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, BLUE.filled())))?;
+    chart.draw_series(points.iter().map(|&(x, y)| {
+        EmptyElement::at((x, y)) + Text::new(format!("{y:.2}%"), (6, -18), ("sans-serif", 14).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Top)))
+    }))?;
     root.present()?;
     Ok(())
 }

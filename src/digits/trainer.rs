@@ -310,7 +310,7 @@ impl<'g> Trainer<'g> {
     /// The model as it stands, as a checkpoint (`dataset`: the config's).
     pub async fn checkpoint_async(&self) -> Result<Checkpoint> {
         let params = self.executor.read_model_async().await?;
-        Ok(Checkpoint { model: self.cfg.model.clone(), mean: self.mean, std: self.std, dataset: self.cfg.dataset.to_string(), params })
+        Ok(Checkpoint { model: self.cfg.model.clone(), mean: self.mean, std: self.std, dataset: self.cfg.dataset.to_string(), temperature: 1.0, params })
     }
 
     /// [`Trainer::checkpoint_async`], waiting.

@@ -237,9 +237,9 @@ impl CpuExecutor {
                     self.set_acc(dweight, gw, accumulate.0);
                     self.set_acc(dbias, gb, accumulate.1);
                 }
-                Step::Softmax { logits, probs } => {
+                Step::Softmax { logits, probs, temperature } => {
                     let c = self.shape(logits)[1];
-                    let r = reference::softmax::softmax_forward(self.get(logits), c);
+                    let r = reference::softmax::softmax_forward(self.get(logits), c, temperature);
                     self.set(probs, r);
                 }
                 Step::XentForward { logits, labels, smoothing, loss, pred, grad } => {

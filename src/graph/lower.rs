@@ -213,10 +213,10 @@ impl Lowering<'_> {
                     self.plan.steps.push(Step::Add { a, b, y });
                     y
                 }
-                Op::Softmax => {
+                &Op::Softmax { temperature } => {
                     let logits = inp(0);
                     let probs = self.act(name, &node.shape);
-                    self.plan.steps.push(Step::Softmax { logits, probs });
+                    self.plan.steps.push(Step::Softmax { logits, probs, temperature });
                     probs
                 }
                 &Op::SoftmaxCrossEntropy { smoothing } => {
@@ -247,7 +247,7 @@ impl Lowering<'_> {
                 loss
             }
             Mode::InputGradient => {
-                let head = g.nodes.iter().position(|n| matches!(n.op, Op::Softmax | Op::SoftmaxCrossEntropy { .. }));
+                let head = g.nodes.iter().position(|n| matches!(n.op, Op::Softmax { .. } | Op::SoftmaxCrossEntropy { .. }));
                 let output = head.map_or(NodeId(g.nodes.len() - 1), |h| g.nodes[h].inputs[0]);
                 let node = g.node(output);
                 let seed = self.value(format!("d{}", node.name), &node.shape.clone(), DType::F32, ValueKind::OutputGrad);
@@ -455,7 +455,7 @@ impl Lowering<'_> {
                         }
                     }
                 }
-                Op::Softmax => {
+                Op::Softmax { .. } => {
                     return Err(Error::unsupported(
                         format!("node '{}'", node.name),
                         "training through softmax: use softmax_cross_entropy on the logits",

@@ -128,8 +128,11 @@ pub enum Op {
         /// Added to the variance before the square root (PyTorch's 1e-5).
         eps: f32,
     },
-    /// Row-wise softmax over [B, C] (inference).
-    Softmax,
+    /// Row-wise softmax over [B, C] of logits / temperature (inference).
+    Softmax {
+        /// 1: the plain softmax; a fitted temperature calibrates the probabilities.
+        temperature: f32,
+    },
     /// inputs: logits [B, C], labels `[B]` -> per-row loss `[B]`; the training loss is its mean.
     /// `smoothing`: label smoothing e in [0, 1) (PyTorch's `label_smoothing`).
     SoftmaxCrossEntropy {
@@ -444,11 +447,17 @@ impl Graph {
 
     /// `Op::Softmax`: row-wise probabilities of logits [N, C], for inference graphs.
     pub fn softmax(&mut self, name: &str, logits: NodeId) -> Result<NodeId> {
+        self.softmax_tempered(name, logits, 1.0)
+    }
+
+    /// [`Graph::softmax`] of logits / `temperature` (finite, above 0): temperature scaling.
+    pub fn softmax_tempered(&mut self, name: &str, logits: NodeId, temperature: f32) -> Result<NodeId> {
         let s = self.shape(logits).to_vec();
         if s.len() != 2 {
             return Err(self.err(name, format!("softmax needs [N, classes], got {s:?}")));
         }
-        Ok(self.push(name.into(), Op::Softmax, vec![logits], s))
+        crate::kernels::softmax::check_temperature(temperature).map_err(|e| self.err(name, e.to_string()))?;
+        Ok(self.push(name.into(), Op::Softmax { temperature }, vec![logits], s))
     }
 
     /// `Op::SoftmaxCrossEntropy` without label smoothing: logits [N, C] and a labels node

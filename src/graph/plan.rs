@@ -435,6 +435,8 @@ pub enum Step {
         logits: ValueId,
         /// Probabilities [N, C].
         probs: ValueId,
+        /// softmax(logits / temperature).
+        temperature: f32,
     },
     /// The loss head in one dispatch: softmax cross-entropy against the smoothed one-hot
     /// target per row, the row losses and predictions folded into the metrics buffer, and
@@ -504,7 +506,7 @@ impl Step {
                 let reads = acc_reads(acc_reads(vec![*x, *weight, *mean, *invstd, *dy], *dweight, accumulate.0), *dbias, accumulate.1);
                 (reads, vec![*dx, *dweight, *dbias])
             }
-            Softmax { logits, probs } => (vec![*logits], vec![*probs]),
+            Softmax { logits, probs, .. } => (vec![*logits], vec![*probs]),
             XentForward { logits, labels, loss, pred, grad, .. } => (vec![*logits, *labels], [*loss, *pred].into_iter().chain(grad.map(|g| g.0)).collect()),
         }
     }

@@ -39,12 +39,23 @@ fn launch(gpu: &Gpu, entry: &'static str, params: Params, tensors: &[(u32, &Tens
     Dispatch::new(gpu, &kernel, &params, tensors, gpu.grid_for(params.rows as usize, WG))
 }
 
-/// probs = softmax(logits) row-wise.
-pub fn softmax_forward(gpu: &Gpu, logits: &Tensor, probs: &Tensor) -> Result<Dispatch> {
+/// probs = softmax(logits / temperature) row-wise (temperature 1: the plain softmax; a
+/// fitted temperature calibrates the probabilities, see `digits::calibrate`).
+pub fn softmax_forward(gpu: &Gpu, logits: &Tensor, probs: &Tensor, temperature: f32) -> Result<Dispatch> {
     let op = "softmax_forward";
     let (r, c) = rows_classes(op, logits)?;
     check_tensor(op, "probs", probs, r * c, DType::F32)?;
-    launch(gpu, op, Params { rows: r as u32, classes: c as u32, ..Default::default() }, &[(1, logits), (3, probs)])
+    check_temperature(temperature)?;
+    launch(gpu, op, Params { rows: r as u32, classes: c as u32, scale: 1.0 / temperature, ..Default::default() }, &[(1, logits), (3, probs)])
+}
+
+/// A softmax temperature must be finite and above 0 (and 1/T finite).
+pub fn check_temperature(temperature: f32) -> Result<()> {
+    if temperature.is_finite() && temperature > 0.0 && (1.0 / temperature).is_finite() {
+        Ok(())
+    } else {
+        Err(Error::unsupported("temperature", format!("{temperature}: expected a finite value above 0")))
+    }
 }
 
 /// Label smoothing must lie in [0, 1): 0 is the plain cross-entropy.

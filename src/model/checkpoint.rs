@@ -26,7 +26,7 @@ pub use crate::graph::NamedTensors;
 /// let model = ModelKind::Mlp.spec();
 /// let graph = model.build(1, 7).unwrap();
 /// let params = graph.graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), vec![0.5; s.iter().product()])).collect();
-/// let ck = Checkpoint { model, mean: 0.1307, std: 0.3081, dataset: "mnist".into(), params };
+/// let ck = Checkpoint { model, mean: 0.1307, std: 0.3081, dataset: "mnist".into(), temperature: 1.0, params };
 /// let path = std::env::temp_dir().join(format!("kiln-doc-{}.safetensors", std::process::id()));
 /// ck.save(&path).unwrap();
 /// assert_eq!(Checkpoint::load(&path).unwrap(), ck); // the model comes back from the file alone
@@ -43,6 +43,9 @@ pub struct Checkpoint {
     pub std: f32,
     /// What it was trained on (`mnist`, `mnist10k`, `fashion`).
     pub dataset: String,
+    /// The softmax temperature its probabilities are read with: 1 until one is fitted on
+    /// held-out data (`digits::calibrate`), when confidences then mean what they say.
+    pub temperature: f32,
     /// The model's tensors with PyTorch's names: parameters, then state.
     pub params: NamedTensors,
 }
@@ -161,6 +164,7 @@ impl Checkpoint {
             ("mean", self.mean.to_string()),
             ("std", self.std.to_string()),
             ("dataset", self.dataset.clone()),
+            ("temperature", self.temperature.to_string()),
         ];
         encode_tensors(path, &self.params, &meta)
     }
@@ -217,6 +221,12 @@ impl Checkpoint {
             let extra: Vec<_> = tensors.names().into_iter().filter(|n| !params.iter().any(|p| &p.0 == n)).collect();
             return Err(bad(format!("unexpected tensors {extra:?} for a {} model", model.name())));
         }
+        // Checkpoints from before calibration have none: temperature 1, the plain softmax.
+        let temperature: f32 = match meta.get("temperature") {
+            Some(t) => t.parse().map_err(|e| bad(format!("temperature: {e}")))?,
+            None => 1.0,
+        };
+        crate::kernels::softmax::check_temperature(temperature).map_err(|e| bad(e.to_string()))?;
         if !mean.is_finite() || !std.is_finite() || std <= 0.0 {
             return Err(bad(format!("input normalisation mean {mean}, std {std}: expected finite values and std > 0")));
         }
@@ -225,7 +235,7 @@ impl Checkpoint {
                 return Err(bad(format!("tensor '{name}' holds {} at index {i}: the weights are not usable", values[i])));
             }
         }
-        Ok(Checkpoint { model, mean, std, dataset: meta.get("dataset").cloned().unwrap_or_default(), params })
+        Ok(Checkpoint { model, mean, std, dataset: meta.get("dataset").cloned().unwrap_or_default(), temperature, params })
     }
 
     /// A warning when this checkpoint was trained on another dataset than `expected`

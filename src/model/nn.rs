@@ -397,12 +397,18 @@ impl Model {
 
     /// The inference graph: input -> logits -> softmax.
     pub fn build_inference(&self, batch: usize) -> Result<Inference> {
+        self.build_calibrated(batch, 1.0)
+    }
+
+    /// The inference graph with its probabilities read at `temperature`:
+    /// softmax(logits / temperature), a checkpoint's calibration.
+    pub fn build_calibrated(&self, batch: usize, temperature: f32) -> Result<Inference> {
         let mut graph = Graph::new(0);
         let [c, h, w] = self.input;
         let input = graph.input("input", &[batch, c, h, w])?;
         let logits = self.layers.build(&mut graph, "", input)?;
         graph.check_size()?;
-        let probs = graph.softmax("probs", logits)?;
+        let probs = graph.softmax_tempered("probs", logits, temperature)?;
         Ok(Inference { graph, input, logits, probs })
     }
 }

@@ -310,9 +310,13 @@ pub fn export(graph: &Graph, output: NodeId, params: &NamedTensors, metadata: &[
                 let x = b.input(id, 0, None);
                 b.emit(id, "Flatten", vec![x], vec![attr_int("axis", 1)]);
             }
-            Op::Softmax => {
+            Op::Softmax { temperature } if temperature == 1.0 => {
                 let x = b.input(id, 0, None);
                 b.emit(id, "Softmax", vec![x], vec![attr_int("axis", 1)]);
+            }
+            Op::Softmax { .. } => {
+                let what = "a tempered softmax has no ONNX export (export the logits: a calibrated model's temperature is in its checkpoint)";
+                return Err(Error::unsupported(format!("node '{}'", node.name), what));
             }
             Op::BatchNorm { .. } => {
                 let what = "BatchNorm has no ONNX export yet (BatchNormalization needs the running statistics as initializers)";

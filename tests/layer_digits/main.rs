@@ -7,6 +7,7 @@
 mod common;
 
 mod app;
+mod calibrate;
 mod data_download;
 mod data_idx;
 mod evaluate;

@@ -7,6 +7,31 @@ use kiln::testing::{assert_close, gpu, Rng, REDUCTION, TRANSCENDENTAL};
 use kiln::{DType, Tensor};
 
 #[test]
+fn a_tempered_softmax_matches_cpu_and_a_temperature_of_one_is_the_plain_softmax() {
+    let gpu = gpu();
+    let mut rng = Rng::new(11);
+    for (rows, classes) in [(1, 1), (7, 3), (67, 10), (33, 17)] {
+        let logits: Vec<f32> = rng.vec(rows * classes).iter().map(|v| v * 60.0).collect();
+        let tl = Tensor::from_f32(gpu, &[rows, classes], &logits).unwrap();
+        for temperature in [1.0f32, 0.37, 2.5] {
+            let tp = Tensor::empty(gpu, &[rows, classes], DType::F32).unwrap();
+            tp.poison(gpu).unwrap();
+            gpu.run(&[&softmax_forward(gpu, &tl, &tp, temperature).unwrap()]).unwrap();
+            let what = format!("softmax_forward rows={rows} classes={classes} T={temperature}");
+            assert_close(&what, &tp.to_f32(gpu).unwrap(), &cpu::softmax_forward(&logits, classes, temperature), TRANSCENDENTAL);
+        }
+        // softmax(z / T) = softmax(z * (1/T)): the reference agrees with itself scaled
+        let scaled: Vec<f32> = logits.iter().map(|v| v / 2.5).collect();
+        assert_close("reference", &cpu::softmax_forward(&logits, classes, 2.5), &cpu::softmax_forward(&scaled, classes, 1.0), TRANSCENDENTAL);
+    }
+    let (tl, tp) = (Tensor::from_f32(gpu, &[1, 2], &[0.0, 1.0]).unwrap(), Tensor::empty(gpu, &[1, 2], DType::F32).unwrap());
+    for bad in [0.0, -1.0, f32::NAN, f32::INFINITY, 1e-45] {
+        let e = softmax_forward(gpu, &tl, &tp, bad).err().unwrap_or_else(|| panic!("temperature {bad} accepted")).to_string();
+        assert!(e.contains("temperature"), "{e}");
+    }
+}
+
+#[test]
 fn softmax_xent_and_metrics_match_cpu() {
     let gpu = gpu();
     let mut rng = Rng::new(9);
@@ -30,7 +55,7 @@ fn softmax_xent_and_metrics_match_cpu() {
         }
         let scale = 1.0 / rows as f32;
         let d = [
-            softmax_forward(gpu, &tl, &tp).unwrap(),
+            softmax_forward(gpu, &tl, &tp, 1.0).unwrap(),
             softmax_xent_forward(gpu, &tl, &tlab, smoothing, &tloss, &tpred).unwrap(),
             softmax_xent_backward(gpu, &tl, &tlab, smoothing, scale, &tdl).unwrap(),
             metrics_accumulate(gpu, classes, &tloss, &tpred, &tlab, &tm).unwrap(),
@@ -39,7 +64,7 @@ fn softmax_xent_and_metrics_match_cpu() {
         ];
         gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
         let what = format!("rows={rows} classes={classes} smoothing={smoothing}");
-        assert_close(&format!("softmax_forward {what}"), &tp.to_f32(gpu).unwrap(), &cpu::softmax_forward(&logits, classes), TRANSCENDENTAL);
+        assert_close(&format!("softmax_forward {what}"), &tp.to_f32(gpu).unwrap(), &cpu::softmax_forward(&logits, classes, 1.0), TRANSCENDENTAL);
         let (loss, pred) = cpu::softmax_xent_forward(&logits, &labels, classes, smoothing);
         assert_close(&format!("softmax_xent_forward {what}"), &tloss.to_f32(gpu).unwrap(), &loss, TRANSCENDENTAL);
         assert_eq!(tpred.to_u32(gpu).unwrap(), pred, "argmax {what}");

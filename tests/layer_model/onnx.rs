@@ -98,7 +98,7 @@ fn random_checkpoint(model: ModelKind, seed: u64) -> Checkpoint {
     let mut rng = Rng::new(seed);
     let graph = model.build(1, 0).unwrap().graph;
     let params = graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), rng.vec(s.iter().product()))).collect();
-    Checkpoint { model: model.spec(), mean: 0.1307, std: 0.3081, dataset: "mnist10k".into(), params }
+    Checkpoint { model: model.spec(), mean: 0.1307, std: 0.3081, dataset: "mnist10k".into(), temperature: 1.0, params }
 }
 
 /// Dims of a ValueInfoProto: a symbolic dimension as its name, others as numbers.

@@ -158,7 +158,7 @@ impl<'g> Explainer<'g> {
                         FeatureMap { layer: name.clone(), shape: [shape[1], shape[2], shape[3]], values: v[r * len..(r + 1) * len].to_vec() }
                     })
                     .collect();
-                out.push(Explanation { class, probs: softmax(row), saliency: saliency[r * per..(r + 1) * per].to_vec(), grad_cam, features });
+                out.push(Explanation { class, probs: probabilities(row, self.checkpoint.temperature), saliency: saliency[r * per..(r + 1) * per].to_vec(), grad_cam, features });
             }
         }
         Ok(out)
@@ -241,12 +241,11 @@ pub fn argmax(v: &[f32]) -> usize {
     v.iter().enumerate().fold(0, |best, (i, &x)| if x > v[best] { i } else { best })
 }
 
-/// Softmax of one row of logits (max subtracted: no overflow).
-pub fn softmax(logits: &[f32]) -> [f32; CLASSES] {
-    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f64> = logits.iter().map(|&l| ((l - max) as f64).exp()).collect();
-    let sum: f64 = e.iter().sum();
-    std::array::from_fn(|i| (e[i] / sum) as f32)
+/// One row's class probabilities at the checkpoint's temperature (the reference softmax:
+/// f64, max subtracted), as `Classifier` reads them.
+fn probabilities(logits: &[f32], temperature: f32) -> [f32; CLASSES] {
+    let p = crate::kernels::reference::softmax::softmax_forward(logits, CLASSES, temperature);
+    std::array::from_fn(|i| p[i])
 }
 
 /// One row of the deletion test.

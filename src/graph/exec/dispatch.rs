@@ -163,7 +163,7 @@ impl<'g> Executor<'g> {
                 let (dw, db) = (t(*dweight), t(*dbias));
                 vec![batchnorm::batchnorm_backward(gpu, bn, t(*x), t(*weight), t(*mean), t(*invstd), t(*dy), t(*dx), dw, db, *accumulate)?]
             }
-            Step::Softmax { logits, probs } => vec![softmax::softmax_forward(gpu, t(*logits), t(*probs))?],
+            Step::Softmax { logits, probs, temperature } => vec![softmax::softmax_forward(gpu, t(*logits), t(*probs), *temperature)?],
             Step::XentForward { logits, labels, smoothing, loss, pred, grad } => {
                 let grad = grad.map(|(d, scale)| (t(d), scale));
                 vec![softmax::softmax_xent_metrics(gpu, t(*logits), t(*labels), *smoothing, t(*loss), t(*pred), grad, &self.metrics)?]

@@ -1,12 +1,13 @@
 //! Reference softmax and cross-entropy, max-subtracted, in f64.
 
-/// Row-wise softmax of logits [rows, classes], max-subtracted, in f64.
-pub fn softmax_forward(logits: &[f32], classes: usize) -> Vec<f32> {
+/// Row-wise softmax of logits / temperature [rows, classes], max-subtracted, in f64.
+pub fn softmax_forward(logits: &[f32], classes: usize, temperature: f32) -> Vec<f32> {
+    let s = 1.0 / temperature as f64;
     logits
         .chunks(classes)
         .flat_map(|row| {
             let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
-            let e: Vec<f64> = row.iter().map(|&v| (v as f64 - m).exp()).collect();
+            let e: Vec<f64> = row.iter().map(|&v| (s * (v as f64 - m)).exp()).collect();
             let s: f64 = e.iter().sum();
             e.into_iter().map(move |v| (v / s) as f32)
         })
@@ -39,7 +40,7 @@ pub fn softmax_xent_forward(logits: &[f32], labels: &[u32], classes: usize, smoo
 /// d(mean loss * scale)/dlogits = (softmax - t) * scale, t = (1 - e) onehot + e / C; zero
 /// rows for padding labels.
 pub fn softmax_xent_backward(logits: &[f32], labels: &[u32], classes: usize, smoothing: f32, scale: f32) -> Vec<f32> {
-    let p = softmax_forward(logits, classes);
+    let p = softmax_forward(logits, classes, 1.0);
     p.iter()
         .enumerate()
         .map(|(i, &v)| {
