@@ -23,10 +23,12 @@ use kiln::{outln, Classifier};
         (pixel / 255 - mean) / std with the checkpoint's mean and std, which the model records in \
         its metadata_props under the keys 'mean' and 'std'. Output 'logits': float32 [N, 10] \
         (no softmax).\n\n\
-        What exports: the cnn and mlp models, and any model built of Conv2d, MaxPool2d, Linear, \
-        ReLU, Flatten, Dropout, Add and Softmax. Not yet: BatchNorm, the tanh, sigmoid, GELU and \
-        leaky ReLU activations, average pooling, so neither lenet5 nor cnn-bn; such a checkpoint \
-        is refused with the layer named."
+        What exports: every model kind (cnn, mlp, lenet5, cnn-bn) and any model described with \
+        kiln's layers (examples/custom_model.rs): Conv2d, Linear, MaxPool2d, AvgPool2d, \
+        GlobalAvgPool, BatchNorm (as BatchNormalization with the running statistics), ReLU, \
+        LeakyReLU, Tanh, Sigmoid, GELU (as Erf and arithmetic: opset 13 has no Gelu), Flatten, \
+        Dropout (dropped: inference) and Residual (an Add). A layer that cannot be exported is \
+        refused with the checkpoint file and the layer named."
 )]
 struct Args {
     /// Checkpoint written by train_mnist

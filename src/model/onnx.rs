@@ -12,16 +12,24 @@
 //! |---|---|
 //! | `Conv2d { stride, pad }` | `Conv` (kernel_shape, strides, pads) |
 //! | `MaxPool2d { k, stride, pad }` | `MaxPool` (kernel_shape, strides, pads) |
+//! | `AvgPool2d { k, stride, pad }` | `AveragePool` (kernel_shape, strides, pads, count_include_pad = 1) |
+//! | `GlobalAvgPool` | `GlobalAveragePool` |
 //! | `Linear` | `Gemm` (transB = 1) |
 //! | `Bias` | `Add` with the bias reshaped to `[C, 1, ..]` |
+//! | `BatchNorm { eps, .. }` | `BatchNormalization` (epsilon) with the running mean and variance as initializers |
+//! | `Activation`: LeakyReLU, Tanh, Sigmoid | `LeakyRelu` (alpha = slope), `Tanh`, `Sigmoid` |
+//! | `Activation`: GELU | `Div` by √2, `Erf`, `Add` 1, `Mul` by x, `Mul` by 0.5 (ONNX's `Gelu` is opset 20) |
 //! | `Relu`, `Add`, `Flatten`, `Softmax` | `Relu`, `Add`, `Flatten` (axis 1), `Softmax` (axis 1) |
 //! | `Dropout` | nothing (inference) |
+//!
+//! Every layer of `nn` exports; only the training-only nodes (labels, loss) do not.
 
 use std::collections::{HashMap, HashSet};
 
 use crate::graph::NamedTensors;
 use crate::model::checkpoint::Checkpoint;
 use crate::graph::{Graph, NodeId, Op};
+use crate::kernels::activation::Activation;
 use crate::{Error, Result};
 
 /// The ONNX operator set the export targets.
@@ -56,10 +64,12 @@ mod field {
     pub const NODE_OP_TYPE: u32 = 4;
     pub const NODE_ATTRIBUTE: u32 = 5;
     pub const ATTRIBUTE_NAME: u32 = 1;
+    pub const ATTRIBUTE_F: u32 = 2;
     pub const ATTRIBUTE_I: u32 = 3;
     pub const ATTRIBUTE_INTS: u32 = 8;
     pub const ATTRIBUTE_TYPE: u32 = 20;
     /// AttributeProto.AttributeType values.
+    pub const ATTRIBUTE_TYPE_FLOAT: u64 = 1;
     pub const ATTRIBUTE_TYPE_INT: u64 = 2;
     pub const ATTRIBUTE_TYPE_INTS: u64 = 7;
     pub const TENSOR_DIMS: u32 = 1;
@@ -82,7 +92,8 @@ mod field {
 use field::*;
 
 /// A protobuf message being written: fields are appended in call order.
-/// Wire types: 0 (varint) and 2 (length-delimited) are all ONNX export needs.
+/// Wire types: 0 (varint), 2 (length-delimited) and 5 (32-bit, for float attributes) are
+/// all ONNX export needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Message(Vec<u8>);
 
@@ -113,6 +124,13 @@ impl Message {
         self
     }
 
+    /// A float field: wire type 5, the four bytes of the f32 in little-endian order.
+    pub fn float(mut self, field: u32, value: f32) -> Message {
+        put_varint(&mut self.0, (u64::from(field) << 3) | 5);
+        self.0.extend_from_slice(&value.to_le_bytes());
+        self
+    }
+
     /// A string field (UTF-8, length-delimited).
     pub fn string(self, field: u32, s: &str) -> Message {
         self.bytes(field, s.as_bytes())
@@ -139,6 +157,10 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 
 fn attr_int(name: &str, v: i64) -> Message {
     Message::new().string(ATTRIBUTE_NAME, name).int(ATTRIBUTE_I, v).varint(ATTRIBUTE_TYPE, ATTRIBUTE_TYPE_INT)
+}
+
+fn attr_float(name: &str, v: f32) -> Message {
+    Message::new().string(ATTRIBUTE_NAME, name).float(ATTRIBUTE_F, v).varint(ATTRIBUTE_TYPE, ATTRIBUTE_TYPE_FLOAT)
 }
 
 fn attr_ints(name: &str, vs: &[usize]) -> Message {
@@ -189,12 +211,13 @@ impl<'a> Builder<'a> {
         name
     }
 
-    /// The value name of input `k` of `id`. A parameter becomes an initializer the first
-    /// time it is used with these `dims` (its own shape when `None`).
+    /// The value name of input `k` of `id`. A parameter or state (BatchNorm's running
+    /// statistics) becomes an initializer the first time it is used with these `dims` (its
+    /// own shape when `None`).
     fn input(&mut self, id: NodeId, k: usize, dims: Option<Vec<usize>>) -> String {
         let src = self.graph.node(id).inputs[k];
         let node = self.graph.node(src);
-        if !matches!(node.op, Op::Param { .. }) {
+        if !matches!(node.op, Op::Param { .. } | Op::State { .. }) {
             return self.names[&src].clone();
         }
         let dims = dims.unwrap_or_else(|| node.shape.clone());
@@ -207,14 +230,35 @@ impl<'a> Builder<'a> {
         name
     }
 
+    /// A scalar float initializer named after `name` (a constant of a decomposed op).
+    fn constant(&mut self, name: &str, value: f32) -> String {
+        let name = self.fresh(name);
+        self.initializers.push(tensor(&name, &[], &[value]));
+        name
+    }
+
+    /// Appends an ONNX node named `name` writing `output`.
+    fn node(&mut self, name: &str, output: &str, op_type: &'static str, inputs: &[String], attrs: Vec<Message>) {
+        let m = inputs.iter().fold(Message::new(), |m, i| m.string(NODE_INPUT, i));
+        let m = m.string(NODE_OUTPUT, output).string(NODE_NAME, name).string(NODE_OP_TYPE, op_type);
+        self.nodes.push(attrs.iter().fold(m, |m, a| m.message(NODE_ATTRIBUTE, a)));
+        self.op_types.push(op_type);
+    }
+
+    /// Adds an intermediate ONNX node of kiln node `id` (one step of a decomposed op),
+    /// named `{id's name}/{step}`; returns its output's name.
+    fn step(&mut self, id: NodeId, step: &str, op_type: &'static str, inputs: &[String]) -> String {
+        let name = format!("{}/{step}", self.graph.node(id).name);
+        let output = self.fresh(&name);
+        self.node(&name, &output, op_type, inputs, vec![]);
+        output
+    }
+
     /// Adds the ONNX node computing `id`; its output is [`OUTPUT`] for the graph's output.
     fn emit(&mut self, id: NodeId, op_type: &'static str, inputs: Vec<String>, attrs: Vec<Message>) {
         let name = &self.graph.node(id).name;
         let output = if id == self.output { OUTPUT.to_string() } else { self.fresh(name) };
-        let m = inputs.iter().fold(Message::new(), |m, i| m.string(NODE_INPUT, i));
-        let m = m.string(NODE_OUTPUT, &output).string(NODE_NAME, name).string(NODE_OP_TYPE, op_type);
-        self.nodes.push(attrs.iter().fold(m, |m, a| m.message(NODE_ATTRIBUTE, a)));
-        self.op_types.push(op_type);
+        self.node(name, &output, op_type, &inputs, attrs);
         self.names.insert(id, output);
     }
 }
@@ -226,23 +270,25 @@ pub struct Exported {
     pub bytes: Vec<u8>,
     /// The ONNX node types in graph order, e.g. `["Conv", "Relu", ...]`.
     pub op_types: Vec<&'static str>,
-    /// Number of initializers (parameters, plus reshaped copies of separate biases).
+    /// Number of initializers: parameters, running statistics, reshaped copies of separate
+    /// biases and the scalar constants of decomposed ops (GELU).
     pub initializers: usize,
 }
 
 /// Exports `graph` from its input up to `output` (whose value is named [`OUTPUT`]), with
-/// `params` (names and shapes as `graph.params()`) as initializers and `metadata` as the
+/// `params` (names and shapes as `graph.params()`, then `graph.state()`: a checkpoint's
+/// tensors) as initializers and `metadata` as the
 /// model's `metadata_props`. The graph's batch size does not matter: the batch dimension
 /// is exported as the symbol [`BATCH_DIM`]. A node ONNX export does not cover (labels,
 /// loss) is an `Error::Unsupported` naming it.
 pub fn export(graph: &Graph, output: NodeId, params: &NamedTensors, metadata: &[(String, String)]) -> Result<Exported> {
     let given: HashMap<&str, (&[usize], &[f32])> = params.iter().map(|(n, s, d)| (n.as_str(), (s.as_slice(), d.as_slice()))).collect();
     let mut values = HashMap::new();
-    for (_, name, shape) in graph.params() {
+    for (_, name, shape) in graph.params().into_iter().chain(graph.state()) {
         match given.get(name) {
             Some((s, d)) if *s == shape && d.len() == shape.iter().product::<usize>() => values.insert(name, *d),
-            Some((s, d)) => return Err(Error::shape("onnx export", format!("parameter '{name}' is {s:?} with {} values, the graph needs {shape:?}", d.len()))),
-            None => return Err(Error::shape("onnx export", format!("no value for parameter '{name}' {shape:?}"))),
+            Some((s, d)) => return Err(Error::shape("onnx export", format!("tensor '{name}' is {s:?} with {} values, the graph needs {shape:?}", d.len()))),
+            None => return Err(Error::shape("onnx export", format!("no value for parameter or state '{name}' {shape:?}"))),
         };
     }
     // The nodes the output depends on; node ids are in topological order by construction.
@@ -287,6 +333,17 @@ pub fn export(graph: &Graph, output: NodeId, params: &NamedTensors, metadata: &[
                 let x = b.input(id, 0, None);
                 b.emit(id, "MaxPool", vec![x], window([k, k], stride, pad));
             }
+            Op::AvgPool2d { k, stride, pad } => {
+                // kiln's mean counts the padding as zeros (PyTorch's count_include_pad=True)
+                let x = b.input(id, 0, None);
+                let mut attrs = window([k, k], stride, pad);
+                attrs.push(attr_int("count_include_pad", 1));
+                b.emit(id, "AveragePool", vec![x], attrs);
+            }
+            Op::GlobalAvgPool => {
+                let x = b.input(id, 0, None);
+                b.emit(id, "GlobalAveragePool", vec![x], vec![]);
+            }
             Op::Linear => {
                 let ins = (0..node.inputs.len()).map(|k| b.input(id, k, None)).collect();
                 b.emit(id, "Gemm", ins, vec![attr_int("transB", 1)]);
@@ -310,23 +367,41 @@ pub fn export(graph: &Graph, output: NodeId, params: &NamedTensors, metadata: &[
                 let x = b.input(id, 0, None);
                 b.emit(id, "Flatten", vec![x], vec![attr_int("axis", 1)]);
             }
-            Op::Softmax { temperature } if temperature == 1.0 => {
-                let x = b.input(id, 0, None);
+            Op::Softmax { temperature } => {
+                let mut x = b.input(id, 0, None);
+                if temperature != 1.0 {
+                    // a calibrated model's probabilities: softmax(logits / T)
+                    let t = b.constant(&format!("{}.temperature", node.name), temperature);
+                    x = b.step(id, "div", "Div", &[x, t]);
+                }
                 b.emit(id, "Softmax", vec![x], vec![attr_int("axis", 1)]);
             }
-            Op::Softmax { .. } => {
-                let what = "a tempered softmax has no ONNX export (export the logits: a calibrated model's temperature is in its checkpoint)";
-                return Err(Error::unsupported(format!("node '{}'", node.name), what));
+            Op::BatchNorm { eps, .. } => {
+                // inference: y = (x - running_mean) / sqrt(running_var + eps) * weight + bias;
+                // inputs x, weight, bias, running_mean, running_var are ONNX's X, scale, B,
+                // input_mean, input_var (num_batches_tracked is for training only)
+                let ins = (0..5).map(|k| b.input(id, k, None)).collect();
+                b.emit(id, "BatchNormalization", ins, vec![attr_float("epsilon", eps)]);
             }
-            Op::BatchNorm { .. } => {
-                let what = "BatchNorm has no ONNX export yet (BatchNormalization needs the running statistics as initializers)";
-                return Err(Error::unsupported(format!("node '{}'", node.name), what));
-            }
-            Op::Activation(_) | Op::AvgPool2d { .. } | Op::GlobalAvgPool => {
-                // ONNX has LeakyRelu/Tanh/Sigmoid/AveragePool/GlobalAveragePool (Gelu only from
-                // opset 20); their export is not written or checked against onnxruntime yet.
-                let what = format!("{:?} has no ONNX export yet", node.op);
-                return Err(Error::unsupported(format!("node '{}'", node.name), what));
+            Op::Activation(act) => {
+                let x = b.input(id, 0, None);
+                match act {
+                    Activation::LeakyRelu { slope } => b.emit(id, "LeakyRelu", vec![x], vec![attr_float("alpha", slope)]),
+                    Activation::Tanh => b.emit(id, "Tanh", vec![x], vec![]),
+                    Activation::Sigmoid => b.emit(id, "Sigmoid", vec![x], vec![]),
+                    Activation::Gelu => {
+                        // x * Phi(x) = x * (1 + erf(x / sqrt 2)) / 2: opset 13 has Erf, not Gelu
+                        let name = node.name.clone();
+                        let sqrt2 = b.constant(&format!("{name}.sqrt2"), std::f32::consts::SQRT_2);
+                        let z = b.step(id, "div", "Div", &[x.clone(), sqrt2]);
+                        let e = b.step(id, "erf", "Erf", &[z]);
+                        let one = b.constant(&format!("{name}.one"), 1.0);
+                        let p = b.step(id, "add", "Add", &[e, one]);
+                        let xp = b.step(id, "mul", "Mul", &[x, p]);
+                        let half = b.constant(&format!("{name}.half"), 0.5);
+                        b.emit(id, "Mul", vec![xp, half], vec![]);
+                    }
+                }
             }
             Op::Labels | Op::SoftmaxCrossEntropy { .. } => {
                 let what = format!("{:?} has no ONNX export: it exports inference graphs, up to the logits or probabilities", node.op);
@@ -371,6 +446,8 @@ pub fn export_checkpoint(ck: &Checkpoint) -> Result<Exported> {
         ("std", ck.std.to_string()),
         ("normalisation", "input = (pixel / 255 - mean) / std, pixels 0..255 of 28x28 grayscale, white digit on black".to_string()),
         ("dataset", ck.dataset.clone()),
+        // the model's output is its logits: calibrated probabilities are softmax(logits / temperature)
+        ("temperature", ck.temperature.to_string()),
         ("kiln_version", env!("CARGO_PKG_VERSION").to_string()),
     ];
     let metadata: Vec<_> = metadata.into_iter().map(|(k, v)| (k.to_string(), v)).collect();

@@ -207,8 +207,8 @@ fn evaluate_asks_only_for_the_test_files_and_dashes_undefined_scores() {
     assert!(rows.iter().any(|r| r[1] == "—"), "{out}");
 }
 
-// 13. export says what it exports, that it replaced a file, refuses '-', and names the
-// checkpoint whose model it cannot export.
+// 13. export says what it exports, that it replaced a file and refuses '-'; and (15) every
+// model kind exports, lenet5 (tanh, average pooling) too.
 #[test]
 fn export_says_what_exports_what_it_replaced_and_refuses_stdout() {
     let dir = common::scratch("hardening_io", "export");
@@ -219,7 +219,7 @@ fn export_says_what_exports_what_it_replaced_and_refuses_stdout() {
 
     let (code, help, _) = export(&["--help".as_ref()]);
     assert_eq!(code, 0);
-    for said in ["cnn", "mlp", "lenet5", "Conv2d", "BatchNorm"] {
+    for said in ["cnn", "mlp", "lenet5", "cnn-bn", "Conv2d", "BatchNorm", "GELU", "GlobalAvgPool", "Residual"] {
         assert!(help.contains(said), "'{said}' not in --help: {help}");
     }
 
@@ -236,10 +236,9 @@ fn export_says_what_exports_what_it_replaced_and_refuses_stdout() {
     assert!(err.contains("--onnx") && err.contains("standard output"), "{err}");
     assert!(!dir.join("-").exists(), "a file named '-' was written");
 
-    let (code, _, err) = export(&["--model".as_ref(), lenet.as_os_str(), "--onnx".as_ref(), dir.join("l.onnx").as_os_str()]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("lenet.safetensors") && err.contains("no ONNX export"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
+    let (code, out, err) = export(&["--model".as_ref(), lenet.as_os_str(), "--onnx".as_ref(), dir.join("l.onnx").as_os_str()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("lenet5 model") && out.contains("AveragePool") && out.contains("Tanh"), "{out}");
 }
 
 /// A raw Exif chunk (little-endian TIFF) holding one tag: Orientation = `o`.
