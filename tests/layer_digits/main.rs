@@ -15,3 +15,4 @@ mod hardening;
 mod hardening_io;
 mod hardening_state;
 mod scarce;
+mod serve;
