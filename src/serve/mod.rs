@@ -12,6 +12,7 @@
 //! (body over `--max-body`, image over `--max-pixels` by its header), 503 with
 //! `Retry-After` (queue full), 504 (`--timeout-ms` passed).
 
+pub mod loadgen;
 mod metrics;
 mod worker;
 
