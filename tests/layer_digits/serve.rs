@@ -388,3 +388,37 @@ fn graceful_shutdown_answers_requests_in_flight() {
         assert_eq!(status, 200, "{body}");
     }
 }
+
+/// The load test's short version: a few clients for a few seconds, every answer checked
+/// against the checkpoint's digit by loadgen itself (exit 0 only with no wrong answer, no
+/// error status, nothing lost); and loadgen targets 127.0.0.1 only.
+#[test]
+fn loadgen_short_run_and_loopback_only() {
+    let model = common::trained("cnn");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist");
+    let loadgen = |url: &str| {
+        let out = Command::new(common::example("loadgen"))
+            .args(["--url", url, "--clients", "4", "--seconds", "2", "--digits", "50", "--json"])
+            .arg("--model")
+            .arg(&model)
+            .arg("--data-dir")
+            .arg(&data)
+            .env("NODEVICE_SELECT", "1")
+            .output()
+            .unwrap();
+        common::text(&out)
+    };
+    for url in ["http://example.com:80", "http://10.0.0.1:8080", "https://127.0.0.1:8080", "http://127.0.0.1.evil:80"] {
+        let (code, _, stderr) = loadgen(url);
+        assert_eq!(code, 2, "{url}: {stderr}");
+        assert!(stderr.contains("only http://127.0.0.1:PORT is allowed"), "{url}: {stderr}");
+    }
+    let server = Server::start(&model, &[]);
+    let (code, stdout, stderr) = loadgen(&server.url);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(report["ok"].as_u64().unwrap() > 0, "{stdout}");
+    assert_eq!(report["ok"], report["requests"], "{stdout}");
+    assert!(report["throughput"].as_f64().unwrap() > 0.0 && report["p99_ms"].as_f64().unwrap() >= report["p50_ms"].as_f64().unwrap(), "{stdout}");
+    assert_eq!(server.stop().0, 0);
+}
