@@ -73,8 +73,8 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
-    outln!("{} clients, {:.1} s: {} requests, {} answered right ({:.1} /s), {} wrong, {} x 503 (p99 {:.1} ms, {} without Retry-After), {} other statuses, {} lost, {} connections refused",
-        config.clients, r.seconds, r.requests, r.ok, r.throughput, r.mismatches, r.refused_503, r.p99_503_ms, r.refused_without_retry_after, r.other_status, r.lost, r.connect_refused);
+    outln!("{} clients, {:.1} s: {} requests, {} answered right ({:.1} /s), {} wrong, {} x 503 (p50 {:.1} ms, p99 {:.1} ms, {} without Retry-After), {} other statuses, {} lost, {} connections refused",
+        config.clients, r.seconds, r.requests, r.ok, r.throughput, r.mismatches, r.refused_503, r.p50_503_ms, r.p99_503_ms, r.refused_without_retry_after, r.other_status, r.lost, r.connect_refused);
     outln!("latency of the answers: p50 {:.1} ms, p99 {:.1} ms; labels right: {:.2}%", r.p50_ms, r.p99_ms, 100.0 * r.correct_labels as f64 / r.ok.max(1) as f64);
     if a.pid.is_some() {
         outln!("server RSS: max {} KiB, last {} KiB", r.rss_max_kib, r.rss_last_kib);

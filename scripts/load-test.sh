@@ -9,9 +9,11 @@
 #      reload, clients that disconnect mid-upload and slow-loris uploads (504, not holding the
 #      worker): loadgen must see no error;
 #   5. SIGTERM under load: the server exits 0, no request that got an open connection is lost.
-# Prints each phase's report; the JSON lines go to target/load-test/.
+# Prints each phase's report and the GPU worker's figures from /metrics; the JSON lines go to
+# target/load-test/.
 #
-#   bash scripts/load-test.sh [--model M.safetensors] [--data-dir DIR]    (SECS=5 OVER=5 for a quick pass)
+#   bash scripts/load-test.sh [--model M.safetensors] [--data-dir DIR]
+#   (SECS=5 OVER=5 for a quick pass; PHASES="batched unbatched" for some phases only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=web/model/cnn.safetensors
@@ -25,6 +27,8 @@ while [ $# -gt 0 ]; do
 done
 secs="${SECS:-60}"
 over="${OVER:-30}"
+phases=" ${PHASES:-batched unbatched overload faults sigterm} "
+want() { [[ "$phases" == *" $1 "* ]]; }
 export NODEVICE_SELECT=1 MESA_SHADER_CACHE_DIR="${MESA_SHADER_CACHE_DIR:-/tmp/kiln-mesa-cache}"
 cargo build --release --quiet --example serve --example loadgen
 bin=target/release/examples
@@ -41,6 +45,14 @@ start_server() {
   for _ in $(seq 300); do grep -q listening "$out/addr" 2>/dev/null && break; sleep 0.1; done
   url=$(sed -n 's/^listening on //p' "$out/addr")
   [ -n "$url" ] || { echo "load-test: serve did not start (see $out/server.log)" >&2; exit 1; }
+}
+# the GPU worker's batches so far: images per batch and GPU milliseconds per batch and per image
+gpu_figures() {
+  curl -s "$url/metrics" | python3 -c "
+import sys
+m = dict(l.rsplit(' ', 1) for l in sys.stdin if l.startswith(('kiln_batch_size_', 'kiln_gpu_batch_seconds_')) and '{' not in l)
+n, images, secs = float(m['kiln_batch_size_count']), float(m['kiln_batch_size_sum']), float(m['kiln_gpu_batch_seconds_sum'])
+print(f'GPU worker: {n:.0f} batches, {images / n:.1f} images per batch, {1000 * secs / n:.2f} ms per batch, {1000 * secs / images:.3f} ms per image, busy {secs:.1f} s')"
 }
 stop_server() {
   kill -TERM "$server"
@@ -63,22 +75,33 @@ served="$out/served.safetensors"
 cp "$model" "$served"
 : > "$out/server.log"
 
-start_server
-load batched --clients 64 --seconds "$secs"
-stop_server
+if want batched; then
+  start_server
+  load batched --clients 64 --seconds "$secs"
+  gpu_figures
+  stop_server
+fi
+if want unbatched; then
+  start_server --max-batch 1
+  load unbatched --clients 64 --seconds "$secs"
+  gpu_figures
+  stop_server
+fi
+if want batched && want unbatched; then
+  python3 -c "import sys; print(f'batching: {float(sys.argv[1]) / float(sys.argv[2]):.2f}x the throughput of --max-batch 1')" "$(field batched throughput)" "$(field unbatched throughput)"
+fi
 
-start_server --max-batch 1
-load unbatched --clients 64 --seconds "$secs"
-stop_server
-python3 -c "import sys; print(f'batching: {float(sys.argv[1]) / float(sys.argv[2]):.2f}x the throughput of --max-batch 1')" "$(field batched throughput)" "$(field unbatched throughput)"
-
+if want overload; then
+# 4x the batched throughput (this run's, else the last one's)
 rate=$(python3 -c "import sys; print(round(4 * float(sys.argv[1]), 1))" "$(field batched throughput)")
 start_server --queue 64
 load overload --clients 512 --seconds "$over" --rate "$rate" --pid "$server"
 load recovery --clients 16 --seconds 5 --pid "$server"
 [ "$(field recovery refused_503)" = 0 ] || { echo "load-test: still refusing after the overload" >&2; exit 1; }
 stop_server
+fi
 
+if want faults; then
 start_server --timeout-ms 2000
 "$bin/loadgen" --url "$url" --model "$model" --data-dir "$data" --json --clients 32 --seconds 20 > "$out/faults.txt" &
 gen=$!
@@ -120,12 +143,17 @@ PY
 wait "$gen" || { cat "$out/faults.txt"; echo "load-test: errors under the faults" >&2; exit 1; }
 echo "== faults"; cat "$out/faults.txt"; tail -1 "$out/faults.txt" > "$out/faults.json"
 stop_server
+fi
 
+if want sigterm; then
 start_server
 "$bin/loadgen" --url "$url" --model "$model" --data-dir "$data" --json --clients 32 --seconds 10 --allow-refused > "$out/sigterm.txt" &
 gen=$!
-sleep 4
+# SIGTERM once the clients have been sending for 3 s
+for _ in $(seq 600); do curl -s "$url/metrics" | grep -q 'route="/v1/classify",status="200"' && break; sleep 0.05; done
+sleep 3
 stop_server
 wait "$gen" || { cat "$out/sigterm.txt"; echo "load-test: requests lost at SIGTERM" >&2; exit 1; }
 echo "== sigterm"; cat "$out/sigterm.txt"; tail -1 "$out/sigterm.txt" > "$out/sigterm.json"
+fi
 echo "load-test: every phase passed"

@@ -126,6 +126,8 @@ pub struct LoadReport {
     /// See `p50_ms`.
     pub p99_ms: f64,
     /// Latency of the 503s, milliseconds (how fast a refusal comes).
+    pub p50_503_ms: f64,
+    /// See `p50_503_ms`.
     pub p99_503_ms: f64,
     /// The server's resident memory, KiB: the largest and the last sample.
     pub rss_max_kib: u64,
@@ -263,6 +265,6 @@ pub fn run(config: &LoadConfig, digits: &[Digit]) -> Result<LoadReport> {
     ok.sort_by(f64::total_cmp);
     let mut refused = lat_503.into_inner().unwrap();
     refused.sort_by(f64::total_cmp);
-    (r.p50_ms, r.p99_ms, r.p99_503_ms) = (percentile(&ok, 0.5), percentile(&ok, 0.99), percentile(&refused, 0.99));
+    (r.p50_ms, r.p99_ms, r.p50_503_ms, r.p99_503_ms) = (percentile(&ok, 0.5), percentile(&ok, 0.99), percentile(&refused, 0.5), percentile(&refused, 0.99));
     Ok(r)
 }
