@@ -6,7 +6,7 @@
 //! the string reader exists), `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus),
 //! `POST /admin/reload` (and SIGHUP), and the web page from `--web` at `/`.
 //!
-//! Tokio runs the connections; the GPU work runs on one thread of its own ([`worker`]),
+//! Tokio and hyper run the connections, axum routes; the GPU work runs on one thread of its own ([`worker`]),
 //! the decoding and preparation of images on tokio's blocking pool. Every refusal is a
 //! JSON `{"error": "..."}` with its status: 400 (not an image, undecodable, no ink), 413
 //! (body over `--max-body`, image over `--max-pixels` by its header), 503 with
@@ -137,11 +137,8 @@ pub fn run(config: Config, on_bound: impl FnOnce(SocketAddr)) -> Result<()> {
         let local = listener.local_addr().map_err(|e| Error::unsupported("serve", format!("cannot read the bound address: {e}")))?;
         tokio::spawn(reload_on_hangup(shared.clone()));
         on_bound(local);
-        let app = router(shared.clone());
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(|e| Error::unsupported("serve", format!("the server stopped: {e}")))
+        serve_connections(listener, router(shared.clone()), shared.config.timeout).await;
+        Ok(())
     });
     // Every accepted request is answered: drop the runtime's tasks (the SIGHUP listener holds
     // a sender), then the last sender, and let the worker finish what it holds.
@@ -149,6 +146,48 @@ pub fn run(config: Config, on_bound: impl FnOnce(SocketAddr)) -> Result<()> {
     drop(shared);
     let _ = worker.join();
     served
+}
+
+/// Accepts connections until SIGTERM or Ctrl-C, each served by hyper's HTTP/1.1 with its
+/// headers due within `header_timeout` (a client that dribbles them is disconnected); then
+/// stops accepting, lets each connection finish the request it is in (idle ones close at
+/// once) and returns when all have.
+async fn serve_connections(listener: tokio::net::TcpListener, app: Router, header_timeout: Duration) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                // out of file descriptors, say: wait instead of spinning
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone().layer(axum::Extension(ConnectInfo(peer))));
+        let mut stopped = stopped.clone();
+        connections.spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+            let connection = http.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = stopped.changed() => connection.as_mut().graceful_shutdown(),
+            }
+            let _ = connection.await;
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    while connections.join_next().await.is_some() {}
 }
 
 fn router(shared: App) -> Router {

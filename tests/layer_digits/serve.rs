@@ -1,7 +1,7 @@
 //! The recognition service (`examples/serve.rs`, `kiln::serve`), started on an ephemeral
 //! loopback port and spoken to with a real HTTP client (ureq): every route, every refusal
 //! with its status and message, the Prometheus text parsed, reloads good and bad, a full
-//! queue, slow and abandoned uploads, and a graceful shutdown with requests in flight.
+//! queue, slow headers, slow and abandoned uploads, and a graceful shutdown with requests in flight.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -343,6 +343,14 @@ fn full_queue_slow_and_abandoned_uploads() {
     assert!(answer.starts_with("HTTP/1.1 504"), "{answer:?}");
     assert!(answer.contains("longer than --timeout-ms 1500 ms"), "{answer}");
     assert!(start.elapsed() < Duration::from_secs(8), "the 504 came after {:?}", start.elapsed());
+    // headers that never end: the connection is closed after --timeout-ms, not held
+    let start = Instant::now();
+    let mut dribble = std::net::TcpStream::connect(u.strip_prefix("http://").unwrap()).unwrap();
+    dribble.write_all(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+    dribble.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut rest = Vec::new();
+    let closed = dribble.read_to_end(&mut rest);
+    assert!(closed.is_ok() && start.elapsed() < Duration::from_secs(8), "headers that never end: {closed:?} after {:?}", start.elapsed());
 
     // 24 clients at once on a queue of one: some are refused at once with 503 and
     // Retry-After, every other is answered
