@@ -357,7 +357,8 @@ async fn reload(State(s): State<App>, ConnectInfo(peer): ConnectInfo<SocketAddr>
                 return refuse(StatusCode::UNAUTHORIZED, "admin routes need 'Authorization: Bearer TOKEN' with the --admin-token the server was started with".into());
             }
         }
-        None if !peer.ip().is_loopback() => {
+        // to_canonical: on a dual-stack socket ([::]) a local IPv4 client is ::ffff:127.0.0.1
+        None if !peer.ip().to_canonical().is_loopback() => {
             return refuse(StatusCode::FORBIDDEN, format!("admin routes answer only on loopback ({peer} is not) unless the server has an --admin-token"));
         }
         None => {}
