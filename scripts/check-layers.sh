@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 - <<'PY'
 import os, re, sys
-LAYERS = ["base", "runtime", "kernels", "graph", "model", "digits", "cli"]
+LAYERS = ["base", "runtime", "kernels", "graph", "model", "digits", "cli", "serve"]
 # Items lib.rs re-exports at the root, by the layer that defines them.
 ROOT = {"Error": "base", "Result": "base", "Gpu": "runtime", "DType": "runtime", "Tensor": "runtime",
         "Classifier": "digits", "outln": "cli", "errln": "cli"}

@@ -38,7 +38,7 @@ class Chrome:
     """One headless Chromium and one page session, spoken to over --remote-debugging-pipe:
     JSON messages separated by NUL bytes, commands on fd 3, replies and events on fd 4."""
 
-    def __init__(self, binary, log):
+    def __init__(self, binary, log, webgpu=True):
         self.log = log
         self.profile = tempfile.mkdtemp(prefix="kiln-chromium-")
         to_chrome_r, self.to_chrome = os.pipe()
@@ -56,10 +56,11 @@ class Chrome:
                 if fd not in (3, 4):
                     os.close(fd)
 
-        flags = [
-            "--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--remote-debugging-pipe",
-            f"--user-data-dir={self.profile}", "--use-webgpu-adapter=swiftshader",
-            "--enable-features=Vulkan", "--use-angle=swiftshader", "--no-first-run",
+        # webgpu=False: a browser with WebGPU turned off (scripts/web_fallback.py)
+        gpu = ["--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader", "--enable-features=Vulkan"] if webgpu else ["--disable-features=WebGPU"]
+        flags = gpu + [
+            "--headless=new", "--no-sandbox", "--remote-debugging-pipe",
+            f"--user-data-dir={self.profile}", "--use-angle=swiftshader", "--no-first-run",
             "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
             "--window-size=1000,900", "about:blank",
         ]

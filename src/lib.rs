@@ -11,7 +11,9 @@
 //! - [`model`]: layers and the model zoo, checkpoints, ONNX export;
 //! - [`digits`]: the digit application (datasets, training, preparation, classification,
 //!   evaluation, explain, plots);
-//! - [`cli`]: what only programs need (safe printing, exit codes).
+//! - [`cli`]: what only programs need (safe printing, exit codes);
+//! - `serve` (not in the web build): the recognition service, an HTTP API over one GPU worker
+//!   that batches requests.
 //!
 //! The same crate builds for `wasm32-unknown-unknown` (WebGPU; the page in `web/`): there
 //! nothing may block, so readbacks are awaited (`Tensor::to_f32_async`,
@@ -28,6 +30,8 @@ pub mod graph;
 pub mod model;
 pub mod digits;
 pub mod cli;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod serve;
 
 pub use base::error::{Error, Result};
 pub use digits::classify::Classifier;

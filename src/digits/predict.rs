@@ -22,7 +22,30 @@ pub fn load_gray(path: &Path) -> Result<GrayImage> {
     if let Some(what) = files::not_a_regular_file(path) {
         return Err(Error::file(path, format!("{what}: cannot read it as an image (PNG or JPEG expected)")));
     }
-    let img = decode_oriented(path).map_err(|e| Error::file(path, format!("cannot read the image (PNG or JPEG expected): {e}")))?;
+    let reader = image::ImageReader::open(path).map_err(|e| Error::file(path, format!("cannot read the image (PNG or JPEG expected): {e}")))?;
+    gray_of(reader, path)
+}
+
+/// [`load_gray`] for an image file already in memory (what a server received), its format
+/// found from its first bytes; `name` names it in errors. The same decoding and
+/// preparation as [`load_gray`], so both give the same pixels for the same file.
+pub fn load_gray_bytes(bytes: &[u8], name: &Path) -> Result<GrayImage> {
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| Error::file(name, format!("cannot read the image (PNG or JPEG expected): {e}")))?;
+    gray_of(reader, name)
+}
+
+/// The width and height an encoded image declares in its header, read without decoding
+/// its pixels (a server refuses a decompression bomb by it); `None` when the bytes are not
+/// a PNG or JPEG with a readable header.
+pub fn declared_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().ok()?.into_dimensions().ok()
+}
+
+/// Decodes (EXIF orientation applied) and flattens to grayscale, white ink on dark.
+fn gray_of<R: std::io::BufRead + std::io::Seek>(reader: image::ImageReader<R>, path: &Path) -> Result<GrayImage> {
+    let img = decode_oriented(reader).map_err(|e| Error::file(path, format!("cannot read the image (PNG or JPEG expected): {e}")))?;
     if img.width() == 0 || img.height() == 0 {
         return Err(Error::file(path, "the image is empty"));
     }
@@ -30,11 +53,11 @@ pub fn load_gray(path: &Path) -> Result<GrayImage> {
     Ok(load_gray_from(gray))
 }
 
-/// Decodes an image file as a viewer shows it: the EXIF orientation a phone records (JPEG,
+/// Decodes an image as a viewer shows it: the EXIF orientation a phone records (JPEG,
 /// or PNG's eXIf chunk) is applied, so a photo taken sideways is upright.
-fn decode_oriented(path: &Path) -> image::ImageResult<image::DynamicImage> {
+fn decode_oriented<R: std::io::BufRead + std::io::Seek>(reader: image::ImageReader<R>) -> image::ImageResult<image::DynamicImage> {
     use image::ImageDecoder;
-    let mut decoder = image::ImageReader::open(path)?.into_decoder()?;
+    let mut decoder = reader.into_decoder()?;
     let orientation = decoder.orientation()?;
     let mut img = image::DynamicImage::from_decoder(decoder)?;
     img.apply_orientation(orientation);

@@ -16,3 +16,4 @@ mod hardening;
 mod hardening_io;
 mod hardening_state;
 mod scarce;
+mod serve;

@@ -23,6 +23,7 @@ const state = {
   lineWidth: 18,
   initialised: false,
   training: false,
+  server: false, // no WebGPU here: kiln serve's /v1/classify answers instead
 };
 
 function problem(title, text, retry) {
@@ -52,6 +53,7 @@ async function start() {
   $("problem").hidden = true;
   $("app").hidden = false;
   if (!navigator.gpu) {
+    if (await useServer()) return true;
     problem("WebGPU is not available in this browser", HOW_TO_ENABLE, false);
     return false;
   }
@@ -62,6 +64,7 @@ async function start() {
     }
     const adapter = await navigator.gpu.requestAdapter();
     if (!adapter) {
+      if (await useServer()) return true;
       problem("WebGPU is on, but the browser offers no GPU adapter", `The GPU may be blocklisted or its driver too old. ${HOW_TO_ENABLE}`, true);
       return false;
     }
@@ -71,6 +74,7 @@ async function start() {
     $("shipped").hidden = true;
   } catch (e) {
     const message = e && e.message ? e.message : String(e);
+    if (await useServer()) return true;
     problem("Could not start WebGPU", `${message}. ${HOW_TO_ENABLE}`, true);
     return false;
   }
@@ -81,6 +85,41 @@ async function start() {
   state.classified = -1;
   schedule();
   return true;
+}
+
+// Without WebGPU (no navigator.gpu, no adapter, or a failed start), the page falls back to the server it came from when that is kiln serve
+// (its /healthz answers): drawings go to /v1/classify as PNGs, prepared there as predict
+// prepares a file. Training and the saliency map need WebGPU and are turned off.
+async function useServer() {
+  try {
+    const r = await fetch("healthz");
+    if (!r.ok) return false;
+  } catch (e) {
+    return false;
+  }
+  state.server = true;
+  $("adapter").textContent = "No WebGPU in this browser: the server answers (kiln serve, POST /v1/classify)";
+  $("model").textContent = "model: the one the server serves (GET /metrics names it)";
+  $("train").disabled = true;
+  $("train-status").textContent = "training in the browser needs WebGPU";
+  $("show-saliency").checked = false;
+  $("show-saliency").disabled = true;
+  state.classified = -1;
+  schedule();
+  return true;
+}
+
+// The server's top 3 for the drawing, as 10 probabilities (the others 0); null when the
+// server finds no ink (an empty canvas).
+async function classifyOnServer() {
+  const png = await new Promise((r) => canvas.toBlob(r, "image/png"));
+  const r = await fetch("v1/classify", { method: "POST", headers: { "content-type": "image/png" }, body: png });
+  const answer = await r.json();
+  if (r.status === 400 && /no ink/.test(answer.error)) return null;
+  if (!r.ok) throw new Error(`the server answered ${r.status}: ${answer.error}`);
+  const probs = new Array(10).fill(0);
+  for (const t of answer.results[0].top3) probs[t.digit] = t.probability;
+  return probs;
 }
 
 // the committed checkpoint (web/model/cnn.safetensors)
@@ -164,7 +203,7 @@ function changed() {
 }
 
 function schedule() {
-  if (state.busy || state.swapping || !state.app || state.classified === state.version) return;
+  if (state.busy || state.swapping || !(state.app || state.server) || state.classified === state.version) return;
   state.busy = true;
   requestAnimationFrame(classifyNow);
 }
@@ -189,26 +228,39 @@ async function swapModel(swap) {
   schedule();
 }
 
+// the drawing prepared and classified by kiln in WebAssembly on WebGPU
+async function classifyInBrowser() {
+  const img = ctx.getImageData(0, 0, canvas.width, canvas.height);
+  const digit = prepare(new Uint8Array(img.data.buffer), canvas.width, canvas.height);
+  if (!digit) {
+    state.last = null;
+    showSeen(null);
+    showBars(null);
+    showSaliency(null);
+  } else {
+    showSeen(digit);
+    const probs = await state.app.classify(digit);
+    state.last = { digit: Array.from(digit), probs: Array.from(probs), answeredBy: "webgpu" };
+    showBars(probs);
+    $("answered-by").textContent = "answered by WebGPU in this browser";
+    if ($("show-saliency").checked) {
+      const saliency = await state.app.saliency(digit);
+      state.last.saliency = Array.from(saliency);
+      showSaliency(saliency);
+    }
+  }
+}
+
 async function classifyNow() {
   const version = state.version;
   try {
-    const img = ctx.getImageData(0, 0, canvas.width, canvas.height);
-    const digit = prepare(new Uint8Array(img.data.buffer), canvas.width, canvas.height);
-    if (!digit) {
-      state.last = null;
-      showSeen(null);
-      showBars(null);
-      showSaliency(null);
-    } else {
-      showSeen(digit);
-      const probs = await state.app.classify(digit);
-      state.last = { digit: Array.from(digit), probs: Array.from(probs) };
+    if (state.server) {
+      const probs = await classifyOnServer();
+      state.last = probs && { probs, answeredBy: "server" };
       showBars(probs);
-      if ($("show-saliency").checked) {
-        const saliency = await state.app.saliency(digit);
-        state.last.saliency = Array.from(saliency);
-        showSaliency(saliency);
-      }
+      $("answered-by").textContent = probs ? "answered by the server (/v1/classify)" : "";
+    } else {
+      await classifyInBrowser();
     }
     state.classified = version;
   } catch (e) {
@@ -216,7 +268,7 @@ async function classifyNow() {
   } finally {
     state.busy = false;
   }
-  if (state.app && !state.swapping && state.classified !== state.version) {
+  if ((state.app || state.server) && !state.swapping && state.classified !== state.version) {
     schedule();
   } else {
     for (const w of state.waiters.splice(0)) w();
@@ -376,6 +428,8 @@ window.kiln = {
   // resolves once the bars show the latest drawing
   settled,
   last: () => state.last,
+  // "webgpu", or "server" when the page fell back to kiln serve
+  answeredBy: () => (state.server ? "server" : state.app ? "webgpu" : null),
   clear,
   setLineWidth: (w) => (state.lineWidth = w),
   train,
