@@ -173,7 +173,14 @@ impl<'g> Reader<'g> {
             .iter()
             .zip(&plan.input)
             .map(|(c, i)| match i {
-                Some(i) => (top(&probs[*i])[0].1 as f64).max(1e-30).ln() + segment::shape_prior(&c.bbox, plan.height),
+                Some(i) => {
+                    let atoms = &plan.atoms;
+                    // a cut inside a piece of ink costs CUT, half on each side of it
+                    let cut_left = c.first > 0 && atoms[c.first - 1].piece == atoms[c.first].piece;
+                    let cut_right = c.last + 1 < atoms.len() && atoms[c.last + 1].piece == atoms[c.last].piece;
+                    let cuts = f64::from(u8::from(cut_left) + u8::from(cut_right));
+                    (top(&probs[*i])[0].1 as f64).max(1e-30).ln() + segment::shape_prior(&c.bbox, plan.height) - segment::CUT * cuts / 2.0 - segment::DIGIT
+                }
                 None => f64::NEG_INFINITY,
             })
             .collect();
@@ -216,6 +223,7 @@ fn plan(img: &GrayImage, inputs: &mut Vec<GrayImage>) -> Option<Plan> {
         pieces.sort_by_key(|a| std::cmp::Reverse(a.pixels.len()));
         pieces.truncate(MAX_ATOMS_PER_FIELD);
     }
+    let pieces = segment::merge_overlapping(pieces);
     let height = segment::line_height(&pieces);
     let width = field.flat.width();
     let mut atoms = segment::atoms(pieces, width, height);

@@ -16,7 +16,7 @@ use crate::digits::predict::{histogram, otsu, subtract_background};
 /// time and memory of the steps below. Boxes are given back in the image's own pixels.
 pub const WORK_MAX: u32 = 2048;
 /// The most atoms one candidate digit joins (a digit broken in three, plus a speck).
-pub const MAX_ATOMS: usize = 4;
+pub const MAX_ATOMS: usize = 5;
 
 /// A box of pixels, inclusive: `x0..=x1`, `y0..=y1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -76,6 +76,8 @@ pub struct Atom {
     pub pixels: Vec<u32>,
     /// Their box.
     pub bbox: Bbox,
+    /// The piece of ink it was cut from ([`atoms`] numbers them); atoms of one piece meet at a cut.
+    pub piece: usize,
 }
 
 /// A candidate digit: atoms `first..=last` (in left-to-right order) taken together.
@@ -90,7 +92,9 @@ pub struct Candidate {
 }
 
 /// Binarises a field given white ink on black (as [`crate::digits::predict::load_gray`]
-/// gives it): scaled to at most [`WORK_MAX`], the lighting evened, Otsu's threshold.
+/// gives it): scaled to at most [`WORK_MAX`], the lighting evened, half Otsu's threshold
+/// (MNIST's faint joints break at Otsu's own, and a broken digit is harder to read than
+/// two touching ones are to cut).
 /// `None` when there is no ink (almost no contrast, as `to_mnist` decides).
 pub fn binarise(gray: &GrayImage) -> Option<Field> {
     let (w, h) = gray.dimensions();
@@ -108,7 +112,7 @@ pub fn binarise(gray: &GrayImage) -> Option<Field> {
     if (0..256).rev().find(|&v| hist[v] > 0).unwrap_or(0) < 32 {
         return None;
     }
-    let t = otsu(&hist);
+    let t = otsu(&hist) / 2;
     let ink = flat.as_raw().iter().map(|&v| v > t).collect();
     Some(Field { flat, ink, scale })
 }
@@ -141,27 +145,50 @@ pub fn components(field: &Field) -> Vec<Atom> {
             }
         }
         let bbox = Bbox::of(&pixels, w as u32);
-        out.push(Atom { pixels, bbox });
+        out.push(Atom { pixels, bbox, piece: 0 });
     }
     let largest = out.iter().map(|a| a.pixels.len()).max().unwrap_or(0);
     out.retain(|a| a.pixels.len() >= 3 && a.pixels.len() * 40 >= largest);
     out
 }
 
+/// Joins pieces that overlap in x by at least half the narrower one's width (a digit whose
+/// thin joint fell under the threshold: the top bar of a 5, the tail of a 3): one piece.
+pub fn merge_overlapping(mut pieces: Vec<Atom>) -> Vec<Atom> {
+    pieces.sort_by_key(|a| a.bbox.x0);
+    let mut out: Vec<Atom> = Vec::with_capacity(pieces.len());
+    for p in pieces {
+        let joined = out.iter_mut().rev().take(3).find(|q| {
+            let overlap = q.bbox.x1.min(p.bbox.x1) as i64 - q.bbox.x0.max(p.bbox.x0) as i64 + 1;
+            2 * overlap >= q.bbox.width().min(p.bbox.width()) as i64
+        });
+        match joined {
+            Some(q) => {
+                q.bbox = q.bbox.union(&p.bbox);
+                q.pixels.extend(p.pixels);
+            }
+            None => out.push(p),
+        }
+    }
+    out
+}
+
 /// The height of a digit in the field: the tallest piece of ink (broken digits have shorter
-/// pieces, touching ones are as tall as one).
+/// pieces; touching ones are about as tall as one, plus their baseline's jitter). The median
+/// of the large pieces' heights was measured worse: zip 60% against 91% (100 fields).
 pub fn line_height(pieces: &[Atom]) -> u32 {
     pieces.iter().map(|a| a.bbox.height()).max().unwrap_or(1)
 }
 
-/// Candidate cut columns inside a piece of ink at least 0.45 line heights wide: the minima
+/// Candidate cut columns inside a piece of ink at least 0.7 line heights wide: the minima
 /// of its vertical projection (ink pixels per column), lowest first, at least 0.2 heights
-/// from its edges and from each other, at most one per 0.3 heights of width. A cut at
-/// column `c` puts the columns `< c` on the left.
+/// from its edges and from each other, at most one per 0.3 heights of width; then, where
+/// two cuts are more than 0.4 heights apart (overlapping digits leave no minimum), cuts at
+/// even steps between them. A cut at column `c` puts the columns `< c` on the left.
 pub fn cuts(atom: &Atom, width: u32, height: u32) -> Vec<u32> {
     let b = atom.bbox;
     let hf = height as f64;
-    if (b.width() as f64) < 0.45 * hf {
+    if (b.width() as f64) < 0.7 * hf {
         return Vec::new();
     }
     let mut proj = vec![0u32; b.width() as usize];
@@ -196,8 +223,24 @@ pub fn cuts(atom: &Atom, width: u32, height: u32) -> Vec<u32> {
             kept.push(x);
         }
     }
-    let mut out: Vec<u32> = kept.into_iter().map(|x| b.x0 + x as u32).collect();
-    out.sort_unstable();
+    // where the projection has no minimum (digits overlapping), cuts at even steps: no
+    // stretch between cuts wider than 0.4 line heights
+    kept.sort_unstable();
+    let step = (0.4 * hf).max(2.0);
+    let mut edges = vec![0];
+    edges.extend(&kept);
+    edges.push(n);
+    let mut out = Vec::new();
+    for pair in edges.windows(2) {
+        let (a, z) = (pair[0], pair[1]);
+        if a > 0 {
+            out.push(b.x0 + a as u32);
+        }
+        let parts = ((z - a) as f64 / step).ceil() as usize;
+        for k in 1..parts {
+            out.push(b.x0 + (a + k * (z - a) / parts) as u32);
+        }
+    }
     out
 }
 
@@ -205,7 +248,8 @@ pub fn cuts(atom: &Atom, width: u32, height: u32) -> Vec<u32> {
 /// centre of their box).
 pub fn atoms(pieces: Vec<Atom>, width: u32, height: u32) -> Vec<Atom> {
     let mut out = Vec::new();
-    for piece in pieces {
+    for (id, mut piece) in pieces.into_iter().enumerate() {
+        piece.piece = id;
         let cuts = cuts(&piece, width, height);
         if cuts.is_empty() {
             out.push(piece);
@@ -216,7 +260,7 @@ pub fn atoms(pieces: Vec<Atom>, width: u32, height: u32) -> Vec<Atom> {
             let x = i % width;
             slabs[cuts.iter().take_while(|&&c| x >= c).count()].push(i);
         }
-        out.extend(slabs.into_iter().filter(|s| !s.is_empty()).map(|pixels| Atom { bbox: Bbox::of(&pixels, width), pixels }));
+        out.extend(slabs.into_iter().filter(|s| !s.is_empty()).map(|pixels| Atom { bbox: Bbox::of(&pixels, width), pixels, piece: id }));
     }
     out.sort_by_key(|a| (a.bbox.x0 + a.bbox.x1, a.bbox.y0));
     out
@@ -268,13 +312,20 @@ pub fn crop(field: &Field, atoms: &[Atom], c: &Candidate) -> GrayImage {
 }
 
 /// The score a candidate's shape adds to its log-probability: 0 for a digit-like box, less
-/// for one much shorter than the line (a fragment: below half its height) or much wider
-/// than high (a pair: over 1.1 heights wide).
+/// for one much shorter than the line (a fragment: below half its height, 20 per line
+/// height) or wider than the line is high (a pair: 15 per line height over 1).
 pub fn shape_prior(bbox: &Bbox, height: u32) -> f64 {
     let r = bbox.height() as f64 / height as f64;
     let a = bbox.width() as f64 / height as f64;
-    -20.0 * (0.5 - r).max(0.0) - 8.0 * (a - 1.1).max(0.0)
+    -20.0 * (0.5 - r).max(0.0) - 15.0 * (a - 1.0).max(0.0)
 }
+
+
+/// What a cut through a piece of ink costs (half on each side): splitting a digit in two
+/// must make the two parts together e^0.5 more probable than the whole.
+pub const CUT: f64 = 0.5;
+/// What each digit read costs: fewer, surer digits are preferred to fragments read as 1s.
+pub const DIGIT: f64 = 0.2;
 
 /// What leaving an atom out costs (it is taken for a speck of dirt): `ln(0.02)`.
 pub const SKIP: f64 = -3.9;
