@@ -10,7 +10,7 @@
 //!   the CPU interpreter, profiling and autotuning;
 //! - [`model`]: layers and the model zoo, checkpoints, ONNX export;
 //! - [`digits`]: the digit application (datasets, training, preparation, classification,
-//!   evaluation, explain, plots);
+//!   evaluation, explain, plots, reading digit strings: [`read`]);
 //! - [`cli`]: what only programs need (safe printing, exit codes).
 //!
 //! The same crate builds for `wasm32-unknown-unknown` (WebGPU; the page in `web/`): there

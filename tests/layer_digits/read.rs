@@ -73,7 +73,7 @@ fn a_broken_digit_is_joined_and_touching_digits_are_cut() {
     for (x0, x1) in [(10u32, 21u32), (26, 37)] {
         for y in 10..30u32 {
             for x in x0..=x1 {
-                let edge = x < x0 + 3 || x > x1 - 3 || y < 13 || y > 26;
+                let edge = x < x0 + 3 || x > x1 - 3 || !(13..=26).contains(&y);
                 img.put_pixel(x, y, Luma([if edge { 255 } else { 0 }]));
             }
         }

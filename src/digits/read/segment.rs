@@ -211,7 +211,7 @@ pub fn cuts(atom: &Atom, width: u32, height: u32) -> Vec<u32> {
         let left = proj[x - 1];
         let right = proj[end + 1];
         if left >= proj[x] && right >= proj[x] && (left > proj[x] || right > proj[x]) {
-            minima.push(((x + end + 1) / 2, proj[x]));
+            minima.push(((x + end).div_ceil(2), proj[x]));
         }
         x = end + 1;
     }
@@ -274,9 +274,9 @@ pub fn candidates(atoms: &[Atom], height: u32) -> Vec<Candidate> {
     for first in 0..atoms.len() {
         let mut bbox = atoms[first].bbox;
         out.push(Candidate { first, last: first, bbox });
-        for last in first + 1..(first + MAX_ATOMS).min(atoms.len()) {
-            let gap = atoms[last].bbox.x0 as i64 - bbox.x1 as i64 - 1;
-            bbox = bbox.union(&atoms[last].bbox);
+        for (last, atom) in atoms.iter().enumerate().take(first + MAX_ATOMS).skip(first + 1) {
+            let gap = atom.bbox.x0 as i64 - bbox.x1 as i64 - 1;
+            bbox = bbox.union(&atom.bbox);
             if gap as f64 > 0.4 * hf || bbox.width() as f64 > 1.6 * hf {
                 break;
             }
