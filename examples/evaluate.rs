@@ -32,7 +32,7 @@ struct Args {
     #[arg(long)]
     model: PathBuf,
     /// Evaluate this dataset's test split (mnist10k: its last 2,000 images)
-    #[arg(long, conflicts_with_all = ["images", "labels"], required_unless_present = "images")]
+    #[arg(long, conflicts_with_all = ["images", "labels"], required_unless_present_any = ["images", "strings"])]
     dataset: Option<DatasetKind>,
     /// Directory holding the dataset's IDX files (else $KILN_DATA/<dataset>, then ./data/<dataset>)
     #[arg(long, requires = "dataset")]
@@ -40,9 +40,12 @@ struct Args {
     /// Folder of PNG/JPEG digits, prepared as predict prepares them
     #[arg(long, requires = "labels")]
     images: Option<PathBuf>,
-    /// The folder's labels: 'NAME LABEL' per line, # comments and blank lines allowed
-    #[arg(long, requires = "images")]
+    /// The folder's labels: 'NAME LABEL' per line ('NAME DIGITS' with --strings), # comments and blank lines allowed
+    #[arg(long)]
     labels: Option<PathBuf>,
+    /// Folder of PNG/JPEG fields of handwritten digit strings, read as the read example reads them
+    #[arg(long, requires = "labels", conflicts_with_all = ["dataset", "images", "noise", "denoise"])]
+    strings: Option<PathBuf>,
     /// Corrupt each image first: salt-pepper:P (P in 0-1) or gaussian:SIGMA (SIGMA in pixel units, 0-255)
     #[arg(long, value_parser = parse_noise)]
     noise: Option<Noise>,
@@ -87,6 +90,9 @@ fn flag(name: &str) -> impl Fn(kiln::Error) -> String + '_ {
 fn run(args: &Args) -> Result<(), String> {
     if args.batch_size < 1 {
         return Err(format!("--batch-size: {} (expected at least 1)", args.batch_size));
+    }
+    if let Some(dir) = &args.strings {
+        return strings(args, dir);
     }
     let options = Options { noise: args.noise, seed: args.seed, denoise: args.denoise };
     for (name, plot) in [("--plot-reliability", &args.plot_reliability), ("--plot-rejection", &args.plot_rejection)] {
@@ -150,6 +156,33 @@ fn run(args: &Args) -> Result<(), String> {
     } else {
         print_report(&what, &noise, args.denoise, confusion, seconds);
         print_calibration(&calibration);
+    }
+    Ok(())
+}
+
+/// `--strings DIR --labels FILE`: reads every field and prints the string scores.
+fn strings(args: &Args, dir: &std::path::Path) -> Result<(), String> {
+    use kiln::read::{score, Options, Reader};
+    let labels = args.labels.as_ref().expect("--strings requires --labels");
+    let checkpoint = Checkpoint::load(&args.model).map_err(flag("--model"))?;
+    evaluate::check_model(&checkpoint, "mnist").map_err(flag("--model"))?;
+    let entries = score::read_string_labels(labels).map_err(flag("--labels"))?;
+    let files = score::resolve_strings(dir, labels, &entries).map_err(|e| format!("--strings/--labels: {e}"))?;
+    let gpu = kiln::Gpu::new().map_err(|e| e.to_string())?;
+    let mut reader = Reader::new(Classifier::new(&gpu, checkpoint, args.batch_size as usize).map_err(|e| e.to_string())?, Options::default());
+    let start = std::time::Instant::now();
+    let scores = score::evaluate_strings(&mut reader, &files).map_err(|e| format!("--strings: {e}"))?;
+    let seconds = start.elapsed().as_secs_f64();
+    if args.json {
+        let mut json = scores.to_json();
+        json["model"] = args.model.display().to_string().into();
+        json["strings"] = dir.display().to_string().into();
+        json["seconds"] = seconds.into();
+        json["fields_per_second"] = (files.len() as f64 / seconds).into();
+        outln!("{json}");
+    } else {
+        outln!("fields: {} ({}); read in {seconds:.1} s ({:.1} fields/s)", dir.display(), labels.display(), files.len() as f64 / seconds);
+        outln!("{scores}");
     }
     Ok(())
 }

@@ -10,7 +10,7 @@
 //!   the CPU interpreter, profiling and autotuning;
 //! - [`model`]: layers and the model zoo, checkpoints, ONNX export;
 //! - [`digits`]: the digit application (datasets, training, preparation, classification,
-//!   evaluation, explain, plots);
+//!   evaluation, explain, plots, reading digit strings: [`read`]);
 //! - [`cli`]: what only programs need (safe printing, exit codes);
 //! - `serve` (not in the web build): the recognition service, an HTTP API over one GPU worker
 //!   that batches requests.
@@ -43,7 +43,7 @@ pub use runtime::tensor::{DType, Tensor};
 #[doc(hidden)]
 pub use base::{error, files, rng};
 #[doc(hidden)]
-pub use digits::{calibrate, classify, data, digit_sets, evaluate, explain, morphology, predict, train};
+pub use digits::{calibrate, classify, data, digit_sets, evaluate, explain, morphology, predict, read, string_sets, train};
 #[cfg(not(target_arch = "wasm32"))]
 #[doc(hidden)]
 pub use digits::plot;

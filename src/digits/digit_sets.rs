@@ -101,19 +101,43 @@ fn stretch(img: &GrayImage) -> GrayImage {
 /// A photo of the digit written on paper (see the module docs).
 fn photo(digit: &GrayImage, rng: &mut Rng) -> GrayImage {
     let size = rng.range(120, 200) as u32;
-    let paper = rng.range(185, 235) as f64;
-    let ink = rng.range(20, 70) as f64;
+    let look = Look::draw(rng);
     let side = rng.range(size as usize * 3 / 10, size as usize * 7 / 10) as u32;
     let (x0, y0) = (rng.range(0, (size - side) as usize) as u32, rng.range(0, (size - side) as usize) as u32);
-    // the lighting: a linear ramp of 30-70 levels across the page, in a random direction
+    let alpha = imageops::resize(digit, side, side, imageops::FilterType::CatmullRom);
+    photograph(&alpha, (size, size), (x0, y0), look, rng)
+}
+
+/// How a photo of paper looks: paper and ink levels (0-255).
+#[derive(Clone, Copy, Debug)]
+pub struct Look {
+    paper: f64,
+    ink: f64,
+}
+
+impl Look {
+    /// Paper 185-235, ink 20-70.
+    pub fn draw(rng: &mut Rng) -> Look {
+        let paper = rng.range(185, 235) as f64;
+        let ink = rng.range(20, 70) as f64;
+        Look { paper, ink }
+    }
+}
+
+/// Photographs `alpha` (white ink on black: how much ink covers each pixel) placed at `at`
+/// on a page of `size`: dark ink on paper of `look`, a linear lighting ramp of 30-70 levels
+/// in a random direction, a Gaussian blur (sigma 0.6-1.5) and sensor noise (sigma 4-12).
+/// The digit sets' `photo` and the string sets' `photo` fields are drawn by it.
+pub fn photograph(alpha: &GrayImage, size: (u32, u32), at: (u32, u32), look: Look, rng: &mut Rng) -> GrayImage {
+    let ((w, h), (x0, y0)) = (size, at);
     let amp = rng.range(30, 70) as f64;
     let angle = rng.unit() * std::f64::consts::TAU;
     let (dx, dy) = (angle.cos(), angle.sin());
-    let alpha = imageops::resize(digit, side, side, imageops::FilterType::CatmullRom);
-    let page = GrayImage::from_fn(size, size, |x, y| {
-        let light = paper + amp * ((x as f64 / size as f64 - 0.5) * dx + (y as f64 / size as f64 - 0.5) * dy);
-        let a = if x >= x0 && y >= y0 && x < x0 + side && y < y0 + side { alpha.get_pixel(x - x0, y - y0)[0] as f64 / 255.0 } else { 0.0 };
-        Luma([(light * (1.0 - a) + ink * a).round().clamp(0.0, 255.0) as u8])
+    let page = GrayImage::from_fn(w, h, |x, y| {
+        let light = look.paper + amp * ((x as f64 / w as f64 - 0.5) * dx + (y as f64 / h as f64 - 0.5) * dy);
+        let inside = x >= x0 && y >= y0 && x < x0 + alpha.width() && y < y0 + alpha.height();
+        let a = if inside { alpha.get_pixel(x - x0, y - y0)[0] as f64 / 255.0 } else { 0.0 };
+        Luma([(light * (1.0 - a) + look.ink * a).round().clamp(0.0, 255.0) as u8])
     });
     let sigma = 0.6 + rng.unit() as f32 * 0.9;
     let mut out = imageops::blur(&page, sigma);
@@ -138,17 +162,23 @@ impl Generated {
     /// little-endian) and pixels: the pixels, not the PNG bytes, so a new PNG encoder does
     /// not change it.
     pub fn checksum(&self) -> String {
-        let mut h = Sha256::new();
-        h.update(self.labels_file().as_bytes());
-        for (name, _, img) in &self.images {
-            h.update(name.as_bytes());
-            h.update([0]);
-            h.update(img.width().to_le_bytes());
-            h.update(img.height().to_le_bytes());
-            h.update(img.as_raw());
-        }
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        checksum(&self.labels_file(), self.images.iter().map(|(n, _, img)| (n.as_str(), img)))
     }
+}
+
+/// SHA-256 (hex) of a labels file, then of each image's name, width, height (u32
+/// little-endian) and pixels: what a frozen set's checksum is.
+pub fn checksum<'a>(labels: &str, images: impl Iterator<Item = (&'a str, &'a GrayImage)>) -> String {
+    let mut h = Sha256::new();
+    h.update(labels.as_bytes());
+    for (name, img) in images {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(img.width().to_le_bytes());
+        h.update(img.height().to_le_bytes());
+        h.update(img.as_raw());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Makes set `kind` from the digits of `split` (28x28), image `i` drawn with a generator

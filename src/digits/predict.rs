@@ -287,7 +287,7 @@ pub fn to_mnist(gray: &GrayImage, path: &Path) -> Result<GrayImage> {
 }
 
 /// A 256-bin histogram of 8-bit pixels.
-fn histogram(pixels: &[u8]) -> [u64; 256] {
+pub fn histogram(pixels: &[u8]) -> [u64; 256] {
     let mut hist = [0u64; 256];
     for &p in pixels {
         hist[p as usize] += 1;
@@ -324,7 +324,7 @@ pub fn otsu(hist: &[u64; 256]) -> u8 {
 /// The image minus a plane fitted to its background (the pixels not much brighter than
 /// the plane, refitted three times so that the ink stops pulling it up), clamped at 0:
 /// lighting that varies across the page becomes a flat black.
-fn subtract_background(gray: &GrayImage) -> GrayImage {
+pub fn subtract_background(gray: &GrayImage) -> GrayImage {
     let (w, h) = gray.dimensions();
     let (cx, cy) = (w as f64 / 2.0, h as f64 / 2.0);
     let px = gray.as_raw();

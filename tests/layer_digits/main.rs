@@ -15,5 +15,6 @@ mod explain;
 mod hardening;
 mod hardening_io;
 mod hardening_state;
+mod read;
 mod scarce;
 mod serve;
