@@ -50,6 +50,8 @@ struct Inner {
     latency: BTreeMap<String, Histogram>,
     batch_size: Histogram,
     gpu_seconds: Histogram,
+    read_seconds: Histogram,
+    fields_read: u64,
     model: (String, String),
     reloads: BTreeMap<&'static str, u64>,
 }
@@ -81,6 +83,14 @@ impl Metrics {
         });
     }
 
+    /// `fields` fields were read (segmented, their candidates classified) in `elapsed`.
+    pub fn read(&self, fields: usize, elapsed: Duration) {
+        self.with(|m| {
+            m.fields_read += fields as u64;
+            m.read_seconds.observe(SECONDS, elapsed.as_secs_f64());
+        });
+    }
+
     /// The model now served.
     pub fn set_model(&self, name: &str, sha256: &str) {
         self.with(|m| m.model = (name.to_string(), sha256.to_string()));
@@ -107,6 +117,10 @@ impl Metrics {
             m.batch_size.write(&mut out, "kiln_batch_size", "", SIZES);
             out.push_str("# HELP kiln_gpu_batch_seconds GPU time per batch (upload, run, readback).\n# TYPE kiln_gpu_batch_seconds histogram\n");
             m.gpu_seconds.write(&mut out, "kiln_gpu_batch_seconds", "", SECONDS);
+            out.push_str("# HELP kiln_read_seconds Time per /v1/read request in the GPU worker (segmentation and classification).\n# TYPE kiln_read_seconds histogram\n");
+            m.read_seconds.write(&mut out, "kiln_read_seconds", "", SECONDS);
+            out.push_str("# HELP kiln_fields_read_total Fields read by /v1/read.\n# TYPE kiln_fields_read_total counter\n");
+            let _ = writeln!(out, "kiln_fields_read_total {}", m.fields_read);
             out.push_str("# HELP kiln_queue_depth Requests admitted and not yet taken by the GPU worker.\n# TYPE kiln_queue_depth gauge\n");
             let _ = writeln!(out, "kiln_queue_depth {queue_depth}");
             out.push_str("# HELP kiln_queue_capacity The most requests admitted at once (--queue).\n# TYPE kiln_queue_capacity gauge\n");

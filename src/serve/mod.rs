@@ -2,8 +2,8 @@
 //! batches requests (see ARCHITECTURE.md, "The server").
 //!
 //! Routes: `POST /v1/classify` (a PNG/JPEG body, or `multipart/form-data` with several:
-//! the top 3 per image, prepared as `predict` prepares a file), `POST /v1/read` (501 until
-//! the string reader exists), `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus),
+//! the top 3 per image, prepared as `predict` prepares a file), `POST /v1/read` (fields of
+//! digits, read by `kiln::read::Reader` as the `read` example reads them), `GET /healthz`, `GET /readyz`, `GET /metrics` (Prometheus),
 //! `POST /admin/reload` (and SIGHUP), and the web page from `--web` at `/`.
 //!
 //! Tokio and hyper run the connections, axum routes; the GPU work runs on one thread of its own ([`worker`]),
@@ -29,7 +29,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
-use tokio::sync::{oneshot, Semaphore};
+use image::GrayImage;
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::digits::classify::CLASSES;
 use crate::digits::predict;
@@ -274,17 +275,21 @@ async fn images_of(s: &Shared, req: Request) -> std::result::Result<Vec<(String,
     Ok(out)
 }
 
-async fn classify(State(s): State<App>, req: Request) -> Response {
-    let images = match images_of(&s, req).await {
-        Ok(i) => i,
-        Err(r) => return r,
-    };
-    // a decompression bomb is refused by the size its header declares, before decoding
+/// A request's images, checked by the sizes their headers declare (a decompression bomb is
+/// refused before decoding), admitted to the queue (503 when full) and decoded as `predict`
+/// decodes a file (EXIF orientation applied, grayscale), then `prepare`d off the async
+/// threads: their names, the prepared images and the queue place.
+async fn admit(
+    s: &App,
+    req: Request,
+    prepare: fn(GrayImage, &Path) -> Result<GrayImage>,
+) -> std::result::Result<(Vec<String>, Vec<GrayImage>, OwnedSemaphorePermit), Response> {
+    let images = images_of(s, req).await?;
     for (name, bytes) in &images {
         match predict::declared_size(bytes) {
-            None => return refuse(StatusCode::BAD_REQUEST, format!("{name}: not an image (PNG or JPEG expected; its header does not read as either)")),
+            None => return Err(refuse(StatusCode::BAD_REQUEST, format!("{name}: not an image (PNG or JPEG expected; its header does not read as either)"))),
             Some((w, h)) if w as u64 * h as u64 > s.config.max_pixels => {
-                return refuse(StatusCode::PAYLOAD_TOO_LARGE, format!("{name}: the image declares {w}x{h} = {} pixels, over --max-pixels {}", w as u64 * h as u64, s.config.max_pixels));
+                return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, format!("{name}: the image declares {w}x{h} = {} pixels, over --max-pixels {}", w as u64 * h as u64, s.config.max_pixels)));
             }
             Some(_) => {}
         }
@@ -292,28 +297,62 @@ async fn classify(State(s): State<App>, req: Request) -> Response {
     let Ok(permit) = s.permits.clone().try_acquire_owned() else {
         let mut r = refuse(StatusCode::SERVICE_UNAVAILABLE, format!("the queue is full ({} requests waiting for the GPU): retry later", s.config.queue));
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        return r;
+        return Err(r);
     };
-    // the same preparation as predict: decode (EXIF orientation applied), grayscale, to_mnist
     let names: Vec<String> = images.iter().map(|(n, _)| n.clone()).collect();
     let prepared = tokio::task::spawn_blocking(move || {
-        images.iter().map(|(name, bytes)| predict::load_gray_bytes(bytes, Path::new(name)).and_then(|g| predict::to_mnist(&g, Path::new(name)))).collect::<Result<Vec<_>>>()
+        images.iter().map(|(name, bytes)| predict::load_gray_bytes(bytes, Path::new(name)).and_then(|g| prepare(g, Path::new(name)))).collect::<Result<Vec<_>>>()
     })
     .await;
-    let digits = match prepared {
-        Ok(Ok(d)) => d,
-        Ok(Err(e)) => return refuse(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(e) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, format!("preparing the images failed: {e}")),
-    };
-    let (reply, answer) = oneshot::channel();
-    if s.jobs.send(Job::Classify { images: digits, reply, permit }).is_err() {
+    match prepared {
+        Ok(Ok(d)) => Ok((names, d, permit)),
+        Ok(Err(e)) => Err(refuse(StatusCode::BAD_REQUEST, e.to_string())),
+        Err(e) => Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, format!("preparing the images failed: {e}"))),
+    }
+}
+
+/// Sends `job` to the GPU worker and answers with what `ok` makes of its reply.
+async fn ask<T>(s: &App, job: Job, answer: oneshot::Receiver<std::result::Result<T, String>>, ok: impl FnOnce(T) -> Response) -> Response {
+    if s.jobs.send(job).is_err() {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "the GPU worker has stopped".into());
     }
     match answer.await {
-        Ok(Ok(probs)) => Json(json!({ "results": names.iter().zip(&probs).map(|(n, p)| result_json(n, p)).collect::<Vec<_>>() })).into_response(),
+        Ok(Ok(t)) => ok(t),
         Ok(Err(e)) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e),
         Err(_) => refuse(StatusCode::SERVICE_UNAVAILABLE, "the GPU worker stopped before answering".into()),
     }
+}
+
+async fn classify(State(s): State<App>, req: Request) -> Response {
+    // the same preparation as predict: decode, grayscale, to_mnist
+    let (names, digits, permit) = match admit(&s, req, |g, path| predict::to_mnist(&g, path)).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let (reply, answer) = oneshot::channel();
+    ask(&s, Job::Classify { images: digits, reply, permit }, answer, |probs| {
+        Json(json!({ "results": names.iter().zip(&probs).map(|(n, p)| result_json(n, p)).collect::<Vec<_>>() })).into_response()
+    })
+    .await
+}
+
+/// `POST /v1/read`: each image a field of handwritten digits, read by `kiln::read::Reader`
+/// (decoded as `predict` decodes; the reader finds and prepares the digits itself).
+async fn read(State(s): State<App>, req: Request) -> Response {
+    let (names, fields, permit) = match admit(&s, req, |g, _| Ok(g)).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let (reply, answer) = oneshot::channel();
+    ask(&s, Job::Read { fields, reply, permit }, answer, |readings| {
+        let results: Vec<_> = names
+            .iter()
+            .zip(&readings)
+            .map(|(name, r)| json!({ "name": name, "text": r.text, "marked": r.marked(), "confidence": r.confidence, "accepted": r.accepted, "digits": r.digits }))
+            .collect();
+        Json(json!({ "results": results })).into_response()
+    })
+    .await
 }
 
 /// One image's answer: the digit and the three most probable classes.
@@ -327,9 +366,6 @@ fn result_json(name: &str, p: &[f32; CLASSES]) -> serde_json::Value {
     })
 }
 
-async fn read() -> Response {
-    refuse(StatusCode::NOT_IMPLEMENTED, "reading numbers (several digits in a field) is not implemented yet: it waits for the string reader of issue 30; POST one digit per image to /v1/classify".into())
-}
 
 async fn readyz(State(s): State<App>) -> Response {
     let (reply, answer) = oneshot::channel();

@@ -13,7 +13,8 @@ use image::GrayImage;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::metrics::Metrics;
-use crate::digits::classify::{Classifier, CLASSES};
+use crate::digits::classify::{Classifier, CLASSES, DEFAULT_BATCH};
+use crate::digits::read::{Options as ReadOptions, Reader, Reading};
 use crate::model::checkpoint::Checkpoint;
 use crate::{Gpu, Result};
 
@@ -46,6 +47,8 @@ pub enum Job {
     /// Classify prepared 28x28 digits; `permit` is the request's place in the queue,
     /// given back when the worker takes the job.
     Classify { images: Vec<GrayImage>, reply: oneshot::Sender<Answer>, permit: OwnedSemaphorePermit },
+    /// Read fields of digits (decoded, not prepared), one reading each.
+    Read { fields: Vec<GrayImage>, reply: oneshot::Sender<std::result::Result<Vec<Reading>, String>>, permit: OwnedSemaphorePermit },
     /// Load the checkpoint at this path, check it classifies on the GPU, and only then
     /// serve it; the answer is the new model's name and hash, or why the old one stays.
     Reload { path: PathBuf, reply: oneshot::Sender<std::result::Result<(String, String), String>> },
@@ -64,6 +67,8 @@ struct Model<'g> {
     loaded: Loaded,
     sizes: Vec<usize>,
     by_size: Vec<Option<Classifier<'g>>>,
+    /// The string reader, built on the first read (its classifier's batch: the default).
+    reader: Option<Reader<'g>>,
 }
 
 impl<'g> Model<'g> {
@@ -71,7 +76,7 @@ impl<'g> Model<'g> {
         let mut sizes = vec![max_batch];
         sizes.extend((0..usize::BITS).map(|b| 1usize << b).filter(|&s| s < max_batch).rev());
         let by_size = sizes.iter().map(|_| None).collect();
-        let mut model = Model { gpu, loaded, sizes, by_size };
+        let mut model = Model { gpu, loaded, sizes, by_size, reader: None };
         model.classify(&[GrayImage::new(28, 28)])?; // builds and runs the model once: a bad one fails here
         Ok(model)
     }
@@ -90,6 +95,14 @@ impl<'g> Model<'g> {
             out.extend(classifier.classify(piece)?);
         }
         Ok(out)
+    }
+
+    fn read(&mut self, fields: &[GrayImage]) -> Result<Vec<Reading>> {
+        let reader = match &mut self.reader {
+            Some(r) => r,
+            slot => slot.insert(Reader::new(Classifier::new(self.gpu, self.loaded.checkpoint.clone(), DEFAULT_BATCH)?, ReadOptions::default())),
+        };
+        reader.read(fields)
     }
 }
 
@@ -173,6 +186,16 @@ pub fn run(
                         }
                     }
                 }
+            }
+            Job::Read { fields, reply, permit } => {
+                drop(permit);
+                if reply.is_closed() {
+                    continue;
+                }
+                let start = Instant::now();
+                let result = model.read(&fields);
+                metrics.read(fields.len(), start.elapsed());
+                let _ = reply.send(result.map_err(|e| format!("the GPU could not read the fields: {e}")));
             }
             Job::Reload { path, reply } => {
                 let result = Loaded::read(&path).and_then(|loaded| Model::new(&gpu, loaded, max_batch));

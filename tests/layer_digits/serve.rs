@@ -227,9 +227,25 @@ fn routes_answers_limits_and_metrics() {
     chunked.extend_from_slice(b"0\r\n\r\n");
     let answer = raw(u, "Transfer-Encoding: chunked\r\n", &chunked);
     assert!(answer.starts_with("HTTP/1.1 413") && answer.contains("over --max-body 300000 bytes"), "{answer}");
-    let (status, text, _) = post(&format!("{u}/v1/read"), "image/png", &png);
-    assert_eq!(status, 501, "{text}");
-    assert!(text.contains("issue 30"), "{text}");
+    // a field of the six digits side by side (white ink on black, as MNIST's): the reading
+    // the `read` example gives for the same file
+    let mut row = image::GrayImage::new(6 * 34 + 10, 40);
+    for (i, (path, _)) in files.iter().enumerate() {
+        image::imageops::overlay(&mut row, &image::open(path).unwrap().to_luma8(), 5 + 34 * i as i64, 6);
+    }
+    let field = dir.join("field.png");
+    row.save(&field).unwrap();
+    let out = Command::new(common::example("read")).args(["--model", model.to_str().unwrap(), field.to_str().unwrap()]).output().unwrap();
+    let (code, stdout, err) = common::text(&out);
+    assert_eq!(code, 0, "{err}");
+    let (status, text, _) = post(&format!("{u}/v1/read"), "image/png", &std::fs::read(&field).unwrap());
+    assert_eq!(status, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let read = v["results"][0]["text"].as_str().unwrap();
+    assert!(stdout.contains(&format!(": {read} (")), "served {read}, read printed {stdout}");
+    assert_eq!(v["results"][0]["digits"].as_array().unwrap().len(), read.len(), "{text}");
+    let (status, text, _) = post(&format!("{u}/v1/read"), "image/png", b"hello, not an image");
+    assert_eq!(status, 400, "{text}");
     let (status, text) = get(&format!("{u}/nowhere"));
     assert_eq!(status, 404, "{text}");
 
@@ -239,7 +255,9 @@ fn routes_answers_limits_and_metrics() {
     assert_eq!(sample(&m, r#"kiln_requests_total{route="/v1/classify",status="200"}"#), 7.0, "{text}");
     assert_eq!(sample(&m, r#"kiln_requests_total{route="/v1/classify",status="400"}"#), 3.0, "{text}");
     assert_eq!(sample(&m, r#"kiln_requests_total{route="/v1/classify",status="413"}"#), 3.0, "{text}");
-    assert_eq!(sample(&m, r#"kiln_requests_total{route="/v1/read",status="501"}"#), 1.0, "{text}");
+    assert_eq!(sample(&m, r#"kiln_requests_total{route="/v1/read",status="200"}"#), 1.0, "{text}");
+    assert_eq!(sample(&m, r#"kiln_requests_total{route="/v1/read",status="400"}"#), 1.0, "{text}");
+    assert_eq!(sample(&m, "kiln_fields_read_total"), 1.0, "{text}");
     assert_eq!(sample(&m, r#"kiln_request_duration_seconds_count{route="/v1/classify"}"#), 13.0, "{text}");
     // 6 single images and one batch of 6 (a batch may also gather several requests)
     assert_eq!(sample(&m, "kiln_batch_size_sum"), 12.0, "{text}");
