@@ -47,6 +47,13 @@ struct Args {
     /// 3x3 median filter on the GPU (after the noise) before the model
     #[arg(long)]
     denoise: bool,
+    /// Shear each folder image upright by its second moments before fitting the box
+    /// (default: kiln::predict::DESKEW_BY_DEFAULT)
+    #[arg(long, overrides_with = "no_deskew")]
+    deskew: bool,
+    /// Do not deskew folder images
+    #[arg(long, overrides_with = "deskew")]
+    no_deskew: bool,
     /// Images per GPU step
     #[arg(long, default_value_t = kiln::classify::DEFAULT_BATCH as i64, allow_negative_numbers = true)]
     batch_size: i64,
@@ -77,7 +84,8 @@ fn run(args: &Args) -> Result<(), String> {
     if args.batch_size < 1 {
         return Err(format!("--batch-size: {} (expected at least 1)", args.batch_size));
     }
-    let options = Options { noise: args.noise, seed: args.seed, denoise: args.denoise };
+    let preparation = kiln::predict::Preparation::from_flags(args.deskew, args.no_deskew);
+    let options = Options { noise: args.noise, seed: args.seed, denoise: args.denoise, preparation };
     // The cheap checks first: the checkpoint, the labels and the files, then the GPU.
     let checkpoint = Checkpoint::load(&args.model).map_err(flag("--model"))?;
     let source = match (&args.dataset, &args.images, &args.labels) {
@@ -119,6 +127,7 @@ fn run(args: &Args) -> Result<(), String> {
         json["noise"] = args.noise.map(|n| n.to_string()).into();
         json["seed"] = args.seed.into();
         json["denoise"] = args.denoise.into();
+        json["deskew"] = preparation.deskew.into();
         json["seconds"] = seconds.into();
         outln!("{json}");
     } else {

@@ -249,6 +249,9 @@ pub struct Options {
     pub seed: u64,
     /// The GPU 3x3 median filter ([`predict::denoise`]) after the noise.
     pub denoise: bool,
+    /// The optional steps of [`predict::to_mnist_with`] for folder images (a dataset's
+    /// images are already prepared).
+    pub preparation: predict::Preparation,
 }
 
 /// Which family of images a checkpoint reads: digits or Fashion-MNIST clothes.
@@ -319,7 +322,7 @@ pub fn prepare(gpu: &Gpu, path: &Path, index: usize, options: &Options) -> Resul
     if options.denoise {
         gray = predict::denoise(gpu, &gray)?;
     }
-    predict::to_mnist(&gray, path)
+    predict::to_mnist_with(&gray, path, &options.preparation)
 }
 
 /// Evaluates labelled image files (see [`resolve`]) in batches of the classifier's size,
