@@ -21,9 +21,11 @@ struct Args {
     /// Checkpoint written by train_mnist
     #[arg(long)]
     model: PathBuf,
-    /// 3x3 median filter on the GPU before cropping (photos with speckle noise)
-    #[arg(long)]
-    denoise: bool,
+    /// A 3x3 median filter on the GPU before cropping (photos with speckle noise):
+    /// --denoise (or --denoise=impulse) replaces only the pixels taken for salt or pepper,
+    /// --denoise=median every pixel
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "impulse", value_name = "KIND")]
+    denoise: Option<kiln::predict::Denoise>,
     /// Shear each digit upright by its second moments before fitting the box
     /// (default: kiln::predict::DESKEW_BY_DEFAULT)
     #[arg(long, overrides_with = "no_deskew")]
@@ -106,7 +108,10 @@ fn main() -> ExitCode {
         for (j, path) in chunk.iter().enumerate() {
             let i = b * classifier.batch() + j;
             let prepared = kiln::predict::load_gray(path)
-                .and_then(|g| if args.denoise { kiln::predict::denoise(&gpu, &g) } else { Ok(g) })
+                .and_then(|g| match args.denoise {
+                    Some(kind) => kiln::predict::denoise(&gpu, &g, kind),
+                    None => Ok(g),
+                })
                 .and_then(|g| kiln::predict::stages(&g, path, &preparation))
                 .and_then(|stages| match &args.dump_preprocessed {
                     Some(dump) => {

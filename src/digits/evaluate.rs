@@ -17,13 +17,13 @@ use image::GrayImage;
 use serde::Serialize;
 
 use crate::model::checkpoint::Checkpoint;
-use crate::digits::classify::CLASSES;
+use crate::digits::classify::{family, Ensemble, CLASSES};
 use crate::digits::data::Split;
 pub use crate::kernels::softmax::Metrics;
 use crate::base::files;
 use crate::base::rng::Rng;
 use crate::digits::predict;
-use crate::{Classifier, Error, Gpu, Result};
+use crate::{Error, Gpu, Result};
 
 /// One class's scores, as [`Metrics::per_class`] lists them (and `--json` prints them).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -247,21 +247,13 @@ pub struct Options {
     pub noise: Option<Noise>,
     /// The noise's seed.
     pub seed: u64,
-    /// The GPU 3x3 median filter ([`predict::denoise`]) after the noise.
-    pub denoise: bool,
+    /// A GPU 3x3 median filter ([`predict::denoise`]) after the noise.
+    pub denoise: Option<predict::Denoise>,
     /// The optional steps of [`predict::to_mnist_with`] for folder images (a dataset's
     /// images are already prepared).
     pub preparation: predict::Preparation,
 }
 
-/// Which family of images a checkpoint reads: digits or Fashion-MNIST clothes.
-fn family(dataset: &str) -> Option<&'static str> {
-    match dataset {
-        "mnist" | "mnist10k" => Some("digits"),
-        "fashion" => Some("fashion"),
-        _ => None,
-    }
-}
 
 /// Refuses a checkpoint that cannot be evaluated on `dataset`'s images (`mnist`,
 /// `mnist10k` and a digit folder are digits; `fashion` is clothes): a model that does not
@@ -287,8 +279,8 @@ pub fn argmax(p: &[f32]) -> usize {
 }
 
 /// Evaluates a dataset split (28x28 images, already prepared as MNIST's are) in batches
-/// of the classifier's size. Image `i` gets noise seeded by (`options.seed`, `i`).
-pub fn evaluate_split(classifier: &mut Classifier, gpu: &Gpu, split: &Split, options: &Options) -> Result<Metrics> {
+/// of the classifier's size (one checkpoint, or the mean of several: [`Ensemble`]). Image `i` gets noise seeded by (`options.seed`, `i`).
+pub fn evaluate_split(classifier: &mut Ensemble, gpu: &Gpu, split: &Split, options: &Options) -> Result<Metrics> {
     let (rows, cols) = (split.images.rows as u32, split.images.cols as u32);
     let mut confusion = Metrics::new(CLASSES);
     let batch = classifier.batch();
@@ -302,8 +294,8 @@ pub fn evaluate_split(classifier: &mut Classifier, gpu: &Gpu, split: &Split, opt
             }
             images.push(GrayImage::from_raw(cols, rows, pixels).expect("rows * cols pixels"));
         }
-        if options.denoise {
-            images = predict::denoise_many(gpu, &images)?;
+        if let Some(kind) = options.denoise {
+            images = predict::denoise_many(gpu, &images, kind)?;
         }
         for (p, &label) in classifier.classify(&images)?.iter().zip(&split.labels[start..end]) {
             confusion.add(label as usize, argmax(p));
@@ -319,8 +311,8 @@ pub fn prepare(gpu: &Gpu, path: &Path, index: usize, options: &Options) -> Resul
     if let Some(noise) = options.noise {
         noise.apply_seeded(&mut gray, options.seed, index);
     }
-    if options.denoise {
-        gray = predict::denoise(gpu, &gray)?;
+    if let Some(kind) = options.denoise {
+        gray = predict::denoise(gpu, &gray, kind)?;
     }
     predict::to_mnist_with(&gray, path, &options.preparation)
 }
@@ -329,7 +321,7 @@ pub fn prepare(gpu: &Gpu, path: &Path, index: usize, options: &Options) -> Resul
 /// prepared as `predict` prepares them ([`prepare`]). Every image must be usable: one
 /// that cannot be read, or holds no ink, fails the evaluation, after the others are read
 /// so that the error counts them all.
-pub fn evaluate_folder(classifier: &mut Classifier, gpu: &Gpu, files: &[(PathBuf, u8)], options: &Options) -> Result<Metrics> {
+pub fn evaluate_folder(classifier: &mut Ensemble, gpu: &Gpu, files: &[(PathBuf, u8)], options: &Options) -> Result<Metrics> {
     let mut confusion = Metrics::new(CLASSES);
     let mut failures: Vec<String> = Vec::new();
     let mut count = 0;

@@ -1,5 +1,5 @@
 //! The optional steps of the one preparation (issue 31): deskewing by second moments, the
-//! stages `predict --dump-preprocessed` shows, and ensembles of checkpoints.
+//! stages `predict --dump-preprocessed` shows; and ensembles of checkpoints.
 
 use std::path::Path;
 use std::process::Command;
@@ -7,7 +7,9 @@ use std::process::Command;
 use image::{GrayImage, Luma};
 use kiln::checkpoint::Checkpoint;
 use kiln::nn::ModelKind;
+use kiln::classify::Ensemble;
 use kiln::predict::{self, Preparation};
+use kiln::Classifier;
 
 use crate::common;
 
@@ -109,4 +111,68 @@ fn random_mlp(seed: u64) -> Checkpoint {
         })
         .collect();
     Checkpoint { model, mean: 0.1307, std: 0.3081, dataset: "mnist".into(), params }
+}
+
+/// A few 28x28 digits with random ink: the models' answers differ on them.
+fn some_digits() -> Vec<GrayImage> {
+    let mut rng = kiln::rng::Rng::new(7);
+    (0..5).map(|_| GrayImage::from_fn(28, 28, |_, _| Luma([if rng.unit() < 0.3 { 255 } else { 0 }]))).collect()
+}
+
+#[test]
+fn an_ensemble_averages_its_members_probabilities() {
+    let gpu = kiln::testing::gpu();
+    let images = some_digits();
+    let names = ["a".to_string(), "b".to_string()];
+    let single = Classifier::new(gpu, random_mlp(1), 4).unwrap().classify(&images).unwrap();
+    let other = Classifier::new(gpu, random_mlp(2), 4).unwrap().classify(&images).unwrap();
+    assert_ne!(single, other, "two models that answer alike would not test the mean");
+    // of one: that model, exactly
+    let one = Ensemble::new(gpu, vec![random_mlp(1)], &names[..1], 4).unwrap().classify(&images).unwrap();
+    assert_eq!(one, single);
+    // of two: the mean of their probabilities (batches of 4 over 5 images: a remainder too)
+    let two = Ensemble::new(gpu, vec![random_mlp(1), random_mlp(2)], &names, 4).unwrap().classify(&images).unwrap();
+    for ((e, a), b) in two.iter().zip(&single).zip(&other) {
+        for c in 0..10 {
+            let mean = (a[c] + b[c]) / 2.0;
+            assert!((e[c] - mean).abs() <= 1e-6, "class {c}: ensemble {} vs mean {mean}", e[c]);
+        }
+    }
+}
+
+#[test]
+fn an_ensemble_refuses_members_of_other_classes() {
+    let gpu = kiln::testing::gpu();
+    let names = ["digits.safetensors".to_string(), "clothes.safetensors".to_string()];
+    let mut clothes = random_mlp(2);
+    clothes.dataset = "fashion".into();
+    let err = Ensemble::new(gpu, vec![random_mlp(1), clothes], &names, 4).err().expect("refused").to_string();
+    assert!(err.contains("clothes.safetensors") && err.contains("classes differ"), "{err}");
+    let err = Ensemble::new(gpu, vec![], &[], 4).err().expect("refused").to_string();
+    assert!(err.contains("no checkpoint"), "{err}");
+}
+
+#[test]
+fn evaluate_takes_several_models() {
+    let dir = common::scratch("preparation", "ensemble");
+    let (a, b) = (dir.join("a.safetensors"), dir.join("b.safetensors"));
+    random_mlp(1).save(&a).unwrap();
+    random_mlp(2).save(&b).unwrap();
+    let mut labels = String::new();
+    for (i, img) in some_digits().iter().enumerate() {
+        img.save(dir.join(format!("{i}.png"))).unwrap();
+        labels.push_str(&format!("{i}.png {}\n", i % 10));
+    }
+    std::fs::write(dir.join("labels.txt"), labels).unwrap();
+    let out = Command::new(common::example("evaluate"))
+        .args(["--model", a.to_str().unwrap(), "--model", b.to_str().unwrap(), "--images", dir.to_str().unwrap(), "--labels"])
+        .arg(dir.join("labels.txt"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    let (code, stdout, stderr) = common::text(&out);
+    assert_eq!(code, 0, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(json["models"].as_array().map(|m| m.len()), Some(2), "{json}");
+    assert_eq!(json["total"], 5);
 }
