@@ -145,6 +145,9 @@ fn run(args: &Args) -> Result<(), String> {
         json["seconds"] = seconds.into();
         outln!("{json}");
     } else {
+        if names.len() > 1 {
+            outln!("ensemble: the mean of {} checkpoints' probabilities ({})", names.len(), names.join(", "));
+        }
         print_report(&what, &noise, args.denoise, &confusion, seconds);
     }
     Ok(())

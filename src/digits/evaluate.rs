@@ -1,12 +1,13 @@
 //! Measuring a checkpoint on labelled digits: the scores ([`Metrics`], kiln's one score
 //! type; its per-class scores, JSON and table are here), labelled image folders
-//! ([`read_labels`], [`resolve`]), seeded [`Noise`], and the evaluation itself in batches through a [`Classifier`]
+//! ([`read_labels`], [`resolve`]), seeded [`Noise`], and the evaluation itself in batches through an [`Ensemble`] of classifiers
 //! ([`evaluate_split`] for a dataset's test split, [`evaluate_folder`] for PNG/JPEG files).
 //!
 //! Data flow: a folder image goes through the same preparation as `predict`
 //! ([`predict::load_gray`], then the noise, then [`predict::denoise`] if asked, then
-//! [`predict::to_mnist`]); a dataset image is already MNIST's 28x28 and goes to the model
-//! as it is (noise, then the median filter if asked).
+//! [`predict::to_mnist_with`] and its [`predict::Preparation`]); a dataset image is already
+//! MNIST's 28x28 and goes to the model as it is (noise, then the median filter if asked).
+//! The model is an [`Ensemble`]: one checkpoint, or the mean of several.
 
 use std::collections::HashMap;
 use std::fmt;
