@@ -247,7 +247,7 @@ pub const DESKEW_BY_DEFAULT: bool = false;
 /// Each stage of [`to_mnist`] for one image, as `predict --dump-preprocessed` shows them.
 #[derive(Clone, Debug)]
 pub struct Stages {
-    /// The input as prepared from (at most [`WORK_MAX`] px on its longer side).
+    /// The input the preparation starts from (scaled down to 1024 px on its longer side if larger).
     pub original: GrayImage,
     /// The ink cropped, its levels stretched to 0-255, sheared upright when deskewing.
     pub deskewed: GrayImage,
