@@ -130,7 +130,7 @@ pub fn median3x3(gpu: &Gpu, images: &Tensor, out: &Tensor, rows: usize, cols: us
 }
 
 /// [`median3x3`] applied only to the pixels taken for impulse noise (salt or pepper: an
-/// extreme value with at most 2 of its 8 neighbours near it; see shaders/data.wgsl), every
+/// extreme value with at most 1 of its 8 neighbours near it; see shaders/data.wgsl), every
 /// other pixel copied: denoising that leaves a clean image (almost) as it is. Pixels are
 /// 8-bit levels (0-255) held as f32.
 pub fn impulse_median3x3(gpu: &Gpu, images: &Tensor, out: &Tensor, rows: usize, cols: usize) -> Result<Dispatch> {

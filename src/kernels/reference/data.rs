@@ -21,7 +21,7 @@ pub const IMPULSE_HIGH: f32 = 247.0;
 /// A neighbour within this many levels of a pixel is like it.
 pub const IMPULSE_NEAR: f32 = 64.0;
 /// An extreme pixel with at most this many like neighbours (of its 8, in the image) is an impulse.
-pub const IMPULSE_ALIKE: usize = 2;
+pub const IMPULSE_ALIKE: usize = 1;
 
 /// [`median3x3`] for the pixels taken for impulses (extreme, with at most
 /// [`IMPULSE_ALIKE`] like neighbours); every other pixel as it was.
