@@ -17,6 +17,7 @@ use kiln::ops::pool::{
     avg_pool2d_backward, avg_pool2d_forward, global_avg_pool_backward, global_avg_pool_forward, max_pool2d_backward, max_pool2d_forward,
     GlobalPool2d, MaxPoolRoute, Pool2d,
 };
+use kiln::kernels::data::{impulse_median3x3, median3x3};
 use kiln::ops::{elementwise, Dispatch};
 use kiln::testing::{gpu, Rng};
 use kiln::{DType, Tensor};
@@ -138,6 +139,15 @@ fn memory_bound_benches(c: &mut Criterion) {
     time(c, "avg_pool2d_forward", "direct", "64x16x28x28_2x2", Throughput::Bytes(4 * (p.x_len() + p.y_len()) as u64), &[avg]);
     let davg = avg_pool2d_backward(gpu, &p, &y, &dx).unwrap();
     time(c, "avg_pool2d_backward", "gather", "64x16x28x28_2x2", Throughput::Bytes(4 * (p.x_len() + p.y_len()) as u64), &[davg]);
+
+    // --denoise over a batch of 256 MNIST digits: the plain and the impulse-detecting median
+    let (n, rows, cols) = (256, 28, 28);
+    let levels: Vec<f32> = rng.vec(n * rows * cols).iter().map(|v| (v.abs() * 255.0).round().min(255.0)).collect();
+    let img = Tensor::from_f32(gpu, &[n, rows, cols], &levels).unwrap();
+    let out = Tensor::empty(gpu, &[n, rows, cols], DType::F32).unwrap();
+    let bytes = Throughput::Bytes(8 * (n * rows * cols) as u64);
+    time(c, "median3x3", "direct", "256x28x28", bytes.clone(), &[median3x3(gpu, &img, &out, rows, cols).unwrap()]);
+    time(c, "impulse_median3x3", "direct", "256x28x28", bytes, &[impulse_median3x3(gpu, &img, &out, rows, cols).unwrap()]);
 
     // global average pooling at the end of a CNN: 64 x 32 planes of 7 x 7
     let gp = GlobalPool2d { batch: 64, channels: 32, h: 7, w: 7 };

@@ -2,8 +2,8 @@
 //! PNG/JPEG images with a labels file; optionally corrupted with seeded noise first.
 //!
 //!   cargo run --release --example evaluate -- --model M.safetensors --dataset mnist --data-dir DIR
-//!   cargo run --release --example evaluate -- --model M.safetensors --images DIR --labels FILE
-//!       [--noise salt-pepper:P|gaussian:SIGMA] [--seed 1] [--denoise] [--batch-size 256] [--json]
+//!   cargo run --release --example evaluate -- --model M.safetensors [--model M2.safetensors ...] --images DIR --labels FILE
+//!       [--noise salt-pepper:P|gaussian:SIGMA] [--seed 1] [--denoise[=impulse|median]] [--deskew|--no-deskew] [--batch-size 256] [--json]
 //!       [--plot-reliability R.png] [--plot-rejection E.png]
 //!
 //! Prints the accuracy, per-class precision and recall, the confusion matrix, and how far the
@@ -23,14 +23,16 @@ use kiln::cli::{self, fail};
 use kiln::data::{Dataset, DatasetKind};
 use kiln::calibrate::Calibration;
 use kiln::evaluate::{self, Metrics, Noise, Options};
-use kiln::{errln, outln, Classifier};
+use kiln::classify::Ensemble;
+use kiln::{errln, outln};
 
 #[derive(Parser, Debug)]
 #[command(about = "Measure a kiln checkpoint on labelled digits")]
 struct Args {
-    /// Checkpoint written by train_mnist
-    #[arg(long)]
-    model: PathBuf,
+    /// Checkpoint written by train_mnist; give it several times for an ensemble (the mean
+    /// of the checkpoints' probabilities)
+    #[arg(long, required = true)]
+    model: Vec<PathBuf>,
     /// Evaluate this dataset's test split (mnist10k: its last 2,000 images)
     #[arg(long, conflicts_with_all = ["images", "labels"], required_unless_present_any = ["images", "strings"])]
     dataset: Option<DatasetKind>,
@@ -52,9 +54,18 @@ struct Args {
     /// The noise's seed: the same seed, the same corrupted images
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// 3x3 median filter on the GPU (after the noise) before the model
-    #[arg(long)]
-    denoise: bool,
+    /// A 3x3 median filter on the GPU (after the noise) before the model:
+    /// --denoise (or --denoise=impulse) replaces only the pixels taken for salt or pepper,
+    /// --denoise=median every pixel
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "impulse", value_name = "KIND")]
+    denoise: Option<kiln::predict::Denoise>,
+    /// Shear each folder image upright by its second moments before fitting the box
+    /// (default: kiln::predict::DESKEW_BY_DEFAULT)
+    #[arg(long, overrides_with = "no_deskew")]
+    deskew: bool,
+    /// Do not deskew folder images
+    #[arg(long, overrides_with = "deskew")]
+    no_deskew: bool,
     /// Images per GPU step
     #[arg(long, default_value_t = kiln::classify::DEFAULT_BATCH as i64, allow_negative_numbers = true)]
     batch_size: i64,
@@ -94,34 +105,44 @@ fn run(args: &Args) -> Result<(), String> {
     if let Some(dir) = &args.strings {
         return strings(args, dir);
     }
-    let options = Options { noise: args.noise, seed: args.seed, denoise: args.denoise };
+    let preparation = kiln::predict::Preparation::from_flags(args.deskew, args.no_deskew);
+    let options = Options { noise: args.noise, seed: args.seed, denoise: args.denoise, preparation };
     for (name, plot) in [("--plot-reliability", &args.plot_reliability), ("--plot-rejection", &args.plot_rejection)] {
         if let Some(path) = plot {
             kiln::plot::check_path(path).map_err(flag(name))?;
             kiln::files::check_output(name, path).map_err(|e| e.to_string())?;
         }
     }
-    // The cheap checks first: the checkpoint, the labels and the files, then the GPU.
-    let checkpoint = Checkpoint::load(&args.model).map_err(flag("--model"))?;
+    // The cheap checks first: the checkpoints, the labels and the files, then the GPU.
+    let checkpoints = args.model.iter().map(|m| Checkpoint::load(m).map_err(flag("--model"))).collect::<Result<Vec<_>, _>>()?;
+    let check = |dataset: &str| -> Result<(), String> {
+        for (c, path) in checkpoints.iter().zip(&args.model) {
+            evaluate::check_model(c, dataset).map_err(|e| format!("--model {}: {e}", path.display()))?;
+        }
+        Ok(())
+    };
     let source = match (&args.dataset, &args.images, &args.labels) {
         (Some(kind), _, _) => {
-            evaluate::check_model(&checkpoint, kind.name()).map_err(flag("--model"))?;
+            check(kind.name())?;
             let (test, dir) = Dataset::load_test(*kind, args.data_dir.as_deref()).map_err(|e| format!("--dataset {kind}: {}", kiln::cli::data_error(e, false)))?;
             Source::Split(*kind, test, dir)
         }
         (None, Some(dir), Some(labels)) => {
-            evaluate::check_model(&checkpoint, "mnist").map_err(flag("--model"))?;
+            check("mnist")?;
             let entries = evaluate::read_labels(labels).map_err(flag("--labels"))?;
             let files = evaluate::resolve(dir, labels, &entries).map_err(|e| format!("--images/--labels: {e}"))?;
             Source::Folder(files)
         }
         _ => return Err("give --dataset, or --images and --labels".into()),
     };
-    if checkpoint.dataset.is_empty() {
-        errln!("warning: {}: the checkpoint does not say what it was trained on", args.model.display());
+    for (c, path) in checkpoints.iter().zip(&args.model) {
+        if c.dataset.is_empty() {
+            errln!("warning: {}: the checkpoint does not say what it was trained on", path.display());
+        }
     }
     let gpu = kiln::Gpu::new().map_err(|e| e.to_string())?;
-    let mut classifier = Classifier::new(&gpu, checkpoint, args.batch_size as usize).map_err(|e| e.to_string())?;
+    let names: Vec<String> = args.model.iter().map(|m| m.display().to_string()).collect();
+    let mut classifier = Ensemble::new(&gpu, checkpoints, &names, args.batch_size as usize).map_err(flag("--model"))?;
     let start = std::time::Instant::now();
     let (what, answers) = match &source {
         Source::Split(kind, test, dir) => {
@@ -135,7 +156,12 @@ fn run(args: &Args) -> Result<(), String> {
     };
     let seconds = start.elapsed().as_secs_f64();
     let confusion = &answers.metrics;
-    let calibration = Calibration::measure(&answers.probs, &answers.labels, classifier.checkpoint().temperature);
+    // an ensemble's probabilities are the mean of its members', each at its own temperature
+    let temperature = match classifier.members() {
+        [one] => one.checkpoint().temperature,
+        _ => 1.0,
+    };
+    let calibration = Calibration::measure(&answers.probs, &answers.labels, temperature);
     if let Some(path) = &args.plot_reliability {
         kiln::plot::plot_reliability(path, &calibration).map_err(flag("--plot-reliability"))?;
     }
@@ -145,15 +171,20 @@ fn run(args: &Args) -> Result<(), String> {
     let noise = args.noise.map_or("none".to_string(), |n| format!("{n} (seed {})", args.seed));
     if args.json {
         let mut json = confusion.to_json();
-        json["model"] = args.model.display().to_string().into();
+        json["model"] = names[0].clone().into();
+        json["models"] = names.clone().into();
         json["images"] = what.into();
         json["noise"] = args.noise.map(|n| n.to_string()).into();
         json["seed"] = args.seed.into();
-        json["denoise"] = args.denoise.into();
+        json["denoise"] = args.denoise.map(|d| d.to_string()).into();
+        json["deskew"] = preparation.deskew.into();
         json["seconds"] = seconds.into();
         json["calibration"] = serde_json::to_value(&calibration).map_err(|e| e.to_string())?;
         outln!("{json}");
     } else {
+        if names.len() > 1 {
+            outln!("ensemble: the mean of {} checkpoints' probabilities ({})", names.len(), names.join(", "));
+        }
         print_report(&what, &noise, args.denoise, confusion, seconds);
         print_calibration(&calibration);
     }
@@ -164,18 +195,21 @@ fn run(args: &Args) -> Result<(), String> {
 fn strings(args: &Args, dir: &std::path::Path) -> Result<(), String> {
     use kiln::read::{score, Options, Reader};
     let labels = args.labels.as_ref().expect("--strings requires --labels");
-    let checkpoint = Checkpoint::load(&args.model).map_err(flag("--model"))?;
+    let [model] = &args.model[..] else {
+        return Err(format!("--strings reads with one --model, not an ensemble of {}", args.model.len()));
+    };
+    let checkpoint = Checkpoint::load(model).map_err(flag("--model"))?;
     evaluate::check_model(&checkpoint, "mnist").map_err(flag("--model"))?;
     let entries = score::read_string_labels(labels).map_err(flag("--labels"))?;
     let files = score::resolve_strings(dir, labels, &entries).map_err(|e| format!("--strings/--labels: {e}"))?;
     let gpu = kiln::Gpu::new().map_err(|e| e.to_string())?;
-    let mut reader = Reader::new(Classifier::new(&gpu, checkpoint, args.batch_size as usize).map_err(|e| e.to_string())?, Options::default());
+    let mut reader = Reader::new(kiln::Classifier::new(&gpu, checkpoint, args.batch_size as usize).map_err(|e| e.to_string())?, Options::default());
     let start = std::time::Instant::now();
     let scores = score::evaluate_strings(&mut reader, &files).map_err(|e| format!("--strings: {e}"))?;
     let seconds = start.elapsed().as_secs_f64();
     if args.json {
         let mut json = scores.to_json();
-        json["model"] = args.model.display().to_string().into();
+        json["model"] = model.display().to_string().into();
         json["strings"] = dir.display().to_string().into();
         json["seconds"] = seconds.into();
         json["fields_per_second"] = (files.len() as f64 / seconds).into();
@@ -193,8 +227,8 @@ enum Source {
     Folder(Vec<(PathBuf, u8)>),
 }
 
-fn print_report(what: &str, noise: &str, denoise: bool, c: &Metrics, seconds: f64) {
-    outln!("images: {what}; noise: {noise}; denoise: {}", if denoise { "on" } else { "off" });
+fn print_report(what: &str, noise: &str, denoise: Option<kiln::predict::Denoise>, c: &Metrics, seconds: f64) {
+    outln!("images: {what}; noise: {noise}; denoise: {}", denoise.map_or("off".to_string(), |d| d.to_string()));
     outln!("accuracy: {:.2}% ({} of {}) in {seconds:.1} s", 100.0 * c.accuracy_f64(), c.correct, c.rows);
     outln!("class  precision   recall  count");
     for s in c.per_class() {

@@ -21,11 +21,21 @@ struct Args {
     /// Checkpoint written by train_mnist
     #[arg(long)]
     model: PathBuf,
-    /// 3x3 median filter on the GPU before cropping (photos with speckle noise)
-    #[arg(long)]
-    denoise: bool,
-    /// Write the 28x28 image the network saw. With several images, one file each:
-    /// NAME-0.png, NAME-1.png, ... in the order of the images
+    /// A 3x3 median filter on the GPU before cropping (photos with speckle noise):
+    /// --denoise (or --denoise=impulse) replaces only the pixels taken for salt or pepper,
+    /// --denoise=median every pixel
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "impulse", value_name = "KIND")]
+    denoise: Option<kiln::predict::Denoise>,
+    /// Shear each digit upright by its second moments before fitting the box
+    /// (default: kiln::predict::DESKEW_BY_DEFAULT)
+    #[arg(long, overrides_with = "no_deskew")]
+    deskew: bool,
+    /// Do not deskew
+    #[arg(long, overrides_with = "deskew")]
+    no_deskew: bool,
+    /// Write the 28x28 image the network saw, and beside it NAME-stages.png: each stage
+    /// side by side (original, deskewed, boxed, final 28x28). With several images, one
+    /// pair each: NAME-0.png and NAME-0-stages.png, ... in the order of the images
     #[arg(long)]
     dump_preprocessed: Option<PathBuf>,
     /// Images to classify
@@ -38,16 +48,29 @@ fn dump_path(dump: &Path, i: usize, n: usize) -> PathBuf {
     if n == 1 {
         return dump.to_path_buf();
     }
-    let stem = dump.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let ext = dump.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
-    dump.with_file_name(format!("{stem}-{i}{ext}"))
+    suffixed(dump, &format!("-{i}"))
 }
+
+/// NAME.EXT with `suffix` after NAME.
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let ext = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    path.with_file_name(format!("{stem}{suffix}{ext}"))
+}
+
+/// Where image `i` of `n`'s stages are dumped: beside its 28x28, NAME-stages.EXT.
+fn stages_path(dump: &Path, i: usize, n: usize) -> PathBuf {
+    suffixed(&dump_path(dump, i, n), "-stages")
+}
+
+/// The strip of stages is this tall: each stage scaled to it.
+const STRIP_HEIGHT: u32 = 112;
 
 /// The dump files must not replace an input image, the checkpoint or each other.
 fn check_outputs(args: &Args) -> kiln::Result<()> {
     let Some(dump) = &args.dump_preprocessed else { return Ok(()) };
     let n = args.images.len();
-    let targets: Vec<PathBuf> = (0..n).map(|i| dump_path(dump, i, n)).collect();
+    let targets: Vec<PathBuf> = (0..n).flat_map(|i| [dump_path(dump, i, n), stages_path(dump, i, n)]).collect();
     for t in &targets {
         files::check_output("--dump-preprocessed", t)?;
     }
@@ -73,6 +96,7 @@ fn main() -> ExitCode {
     if let Some(w) = classifier.checkpoint().dataset_warning(&["mnist", "mnist10k"]) {
         errln!("warning: {}: {w}", args.model.display());
     }
+    let preparation = kiln::predict::Preparation::from_flags(args.deskew, args.no_deskew);
     let n = args.images.len();
     let mut failures = 0;
     // Bounded memory: a batch of images is read, prepared and classified at a time.
@@ -84,11 +108,19 @@ fn main() -> ExitCode {
         for (j, path) in chunk.iter().enumerate() {
             let i = b * classifier.batch() + j;
             let prepared = kiln::predict::load_gray(path)
-                .and_then(|g| if args.denoise { kiln::predict::denoise(&gpu, &g) } else { Ok(g) })
-                .and_then(|g| kiln::predict::to_mnist(&g, path))
-                .and_then(|img| match &args.dump_preprocessed {
-                    Some(dump) => files::write_png(&dump_path(dump, i, n), img.as_raw(), img.dimensions(), image::ExtendedColorType::L8).map(|_| img),
-                    None => Ok(img),
+                .and_then(|g| match args.denoise {
+                    Some(kind) => kiln::predict::denoise(&gpu, &g, kind),
+                    None => Ok(g),
+                })
+                .and_then(|g| kiln::predict::stages(&g, path, &preparation))
+                .and_then(|stages| match &args.dump_preprocessed {
+                    Some(dump) => {
+                        let (img, strip) = (&stages.digit, stages.strip(STRIP_HEIGHT));
+                        files::write_png(&dump_path(dump, i, n), img.as_raw(), img.dimensions(), image::ExtendedColorType::L8)?;
+                        files::write_png(&stages_path(dump, i, n), strip.as_raw(), strip.dimensions(), image::ExtendedColorType::L8)?;
+                        Ok(stages.digit)
+                    }
+                    None => Ok(stages.digit),
                 });
             match prepared {
                 Ok(img) => ready.push((path, img)),

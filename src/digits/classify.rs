@@ -192,6 +192,76 @@ impl<'g> Classifier<'g> {
     }
 }
 
+/// Several checkpoints read as one model: an image's probabilities are the mean of the
+/// members' (each normalises the image with its own mean and std). All must read the same
+/// classes: the same input shape and, where they say it, datasets of one family (digits or
+/// Fashion-MNIST's clothes). An ensemble of one is that checkpoint.
+pub struct Ensemble<'g> {
+    members: Vec<Classifier<'g>>,
+}
+
+/// What a dataset's classes are: the digits (`mnist`, `mnist10k`) or clothes (`fashion`);
+/// `None` for a checkpoint that does not say.
+pub(crate) fn family(dataset: &str) -> Option<&'static str> {
+    match dataset {
+        "mnist" | "mnist10k" => Some("digits"),
+        "fashion" => Some("fashion"),
+        _ => None,
+    }
+}
+
+impl<'g> Ensemble<'g> {
+    /// An ensemble of `checkpoints`, each run in batches of at most `batch` images; `names`
+    /// (one per checkpoint, its file, say) name them in errors. At least one is needed.
+    pub fn new(gpu: &'g Gpu, checkpoints: Vec<Checkpoint>, names: &[String], batch: usize) -> Result<Ensemble<'g>> {
+        let Some(first) = checkpoints.first() else { return Err(Error::unsupported("ensemble", "no checkpoint: give at least one")) };
+        let (input, kind) = (first.model.input, family(&first.dataset));
+        let name = |i: usize| names.get(i).cloned().unwrap_or_else(|| format!("checkpoint {i}"));
+        for (i, c) in checkpoints.iter().enumerate().skip(1) {
+            if c.model.input != input {
+                return Err(Error::shape("ensemble", format!("{} takes {:?} inputs, {} takes {input:?}: an ensemble reads one kind of image", name(i), c.model.input, name(0))));
+            }
+            if let (Some(a), Some(b)) = (kind, family(&c.dataset)) {
+                if a != b {
+                    return Err(Error::unsupported("ensemble", format!("{} was trained on '{}' ({b}), {} on '{}' ({a}): their classes differ", name(i), c.dataset, name(0), first.dataset)));
+                }
+            }
+        }
+        let members = checkpoints.into_iter().map(|c| Classifier::new(gpu, c, batch)).collect::<Result<Vec<_>>>()?;
+        Ok(Ensemble { members })
+    }
+
+    /// The members, in the order given.
+    pub fn members(&self) -> &[Classifier<'g>] {
+        &self.members
+    }
+
+    /// The most images one GPU step takes.
+    pub fn batch(&self) -> usize {
+        self.members[0].batch()
+    }
+
+    /// The mean of the members' class probabilities for digits prepared as MNIST's
+    /// ([`Classifier::classify`]).
+    pub fn classify(&mut self, images: &[GrayImage]) -> Result<Vec<[f32; CLASSES]>> {
+        let mut sum = vec![[0f64; CLASSES]; images.len()];
+        for m in &mut self.members {
+            for (s, p) in sum.iter_mut().zip(m.classify(images)?) {
+                s.iter_mut().zip(p).for_each(|(s, p)| *s += p as f64);
+            }
+        }
+        let n = self.members.len() as f64;
+        Ok(sum.iter().map(|s| s.map(|v| (v / n) as f32)).collect())
+    }
+}
+
+impl<'g> From<Classifier<'g>> for Ensemble<'g> {
+    /// The ensemble of one.
+    fn from(c: Classifier<'g>) -> Ensemble<'g> {
+        Ensemble { members: vec![c] }
+    }
+}
+
 pub(crate) fn node_named(graph: &Graph, name: &str) -> Result<NodeId> {
     graph.nodes.iter().position(|n| n.name == name).map(NodeId).ok_or_else(|| Error::shape("classify", format!("the inference graph has no '{name}' node")))
 }

@@ -1,12 +1,13 @@
 //! Measuring a checkpoint on labelled digits: the scores ([`Metrics`], kiln's one score
 //! type; its per-class scores, JSON and table are here), labelled image folders
-//! ([`read_labels`], [`resolve`]), seeded [`Noise`], and the evaluation itself in batches through a [`Classifier`]
+//! ([`read_labels`], [`resolve`]), seeded [`Noise`], and the evaluation itself in batches through an [`Ensemble`] of classifiers
 //! ([`evaluate_split`] for a dataset's test split, [`evaluate_folder`] for PNG/JPEG files).
 //!
 //! Data flow: a folder image goes through the same preparation as `predict`
 //! ([`predict::load_gray`], then the noise, then [`predict::denoise`] if asked, then
-//! [`predict::to_mnist`]); a dataset image is already MNIST's 28x28 and goes to the model
-//! as it is (noise, then the median filter if asked).
+//! [`predict::to_mnist_with`] and its [`predict::Preparation`]); a dataset image is already
+//! MNIST's 28x28 and goes to the model as it is (noise, then the median filter if asked).
+//! The model is an [`Ensemble`]: one checkpoint, or the mean of several.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,13 +18,13 @@ use image::GrayImage;
 use serde::Serialize;
 
 use crate::model::checkpoint::Checkpoint;
-use crate::digits::classify::CLASSES;
+use crate::digits::classify::{family, Ensemble, CLASSES};
 use crate::digits::data::Split;
 pub use crate::kernels::softmax::Metrics;
 use crate::base::files;
 use crate::base::rng::Rng;
 use crate::digits::predict;
-use crate::{Classifier, Error, Gpu, Result};
+use crate::{Error, Gpu, Result};
 
 /// One class's scores, as [`Metrics::per_class`] lists them (and `--json` prints them).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -247,18 +248,13 @@ pub struct Options {
     pub noise: Option<Noise>,
     /// The noise's seed.
     pub seed: u64,
-    /// The GPU 3x3 median filter ([`predict::denoise`]) after the noise.
-    pub denoise: bool,
+    /// A GPU 3x3 median filter ([`predict::denoise`]) after the noise.
+    pub denoise: Option<predict::Denoise>,
+    /// The optional steps of [`predict::to_mnist_with`] for folder images (a dataset's
+    /// images are already prepared).
+    pub preparation: predict::Preparation,
 }
 
-/// Which family of images a checkpoint reads: digits or Fashion-MNIST clothes.
-fn family(dataset: &str) -> Option<&'static str> {
-    match dataset {
-        "mnist" | "mnist10k" => Some("digits"),
-        "fashion" => Some("fashion"),
-        _ => None,
-    }
-}
 
 /// Refuses a checkpoint that cannot be evaluated on `dataset`'s images (`mnist`,
 /// `mnist10k` and a digit folder are digits; `fashion` is clothes): a model that does not
@@ -309,8 +305,8 @@ impl Answers {
 }
 
 /// Evaluates a dataset split (28x28 images, already prepared as MNIST's are) in batches
-/// of the classifier's size. Image `i` gets noise seeded by (`options.seed`, `i`).
-pub fn evaluate_split(classifier: &mut Classifier, gpu: &Gpu, split: &Split, options: &Options) -> Result<Answers> {
+/// of the classifier's size (one checkpoint, or the mean of several: [`Ensemble`]). Image `i` gets noise seeded by (`options.seed`, `i`).
+pub fn evaluate_split(classifier: &mut Ensemble, gpu: &Gpu, split: &Split, options: &Options) -> Result<Answers> {
     let (rows, cols) = (split.images.rows as u32, split.images.cols as u32);
     let mut answers = Answers::new();
     let batch = classifier.batch();
@@ -324,8 +320,8 @@ pub fn evaluate_split(classifier: &mut Classifier, gpu: &Gpu, split: &Split, opt
             }
             images.push(GrayImage::from_raw(cols, rows, pixels).expect("rows * cols pixels"));
         }
-        if options.denoise {
-            images = predict::denoise_many(gpu, &images)?;
+        if let Some(kind) = options.denoise {
+            images = predict::denoise_many(gpu, &images, kind)?;
         }
         answers.add(classifier.classify(&images)?, split.labels[start..end].iter().copied());
     }
@@ -339,17 +335,17 @@ pub fn prepare(gpu: &Gpu, path: &Path, index: usize, options: &Options) -> Resul
     if let Some(noise) = options.noise {
         noise.apply_seeded(&mut gray, options.seed, index);
     }
-    if options.denoise {
-        gray = predict::denoise(gpu, &gray)?;
+    if let Some(kind) = options.denoise {
+        gray = predict::denoise(gpu, &gray, kind)?;
     }
-    predict::to_mnist(&gray, path)
+    predict::to_mnist_with(&gray, path, &options.preparation)
 }
 
 /// Evaluates labelled image files (see [`resolve`]) in batches of the classifier's size,
 /// prepared as `predict` prepares them ([`prepare`]). Every image must be usable: one
 /// that cannot be read, or holds no ink, fails the evaluation, after the others are read
 /// so that the error counts them all.
-pub fn evaluate_folder(classifier: &mut Classifier, gpu: &Gpu, files: &[(PathBuf, u8)], options: &Options) -> Result<Answers> {
+pub fn evaluate_folder(classifier: &mut Ensemble, gpu: &Gpu, files: &[(PathBuf, u8)], options: &Options) -> Result<Answers> {
     let mut answers = Answers::new();
     let mut failures: Vec<String> = Vec::new();
     let mut count = 0;

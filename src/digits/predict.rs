@@ -5,12 +5,14 @@
 //! side scaled to 20 px keeping the aspect ratio, and placed in a 28x28 canvas with the
 //! ink's centre of mass at the centre (see [`to_mnist`]).
 
+use std::fmt;
 use std::path::Path;
+use std::str::FromStr;
 
 use image::{imageops, GrayImage, Luma};
 
 use crate::base::files;
-use crate::kernels::data::median3x3;
+use crate::kernels::data::{impulse_median3x3, median3x3};
 use crate::digits::morphology;
 use crate::{DType, Error, Gpu, Result, Tensor};
 
@@ -87,10 +89,52 @@ pub fn flatten_alpha(rgba: &image::RgbaImage) -> GrayImage {
 /// huge photo (a 10000x10000 image runs as 25 bands of 400 rows).
 const DENOISE_BAND_PIXELS: usize = 4 << 20;
 
-/// 3x3 median filter on the GPU ([`crate::kernels::data::median3x3`], edges replicated), in
-/// bands of rows that each fit a storage binding; each band carries one row of its
-/// neighbours above and below, so the result equals one pass over the whole image.
-pub fn denoise(gpu: &Gpu, img: &GrayImage) -> Result<GrayImage> {
+/// Which 3x3 median filter `--denoise` runs on the GPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Denoise {
+    /// Every pixel replaced by its 3x3 median ([`crate::kernels::data::median3x3`]): it also
+    /// rounds off clean strokes (0.4 points lost on clean MNIST).
+    Median,
+    /// Only the pixels taken for salt or pepper replaced by their median
+    /// ([`crate::kernels::data::impulse_median3x3`]): a clean digit stays as it is.
+    #[default]
+    Impulse,
+}
+
+impl FromStr for Denoise {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Denoise, String> {
+        match s {
+            "impulse" => Ok(Denoise::Impulse),
+            "median" => Ok(Denoise::Median),
+            _ => Err(format!("'{s}': expected impulse (the median where a pixel is salt or pepper) or median (everywhere)")),
+        }
+    }
+}
+
+impl fmt::Display for Denoise {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Denoise::Median => "median",
+            Denoise::Impulse => "impulse",
+        })
+    }
+}
+
+impl Denoise {
+    /// The filter's dispatch over `input` [B, rows, cols] into `out`.
+    fn dispatch(self, gpu: &Gpu, input: &Tensor, out: &Tensor, rows: usize, cols: usize) -> Result<crate::kernels::Dispatch> {
+        match self {
+            Denoise::Median => median3x3(gpu, input, out, rows, cols),
+            Denoise::Impulse => impulse_median3x3(gpu, input, out, rows, cols),
+        }
+    }
+}
+
+/// A 3x3 median filter on the GPU (`kind`; edges replicated), in bands of rows that each
+/// fit a storage binding; each band carries one row of its neighbours above and below, so
+/// the result equals one pass over the whole image.
+pub fn denoise(gpu: &Gpu, img: &GrayImage, kind: Denoise) -> Result<GrayImage> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let limits = gpu.limits();
     let limit = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) as usize / 4;
@@ -107,7 +151,7 @@ pub fn denoise(gpu: &Gpu, img: &GrayImage) -> Result<GrayImage> {
         let shape = [1, bottom - top, w];
         let input = Tensor::from_f32(gpu, &shape, &band)?;
         let filtered = Tensor::empty(gpu, &shape, DType::F32)?;
-        gpu.run(&[&median3x3(gpu, &input, &filtered, bottom - top, w)?])?;
+        gpu.run(&[&kind.dispatch(gpu, &input, &filtered, bottom - top, w)?])?;
         let v = filtered.to_f32(gpu)?;
         let keep = &v[(y0 - top) * w..(y1 - top) * w];
         for (o, &x) in out.as_mut()[y0 * w..y1 * w].iter_mut().zip(keep) {
@@ -119,7 +163,7 @@ pub fn denoise(gpu: &Gpu, img: &GrayImage) -> Result<GrayImage> {
 
 /// [`denoise`] for many images of one size (a batch of MNIST's 28x28, say): one GPU pass
 /// over all of them. An error if their sizes differ.
-pub fn denoise_many(gpu: &Gpu, images: &[GrayImage]) -> Result<Vec<GrayImage>> {
+pub fn denoise_many(gpu: &Gpu, images: &[GrayImage], kind: Denoise) -> Result<Vec<GrayImage>> {
     let Some(first) = images.first() else { return Ok(Vec::new()) };
     let (w, h) = first.dimensions();
     if let Some(i) = images.iter().position(|img| img.dimensions() != (w, h)) {
@@ -129,7 +173,7 @@ pub fn denoise_many(gpu: &Gpu, images: &[GrayImage]) -> Result<Vec<GrayImage>> {
     let shape = [images.len(), h as usize, w as usize];
     let input = Tensor::from_f32(gpu, &shape, &values)?;
     let filtered = Tensor::empty(gpu, &shape, DType::F32)?;
-    gpu.run(&[&median3x3(gpu, &input, &filtered, h as usize, w as usize)?])?;
+    gpu.run(&[&kind.dispatch(gpu, &input, &filtered, h as usize, w as usize)?])?;
     let v = filtered.to_f32(gpu)?;
     Ok(v.chunks_exact((w * h) as usize).map(|c| GrayImage::from_raw(w, h, c.iter().map(|&x| x as u8).collect()).expect("w * h pixels")).collect())
 }
@@ -184,8 +228,151 @@ const STROKE_TARGET: (f64, f64) = (12.0, MNIST_STROKE);
 /// 5. the longer side is scaled to 20 px (aspect ratio kept) and the digit is placed in
 ///    28x28 with its centre of mass at the centre.
 ///
+/// With [`Preparation::deskew`], the cropped digit is first sheared upright by its second
+/// moments ([`deskew`]) and cropped again.
+///
 /// `path` names the image in errors.
 pub fn to_mnist(gray: &GrayImage, path: &Path) -> Result<GrayImage> {
+    to_mnist_with(gray, path, &Preparation::default())
+}
+
+/// [`to_mnist`] with the optional steps as `preparation` says.
+pub fn to_mnist_with(gray: &GrayImage, path: &Path, preparation: &Preparation) -> Result<GrayImage> {
+    Ok(stages(gray, path, preparation)?.digit)
+}
+
+/// The optional steps of [`to_mnist`]. `Preparation::default()` is what predict, evaluate,
+/// explain and the web page use unless told otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Preparation {
+    /// Shear the digit upright by its second moments ([`deskew`]) before fitting the box.
+    pub deskew: bool,
+}
+
+impl Default for Preparation {
+    fn default() -> Preparation {
+        Preparation { deskew: DESKEW_BY_DEFAULT }
+    }
+}
+
+impl Preparation {
+    /// The preparation a command line asks for: `--deskew` or `--no-deskew` (the last one
+    /// given wins, so at most one is set), else the default.
+    pub fn from_flags(deskew: bool, no_deskew: bool) -> Preparation {
+        let default = Preparation::default();
+        Preparation { deskew: if deskew { true } else if no_deskew { false } else { default.deskew } }
+    }
+}
+
+/// Whether [`Preparation::default`] deskews: see ARCHITECTURE.md for the measurements that decide it.
+pub const DESKEW_BY_DEFAULT: bool = false;
+
+/// Each stage of [`to_mnist`] for one image, as `predict --dump-preprocessed` shows them.
+#[derive(Clone, Debug)]
+pub struct Stages {
+    /// The input the preparation starts from (scaled down to 1024 px on its longer side if larger).
+    pub original: GrayImage,
+    /// The ink cropped, its levels stretched to 0-255, sheared upright when deskewing.
+    pub deskewed: GrayImage,
+    /// The ink's box at the working scale after the stroke width is normalised: what is
+    /// scaled to 20 px.
+    pub boxed: GrayImage,
+    /// The 28x28 the model sees.
+    pub digit: GrayImage,
+}
+
+impl Stages {
+    /// The stages side by side on one strip, each scaled (nearest neighbour, aspect kept) to
+    /// `height` px tall and separated by a grey bar 4 px wide.
+    pub fn strip(&self, height: u32) -> GrayImage {
+        let height = height.max(1);
+        let parts: Vec<GrayImage> = [&self.original, &self.deskewed, &self.boxed, &self.digit]
+            .iter()
+            .map(|img| {
+                let w = ((img.width() as f64 * height as f64 / img.height().max(1) as f64).round() as u32).max(1);
+                imageops::resize(*img, w, height, imageops::FilterType::Nearest)
+            })
+            .collect();
+        const GAP: u32 = 4;
+        let width = parts.iter().map(|p| p.width()).sum::<u32>() + GAP * (parts.len() as u32 - 1);
+        let mut strip = GrayImage::from_pixel(width, height, Luma([128]));
+        let mut x = 0;
+        for p in &parts {
+            imageops::replace(&mut strip, p, x as i64, 0);
+            x += p.width() + GAP;
+        }
+        strip
+    }
+}
+
+/// The slant of a digit (white ink on black) by its second moments: `mu11 / mu02`, the
+/// horizontal shift of the ink per pixel down (negative when it leans right, as `/`); 0
+/// for an empty image or a single row.
+pub fn slant(img: &GrayImage) -> f64 {
+    let (mut m, mut sx, mut sy) = (0f64, 0f64, 0f64);
+    for (x, y, p) in img.enumerate_pixels() {
+        let v = p[0] as f64;
+        (m, sx, sy) = (m + v, sx + v * x as f64, sy + v * y as f64);
+    }
+    if m == 0.0 {
+        return 0.0;
+    }
+    let (cx, cy) = (sx / m, sy / m);
+    let (mut mu11, mut mu02) = (0f64, 0f64);
+    for (x, y, p) in img.enumerate_pixels() {
+        let v = p[0] as f64;
+        mu11 += v * (x as f64 - cx) * (y as f64 - cy);
+        mu02 += v * (y as f64 - cy) * (y as f64 - cy);
+    }
+    if mu02 < 1e-9 * m { 0.0 } else { mu11 / mu02 }
+}
+
+/// The largest slant [`deskew`] corrects (45 degrees): a steeper one is a digit lying on its
+/// side or not a digit, and shearing it further would only smear it.
+pub const MAX_SLANT: f64 = 1.0;
+
+/// Shears a digit (white ink on black) upright, as LeCun's deslanted MNIST: each row moves
+/// sideways by `-slant * (y - cy)` ([`slant`], clamped to [`MAX_SLANT`]) about the ink's
+/// centre of mass, sampled linearly along the row, and the result is cropped to its ink.
+pub fn deskew(img: &GrayImage) -> GrayImage {
+    let s = slant(img).clamp(-MAX_SLANT, MAX_SLANT);
+    if s == 0.0 {
+        return img.clone();
+    }
+    let (w, h) = img.dimensions();
+    let (m, sy) = img.enumerate_pixels().fold((0f64, 0f64), |(m, sy), (_, y, p)| (m + p[0] as f64, sy + p[0] as f64 * y as f64));
+    let cy = sy / m;
+    // rows shift by -s (y - cy): the new x range covers every shifted row
+    let shift = |y: f64| -s * (y - cy);
+    let (lo, hi) = (shift(0.0).min(shift(h as f64 - 1.0)), shift(0.0).max(shift(h as f64 - 1.0)));
+    let x0 = lo.floor();
+    let nw = (w as f64 - 1.0 + hi.ceil() - x0 + 1.0) as u32;
+    let sheared = GrayImage::from_fn(nw, h, |x, y| {
+        let src = x as f64 + x0 - shift(y as f64);
+        let f = src.floor();
+        let t = src - f;
+        let at = |xx: f64| if xx < 0.0 || xx >= w as f64 { 0.0 } else { img.get_pixel(xx as u32, y)[0] as f64 };
+        Luma([((1.0 - t) * at(f) + t * at(f + 1.0)).round() as u8])
+    });
+    crop_to_ink(&sheared, 0)
+}
+
+/// The box of the pixels brighter than `level` (the image itself when there are none).
+fn crop_to_ink(img: &GrayImage, level: u8) -> GrayImage {
+    let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
+    for (x, y, p) in img.enumerate_pixels() {
+        if p[0] > level {
+            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+        }
+    }
+    if x0 > x1 {
+        return img.clone();
+    }
+    imageops::crop_imm(img, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image()
+}
+
+/// Every stage of [`to_mnist_with`] for one image (see [`Stages`]).
+pub fn stages(gray: &GrayImage, path: &Path, preparation: &Preparation) -> Result<Stages> {
     let (w, h) = gray.dimensions();
     let scaled;
     let gray = if w.max(h) > WORK_MAX {
@@ -231,6 +418,8 @@ pub fn to_mnist(gray: &GrayImage, path: &Path) -> Result<GrayImage> {
         let v = (flat.as_raw()[i] as f32 - lo) / span;
         Luma([(v * 255.0).round().clamp(0.0, 255.0) as u8])
     });
+    let crop = if preparation.deskew { deskew(&crop) } else { crop };
+    let (cw, ch) = crop.dimensions();
     // Stroke width, in a box of WORK_BOX.
     let fit = |side: u32| {
         let s = side as f32 / cw.max(ch) as f32;
@@ -257,15 +446,7 @@ pub fn to_mnist(gray: &GrayImage, path: &Path) -> Result<GrayImage> {
         }
     }
     // the box of the ink again: erosion shrank it
-    let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
-    for (x, y, p) in work.enumerate_pixels() {
-        if p[0] > 32 {
-            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
-        }
-    }
-    if x0 <= x1 {
-        work = imageops::crop_imm(&work, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image();
-    }
+    let work = crop_to_ink(&work, 32);
     let (ww, wh) = work.dimensions();
     let s = 20.0 / ww.max(wh) as f32;
     let (nw, nh) = (((ww as f32 * s).round() as u32).max(1), ((wh as f32 * s).round() as u32).max(1));
@@ -283,7 +464,7 @@ pub fn to_mnist(gray: &GrayImage, path: &Path) -> Result<GrayImage> {
     let oy = (14.0 - cy).round().clamp(0.0, (28 - nh) as f64) as i64;
     let mut canvas = GrayImage::from_pixel(28, 28, Luma([0]));
     imageops::overlay(&mut canvas, &small, ox, oy);
-    Ok(canvas)
+    Ok(Stages { original: gray.clone(), deskewed: crop, boxed: work, digit: canvas })
 }
 
 /// A 256-bin histogram of 8-bit pixels.

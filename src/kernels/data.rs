@@ -126,8 +126,21 @@ pub fn permutation(n: usize, seed: u64) -> Vec<u32> {
 /// 3x3 median filter on the GPU over `images` [B, rows, cols] (f32): the optional
 /// denoising step for user images at prediction time.
 pub fn median3x3(gpu: &Gpu, images: &Tensor, out: &Tensor, rows: usize, cols: usize) -> Result<Dispatch> {
-    if images.len() != out.len() || images.len() % (rows * cols) != 0 {
-        return Err(Error::shape("median3x3", format!("{:?} -> {:?} for {rows}x{cols} images", images.shape(), out.shape())));
+    filter3x3(gpu, "median3x3", images, out, rows, cols)
+}
+
+/// [`median3x3`] applied only to the pixels taken for impulse noise (salt or pepper: an
+/// extreme value with at most 1 of its 8 neighbours near it; see shaders/data.wgsl), every
+/// other pixel copied: denoising that leaves a clean image (almost) as it is. Pixels are
+/// 8-bit levels (0-255) held as f32.
+pub fn impulse_median3x3(gpu: &Gpu, images: &Tensor, out: &Tensor, rows: usize, cols: usize) -> Result<Dispatch> {
+    filter3x3(gpu, "impulse_median3x3", images, out, rows, cols)
+}
+
+/// The dispatch of a 3x3 filter entry point over `images` [B, rows, cols] into `out`.
+fn filter3x3(gpu: &Gpu, entry: &'static str, images: &Tensor, out: &Tensor, rows: usize, cols: usize) -> Result<Dispatch> {
+    if images.len() != out.len() || rows * cols == 0 || images.len() % (rows * cols) != 0 {
+        return Err(Error::shape(entry, format!("{:?} -> {:?} for {rows}x{cols} images", images.shape(), out.shape())));
     }
     let params = Params {
         batch: (images.len() / (rows * cols)) as u32,
@@ -139,6 +152,6 @@ pub fn median3x3(gpu: &Gpu, images: &Tensor, out: &Tensor, rows: usize, cols: us
         augment: 0,
         seed: 0,
     };
-    let kernel = Kernel::new(Shader::Data, "median3x3").with("WG", WG);
+    let kernel = Kernel::new(Shader::Data, entry).with("WG", WG);
     Dispatch::new(gpu, &kernel, &params, &[(7, images), (8, out)], gpu.grid_for(images.len(), WG))
 }

@@ -274,7 +274,7 @@ fn banded_denoise_matches_the_cpu_median() {
     let mut rng = kiln::testing::Rng::new(16);
     let (w, h) = (37u32, 29u32);
     let img = GrayImage::from_fn(w, h, |_, _| Luma([(rng.unit() * 255.0) as u8]));
-    let got = kiln::predict::denoise(gpu, &img).unwrap();
+    let got = kiln::predict::denoise(gpu, &img, kiln::predict::Denoise::Median).unwrap();
     for y in 0..h as i64 {
         for x in 0..w as i64 {
             let mut v: Vec<u8> = (0..9)

@@ -15,6 +15,7 @@ mod explain;
 mod hardening;
 mod hardening_io;
 mod hardening_state;
+mod preparation;
 mod read;
 mod scarce;
 mod serve;

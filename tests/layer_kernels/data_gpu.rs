@@ -1,11 +1,11 @@
 //! The GPU-resident dataset: the batch gather against a CPU reference on the real MNIST
 //! test images, permutations, partial last batches, augmentation and the median filter.
 
-use kiln::kernels::data::{median3x3, permutation, ResidentDataset};
+use kiln::kernels::data::{impulse_median3x3, median3x3, permutation, ResidentDataset};
 use kiln::kernels::dropout::pcg;
 use kiln::data::mnist::{Dataset, DatasetKind};
 use kiln::testing::{assert_close, gpu, Rng, ELEMENTWISE, EXACT};
-use kiln::{DType, Tensor};
+use kiln::{cpu as reference, DType, Tensor};
 
 fn mnist10k() -> Dataset {
     let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist"));
@@ -165,18 +165,6 @@ fn augmentation_matches_the_cpu_reference() {
     assert_close("augmented batch", &b.x.to_f32(gpu).unwrap(), &want, WARP);
 }
 
-fn median_cpu(img: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let at = |y: i64, x: i64| img[(y.clamp(0, rows as i64 - 1) as usize) * cols + x.clamp(0, cols as i64 - 1) as usize];
-    (0..rows * cols)
-        .map(|i| {
-            let (y, x) = ((i / cols) as i64, (i % cols) as i64);
-            let mut v: Vec<f32> = (0..9).map(|k| at(y + k / 3 - 1, x + k % 3 - 1)).collect();
-            v.sort_by(f32::total_cmp);
-            v[4]
-        })
-        .collect()
-}
-
 #[test]
 fn median_filter_matches_cpu() {
     let gpu = gpu();
@@ -187,7 +175,54 @@ fn median_filter_matches_cpu() {
         let out = Tensor::empty(gpu, &[b, rows, cols], DType::F32).unwrap();
         out.poison(gpu).unwrap();
         gpu.run(&[&median3x3(gpu, &t, &out, rows, cols).unwrap()]).unwrap();
-        let want: Vec<f32> = img.chunks(rows * cols).flat_map(|c| median_cpu(c, rows, cols)).collect();
+        let want = reference::data::median3x3(&img, rows, cols);
         assert_close(&format!("median3x3 {b}x{rows}x{cols}"), &out.to_f32(gpu).unwrap(), &want, EXACT);
     }
+}
+
+/// Digit-like images with salt and pepper: strokes of ink (250-255) on paper (0-6), a few
+/// anti-aliased levels between, and a fraction `p` of the pixels set to 0 or 255.
+fn noisy_strokes(rng: &mut Rng, b: usize, rows: usize, cols: usize, p: f32) -> Vec<f32> {
+    let mut unit = || rng.unit() as f32;
+    let mut img = Vec::with_capacity(b * rows * cols);
+    for _ in 0..b {
+        let (a, c) = (unit() * 0.5 + 0.2, unit() * cols as f32);
+        for y in 0..rows {
+            for x in 0..cols {
+                // a slanted band 3 px wide and a horizontal one 2 px tall
+                let d = (x as f32 - (c + a * y as f32 - a * rows as f32 / 2.0)).abs();
+                let v = if d < 1.5 || y == rows / 3 || y == rows / 3 + 1 { 250.0 + (unit() * 6.0).floor() } else if d < 2.5 { 128.0 } else { (unit() * 7.0).floor() };
+                let r = unit();
+                img.push(if r < p / 2.0 { 0.0 } else if r < p { 255.0 } else { v });
+            }
+        }
+    }
+    img
+}
+
+#[test]
+fn impulse_median_matches_cpu_and_leaves_clean_pixels() {
+    let gpu = gpu();
+    let mut rng = Rng::new(31);
+    for (b, rows, cols, p) in [(1, 1, 1, 0.5), (2, 5, 7, 0.1), (3, 28, 28, 0.1), (1, 61, 33, 0.3), (2, 28, 28, 0.0)] {
+        let img = noisy_strokes(&mut rng, b, rows, cols, p);
+        let t = Tensor::from_f32(gpu, &[b, rows, cols], &img).unwrap();
+        let out = Tensor::empty(gpu, &[b, rows, cols], DType::F32).unwrap();
+        out.poison(gpu).unwrap();
+        gpu.run(&[&impulse_median3x3(gpu, &t, &out, rows, cols).unwrap()]).unwrap();
+        let want = reference::data::impulse_median3x3(&img, rows, cols);
+        assert_close(&format!("impulse_median3x3 {b}x{rows}x{cols}"), &out.to_f32(gpu).unwrap(), &want, EXACT);
+    }
+    // the detector: on clean strokes it changes (almost) nothing where the plain median
+    // changes many pixels; with 10% salt and pepper it removes most impulses
+    let (rows, cols) = (28, 28);
+    let clean = noisy_strokes(&mut Rng::new(5), 8, rows, cols, 0.0);
+    let changed = |a: &[f32], b: &[f32]| a.iter().zip(b).filter(|(x, y)| x != y).count();
+    let plain = changed(&clean, &reference::data::median3x3(&clean, rows, cols));
+    let impulse = changed(&clean, &reference::data::impulse_median3x3(&clean, rows, cols));
+    assert!(impulse * 20 <= plain && plain > 100, "clean pixels changed: impulse {impulse}, plain median {plain}");
+    let noisy = noisy_strokes(&mut Rng::new(5), 8, rows, cols, 0.1);
+    let wrong = |a: &[f32]| a.iter().zip(&clean).filter(|(x, y)| (*x - *y).abs() > 64.0).count();
+    let (before, after) = (wrong(&noisy), wrong(&reference::data::impulse_median3x3(&noisy, rows, cols)));
+    assert!(after * 3 <= before, "pixels far from the clean image: {before} noisy, {after} after the impulse median");
 }
