@@ -71,7 +71,7 @@ fn main() -> ExitCode {
         lr_schedule: LrSchedule::Cosine { hold: 0.0 },
         label_smoothing: 0.0,
         seed: 1,
-        augment: false,
+        augment: kiln::train::Augment::Off,
         train_limit: None,
         eval_every: 1,
         progress_every: 0,

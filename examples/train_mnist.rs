@@ -19,9 +19,9 @@ use kiln::{errln, outln};
 use kiln::data::mnist::DatasetKind;
 use kiln::nn::ModelKind;
 use kiln::ops::gemm::GemmConfig;
-use kiln::ops::optim::{Optimizer, Rule, Schedule};
+use kiln::ops::optim::{Rule, Schedule};
 use kiln::ops::softmax::Metrics;
-use kiln::train::{EpochReport, LrSchedule, Observer, Resume, TrainConfig, TrainReport, TrainState};
+use kiln::train::{Augment, EpochReport, LrSchedule, Observer, Recipe, RecipeChoice, Resume, TrainConfig, TrainReport, TrainState};
 
 #[derive(Parser, Debug)]
 #[command(about = "Train a digit classifier on the GPU with kiln")]
@@ -37,33 +37,38 @@ struct Args {
     /// Do not download missing mnist/fashion files
     #[arg(long)]
     no_download: bool,
-    /// cnn | mlp (the tutorial's 784-512-10 with dropout 0.2) | lenet5 (tanh, average pooling) | cnn-bn (BatchNorm)
+    /// cnn | mlp (the tutorial's 784-512-10 with dropout 0.2) | lenet5 (tanh, average pooling) | cnn-bn (BatchNorm).
+    /// Each trains with its own recipe (optimizer, rate, schedule, label smoothing) unless
+    /// a flag says otherwise
     #[arg(long, default_value = "cnn")]
     model: ModelKind,
-    #[arg(long, default_value_t = 5, allow_negative_numbers = true)]
-    epochs: usize,
+    /// Passes over the training images (default: 5)
+    #[arg(long, allow_negative_numbers = true)]
+    epochs: Option<usize>,
     #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
     batch_size: usize,
-    /// adam | adamw | sgd
-    #[arg(long, default_value = "adam")]
-    optimizer: String,
+    /// adam | adamw | sgd (default: the model's recipe; cnn-bn adamw, the others adam)
+    #[arg(long)]
+    optimizer: Option<String>,
     /// Weight decay: L2 in the gradient for adam and sgd, decoupled for adamw
     /// (default 0, adamw 0.01 as torch.optim.AdamW)
     #[arg(long, allow_negative_numbers = true)]
     weight_decay: Option<f32>,
-    /// Label smoothing of the cross-entropy, in [0, 1)
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    label_smoothing: f32,
-    /// Learning rate (default: 1e-3 for Adam, 0.01 for SGD)
+    /// Label smoothing of the cross-entropy, in [0, 1) (default: the model's recipe; cnn-bn 0.1, the others 0)
+    #[arg(long, allow_negative_numbers = true)]
+    label_smoothing: Option<f32>,
+    /// Learning rate (default: the model's recipe with its optimizer, cnn-bn 3e-3; else 1e-3
+    /// for Adam and AdamW, 0.01 for SGD)
     #[arg(long, allow_negative_numbers = true)]
     lr: Option<f32>,
     /// SGD momentum
     #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     momentum: f32,
     /// constant | cosine: full rate, then a cosine decay to 0 at the last step | onecycle:
-    /// linear warmup from 1/25 of the rate (--warmup), then a cosine decay to 0
-    #[arg(long, default_value = "cosine", value_parser = ["constant", "cosine", "onecycle"])]
-    lr_schedule: String,
+    /// linear warmup from 1/25 of the rate (--warmup), then a cosine decay to 0 (default: the
+    /// model's recipe; cnn-bn onecycle, the others cosine)
+    #[arg(long, value_parser = ["constant", "cosine", "onecycle"])]
+    lr_schedule: Option<String>,
     /// With --lr-schedule cosine: the fraction of the run at full rate before the decay
     #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     lr_hold: f64,
@@ -72,10 +77,12 @@ struct Args {
     warmup: f64,
     #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     seed: u64,
-    /// Random affine warps (rotation, scale, shear, shift) and stroke-width changes of the
-    /// training images, on the GPU
-    #[arg(long)]
-    augment: bool,
+    /// Vary the training images on the GPU: off | affine (random affine warps: rotation,
+    /// scale, shear, shift, and stroke-width changes; what --augment alone means) | elastic
+    /// (affine plus elastic distortions) | robust (elastic plus scanner effects: down-up
+    /// sampling to 8-16 px, blur, binarisation). Default: off (with --init: elastic)
+    #[arg(long, num_args = 0..=1, default_missing_value = "affine", value_name = "LEVEL")]
+    augment: Option<Augment>,
     /// Train on N labelled images of the training split, class-balanced and drawn with
     /// --seed (the test split stays whole); a --batch-size above N becomes N
     #[arg(long, allow_negative_numbers = true)]
@@ -202,7 +209,9 @@ impl Observer for Progress {
 
 /// The library's errors name `TrainConfig`'s fields and `train_from`'s parameters; the person running this typed flags.
 fn flag_names(e: kiln::Error) -> kiln::Error {
-    const FLAGS: [(&str, &str); 11] = [
+    const FLAGS: [(&str, &str); 13] = [
+        ("RecipeChoice::optimizer", "--optimizer"),
+        ("RecipeChoice::lr_schedule", "--lr-schedule"),
         ("Rule::lr", "--lr"),
         ("Rule::momentum", "--momentum"),
         ("Schedule::warmup", "--warmup"),
@@ -299,21 +308,11 @@ fn resume_config(args: &Args, matches: &ArgMatches, given: &TrainConfig, path: &
 
 /// Everything that can be checked before the data and the GPU are touched.
 fn check_args(args: &Args, matches: &ArgMatches) -> kiln::Result<(TrainConfig, Option<Resume>, Option<PathBuf>, Existing)> {
-    let wd = args.weight_decay.unwrap_or(0.0);
-    let rule = match args.optimizer.as_str() {
-        "adam" => Rule::Adam { lr: args.lr.unwrap_or(1e-3), beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: wd },
-        "adamw" => Optimizer::adamw(args.lr.unwrap_or(1e-3), args.weight_decay.unwrap_or(0.01)).rule,
-        "sgd" => Rule::Sgd { lr: args.lr.unwrap_or(0.01), momentum: args.momentum, weight_decay: wd },
-        other => return Err(kiln::Error::unsupported("--optimizer", format!("{other}: expected adam, adamw or sgd"))),
-    };
     // --lr-hold is checked even when --lr-schedule constant ignores it
     Schedule::check_hold(args.lr_hold).map_err(flag_names)?;
     Schedule::check_warmup(args.warmup).map_err(flag_names)?;
-    let lr_schedule = match args.lr_schedule.as_str() {
-        "constant" => LrSchedule::Constant,
-        "onecycle" => LrSchedule::OneCycle { warmup: args.warmup },
-        _ => LrSchedule::Cosine { hold: args.lr_hold },
-    };
+    let recipe = Recipe::of(args.model);
+    let run = recipe.resolve(&recipe_choice(args)).map_err(flag_names)?;
     if let Some(n) = args.profile.filter(|&n| !(1..=100_000).contains(&n)) {
         return Err(kiln::Error::unsupported("--profile", format!("{n}: expected a number of steps from 1 to 100000")));
     }
@@ -337,13 +336,13 @@ fn check_args(args: &Args, matches: &ArgMatches) -> kiln::Result<(TrainConfig, O
         data_dir: args.data_dir.clone(),
         download: !args.no_download,
         model: args.model.spec(),
-        epochs: args.epochs,
+        epochs: run.epochs,
         batch_size: args.batch_size,
-        rule,
-        lr_schedule,
-        label_smoothing: args.label_smoothing,
+        rule: run.rule,
+        lr_schedule: run.lr_schedule,
+        label_smoothing: run.label_smoothing,
         seed: args.seed,
-        augment: args.augment,
+        augment: run.augment,
         train_limit: args.train_limit,
         eval_every: args.eval_every,
         progress_every: args.progress_every,
@@ -390,6 +389,22 @@ fn check_args(args: &Args, matches: &ArgMatches) -> kiln::Result<(TrainConfig, O
         .collect();
     files::check_distinct(&outputs)?;
     Ok((cfg, resume, save, existing))
+}
+
+/// What the flags chose of the run's recipe (the rest comes from the model's).
+fn recipe_choice(args: &Args) -> RecipeChoice {
+    RecipeChoice {
+        optimizer: args.optimizer.clone(),
+        lr: args.lr,
+        weight_decay: args.weight_decay,
+        momentum: args.momentum,
+        lr_schedule: args.lr_schedule.clone(),
+        lr_hold: args.lr_hold,
+        warmup: args.warmup,
+        label_smoothing: args.label_smoothing,
+        augment: args.augment,
+        epochs: args.epochs,
+    }
 }
 
 /// The flag that makes this run resumable (its training state then goes beside the
@@ -445,7 +460,7 @@ fn main() -> ExitCode {
     if !args.quiet {
         outln!("adapter: {}", gpu.info().summary());
         outln!(
-            "dataset: {} from {} ({} train{}, {} test); model: {}; batch {}; {}; lr schedule: {}",
+            "dataset: {} from {} ({} train{}, {} test); model: {}; batch {}; {}; lr schedule: {}; label smoothing {}; augment: {}",
             cfg.dataset,
             data.dir.display(),
             n_train,
@@ -454,7 +469,9 @@ fn main() -> ExitCode {
             cfg.model.name(),
             batch,
             cfg.rule,
-            cfg.lr_schedule
+            cfg.lr_schedule,
+            cfg.label_smoothing,
+            cfg.augment
         );
     }
     if let Some(reps) = args.profile {

@@ -25,7 +25,7 @@ use crate::digits::train::{Resume, TrainConfig, TrainState};
 use crate::graph::autotune::{self, TuneReport, Tuning};
 use crate::graph::exec::SharedParams;
 use crate::graph::{ExecStats, Executor, Mode, NamedTensors};
-use crate::kernels::data::ResidentDataset;
+use crate::kernels::data::{Augment, ResidentDataset};
 use crate::kernels::optim::Optimizer;
 use crate::kernels::softmax::Metrics;
 use crate::model::checkpoint::Checkpoint;
@@ -108,7 +108,7 @@ impl EvaluatorSpec {
         let (built, seconds) = timed(|| -> Result<_> {
             let mut executor = Executor::new_sharing(gpu, &self.model.graph, Mode::Eval, &self.tuning, &self.shared).map_err(|e| batch_error(e, self.batch))?;
             let data = resident(gpu, split, self.mean, self.std)?;
-            executor.attach_dataset(&data, false, 0)?;
+            executor.attach_dataset(&data, Augment::Off, 0)?;
             Ok((executor, data))
         });
         let (executor, data) = built?;

@@ -14,4 +14,5 @@ mod explain;
 mod hardening;
 mod hardening_io;
 mod hardening_state;
+mod recipes;
 mod scarce;

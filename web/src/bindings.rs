@@ -252,7 +252,7 @@ impl Training {
             lr_schedule: LrSchedule::Constant,
             label_smoothing: 0.0,
             seed,
-            augment: false,
+            augment: kiln::train::Augment::Off,
             train_limit: None,
             eval_every: 1,
             progress_every: 0,

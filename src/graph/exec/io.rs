@@ -2,10 +2,11 @@
 //! values and gradients, and the flat parameter and state buffers as named host tensors.
 
 use super::*;
+use crate::kernels::data::Augment;
 
 impl<'g> Executor<'g> {
     /// Makes each step start with a gather of the batch from `data` (resident on the GPU).
-    pub fn attach_dataset(&mut self, data: &ResidentDataset, augment: bool, seed: u32) -> Result<()> {
+    pub fn attach_dataset(&mut self, data: &ResidentDataset, augment: Augment, seed: u32) -> Result<()> {
         let labels = self.plan.labels.ok_or_else(|| Error::unsupported("attach_dataset", "the graph has no labels node"))?;
         let (x, y) = (self.t(self.plan.input).clone(), self.t(labels).clone());
         self.gather = Some(data.gather(self.gpu, &self.step_buffer, &x, &y, augment, seed)?);

@@ -5,6 +5,7 @@
 pub mod activation;
 pub mod batchnorm;
 pub mod conv2d;
+pub mod data;
 pub mod dropout;
 pub mod elementwise;
 pub mod gemm;
