@@ -73,6 +73,8 @@ fn main() -> ExitCode {
         seed: 1,
         augment: kiln::train::Augment::Off,
         train_limit: None,
+        normalisation: None,
+        freeze_features: false,
         eval_every: 1,
         progress_every: 0,
         gemm: None,

@@ -8,6 +8,7 @@ pub mod data;
 pub mod digit_sets;
 pub mod evaluate;
 pub mod explain;
+pub mod fine_tune;
 pub mod morphology;
 // Native only: plotters' fonts.
 #[cfg(not(target_arch = "wasm32"))]

@@ -58,6 +58,14 @@ pub struct TrainConfig {
     /// with `seed` ([`crate::digits::data::balanced_subset`]); `None`: the whole split.
     #[serde(default)]
     pub train_limit: Option<usize>,
+    /// The inputs' normalisation (pixel mean and std of [0, 1] pixels) when it is not the
+    /// training split's: a fine-tuned model keeps its checkpoint's ([`crate::digits::fine_tune`]).
+    #[serde(default)]
+    pub normalisation: Option<(f32, f32)>,
+    /// Train only the last layer's parameters (fine-tuning's `--freeze-features`); the
+    /// layers before it keep their values.
+    #[serde(default)]
+    pub freeze_features: bool,
     /// Evaluate on the test split after every this many epochs and after the last
     /// (0 or 1: every epoch); an epoch not evaluated reports NaN test figures.
     #[serde(skip)]
@@ -542,6 +550,27 @@ pub fn train_from(
     resume: Option<&Resume>,
     stop_after: Option<usize>,
 ) -> Result<TrainReport> {
+    train_start(gpu, cfg, data, observer, resume.map_or(Start::Fresh, Start::Resume), stop_after)
+}
+
+/// Where a run's parameters come from.
+#[derive(Clone, Copy)]
+pub enum Start<'a> {
+    /// The model's initialisation (from `cfg.seed`).
+    Fresh,
+    /// A run stopped after some epochs ([`train_from`]).
+    Resume(&'a Resume),
+    /// A trained model's parameters and state (a checkpoint's tensors), with fresh optimizer
+    /// moments and schedule: fine-tuning.
+    Init(&'a NamedTensors),
+}
+
+/// [`train_from`] from any [`Start`].
+pub fn train_start(gpu: &Gpu, cfg: &TrainConfig, data: &Dataset, observer: &mut dyn Observer, start: Start<'_>, stop_after: Option<usize>) -> Result<TrainReport> {
+    let resume = match start {
+        Start::Resume(r) => Some(r),
+        _ => None,
+    };
     let started = Instant::now();
     cfg.check()?;
     let first = resume.map_or(0, |r| r.state.epochs_done);
@@ -557,8 +586,10 @@ pub fn train_from(
     }
     let (mut trainer, evaluator) = Trainer::without_evaluator(gpu, cfg, data, None)?;
     let phases = StartupPhases { trainer: started.elapsed().as_secs_f64(), ..Default::default() };
-    if let Some(r) = resume {
-        trainer.resume(r)?;
+    match start {
+        Start::Resume(r) => trainer.resume(r)?,
+        Start::Init(params) => trainer.init(params)?,
+        Start::Fresh => {}
     }
     // The evaluator (its pipelines, the test split's upload) is built on a second thread
     // while the first epoch trains, and joined when it first evaluates: its ~0.1 s of

@@ -11,6 +11,7 @@ mod data_download;
 mod data_idx;
 mod evaluate;
 mod explain;
+mod fine_tune;
 mod hardening;
 mod hardening_io;
 mod hardening_state;

@@ -143,6 +143,8 @@ fn a_train_state_from_before_train_limit_still_loads() {
         seed: 1,
         augment: kiln::train::Augment::Affine,
         train_limit: Some(100),
+        normalisation: None,
+        freeze_features: false,
         eval_every: 1,
         progress_every: 0,
         gemm: None,

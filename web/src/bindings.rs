@@ -254,6 +254,8 @@ impl Training {
             seed,
             augment: kiln::train::Augment::Off,
             train_limit: None,
+            normalisation: None,
+            freeze_features: false,
             eval_every: 1,
             progress_every: 0,
             // the heuristic choice: autotuning times variants with blocking waits
