@@ -12,6 +12,8 @@ use crate::runtime::tensor::{DType, Tensor};
 use crate::{Error, Result};
 
 const WG: u32 = 256;
+/// `gather_batch_warp`'s workgroup: one image, its pixels in turn.
+const WARP_WG: u32 = 64;
 /// The most pixels per image `gather_batch_warp` holds in workgroup memory (`MAX_PLANE`).
 pub const MAX_WARP_PLANE: usize = 1024;
 
@@ -26,8 +28,8 @@ pub enum Augment {
     /// A random affine warp (rotation ±15°, scale 0.9–1.1, shear ±0.2, shift ±2.5 px) of
     /// the image after a random stroke-width change (`gather_batch`).
     Affine,
-    /// `Affine` plus an elastic distortion (Simard et al. 2003: α 34, σ 4), in
-    /// `gather_batch_warp`.
+    /// `Affine` plus an elastic distortion (Simard et al. 2003: α 34, σ 4 px; its field
+    /// computed on a grid of half the resolution), in `gather_batch_warp`.
     Elastic,
     /// `Elastic` plus what scanners do: random down-up sampling to 8–16 px, blur and
     /// binarisation.
@@ -191,7 +193,7 @@ impl ResidentDataset {
                 format!("{augment} augmentation holds an image in workgroup memory: {}x{} exceeds {MAX_WARP_PLANE} pixels", self.rows, self.cols),
             ));
         }
-        let kernel = Kernel::new(Shader::Data, "gather_batch_warp").with("WG", WG);
+        let kernel = Kernel::new(Shader::Data, "gather_batch_warp").with("WG", WARP_WG);
         Dispatch::new(gpu, &kernel, &params, &tensors, gpu.grid(batch as u64))
     }
 }

@@ -198,7 +198,7 @@ fn median_filter_matches_cpu() {
 /// partly padding.
 #[test]
 fn elastic_and_robust_gathers_match_the_cpu_reference() {
-    // As `warp`, with the elastic field's sums on top: two passes of 25 f32 terms (relative
+    // As `warp`, with the elastic field's sums on top: two passes of 13 f32 terms (relative
     // error ~1e-6, times α 34 ~ 4e-5 px of displacement) and exp() of the Gaussian weights,
     // times the edge slope (255 levels per pixel, over 255 * std ~ 3.2 per px): ~1.5e-4.
     const ELASTIC: kiln::testing::Tolerance = kiln::testing::Tolerance { name: "elastic", abs: 5e-4, rel: 1e-4 };

@@ -4,12 +4,13 @@
 use crate::kernels::data::Augment;
 use crate::kernels::dropout::pcg;
 
-/// `gather_batch_warp`'s elastic field: σ, α and the truncation radius of the Gaussian.
-pub const ELASTIC_SIGMA: f64 = 4.0;
+/// `gather_batch_warp`'s elastic field, on its grid of half the resolution: σ and the
+/// truncation radius in grid cells, and α (Simard's σ 4 px, α 34 at full resolution).
+pub const ELASTIC_SIGMA: f64 = 2.0;
 /// See [`ELASTIC_SIGMA`].
-pub const ELASTIC_ALPHA: f64 = 34.0;
+pub const ELASTIC_ALPHA: f64 = 17.0;
 /// See [`ELASTIC_SIGMA`].
-pub const ELASTIC_RADIUS: i64 = 12;
+pub const ELASTIC_RADIUS: i64 = 6;
 
 /// The image `img` (u8, rows x cols) as batch row `row` at `step` of a run seeded `seed`
 /// receives it, normalised with `mean` and `std`.
@@ -88,23 +89,25 @@ pub fn gather_image(img: &[u8], rows: usize, cols: usize, seed: u32, step: u32, 
     v.iter().map(|p| (p / 255.0 - mean) / std).collect()
 }
 
-/// The elastic displacement (x, y) of each pixel: components `2 * unit(16 + k) - 1` and
-/// `2 * unit(16 + plane + k) - 1`, smoothed by the normalised, truncated Gaussian along x,
-/// then y (zero outside the image), times α.
+/// The elastic displacement (x, y) of each pixel: on a grid of ⌈rows/2⌉ x ⌈cols/2⌉ cells,
+/// components `2 * unit(16 + k) - 1` and `2 * unit(16 + cells + k) - 1` per cell, smoothed by
+/// the normalised, truncated Gaussian along x, then y (zero outside the grid), times α, then
+/// interpolated bilinearly at each pixel's place on the grid.
 fn elastic_field(rows: usize, cols: usize, unit: impl Fn(u32) -> f64) -> Vec<(f64, f64)> {
-    let plane = rows * cols;
+    let (gr, gc) = (rows.div_ceil(2), cols.div_ceil(2));
+    let cells = gr * gc;
     let g: Vec<f64> = (0..=ELASTIC_RADIUS).map(|t| (-((t * t) as f64) / (2.0 * ELASTIC_SIGMA * ELASTIC_SIGMA)).exp()).collect();
     let gsum = g[0] + 2.0 * g[1..].iter().sum::<f64>();
-    let noise: Vec<(f64, f64)> = (0..plane as u32).map(|k| (2.0 * unit(16 + k) - 1.0, 2.0 * unit(16 + plane as u32 + k) - 1.0)).collect();
+    let noise: Vec<(f64, f64)> = (0..cells as u32).map(|k| (2.0 * unit(16 + k) - 1.0, 2.0 * unit(16 + cells as u32 + k) - 1.0)).collect();
     let smooth = |src: &[(f64, f64)], along_x: bool| -> Vec<(f64, f64)> {
-        (0..plane)
+        (0..cells)
             .map(|k| {
-                let (y, x) = ((k / cols) as i64, (k % cols) as i64);
+                let (y, x) = ((k / gc) as i64, (k % gc) as i64);
                 let mut s = (0.0, 0.0);
                 for t in -ELASTIC_RADIUS..=ELASTIC_RADIUS {
                     let (sy, sx) = if along_x { (y, x + t) } else { (y + t, x) };
-                    if (0..rows as i64).contains(&sy) && (0..cols as i64).contains(&sx) {
-                        let (a, b) = src[(sy * cols as i64 + sx) as usize];
+                    if (0..gr as i64).contains(&sy) && (0..gc as i64).contains(&sx) {
+                        let (a, b) = src[(sy * gc as i64 + sx) as usize];
                         let w = g[t.unsigned_abs() as usize];
                         s = (s.0 + w * a, s.1 + w * b);
                     }
@@ -113,7 +116,20 @@ fn elastic_field(rows: usize, cols: usize, unit: impl Fn(u32) -> f64) -> Vec<(f6
             })
             .collect()
     };
-    smooth(&smooth(&noise, true), false).into_iter().map(|(a, b)| (ELASTIC_ALPHA * a, ELASTIC_ALPHA * b)).collect()
+    let field: Vec<(f64, f64)> = smooth(&smooth(&noise, true), false).into_iter().map(|(a, b)| (ELASTIC_ALPHA * a, ELASTIC_ALPHA * b)).collect();
+    (0..rows * cols)
+        .map(|k| {
+            let gy = (((k / cols) as f64 + 0.5) * 0.5 - 0.5).clamp(0.0, (gr - 1) as f64);
+            let gx = (((k % cols) as f64 + 0.5) * 0.5 - 0.5).clamp(0.0, (gc - 1) as f64);
+            let (y0, x0) = (gy.floor() as usize, gx.floor() as usize);
+            let (y1, x1) = ((y0 + 1).min(gr - 1), (x0 + 1).min(gc - 1));
+            let (ty, tx) = (gy - y0 as f64, gx - x0 as f64);
+            let at = |y: usize, x: usize| field[y * gc + x];
+            let lerp = |a: f64, b: f64, t: f64| a + (b - a) * t;
+            let (a, b, c, d) = (at(y0, x0), at(y0, x1), at(y1, x0), at(y1, x1));
+            (lerp(lerp(a.0, b.0, tx), lerp(c.0, d.0, tx), ty), lerp(lerp(a.1, b.1, tx), lerp(c.1, d.1, tx), ty))
+        })
+        .collect()
 }
 
 /// Area means onto a size x size grid (cell (i, j): the pixels with y·size/rows = i and
