@@ -39,7 +39,7 @@ pub use runtime::tensor::{DType, Tensor};
 #[doc(hidden)]
 pub use base::{error, files, rng};
 #[doc(hidden)]
-pub use digits::{classify, data, digit_sets, evaluate, explain, fine_tune, morphology, predict, train};
+pub use digits::{classify, data, digit_sets, evaluate, explain, fine_tune, morphology, predict, train, tta};
 #[cfg(not(target_arch = "wasm32"))]
 #[doc(hidden)]
 pub use digits::plot;

@@ -15,4 +15,5 @@ pub mod morphology;
 pub mod plot;
 pub mod predict;
 pub mod train;
+pub mod tta;
 pub mod trainer;

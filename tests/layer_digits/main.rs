@@ -17,3 +17,4 @@ mod hardening_io;
 mod hardening_state;
 mod recipes;
 mod scarce;
+mod tta;
