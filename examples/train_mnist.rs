@@ -42,9 +42,10 @@ struct Args {
     /// a flag says otherwise
     #[arg(long, default_value = "cnn")]
     model: ModelKind,
-    /// Passes over the training images (default: 5)
+    /// Passes over the training images (default: 5; with --init 40)
     #[arg(long, allow_negative_numbers = true)]
     epochs: Option<usize>,
+    /// Images per step (with --init and no --batch-size: 32)
     #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
     batch_size: usize,
     /// adam | adamw | sgd (default: the model's recipe; cnn-bn adamw, the others adam)

@@ -107,7 +107,7 @@ impl Recipe {
         Recipe { optimizer: "adam", lr: None, weight_decay: None, lr_schedule: "cosine", label_smoothing: 0.0, augment: Augment::Off, epochs: 5 };
 
     /// Fine-tuning a trained model on a few hundred of a user's images (`train_mnist --init`):
-    /// a tenth of training's rate, warmed up and annealed, with elastic augmentation (a small
+    /// 0.3 of training's rate, warmed up and annealed, with elastic augmentation (a small
     /// folder is seen many times), 40 passes.
     pub const FINE_TUNE: Recipe =
         Recipe { optimizer: "adam", lr: Some(3e-4), weight_decay: None, lr_schedule: "onecycle", label_smoothing: 0.0, augment: Augment::Elastic, epochs: 40 };
