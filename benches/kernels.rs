@@ -17,7 +17,7 @@ use kiln::ops::pool::{
     avg_pool2d_backward, avg_pool2d_forward, global_avg_pool_backward, global_avg_pool_forward, max_pool2d_backward, max_pool2d_forward,
     GlobalPool2d, MaxPoolRoute, Pool2d,
 };
-use kiln::kernels::data::{impulse_median3x3, median3x3};
+use kiln::kernels::data::{impulse_median3x3, median3x3, Augment, ResidentDataset};
 use kiln::ops::{elementwise, Dispatch};
 use kiln::testing::{gpu, Rng};
 use kiln::{DType, Tensor};
@@ -244,5 +244,23 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(2))
 }
 
-criterion_group! { name = benches; config = config(); targets = gemm_benches, conv_benches, memory_bound_benches, batchnorm_benches, classify_benches, dispatch_benches }
+/// The batch gather at each augmentation level (`gather_batch` for off and affine,
+/// `gather_batch_warp` for elastic and robust): 64 images of 28x28 from a resident split of
+/// 1,000 (seeded random pixels; the work does not depend on them), in images/s ("elem/s").
+fn gather_benches(c: &mut Criterion) {
+    let gpu = gpu();
+    let mut rng = Rng::new(5);
+    let pixels: Vec<u8> = rng.vec(1000 * 784).iter().map(|v| (v.abs() * 255.0).min(255.0) as u8).collect();
+    let labels: Vec<u8> = (0..1000).map(|i| (i % 10) as u8).collect();
+    let ds = ResidentDataset::upload(gpu, &pixels, &labels, 28, 28, 0.13, 0.31).unwrap();
+    let x = Tensor::empty(gpu, &[64, 1, 28, 28], DType::F32).unwrap();
+    let y = Tensor::empty(gpu, &[64], DType::U32).unwrap();
+    let step = Tensor::from_u32(gpu, &[STEP_WORDS], &[7, 128, 0, 0, 0, 0, 0, 0]).unwrap();
+    for level in Augment::ALL {
+        let d = ds.gather(gpu, &step, &x, &y, level, 1).unwrap();
+        time(c, "gather_batch", level.name(), "64x28x28", Throughput::Elements(64), &[d]);
+    }
+}
+
+criterion_group! { name = benches; config = config(); targets = gemm_benches, conv_benches, memory_bound_benches, gather_benches, batchnorm_benches, classify_benches, dispatch_benches }
 criterion_main!(benches);

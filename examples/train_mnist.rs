@@ -19,9 +19,9 @@ use kiln::{errln, outln, Classifier};
 use kiln::data::mnist::DatasetKind;
 use kiln::nn::ModelKind;
 use kiln::ops::gemm::GemmConfig;
-use kiln::ops::optim::{Optimizer, Rule, Schedule};
+use kiln::ops::optim::{Rule, Schedule};
 use kiln::ops::softmax::Metrics;
-use kiln::train::{EpochReport, LrSchedule, Observer, Resume, TrainConfig, TrainReport, TrainState};
+use kiln::train::{Augment, EpochReport, LrSchedule, Observer, Recipe, RecipeChoice, Resume, Start, TrainConfig, TrainReport, TrainState};
 
 #[derive(Parser, Debug)]
 #[command(about = "Train a digit classifier on the GPU with kiln")]
@@ -37,33 +37,39 @@ struct Args {
     /// Do not download missing mnist/fashion files
     #[arg(long)]
     no_download: bool,
-    /// cnn | mlp (the tutorial's 784-512-10 with dropout 0.2) | lenet5 (tanh, average pooling) | cnn-bn (BatchNorm)
+    /// cnn | mlp (the tutorial's 784-512-10 with dropout 0.2) | lenet5 (tanh, average pooling) | cnn-bn (BatchNorm).
+    /// Each trains with its own recipe (optimizer, rate, schedule, label smoothing) unless
+    /// a flag says otherwise
     #[arg(long, default_value = "cnn")]
     model: ModelKind,
-    #[arg(long, default_value_t = 5, allow_negative_numbers = true)]
-    epochs: usize,
+    /// Passes over the training images (default: 5; with --init 40)
+    #[arg(long, allow_negative_numbers = true)]
+    epochs: Option<usize>,
+    /// Images per step (with --init and no --batch-size: 32)
     #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
     batch_size: usize,
-    /// adam | adamw | sgd
-    #[arg(long, default_value = "adam")]
-    optimizer: String,
+    /// adam | adamw | sgd (default: the model's recipe; cnn-bn adamw, the others adam)
+    #[arg(long)]
+    optimizer: Option<String>,
     /// Weight decay: L2 in the gradient for adam and sgd, decoupled for adamw
     /// (default 0, adamw 0.01 as torch.optim.AdamW)
     #[arg(long, allow_negative_numbers = true)]
     weight_decay: Option<f32>,
-    /// Label smoothing of the cross-entropy, in [0, 1)
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    label_smoothing: f32,
-    /// Learning rate (default: 1e-3 for Adam, 0.01 for SGD)
+    /// Label smoothing of the cross-entropy, in [0, 1) (default: the model's recipe; cnn-bn 0.1, the others 0)
+    #[arg(long, allow_negative_numbers = true)]
+    label_smoothing: Option<f32>,
+    /// Learning rate (default: the model's recipe with its optimizer, cnn-bn 3e-3; else 1e-3
+    /// for Adam and AdamW, 0.01 for SGD)
     #[arg(long, allow_negative_numbers = true)]
     lr: Option<f32>,
     /// SGD momentum
     #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     momentum: f32,
     /// constant | cosine: full rate, then a cosine decay to 0 at the last step | onecycle:
-    /// linear warmup from 1/25 of the rate (--warmup), then a cosine decay to 0
-    #[arg(long, default_value = "cosine", value_parser = ["constant", "cosine", "onecycle"])]
-    lr_schedule: String,
+    /// linear warmup from 1/25 of the rate (--warmup), then a cosine decay to 0 (default: the
+    /// model's recipe; cnn-bn onecycle, the others cosine)
+    #[arg(long, value_parser = ["constant", "cosine", "onecycle"])]
+    lr_schedule: Option<String>,
     /// With --lr-schedule cosine: the fraction of the run at full rate before the decay
     #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     lr_hold: f64,
@@ -72,10 +78,12 @@ struct Args {
     warmup: f64,
     #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     seed: u64,
-    /// Random affine warps (rotation, scale, shear, shift) and stroke-width changes of the
-    /// training images, on the GPU
-    #[arg(long)]
-    augment: bool,
+    /// Vary the training images on the GPU: off | affine (random affine warps: rotation,
+    /// scale, shear, shift, and stroke-width changes; what --augment alone means) | elastic
+    /// (affine plus elastic distortions) | robust (elastic plus scanner effects: down-up
+    /// sampling to 8-16 px, blur, binarisation). Default: off (with --init: elastic)
+    #[arg(long, num_args = 0..=1, default_missing_value = "affine", value_name = "LEVEL")]
+    augment: Option<Augment>,
     /// Train on N labelled images of the training split, class-balanced and drawn with
     /// --seed (the test split stays whole); a --batch-size above N becomes N
     #[arg(long, allow_negative_numbers = true)]
@@ -131,8 +139,29 @@ struct Args {
     save_every_epoch: bool,
     /// Hold out the last N images of the training split, and after training fit the softmax
     /// temperature on them: the checkpoint's confidences are then calibrated
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, conflicts_with = "init")]
     calibrate: Option<i64>,
+    /// Fine-tune this trained checkpoint (its model and normalisation) on your own digits,
+    /// --images DIR --labels FILE, mixed with MNIST (--mix-mnist). Defaults for 50-1,000
+    /// images: 40 epochs, batch 32, Adam 3e-4 one cycle, --augment elastic, evaluated on the
+    /// test split after the last epoch
+    #[arg(long, requires_all = ["images", "labels"], conflicts_with_all = ["resume", "stop_after", "save_every_epoch", "train_limit", "profile"])]
+    init: Option<PathBuf>,
+    /// With --init: the folder of labelled digit images (photos, scans, drawings), prepared
+    /// as predict and evaluate --images prepare them
+    #[arg(long, requires = "init")]
+    images: Option<PathBuf>,
+    /// With --init: the folder's labels, 'NAME LABEL' per line (evaluate's format)
+    #[arg(long, requires = "init")]
+    labels: Option<PathBuf>,
+    /// With --init: the fraction of the training images drawn (class-balanced, --seed) from
+    /// --dataset's training split so that the model keeps reading its digits; 0 for none
+    /// (default 0.5: as many as yours)
+    #[arg(long, requires = "init", allow_negative_numbers = true)]
+    mix_mnist: Option<f64>,
+    /// With --init: train only the last layer; the features before it stay as they are
+    #[arg(long, requires = "init")]
+    freeze_features: bool,
 }
 
 /// The flags that define a run: with --resume they come from the run's training state.
@@ -206,7 +235,9 @@ impl Observer for Progress {
 
 /// The library's errors name `TrainConfig`'s fields and `train_from`'s parameters; the person running this typed flags.
 fn flag_names(e: kiln::Error) -> kiln::Error {
-    const FLAGS: [(&str, &str); 11] = [
+    const FLAGS: [(&str, &str); 13] = [
+        ("RecipeChoice::optimizer", "--optimizer"),
+        ("RecipeChoice::lr_schedule", "--lr-schedule"),
         ("Rule::lr", "--lr"),
         ("Rule::momentum", "--momentum"),
         ("Schedule::warmup", "--warmup"),
@@ -302,22 +333,27 @@ fn resume_config(args: &Args, matches: &ArgMatches, given: &TrainConfig, path: &
 }
 
 /// Everything that can be checked before the data and the GPU are touched.
-fn check_args(args: &Args, matches: &ArgMatches) -> kiln::Result<(TrainConfig, Option<Resume>, Option<PathBuf>, Existing)> {
-    let wd = args.weight_decay.unwrap_or(0.0);
-    let rule = match args.optimizer.as_str() {
-        "adam" => Rule::Adam { lr: args.lr.unwrap_or(1e-3), beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: wd },
-        "adamw" => Optimizer::adamw(args.lr.unwrap_or(1e-3), args.weight_decay.unwrap_or(0.01)).rule,
-        "sgd" => Rule::Sgd { lr: args.lr.unwrap_or(0.01), momentum: args.momentum, weight_decay: wd },
-        other => return Err(kiln::Error::unsupported("--optimizer", format!("{other}: expected adam, adamw or sgd"))),
-    };
+fn check_args(args: &Args, matches: &ArgMatches) -> kiln::Result<(TrainConfig, Option<Resume>, Option<PathBuf>, Existing, Option<Checkpoint>)> {
     // --lr-hold is checked even when --lr-schedule constant ignores it
     Schedule::check_hold(args.lr_hold).map_err(flag_names)?;
     Schedule::check_warmup(args.warmup).map_err(flag_names)?;
-    let lr_schedule = match args.lr_schedule.as_str() {
-        "constant" => LrSchedule::Constant,
-        "onecycle" => LrSchedule::OneCycle { warmup: args.warmup },
-        _ => LrSchedule::Cosine { hold: args.lr_hold },
+    let init = match &args.init {
+        Some(path) => {
+            let ck = Checkpoint::load(path).map_err(|e| cli::for_flag("--init", e))?;
+            kiln::evaluate::check_model(&ck, &args.dataset.to_string()).map_err(|e| cli::for_flag("--init", e))?;
+            if matches.value_source("model") == Some(ValueSource::CommandLine) {
+                return Err(kiln::Error::unsupported("--model", "--init fine-tunes the checkpoint's own model: give one of the two"));
+            }
+            Some(ck)
+        }
+        None => None,
     };
+    if let Some(f) = args.mix_mnist.filter(|f| !(0.0..1.0).contains(f)) {
+        return Err(kiln::Error::unsupported("--mix-mnist", format!("{f}: expected a fraction from 0 to below 1")));
+    }
+    let recipe = if init.is_some() { Recipe::FINE_TUNE } else { Recipe::of(args.model) };
+    let run = recipe.resolve(&recipe_choice(args)).map_err(flag_names)?;
+    let given = |flag: &str| matches.value_source(flag) == Some(ValueSource::CommandLine);
     if let Some(n) = args.profile.filter(|&n| !(1..=100_000).contains(&n)) {
         return Err(kiln::Error::unsupported("--profile", format!("{n}: expected a number of steps from 1 to 100000")));
     }
@@ -340,16 +376,18 @@ fn check_args(args: &Args, matches: &ArgMatches) -> kiln::Result<(TrainConfig, O
         dataset: args.dataset,
         data_dir: args.data_dir.clone(),
         download: !args.no_download,
-        model: args.model.spec(),
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        rule,
-        lr_schedule,
-        label_smoothing: args.label_smoothing,
+        model: init.as_ref().map_or_else(|| args.model.spec(), |ck| ck.model.clone()),
+        epochs: run.epochs,
+        batch_size: if init.is_some() && !given("batch_size") { kiln::fine_tune::BATCH } else { args.batch_size },
+        rule: run.rule,
+        lr_schedule: run.lr_schedule,
+        label_smoothing: run.label_smoothing,
         seed: args.seed,
-        augment: args.augment,
+        augment: run.augment,
         train_limit: args.train_limit,
-        eval_every: args.eval_every,
+        normalisation: init.as_ref().map(|ck| (ck.mean, ck.std)),
+        freeze_features: args.freeze_features,
+        eval_every: if init.is_some() && !given("eval_every") { run.epochs } else { args.eval_every },
         progress_every: args.progress_every,
         gemm,
     };
@@ -402,7 +440,44 @@ fn check_args(args: &Args, matches: &ArgMatches) -> kiln::Result<(TrainConfig, O
         .filter_map(|(f, p)| Some((f, p?)))
         .collect();
     files::check_distinct(&outputs)?;
-    Ok((cfg, resume, save, existing))
+    Ok((cfg, resume, save, existing, init))
+}
+
+/// What the flags chose of the run's recipe (the rest comes from the model's).
+fn recipe_choice(args: &Args) -> RecipeChoice {
+    RecipeChoice {
+        optimizer: args.optimizer.clone(),
+        lr: args.lr,
+        weight_decay: args.weight_decay,
+        momentum: args.momentum,
+        lr_schedule: args.lr_schedule.clone(),
+        lr_hold: args.lr_hold,
+        warmup: args.warmup,
+        label_smoothing: args.label_smoothing,
+        augment: args.augment,
+        epochs: args.epochs,
+    }
+}
+
+/// With --init: the training split becomes the --images folder mixed with a share of
+/// `data`'s training split, and a batch larger than it the whole of it; with the line
+/// that says so. Without: all as it was.
+fn fine_tune_data(args: &Args, gpu: &kiln::Gpu, data: kiln::data::Dataset, cfg: TrainConfig) -> kiln::Result<(kiln::data::Dataset, TrainConfig, Option<String>)> {
+    let (Some(init), Some(dir), Some(labels)) = (&args.init, &args.images, &args.labels) else { return Ok((data, cfg, None)) };
+    let user = kiln::fine_tune::load_folder(gpu, dir, labels).map_err(|e| cli::for_flag("--images/--labels", e))?;
+    let fraction = args.mix_mnist.unwrap_or(kiln::fine_tune::DEFAULT_MIX_MNIST);
+    let train = kiln::fine_tune::mix(&user, &data.train, fraction, cfg.seed).map_err(|e| cli::for_flag("--mix-mnist", e))?;
+    let line = format!(
+        "fine-tuning {} on {} images of {} and {} of {}'s training split{}",
+        init.display(),
+        user.len(),
+        dir.display(),
+        train.len() - user.len(),
+        cfg.dataset,
+        if cfg.freeze_features { " (--freeze-features: the last layer only)" } else { "" }
+    );
+    let cfg = TrainConfig { batch_size: cfg.batch_size.min(train.len()), ..cfg };
+    Ok((kiln::data::Dataset { train, ..data }, cfg, Some(line)))
 }
 
 /// The flag that makes this run resumable (its training state then goes beside the
@@ -420,7 +495,7 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => e.exit(),
     };
-    let (cfg, resume, save, existing) = match check_args(&args, &matches) {
+    let (cfg, resume, save, existing, init) = match check_args(&args, &matches) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
@@ -458,19 +533,24 @@ fn main() -> ExitCode {
     };
     // the training state records where the data was found: `--resume` finds it there again
     let cfg = TrainConfig { data_dir: Some(std::fs::canonicalize(&data.dir).unwrap_or_else(|_| data.dir.clone())), ..cfg };
+    let gpu = match gpu {
+        Ok(g) => g,
+        Err(e) => return fail(e),
+    };
+    // fine-tuning: the user's folder (prepared on this GPU) and a share of the training split
+    let (data, cfg, fine_tuning) = match fine_tune_data(&args, &gpu, data, cfg) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
     if let Err(e) = cfg.check_data(&data) {
         return fail(flag_names(e));
     }
     let n_train = cfg.train_limit.unwrap_or(data.train.len());
     let batch = kiln::train::effective_batch(&cfg, n_train);
-    let gpu = match gpu {
-        Ok(g) => g,
-        Err(e) => return fail(e),
-    };
     if !args.quiet {
         outln!("adapter: {}", gpu.info().summary());
         outln!(
-            "dataset: {} from {} ({} train{}, {} test); model: {}; batch {}; {}; lr schedule: {}",
+            "dataset: {} from {} ({} train{}, {} test); model: {}; batch {}; {}; lr schedule: {}; label smoothing {}; augment: {}",
             cfg.dataset,
             data.dir.display(),
             n_train,
@@ -479,8 +559,13 @@ fn main() -> ExitCode {
             cfg.model.name(),
             batch,
             cfg.rule,
-            cfg.lr_schedule
+            cfg.lr_schedule,
+            cfg.label_smoothing,
+            cfg.augment
         );
+        if let Some(line) = &fine_tuning {
+            outln!("{line}");
+        }
     }
     if let Some(reps) = args.profile {
         let profile = match kiln::train::profile(&gpu, &cfg, &data, reps as usize) {
@@ -509,7 +594,12 @@ fn main() -> ExitCode {
         let (mean, std) = data.mean_std();
         progress.snapshots = Some((path.clone(), model_checkpoint(Vec::new(), mean, std)));
     }
-    let mut report = match kiln::train::train_from(&gpu, &cfg, &data, &mut progress, resume.as_ref(), args.stop_after) {
+    let start = match (&init, &resume) {
+        (Some(ck), _) => Start::Init(&ck.params),
+        (None, Some(r)) => Start::Resume(r),
+        (None, None) => Start::Fresh,
+    };
+    let mut report = match kiln::train::train_start(&gpu, &cfg, &data, &mut progress, start, args.stop_after) {
         Ok(r) => r,
         Err(e) => return fail(flag_names(e)),
     };

@@ -43,7 +43,7 @@ pub use runtime::tensor::{DType, Tensor};
 #[doc(hidden)]
 pub use base::{error, files, rng};
 #[doc(hidden)]
-pub use digits::{calibrate, classify, data, digit_sets, evaluate, explain, morphology, predict, read, string_sets, train};
+pub use digits::{calibrate, classify, data, digit_sets, evaluate, explain, fine_tune, morphology, predict, read, string_sets, train, tta};
 #[cfg(not(target_arch = "wasm32"))]
 #[doc(hidden)]
 pub use digits::plot;

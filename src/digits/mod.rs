@@ -10,6 +10,7 @@ pub mod data;
 pub mod digit_sets;
 pub mod evaluate;
 pub mod explain;
+pub mod fine_tune;
 pub mod morphology;
 // Native only: plotters' fonts.
 #[cfg(not(target_arch = "wasm32"))]
@@ -18,4 +19,5 @@ pub mod predict;
 pub mod read;
 pub mod string_sets;
 pub mod train;
+pub mod tta;
 pub mod trainer;

@@ -25,7 +25,7 @@ use crate::digits::train::{Resume, TrainConfig, TrainState};
 use crate::graph::autotune::{self, TuneReport, Tuning};
 use crate::graph::exec::SharedParams;
 use crate::graph::{ExecStats, Executor, Mode, NamedTensors};
-use crate::kernels::data::ResidentDataset;
+use crate::kernels::data::{Augment, ResidentDataset};
 use crate::kernels::optim::Optimizer;
 use crate::kernels::softmax::Metrics;
 use crate::model::checkpoint::Checkpoint;
@@ -108,7 +108,7 @@ impl EvaluatorSpec {
         let (built, seconds) = timed(|| -> Result<_> {
             let mut executor = Executor::new_sharing(gpu, &self.model.graph, Mode::Eval, &self.tuning, &self.shared).map_err(|e| batch_error(e, self.batch))?;
             let data = resident(gpu, split, self.mean, self.std)?;
-            executor.attach_dataset(&data, false, 0)?;
+            executor.attach_dataset(&data, Augment::Off, 0)?;
             Ok((executor, data))
         });
         let (executor, data) = built?;
@@ -156,7 +156,7 @@ impl<'g> Trainer<'g> {
         let n_train = train_split.len();
         // normalised with the whole split's pixel statistics, which need no labels, so that a
         // train_limit run's checkpoint reads its inputs as every other run's does
-        let (mean, std) = data.mean_std();
+        let (mean, std) = cfg.normalisation.unwrap_or_else(|| data.mean_std());
         let batch = crate::digits::train::effective_batch(cfg, n_train);
         let steps = n_train / batch; // the last partial batch is dropped (a new shuffle each epoch)
         let optimizer = Optimizer { rule: cfg.rule, schedule: cfg.lr_schedule.for_steps(steps * cfg.epochs)? };
@@ -168,6 +168,9 @@ impl<'g> Trainer<'g> {
         let mut executor = Executor::new(gpu, &model.graph, Mode::Train, Some(optimizer), &tuning, None).map_err(|e| batch_error(e, batch))?;
         let train_data = resident(gpu, &train_split, mean, std)?;
         executor.attach_dataset(&train_data, cfg.augment, cfg.seed as u32)?;
+        if cfg.freeze_features {
+            executor.train_only_from(last_layer(&executor.plan.params)?)?;
+        }
         let n_test = data.test.len();
         let eval_batch = eval_batch.unwrap_or(if gpu.info().is_cpu() { batch } else { batch.max(256) }).min(n_test.max(1));
         let spec = EvaluatorSpec {
@@ -210,6 +213,15 @@ impl<'g> Trainer<'g> {
         self.executor.write_optimizer_state(resume.state.step, &resume.state.moments)?;
         self.epoch = done;
         Ok(())
+    }
+
+    /// Starts from a trained model's parameters and state (a checkpoint's tensors, in the
+    /// model's order): fine-tuning. Before the first step.
+    pub fn init(&mut self, params: &NamedTensors) -> Result<()> {
+        if self.epoch > 0 {
+            return Err(Error::unsupported("Trainer::init", "the trainer has already stepped"));
+        }
+        self.executor.write_model(params)
     }
 
     /// Submits up to `steps` training steps (at least one; one submit each, no readback),
@@ -402,4 +414,17 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
     }
     #[cfg(target_arch = "wasm32")]
     (f(), 0.0)
+}
+
+/// The index of the last layer's first parameter: the parameters from there on share the
+/// last parameter's layer name (`fc2.weight`, `fc2.bias`).
+fn last_layer(params: &[crate::graph::plan::ParamInfo]) -> Result<usize> {
+    let layer = |name: &str| name.rsplit_once('.').map_or(name.to_string(), |(l, _)| l.to_string());
+    let last = params.last().ok_or_else(|| Error::unsupported("TrainConfig::freeze_features", "the model has no parameters"))?;
+    let name = layer(&last.name);
+    let first = params.iter().rposition(|p| layer(&p.name) != name).map_or(0, |i| i + 1);
+    if first == 0 {
+        return Err(Error::unsupported("TrainConfig::freeze_features", format!("every parameter belongs to the last layer '{name}': nothing would be frozen")));
+    }
+    Ok(first)
 }

@@ -12,6 +12,80 @@ use crate::runtime::tensor::{DType, Tensor};
 use crate::{Error, Result};
 
 const WG: u32 = 256;
+/// `gather_batch_warp`'s workgroup: one image, its pixels in turn.
+const WARP_WG: u32 = 64;
+/// The most pixels per image `gather_batch_warp` holds in workgroup memory (`MAX_PLANE`).
+pub const MAX_WARP_PLANE: usize = 1024;
+
+/// How the gather varies each training image (`shaders/data.wgsl`), per image and step from
+/// the seeded hash of (seed, step, row), so a resumed run draws the same.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "AugmentRepr")]
+pub enum Augment {
+    /// The images as they are.
+    #[default]
+    Off,
+    /// A random affine warp (rotation ±15°, scale 0.9–1.1, shear ±0.2, shift ±2.5 px) of
+    /// the image after a random stroke-width change (`gather_batch`).
+    Affine,
+    /// `Affine` plus an elastic distortion (Simard et al. 2003: α 34, σ 4 px; its field
+    /// computed on a grid of half the resolution), in `gather_batch_warp`.
+    Elastic,
+    /// `Elastic` plus what scanners do: random down-up sampling to 8–16 px, blur and
+    /// binarisation.
+    Robust,
+}
+
+/// Training states from before the levels recorded `augment` as a bool.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum AugmentRepr {
+    Flag(bool),
+    Level(String),
+}
+
+impl TryFrom<AugmentRepr> for Augment {
+    type Error = String;
+    fn try_from(r: AugmentRepr) -> std::result::Result<Augment, String> {
+        match r {
+            AugmentRepr::Flag(on) => Ok(if on { Augment::Affine } else { Augment::Off }),
+            AugmentRepr::Level(name) => name.parse(),
+        }
+    }
+}
+
+impl Augment {
+    /// Every level, weakest first.
+    pub const ALL: [Augment; 4] = [Augment::Off, Augment::Affine, Augment::Elastic, Augment::Robust];
+
+    /// The name `--augment` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Augment::Off => "off",
+            Augment::Affine => "affine",
+            Augment::Elastic => "elastic",
+            Augment::Robust => "robust",
+        }
+    }
+
+    /// The gather's `Params::augment` code.
+    fn code(self) -> u32 {
+        self as u32
+    }
+}
+
+impl std::fmt::Display for Augment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Augment {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Augment, String> {
+        Augment::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| format!("{s}: expected off, affine, elastic or robust"))
+    }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -88,7 +162,9 @@ impl ResidentDataset {
 
     /// The gather dispatch writing batch `x` [B, 1, rows, cols] (f32) and labels `y` `[B]`
     /// from rows `step[1]`.. of the permutation.
-    pub fn gather(&self, gpu: &Gpu, step: &Tensor, x: &Tensor, y: &Tensor, augment: bool, seed: u32) -> Result<Dispatch> {
+    /// `augment` chooses the kernel: `gather_batch` (one invocation per pixel) for `Off` and
+    /// `Affine`, `gather_batch_warp` (one workgroup per image) for `Elastic` and `Robust`.
+    pub fn gather(&self, gpu: &Gpu, step: &Tensor, x: &Tensor, y: &Tensor, augment: Augment, seed: u32) -> Result<Dispatch> {
         let batch = y.len();
         if x.len() != batch * self.rows * self.cols || x.dtype() != DType::F32 || y.dtype() != DType::U32 {
             return Err(Error::shape(
@@ -103,12 +179,22 @@ impl ResidentDataset {
             count: self.count as u32,
             mean: self.mean,
             inv_std: 1.0 / self.std,
-            augment: augment as u32,
+            augment: augment.code(),
             seed,
         };
-        let kernel = Kernel::new(Shader::Data, "gather_batch").with("WG", WG);
         let tensors = [(1, step), (2, &self.images), (3, &self.labels), (4, &self.perm), (5, x), (6, y)];
-        Dispatch::new(gpu, &kernel, &params, &tensors, gpu.grid_for(x.len(), WG))
+        if matches!(augment, Augment::Off | Augment::Affine) {
+            let kernel = Kernel::new(Shader::Data, "gather_batch").with("WG", WG);
+            return Dispatch::new(gpu, &kernel, &params, &tensors, gpu.grid_for(x.len(), WG));
+        }
+        if self.rows * self.cols > MAX_WARP_PLANE {
+            return Err(Error::unsupported(
+                "gather_batch_warp",
+                format!("{augment} augmentation holds an image in workgroup memory: {}x{} exceeds {MAX_WARP_PLANE} pixels", self.rows, self.cols),
+            ));
+        }
+        let kernel = Kernel::new(Shader::Data, "gather_batch_warp").with("WG", WARP_WG);
+        Dispatch::new(gpu, &kernel, &params, &tensors, gpu.grid(batch as u64))
     }
 }
 

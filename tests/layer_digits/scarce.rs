@@ -141,8 +141,10 @@ fn a_train_state_from_before_train_limit_still_loads() {
         lr_schedule: LrSchedule::OneCycle { warmup: 0.3 },
         label_smoothing: 0.0,
         seed: 1,
-        augment: true,
+        augment: kiln::train::Augment::Affine,
         train_limit: Some(100),
+        normalisation: None,
+        freeze_features: false,
         eval_every: 1,
         progress_every: 0,
         gemm: None,
@@ -155,5 +157,15 @@ fn a_train_state_from_before_train_limit_still_loads() {
     old.as_object_mut().unwrap().remove("train_limit");
     let back: TrainConfig = serde_json::from_value(old).unwrap();
     assert_eq!(back.train_limit, None, "a state written before --train-limit trains on the whole split");
+    assert_eq!(json_augment(&cfg, serde_json::json!(true)), kiln::train::Augment::Affine, "a state from before the levels: --augment");
+    assert_eq!(json_augment(&cfg, serde_json::json!(false)), kiln::train::Augment::Off);
+    assert_eq!(json_augment(&cfg, serde_json::json!("robust")), kiln::train::Augment::Robust);
     assert!(TrainConfig { train_limit: Some(0), ..cfg }.check().unwrap_err().to_string().contains("TrainConfig::train_limit"));
+}
+
+/// `cfg` read back from JSON whose `augment` is `value`.
+fn json_augment(cfg: &TrainConfig, value: serde_json::Value) -> kiln::train::Augment {
+    let mut json = serde_json::to_value(cfg).unwrap();
+    json["augment"] = value;
+    serde_json::from_value::<TrainConfig>(json).unwrap().augment
 }

@@ -26,8 +26,8 @@ fn the_mnist10k_cnn_trains_within_64_mib() {
     let graph = ModelKind::Cnn.build(batch, 1).unwrap().graph;
     let mut trainer = Executor::new(gpu, &graph, Mode::Train, Some(Optimizer::adam(1e-3)), &kernels, None).unwrap();
     let mut evaluator = Executor::new(gpu, &graph, Mode::Eval, None, &kernels, Some(&trainer)).unwrap();
-    trainer.attach_dataset(&train, true, 1).unwrap();
-    evaluator.attach_dataset(&test, false, 0).unwrap();
+    trainer.attach_dataset(&train, kiln::kernels::data::Augment::Affine, 1).unwrap();
+    evaluator.attach_dataset(&test, kiln::kernels::data::Augment::Off, 0).unwrap();
     for s in 0..3 {
         trainer.run_step(s * batch as u32).unwrap();
         evaluator.run_step(s * batch as u32).unwrap();

@@ -78,7 +78,7 @@ fn the_mnist_cnn_step_takes_at_most_18_dispatches_on_every_family() {
     let data = ResidentDataset::upload(gpu, &pixels, &labels, 28, 28, 0.13, 0.31).unwrap();
     for (cfg, gpu_family) in [(GemmConfig::default_for(gpu.info()), false), (GemmConfig::TILED_32X64, true), (GemmConfig::TILED4_64X128, true)] {
         let mut exec = Executor::new(gpu, &graph, Mode::Train, Some(Optimizer::adam(1e-3)), &cfg, None).unwrap();
-        exec.attach_dataset(&data, false, 1).unwrap();
+        exec.attach_dataset(&data, kiln::kernels::data::Augment::Off, 1).unwrap();
         let kernels: Vec<String> = exec.profile(1).unwrap().rows.iter().flat_map(|r| r.kernels.clone()).collect();
         let n = exec.stats().dispatches_per_step;
         assert_eq!(kernels.len(), n);

@@ -1,11 +1,12 @@
 //! The GPU-resident dataset: the batch gather against a CPU reference on the real MNIST
 //! test images, permutations, partial last batches, augmentation and the median filter.
 
-use kiln::kernels::data::{impulse_median3x3, median3x3, permutation, ResidentDataset};
+use kiln::cpu::data as reference;
+use kiln::kernels::data::{impulse_median3x3, median3x3, permutation, Augment, ResidentDataset};
 use kiln::kernels::dropout::pcg;
 use kiln::data::mnist::{Dataset, DatasetKind};
 use kiln::testing::{assert_close, gpu, Rng, ELEMENTWISE, EXACT};
-use kiln::{cpu as reference, DType, Tensor};
+use kiln::{DType, Tensor};
 
 fn mnist10k() -> Dataset {
     let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist"));
@@ -39,7 +40,7 @@ fn gather_matches_the_cpu_reference_and_pads_the_last_batch() {
     sorted.sort();
     assert_eq!(sorted, (0..2000).collect::<Vec<u32>>(), "the shuffle is a permutation");
     let b = batch(64);
-    let d = ds.gather(gpu, &b.step, &b.x, &b.y, false, 0).unwrap();
+    let d = ds.gather(gpu, &b.step, &b.x, &b.y, Augment::Off, 0).unwrap();
     // a full batch, then the last one (1,984..2,047: 16 rows of data, 48 of padding)
     for start in [128usize, 1984] {
         b.x.poison(gpu).unwrap();
@@ -77,13 +78,13 @@ fn augmentation_keeps_shape_and_is_reproducible_per_seed_and_step() {
     let ds = ResidentDataset::upload(gpu, &data.test.images.pixels, &data.test.labels, 28, 28, mean, std).unwrap();
     let b = batch(32);
     let run = |seed: u32, step: u32| {
-        let d = ds.gather(gpu, &b.step, &b.x, &b.y, true, seed).unwrap();
+        let d = ds.gather(gpu, &b.step, &b.x, &b.y, Augment::Affine, seed).unwrap();
         b.step.write_u32(gpu, &[step, 0, 0, 0]).unwrap();
         gpu.run(&[&d]).unwrap();
         b.x.to_f32(gpu).unwrap()
     };
     let plain = {
-        let d = ds.gather(gpu, &b.step, &b.x, &b.y, false, 0).unwrap();
+        let d = ds.gather(gpu, &b.step, &b.x, &b.y, Augment::Off, 0).unwrap();
         b.step.write_u32(gpu, &[0, 0, 0, 0]).unwrap();
         gpu.run(&[&d]).unwrap();
         b.x.to_f32(gpu).unwrap()
@@ -155,7 +156,7 @@ fn augmentation_matches_the_cpu_reference() {
     let ds = ResidentDataset::upload(gpu, &split.images.pixels, &split.labels, 28, 28, mean, std).unwrap();
     let b = batch(61);
     let (seed, step, start) = (11u32, 37u32, 300u32);
-    let d = ds.gather(gpu, &b.step, &b.x, &b.y, true, seed).unwrap();
+    let d = ds.gather(gpu, &b.step, &b.x, &b.y, Augment::Affine, seed).unwrap();
     b.x.poison(gpu).unwrap();
     b.step.write_u32(gpu, &[step, start, 0, 0]).unwrap();
     gpu.run(&[&d]).unwrap();
@@ -175,7 +176,7 @@ fn median_filter_matches_cpu() {
         let out = Tensor::empty(gpu, &[b, rows, cols], DType::F32).unwrap();
         out.poison(gpu).unwrap();
         gpu.run(&[&median3x3(gpu, &t, &out, rows, cols).unwrap()]).unwrap();
-        let want = reference::data::median3x3(&img, rows, cols);
+        let want = reference::median3x3(&img, rows, cols);
         assert_close(&format!("median3x3 {b}x{rows}x{cols}"), &out.to_f32(gpu).unwrap(), &want, EXACT);
     }
 }
@@ -210,7 +211,7 @@ fn impulse_median_matches_cpu_and_leaves_clean_pixels() {
         let out = Tensor::empty(gpu, &[b, rows, cols], DType::F32).unwrap();
         out.poison(gpu).unwrap();
         gpu.run(&[&impulse_median3x3(gpu, &t, &out, rows, cols).unwrap()]).unwrap();
-        let want = reference::data::impulse_median3x3(&img, rows, cols);
+        let want = reference::impulse_median3x3(&img, rows, cols);
         assert_close(&format!("impulse_median3x3 {b}x{rows}x{cols}"), &out.to_f32(gpu).unwrap(), &want, EXACT);
     }
     // the detector: on clean strokes it changes (almost) nothing where the plain median
@@ -218,11 +219,81 @@ fn impulse_median_matches_cpu_and_leaves_clean_pixels() {
     let (rows, cols) = (28, 28);
     let clean = noisy_strokes(&mut Rng::new(5), 8, rows, cols, 0.0);
     let changed = |a: &[f32], b: &[f32]| a.iter().zip(b).filter(|(x, y)| x != y).count();
-    let plain = changed(&clean, &reference::data::median3x3(&clean, rows, cols));
-    let impulse = changed(&clean, &reference::data::impulse_median3x3(&clean, rows, cols));
+    let plain = changed(&clean, &reference::median3x3(&clean, rows, cols));
+    let impulse = changed(&clean, &reference::impulse_median3x3(&clean, rows, cols));
     assert!(impulse * 20 <= plain && plain > 100, "clean pixels changed: impulse {impulse}, plain median {plain}");
     let noisy = noisy_strokes(&mut Rng::new(5), 8, rows, cols, 0.1);
     let wrong = |a: &[f32]| a.iter().zip(&clean).filter(|(x, y)| (*x - *y).abs() > 64.0).count();
-    let (before, after) = (wrong(&noisy), wrong(&reference::data::impulse_median3x3(&noisy, rows, cols)));
+    let (before, after) = (wrong(&noisy), wrong(&reference::impulse_median3x3(&noisy, rows, cols)));
     assert!(after * 3 <= before, "pixels far from the clean image: {before} noisy, {after} after the impulse median");
+}
+
+/// The elastic and robust levels (`gather_batch_warp`, one workgroup per image) against the
+/// f64 reference, on MNIST digits and on random images of an odd size whose last batch is
+/// partly padding.
+#[test]
+fn elastic_and_robust_gathers_match_the_cpu_reference() {
+    // As `warp`, with the elastic field's sums on top: two passes of 13 f32 terms (relative
+    // error ~1e-6, times α 34 ~ 4e-5 px of displacement) and exp() of the Gaussian weights,
+    // times the edge slope (255 levels per pixel, over 255 * std ~ 3.2 per px): ~1.5e-4.
+    const ELASTIC: kiln::testing::Tolerance = kiln::testing::Tolerance { name: "elastic", abs: 5e-4, rel: 1e-4 };
+    let gpu = gpu();
+    let data = mnist10k();
+    let (mean, std) = data.mean_std();
+    let mut rng = Rng::new(23);
+    let odd: Vec<u8> = (0..37 * 13 * 20).map(|_| (rng.vec(1)[0].abs() * 255.0).min(255.0) as u8).collect();
+    let odd_labels: Vec<u8> = (0..37).map(|i| (i % 10) as u8).collect();
+    // (pixels, labels, rows, cols, batch, first row, seed, step)
+    let cases: [(&[u8], &[u8], usize, usize, usize, u32, u32, u32); 2] = [
+        (&data.test.images.pixels, &data.test.labels, 28, 28, 61, 300, 11, 37),
+        (&odd, &odd_labels, 13, 20, 9, 32, 4, 5),
+    ];
+    for (pixels, labels, rows, cols, b, start, seed, step) in cases {
+        let ds = ResidentDataset::upload(gpu, pixels, labels, rows, cols, mean, std).unwrap();
+        let x = Tensor::empty(gpu, &[b, 1, rows, cols], DType::F32).unwrap();
+        let y = Tensor::empty(gpu, &[b], DType::U32).unwrap();
+        let step_t = Tensor::from_u32(gpu, &[4], &[step, start, 0, 0]).unwrap();
+        let mut got = Vec::new();
+        for augment in [Augment::Elastic, Augment::Robust] {
+            let d = ds.gather(gpu, &step_t, &x, &y, augment, seed).unwrap();
+            x.poison(gpu).unwrap();
+            y.poison(gpu).unwrap();
+            gpu.run(&[&d]).unwrap();
+            let plane = rows * cols;
+            let mut want = Vec::new();
+            let mut want_y = Vec::new();
+            for row in 0..b as u32 {
+                match labels.get((start + row) as usize) {
+                    Some(&l) => {
+                        let img = &pixels[(start + row) as usize * plane..][..plane];
+                        let v = reference::gather_image(img, rows, cols, seed, step, row, augment, mean as f64, std as f64);
+                        want.extend(v.iter().map(|&v| v as f32));
+                        want_y.push(l as u32);
+                    }
+                    None => {
+                        want.extend(vec![0.0; plane]);
+                        want_y.push(u32::MAX);
+                    }
+                }
+            }
+            let x_got = x.to_f32(gpu).unwrap();
+            assert_close(&format!("{augment} gather of {b} {rows}x{cols} images"), &x_got, &want, ELASTIC);
+            assert_eq!(y.to_u32(gpu).unwrap(), want_y, "{augment} labels");
+            got.push(x_got);
+        }
+        assert_ne!(got[0], got[1], "the robust level adds to the elastic one");
+    }
+    // the elastic level moves the ink of the affine one; robust binarises some digits
+    let ds = ResidentDataset::upload(gpu, &data.test.images.pixels, &data.test.labels, 28, 28, mean, std).unwrap();
+    let b = batch(61);
+    b.step.write_u32(gpu, &[37, 300, 0, 0]).unwrap();
+    let run = |augment| {
+        gpu.run(&[&ds.gather(gpu, &b.step, &b.x, &b.y, augment, 11).unwrap()]).unwrap();
+        b.x.to_f32(gpu).unwrap()
+    };
+    let (affine, robust) = (run(Augment::Affine), run(Augment::Robust));
+    assert_ne!(affine, run(Augment::Elastic));
+    let (lo, hi) = (-mean / std, (1.0 - mean) / std);
+    let binary = robust.chunks(784).filter(|img| img.iter().all(|&v| (v - lo).abs() < 1e-5 || (v - hi).abs() < 1e-5)).count();
+    assert!(binary > 0, "no binarised digit in 61 robust rows (probability 0.15 each)");
 }

@@ -252,8 +252,10 @@ impl Training {
             lr_schedule: LrSchedule::Constant,
             label_smoothing: 0.0,
             seed,
-            augment: false,
+            augment: kiln::train::Augment::Off,
             train_limit: None,
+            normalisation: None,
+            freeze_features: false,
             eval_every: 1,
             progress_every: 0,
             // the heuristic choice: autotuning times variants with blocking waits

@@ -2,13 +2,33 @@
 //! values and gradients, and the flat parameter and state buffers as named host tensors.
 
 use super::*;
+use crate::kernels::data::Augment;
 
 impl<'g> Executor<'g> {
     /// Makes each step start with a gather of the batch from `data` (resident on the GPU).
-    pub fn attach_dataset(&mut self, data: &ResidentDataset, augment: bool, seed: u32) -> Result<()> {
+    pub fn attach_dataset(&mut self, data: &ResidentDataset, augment: Augment, seed: u32) -> Result<()> {
         let labels = self.plan.labels.ok_or_else(|| Error::unsupported("attach_dataset", "the graph has no labels node"))?;
         let (x, y) = (self.t(self.plan.input).clone(), self.t(labels).clone());
         self.gather = Some(data.gather(self.gpu, &self.step_buffer, &x, &y, augment, seed)?);
+        Ok(())
+    }
+
+    /// Trains only the parameters from index `first` of `plan.params` on (fine-tuning's last
+    /// layer): the optimizer's dispatch then covers their part of the flat parameter,
+    /// gradient and moment buffers, and the parameters before it keep their values. Their
+    /// gradients are still computed (the backward pass is the model's).
+    pub fn train_only_from(&mut self, first: usize) -> Result<()> {
+        let (Some(opt), Some(grads)) = (self.update, self.grads.clone()) else {
+            return Err(Error::unsupported("train_only_from", "the executor does not train"));
+        };
+        let Some(&offset) = self.offsets.get(first) else {
+            return Err(Error::unsupported("train_only_from", format!("parameter {first} of a model of {}", self.offsets.len())));
+        };
+        let n = self.params.len() - offset;
+        // offsets are aligned to the adapter's storage-binding offset alignment (flat_layout)
+        let part = |t: &Tensor| Tensor::from_buffer(t.buffer().clone(), t.offset() + 4 * offset as u64, &[n], DType::F32);
+        let m2 = self.moments.get(1).map(part);
+        self.optimizer = Some(optimizer_step(self.gpu, &opt, &self.step_buffer, &part(&grads), &part(&self.params), &part(&self.moments[0]), m2.as_ref())?);
         Ok(())
     }
 

@@ -148,6 +148,8 @@ pub struct Executor<'g> {
     optimizer: Option<Dispatch>,
     /// The optimizer's state, flat like the parameters: SGD's velocity, Adam's two moments.
     moments: Vec<Tensor>,
+    /// The flat gradient buffer (training only), which the optimizer reads.
+    grads: Option<Tensor>,
     /// Optimizer steps taken (Adam's t - 1, the dropout RNG counter).
     step: u32,
     /// The update rule and schedule, for the per-step scalars in the step buffer.
@@ -322,6 +324,7 @@ impl<'g> Executor<'g> {
             gather: None,
             optimizer: None,
             moments: Vec::new(),
+            grads: None,
             step: 0,
             update: optimizer,
             steps_run: 0,
@@ -380,6 +383,7 @@ impl<'g> Executor<'g> {
             let m2 = if opt.state_slots() == 2 { Some(zeros(flat_len)?) } else { None };
             exec.optimizer = Some(optimizer_step(gpu, &opt, &exec.step_buffer, &grads, &exec.params, &m1, m2.as_ref())?);
             exec.moments = std::iter::once(m1).chain(m2).collect();
+            exec.grads = Some(grads);
         }
         Ok(exec)
     }
