@@ -159,3 +159,33 @@ pub fn report_closed_stdout() {
         errln!("note: standard output was closed or full; printing stopped there, the work went on");
     }
 }
+
+/// The whole of `make_digit_sets` and `make_string_sets`: makes the sets named by `--sets`
+/// (all of the family when none) from MNIST's last 2,000 test digits (mnist10k's evaluation
+/// part, read from `data_dir`), writes them under `out`, prints each one's checksum. Exit 1
+/// when a checksum differs from the frozen one, 2 on bad input.
+pub fn make_frozen_sets<K: crate::digits::digit_sets::Frozen>(data_dir: Option<&Path>, out: &Path, sets: &[String]) -> ExitCode {
+    use crate::digits::data::mnist::{Dataset, DatasetKind};
+    let kinds = match crate::digits::digit_sets::choose::<K>(sets) {
+        Ok(k) => k,
+        Err(e) => return fail(e),
+    };
+    let data = match Dataset::load(DatasetKind::Mnist10k, data_dir) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
+    let written = match crate::digits::digit_sets::write_sets(&kinds, &data.test, out) {
+        Ok(w) => w,
+        Err(e) => return fail(e),
+    };
+    for set in &written {
+        outln!("{set}");
+    }
+    let changed = written.iter().filter(|s| !s.frozen).count();
+    if changed > 0 {
+        errln!("{changed} set(s) differ from the frozen checksums in {}: the generator changed", K::SOURCE);
+        return ExitCode::from(1);
+    }
+    report_closed_stdout();
+    ExitCode::SUCCESS
+}

@@ -194,3 +194,88 @@ pub fn generate(kind: SetKind, split: &Split, seed: u64) -> Generated {
         .collect();
     Generated { images }
 }
+
+/// A family of frozen, checksummed sets: these digit sets ([`SetKind`]) and the digit
+/// strings of `string_sets` (`StringKind`). What `make_digit_sets` and `make_string_sets`
+/// write, through [`write_sets`].
+pub trait Frozen: Copy + 'static {
+    /// Every set of the family, in the order they are made.
+    const ALL: &'static [Self];
+    /// Where the frozen checksums are written down (named when one differs).
+    const SOURCE: &'static str;
+    /// The set's name: its folder's name.
+    fn name(self) -> &'static str;
+    /// The set's frozen checksum.
+    fn frozen(self) -> &'static str;
+    /// The set made from `split` with the family's seed: its labels file and its images by
+    /// file name.
+    fn make(self, split: &Split) -> (String, Vec<(String, GrayImage)>);
+}
+
+impl Frozen for SetKind {
+    const ALL: &'static [SetKind] = &ALL;
+    const SOURCE: &'static str = "src/digits/digit_sets.rs";
+    fn name(self) -> &'static str {
+        SetKind::name(self)
+    }
+    fn frozen(self) -> &'static str {
+        SetKind::frozen(self)
+    }
+    fn make(self, split: &Split) -> (String, Vec<(String, GrayImage)>) {
+        let set = generate(self, split, SEED);
+        (set.labels_file(), set.images.into_iter().map(|(n, _, img)| (n, img)).collect())
+    }
+}
+
+/// One set as [`write_sets`] wrote it.
+pub struct Written {
+    /// The set's name.
+    pub name: &'static str,
+    /// Its images.
+    pub count: usize,
+    /// The folder they are in.
+    pub dir: std::path::PathBuf,
+    /// Its checksum ([`checksum`]).
+    pub sha256: String,
+    /// It equals the frozen one.
+    pub frozen: bool,
+}
+
+impl std::fmt::Display for Written {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verdict = if self.frozen { "frozen" } else { "CHANGED" };
+        write!(f, "{:<8} {} images in {}  sha256 {} ({verdict})", self.name, self.count, self.dir.display(), self.sha256)
+    }
+}
+
+/// The sets named (`--sets`; every set of the family when none), or an error naming the
+/// unknown one and the known ones.
+pub fn choose<K: Frozen>(names: &[String]) -> crate::Result<Vec<K>> {
+    if names.is_empty() {
+        return Ok(K::ALL.to_vec());
+    }
+    let known = || K::ALL.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ");
+    names
+        .iter()
+        .map(|name| K::ALL.iter().copied().find(|k| k.name() == name).ok_or_else(|| crate::Error::unsupported("--sets", format!("unknown set '{name}' (expected {})", known()))))
+        .collect()
+}
+
+/// Makes each of `kinds` from `split` and writes it under `out/<name>/`: its images as PNGs
+/// and `labels.txt`, each file atomically.
+pub fn write_sets<K: Frozen>(kinds: &[K], split: &Split, out: &std::path::Path) -> crate::Result<Vec<Written>> {
+    kinds
+        .iter()
+        .map(|&kind| {
+            let (labels, images) = kind.make(split);
+            let dir = out.join(kind.name());
+            std::fs::create_dir_all(&dir).map_err(|e| crate::Error::file(&dir, format!("--out: cannot create the folder: {e}")))?;
+            for (name, img) in &images {
+                crate::base::files::write_png(&dir.join(name), img.as_raw(), img.dimensions(), image::ExtendedColorType::L8)?;
+            }
+            crate::base::files::write_atomic(&dir.join("labels.txt"), labels.as_bytes())?;
+            let sha256 = checksum(&labels, images.iter().map(|(n, img)| (n.as_str(), img)));
+            Ok(Written { name: kind.name(), count: images.len(), dir, frozen: sha256 == kind.frozen(), sha256 })
+        })
+        .collect()
+}

@@ -200,3 +200,18 @@ fn compose(layout: &Layout, split: &Split, rng: &mut Rng) -> (String, GrayImage)
     }
     (text, out)
 }
+
+impl crate::digits::digit_sets::Frozen for StringKind {
+    const ALL: &'static [StringKind] = &ALL;
+    const SOURCE: &'static str = "src/digits/string_sets.rs";
+    fn name(self) -> &'static str {
+        StringKind::name(self)
+    }
+    fn frozen(self) -> &'static str {
+        StringKind::frozen(self)
+    }
+    fn make(self, split: &Split) -> (String, Vec<(String, GrayImage)>) {
+        let set = generate(self, split, SEED);
+        (set.labels_file(), set.fields.into_iter().map(|(n, _, img)| (n, img)).collect())
+    }
+}

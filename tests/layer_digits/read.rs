@@ -227,3 +227,13 @@ fn the_string_sets_are_frozen() {
         assert_eq!(set.checksum(), kind.frozen(), "{}: the generator changed: the frozen set and README's numbers no longer match it", kind.name());
     }
 }
+
+#[test]
+fn frozen_sets_are_chosen_by_name_or_refused_naming_the_known_ones() {
+    use kiln::digit_sets::{choose, SetKind};
+    use kiln::string_sets::StringKind;
+    assert_eq!(choose::<SetKind>(&[]).unwrap(), kiln::digit_sets::ALL.to_vec());
+    assert_eq!(choose::<StringKind>(&["photo".into(), "zip".into()]).unwrap(), [StringKind::Photo, StringKind::Zip]);
+    let e = choose::<StringKind>(&["zipp".into()]).err().expect("an unknown set chosen").to_string();
+    assert!(e.contains("--sets") && e.contains("'zipp'") && e.contains("zip, touching, amount, photo"), "{e}");
+}
