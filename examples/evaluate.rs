@@ -54,18 +54,8 @@ struct Args {
     /// The noise's seed: the same seed, the same corrupted images
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// A 3x3 median filter on the GPU (after the noise) before the model:
-    /// --denoise (or --denoise=impulse) replaces only the pixels taken for salt or pepper,
-    /// --denoise=median every pixel
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "impulse", value_name = "KIND")]
-    denoise: Option<kiln::predict::Denoise>,
-    /// Shear each folder image upright by its second moments before fitting the box
-    /// (default: kiln::predict::DESKEW_BY_DEFAULT)
-    #[arg(long, overrides_with = "no_deskew")]
-    deskew: bool,
-    /// Do not deskew folder images
-    #[arg(long, overrides_with = "deskew")]
-    no_deskew: bool,
+    #[command(flatten)]
+    prep: kiln::cli::PreparationFlags,
     /// Images per GPU step
     #[arg(long, default_value_t = kiln::classify::DEFAULT_BATCH as i64, allow_negative_numbers = true)]
     batch_size: i64,
@@ -105,8 +95,8 @@ fn run(args: &Args) -> Result<(), String> {
     if let Some(dir) = &args.strings {
         return strings(args, dir);
     }
-    let preparation = kiln::predict::Preparation::from_flags(args.deskew, args.no_deskew);
-    let options = Options { noise: args.noise, seed: args.seed, denoise: args.denoise, preparation };
+    let preparation = args.prep.preparation();
+    let options = Options { noise: args.noise, seed: args.seed, denoise: args.prep.denoise, preparation };
     for (name, plot) in [("--plot-reliability", &args.plot_reliability), ("--plot-rejection", &args.plot_rejection)] {
         if let Some(path) = plot {
             kiln::plot::check_path(path).map_err(flag(name))?;
@@ -176,7 +166,7 @@ fn run(args: &Args) -> Result<(), String> {
         json["images"] = what.into();
         json["noise"] = args.noise.map(|n| n.to_string()).into();
         json["seed"] = args.seed.into();
-        json["denoise"] = args.denoise.map(|d| d.to_string()).into();
+        json["denoise"] = args.prep.denoise.map(|d| d.to_string()).into();
         json["deskew"] = preparation.deskew.into();
         json["seconds"] = seconds.into();
         json["calibration"] = serde_json::to_value(&calibration).map_err(|e| e.to_string())?;
@@ -185,7 +175,7 @@ fn run(args: &Args) -> Result<(), String> {
         if names.len() > 1 {
             outln!("ensemble: the mean of {} checkpoints' probabilities ({})", names.len(), names.join(", "));
         }
-        print_report(&what, &noise, args.denoise, confusion, seconds);
+        print_report(&what, &noise, args.prep.denoise, confusion, seconds);
         print_calibration(&calibration);
     }
     Ok(())

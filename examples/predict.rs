@@ -21,18 +21,8 @@ struct Args {
     /// Checkpoint written by train_mnist
     #[arg(long)]
     model: PathBuf,
-    /// A 3x3 median filter on the GPU before cropping (photos with speckle noise):
-    /// --denoise (or --denoise=impulse) replaces only the pixels taken for salt or pepper,
-    /// --denoise=median every pixel
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "impulse", value_name = "KIND")]
-    denoise: Option<kiln::predict::Denoise>,
-    /// Shear each digit upright by its second moments before fitting the box
-    /// (default: kiln::predict::DESKEW_BY_DEFAULT)
-    #[arg(long, overrides_with = "no_deskew")]
-    deskew: bool,
-    /// Do not deskew
-    #[arg(long, overrides_with = "deskew")]
-    no_deskew: bool,
+    #[command(flatten)]
+    prep: kiln::cli::PreparationFlags,
     /// Write the 28x28 image the network saw, and beside it NAME-stages.png: each stage
     /// side by side (original, deskewed, boxed, final 28x28). With several images, one
     /// pair each: NAME-0.png and NAME-0-stages.png, ... in the order of the images
@@ -96,7 +86,7 @@ fn main() -> ExitCode {
     if let Some(w) = classifier.checkpoint().dataset_warning(&["mnist", "mnist10k"]) {
         errln!("warning: {}: {w}", args.model.display());
     }
-    let preparation = kiln::predict::Preparation::from_flags(args.deskew, args.no_deskew);
+    let preparation = args.prep.preparation();
     let n = args.images.len();
     let mut failures = 0;
     // Bounded memory: a batch of images is read, prepared and classified at a time.
@@ -108,7 +98,7 @@ fn main() -> ExitCode {
         for (j, path) in chunk.iter().enumerate() {
             let i = b * classifier.batch() + j;
             let prepared = kiln::predict::load_gray(path)
-                .and_then(|g| match args.denoise {
+                .and_then(|g| match args.prep.denoise {
                     Some(kind) => kiln::predict::denoise(&gpu, &g, kind),
                     None => Ok(g),
                 })

@@ -189,3 +189,27 @@ pub fn make_frozen_sets<K: crate::digits::digit_sets::Frozen>(data_dir: Option<&
     report_closed_stdout();
     ExitCode::SUCCESS
 }
+
+/// The preparation flags `predict` and `evaluate` share (`#[command(flatten)]` in both).
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct PreparationFlags {
+    /// A 3x3 median filter on the GPU (after any --noise) before the digit is cut out:
+    /// --denoise (or --denoise=impulse) replaces only the pixels taken for salt or pepper,
+    /// --denoise=median every pixel
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "impulse", value_name = "KIND")]
+    pub denoise: Option<crate::digits::predict::Denoise>,
+    /// Shear each digit upright by its second moments before fitting the box
+    /// (default: kiln::predict::DESKEW_BY_DEFAULT)
+    #[arg(long, overrides_with = "no_deskew")]
+    pub deskew: bool,
+    /// Do not deskew
+    #[arg(long, overrides_with = "deskew")]
+    pub no_deskew: bool,
+}
+
+impl PreparationFlags {
+    /// The preparation the flags ask for.
+    pub fn preparation(&self) -> crate::digits::predict::Preparation {
+        crate::digits::predict::Preparation::from_flags(self.deskew, self.no_deskew)
+    }
+}
