@@ -4,7 +4,7 @@
 //!   cargo run --release --example evaluate -- --model M.safetensors --dataset mnist --data-dir DIR
 //!   cargo run --release --example evaluate -- --model M.safetensors [--model M2.safetensors ...] --images DIR --labels FILE
 //!       [--noise salt-pepper:P|gaussian:SIGMA] [--seed 1] [--denoise[=impulse|median]] [--deskew|--no-deskew] [--batch-size 256] [--json]
-//!       [--plot-reliability R.png] [--plot-rejection E.png]
+//!       [--plot-reliability R.png] [--plot-rejection E.png] [--tta N]
 //!
 //! Prints the accuracy, per-class precision and recall, the confusion matrix, and how far the
 //! confidences can be trusted: the expected calibration error (15 bins) before and after the
@@ -62,6 +62,10 @@ struct Args {
     /// One JSON object on standard output instead of the tables
     #[arg(long)]
     json: bool,
+    /// Test-time augmentation: read each image as the mean over N views (the image and N - 1
+    /// small warps seeded by --seed)
+    #[arg(long, default_value_t = 1)]
+    tta: usize,
     /// Draw the reliability diagram (before and after the checkpoint's temperature) to this PNG
     #[arg(long)]
     plot_reliability: Option<PathBuf>,
@@ -91,6 +95,9 @@ fn flag(name: &str) -> impl Fn(kiln::Error) -> String + '_ {
 fn run(args: &Args) -> Result<(), String> {
     if args.batch_size < 1 {
         return Err(format!("--batch-size: {} (expected at least 1)", args.batch_size));
+    }
+    if !(1..=kiln::tta::MAX_VIEWS).contains(&args.tta) {
+        return Err(format!("--tta: {} (expected 1 to {} views per image)", args.tta, kiln::tta::MAX_VIEWS));
     }
     if let Some(dir) = &args.strings {
         return strings(args, dir);
@@ -132,7 +139,7 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let gpu = kiln::Gpu::new().map_err(|e| e.to_string())?;
     let names: Vec<String> = args.model.iter().map(|m| m.display().to_string()).collect();
-    let mut classifier = Ensemble::new(&gpu, checkpoints, &names, args.batch_size as usize).map_err(flag("--model"))?;
+    let mut classifier = Ensemble::new(&gpu, checkpoints, &names, args.batch_size as usize).map_err(flag("--model"))?.with_views(args.tta, args.seed).map_err(|e| e.to_string())?;
     let start = std::time::Instant::now();
     let (what, answers) = match &source {
         Source::Split(kind, test, dir) => {
@@ -168,12 +175,16 @@ fn run(args: &Args) -> Result<(), String> {
         json["seed"] = args.seed.into();
         json["denoise"] = args.prep.denoise.map(|d| d.to_string()).into();
         json["deskew"] = preparation.deskew.into();
+        json["tta"] = args.tta.into();
         json["seconds"] = seconds.into();
         json["calibration"] = serde_json::to_value(&calibration).map_err(|e| e.to_string())?;
         outln!("{json}");
     } else {
         if names.len() > 1 {
             outln!("ensemble: the mean of {} checkpoints' probabilities ({})", names.len(), names.join(", "));
+        }
+        if args.tta > 1 {
+            outln!("test-time augmentation: each image the mean over {} views (seed {})", args.tta, args.seed);
         }
         print_report(&what, &noise, args.prep.denoise, confusion, seconds);
         print_calibration(&calibration);

@@ -198,6 +198,8 @@ impl<'g> Classifier<'g> {
 /// Fashion-MNIST's clothes). An ensemble of one is that checkpoint.
 pub struct Ensemble<'g> {
     members: Vec<Classifier<'g>>,
+    /// Views per image and their seed ([`Ensemble::with_views`]).
+    views: (usize, u64),
 }
 
 /// What a dataset's classes are: the digits (`mnist`, `mnist10k`) or clothes (`fashion`);
@@ -228,7 +230,16 @@ impl<'g> Ensemble<'g> {
             }
         }
         let members = checkpoints.into_iter().map(|c| Classifier::new(gpu, c, batch)).collect::<Result<Vec<_>>>()?;
-        Ok(Ensemble { members })
+        Ok(Ensemble { members, views: (1, 0) })
+    }
+
+    /// Reads each image as the mean over `n` seeded views of it (`tta::view`: the image and
+    /// `n - 1` small warps): test-time augmentation. 1, the default, reads the image alone.
+    pub fn with_views(self, n: usize, seed: u64) -> Result<Ensemble<'g>> {
+        if !(1..=crate::digits::tta::MAX_VIEWS).contains(&n) {
+            return Err(Error::unsupported("--tta", format!("{n}: expected 1 to {} views per image", crate::digits::tta::MAX_VIEWS)));
+        }
+        Ok(Ensemble { views: (n, seed), ..self })
     }
 
     /// The members, in the order given.
@@ -242,11 +253,13 @@ impl<'g> Ensemble<'g> {
     }
 
     /// The mean of the members' class probabilities for digits prepared as MNIST's
-    /// ([`Classifier::classify`]).
+    /// ([`Classifier::classify`]), each over the views asked for ([`Ensemble::with_views`]).
     pub fn classify(&mut self, images: &[GrayImage]) -> Result<Vec<[f32; CLASSES]>> {
         let mut sum = vec![[0f64; CLASSES]; images.len()];
+        let (n, seed) = self.views;
         for m in &mut self.members {
-            for (s, p) in sum.iter_mut().zip(m.classify(images)?) {
+            let probs = if n == 1 { m.classify(images)? } else { crate::digits::tta::classify(m, images, n, seed)? };
+            for (s, p) in sum.iter_mut().zip(probs) {
                 s.iter_mut().zip(p).for_each(|(s, p)| *s += p as f64);
             }
         }
@@ -258,7 +271,7 @@ impl<'g> Ensemble<'g> {
 impl<'g> From<Classifier<'g>> for Ensemble<'g> {
     /// The ensemble of one.
     fn from(c: Classifier<'g>) -> Ensemble<'g> {
-        Ensemble { members: vec![c] }
+        Ensemble { members: vec![c], views: (1, 0) }
     }
 }
 

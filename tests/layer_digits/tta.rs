@@ -36,4 +36,8 @@ fn tta_views_are_seeded_small_warps_and_keep_the_accuracy() {
     println!("300 mnist10k test digits: plain {a}, 8 views {b}");
     assert!(b + 6 >= a, "8 small views lost more than 2% of 300 digits: {a} -> {b}");
     assert!(tta::classify(&mut classifier, &images, 0, 7).unwrap_err().to_string().contains("expected 1 to 64"));
+    // what evaluate --tta reads with: an ensemble of one with its views
+    let mut one = kiln::classify::Ensemble::from(classifier).with_views(8, 7).unwrap();
+    assert_eq!(one.classify(&images).unwrap(), averaged);
+    assert!(one.with_views(0, 7).err().expect("0 views taken").to_string().contains("--tta"));
 }
