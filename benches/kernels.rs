@@ -225,6 +225,31 @@ fn classify_benches(c: &mut Criterion) {
     }
 }
 
+/// `kiln::read::Reader` end to end on 64 fields of each frozen string set (segmentation on
+/// the host, every candidate of the 64 fields classified in batches of 256, the DP): fields/s.
+/// The CNN with random weights: the candidates come from the segmentation, not the weights.
+/// Needs MNIST's test files in ../shared/data/mnist (the sets are drawn from them).
+fn read_benches(c: &mut Criterion) {
+    let gpu = gpu();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist");
+    let data = kiln::data::Dataset::load(kiln::data::DatasetKind::Mnist10k, Some(&dir)).expect("the read bench draws its fields from MNIST's test files in ../shared/data/mnist");
+    let mut rng = Rng::new(6);
+    let model = kiln::nn::ModelKind::Cnn.spec();
+    let params = model.build(1, 3).unwrap().graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), rng.vec(s.iter().product()))).collect();
+    let ck = kiln::checkpoint::Checkpoint { model, mean: 0.13, std: 0.31, dataset: "mnist".into(), temperature: 1.0, params };
+    let classifier = kiln::Classifier::new(gpu, ck, kiln::classify::DEFAULT_BATCH).unwrap();
+    let mut reader = kiln::read::Reader::new(classifier, kiln::read::Options::default());
+    let mut g = c.benchmark_group("read");
+    for kind in kiln::string_sets::ALL {
+        let set = kiln::string_sets::generate(kind, &data.test, kiln::string_sets::SEED);
+        let fields: Vec<image::GrayImage> = set.fields.into_iter().take(64).map(|(_, _, img)| img).collect();
+        reader.read(&fields).unwrap(); // builds the executors outside the timing
+        g.throughput(Throughput::Elements(fields.len() as u64));
+        g.bench_function(BenchmarkId::new(kind.name(), fields.len()), |b| b.iter(|| reader.read(&fields).unwrap()));
+    }
+    g.finish();
+}
+
 /// What one dispatch costs beyond its work: a one-workgroup `fill` of 4 bytes, 1 and 100
 /// times in one compute pass and one submit (recording, submit and wait included). The
 /// per-dispatch cost is (t(100) - t(1)) / 99; criterion's "elem/s" reads as dispatches/s.
@@ -262,5 +287,5 @@ fn gather_benches(c: &mut Criterion) {
     }
 }
 
-criterion_group! { name = benches; config = config(); targets = gemm_benches, conv_benches, memory_bound_benches, gather_benches, batchnorm_benches, classify_benches, dispatch_benches }
+criterion_group! { name = benches; config = config(); targets = gemm_benches, conv_benches, memory_bound_benches, gather_benches, batchnorm_benches, classify_benches, read_benches, dispatch_benches }
 criterion_main!(benches);
