@@ -123,9 +123,9 @@ fn string_scores_by_hand() {
     assert_eq!((s.fields, s.exact, s.right_length, s.true_digits, s.edits), (4, 2, 3, 9, 2));
     assert!((s.string_accuracy() - 0.5).abs() < 1e-12);
     assert!((s.digit_accuracy() - (1.0 - 2.0 / 9.0)).abs() < 1e-12);
-    assert_eq!(s.confusion[2][7], 1);
-    assert_eq!(s.confusion[6][6], 1);
-    // 4 fields: 0-2% reject none (2 of 4 wrong), 5% and 10% still none (floor(0.4) = 0)
+    assert_eq!(s.confusion.confusion[2][7], 1);
+    assert_eq!(s.confusion.confusion[6][6], 1);
+    // 4 fields: 0-2% reject none (2 of 4 wrong), 5% and 10% still none (round(0.4) = 0)
     let curve = s.rejection_curve();
     assert_eq!(curve.len(), 5);
     assert!(curve.iter().all(|&(_, t, e)| t == 0.2 && (e - 0.5).abs() < 1e-12), "{curve:?}");

@@ -8,10 +8,10 @@ use std::fmt;
 use std::path::Path;
 
 use crate::digits::classify::CLASSES;
+use crate::kernels::softmax::Metrics;
 use crate::{Error, Result};
 
-/// The rejected fractions the error–rejection curve is given at: 0, 1, 2, 5 and 10%.
-pub const REJECTED: [f64; 5] = [0.0, 0.01, 0.02, 0.05, 0.10];
+pub use crate::digits::calibrate::REJECTED;
 
 /// The most digits a label may have.
 pub const MAX_DIGITS: usize = 64;
@@ -98,7 +98,7 @@ pub fn align(truth: &[u8], read: &[u8]) -> (usize, Vec<(usize, usize)>) {
 }
 
 /// Readings scored against their labels, added one at a time.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct StringScores {
     /// Fields scored.
     pub fields: u64,
@@ -110,10 +110,16 @@ pub struct StringScores {
     pub true_digits: u64,
     /// Edit distances, summed.
     pub edits: u64,
-    /// `confusion[truth][read]`: digits an alignment pairs.
-    pub confusion: [[u64; CLASSES]; CLASSES],
+    /// The digits an alignment pairs, counted as (truth, read): `confusion.confusion[truth][read]`.
+    pub confusion: Metrics,
     /// Each field's (confidence, read exactly), in the order added.
     pub outcomes: Vec<(f32, bool)>,
+}
+
+impl Default for StringScores {
+    fn default() -> StringScores {
+        StringScores { fields: 0, exact: 0, right_length: 0, true_digits: 0, edits: 0, confusion: Metrics::new(CLASSES), outcomes: Vec::new() }
+    }
 }
 
 impl StringScores {
@@ -122,7 +128,7 @@ impl StringScores {
         let (t, r) = (truth.as_bytes(), read.as_bytes());
         let (edits, pairs) = align(t, r);
         for (i, j) in pairs {
-            self.confusion[(t[i] - b'0') as usize][(r[j] - b'0') as usize] += 1;
+            self.confusion.add((t[i] - b'0') as usize, (r[j] - b'0') as usize);
         }
         self.fields += 1;
         self.exact += u64::from(t == r);
@@ -147,22 +153,14 @@ impl StringScores {
         self.right_length as f64 / self.fields.max(1) as f64
     }
 
-    /// The error–rejection curve: for each fraction of [`REJECTED`], the `floor(fraction *
-    /// fields)` least confident readings rejected (ties broken by order added), the
+    /// The error–rejection curve ([`crate::digits::calibrate::rejection_curve`], the digits'
+    /// rule): for each fraction of [`REJECTED`], the `round(fraction * fields)` least
+    /// confident readings rejected (ties broken by order added), the
     /// `(fraction, confidence threshold, error rate among the accepted)`; the threshold is the
     /// lowest accepted confidence.
     pub fn rejection_curve(&self) -> Vec<(f64, f32, f64)> {
-        let mut order: Vec<&(f32, bool)> = self.outcomes.iter().collect();
-        order.sort_by(|a, b| a.0.total_cmp(&b.0));
-        REJECTED
-            .iter()
-            .map(|&f| {
-                let k = (f * order.len() as f64 + 1e-9).floor() as usize;
-                let kept = &order[k.min(order.len())..];
-                let wrong = kept.iter().filter(|o| !o.1).count();
-                (f, kept.first().map_or(1.0, |o| o.0), wrong as f64 / kept.len().max(1) as f64)
-            })
-            .collect()
+        let (confidence, exact): (Vec<f32>, Vec<bool>) = self.outcomes.iter().copied().unzip();
+        crate::digits::calibrate::rejection_curve(&confidence, &exact, &REJECTED).into_iter().map(|r| (r.rejected, r.threshold as f32, r.error_rate)).collect()
     }
 
     /// The scores as one JSON object.
@@ -174,7 +172,7 @@ impl StringScores {
             "digit_accuracy": self.digit_accuracy(),
             "length_accuracy": self.length_accuracy(),
             "error_rejection": curve,
-            "confusion": self.confusion,
+            "confusion": self.confusion.confusion,
         })
     }
 }
@@ -190,17 +188,7 @@ impl fmt::Display for StringScores {
             writeln!(f, "{:>7.0}%  {t:>9.4}  {:>8.2}%", 100.0 * r, 100.0 * e)?;
         }
         writeln!(f, "confusion of aligned digits (rows: label, columns: read):")?;
-        write!(f, "     ")?;
-        for c in 0..CLASSES {
-            write!(f, "{c:>6}")?;
-        }
-        for (t, row) in self.confusion.iter().enumerate() {
-            write!(f, "\n{t:>5}")?;
-            for v in row {
-                write!(f, "{v:>6}")?;
-            }
-        }
-        Ok(())
+        write!(f, "{}", self.confusion)
     }
 }
 
