@@ -212,7 +212,7 @@ fn classify_benches(c: &mut Criterion) {
         let model = kind.spec();
         let graph = model.build(1, 3).unwrap();
         let params = graph.graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), rng.vec(s.iter().product()))).collect();
-        let ck = kiln::checkpoint::Checkpoint { model, mean: 0.13, std: 0.31, dataset: "mnist".into(), temperature: 1.0, params };
+        let ck = kiln::checkpoint::Checkpoint { model, mean: 0.13, std: 0.31, dataset: "mnist".into(), temperature: 1.0, deskew: false, params };
         let mut classifier = kiln::Classifier::new(gpu, ck, kiln::classify::DEFAULT_BATCH).unwrap();
         let mut g = c.benchmark_group("classify");
         for n in [1usize, 64, 10_000] {
@@ -236,7 +236,7 @@ fn read_benches(c: &mut Criterion) {
     let mut rng = Rng::new(6);
     let model = kiln::nn::ModelKind::Cnn.spec();
     let params = model.build(1, 3).unwrap().graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), rng.vec(s.iter().product()))).collect();
-    let ck = kiln::checkpoint::Checkpoint { model, mean: 0.13, std: 0.31, dataset: "mnist".into(), temperature: 1.0, params };
+    let ck = kiln::checkpoint::Checkpoint { model, mean: 0.13, std: 0.31, dataset: "mnist".into(), temperature: 1.0, deskew: false, params };
     let classifier = kiln::Classifier::new(gpu, ck, kiln::classify::DEFAULT_BATCH).unwrap();
     let mut reader = kiln::read::Reader::new(classifier, kiln::read::Options::default());
     let mut g = c.benchmark_group("read");

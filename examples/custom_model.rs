@@ -75,6 +75,7 @@ fn main() -> ExitCode {
         train_limit: None,
         normalisation: None,
         freeze_features: false,
+        deskew: false,
         eval_every: 1,
         progress_every: 0,
         gemm: None,

@@ -102,8 +102,6 @@ fn run(args: &Args) -> Result<(), String> {
     if let Some(dir) = &args.strings {
         return strings(args, dir);
     }
-    let preparation = args.prep.preparation();
-    let options = Options { noise: args.noise, seed: args.seed, denoise: args.prep.denoise, preparation };
     for (name, plot) in [("--plot-reliability", &args.plot_reliability), ("--plot-rejection", &args.plot_rejection)] {
         if let Some(path) = plot {
             kiln::plot::check_path(path).map_err(flag(name))?;
@@ -112,6 +110,16 @@ fn run(args: &Args) -> Result<(), String> {
     }
     // The cheap checks first: the checkpoints, the labels and the files, then the GPU.
     let checkpoints = args.model.iter().map(|m| Checkpoint::load(m).map_err(flag("--model"))).collect::<Result<Vec<_>, _>>()?;
+    // each model reads its inputs prepared as it was trained: an ensemble's must agree
+    let preparation = args.prep.preparation(&checkpoints[0]);
+    if let Some(other) = checkpoints.iter().position(|c| args.prep.preparation(c) != preparation) {
+        return Err(format!(
+            "--model: {} was trained on deskewed digits and {} was not: give --deskew or --no-deskew for the whole ensemble",
+            args.model[if preparation.deskew { 0 } else { other }].display(),
+            args.model[if preparation.deskew { other } else { 0 }].display()
+        ));
+    }
+    let options = Options { noise: args.noise, seed: args.seed, denoise: args.prep.denoise, preparation };
     let check = |dataset: &str| -> Result<(), String> {
         for (c, path) in checkpoints.iter().zip(&args.model) {
             evaluate::check_model(c, dataset).map_err(|e| format!("--model {}: {e}", path.display()))?;

@@ -86,7 +86,7 @@ fn main() -> ExitCode {
     if let Some(w) = classifier.checkpoint().dataset_warning(&["mnist", "mnist10k"]) {
         errln!("warning: {}: {w}", args.model.display());
     }
-    let preparation = args.prep.preparation();
+    let preparation = args.prep.preparation(classifier.checkpoint());
     let n = args.images.len();
     let mut failures = 0;
     // Bounded memory: a batch of images is read, prepared and classified at a time.

@@ -162,12 +162,18 @@ struct Args {
     /// With --init: train only the last layer; the features before it stay as they are
     #[arg(long, requires = "init")]
     freeze_features: bool,
+    /// Train and evaluate on deskewed digits (each image of both splits through predict's
+    /// preparation, sheared upright); the checkpoint says so, and predict, evaluate, read,
+    /// serve and the web page then deskew what they read for it. With --init: the
+    /// checkpoint's own setting
+    #[arg(long, conflicts_with = "init")]
+    deskew: bool,
 }
 
 /// The flags that define a run: with --resume they come from the run's training state.
-const RUN_FLAGS: [&str; 16] = [
+const RUN_FLAGS: [&str; 17] = [
     "dataset", "model", "epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "label_smoothing",
-    "lr_schedule", "lr_hold", "warmup", "seed", "augment", "train_limit", "kernel",
+    "lr_schedule", "lr_hold", "warmup", "seed", "augment", "train_limit", "kernel", "deskew",
 ];
 
 struct Progress {
@@ -283,6 +289,7 @@ fn setting(flag: &str, c: &TrainConfig) -> Option<String> {
         ("seed", ..) => c.seed.to_string(),
         ("augment", ..) => c.augment.to_string(),
         ("train_limit", ..) => c.train_limit?.to_string(),
+        ("deskew", ..) => c.deskew.to_string(),
         _ => return None,
     })
 }
@@ -387,6 +394,7 @@ fn check_args(args: &Args, matches: &ArgMatches) -> kiln::Result<(TrainConfig, O
         train_limit: args.train_limit,
         normalisation: init.as_ref().map(|ck| (ck.mean, ck.std)),
         freeze_features: args.freeze_features,
+        deskew: init.as_ref().map_or(args.deskew, |ck| ck.deskew),
         eval_every: if init.is_some() && !given("eval_every") { run.epochs } else { args.eval_every },
         progress_every: args.progress_every,
         gemm,
@@ -464,7 +472,7 @@ fn recipe_choice(args: &Args) -> RecipeChoice {
 /// that says so. Without: all as it was.
 fn fine_tune_data(args: &Args, gpu: &kiln::Gpu, data: kiln::data::Dataset, cfg: TrainConfig) -> kiln::Result<(kiln::data::Dataset, TrainConfig, Option<String>)> {
     let (Some(init), Some(dir), Some(labels)) = (&args.init, &args.images, &args.labels) else { return Ok((data, cfg, None)) };
-    let user = kiln::fine_tune::load_folder(gpu, dir, labels).map_err(|e| cli::for_flag("--images/--labels", e))?;
+    let user = kiln::fine_tune::load_folder(gpu, dir, labels, kiln::predict::Preparation { deskew: cfg.deskew }).map_err(|e| cli::for_flag("--images/--labels", e))?;
     let fraction = args.mix_mnist.unwrap_or(kiln::fine_tune::DEFAULT_MIX_MNIST);
     let train = kiln::fine_tune::mix(&user, &data.train, fraction, cfg.seed).map_err(|e| cli::for_flag("--mix-mnist", e))?;
     let line = format!(
@@ -550,12 +558,13 @@ fn main() -> ExitCode {
     if !args.quiet {
         outln!("adapter: {}", gpu.info().summary());
         outln!(
-            "dataset: {} from {} ({} train{}, {} test); model: {}; batch {}; {}; lr schedule: {}; label smoothing {}; augment: {}",
+            "dataset: {} from {} ({} train{}, {} test{}); model: {}; batch {}; {}; lr schedule: {}; label smoothing {}; augment: {}",
             cfg.dataset,
             data.dir.display(),
             n_train,
             if cfg.train_limit.is_some() { ", class-balanced subset (--train-limit)" } else { "" },
             data.test.len(),
+            if cfg.deskew { ", every digit prepared and deskewed" } else { "" },
             cfg.model.name(),
             batch,
             cfg.rule,
@@ -588,6 +597,7 @@ fn main() -> ExitCode {
         std,
         dataset: cfg.dataset.to_string(),
         temperature: 1.0,
+        deskew: cfg.deskew,
         params,
     };
     if let (true, Some(path)) = (args.save_every_epoch, &save) {
@@ -629,10 +639,15 @@ fn main() -> ExitCode {
         let fitted = Classifier::new(&gpu, model_checkpoint(report.params.clone(), report.mean, report.std), kiln::classify::DEFAULT_BATCH)
             .and_then(|mut c| kiln::calibrate::fit_on(&mut c, held));
         match fitted {
-            Ok(t) => {
-                temperature = t;
+            Ok(fit) => {
+                temperature = fit.temperature;
                 if !args.quiet {
-                    outln!("calibration: softmax temperature {t:.4}, fitted on the {} held-out training images", held.len());
+                    outln!(
+                        "calibration: softmax temperature {:.4}, fitted on the {} held-out training images (validation accuracy {:.2}%)",
+                        fit.temperature,
+                        held.len(),
+                        100.0 * fit.accuracy
+                    );
                 }
             }
             // the model is still saved, uncalibrated
@@ -761,6 +776,7 @@ fn json_summary(cfg: &TrainConfig, batch: usize, gpu: &kiln::Gpu, r: &TrainRepor
         "train_images": r.train_images,
         "test_images": r.test_images,
         "augment": cfg.augment,
+        "deskew": cfg.deskew,
         "seed": cfg.seed,
         "train_seconds": r.epochs.iter().map(|e| e.train_seconds + e.eval_seconds).sum::<f64>(),
         "adapter": gpu.info().name,

@@ -199,7 +199,7 @@ pub struct PreparationFlags {
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "impulse", value_name = "KIND")]
     pub denoise: Option<crate::digits::predict::Denoise>,
     /// Shear each digit upright by its second moments before fitting the box
-    /// (default: kiln::predict::DESKEW_BY_DEFAULT)
+    /// (default: as the model was trained, its checkpoint's `deskew`)
     #[arg(long, overrides_with = "no_deskew")]
     pub deskew: bool,
     /// Do not deskew
@@ -208,8 +208,9 @@ pub struct PreparationFlags {
 }
 
 impl PreparationFlags {
-    /// The preparation the flags ask for.
-    pub fn preparation(&self) -> crate::digits::predict::Preparation {
-        crate::digits::predict::Preparation::from_flags(self.deskew, self.no_deskew)
+    /// The preparation the flags ask for, else the one `checkpoint`'s model was trained with.
+    pub fn preparation(&self, checkpoint: &crate::model::checkpoint::Checkpoint) -> crate::digits::predict::Preparation {
+        use crate::digits::predict::Preparation;
+        Preparation::from_flags(self.deskew, self.no_deskew, Preparation::of(checkpoint))
     }
 }

@@ -83,10 +83,22 @@ pub fn split_logits(classifier: &mut Classifier, split: &Split) -> Result<Vec<[f
     Ok(out)
 }
 
-/// Fits the temperature of `classifier`'s checkpoint on the held-out `split`: what
-/// `train_mnist --calibrate` stores in the checkpoint.
-pub fn fit_on(classifier: &mut Classifier, split: &Split) -> Result<f32> {
-    fit_temperature(&split_logits(classifier, split)?, &split.labels)
+/// What [`fit_on`] found on a held-out split.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HeldOut {
+    /// The fitted temperature.
+    pub temperature: f32,
+    /// The fraction of the split the model reads right: a validation accuracy, for choosing
+    /// recipes without looking at the test split.
+    pub accuracy: f64,
+}
+
+/// Fits the temperature of `classifier`'s checkpoint on the held-out `split` (what
+/// `train_mnist --calibrate` stores in the checkpoint) and measures its accuracy there.
+pub fn fit_on(classifier: &mut Classifier, split: &Split) -> Result<HeldOut> {
+    let logits = split_logits(classifier, split)?;
+    let right = logits.iter().zip(&split.labels).filter(|(z, &y)| crate::digits::evaluate::argmax(&z[..]) == y as usize).count();
+    Ok(HeldOut { temperature: fit_temperature(&logits, &split.labels)?, accuracy: right as f64 / split.len().max(1) as f64 })
 }
 
 /// Probabilities read at temperature `from` re-read at `to`: softmax(from/to · log p), since

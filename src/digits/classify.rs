@@ -56,7 +56,7 @@ enum Output {
 ///         (name.to_string(), shape.to_vec(), values)
 ///     })
 ///     .collect();
-/// let checkpoint = Checkpoint { model, mean: 0.1307, std: 0.3081, dataset: "mnist".into(), temperature: 1.0, params };
+/// let checkpoint = Checkpoint { model, mean: 0.1307, std: 0.3081, dataset: "mnist".into(), temperature: 1.0, deskew: false, params };
 /// let path = std::env::temp_dir().join(format!("kiln-doc-classify-{}.safetensors", std::process::id()));
 /// checkpoint.save(&path)?;
 ///

@@ -250,8 +250,9 @@ pub struct Options {
     pub seed: u64,
     /// A GPU 3x3 median filter ([`predict::denoise`]) after the noise.
     pub denoise: Option<predict::Denoise>,
-    /// The optional steps of [`predict::to_mnist_with`] for folder images (a dataset's
-    /// images are already prepared).
+    /// The optional steps of [`predict::to_mnist_with`]: folder images are prepared with
+    /// them, a dataset's images (prepared as MNIST's are) only when they differ from the
+    /// default ([`predict::prepare_mnist`], as `train_mnist --deskew` trains).
     pub preparation: predict::Preparation,
 }
 
@@ -322,6 +323,10 @@ pub fn evaluate_split(classifier: &mut Ensemble, gpu: &Gpu, split: &Split, optio
         }
         if let Some(kind) = options.denoise {
             images = predict::denoise_many(gpu, &images, kind)?;
+        }
+        if options.preparation != predict::Preparation::default() {
+            // a deskewing model was trained on digits put through the preparation
+            images = images.into_iter().map(|img| predict::prepare_mnist(img, &options.preparation)).collect::<Result<_>>()?;
         }
         answers.add(classifier.classify(&images)?, split.labels[start..end].iter().copied());
     }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::digits::data::idx::Images;
 use crate::digits::data::mnist::Split;
 use crate::digits::evaluate::{self, Options};
+use crate::digits::predict::Preparation;
 use crate::runtime::gpu::Gpu;
 use crate::{Error, Result};
 
@@ -24,16 +25,17 @@ pub const DEFAULT_MIX_MNIST: f64 = 0.5;
 pub const BATCH: usize = 32;
 
 /// The labelled images of folder `dir` (`labels`: `NAME LABEL` per line), each prepared as
-/// `predict` and `evaluate --images` prepare it: the 28x28 digits the model will see. An
+/// `predict` and `evaluate --images` prepare it for the model (`preparation`, as [`Preparation::of`]
+/// its checkpoint says): the 28x28 digits the model will see. An
 /// image that cannot be read or holds no ink fails the whole folder, after the others are
 /// read so that the error counts them (as `evaluate` does).
-pub fn load_folder(gpu: &Gpu, dir: &Path, labels: &Path) -> Result<Split> {
+pub fn load_folder(gpu: &Gpu, dir: &Path, labels: &Path, preparation: Preparation) -> Result<Split> {
     let entries = evaluate::read_labels(labels)?;
     let files: Vec<(PathBuf, u8)> = evaluate::resolve(dir, labels, &entries)?;
     let mut pixels = Vec::with_capacity(files.len() * 784);
     let mut failures = Vec::new();
     for (i, (path, _)) in files.iter().enumerate() {
-        match evaluate::prepare(gpu, path, i, &Options::default()) {
+        match evaluate::prepare(gpu, path, i, &Options { preparation, ..Options::default() }) {
             Ok(img) => pixels.extend_from_slice(img.as_raw()),
             Err(e) => failures.push(e.to_string()),
         }

@@ -13,7 +13,10 @@ use image::{imageops, GrayImage, Luma};
 
 use crate::base::files;
 use crate::kernels::data::{impulse_median3x3, median3x3};
+use crate::digits::data::idx::Images;
+use crate::digits::data::mnist::Split;
 use crate::digits::morphology;
+use crate::model::checkpoint::Checkpoint;
 use crate::{DType, Error, Gpu, Result, Tensor};
 
 /// Loads an image file as 8-bit grayscale, white ink on a dark background. Transparency
@@ -241,31 +244,69 @@ pub fn to_mnist_with(gray: &GrayImage, path: &Path, preparation: &Preparation) -
     Ok(stages(gray, path, preparation)?.digit)
 }
 
-/// The optional steps of [`to_mnist`]. `Preparation::default()` is what predict, evaluate,
-/// explain and the web page use unless told otherwise.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The optional steps of [`to_mnist`]. A model reads its inputs prepared as its training
+/// digits were: [`Preparation::of`] its checkpoint is what predict, evaluate, read, serve,
+/// explain and the web page use unless told otherwise; `Preparation::default()` deskews
+/// nothing (MNIST's digits as they come).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Preparation {
     /// Shear the digit upright by its second moments ([`deskew`]) before fitting the box.
     pub deskew: bool,
 }
 
-impl Default for Preparation {
-    fn default() -> Preparation {
-        Preparation { deskew: DESKEW_BY_DEFAULT }
-    }
-}
-
 impl Preparation {
+    /// The preparation `checkpoint`'s model was trained with (its `deskew` metadata).
+    pub fn of(checkpoint: &Checkpoint) -> Preparation {
+        Preparation { deskew: checkpoint.deskew }
+    }
+
     /// The preparation a command line asks for: `--deskew` or `--no-deskew` (the last one
-    /// given wins, so at most one is set), else the default.
-    pub fn from_flags(deskew: bool, no_deskew: bool) -> Preparation {
-        let default = Preparation::default();
+    /// given wins, so at most one is set), else `default` (the model's, [`Preparation::of`]).
+    pub fn from_flags(deskew: bool, no_deskew: bool, default: Preparation) -> Preparation {
         Preparation { deskew: if deskew { true } else if no_deskew { false } else { default.deskew } }
     }
 }
 
-/// Whether [`Preparation::default`] deskews: see ARCHITECTURE.md for the measurements that decide it.
-pub const DESKEW_BY_DEFAULT: bool = false;
+/// An MNIST-format image (28x28, white ink on black, a dataset's) prepared as
+/// [`to_mnist_with`] prepares a photo; with no ink to prepare, as it is.
+pub fn prepare_mnist(digit: GrayImage, preparation: &Preparation) -> Result<GrayImage> {
+    match to_mnist_with(&digit, Path::new("a dataset image"), preparation) {
+        Ok(prepared) => Ok(prepared),
+        Err(Error::File { .. }) => Ok(digit),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every image of an MNIST-format `split` (28x28, white ink on black) prepared as
+/// [`to_mnist_with`] prepares a photo: what `train_mnist --deskew` trains on, and what a
+/// model trained so is evaluated on. An image with no ink to prepare is kept as it is. The
+/// images are shared among the machine's cores.
+pub fn prepare_split(split: &Split, preparation: &Preparation) -> Result<Split> {
+    let (rows, cols) = (split.images.rows as u32, split.images.cols as u32);
+    if rows != 28 || cols != 28 {
+        return Err(Error::shape("prepare_split", format!("{rows}x{cols} images: expected MNIST's 28x28")));
+    }
+    let per = (rows * cols) as usize;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = split.len().div_ceil(threads).max(1) * per;
+    let mut pixels = split.images.pixels.clone();
+    std::thread::scope(|s| {
+        let jobs: Vec<_> = pixels
+            .chunks_mut(chunk)
+            .map(|part| {
+                s.spawn(move || -> Result<()> {
+                    for img in part.chunks_exact_mut(per) {
+                        let gray = GrayImage::from_raw(cols, rows, img.to_vec()).expect("a whole image");
+                        img.copy_from_slice(prepare_mnist(gray, preparation)?.as_raw());
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        jobs.into_iter().try_for_each(|j| j.join().expect("a preparation thread panicked"))
+    })?;
+    Ok(Split { images: Images { pixels, ..split.images.clone() }, labels: split.labels.clone() })
+}
 
 /// Each stage of [`to_mnist`] for one image, as `predict --dump-preprocessed` shows them.
 #[derive(Clone, Debug)]

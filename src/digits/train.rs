@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::digits::data::mnist::{Dataset, DatasetKind, Split};
+use crate::digits::predict;
 use crate::digits::trainer::Evaluator;
 pub use crate::digits::trainer::{epoch_seed, StepReport, Trainer};
 pub use crate::kernels::data::Augment;
@@ -66,6 +67,11 @@ pub struct TrainConfig {
     /// layers before it keep their values.
     #[serde(default)]
     pub freeze_features: bool,
+    /// Train (and evaluate) on deskewed digits: [`load_dataset`] puts every image of both
+    /// splits through `predict`'s preparation with deskewing ([`predict::prepare_split`]),
+    /// and the checkpoint says so, so that the front ends deskew what they read for it.
+    #[serde(default)]
+    pub deskew: bool,
     /// Evaluate on the test split after every this many epochs and after the last
     /// (0 or 1: every epoch); an epoch not evaluated reports NaN test figures.
     #[serde(skip)]
@@ -527,7 +533,13 @@ pub fn load_dataset(cfg: &TrainConfig) -> Result<Dataset> {
     } else {
         Dataset::load(cfg.dataset, dir)?
     };
-    Ok(ds)
+    if !cfg.deskew {
+        return Ok(ds);
+    }
+    let preparation = predict::Preparation { deskew: true };
+    let train = predict::prepare_split(&ds.train, &preparation)?;
+    let test = predict::prepare_split(&ds.test, &preparation)?;
+    Ok(Dataset { train, test, ..ds })
 }
 
 /// Trains `cfg.model` on `data` and evaluates after every epoch.

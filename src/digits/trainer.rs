@@ -322,7 +322,7 @@ impl<'g> Trainer<'g> {
     /// The model as it stands, as a checkpoint (`dataset`: the config's).
     pub async fn checkpoint_async(&self) -> Result<Checkpoint> {
         let params = self.executor.read_model_async().await?;
-        Ok(Checkpoint { model: self.cfg.model.clone(), mean: self.mean, std: self.std, dataset: self.cfg.dataset.to_string(), temperature: 1.0, params })
+        Ok(Checkpoint { model: self.cfg.model.clone(), mean: self.mean, std: self.std, dataset: self.cfg.dataset.to_string(), temperature: 1.0, deskew: self.cfg.deskew, params })
     }
 
     /// [`Trainer::checkpoint_async`], waiting.

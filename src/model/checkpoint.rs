@@ -26,7 +26,7 @@ pub use crate::graph::NamedTensors;
 /// let model = ModelKind::Mlp.spec();
 /// let graph = model.build(1, 7).unwrap();
 /// let params = graph.graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), vec![0.5; s.iter().product()])).collect();
-/// let ck = Checkpoint { model, mean: 0.1307, std: 0.3081, dataset: "mnist".into(), temperature: 1.0, params };
+/// let ck = Checkpoint { model, mean: 0.1307, std: 0.3081, dataset: "mnist".into(), temperature: 1.0, deskew: false, params };
 /// let path = std::env::temp_dir().join(format!("kiln-doc-{}.safetensors", std::process::id()));
 /// ck.save(&path).unwrap();
 /// assert_eq!(Checkpoint::load(&path).unwrap(), ck); // the model comes back from the file alone
@@ -46,6 +46,10 @@ pub struct Checkpoint {
     /// The softmax temperature its probabilities are read with: 1 until one is fitted on
     /// held-out data (`digits::calibrate`), when confidences then mean what they say.
     pub temperature: f32,
+    /// Its inputs are sheared upright by their second moments before they are fitted to the
+    /// box (`digits::predict::deskew`): it was trained on deskewed digits, and the front
+    /// ends prepare what they read for it the same way unless told otherwise.
+    pub deskew: bool,
     /// The model's tensors with PyTorch's names: parameters, then state.
     pub params: NamedTensors,
 }
@@ -166,6 +170,9 @@ impl Checkpoint {
             ("dataset", self.dataset.clone()),
             ("temperature", self.temperature.to_string()),
         ];
+        // written only when set: a checkpoint that reads digits as they come keeps its bytes
+        let deskew = self.deskew.then(|| ("deskew", "true".to_string()));
+        let meta: Vec<_> = meta.into_iter().chain(deskew).collect();
         encode_tensors(path, &self.params, &meta)
     }
 
@@ -227,6 +234,11 @@ impl Checkpoint {
             None => 1.0,
         };
         crate::kernels::softmax::check_temperature(temperature).map_err(|e| bad(e.to_string()))?;
+        let deskew = match meta.get("deskew").map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => return Err(bad(format!("deskew: {other:?}, expected true or false"))),
+        };
         if !mean.is_finite() || !std.is_finite() || std <= 0.0 {
             return Err(bad(format!("input normalisation mean {mean}, std {std}: expected finite values and std > 0")));
         }
@@ -235,7 +247,7 @@ impl Checkpoint {
                 return Err(bad(format!("tensor '{name}' holds {} at index {i}: the weights are not usable", values[i])));
             }
         }
-        Ok(Checkpoint { model, mean, std, dataset: meta.get("dataset").cloned().unwrap_or_default(), temperature, params })
+        Ok(Checkpoint { model, mean, std, dataset: meta.get("dataset").cloned().unwrap_or_default(), temperature, deskew, params })
     }
 
     /// A warning when this checkpoint was trained on another dataset than `expected`

@@ -14,7 +14,7 @@ use crate::common::example;
 fn mlp_checkpoint() -> Checkpoint {
     let model = ModelKind::Mlp.build(1, 3).unwrap();
     let params = model.graph.params().iter().enumerate().map(|(i, (_, n, s))| (n.to_string(), s.to_vec(), vec![i as f32; s.iter().product()])).collect();
-    Checkpoint { model: ModelKind::Mlp.spec(), mean: 0.13, std: 0.31, dataset: "mnist10k".into(), temperature: 1.0, params }
+    Checkpoint { model: ModelKind::Mlp.spec(), mean: 0.13, std: 0.31, dataset: "mnist10k".into(), temperature: 1.0, deskew: false, params }
 }
 
 #[test]

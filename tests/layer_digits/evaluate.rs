@@ -277,7 +277,7 @@ fn evaluate_noise_is_seeded() {
 fn mlp_checkpoint(dataset: &str) -> Checkpoint {
     let model = ModelKind::Mlp.build(1, 3).unwrap();
     let params = model.graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), vec![0.01; s.iter().product()])).collect();
-    Checkpoint { model: ModelKind::Mlp.spec(), mean: 0.13, std: 0.31, dataset: dataset.into(), temperature: 1.0, params }
+    Checkpoint { model: ModelKind::Mlp.spec(), mean: 0.13, std: 0.31, dataset: dataset.into(), temperature: 1.0, deskew: false, params }
 }
 
 #[test]
@@ -300,7 +300,7 @@ fn evaluate_refuses_bad_input_with_exit_code_2() {
     let wide = dir.join("wide.safetensors");
     let spec = Model { name: "wide".into(), input: [1, 32, 32], layers: Sequential::new().add("flatten", Flatten).add("fc", Linear::new(1024, 10)) };
     let params = spec.build(1, 0).unwrap().graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), vec![0.01; s.iter().product()])).collect();
-    Checkpoint { model: spec, mean: 0.1, std: 0.3, dataset: "mnist".into(), temperature: 1.0, params }.save(&wide).unwrap();
+    Checkpoint { model: spec, mean: 0.1, std: 0.3, dataset: "mnist".into(), temperature: 1.0, deskew: false, params }.save(&wide).unwrap();
     let missing = file("missing.txt", "0000.png 7\nnope.png 3\n");
     let out_of_range = file("range.txt", "0000.png 7\n0001.png 12\n");
     let malformed = file("malformed.txt", "0000.png 7\n\n0001.png\n");

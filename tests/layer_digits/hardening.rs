@@ -37,7 +37,7 @@ fn train_cmd(extra: &[&str]) -> Command {
 fn mlp_checkpoint(mean: f32, std: f32, dataset: &str) -> Checkpoint {
     let model = ModelKind::Mlp.build(1, 3).unwrap();
     let params = model.graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), vec![0.01; s.iter().product()])).collect();
-    Checkpoint { model: ModelKind::Mlp.spec(), mean, std, dataset: dataset.into(), temperature: 1.0, params }
+    Checkpoint { model: ModelKind::Mlp.spec(), mean, std, dataset: dataset.into(), temperature: 1.0, deskew: false, params }
 }
 
 /// A dark digit-like stroke on light paper.

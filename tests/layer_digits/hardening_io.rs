@@ -129,7 +129,7 @@ fn two_ones(dir: &Path, labels: &str) -> (PathBuf, PathBuf) {
 /// A checkpoint of `kind` with constant weights, said to be trained on `dataset`.
 fn checkpoint(kind: ModelKind, dataset: &str, path: &Path) {
     let params = kind.build(1, 0).unwrap().graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), vec![0.01; s.iter().product()])).collect();
-    Checkpoint { model: kind.spec(), mean: 0.13, std: 0.31, dataset: dataset.into(), temperature: 1.0, params }.save(path).unwrap();
+    Checkpoint { model: kind.spec(), mean: 0.13, std: 0.31, dataset: dataset.into(), temperature: 1.0, deskew: false, params }.save(path).unwrap();
 }
 
 // 12. A labels file may start with a UTF-8 BOM; an entry that is not an image file is named

@@ -110,7 +110,7 @@ fn random_mlp(seed: u64) -> Checkpoint {
             (name.to_string(), shape.to_vec(), rng.vec(n).iter().map(|v| 0.1 * v).collect())
         })
         .collect();
-    Checkpoint { model, mean: 0.1307, std: 0.3081, dataset: "mnist".into(), temperature: 1.0, params }
+    Checkpoint { model, mean: 0.1307, std: 0.3081, dataset: "mnist".into(), temperature: 1.0, deskew: false, params }
 }
 
 /// A few 28x28 digits with random ink: the models' answers differ on them.
@@ -176,3 +176,94 @@ fn evaluate_takes_several_models() {
     assert_eq!(json["models"].as_array().map(|m| m.len()), Some(2), "{json}");
     assert_eq!(json["total"], 5);
 }
+
+/// Digits slanted as a fast writer slants them: MNIST-like strokes sheared to the right.
+fn slanted_digits(dir: &Path) -> std::path::PathBuf {
+    let mut labels = String::new();
+    for i in 0..4u32 {
+        let lean = 8.0 + 3.0 * i as f64;
+        let img = stroke(60, (30.0 - lean, 50.0), (30.0 + lean, 10.0), 5.0);
+        img.save(dir.join(format!("{i}.png"))).unwrap();
+        labels.push_str(&format!("{i}.png 1\n"));
+    }
+    std::fs::write(dir.join("labels.txt"), labels).unwrap();
+    dir.join("labels.txt")
+}
+
+#[test]
+fn a_deskewing_checkpoint_says_so_and_its_inputs_are_deskewed_unless_told_otherwise() {
+    let dir = common::scratch("preparation", "deskewing-checkpoint");
+    let (plain, skewed) = (dir.join("plain.safetensors"), dir.join("skewed.safetensors"));
+    random_mlp(1).save(&plain).unwrap();
+    Checkpoint { deskew: true, ..random_mlp(1) }.save(&skewed).unwrap();
+    assert!(Checkpoint::load(&skewed).unwrap().deskew && !Checkpoint::load(&plain).unwrap().deskew);
+    assert_eq!(Preparation::of(&Checkpoint::load(&skewed).unwrap()), DESKEW);
+    // the metadata is written only when set: a plain checkpoint keeps the bytes it had
+    assert!(!String::from_utf8_lossy(&std::fs::read(&plain).unwrap()[..400]).contains("deskew"));
+    // a value that is neither true nor false is refused, naming the file
+    let bytes = std::fs::read(&skewed).unwrap();
+    let at = bytes.windows(10).position(|w| w == b"\"deskew\":\"").unwrap() + 10;
+    let mut bad = bytes.clone();
+    bad[at..at + 4].copy_from_slice(b"yes!");
+    let e = Checkpoint::from_bytes(&bad, &skewed).err().expect("refused").to_string();
+    assert!(e.contains("skewed.safetensors") && e.contains("deskew"), "{e}");
+
+    let labels = slanted_digits(&dir);
+    let evaluate = |extra: &[&str]| {
+        let out = Command::new(common::example("evaluate")).args(extra).arg("--images").arg(&dir).arg("--labels").arg(&labels).arg("--json").output().unwrap();
+        let (code, stdout, stderr) = common::text(&out);
+        (code, stdout.lines().last().and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok()), stderr)
+    };
+    let m = |p: &Path| p.to_str().unwrap().to_string();
+    for (args, deskewed) in [
+        (vec!["--model".to_string(), m(&skewed)], true),
+        (vec!["--model".to_string(), m(&skewed), "--no-deskew".into()], false),
+        (vec!["--model".to_string(), m(&plain)], false),
+        (vec!["--model".to_string(), m(&plain), "--deskew".into()], true),
+        (vec!["--model".to_string(), m(&plain), "--model".into(), m(&skewed), "--deskew".into()], true),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, json, stderr) = evaluate(&args);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        assert_eq!(json.expect("json")["deskew"], deskewed, "{args:?}");
+    }
+    // an ensemble whose members were prepared differently needs to be told which
+    let (code, _, stderr) = evaluate(&["--model", &m(&plain), "--model", &m(&skewed)]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("skewed.safetensors") && stderr.contains("--no-deskew"), "{stderr}");
+}
+
+#[test]
+fn train_mnist_deskew_trains_on_prepared_digits_and_its_checkpoint_says_so() {
+    // the library's preparation of a split is to_mnist_with of each digit
+    let data = kiln::data::Dataset::load(kiln::data::DatasetKind::Mnist10k, Some(Path::new(DATA))).unwrap();
+    let few = data.test.split_at(16).0;
+    let prepared = predict::prepare_split(&few, &DESKEW).unwrap();
+    for i in 0..16 {
+        let digit = GrayImage::from_raw(28, 28, few.images.image(i).unwrap().to_vec()).unwrap();
+        let own = predict::to_mnist_with(&digit, Path::new("d"), &DESKEW).unwrap();
+        assert_eq!(prepared.images.image(i).unwrap(), own.as_raw().as_slice(), "digit {i}");
+    }
+    assert_eq!(prepared.labels, few.labels);
+    assert_ne!(prepared.images, few.images, "deskewing changed nothing: the test would not see it");
+
+    let dir = common::scratch("preparation", "train-deskew");
+    let save = dir.join("d.safetensors");
+    let out = Command::new(common::example("train_mnist"))
+        .args(["--dataset", "mnist10k", "--data-dir", DATA, "--model", "mlp", "--epochs", "1", "--train-limit", "500", "--calibrate", "500", "--deskew"])
+        .args(["--save", save.to_str().unwrap()])
+        .env("KILN_AUTOTUNE", "off")
+        .output()
+        .unwrap();
+    let (code, stdout, err) = common::text(&out);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("every digit prepared and deskewed") && stdout.contains("validation accuracy"), "{stdout}");
+    assert!(Checkpoint::load(&save).unwrap().deskew);
+    // fine-tuning keeps its checkpoint's preparation; --deskew does not go with --init
+    let out = Command::new(common::example("train_mnist")).args(["--init", save.to_str().unwrap(), "--images", ".", "--labels", "x", "--deskew"]).output().unwrap();
+    let (code, _, err) = common::text(&out);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--deskew") && err.contains("--init"), "{err}");
+}
+
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist");

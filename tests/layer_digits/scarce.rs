@@ -145,6 +145,7 @@ fn a_train_state_from_before_train_limit_still_loads() {
         train_limit: Some(100),
         normalisation: None,
         freeze_features: false,
+        deskew: false,
         eval_every: 1,
         progress_every: 0,
         gemm: None,

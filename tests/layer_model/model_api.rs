@@ -61,7 +61,7 @@ fn resume_refuses_run_flags_and_a_missing_state() {
     let ck = dir.join("m.safetensors");
     let model = ModelKind::Mlp.build(1, 3).unwrap();
     let params = model.graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), vec![0.01; s.iter().product()])).collect();
-    Checkpoint { model: ModelKind::Mlp.spec(), mean: 0.13, std: 0.31, dataset: "mnist10k".into(), temperature: 1.0, params }.save(&ck).unwrap();
+    Checkpoint { model: ModelKind::Mlp.spec(), mean: 0.13, std: 0.31, dataset: "mnist10k".into(), temperature: 1.0, deskew: false, params }.save(&ck).unwrap();
     let out = train(&["--resume", ck.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no training state"), "{}", String::from_utf8_lossy(&out.stderr));
@@ -95,7 +95,7 @@ fn a_checkpoint_describes_its_model_and_must_match_it() {
     let params: kiln::graph::NamedTensors =
         graph.graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), vec![0.5; s.iter().product()])).collect();
     let path = dir.join("m.safetensors");
-    let ck = Checkpoint { model: model.clone(), mean: 0.1, std: 0.3, dataset: "mnist10k".into(), temperature: 1.0, params };
+    let ck = Checkpoint { model: model.clone(), mean: 0.1, std: 0.3, dataset: "mnist10k".into(), temperature: 1.0, deskew: false, params };
     ck.save(&path).unwrap();
     assert_eq!(Checkpoint::load(&path).unwrap(), ck, "the description round-trips");
 
@@ -190,7 +190,7 @@ fn the_classifier_folds_batchnorm_and_keeps_the_probabilities() {
         };
         tensors.push((name.to_string(), shape.to_vec(), values));
     }
-    let ck = Checkpoint { model: model.clone(), mean: 0.1, std: 0.3, dataset: "mnist10k".into(), temperature: 1.0, params: tensors };
+    let ck = Checkpoint { model: model.clone(), mean: 0.1, std: 0.3, dataset: "mnist10k".into(), temperature: 1.0, deskew: false, params: tensors };
     let images = rng.vec(5 * 64);
     let folded = kiln::Classifier::new(gpu, ck.clone(), 4).unwrap().classify_tensor(&images).unwrap();
     let inference = model.build_inference(5).unwrap();
@@ -245,7 +245,7 @@ fn a_checkpoint_describing_100000_layers_is_refused_before_the_gpu_sees_it() {
     let spec = Model::new("shallow", Sequential::new().add("flatten", Flatten).add("fc1", Linear::new(784, 10)).add("relu0", ReLU));
     let params: kiln::graph::NamedTensors = spec.build(1, 3).unwrap().graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), vec![0.1; s.iter().product()])).collect();
     let ck = scratch("deep").join("deep.safetensors");
-    Checkpoint { model, mean: 0.13, std: 0.31, dataset: "mnist10k".into(), temperature: 1.0, params }.save(&ck).unwrap();
+    Checkpoint { model, mean: 0.13, std: 0.31, dataset: "mnist10k".into(), temperature: 1.0, deskew: false, params }.save(&ck).unwrap();
     let out = common::output_within(
         Command::new(example("predict")).args(["--model", ck.to_str().unwrap(), "no-such-image.png"]),
         Duration::from_secs(60),

@@ -116,7 +116,7 @@ fn random_tensors(graph: &Graph, seed: u64) -> kiln::graph::NamedTensors {
 
 fn random_checkpoint_of(model: kiln::nn::Model, seed: u64) -> Checkpoint {
     let params = random_tensors(&model.build(1, 0).unwrap().graph, seed);
-    Checkpoint { model, mean: 0.1307, std: 0.3081, dataset: "mnist10k".into(), temperature: 1.0, params }
+    Checkpoint { model, mean: 0.1307, std: 0.3081, dataset: "mnist10k".into(), temperature: 1.0, deskew: false, params }
 }
 
 /// Dims of a ValueInfoProto: a symbolic dimension as its name, others as numbers.

@@ -256,6 +256,7 @@ impl Training {
             train_limit: None,
             normalisation: None,
             freeze_features: false,
+            deskew: false,
             eval_every: 1,
             progress_every: 0,
             // the heuristic choice: autotuning times variants with blocking waits

@@ -98,7 +98,7 @@ impl Reading {
 ///     .into_iter()
 ///     .map(|(_, name, shape)| (name.to_string(), shape.to_vec(), rng.vec(shape.iter().product()).iter().map(|v| 0.05 * v).collect()))
 ///     .collect();
-/// let checkpoint = Checkpoint { model, mean: 0.1307, std: 0.3081, dataset: "mnist".into(), temperature: 1.0, params };
+/// let checkpoint = Checkpoint { model, mean: 0.1307, std: 0.3081, dataset: "mnist".into(), temperature: 1.0, deskew: false, params };
 /// let mut reader = Reader::new(Classifier::new(gpu, checkpoint, 64)?, Options { reject: 0.5 });
 ///
 /// // A field of three bars, white ink on black (as predict::load_gray gives any photo).
