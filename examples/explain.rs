@@ -130,7 +130,12 @@ fn strings(args: &Args, dir: &Path, checkpoint: Checkpoint) -> Result<(), String
     let files = score::resolve_strings(dir, labels, &entries).map_err(|e| format!("--strings/--labels: {e}"))?;
     let gpu = kiln::Gpu::new().map_err(|e| e.to_string())?;
     let title = format!("{} trained on {} ({}), fields of {}", checkpoint.model.name, checkpoint.dataset, args.model.display(), dir.display());
-    let summary = explain_strings(&gpu, checkpoint, &files, args.count as usize, &args.out, &title).map_err(|e| cli::for_flag("--out", e).to_string())?;
+    let summary = explain_strings(&gpu, checkpoint, &files, args.count as usize, &args.out, &title)
+        // an image that cannot be read names itself; a file of the report names --out
+        .map_err(|e| match e {
+            kiln::Error::File { ref path, .. } if path.starts_with(&args.out) => cli::for_flag("--out", e).to_string(),
+            e => e.to_string(),
+        })?;
     let index = summary.files.last().expect("index.html is written");
     if args.json {
         let mut json = serde_json::to_value(&summary).map_err(|e| e.to_string())?;
