@@ -11,9 +11,11 @@
 //! [`deletion_test`] measures whether the saliency is faithful: deleting (zeroing) the k
 //! most salient pixels must lower the class probability more than deleting k random
 //! pixels. [`report`] draws all of it, with the misclassified gallery and the confusion
-//! matrix, as one HTML page.
+//! matrix, as one HTML page. [`strings`] does the same for misread digit strings: the
+//! segmentation [`crate::digits::read::Reader`] chose and each digit's saliency.
 
 pub mod report;
+pub mod strings;
 
 use crate::model::checkpoint::Checkpoint;
 use crate::digits::classify::{node_named, CLASSES};

@@ -52,19 +52,19 @@ fn predictions(probs: &[[f32; CLASSES]]) -> Vec<usize> {
 }
 
 /// An RGB canvas.
-struct Canvas {
-    w: usize,
-    h: usize,
-    rgb: Vec<u8>,
+pub(super) struct Canvas {
+    pub(super) w: usize,
+    pub(super) h: usize,
+    pub(super) rgb: Vec<u8>,
 }
 
 impl Canvas {
-    fn new(w: usize, h: usize, background: u8) -> Canvas {
+    pub(super) fn new(w: usize, h: usize, background: u8) -> Canvas {
         Canvas { w, h, rgb: vec![background; w * h * 3] }
     }
 
     /// Draws a `(h, w)` plane of colours at (x, y), each pixel a `scale` x `scale` block.
-    fn blit(&mut self, x: usize, y: usize, (h, w): (usize, usize), scale: usize, colour: impl Fn(usize) -> [u8; 3]) {
+    pub(super) fn blit(&mut self, x: usize, y: usize, (h, w): (usize, usize), scale: usize, colour: impl Fn(usize) -> [u8; 3]) {
         for py in 0..h * scale {
             for px in 0..w * scale {
                 let c = colour((py / scale) * w + px / scale);
@@ -74,7 +74,7 @@ impl Canvas {
         }
     }
 
-    fn save(&self, path: &Path) -> Result<()> {
+    pub(super) fn save(&self, path: &Path) -> Result<()> {
         write_png(path, &self.rgb, (self.w as u32, self.h as u32), image::ExtendedColorType::Rgb8)
     }
 }
@@ -99,21 +99,21 @@ fn diverging(t: f32) -> [u8; 3] {
 
 /// `heat` over a gray digit: the digit darkened to a quarter, the heat colour mixed in
 /// with weight = the heat.
-fn overlay(gray: u8, heat: f32) -> [u8; 3] {
+pub(super) fn overlay(gray: u8, heat: f32) -> [u8; 3] {
     let base = gray as f32 * 0.25;
     let h = hot(heat);
     std::array::from_fn(|i| (base * (1.0 - heat) + h[i] as f32 * heat).round() as u8)
 }
 
 /// |v| scaled by its 99th percentile into [0, 1] (one hot pixel does not wash out the map).
-fn normalise_abs(v: &[f32]) -> Vec<f32> {
+pub(super) fn normalise_abs(v: &[f32]) -> Vec<f32> {
     let mut sorted: Vec<f32> = v.iter().map(|x| x.abs()).collect();
     sorted.sort_by(f32::total_cmp);
     let top = sorted[((sorted.len() - 1) as f64 * 0.99) as usize].max(f32::MIN_POSITIVE);
     v.iter().map(|x| (x.abs() / top).min(1.0)).collect()
 }
 
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
@@ -347,6 +347,13 @@ the table gives the mean drop of the predicted class's probability. A faithful m
         html.push_str("</tr>\n");
     }
     html.push_str("</table>\n<p>Made by kiln's <code>explain</code> example.</p>\n</body></html>\n");
+    write_page(dir, earlier, pictures, &html)
+}
+
+/// Writes a page's PNGs, `index.html` and [`MANIFEST`] into `dir` (created if missing),
+/// every target checked before the first write (`earlier`: from [`check_dir`]); returns the
+/// files written but the manifest, `index.html` last.
+pub(super) fn write_page(dir: &Path, earlier: Vec<String>, pictures: Vec<(String, Canvas)>, html: &str) -> Result<Vec<PathBuf>> {
     let index = "index.html";
     check_targets(dir, pictures.iter().map(|(n, _)| n.as_str()).chain([index]), &earlier)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::file(dir, format!("cannot create the report's directory: {e}")))?;
