@@ -76,6 +76,9 @@ pub fn digits(data_dir: &Path, n: usize, model: &Path) -> Result<Vec<Digit>> {
     let find = |name: &str| crate::digits::data::mnist::find_file(data_dir, name).ok_or_else(|| Error::file(data_dir, format!("--data-dir: no {name} (MNIST's test split) here")));
     let split = Split::read(&find("t10k-images-idx3-ubyte.gz")?, &find("t10k-labels-idx1-ubyte.gz")?, 9).map_err(|e| Error::file(data_dir, e.to_string()))?;
     let n = n.min(split.len());
+    let gpu = Gpu::new()?;
+    let mut classifier = Classifier::load(&gpu, model)?;
+    let preparation = predict::Preparation::of(classifier.checkpoint());
     let mut pngs = Vec::with_capacity(n);
     let mut prepared = Vec::with_capacity(n);
     for i in 0..n {
@@ -83,11 +86,10 @@ pub fn digits(data_dir: &Path, n: usize, model: &Path) -> Result<Vec<Digit>> {
         let mut png = Vec::new();
         img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).map_err(|e| Error::unsupported("loadgen", format!("encoding a PNG: {e}")))?;
         let name = format!("test digit {i}");
-        prepared.push(predict::to_mnist(&predict::load_gray_bytes(&png, Path::new(&name))?, Path::new(&name))?);
+        prepared.push(predict::to_mnist_with(&predict::load_gray_bytes(&png, Path::new(&name))?, Path::new(&name), &preparation)?);
         pngs.push(png);
     }
-    let gpu = Gpu::new()?;
-    let probs = Classifier::load(&gpu, model)?.classify(&prepared)?;
+    let probs = classifier.classify(&prepared)?;
     Ok(pngs
         .into_iter()
         .zip(probs)

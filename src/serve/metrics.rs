@@ -52,7 +52,8 @@ struct Inner {
     gpu_seconds: Histogram,
     read_seconds: Histogram,
     fields_read: u64,
-    model: (String, String),
+    /// Name, checkpoint SHA-256, and whether its inputs are deskewed.
+    model: (String, String, bool),
     reloads: BTreeMap<&'static str, u64>,
 }
 
@@ -92,8 +93,14 @@ impl Metrics {
     }
 
     /// The model now served.
-    pub fn set_model(&self, name: &str, sha256: &str) {
-        self.with(|m| m.model = (name.to_string(), sha256.to_string()));
+    pub fn set_model(&self, loaded: &super::worker::Loaded) {
+        self.with(|m| m.model = (loaded.name.clone(), loaded.sha256.clone(), loaded.checkpoint.deskew));
+    }
+
+    /// How the model now served wants its inputs prepared (a request prepared while a
+    /// reload swaps models is prepared for the one served when it was admitted).
+    pub fn preparation(&self) -> crate::digits::predict::Preparation {
+        crate::digits::predict::Preparation { deskew: self.with(|m| m.model.2) }
     }
 
     /// A reload ended (`ok` or `failed`).
@@ -129,8 +136,8 @@ impl Metrics {
             for (outcome, n) in &m.reloads {
                 let _ = writeln!(out, "kiln_reloads_total{{outcome=\"{outcome}\"}} {n}");
             }
-            out.push_str("# HELP kiln_model_info The model served: its name and the checkpoint file's SHA-256.\n# TYPE kiln_model_info gauge\n");
-            let _ = writeln!(out, "kiln_model_info{{model=\"{}\",sha256=\"{}\"}} 1", m.model.0, m.model.1);
+            out.push_str("# HELP kiln_model_info The model served: its name, the checkpoint file's SHA-256, and whether its inputs are deskewed.\n# TYPE kiln_model_info gauge\n");
+            let _ = writeln!(out, "kiln_model_info{{model=\"{}\",sha256=\"{}\",deskew=\"{}\"}} 1", m.model.0, m.model.1, m.model.2);
             out
         })
     }

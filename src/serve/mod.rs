@@ -282,7 +282,7 @@ async fn images_of(s: &Shared, req: Request) -> std::result::Result<Vec<(String,
 async fn admit(
     s: &App,
     req: Request,
-    prepare: fn(GrayImage, &Path) -> Result<GrayImage>,
+    prepare: impl Fn(GrayImage, &Path) -> Result<GrayImage> + Send + 'static,
 ) -> std::result::Result<(Vec<String>, Vec<GrayImage>, OwnedSemaphorePermit), Response> {
     let images = images_of(s, req).await?;
     for (name, bytes) in &images {
@@ -324,8 +324,9 @@ async fn ask<T>(s: &App, job: Job, answer: oneshot::Receiver<std::result::Result
 }
 
 async fn classify(State(s): State<App>, req: Request) -> Response {
-    // the same preparation as predict: decode, grayscale, to_mnist
-    let (names, digits, permit) = match admit(&s, req, |g, path| predict::to_mnist(&g, path)).await {
+    // the same preparation as predict: decode, grayscale, to_mnist as the model wants it
+    let preparation = s.metrics.preparation();
+    let (names, digits, permit) = match admit(&s, req, move |g, path| predict::to_mnist_with(&g, path, &preparation)).await {
         Ok(a) => a,
         Err(r) => return r,
     };

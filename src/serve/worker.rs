@@ -119,7 +119,7 @@ pub fn run(
 ) {
     let mut model = match Model::new(&gpu, first, max_batch) {
         Ok(m) => {
-            metrics.set_model(&m.loaded.name, &m.loaded.sha256);
+            metrics.set_model(&m.loaded);
             let _ = ready.send(Ok(()));
             m
         }
@@ -202,7 +202,7 @@ pub fn run(
                 let _ = reply.send(match result {
                     Ok(m) => {
                         model = m;
-                        metrics.set_model(&model.loaded.name, &model.loaded.sha256);
+                        metrics.set_model(&model.loaded);
                         Ok((model.loaded.name.clone(), model.loaded.sha256.clone()))
                     }
                     Err(e) => Err(format!("{e}; still serving {} ({})", model.loaded.name, model.loaded.sha256)),

@@ -263,7 +263,7 @@ fn routes_answers_limits_and_metrics() {
     assert_eq!(sample(&m, "kiln_batch_size_sum"), 12.0, "{text}");
     assert!(sample(&m, "kiln_gpu_batch_seconds_count") >= 2.0, "{text}");
     assert_eq!(sample(&m, "kiln_queue_depth"), 0.0, "{text}");
-    assert_eq!(sample(&m, &format!(r#"kiln_model_info{{model="cnn",sha256="{}"}}"#, sha256(&model))), 1.0, "{text}");
+    assert_eq!(sample(&m, &format!(r#"kiln_model_info{{model="cnn",sha256="{}",deskew="false"}}"#, sha256(&model))), 1.0, "{text}");
     let (code, _) = server.stop();
     assert_eq!(code, 0);
 }
@@ -310,7 +310,7 @@ fn reload_good_and_bad_and_admin_token() {
     let (status, text, _) = post(&format!("{u}/v1/classify"), "image/png", &png);
     assert_eq!(status, 200, "{text}");
     let m = samples(&get(&format!("{u}/metrics")).1);
-    assert_eq!(sample(&m, &format!(r#"kiln_model_info{{model="mlp",sha256="{}"}}"#, sha256(&mlp))), 1.0);
+    assert_eq!(sample(&m, &format!(r#"kiln_model_info{{model="mlp",sha256="{}",deskew="false"}}"#, sha256(&mlp))), 1.0);
     assert_eq!(sample(&m, r#"kiln_reloads_total{outcome="failed"}"#), 2.0);
     assert_eq!(sample(&m, r#"kiln_reloads_total{outcome="ok"}"#), 1.0);
     let (code, stderr) = server.stop();

@@ -334,6 +334,14 @@ pub fn explain_split(gpu: &Gpu, checkpoint: Checkpoint, split: &crate::digits::d
         ));
     }
     let (mean, std) = (checkpoint.mean, checkpoint.std);
+    // a model trained on deskewed digits reads the split prepared as it was trained
+    let prepared;
+    let split = if checkpoint.deskew {
+        prepared = crate::digits::predict::prepare_split(split, &crate::digits::predict::Preparation::of(&checkpoint))?;
+        &prepared
+    } else {
+        split
+    };
     let inputs = crate::digits::predict::normalise(&split.images.pixels, mean, std);
     let per = h * w;
     let mut classifier = Classifier::new(gpu, checkpoint.clone(), crate::digits::classify::DEFAULT_BATCH)?;
