@@ -5,7 +5,9 @@ with no dependencies: what scripts/test-web.sh runs.
 It draws real MNIST test digits on the page's canvas stroke by stroke, through synthetic
 mouse and touch input (the page sees pointer events, as from a hand), and checks the page's
 prediction and saliency map; records the canvas pixels, the 28x28 digit and the
-probabilities for the native comparison (web_reference); trains the CNN in the page on a
+probabilities for the native comparison (web_reference); writes numbers made of MNIST test
+digits on the "write a number" canvas and checks the page's readings (and records them for
+web_reference); trains the CNN in the page on a
 small subset and checks that the loss fell; saves a screenshot; then loses the GPU device
 (as a driver reset does) and checks the message and the retry, and hides WebGPU and checks
 the page says how to enable it.
@@ -336,8 +338,13 @@ def nth_of(labels, digit, n, start=8000):
     return [i for i in range(start, len(labels)) if labels[i] == digit][n]
 
 
+def canvas_rgba(element):
+    """An expression for a canvas's pixels: {width, height, rgba (base64)}."""
+    return CANVAS_RGBA.replace("ELEMENT", element)
+
+
 CANVAS_RGBA = """(() => {
-  const c = document.getElementById('draw');
+  const c = document.getElementById('ELEMENT');
   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
   let s = '';
   for (let i = 0; i < d.length; i += 8192) s += String.fromCharCode.apply(null, d.subarray(i, i + 8192));
@@ -350,12 +357,13 @@ CANVAS_RGBA = """(() => {
 NUMBERS = ["165", "4738", "90210", "2026"]
 
 
-def write_numbers(chrome, labels, image, numbers=NUMBERS, answered_by="webgpu"):
+def write_numbers(chrome, labels, image, numbers=NUMBERS, answered_by="webgpu", cases=None):
     """Writes `numbers` on the "write a number" canvas stroke by stroke (the second by finger),
     and checks the page reads each as it is written (after each digit, a reading whose last
     box is on that digit: the page reads after each stroke) and, at the end, the whole
     number exactly, its boxes, its unsure marks, who read it (`answered_by`: "webgpu", or
-    "server" in the page's fallback) and what the page shows. Returns the
+    "server" in the page's fallback) and what the page shows. Appends each number's canvas and
+    reading to `cases` (for web_reference), if given. Returns the
     failures. (The readings of the unfinished numbers are printed, not checked: a lone digit
     may read otherwise than in its number, a 4 as 41, as the reader finds the line height
     from the ink it has.)"""
@@ -390,6 +398,10 @@ def write_numbers(chrome, labels, image, numbers=NUMBERS, answered_by="webgpu"):
             chrome.send("Emulation.setTouchEmulationEnabled", {"enabled": False})
         reading = chrome.eval("window.kiln.number.settled()")
         reads = chrome.eval("window.kiln.number.reads()") - reads
+        if cases is not None and reading:
+            canvas = chrome.eval(canvas_rgba("number"))
+            cases.append({"number": want, "reading": reading, "reject": reject, "width": canvas["width"], "height": canvas["height"],
+                          "rgba": list(base64.b64decode(canvas["rgba"]))})
         shown = chrome.eval(SHOWN_READING)
         failures += check_reading(reading, want, spans, reject)
         if reading and reading.get("answeredBy") != answered_by:
@@ -482,17 +494,19 @@ def main():
             ink = sum(v for v, p in zip(saliency, last["digit"]) if p > 0) / max(sum(saliency), 1e-12)
             guess = max(range(10), key=lambda k: probs[k])
             correct += guess == labels[i]
-            canvas = chrome.eval(CANVAS_RGBA)
+            canvas = chrome.eval(canvas_rgba("draw"))
             cases.append({"index": i, "label": labels[i], "input": "touch" if touch else "mouse", "digit": last["digit"], "probs": probs,
                           "width": canvas["width"], "height": canvas["height"], "rgba": list(base64.b64decode(canvas["rgba"]))})
             print(f"  test image {i}: label {labels[i]}, drawn by {'finger' if touch else 'mouse'}: page says {guess} ({100 * probs[guess]:.1f}%), saliency {100 * ink:.0f}% on the ink, {time.time() - t_digit:.1f} s")
-        with open(args.cases, "w") as f:
-            json.dump(cases, f)
         print(f"drawn digits: {correct}/10 recognised (at least {args.min_correct} required)")
         if correct < args.min_correct:
             failures.append(f"only {correct}/10 drawn digits recognised")
 
-        failures += write_numbers(chrome, labels, lambda i: pixels[i * rows * cols:(i + 1) * rows * cols])
+        failures += write_numbers(chrome, labels, lambda i: pixels[i * rows * cols:(i + 1) * rows * cols], cases=cases)
+        ms = chrome.eval("window.kiln.number.readMs()")
+        print(f"  readings of the written numbers: {len(ms)}, median {sorted(ms)[len(ms) // 2]:.0f} ms, longest {max(ms):.0f} ms")
+        with open(args.cases, "w") as f:
+            json.dump(cases, f)
 
         t1 = time.time()
         r = chrome.eval(f"window.kiln.train({{ count: {args.train_images}, heldOut: 250, epochs: 1, batch: 64, stepsPerCall: 2 }})")

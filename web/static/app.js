@@ -26,7 +26,7 @@ const state = {
   last: null, // { digit: 784 bytes, probs: 10 floats } of the last classification
   reading: null, // the last reading of the written number (kiln::read's Reading, as JSON)
   reads: 0, // readings made of the written number
-  readMs: [], // how long each took, milliseconds
+  readMs: [], // how long each reading of ink took, milliseconds
   lineWidth: 18,
   numberLineWidth: 12,
   initialised: false,
@@ -382,7 +382,7 @@ async function readNow() {
   }
   state.reading = reading;
   state.reads++;
-  state.readMs.push(performance.now() - t0);
+  if (reading) state.readMs.push(performance.now() - t0);
   showReading(reading);
 }
 
