@@ -1,7 +1,7 @@
 // The page: drawing (pointer events: mouse, pen, finger), live prediction, the 28x28 input,
-// writing a number read by kiln::read, training in the browser. Everything numeric happens in kiln, compiled to WebAssembly
-// (pkg/kiln_web.js); this file only moves pixels and draws. window.kiln is what
-// scripts/web_driver.py drives in the CI test.
+// writing a number read by kiln::read, training in the browser. Everything numeric happens
+// in kiln, compiled to WebAssembly (pkg/kiln_web.js); this file only moves pixels and draws.
+// window.kiln is what scripts/web_driver.py drives in the CI test.
 import init, { App, prepare } from "./pkg/kiln_web.js";
 
 const $ = (id) => document.getElementById(id);
@@ -31,7 +31,7 @@ const state = {
   numberLineWidth: 12,
   initialised: false,
   training: false,
-  server: false, // no WebGPU here: kiln serve's /v1/classify answers instead
+  server: false, // no WebGPU here: kiln serve's /v1/classify and /v1/read answer instead
 };
 
 function problem(title, text, retry) {
