@@ -363,10 +363,9 @@ def write_numbers(chrome, labels, image, numbers=NUMBERS, answered_by="webgpu", 
     box is on that digit: the page reads after each stroke) and, at the end, the whole
     number exactly, its boxes, its unsure marks, who read it (`answered_by`: "webgpu", or
     "server" in the page's fallback) and what the page shows. Appends each number's canvas and
-    reading to `cases` (for web_reference), if given. Returns the
-    failures. (The readings of the unfinished numbers are printed, not checked: a lone digit
-    may read otherwise than in its number, a 4 as 41, as the reader finds the line height
-    from the ink it has.)"""
+    reading to `cases` (for web_reference), if given. Returns the failures. (The readings of
+    the unfinished numbers are printed, not checked: a lone digit may read otherwise than in
+    its number; the 4 of 4738 reads 41 alone.)"""
     failures = []
     rect = inner_rect(chrome, "number")
     reject = chrome.eval("window.kiln.number.reject")
