@@ -2,7 +2,8 @@
 # The page's fallback to the server, in a real browser without WebGPU: builds the page
 # (scripts/build-web.sh) and serve, serves the page with `serve --web web/dist` on
 # 127.0.0.1, and drives headless Chromium with WebGPU turned off (scripts/web_fallback.py):
-# the page must say the server answers and recognise drawn MNIST test digits through it.
+# the page must say the server answers, recognise drawn MNIST test digits through it
+# (/v1/classify) and read numbers written on its "write a number" canvas (/v1/read).
 #
 #   bash scripts/test-web-fallback.sh [--data-dir DIR]     (CHROMIUM=path overrides the browser;
 #                                                           NO_BUILD=1 uses web/dist as it is)

@@ -2,11 +2,14 @@
 # The web page, tested in a real browser: builds it (scripts/build-web.sh), serves it on
 # 127.0.0.1, and in headless Chromium on SwiftShader's WebGPU (scripts/web_driver.py, the
 # DevTools protocol on a pipe): draws ten MNIST test digits stroke by stroke through
-# synthetic mouse and touch input and checks the page's predictions, trains the CNN for one
+# synthetic mouse and touch input and checks the page's predictions, writes four numbers
+# made of MNIST test digits on the "write a number" canvas stroke by stroke and checks the
+# page's readings (the exact strings, the boxes, the unsure marks), trains the CNN for one
 # epoch on a small subset in the page and checks the loss fell, saves a screenshot
 # (target/web.png), checks the messages for a lost device (and its retry) and for a browser
 # without WebGPU. Then compares the page's preprocessing and probabilities with the
-# native build's (web_reference: same bytes, probabilities within WEB_VS_NATIVE).
+# native build's (web_reference: same bytes, probabilities within WEB_VS_NATIVE), and its
+# readings of the numbers with the native Reader's (the same digits in the same boxes).
 #
 #   bash scripts/test-web.sh [--data-dir DIR]      (CHROMIUM=path overrides the browser)
 set -euo pipefail

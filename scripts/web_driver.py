@@ -5,7 +5,9 @@ with no dependencies: what scripts/test-web.sh runs.
 It draws real MNIST test digits on the page's canvas stroke by stroke, through synthetic
 mouse and touch input (the page sees pointer events, as from a hand), and checks the page's
 prediction and saliency map; records the canvas pixels, the 28x28 digit and the
-probabilities for the native comparison (web_reference); trains the CNN in the page on a
+probabilities for the native comparison (web_reference); writes numbers made of MNIST test
+digits on the "write a number" canvas and checks the page's readings (and records them for
+web_reference); trains the CNN in the page on a
 small subset and checks that the loss fell; saves a screenshot; then loses the GPU device
 (as a driver reset does) and checks the message and the retry, and hides WebGPU and checks
 the page says how to enable it.
@@ -158,13 +160,41 @@ def strokes(pixels, scale, threshold=100):
 
 
 def draw(chrome, rect, pixels, touch):
-    """Draws the digit with synthetic input: a press, moves every 6 canvas pixels, a release
-    per stroke. Mouse events or touch events (the page sees pointer events either way)."""
-    sx, sy = rect["width"] / 280.0, rect["height"] / 280.0
+    """Draws the digit on the 280x280 canvas: see draw_strokes."""
+    lines = [[(x0 + i * 6.0, y) for i in range(int((x1 - x0) / 6.0) + 1)] + [(x1, y)] for (x0, y, x1) in strokes(pixels, 10.0)]
+    draw_strokes(chrome, rect, 280, 280, lines, touch)
+
+
+def snake(runs, spacing):
+    """Horizontal runs (x0, y, x1, as `strokes` gives them, rows `spacing` apart) joined into
+    strokes as a hand fills a shape: a run that overlaps a stroke's last run in the row above
+    continues that stroke, in the other direction; the pen is lifted only where none does."""
+    done, open_ = [], []  # open_: (stroke points, last run) of strokes that may continue
+    for y in sorted({r[1] for r in runs}):
+        row = [r for r in runs if r[1] == y]
+        still = []
+        for (x0, _, x1) in row:
+            k = next((k for k, (_, (a, ya, b)) in enumerate(open_) if y - ya < 1.5 * spacing and a <= x1 and x0 <= b), None)
+            if k is None:
+                still.append(([(x0, y), (x1, y)], (x0, y, x1)))
+                continue
+            points, _ = open_.pop(k)
+            rightwards = points[-1][0] <= points[-2][0]  # the last run went left: this one goes right
+            points += [(x0, y), (x1, y)] if rightwards else [(x1, y), (x0, y)]
+            still.append((points, (x0, y, x1)))
+        done += [p for p, _ in open_]
+        open_ = still
+    return done + [p for p, _ in open_]
+
+
+def draw_strokes(chrome, rect, width, height, lines, touch):
+    """Draws strokes (each a list of points in the pixels of a width x height canvas shown at
+    `rect`) with synthetic input: a press at the first point, a move to each next one, a
+    release. Mouse events or touch events (the page sees pointer events either way)."""
+    sx, sy = rect["width"] / width, rect["height"] / height
     at = lambda x, y: (rect["left"] + x * sx, rect["top"] + y * sy)
-    for (x0, y, x1) in strokes(pixels, 10.0):
-        xs = [x0 + i * 6.0 for i in range(int((x1 - x0) / 6.0) + 1)] + [x1]
-        points = [at(x, y) for x in xs]
+    for line in lines:
+        points = [at(x, y) for (x, y) in line]
         if touch:
             tp = lambda p: {"touchPoints": [{"x": p[0], "y": p[1], "id": 1}]}
             chrome.send("Input.dispatchTouchEvent", {"type": "touchStart", **tp(points[0])})
@@ -220,13 +250,170 @@ def wait_for(chrome, expression, seconds=60):
     return value
 
 
+def inner_rect(chrome, element):
+    """The drawing surface of a canvas with a 1 CSS pixel border, in page pixels."""
+    r = chrome.eval(f"JSON.parse(JSON.stringify(document.getElementById('{element}').getBoundingClientRect()))")
+    return {"left": r["left"] + 1, "top": r["top"] + 1, "width": r["width"] - 2, "height": r["height"] - 2}
+
+
+# The "write a number" canvas, and how the test writes on it: MNIST digits at 6 canvas pixels
+# per MNIST pixel (168 px tall), each NUMBER_GAP pixels right of the previous one's ink, the
+# rows of ink joined into strokes (`snake`: each synthetic event is a round trip to the
+# renderer, a few milliseconds).
+NUMBER_CANVAS = (880, 200)
+NUMBER_SCALE = 6.0
+NUMBER_GAP = 24.0
+NUMBER_TOP = 16.0
+
+
+def write_number(chrome, rect, digits, touch=False, on_digit=None):
+    """Writes a number on the "write a number" canvas, stroke by stroke (each digit's ink rows
+    as strokes, as `draw` draws a digit), each digit after the previous one's ink: `digits` are
+    28x28 MNIST images. Calls on_digit(k, (left, right)) after digit k with its ink's columns
+    in canvas pixels; returns those spans."""
+    spans, x = [], 12.0
+    for k, pixels in enumerate(digits):
+        lines = strokes(pixels, NUMBER_SCALE)
+        left = min(l[0] for l in lines)
+        lines = [(x + x0 - left, NUMBER_TOP + y, x + x1 - left) for (x0, y, x1) in lines]
+        right = max(l[2] for l in lines)
+        draw_strokes(chrome, rect, *NUMBER_CANVAS, snake(lines, NUMBER_SCALE), touch)
+        spans.append((x, right))
+        if on_digit:
+            on_digit(k, (x, right))
+        x = right + NUMBER_GAP
+    return spans
+
+
+def check_reading(reading, want, spans, reject):
+    """What is wrong with a reading of the written number `want` (digits at `spans`): its
+    text, each box against the ink it was drawn from, the unsure marks against the reader's
+    rule (a digit under `reject`, a string whose confidence is under it) and the confidence
+    against the product of the digits' probabilities. [] when all is right."""
+    if not reading:
+        return [f"{want}: no reading"]
+    wrong = []
+    if reading["text"] != want:
+        wrong.append(f"{want} read as {reading['text']!r}")
+    digits = reading["digits"]
+    if len(digits) == len(spans):
+        for d, (left, right) in zip(digits, spans):
+            b = d["bbox"]
+            # in the ink drawn (give or take the pen's half width and the reading's scale), over
+            # its middle (a speck of it may be left out as dirt)
+            if not (left - 8 <= b["x0"] <= (left + right) / 2 <= b["x1"] <= right + 8):
+                wrong.append(f"{want}: digit {d['label']} boxed at x {b['x0']}-{b['x1']}, drawn at {left:.0f}-{right:.0f}")
+    for d in digits:
+        if d["unsure"] != (d["top3"][0][1] < reject):
+            wrong.append(f"{want}: digit {d['label']} at {d['top3'][0][1]:.3f} marked unsure={d['unsure']} (threshold {reject})")
+    product = 1.0
+    for d in digits:
+        product *= d["top3"][0][1]
+    if digits and abs(reading["confidence"] - product) > 1e-5:
+        wrong.append(f"{want}: confidence {reading['confidence']} is not the product of the digits' {product}")
+    if reading["accepted"] != (bool(digits) and reading["confidence"] >= reject):
+        wrong.append(f"{want}: accepted={reading['accepted']} at confidence {reading['confidence']:.3f} (threshold {reject})")
+    return wrong
+
+
+# The page's reading line and box overlay: the text shown (unsure digits as '?') and how many
+# of the overlay's pixels are drawn.
+SHOWN_READING = """(() => {
+  const b = document.getElementById('number-boxes');
+  const d = b.getContext('2d').getImageData(0, 0, b.width, b.height).data;
+  let drawn = 0;
+  for (let i = 3; i < d.length; i += 4) drawn += d[i] > 0;
+  const text = document.querySelector('#reading b');
+  return { text: text ? text.innerText : '', unsure: document.querySelectorAll('#reading .unsure').length,
+           line: document.getElementById('reading').innerText, by: document.getElementById('read-by').innerText, drawn };
+})()"""
+
+
+def marked(reading):
+    return "".join("?" if d["unsure"] else str(d["label"]) for d in reading["digits"])
+
+
+def nth_of(labels, digit, n, start=8000):
+    """The index of the n-th (0-based) test image of `digit` from `start` on."""
+    return [i for i in range(start, len(labels)) if labels[i] == digit][n]
+
+
+def canvas_rgba(element):
+    """An expression for a canvas's pixels: {width, height, rgba (base64)}."""
+    return CANVAS_RGBA.replace("ELEMENT", element)
+
+
 CANVAS_RGBA = """(() => {
-  const c = document.getElementById('draw');
+  const c = document.getElementById('ELEMENT');
   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
   let s = '';
   for (let i = 0; i < d.length; i += 8192) s += String.fromCharCode.apply(null, d.subarray(i, i + 8192));
   return { width: c.width, height: c.height, rgba: btoa(s) };
 })()"""
+
+
+# The numbers the test writes: each digit the n-th test image of its label from 8000 on (the
+# images the page's own training never sees), the n-th occurrence of the digit in the number.
+NUMBERS = ["165", "4738", "90210", "2026"]
+
+
+def write_numbers(chrome, labels, image, numbers=NUMBERS, answered_by="webgpu", cases=None):
+    """Writes `numbers` on the "write a number" canvas stroke by stroke (the second by finger),
+    and checks the page reads each as it is written (after each digit, a reading whose last
+    box is on that digit: the page reads after each stroke) and, at the end, the whole
+    number exactly, its boxes, its unsure marks, who read it (`answered_by`: "webgpu", or
+    "server" in the page's fallback) and what the page shows. Appends each number's canvas and
+    reading to `cases` (for web_reference), if given. Returns the failures. (The readings of
+    the unfinished numbers are printed, not checked: a lone digit may read otherwise than in
+    its number; the 4 of 4738 reads 41 alone.)"""
+    failures = []
+    rect = inner_rect(chrome, "number")
+    reject = chrome.eval("window.kiln.number.reject")
+    chrome.eval("window.kiln.number.setLineWidth(8)")
+    says = {"webgpu": "in this browser (WebGPU)", "server": "by the server (POST /v1/read)"}[answered_by]
+    for n, want in enumerate(numbers):
+        t0 = time.time()
+        touch = n == 1
+        if touch:
+            chrome.send("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 1})
+        chrome.eval("window.kiln.number.clear()")
+        cleared = chrome.eval("window.kiln.number.settled()")
+        shown = chrome.eval(SHOWN_READING)
+        if cleared is not None or shown["drawn"] or shown["text"]:
+            failures.append(f"before writing {want}: the cleared canvas still has a reading {cleared!r}, the page shows {shown!r}")
+        reads = chrome.eval("window.kiln.number.reads()")
+        images = [image(nth_of(labels, int(c), want[:k].count(c))) for k, c in enumerate(want)]
+        prefixes = []
+
+        def after_digit(k, span):
+            r = chrome.eval("window.kiln.number.settled()")
+            prefixes.append(r["text"] if r else "")
+            last = r["digits"][-1]["bbox"] if r and r["digits"] else None
+            if not last or not (span[0] - 8 <= last["x1"] <= span[1] + 8):
+                failures.append(f"writing {want}: after {k + 1} digits the reading {r!r} does not end on digit {k + 1} (x {span[0]:.0f}-{span[1]:.0f})")
+
+        spans = write_number(chrome, rect, images, touch, after_digit)
+        if touch:
+            chrome.send("Emulation.setTouchEmulationEnabled", {"enabled": False})
+        reading = chrome.eval("window.kiln.number.settled()")
+        reads = chrome.eval("window.kiln.number.reads()") - reads
+        if cases is not None and reading:
+            canvas = chrome.eval(canvas_rgba("number"))
+            cases.append({"number": want, "reading": reading, "reject": reject, "width": canvas["width"], "height": canvas["height"],
+                          "rgba": list(base64.b64decode(canvas["rgba"]))})
+        shown = chrome.eval(SHOWN_READING)
+        failures += check_reading(reading, want, spans, reject)
+        if reading and reading.get("answeredBy") != answered_by:
+            failures.append(f"{want}: read by {reading.get('answeredBy')!r}, not by {answered_by}")
+        if reading and (shown["text"] != marked(reading) or shown["unsure"] != marked(reading).count("?") or shown["drawn"] == 0 or says not in shown["by"]):
+            failures.append(f"{want}: the page shows {shown!r} for the reading {marked(reading)!r}")
+        # read as written: at least once per digit, not only at the end
+        if reads < len(want):
+            failures.append(f"{want}: read {reads} times while written, fewer than its {len(want)} digits")
+        digits = " ".join(f"{d['label']}{'?' if d['unsure'] else ''} {100 * d['top3'][0][1]:.1f}%" for d in reading["digits"]) if reading else ""
+        print(f"  wrote {want} by {'finger' if touch else 'mouse'} ({time.time() - t0:.1f} s, read {reads} times while written; "
+              f"after each digit: {' '.join(prefixes)}): the page reads {shown['line']!r} [{digits}]")
+    return failures
 
 
 def main():
@@ -306,15 +493,19 @@ def main():
             ink = sum(v for v, p in zip(saliency, last["digit"]) if p > 0) / max(sum(saliency), 1e-12)
             guess = max(range(10), key=lambda k: probs[k])
             correct += guess == labels[i]
-            canvas = chrome.eval(CANVAS_RGBA)
+            canvas = chrome.eval(canvas_rgba("draw"))
             cases.append({"index": i, "label": labels[i], "input": "touch" if touch else "mouse", "digit": last["digit"], "probs": probs,
                           "width": canvas["width"], "height": canvas["height"], "rgba": list(base64.b64decode(canvas["rgba"]))})
             print(f"  test image {i}: label {labels[i]}, drawn by {'finger' if touch else 'mouse'}: page says {guess} ({100 * probs[guess]:.1f}%), saliency {100 * ink:.0f}% on the ink, {time.time() - t_digit:.1f} s")
-        with open(args.cases, "w") as f:
-            json.dump(cases, f)
         print(f"drawn digits: {correct}/10 recognised (at least {args.min_correct} required)")
         if correct < args.min_correct:
             failures.append(f"only {correct}/10 drawn digits recognised")
+
+        failures += write_numbers(chrome, labels, lambda i: pixels[i * rows * cols:(i + 1) * rows * cols], cases=cases)
+        ms = chrome.eval("window.kiln.number.readMs()")
+        print(f"  readings of the written numbers: {len(ms)}, median {sorted(ms)[len(ms) // 2]:.0f} ms, longest {max(ms):.0f} ms")
+        with open(args.cases, "w") as f:
+            json.dump(cases, f)
 
         t1 = time.time()
         r = chrome.eval(f"window.kiln.train({{ count: {args.train_images}, heldOut: 250, epochs: 1, batch: 64, stepsPerCall: 2 }})")

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The page's fallback in a browser without WebGPU (Chromium with --disable-features=WebGPU),
-served by kiln serve: the page must say the server answers, and its answers to drawn MNIST
-test digits must come from the server's /v1/classify. What scripts/test-web-fallback.sh runs.
+served by kiln serve: the page must say the server answers, its answers to drawn MNIST test
+digits must come from the server's /v1/classify, and its readings of numbers written on the
+"write a number" canvas from /v1/read. What scripts/test-web-fallback.sh runs.
 
   web_fallback.py --chromium /usr/bin/chromium --url http://127.0.0.1:PORT/ --data-dir DIR
 """
@@ -12,7 +13,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mnist_idx import read_idx_bytes  # noqa: E402
-from web_driver import Chrome, draw, find, load  # noqa: E402
+from web_driver import Chrome, draw, find, load, write_numbers  # noqa: E402
 
 
 def main():
@@ -55,6 +56,7 @@ def main():
         print(f"drawn digits answered by the server: {correct}/{len(picks)} right")
         if correct < len(picks) - 1:
             failures.append(f"only {correct}/{len(picks)} drawn digits recognised")
+        failures += write_numbers(chrome, labels, lambda i: images[784 * i:784 * (i + 1)], ["90210", "165"], "server")
     finally:
         chrome.close()
     if failures:

@@ -1,5 +1,5 @@
-//! The wasm-bindgen surface the page calls: [`App`] (the device, the classifier) and
-//! [`Trainer`] (a training run stepped from the page).
+//! The wasm-bindgen surface the page calls: [`App`] (the device, the classifier, the number
+//! reader) and [`Trainer`] (a training run stepped from the page).
 //!
 //! Each GPU call borrows its object's `RefCell` for as long as it runs, awaits included: the
 //! page makes one call at a time per object, and a second one meanwhile gets a "busy" error
@@ -23,6 +23,7 @@ use kiln::graph::{Executor, Mode};
 use kiln::nn::ModelKind;
 use kiln::ops::gemm::GemmConfig;
 use kiln::ops::optim::Optimizer;
+use kiln::read::{Options, Reader};
 use kiln::rng::Rng;
 use kiln::train::{LrSchedule, TrainConfig};
 use kiln::{Classifier, Gpu};
@@ -58,7 +59,16 @@ pub struct App {
     /// `kiln::explain`'s input-gradient executor for the same checkpoint, built on the
     /// first saliency request (and again after the model changes).
     explainer: Rc<RefCell<Option<Explainer<'static>>>>,
+    /// `kiln::read`'s reader for the "write a number" canvas, on a classifier of its own
+    /// (batches of [`READ_BATCH`]: a field's candidates in one GPU step, where the digit
+    /// canvas's classifier runs one image), built on the first reading (and again after the
+    /// model or the threshold changes).
+    reader: Rc<RefCell<Option<Reader<'static>>>>,
 }
+
+/// The most candidate digits one GPU step of the number reader takes: a written number of
+/// five digits makes some 15-40 candidates, so one step reads most fields.
+const READ_BATCH: usize = 64;
 
 #[wasm_bindgen]
 impl App {
@@ -68,7 +78,7 @@ impl App {
         let gpu: &'static Gpu = Box::leak(Box::new(Gpu::new_async().await.map_err(js)?));
         let checkpoint = Checkpoint::from_bytes(&checkpoint, Path::new("cnn.safetensors")).map_err(js)?;
         let classifier = Classifier::new(gpu, checkpoint, 1).map_err(js)?;
-        Ok(App { gpu, classifier: Rc::new(RefCell::new(classifier)), explainer: Rc::default() })
+        Ok(App { gpu, classifier: Rc::new(RefCell::new(classifier)), explainer: Rc::default(), reader: Rc::default() })
     }
 
     /// Classifies with another checkpoint's bytes from now on (the shipped one again, say).
@@ -183,6 +193,35 @@ impl App {
             let max = magnitude.iter().fold(0f32, |m, &v| m.max(v));
             let scaled: Vec<f32> = magnitude.iter().map(|&v| if max > 0.0 { v / max } else { 0.0 }).collect();
             Ok(js_sys::Float32Array::from(&scaled[..]).into())
+        })
+    }
+
+    /// Reads the number written on a canvas (its RGBA pixels, ink opaque, background
+    /// transparent) with `kiln::read::Reader`, the reading and each digit under `reject` (a
+    /// probability) marked unsure, and resolves to the `Reading` as JSON: `text`,
+    /// `confidence`, `accepted`, and `digits`, each with its `bbox` (`x0`, `y0`, `x1`, `y1`,
+    /// inclusive, in canvas pixels), `label`, `top3` (`[digit, probability]` pairs) and
+    /// `unsure` (the fields of the server's `POST /v1/read` answer). No ink: no digits. The
+    /// canvas is read [`crate::READ_SHRINK`] times smaller than drawn.
+    pub fn read(&self, rgba: Vec<u8>, width: u32, height: u32, reject: f32) -> Promise {
+        let (gpu, classifier, reader) = (self.gpu, self.classifier.clone(), self.reader.clone());
+        future_to_promise(async move {
+            if !(0.0..=1.0).contains(&reject) {
+                return Err(js(format!("read: reject {reject}, expected a probability in 0-1")));
+            }
+            let field = crate::number_field(rgba, width, height).map_err(js)?;
+            let mut slot = reader.try_borrow_mut().map_err(|_| busy("the reader"))?;
+            {
+                let c = classifier.try_borrow().map_err(|_| busy("the classifier"))?;
+                if slot.as_mut().is_none_or(|r| r.options().reject != reject || r.classifier().checkpoint() != c.checkpoint()) {
+                    *slot = Some(Reader::new(Classifier::new(gpu, c.checkpoint().clone(), READ_BATCH).map_err(js)?, Options { reject }));
+                }
+            }
+            let mut reading = slot.as_mut().expect("set above").read_async(&[field]).await.map_err(js)?.remove(0);
+            for d in &mut reading.digits {
+                d.bbox = crate::to_canvas(d.bbox);
+            }
+            Ok(JsValue::from_str(&serde_json::to_string(&reading).map_err(js)?))
         })
     }
 

@@ -1,7 +1,7 @@
 // The page: drawing (pointer events: mouse, pen, finger), live prediction, the 28x28 input,
-// training in the browser. Everything numeric happens in kiln, compiled to WebAssembly
-// (pkg/kiln_web.js); this file only moves pixels and draws. window.kiln is what
-// scripts/web_driver.py drives in the CI test.
+// writing a number read by kiln::read, training in the browser. Everything numeric happens
+// in kiln, compiled to WebAssembly (pkg/kiln_web.js); this file only moves pixels and draws.
+// window.kiln is what scripts/web_driver.py drives in the CI test.
 import init, { App, prepare } from "./pkg/kiln_web.js";
 
 const $ = (id) => document.getElementById(id);
@@ -13,17 +13,25 @@ const HOW_TO_ENABLE =
   "dom.webgpu.enabled = true). Safari 26 has it on macOS and iOS (earlier: Develop > Feature Flags > WebGPU). " +
   "The page must be served from https:// or http://localhost.";
 
+// A digit of a written number whose top probability is below this is marked unsure, and so
+// is a reading whose confidence (the product of its digits') is: kiln::read's `reject`, the
+// read example's --reject 0.9. The shipped CNN is about calibrated (ECE 0.97% on MNIST's test
+// set): its digits under 0.87 are wrong one time in five (22%), those over 0.93 one in a
+// thousand, and 0.9 leaves between 5 and 10% of MNIST's test digits unsure (measured
+// 2026-12-07 with evaluate --json: README, "In the browser").
+const READ_REJECT = 0.9;
+
 const state = {
   app: null,
-  version: 0, // bumped by every change to the drawing
-  classified: -1, // the version the bars show
-  busy: false,
   last: null, // { digit: 784 bytes, probs: 10 floats } of the last classification
-  waiters: [],
+  reading: null, // the last reading of the written number (kiln::read's Reading, as JSON)
+  reads: 0, // readings made of the written number
+  readMs: [], // how long each reading of ink took, milliseconds
   lineWidth: 18,
+  numberLineWidth: 12,
   initialised: false,
   training: false,
-  server: false, // no WebGPU here: kiln serve's /v1/classify answers instead
+  server: false, // no WebGPU here: kiln serve's /v1/classify and /v1/read answer instead
 };
 
 function problem(title, text, retry) {
@@ -82,14 +90,15 @@ async function start() {
   const name = a.name || state.adapterName || "(name not reported)";
   $("adapter").textContent = `GPU: ${name} — ${a.backend}, ${a.device_type}, ${a.driver}; storage binding ${a.max_storage_binding_mib} MiB, ${a.storage_buffers_per_stage} storage buffers per stage`;
   showModel();
-  state.classified = -1;
-  schedule();
+  digitLoop.redo();
+  numberLoop.redo();
   return true;
 }
 
 // Without WebGPU (no navigator.gpu, no adapter, or a failed start), the page falls back to the server it came from when that is kiln serve
 // (its /healthz answers): drawings go to /v1/classify as PNGs, prepared there as predict
-// prepares a file. Training and the saliency map need WebGPU and are turned off.
+// prepares a file, and written numbers to /v1/read. Training and the saliency map need WebGPU
+// and are turned off.
 async function useServer() {
   try {
     const r = await fetch("healthz");
@@ -98,14 +107,14 @@ async function useServer() {
     return false;
   }
   state.server = true;
-  $("adapter").textContent = "No WebGPU in this browser: the server answers (kiln serve, POST /v1/classify)";
+  $("adapter").textContent = "No WebGPU in this browser: the server answers (kiln serve, POST /v1/classify and /v1/read)";
   $("model").textContent = "model: the one the server serves (GET /metrics names it)";
   $("train").disabled = true;
   $("train-status").textContent = "training in the browser needs WebGPU";
   $("show-saliency").checked = false;
   $("show-saliency").disabled = true;
-  state.classified = -1;
-  schedule();
+  digitLoop.redo();
+  numberLoop.redo();
   return true;
 }
 
@@ -146,49 +155,100 @@ function showModel() {
 }
 
 // ---- drawing ----
-const canvas = $("draw");
-const ctx = canvas.getContext("2d", { willReadFrequently: true });
-let pen = null;
-
-function point(e) {
-  const r = canvas.getBoundingClientRect();
-  return [(e.clientX - r.left) * (canvas.width / r.width), (e.clientY - r.top) * (canvas.height / r.height)];
-}
-
-function stroke(from, to) {
-  ctx.strokeStyle = "#000";
-  ctx.lineWidth = state.lineWidth;
-  ctx.lineCap = "round";
-  ctx.lineJoin = "round";
-  ctx.beginPath();
-  ctx.moveTo(from[0], from[1]);
-  ctx.lineTo(to[0], to[1]);
-  ctx.stroke();
-}
-
-canvas.addEventListener("pointerdown", (e) => {
-  e.preventDefault();
-  canvas.setPointerCapture(e.pointerId);
-  pen = point(e);
-  stroke(pen, pen);
-  changed();
-});
-canvas.addEventListener("pointermove", (e) => {
-  if (!pen) return;
-  const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [e];
-  for (const c of events.length ? events : [e]) {
-    const p = point(c);
-    stroke(pen, p);
-    pen = p;
-  }
-  changed();
-});
-for (const type of ["pointerup", "pointercancel"]) {
-  canvas.addEventListener(type, () => {
-    pen = null;
-    changed();
+// Pointer input on `canvas` (mouse, pen, finger) drawn in black with `lineWidth()`: `moved`
+// runs after each piece of a stroke, `lifted` after each stroke.
+function pad(canvas, lineWidth, moved, lifted) {
+  const g = canvas.getContext("2d", { willReadFrequently: true });
+  let pen = null;
+  const point = (e) => {
+    const r = canvas.getBoundingClientRect();
+    return [(e.clientX - r.left) * (canvas.width / r.width), (e.clientY - r.top) * (canvas.height / r.height)];
+  };
+  const stroke = (from, to) => {
+    g.strokeStyle = "#000";
+    g.lineWidth = lineWidth();
+    g.lineCap = "round";
+    g.lineJoin = "round";
+    g.beginPath();
+    g.moveTo(from[0], from[1]);
+    g.lineTo(to[0], to[1]);
+    g.stroke();
+  };
+  canvas.addEventListener("pointerdown", (e) => {
+    e.preventDefault();
+    canvas.setPointerCapture(e.pointerId);
+    pen = point(e);
+    stroke(pen, pen);
+    moved();
   });
+  canvas.addEventListener("pointermove", (e) => {
+    if (!pen) return;
+    const events = e.getCoalescedEvents ? e.getCoalescedEvents() : [e];
+    for (const c of events.length ? events : [e]) {
+      const p = point(c);
+      stroke(pen, p);
+      pen = p;
+    }
+    moved();
+  });
+  for (const type of ["pointerup", "pointercancel"]) {
+    canvas.addEventListener(type, () => {
+      if (!pen) return;
+      pen = null;
+      lifted();
+    });
+  }
+  return g;
 }
+
+// One job per canvas, always of its latest drawing: `run` (the classification, the reading)
+// runs again when the drawing changed while it ran; settled() resolves once the page shows
+// the answer to the latest drawing.
+function live(run) {
+  const s = { version: 0, done: -1, busy: false, waiters: [] };
+  const ready = () => (state.app || state.server) && !state.swapping;
+  s.changed = () => {
+    s.version++;
+    s.schedule();
+  };
+  s.redo = () => {
+    s.done = -1;
+    s.schedule();
+  };
+  s.schedule = () => {
+    if (s.busy || !ready() || s.done === s.version) return;
+    s.busy = true;
+    requestAnimationFrame(async () => {
+      const version = s.version;
+      try {
+        await run();
+        s.done = version;
+      } catch (e) {
+        fail(e);
+      } finally {
+        s.busy = false;
+      }
+      if (ready() && s.done !== s.version) s.schedule();
+      else for (const w of s.waiters.splice(0)) w();
+    });
+  };
+  s.settled = () => new Promise((r) => (!s.busy && (state.swapping || s.done === s.version) ? r() : s.waiters.push(r)));
+  return s;
+}
+
+// The App's GPU calls, one at a time across the page's canvases (each borrows the classifier
+// while it runs).
+let gpuQueue = Promise.resolve();
+function exclusive(call) {
+  const result = gpuQueue.then(call);
+  gpuQueue = result.catch(() => {});
+  return result;
+}
+
+const canvas = $("draw");
+const digitLoop = live(classifyNow);
+const changed = () => digitLoop.changed();
+const ctx = pad(canvas, () => state.lineWidth, changed, changed);
 
 function clear() {
   ctx.clearRect(0, 0, canvas.width, canvas.height);
@@ -196,36 +256,19 @@ function clear() {
 }
 $("clear").addEventListener("click", clear);
 
-// ---- live prediction: one classification at a time, always of the latest drawing ----
-function changed() {
-  state.version++;
-  schedule();
-}
-
-function schedule() {
-  if (state.busy || state.swapping || !(state.app || state.server) || state.classified === state.version) return;
-  state.busy = true;
-  requestAnimationFrame(classifyNow);
-}
-
-// resolves once the bars show the latest drawing
-function settled() {
-  return new Promise((r) => (!state.busy && (state.swapping || state.classified === state.version) ? r() : state.waiters.push(r)));
-}
-
-// Runs `swap` (which replaces the classifier's model) with no classification in flight,
-// then classifies the drawing with the new model.
+// Runs `swap` (which replaces the classifier's model) with no classification or reading in
+// flight, then answers both drawings with the new model.
 async function swapModel(swap) {
   state.swapping = true;
   try {
-    await settled();
-    await swap();
+    await Promise.all([digitLoop.settled(), numberLoop.settled()]);
+    await exclusive(swap);
   } finally {
     state.swapping = false;
   }
   showModel();
-  state.classified = -1;
-  schedule();
+  digitLoop.redo();
+  numberLoop.redo();
 }
 
 // the drawing prepared and classified by kiln in WebAssembly on WebGPU
@@ -239,12 +282,12 @@ async function classifyInBrowser() {
     showSaliency(null);
   } else {
     showSeen(digit);
-    const probs = await state.app.classify(digit);
+    const probs = await exclusive(() => state.app.classify(digit));
     state.last = { digit: Array.from(digit), probs: Array.from(probs), answeredBy: "webgpu" };
     showBars(probs);
     $("answered-by").textContent = "answered by WebGPU in this browser";
     if ($("show-saliency").checked) {
-      const saliency = await state.app.saliency(digit);
+      const saliency = await exclusive(() => state.app.saliency(digit));
       state.last.saliency = Array.from(saliency);
       showSaliency(saliency);
     }
@@ -252,26 +295,13 @@ async function classifyInBrowser() {
 }
 
 async function classifyNow() {
-  const version = state.version;
-  try {
-    if (state.server) {
-      const probs = await classifyOnServer();
-      state.last = probs && { probs, answeredBy: "server" };
-      showBars(probs);
-      $("answered-by").textContent = probs ? "answered by the server (/v1/classify)" : "";
-    } else {
-      await classifyInBrowser();
-    }
-    state.classified = version;
-  } catch (e) {
-    fail(e);
-  } finally {
-    state.busy = false;
-  }
-  if ((state.app || state.server) && !state.swapping && state.classified !== state.version) {
-    schedule();
+  if (state.server) {
+    const probs = await classifyOnServer();
+    state.last = probs && { probs, answeredBy: "server" };
+    showBars(probs);
+    $("answered-by").textContent = probs ? "answered by the server (/v1/classify)" : "";
   } else {
-    for (const w of state.waiters.splice(0)) w();
+    await classifyInBrowser();
   }
 }
 
@@ -297,8 +327,7 @@ function showSaliency(saliency) {
 
 $("show-saliency").addEventListener("change", () => {
   showSaliency(null);
-  state.classified = -1;
-  schedule();
+  digitLoop.redo();
 });
 
 function showBars(probs) {
@@ -322,6 +351,90 @@ function showBars(probs) {
     row.append(label, fill, text);
     bars.append(row);
   }
+}
+
+// ---- writing a number: read by kiln::read after each stroke ----
+const numberCanvas = $("number");
+const numberLoop = live(readNow);
+let numberInk = false; // a stroke since the last clear
+const numberCtx = pad(numberCanvas, () => state.numberLineWidth, () => (numberInk = true), () => numberLoop.changed());
+
+function clearNumber() {
+  numberCtx.clearRect(0, 0, numberCanvas.width, numberCanvas.height);
+  numberInk = false;
+  numberLoop.changed();
+}
+$("clear-number").addEventListener("click", clearNumber);
+
+// The written number read by kiln::read::Reader in WebAssembly on WebGPU, or by the server's
+// POST /v1/read in the fallback; null for a clear canvas.
+async function readNow() {
+  const t0 = performance.now();
+  let reading = null;
+  if (!numberInk) {
+    // a clear canvas: nothing to read
+  } else if (state.server) {
+    reading = await readOnServer();
+  } else {
+    const img = numberCtx.getImageData(0, 0, numberCanvas.width, numberCanvas.height);
+    const rgba = new Uint8Array(img.data.buffer);
+    reading = { ...JSON.parse(await exclusive(() => state.app.read(rgba, numberCanvas.width, numberCanvas.height, READ_REJECT))), answeredBy: "webgpu" };
+  }
+  state.reading = reading;
+  state.reads++;
+  if (reading) state.readMs.push(performance.now() - t0);
+  showReading(reading);
+}
+
+// The server reads with its own threshold (kiln serve's reader accepts everything): the
+// page applies READ_REJECT to its probabilities by the reader's rule (kiln::read::Options).
+async function readOnServer() {
+  const png = await new Promise((r) => numberCanvas.toBlob(r, "image/png"));
+  const r = await fetch("v1/read", { method: "POST", headers: { "content-type": "image/png" }, body: png });
+  const answer = await r.json();
+  if (!r.ok) throw new Error(`the server answered ${r.status}: ${answer.error}`);
+  const { text, confidence, digits } = answer.results[0];
+  const judged = digits.map((d) => ({ ...d, unsure: d.top3[0][1] < READ_REJECT }));
+  return { text, confidence, digits: judged, accepted: judged.length > 0 && confidence >= READ_REJECT, answeredBy: "server" };
+}
+
+// Each digit's box (green; red and dashed when unsure) with its label and probability, and
+// the whole string with its confidence.
+function showReading(reading) {
+  const g = $("number-boxes").getContext("2d");
+  g.clearRect(0, 0, g.canvas.width, g.canvas.height);
+  const line = $("reading");
+  line.replaceChildren();
+  if (!reading || !reading.digits.length) {
+    line.textContent = numberInk ? "(no digit found)" : "(write a number: it is read after each stroke)";
+    $("read-by").textContent = "";
+    return;
+  }
+  g.font = "bold 14px system-ui";
+  g.lineWidth = 2;
+  for (const d of reading.digits) {
+    const { x0, y0, x1, y1 } = d.bbox;
+    const colour = d.unsure ? "#c0392b" : "#2a9d4a";
+    g.strokeStyle = g.fillStyle = colour;
+    g.setLineDash(d.unsure ? [5, 4] : []);
+    g.strokeRect(x0 - 2, y0 - 2, x1 - x0 + 5, y1 - y0 + 5);
+    const label = `${d.label}${d.unsure ? "?" : ""} ${(100 * d.top3[0][1]).toFixed(0)}%`;
+    g.fillText(label, x0, y0 > 20 ? y0 - 6 : y1 + 18);
+  }
+  const text = document.createElement("b");
+  for (const d of reading.digits) {
+    const c = document.createElement("span");
+    c.textContent = d.unsure ? "?" : d.label;
+    if (d.unsure) {
+      c.className = "unsure";
+      c.title = `unsure: ${d.top3.map(([l, p]) => `${l} ${(100 * p).toFixed(1)}%`).join(", ")}`;
+    }
+    text.append(c);
+  }
+  const verdict = reading.accepted ? "" : ` — unsure (under ${100 * READ_REJECT}%), best guess ${reading.text}`;
+  line.append("Read: ", text, ` confidence ${(100 * reading.confidence).toFixed(1)}%${verdict}`);
+  $("read-by").textContent =
+    reading.answeredBy === "server" ? "read by the server (POST /v1/read)" : "read by kiln::read in this browser (WebGPU)";
 }
 
 // ---- training in the browser ----
@@ -426,12 +539,22 @@ setInterval(() => {
 window.kiln = {
   ready: start(),
   // resolves once the bars show the latest drawing
-  settled,
+  settled: () => digitLoop.settled(),
   last: () => state.last,
   // "webgpu", or "server" when the page fell back to kiln serve
   answeredBy: () => (state.server ? "server" : state.app ? "webgpu" : null),
   clear,
   setLineWidth: (w) => (state.lineWidth = w),
+  // the "write a number" canvas: its reading once it shows the latest writing, the number of
+  // readings made so far, the threshold its digits are marked unsure under
+  number: {
+    settled: () => numberLoop.settled().then(() => state.reading),
+    reads: () => state.reads,
+    readMs: () => state.readMs,
+    reject: READ_REJECT,
+    clear: clearNumber,
+    setLineWidth: (w) => (state.numberLineWidth = w),
+  },
   train,
   useShipped: () => $("shipped").click(),
   adapter: () => (state.app ? { ...JSON.parse(state.app.adapter()), browser_name: state.adapterName } : null),

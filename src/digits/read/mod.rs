@@ -160,9 +160,14 @@ impl<'g> Reader<'g> {
     /// the number of images (some 50 candidates of 784 bytes per 10-digit field): callers
     /// with thousands pass them in chunks.
     pub fn read(&mut self, images: &[GrayImage]) -> Result<Vec<Reading>> {
+        crate::runtime::gpu::block_on(self.read_async(images))
+    }
+
+    /// [`Reader::read`] without blocking: what the web page awaits.
+    pub async fn read_async(&mut self, images: &[GrayImage]) -> Result<Vec<Reading>> {
         let mut inputs = Vec::new();
         let plans: Vec<Option<Plan>> = images.iter().map(|img| plan(img, &mut inputs)).collect();
-        let probs = self.classifier.classify(&inputs)?;
+        let probs = self.classifier.classify_async(&inputs).await?;
         Ok(plans.into_iter().map(|p| p.map_or_else(empty, |p| self.choose(&p, &probs, &inputs))).collect())
     }
 

@@ -3,7 +3,9 @@
 //! probabilities the wasm build computed on WebGPU), prepares the same pixels natively (must
 //! be the same bytes: one implementation, `kiln::predict`) and classifies that digit with
 //! the same checkpoint on the native GPU (must agree within `WEB_VS_NATIVE`, the
-//! tolerance table in ARCHITECTURE.md).
+//! tolerance table in ARCHITECTURE.md). For each number the page recorded (the "write a
+//! number" canvas's pixels and the page's reading), reads the same pixels natively with
+//! `kiln::read::Reader`: the same digits in the same boxes, probabilities within `WEB_VS_NATIVE`.
 //!
 //!   cargo run --release -p kiln-web --bin web_reference -- web/model/cnn.safetensors target/web-cases.json
 
@@ -50,6 +52,10 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
     let mut worst = 0f32;
     let numbers = |v: &serde_json::Value| -> Vec<f64> { v.as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).collect()).unwrap_or_default() };
     for (i, case) in cases.as_array().ok_or("cases: expected a JSON array")?.iter().enumerate() {
+        if case.get("number").is_some() {
+            ok &= compare_reading(&gpu, model, case, &mut worst)?;
+            continue;
+        }
         let web_digit: Vec<u8> = numbers(&case["digit"]).into_iter().map(|v| v as u8).collect();
         let web_probs: Vec<f32> = numbers(&case["probs"]).into_iter().map(|v| v as f32).collect();
         let rgba: Vec<u8> = numbers(&case["rgba"]).into_iter().map(|v| v as u8).collect();
@@ -76,6 +82,48 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
     }
     println!("web vs native probabilities: max abs difference {worst:.2e} (tolerance {abs:e} + {rel:e}*|p|) on {}", gpu.info().summary());
     Ok(ok)
+}
+
+/// A number written on the page's canvas: read natively from the same pixels as the page
+/// reads them (`kiln_web::number_field`, the same `Reader` options), the reading must be the
+/// browser's: the same digits in the same boxes, each digit's probability and the string's
+/// confidence within `WEB_VS_NATIVE`, the same unsure marks.
+#[cfg(not(target_arch = "wasm32"))]
+fn compare_reading(gpu: &Gpu, model: &str, case: &serde_json::Value, worst: &mut f32) -> Result<bool, Box<dyn std::error::Error>> {
+    use kiln::read::{Options, Reader};
+    let rgba: Vec<u8> = case["rgba"].as_array().ok_or("a number case without rgba")?.iter().map(|v| v.as_u64().unwrap_or(0) as u8).collect();
+    let (w, h) = (case["width"].as_u64().unwrap_or(0) as u32, case["height"].as_u64().unwrap_or(0) as u32);
+    let reject = case["reject"].as_f64().ok_or("a number case without reject")? as f32;
+    let classifier = Classifier::new(gpu, Checkpoint::load(std::path::Path::new(model))?, 256)?;
+    let mut native = Reader::new(classifier, Options { reject }).read(&[kiln_web::number_field(rgba, w, h)?])?.remove(0);
+    for d in &mut native.digits {
+        d.bbox = kiln_web::to_canvas(d.bbox);
+    }
+    let native = serde_json::to_value(&native)?;
+    let web = &case["reading"];
+    let (abs, rel) = WEB_VS_NATIVE;
+    let close = |a: &serde_json::Value, b: &serde_json::Value, worst: &mut f32| match (a.as_f64(), b.as_f64()) {
+        (Some(a), Some(b)) => {
+            let err = (a - b).abs() as f32;
+            *worst = worst.max(err);
+            err <= abs + rel * b.abs() as f32
+        }
+        _ => false,
+    };
+    let (nd, wd) = (native["digits"].as_array().ok_or("native digits")?, web["digits"].as_array().ok_or("a number case's reading without digits")?);
+    let mut same = native["text"] == web["text"] && native["accepted"] == web["accepted"] && nd.len() == wd.len() && close(&web["confidence"], &native["confidence"], worst);
+    for (n, d) in nd.iter().zip(wd) {
+        same &= n["bbox"] == d["bbox"] && n["label"] == d["label"] && n["unsure"] == d["unsure"] && close(&d["top3"][0][1], &n["top3"][0][1], worst);
+    }
+    println!(
+        "number {}: the browser read {} ({:.4}), natively {} ({:.4}){}",
+        case["number"], web["text"], web["confidence"].as_f64().unwrap_or(f64::NAN), native["text"], native["confidence"].as_f64().unwrap_or(f64::NAN),
+        if same { ", the same boxes" } else { "  FAIL: the readings differ" }
+    );
+    if !same {
+        println!("  browser: {web_digits}\n  native:  {native_digits}", web_digits = web["digits"], native_digits = native["digits"]);
+    }
+    Ok(same)
 }
 
 fn argmax(p: &[f32]) -> usize {
