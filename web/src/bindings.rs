@@ -43,10 +43,11 @@ fn start() {
 }
 
 /// The preprocessing alone (no GPU): the 28x28 digit `predict` would make of the canvas's
-/// RGBA pixels, or `undefined` when the canvas holds no ink.
+/// RGBA pixels (deskewed when `deskew`: the model's `deskew`, from `App.model()`), or
+/// `undefined` when the canvas holds no ink.
 #[wasm_bindgen]
-pub fn prepare(rgba: Vec<u8>, width: u32, height: u32) -> Result<Option<Vec<u8>>, JsValue> {
-    Ok(crate::prepare(rgba, width, height).map_err(js)?.map(|d| d.into_raw()))
+pub fn prepare(rgba: Vec<u8>, width: u32, height: u32, deskew: bool) -> Result<Option<Vec<u8>>, JsValue> {
+    Ok(crate::prepare(rgba, width, height, &kiln::predict::Preparation { deskew }).map_err(js)?.map(|d| d.into_raw()))
 }
 
 /// The device and the classifier the page draws against.
@@ -109,7 +110,7 @@ impl App {
         let c = self.classifier.try_borrow().map_err(|_| busy("the classifier"))?;
         let ck = c.checkpoint();
         let params: usize = ck.params.iter().map(|p| p.2.len()).sum();
-        Ok(json!({ "name": ck.model.name(), "dataset": ck.dataset, "values": params }).to_string())
+        Ok(json!({ "name": ck.model.name(), "dataset": ck.dataset, "values": params, "deskew": ck.deskew }).to_string())
     }
 
     /// A device loss or GPU error seen since the last call, if any (the page then offers a

@@ -40,10 +40,11 @@ pub fn to_canvas(b: kiln::read::segment::Bbox) -> kiln::read::segment::Bbox {
     kiln::read::segment::Bbox { x0: b.x0 * s, y0: b.y0 * s, x1: b.x1 * s + s - 1, y1: b.y1 * s + s - 1 }
 }
 
-/// The digit a drawing becomes, as `predict` makes it from a photo: the [`field`], cropped,
-/// scaled and centred in 28x28. `None` when there is no ink yet.
-pub fn prepare(rgba: Vec<u8>, width: u32, height: u32) -> kiln::Result<Option<image::GrayImage>> {
-    match kiln::predict::to_mnist(&field(rgba, width, height)?, std::path::Path::new("the drawing")) {
+/// The digit a drawing becomes, as `predict` makes it from a photo for the model loaded
+/// (`preparation`: `Preparation::of` its checkpoint): the [`field`], cropped, scaled and
+/// centred in 28x28. `None` when there is no ink yet.
+pub fn prepare(rgba: Vec<u8>, width: u32, height: u32, preparation: &kiln::predict::Preparation) -> kiln::Result<Option<image::GrayImage>> {
+    match kiln::predict::to_mnist_with(&field(rgba, width, height)?, std::path::Path::new("the drawing"), preparation) {
         Ok(d) => Ok(Some(d)),
         // to_mnist's only file error: no ink (an empty canvas), nothing to classify yet
         Err(kiln::Error::File { .. }) => Ok(None),

@@ -32,6 +32,7 @@ const state = {
   initialised: false,
   training: false,
   server: false, // no WebGPU here: kiln serve's /v1/classify and /v1/read answer instead
+  deskew: false, // the model was trained on deskewed digits (its checkpoint says so): the drawing is deskewed too
 };
 
 function problem(title, text, retry) {
@@ -151,7 +152,9 @@ $("shipped").addEventListener("click", async () => {
 
 function showModel() {
   const m = JSON.parse(state.app.model());
-  $("model").textContent = `model: ${m.name} (${m.values.toLocaleString()} values), trained on ${m.dataset}`;
+  // a model trained on deskewed digits reads the drawing deskewed too
+  state.deskew = m.deskew;
+  $("model").textContent = `model: ${m.name} (${m.values.toLocaleString()} values), trained on ${m.dataset}${m.deskew ? ", deskewed" : ""}`;
 }
 
 // ---- drawing ----
@@ -274,7 +277,7 @@ async function swapModel(swap) {
 // the drawing prepared and classified by kiln in WebAssembly on WebGPU
 async function classifyInBrowser() {
   const img = ctx.getImageData(0, 0, canvas.width, canvas.height);
-  const digit = prepare(new Uint8Array(img.data.buffer), canvas.width, canvas.height);
+  const digit = prepare(new Uint8Array(img.data.buffer), canvas.width, canvas.height, state.deskew);
   if (!digit) {
     state.last = null;
     showSeen(null);

@@ -60,7 +60,7 @@ fn run() -> Result<bool, Box<dyn std::error::Error>> {
         let web_probs: Vec<f32> = numbers(&case["probs"]).into_iter().map(|v| v as f32).collect();
         let rgba: Vec<u8> = numbers(&case["rgba"]).into_iter().map(|v| v as u8).collect();
         let (w, h) = (case["width"].as_u64().unwrap_or(0) as u32, case["height"].as_u64().unwrap_or(0) as u32);
-        let native_digit = kiln_web::prepare(rgba, w, h)?.ok_or("the native preprocessing found no ink")?;
+        let native_digit = kiln_web::prepare(rgba, w, h, &kiln::predict::Preparation::of(classifier.checkpoint()))?.ok_or("the native preprocessing found no ink")?;
         if native_digit.as_raw() != &web_digit {
             let differ = native_digit.as_raw().iter().zip(&web_digit).filter(|(a, b)| a != b).count();
             println!("case {i}: the 28x28 digit differs from the browser's in {differ} pixels");
