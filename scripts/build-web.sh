@@ -21,7 +21,7 @@ if ! command -v wasm-bindgen >/dev/null || [ "$(wasm-bindgen --version | awk '{p
   exit 1
 fi
 if [ ! -f web/model/cnn.safetensors ]; then
-  echo "web/model/cnn.safetensors is missing: cargo run --release --example train_mnist -- --dataset mnist10k --epochs 3 --save web/model/cnn.safetensors" >&2
+  echo "web/model/cnn.safetensors is missing: bash scripts/train-robust.sh web/model/cnn.safetensors (the robust default, ~10 minutes on lavapipe)" >&2
   exit 1
 fi
 

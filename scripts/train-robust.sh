@@ -10,7 +10,9 @@
 #   --deskew            every digit of both splits put through predict's preparation,
 #                       sheared upright; the checkpoint says so, and every front end then
 #                       deskews what it reads for this model
-#   --augment affine    random rotation, scale, shear, shift and stroke width, per image and step
+#   --augment robust    per image and step: a random rotation, scale, shear, shift and stroke
+#                       width, an elastic distortion, and scanner effects (down-up sampling
+#                       through 8-16 px, blur, binarisation)
 #   --epochs 8, Adam 3e-3 with one cycle (warm-up 30%, cosine to 0)
 #   --calibrate 5000    the last 5,000 training images held out; the softmax temperature
 #                       fitted on them, so the reader's and the rejection's confidences hold
@@ -25,5 +27,5 @@ fi
 OUT=$1
 DATA=${2:-../shared/data/mnist}
 exec cargo run --release --example train_mnist -- --dataset mnist --data-dir "$DATA" \
-    --deskew --augment affine --epochs 8 --lr 3e-3 --lr-schedule onecycle \
+    --deskew --augment robust --epochs 8 --lr 3e-3 --lr-schedule onecycle \
     --calibrate 5000 --seed 1 --eval-every 8 --save "$OUT"
