@@ -11,6 +11,7 @@
 
 pub mod score;
 pub mod segment;
+pub mod train_data;
 
 use std::path::Path;
 
@@ -214,28 +215,20 @@ fn top(p: &[f32; CLASSES]) -> [(u8, f32); 3] {
 
 /// Segments one field and prepares its candidates as single digits (appended to `inputs`).
 fn plan(img: &GrayImage, inputs: &mut Vec<GrayImage>) -> Option<Plan> {
-    let field = segment::binarise(img)?;
-    let mut pieces = segment::components(&field);
-    if pieces.is_empty() {
-        return None;
-    }
-    if pieces.len() > MAX_ATOMS_PER_FIELD {
-        pieces.sort_by_key(|a| std::cmp::Reverse(a.pixels.len()));
-        pieces.truncate(MAX_ATOMS_PER_FIELD);
-    }
-    let pieces = segment::merge_overlapping(pieces);
-    let height = segment::line_height(&pieces);
-    let width = field.flat.width();
-    let mut atoms = segment::atoms(pieces, width, height);
-    atoms.truncate(MAX_ATOMS_PER_FIELD);
-    let candidates = segment::candidates(&atoms, height);
+    let segment::Segmented { field, atoms, candidates, height } = segment::segment(img, MAX_ATOMS_PER_FIELD)?;
     let input = candidates
         .iter()
         .map(|c| {
-            let prepared = to_mnist(&segment::crop(&field, &atoms, c), Path::new("candidate digit")).ok()?;
+            let prepared = prepare(&field, &atoms, c)?;
             inputs.push(prepared);
             Some(inputs.len() - 1)
         })
         .collect();
     Some(Plan { atoms, candidates, input, height, scale: field.scale })
+}
+
+/// A candidate prepared as the classifier sees it: its ink cropped ([`segment::crop`]) and
+/// prepared as a single digit is ([`to_mnist`]); `None` when that finds no ink.
+pub fn prepare(field: &segment::Field, atoms: &[Atom], c: &segment::Candidate) -> Option<GrayImage> {
+    to_mnist(&segment::crop(field, atoms, c), Path::new("candidate digit")).ok()
 }
