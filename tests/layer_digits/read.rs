@@ -293,3 +293,36 @@ fn the_reader_training_cuts_are_labelled_by_the_digits_they_take_ink_from() {
     assert_eq!(a.images.pixels, cuts(train, 40, 20, 7).images.pixels, "seeded: reproducible");
     assert_ne!(a.images.pixels, cuts(train, 40, 20, 8).images.pixels, "another seed, other fields");
 }
+
+#[test]
+fn a_model_trained_with_not_digits_rejects_the_wrong_cuts_more() {
+    use kiln::read::train_data::{cuts, NO_CLASS};
+    // the MLP fixture (one epoch of mnist10k) and the same run with 3,000 non-digits added
+    let without = common::trained("mlp");
+    let with = scratch("read", "not-digits").join("mlp.safetensors");
+    let data = DATA;
+    let out = Command::new(example("train_mnist"))
+        .args(["--dataset", "mnist10k", "--data-dir", data, "--model", "mlp", "--epochs", "1", "--quiet", "--not-digits", "3000", "--save"])
+        .arg(&with)
+        .env("KILN_AUTOTUNE", "off")
+        .output()
+        .unwrap();
+    let (code, stdout, stderr) = common::text(&out);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    // the cuts of fields of test digits (never trained on): 300 that are not one digit, 300 that are
+    let test = cuts(&mnist10k().test, 300, 300, 99);
+    let images: Vec<GrayImage> = (0..test.len()).map(|i| GrayImage::from_raw(28, 28, test.images.image(i).unwrap().to_vec()).unwrap()).collect();
+    let scores = |model: &Path| {
+        let mut classifier = Classifier::load(kiln::testing::gpu(), model).unwrap();
+        let probs = classifier.classify(&images).unwrap();
+        let top = |p: &[f32; 10]| p.iter().copied().fold(0.0, f32::max);
+        let rejected = (0..300).filter(|&i| top(&probs[i]) < 0.5).count() as f64 / 300.0;
+        let right = (300..600).filter(|&i| (0..10).max_by(|&a, &b| probs[i][a].total_cmp(&probs[i][b])) == Some(test.labels[i] as usize)).count() as f64 / 300.0;
+        (rejected, right)
+    };
+    assert!(test.labels[..300].iter().all(|&l| l == NO_CLASS));
+    let ((rejected_without, right_without), (rejected_with, right_with)) = (scores(&without), scores(&with));
+    eprintln!("wrong cuts rejected (top p < 0.5): {rejected_without:.3} -> {rejected_with:.3}; right cuts read right: {right_without:.3} -> {right_with:.3}");
+    assert!(rejected_with > rejected_without + 0.3, "non-digits rejected: {rejected_without:.3} without, {rejected_with:.3} with");
+    assert!(right_with > right_without - 0.03, "right cuts read right: {right_without:.3} without, {right_with:.3} with");
+}
