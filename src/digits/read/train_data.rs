@@ -111,26 +111,43 @@ pub fn label_candidates(img: &GrayImage, placed: &[Placed]) -> Vec<Cut> {
 
 /// `not_digits` images of candidates that are not one digit and `digits` of candidates that
 /// are (their label), cut from fields of `split`'s digits (use a training split), field `i`
-/// drawn with a generator seeded by (`seed`, `i`): the same arguments give the same images.
-/// The non-digits first, labelled [`NO_CLASS`], then the digits; 28x28, white on black.
-/// Fields give a few of each until both counts are met, or fewer when `split` gives none
-/// of a kind (after [`MAX_FIELDS_PER_CUT`] fields per image asked for).
+/// drawn with a generator seeded by (`seed`, `i`): the same arguments give the same images
+/// on any number of threads. The non-digits first, labelled [`NO_CLASS`], then the digits;
+/// 28x28, white on black. Fields give a few of each until both counts are met, or fewer when
+/// `split` gives none of a kind (after [`MAX_FIELDS_PER_CUT`] fields per image asked for).
 pub fn cuts(split: &Split, not_digits: usize, digits: usize, seed: u64) -> Split {
-    let mut none = Vec::with_capacity(not_digits);
-    let mut one = Vec::with_capacity(digits);
-    let mut i = 0u64;
-    let most = (MAX_FIELDS_PER_CUT * (not_digits + digits)) as u64;
-    while (none.len() < not_digits || one.len() < digits) && i < most {
+    // fields are cut in blocks, a block's fields shared out to threads, taken in field order
+    const BLOCK: u64 = 64;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let field = |i: u64| {
         let mut rng = Rng::new(seed ^ 0x0c75_d161_75ee_d000 ^ i);
         let (_, img, placed) = compose_placed(&LAYOUTS[(i % LAYOUTS.len() as u64) as usize], split, &mut rng);
-        for Cut { image, label, .. } in label_candidates(&img, &placed) {
+        label_candidates(&img, &placed)
+    };
+    let mut none = Vec::with_capacity(not_digits);
+    let mut one = Vec::with_capacity(digits);
+    let most = (MAX_FIELDS_PER_CUT * (not_digits + digits)) as u64;
+    let mut start = 0u64;
+    while (none.len() < not_digits || one.len() < digits) && start < most {
+        let per = BLOCK.div_ceil(threads);
+        let part = |t: u64| (start + t * per..(start + (t + 1) * per).min(start + BLOCK)).flat_map(field).collect::<Vec<_>>();
+        // one thread (wasm32 has no others): no spawn
+        let block: Vec<Vec<Cut>> = if threads == 1 {
+            vec![part(0)]
+        } else {
+            std::thread::scope(|scope| {
+                let jobs: Vec<_> = (0..threads).map(|t| scope.spawn(move || part(t))).collect();
+                jobs.into_iter().map(|j| j.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+            })
+        };
+        for Cut { image, label, .. } in block.into_iter().flatten() {
             match label {
                 Some(NO_CLASS) if none.len() < not_digits => none.push(image),
                 Some(d) if d != NO_CLASS && one.len() < digits => one.push((image, d)),
                 _ => {}
             }
         }
-        i += 1;
+        start += BLOCK;
     }
     let labels: Vec<u8> = std::iter::repeat_n(NO_CLASS, none.len()).chain(one.iter().map(|(_, d)| *d)).collect();
     let pixels: Vec<u8> = none.iter().chain(one.iter().map(|(img, _)| img)).flat_map(|img| img.as_raw().iter().copied()).collect();
