@@ -168,6 +168,12 @@ struct Args {
     /// checkpoint's own setting
     #[arg(long, conflicts_with = "init")]
     deskew: bool,
+    /// Add N images that are not one digit (the reader's wrong cuts of generated fields of
+    /// training digits: pairs, fragments), trained towards the uniform distribution, and N/2
+    /// of its right cuts (their digit), so that the reader can tell a digit from a bad cut;
+    /// seeded by --seed (kiln::read::train_data)
+    #[arg(long, default_value_t = 0, conflicts_with_all = ["init", "resume", "train_limit"])]
+    not_digits: usize,
 }
 
 /// The flags that define a run: with --resume they come from the run's training state.
@@ -539,6 +545,14 @@ fn main() -> ExitCode {
         }
         None => None,
     };
+    if args.not_digits > 0 {
+        let t = std::time::Instant::now();
+        let cuts = kiln::read::train_data::cuts(&data.train, args.not_digits, args.not_digits / 2, cfg.seed, &kiln::predict::Preparation { deskew: cfg.deskew });
+        data.train = kiln::read::train_data::appended(&data.train, &cuts);
+        if !args.quiet {
+            outln!("--not-digits: {} cuts of generated fields added ({:.1} s)", cuts.len(), t.elapsed().as_secs_f64());
+        }
+    }
     // the training state records where the data was found: `--resume` finds it there again
     let cfg = TrainConfig { data_dir: Some(std::fs::canonicalize(&data.dir).unwrap_or_else(|_| data.dir.clone())), ..cfg };
     let gpu = match gpu {

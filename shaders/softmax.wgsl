@@ -8,6 +8,10 @@
 // Label smoothing e (PyTorch's CrossEntropyLoss(label_smoothing=e)): the target is
 // t = (1 - e) onehot + e / C, so the loss is lse - (1 - e) z[label] - e mean(z) and its
 // gradient softmax - t. e = 0 is the plain cross-entropy.
+//
+// A label equal to C means "no class" (a training image that is no digit: outlier
+// exposure): the target is uniform, t = 1/C (whatever e), so the loss is lse - mean(z) and
+// the gradient softmax - 1/C. Labels above C are padding rows: no loss, no gradient.
 
 struct Params {
     rows: u32,
@@ -71,11 +75,14 @@ fn xent_row(r: u32) -> f32 {
     let label = labels[r];
     var loss = 0.0;
     // Rows past the end of the data carry label 0xffffffff: no loss, no gradient, not counted.
-    if label < p.classes {
+    if label <= p.classes {
         var mean = 0.0;
         for (var j = 0u; j < p.classes; j++) { mean += logits[base + j] - m; }
         mean /= f32(p.classes);
-        let soft_label = (1.0 - p.smoothing) * (logits[base + label] - m) + p.smoothing * mean;
+        // no class (label C): all of the target is the uniform share; its onehot term has
+        // weight 0 (the index is clamped into the row, never read past it)
+        let e = select(p.smoothing, 1.0, label == p.classes);
+        let soft_label = (1.0 - e) * (logits[base + min(label, p.classes - 1u)] - m) + e * mean;
         loss = log(row_sum_exp(base, m)) - soft_label;
     }
     row_loss[r] = loss;
@@ -89,10 +96,12 @@ fn xent_grad_row(r: u32) {
     let m = row_max(base);
     let inv = 1.0 / row_sum_exp(base, m);
     let label = labels[r];
-    let valid = select(0.0, 1.0, label < p.classes);
-    let spread = p.smoothing / f32(p.classes);
+    let valid = select(0.0, 1.0, label <= p.classes);
+    // no class (label C): the uniform target, e = 1 (j never equals C)
+    let e = select(p.smoothing, 1.0, label == p.classes);
+    let spread = e / f32(p.classes);
     for (var j = 0u; j < p.classes; j++) {
-        let t = select(0.0, 1.0 - p.smoothing, j == label) + spread;
+        let t = select(0.0, 1.0 - e, j == label) + spread;
         dlogits[base + j] = (exp(logits[base + j] - m) * inv - t) * p.scale * valid;
     }
 }
@@ -115,7 +124,8 @@ fn softmax_xent_backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgro
 
 // ---- metrics: one workgroup folds a batch's row losses and predictions into running
 // totals, so an epoch needs one readback. Layout of `metrics` (u32 words):
-//   [0] loss sum (f32 bits)  [1] correct  [2] rows counted (label < C)  [3] unused  [4..4+C*C] confusion[label][pred]
+//   [0] loss sum (f32 bits)  [1] correct  [2] rows counted (label <= C)  [3] of them, no-class rows
+//   (label C: their loss counted, never correct, outside the confusion)  [4..4+C*C] confusion[label][pred]
 // The loss sum is a fixed-order tree reduction (deterministic run to run); counts are
 // integer atomics (order-independent).
 
@@ -128,18 +138,35 @@ const RWG: u32 = 256u;
 var<workgroup> partial: array<f32, RWG>;
 var<workgroup> correct: array<u32, RWG>;
 var<workgroup> rows_seen: array<u32, RWG>;
+var<workgroup> none_seen: array<u32, RWG>;
+
+// An invocation's sums over its rows: the loss, the rows predicted right, the rows counted,
+// of them the no-class rows.
+struct HeadSums { loss: f32, correct: u32, seen: u32, none: u32 }
+
+// Row r's share of the sums (label, prediction, loss given) and its confusion count.
+fn count_row(label: u32, pred: u32, loss: f32, sums: ptr<function, HeadSums>) {
+    if label > p.classes { return; }
+    (*sums).loss += loss;
+    (*sums).seen += 1u;
+    if label == p.classes { (*sums).none += 1u; return; }
+    (*sums).correct += u32(pred == label);
+    atomicAdd(&metrics[4u + label * p.classes + pred], 1u);
+}
 
 // The workgroup's per-invocation sums, reduced in a fixed-order tree, added to `metrics`.
-fn fold_metrics(lid: u32, s: f32, ok: u32, seen: u32) {
-    partial[lid] = s;
-    correct[lid] = ok;
-    rows_seen[lid] = seen;
+fn fold_metrics(lid: u32, sums: HeadSums) {
+    partial[lid] = sums.loss;
+    correct[lid] = sums.correct;
+    rows_seen[lid] = sums.seen;
+    none_seen[lid] = sums.none;
     workgroupBarrier();
     for (var half = RWG / 2u; half > 0u; half /= 2u) {
         if lid < half {
             partial[lid] += partial[lid + half];
             correct[lid] += correct[lid + half];
             rows_seen[lid] += rows_seen[lid + half];
+            none_seen[lid] += none_seen[lid + half];
         }
         workgroupBarrier();
     }
@@ -148,57 +175,39 @@ fn fold_metrics(lid: u32, s: f32, ok: u32, seen: u32) {
         atomicStore(&metrics[0], bitcast<u32>(total));
         atomicAdd(&metrics[1], correct[0]);
         atomicAdd(&metrics[2], rows_seen[0]);
+        atomicAdd(&metrics[3], none_seen[0]);
     }
 }
 
 @compute @workgroup_size(RWG)
 fn metrics_accumulate(@builtin(local_invocation_id) lid: vec3u) {
-    var s = 0.0;
-    var ok = 0u;
-    var seen = 0u;
-    for (var r = lid.x; r < p.rows; r += RWG) {
-        let label = m_labels[r];
-        if label >= p.classes { continue; }
-        let pred = m_pred[r];
-        s += m_loss[r];
-        ok += select(0u, 1u, pred == label);
-        seen += 1u;
-        atomicAdd(&metrics[4u + label * p.classes + pred], 1u);
-    }
-    fold_metrics(lid.x, s, ok, seen);
+    var sums = HeadSums(0.0, 0u, 0u, 0u);
+    for (var r = lid.x; r < p.rows; r += RWG) { count_row(m_labels[r], m_pred[r], m_loss[r], &sums); }
+    fold_metrics(lid.x, sums);
 }
 
 // ---- the loss head in one dispatch: softmax_xent_forward and metrics_accumulate, and in
 // training softmax_xent_backward, by one workgroup (rows r = lid, lid + RWG, ...). The
 // same row code and the same reduction order as the separate kernels: the same bits.
 
-// An invocation's sums over its rows: the loss, the rows predicted right, the rows counted.
-struct HeadSums { loss: f32, correct: u32, seen: u32 }
-
 // Row r's loss and prediction, its confusion count, and its share of the invocation's sums.
 fn head_row(r: u32, sums: ptr<function, HeadSums>) {
     let loss = xent_row(r);
-    let label = labels[r];
-    if label >= p.classes { return; }
-    let pred = row_pred[r];
-    atomicAdd(&metrics[4u + label * p.classes + pred], 1u);
-    (*sums).loss += loss;
-    (*sums).correct += u32(pred == label);
-    (*sums).seen += 1u;
+    count_row(labels[r], row_pred[r], loss, sums);
 }
 
 // The two entry points differ by the backward's dlogits: a forward-only dispatch binds no
 // dlogits, and a pipeline's layout holds every binding its entry point can reach.
 @compute @workgroup_size(RWG)
 fn softmax_xent_metrics(@builtin(local_invocation_id) lid: vec3u) {
-    var sums = HeadSums(0.0, 0u, 0u);
+    var sums = HeadSums(0.0, 0u, 0u, 0u);
     for (var r = lid.x; r < p.rows; r += RWG) { head_row(r, &sums); }
-    fold_metrics(lid.x, sums.loss, sums.correct, sums.seen);
+    fold_metrics(lid.x, sums);
 }
 
 @compute @workgroup_size(RWG)
 fn softmax_xent_metrics_backward(@builtin(local_invocation_id) lid: vec3u) {
-    var sums = HeadSums(0.0, 0u, 0u);
+    var sums = HeadSums(0.0, 0u, 0u, 0u);
     for (var r = lid.x; r < p.rows; r += RWG) { head_row(r, &sums); xent_grad_row(r); }
-    fold_metrics(lid.x, sums.loss, sums.correct, sums.seen);
+    fold_metrics(lid.x, sums);
 }

@@ -102,13 +102,25 @@ pub fn generate(kind: StringKind, split: &Split, seed: u64) -> Strings {
 }
 
 /// How a field's digits are spaced and damaged.
-struct Layout {
+pub(crate) struct Layout {
     /// Number of digits, inclusive.
-    count: (usize, usize),
+    pub(crate) count: (usize, usize),
     /// Gap to the previous digit in pixels, inclusive (negative: overlap).
-    gap: (i64, i64),
+    pub(crate) gap: (i64, i64),
     /// One digit in this many is broken (0: none).
-    broken_one_in: usize,
+    pub(crate) broken_one_in: usize,
+}
+
+/// A digit as it was put in a field (the generator's own record).
+pub struct Placed {
+    /// Its left column in the field (it may lie partly outside).
+    pub x: i64,
+    /// Its top row in the field.
+    pub y: i64,
+    /// Its pixels, white on black, as drawn (the field's pixel is the max over the digits).
+    pub digit: GrayImage,
+    /// Its label.
+    pub label: u8,
 }
 
 fn field(kind: StringKind, split: &Split, i: usize, rng: &mut Rng) -> (String, GrayImage) {
@@ -165,6 +177,13 @@ fn break_stroke(digit: &mut GrayImage, rng: &mut Rng) {
 
 /// Lays digits out left to right on a common baseline: the digit string and the field.
 fn compose(layout: &Layout, split: &Split, rng: &mut Rng) -> (String, GrayImage) {
+    let (text, field, _) = compose_placed(layout, split, rng);
+    (text, field)
+}
+
+/// [`compose`], and where each digit was put (the reader's training cuts label candidates
+/// by them, [`crate::digits::read::train_data`]).
+pub(crate) fn compose_placed(layout: &Layout, split: &Split, rng: &mut Rng) -> (String, GrayImage, Vec<Placed>) {
     const MARGIN: i64 = 8;
     let n = rng.range(layout.count.0, layout.count.1);
     let mut placed = Vec::with_capacity(n);
@@ -183,13 +202,13 @@ fn compose(layout: &Layout, split: &Split, rng: &mut Rng) -> (String, GrayImage)
         let jitter = rng.range(0, 6) as i64 - 3;
         x += gap;
         // the baseline 8 px above the bottom of a 40 px high band, whatever the digit's height
-        placed.push((x, MARGIN + 24 - h as i64 + jitter, digit));
+        placed.push(Placed { x, y: MARGIN + 24 - h as i64 + jitter, digit, label: split.labels[index] });
         x += w as i64;
         text.push(char::from(b'0' + split.labels[index]));
     }
     let width = (x + MARGIN) as u32;
     let mut out = GrayImage::new(width, (MARGIN * 2 + 27) as u32);
-    for (x0, y0, digit) in &placed {
+    for Placed { x: x0, y: y0, digit, .. } in &placed {
         for (dx, dy, p) in digit.enumerate_pixels() {
             let (x, y) = (*x0 + dx as i64, *y0 + dy as i64);
             if x >= 0 && y >= 0 && (x as u32) < out.width() && (y as u32) < out.height() {
@@ -198,7 +217,7 @@ fn compose(layout: &Layout, split: &Split, rng: &mut Rng) -> (String, GrayImage)
             }
         }
     }
-    (text, out)
+    (text, out, placed)
 }
 
 impl crate::digits::digit_sets::Frozen for StringKind {

@@ -244,7 +244,7 @@ impl CpuExecutor {
                 }
                 Step::XentForward { logits, labels, smoothing, loss, pred, grad } => {
                     let (l, p) = reference::softmax::softmax_xent_forward(self.get(logits), self.get_u(labels), classes, smoothing);
-                    let valid = self.get_u(labels).iter().map(|&l| (l as usize) < classes);
+                    let valid = self.get_u(labels).iter().map(|&l| (l as usize) <= classes);
                     loss_sum = Some(l.iter().zip(valid).filter(|(_, v)| *v).map(|(&l, _)| l as f64).sum());
                     self.set(loss, l);
                     self.u.insert(self.plan.root(pred), p);

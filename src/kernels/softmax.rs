@@ -1,7 +1,9 @@
 //! Softmax, fused softmax + cross-entropy, and the metrics fold (shaders/softmax.wgsl).
 //!
-//! Dimensions: R rows (batch), C classes. Labels are u32; a label >= C marks a padding
-//! row (a partial last batch), which gets no loss, no gradient and is not counted.
+//! Dimensions: R rows (batch), C classes. Labels are u32; the label C means *no class* (a
+//! training image that is none of the classes, outlier exposure): its target is uniform, 1/C
+//! each, so training pushes its top probability down; a label > C marks a padding row (a
+//! partial last batch), which gets no loss, no gradient and is not counted.
 
 use super::{check_tensor, Dispatch};
 use crate::runtime::gpu::Gpu;
@@ -21,8 +23,8 @@ pub(crate) struct Params {
     pub(crate) smoothing: f32,
 }
 
-/// Words in a metrics buffer for `classes` classes: loss sum, correct, rows, unused, then
-/// the confusion matrix `[label][prediction]`.
+/// Words in a metrics buffer for `classes` classes: loss sum, correct, rows, no-class rows,
+/// then the confusion matrix `[label][prediction]`.
 pub fn metrics_words(classes: usize) -> usize {
     4 + classes * classes
 }
@@ -68,7 +70,8 @@ pub fn check_smoothing(smoothing: f32) -> Result<()> {
 }
 
 /// `row_loss[r]` = logsumexp(`logits[r]`) - (1 - e) `logits[r][label]` - e mean(`logits[r]`) with
-/// label smoothing e (0: the plain cross-entropy); `row_pred[r]` = argmax.
+/// label smoothing e (0: the plain cross-entropy), logsumexp - mean for the no-class label C;
+/// `row_pred[r]` = argmax.
 pub fn softmax_xent_forward(gpu: &Gpu, logits: &Tensor, labels: &Tensor, smoothing: f32, row_loss: &Tensor, row_pred: &Tensor) -> Result<Dispatch> {
     let op = "softmax_xent_forward";
     let (r, c) = rows_classes(op, logits)?;
@@ -80,8 +83,8 @@ pub fn softmax_xent_forward(gpu: &Gpu, logits: &Tensor, labels: &Tensor, smoothi
     launch(gpu, op, params, &[(1, logits), (2, labels), (4, row_loss), (5, row_pred)])
 }
 
-/// dlogits = (softmax(logits) - t) * scale with the target t = (1 - e) onehot(label) + e / C;
-/// scale = 1/R for the mean loss.
+/// dlogits = (softmax(logits) - t) * scale with the target t = (1 - e) onehot(label) + e / C
+/// (t = 1/C for the no-class label C); scale = 1/R for the mean loss.
 pub fn softmax_xent_backward(gpu: &Gpu, logits: &Tensor, labels: &Tensor, smoothing: f32, scale: f32, dlogits: &Tensor) -> Result<Dispatch> {
     let op = "softmax_xent_backward";
     let (r, c) = rows_classes(op, logits)?;
@@ -161,8 +164,11 @@ pub struct Metrics {
     pub loss_sum: f32,
     /// Rows whose prediction (first maximum) equals the label.
     pub correct: u32,
-    /// Rows counted; rows with a label ≥ C (batch padding) are skipped by every field.
+    /// Rows counted; rows with a label > C (batch padding) are skipped by every field.
     pub rows: u32,
+    /// Of the rows counted, those with the no-class label C: their loss is in `loss_sum`, they
+    /// are never correct, have no row in the confusion and are left out of [`Metrics::accuracy`].
+    pub no_class: u32,
     /// `confusion[label][prediction]`
     pub confusion: Vec<Vec<u32>>,
 }
@@ -170,7 +176,7 @@ pub struct Metrics {
 impl Metrics {
     /// No row counted yet, over `classes` classes.
     pub fn new(classes: usize) -> Metrics {
-        Metrics { loss_sum: 0.0, correct: 0, rows: 0, confusion: vec![vec![0; classes]; classes] }
+        Metrics { loss_sum: 0.0, correct: 0, rows: 0, no_class: 0, confusion: vec![vec![0; classes]; classes] }
     }
 
     /// Counts `pairs` of (label, prediction) (no loss); a class outside `0..classes` is an error.
@@ -206,6 +212,7 @@ impl Metrics {
         self.loss_sum += other.loss_sum;
         self.correct += other.correct;
         self.rows += other.rows;
+        self.no_class += other.no_class;
         Ok(())
     }
 
@@ -223,15 +230,16 @@ impl Metrics {
     /// Panics if `words` is shorter than `metrics_words(classes)`.
     pub fn from_words(words: &[u32], classes: usize) -> Metrics {
         let confusion = (0..classes).map(|l| words[4 + l * classes..4 + (l + 1) * classes].to_vec()).collect();
-        Metrics { loss_sum: f32::from_bits(words[0]), correct: words[1], rows: words[2], confusion }
+        Metrics { loss_sum: f32::from_bits(words[0]), correct: words[1], rows: words[2], no_class: words[3], confusion }
     }
     /// Mean loss per counted row (0 when no row was counted).
     pub fn mean_loss(&self) -> f32 {
         self.loss_sum / self.rows.max(1) as f32
     }
-    /// Fraction of counted rows predicted right, in [0, 1] (0 when no row was counted).
+    /// Fraction of the counted rows of a class (no-class rows left out) predicted right, in
+    /// [0, 1] (0 when no such row was counted).
     pub fn accuracy(&self) -> f32 {
-        self.correct as f32 / self.rows.max(1) as f32
+        self.correct as f32 / (self.rows - self.no_class).max(1) as f32
     }
     /// Per-class precision (of the predictions of class c, how many were c).
     pub fn precision(&self) -> Vec<f32> {

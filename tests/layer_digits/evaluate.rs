@@ -98,7 +98,7 @@ fn confusion_counts_and_scores() {
     assert_eq!(c.to_string().lines().count(), 4, "{c}");
     // the GPU metrics are the same type (Confusion was folded into Metrics): the same
     // counts give the same scores
-    let m = Metrics { loss_sum: 1.0, correct: 4, rows: 6, confusion: vec![vec![1, 1, 0], vec![0, 1, 0], vec![0, 1, 2]] };
+    let m = Metrics { loss_sum: 1.0, correct: 4, rows: 6, no_class: 0, confusion: vec![vec![1, 1, 0], vec![0, 1, 0], vec![0, 1, 2]] };
     let from = Metrics { loss_sum: 0.0, ..m.clone() };
     assert_eq!(from, c);
     assert_eq!(from.accuracy_f64() as f32, m.accuracy());

@@ -237,3 +237,92 @@ fn frozen_sets_are_chosen_by_name_or_refused_naming_the_known_ones() {
     let e = choose::<StringKind>(&["zipp".into()]).err().expect("an unknown set chosen").to_string();
     assert!(e.contains("--sets") && e.contains("'zipp'") && e.contains("zip, touching, amount, photo"), "{e}");
 }
+
+/// MNIST training digit `i` of mnist10k, cropped to its ink.
+fn training_digit(i: usize) -> (GrayImage, u8) {
+    let train = &mnist10k().train;
+    let img = GrayImage::from_raw(28, 28, train.images.image(i).unwrap().to_vec()).unwrap();
+    let (mut x0, mut y0, mut x1, mut y1) = (28, 28, 0, 0);
+    for (x, y, p) in img.enumerate_pixels() {
+        if p[0] > 0 {
+            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+        }
+    }
+    (image::imageops::crop_imm(&img, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image(), train.labels[i])
+}
+
+#[test]
+fn the_reader_training_cuts_are_labelled_by_the_digits_they_take_ink_from() {
+    use kiln::read::train_data::{cuts, label_candidates, NO_CLASS};
+    use kiln::string_sets::Placed;
+    // three training digits: the first two overlap by 3 px, the third stands 15 px apart
+    let digits: Vec<(GrayImage, u8)> = [0, 1, 2].map(training_digit).into();
+    let (w0, w1) = (digits[0].0.width() as i64, digits[1].0.width() as i64);
+    let xs = [8, 8 + w0 - 3, 8 + w0 - 3 + w1 + 15];
+    let placed: Vec<Placed> = digits.iter().zip(xs).map(|((d, l), x)| Placed { x, y: 8, digit: d.clone(), label: *l }).collect();
+    let width = (xs[2] + digits[2].0.width() as i64 + 8) as u32;
+    let field = GrayImage::from_fn(width, 44, |x, y| {
+        Luma([placed.iter().map(|p| p.digit.get_pixel_checked((x as i64 - p.x) as u32, (y as i64 - p.y) as u32).map_or(0, |v| v[0])).max().unwrap()])
+    });
+    let boxes: Vec<(i64, i64)> = placed.iter().map(|p| (p.x, p.x + p.digit.width() as i64 - 1)).collect();
+    let cut = label_candidates(&field, &placed, &Default::default());
+    assert!(!cut.is_empty());
+    for c in &cut {
+        assert_eq!(c.image.dimensions(), (28, 28));
+        let (x0, x1) = (c.bbox.x0 as i64, c.bbox.x1 as i64);
+        let spans = |d: usize| x0 <= boxes[d].0 + 3 && x1 >= boxes[d].1 - 3; // covers digit d
+        let inside = |d: usize| x0 >= boxes[d].0 - 1 && x1 <= boxes[d].1 + 1;
+        match c.label {
+            // a digit's label only for a box on that digit, covering it
+            Some(l) if l != NO_CLASS => assert!((0..3).any(|d| placed[d].label == l && inside(d) && spans(d)), "{:?} labelled {l}", c.bbox),
+            // a box that reaches well into two digits is never one digit
+            _ if x0 < boxes[0].1 - 6 && x1 > boxes[1].0 + 6 => assert_eq!(c.label, Some(NO_CLASS), "{:?} covers parts of two digits", c.bbox),
+            _ => {}
+        }
+    }
+    // the separate digit is found whole (its faint edge may fall under the threshold) and
+    // labelled; the first digit with half the next is not one digit
+    assert!(cut.iter().any(|c| c.label == Some(placed[2].label) && (c.bbox.x0 as i64 - boxes[2].0).abs() <= 2), "the third digit, alone");
+    assert!(cut.iter().any(|c| c.label == Some(NO_CLASS) && c.bbox.x0 as i64 <= boxes[0].0 + 1 && c.bbox.x1 as i64 >= boxes[1].0 + 6), "the first digit and half the next");
+
+    // generated from a split: the counts asked for, the right labels, the same pixels for the same seed
+    let train = &mnist10k().train;
+    let a = cuts(train, 40, 20, 7, &Default::default());
+    assert_eq!((a.len(), a.images.rows, a.images.cols), (60, 28, 28));
+    assert!(a.labels[..40].iter().all(|&l| l == NO_CLASS) && a.labels[40..].iter().all(|&l| l < NO_CLASS));
+    assert_eq!(a.images.pixels, cuts(train, 40, 20, 7, &Default::default()).images.pixels, "seeded: reproducible");
+    assert_ne!(a.images.pixels, cuts(train, 40, 20, 8, &Default::default()).images.pixels, "another seed, other fields");
+}
+
+#[test]
+fn a_model_trained_with_not_digits_rejects_the_wrong_cuts_more() {
+    use kiln::read::train_data::{cuts, NO_CLASS};
+    // the MLP fixture (one epoch of mnist10k) and the same run with 3,000 non-digits added
+    let without = common::trained("mlp");
+    let with = scratch("read", "not-digits").join("mlp.safetensors");
+    let data = DATA;
+    let out = Command::new(example("train_mnist"))
+        .args(["--dataset", "mnist10k", "--data-dir", data, "--model", "mlp", "--epochs", "1", "--quiet", "--not-digits", "3000", "--save"])
+        .arg(&with)
+        .env("KILN_AUTOTUNE", "off")
+        .output()
+        .unwrap();
+    let (code, stdout, stderr) = common::text(&out);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    // the cuts of fields of test digits (never trained on): 300 that are not one digit, 300 that are
+    let test = cuts(&mnist10k().test, 300, 300, 99, &Default::default());
+    let images: Vec<GrayImage> = (0..test.len()).map(|i| GrayImage::from_raw(28, 28, test.images.image(i).unwrap().to_vec()).unwrap()).collect();
+    let scores = |model: &Path| {
+        let mut classifier = Classifier::load(kiln::testing::gpu(), model).unwrap();
+        let probs = classifier.classify(&images).unwrap();
+        let top = |p: &[f32; 10]| p.iter().copied().fold(0.0, f32::max);
+        let rejected = (0..300).filter(|&i| top(&probs[i]) < 0.5).count() as f64 / 300.0;
+        let right = (300..600).filter(|&i| (0..10).max_by(|&a, &b| probs[i][a].total_cmp(&probs[i][b])) == Some(test.labels[i] as usize)).count() as f64 / 300.0;
+        (rejected, right)
+    };
+    assert!(test.labels[..300].iter().all(|&l| l == NO_CLASS));
+    let ((rejected_without, right_without), (rejected_with, right_with)) = (scores(&without), scores(&with));
+    eprintln!("wrong cuts rejected (top p < 0.5): {rejected_without:.3} -> {rejected_with:.3}; right cuts read right: {right_without:.3} -> {right_with:.3}");
+    assert!(rejected_with > rejected_without + 0.3, "non-digits rejected: {rejected_without:.3} without, {rejected_with:.3} with");
+    assert!(right_with > right_without - 0.03, "right cuts read right: {right_without:.3} without, {right_with:.3} with");
+}

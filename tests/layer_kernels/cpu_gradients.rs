@@ -53,9 +53,10 @@ fn bias_and_relu_backward_match_finite_differences() {
 #[test]
 fn softmax_xent_backward_matches_finite_differences() {
     let mut rng = Rng::new(22);
-    let (rows, classes) = (4, 10);
+    let (rows, classes) = (5, 10);
     let logits: Vec<f32> = rng.vec(rows * classes).iter().map(|v| v * 3.0).collect();
-    let labels = [3u32, 0, 9, u32::MAX];
+    // a padding row (> C) and a no-class row (C: the uniform target)
+    let labels = [3u32, 0, 9, u32::MAX, 10];
     let scale = 1.0 / rows as f32;
     for smoothing in [0.0, 0.1, 0.5] {
         let analytic = softmax::softmax_xent_backward(&logits, &labels, classes, smoothing, scale);

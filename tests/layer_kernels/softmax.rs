@@ -42,6 +42,8 @@ fn softmax_xent_and_metrics_match_cpu() {
         let mut labels: Vec<u32> = (0..rows).map(|_| rng.range(0, classes - 1) as u32).collect();
         if rows > 5 {
             labels[rows - 1] = u32::MAX; // a padding row
+            labels[rows - 2] = classes as u32; // no class: the uniform target
+            labels[1] = classes as u32 + 1; // the first label past "no class" is padding too
         }
         let tl = Tensor::from_f32(gpu, &[rows, classes], &logits).unwrap();
         let tlab = Tensor::from_u32(gpu, &[rows], &labels).unwrap();
@@ -93,14 +95,44 @@ fn softmax_xent_and_metrics_match_cpu() {
         assert_eq!(fm.to_u32(gpu).unwrap(), tm.to_u32(gpu).unwrap(), "fused metrics {what}");
         let m = Metrics::from_words(&tm.to_u32(gpu).unwrap(), classes);
         let valid: Vec<usize> = (0..rows).filter(|&r| (labels[r] as usize) < classes).collect();
-        let want_loss: f64 = valid.iter().map(|&r| loss[r] as f64).sum::<f64>() * 2.0;
+        let none: Vec<usize> = (0..rows).filter(|&r| labels[r] as usize == classes).collect();
+        let want_loss: f64 = valid.iter().chain(&none).map(|&r| loss[r] as f64).sum::<f64>() * 2.0;
         let want_correct = valid.iter().filter(|&&r| pred[r] == labels[r]).count() as u32 * 2;
-        assert_eq!(m.rows, valid.len() as u32 * 2, "{what}");
+        assert_eq!(m.rows, (valid.len() + none.len()) as u32 * 2, "{what}");
+        assert_eq!(m.no_class, none.len() as u32 * 2, "{what}");
         assert_eq!(m.correct, want_correct, "{what}");
+        assert_eq!(m.accuracy(), want_correct as f32 / (valid.len() as f32 * 2.0).max(1.0), "{what}: no-class rows are outside the accuracy");
         assert_close(&format!("loss sum {what}"), &[m.loss_sum], &[want_loss as f32], REDUCTION);
         for &r in &valid {
             assert!(m.confusion[labels[r] as usize][pred[r] as usize] >= 2);
         }
-        assert_eq!(m.confusion.iter().flatten().sum::<u32>(), m.rows);
+        assert_eq!(m.confusion.iter().flatten().sum::<u32>(), m.rows - m.no_class);
+    }
+}
+
+#[test]
+fn the_no_class_label_trains_towards_the_uniform_target_whatever_the_smoothing() {
+    // hand-computed: logits [0, ln 3] (softmax [1/4, 3/4]), label C = 2: the target is
+    // [1/2, 1/2], the loss lse - mean = ln 4 - ln(3)/2, the gradient [-1/4, 1/4]
+    let gpu = gpu();
+    let logits = [0.0f32, 3f32.ln()];
+    let tl = Tensor::from_f32(gpu, &[1, 2], &logits).unwrap();
+    let tlab = Tensor::from_u32(gpu, &[1], &[2]).unwrap();
+    for smoothing in [0.0, 0.3] {
+        let (tloss, tpred, tdl) = (Tensor::empty(gpu, &[1], DType::F32).unwrap(), Tensor::empty(gpu, &[1], DType::U32).unwrap(), Tensor::empty(gpu, &[1, 2], DType::F32).unwrap());
+        let tm = Tensor::from_u32(gpu, &[metrics_words(2)], &[0; 8]).unwrap();
+        for t in [&tloss, &tpred, &tdl] {
+            t.poison(gpu).unwrap();
+        }
+        gpu.run(&[&softmax_xent_metrics(gpu, &tl, &tlab, smoothing, &tloss, &tpred, Some((&tdl, 1.0)), &tm).unwrap()]).unwrap();
+        let want = 4f64.ln() - 3f64.ln() / 2.0;
+        assert_close(&format!("no-class loss, smoothing {smoothing}"), &tloss.to_f32(gpu).unwrap(), &[want as f32], TRANSCENDENTAL);
+        assert_close(&format!("no-class dlogits, smoothing {smoothing}"), &tdl.to_f32(gpu).unwrap(), &[-0.25, 0.25], TRANSCENDENTAL);
+        assert_close("reference loss", &cpu::softmax_xent_forward(&logits, &[2], 2, smoothing).0, &[want as f32], TRANSCENDENTAL);
+        assert_close("reference dlogits", &cpu::softmax_xent_backward(&logits, &[2], 2, smoothing, 1.0), &[-0.25, 0.25], TRANSCENDENTAL);
+        let m = Metrics::from_words(&tm.to_u32(gpu).unwrap(), 2);
+        assert_eq!((m.rows, m.no_class, m.correct), (1, 1, 0), "a no-class row is counted, never correct");
+        assert_eq!(m.confusion, vec![vec![0, 0], vec![0, 0]]);
+        assert_eq!(m.accuracy(), 0.0);
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod score;
 pub mod segment;
+pub mod train_data;
 
 use std::path::Path;
 
@@ -18,7 +19,7 @@ use image::GrayImage;
 use serde::Serialize;
 
 use crate::digits::classify::{Classifier, CLASSES};
-use crate::digits::predict::to_mnist;
+use crate::digits::predict::{to_mnist_with, Preparation};
 use crate::{Gpu, Result};
 use segment::{Atom, Bbox};
 
@@ -166,7 +167,9 @@ impl<'g> Reader<'g> {
     /// [`Reader::read`] without blocking: what the web page awaits.
     pub async fn read_async(&mut self, images: &[GrayImage]) -> Result<Vec<Reading>> {
         let mut inputs = Vec::new();
-        let plans: Vec<Option<Plan>> = images.iter().map(|img| plan(img, &mut inputs)).collect();
+        // candidates are prepared as the model's training digits were (its checkpoint's deskew)
+        let preparation = Preparation::of(self.classifier.checkpoint());
+        let plans: Vec<Option<Plan>> = images.iter().map(|img| plan(img, &mut inputs, &preparation)).collect();
         let probs = self.classifier.classify_async(&inputs).await?;
         Ok(plans.into_iter().map(|p| p.map_or_else(empty, |p| self.choose(&p, &probs, &inputs))).collect())
     }
@@ -218,29 +221,22 @@ fn top(p: &[f32; CLASSES]) -> [(u8, f32); 3] {
 }
 
 /// Segments one field and prepares its candidates as single digits (appended to `inputs`).
-fn plan(img: &GrayImage, inputs: &mut Vec<GrayImage>) -> Option<Plan> {
-    let field = segment::binarise(img)?;
-    let mut pieces = segment::components(&field);
-    if pieces.is_empty() {
-        return None;
-    }
-    if pieces.len() > MAX_ATOMS_PER_FIELD {
-        pieces.sort_by_key(|a| std::cmp::Reverse(a.pixels.len()));
-        pieces.truncate(MAX_ATOMS_PER_FIELD);
-    }
-    let pieces = segment::merge_overlapping(pieces);
-    let height = segment::line_height(&pieces);
-    let width = field.flat.width();
-    let mut atoms = segment::atoms(pieces, width, height);
-    atoms.truncate(MAX_ATOMS_PER_FIELD);
-    let candidates = segment::candidates(&atoms, height);
+fn plan(img: &GrayImage, inputs: &mut Vec<GrayImage>, preparation: &Preparation) -> Option<Plan> {
+    let segment::Segmented { field, atoms, candidates, height } = segment::segment(img, MAX_ATOMS_PER_FIELD)?;
     let input = candidates
         .iter()
         .map(|c| {
-            let prepared = to_mnist(&segment::crop(&field, &atoms, c), Path::new("candidate digit")).ok()?;
+            let prepared = prepare(&field, &atoms, c, preparation)?;
             inputs.push(prepared);
             Some(inputs.len() - 1)
         })
         .collect();
     Some(Plan { atoms, candidates, input, height, scale: field.scale })
+}
+
+/// A candidate prepared as the classifier sees it: its ink cropped ([`segment::crop`]) and
+/// prepared as a single digit is ([`to_mnist_with`], with the model's `preparation`:
+/// [`Preparation::of`] its checkpoint); `None` when that finds no ink.
+pub fn prepare(field: &segment::Field, atoms: &[Atom], c: &segment::Candidate, preparation: &Preparation) -> Option<GrayImage> {
+    to_mnist_with(&segment::crop(field, atoms, c), Path::new("candidate digit"), preparation).ok()
 }
