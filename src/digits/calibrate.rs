@@ -97,7 +97,7 @@ pub struct HeldOut {
 /// `train_mnist --calibrate` stores in the checkpoint) and measures its accuracy there.
 pub fn fit_on(classifier: &mut Classifier, split: &Split) -> Result<HeldOut> {
     let logits = split_logits(classifier, split)?;
-    let right = logits.iter().zip(&split.labels).filter(|(z, &y)| crate::digits::evaluate::argmax(&z[..]) == y as usize).count();
+    let right = logits.iter().zip(&split.labels).filter(|(z, &y)| argmax(&z[..]) == y as usize).count();
     Ok(HeldOut { temperature: fit_temperature(&logits, &split.labels)?, accuracy: right as f64 / split.len().max(1) as f64 })
 }
 

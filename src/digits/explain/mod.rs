@@ -238,10 +238,8 @@ pub fn resize_bilinear(src: &[f32], (h, w): (usize, usize), (oh, ow): (usize, us
     out
 }
 
-/// The first index of the largest value.
-pub fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().fold(0, |best, (i, &x)| if x > v[best] { i } else { best })
-}
+/// The first index of the largest value (evaluation's, which the answers are counted by).
+pub use crate::digits::evaluate::argmax;
 
 /// One row's class probabilities at the checkpoint's temperature (the reference softmax:
 /// f64, max subtracted), as `Classifier` reads them.
