@@ -109,9 +109,28 @@ pub struct Labelled {
 /// errors, which give the line number. An image named twice, a label outside 0-9 and a
 /// file with no entry are errors; a leading UTF-8 byte-order mark is skipped.
 pub fn parse_labels(text: &str, path: &Path) -> Result<Vec<Labelled>> {
+    let entries = parse_named(text, path, "LABEL", |name, label, content| match label.parse::<i64>() {
+        Ok(v) if (0..CLASSES as i64).contains(&v) => Ok(v as u8),
+        Ok(v) => Err(format!("label {v} for '{name}' is outside 0-9")),
+        Err(_) => Err(format!("expected 'NAME LABEL' with a label 0-9, found {content:?}")),
+    })?;
+    Ok(entries.into_iter().map(|(name, label, line)| Labelled { name, label, line }).collect())
+}
+
+/// The entries of a labels file's text, `NAME VALUE` per line, as (name, value, line): the
+/// value is the last word (a name may hold spaces) and `value(name, word, line's content)`
+/// reads it or says what is wrong; `#` comments and blank lines are ignored and a leading
+/// UTF-8 byte-order mark skipped. A name given twice and a file with no entry are errors;
+/// each error names `path` and the line. `form` names the value in messages (`LABEL`).
+pub fn parse_named<T>(
+    text: &str,
+    path: &Path,
+    form: &str,
+    value: impl Fn(&str, &str, &str) -> std::result::Result<T, String>,
+) -> Result<Vec<(String, T, usize)>> {
     // Notepad and PowerShell begin UTF-8 files with a byte-order mark
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut out: Vec<Labelled> = Vec::new();
+    let mut out = Vec::new();
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
@@ -120,22 +139,18 @@ pub fn parse_labels(text: &str, path: &Path) -> Result<Vec<Labelled>> {
             continue;
         }
         let bad = |m: String| Error::file(path, format!("line {line}: {m}"));
-        let (name, label) = content
+        let (name, word) = content
             .rsplit_once(char::is_whitespace)
-            .map(|(n, l)| (n.trim(), l))
-            .ok_or_else(|| bad(format!("expected 'NAME LABEL', found {content:?}")))?;
-        let label: u8 = match label.parse::<i64>() {
-            Ok(v) if (0..CLASSES as i64).contains(&v) => v as u8,
-            Ok(v) => return Err(bad(format!("label {v} for '{name}' is outside 0-9"))),
-            Err(_) => return Err(bad(format!("expected 'NAME LABEL' with a label 0-9, found {content:?}"))),
-        };
+            .map(|(n, w)| (n.trim(), w))
+            .ok_or_else(|| bad(format!("expected 'NAME {form}', found {content:?}")))?;
+        let v = value(name, word, content).map_err(bad)?;
         if let Some(first) = seen.insert(name, line) {
             return Err(bad(format!("'{name}' is labelled again (first on line {first})")));
         }
-        out.push(Labelled { name: name.to_string(), label, line });
+        out.push((name.to_string(), v, line));
     }
     if out.is_empty() {
-        return Err(Error::file(path, "no labelled image in it (expected lines 'NAME LABEL')"));
+        return Err(Error::file(path, format!("no labelled image in it (expected lines 'NAME {form}')")));
     }
     Ok(out)
 }
@@ -145,9 +160,13 @@ pub const MAX_LABELS_BYTES: u64 = 64 << 20;
 
 /// Reads and parses a labels file (see [`parse_labels`]) of at most [`MAX_LABELS_BYTES`].
 pub fn read_labels(path: &Path) -> Result<Vec<Labelled>> {
+    parse_labels(&read_labels_text(path)?, path)
+}
+
+/// A labels file's text: at most [`MAX_LABELS_BYTES`], UTF-8.
+pub fn read_labels_text(path: &Path) -> Result<String> {
     let bytes = crate::base::files::read_input(path, "labels file", MAX_LABELS_BYTES)?;
-    let text = String::from_utf8(bytes).map_err(|e| Error::file(path, format!("the labels file is not UTF-8 text: {e}")))?;
-    parse_labels(&text, path)
+    String::from_utf8(bytes).map_err(|e| Error::file(path, format!("the labels file is not UTF-8 text: {e}")))
 }
 
 /// The image files of `entries` in folder `dir`, with their labels, checked to be regular files:

@@ -3,13 +3,13 @@
 //! digits an alignment pairs, and the error–rejection curve (the error among the accepted
 //! readings when the least confident fraction is rejected).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
 use crate::digits::classify::CLASSES;
+use crate::digits::evaluate::{parse_named, read_labels_text};
 use crate::kernels::softmax::Metrics;
-use crate::{Error, Result};
+use crate::Result;
 
 pub use crate::digits::calibrate::REJECTED;
 
@@ -32,36 +32,18 @@ pub struct StringLabel {
 /// [`crate::digits::evaluate::parse_labels`] does for single digits. `path` names the file
 /// in errors, which give the line.
 pub fn parse_string_labels(text: &str, path: &Path) -> Result<Vec<StringLabel>> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut out = Vec::new();
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
-        let content = raw.split('#').next().unwrap_or("").trim();
-        if content.is_empty() {
-            continue;
-        }
-        let bad = |m: String| Error::file(path, format!("line {line}: {m}"));
-        let (name, digits) = content.rsplit_once(char::is_whitespace).map(|(n, d)| (n.trim(), d)).ok_or_else(|| bad(format!("expected 'NAME DIGITS', found {content:?}")))?;
+    let entries = parse_named(text, path, "DIGITS", |_, digits, content| {
         if digits.is_empty() || digits.len() > MAX_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad(format!("expected 'NAME DIGITS' with 1 to {MAX_DIGITS} digits 0-9, found {content:?}")));
+            return Err(format!("expected 'NAME DIGITS' with 1 to {MAX_DIGITS} digits 0-9, found {content:?}"));
         }
-        if let Some(first) = seen.insert(name, line) {
-            return Err(bad(format!("'{name}' is labelled again (first on line {first})")));
-        }
-        out.push(StringLabel { name: name.to_string(), digits: digits.to_string(), line });
-    }
-    if out.is_empty() {
-        return Err(Error::file(path, "no labelled image in it (expected lines 'NAME DIGITS')"));
-    }
-    Ok(out)
+        Ok(digits.to_string())
+    })?;
+    Ok(entries.into_iter().map(|(name, digits, line)| StringLabel { name, digits, line }).collect())
 }
 
 /// Reads and parses a string labels file (see [`parse_string_labels`]).
 pub fn read_string_labels(path: &Path) -> Result<Vec<StringLabel>> {
-    let bytes = crate::base::files::read_input(path, "labels file", crate::digits::evaluate::MAX_LABELS_BYTES)?;
-    let text = String::from_utf8(bytes).map_err(|e| Error::file(path, format!("the labels file is not UTF-8 text: {e}")))?;
-    parse_string_labels(&text, path)
+    parse_string_labels(&read_labels_text(path)?, path)
 }
 
 /// The edit (Levenshtein) distance between two strings of digits, and the pairs of
