@@ -4,7 +4,8 @@
 //! The digits are found by *segmentation by recognition* ([`segment`]): the field is
 //! binarised as [`crate::digits::predict::to_mnist`] binarises a digit, cut into atoms
 //! (connected pieces of ink, wide pieces cut again at the minima of their vertical
-//! projection), every run of up to four neighbouring atoms is a candidate digit, each
+//! projection, or every few columns where digits overlap), every run of up to
+//! [`segment::Grain::READING`]'s `max_atoms` neighbouring atoms is a candidate digit, each
 //! candidate is prepared as a single digit is and scored by the classifier (the log of its
 //! top probability plus a prior on its shape), and the best partition of the atoms into
 //! digits is chosen by dynamic programming. [`score`] measures readings against labels.
@@ -222,7 +223,7 @@ fn top(p: &[f32; CLASSES]) -> [(u8, f32); 3] {
 
 /// Segments one field and prepares its candidates as single digits (appended to `inputs`).
 fn plan(img: &GrayImage, inputs: &mut Vec<GrayImage>, preparation: &Preparation) -> Option<Plan> {
-    let segment::Segmented { field, atoms, candidates, height } = segment::segment(img, MAX_ATOMS_PER_FIELD)?;
+    let segment::Segmented { field, atoms, candidates, height } = segment::segment(img, MAX_ATOMS_PER_FIELD, segment::Grain::READING)?;
     let input = candidates
         .iter()
         .map(|c| {
