@@ -42,7 +42,7 @@ struct Args {
     /// a flag says otherwise
     #[arg(long, default_value = "cnn")]
     model: ModelKind,
-    /// Passes over the training images (default: 5; with --init 40)
+    /// Passes over the training images (default: 5; with --init 120)
     #[arg(long, allow_negative_numbers = true)]
     epochs: Option<usize>,
     /// Images per step (with --init and no --batch-size: 32)
@@ -81,7 +81,7 @@ struct Args {
     /// Vary the training images on the GPU: off | affine (random affine warps: rotation,
     /// scale, shear, shift, and stroke-width changes; what --augment alone means) | elastic
     /// (affine plus elastic distortions) | robust (elastic plus scanner effects: down-up
-    /// sampling to 8-16 px, blur, binarisation). Default: off (with --init: elastic)
+    /// sampling to 8-16 px, blur, binarisation). Default: off (with --init: robust)
     #[arg(long, num_args = 0..=1, default_missing_value = "affine", value_name = "LEVEL")]
     augment: Option<Augment>,
     /// Train on N labelled images of the training split, class-balanced and drawn with
@@ -143,7 +143,7 @@ struct Args {
     calibrate: Option<i64>,
     /// Fine-tune this trained checkpoint (its model and normalisation) on your own digits,
     /// --images DIR --labels FILE, mixed with MNIST (--mix-mnist). Defaults for 50-1,000
-    /// images: 40 epochs, batch 32, Adam 3e-4 one cycle, --augment elastic, evaluated on the
+    /// images: 120 epochs, batch 32, Adam 3e-4 one cycle, --augment robust, evaluated on the
     /// test split after the last epoch
     #[arg(long, requires_all = ["images", "labels"], conflicts_with_all = ["resume", "stop_after", "save_every_epoch", "train_limit", "profile"])]
     init: Option<PathBuf>,

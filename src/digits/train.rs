@@ -113,10 +113,13 @@ impl Recipe {
         Recipe { optimizer: "adam", lr: None, weight_decay: None, lr_schedule: "cosine", label_smoothing: 0.0, augment: Augment::Off, epochs: 5 };
 
     /// Fine-tuning a trained model on a few hundred of a user's images (`train_mnist --init`):
-    /// 0.3 of training's rate, warmed up and annealed, with elastic augmentation (a small
-    /// folder is seen many times), 40 passes.
+    /// 0.3 of training's rate, warmed up and annealed, with the robust augmentation (a small
+    /// folder is seen many times), 120 passes. Chosen on UCI draws of 10 per class with
+    /// seeds 4-6 (the README's figures are seeds 1-3), from the robust default: 98.84% of
+    /// the others on average, against 98.23% with the earlier 40 passes of elastic
+    /// augmentation, 98.61% with 80 passes, 98.60% at 1e-3 (MNIST's test set 0.3 point worse).
     pub const FINE_TUNE: Recipe =
-        Recipe { optimizer: "adam", lr: Some(3e-4), weight_decay: None, lr_schedule: "onecycle", label_smoothing: 0.0, augment: Augment::Elastic, epochs: 40 };
+        Recipe { optimizer: "adam", lr: Some(3e-4), weight_decay: None, lr_schedule: "onecycle", label_smoothing: 0.0, augment: Augment::Robust, epochs: 120 };
 
     /// A built-in model's recipe: `cnn-bn` trains with AdamW 3e-3 (weight decay 0.01), one
     /// cycle and label smoothing 0.1 (99.55% on mnist10k in 5 epochs, against 99.20% with

@@ -20,7 +20,7 @@ fn each_model_resolves_to_its_own_recipe() {
         assert_eq!((r.label_smoothing, r.augment, r.epochs), (0.0, Augment::Off, 5), "{}", model.name());
     }
     let ft = Recipe::FINE_TUNE.resolve(&none).unwrap();
-    assert_eq!((ft.augment, ft.epochs), (Augment::Elastic, 40));
+    assert_eq!((ft.augment, ft.epochs), (Augment::Robust, 120));
     assert!(matches!(ft.rule, Rule::Adam { lr, .. } if lr == 3e-4));
 }
 
