@@ -20,12 +20,15 @@ pub const WORK_MAX: u32 = 2048;
 /// their true boundary lets a candidate hold one digit: on 2,000 generated touching fields
 /// (mnist10k's training digits) the true reading was among the candidates of 54.8% at a
 /// step of 0.4 line heights (5 atoms a candidate), 73.4% at 0.2 (8), 81.0% at 0.15 (10),
-/// 86.9% at 0.1 (14) ([`super::train_data::offered`]); candidates per field grow as steps
-/// shrink, and the reading time with them.
+/// 86.9% at 0.1 (14) ([`super::train_data::offered`]), 71.8% with [`Grain::READING`];
+/// candidates per field grow as steps shrink, and the reading time with them.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Grain {
-    /// The widest stretch of a piece left uncut, in line heights.
+    /// The widest stretch of a piece left uncut, in line heights...
     pub step: f64,
+    /// ...in pieces at least this many line heights wide (likely two digits or more);
+    /// narrower ones are cut every [`Grain::COARSE`] at most.
+    pub wide: f64,
     /// The most atoms one candidate digit joins.
     pub max_atoms: usize,
 }
@@ -33,14 +36,18 @@ pub struct Grain {
 impl Grain {
     /// What the reader cuts fields at: with the reading model, 1,000 validation fields of
     /// touching digits (drawn as the `touching` set draws, from mnist10k's training digits)
-    /// read 56.4% against 48.6% at [`Grain::TRAINING`], zip 94.2 / 94.5%, amount 84.9 /
-    /// 83.7%, photo 82.2 / 82.4%, at 40% of the speed.
-    pub const READING: Grain = Grain { step: 0.2, max_atoms: 8 };
+    /// read 55.5% against 48.6% at [`Grain::TRAINING`], zip 94.2 / 94.5%, amount 84.0 /
+    /// 83.7%, photo 82.2 / 82.4%. Cutting pieces under one line height finely too read
+    /// touching 56.4%, amount 84.9%, zip and photo alike, at half the speed (zip 21 against
+    /// 40 fields/s on lavapipe): single digits were cut into many atoms for nothing.
+    pub const READING: Grain = Grain { step: 0.2, max_atoms: 8, wide: 1.0 };
     /// What the reader's training cuts are made at ([`super::train_data`]): the same model
-    /// trained on cuts at [`Grain::READING`] read those validation fields worse (touching
+    /// trained on cuts every 0.2 line heights read those validation fields worse (touching
     /// 51.8%, zip 93.4%): the finer slices of one digit, labelled "not a digit", look like
     /// 1s, and the 1s that touch a neighbour were read into it more often.
-    pub const TRAINING: Grain = Grain { step: 0.4, max_atoms: 5 };
+    pub const TRAINING: Grain = Grain { step: Grain::COARSE, max_atoms: 5, wide: 0.0 };
+    /// The step in pieces narrower than [`Grain::wide`].
+    pub const COARSE: f64 = 0.4;
 }
 
 /// A box of pixels, inclusive: `x0..=x1`, `y0..=y1`.
@@ -170,7 +177,7 @@ pub fn segment(img: &GrayImage, max_atoms: usize, grain: Grain) -> Option<Segmen
     }
     let pieces = merge_overlapping(pieces);
     let height = line_height(&pieces);
-    let mut atoms = atoms(pieces, field.flat.width(), height, grain.step);
+    let mut atoms = atoms(pieces, field.flat.width(), height, grain);
     atoms.truncate(max_atoms);
     let candidates = candidates(&atoms, height, grain.max_atoms);
     Some(Segmented { field, atoms, candidates, height })
@@ -305,11 +312,12 @@ pub fn cuts(atom: &Atom, width: u32, height: u32, step: f64) -> Vec<u32> {
 
 /// Cuts every piece at its [`cuts`] and orders the resulting atoms left to right (by the
 /// centre of their box).
-pub fn atoms(pieces: Vec<Atom>, width: u32, height: u32, step: f64) -> Vec<Atom> {
+pub fn atoms(pieces: Vec<Atom>, width: u32, height: u32, grain: Grain) -> Vec<Atom> {
     let mut out = Vec::new();
     for (id, mut piece) in pieces.into_iter().enumerate() {
         piece.piece = id;
-        let cuts = cuts(&piece, width, height, step);
+        let wide = piece.bbox.width() as f64 >= grain.wide * height as f64;
+        let cuts = cuts(&piece, width, height, if wide { grain.step } else { Grain::COARSE.max(grain.step) });
         if cuts.is_empty() {
             out.push(piece);
             continue;
