@@ -193,9 +193,8 @@ impl<'g> Reader<'g> {
                 None => f64::NEG_INFINITY,
             })
             .collect();
-        let largest = plan.atoms.iter().map(|a| a.pixels.len()).max().unwrap_or(0);
-        let skippable = |a: usize| plan.atoms[a].pixels.len() * 7 < largest;
-        let Some(path) = segment::best_path(plan.atoms.len(), &plan.candidates, &score, skippable) else { return empty() };
+        let specks = segment::specks(&plan.atoms);
+        let Some(path) = segment::best_path(plan.atoms.len(), &plan.candidates, &score, |a| specks[a]) else { return empty() };
         let digits: Vec<ReadDigit> = path
             .iter()
             .map(|&k| {

@@ -388,6 +388,13 @@ pub fn shape_prior(bbox: &Bbox, height: u32) -> f64 {
 }
 
 
+/// Which atoms [`best_path`] may leave out as specks of dirt: those under 1/7 of the
+/// largest atom's ink.
+pub fn specks(atoms: &[Atom]) -> Vec<bool> {
+    let largest = atoms.iter().map(|a| a.pixels.len()).max().unwrap_or(0);
+    atoms.iter().map(|a| a.pixels.len() * 7 < largest).collect()
+}
+
 /// What a cut through a piece of ink costs (half on each side): splitting a digit in two
 /// must make the two parts together e^0.25 more probable than the whole. With a classifier
 /// trained on non-digits (`train_mnist --not-digits`) a pair scores low by itself: 0.25 read

@@ -31,7 +31,8 @@ pub const NO_CLASS: u8 = CLASSES as u8;
 pub const WHOLE: f64 = 0.9;
 /// [`WHOLE`] when [`offered`] asks whether a candidate can be read as its digit: the trained
 /// reader read the frozen `touching` set about as often as its candidates held each digit
-/// this whole (65.6% read; 67.4% of 1,000 fields drawn alike offered at 0.8, 53.7% at 0.85).
+/// this whole (65.6% read; of 1,000 fields drawn alike and cut as it cut them, every 0.4
+/// line heights, 67.4% offered at 0.8, 53.7% at 0.85).
 pub const OFFERED: f64 = 0.8;
 /// The share of a candidate's ink from a second digit that makes it a pair.
 pub const PAIR: f64 = 0.25;
@@ -122,22 +123,21 @@ fn labels(seg: &Segmented, placed: &[Placed], whole: f64) -> Option<Vec<Option<u
 }
 
 /// Whether the reader's segmenter ([`Grain::READING`]) offers a field's true reading: a
-/// path through its candidates (as
-/// [`segment::best_path`] walks them, small atoms skippable as the reader skips them) whose
-/// every candidate is one digit by the module's rules with [`OFFERED`] for [`WHOLE`],
-/// spelling the field's digits.
-/// What no classifier can read past: a field not offered is misread whatever the scores.
+/// path through its candidates (as [`segment::best_path`] walks them, [`segment::specks`]
+/// skippable) whose every candidate is one digit by the module's rules with [`OFFERED`] for
+/// [`WHOLE`], spelling the field's digits. What no classifier reads past: a field not
+/// offered is misread whatever the scores.
 pub fn offered(img: &GrayImage, placed: &[Placed]) -> bool {
     let Some(seg) = segment::segment(img, super::MAX_ATOMS_PER_FIELD, Grain::READING) else { return false };
     let Some(labels) = labels(&seg, placed, OFFERED) else { return false };
     let n = seg.atoms.len();
-    let largest = seg.atoms.iter().map(|a| a.pixels.len()).max().unwrap_or(0);
+    let specks = segment::specks(&seg.atoms);
     // reach[j][m]: atoms 0..j can be read as the first m digits
     let mut reach = vec![vec![false; placed.len() + 1]; n + 1];
     reach[0][0] = true;
     for j in 1..=n {
         for m in 0..=placed.len() {
-            reach[j][m] = seg.atoms[j - 1].pixels.len() * 7 < largest && reach[j - 1][m];
+            reach[j][m] = specks[j - 1] && reach[j - 1][m];
         }
         for (c, label) in seg.candidates.iter().zip(&labels).filter(|(c, _)| c.last + 1 == j) {
             for m in 0..placed.len() {
