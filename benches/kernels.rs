@@ -250,6 +250,33 @@ fn read_benches(c: &mut Criterion) {
     g.finish();
 }
 
+/// The host side of a `serve`/`predict` request: 256 of MNIST's test digits as PNG files
+/// bytes, decoded as `predict` decodes a file and prepared as it prepares one
+/// (`predict::load_gray_bytes` + `to_mnist_with`, without and with deskewing): images/s.
+/// No GPU work; needs MNIST's test files in ../shared/data/mnist.
+fn prepare_benches(c: &mut Criterion) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/mnist");
+    let data = kiln::data::Dataset::load(kiln::data::DatasetKind::Mnist10k, Some(&dir)).expect("the prepare bench reads MNIST's test files in ../shared/data/mnist");
+    let pngs: Vec<Vec<u8>> = (0..256)
+        .map(|i| {
+            let img = image::GrayImage::from_raw(28, 28, data.test.images.image(i).unwrap().to_vec()).unwrap();
+            let mut png = Vec::new();
+            img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+            png
+        })
+        .collect();
+    let name = std::path::Path::new("digit.png");
+    let mut g = c.benchmark_group("prepare");
+    g.throughput(Throughput::Elements(pngs.len() as u64));
+    for (variant, deskew) in [("png", false), ("png-deskew", true)] {
+        let preparation = kiln::predict::Preparation { deskew };
+        g.bench_function(BenchmarkId::new(variant, pngs.len()), |b| {
+            b.iter(|| pngs.iter().map(|png| kiln::predict::to_mnist_with(&kiln::predict::load_gray_bytes(png, name).unwrap(), name, &preparation).unwrap()).collect::<Vec<_>>())
+        });
+    }
+    g.finish();
+}
+
 /// What one dispatch costs beyond its work: a one-workgroup `fill` of 4 bytes, 1 and 100
 /// times in one compute pass and one submit (recording, submit and wait included). The
 /// per-dispatch cost is (t(100) - t(1)) / 99; criterion's "elem/s" reads as dispatches/s.
@@ -287,5 +314,5 @@ fn gather_benches(c: &mut Criterion) {
     }
 }
 
-criterion_group! { name = benches; config = config(); targets = gemm_benches, conv_benches, memory_bound_benches, gather_benches, batchnorm_benches, classify_benches, read_benches, dispatch_benches }
+criterion_group! { name = benches; config = config(); targets = gemm_benches, conv_benches, memory_bound_benches, gather_benches, batchnorm_benches, classify_benches, read_benches, prepare_benches, dispatch_benches }
 criterion_main!(benches);

@@ -17,7 +17,7 @@ use image::{imageops, GrayImage, Luma};
 use sha2::{Digest, Sha256};
 
 use crate::digits::data::Split;
-use crate::digits::morphology::{dilate, mask_image, skeleton};
+use crate::digits::morphology::{self, dilate, mask_image, skeleton};
 use crate::base::rng::Rng;
 
 /// A test set's kind, as `make_digit_sets` names it.
@@ -73,18 +73,18 @@ impl SetKind {
         match self {
             SetKind::Plain => digit.clone(),
             SetKind::Thick => {
-                let big = imageops::resize(digit, 84, 84, imageops::FilterType::Triangle);
+                let big = morphology::resize(digit, 84, 84);
                 let r = rng.range(3, 4) as u32;
-                stretch(&imageops::resize(&dilate(&big, r), 28, 28, imageops::FilterType::Triangle))
+                stretch(&morphology::resize(&dilate(&big, r), 28, 28))
             }
             SetKind::Thin => {
-                let big = imageops::resize(digit, 84, 84, imageops::FilterType::Triangle);
+                let big = morphology::resize(digit, 84, 84);
                 let line = dilate(&mask_image(&skeleton(&big, 127)), 1);
-                stretch(&imageops::resize(&line, 28, 28, imageops::FilterType::Triangle))
+                stretch(&morphology::resize(&line, 28, 28))
             }
             SetKind::LowRes => {
                 let s = rng.range(9, 12) as u32;
-                let small = imageops::resize(digit, s, s, imageops::FilterType::Triangle);
+                let small = morphology::resize(digit, s, s);
                 imageops::resize(&small, 28, 28, imageops::FilterType::Nearest)
             }
             SetKind::Photo => photo(digit, rng),

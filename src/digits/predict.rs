@@ -393,7 +393,7 @@ pub fn deskew(img: &GrayImage) -> GrayImage {
         let f = src.floor();
         let t = src - f;
         let at = |xx: f64| if xx < 0.0 || xx >= w as f64 { 0.0 } else { img.get_pixel(xx as u32, y)[0] as f64 };
-        Luma([((1.0 - t) * at(f) + t * at(f + 1.0)).round() as u8])
+        Luma([morphology::round_u8_f64((1.0 - t) * at(f) + t * at(f + 1.0))])
     });
     crop_to_ink(&sheared, 0)
 }
@@ -418,7 +418,7 @@ pub fn stages(gray: &GrayImage, path: &Path, preparation: &Preparation) -> Resul
     let scaled;
     let gray = if w.max(h) > WORK_MAX {
         let s = WORK_MAX as f64 / w.max(h) as f64;
-        scaled = imageops::resize(gray, ((w as f64 * s).round() as u32).max(1), ((h as f64 * s).round() as u32).max(1), imageops::FilterType::Triangle);
+        scaled = morphology::resize(gray, ((w as f64 * s).round() as u32).max(1), ((h as f64 * s).round() as u32).max(1));
         &scaled
     } else {
         gray
@@ -457,7 +457,7 @@ pub fn stages(gray: &GrayImage, path: &Path, preparation: &Preparation) -> Resul
     let crop = GrayImage::from_fn(cw, ch, |x, y| {
         let i = ((y + y0) * w + x + x0) as usize;
         let v = (flat.as_raw()[i] as f32 - lo) / span;
-        Luma([(v * 255.0).round().clamp(0.0, 255.0) as u8])
+        Luma([morphology::round_u8(v * 255.0)])
     });
     let crop = if preparation.deskew { deskew(&crop) } else { crop };
     let (cw, ch) = crop.dimensions();
@@ -467,7 +467,7 @@ pub fn stages(gray: &GrayImage, path: &Path, preparation: &Preparation) -> Resul
         (((cw as f32 * s).round() as u32).max(1), ((ch as f32 * s).round() as u32).max(1))
     };
     let (bw, bh) = fit(WORK_BOX);
-    let mut work = imageops::resize(&crop, bw, bh, imageops::FilterType::Triangle);
+    let mut work = morphology::resize(&crop, bw, bh);
     // scaling down leaves a hairline faint: its brightest pixel back to 255
     let peak = work.pixels().map(|p| p[0]).max().unwrap_or(0).max(1) as u32;
     if peak < 255 {
@@ -491,7 +491,7 @@ pub fn stages(gray: &GrayImage, path: &Path, preparation: &Preparation) -> Resul
     let (ww, wh) = work.dimensions();
     let s = 20.0 / ww.max(wh) as f32;
     let (nw, nh) = (((ww as f32 * s).round() as u32).max(1), ((wh as f32 * s).round() as u32).max(1));
-    let small = imageops::resize(&work, nw, nh, imageops::FilterType::Triangle);
+    let small = morphology::resize(&work, nw, nh);
     // centre of mass of the scaled digit
     let (mut sx, mut sy, mut sm) = (0f64, 0f64, 0f64);
     for (x, y, p) in small.enumerate_pixels() {
@@ -576,7 +576,7 @@ pub fn subtract_background(gray: &GrayImage) -> GrayImage {
             None => break, // too few pixels (a line of them): keep the last plane
         }
     }
-    GrayImage::from_fn(w, h, |x, y| Luma([(px[(y * w + x) as usize] as f64 - at(&plane, x, y)).round().clamp(0.0, 255.0) as u8]))
+    GrayImage::from_fn(w, h, |x, y| Luma([morphology::round_u8_f64(px[(y * w + x) as usize] as f64 - at(&plane, x, y))]))
 }
 
 /// Solves the 3x3 system `m p = r` (Cramer's rule); `None` when it is singular.

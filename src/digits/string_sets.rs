@@ -20,6 +20,7 @@ use image::{imageops, GrayImage, Luma};
 use crate::base::rng::Rng;
 use crate::digits::data::Split;
 use crate::digits::digit_sets::{checksum, photograph, Look};
+use crate::digits::morphology;
 
 /// A string set's kind, as `make_string_sets` names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,7 +195,7 @@ pub(crate) fn compose_placed(layout: &Layout, split: &Split, rng: &mut Rng) -> (
         let digit = cropped(split, index);
         let scale = 0.85 + 0.3 * rng.unit();
         let (w, h) = (((digit.width() as f64 * scale).round() as u32).max(1), ((digit.height() as f64 * scale).round() as u32).max(1));
-        let mut digit = imageops::resize(&digit, w, h, imageops::FilterType::Triangle);
+        let mut digit = morphology::resize(&digit, w, h);
         if layout.broken_one_in > 0 && rng.range(1, layout.broken_one_in) == 1 {
             break_stroke(&mut digit, rng);
         }

@@ -267,3 +267,142 @@ fn train_mnist_deskew_trains_on_prepared_digits_and_its_checkpoint_says_so() {
 }
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist");
+
+/// Zhang-Suen thinning as the paper states it: every pixel scanned in each sub-iteration,
+/// the tests written out. The reference for `morphology::skeleton`'s table-driven scan.
+fn textbook_skeleton(img: &GrayImage, threshold: u8) -> Vec<Vec<bool>> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let mut m = vec![vec![false; w + 2]; h + 2];
+    for (x, y, p) in img.enumerate_pixels() {
+        m[y as usize + 1][x as usize + 1] = p[0] > threshold;
+    }
+    loop {
+        let mut changed = false;
+        for step in 0..2 {
+            let mut remove = Vec::new();
+            for y in 1..=h {
+                for x in 1..=w {
+                    let n = [m[y - 1][x], m[y - 1][x + 1], m[y][x + 1], m[y + 1][x + 1], m[y + 1][x], m[y + 1][x - 1], m[y][x - 1], m[y - 1][x - 1]];
+                    let b = n.iter().filter(|&&v| v).count();
+                    let a = (0..8).filter(|&i| !n[i] && n[(i + 1) % 8]).count();
+                    let (p2, p4, p6, p8) = (n[0], n[2], n[4], n[6]);
+                    let cond = if step == 0 { !(p4 && p6 && (p2 || p8)) } else { !(p2 && p8 && (p4 || p6)) };
+                    if m[y][x] && (2..=6).contains(&b) && a == 1 && cond {
+                        remove.push((x, y));
+                    }
+                }
+            }
+            changed |= !remove.is_empty();
+            remove.into_iter().for_each(|(x, y)| m[y][x] = false);
+        }
+        if !changed {
+            return m[1..=h].iter().map(|row| row[1..=w].to_vec()).collect();
+        }
+    }
+}
+
+/// The 3-4 chamfer distance as a brute force: the cheapest 3/4-step path from each ink
+/// pixel to a background pixel or outside the image (what the two-pass scan computes).
+fn brute_chamfer(img: &GrayImage, threshold: u8) -> Vec<f64> {
+    let (w, h) = (img.width() as i64, img.height() as i64);
+    let ink = |x: i64, y: i64| x >= 0 && y >= 0 && x < w && y < h && img.get_pixel(x as u32, y as u32)[0] > threshold;
+    let mut out = Vec::new();
+    for y in 0..h {
+        for x in 0..w {
+            if !ink(x, y) {
+                out.push(0.0);
+                continue;
+            }
+            // the chamfer distance to (bx, by) is 3 max + (4 - 3) min of |dx|, |dy|... for 3-4: 4 min + 3 (max - min)
+            let mut best = i64::MAX;
+            for by in -1..=h {
+                for bx in -1..=w {
+                    if !ink(bx, by) {
+                        let (dx, dy) = ((bx - x).abs(), (by - y).abs());
+                        best = best.min(4 * dx.min(dy) + 3 * (dx.max(dy) - dx.min(dy)));
+                    }
+                }
+            }
+            out.push(best as f64 / 3.0);
+        }
+    }
+    out
+}
+
+/// Erosion (`min`) or dilation (`max`) by a disc of radius `r` as defined: every pixel
+/// within `r + 0.5`, outside the image black.
+fn textbook_disc(img: &GrayImage, r: i64, pick: fn(u8, u8) -> u8) -> GrayImage {
+    let (w, h) = (img.width() as i64, img.height() as i64);
+    GrayImage::from_fn(img.width(), img.height(), |x, y| {
+        let mut v = img.get_pixel(x, y)[0];
+        for (dx, dy) in (-r..=r).flat_map(|dx| (-r..=r).map(move |dy| (dx, dy))).filter(|&(dx, dy)| ((dx * dx + dy * dy) as f32) <= (r as f32 + 0.5).powi(2)) {
+            let (sx, sy) = (x as i64 + dx, y as i64 + dy);
+            v = pick(v, if sx < 0 || sy < 0 || sx >= w || sy >= h { 0 } else { img.get_pixel(sx as u32, sy as u32)[0] });
+        }
+        Luma([v])
+    })
+}
+
+#[test]
+fn the_skeleton_the_distance_and_the_discs_equal_their_textbook_definitions() {
+    let mut rng = kiln::base::rng::Rng::new(31);
+    let mut images = vec![
+        stroke(80, (20.0, 5.0), (60.0, 75.0), 11.0),
+        stroke(40, (3.0, 20.0), (37.0, 22.0), 1.5),
+        GrayImage::from_pixel(9, 7, Luma([255])),
+        GrayImage::new(5, 5),
+    ];
+    // random blobs: a noisy field smoothed by a 3x3 box, thresholded at 127 below; rows of
+    // more than one 64-bit word (the skeleton works on 64 pixels at once)
+    for (w, h) in [(17u32, 17u32), (33, 33), (64, 64), (130, 21)] {
+        let noise: Vec<u8> = (0..w * h).map(|_| (rng.unit() * 255.0) as u8).collect();
+        images.push(GrayImage::from_fn(w, h, |x, y| {
+            let mut s = 0u32;
+            for (dx, dy) in (-1i64..=1).flat_map(|dx| (-1i64..=1).map(move |dy| (dx, dy))) {
+                let (sx, sy) = ((x as i64 + dx).clamp(0, w as i64 - 1), (y as i64 + dy).clamp(0, h as i64 - 1));
+                s += noise[(sy * w as i64 + sx) as usize] as u32;
+            }
+            Luma([(s / 9) as u8])
+        }));
+    }
+    for (k, img) in images.iter().enumerate() {
+        assert_eq!(kiln::morphology::skeleton(img, 127), textbook_skeleton(img, 127), "image {k}: skeleton");
+        assert_eq!(kiln::morphology::distance_inside(img, 127), brute_chamfer(img, 127), "image {k}: distance");
+        for r in [1, 2, 3, 6] {
+            assert_eq!(kiln::morphology::erode(img, r), textbook_disc(img, r as i64, u8::min), "image {k}: erosion by {r}");
+            assert_eq!(kiln::morphology::dilate(img, r), textbook_disc(img, r as i64, u8::max), "image {k}: dilation by {r}");
+        }
+    }
+}
+
+#[test]
+fn the_resize_equals_the_image_crates_triangle_filter_bit_for_bit() {
+    let mut rng = kiln::base::rng::Rng::new(32);
+    // up and down, by whole and odd ratios, to a line, to the same size and from a pixel
+    let sizes = [((28, 28), (80, 80)), ((17, 40), (80, 34)), ((80, 63), (20, 16)), ((300, 120), (7, 3)), ((5, 9), (5, 9)), ((1, 1), (3, 2)), ((40, 1), (13, 1)), ((9, 30), (1, 20))];
+    for ((w, h), (nw, nh)) in sizes {
+        let img = GrayImage::from_fn(w, h, |_, _| Luma([if rng.unit() < 0.3 { 255 } else { (rng.unit() * 256.0) as u8 }]));
+        assert_eq!(kiln::morphology::resize(&img, nw, nh), image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle), "{w}x{h} to {nw}x{nh}");
+    }
+}
+
+#[test]
+fn rounding_to_a_pixel_equals_round_then_clamp() {
+    use kiln::morphology::{round_u8, round_u8_f64};
+    let mut xs: Vec<f32> = vec![f32::NAN, f32::INFINITY, -f32::INFINITY, -0.0, -0.5, -0.49, 1e9, 255.49, 255.5, 256.0];
+    // each whole number and each half, and the floats either side of them
+    let (down, up) = (|x: f32| f32::from_bits(x.to_bits() - 1), |x: f32| f32::from_bits(x.to_bits() + 1));
+    for k in 1..256 {
+        let (whole, half) = (k as f32, k as f32 + 0.5);
+        xs.extend([whole, half, down(half), up(half), down(whole), up(whole)]);
+    }
+    xs.extend([0.0, 0.5, down(0.5), up(0.5)]);
+    let mut rng = kiln::base::rng::Rng::new(33);
+    xs.extend((0..10_000).map(|_| (rng.unit() * 300.0 - 20.0) as f32));
+    for x in xs {
+        assert_eq!(round_u8(x), x.round().clamp(0.0, 255.0) as u8, "{x:e}");
+        let y = x as f64 + 1e-9 * x as f64;
+        assert_eq!(round_u8_f64(y), y.round().clamp(0.0, 255.0) as u8, "{y:e}");
+        assert_eq!(round_u8_f64(x as f64), (x as f64).round().clamp(0.0, 255.0) as u8, "{x:e}");
+    }
+}

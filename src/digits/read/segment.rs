@@ -7,8 +7,9 @@
 //! Everything here is CPU work on one image and needs no model, so that it can be tested
 //! against fields whose digit boxes are known.
 
-use image::{imageops, GrayImage, Luma};
+use image::{GrayImage, Luma};
 
+use crate::digits::morphology;
 use crate::digits::predict::{histogram, otsu, subtract_background};
 
 /// The longest side a field is segmented at: a larger image is scaled down first (digits
@@ -134,7 +135,7 @@ pub fn binarise(gray: &GrayImage) -> Option<Field> {
     let scaled;
     let gray = if scale < 1.0 {
         let size = |v: u32| ((v as f64 * scale).round() as u32).max(1);
-        scaled = imageops::resize(gray, size(w), size(h), imageops::FilterType::Triangle);
+        scaled = morphology::resize(gray, size(w), size(h));
         &scaled
     } else {
         gray
