@@ -92,18 +92,19 @@ pub fn resize(img: &GrayImage, width: u32, height: u32) -> GrayImage {
     let (nw, nh) = (width as usize, height as usize);
     let px = img.as_raw();
     let mut columns = vec![0f32; w * nh];
-    for (y, (first, ws)) in triangle_weights(h, nh).into_iter().enumerate() {
+    let (down, weights) = triangle_weights(h, nh);
+    for (y, &(first, at, taps)) in down.iter().enumerate() {
         let row = &mut columns[y * w..(y + 1) * w];
-        for (k, &wt) in ws.iter().enumerate() {
+        for (k, &wt) in weights[at..at + taps].iter().enumerate() {
             let src = &px[(first + k) * w..(first + k + 1) * w];
             row.iter_mut().zip(src).for_each(|(t, &p)| *t += p as f32 * wt);
         }
     }
     let mut out = vec![0u8; nw * nh];
-    let across = triangle_weights(w, nw);
+    let (across, weights) = triangle_weights(w, nw);
     for (row, src) in out.chunks_exact_mut(nw).zip(columns.chunks_exact(w)) {
-        for (o, (first, ws)) in row.iter_mut().zip(&across) {
-            let t = ws.iter().zip(&src[*first..]).fold(0f32, |t, (&wt, &p)| t + p * wt);
+        for (o, &(first, at, taps)) in row.iter_mut().zip(&across) {
+            let t = weights[at..at + taps].iter().zip(&src[first..]).fold(0f32, |t, (&wt, &p)| t + p * wt);
             *o = round_u8(t);
         }
     }
@@ -111,29 +112,31 @@ pub fn resize(img: &GrayImage, width: u32, height: u32) -> GrayImage {
 }
 
 /// For each of `to` output pixels along one axis of `from` input pixels: the first input
-/// pixel it reads and the normalised triangle weights of those it reads (image's
-/// `Filter { kernel: triangle_kernel, support: 1.0 }`, widened by the ratio when shrinking).
-fn triangle_weights(from: usize, to: usize) -> Vec<(usize, Vec<f32>)> {
+/// pixel it reads, where its weights start in the second vector and how many there are: the
+/// normalised triangle weights of the pixels it reads (image's `Filter { kernel:
+/// triangle_kernel, support: 1.0 }`, widened by the ratio when shrinking).
+fn triangle_weights(from: usize, to: usize) -> (Vec<(usize, usize, usize)>, Vec<f32>) {
     let ratio = from as f32 / to as f32;
     let sratio = if ratio < 1.0 { 1.0 } else { ratio };
     let support = sratio;
-    (0..to)
+    let mut weights = Vec::new();
+    let taps = (0..to)
         .map(|out| {
             let centre = (out as f32 + 0.5) * ratio;
             let left = ((centre - support).floor() as i64).clamp(0, from as i64 - 1);
             let right = ((centre + support).ceil() as i64).clamp(left + 1, from as i64);
             let centre = centre - 0.5;
-            let mut ws: Vec<f32> = (left..right)
-                .map(|i| {
-                    let x = ((i as f32 - centre) / sratio).abs();
-                    if x < 1.0 { 1.0 - x } else { 0.0 }
-                })
-                .collect();
-            let sum = ws.iter().fold(0f32, |s, &w| s + w);
-            ws.iter_mut().for_each(|w| *w /= sum);
-            (left as usize, ws)
+            let at = weights.len();
+            weights.extend((left..right).map(|i| {
+                let x = ((i as f32 - centre) / sratio).abs();
+                if x < 1.0 { 1.0 - x } else { 0.0 }
+            }));
+            let sum = weights[at..].iter().fold(0f32, |s, &w| s + w);
+            weights[at..].iter_mut().for_each(|w| *w /= sum);
+            (left as usize, at, weights.len() - at)
         })
-        .collect()
+        .collect();
+    (taps, weights)
 }
 
 /// The one-pixel-wide skeleton of the pixels brighter than `threshold` (Zhang-Suen
@@ -213,9 +216,9 @@ fn removable(step: usize, up: &[u64], row: &[u64], down: &[u64], j: usize) -> u6
 /// shortens the skeleton by half a width. `None` when there is no ink.
 pub fn stroke_width(img: &GrayImage, threshold: u8) -> Option<f64> {
     let skeleton = skeleton(img, threshold);
-    let distance = distance_inside(img, threshold);
-    let w = img.width() as usize;
-    let (sum, n) = skeleton.iter().enumerate().flat_map(|(y, row)| row.iter().enumerate().filter(|(_, &s)| s).map(move |(x, _)| (x, y))).fold((0.0, 0usize), |(s, n), (x, y)| (s + distance[y * w + x], n + 1));
+    let distance = chamfer(img, threshold);
+    let stride = img.width() as usize + 2;
+    let (sum, n) = skeleton.iter().enumerate().flat_map(|(y, row)| row.iter().enumerate().filter(|(_, &s)| s).map(move |(x, _)| (x, y))).fold((0.0, 0usize), |(s, n), (x, y)| (s + distance[(y + 1) * stride + x + 1] as f64 / 3.0, n + 1));
     (n > 0).then(|| 2.0 * sum / n as f64 - 1.0)
 }
 
@@ -223,6 +226,14 @@ pub fn stroke_width(img: &GrayImage, threshold: u8) -> Option<f64> {
 /// the image's edge), in pixels: the 3-4 chamfer approximation of the Euclidean distance,
 /// two passes. 0 for the others.
 pub fn distance_inside(img: &GrayImage, threshold: u8) -> Vec<f64> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let d = chamfer(img, threshold);
+    d.chunks_exact(w + 2).skip(1).take(h).flat_map(|row| row[1..=w].iter().map(|&v| v as f64 / 3.0)).collect()
+}
+
+/// [`distance_inside`] in thirds of a pixel (3 a step along a row or column, 4 diagonally),
+/// on the image with a one-pixel frame: row `y` of the image is row `y + 1` here, `w + 2` wide.
+fn chamfer(img: &GrayImage, threshold: u8) -> Vec<u32> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     // a one-pixel frame of background (distance 0): outside the image is background
     let stride = w + 2;
@@ -254,7 +265,7 @@ pub fn distance_inside(img: &GrayImage, threshold: u8) -> Vec<f64> {
             row[x] = from_row[x - 1].min(row[x + 1] + 3);
         }
     }
-    d.chunks_exact(stride).skip(1).take(h).flat_map(|row| row[1..=w].iter().map(|&v| v as f64 / 3.0)).collect()
+    d
 }
 
 /// The image with the mask's pixels white (255) and the rest black.

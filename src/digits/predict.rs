@@ -434,24 +434,19 @@ pub fn stages(gray: &GrayImage, path: &Path, preparation: &Preparation) -> Resul
     // The box of the ink, and the levels that map to 0 and 255.
     let (w, h) = flat.dimensions();
     let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
-    let mut strokes = Vec::new();
+    let mut strokes = [0u64; 256];
     for (x, y, p) in flat.enumerate_pixels() {
         if ink[(y * w + x) as usize] {
             (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
-            strokes.push(p[0]);
+            strokes[p[0] as usize] += 1;
         }
     }
-    strokes.sort_unstable();
-    let hi = strokes[strokes.len() * 9 / 10] as f32;
+    let hi = ninetieth(&strokes).expect("the largest piece has ink") as f32;
     // the background's noise level: its 90th percentile, from the pixels away from the ink
     let near = grow(&ink, w, h);
-    let mut background: Vec<u8> = flat.as_raw().iter().zip(&near).filter(|(_, &n)| !n).map(|(&v, _)| v).collect();
-    let lo = if background.is_empty() {
-        0.0
-    } else {
-        let k = background.len() * 9 / 10;
-        (*background.select_nth_unstable(k).1).min(t) as f32
-    };
+    let mut background = [0u64; 256];
+    flat.as_raw().iter().zip(&near).filter(|(_, &n)| !n).for_each(|(&v, _)| background[v as usize] += 1);
+    let lo = ninetieth(&background).map_or(0.0, |v| v.min(t) as f32);
     let span = (hi - lo).max(1.0);
     let (cw, ch) = (x1 - x0 + 1, y1 - y0 + 1);
     let crop = GrayImage::from_fn(cw, ch, |x, y| {
@@ -506,6 +501,17 @@ pub fn stages(gray: &GrayImage, path: &Path, preparation: &Preparation) -> Resul
     let mut canvas = GrayImage::from_pixel(28, 28, Luma([0]));
     imageops::overlay(&mut canvas, &small, ox, oy);
     Ok(Stages { original: gray.clone(), deskewed: crop, boxed: work, digit: canvas })
+}
+
+/// The value at index `n * 9 / 10` of the `n` values a histogram counts, sorted; `None` for
+/// an empty one.
+fn ninetieth(hist: &[u64; 256]) -> Option<u8> {
+    let k = hist.iter().sum::<u64>() * 9 / 10;
+    let mut below = 0;
+    (0..=255u8).find(|&v| {
+        below += hist[v as usize];
+        below > k
+    })
 }
 
 /// A 256-bin histogram of 8-bit pixels.
@@ -565,12 +571,14 @@ pub fn subtract_background(gray: &GrayImage) -> GrayImage {
                 let f = [1.0, x as f64 - cx, y as f64 - cy];
                 for i in 0..3 {
                     r[i] += f[i] * v;
-                    for j in 0..3 {
+                    for j in i..3 {
                         m[i][j] += f[i] * f[j];
                     }
                 }
             }
         }
+        // the lower triangle: the same products summed in the same order
+        (m[1][0], m[2][0], m[2][1]) = (m[0][1], m[0][2], m[1][2]);
         match solve3(m, r) {
             Some(p) => plane = p,
             None => break, // too few pixels (a line of them): keep the last plane
