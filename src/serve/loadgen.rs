@@ -1,12 +1,18 @@
-//! The load generator behind `examples/loadgen.rs`: clients on threads (ureq, blocking)
+//! The load generator behind `examples/loadgen.rs`: clients as tasks on one thread (hyper)
 //! send MNIST test digits as PNGs to a server on 127.0.0.1 and check every answer against
 //! the digit the same checkpoint gives here, prepared as `predict` prepares a file. Bounded:
 //! at most [`MAX_CLIENTS`] clients, [`MAX_SECONDS`] seconds, and `max_requests` requests.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{header, Request};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 
 use crate::digits::classify::Classifier;
 use crate::digits::data::mnist::Split;
@@ -151,122 +157,217 @@ fn rss_kib(pid: u32) -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// Runs the clients until the time or the request count is spent.
+/// What one client saw: its counts (in a [`LoadReport`]) and its latencies, milliseconds.
+#[derive(Default)]
+struct Tally {
+    report: LoadReport,
+    ok_ms: Vec<f64>,
+    refused_ms: Vec<f64>,
+}
+
+impl Tally {
+    fn example(&mut self, what: String) {
+        if self.report.examples.len() < 5 {
+            self.report.examples.push(what);
+        }
+    }
+}
+
+/// What every client shares: where to send, what, until when.
+struct Plan {
+    addr: String,
+    digits: Vec<(Bytes, u8, usize)>,
+    clients: usize,
+    start: Instant,
+    end: Instant,
+    interval: Option<Duration>,
+    max_requests: u64,
+    sent: AtomicU64,
+}
+
+/// The longest a request may take before it counts as lost.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs the clients until the time or the request count is spent. The clients are tasks on
+/// one thread (tokio, hyper's HTTP/1 client, one keep-alive connection each): a thread per
+/// client would spend a core of a small machine on the load generator itself, and the server
+/// shares that machine.
 pub fn run(config: &LoadConfig, digits: &[Digit]) -> Result<LoadReport> {
     config.check()?;
     if digits.is_empty() {
         return Err(Error::unsupported("loadgen", "no digits to send"));
     }
-    let url = format!("{}/v1/classify", config.url);
-    let sent = AtomicU64::new(0);
-    let done = AtomicBool::new(false);
-    let report = Mutex::new(LoadReport::default());
-    let (lat_ok, lat_503) = (Mutex::new(Vec::new()), Mutex::new(Vec::new()));
-    let start = Instant::now();
-    let end = start + config.duration;
-    std::thread::scope(|s| {
-        if let Some(pid) = config.pid {
-            let (report, done) = (&report, &done);
-            s.spawn(move || {
-                while !done.load(Ordering::Relaxed) {
-                    if let Some(kib) = rss_kib(pid) {
-                        let mut r = report.lock().unwrap();
-                        r.rss_max_kib = r.rss_max_kib.max(kib);
-                        r.rss_last_kib = kib;
-                    }
-                    std::thread::sleep(Duration::from_millis(200));
+    let done = Arc::new(AtomicBool::new(false));
+    let rss = Arc::new(Mutex::new((0u64, 0u64))); // the largest and the last sample, KiB
+    let sampler = config.pid.map(|pid| {
+        let (rss, done) = (rss.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                if let Some(kib) = rss_kib(pid) {
+                    let mut r = rss.lock().unwrap();
+                    *r = (r.0.max(kib), kib);
                 }
-            });
-        }
-        let clients: Vec<_> = (0..config.clients)
-            .map(|c| {
-                let (url, sent, report, lat_ok, lat_503) = (&url, &sent, &report, &lat_ok, &lat_503);
-                s.spawn(move || {
-                    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(60))).build().into();
-                    let interval = config.rate.map(|r| Duration::from_secs_f64(config.clients as f64 / r));
-                    let mut next = start + interval.map_or(Duration::ZERO, |i| i.mul_f64(c as f64 / config.clients as f64));
-                    let mut k = c;
-                    loop {
-                        if let Some(i) = interval {
-                            let now = Instant::now();
-                            if next > now {
-                                std::thread::sleep(next - now);
-                            }
-                            next = (next + i).max(Instant::now());
-                        }
-                        if Instant::now() >= end || sent.fetch_add(1, Ordering::Relaxed) >= config.max_requests {
-                            return;
-                        }
-                        let digit = &digits[k % digits.len()];
-                        k += config.clients;
-                        let t = Instant::now();
-                        let answer = agent.post(url).header("content-type", "image/png").send(&digit.png[..]);
-                        let ms = t.elapsed().as_secs_f64() * 1000.0;
-                        let mut r = report.lock().unwrap();
-                        r.requests += 1;
-                        match answer {
-                            Ok(mut resp) => {
-                                let status = resp.status().as_u16();
-                                let retry = resp.headers().contains_key("retry-after");
-                                let body = resp.body_mut().read_to_string().unwrap_or_default();
-                                match status {
-                                    200 => {
-                                        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                                        let got = v["results"][0]["digit"].as_u64();
-                                        if got == Some(digit.expected as u64) {
-                                            r.ok += 1;
-                                            r.correct_labels += u64::from(got == Some(digit.label as u64));
-                                            lat_ok.lock().unwrap().push(ms);
-                                        } else {
-                                            r.mismatches += 1;
-                                            if r.examples.len() < 5 {
-                                                r.examples.push(format!("expected {} (label {}), got {body}", digit.expected, digit.label));
-                                            }
-                                        }
-                                    }
-                                    503 => {
-                                        r.refused_503 += 1;
-                                        r.refused_without_retry_after += u64::from(!retry);
-                                        lat_503.lock().unwrap().push(ms);
-                                    }
-                                    _ => {
-                                        r.other_status += 1;
-                                        if r.examples.len() < 5 {
-                                            r.examples.push(format!("{status}: {body}"));
-                                        }
-                                    }
-                                }
-                            }
-                            Err(e) => {
-                                let refused = matches!(&e, ureq::Error::ConnectionFailed) || matches!(&e, ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused);
-                                if refused {
-                                    r.connect_refused += 1;
-                                    drop(r);
-                                    std::thread::sleep(Duration::from_millis(50)); // the server is not there: no busy loop
-                                } else {
-                                    r.lost += 1;
-                                    if r.examples.len() < 5 {
-                                        r.examples.push(format!("no answer: {e}"));
-                                    }
-                                }
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        for c in clients {
-            let _ = c.join();
-        }
-        done.store(true, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
     });
-    let mut r = report.into_inner().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::unsupported("loadgen", format!("cannot start the client runtime: {e}")))?;
+    let start = Instant::now();
+    let plan = Arc::new(Plan {
+        addr: config.url.trim_start_matches("http://").to_string(),
+        digits: digits.iter().map(|d| (Bytes::from(d.png.clone()), d.label, d.expected)).collect(),
+        clients: config.clients,
+        start,
+        end: start + config.duration,
+        interval: config.rate.map(|r| Duration::from_secs_f64(config.clients as f64 / r)),
+        max_requests: config.max_requests,
+        sent: AtomicU64::new(0),
+    });
+    let tallies = runtime.block_on(async {
+        let mut clients = tokio::task::JoinSet::new();
+        for c in 0..config.clients {
+            clients.spawn(client(c, plan.clone()));
+        }
+        let mut tallies = Vec::with_capacity(config.clients);
+        while let Some(t) = clients.join_next().await {
+            tallies.push(t.map_err(|e| Error::unsupported("loadgen", format!("a client failed: {e}")))?);
+        }
+        Ok::<_, Error>(tallies)
+    })?;
+    done.store(true, Ordering::Relaxed);
+    if let Some(s) = sampler {
+        let _ = s.join();
+    }
+    let (mut r, mut ok, mut refused) = (LoadReport::default(), Vec::new(), Vec::new());
+    for t in tallies {
+        let c = t.report;
+        r.requests += c.requests;
+        r.ok += c.ok;
+        r.mismatches += c.mismatches;
+        r.correct_labels += c.correct_labels;
+        r.refused_503 += c.refused_503;
+        r.refused_without_retry_after += c.refused_without_retry_after;
+        r.other_status += c.other_status;
+        r.connect_refused += c.connect_refused;
+        r.lost += c.lost;
+        r.examples.extend(c.examples.into_iter().take(5 - r.examples.len().min(5)));
+        ok.extend(t.ok_ms);
+        refused.extend(t.refused_ms);
+    }
+    (r.rss_max_kib, r.rss_last_kib) = *rss.lock().unwrap();
     r.seconds = start.elapsed().as_secs_f64();
     r.throughput = r.ok as f64 / r.seconds;
-    let mut ok = lat_ok.into_inner().unwrap();
     ok.sort_by(f64::total_cmp);
-    let mut refused = lat_503.into_inner().unwrap();
     refused.sort_by(f64::total_cmp);
     (r.p50_ms, r.p99_ms, r.p50_503_ms, r.p99_503_ms) = (percentile(&ok, 0.5), percentile(&ok, 0.99), percentile(&refused, 0.5), percentile(&refused, 0.99));
     Ok(r)
+}
+
+/// One client: a connection (opened again when the server closes it), requests one after
+/// the other, or on its own schedule at `plan.interval`.
+async fn client(c: usize, plan: Arc<Plan>) -> Tally {
+    let mut t = Tally::default();
+    let mut next = plan.start + plan.interval.map_or(Duration::ZERO, |i| i.mul_f64(c as f64 / plan.clients as f64));
+    let mut k = c;
+    let mut connection: Option<SendRequest<Full<Bytes>>> = None;
+    loop {
+        if let Some(i) = plan.interval {
+            tokio::time::sleep_until(next.into()).await;
+            next = (next + i).max(Instant::now());
+        }
+        if Instant::now() >= plan.end || plan.sent.fetch_add(1, Ordering::Relaxed) >= plan.max_requests {
+            return t;
+        }
+        let (png, label, expected) = plan.digits[k % plan.digits.len()].clone();
+        k += plan.clients;
+        let started = Instant::now();
+        t.report.requests += 1;
+        // a request the connection did not take (the server had closed it) goes again on a new one
+        let mut request = Some(Request::post("/v1/classify").header(header::HOST, &plan.addr).header(header::CONTENT_TYPE, "image/png").body(Full::new(png)).expect("a valid request"));
+        let mut answer = None;
+        while let Some(req) = request.take() {
+            let sender = match connection.as_mut().filter(|s| !s.is_closed()) {
+                Some(s) => s,
+                None => match connect(&plan.addr).await {
+                    Ok(s) => connection.insert(s),
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+                    Err(e) => {
+                        answer = Some(Err(format!("cannot connect: {e}")));
+                        break;
+                    }
+                },
+            };
+            if sender.ready().await.is_err() {
+                connection = None;
+                request = Some(req);
+                continue;
+            }
+            match tokio::time::timeout(REQUEST_TIMEOUT, exchange(sender, req)).await {
+                Ok(Ok(a)) => answer = Some(Ok(a)),
+                Ok(Err(Unsent(Some(req)))) => {
+                    connection = None;
+                    request = Some(req);
+                }
+                Ok(Err(Unsent(None))) | Err(_) => {
+                    connection = None;
+                    answer = Some(Err("no answer".into()));
+                }
+            }
+        }
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        match answer {
+            None => {
+                // the server is not there: no busy loop
+                t.report.connect_refused += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Some(Err(e)) => {
+                t.report.lost += 1;
+                t.example(e);
+            }
+            Some(Ok((status, retry_after, body))) => match status {
+                200 => {
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let got = v["results"][0]["digit"].as_u64();
+                    if got == Some(expected as u64) {
+                        t.report.ok += 1;
+                        t.report.correct_labels += u64::from(got == Some(label as u64));
+                        t.ok_ms.push(ms);
+                    } else {
+                        t.report.mismatches += 1;
+                        t.example(format!("expected {expected} (label {label}), got {}", String::from_utf8_lossy(&body)));
+                    }
+                }
+                503 => {
+                    t.report.refused_503 += 1;
+                    t.report.refused_without_retry_after += u64::from(!retry_after);
+                    t.refused_ms.push(ms);
+                }
+                _ => {
+                    t.report.other_status += 1;
+                    t.example(format!("{status}: {}", String::from_utf8_lossy(&body)));
+                }
+            },
+        }
+    }
+}
+
+/// A new HTTP/1 connection to `addr`, its driver running beside the clients.
+async fn connect(addr: &str) -> std::io::Result<SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+/// Why an exchange failed: with the request when it was never sent.
+struct Unsent(Option<Request<Full<Bytes>>>);
+
+/// Sends `req` and reads the whole answer: status, whether it has Retry-After, body.
+async fn exchange(sender: &mut SendRequest<Full<Bytes>>, req: Request<Full<Bytes>>) -> std::result::Result<(u16, bool, Bytes), Unsent> {
+    let response = sender.try_send_request(req).await.map_err(|mut e| Unsent(e.take_message()))?;
+    let (status, retry_after) = (response.status().as_u16(), response.headers().contains_key(header::RETRY_AFTER));
+    let body = response.into_body().collect().await.map_err(|_| Unsent(None))?.to_bytes();
+    Ok((status, retry_after, body))
 }
