@@ -18,6 +18,7 @@ mod worker;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -101,6 +102,8 @@ struct Shared {
     jobs: std::sync::mpsc::Sender<Job>,
     permits: Arc<Semaphore>,
     metrics: Arc<Metrics>,
+    /// Set at shutdown: every answer from then on says `Connection: close`.
+    closing: Arc<AtomicBool>,
 }
 
 type App = Arc<Shared>;
@@ -130,7 +133,8 @@ pub fn run(config: Config, on_bound: impl FnOnce(SocketAddr)) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::unsupported("serve", format!("cannot start the async runtime: {e}")))?;
-    let shared = Arc::new(Shared { permits: Arc::new(Semaphore::new(config.queue)), config, jobs, metrics });
+    let closing = Arc::new(AtomicBool::new(false));
+    let shared = Arc::new(Shared { permits: Arc::new(Semaphore::new(config.queue)), config, jobs, metrics, closing: closing.clone() });
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(shared.config.addr)
             .await
@@ -138,7 +142,7 @@ pub fn run(config: Config, on_bound: impl FnOnce(SocketAddr)) -> Result<()> {
         let local = listener.local_addr().map_err(|e| Error::unsupported("serve", format!("cannot read the bound address: {e}")))?;
         tokio::spawn(reload_on_hangup(shared.clone()));
         on_bound(local);
-        serve_connections(listener, router(shared.clone()), shared.config.timeout).await;
+        serve_connections(listener, router(shared.clone()), shared.config.timeout, &closing).await;
         Ok(())
     });
     // Every accepted request is answered: drop the runtime's tasks (the SIGHUP listener holds
@@ -149,11 +153,19 @@ pub fn run(config: Config, on_bound: impl FnOnce(SocketAddr)) -> Result<()> {
     served
 }
 
+/// How long, after SIGTERM, connections already open are still served (each answer saying
+/// `Connection: close`) before the idle ones are closed.
+const DRAIN: Duration = Duration::from_millis(500);
+
 /// Accepts connections until SIGTERM or Ctrl-C, each served by hyper's HTTP/1.1 with its
 /// headers due within `header_timeout` (a client that dribbles them is disconnected); then
-/// stops accepting, lets each connection finish the request it is in (idle ones close at
-/// once) and returns when all have.
-async fn serve_connections(listener: tokio::net::TcpListener, app: Router, header_timeout: Duration) {
+/// stops accepting and drains: for up to [`DRAIN`] the open connections are still served,
+/// every answer saying `Connection: close` (`closing` is set), so that a keep-alive client
+/// leaves after its answer instead of sending its next request into a connection being
+/// closed (a request the server would never read, and the client would count lost). Then
+/// each connection finishes the request it is in (idle ones close at once), and it returns
+/// when all have.
+async fn serve_connections(listener: tokio::net::TcpListener, app: Router, header_timeout: Duration, closing: &AtomicBool) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
@@ -187,6 +199,8 @@ async fn serve_connections(listener: tokio::net::TcpListener, app: Router, heade
         while connections.try_join_next().is_some() {}
     }
     drop(listener);
+    closing.store(true, Ordering::Relaxed);
+    let _ = tokio::time::timeout(DRAIN, async { while connections.join_next().await.is_some() {} }).await;
     let _ = stop.send(true);
     while connections.join_next().await.is_some() {}
 }
@@ -223,8 +237,11 @@ async fn count(State(s): State<App>, req: Request, next: Next) -> Response {
         None => "unmatched".into(),
     };
     let start = Instant::now();
-    let response = next.run(req).await;
+    let mut response = next.run(req).await;
     s.metrics.request(&route, response.status().as_u16(), start.elapsed());
+    if s.closing.load(Ordering::Relaxed) {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 
