@@ -403,15 +403,23 @@ fn graceful_shutdown_answers_requests_in_flight() {
     let server = Server::start(&model, &["--max-wait-ms", "400", "--max-batch", "64"]);
     let u = server.url.clone();
     let (answers, (code, stderr)) = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..8).map(|_| s.spawn(|| post(&format!("{u}/v1/classify"), "image/png", &png))).collect();
+        // each answer, and what it says of its connection
+        let ask = || {
+            let mut r = agent().post(&format!("{u}/v1/classify")).header("content-type", "image/png").send(&png[..]).unwrap();
+            let connection = r.headers().get("connection").map(|v| v.to_str().unwrap().to_string());
+            (r.status().as_u16(), r.body_mut().read_to_string().unwrap(), connection)
+        };
+        let handles: Vec<_> = (0..8).map(|_| s.spawn(ask)).collect();
         std::thread::sleep(Duration::from_millis(150));
         let stopped = server.stop();
         (handles.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>(), stopped)
     });
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("shutting down"), "{stderr}");
-    for (status, body, _) in answers {
+    // answered after SIGTERM, each tells its keep-alive client to go (the drain)
+    for (status, body, connection) in answers {
         assert_eq!(status, 200, "{body}");
+        assert_eq!(connection.as_deref(), Some("close"), "{body}");
     }
 }
 
