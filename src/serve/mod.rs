@@ -306,13 +306,14 @@ async fn admit(
     prepare: impl Fn(GrayImage, &Path) -> Result<GrayImage> + Send + 'static,
 ) -> std::result::Result<(Vec<String>, Vec<GrayImage>, OwnedSemaphorePermit), Response> {
     let images = images_of(s, req).await?;
+    let mut pixels = 0u64; // declared, over all the images
     for (name, bytes) in &images {
         match predict::declared_size(bytes) {
             None => return Err(refuse(StatusCode::BAD_REQUEST, format!("{name}: not an image (PNG or JPEG expected; its header does not read as either)"))),
             Some((w, h)) if w as u64 * h as u64 > s.config.max_pixels => {
                 return Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, format!("{name}: the image declares {w}x{h} = {} pixels, over --max-pixels {}", w as u64 * h as u64, s.config.max_pixels)));
             }
-            Some(_) => {}
+            Some((w, h)) => pixels += w as u64 * h as u64,
         }
     }
     let Ok(permit) = s.permits.clone().try_acquire_owned() else {
@@ -321,7 +322,6 @@ async fn admit(
         return Err(r);
     };
     let names: Vec<String> = images.iter().map(|(n, _)| n.clone()).collect();
-    let pixels: u64 = images.iter().filter_map(|(_, b)| predict::declared_size(b)).map(|(w, h)| w as u64 * h as u64).sum();
     let work = move || images.iter().map(|(name, bytes)| predict::load_gray_bytes(bytes, Path::new(name)).and_then(|g| prepare(g, Path::new(name)))).collect::<Result<Vec<_>>>();
     // a small image is prepared here, on the async thread: it costs less than handing it to
     // another thread and back (0.1-0.2 ms for a 28x28 digit); a larger one on the blocking pool
