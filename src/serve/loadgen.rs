@@ -187,6 +187,8 @@ struct Plan {
 
 /// The longest a request may take before it counts as lost.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections a request is offered to, at most, when each closes before taking it.
+const SEND_ATTEMPTS: usize = 3;
 
 /// Runs the clients until the time or the request count is spent. The clients are tasks on
 /// one thread (tokio, hyper's HTTP/1 client, one keep-alive connection each): a thread per
@@ -282,10 +284,12 @@ async fn client(c: usize, plan: Arc<Plan>) -> Tally {
         k += plan.clients;
         let started = Instant::now();
         t.report.requests += 1;
-        // a request the connection did not take (the server had closed it) goes again on a new one
+        // a request the connection did not take (the server had closed it) goes again on a
+        // new one, at most SEND_ATTEMPTS times in all
         let mut request = Some(Request::post("/v1/classify").header(header::HOST, &plan.addr).header(header::CONTENT_TYPE, "image/png").body(Full::new(png)).expect("a valid request"));
         let mut answer = None;
-        while let Some(req) = request.take() {
+        for _ in 0..SEND_ATTEMPTS {
+            let Some(req) = request.take() else { break };
             let sender = match connection.as_mut().filter(|s| !s.is_closed()) {
                 Some(s) => s,
                 None => match connect(&plan.addr).await {
@@ -297,22 +301,20 @@ async fn client(c: usize, plan: Arc<Plan>) -> Tally {
                     }
                 },
             };
-            if sender.ready().await.is_err() {
-                connection = None;
-                request = Some(req);
-                continue;
-            }
             match tokio::time::timeout(REQUEST_TIMEOUT, exchange(sender, req)).await {
                 Ok(Ok(a)) => answer = Some(Ok(a)),
-                Ok(Err(Unsent(Some(req)))) => {
+                Ok(Err(Failed(Some(req)))) => {
                     connection = None;
                     request = Some(req);
                 }
-                Ok(Err(Unsent(None))) | Err(_) => {
+                Ok(Err(Failed(None))) | Err(_) => {
                     connection = None;
                     answer = Some(Err("no answer".into()));
                 }
             }
+        }
+        if request.is_some() {
+            answer = Some(Err(format!("{SEND_ATTEMPTS} connections closed before taking the request")));
         }
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         match answer {
@@ -361,13 +363,18 @@ async fn connect(addr: &str) -> std::io::Result<SendRequest<Full<Bytes>>> {
     Ok(sender)
 }
 
-/// Why an exchange failed: with the request when it was never sent.
-struct Unsent(Option<Request<Full<Bytes>>>);
+/// An exchange that failed, with its request when it was never sent (the connection had
+/// closed before taking it): that one may go again on a new connection.
+struct Failed(Option<Request<Full<Bytes>>>);
 
-/// Sends `req` and reads the whole answer: status, whether it has Retry-After, body.
-async fn exchange(sender: &mut SendRequest<Full<Bytes>>, req: Request<Full<Bytes>>) -> std::result::Result<(u16, bool, Bytes), Unsent> {
-    let response = sender.try_send_request(req).await.map_err(|mut e| Unsent(e.take_message()))?;
+/// Waits for the connection to take a request, sends `req` and reads the whole answer:
+/// status, whether it has Retry-After, body.
+async fn exchange(sender: &mut SendRequest<Full<Bytes>>, req: Request<Full<Bytes>>) -> std::result::Result<(u16, bool, Bytes), Failed> {
+    if sender.ready().await.is_err() {
+        return Err(Failed(Some(req)));
+    }
+    let response = sender.try_send_request(req).await.map_err(|mut e| Failed(e.take_message()))?;
     let (status, retry_after) = (response.status().as_u16(), response.headers().contains_key(header::RETRY_AFTER));
-    let body = response.into_body().collect().await.map_err(|_| Unsent(None))?.to_bytes();
+    let body = response.into_body().collect().await.map_err(|_| Failed(None))?.to_bytes();
     Ok((status, retry_after, body))
 }
