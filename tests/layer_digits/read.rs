@@ -96,6 +96,37 @@ fn a_broken_digit_is_joined_and_touching_digits_are_cut() {
 }
 
 #[test]
+fn a_cut_leans_between_slanted_digits_that_no_straight_cut_separates() {
+    // two strokes 3 px wide leaning one column every 5 rows, 5 px apart, 30 rows tall, joined
+    // by a 3x2 bridge at mid height: one piece of ink, no empty column in it
+    let stroke = |x0: u32, x: u32, y: u32| (4..34).contains(&y) && (0..3).contains(&(x as i64 - (x0 + (33 - y) / 5) as i64));
+    let img = GrayImage::from_fn(60, 40, |x, y| {
+        let ink = stroke(10, x, y) || stroke(15, x, y) || ((19..21).contains(&y) && (14..17).contains(&x));
+        Luma([if ink { 255 } else { 0 }])
+    });
+    let f = segment::binarise(&img).unwrap();
+    let pieces = segment::components(&f);
+    assert_eq!(pieces.len(), 1);
+    let piece = &pieces[0];
+    let (w, top) = (60, piece.bbox.y0);
+    let left = |i: u32| stroke(10, i % w, i / w);
+    let right = |i: u32| stroke(15, i % w, i / w);
+    // the columns on the right of a cut, per row: how many pixels of each stroke are on the wrong side
+    let wrong = |s: &[u32]| piece.pixels.iter().filter(|&&i| if left(i) { i % w >= s[(i / w - top) as usize] } else { right(i) && i % w < s[(i / w - top) as usize] }).count();
+    let rows = piece.bbox.height() as usize;
+    for c in piece.bbox.x0 + 1..=piece.bbox.x1 {
+        assert!(wrong(&vec![c; rows]) > 0, "a straight cut at {c} splits a stroke");
+    }
+    // from the middle column, leaning up to 6 columns: every stroke pixel on its own side
+    let middle = (piece.bbox.x0 + piece.bbox.x1 + 1) / 2;
+    let seam = segment::seam(piece, w, middle, 6);
+    assert_eq!(seam.len(), rows);
+    assert_eq!(wrong(&seam), 0, "{seam:?}");
+    assert!(seam.windows(2).all(|p| p[0].abs_diff(p[1]) <= 1) && seam.iter().all(|&x| x.abs_diff(middle) <= 6));
+    assert_eq!(segment::seam(piece, w, middle, 0), vec![middle; rows], "reach 0: the straight cut");
+}
+
+#[test]
 fn the_best_path_leaves_specks_out_and_no_ink_is_no_field() {
     // atoms 0, 1, 2; candidates {0}, {0,1}, {1}, {2}; atom 1 may be skipped
     let c = |first, last| Candidate { first, last, bbox: bbox(0, 0, 0, 0) };
@@ -314,11 +345,11 @@ fn the_segmentation_offers_the_true_reading_of_most_touching_fields() {
     };
     assert!(at(-10), "separate digits are offered");
     assert!(!at(2 * w0.min(w1) / 3), "digits overlapping by two thirds are not");
-    // 300 generated fields like the touching set (mnist10k's training digits): 73.0% offered
-    // by the reader's grain (wide pieces cut every 0.2 line heights), 52.0% with the earlier
-    // 0.4 everywhere (measured)
+    // 300 generated fields like the touching set (mnist10k's training digits): 70.0% offered
+    // by the reader's grain (wide pieces cut every 0.2 line heights, the cuts leaning), 73.0%
+    // with straight cuts, 52.0% with the earlier 0.4 everywhere (measured)
     let offered = offered_touching(&mnist10k().train, 300, 7);
-    assert!(offered >= 210, "{offered} of 300 touching fields offered");
+    assert!(offered >= 200, "{offered} of 300 touching fields offered");
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! The digits are found by *segmentation by recognition* ([`segment`]): the field is
 //! binarised as [`crate::digits::predict::to_mnist`] binarises a digit, cut into atoms
 //! (connected pieces of ink, wide pieces cut again at the minima of their vertical
-//! projection, or every few columns where digits overlap), every run of up to
+//! projection, or every few columns where digits overlap, each cut leaning where that
+//! crosses less ink), every run of up to
 //! [`segment::Grain::READING`]'s `max_atoms` neighbouring atoms is a candidate digit, each
 //! candidate is prepared as a single digit is and scored by the classifier (the log of its
 //! top probability plus a prior on its shape), and the best partition of the atoms into

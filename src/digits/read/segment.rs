@@ -1,6 +1,7 @@
 //! Segmentation by recognition, the geometric half: a field is binarised, cut into
-//! *atoms* (connected pieces of ink, wide ones cut again at candidate cuts), and every run
-//! of up to [`Grain::max_atoms`] neighbouring atoms is a candidate digit. The classifier scores
+//! *atoms* (connected pieces of ink, wide ones cut again at candidate cuts, each a [`seam`]
+//! that may lean between slanted digits), and every run of up to [`Grain::max_atoms`]
+//! neighbouring atoms is a candidate digit. The classifier scores
 //! each candidate ([`super::Reader`]); [`best_path`] then picks the partition of the atoms
 //! into digits with the best total score (dynamic programming over the cut points).
 //!
@@ -21,7 +22,8 @@ pub const WORK_MAX: u32 = 2048;
 /// their true boundary lets a candidate hold one digit: on 2,000 generated touching fields
 /// (mnist10k's training digits) the true reading was among the candidates of 54.8% at a
 /// step of 0.4 line heights (5 atoms a candidate), 73.4% at 0.2 (8), 81.0% at 0.15 (10),
-/// 86.9% at 0.1 (14) ([`super::train_data::offered`]), 71.8% with [`Grain::READING`];
+/// 86.9% at 0.1 (14) ([`super::train_data::offered`]), 71.8% with [`Grain::READING`]'s
+/// straight cuts, 71.0% with its leaning ones (which the reader reads better: [`seam`]);
 /// candidates per field grow as steps shrink, and the reading time with them.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Grain {
@@ -32,6 +34,8 @@ pub struct Grain {
     pub wide: f64,
     /// The most atoms one candidate digit joins.
     pub max_atoms: usize,
+    /// How far a cut may lean from its column, in line heights ([`seam`]).
+    pub seam: f64,
 }
 
 impl Grain {
@@ -41,14 +45,16 @@ impl Grain {
     /// 83.7%, photo 82.2 / 82.4%. Cutting pieces under one line height finely too read
     /// touching 56.4%, amount 84.9%, zip and photo alike, at half the speed (zip 21 against
     /// 40 fields/s on lavapipe): single digits were cut into many atoms for nothing.
-    pub const READING: Grain = Grain { step: 0.2, max_atoms: 8, wide: 1.0 };
+    pub const READING: Grain = Grain { step: 0.2, max_atoms: 8, wide: 1.0, seam: Grain::SEAM };
     /// What the reader's training cuts are made at ([`super::train_data`]): the same model
     /// trained on cuts every 0.2 line heights read those validation fields worse (touching
     /// 51.8%, zip 93.4%): the finer slices of one digit, labelled "not a digit", look like
     /// 1s, and the 1s that touch a neighbour were read into it more often.
-    pub const TRAINING: Grain = Grain { step: Grain::COARSE, max_atoms: 5, wide: 0.0 };
+    pub const TRAINING: Grain = Grain { step: Grain::COARSE, max_atoms: 5, wide: 0.0, seam: 0.0 };
     /// The step in pieces narrower than [`Grain::wide`].
     pub const COARSE: f64 = 0.4;
+    /// How far the reader's cuts may lean ([`Grain::seam`]).
+    pub const SEAM: f64 = 0.15;
 }
 
 /// A box of pixels, inclusive: `x0..=x1`, `y0..=y1`.
@@ -312,7 +318,8 @@ pub fn cuts(atom: &Atom, width: u32, height: u32, step: f64) -> Vec<u32> {
 }
 
 /// Cuts every piece at its [`cuts`] and orders the resulting atoms left to right (by the
-/// centre of their box).
+/// centre of their box). Each cut follows the [`seam`] from its column, leaning at most
+/// `grain.seam` line heights.
 pub fn atoms(pieces: Vec<Atom>, width: u32, height: u32, grain: Grain) -> Vec<Atom> {
     let mut out = Vec::new();
     for (id, mut piece) in pieces.into_iter().enumerate() {
@@ -323,14 +330,82 @@ pub fn atoms(pieces: Vec<Atom>, width: u32, height: u32, grain: Grain) -> Vec<At
             out.push(piece);
             continue;
         }
+        let b = piece.bbox;
+        let reach = (grain.seam * height as f64).round() as u32;
+        // seams in order, none left of the one before it in any row
+        let mut seams: Vec<Vec<u32>> = Vec::with_capacity(cuts.len());
+        for &c in &cuts {
+            let mut s = seam(&piece, width, c, reach);
+            if let Some(before) = seams.last() {
+                s.iter_mut().zip(before).for_each(|(x, &p)| *x = (*x).max(p));
+            }
+            seams.push(s);
+        }
         let mut slabs: Vec<Vec<u32>> = vec![Vec::new(); cuts.len() + 1];
         for &i in &piece.pixels {
-            let x = i % width;
-            slabs[cuts.iter().take_while(|&&c| x >= c).count()].push(i);
+            let (x, row) = (i % width, (i / width - b.y0) as usize);
+            slabs[seams.iter().take_while(|s| x >= s[row]).count()].push(i);
         }
         out.extend(slabs.into_iter().filter(|s| !s.is_empty()).map(|pixels| Atom { bbox: Bbox::of(&pixels, width), pixels, piece: id }));
     }
     out.sort_by_key(|a| (a.bbox.x0 + a.bbox.x1, a.bbox.y0));
+    out
+}
+
+/// What a [`seam`] pays for each column it leans from its own in a row, in 1/64 of an ink
+/// pixel crossed: it leans only where that saves crossing ink. Chosen on validation fields
+/// (ARCHITECTURE.md, "How finely to cut"): 8 and 24 read them about as well, 1 (leaning almost
+/// freely) offered far fewer true readings.
+pub const LEAN: u32 = 16;
+
+/// The cut through a piece near column `c`: for each row of the piece's box (top first), the
+/// column its pixels start the right side at, at most `reach` columns from `c`, moving at most
+/// one column a row, through the fewest ink pixels of the piece (ties: nearest `c`). Where
+/// digits overlap, a slanted stroke leaves no empty column between them, but often an empty
+/// diagonal; `reach` 0 is the straight cut at `c`.
+pub fn seam(piece: &Atom, width: u32, c: u32, reach: u32) -> Vec<u32> {
+    let b = piece.bbox;
+    // the band's columns: lo..=hi, inside the box (a cut at x0 or x1 + 1 leaves a side empty)
+    let lo = c.saturating_sub(reach).max(b.x0 + 1).min(c);
+    let hi = (c + reach).min(b.x1).max(c);
+    let cols = (hi - lo + 1) as usize;
+    let rows = b.height() as usize;
+    if cols == 1 {
+        return vec![c; rows];
+    }
+    // a cut at column x crosses the row's ink pixel just left of it (x - 1) and at x: cost 1
+    // for each ink pixel at x (the first pixel on the right), the straight cut's own rule
+    let mut ink = vec![false; rows * cols];
+    for &i in &piece.pixels {
+        let (x, y) = (i % width, i / width);
+        if (lo..=hi).contains(&x) {
+            ink[(y - b.y0) as usize * cols + (x - lo) as usize] = true;
+        }
+    }
+    // cost in units of 1/64 ink pixel
+    let off = |k: usize| LEAN * (lo as usize + k).abs_diff(c as usize) as u32;
+    let cost = |y: usize, k: usize| 64 * u32::from(ink[y * cols + k]) + off(k);
+    let mut total: Vec<u32> = (0..cols).map(|k| cost(0, k)).collect();
+    let mut from = vec![0u8; rows * cols];
+    for y in 1..rows {
+        let next: Vec<u32> = (0..cols)
+            .map(|k| {
+                // from straight above first, then the left, then the right (ties)
+                let (best, _, dk) = [(k, 0, 1u8), (k.wrapping_sub(1), 1, 0), (k + 1, 2, 2)].into_iter().filter(|&(j, ..)| j < cols).map(|(j, rank, d)| (total[j], rank, d)).min().expect("k itself");
+                from[y * cols + k] = dk;
+                best + cost(y, k)
+            })
+            .collect();
+        total = next;
+    }
+    let mut k = (0..cols).min_by_key(|&k| (total[k], off(k))).expect("a column");
+    let mut out = vec![0u32; rows];
+    for y in (0..rows).rev() {
+        out[y] = lo + k as u32;
+        if y > 0 {
+            k = k + from[y * cols + k] as usize - 1;
+        }
+    }
     out
 }
 
