@@ -118,7 +118,7 @@ fn a_cut_leans_between_slanted_digits_that_no_straight_cut_separates() {
         assert!(wrong(&vec![c; rows]) > 0, "a straight cut at {c} splits a stroke");
     }
     // from the middle column, leaning up to 6 columns: every stroke pixel on its own side
-    let middle = (piece.bbox.x0 + piece.bbox.x1 + 1) / 2;
+    let middle = (piece.bbox.x0 + piece.bbox.x1).div_ceil(2);
     let seam = segment::seam(piece, w, middle, 6);
     assert_eq!(seam.len(), rows);
     assert_eq!(wrong(&seam), 0, "{seam:?}");
