@@ -373,8 +373,8 @@ pub fn seam(piece: &Atom, width: u32, c: u32, reach: u32) -> Vec<u32> {
     if cols == 1 {
         return vec![c; rows];
     }
-    // a cut at column x crosses the row's ink pixel just left of it (x - 1) and at x: cost 1
-    // for each ink pixel at x (the first pixel on the right), the straight cut's own rule
+    // a cut at column x puts the row's pixels left of x on the left: it crosses the ink pixel
+    // at x, if any (a straight cut crosses its column's projection)
     let mut ink = vec![false; rows * cols];
     for &i in &piece.pixels {
         let (x, y) = (i % width, i / width);
@@ -386,24 +386,24 @@ pub fn seam(piece: &Atom, width: u32, c: u32, reach: u32) -> Vec<u32> {
     let off = |k: usize| LEAN * (lo as usize + k).abs_diff(c as usize) as u32;
     let cost = |y: usize, k: usize| 64 * u32::from(ink[y * cols + k]) + off(k);
     let mut total: Vec<u32> = (0..cols).map(|k| cost(0, k)).collect();
-    let mut from = vec![0u8; rows * cols];
+    // from[y * cols + k]: the column (in the band) the best path to row y, column k comes from
+    let mut from = vec![0usize; rows * cols];
     for y in 1..rows {
-        let next: Vec<u32> = (0..cols)
+        total = (0..cols)
             .map(|k| {
-                // from straight above first, then the left, then the right (ties)
-                let (best, _, dk) = [(k, 0, 1u8), (k.wrapping_sub(1), 1, 0), (k + 1, 2, 2)].into_iter().filter(|&(j, ..)| j < cols).map(|(j, rank, d)| (total[j], rank, d)).min().expect("k itself");
-                from[y * cols + k] = dk;
-                best + cost(y, k)
+                // ties: from straight above first, then the left, then the right
+                let j = [k, k.wrapping_sub(1), k + 1].into_iter().filter(|&j| j < cols).min_by_key(|&j| total[j]).expect("k itself");
+                from[y * cols + k] = j;
+                total[j] + cost(y, k)
             })
             .collect();
-        total = next;
     }
     let mut k = (0..cols).min_by_key(|&k| (total[k], off(k))).expect("a column");
     let mut out = vec![0u32; rows];
     for y in (0..rows).rev() {
         out[y] = lo + k as u32;
         if y > 0 {
-            k = k + from[y * cols + k] as usize - 1;
+            k = from[y * cols + k];
         }
     }
     out
