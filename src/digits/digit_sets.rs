@@ -137,7 +137,7 @@ pub fn photograph(alpha: &GrayImage, size: (u32, u32), at: (u32, u32), look: Loo
         let light = look.paper + amp * ((x as f64 / w as f64 - 0.5) * dx + (y as f64 / h as f64 - 0.5) * dy);
         let inside = x >= x0 && y >= y0 && x < x0 + alpha.width() && y < y0 + alpha.height();
         let a = if inside { alpha.get_pixel(x - x0, y - y0)[0] as f64 / 255.0 } else { 0.0 };
-        Luma([(light * (1.0 - a) + look.ink * a).round().clamp(0.0, 255.0) as u8])
+        Luma([morphology::round_u8_f64(light * (1.0 - a) + look.ink * a)])
     });
     let sigma = 0.6 + rng.unit() as f32 * 0.9;
     let mut out = imageops::blur(&page, sigma);

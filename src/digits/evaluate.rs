@@ -23,6 +23,7 @@ use crate::digits::data::Split;
 pub use crate::kernels::softmax::Metrics;
 use crate::base::files;
 use crate::base::rng::Rng;
+use crate::digits::morphology::round_u8_f64;
 use crate::digits::predict;
 use crate::{Error, Gpu, Result};
 
@@ -246,7 +247,7 @@ impl Noise {
                     // Box-Muller; 1 - unit() is in (0, 1], so the log is finite
                     let (u1, u2) = (1.0 - rng.unit(), rng.unit());
                     let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-                    *v = (*v as f64 + sigma * z).round().clamp(0.0, 255.0) as u8;
+                    *v = round_u8_f64(*v as f64 + sigma * z);
                 }
             }
         }

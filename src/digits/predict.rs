@@ -84,7 +84,7 @@ pub fn flatten_alpha(rgba: &image::RgbaImage) -> GrayImage {
     GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| {
         let p = rgba.get_pixel(x, y);
         let a = p[3] as f64 / 255.0;
-        Luma([(a * luma(p) + (1.0 - a) * background).round().clamp(0.0, 255.0) as u8])
+        Luma([morphology::round_u8_f64(a * luma(p) + (1.0 - a) * background)])
     })
 }
 

@@ -7,6 +7,7 @@ use image::GrayImage;
 
 use crate::base::rng::Rng;
 use crate::digits::classify::{Classifier, CLASSES};
+use crate::digits::morphology::round_u8_f64;
 use crate::{Error, Result};
 
 /// The most views per image (`--tta N`).
@@ -36,7 +37,7 @@ pub fn view(img: &GrayImage, seed: u64, index: usize, view: usize) -> GrayImage 
         let (x0, y0) = (fx as i64, fy as i64);
         let top = at(x0, y0) * (1.0 - tx) + at(x0 + 1, y0) * tx;
         let bottom = at(x0, y0 + 1) * (1.0 - tx) + at(x0 + 1, y0 + 1) * tx;
-        image::Luma([(top * (1.0 - ty) + bottom * ty).round().clamp(0.0, 255.0) as u8])
+        image::Luma([round_u8_f64(top * (1.0 - ty) + bottom * ty)])
     })
 }
 

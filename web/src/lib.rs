@@ -31,7 +31,7 @@ pub const READ_SHRINK: u32 = 3;
 /// (a box of the reading times `READ_SHRINK` is in canvas pixels: [`to_canvas`]).
 pub fn number_field(rgba: Vec<u8>, width: u32, height: u32) -> kiln::Result<image::GrayImage> {
     let field = field(rgba, width, height)?;
-    Ok(image::imageops::resize(&field, width.div_ceil(READ_SHRINK), height.div_ceil(READ_SHRINK), image::imageops::FilterType::Triangle))
+    Ok(kiln::morphology::resize(&field, width.div_ceil(READ_SHRINK), height.div_ceil(READ_SHRINK)))
 }
 
 /// A box of a [`number_field`]'s reading in the canvas's pixels.
