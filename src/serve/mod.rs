@@ -103,7 +103,7 @@ struct Shared {
     permits: Arc<Semaphore>,
     metrics: Arc<Metrics>,
     /// Set at shutdown: every answer from then on says `Connection: close`.
-    closing: Arc<AtomicBool>,
+    closing: AtomicBool,
 }
 
 type App = Arc<Shared>;
@@ -133,8 +133,7 @@ pub fn run(config: Config, on_bound: impl FnOnce(SocketAddr)) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::unsupported("serve", format!("cannot start the async runtime: {e}")))?;
-    let closing = Arc::new(AtomicBool::new(false));
-    let shared = Arc::new(Shared { permits: Arc::new(Semaphore::new(config.queue)), config, jobs, metrics, closing: closing.clone() });
+    let shared = Arc::new(Shared { permits: Arc::new(Semaphore::new(config.queue)), config, jobs, metrics, closing: AtomicBool::new(false) });
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(shared.config.addr)
             .await
@@ -142,7 +141,7 @@ pub fn run(config: Config, on_bound: impl FnOnce(SocketAddr)) -> Result<()> {
         let local = listener.local_addr().map_err(|e| Error::unsupported("serve", format!("cannot read the bound address: {e}")))?;
         tokio::spawn(reload_on_hangup(shared.clone()));
         on_bound(local);
-        serve_connections(listener, router(shared.clone()), shared.config.timeout, &closing).await;
+        serve_connections(listener, router(shared.clone()), shared.config.timeout, &shared.closing).await;
         Ok(())
     });
     // Every accepted request is answered: drop the runtime's tasks (the SIGHUP listener holds
