@@ -17,7 +17,7 @@ pub mod plan;
 pub mod planner;
 pub mod profile;
 
-pub use exec::{ExecStats, Executor};
+pub use exec::{Arena, ExecStats, Executor};
 
 /// Tensors on the host as (name, shape, values), in model order: the parameters, then the
 /// state (BatchNorm's running statistics and step count). What the executor reads back and

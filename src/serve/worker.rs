@@ -56,45 +56,26 @@ pub enum Job {
     Ping { reply: oneshot::Sender<std::result::Result<(), String>> },
 }
 
-/// The classifiers of one checkpoint, one per batch size served. A batch of n images runs
-/// as pieces of the sizes in `sizes` (`max_batch`, then the powers of two below it),
-/// largest first: 37 images run as 32 + 4 + 1. At most log2(max_batch) + 2 executors are
-/// built instead of one per size that arrives, and no GPU time goes to padding (on
-/// lavapipe an image costs about as much as a dispatch's overhead, so padding 33 images
-/// to 64 would nearly double the batch's time).
+/// One checkpoint's classifier for batches of up to `max_batch` (an executor for each size
+/// that arrives, all in one arena: [`Classifier`]) and its string reader.
 struct Model<'g> {
     gpu: &'g Gpu,
     loaded: Loaded,
-    sizes: Vec<usize>,
-    by_size: Vec<Option<Classifier<'g>>>,
+    classifier: Classifier<'g>,
     /// The string reader, built on the first read (its classifier's batch: the default).
     reader: Option<Reader<'g>>,
 }
 
 impl<'g> Model<'g> {
     fn new(gpu: &'g Gpu, loaded: Loaded, max_batch: usize) -> Result<Model<'g>> {
-        let mut sizes = vec![max_batch];
-        sizes.extend((0..usize::BITS).map(|b| 1usize << b).filter(|&s| s < max_batch).rev());
-        let by_size = sizes.iter().map(|_| None).collect();
-        let mut model = Model { gpu, loaded, sizes, by_size, reader: None };
+        let classifier = Classifier::new(gpu, loaded.checkpoint.clone(), max_batch)?;
+        let mut model = Model { gpu, loaded, classifier, reader: None };
         model.classify(&[GrayImage::new(28, 28)])?; // builds and runs the model once: a bad one fails here
         Ok(model)
     }
 
     fn classify(&mut self, images: &[GrayImage]) -> Result<Vec<[f32; CLASSES]>> {
-        let mut out = Vec::with_capacity(images.len());
-        let mut rest = images;
-        while !rest.is_empty() {
-            let i = self.sizes.iter().position(|&s| s <= rest.len()).expect("the sizes end with 1");
-            let (piece, tail) = rest.split_at(self.sizes[i]);
-            rest = tail;
-            let classifier = match &mut self.by_size[i] {
-                Some(c) => c,
-                slot => slot.insert(Classifier::new(self.gpu, self.loaded.checkpoint.clone(), piece.len())?),
-            };
-            out.extend(classifier.classify(piece)?);
-        }
-        Ok(out)
+        self.classifier.classify(images)
     }
 
     fn read(&mut self, fields: &[GrayImage]) -> Result<Vec<Reading>> {

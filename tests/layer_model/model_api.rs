@@ -275,3 +275,29 @@ fn parameters_beyond_the_adapters_buffer_limit_are_refused_before_they_are_drawn
     assert!(e.contains("parameters") && e.contains(&most.to_string()), "{e}");
     assert!(start.elapsed() < Duration::from_secs(10), "refused only after {:?}", start.elapsed());
 }
+
+/// A classifier runs every batch size exactly, each size's executor built once in one arena
+/// that grows with the largest batch met: calls of 1, 3, 40, 64 and 100 images (the arena
+/// grown from 1 to 4 to 64 rows, 100 run as 64 + 36) read what one call of all of them reads.
+#[test]
+fn the_classifier_reads_the_same_whatever_the_batches_it_is_given() {
+    use kiln::testing::{assert_close, gpu, Rng, REDUCTION};
+    let gpu = gpu();
+    let mut rng = Rng::new(33);
+    let model = kiln::nn::ModelKind::Cnn.spec();
+    let params = model.build(1, 3).unwrap().graph.params().iter().map(|(_, n, s)| (n.to_string(), s.to_vec(), rng.vec(s.iter().product()))).collect();
+    let ck = Checkpoint { model, mean: 0.13, std: 0.31, dataset: "mnist".into(), temperature: 1.0, deskew: false, params };
+    let sizes = [1, 3, 40, 64, 100, 3];
+    let images = rng.vec(sizes.iter().sum::<usize>() * 784);
+    let mut one = kiln::Classifier::new(gpu, ck.clone(), 64).unwrap();
+    let mut calls = Vec::new();
+    let mut rest = &images[..];
+    for n in sizes {
+        let (these, tail) = rest.split_at(n * 784);
+        calls.extend(one.classify_tensor(these).unwrap());
+        rest = tail;
+    }
+    let all = kiln::Classifier::new(gpu, ck, 64).unwrap().classify_tensor(&images).unwrap();
+    assert_eq!(calls.len(), all.len());
+    assert_close("one call against calls of 1 to 100", &calls.concat(), &all.concat(), REDUCTION);
+}

@@ -174,7 +174,82 @@ pub struct SharedParams {
     state_offsets: Vec<usize>,
 }
 
+/// Activation and input buffers that several executors of one model take turns in: built
+/// for the largest batch ([`Executor::arena`]), and every executor built in it
+/// ([`Executor::new_in`]) places its values there, so that an executor for each batch size
+/// up to the arena's costs its bind groups, not its memory (a classifier's executors for
+/// whatever batch a server gathers). Executors in one arena share their activations:
+/// write, run and read one before writing the next.
+#[derive(Clone)]
+pub struct Arena {
+    /// The activation buffers with their bytes, largest first.
+    slots: Vec<(u64, Arc<GpuBuffer>)>,
+    /// The model's inputs (and labels) by value name.
+    inputs: Vec<(String, Tensor)>,
+    batch: usize,
+}
+
+impl Arena {
+    /// Rows of the plan the arena was built for: the largest batch it is meant to hold.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// The activation buffers for `memory`: the arena's, slot for slot by size (the largest
+    /// slot in the largest buffer, and so on); a slot that does not fit gets a buffer of its
+    /// own, so any plan runs correctly in any arena.
+    fn place(&self, gpu: &Gpu, memory: &MemoryPlan) -> Result<Vec<Arc<GpuBuffer>>> {
+        let mut order: Vec<usize> = (0..memory.slots.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(memory.slots[i].bytes));
+        let mut buffers = vec![None; memory.slots.len()];
+        for (rank, i) in order.into_iter().enumerate() {
+            let bytes = memory.slots[i].bytes;
+            buffers[i] = Some(match self.slots.get(rank) {
+                Some((have, b)) if *have >= bytes => b.clone(),
+                _ => Arc::new(gpu.storage_buffer("kiln activation", bytes)?),
+            });
+        }
+        Ok(buffers.into_iter().map(|b| b.expect("every slot placed")).collect())
+    }
+
+    /// The arena's tensor for the input value `name` seen as `shape`, if it holds that much.
+    fn input(&self, name: &str, shape: &[usize], dtype: DType) -> Option<Tensor> {
+        let (_, t) = self.inputs.iter().find(|(n, _)| n == name)?;
+        (t.bytes() >= dtype.bytes(shape.iter().product())).then(|| Tensor::from_buffer(t.buffer().clone(), t.offset(), shape, dtype))
+    }
+}
+
+/// What a new executor takes from others: their parameters and state, an arena.
+#[derive(Clone, Copy, Default)]
+struct Sharing<'a> {
+    params: Option<&'a SharedParams>,
+    arena: Option<&'a Arena>,
+}
+
 impl<'g> Executor<'g> {
+    /// The buffers of `graph`'s activations and inputs in `mode`, planned as
+    /// [`Executor::new`] plans them, for executors of the same model at this batch or
+    /// below to be built in ([`Executor::new_in`]). Nothing is compiled.
+    pub fn arena(gpu: &Gpu, graph: &Graph, mode: Mode) -> Result<Arena> {
+        let plan = lower(graph, mode)?;
+        let memory = plan_memory(&plan);
+        let mut slots = memory.slots.iter().map(|s| Ok((s.bytes, Arc::new(gpu.storage_buffer("kiln activation", s.bytes)?)))).collect::<Result<Vec<_>>>()?;
+        slots.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
+        let mut inputs = Vec::new();
+        for (i, v) in plan.values.iter().enumerate() {
+            if matches!(v.kind, ValueKind::Input | ValueKind::Labels | ValueKind::OutputGrad) && plan.root(ValueId(i)).0 == i {
+                inputs.push((v.name.clone(), Tensor::empty(gpu, &v.shape, v.dtype)?));
+            }
+        }
+        Ok(Arena { slots, inputs, batch: plan.batch })
+    }
+
+    /// [`Executor::new`] without optimizer, its activations and inputs in `arena` and, with
+    /// `shared`, its parameters and state another executor's.
+    pub fn new_in(gpu: &'g Gpu, graph: &Graph, mode: Mode, kernels: impl Into<Tuning>, arena: &Arena, shared: Option<&SharedParams>) -> Result<Executor<'g>> {
+        Self::build(gpu, lower(graph, mode)?, graph.seed, None, &kernels.into(), Sharing { params: shared, arena: Some(arena) }, false)
+    }
+
     /// Lowers `graph` for `mode`, plans memory and builds every dispatch. `optimizer` is
     /// required for training. `share_params` makes this executor use another's parameters
     /// and state (an evaluation executor beside a training one: it normalises with the
@@ -188,11 +263,11 @@ impl<'g> Executor<'g> {
         share_params: Option<&Executor>,
     ) -> Result<Executor<'g>> {
         let shared = share_params.map(Executor::shared_params);
-        Self::build(gpu, lower(graph, mode)?, graph.seed, optimizer, &kernels.into(), shared.as_ref(), false)
+        Self::build(gpu, lower(graph, mode)?, graph.seed, optimizer, &kernels.into(), Sharing { params: shared.as_ref(), arena: None }, false)
     }
     /// [`Executor::new`] without optimizer, on the parameters and state of `shared`.
     pub fn new_sharing(gpu: &'g Gpu, graph: &Graph, mode: Mode, kernels: impl Into<Tuning>, shared: &SharedParams) -> Result<Executor<'g>> {
-        Self::build(gpu, lower(graph, mode)?, graph.seed, None, &kernels.into(), Some(shared), false)
+        Self::build(gpu, lower(graph, mode)?, graph.seed, None, &kernels.into(), Sharing { params: Some(shared), arena: None }, false)
     }
     /// This executor's parameter and state buffers, for [`Executor::new_sharing`].
     pub fn shared_params(&self) -> SharedParams {
@@ -207,12 +282,12 @@ impl<'g> Executor<'g> {
     /// value and gradient of each node in `keep` readable after a step ([`lower_keeping`]):
     /// feature maps and their gradients for Grad-CAM.
     pub fn new_keeping(gpu: &'g Gpu, graph: &Graph, mode: Mode, kernels: impl Into<Tuning>, keep: &[NodeId]) -> Result<Executor<'g>> {
-        Self::build(gpu, lower_keeping(graph, mode, keep)?, graph.seed, None, &kernels.into(), None, false)
+        Self::build(gpu, lower_keeping(graph, mode, keep)?, graph.seed, None, &kernels.into(), Sharing::default(), false)
     }
     /// As `new`, but every activation buffer is filled with NaN right after its last
     /// reader: if the planner ever let two live values share memory, results change.
     pub fn new_poisoning_freed(gpu: &'g Gpu, graph: &Graph, mode: Mode, optimizer: Option<Optimizer>, kernels: impl Into<Tuning>) -> Result<Executor<'g>> {
-        Self::build(gpu, lower(graph, mode)?, graph.seed, optimizer, &kernels.into(), None, true)
+        Self::build(gpu, lower(graph, mode)?, graph.seed, optimizer, &kernels.into(), Sharing::default(), true)
     }
     fn build(
         gpu: &'g Gpu,
@@ -220,9 +295,10 @@ impl<'g> Executor<'g> {
         seed: u64,
         optimizer: Option<Optimizer>,
         tuning: &Tuning,
-        share_params: Option<&SharedParams>,
+        sharing: Sharing,
         poison_freed: bool,
     ) -> Result<Executor<'g>> {
+        let Sharing { params: share_params, arena } = sharing;
         let mode = plan.mode;
         if mode == Mode::Train && optimizer.is_none() {
             return Err(Error::unsupported("Executor", "training needs an optimizer"));
@@ -278,8 +354,10 @@ impl<'g> Executor<'g> {
         };
         let zeros = |n: usize| Tensor::from_f32(gpu, &[n], &vec![0.0; n]);
         let grads = if mode == Mode::Train { Some(zeros(flat_len)?) } else { None };
-        let slot_buffers: Vec<Arc<GpuBuffer>> =
-            memory.slots.iter().map(|s| gpu.storage_buffer("kiln activation", s.bytes).map(Arc::new)).collect::<Result<_>>()?;
+        let slot_buffers: Vec<Arc<GpuBuffer>> = match arena {
+            Some(a) => a.place(gpu, &memory)?,
+            None => memory.slots.iter().map(|s| gpu.storage_buffer("kiln activation", s.bytes).map(Arc::new)).collect::<Result<_>>()?,
+        };
         let step_buffer = Tensor::from_u32(gpu, &[STEP_WORDS], &[0; STEP_WORDS])?;
         let classes = plan.classes.unwrap_or(1);
         let metrics = Tensor::from_u32(gpu, &[metrics_words(classes)], &vec![0; metrics_words(classes)])?;
@@ -298,7 +376,10 @@ impl<'g> Executor<'g> {
                 ValueKind::State(s) => view(&state, state_offsets[s], &v.shape),
                 ValueKind::Input | ValueKind::Labels | ValueKind::OutputGrad => {
                     if root.0 == i {
-                        Tensor::empty(gpu, &v.shape, v.dtype)?
+                        match arena.and_then(|a| a.input(&v.name, &v.shape, v.dtype)) {
+                            Some(t) => t,
+                            None => Tensor::empty(gpu, &v.shape, v.dtype)?,
+                        }
                     } else {
                         tensors[root.0].reshape(&v.shape)?
                     }
