@@ -406,3 +406,21 @@ fn rounding_to_a_pixel_equals_round_then_clamp() {
         assert_eq!(round_u8_f64(x as f64), (x as f64).round().clamp(0.0, 255.0) as u8, "{x:e}");
     }
 }
+
+/// Issue 31 §1, resolution: a digit scaled up by nearest neighbour (the `lowres` sets' 9-12 px
+/// blocks) is found blocky and blurred, which brings it closer to what a smooth scaler would
+/// have made of the same small image; a digit drawn at its size, MNIST's look, is left alone.
+#[test]
+fn a_blocky_digit_is_smoothed_and_a_drawn_one_left_alone() {
+    let drawn = stroke(28, (17.0, 4.0), (10.0, 24.0), 3.0);
+    assert_eq!(predict::deblock(&drawn), None, "block size {:?}", predict::block_size(&drawn));
+    let small = kiln::morphology::resize(&drawn, 10, 10);
+    let blocky = image::imageops::resize(&small, 28, 28, image::imageops::FilterType::Nearest);
+    let smooth = image::imageops::resize(&small, 28, 28, image::imageops::FilterType::Triangle);
+    let b = predict::block_size(&blocky).unwrap();
+    assert!((2.4..=3.2).contains(&b), "10 px scaled to 28 repeats lines about 2.8 times: {b}");
+    let deblocked = predict::deblock(&blocky).expect("blocky");
+    let distance = |a: &GrayImage| a.as_raw().iter().zip(smooth.as_raw()).map(|(&p, &q)| (p as f64 - q as f64).powi(2)).sum::<f64>().sqrt();
+    let (before, after) = (distance(&blocky), distance(&deblocked));
+    assert!(after < 0.8 * before, "distance to the smooth scaling: {before:.0} blocky, {after:.0} deblocked");
+}
