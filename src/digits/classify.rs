@@ -165,7 +165,7 @@ impl<'g> Classifier<'g> {
     async fn run(&mut self, inputs: &[f32], output: Output) -> Result<Vec<[f32; CLASSES]>> {
         let [c, h, w] = self.checkpoint.model.input;
         let pixels = c * h * w;
-        if inputs.len() % pixels != 0 {
+        if !inputs.len().is_multiple_of(pixels) {
             return Err(Error::shape("classify", format!("{} values: expected a multiple of {pixels} ({c}x{h}x{w} per image)", inputs.len())));
         }
         let mut out = Vec::with_capacity(inputs.len() / pixels);

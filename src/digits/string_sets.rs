@@ -133,7 +133,7 @@ fn field(kind: StringKind, split: &Split, i: usize, rng: &mut Rng) -> (String, G
         StringKind::Touching => compose(&TOUCHING, split, rng),
         StringKind::Amount => compose(&AMOUNT, split, rng),
         StringKind::Photo => {
-            let (text, ink) = compose(if i % 2 == 0 { &ZIP } else { &AMOUNT }, split, rng);
+            let (text, ink) = compose(if i.is_multiple_of(2) { &ZIP } else { &AMOUNT }, split, rng);
             let scale = 1.0 + 0.6 * rng.unit();
             let (w, h) = (((ink.width() as f64 * scale).round() as u32).max(1), ((ink.height() as f64 * scale).round() as u32).max(1));
             let alpha = imageops::resize(&ink, w, h, imageops::FilterType::CatmullRom);

@@ -671,7 +671,7 @@ fn run_epochs<'g>(cfg: &TrainConfig, observer: &mut dyn Observer, mut trainer: T
         observer.progress(steps, &r.metrics, (steps * batch) as f64 / train_seconds);
 
         let t1 = Instant::now();
-        let evaluate = epoch == final_epoch || epoch % cfg.eval_every.max(1) == 0;
+        let evaluate = epoch == final_epoch || epoch.is_multiple_of(cfg.eval_every.max(1));
         let tm = if evaluate {
             if let Some(build) = evaluator.take() {
                 trainer.evaluator = build()?;

@@ -225,7 +225,7 @@ pub fn impulse_median3x3(gpu: &Gpu, images: &Tensor, out: &Tensor, rows: usize, 
 
 /// The dispatch of a 3x3 filter entry point over `images` [B, rows, cols] into `out`.
 fn filter3x3(gpu: &Gpu, entry: &'static str, images: &Tensor, out: &Tensor, rows: usize, cols: usize) -> Result<Dispatch> {
-    if images.len() != out.len() || rows * cols == 0 || images.len() % (rows * cols) != 0 {
+    if images.len() != out.len() || rows * cols == 0 || !images.len().is_multiple_of(rows * cols) {
         return Err(Error::shape(entry, format!("{:?} -> {:?} for {rows}x{cols} images", images.shape(), out.shape())));
     }
     let params = Params {

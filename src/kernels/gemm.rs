@@ -306,13 +306,13 @@ pub(crate) fn flags(accumulate: bool, relu: bool, bias: Bias) -> u32 {
 /// table above gemm_vec4 in shaders/gemm.wgsl). Modes 1-3 never: their gathers live in
 /// load_a/load_b.
 pub(crate) fn vec4_fits(mode: GemmMode, trans: Transpose, params: &Params) -> bool {
-    let plane_ok = (params.oh * params.ow) % 4 == 0;
+    let plane_ok = (params.oh * params.ow).is_multiple_of(4);
     match (mode, trans) {
-        (GemmMode::Plain | GemmMode::Im2colForward, Transpose::NN) => params.k % 4 == 0 && params.n % 4 == 0,
-        (GemmMode::Plain, Transpose::NT) => params.k % 4 == 0,
+        (GemmMode::Plain | GemmMode::Im2colForward, Transpose::NN) => params.k.is_multiple_of(4) && params.n.is_multiple_of(4),
+        (GemmMode::Plain, Transpose::NT) => params.k.is_multiple_of(4),
         (GemmMode::Im2colBackwardWeight, Transpose::NT) => plane_ok,
-        (GemmMode::Plain, Transpose::TN) => params.m % 4 == 0 && params.n % 4 == 0,
-        (GemmMode::Im2colBackwardInput, Transpose::TN) => params.m % 4 == 0 && plane_ok,
+        (GemmMode::Plain, Transpose::TN) => params.m.is_multiple_of(4) && params.n.is_multiple_of(4),
+        (GemmMode::Im2colBackwardInput, Transpose::TN) => params.m.is_multiple_of(4) && plane_ok,
         _ => false,
     }
 }
@@ -636,12 +636,12 @@ fn launch_impl(
     // (small C) ran slower with it (conv2's forward 48 -> 58 ms, its dW 28 -> 33 ms), so they
     // keep store_c; gemm_vec4_sg's mode 4 gains (conv2's forward with its im2col 37-40 -> 34
     // ms). Mode 4's C is the NCHW y: four columns are four neighbours there when P % 4 == 0.
-    let y_in_vec4s = mode == GemmMode::Im2colForward && sg && (params.oh * params.ow) % 4 == 0;
-    let vec4_store = vec4_entry && route.is_none() && (mode == GemmMode::Im2colBackwardInput || y_in_vec4s) && params.n % 4 == 0;
+    let y_in_vec4s = mode == GemmMode::Im2colForward && sg && (params.oh * params.ow).is_multiple_of(4);
+    let vec4_store = vec4_entry && route.is_none() && (mode == GemmMode::Im2colBackwardInput || y_in_vec4s) && params.n.is_multiple_of(4);
     let kernel = if vec4_entry { kernel.with("VEC4_STORE", vec4_store) } else { kernel };
     // the tiled kernels stage plain NN products with 16-byte loads (a, b also bound as vec4s)
     let tiled_entry = matches!(entry, "gemm_tiled" | "gemm_tiled4");
-    let vec_stage = tiled_entry && mode == GemmMode::Plain && trans == Transpose::NN && params.k % 4 == 0 && params.n % 4 == 0 && cfg.bk % 4 == 0 && bn % 4 == 0;
+    let vec_stage = tiled_entry && mode == GemmMode::Plain && trans == Transpose::NN && params.k.is_multiple_of(4) && params.n.is_multiple_of(4) && cfg.bk.is_multiple_of(4) && bn % 4 == 0;
     let kernel = if tiled_entry { kernel.with("VEC_STAGE", vec_stage) } else { kernel };
     let mut bound = vec![(a_binding, Some(a)), (b_binding, Some(b)), (3, bias), (4, (!vec4_store).then_some(c))];
     if vec4_entry {

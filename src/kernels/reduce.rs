@@ -48,7 +48,7 @@ pub fn splitk_sum(
     let rows = n.checked_div(cols).unwrap_or(0);
     let tail = if db.is_some() { rows } else { 0 };
     let db_ok = db.is_none_or(|(t, _)| t.len() == rows && t.dtype() == DType::F32);
-    if part.len() < splits * (n + tail) || part.dtype() != DType::F32 || out.dtype() != DType::F32 || cols == 0 || n % cols != 0 || !db_ok {
+    if part.len() < splits * (n + tail) || part.dtype() != DType::F32 || out.dtype() != DType::F32 || cols == 0 || !n.is_multiple_of(cols) || !db_ok {
         return Err(Error::shape(
             "splitk_sum",
             format!("{} partial values for {splits} slices of {n} ({cols} columns{})", part.len(), if tail > 0 { " and the bias gradient's row sums" } else { "" }),

@@ -94,7 +94,7 @@ impl Tensor {
             return Err(Error::shape("Tensor::write", format!("{} bytes into {} bytes", bytes.len(), self.bytes())));
         }
         let mut padded;
-        let data = if bytes.len() % 4 == 0 {
+        let data = if bytes.len().is_multiple_of(4) {
             bytes
         } else {
             padded = bytes.to_vec();

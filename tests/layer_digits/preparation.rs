@@ -205,7 +205,7 @@ fn a_deskewing_checkpoint_says_so_and_its_inputs_are_deskewed_unless_told_otherw
     let at = bytes.windows(10).position(|w| w == b"\"deskew\":\"").unwrap() + 10;
     let mut bad = bytes.clone();
     bad[at..at + 4].copy_from_slice(b"yes!");
-    let e = Checkpoint::from_bytes(&bad, &skewed).err().expect("refused").to_string();
+    let e = Checkpoint::from_bytes(&bad, &skewed).expect_err("refused").to_string();
     assert!(e.contains("skewed.safetensors") && e.contains("deskew"), "{e}");
 
     let labels = slanted_digits(&dir);

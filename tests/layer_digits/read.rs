@@ -267,7 +267,7 @@ fn frozen_sets_are_chosen_by_name_or_refused_naming_the_known_ones() {
     use kiln::string_sets::StringKind;
     assert_eq!(choose::<SetKind>(&[]).unwrap(), kiln::digit_sets::ALL.to_vec());
     assert_eq!(choose::<StringKind>(&["photo".into(), "zip".into()]).unwrap(), [StringKind::Photo, StringKind::Zip]);
-    let e = choose::<StringKind>(&["zipp".into()]).err().expect("an unknown set chosen").to_string();
+    let e = choose::<StringKind>(&["zipp".into()]).expect_err("an unknown set chosen").to_string();
     assert!(e.contains("--sets") && e.contains("'zipp'") && e.contains("zip, touching, amount, photo"), "{e}");
 }
 

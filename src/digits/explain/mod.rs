@@ -103,7 +103,7 @@ impl<'g> Explainer<'g> {
     pub async fn explain_async(&mut self, inputs: &[f32], classes: Option<&[usize]>) -> Result<Vec<Explanation>> {
         let per = self.graph.node(self.input).shape[1..].iter().product::<usize>();
         let batch = self.exec.batch();
-        if inputs.len() % per != 0 {
+        if !inputs.len().is_multiple_of(per) {
             return Err(Error::shape("explain", format!("{} values: expected a multiple of {per} per image", inputs.len())));
         }
         let n = inputs.len() / per;
@@ -267,7 +267,7 @@ pub struct Deletion {
 /// `inputs` are the normalised images the explanations were made for.
 pub fn deletion_test(classifier: &mut Classifier, inputs: &[f32], explained: &[Explanation], fractions: &[f64], blank: f32, seed: u64) -> Result<Vec<Deletion>> {
     let n = explained.len();
-    if n == 0 || inputs.len() % n != 0 {
+    if n == 0 || !inputs.len().is_multiple_of(n) {
         return Err(Error::shape("deletion_test", format!("{} input values for {n} explanations", inputs.len())));
     }
     let per = inputs.len() / n;

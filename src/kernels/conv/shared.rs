@@ -140,7 +140,7 @@ fn forward_plan(gpu: &Gpu, c: &Conv2d, transposed: bool, rows: usize) -> Option<
     let staged = |band: usize| ((band - 1) * stride + c.r) * pitch;
     let lanes = |band: usize| (band * ow).next_multiple_of(32);
     let workgroups = |band: usize| c.batch * oh.div_ceil(band) * cout.div_ceil(CO_BLOCK);
-    let fits = |band: usize| band % rows == 0 && staged(band) <= XS && groups * lanes(band) <= max_wg;
+    let fits = |band: usize| band.is_multiple_of(rows) && staged(band) <= XS && groups * lanes(band) <= max_wg;
     // the widest band that fits and still gives TARGET_GROUPS workgroups, else the narrowest
     let band = (1..=oh).rev().filter(|&b| fits(b)).find(|&b| workgroups(b) >= TARGET_GROUPS).or_else(|| (1..=oh).find(|&b| fits(b)))?;
     let count = (XS / staged(band)).min(WS / (4 * taps)).min(cin);

@@ -103,7 +103,7 @@ pub fn gather_image(img: &[u8], rows: usize, cols: usize, seed: u32, step: u32, 
         Augment::Off => (0..plane).map(|k| img[k] as f64).collect(),
         Augment::Affine => (0..plane).map(|k| warped((k % cols) as f64, (k / cols) as f64)).collect(),
         Augment::Elastic | Augment::Robust => {
-            let field = elastic_field(rows, cols, |which| unit(which));
+            let field = elastic_field(rows, cols, unit);
             (0..plane).map(|k| warped((k % cols) as f64 + field[k].0, (k / cols) as f64 + field[k].1)).collect()
         }
     };
