@@ -206,7 +206,7 @@ impl Arena {
             let bytes = memory.slots[i].bytes;
             buffers[i] = Some(match self.slots.get(rank) {
                 Some((have, b)) if *have >= bytes => b.clone(),
-                _ => Arc::new(gpu.storage_buffer("kiln activation", bytes)?),
+                _ => activation_buffer(gpu, bytes)?,
             });
         }
         Ok(buffers.into_iter().map(|b| b.expect("every slot placed")).collect())
@@ -217,6 +217,11 @@ impl Arena {
         let (_, t) = self.inputs.iter().find(|(n, _)| n == name)?;
         (t.bytes() >= dtype.bytes(shape.iter().product())).then(|| Tensor::from_buffer(t.buffer().clone(), t.offset(), shape, dtype))
     }
+}
+
+/// One planned activation buffer (a memory-plan slot) of `bytes`.
+fn activation_buffer(gpu: &Gpu, bytes: u64) -> Result<Arc<GpuBuffer>> {
+    gpu.storage_buffer("kiln activation", bytes).map(Arc::new)
 }
 
 /// What a new executor takes from others: their parameters and state, an arena.
@@ -233,7 +238,7 @@ impl<'g> Executor<'g> {
     pub fn arena(gpu: &Gpu, graph: &Graph, mode: Mode) -> Result<Arena> {
         let plan = lower(graph, mode)?;
         let memory = plan_memory(&plan);
-        let mut slots = memory.slots.iter().map(|s| Ok((s.bytes, Arc::new(gpu.storage_buffer("kiln activation", s.bytes)?)))).collect::<Result<Vec<_>>>()?;
+        let mut slots = memory.slots.iter().map(|s| Ok((s.bytes, activation_buffer(gpu, s.bytes)?))).collect::<Result<Vec<_>>>()?;
         slots.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
         let mut inputs = Vec::new();
         for (i, v) in plan.values.iter().enumerate() {
@@ -356,7 +361,7 @@ impl<'g> Executor<'g> {
         let grads = if mode == Mode::Train { Some(zeros(flat_len)?) } else { None };
         let slot_buffers: Vec<Arc<GpuBuffer>> = match arena {
             Some(a) => a.place(gpu, &memory)?,
-            None => memory.slots.iter().map(|s| gpu.storage_buffer("kiln activation", s.bytes).map(Arc::new)).collect::<Result<_>>()?,
+            None => memory.slots.iter().map(|s| activation_buffer(gpu, s.bytes)).collect::<Result<_>>()?,
         };
         let step_buffer = Tensor::from_u32(gpu, &[STEP_WORDS], &[0; STEP_WORDS])?;
         let classes = plan.classes.unwrap_or(1);
