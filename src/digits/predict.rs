@@ -424,15 +424,9 @@ pub fn stages(gray: &GrayImage, path: &Path, preparation: &Preparation) -> Resul
     } else {
         gray
     };
-    let smoothed;
-    let gray = match deblock(gray) {
-        Some(s) => {
-            smoothed = s;
-            &smoothed
-        }
-        None => gray,
-    };
-    let flat = subtract_background(gray);
+    // the stages' "original" stays the image as given: the blur is the preparation's
+    let smoothed = deblock(gray);
+    let flat = subtract_background(smoothed.as_ref().unwrap_or(gray));
     let hist = histogram(flat.as_raw());
     let max = (0..256).rev().find(|&v| hist[v] > 0).unwrap_or(0);
     if max < 32 {
@@ -527,23 +521,23 @@ const DEBLOCK_SIGMA: f64 = 0.25;
 pub fn block_size(img: &GrayImage) -> Option<f64> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let raw = img.as_raw();
-    // runs along one axis: `line(i)` yields line i's pixels
-    let runs = |lines: usize, line: &dyn Fn(usize) -> Vec<u8>| -> Option<f64> {
+    // runs along one axis: `lines` lines of `len` pixels, `at(i, k)` pixel k of line i
+    let runs = |lines: usize, len: usize, at: &dyn Fn(usize, usize) -> u8| -> Option<f64> {
+        let flat = |i: usize| (1..len).all(|k| at(i, k) == at(i, 0));
         let (mut same, mut pairs) = (0usize, 0usize);
-        let mut prev = line(0);
+        let mut prev_flat = lines > 0 && flat(0);
         for i in 1..lines {
-            let next = line(i);
-            let flat = |v: &[u8]| v.iter().all(|&p| p == v[0]);
-            if !(flat(&prev) && flat(&next)) {
+            let next_flat = flat(i);
+            if !(prev_flat && next_flat) {
                 pairs += 1;
-                same += (prev == next) as usize;
+                same += (0..len).all(|k| at(i, k) == at(i - 1, k)) as usize;
             }
-            prev = next;
+            prev_flat = next_flat;
         }
         (pairs > 0).then(|| pairs as f64 / (pairs - same).max(1) as f64)
     };
-    let rows = runs(h, &|y| raw[y * w..(y + 1) * w].to_vec())?;
-    let cols = runs(w, &|x| (0..h).map(|y| raw[y * w + x]).collect())?;
+    let rows = runs(h, w, &|y, x| raw[y * w + x])?;
+    let cols = runs(w, h, &|x, y| raw[y * w + x])?;
     Some(rows.min(cols))
 }
 
