@@ -20,6 +20,12 @@
 // in shaders/im2col.wgsl does): each value goes to its window's saved argmax, masked by the
 // ReLU before the pool when relu_out is given, and the window's other elements get 0.
 //
+// POOL: the 2x2, stride-2 max-pool after the forward runs in its store. An invocation then
+// computes its CW outputs in two neighbouring rows (2 py and 2 py + 1) from the same weights,
+// stores both rows as without the pool, and stores the CW / 2 maxima of their windows and
+// each one's index within its plane (as max_pool2d_forward in shaders/pool.wgsl: window
+// order, a later value only when greater): one dispatch, and no pass of its own over y.
+//
 // Dimensions of the pass: batch N, C input channels, H x W input, R x S kernel, OH x OW
 // output, K = C*R*S.
 
@@ -46,6 +52,7 @@ override STRIDE: u32 = 1u;
 override COLUMNS: bool = false;
 override TRANSPOSED: bool = false;
 override ROUTE: bool = false;
+override POOL: bool = false;
 // the input values an invocation's CW windows cover in one row (at most SEG_MAX)
 override SEG: u32 = (CW - 1u) * STRIDE + S;
 
@@ -58,8 +65,11 @@ const ACC: u32 = 64u;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;
 @group(0) @binding(5) var<storage, read_write> col: array<f32>;
-@group(0) @binding(6) var<storage, read> argmax: array<u32>;
+// ROUTE reads the pool's argmax, POOL writes it
+@group(0) @binding(6) var<storage, read_write> argmax: array<u32>;
 @group(0) @binding(7) var<storage, read> relu_out: array<f32>;
+// POOL: the pool's output [N, COUT, OH / 2, OW / 2]
+@group(0) @binding(8) var<storage, read_write> pooled: array<f32>;
 
 // lanes 0..7's v, in every lane
 fn share8(v: vec4<f32>) -> array<vec4<f32>, 8> {
@@ -91,6 +101,24 @@ fn weight4(o: u32, ws: u32, u: u32) -> vec4<f32> {
     return v;
 }
 
+// POOL: the two 2x2 windows of rows oy, oy + 1 (v0, v1) at columns ox .. ox + 3 (a window
+// whole or absent: OW is even): each one's maximum and its index within the plane.
+fn pool4(plane: u32, oy: u32, ox: u32, v0: vec4<f32>, v1: vec4<f32>) {
+    for (var k = 0u; k < 2u; k++) {
+        let x0 = ox + 2u * k;
+        if x0 >= p.ow { break; }
+        let win = array<f32, 4>(v0[2u * k], v0[2u * k + 1u], v1[2u * k], v1[2u * k + 1u]);
+        var best = win[0];
+        var best_e = 0u;
+        for (var e = 1u; e < 4u; e++) {
+            if win[e] > best { best = win[e]; best_e = e; }
+        }
+        let o = (plane * (p.oh / 2u) + oy / 2u) * (p.ow / 2u) + x0 / 2u;
+        pooled[o] = best;
+        argmax[o] = (oy + best_e / 2u) * p.ow + x0 + best_e % 2u;
+    }
+}
+
 // ROUTE: dx value g of the pool's output element o = (plane, oy, ox) to the pool's input
 fn route(o: u32, plane: u32, oy: u32, ox: u32, g_in: f32) {
     let arg = argmax[o];
@@ -113,16 +141,19 @@ fn route(o: u32, plane: u32, oy: u32, ox: u32, g_in: f32) {
 fn conv_direct(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                @builtin(local_invocation_id) lid: vec3u, @builtin(subgroup_invocation_id) sid: u32) {
     let chunks = (p.ow + CW - 1u) / CW;
-    let total = p.batch * p.oh * chunks;
+    // POOL: an invocation computes two rows
+    let bands = select(p.oh, p.oh / 2u, POOL);
+    let total = p.batch * bands * chunks;
     let q = (wid.x + wid.y * nwg.x) * WG + lid.x;
     // every lane of a subgroup with work runs to the end (the broadcasts need all of them),
     // lanes past the end on the last chunk's loads
     if subgroupAll(q >= total) { return; }
     let qc = min(q, total - 1u);
-    let b = qc / (p.oh * chunks);
-    let t = qc - b * p.oh * chunks;
-    let oy = t / chunks;
-    let ox0 = (t - oy * chunks) * CW;
+    let b = qc / (bands * chunks);
+    let t = qc - b * bands * chunks;
+    let band = t / chunks;
+    let oy = select(band, band * 2u, POOL);
+    let ox0 = (t - band * chunks) * CW;
     let m0 = wid.z * TM;
     let wrow = m0 + 4u * (sid % 8u);
     let ws = weight_stride();
@@ -131,20 +162,31 @@ fn conv_direct(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
     let cols = p.batch * p.oh * p.ow;
     let n0 = (b * p.oh + oy) * p.ow + ox0;
     let keep = COLUMNS && m0 == 0u && q < total;
-    // acc[h * TM + i]: output channel m0 + i, outputs ox0 + 4h .. ox0 + 4h + 3
+    // acc[h * TM + i]: output channel m0 + i, outputs ox0 + 4h .. ox0 + 4h + 3; POOL: the
+    // next row's at acc[(CW / 4 + h) * TM + i]. Written out, not through helper functions:
+    // those ran slower on llvmpipe (conv2's routed dX 12% with the loads in a function).
     var acc: array<vec4<f32>, ACC>;
     for (var ci = 0u; ci < p.cin; ci++) {
         for (var r = 0u; r < R; r++) {
             let iy = iy0 + i32(r);
             let row_ok = iy >= 0 && iy < i32(p.h);
             let base = ((b * p.cin + ci) * p.h + u32(max(iy, 0))) * p.w;
+            // POOL: the next output row's inputs, one input row further down
+            let row1_ok = iy + i32(STRIDE) >= 0 && iy + i32(STRIDE) < i32(p.h);
+            let base1 = ((b * p.cin + ci) * p.h + u32(max(iy + i32(STRIDE), 0))) * p.w;
             // selects, not branches (llvmpipe runs a branch its lanes disagree on as masked
             // code on both sides)
             var seg: array<f32, SEG_MAX>;
+            var seg1: array<f32, SEG_MAX>;
             for (var j = 0u; j < SEG; j++) {
                 let ix = ix0 + i32(j);
-                let ok = row_ok && ix >= 0 && ix < i32(p.w);
+                let col_ok = ix >= 0 && ix < i32(p.w);
+                let ok = row_ok && col_ok;
                 seg[j] = select(0.0, x[select(0u, base + u32(ix), ok)], ok);
+                if POOL {
+                    let ok1 = row1_ok && col_ok;
+                    seg1[j] = select(0.0, x[select(0u, base1 + u32(ix), ok1)], ok1);
+                }
             }
             for (var s = 0u; s < S; s++) {
                 let wv = share8(weight4(wrow, ws, weight_offset(ci, r, s)));
@@ -164,6 +206,23 @@ fn conv_direct(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
                         acc[a + 2u] = fma(vec4<f32>(wv[i].z), xv, acc[a + 2u]);
                         acc[a + 3u] = fma(vec4<f32>(wv[i].w), xv, acc[a + 3u]);
                     }
+                    if POOL {
+                        // the same weights, the next row's inputs
+                        let xv1 = vec4<f32>(seg1[e], seg1[e + STRIDE], seg1[e + 2u * STRIDE], seg1[e + 3u * STRIDE]);
+                        if keep {
+                            let k = (ci * R + r) * S + s;
+                            for (var j = 0u; j < 4u; j++) {
+                                if ox0 + 4u * h + j < p.ow { col[k * cols + n0 + p.ow + 4u * h + j] = xv1[j]; }
+                            }
+                        }
+                        for (var i = 0u; i < TM / 4u; i++) {
+                            let a = (CW / 4u + h) * TM + 4u * i;
+                            acc[a] = fma(vec4<f32>(wv[i].x), xv1, acc[a]);
+                            acc[a + 1u] = fma(vec4<f32>(wv[i].y), xv1, acc[a + 1u]);
+                            acc[a + 2u] = fma(vec4<f32>(wv[i].z), xv1, acc[a + 2u]);
+                            acc[a + 3u] = fma(vec4<f32>(wv[i].w), xv1, acc[a + 3u]);
+                        }
+                    }
                 }
             }
         }
@@ -182,6 +241,16 @@ fn conv_direct(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
             for (var j = 0u; j < 4u; j++) {
                 if ox + j >= p.ow { break; }
                 if ROUTE { route(o + j, plane, oy, ox + j, v[j]); } else { y[o + j] = v[j]; }
+            }
+            if POOL {
+                var v1 = acc[(CW / 4u + h) * TM + i];
+                if (p.flags & 1u) != 0u { v1 += vec4<f32>(bias[co]); }
+                if (p.flags & 2u) != 0u { v1 = max(v1, vec4<f32>(0.0)); }
+                for (var j = 0u; j < 4u; j++) {
+                    if ox + j >= p.ow { break; }
+                    y[o + p.ow + j] = v1[j];
+                }
+                pool4(plane, oy, ox, v, v1);
             }
         }
     }

@@ -69,16 +69,13 @@ impl Lowering<'_> {
     }
 }
 
-/// In training, a max-pool whose input the step just before it makes (a convolution) runs
-/// in that step: `Step::Conv2dForward { pool: Some(..) }`, one dispatch where the kernel can
-/// (kernels/conv/shared.rs). Not in the forward-only modes: there nothing keeps the
-/// activations for a backward, and with separate steps the pool's outputs reuse the memory
-/// of the previous pool's output, which the convolution read (the MNIST CNN's evaluator at
-/// batch 64: 5.2 MB planned, 7.2 with the pools in the convolutions' steps).
+/// A max-pool whose input the step just before it makes (a convolution) runs in that step:
+/// `Step::Conv2dForward { pool: Some(..) }`, one dispatch where the kernel can
+/// (kernels/conv/shared.rs on GPUs, kernels/conv/direct.rs on CPU adapters), in every mode.
+/// The price in the forward-only modes: the convolution's output and the pool's are live
+/// at once, where with separate steps the pool's output reused the memory of the previous
+/// pool's output (the MNIST CNN's evaluator at batch 64: 7.2 MB planned against 5.2).
 pub fn join_pools(plan: &mut Plan) {
-    if plan.mode != Mode::Train {
-        return;
-    }
     let mut steps = Vec::with_capacity(plan.steps.len());
     for step in plan.steps.drain(..) {
         if let (Step::MaxPoolForward { pool, x, y, argmax }, Some(Step::Conv2dForward { y: conv_y, pool: joined @ None, .. })) = (&step, steps.last_mut()) {

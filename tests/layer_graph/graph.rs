@@ -55,16 +55,17 @@ fn cnn_trains_like_the_cpu_reference() {
 
 #[test]
 fn a_cnn_wide_enough_for_the_direct_convolutions_trains_like_the_cpu_reference() {
-    // in training every max-pool runs in its convolution's step (and, on the GPU families,
-    // dispatch); the forward-only plans keep pool steps (their memory plan is smaller)
+    // in every mode each max-pool runs in its convolution's step (and, where the kernel can,
+    // dispatch: conv_shared on the GPU families, conv_direct on lavapipe)
     let count = |mode, f: fn(&Step) -> bool| kiln::graph::lower(&wide_cnn(), mode).unwrap().steps.iter().filter(|s| f(s)).count();
-    assert_eq!(count(Mode::Train, |s| matches!(s, Step::Conv2dForward { pool: Some(_), .. })), 2);
-    assert_eq!(count(Mode::Train, |s| matches!(s, Step::MaxPoolForward { .. })), 0);
-    assert_eq!(count(Mode::Eval, |s| matches!(s, Step::MaxPoolForward { .. })), 2);
+    for mode in [Mode::Train, Mode::Eval] {
+        assert_eq!(count(mode, |s| matches!(s, Step::Conv2dForward { pool: Some(_), .. })), 2, "{mode:?}");
+        assert_eq!(count(mode, |s| matches!(s, Step::MaxPoolForward { .. })), 0, "{mode:?}");
+    }
     gpu_matches_cpu(&wide_cnn(), Optimizer::sgd(0.05, 0.9), &batches(6, 144, 5, 3));
 }
 
-/// With `KILN_DIRECT_CONV=unfused` (read when an executor chooses its kernels) the GPU families run the pools
+/// With `KILN_DIRECT_CONV=unfused` (read when an executor chooses its kernels) the pools run
 /// apart again: the two CNN tests above, in a child process of this test binary with it set.
 #[test]
 fn the_pools_apart_train_like_the_cpu_reference_too() {

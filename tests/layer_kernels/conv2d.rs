@@ -450,13 +450,15 @@ fn gpu_families_run_shared_memory_convolutions_where_they_fit() {
     }
 }
 
-/// A max-pool after a conv_shared forward runs in the convolution's dispatch where its
-/// windows tile the output (bands a whole number of windows tall), else as a dispatch of
-/// its own. Either way: y as the CPU's convolution, the pooled output and argmax as the CPU
-/// pool of that y (ReLU zeros make ties: the first in window order wins), and all three
-/// the same bits as the convolution and `max_pool2d_forward` run apart.
+/// A max-pool after a direct forward runs in the convolution's dispatch where it can: in
+/// conv_shared's (the GPU families) where its windows tile the output (bands a whole number
+/// of windows tall), in conv_direct's (the subgroup im2col family, lavapipe's) for 2 x 2
+/// windows at stride 2 over an even output; else as a dispatch of its own. Either way: y as
+/// the CPU's convolution, the pooled output and argmax as the CPU pool of that y (ReLU zeros
+/// make ties: the first in window order wins), and all three the same bits as the
+/// convolution and `max_pool2d_forward` run apart.
 #[test]
-fn gpu_families_pool_in_the_convolutions_dispatch_where_the_windows_tile_it() {
+fn pools_run_in_the_convolutions_dispatch_where_the_windows_tile_it() {
     use kiln::cpu::pool as cpu_pool;
     use kiln::ops::conv2d::conv2d_forward_keeping_columns;
     use kiln::ops::pool::{max_pool2d_forward, MaxPoolOut, Pool2d};
@@ -467,17 +469,27 @@ fn gpu_families_pool_in_the_convolutions_dispatch_where_the_windows_tile_it() {
         let first = got.iter().zip(want).position(|(a, b)| a != b);
         assert!(got.len() == want.len() && first.is_none(), "{what}: first difference at {first:?} of {}", want.len());
     };
+    // (geometry, window, pooled inside by conv_shared (None: not tried there), by conv_direct)
     let cases = [
         // conv1 and conv2 of the MNIST CNN (bands of 8 and 14 rows)
-        (Conv2d { batch: 3, cin: 1, h: 28, w: 28, cout: 16, r: 5, s: 5, stride: 1, pad: 2 }, 2, true),
-        (Conv2d { batch: 2, cin: 16, h: 14, w: 14, cout: 32, r: 5, s: 5, stride: 1, pad: 2 }, 2, true),
+        (Conv2d { batch: 3, cin: 1, h: 28, w: 28, cout: 16, r: 5, s: 5, stride: 1, pad: 2 }, 2, Some(true), true),
+        (Conv2d { batch: 2, cin: 16, h: 14, w: 14, cout: 32, r: 5, s: 5, stride: 1, pad: 2 }, 2, Some(true), true),
         // 3 x 3 windows; 20 channels (the second block of 16 partial); stride 2
-        (Conv2d { batch: 2, cin: 9, h: 23, w: 23, cout: 20, r: 3, s: 3, stride: 2, pad: 1 }, 3, true),
+        (Conv2d { batch: 2, cin: 9, h: 23, w: 23, cout: 20, r: 3, s: 3, stride: 2, pad: 1 }, 3, Some(true), false),
         // a 7 x 7 output: 2 x 2 windows do not tile it, the pool runs apart
-        (Conv2d { batch: 2, cin: 8, h: 7, w: 7, cout: 8, r: 3, s: 3, stride: 1, pad: 1 }, 2, false),
+        (Conv2d { batch: 2, cin: 8, h: 7, w: 7, cout: 8, r: 3, s: 3, stride: 1, pad: 1 }, 2, Some(false), false),
+        // 10 x 10: the last of an invocation's 4 columns past the edge; 20 of 32 channels; stride 2
+        (Conv2d { batch: 2, cin: 3, h: 10, w: 10, cout: 20, r: 3, s: 3, stride: 1, pad: 1 }, 2, None, true),
+        (Conv2d { batch: 3, cin: 5, h: 15, w: 14, cout: 6, r: 3, s: 2, stride: 2, pad: 1 }, 2, None, true),
     ];
-    for cfg in [GemmConfig::TILED_32X64, GemmConfig::TILED4_64X128] {
-        for (c, k, fused) in cases {
+    let sg = gpu.info().shares_subgroups();
+    for cfg in [GemmConfig::TILED_32X64, GemmConfig::TILED4_64X128, GemmConfig::IM2COL_VEC4_SG] {
+        let kernel = if cfg == GemmConfig::IM2COL_VEC4_SG { "conv_direct" } else { "conv_shared" };
+        if kernel == "conv_direct" && !sg {
+            panic!("{} has no subgroups of 8 or more lanes: conv_direct cannot run", gpu.info().name);
+        }
+        for (c, k, shared, direct) in cases {
+            let Some(fused) = (if kernel == "conv_direct" { Some(direct) } else { shared }) else { continue };
             let pool = Pool2d { batch: c.batch, channels: c.cout, h: c.oh(), w: c.ow(), k, stride: k, pad: 0 };
             let (x, w, b) = (rng.vec(c.x_len()), rng.vec(c.w_len()), rng.vec(c.cout));
             let up = |d: &[f32]| Tensor::from_f32(gpu, &[d.len()], d).unwrap();
@@ -491,7 +503,7 @@ fn gpu_families_pool_in_the_convolutions_dispatch_where_the_windows_tile_it() {
             let out = MaxPoolOut { pool: &pool, y: &py, argmax: &arg };
             let d = conv2d_forward_keeping_columns(gpu, &cfg, &c, &tx, &tw, Some(&tb), true, &y, None, Some(&out)).unwrap();
             let names: Vec<&str> = d.iter().map(|d| d.name).collect();
-            let want: &[&str] = if fused { &["conv_shared"] } else { &["conv_shared", "max_pool2d_forward"] };
+            let want: &[&str] = if fused { &[kernel] } else { &[kernel, "max_pool2d_forward"] };
             assert_eq!(names, want, "{} {c:?} pool {k}", cfg.name());
             gpu.run(&d.iter().collect::<Vec<_>>()).unwrap();
             let (gy, gpy, garg) = (y.to_f32(gpu).unwrap(), py.to_f32(gpu).unwrap(), arg.to_u32(gpu).unwrap());

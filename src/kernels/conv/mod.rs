@@ -35,10 +35,10 @@ pub struct ConvSwitches {
     /// The GPU families' direct convolutions (conv_shared); `KILN_DIRECT_CONV=0` (`off`) runs
     /// their passes as implicit GEMMs.
     pub direct: bool,
-    /// Max-pools inside other kernels on the GPU families: a forward's pool in conv_shared's
-    /// dispatch, a routed backward in the store of conv_shared's or
-    /// `linear_backward_input_routed`'s dX; `KILN_DIRECT_CONV=unfused` runs them apart (the
-    /// pool kernels after a product in the scratch region).
+    /// Max-pools inside other kernels: a forward's pool in conv_shared's dispatch (the GPU
+    /// families) or conv_direct's (lavapipe), a routed backward in the store of
+    /// conv_shared's or `linear_backward_input_routed`'s dX; `KILN_DIRECT_CONV=unfused` runs
+    /// them apart (the pool kernels after a product in the scratch region).
     pub fused_pools: bool,
 }
 
@@ -110,7 +110,10 @@ impl ConvChoice {
         let shared = matches!(cfg.family, Family::Tiled | Family::Tiled4) && switches.direct;
         let staged = cfg.family == Family::Im2colVec4;
         match pass {
-            Pass::Forward if conv_direct::fits_forward(gpu, cfg, conv) => choice(ConvKernel::Direct, PoolAt::Apart),
+            Pass::Forward if conv_direct::fits_forward(gpu, cfg, conv) => {
+                let inside = switches.fused_pools && pool.is_some_and(|p| conv_direct::fits_pooled_forward(gpu, cfg, conv, p));
+                choice(ConvKernel::Direct, if inside { PoolAt::Inside } else { PoolAt::Apart })
+            }
             Pass::Forward if shared && conv_shared::fits_forward(gpu, conv) => {
                 let inside = switches.fused_pools && pool.is_some_and(|p| conv_shared::fits_pooled_forward(gpu, conv, p));
                 choice(ConvKernel::Shared, if inside { PoolAt::Inside } else { PoolAt::Apart })
@@ -231,11 +234,11 @@ pub fn forward(gpu: &Gpu, choice: &ConvChoice, conv: &Conv2d, x: &Tensor, w: &Te
     if columns.is_some() && !matches!(choice.kernel, ConvKernel::Direct | ConvKernel::Staged) {
         return Err(Error::unsupported(op, format!("keeping im2col columns with {:?}, which does not stage them for {conv:?}", cfg.family)));
     }
-    // the pool inside conv_shared's dispatch where its windows tile the output
+    // the pool inside conv_shared's or conv_direct's dispatch where its windows tile the output
     let inside = pool.filter(|_| choice.pool == PoolAt::Inside);
     let bias_mode = if bias.is_some() { Bias::Row } else { Bias::None };
     let mut dispatches = match choice.kernel {
-        ConvKernel::Direct => vec![conv_direct::forward(gpu, conv, x, w, bias, relu, y, columns)?],
+        ConvKernel::Direct => vec![conv_direct::forward(gpu, conv, x, w, bias, relu, y, columns, inside)?],
         ConvKernel::Shared => vec![conv_shared::forward(gpu, conv, x, w, bias, relu, y, inside)?],
         ConvKernel::Staged => im2col::forward(gpu, cfg, conv, im2col_forward_params(conv, flags(false, relu, bias_mode)), x, w, bias, y, columns)?,
         ConvKernel::Implicit => vec![launch(gpu, op, cfg, GemmMode::ConvForward, Transpose::NN, forward_params(conv, flags(false, relu, bias_mode)), w, x, bias, y)?],
