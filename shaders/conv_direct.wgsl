@@ -167,27 +167,32 @@ fn conv_direct(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
     // those ran slower on llvmpipe (conv2's routed dX 12% with the loads in a function).
     var acc: array<vec4<f32>, ACC>;
     for (var ci = 0u; ci < p.cin; ci++) {
+        // POOL (stride 1): the next row's inputs at kernel row r are this row's at r + 1
+        var next: array<f32, SEG_MAX>;
         for (var r = 0u; r < R; r++) {
             let iy = iy0 + i32(r);
             let row_ok = iy >= 0 && iy < i32(p.h);
             let base = ((b * p.cin + ci) * p.h + u32(max(iy, 0))) * p.w;
-            // POOL: the next output row's inputs, one input row further down
-            let row1_ok = iy + i32(STRIDE) >= 0 && iy + i32(STRIDE) < i32(p.h);
-            let base1 = ((b * p.cin + ci) * p.h + u32(max(iy + i32(STRIDE), 0))) * p.w;
+            let row1_ok = iy + 1 >= 0 && iy + 1 < i32(p.h);
+            let base1 = ((b * p.cin + ci) * p.h + u32(max(iy + 1, 0))) * p.w;
             // selects, not branches (llvmpipe runs a branch its lanes disagree on as masked
             // code on both sides)
             var seg: array<f32, SEG_MAX>;
             var seg1: array<f32, SEG_MAX>;
+            if POOL && r > 0u { seg = next; }
             for (var j = 0u; j < SEG; j++) {
                 let ix = ix0 + i32(j);
                 let col_ok = ix >= 0 && ix < i32(p.w);
-                let ok = row_ok && col_ok;
-                seg[j] = select(0.0, x[select(0u, base + u32(ix), ok)], ok);
+                if !POOL || r == 0u {
+                    let ok = row_ok && col_ok;
+                    seg[j] = select(0.0, x[select(0u, base + u32(ix), ok)], ok);
+                }
                 if POOL {
                     let ok1 = row1_ok && col_ok;
                     seg1[j] = select(0.0, x[select(0u, base1 + u32(ix), ok1)], ok1);
                 }
             }
+            if POOL { next = seg1; }
             for (var s = 0u; s < S; s++) {
                 let wv = share8(weight4(wrow, ws, weight_offset(ci, r, s)));
                 for (var h = 0u; h < CW / 4u; h++) {

@@ -478,9 +478,11 @@ fn pools_run_in_the_convolutions_dispatch_where_the_windows_tile_it() {
         (Conv2d { batch: 2, cin: 9, h: 23, w: 23, cout: 20, r: 3, s: 3, stride: 2, pad: 1 }, 3, Some(true), false),
         // a 7 x 7 output: 2 x 2 windows do not tile it, the pool runs apart
         (Conv2d { batch: 2, cin: 8, h: 7, w: 7, cout: 8, r: 3, s: 3, stride: 1, pad: 1 }, 2, Some(false), false),
-        // 10 x 10: the last of an invocation's 4 columns past the edge; 20 of 32 channels; stride 2
+        // 10 x 10: the last of an invocation's 4 columns past the edge; 20 of 32 channels; a
+        // 3 x 2 kernel; stride 2 (the pool apart: conv_direct pools only at stride 1)
         (Conv2d { batch: 2, cin: 3, h: 10, w: 10, cout: 20, r: 3, s: 3, stride: 1, pad: 1 }, 2, None, true),
-        (Conv2d { batch: 3, cin: 5, h: 15, w: 14, cout: 6, r: 3, s: 2, stride: 2, pad: 1 }, 2, None, true),
+        (Conv2d { batch: 3, cin: 5, h: 12, w: 9, cout: 6, r: 3, s: 2, stride: 1, pad: 1 }, 2, None, true),
+        (Conv2d { batch: 3, cin: 5, h: 15, w: 14, cout: 6, r: 3, s: 2, stride: 2, pad: 1 }, 2, None, false),
     ];
     let sg = gpu.info().shares_subgroups();
     for cfg in [GemmConfig::TILED_32X64, GemmConfig::TILED4_64X128, GemmConfig::IM2COL_VEC4_SG] {

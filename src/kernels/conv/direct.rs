@@ -119,6 +119,7 @@ pub(super) fn fits_forward(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d) -> bool {
 /// its store: a 2x2 window at stride 2 without padding over an even output.
 pub(super) fn fits_pooled_forward(gpu: &Gpu, cfg: &GemmConfig, c: &Conv2d, pool: &Pool2d) -> bool {
     fits_forward(gpu, cfg, c)
+        && c.stride == 1
         && (pool.k, pool.stride, pool.pad) == (2, 2, 0)
         && (pool.batch, pool.channels, pool.h, pool.w) == (c.batch, c.cout, c.oh(), c.ow())
         && c.oh().is_multiple_of(2)
