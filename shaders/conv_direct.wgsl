@@ -20,8 +20,9 @@
 // in shaders/im2col.wgsl does): each value goes to its window's saved argmax, masked by the
 // ReLU before the pool when relu_out is given, and the window's other elements get 0.
 //
-// POOL: the 2x2, stride-2 max-pool after the forward runs in its store. An invocation then
-// computes its CW outputs in two neighbouring rows (2 py and 2 py + 1) from the same weights,
+// POOL: the 2x2, stride-2 max-pool after a stride-1 forward runs in its store. An invocation
+// then computes its CW outputs in two neighbouring rows (2 py and 2 py + 1) from the same
+// weights (the second row's inputs at kernel row r are the first's at r + 1: loaded once),
 // stores both rows as without the pool, and stores the CW / 2 maxima of their windows and
 // each one's index within its plane (as max_pool2d_forward in shaders/pool.wgsl: window
 // order, a later value only when greater): one dispatch, and no pass of its own over y.
